@@ -1,0 +1,40 @@
+//! What the gRPC handlers and background loops share: the pool, the config,
+//! the wake-up fan-out, and the tracker and token that own spawned work.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::scheduler::wakeup::Wakeups;
+
+/// Shared state of one coordinator process.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// Query pool.
+    pub pool: PgPool,
+    /// Effective config.
+    pub config: Arc<Config>,
+    /// Wakes waiting claims.
+    pub wakeups: Arc<Wakeups>,
+    /// Owns work spawned by handlers (heartbeat sessions, delayed wake-ups).
+    pub tracker: TaskTracker,
+    /// Cancelled when the coordinator stops taking RPCs: ends long-polls and sessions.
+    pub rpc_shutdown: CancellationToken,
+}
+
+impl App {
+    /// Wakes this coordinator's waiting claims after `delay` (a retry coming due).
+    pub fn wake_after(&self, delay: std::time::Duration) {
+        let wakeups = Arc::clone(&self.wakeups);
+        let cancel = self.rpc_shutdown.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => wakeups.wake_all(),
+                () = cancel.cancelled() => {}
+            }
+        });
+    }
+}

@@ -1,0 +1,338 @@
+//! The coordinator's configuration: defaults in code, then `--config FILE`
+//! (TOML), then `HIVE_COORDINATOR__*` variables, then flags. `validate`
+//! lists every problem at once.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use hive_shared::config::{ConfigError, Secret};
+use hive_shared::telemetry::LogFormat;
+use serde::{Deserialize, Serialize};
+
+/// Prefix of the environment variables that set config keys (`__` separates levels).
+pub const ENV_PREFIX: &str = "HIVE_COORDINATOR__";
+
+/// Everything the coordinator can be configured with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the gRPC server binds.
+    pub listen: SocketAddr,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// PostgreSQL connection.
+    pub database: DatabaseConfig,
+    /// Lease and heartbeat timing.
+    pub leases: LeaseConfig,
+    /// Claim long-polling.
+    pub claims: ClaimConfig,
+    /// Defaults for submitted tasks.
+    pub tasks: TaskDefaults,
+    /// Size limits on requests and stored output.
+    pub limits: LimitConfig,
+    /// How long shutdown waits for in-flight RPCs.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+/// PostgreSQL connection settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Connection URL (`postgres://user@host:port/db`); required.
+    pub url: Secret<String>,
+    /// Pool size for queries.
+    pub max_connections: u32,
+    /// How long a query waits for a pooled connection.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+/// Lease and heartbeat timing, handed to workers at registration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaseConfig {
+    /// How long an attempt's lease lasts without a heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How often workers beat.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// How often the reaper looks for expired leases.
+    #[serde(with = "humantime_serde")]
+    pub reap_interval: Duration,
+}
+
+/// Claim long-poll settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClaimConfig {
+    /// Most tasks one Claim hands out.
+    pub max_batch: u32,
+    /// Longest wait a worker may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    /// Fallback re-check while waiting (wake-ups normally come from LISTEN/NOTIFY;
+    /// this catches tasks whose `run_after` passes and notifications lost in a reconnect).
+    #[serde(with = "humantime_serde")]
+    pub recheck_interval: Duration,
+}
+
+/// Defaults applied to submitted tasks that do not set their own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskDefaults {
+    /// Attempts allowed in total (1 + retries).
+    pub max_attempts: u32,
+    /// First retry delay.
+    #[serde(with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    /// Growth factor of the delay per retry.
+    pub backoff_multiplier: f64,
+    /// Largest delay.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Random spread of each delay, as a fraction (0.2 = ±20 %).
+    pub backoff_jitter: f64,
+}
+
+/// Request and storage limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitConfig {
+    /// Largest gRPC message accepted.
+    pub max_message_size: ByteSize,
+    /// Largest prompt of one task.
+    pub max_prompt_size: ByteSize,
+    /// Largest input of one task (as JSON).
+    pub max_input_size: ByteSize,
+    /// Largest result of one task (as JSON).
+    pub max_result_size: ByteSize,
+    /// Most tasks in one submission.
+    pub max_tasks_per_submit: u32,
+    /// Output stored per task; later output is dropped behind a truncation marker.
+    pub max_log_size_per_task: ByteSize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            log_format: LogFormat::Text,
+            database: DatabaseConfig::default(),
+            leases: LeaseConfig::default(),
+            claims: ClaimConfig::default(),
+            tasks: TaskDefaults::default(),
+            limits: LimitConfig::default(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::default(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(5),
+            reap_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Default for ClaimConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 256,
+            max_wait: Duration::from_secs(60),
+            recheck_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for TaskDefaults {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            backoff_initial: Duration::from_secs(10),
+            backoff_multiplier: 2.0,
+            backoff_max: Duration::from_secs(300),
+            backoff_jitter: 0.2,
+        }
+    }
+}
+
+impl Default for LimitConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: ByteSize::mib(16),
+            max_prompt_size: ByteSize::mib(1),
+            max_input_size: ByteSize::mib(1),
+            max_result_size: ByteSize::mib(4),
+            max_tasks_per_submit: 10_000,
+            max_log_size_per_task: ByteSize::mib(4),
+        }
+    }
+}
+
+/// The few settings that also have flags (and their usual environment variables).
+#[derive(Debug, Default, Serialize)]
+pub struct Flags {
+    /// `--listen` / `HIVE_LISTEN`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// `--database-url` / `DATABASE_URL`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseFlags>,
+}
+
+/// Database flags.
+#[derive(Debug, Serialize)]
+pub struct DatabaseFlags {
+    /// Connection URL.
+    pub url: String,
+}
+
+impl Config {
+    /// Loads the layered config and validates it.
+    ///
+    /// # Errors
+    /// Every unreadable, unknown or invalid setting, each named.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: Flags,
+    ) -> Result<Self, ConfigError> {
+        hive_shared::config::load(file, env, ENV_PREFIX, flags, Self::validate)
+    }
+
+    /// Lists every problem with this config; empty when it is usable.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, problem: &str| {
+            if !ok {
+                problems.push(problem.to_owned());
+            }
+        };
+        let url = self.database.url.expose();
+        check(
+            !url.is_empty(),
+            "database.url is required (flag --database-url or env DATABASE_URL)",
+        );
+        check(
+            url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://"),
+            "database.url must start with postgres:// or postgresql://",
+        );
+        check(
+            self.database.max_connections >= 2,
+            "database.max_connections must be at least 2",
+        );
+        check(
+            !self.leases.ttl.is_zero(),
+            "leases.ttl must be greater than zero",
+        );
+        check(
+            self.leases.heartbeat_interval * 2 <= self.leases.ttl,
+            "leases.heartbeat_interval must be at most half of leases.ttl, so one lost beat does not lose a lease",
+        );
+        check(
+            !self.leases.heartbeat_interval.is_zero(),
+            "leases.heartbeat_interval must be greater than zero",
+        );
+        check(
+            !self.leases.reap_interval.is_zero(),
+            "leases.reap_interval must be greater than zero",
+        );
+        check(
+            (1..=10_000).contains(&self.claims.max_batch),
+            "claims.max_batch must be between 1 and 10000",
+        );
+        check(
+            !self.claims.recheck_interval.is_zero(),
+            "claims.recheck_interval must be greater than zero",
+        );
+        check(
+            self.tasks.max_attempts >= 1,
+            "tasks.max_attempts must be at least 1",
+        );
+        check(
+            self.tasks.backoff_multiplier >= 1.0,
+            "tasks.backoff_multiplier must be at least 1.0",
+        );
+        check(
+            (0.0..1.0).contains(&self.tasks.backoff_jitter),
+            "tasks.backoff_jitter must be in [0, 1)",
+        );
+        check(
+            self.tasks.backoff_initial <= self.tasks.backoff_max,
+            "tasks.backoff_initial must not exceed tasks.backoff_max",
+        );
+        check(
+            self.limits.max_prompt_size < self.limits.max_message_size,
+            "limits.max_prompt_size must be below limits.max_message_size",
+        );
+        check(
+            self.limits.max_tasks_per_submit >= 1,
+            "limits.max_tasks_per_submit must be at least 1",
+        );
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_url() -> Flags {
+        Flags {
+            listen: None,
+            database: Some(DatabaseFlags {
+                url: "postgres://x@localhost/db".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn defaults_plus_a_database_url_are_valid() {
+        let config = Config::load(None, vec![], with_url()).unwrap();
+        assert_eq!(config.leases.ttl, Duration::from_secs(30));
+        assert_eq!(config.listen.port(), 50051);
+    }
+
+    #[test]
+    fn a_missing_url_and_bad_timing_are_all_reported() {
+        let env = vec![
+            ("HIVE_COORDINATOR__LEASES__TTL".to_owned(), "4s".to_owned()),
+            (
+                "HIVE_COORDINATOR__CLAIMS__MAX_BATCH".to_owned(),
+                "0".to_owned(),
+            ),
+        ];
+        let err = Config::load(None, env, Flags::default()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("database.url is required"), "{text}");
+        assert!(text.contains("leases.heartbeat_interval"), "{text}");
+        assert!(text.contains("claims.max_batch"), "{text}");
+    }
+
+    #[test]
+    fn a_bad_duration_names_the_key() {
+        let env = vec![(
+            "HIVE_COORDINATOR__LEASES__TTL".to_owned(),
+            "soon".to_owned(),
+        )];
+        let err = Config::load(None, env, with_url()).unwrap_err();
+        assert!(err.to_string().contains("ttl"), "{err}");
+    }
+}

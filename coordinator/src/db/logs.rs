@@ -1,0 +1,132 @@
+//! Statements on `task_logs` and the per-task output budget kept on `tasks`.
+
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+/// A task's output budget, locked while a batch of chunks is stored.
+#[derive(Debug)]
+pub struct LogBudget {
+    /// Task id.
+    pub task_id: Uuid,
+    /// Its current attempt (chunks of other attempts are refused).
+    pub current_attempt: Option<Uuid>,
+    /// Bytes stored so far.
+    pub log_bytes: i64,
+    /// Whether the marker was written already.
+    pub log_truncated: bool,
+}
+
+/// Locks and returns the output budget of the given tasks.
+pub async fn lock_budgets(
+    conn: &mut PgConnection,
+    task_ids: &[Uuid],
+) -> sqlx::Result<Vec<LogBudget>> {
+    sqlx::query_as!(
+        LogBudget,
+        r#"
+        select id as task_id, current_attempt, log_bytes, log_truncated
+        from tasks where id = any($1)
+        order by id
+        for no key update
+        "#,
+        task_ids
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Chunks to store, column by column.
+#[derive(Debug, Default)]
+pub struct NewChunks {
+    /// Task ids.
+    pub task_ids: Vec<Uuid>,
+    /// Attempt ids.
+    pub attempt_ids: Vec<Uuid>,
+    /// Sequence numbers.
+    pub seqs: Vec<i64>,
+    /// Streams (1 stdout, 2 stderr, 3 hive).
+    pub streams: Vec<i16>,
+    /// Bytes.
+    pub data: Vec<Vec<u8>>,
+}
+
+/// Stores chunks; a resent chunk (same attempt, seq and stream) is ignored.
+pub async fn insert_chunks(conn: &mut PgConnection, chunks: &NewChunks) -> sqlx::Result<u64> {
+    let result = sqlx::query!(
+        r#"
+        insert into task_logs (task_id, attempt_id, seq, stream, data)
+        select * from unnest($1::uuid[], $2::uuid[], $3::int8[], $4::int2[], $5::bytea[])
+        on conflict (attempt_id, seq, stream) do nothing
+        "#,
+        &chunks.task_ids,
+        &chunks.attempt_ids,
+        &chunks.seqs,
+        &chunks.streams,
+        &chunks.data,
+    )
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// Writes back the output budgets after a batch.
+pub async fn update_budgets(
+    conn: &mut PgConnection,
+    task_ids: &[Uuid],
+    log_bytes: &[i64],
+    truncated: &[bool],
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"
+        update tasks t set log_bytes = b.log_bytes, log_truncated = b.truncated
+        from unnest($1::uuid[], $2::int8[], $3::bool[]) as b(task_id, log_bytes, truncated)
+        where t.id = b.task_id
+        "#,
+        task_ids,
+        log_bytes,
+        truncated,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One stored chunk.
+#[derive(Debug)]
+pub struct ChunkRow {
+    /// Row id: the read cursor.
+    pub id: i64,
+    /// Attempt.
+    pub attempt_id: Uuid,
+    /// Sequence within the attempt.
+    pub seq: i64,
+    /// Stream.
+    pub stream: i16,
+    /// Bytes.
+    pub data: Vec<u8>,
+}
+
+/// Up to `limit` chunks of a task after cursor `after`, oldest first.
+pub async fn read(
+    executor: impl PgExecutor<'_>,
+    task: Uuid,
+    attempt: Option<Uuid>,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<ChunkRow>> {
+    sqlx::query_as!(
+        ChunkRow,
+        r#"
+        select id, attempt_id, seq, stream, data from task_logs
+        where task_id = $1 and ($2::uuid is null or attempt_id = $2) and id > $3
+        order by id
+        limit $4
+        "#,
+        task,
+        attempt,
+        after,
+        limit,
+    )
+    .fetch_all(executor)
+    .await
+}

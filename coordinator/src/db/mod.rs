@@ -1,0 +1,46 @@
+//! All of the coordinator's SQL, one module per concern, one function per
+//! statement. Functions take an executor (a pool or a transaction), so the
+//! use-cases in `tasks/` decide where transactions begin and commit.
+//!
+//! What is durable: swarms, tasks, attempts, workers and task output, all in
+//! PostgreSQL. What is rebuilt in memory on start: nothing but the wake-up
+//! fan-out of waiting claims (see `scheduler::wakeup`).
+//!
+//! sqlx owns this module: the pool, migrations and every compile-time-checked
+//! query. tokio-postgres has one other job, the dedicated LISTEN connection in
+//! `scheduler::wakeup`, where a long-lived connection with direct access to
+//! asynchronous notifications is what is needed.
+
+pub mod logs;
+pub mod stats;
+pub mod tasks;
+pub mod workers;
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::config::DatabaseConfig;
+
+/// The channel on which "tasks became ready" is announced.
+pub const READY_CHANNEL: &str = "hive_task_ready";
+
+/// Opens the query pool.
+///
+/// # Errors
+/// A malformed URL or an unreachable server.
+pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = config.url.expose().parse()?;
+    PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(config.acquire_timeout)
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .connect_with(options.application_name("hive-coordinator"))
+        .await
+}
+
+/// Converts a duration to the seconds PostgreSQL's `make_interval` takes.
+pub(crate) fn seconds(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}

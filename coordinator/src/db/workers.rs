@@ -1,0 +1,166 @@
+//! Statements on `workers`: registration, heartbeat figures, listing.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+/// A worker as it registers.
+#[derive(Debug)]
+pub struct Registration<'a> {
+    /// Worker id.
+    pub id: Uuid,
+    /// Name.
+    pub name: &'a str,
+    /// Host.
+    pub hostname: &'a str,
+    /// Agents offered.
+    pub agents: &'a [String],
+    /// Slots.
+    pub slots: i32,
+    /// Version.
+    pub version: &'a str,
+}
+
+/// Records a worker, or refreshes it when it registers again after a reconnect.
+pub async fn upsert(executor: impl PgExecutor<'_>, worker: &Registration<'_>) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"
+        insert into workers (id, name, hostname, agents, slots, free_slots, version)
+        values ($1, $2, $3, $4, $5, $5, $6)
+        on conflict (id) do update
+        set name = excluded.name, hostname = excluded.hostname, agents = excluded.agents,
+            slots = excluded.slots, version = excluded.version, last_seen_at = now()
+        "#,
+        worker.id,
+        worker.name,
+        worker.hostname,
+        worker.agents,
+        worker.slots,
+        worker.version,
+    )
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Heartbeat figures of one worker.
+#[derive(Debug)]
+pub struct Beat {
+    /// Worker id.
+    pub id: Uuid,
+    /// Free slots.
+    pub free_slots: i32,
+    /// Attempts held.
+    pub running: i32,
+    /// CPU use, percent.
+    pub cpu_percent: f64,
+    /// Memory in use.
+    pub memory_used_bytes: i64,
+    /// Memory installed.
+    pub memory_total_bytes: i64,
+}
+
+/// Records a heartbeat's figures; `false` when the worker is not registered.
+pub async fn record_beat(executor: impl PgExecutor<'_>, beat: &Beat) -> sqlx::Result<bool> {
+    let result = sqlx::query!(
+        r#"
+        update workers
+        set last_seen_at = now(), free_slots = $2, running = $3, cpu_percent = $4,
+            memory_used_bytes = $5, memory_total_bytes = $6
+        where id = $1
+        "#,
+        beat.id,
+        beat.free_slots,
+        beat.running,
+        beat.cpu_percent,
+        beat.memory_used_bytes,
+        beat.memory_total_bytes,
+    )
+    .execute(executor)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Whether a worker is registered.
+pub async fn exists(executor: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
+    let found = sqlx::query_scalar!(
+        r#"select exists(select 1 from workers where id = $1) as "found!""#,
+        id
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(found)
+}
+
+/// A worker as stored, with whether it was heard from within the lease.
+#[derive(Debug)]
+pub struct WorkerRow {
+    /// Worker id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Host.
+    pub hostname: String,
+    /// Agents.
+    pub agents: Vec<String>,
+    /// Slots.
+    pub slots: i32,
+    /// Free slots.
+    pub free_slots: i32,
+    /// Attempts held.
+    pub running: i32,
+    /// CPU use.
+    pub cpu_percent: Option<f64>,
+    /// Memory in use.
+    pub memory_used_bytes: Option<i64>,
+    /// Memory installed.
+    pub memory_total_bytes: Option<i64>,
+    /// Version.
+    pub version: String,
+    /// First registration.
+    pub registered_at: DateTime<Utc>,
+    /// Last contact.
+    pub last_seen_at: DateTime<Utc>,
+    /// Heard from within the lease.
+    pub live: bool,
+}
+
+/// Registered workers, most recently seen first; `gone` ones only when asked.
+pub async fn list(
+    executor: impl PgExecutor<'_>,
+    lease_seconds: f64,
+    include_gone: bool,
+) -> sqlx::Result<Vec<WorkerRow>> {
+    sqlx::query_as!(
+        WorkerRow,
+        r#"
+        select id, name, hostname, agents, slots, free_slots, running, cpu_percent, memory_used_bytes,
+               memory_total_bytes, version, registered_at, last_seen_at,
+               last_seen_at > now() - make_interval(secs => $1) as "live!"
+        from workers
+        where $2 or last_seen_at > now() - make_interval(secs => $1)
+        order by last_seen_at desc
+        "#,
+        lease_seconds,
+        include_gone,
+    )
+    .fetch_all(executor)
+    .await
+}
+
+/// Which of `agents` no registered worker offers.
+pub async fn agents_without_worker(
+    executor: impl PgExecutor<'_>,
+    agents: &[String],
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        r#"
+        select a as "agent!" from unnest($1::text[]) as a
+        where not exists (select 1 from workers w where a = any(w.agents))
+        order by a
+        "#,
+        agents
+    )
+    .fetch_all(executor)
+    .await
+}

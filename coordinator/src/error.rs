@@ -1,0 +1,61 @@
+//! The coordinator's error type. Variants name what happened; `grpc::status`
+//! is the one place that turns them into gRPC codes.
+
+use hive_shared::ids::{AttemptId, TaskId, WorkerId};
+
+use crate::tasks::state::TaskStatus;
+
+/// Everything a coordinator use-case can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed; each entry names the field and what is wrong with it.
+    #[error("{}", problems.join("; "))]
+    InvalidArgument {
+        /// One line per problem, each starting with the field path.
+        problems: Vec<String>,
+    },
+    /// No task has this id.
+    #[error("task {0} not found")]
+    TaskNotFound(TaskId),
+    /// The worker never registered (or its record was pruned).
+    #[error("worker {0} is not registered; call Register first")]
+    WorkerNotRegistered(WorkerId),
+    /// The task's status forbids the operation.
+    #[error("task {task} is {status}: {action} is only possible for {allowed}")]
+    WrongStatus {
+        /// The task.
+        task: TaskId,
+        /// Its status now.
+        status: TaskStatus,
+        /// What was asked.
+        action: &'static str,
+        /// Which statuses allow it.
+        allowed: &'static str,
+    },
+    /// The attempt is no longer the task's current one: its holder lost the lease.
+    #[error("attempt {attempt} is not the current attempt of task {task}; its lease was lost")]
+    LeaseLost {
+        /// The task.
+        task: TaskId,
+        /// The stale attempt.
+        attempt: AttemptId,
+    },
+    /// The coordinator is shutting down and takes no new long-polls.
+    #[error("the coordinator is shutting down")]
+    ShuttingDown,
+    /// The database failed or could not be reached.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
+
+impl Error {
+    /// A single invalid field.
+    pub fn invalid(field: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
+        Self::InvalidArgument {
+            problems: vec![format!("{field}: {reason}")],
+        }
+    }
+}
+
+/// Result alias for the coordinator.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,210 @@
+//! `hive.v1.AdminService`: decode, call a use-case, encode. No SQL here.
+
+use hive_shared::ids::{AttemptId, SwarmId, TaskId};
+use hive_shared::pb::{self, admin_service_server::AdminService};
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use super::convert::{self, parse_id};
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::tasks::state::TaskStatus;
+use crate::tasks::submit::Submission;
+use crate::{db, tasks};
+
+/// Largest page of log chunks.
+const MAX_LOG_PAGE: u32 = 10_000;
+
+/// The AdminService implementation.
+#[derive(Debug, Clone)]
+pub struct AdminApi {
+    app: App,
+}
+
+impl AdminApi {
+    /// Serves operators with `app`.
+    pub fn new(app: App) -> Self {
+        Self { app }
+    }
+}
+
+fn optional_id<T>(
+    field: &str,
+    text: &str,
+    parse: impl Fn(&str) -> Result<T, hive_shared::ids::BadId>,
+) -> Result<Option<T>> {
+    if text.is_empty() {
+        Ok(None)
+    } else {
+        parse_id(field, text, parse).map(Some)
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    #[instrument(skip_all, fields(swarm = %request.get_ref().swarm, n = request.get_ref().tasks.len()))]
+    async fn submit_tasks(
+        &self,
+        request: Request<pb::SubmitTasksRequest>,
+    ) -> Result<Response<pb::SubmitTasksResponse>, Status> {
+        let request = request.into_inner();
+        let tasks = request
+            .tasks
+            .into_iter()
+            .enumerate()
+            .map(|(index, spec)| convert::new_task(index, spec))
+            .collect::<Result<Vec<_>>>()?;
+        let submission = Submission {
+            swarm: request.swarm,
+            tasks,
+        };
+        let app = &self.app;
+        let submitted =
+            tasks::submit::submit(&app.pool, &app.config.tasks, &app.config.limits, submission)
+                .await?;
+        tracing::info!(swarm_id = %submitted.swarm_id, tasks = submitted.task_ids.len(), "swarm submitted");
+        Ok(Response::new(pb::SubmitTasksResponse {
+            swarm_id: submitted.swarm_id.to_string(),
+            task_ids: submitted.task_ids.iter().map(ToString::to_string).collect(),
+            warnings: submitted.warnings,
+        }))
+    }
+
+    async fn get_task(
+        &self,
+        request: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::GetTaskResponse>, Status> {
+        let task = parse_id("task_id", &request.get_ref().task_id, TaskId::parse)?;
+        let (row, attempts) = tasks::get(&self.app.pool, task).await?;
+        Ok(Response::new(pb::GetTaskResponse {
+            task: Some(convert::task(row)),
+            attempts: attempts.into_iter().map(convert::attempt).collect(),
+        }))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let request = request.into_inner();
+        let status = pb::TaskStatus::try_from(request.status).map_err(|_| {
+            Error::invalid("status", format!("{} is not a task status", request.status))
+        })?;
+        let filter = db::tasks::ListFilter {
+            status: TaskStatus::from_pb(status),
+            swarm_id: optional_id("swarm_id", &request.swarm_id, SwarmId::parse)?.map(|id| id.0),
+            agent: (!request.agent.is_empty()).then_some(request.agent),
+            before: None,
+        };
+        let token = optional_id("page_token", &request.page_token, TaskId::parse)?.map(|id| id.0);
+        let (rows, next) = tasks::list(&self.app.pool, filter, request.page_size, token).await?;
+        Ok(Response::new(pb::ListTasksResponse {
+            tasks: rows.into_iter().map(convert::task).collect(),
+            next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(task_id = %request.get_ref().task_id))]
+    async fn cancel_task(
+        &self,
+        request: Request<pb::CancelTaskRequest>,
+    ) -> Result<Response<pb::CancelTaskResponse>, Status> {
+        let request = request.into_inner();
+        let task = parse_id("task_id", &request.task_id, TaskId::parse)?;
+        let row = tasks::cancel(&self.app.pool, task, &request.reason).await?;
+        Ok(Response::new(pb::CancelTaskResponse {
+            task: Some(convert::task(row)),
+        }))
+    }
+
+    async fn get_task_logs(
+        &self,
+        request: Request<pb::GetTaskLogsRequest>,
+    ) -> Result<Response<pb::GetTaskLogsResponse>, Status> {
+        let request = request.into_inner();
+        let task = parse_id("task_id", &request.task_id, TaskId::parse)?;
+        let attempt =
+            optional_id("attempt_id", &request.attempt_id, AttemptId::parse)?.map(|id| id.0);
+        let cursor =
+            i64::try_from(request.cursor).map_err(|_| Error::invalid("cursor", "is too large"))?;
+        let limit = match request.limit {
+            0 => 1000,
+            limit => limit.min(MAX_LOG_PAGE),
+        };
+        let pool = &self.app.pool;
+        let row = db::tasks::get(pool, task.0)
+            .await
+            .map_err(Error::from)?
+            .ok_or(Error::TaskNotFound(task))?;
+        let mut rows = db::logs::read(pool, task.0, attempt, cursor, i64::from(limit) + 1)
+            .await
+            .map_err(Error::from)?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = rows
+            .last()
+            .map_or(request.cursor, |chunk| u64::try_from(chunk.id).unwrap_or(0));
+        Ok(Response::new(pb::GetTaskLogsResponse {
+            chunks: rows
+                .into_iter()
+                .map(|chunk| convert::chunk(&request.task_id, chunk))
+                .collect(),
+            next_cursor,
+            more,
+            truncated: row.log_truncated,
+        }))
+    }
+
+    async fn list_workers(
+        &self,
+        request: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let lease = db::seconds(self.app.config.leases.ttl);
+        let rows = db::workers::list(&self.app.pool, lease, request.get_ref().include_gone)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::ListWorkersResponse {
+            workers: rows.into_iter().map(convert::worker).collect(),
+        }))
+    }
+
+    async fn get_stats(
+        &self,
+        request: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        let swarm = optional_id("swarm_id", &request.get_ref().swarm_id, SwarmId::parse)?;
+        let rows = db::stats::counts(&self.app.pool, swarm.map(|id| id.0))
+            .await
+            .map_err(Error::from)?;
+        let mut response = pb::GetStatsResponse {
+            totals: Some(pb::StatusCounts::default()),
+            swarms: Vec::new(),
+        };
+        for row in rows {
+            let swarm_id = row.swarm_id.to_string();
+            if response
+                .swarms
+                .last()
+                .is_none_or(|last| last.swarm_id != swarm_id)
+            {
+                response.swarms.push(pb::SwarmStats {
+                    swarm_id,
+                    name: row.name.clone(),
+                    counts: Some(pb::StatusCounts::default()),
+                    created_at: Some(hive_shared::convert::timestamp(row.created_at)),
+                });
+            }
+            if let Some(counts) = response
+                .swarms
+                .last_mut()
+                .and_then(|swarm| swarm.counts.as_mut())
+            {
+                convert::add_count(counts, row.status, row.count);
+            }
+            if let Some(totals) = response.totals.as_mut() {
+                convert::add_count(totals, row.status, row.count);
+            }
+        }
+        Ok(Response::new(response))
+    }
+}

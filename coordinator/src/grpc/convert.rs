@@ -1,0 +1,190 @@
+//! Wire conversions for the coordinator's rows and use-case inputs: decoding
+//! requests (every "bad id" or "bad duration" error is born here) and
+//! encoding rows as messages.
+
+use hive_shared::convert::{duration, from_duration, json_to_struct, struct_to_json, timestamp};
+use hive_shared::pb;
+use serde_json::Value as Json;
+
+use crate::db;
+use crate::error::{Error, Result};
+use crate::tasks::submit::NewTask;
+
+/// Parses an id field, naming the field on failure.
+pub fn parse_id<T>(
+    field: &str,
+    text: &str,
+    parse: impl Fn(&str) -> Result<T, hive_shared::ids::BadId>,
+) -> Result<T> {
+    if text.is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    parse(text).map_err(|err| Error::invalid(field, err))
+}
+
+/// Decodes a submitted task spec.
+pub fn new_task(index: usize, spec: pb::TaskSpec) -> Result<NewTask> {
+    let timeout = match &spec.timeout {
+        None => None,
+        Some(value) => Some(from_duration(value).ok_or_else(|| {
+            Error::invalid(
+                format!("tasks[{index}].timeout"),
+                "must be a positive duration",
+            )
+        })?),
+    };
+    Ok(NewTask {
+        key: (!spec.key.is_empty()).then_some(spec.key),
+        agent: spec.agent,
+        prompt: spec.prompt,
+        input: spec.input.map(struct_to_json),
+        priority: spec.priority,
+        max_attempts: (spec.max_attempts > 0).then_some(spec.max_attempts),
+        timeout,
+    })
+}
+
+fn object(value: Option<Json>) -> Option<prost_types::Struct> {
+    match value {
+        Some(Json::Object(map)) => Some(json_to_struct(map)),
+        _ => None,
+    }
+}
+
+fn millis(value: Option<i64>) -> Option<prost_types::Duration> {
+    value
+        .and_then(|ms| u64::try_from(ms).ok())
+        .map(|ms| duration(std::time::Duration::from_millis(ms)))
+}
+
+fn count(value: i32) -> u32 {
+    u32::try_from(value).unwrap_or(0)
+}
+
+/// Encodes a claimed task.
+pub fn assignment(task: db::tasks::ClaimedTask) -> pb::Assignment {
+    pb::Assignment {
+        task_id: task.id.to_string(),
+        attempt_id: task.attempt_id.to_string(),
+        attempt: count(task.attempt),
+        agent: task.agent,
+        prompt: task.prompt,
+        input: object(task.input),
+        timeout: millis(task.timeout_ms),
+        lease_expires_at: Some(timestamp(task.lease_expires_at)),
+        swarm_id: task.swarm_id.to_string(),
+    }
+}
+
+/// Encodes a task row.
+pub fn task(row: db::tasks::TaskRow) -> pb::Task {
+    pb::Task {
+        id: row.id.to_string(),
+        swarm_id: row.swarm_id.to_string(),
+        swarm: row.swarm,
+        key: row.key.unwrap_or_default(),
+        agent: row.agent,
+        prompt: row.prompt,
+        input: object(row.input),
+        priority: row.priority,
+        status: row.status.to_pb().into(),
+        attempts: count(row.attempts),
+        max_attempts: count(row.max_attempts),
+        result: object(row.result),
+        error: row.error.unwrap_or_default(),
+        created_at: Some(timestamp(row.created_at)),
+        started_at: row.started_at.map(timestamp),
+        finished_at: row.finished_at.map(timestamp),
+        worker_id: row.worker_id.map(|id| id.to_string()).unwrap_or_default(),
+        timeout: millis(row.timeout_ms),
+        current_attempt_id: row
+            .current_attempt
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        run_after: Some(timestamp(row.run_after)),
+        logs_truncated: row.log_truncated,
+    }
+}
+
+/// Encodes an attempt row.
+pub fn attempt(row: db::tasks::AttemptRow) -> pb::Attempt {
+    pb::Attempt {
+        id: row.id.to_string(),
+        number: count(row.number),
+        worker_id: row.worker_id.to_string(),
+        started_at: Some(timestamp(row.started_at)),
+        finished_at: row.finished_at.map(timestamp),
+        outcome: row.outcome.to_pb().into(),
+        exit_code: row.exit_code,
+        signal: row.signal,
+        error: row.error.unwrap_or_default(),
+    }
+}
+
+/// Encodes a worker row.
+pub fn worker(row: db::workers::WorkerRow) -> pb::Worker {
+    let status = if row.live {
+        pb::WorkerStatus::Live
+    } else {
+        pb::WorkerStatus::Gone
+    };
+    pb::Worker {
+        id: row.id.to_string(),
+        name: row.name,
+        hostname: row.hostname,
+        agents: row.agents,
+        slots: count(row.slots),
+        free_slots: count(row.free_slots),
+        running: count(row.running),
+        resources: Some(pb::ResourceUsage {
+            cpu_percent: row.cpu_percent.unwrap_or(0.0),
+            memory_used_bytes: row
+                .memory_used_bytes
+                .and_then(|bytes| u64::try_from(bytes).ok())
+                .unwrap_or(0),
+            memory_total_bytes: row
+                .memory_total_bytes
+                .and_then(|bytes| u64::try_from(bytes).ok())
+                .unwrap_or(0),
+        }),
+        registered_at: Some(timestamp(row.registered_at)),
+        last_seen_at: Some(timestamp(row.last_seen_at)),
+        status: status.into(),
+        version: row.version,
+    }
+}
+
+/// Encodes a stored log chunk.
+pub fn chunk(task_id: &str, row: db::logs::ChunkRow) -> pb::LogChunk {
+    let stream = match row.stream {
+        1 => pb::LogStream::Stdout,
+        2 => pb::LogStream::Stderr,
+        _ => pb::LogStream::Hive,
+    };
+    pb::LogChunk {
+        task_id: task_id.to_owned(),
+        attempt_id: row.attempt_id.to_string(),
+        stream: stream.into(),
+        data: row.data,
+        seq: u64::try_from(row.seq).unwrap_or(0),
+    }
+}
+
+/// Adds a row's count to the per-status totals.
+pub fn add_count(
+    counts: &mut pb::StatusCounts,
+    status: crate::tasks::state::TaskStatus,
+    count: i64,
+) {
+    use crate::tasks::state::TaskStatus;
+    let count = u64::try_from(count).unwrap_or(0);
+    let slot = match status {
+        TaskStatus::Blocked => &mut counts.blocked,
+        TaskStatus::Ready => &mut counts.ready,
+        TaskStatus::Running => &mut counts.running,
+        TaskStatus::Succeeded => &mut counts.succeeded,
+        TaskStatus::Dead => &mut counts.dead,
+        TaskStatus::Cancelled => &mut counts.cancelled,
+    };
+    *slot += count;
+}

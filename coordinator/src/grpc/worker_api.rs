@@ -1,0 +1,233 @@
+//! `hive.v1.WorkerService`: decode, call a use-case, encode. No SQL here.
+
+use std::pin::Pin;
+
+use futures_util::Stream;
+use hive_shared::convert::{duration, from_duration, struct_to_json};
+use hive_shared::ids::{AttemptId, TaskId, WorkerId};
+use hive_shared::pb::{self, worker_service_server::WorkerService};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::instrument;
+
+use super::convert::{assignment, parse_id};
+use crate::app::App;
+use crate::error::Result;
+use crate::scheduler::policy::FailureClass;
+use crate::tasks::logs;
+use crate::tasks::report::{self, Ack};
+use crate::{db, scheduler, workers};
+
+/// The WorkerService implementation.
+#[derive(Debug, Clone)]
+pub struct WorkerApi {
+    app: App,
+}
+
+impl WorkerApi {
+    /// Serves workers with `app`.
+    pub fn new(app: App) -> Self {
+        Self { app }
+    }
+}
+
+fn worker_id(text: &str) -> Result<WorkerId> {
+    parse_id("worker_id", text, WorkerId::parse)
+}
+
+fn ids(index: usize, list: &str, task: &str, attempt: &str) -> Result<(TaskId, AttemptId)> {
+    Ok((
+        parse_id(&format!("{list}[{index}].task_id"), task, TaskId::parse)?,
+        parse_id(
+            &format!("{list}[{index}].attempt_id"),
+            attempt,
+            AttemptId::parse,
+        )?,
+    ))
+}
+
+fn encode_acks(attempts: Vec<String>, acks: Vec<Ack>) -> Vec<pb::Ack> {
+    attempts
+        .into_iter()
+        .zip(acks)
+        .map(|(attempt_id, ack)| {
+            let (status, message) = match ack {
+                Ack::Recorded => (pb::AckStatus::Recorded, String::new()),
+                Ack::AlreadyRecorded => (pb::AckStatus::AlreadyRecorded, String::new()),
+                Ack::LeaseLost(message) => (pb::AckStatus::LeaseLost, message),
+            };
+            pb::Ack {
+                attempt_id,
+                status: status.into(),
+                message,
+            }
+        })
+        .collect()
+}
+
+type HeartbeatStream = Pin<Box<dyn Stream<Item = Result<pb::HeartbeatResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl WorkerService for WorkerApi {
+    #[instrument(skip_all, fields(worker_id = %request.get_ref().worker_id))]
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let request = request.into_inner();
+        let registration = db::workers::Registration {
+            id: worker_id(&request.worker_id)?.0,
+            name: &request.name,
+            hostname: &request.hostname,
+            agents: &request.agents,
+            slots: i32::try_from(request.slots).unwrap_or(i32::MAX),
+            version: &request.version,
+        };
+        workers::register(&self.app.pool, &registration).await?;
+        tracing::info!(name = %request.name, agents = ?request.agents, slots = request.slots, "worker registered");
+        Ok(Response::new(pb::RegisterResponse {
+            heartbeat_interval: Some(duration(self.app.config.leases.heartbeat_interval)),
+            lease_ttl: Some(duration(self.app.config.leases.ttl)),
+        }))
+    }
+
+    #[instrument(skip_all, fields(worker_id = %request.get_ref().worker_id, max = request.get_ref().max_tasks))]
+    async fn claim(
+        &self,
+        request: Request<pb::ClaimRequest>,
+    ) -> Result<Response<pb::ClaimResponse>, Status> {
+        let request = request.into_inner();
+        let worker = worker_id(&request.worker_id)?;
+        let wait = request
+            .wait
+            .as_ref()
+            .and_then(from_duration)
+            .unwrap_or_default();
+        let app = &self.app;
+        let claimed = scheduler::claim(
+            &app.pool,
+            &app.wakeups,
+            &app.config,
+            worker,
+            request.max_tasks,
+            wait,
+            &app.rpc_shutdown,
+        )
+        .await?;
+        Ok(Response::new(pb::ClaimResponse {
+            assignments: claimed.into_iter().map(assignment).collect(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(worker_id = %request.get_ref().worker_id, n = request.get_ref().completions.len()))]
+    async fn complete(
+        &self,
+        request: Request<pb::CompleteRequest>,
+    ) -> Result<Response<pb::CompleteResponse>, Status> {
+        let request = request.into_inner();
+        let mut attempts = Vec::with_capacity(request.completions.len());
+        let mut completions = Vec::with_capacity(request.completions.len());
+        for (index, item) in request.completions.into_iter().enumerate() {
+            let (task, attempt) = ids(index, "completions", &item.task_id, &item.attempt_id)?;
+            attempts.push(item.attempt_id);
+            completions.push(report::Completion {
+                task,
+                attempt,
+                result: item.result.map(struct_to_json).unwrap_or_default(),
+            });
+        }
+        let acks = report::complete(&self.app.pool, &self.app.config.limits, completions).await?;
+        Ok(Response::new(pb::CompleteResponse {
+            acks: encode_acks(attempts, acks),
+        }))
+    }
+
+    #[instrument(skip_all, fields(worker_id = %request.get_ref().worker_id, n = request.get_ref().failures.len()))]
+    async fn fail(
+        &self,
+        request: Request<pb::FailRequest>,
+    ) -> Result<Response<pb::FailResponse>, Status> {
+        let request = request.into_inner();
+        let mut attempts = Vec::with_capacity(request.failures.len());
+        let mut failures = Vec::with_capacity(request.failures.len());
+        for (index, item) in request.failures.into_iter().enumerate() {
+            let (task, attempt) = ids(index, "failures", &item.task_id, &item.attempt_id)?;
+            let class = match item.class() {
+                pb::FailureClass::Permanent => FailureClass::Permanent,
+                pb::FailureClass::Transient | pb::FailureClass::Unspecified => {
+                    FailureClass::Transient
+                }
+            };
+            attempts.push(item.attempt_id);
+            failures.push(report::Failure {
+                task,
+                attempt,
+                class,
+                error: item.error,
+                exit_code: item.exit_code,
+                signal: item.signal,
+            });
+        }
+        let (acks, earliest_retry) =
+            report::fail(&self.app.pool, &self.app.config.tasks, failures).await?;
+        if let Some(delay) = earliest_retry {
+            self.app.wake_after(delay);
+        }
+        Ok(Response::new(pb::FailResponse {
+            acks: encode_acks(attempts, acks),
+        }))
+    }
+
+    type HeartbeatStream = HeartbeatStream;
+
+    async fn heartbeat(
+        &self,
+        request: Request<Streaming<pb::HeartbeatRequest>>,
+    ) -> Result<Response<Self::HeartbeatStream>, Status> {
+        let (replies, outbound) = mpsc::channel(workers::session::REPLY_BUFFER);
+        let app = &self.app;
+        app.tracker.spawn(workers::session::run(
+            app.pool.clone(),
+            app.config.clone(),
+            request.into_inner(),
+            replies,
+            app.rpc_shutdown.clone(),
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(outbound))))
+    }
+
+    #[instrument(skip_all)]
+    async fn append_logs(
+        &self,
+        request: Request<Streaming<pb::AppendLogsRequest>>,
+    ) -> Result<Response<pb::AppendLogsResponse>, Status> {
+        let mut batches = request.into_inner();
+        let max_bytes = self.app.config.limits.max_log_size_per_task.as_u64();
+        let mut total = pb::AppendLogsResponse::default();
+        while let Some(batch) = batches.message().await? {
+            let mut chunks = Vec::with_capacity(batch.chunks.len());
+            for (index, chunk) in batch.chunks.into_iter().enumerate() {
+                let (task, attempt) = ids(index, "chunks", &chunk.task_id, &chunk.attempt_id)?;
+                let stream = match chunk.stream() {
+                    pb::LogStream::Stderr => 2,
+                    _ => 1,
+                };
+                let seq = i64::try_from(chunk.seq).map_err(|_| {
+                    crate::error::Error::invalid(format!("chunks[{index}].seq"), "is too large")
+                })?;
+                chunks.push(logs::Chunk {
+                    task,
+                    attempt,
+                    seq,
+                    stream,
+                    data: chunk.data,
+                });
+            }
+            let stored = logs::append(&self.app.pool, max_bytes, chunks).await?;
+            total.accepted_chunks += stored.accepted;
+            total.rejected_chunks += stored.rejected;
+        }
+        Ok(Response::new(total))
+    }
+}

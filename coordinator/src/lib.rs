@@ -1,0 +1,121 @@
+//! The Hive coordinator: owns the task queue in PostgreSQL and serves workers
+//! (`WorkerService`) and operators (`AdminService`) over gRPC.
+//!
+//! Layout:
+//! - [`config`]: layered, validated configuration.
+//! - [`grpc`]: the server and its thin handlers; [`grpc::status`] maps errors to codes.
+//! - [`tasks`]: use-cases (submit, report, cancel, logs), owning transactions.
+//! - [`scheduler`]: long-poll claims, LISTEN/NOTIFY wake-ups, the retry policy.
+//! - [`workers`]: registration and heartbeat sessions.
+//! - [`maintenance`]: the lease reaper.
+//! - [`db`]: every SQL statement (sqlx); tokio-postgres serves only the LISTEN connection.
+//!
+//! [`run`] takes a bound listener and a shutdown token, so tests run it in-process on port 0.
+
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod grpc;
+pub mod maintenance;
+pub mod scheduler;
+pub mod tasks;
+pub mod workers;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use app::App;
+use config::Config;
+use scheduler::wakeup::{self, Wakeups};
+
+/// The schema migrations, embedded; applied by [`run`] on start.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Runs a coordinator on `listener` until `shutdown` is cancelled.
+///
+/// Shutdown order: stop taking RPCs (long-polls return, heartbeat streams
+/// close so workers reconnect elsewhere), wait for in-flight calls up to the
+/// grace period, stop the background loops, close the pool. Running tasks keep
+/// their leases: a coordinator that stops hands nothing away.
+///
+/// # Errors
+/// When the database cannot be reached or migrated, or the server fails.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = db::connect(&config.database)
+        .await
+        .context("connect to PostgreSQL")?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .context("apply database migrations")?;
+    let address = listener.local_addr().context("read the listen address")?;
+
+    let root = CancellationToken::new();
+    let maintenance = root.child_token();
+    let app = App {
+        pool: pool.clone(),
+        config: Arc::new(config),
+        wakeups: Arc::new(Wakeups::default()),
+        tracker: TaskTracker::new(),
+        rpc_shutdown: root.child_token(),
+    };
+    let background = TaskTracker::new();
+    background.spawn(wakeup::listen(
+        app.config.database.url.expose().clone(),
+        app.wakeups.clone(),
+        maintenance.clone(),
+    ));
+    background.spawn(maintenance::lease_reaper::run(
+        pool.clone(),
+        app.config.leases.reap_interval,
+        maintenance.clone(),
+    ));
+
+    let mut server = tokio::spawn(grpc::serve(app.clone(), listener));
+    info!(%address, "coordinator serving");
+    let early_exit = tokio::select! {
+        result = &mut server => Some(result),
+        () = shutdown.cancelled() => None,
+    };
+
+    info!("coordinator stopping: no new RPCs");
+    app.rpc_shutdown.cancel();
+    let grace = app.config.shutdown_grace;
+    let served = match early_exit {
+        Some(result) => result,
+        None => match tokio::time::timeout(grace, &mut server).await {
+            Ok(result) => result,
+            Err(_) => {
+                warn!(
+                    ?grace,
+                    "in-flight RPCs did not finish within the grace period"
+                );
+                server.abort();
+                Ok(Ok(()))
+            }
+        },
+    };
+    app.tracker.close();
+    if tokio::time::timeout(grace, app.tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("handler tasks did not finish within the grace period");
+    }
+    maintenance.cancel();
+    background.close();
+    background.wait().await;
+    pool.close().await;
+    info!("coordinator stopped");
+    served.context("gRPC server task panicked")?
+}

@@ -1,0 +1,57 @@
+//! `hive-coordinator`: parse flags, load config, bind, run until a signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use hive_coordinator::config::{Config, DatabaseFlags, Flags};
+use tokio_util::sync::CancellationToken;
+
+/// The Hive coordinator: the task queue (PostgreSQL) behind a gRPC API.
+#[derive(Debug, Parser)]
+#[command(version = hive_shared::VERSION)]
+struct Cli {
+    /// TOML config file (keys as in the README; env HIVE_COORDINATOR__SECTION__KEY overrides it).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address to serve gRPC on.
+    #[arg(long, env = "HIVE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Check the configuration, print it (secrets hidden) and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let flags = Flags {
+        listen: cli.listen,
+        database: cli.database_url.map(|url| DatabaseFlags { url }),
+    };
+    let config = Config::load(cli.config.as_deref(), std::env::vars(), flags)?;
+    hive_shared::telemetry::init("info,sqlx=warn", config.log_format);
+    tracing::info!(config = ?config, "effective configuration");
+    if cli.check_config {
+        return Ok(());
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("bind {}", config.listen))?;
+    let graceful = CancellationToken::new();
+    let immediate = CancellationToken::new();
+    tokio::spawn(hive_shared::signal::watch(
+        graceful.clone(),
+        immediate.clone(),
+    ));
+    tokio::spawn(async move {
+        immediate.cancelled().await;
+        std::process::exit(hive_shared::signal::FORCED_EXIT_CODE);
+    });
+    hive_coordinator::run(config, listener, graceful).await
+}

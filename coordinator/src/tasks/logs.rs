@@ -1,0 +1,130 @@
+//! Storing agent output: chunks of the current attempt only, within a
+//! per-task byte budget; the first chunk past the budget is cut and followed
+//! by a truncation marker, and later output is dropped.
+
+use std::collections::HashMap;
+
+use hive_shared::ids::{AttemptId, TaskId};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::db;
+use crate::error::Result;
+
+/// The stream number of Hive's own notes (the truncation marker).
+pub const HIVE_STREAM: i16 = 3;
+
+/// One chunk as received.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// Task.
+    pub task: TaskId,
+    /// Attempt.
+    pub attempt: AttemptId,
+    /// Position within the attempt.
+    pub seq: i64,
+    /// Stream (1 stdout, 2 stderr).
+    pub stream: i16,
+    /// Bytes.
+    pub data: Vec<u8>,
+}
+
+/// How a batch was taken.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// Chunks kept (or dropped past the budget, which is not the sender's fault).
+    pub accepted: u64,
+    /// Chunks refused because their attempt is not current.
+    pub rejected: u64,
+}
+
+/// Stores a batch of chunks within each task's budget of `max_bytes`.
+///
+/// # Errors
+/// Database failures only.
+pub async fn append(pool: &PgPool, max_bytes: u64, chunks: Vec<Chunk>) -> Result<Stored> {
+    if chunks.is_empty() {
+        return Ok(Stored::default());
+    }
+    let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+    let mut task_ids: Vec<Uuid> = chunks.iter().map(|chunk| chunk.task.0).collect();
+    task_ids.sort_unstable();
+    task_ids.dedup();
+
+    let mut tx = pool.begin().await?;
+    let mut budgets: HashMap<Uuid, db::logs::LogBudget> =
+        db::logs::lock_budgets(&mut tx, &task_ids)
+            .await?
+            .into_iter()
+            .map(|budget| (budget.task_id, budget))
+            .collect();
+    let mut stored = Stored::default();
+    let mut rows = db::logs::NewChunks::default();
+    for chunk in chunks {
+        let Some(budget) = budgets.get_mut(&chunk.task.0) else {
+            stored.rejected += 1;
+            continue;
+        };
+        if budget.current_attempt != Some(chunk.attempt.0) {
+            stored.rejected += 1;
+            continue;
+        }
+        stored.accepted += 1;
+        if budget.log_truncated {
+            continue;
+        }
+        let room = usize::try_from(max_bytes - budget.log_bytes).unwrap_or(0);
+        let mut data = chunk.data;
+        let cut = data.len() > room;
+        data.truncate(room);
+        budget.log_bytes += i64::try_from(data.len()).unwrap_or(i64::MAX);
+        if !data.is_empty() {
+            push(
+                &mut rows,
+                &chunk.task,
+                &chunk.attempt,
+                chunk.seq,
+                chunk.stream,
+                data,
+            );
+        }
+        if cut {
+            budget.log_truncated = true;
+            let marker = format!(
+                "\n[hive] output truncated: this task's stored output reached {max_bytes} bytes\n"
+            );
+            push(
+                &mut rows,
+                &chunk.task,
+                &chunk.attempt,
+                chunk.seq,
+                HIVE_STREAM,
+                marker.into_bytes(),
+            );
+        }
+    }
+    if !rows.task_ids.is_empty() {
+        db::logs::insert_chunks(&mut tx, &rows).await?;
+        let ids: Vec<Uuid> = budgets.keys().copied().collect();
+        let bytes: Vec<i64> = ids.iter().map(|id| budgets[id].log_bytes).collect();
+        let truncated: Vec<bool> = ids.iter().map(|id| budgets[id].log_truncated).collect();
+        db::logs::update_budgets(&mut tx, &ids, &bytes, &truncated).await?;
+    }
+    tx.commit().await?;
+    Ok(stored)
+}
+
+fn push(
+    rows: &mut db::logs::NewChunks,
+    task: &TaskId,
+    attempt: &AttemptId,
+    seq: i64,
+    stream: i16,
+    data: Vec<u8>,
+) {
+    rows.task_ids.push(task.0);
+    rows.attempt_ids.push(attempt.0);
+    rows.seqs.push(seq);
+    rows.streams.push(stream);
+    rows.data.push(data);
+}

@@ -1,0 +1,19 @@
+//! Hive's wire contract and the plumbing every Hive binary shares.
+//!
+//! What lives here: the generated gRPC code ([`pb`]), id newtypes ([`ids`]),
+//! conversions between protobuf and plain Rust values ([`convert`]), the
+//! config-layering helper ([`config`]), the shutdown signal ([`signal`]) and
+//! tracing setup ([`telemetry`]).
+//!
+//! What must not: business logic. Task states, scheduling and SQL belong to
+//! the coordinator; processes belong to the worker.
+
+pub mod config;
+pub mod convert;
+pub mod ids;
+pub mod pb;
+pub mod signal;
+pub mod telemetry;
+
+/// The version every Hive binary reports (`Register`, `--version`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
