@@ -1,1 +1,66 @@
-fn main() {}
+//! `hivectl`: parse the command line and run one subcommand.
+
+use clap::{Parser, Subcommand};
+use hivectl::commands::{self, Ctx};
+
+/// Operate a Hive swarm.
+#[derive(Debug, Parser)]
+#[command(name = "hivectl", version = hive_shared::VERSION)]
+struct Cli {
+    /// Coordinator URL.
+    #[arg(
+        long,
+        global = true,
+        env = "HIVE_COORDINATOR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    coordinator: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Submit a task file (or one inline task).
+    Submit(commands::submit::SubmitArgs),
+    /// List, show or cancel tasks.
+    #[command(subcommand)]
+    Tasks(commands::tasks::TasksCommand),
+    /// Print a task's output.
+    Logs(commands::logs::LogsArgs),
+    /// List workers.
+    Workers(commands::workers::WorkersArgs),
+    /// Show progress per swarm.
+    Status(commands::status::StatusArgs),
+    /// Run a whole swarm on this machine: database, coordinator, workers, tasks.
+    Up(commands::up::UpArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    hive_shared::telemetry::init("info", hive_shared::telemetry::LogFormat::Text);
+    let ctx = Ctx {
+        url: cli.coordinator,
+        json: cli.json,
+    };
+    let result = match cli.command {
+        Command::Submit(args) => commands::submit::run(&ctx, args).await,
+        Command::Tasks(command) => commands::tasks::run(&ctx, command).await,
+        Command::Logs(args) => commands::logs::run(&ctx, args).await,
+        Command::Workers(args) => commands::workers::run(&ctx, args).await,
+        Command::Status(args) => commands::status::run(&ctx, args).await,
+        Command::Up(args) => commands::up::run(args, ctx.json).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            let _ =
+                std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("error: {err:#}\n"));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -2,6 +2,8 @@
 //! (default `info`), logging to stderr so that stdout stays free for output
 //! that scripts read. The OpenTelemetry exporter joins here later.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.

@@ -1,1 +1,51 @@
-fn main() {}
+//! `hive-worker`: parse flags, load config, run until a signal.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use hive_worker::config::{Config, Flags};
+use tokio_util::sync::CancellationToken;
+
+/// A Hive worker: claims tasks from a coordinator and runs their agents.
+#[derive(Debug, Parser)]
+#[command(version = hive_shared::VERSION)]
+struct Cli {
+    /// TOML config file naming the agents (see examples/worker.toml).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Coordinator URL, e.g. http://127.0.0.1:50051.
+    #[arg(long, env = "HIVE_COORDINATOR")]
+    coordinator: Option<String>,
+    /// Agents run at once.
+    #[arg(long)]
+    slots: Option<u32>,
+    /// Name shown to operators (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Check the configuration, print it and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let flags = Flags {
+        coordinator: cli.coordinator,
+        name: cli.name,
+        slots: cli.slots,
+    };
+    let config = Config::load(cli.config.as_deref(), std::env::vars(), flags)?;
+    hive_shared::telemetry::init("info", config.log_format);
+    tracing::info!(config = ?config, "effective configuration");
+    if cli.check_config {
+        return Ok(());
+    }
+    let graceful = CancellationToken::new();
+    let immediate = CancellationToken::new();
+    tokio::spawn(hive_shared::signal::watch(
+        graceful.clone(),
+        immediate.clone(),
+    ));
+    hive_worker::run(config, graceful, immediate).await
+}

@@ -1,0 +1,212 @@
+//! `hivectl tasks list|show|cancel`.
+
+use hive_shared::pb;
+use serde::Serialize;
+
+use super::Ctx;
+use crate::output::{self, AttemptView, TaskView};
+
+/// `tasks` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum TasksCommand {
+    /// List tasks, newest first.
+    List(ListArgs),
+    /// Show one task with its attempts and result.
+    Show {
+        /// Task id.
+        id: String,
+    },
+    /// Cancel a task that has not started.
+    Cancel {
+        /// Task id.
+        id: String,
+        /// Why (kept as the task's error).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+/// Filters of `tasks list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only this status (blocked, ready, running, succeeded, dead, cancelled).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only this swarm id.
+    #[arg(long)]
+    pub swarm: Option<String>,
+    /// Only this agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Most tasks to show (pages are fetched as needed).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+}
+
+fn parse_status(text: &str) -> anyhow::Result<pb::TaskStatus> {
+    let wire = format!("TASK_STATUS_{}", text.to_uppercase());
+    pb::TaskStatus::from_str_name(&wire)
+        .filter(|status| *status != pb::TaskStatus::Unspecified)
+        .ok_or_else(|| anyhow::anyhow!("--status: `{text}` is not one of blocked, ready, running, succeeded, dead, cancelled"))
+}
+
+/// Runs a `tasks` subcommand.
+///
+/// # Errors
+/// Bad arguments or a refused call.
+pub async fn run(ctx: &Ctx, command: TasksCommand) -> anyhow::Result<()> {
+    match command {
+        TasksCommand::List(args) => list(ctx, args).await,
+        TasksCommand::Show { id } => show(ctx, &id).await,
+        TasksCommand::Cancel { id, reason } => cancel(ctx, id, reason).await,
+    }
+}
+
+async fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
+    let status = args
+        .status
+        .as_deref()
+        .map(parse_status)
+        .transpose()?
+        .unwrap_or(pb::TaskStatus::Unspecified);
+    let mut admin = ctx.admin()?;
+    let mut tasks: Vec<TaskView> = Vec::new();
+    let mut page_token = String::new();
+    while tasks.len() < args.limit {
+        let request = pb::ListTasksRequest {
+            status: status.into(),
+            swarm_id: args.swarm.clone().unwrap_or_default(),
+            agent: args.agent.clone().unwrap_or_default(),
+            page_size: u32::try_from(args.limit - tasks.len())
+                .unwrap_or(1000)
+                .min(1000),
+            page_token,
+        };
+        let page = admin
+            .list_tasks(request)
+            .await
+            .map_err(|status| ctx.refused("list tasks", &status))?
+            .into_inner();
+        tasks.extend(page.tasks.into_iter().map(TaskView::from));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    if ctx.json {
+        output::json(&tasks);
+        return Ok(());
+    }
+    let mut table = output::table(&["id", "swarm", "key", "agent", "status", "tries", "created"]);
+    for task in &tasks {
+        table.add_row(vec![
+            task.id.clone(),
+            task.swarm.clone(),
+            task.key.clone(),
+            task.agent.clone(),
+            task.status.clone(),
+            format!("{}/{}", task.attempts, task.max_attempts),
+            output::ago(task.created_at),
+        ]);
+    }
+    output::line(table);
+    Ok(())
+}
+
+/// A task with its attempts.
+#[derive(Debug, Serialize)]
+struct Detail {
+    task: TaskView,
+    attempts: Vec<AttemptView>,
+}
+
+async fn show(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
+    let response = ctx
+        .admin()?
+        .get_task(pb::GetTaskRequest {
+            task_id: id.to_owned(),
+        })
+        .await
+        .map_err(|status| ctx.refused("show task", &status))?
+        .into_inner();
+    let Some(task) = response.task else {
+        anyhow::bail!("the coordinator returned no task for {id}")
+    };
+    let detail = Detail {
+        task: task.into(),
+        attempts: response
+            .attempts
+            .into_iter()
+            .map(AttemptView::from)
+            .collect(),
+    };
+    if ctx.json {
+        output::json(&detail);
+        return Ok(());
+    }
+    let task = &detail.task;
+    output::line(format!(
+        "task     {}\nswarm    {} ({})\nkey      {}\nagent    {}\nstatus   {}\nattempts {}/{}\npriority {}",
+        task.id,
+        task.swarm,
+        task.swarm_id,
+        task.key,
+        task.agent,
+        task.status,
+        task.attempts,
+        task.max_attempts,
+        task.priority
+    ));
+    if !task.error.is_empty() {
+        output::line(format!("error    {}", task.error));
+    }
+    if let Some(result) = &task.result {
+        output::line(format!("result   {result}"));
+    }
+    let mut table = output::table(&[
+        "#",
+        "attempt id",
+        "worker",
+        "outcome",
+        "exit",
+        "started",
+        "error",
+    ]);
+    for attempt in &detail.attempts {
+        let exit = match (attempt.exit_code, attempt.signal) {
+            (Some(code), _) => code.to_string(),
+            (None, Some(signal)) => format!("signal {signal}"),
+            (None, None) => "-".into(),
+        };
+        table.add_row(vec![
+            attempt.number.to_string(),
+            attempt.id.clone(),
+            attempt.worker_id.clone(),
+            attempt.outcome.clone(),
+            exit,
+            output::ago(attempt.started_at),
+            attempt.error.clone(),
+        ]);
+    }
+    output::line(table);
+    Ok(())
+}
+
+async fn cancel(ctx: &Ctx, id: String, reason: String) -> anyhow::Result<()> {
+    let response = ctx
+        .admin()?
+        .cancel_task(pb::CancelTaskRequest {
+            task_id: id,
+            reason,
+        })
+        .await
+        .map_err(|status| ctx.refused("cancel refused", &status))?
+        .into_inner();
+    let task: Option<TaskView> = response.task.map(TaskView::from);
+    if ctx.json {
+        output::json(&task);
+    } else if let Some(task) = task {
+        output::line(format!("task {} is {}", task.id, task.status));
+    }
+    Ok(())
+}

@@ -1,0 +1,434 @@
+//! `hivectl up`: a whole swarm on this machine with one command. Starts
+//! PostgreSQL (its own, unless DATABASE_URL is given), a coordinator and N
+//! workers as real processes, submits a task file, shows progress, prints a
+//! summary, and stops everything it started (or, with `--keep`, leaves it
+//! running and prints the addresses). Ctrl-C stops everything cleanly.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use hive_shared::pb;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use super::{Ctx, status, submit};
+use crate::local_pg::{self, Durability, LocalPostgres};
+use crate::output::{self, TaskView};
+use crate::taskfile;
+
+/// How long each part may take to come up.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long each part may take to stop before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Arguments of `up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Task file to submit.
+    #[arg(long, short, default_value = "examples/hello.yaml")]
+    pub file: PathBuf,
+    /// Worker config naming the agents (paths in it are relative to it).
+    #[arg(long, default_value = "examples/worker.toml")]
+    pub worker_config: PathBuf,
+    /// Workers to start.
+    #[arg(long, default_value_t = 3)]
+    pub workers: u32,
+    /// Slots per worker (default: the worker config's).
+    #[arg(long)]
+    pub slots: Option<u32>,
+    /// Folder for the local database and the logs (default /var/lib/hive as root, else ~/.local/share/hive).
+    #[arg(long, env = "HIVE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Use this PostgreSQL instead of starting one.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Coordinator port on 127.0.0.1 (default: a free one).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Leave everything running and print the addresses.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// The processes started here, stopped in reverse order.
+#[derive(Debug, Default)]
+struct Stack {
+    postgres: Option<LocalPostgres>,
+    coordinator: Option<Child>,
+    workers: Vec<Child>,
+}
+
+impl Stack {
+    async fn stop(&mut self) {
+        for worker in &self.workers {
+            terminate(worker);
+        }
+        for worker in &mut self.workers {
+            wait_or_kill(worker).await;
+        }
+        self.workers.clear();
+        if let Some(mut coordinator) = self.coordinator.take() {
+            terminate(&coordinator);
+            wait_or_kill(&mut coordinator).await;
+        }
+        if let Some(postgres) = self.postgres.take() {
+            postgres.stop().await;
+        }
+    }
+
+    fn detach(&mut self) {
+        for child in self.workers.drain(..).chain(self.coordinator.take()) {
+            std::mem::forget(child);
+        }
+        if let Some(postgres) = self.postgres.take() {
+            postgres.detach();
+        }
+    }
+}
+
+fn terminate(child: &Child) {
+    if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+}
+
+async fn wait_or_kill(child: &mut Child) {
+    if tokio::time::timeout(STOP_TIMEOUT, child.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("a process did not stop within {STOP_TIMEOUT:?}; killing it");
+        let _ = child.kill().await;
+    }
+}
+
+/// Runs `up`.
+///
+/// # Errors
+/// Bad input files, missing binaries, a part that does not start, or tasks that did not succeed.
+pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
+    let request = taskfile::load(&args.file)?.into_request();
+    if !args.worker_config.is_file() {
+        bail!(
+            "worker config {} does not exist (give --worker-config)",
+            args.worker_config.display()
+        );
+    }
+    let binaries = Binaries::locate()?;
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let logs = data_dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("create {}", logs.display()))?;
+
+    let interrupted = CancellationToken::new();
+    let forced = CancellationToken::new();
+    tokio::spawn(hive_shared::signal::watch(interrupted.clone(), forced));
+    let mut stack = Stack::default();
+    let outcome = tokio::select! {
+        outcome = bring_up_and_run(&args, &binaries, &data_dir, &logs, request, json, &mut stack) => outcome,
+        () = interrupted.cancelled() => Err(anyhow!("interrupted")),
+    };
+    match (&outcome, args.keep) {
+        (Ok(coordinator), true) => {
+            print_kept(coordinator, &stack, &logs);
+            stack.detach();
+        }
+        _ => {
+            tracing::info!("stopping workers, coordinator and database");
+            stack.stop().await;
+        }
+    }
+    outcome.map(|_| ())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn bring_up_and_run(
+    args: &UpArgs,
+    binaries: &Binaries,
+    data_dir: &Path,
+    logs: &Path,
+    request: pb::SubmitTasksRequest,
+    json: bool,
+    stack: &mut Stack,
+) -> anyhow::Result<String> {
+    let database_url = match &args.database_url {
+        Some(url) => url.clone(),
+        None => {
+            tracing::info!(data_dir = %data_dir.join("postgres").display(), "starting PostgreSQL");
+            let postgres =
+                LocalPostgres::start(&data_dir.join("postgres"), Durability::Durable).await?;
+            let url = postgres.url();
+            stack.postgres = Some(postgres);
+            url
+        }
+    };
+    let port = match args.port {
+        Some(port) => port,
+        None => local_pg::free_port()?,
+    };
+    let coordinator_url = format!("http://127.0.0.1:{port}");
+    tracing::info!(url = %coordinator_url, "starting the coordinator");
+    let mut coordinator = Command::new(&binaries.coordinator);
+    coordinator
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &database_url);
+    stack.coordinator = Some(spawn(coordinator, &logs.join("coordinator.log"))?);
+    wait_healthy(&coordinator_url, stack, &logs.join("coordinator.log")).await?;
+
+    tracing::info!(count = args.workers, "starting workers");
+    for index in 1..=args.workers {
+        let mut worker = Command::new(&binaries.worker);
+        worker.arg("--config").arg(&args.worker_config).args([
+            "--coordinator",
+            &coordinator_url,
+            "--name",
+            &format!("worker-{index}"),
+        ]);
+        if let Some(slots) = args.slots {
+            worker.args(["--slots", &slots.to_string()]);
+        }
+        stack
+            .workers
+            .push(spawn(worker, &logs.join(format!("worker-{index}.log")))?);
+    }
+    let ctx = Ctx {
+        url: coordinator_url.clone(),
+        json,
+    };
+    wait_for_workers(&ctx, args.workers, stack, logs).await?;
+
+    let started = Instant::now();
+    let submitted = submit::send(&ctx, request).await?;
+    tracing::info!(swarm_id = %submitted.swarm_id, tasks = submitted.tasks.len(), "swarm submitted");
+    let finished = status::wait(&ctx, std::slice::from_ref(&submitted.swarm_id)).await?;
+    print_summary(&ctx, &submitted.swarm_id, started.elapsed()).await?;
+    let failed: u64 = finished
+        .iter()
+        .map(|swarm| swarm.counts.dead + swarm.counts.cancelled)
+        .sum();
+    if failed > 0 {
+        bail!(
+            "{failed} task(s) did not succeed; see `hivectl tasks show ID` and the logs in {}",
+            logs.display()
+        );
+    }
+    Ok(coordinator_url)
+}
+
+fn spawn(mut command: Command, log: &Path) -> anyhow::Result<Child> {
+    let file = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().context("clone a log handle")?)
+        .stderr(file)
+        .process_group(0)
+        .kill_on_drop(true);
+    command
+        .spawn()
+        .with_context(|| format!("start {:?}", command.as_std().get_program()))
+}
+
+async fn wait_healthy(url: &str, stack: &mut Stack, log: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Some(coordinator) = stack.coordinator.as_mut()
+            && let Ok(Some(status)) = coordinator.try_wait()
+        {
+            bail!(
+                "the coordinator exited ({status}); its log ({}) ends:\n{}",
+                log.display(),
+                tail(log)
+            );
+        }
+        if health_serving(url).await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the coordinator did not become healthy within {START_TIMEOUT:?}; its log ({}) ends:\n{}",
+                log.display(),
+                tail(log)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn health_serving(url: &str) -> bool {
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.to_owned()) else {
+        return false;
+    };
+    let Ok(channel) = endpoint
+        .connect_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+    else {
+        return false;
+    };
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: "hive.v1.WorkerService".into(),
+    };
+    matches!(health.check(request).await, Ok(response)
+        if response.get_ref().status == i32::from(tonic_health::pb::health_check_response::ServingStatus::Serving))
+}
+
+async fn wait_for_workers(
+    ctx: &Ctx,
+    expected: u32,
+    stack: &mut Stack,
+    logs: &Path,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut admin = ctx.admin()?;
+    loop {
+        for (index, worker) in stack.workers.iter_mut().enumerate() {
+            if let Ok(Some(status)) = worker.try_wait() {
+                let log = logs.join(format!("worker-{}.log", index + 1));
+                bail!(
+                    "worker-{} exited ({status}); its log ({}) ends:\n{}",
+                    index + 1,
+                    log.display(),
+                    tail(&log)
+                );
+            }
+        }
+        let live = admin
+            .list_workers(pb::ListWorkersRequest {
+                include_gone: false,
+            })
+            .await
+            .map(|response| response.into_inner().workers)
+            .unwrap_or_default();
+        let ours = live
+            .iter()
+            .filter(|worker| worker.name.starts_with("worker-"))
+            .count();
+        if ours >= expected as usize {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "only {ours} of {expected} workers registered within {START_TIMEOUT:?}; see {}",
+                logs.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn print_summary(ctx: &Ctx, swarm_id: &str, elapsed: Duration) -> anyhow::Result<()> {
+    let response = ctx
+        .admin()?
+        .list_tasks(pb::ListTasksRequest {
+            swarm_id: swarm_id.to_owned(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .map_err(|status| ctx.refused("list tasks", &status))?
+        .into_inner();
+    let mut tasks: Vec<TaskView> = response.tasks.into_iter().map(TaskView::from).collect();
+    tasks.sort_by(|a, b| a.key.cmp(&b.key));
+    if ctx.json {
+        output::json(&tasks);
+        return Ok(());
+    }
+    let mut table = output::table(&["key", "status", "tries", "result or error"]);
+    for task in &tasks {
+        let detail = match &task.result {
+            Some(result) => result.to_string(),
+            None => task.error.clone(),
+        };
+        let short: String = detail.chars().take(80).collect();
+        table.add_row(vec![
+            task.key.clone(),
+            task.status.clone(),
+            task.attempts.to_string(),
+            short,
+        ]);
+    }
+    output::line(table);
+    let succeeded = tasks
+        .iter()
+        .filter(|task| task.status == "succeeded")
+        .count();
+    output::line(format!(
+        "swarm {swarm_id}: {succeeded}/{} succeeded in {:.1}s",
+        tasks.len(),
+        elapsed.as_secs_f64()
+    ));
+    Ok(())
+}
+
+fn print_kept(coordinator: &str, stack: &Stack, logs: &Path) {
+    output::line(format!(
+        "coordinator  {coordinator}   (hivectl --coordinator {coordinator} status)"
+    ));
+    if let Some(postgres) = &stack.postgres {
+        output::line(format!(
+            "database     {}   (server pid {})",
+            postgres.url(),
+            postgres.pid
+        ));
+    }
+    let pids: Vec<String> = stack
+        .workers
+        .iter()
+        .chain(&stack.coordinator)
+        .filter_map(Child::id)
+        .map(|pid| pid.to_string())
+        .collect();
+    output::line(format!("logs         {}", logs.display()));
+    output::line(format!("stop with    kill {}", pids.join(" ")));
+}
+
+/// The coordinator and worker programs, found next to hivectl.
+struct Binaries {
+    coordinator: PathBuf,
+    worker: PathBuf,
+}
+
+impl Binaries {
+    fn locate() -> anyhow::Result<Self> {
+        let here = std::env::current_exe().context("find hivectl's own path")?;
+        let dir = here
+            .parent()
+            .ok_or_else(|| anyhow!("hivectl has no parent folder"))?;
+        let find = |name: &str| {
+            let path = dir.join(name);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(anyhow!(
+                    "{name} not found next to hivectl in {} (build it: cargo build --bins)",
+                    dir.display()
+                ))
+            }
+        };
+        Ok(Self {
+            coordinator: find("hive-coordinator")?,
+            worker: find("hive-worker")?,
+        })
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    if nix::unistd::Uid::effective().is_root() {
+        return PathBuf::from("/var/lib/hive");
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("hive")
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}

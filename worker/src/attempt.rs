@@ -1,0 +1,144 @@
+//! One claimed task from start to report: prepare its scratch folder, run
+//! its agent, free the slot, make sure its output is stored, queue its
+//! outcome, clean up.
+
+use std::sync::Arc;
+
+use hive_shared::convert::{from_duration, struct_to_json};
+use hive_shared::ids::{AttemptId, TaskId};
+use hive_shared::pb;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::context::Context;
+use crate::outcome::{self, Ids, Report};
+use crate::process::spawn::HiveVars;
+use crate::process::supervise::{self, Exit};
+use crate::process::workdir::Scratch;
+use crate::shipper::LogSink;
+
+/// Runs one assignment to its reported end. Holds `slot` while the agent runs.
+pub async fn run(
+    context: Arc<Context>,
+    assignment: pb::Assignment,
+    slot: Option<OwnedSemaphorePermit>,
+) {
+    let span = info_span!("attempt", task_id = %assignment.task_id, attempt_id = %assignment.attempt_id, agent = %assignment.agent);
+    execute(context, assignment, slot).instrument(span).await;
+}
+
+async fn execute(
+    context: Arc<Context>,
+    assignment: pb::Assignment,
+    slot: Option<OwnedSemaphorePermit>,
+) {
+    let (Ok(task), Ok(attempt)) = (
+        TaskId::parse(&assignment.task_id),
+        AttemptId::parse(&assignment.attempt_id),
+    ) else {
+        error!("assignment with malformed ids; its lease will expire");
+        return;
+    };
+    let ids = Ids {
+        task_id: assignment.task_id.clone(),
+        attempt_id: assignment.attempt_id.clone(),
+    };
+    let cancel = context.held.hold(task, attempt);
+
+    let Some(agent) = context.config.agents.get(&assignment.agent) else {
+        let problem = format!(
+            "agent `{}` is not configured on worker `{}`",
+            assignment.agent, context.registration.name
+        );
+        queue(
+            &context,
+            outcome::failure(&ids, pb::FailureClass::Permanent, problem, None),
+        )
+        .await;
+        return;
+    };
+    let input = assignment.input.clone().map(struct_to_json);
+    let scratch = match Scratch::create(
+        &context.config.work_dir,
+        attempt,
+        &assignment.prompt,
+        input.as_ref(),
+    )
+    .await
+    {
+        Ok(scratch) => scratch,
+        Err(err) => {
+            let problem = format!(
+                "cannot prepare the scratch folder under {}: {err}",
+                context.config.work_dir.display()
+            );
+            queue(
+                &context,
+                outcome::failure(&ids, pb::FailureClass::Transient, problem, None),
+            )
+            .await;
+            return;
+        }
+    };
+    let timeout = assignment
+        .timeout
+        .as_ref()
+        .and_then(from_duration)
+        .unwrap_or(agent.timeout);
+    let vars = HiveVars {
+        task_id: assignment.task_id.clone(),
+        attempt_id: assignment.attempt_id.clone(),
+        coordinator: context.config.coordinator.clone(),
+    };
+    let sink = LogSink::new(
+        context.logs.clone(),
+        assignment.task_id.clone(),
+        assignment.attempt_id.clone(),
+    );
+    info!(attempt = assignment.attempt, "agent starting");
+    let run = supervise::Run {
+        agent,
+        prompt: &assignment.prompt,
+        vars: &vars,
+        scratch: &scratch,
+        timeout,
+        chunk_size: usize::try_from(context.config.logs.chunk_size.as_u64()).unwrap_or(32 * 1024),
+    };
+    let finished = supervise::run(run, sink.clone(), &cancel).await;
+    drop(slot);
+    match &finished.exit {
+        Exit::Code(0) => info!("agent succeeded"),
+        exit => warn!(?exit, "agent did not succeed"),
+    }
+
+    sink.flush().await;
+    let result_file = match finished.exit {
+        Exit::Code(0) => outcome::read_result_file(&scratch.result_file).await,
+        _ => Ok(None),
+    };
+    let report = outcome::decide(
+        &ids,
+        agent,
+        timeout,
+        &finished,
+        result_file,
+        context.held.reason(attempt),
+    );
+    match report {
+        Some(report) => queue(&context, report).await,
+        None => {
+            info!("attempt dropped: its lease belongs to someone else now");
+            context.held.release(attempt);
+        }
+    }
+    if !context.config.keep_work_dirs {
+        scratch.remove().await;
+    }
+}
+
+async fn queue(context: &Context, report: Report) {
+    let attempt = report.attempt_id().to_owned();
+    if context.reports.send(report).await.is_err() {
+        error!(attempt_id = %attempt, "reporter is gone; the outcome is lost and the lease will expire");
+    }
+}

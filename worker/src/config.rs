@@ -1,0 +1,359 @@
+//! The worker's configuration: defaults in code, then `--config FILE` (TOML),
+//! then `HIVE_WORKER__*` variables, then flags. Names the agents this worker
+//! can run and how each is started. `validate` lists every problem at once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use hive_shared::config::ConfigError;
+use hive_shared::telemetry::LogFormat;
+use serde::{Deserialize, Serialize};
+
+/// Prefix of the environment variables that set config keys (`__` separates levels).
+pub const ENV_PREFIX: &str = "HIVE_WORKER__";
+
+/// Everything the worker can be configured with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Coordinator URL (`http://host:50051`).
+    pub coordinator: String,
+    /// Name shown to operators; defaults to the host name.
+    pub name: String,
+    /// Agents run at once.
+    pub slots: u32,
+    /// Folder under which each attempt gets a scratch folder.
+    pub work_dir: PathBuf,
+    /// Keep attempt scratch folders after they finish (for debugging).
+    pub keep_work_dirs: bool,
+    /// Longest a claim long-poll waits before asking again.
+    #[serde(with = "humantime_serde")]
+    pub claim_wait: Duration,
+    /// On SIGTERM: how long running agents may finish before they are stopped.
+    #[serde(with = "humantime_serde")]
+    pub drain_grace: Duration,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Output shipping.
+    pub logs: LogShipping,
+    /// The agents, by name.
+    pub agents: BTreeMap<String, AgentConfig>,
+}
+
+/// How agent output travels to the coordinator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogShipping {
+    /// Largest chunk read from an agent's pipe at once.
+    pub chunk_size: ByteSize,
+    /// Most output held in memory waiting to ship before readers wait.
+    pub buffer: ByteSize,
+    /// How often buffered output is sent.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+}
+
+/// How a task's prompt reaches its agent; never spliced into a shell string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptMode {
+    /// Written to the agent's standard input, which is then closed.
+    Stdin,
+    /// Written to a file whose path is in `$HIVE_PROMPT_FILE`.
+    File,
+    /// Put in `$HIVE_PROMPT`.
+    Env,
+    /// Appended to the command as one argument.
+    Arg,
+}
+
+/// What an exit code not listed as transient means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnlistedExit {
+    /// Retry it.
+    Transient,
+    /// Do not retry it.
+    Permanent,
+}
+
+/// One agent: how to start it and how to read its failures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Program and arguments (no shell involved unless you name one).
+    pub command: Vec<String>,
+    /// How the prompt is handed over.
+    #[serde(default = "default_prompt")]
+    pub prompt: PromptMode,
+    /// Time limit per attempt, unless the task sets its own.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// After TERM, how long before KILL.
+    #[serde(default = "default_kill_grace", with = "humantime_serde")]
+    pub kill_grace: Duration,
+    /// Working folder; defaults to the attempt's scratch folder.
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
+    /// Variables set for the agent (the environment is otherwise cleared).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Variables passed through from the worker's own environment.
+    #[serde(default)]
+    pub pass_env: Vec<String>,
+    /// Exit codes that mean "try again later".
+    #[serde(default = "default_transient_codes")]
+    pub transient_exit_codes: Vec<i32>,
+    /// What other non-zero exit codes mean.
+    #[serde(default = "default_unlisted")]
+    pub unlisted_exit_codes: UnlistedExit,
+}
+
+fn default_prompt() -> PromptMode {
+    PromptMode::Stdin
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_kill_grace() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_transient_codes() -> Vec<i32> {
+    vec![75] // EX_TEMPFAIL
+}
+fn default_unlisted() -> UnlistedExit {
+    UnlistedExit::Permanent
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            coordinator: "http://127.0.0.1:50051".into(),
+            name: String::new(),
+            slots: 4,
+            work_dir: std::env::temp_dir().join("hive-worker"),
+            keep_work_dirs: false,
+            claim_wait: Duration::from_secs(20),
+            drain_grace: Duration::from_secs(30),
+            log_format: LogFormat::Text,
+            logs: LogShipping::default(),
+            agents: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for LogShipping {
+    fn default() -> Self {
+        Self {
+            chunk_size: ByteSize::kib(32),
+            buffer: ByteSize::mib(16),
+            flush_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+/// The settings that also have flags (and environment variables).
+#[derive(Debug, Default, Serialize)]
+pub struct Flags {
+    /// `--coordinator` / `HIVE_COORDINATOR`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<String>,
+    /// `--name`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `--slots`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u32>,
+}
+
+impl Config {
+    /// Loads the layered config and validates it.
+    ///
+    /// # Errors
+    /// Every unreadable, unknown or invalid setting, each named.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: Flags,
+    ) -> Result<Self, ConfigError> {
+        let mut config: Self =
+            hive_shared::config::load(file, env, ENV_PREFIX, flags, Self::validate)?;
+        if let Some(base) = file.and_then(Path::parent) {
+            config.resolve_relative_paths(base);
+        }
+        Ok(config)
+    }
+
+    /// Makes relative paths in agent commands (`./agent.sh`, `agents/x`) and
+    /// working folders relative to the config file's folder, since each agent
+    /// runs in its own scratch folder. Bare program names (`sh`) stay as they
+    /// are and are looked up on `PATH`.
+    fn resolve_relative_paths(&mut self, base: &Path) {
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+        for agent in self.agents.values_mut() {
+            if let Some(program) = agent.command.first_mut()
+                && program.contains('/')
+                && Path::new(program.as_str()).is_relative()
+            {
+                *program = base.join(program.as_str()).to_string_lossy().into_owned();
+            }
+            if let Some(workdir) = agent.workdir.as_mut()
+                && workdir.is_relative()
+            {
+                *workdir = base.join(&*workdir);
+            }
+        }
+    }
+
+    /// Lists every problem with this config; empty when it is usable.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(self.coordinator.starts_with("http://") || self.coordinator.starts_with("https://")) {
+            problems.push(format!(
+                "coordinator: `{}` must start with http:// or https://",
+                self.coordinator
+            ));
+        }
+        if !(1..=1024).contains(&self.slots) {
+            problems.push(format!("slots: {} must be between 1 and 1024", self.slots));
+        }
+        if self.agents.is_empty() {
+            problems.push(
+                "agents: at least one agent is required ([agents.NAME] with a command)".into(),
+            );
+        }
+        if self.logs.chunk_size.as_u64() == 0 || self.logs.chunk_size > ByteSize::mib(1) {
+            problems.push("logs.chunk_size must be between 1 byte and 1 MiB".into());
+        }
+        if self.logs.buffer < self.logs.chunk_size {
+            problems.push("logs.buffer must be at least logs.chunk_size".into());
+        }
+        for (name, agent) in &self.agents {
+            problems.extend(agent_problems(name, agent));
+        }
+        problems
+    }
+}
+
+fn agent_problems(name: &str, agent: &AgentConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    let valid_name = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/@".contains(c));
+    if !valid_name {
+        problems.push(format!(
+            "agents.{name}: the name must be 1-128 letters, digits or - _ . : / @"
+        ));
+    }
+    match agent.command.first() {
+        None => problems.push(format!("agents.{name}.command: must name a program")),
+        Some(program) if program.is_empty() => {
+            problems.push(format!("agents.{name}.command[0]: must not be empty"))
+        }
+        Some(_) => {}
+    }
+    if agent.timeout.is_zero() {
+        problems.push(format!("agents.{name}.timeout: must be greater than zero"));
+    }
+    if let Some(key) = agent.env.keys().find(|key| key.starts_with("HIVE_")) {
+        problems.push(format!(
+            "agents.{name}.env.{key}: HIVE_* variables are set by the worker"
+        ));
+    }
+    if let Some(code) = agent
+        .transient_exit_codes
+        .iter()
+        .find(|code| !(1..=255).contains(*code))
+    {
+        problems.push(format!(
+            "agents.{name}.transient_exit_codes: {code} is not an exit code (1-255)"
+        ));
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        Config::load(Some(file.path()), vec![], Flags::default())
+    }
+
+    #[test]
+    fn the_documented_agent_table_loads() {
+        let config = load_text(
+            "[agents.echo]\ncommand = [\"sh\", \"-c\", \"cat; echo '{\\\"ok\\\":true}'\"]\nprompt = \"stdin\"\ntimeout = \"10m\"\n",
+        )
+        .unwrap();
+        let echo = &config.agents["echo"];
+        assert_eq!(echo.prompt, PromptMode::Stdin);
+        assert_eq!(echo.timeout, Duration::from_secs(600));
+        assert_eq!(echo.transient_exit_codes, [75]);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(b"slots = 2\n[agents.a]\ncommand = [\"true\"]\n")
+            .unwrap();
+        let flags = Flags {
+            slots: Some(7),
+            ..Flags::default()
+        };
+        let config = Config::load(Some(file.path()), vec![], flags).unwrap();
+        assert_eq!(config.slots, 7);
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let err = load_text(
+            "coordinator = \"localhost:1\"\nslots = 0\n[agents.\"bad name\"]\ncommand = []\ntimeout = \"0s\"\n[agents.x]\ncommand = [\"true\"]\nenv = { HIVE_TASK_ID = \"1\" }\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "coordinator:",
+            "slots:",
+            "agents.bad name:",
+            "agents.bad name.command",
+            "timeout",
+            "HIVE_TASK_ID",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in {text}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_prompt_mode_is_named() {
+        let err =
+            load_text("[agents.a]\ncommand = [\"true\"]\nprompt = \"telepathy\"\n").unwrap_err();
+        assert!(err.to_string().contains("telepathy"), "{err}");
+    }
+
+    #[test]
+    fn relative_agent_paths_follow_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker.toml");
+        std::fs::write(&path, "[agents.a]\ncommand = [\"agents/run.sh\"]\n[agents.b]\ncommand = [\"sh\", \"-c\", \"true\"]\n").unwrap();
+        let config = Config::load(Some(&path), vec![], Flags::default()).unwrap();
+        assert_eq!(
+            config.agents["a"].command[0],
+            dir.path().join("agents/run.sh").to_string_lossy()
+        );
+        assert_eq!(config.agents["b"].command[0], "sh");
+    }
+
+    #[test]
+    fn a_worker_without_agents_is_refused() {
+        let err = Config::load(None, vec![], Flags::default()).unwrap_err();
+        assert!(err.to_string().contains("at least one agent"), "{err}");
+    }
+}

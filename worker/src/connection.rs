@@ -1,0 +1,142 @@
+//! Talking to the coordinator: the channel, which failures are worth a
+//! retry, and retrying with exponential backoff and jitter.
+
+use std::future::Future;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use hive_shared::pb;
+use hive_shared::pb::worker_service_client::WorkerServiceClient;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Response, Status};
+use tracing::warn;
+
+/// The client every worker loop uses (cheap to clone: one shared connection).
+pub type Client = WorkerServiceClient<Channel>;
+
+/// Largest message the worker sends or accepts.
+pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// A lazily connecting client for `url`; reconnects on its own after failures.
+///
+/// # Errors
+/// A malformed URL.
+pub fn client(url: &str) -> Result<Client, tonic::transport::Error> {
+    let channel = Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+        .connect_lazy();
+    Ok(WorkerServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
+}
+
+/// The one place that decides which failed calls are worth repeating.
+pub fn is_retryable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Unknown
+            | Code::Internal
+            | Code::ResourceExhausted
+            | Code::Cancelled
+    )
+}
+
+/// Retry delays: 100 ms doubling to 5 s, with jitter, forever.
+pub fn backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Sleeps for `delay` unless `cancel` fires first; `false` when cancelled.
+pub async fn pause(delay: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => true,
+        () = cancel.cancelled() => false,
+    }
+}
+
+/// Repeats `call` while it fails with a retryable code, until `abandon`.
+///
+/// # Errors
+/// The first non-retryable status, or `Cancelled` once abandoned.
+pub async fn retry<T, F, Fut>(
+    what: &str,
+    abandon: &CancellationToken,
+    mut call: F,
+) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Response<T>, Status>>,
+{
+    let mut delays = backoff();
+    loop {
+        let status = tokio::select! {
+            result = call() => match result {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) if is_retryable(status.code()) => status,
+                Err(status) => return Err(status),
+            },
+            () = abandon.cancelled() => return Err(Status::cancelled(format!("{what} abandoned"))),
+        };
+        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        warn!(call = what, code = ?status.code(), message = status.message(), retry_in = ?delay, "coordinator call failed; retrying");
+        if !pause(delay, abandon).await {
+            return Err(Status::cancelled(format!("{what} abandoned")));
+        }
+    }
+}
+
+/// Registers (again), retrying until it works or `abandon` fires.
+///
+/// # Errors
+/// A non-retryable refusal (e.g. a bad agent name) or abandonment.
+pub async fn register(
+    client: &Client,
+    request: &pb::RegisterRequest,
+    abandon: &CancellationToken,
+) -> Result<pb::RegisterResponse, Status> {
+    retry("register", abandon, || {
+        let mut client = client.clone();
+        let request = request.clone();
+        async move { client.register(request).await }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transport_and_server_hiccups_are_retried() {
+        assert!(is_retryable(Code::Unavailable));
+        assert!(is_retryable(Code::Internal));
+        for code in [
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::FailedPrecondition,
+            Code::Aborted,
+        ] {
+            assert!(!is_retryable(code), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_capped() {
+        let delays: Vec<Duration> = backoff().take(20).collect();
+        assert!(delays[0] < Duration::from_millis(250));
+        assert!(delays.iter().all(|delay| *delay <= Duration::from_secs(10)));
+        assert!(delays[19] >= Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,119 @@
+//! The attempts this worker holds: running, or finished and waiting for the
+//! coordinator to acknowledge their outcome. Heartbeats list them; cancel
+//! commands find their tokens here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use hive_shared::ids::{AttemptId, TaskId};
+use tokio_util::sync::CancellationToken;
+
+/// Why an attempt was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReason {
+    /// The coordinator says the attempt is no longer current: drop it silently.
+    LeaseLost,
+    /// The worker is shutting down: report the attempt as interrupted.
+    Shutdown,
+}
+
+#[derive(Debug)]
+struct Entry {
+    task: TaskId,
+    cancel: CancellationToken,
+    reason: Option<CancelReason>,
+}
+
+/// Shared registry of held attempts.
+#[derive(Debug, Clone, Default)]
+pub struct Held {
+    entries: Arc<Mutex<HashMap<AttemptId, Entry>>>,
+}
+
+impl Held {
+    fn lock(&self) -> MutexGuard<'_, HashMap<AttemptId, Entry>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts holding an attempt; the token stops its agent.
+    pub fn hold(&self, task: TaskId, attempt: AttemptId) -> CancellationToken {
+        let cancel = CancellationToken::new();
+        self.lock().insert(
+            attempt,
+            Entry {
+                task,
+                cancel: cancel.clone(),
+                reason: None,
+            },
+        );
+        cancel
+    }
+
+    /// Stops holding an attempt (its outcome was acknowledged or dropped).
+    pub fn release(&self, attempt: AttemptId) {
+        self.lock().remove(&attempt);
+    }
+
+    /// Ids of every held attempt, for heartbeats.
+    pub fn attempt_ids(&self) -> Vec<String> {
+        self.lock().keys().map(ToString::to_string).collect()
+    }
+
+    /// The task of a held attempt.
+    pub fn task_of(&self, attempt: AttemptId) -> Option<TaskId> {
+        self.lock().get(&attempt).map(|entry| entry.task)
+    }
+
+    /// Cancels one attempt; `false` when it is not held.
+    pub fn cancel(&self, attempt: AttemptId, reason: CancelReason) -> bool {
+        let mut entries = self.lock();
+        let Some(entry) = entries.get_mut(&attempt) else {
+            return false;
+        };
+        entry.reason.get_or_insert(reason);
+        entry.cancel.cancel();
+        true
+    }
+
+    /// Cancels every held attempt.
+    pub fn cancel_all(&self, reason: CancelReason) {
+        for entry in self.lock().values_mut() {
+            entry.reason.get_or_insert(reason);
+            entry.cancel.cancel();
+        }
+    }
+
+    /// Why an attempt was cancelled, if it was.
+    pub fn reason(&self, attempt: AttemptId) -> Option<CancelReason> {
+        self.lock().get(&attempt).and_then(|entry| entry.reason)
+    }
+
+    /// How many attempts are held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_cancel_reason_sticks() {
+        let held = Held::default();
+        let attempt = AttemptId::new();
+        let token = held.hold(TaskId::new(), attempt);
+        assert!(held.cancel(attempt, CancelReason::LeaseLost));
+        held.cancel_all(CancelReason::Shutdown);
+        assert!(token.is_cancelled());
+        assert_eq!(held.reason(attempt), Some(CancelReason::LeaseLost));
+        held.release(attempt);
+        assert!(held.is_empty());
+        assert!(!held.cancel(attempt, CancelReason::Shutdown));
+    }
+}

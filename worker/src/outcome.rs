@@ -1,0 +1,364 @@
+//! Turning how an agent ended into what the coordinator is told: a result
+//! (exit 0), or a failure classed transient or permanent. Pure, so every case
+//! is a table test.
+
+use std::time::Duration;
+
+use hive_shared::convert::{JsonObject, json_to_struct};
+use hive_shared::pb;
+
+use crate::config::{AgentConfig, UnlistedExit};
+use crate::held::CancelReason;
+use crate::process::supervise::{Exit, Finished};
+
+/// Largest result file read.
+pub const MAX_RESULT_FILE: u64 = 4 * 1024 * 1024;
+
+/// What to tell the coordinator about one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    /// It succeeded.
+    Complete(pb::Completion),
+    /// It failed.
+    Fail(pb::Failure),
+}
+
+impl Report {
+    /// The attempt the report is about.
+    pub fn attempt_id(&self) -> &str {
+        match self {
+            Self::Complete(completion) => &completion.attempt_id,
+            Self::Fail(failure) => &failure.attempt_id,
+        }
+    }
+}
+
+/// Identity of the attempt being reported.
+#[derive(Debug, Clone)]
+pub struct Ids {
+    /// Task id.
+    pub task_id: String,
+    /// Attempt id.
+    pub attempt_id: String,
+}
+
+/// A failure report.
+pub fn failure(
+    ids: &Ids,
+    class: pb::FailureClass,
+    error: String,
+    finished: Option<&Finished>,
+) -> Report {
+    let (exit_code, signal, timed_out) = match finished.map(|finished| &finished.exit) {
+        Some(Exit::Code(code)) => (Some(*code), None, false),
+        Some(Exit::Signal(signal)) => (None, Some(*signal), false),
+        Some(Exit::TimedOut) => (None, None, true),
+        _ => (None, None, false),
+    };
+    Report::Fail(pb::Failure {
+        task_id: ids.task_id.clone(),
+        attempt_id: ids.attempt_id.clone(),
+        class: class.into(),
+        error,
+        exit_code,
+        signal,
+        timed_out,
+    })
+}
+
+fn with_stderr(message: String, finished: &Finished) -> String {
+    if finished.stderr_tail.is_empty() {
+        message
+    } else {
+        format!("{message}; stderr ends: {}", finished.stderr_tail)
+    }
+}
+
+/// Decides the report for a finished attempt; `None` means say nothing (the lease was lost).
+///
+/// `result_file` is what `$HIVE_RESULT_FILE` held: `Ok(None)` when the agent wrote none.
+pub fn decide(
+    ids: &Ids,
+    agent: &AgentConfig,
+    timeout: Duration,
+    finished: &Finished,
+    result_file: Result<Option<JsonObject>, String>,
+    cancelled: Option<CancelReason>,
+) -> Option<Report> {
+    use pb::FailureClass::{Permanent, Transient};
+    let report = match &finished.exit {
+        Exit::Code(0) => match result_file {
+            Err(problem) => failure(ids, Permanent, problem, Some(finished)),
+            Ok(file) => {
+                let result = file
+                    .or_else(|| finished.stdout_json.clone())
+                    .unwrap_or_default();
+                Report::Complete(pb::Completion {
+                    task_id: ids.task_id.clone(),
+                    attempt_id: ids.attempt_id.clone(),
+                    result: Some(json_to_struct(result)),
+                })
+            }
+        },
+        Exit::Code(code) => {
+            let transient = agent.transient_exit_codes.contains(code)
+                || agent.unlisted_exit_codes == UnlistedExit::Transient;
+            let class = if transient { Transient } else { Permanent };
+            failure(
+                ids,
+                class,
+                with_stderr(format!("the agent exited with code {code}"), finished),
+                Some(finished),
+            )
+        }
+        Exit::Signal(signal) => {
+            let name = nix::sys::signal::Signal::try_from(*signal)
+                .map_or_else(|_| signal.to_string(), |s| s.as_str().to_owned());
+            failure(
+                ids,
+                Transient,
+                with_stderr(format!("the agent was killed by {name}"), finished),
+                Some(finished),
+            )
+        }
+        Exit::TimedOut => failure(
+            ids,
+            Transient,
+            format!(
+                "the agent ran past its time limit of {} and was stopped",
+                humantime::format_duration(timeout)
+            ),
+            Some(finished),
+        ),
+        Exit::Cancelled => match cancelled {
+            Some(CancelReason::LeaseLost) | None => return None,
+            Some(CancelReason::Shutdown) => failure(
+                ids,
+                Transient,
+                "the worker shut down before the agent finished".into(),
+                Some(finished),
+            ),
+        },
+        Exit::SpawnFailed(problem) => failure(ids, Permanent, problem.clone(), Some(finished)),
+    };
+    Some(report)
+}
+
+/// Reads the result file: `Ok(None)` when absent, an error naming the problem when it is not a JSON object.
+pub async fn read_result_file(path: &std::path::Path) -> Result<Option<JsonObject>, String> {
+    use tokio::io::AsyncReadExt;
+    let file = match tokio::fs::File::open(path).await {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => {
+            return Err(format!(
+                "cannot read the result file {}: {err}",
+                path.display()
+            ));
+        }
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_RESULT_FILE + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|err| format!("cannot read the result file {}: {err}", path.display()))?;
+    if bytes.len() as u64 > MAX_RESULT_FILE {
+        return Err(format!(
+            "the result file is larger than {MAX_RESULT_FILE} bytes"
+        ));
+    }
+    if bytes.trim_ascii().is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_slice::<JsonObject>(&bytes)
+        .map(Some)
+        .map_err(|err| format!("the result file is not a JSON object: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn agent() -> AgentConfig {
+        toml_agent("command = [\"x\"]\ntransient_exit_codes = [75]\n")
+    }
+
+    fn toml_agent(text: &str) -> AgentConfig {
+        figment::Figment::from(figment::providers::Serialized::defaults(json!({})))
+            .merge(figment::providers::Toml::string(text))
+            .extract()
+            .unwrap()
+    }
+
+    fn ids() -> Ids {
+        Ids {
+            task_id: "t".into(),
+            attempt_id: "a".into(),
+        }
+    }
+
+    fn finished(exit: Exit) -> Finished {
+        let stdout_json = Some(json!({"from": "stdout"}).as_object().unwrap().clone());
+        Finished {
+            exit,
+            stdout_json,
+            stderr_tail: "boom".into(),
+        }
+    }
+
+    fn class_of(report: Option<Report>) -> Option<pb::FailureClass> {
+        match report {
+            Some(Report::Fail(failure)) => Some(failure.class()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn exit_zero_prefers_the_result_file_then_stdout() {
+        let from_file = json!({"from": "file"}).as_object().unwrap().clone();
+        let report = decide(
+            &ids(),
+            &agent(),
+            Duration::from_secs(1),
+            &finished(Exit::Code(0)),
+            Ok(Some(from_file)),
+            None,
+        );
+        let Some(Report::Complete(done)) = report else {
+            panic!("{report:?}")
+        };
+        assert_eq!(
+            hive_shared::convert::struct_to_json(done.result.unwrap())["from"],
+            "file"
+        );
+
+        let report = decide(
+            &ids(),
+            &agent(),
+            Duration::from_secs(1),
+            &finished(Exit::Code(0)),
+            Ok(None),
+            None,
+        );
+        let Some(Report::Complete(done)) = report else {
+            panic!("{report:?}")
+        };
+        assert_eq!(
+            hive_shared::convert::struct_to_json(done.result.unwrap())["from"],
+            "stdout"
+        );
+    }
+
+    #[test]
+    fn failures_are_classed_by_code_signal_timeout_and_spawn() {
+        use pb::FailureClass::{Permanent, Transient};
+        let table = [
+            (Exit::Code(75), Some(Transient)),
+            (Exit::Code(1), Some(Permanent)),
+            (Exit::Signal(9), Some(Transient)),
+            (Exit::TimedOut, Some(Transient)),
+            (Exit::SpawnFailed("no such file".into()), Some(Permanent)),
+        ];
+        for (exit, expected) in table {
+            let report = decide(
+                &ids(),
+                &agent(),
+                Duration::from_secs(1),
+                &finished(exit.clone()),
+                Ok(None),
+                None,
+            );
+            assert_eq!(class_of(report), expected, "{exit:?}");
+        }
+    }
+
+    #[test]
+    fn unlisted_codes_can_be_declared_transient() {
+        let lenient = toml_agent("command = [\"x\"]\nunlisted_exit_codes = \"transient\"\n");
+        let report = decide(
+            &ids(),
+            &lenient,
+            Duration::from_secs(1),
+            &finished(Exit::Code(1)),
+            Ok(None),
+            None,
+        );
+        assert_eq!(class_of(report), Some(pb::FailureClass::Transient));
+    }
+
+    #[test]
+    fn a_bad_result_file_fails_permanently_and_says_why() {
+        let report = decide(
+            &ids(),
+            &agent(),
+            Duration::from_secs(1),
+            &finished(Exit::Code(0)),
+            Err("not JSON".into()),
+            None,
+        );
+        let Some(Report::Fail(failure)) = report else {
+            panic!()
+        };
+        assert_eq!(failure.class(), pb::FailureClass::Permanent);
+        assert_eq!(failure.error, "not JSON");
+    }
+
+    #[test]
+    fn a_lost_lease_reports_nothing_and_a_shutdown_reports_an_interruption() {
+        let lost = decide(
+            &ids(),
+            &agent(),
+            Duration::from_secs(1),
+            &finished(Exit::Cancelled),
+            Ok(None),
+            Some(CancelReason::LeaseLost),
+        );
+        assert_eq!(lost, None);
+        let drained = decide(
+            &ids(),
+            &agent(),
+            Duration::from_secs(1),
+            &finished(Exit::Cancelled),
+            Ok(None),
+            Some(CancelReason::Shutdown),
+        );
+        assert_eq!(class_of(drained), Some(pb::FailureClass::Transient));
+    }
+
+    #[test]
+    fn errors_carry_the_exit_code_and_stderr_tail() {
+        let report = decide(
+            &ids(),
+            &agent(),
+            Duration::from_secs(1),
+            &finished(Exit::Code(3)),
+            Ok(None),
+            None,
+        );
+        let Some(Report::Fail(failure)) = report else {
+            panic!()
+        };
+        assert_eq!(failure.exit_code, Some(3));
+        assert_eq!(
+            failure.error,
+            "the agent exited with code 3; stderr ends: boom"
+        );
+    }
+
+    #[tokio::test]
+    async fn result_files_are_read_bounded_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("result.json");
+        assert_eq!(read_result_file(&path).await, Ok(None));
+        tokio::fs::write(&path, b"{\"ok\":true}").await.unwrap();
+        assert_eq!(read_result_file(&path).await.unwrap().unwrap()["ok"], true);
+        tokio::fs::write(&path, b"[1]").await.unwrap();
+        assert!(
+            read_result_file(&path)
+                .await
+                .unwrap_err()
+                .contains("not a JSON object")
+        );
+    }
+}

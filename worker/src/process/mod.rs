@@ -1,0 +1,8 @@
+//! Running one agent as a supervised subprocess: its scratch folder
+//! ([`workdir`]), how it is started ([`spawn`]), how its output is read and
+//! streamed ([`output`]), and how it is waited on and stopped ([`supervise`]).
+
+pub mod output;
+pub mod spawn;
+pub mod supervise;
+pub mod workdir;

@@ -1,0 +1,89 @@
+//! Building an agent's command: its own process group, `kill_on_drop`, a
+//! cleared environment plus an explicit allowlist, the `HIVE_*` variables, and
+//! the prompt delivered as configured (never through a shell string).
+
+use std::ffi::OsString;
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+use crate::config::{AgentConfig, PromptMode};
+use crate::process::workdir::Scratch;
+
+/// Variables passed from the worker's environment to every agent.
+pub const BASE_ALLOWLIST: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "TERM",
+];
+
+/// What identifies an attempt to its agent.
+#[derive(Debug, Clone)]
+pub struct HiveVars {
+    /// `HIVE_TASK_ID`.
+    pub task_id: String,
+    /// `HIVE_ATTEMPT_ID`.
+    pub attempt_id: String,
+    /// `HIVE_COORDINATOR`.
+    pub coordinator: String,
+}
+
+/// Builds the command for one attempt; `inherited` is the worker's own environment.
+pub fn command(
+    agent: &AgentConfig,
+    prompt: &str,
+    vars: &HiveVars,
+    scratch: &Scratch,
+    inherited: impl Fn(&str) -> Option<OsString>,
+) -> Command {
+    let (program, args) = agent
+        .command
+        .split_first()
+        .map_or(("", &[][..]), |(program, args)| (program.as_str(), args));
+    let mut command = Command::new(program);
+    command.args(args);
+    if agent.prompt == PromptMode::Arg {
+        command.arg(prompt);
+    }
+
+    command.env_clear();
+    for name in BASE_ALLOWLIST
+        .iter()
+        .copied()
+        .chain(agent.pass_env.iter().map(String::as_str))
+    {
+        if let Some(value) = inherited(name) {
+            command.env(name, value);
+        }
+    }
+    command.envs(&agent.env);
+    command
+        .env("HIVE_TASK_ID", &vars.task_id)
+        .env("HIVE_ATTEMPT_ID", &vars.attempt_id)
+        .env("HIVE_COORDINATOR", &vars.coordinator)
+        .env("HIVE_RESULT_FILE", &scratch.result_file)
+        .env("HIVE_WORK_DIR", &scratch.dir);
+    if let Some(input) = &scratch.input_file {
+        command.env("HIVE_INPUT_FILE", input);
+    }
+    match agent.prompt {
+        PromptMode::File => {
+            command.env("HIVE_PROMPT_FILE", &scratch.prompt_file);
+        }
+        PromptMode::Env => {
+            command.env("HIVE_PROMPT", prompt);
+        }
+        PromptMode::Stdin | PromptMode::Arg => {}
+    }
+
+    command
+        .current_dir(agent.workdir.as_ref().unwrap_or(&scratch.dir))
+        .stdin(if agent.prompt == PromptMode::Stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    command
+}

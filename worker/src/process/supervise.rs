@@ -1,0 +1,183 @@
+//! Waiting on an agent: it exits, times out, or is cancelled. On timeout or
+//! cancel the whole process group gets SIGTERM, then SIGKILL after the grace
+//! period. Once the agent is gone, any process it left in its group is killed
+//! too, so no grandchild outlives its attempt.
+
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use hive_shared::convert::JsonObject;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Child;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::config::AgentConfig;
+use crate::process::output::{self, Pumped};
+use crate::process::spawn::{self, HiveVars};
+use crate::process::workdir::Scratch;
+use crate::shipper::LogSink;
+
+/// How long output readers may take after the agent's group is gone (a
+/// process that left the group with `setsid` could hold a pipe open).
+const DRAIN_OUTPUT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How an agent run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal ended it.
+    Signal(i32),
+    /// It ran past its time limit and was stopped.
+    TimedOut,
+    /// It was stopped by a cancel.
+    Cancelled,
+    /// It could not be started.
+    SpawnFailed(String),
+}
+
+/// Everything learned from one run.
+#[derive(Debug)]
+pub struct Finished {
+    /// How it ended.
+    pub exit: Exit,
+    /// The last JSON object line of stdout.
+    pub stdout_json: Option<JsonObject>,
+    /// The end of stderr.
+    pub stderr_tail: String,
+}
+
+/// One agent run to supervise.
+#[derive(Debug)]
+pub struct Run<'a> {
+    /// The agent's config.
+    pub agent: &'a AgentConfig,
+    /// The prompt.
+    pub prompt: &'a str,
+    /// Identity passed to the agent.
+    pub vars: &'a HiveVars,
+    /// The attempt's scratch folder.
+    pub scratch: &'a Scratch,
+    /// Time limit.
+    pub timeout: Duration,
+    /// Output chunk size.
+    pub chunk_size: usize,
+}
+
+/// Runs the agent to its end; never panics on anything the agent does.
+pub async fn run(run: Run<'_>, sink: LogSink, cancel: &CancellationToken) -> Finished {
+    let inherited = |name: &str| -> Option<OsString> { std::env::var_os(name) };
+    let mut command = spawn::command(run.agent, run.prompt, run.vars, run.scratch, inherited);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            let program = run.agent.command.first().map_or("", String::as_str);
+            return Finished {
+                exit: Exit::SpawnFailed(format!("cannot start `{program}`: {err}")),
+                stdout_json: None,
+                stderr_tail: String::new(),
+            };
+        }
+    };
+    let group = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .map(Pid::from_raw);
+
+    let stdin_writer = child.stdin.take().map(|mut stdin| {
+        let prompt = run.prompt.as_bytes().to_vec();
+        tokio::spawn(async move {
+            // An agent that exits without reading its stdin is not an error.
+            let _ = stdin.write_all(&prompt).await;
+            let _ = stdin.shutdown().await;
+        })
+    });
+    let stdout = child
+        .stdout
+        .take()
+        .map(|out| tokio::spawn(output::pump(out, sink.stream(1), run.chunk_size, true)));
+    let stderr = child
+        .stderr
+        .take()
+        .map(|err| tokio::spawn(output::pump(err, sink.stream(2), run.chunk_size, false)));
+
+    let exit = tokio::select! {
+        status = child.wait() => exit_of(status),
+        () = tokio::time::sleep(run.timeout) => {
+            stop_group(&mut child, group, run.agent.kill_grace).await;
+            Exit::TimedOut
+        }
+        () = cancel.cancelled() => {
+            stop_group(&mut child, group, run.agent.kill_grace).await;
+            Exit::Cancelled
+        }
+    };
+    // Whatever the agent left running in its group dies with the attempt.
+    signal_group(group, Signal::SIGKILL);
+    if let Some(writer) = stdin_writer {
+        writer.abort();
+    }
+    let stdout = collect(stdout).await;
+    let stderr = collect(stderr).await;
+    Finished {
+        exit,
+        stdout_json: stdout.last_json,
+        stderr_tail: String::from_utf8_lossy(&stderr.tail).trim().to_owned(),
+    }
+}
+
+fn exit_of(status: std::io::Result<ExitStatus>) -> Exit {
+    match status {
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => Exit::Code(code),
+            (None, Some(signal)) => Exit::Signal(signal),
+            (None, None) => Exit::SpawnFailed("the agent ended with no exit code or signal".into()),
+        },
+        Err(err) => Exit::SpawnFailed(format!("waiting for the agent failed: {err}")),
+    }
+}
+
+/// SIGTERM to the group, then SIGKILL if the leader is still there after `grace`.
+async fn stop_group(child: &mut Child, group: Option<Pid>, grace: Duration) {
+    signal_group(group, Signal::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        debug!(?grace, "agent ignored SIGTERM; killing its process group");
+        signal_group(group, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+}
+
+fn signal_group(group: Option<Pid>, signal: Signal) {
+    let Some(group) = group else { return };
+    match killpg(group, signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(err) => {
+            warn!(pgid = group.as_raw(), ?signal, error = %err, "could not signal the agent's process group")
+        }
+    }
+}
+
+async fn collect(handle: Option<tokio::task::JoinHandle<Pumped>>) -> Pumped {
+    let Some(mut handle) = handle else {
+        return Pumped::default();
+    };
+    match tokio::time::timeout(DRAIN_OUTPUT_TIMEOUT, &mut handle).await {
+        Ok(Ok(pumped)) => pumped,
+        Ok(Err(err)) => {
+            warn!(error = %err, "output reader failed");
+            Pumped::default()
+        }
+        Err(_) => {
+            warn!(
+                "agent output stayed open after its process group was killed (a detached process holds it); dropping the rest"
+            );
+            handle.abort();
+            Pumped::default()
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The heartbeat stream: every interval the worker lists the attempts it
+//! holds, its free slots and its host figures; the coordinator extends their
+//! leases and answers with commands (stop an attempt). The stream is reopened
+//! with backoff when it breaks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hive_shared::ids::AttemptId;
+use hive_shared::pb;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status};
+use tracing::{info, warn};
+
+use crate::connection;
+use crate::context::Context;
+use crate::held::CancelReason;
+use crate::resources::Sampler;
+
+/// Beats every `interval` until `stop`, reconnecting as needed.
+pub async fn run(context: Arc<Context>, interval: Duration, stop: CancellationToken) {
+    let mut sampler = Sampler::default();
+    let mut delays = connection::backoff();
+    loop {
+        let status = match beat_until_broken(&context, &mut sampler, interval, &stop).await {
+            Ok(()) => return,
+            Err(status) => status,
+        };
+        if status.code() == Code::FailedPrecondition {
+            info!("coordinator does not know this worker; registering again");
+            if let Err(err) =
+                connection::register(&context.client, &context.registration, &stop).await
+            {
+                warn!(code = ?err.code(), message = err.message(), "re-registration failed");
+            }
+        }
+        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        warn!(code = ?status.code(), message = status.message(), retry_in = ?delay, "heartbeat stream broke");
+        if !connection::pause(delay, &stop).await {
+            return;
+        }
+    }
+}
+
+async fn beat_until_broken(
+    context: &Context,
+    sampler: &mut Sampler,
+    interval: Duration,
+    stop: &CancellationToken,
+) -> Result<(), Status> {
+    let (beats, outbound) = mpsc::channel(2);
+    beats
+        .send(beat(context, sampler).await)
+        .await
+        .map_err(|_| Status::internal("beat queue closed"))?;
+    let mut client = context.client.clone();
+    let mut replies = client
+        .heartbeat(ReceiverStream::new(outbound))
+        .await?
+        .into_inner();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if beats.send(beat(context, sampler).await).await.is_err() {
+                    return Err(Status::unavailable("the heartbeat stream closed"));
+                }
+            }
+            reply = replies.message() => match reply? {
+                Some(reply) => apply(context, reply),
+                None => return Err(Status::unavailable("the coordinator closed the heartbeat stream")),
+            },
+            () = stop.cancelled() => return Ok(()),
+        }
+    }
+}
+
+async fn beat(context: &Context, sampler: &mut Sampler) -> pb::HeartbeatRequest {
+    pb::HeartbeatRequest {
+        worker_id: context.worker_id.to_string(),
+        attempt_ids: context.held.attempt_ids(),
+        free_slots: context.free_slots(),
+        resources: Some(sampler.sample().await),
+    }
+}
+
+fn apply(context: &Context, reply: pb::HeartbeatResponse) {
+    for command in reply.commands {
+        match command.command {
+            Some(pb::worker_command::Command::CancelAttempt(cancel)) => {
+                let Ok(attempt) = AttemptId::parse(&cancel.attempt_id) else {
+                    warn!(attempt_id = %cancel.attempt_id, "cancel command with a malformed attempt id");
+                    continue;
+                };
+                if context.held.cancel(attempt, CancelReason::LeaseLost) {
+                    info!(attempt_id = %attempt, reason = %cancel.reason, "stopping attempt at the coordinator's request");
+                }
+            }
+            None => warn!("empty command from the coordinator"),
+        }
+    }
+}
