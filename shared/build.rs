@@ -7,23 +7,13 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from("../proto");
-    let files = [
-        "hive/v1/types.proto",
-        "hive/v1/worker.proto",
-        "hive/v1/admin.proto",
-    ];
+    let files = ["hive/v1/types.proto", "hive/v1/worker.proto", "hive/v1/admin.proto"];
     println!("cargo:rerun-if-changed=../proto");
 
     let descriptor_set = protox::compile(files, [&proto_root])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out_dir.join("hive_descriptor.bin"),
-        descriptor_set.encode_to_vec(),
-    )?;
+    std::fs::write(out_dir.join("hive_descriptor.bin"), descriptor_set.encode_to_vec())?;
 
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(descriptor_set)?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptor_set)?;
     Ok(())
 }

@@ -22,18 +22,13 @@ pub fn admin(url: &str) -> anyhow::Result<Admin> {
         .map_err(|err| anyhow!("bad coordinator URL `{url}`: {err}"))?
         .connect_timeout(Duration::from_secs(5))
         .connect_lazy();
-    Ok(AdminServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE))
+    Ok(AdminServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
 }
 
 /// Describes a failed call: what was attempted, the code, and the coordinator's message.
 pub fn refused(what: &str, url: &str, status: &tonic::Status) -> anyhow::Error {
     match status.code() {
-        tonic::Code::Unavailable => anyhow!(
-            "{what}: cannot reach the coordinator at {url} ({})",
-            status.message()
-        ),
+        tonic::Code::Unavailable => anyhow!("{what}: cannot reach the coordinator at {url} ({})", status.message()),
         code => anyhow!("{what}: {code:?}: {}", status.message()),
     }
 }

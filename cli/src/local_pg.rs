@@ -69,23 +69,15 @@ impl LocalPostgres {
         }
         let port = free_port()?;
         let log = root.join("postgres.log");
-        let log_file =
-            std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let log_file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
         if let Some(owner) = &owner {
-            nix::unistd::chown(&log, Some(owner.uid), Some(owner.gid))
-                .context("chown the server log")?;
+            nix::unistd::chown(&log, Some(owner.uid), Some(owner.gid)).context("chown the server log")?;
         }
         let mut command = as_user(Command::new(bin.join("postgres")), owner.as_ref());
         command
             .arg("-D")
             .arg(&data_dir)
-            .args([
-                "-p",
-                &port.to_string(),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-            ])
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c"])
             .arg(format!("unix_socket_directories={}", root.display()))
             .args(["-c", "max_connections=200"])
             .args(durability_settings(durability))
@@ -94,19 +86,10 @@ impl LocalPostgres {
             .stderr(log_file)
             .process_group(0)
             .kill_on_drop(true);
-        let child = command
-            .spawn()
-            .with_context(|| format!("start {}", bin.join("postgres").display()))?;
-        let pid = child
-            .id()
-            .and_then(|pid| i32::try_from(pid).ok())
-            .ok_or_else(|| anyhow!("postgres exited at once"))?;
-        let mut server = Self {
-            child: Some(child),
-            data_dir,
-            port,
-            pid,
-        };
+        let child = command.spawn().with_context(|| format!("start {}", bin.join("postgres").display()))?;
+        let pid =
+            child.id().and_then(|pid| i32::try_from(pid).ok()).ok_or_else(|| anyhow!("postgres exited at once"))?;
+        let mut server = Self { child: Some(child), data_dir, port, pid };
         server.wait_ready(&log).await?;
         Ok(server)
     }
@@ -117,22 +100,14 @@ impl LocalPostgres {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                bail!(
-                    "postgres exited with {status} while starting; its log ({}) ends:\n{}",
-                    log.display(),
-                    tail(log)
-                );
+                bail!("postgres exited with {status} while starting; its log ({}) ends:\n{}", log.display(), tail(log));
             }
             if read_pid_file(&self.data_dir).is_some_and(|pid_file| pid_file.ready) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        bail!(
-            "postgres did not become ready within 60 s; its log ({}) ends:\n{}",
-            log.display(),
-            tail(log)
-        )
+        bail!("postgres did not become ready within 60 s; its log ({}) ends:\n{}", log.display(), tail(log))
     }
 
     /// Leaves the server running after this handle is gone (for `hivectl up --keep`).
@@ -151,10 +126,7 @@ impl LocalPostgres {
             wait_gone(self.pid).await;
             return;
         };
-        if tokio::time::timeout(Duration::from_secs(30), child.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(30), child.wait()).await.is_err() {
             let _ = child.kill().await;
         }
     }
@@ -163,14 +135,7 @@ impl LocalPostgres {
 fn durability_settings(durability: Durability) -> Vec<&'static str> {
     match durability {
         Durability::Durable => vec![],
-        Durability::Fast => vec![
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-        ],
+        Durability::Fast => vec!["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
     }
 }
 
@@ -211,39 +176,19 @@ fn running_server(data_dir: &Path) -> Option<LocalPostgres> {
     })
 }
 
-async fn initdb(
-    bin: &Path,
-    data_dir: &Path,
-    owner: Option<&User>,
-    durability: Durability,
-) -> anyhow::Result<()> {
+async fn initdb(bin: &Path, data_dir: &Path, owner: Option<&User>, durability: Durability) -> anyhow::Result<()> {
     let mut command = as_user(Command::new(bin.join("initdb")), owner);
     command
         .arg("-D")
         .arg(data_dir)
-        .args([
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--locale=C.UTF-8",
-        ])
+        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8"])
         .stdin(Stdio::null());
     if durability == Durability::Fast {
         command.arg("--no-sync");
     }
-    let output = command
-        .output()
-        .await
-        .with_context(|| format!("run {}", bin.join("initdb").display()))?;
+    let output = command.output().await.with_context(|| format!("run {}", bin.join("initdb").display()))?;
     if !output.status.success() {
-        bail!(
-            "initdb failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
+        bail!("initdb failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr));
     }
     Ok(())
 }
@@ -285,12 +230,7 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|entry| {
-            Some((
-                entry.file_name().to_str()?.parse().ok()?,
-                entry.path().join("bin"),
-            ))
-        })
+        .filter_map(|entry| Some((entry.file_name().to_str()?.parse().ok()?, entry.path().join("bin"))))
         .filter(|(_, dir)| has_both(dir))
         .collect();
     versions.sort();

@@ -8,12 +8,7 @@ use hivectl::commands::{self, Ctx};
 #[command(name = "hivectl", version = hive_shared::VERSION)]
 struct Cli {
     /// Coordinator URL.
-    #[arg(
-        long,
-        global = true,
-        env = "HIVE_COORDINATOR",
-        default_value = "http://127.0.0.1:50051"
-    )]
+    #[arg(long, global = true, env = "HIVE_COORDINATOR", default_value = "http://127.0.0.1:50051")]
     coordinator: String,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
@@ -43,10 +38,7 @@ enum Command {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     hive_shared::telemetry::init("info", hive_shared::telemetry::LogFormat::Text);
-    let ctx = Ctx {
-        url: cli.coordinator,
-        json: cli.json,
-    };
+    let ctx = Ctx { url: cli.coordinator, json: cli.json };
     let result = match cli.command {
         Command::Submit(args) => commands::submit::run(&ctx, args).await,
         Command::Tasks(command) => commands::tasks::run(&ctx, command).await,
@@ -58,8 +50,7 @@ async fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            let _ =
-                std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("error: {err:#}\n"));
+            let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("error: {err:#}\n"));
             std::process::ExitCode::FAILURE
         }
     }

@@ -27,27 +27,19 @@ pub fn json(value: &impl Serialize) {
 /// A borderless table with a header row.
 pub fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
-    table
-        .load_style(NOTHING)
-        .set_header(header.iter().map(|name| name.to_uppercase()));
+    table.load_style(NOTHING).set_header(header.iter().map(|name| name.to_uppercase()));
     table
 }
 
 /// A status as a lowercase word (`ready`, `succeeded`, …).
 pub fn status_word(value: i32) -> String {
     let status = pb::TaskStatus::try_from(value).unwrap_or(pb::TaskStatus::Unspecified);
-    status
-        .as_str_name()
-        .trim_start_matches("TASK_STATUS_")
-        .to_lowercase()
+    status.as_str_name().trim_start_matches("TASK_STATUS_").to_lowercase()
 }
 
 fn outcome_word(value: i32) -> String {
     let outcome = pb::AttemptOutcome::try_from(value).unwrap_or(pb::AttemptOutcome::Unspecified);
-    outcome
-        .as_str_name()
-        .trim_start_matches("ATTEMPT_OUTCOME_")
-        .to_lowercase()
+    outcome.as_str_name().trim_start_matches("ATTEMPT_OUTCOME_").to_lowercase()
 }
 
 fn time(stamp: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
@@ -113,11 +105,7 @@ impl From<pb::Task> for TaskView {
             started_at: time(task.started_at.as_ref()),
             finished_at: time(task.finished_at.as_ref()),
             run_after: time(task.run_after.as_ref()),
-            timeout_seconds: task
-                .timeout
-                .as_ref()
-                .and_then(from_duration)
-                .map(|timeout| timeout.as_secs_f64()),
+            timeout_seconds: task.timeout.as_ref().and_then(from_duration).map(|timeout| timeout.as_secs_f64()),
             input: object(task.input),
             result: object(task.result),
             id: task.id,
@@ -209,14 +197,10 @@ pub struct WorkerView {
 
 impl From<pb::Worker> for WorkerView {
     fn from(worker: pb::Worker) -> Self {
-        let status =
-            pb::WorkerStatus::try_from(worker.status).unwrap_or(pb::WorkerStatus::Unspecified);
+        let status = pb::WorkerStatus::try_from(worker.status).unwrap_or(pb::WorkerStatus::Unspecified);
         let resources = worker.resources.unwrap_or_default();
         Self {
-            status: status
-                .as_str_name()
-                .trim_start_matches("WORKER_STATUS_")
-                .to_lowercase(),
+            status: status.as_str_name().trim_start_matches("WORKER_STATUS_").to_lowercase(),
             last_seen_at: time(worker.last_seen_at.as_ref()),
             id: worker.id,
             name: worker.name,

@@ -77,10 +77,8 @@ pub struct TaskFileError {
 /// [`TaskFileError`] listing what is wrong.
 pub fn load(path: &Path) -> Result<TaskFile, TaskFileError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|err| TaskFileError {
-        file: name.clone(),
-        problems: vec![format!("cannot read: {err}")],
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| TaskFileError { file: name.clone(), problems: vec![format!("cannot read: {err}")] })?;
     parse(&name, &text)
 }
 
@@ -89,29 +87,17 @@ pub fn load(path: &Path) -> Result<TaskFile, TaskFileError> {
 /// # Errors
 /// [`TaskFileError`] listing what is wrong.
 pub fn parse(name: &str, text: &str) -> Result<TaskFile, TaskFileError> {
-    let error = |problems: Vec<String>| TaskFileError {
-        file: name.to_owned(),
-        problems,
-    };
-    let file: TaskFile =
-        serde_norway::from_str(text).map_err(|err| error(vec![describe_yaml_error(&err)]))?;
+    let error = |problems: Vec<String>| TaskFileError { file: name.to_owned(), problems };
+    let file: TaskFile = serde_norway::from_str(text).map_err(|err| error(vec![describe_yaml_error(&err)]))?;
     let problems = problems(&file, text);
-    if problems.is_empty() {
-        Ok(file)
-    } else {
-        Err(error(problems))
-    }
+    if problems.is_empty() { Ok(file) } else { Err(error(problems)) }
 }
 
 fn describe_yaml_error(err: &serde_norway::Error) -> String {
     let message = err.to_string();
     match err.location() {
         Some(location) if !message.contains("line") => {
-            format!(
-                "line {} column {}: {message}",
-                location.line(),
-                location.column()
-            )
+            format!("line {} column {}: {message}", location.line(), location.column())
         }
         _ => message,
     }
@@ -127,15 +113,9 @@ fn problems(file: &TaskFile, text: &str) -> Vec<String> {
     }
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (index, task) in file.tasks.iter().enumerate() {
-        let agent = task
-            .agent
-            .as_deref()
-            .or(file.defaults.agent.as_deref())
-            .unwrap_or("");
+        let agent = task.agent.as_deref().or(file.defaults.agent.as_deref()).unwrap_or("");
         if agent.trim().is_empty() {
-            problems.push(format!(
-                "tasks[{index}].agent: must not be empty (set it, or defaults.agent)"
-            ));
+            problems.push(format!("tasks[{index}].agent: must not be empty (set it, or defaults.agent)"));
         }
         let Some(id) = task.id.as_deref() else {
             continue;
@@ -143,12 +123,8 @@ fn problems(file: &TaskFile, text: &str) -> Vec<String> {
         if id.trim().is_empty() {
             problems.push(format!("tasks[{index}].id: must not be empty when given"));
         } else if let Some(first) = seen.insert(id, index) {
-            let line = line_of_id(text, id, 2)
-                .map(|line| format!(" (line {line})"))
-                .unwrap_or_default();
-            problems.push(format!(
-                "tasks[{index}].id{line}: duplicate id `{id}`, first used by tasks[{first}]"
-            ));
+            let line = line_of_id(text, id, 2).map(|line| format!(" (line {line})")).unwrap_or_default();
+            problems.push(format!("tasks[{index}].id{line}: duplicate id `{id}`, first used by tasks[{first}]"));
         }
     }
     problems
@@ -160,8 +136,7 @@ fn line_of_id(text: &str, id: &str, nth: usize) -> Option<usize> {
         .enumerate()
         .filter(|(_, line)| {
             let line = line.trim_start().trim_start_matches('-').trim_start();
-            line.strip_prefix("id:")
-                .is_some_and(|value| value.trim().trim_matches(['"', '\'']) == id)
+            line.strip_prefix("id:").is_some_and(|value| value.trim().trim_matches(['"', '\'']) == id)
         })
         .nth(nth - 1)
         .map(|(index, _)| index + 1)
@@ -176,10 +151,7 @@ impl TaskFile {
             .into_iter()
             .map(|task| pb::TaskSpec {
                 key: task.id.unwrap_or_default(),
-                agent: task
-                    .agent
-                    .or_else(|| defaults.agent.clone())
-                    .unwrap_or_default(),
+                agent: task.agent.or_else(|| defaults.agent.clone()).unwrap_or_default(),
                 prompt: task.prompt,
                 input: task.input.map(json_to_struct),
                 priority: task.priority.or(defaults.priority).unwrap_or(0),
@@ -187,10 +159,7 @@ impl TaskFile {
                 timeout: task.timeout.or(defaults.timeout).map(duration),
             })
             .collect();
-        pb::SubmitTasksRequest {
-            swarm: self.swarm,
-            tasks,
-        }
+        pb::SubmitTasksRequest { swarm: self.swarm, tasks }
     }
 }
 
@@ -200,7 +169,11 @@ mod tests {
 
     #[test]
     fn the_documented_example_parses() {
-        let file = parse("t.yaml", "swarm: hello\ntasks:\n  - id: greet-1\n    agent: echo\n    prompt: \"say hello\"\n    priority: 5\n").unwrap();
+        let file = parse(
+            "t.yaml",
+            "swarm: hello\ntasks:\n  - id: greet-1\n    agent: echo\n    prompt: \"say hello\"\n    priority: 5\n",
+        )
+        .unwrap();
         let request = file.into_request();
         assert_eq!(request.swarm, "hello");
         assert_eq!(request.tasks[0].key, "greet-1");
@@ -220,33 +193,21 @@ mod tests {
 
     #[test]
     fn an_unknown_field_is_named_with_its_line() {
-        let err = parse("t.yaml", "swarm: s\ntasks:\n  - id: a\n    agnet: echo\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse("t.yaml", "swarm: s\ntasks:\n  - id: a\n    agnet: echo\n").unwrap_err().to_string();
         assert!(err.contains("agnet"), "{err}");
         assert!(err.contains("line 4"), "{err}");
     }
 
     #[test]
     fn a_wrong_type_is_named_with_its_line() {
-        let err = parse(
-            "t.yaml",
-            "swarm: s\ntasks:\n  - agent: echo\n    priority: high\n",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("priority") || err.contains("invalid type"),
-            "{err}"
-        );
+        let err = parse("t.yaml", "swarm: s\ntasks:\n  - agent: echo\n    priority: high\n").unwrap_err().to_string();
+        assert!(err.contains("priority") || err.contains("invalid type"), "{err}");
         assert!(err.contains("line 4"), "{err}");
     }
 
     #[test]
     fn malformed_yaml_names_the_line() {
-        let err = parse("t.yaml", "swarm: s\ntasks:\n  - agent: [echo\n")
-            .unwrap_err()
-            .to_string();
+        let err = parse("t.yaml", "swarm: s\ntasks:\n  - agent: [echo\n").unwrap_err().to_string();
         assert!(err.contains("line"), "{err}");
     }
 
@@ -256,27 +217,15 @@ mod tests {
         let err = parse("t.yaml", text).unwrap_err();
         assert_eq!(err.problems.len(), 2, "{err}");
         assert!(
-            err.problems
-                .iter()
-                .any(|p| p == "tasks[1].id (line 5): duplicate id `a`, first used by tasks[0]"),
+            err.problems.iter().any(|p| p == "tasks[1].id (line 5): duplicate id `a`, first used by tasks[0]"),
             "{err}"
         );
-        assert!(
-            err.problems
-                .iter()
-                .any(|p| p.starts_with("tasks[1].agent: must not be empty")),
-            "{err}"
-        );
+        assert!(err.problems.iter().any(|p| p.starts_with("tasks[1].agent: must not be empty")), "{err}");
     }
 
     #[test]
     fn a_bad_timeout_is_named() {
-        let err = parse(
-            "t.yaml",
-            "swarm: s\ntasks:\n  - agent: echo\n    timeout: soon\n",
-        )
-        .unwrap_err()
-        .to_string();
+        let err = parse("t.yaml", "swarm: s\ntasks:\n  - agent: echo\n    timeout: soon\n").unwrap_err().to_string();
         assert!(err.contains("timeout") || err.contains("line 4"), "{err}");
     }
 }

@@ -133,11 +133,7 @@ impl Default for Config {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            url: Secret::default(),
-            max_connections: 16,
-            acquire_timeout: Duration::from_secs(10),
-        }
+        Self { url: Secret::default(), max_connections: 16, acquire_timeout: Duration::from_secs(10) }
     }
 }
 
@@ -153,11 +149,7 @@ impl Default for LeaseConfig {
 
 impl Default for ClaimConfig {
     fn default() -> Self {
-        Self {
-            max_batch: 256,
-            max_wait: Duration::from_secs(60),
-            recheck_interval: Duration::from_secs(5),
-        }
+        Self { max_batch: 256, max_wait: Duration::from_secs(60), recheck_interval: Duration::from_secs(5) }
     }
 }
 
@@ -226,54 +218,24 @@ impl Config {
             }
         };
         let url = self.database.url.expose();
-        check(
-            !url.is_empty(),
-            "database.url is required (flag --database-url or env DATABASE_URL)",
-        );
+        check(!url.is_empty(), "database.url is required (flag --database-url or env DATABASE_URL)");
         check(
             url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://"),
             "database.url must start with postgres:// or postgresql://",
         );
-        check(
-            self.database.max_connections >= 2,
-            "database.max_connections must be at least 2",
-        );
-        check(
-            !self.leases.ttl.is_zero(),
-            "leases.ttl must be greater than zero",
-        );
+        check(self.database.max_connections >= 2, "database.max_connections must be at least 2");
+        check(!self.leases.ttl.is_zero(), "leases.ttl must be greater than zero");
         check(
             self.leases.heartbeat_interval * 2 <= self.leases.ttl,
             "leases.heartbeat_interval must be at most half of leases.ttl, so one lost beat does not lose a lease",
         );
-        check(
-            !self.leases.heartbeat_interval.is_zero(),
-            "leases.heartbeat_interval must be greater than zero",
-        );
-        check(
-            !self.leases.reap_interval.is_zero(),
-            "leases.reap_interval must be greater than zero",
-        );
-        check(
-            (1..=10_000).contains(&self.claims.max_batch),
-            "claims.max_batch must be between 1 and 10000",
-        );
-        check(
-            !self.claims.recheck_interval.is_zero(),
-            "claims.recheck_interval must be greater than zero",
-        );
-        check(
-            self.tasks.max_attempts >= 1,
-            "tasks.max_attempts must be at least 1",
-        );
-        check(
-            self.tasks.backoff_multiplier >= 1.0,
-            "tasks.backoff_multiplier must be at least 1.0",
-        );
-        check(
-            (0.0..1.0).contains(&self.tasks.backoff_jitter),
-            "tasks.backoff_jitter must be in [0, 1)",
-        );
+        check(!self.leases.heartbeat_interval.is_zero(), "leases.heartbeat_interval must be greater than zero");
+        check(!self.leases.reap_interval.is_zero(), "leases.reap_interval must be greater than zero");
+        check((1..=10_000).contains(&self.claims.max_batch), "claims.max_batch must be between 1 and 10000");
+        check(!self.claims.recheck_interval.is_zero(), "claims.recheck_interval must be greater than zero");
+        check(self.tasks.max_attempts >= 1, "tasks.max_attempts must be at least 1");
+        check(self.tasks.backoff_multiplier >= 1.0, "tasks.backoff_multiplier must be at least 1.0");
+        check((0.0..1.0).contains(&self.tasks.backoff_jitter), "tasks.backoff_jitter must be in [0, 1)");
         check(
             self.tasks.backoff_initial <= self.tasks.backoff_max,
             "tasks.backoff_initial must not exceed tasks.backoff_max",
@@ -282,10 +244,7 @@ impl Config {
             self.limits.max_prompt_size < self.limits.max_message_size,
             "limits.max_prompt_size must be below limits.max_message_size",
         );
-        check(
-            self.limits.max_tasks_per_submit >= 1,
-            "limits.max_tasks_per_submit must be at least 1",
-        );
+        check(self.limits.max_tasks_per_submit >= 1, "limits.max_tasks_per_submit must be at least 1");
         problems
     }
 }
@@ -295,12 +254,7 @@ mod tests {
     use super::*;
 
     fn with_url() -> Flags {
-        Flags {
-            listen: None,
-            database: Some(DatabaseFlags {
-                url: "postgres://x@localhost/db".into(),
-            }),
-        }
+        Flags { listen: None, database: Some(DatabaseFlags { url: "postgres://x@localhost/db".into() }) }
     }
 
     #[test]
@@ -314,10 +268,7 @@ mod tests {
     fn a_missing_url_and_bad_timing_are_all_reported() {
         let env = vec![
             ("HIVE_COORDINATOR__LEASES__TTL".to_owned(), "4s".to_owned()),
-            (
-                "HIVE_COORDINATOR__CLAIMS__MAX_BATCH".to_owned(),
-                "0".to_owned(),
-            ),
+            ("HIVE_COORDINATOR__CLAIMS__MAX_BATCH".to_owned(), "0".to_owned()),
         ];
         let err = Config::load(None, env, Flags::default()).unwrap_err();
         let text = err.to_string();
@@ -328,10 +279,7 @@ mod tests {
 
     #[test]
     fn a_bad_duration_names_the_key() {
-        let env = vec![(
-            "HIVE_COORDINATOR__LEASES__TTL".to_owned(),
-            "soon".to_owned(),
-        )];
+        let env = vec![("HIVE_COORDINATOR__LEASES__TTL".to_owned(), "soon".to_owned())];
         let err = Config::load(None, env, with_url()).unwrap_err();
         assert!(err.to_string().contains("ttl"), "{err}");
     }

@@ -51,9 +51,7 @@ pub enum Error {
 impl Error {
     /// A single invalid field.
     pub fn invalid(field: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
-        Self::InvalidArgument {
-            problems: vec![format!("{field}: {reason}")],
-        }
+        Self::InvalidArgument { problems: vec![format!("{field}: {reason}")] }
     }
 }
 

@@ -46,18 +46,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 ///
 /// # Errors
 /// When the database cannot be reached or migrated, or the server fails.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let pool = db::connect(&config.database)
-        .await
-        .context("connect to PostgreSQL")?;
-    MIGRATOR
-        .run(&pool)
-        .await
-        .context("apply database migrations")?;
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let pool = db::connect(&config.database).await.context("connect to PostgreSQL")?;
+    MIGRATOR.run(&pool).await.context("apply database migrations")?;
     let address = listener.local_addr().context("read the listen address")?;
 
     let root = CancellationToken::new();
@@ -96,20 +87,14 @@ pub async fn run(
         None => match tokio::time::timeout(grace, &mut server).await {
             Ok(result) => result,
             Err(_) => {
-                warn!(
-                    ?grace,
-                    "in-flight RPCs did not finish within the grace period"
-                );
+                warn!(?grace, "in-flight RPCs did not finish within the grace period");
                 server.abort();
                 Ok(Ok(()))
             }
         },
     };
     app.tracker.close();
-    if tokio::time::timeout(grace, app.tracker.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, app.tracker.wait()).await.is_err() {
         warn!("handler tasks did not finish within the grace period");
     }
     maintenance.cancel();

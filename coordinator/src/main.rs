@@ -29,10 +29,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let flags = Flags {
-        listen: cli.listen,
-        database: cli.database_url.map(|url| DatabaseFlags { url }),
-    };
+    let flags = Flags { listen: cli.listen, database: cli.database_url.map(|url| DatabaseFlags { url }) };
     let config = Config::load(cli.config.as_deref(), std::env::vars(), flags)?;
     hive_shared::telemetry::init("info,sqlx=warn", config.log_format);
     tracing::info!(config = ?config, "effective configuration");
@@ -40,15 +37,11 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("bind {}", config.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
     let graceful = CancellationToken::new();
     let immediate = CancellationToken::new();
-    tokio::spawn(hive_shared::signal::watch(
-        graceful.clone(),
-        immediate.clone(),
-    ));
+    tokio::spawn(hive_shared::signal::watch(graceful.clone(), immediate.clone()));
     tokio::spawn(async move {
         immediate.cancelled().await;
         std::process::exit(hive_shared::signal::FORCED_EXIT_CODE);

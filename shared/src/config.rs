@@ -25,9 +25,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn from_figment(error: figment::Error) -> Self {
-        Self {
-            problems: error.into_iter().map(|one| one.to_string()).collect(),
-        }
+        Self { problems: error.into_iter().map(|one| one.to_string()).collect() }
     }
 }
 
@@ -52,9 +50,7 @@ where
     let mut figment = Figment::from(Serialized::defaults(T::default()));
     if let Some(path) = file {
         if !path.is_file() {
-            return Err(ConfigError {
-                problems: vec![format!("config file {} does not exist", path.display())],
-            });
+            return Err(ConfigError { problems: vec![format!("config file {} does not exist", path.display())] });
         }
         figment = figment.merge(Toml::file_exact(path));
     }
@@ -64,11 +60,7 @@ where
         .extract()
         .map_err(ConfigError::from_figment)?;
     let problems = validate(&config);
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigError { problems })
-    }
+    if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
 }
 
 /// A figment provider over an explicit list of environment variables.
@@ -91,10 +83,7 @@ impl EnvVars {
             let parsed: Value = raw.parse().unwrap_or_else(|_| Value::from(raw.clone()));
             insert_path(&mut values, &path, parsed);
         }
-        Self {
-            prefix: prefix.to_owned(),
-            values,
-        }
+        Self { prefix: prefix.to_owned(), values }
     }
 }
 
@@ -106,9 +95,7 @@ fn insert_path(dict: &mut Dict, path: &[String], value: Value) {
         dict.insert(first.clone(), value);
         return;
     }
-    let entry = dict
-        .entry(first.clone())
-        .or_insert_with(|| Value::from(Dict::new()));
+    let entry = dict.entry(first.clone()).or_insert_with(|| Value::from(Dict::new()));
     if let Value::Dict(_, inner) = entry {
         insert_path(inner, rest, value);
     }
@@ -195,54 +182,31 @@ mod tests {
 
     #[test]
     fn later_layers_override_earlier_ones() {
-        let mut file =
-            tempfile_with("name = \"from-file\"\nsize = 1\n[inner]\nurl = \"file-url\"\n");
+        let mut file = tempfile_with("name = \"from-file\"\nsize = 1\n[inner]\nurl = \"file-url\"\n");
         file.flush().unwrap();
         let env = vec![
             ("APP__SIZE".to_owned(), "2".to_owned()),
             ("APP__INNER__ON".to_owned(), "true".to_owned()),
             ("OTHER".to_owned(), "ignored".to_owned()),
         ];
-        let loaded: Sample = load(
-            Some(file.path()),
-            env,
-            "APP__",
-            Flags { size: Some(3) },
-            no_problems,
-        )
-        .unwrap();
+        let loaded: Sample = load(Some(file.path()), env, "APP__", Flags { size: Some(3) }, no_problems).unwrap();
         assert_eq!(
             loaded,
-            Sample {
-                name: "from-file".into(),
-                size: 3,
-                inner: Inner {
-                    url: "file-url".into(),
-                    on: true
-                }
-            }
+            Sample { name: "from-file".into(), size: 3, inner: Inner { url: "file-url".into(), on: true } }
         );
     }
 
     #[test]
     fn an_unknown_key_in_the_file_is_named() {
         let file = tempfile_with("nmae = \"typo\"\n");
-        let err = load::<Sample>(
-            Some(file.path()),
-            vec![],
-            "APP__",
-            Flags { size: None },
-            no_problems,
-        )
-        .unwrap_err();
+        let err = load::<Sample>(Some(file.path()), vec![], "APP__", Flags { size: None }, no_problems).unwrap_err();
         assert!(err.to_string().contains("nmae"), "{err}");
     }
 
     #[test]
     fn a_wrong_type_names_the_key() {
         let env = vec![("APP__SIZE".to_owned(), "lots".to_owned())];
-        let err =
-            load::<Sample>(None, env, "APP__", Flags { size: None }, no_problems).unwrap_err();
+        let err = load::<Sample>(None, env, "APP__", Flags { size: None }, no_problems).unwrap_err();
         assert!(err.to_string().contains("size"), "{err}");
     }
 
@@ -257,14 +221,9 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_an_error() {
-        let err = load::<Sample>(
-            Some(Path::new("/nonexistent/x.toml")),
-            vec![],
-            "APP__",
-            Flags { size: None },
-            no_problems,
-        )
-        .unwrap_err();
+        let err =
+            load::<Sample>(Some(Path::new("/nonexistent/x.toml")), vec![], "APP__", Flags { size: None }, no_problems)
+                .unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
     }
 

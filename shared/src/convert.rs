@@ -15,21 +15,12 @@ pub type JsonObject = Map<String, Json>;
 
 /// Converts a protobuf `Struct` into a JSON object.
 pub fn struct_to_json(message: prost_types::Struct) -> JsonObject {
-    message
-        .fields
-        .into_iter()
-        .map(|(key, value)| (key, value_to_json(value)))
-        .collect()
+    message.fields.into_iter().map(|(key, value)| (key, value_to_json(value))).collect()
 }
 
 /// Converts a JSON object into a protobuf `Struct`.
 pub fn json_to_struct(object: JsonObject) -> prost_types::Struct {
-    prost_types::Struct {
-        fields: object
-            .into_iter()
-            .map(|(key, value)| (key, json_to_value(value)))
-            .collect(),
-    }
+    prost_types::Struct { fields: object.into_iter().map(|(key, value)| (key, json_to_value(value))).collect() }
 }
 
 fn value_to_json(value: prost_types::Value) -> Json {
@@ -38,9 +29,7 @@ fn value_to_json(value: prost_types::Value) -> Json {
         Some(Kind::BoolValue(flag)) => Json::Bool(flag),
         Some(Kind::NumberValue(number)) => number_to_json(number),
         Some(Kind::StringValue(text)) => Json::String(text),
-        Some(Kind::ListValue(list)) => {
-            Json::Array(list.values.into_iter().map(value_to_json).collect())
-        }
+        Some(Kind::ListValue(list)) => Json::Array(list.values.into_iter().map(value_to_json).collect()),
         Some(Kind::StructValue(inner)) => Json::Object(struct_to_json(inner)),
     }
 }
@@ -61,9 +50,9 @@ fn json_to_value(value: Json) -> prost_types::Value {
         Json::Bool(flag) => Kind::BoolValue(flag),
         Json::Number(number) => Kind::NumberValue(number.as_f64().unwrap_or(0.0)),
         Json::String(text) => Kind::StringValue(text),
-        Json::Array(items) => Kind::ListValue(prost_types::ListValue {
-            values: items.into_iter().map(json_to_value).collect(),
-        }),
+        Json::Array(items) => {
+            Kind::ListValue(prost_types::ListValue { values: items.into_iter().map(json_to_value).collect() })
+        }
         Json::Object(object) => Kind::StructValue(json_to_struct(object)),
     };
     prost_types::Value { kind: Some(kind) }
@@ -108,9 +97,7 @@ mod tests {
             "ok": true, "count": 3, "ratio": 0.5, "name": "x",
             "nested": {"list": [1, "two", null, {"deep": false}]}
         });
-        let Json::Object(object) = original.clone() else {
-            unreachable!()
-        };
+        let Json::Object(object) = original.clone() else { unreachable!() };
         let back = struct_to_json(json_to_struct(object));
         assert_eq!(Json::Object(back), original);
     }
@@ -119,13 +106,7 @@ mod tests {
     fn durations_round_trip_and_negative_ones_are_refused() {
         let value = Duration::from_millis(1500);
         assert_eq!(from_duration(&duration(value)), Some(value));
-        assert_eq!(
-            from_duration(&prost_types::Duration {
-                seconds: -1,
-                nanos: 0
-            }),
-            None
-        );
+        assert_eq!(from_duration(&prost_types::Duration { seconds: -1, nanos: 0 }), None);
     }
 
     #[test]

@@ -110,10 +110,7 @@ mod tests {
     #[test]
     fn a_bad_id_names_its_kind_and_value() {
         let err = AttemptId::parse("nope").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "`nope` is not a valid attempt id (expected a UUID)"
-        );
+        assert_eq!(err.to_string(), "`nope` is not a valid attempt id (expected a UUID)");
     }
 
     #[test]

@@ -10,5 +10,4 @@ mod generated {
 pub use generated::*;
 
 /// Encoded `FileDescriptorSet` of every `hive.v1` file, for tonic-reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/hive_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hive_descriptor.bin"));

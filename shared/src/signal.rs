@@ -23,11 +23,7 @@ pub async fn watch(graceful: CancellationToken, now: CancellationToken) -> std::
         };
         tracing::info!(
             signal = name,
-            stage = if token == &graceful {
-                "graceful"
-            } else {
-                "immediate"
-            },
+            stage = if token == &graceful { "graceful" } else { "immediate" },
             "shutdown signal"
         );
         token.cancel();

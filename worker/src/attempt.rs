@@ -18,83 +18,42 @@ use crate::process::workdir::Scratch;
 use crate::shipper::LogSink;
 
 /// Runs one assignment to its reported end. Holds `slot` while the agent runs.
-pub async fn run(
-    context: Arc<Context>,
-    assignment: pb::Assignment,
-    slot: Option<OwnedSemaphorePermit>,
-) {
+pub async fn run(context: Arc<Context>, assignment: pb::Assignment, slot: Option<OwnedSemaphorePermit>) {
     let span = info_span!("attempt", task_id = %assignment.task_id, attempt_id = %assignment.attempt_id, agent = %assignment.agent);
     execute(context, assignment, slot).instrument(span).await;
 }
 
-async fn execute(
-    context: Arc<Context>,
-    assignment: pb::Assignment,
-    slot: Option<OwnedSemaphorePermit>,
-) {
-    let (Ok(task), Ok(attempt)) = (
-        TaskId::parse(&assignment.task_id),
-        AttemptId::parse(&assignment.attempt_id),
-    ) else {
+async fn execute(context: Arc<Context>, assignment: pb::Assignment, slot: Option<OwnedSemaphorePermit>) {
+    let (Ok(task), Ok(attempt)) = (TaskId::parse(&assignment.task_id), AttemptId::parse(&assignment.attempt_id)) else {
         error!("assignment with malformed ids; its lease will expire");
         return;
     };
-    let ids = Ids {
-        task_id: assignment.task_id.clone(),
-        attempt_id: assignment.attempt_id.clone(),
-    };
+    let ids = Ids { task_id: assignment.task_id.clone(), attempt_id: assignment.attempt_id.clone() };
     let cancel = context.held.hold(task, attempt);
 
     let Some(agent) = context.config.agents.get(&assignment.agent) else {
-        let problem = format!(
-            "agent `{}` is not configured on worker `{}`",
-            assignment.agent, context.registration.name
-        );
-        queue(
-            &context,
-            outcome::failure(&ids, pb::FailureClass::Permanent, problem, None),
-        )
-        .await;
+        let problem =
+            format!("agent `{}` is not configured on worker `{}`", assignment.agent, context.registration.name);
+        queue(&context, outcome::failure(&ids, pb::FailureClass::Permanent, problem, None)).await;
         return;
     };
     let input = assignment.input.clone().map(struct_to_json);
-    let scratch = match Scratch::create(
-        &context.config.work_dir,
-        attempt,
-        &assignment.prompt,
-        input.as_ref(),
-    )
-    .await
-    {
+    let scratch = match Scratch::create(&context.config.work_dir, attempt, &assignment.prompt, input.as_ref()).await {
         Ok(scratch) => scratch,
         Err(err) => {
-            let problem = format!(
-                "cannot prepare the scratch folder under {}: {err}",
-                context.config.work_dir.display()
-            );
-            queue(
-                &context,
-                outcome::failure(&ids, pb::FailureClass::Transient, problem, None),
-            )
-            .await;
+            let problem =
+                format!("cannot prepare the scratch folder under {}: {err}", context.config.work_dir.display());
+            queue(&context, outcome::failure(&ids, pb::FailureClass::Transient, problem, None)).await;
             return;
         }
     };
-    let timeout = assignment
-        .timeout
-        .as_ref()
-        .and_then(from_duration)
-        .unwrap_or(agent.timeout);
+    let timeout = assignment.timeout.as_ref().and_then(from_duration).unwrap_or(agent.timeout);
     let vars = HiveVars {
         task_id: assignment.task_id.clone(),
         attempt_id: assignment.attempt_id.clone(),
         coordinator: context.config.coordinator.clone(),
     };
-    let sink = LogSink::new(
-        context.logs.clone(),
-        assignment.task_id.clone(),
-        assignment.attempt_id.clone(),
-    );
+    let sink = LogSink::new(context.logs.clone(), assignment.task_id.clone(), assignment.attempt_id.clone());
     info!(attempt = assignment.attempt, "agent starting");
     let run = supervise::Run {
         agent,
@@ -116,14 +75,7 @@ async fn execute(
         Exit::Code(0) => outcome::read_result_file(&scratch.result_file).await,
         _ => Ok(None),
     };
-    let report = outcome::decide(
-        &ids,
-        agent,
-        timeout,
-        &finished,
-        result_file,
-        context.held.reason(attempt),
-    );
+    let report = outcome::decide(&ids, agent, timeout, &finished, result_file, context.held.reason(attempt));
     match report {
         Some(report) => queue(&context, report).await,
         None => {

@@ -42,20 +42,14 @@ pub async fn run(context: Arc<Context>, attempts: TaskTracker, stop: Cancellatio
             Ok(response) => {
                 delays = connection::backoff();
                 for assignment in response.into_inner().assignments {
-                    attempts.spawn(attempt::run(
-                        Arc::clone(&context),
-                        assignment,
-                        permits.pop(),
-                    ));
+                    attempts.spawn(attempt::run(Arc::clone(&context), assignment, permits.pop()));
                 }
             }
             Err(status) => {
                 drop(permits);
                 if status.code() == Code::FailedPrecondition {
                     info!("coordinator does not know this worker; registering again");
-                    if let Err(err) =
-                        connection::register(&context.client, &context.registration, &stop).await
-                    {
+                    if let Err(err) = connection::register(&context.client, &context.registration, &stop).await {
                         warn!(code = ?err.code(), message = err.message(), "re-registration failed");
                     }
                 }

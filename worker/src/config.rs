@@ -146,11 +146,7 @@ impl Default for Config {
 
 impl Default for LogShipping {
     fn default() -> Self {
-        Self {
-            chunk_size: ByteSize::kib(32),
-            buffer: ByteSize::mib(16),
-            flush_interval: Duration::from_millis(200),
-        }
+        Self { chunk_size: ByteSize::kib(32), buffer: ByteSize::mib(16), flush_interval: Duration::from_millis(200) }
     }
 }
 
@@ -178,8 +174,7 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
         flags: Flags,
     ) -> Result<Self, ConfigError> {
-        let mut config: Self =
-            hive_shared::config::load(file, env, ENV_PREFIX, flags, Self::validate)?;
+        let mut config: Self = hive_shared::config::load(file, env, ENV_PREFIX, flags, Self::validate)?;
         if let Some(base) = file.and_then(Path::parent) {
             config.resolve_relative_paths(base);
         }
@@ -211,18 +206,13 @@ impl Config {
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if !(self.coordinator.starts_with("http://") || self.coordinator.starts_with("https://")) {
-            problems.push(format!(
-                "coordinator: `{}` must start with http:// or https://",
-                self.coordinator
-            ));
+            problems.push(format!("coordinator: `{}` must start with http:// or https://", self.coordinator));
         }
         if !(1..=1024).contains(&self.slots) {
             problems.push(format!("slots: {} must be between 1 and 1024", self.slots));
         }
         if self.agents.is_empty() {
-            problems.push(
-                "agents: at least one agent is required ([agents.NAME] with a command)".into(),
-            );
+            problems.push("agents: at least one agent is required ([agents.NAME] with a command)".into());
         }
         if self.logs.chunk_size.as_u64() == 0 || self.logs.chunk_size > ByteSize::mib(1) {
             problems.push("logs.chunk_size must be between 1 byte and 1 MiB".into());
@@ -241,37 +231,23 @@ fn agent_problems(name: &str, agent: &AgentConfig) -> Vec<String> {
     let mut problems = Vec::new();
     let valid_name = !name.is_empty()
         && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:/@".contains(c));
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/@".contains(c));
     if !valid_name {
-        problems.push(format!(
-            "agents.{name}: the name must be 1-128 letters, digits or - _ . : / @"
-        ));
+        problems.push(format!("agents.{name}: the name must be 1-128 letters, digits or - _ . : / @"));
     }
     match agent.command.first() {
         None => problems.push(format!("agents.{name}.command: must name a program")),
-        Some(program) if program.is_empty() => {
-            problems.push(format!("agents.{name}.command[0]: must not be empty"))
-        }
+        Some(program) if program.is_empty() => problems.push(format!("agents.{name}.command[0]: must not be empty")),
         Some(_) => {}
     }
     if agent.timeout.is_zero() {
         problems.push(format!("agents.{name}.timeout: must be greater than zero"));
     }
     if let Some(key) = agent.env.keys().find(|key| key.starts_with("HIVE_")) {
-        problems.push(format!(
-            "agents.{name}.env.{key}: HIVE_* variables are set by the worker"
-        ));
+        problems.push(format!("agents.{name}.env.{key}: HIVE_* variables are set by the worker"));
     }
-    if let Some(code) = agent
-        .transient_exit_codes
-        .iter()
-        .find(|code| !(1..=255).contains(*code))
-    {
-        problems.push(format!(
-            "agents.{name}.transient_exit_codes: {code} is not an exit code (1-255)"
-        ));
+    if let Some(code) = agent.transient_exit_codes.iter().find(|code| !(1..=255).contains(*code)) {
+        problems.push(format!("agents.{name}.transient_exit_codes: {code} is not an exit code (1-255)"));
     }
     problems
 }
@@ -302,12 +278,8 @@ mod tests {
     #[test]
     fn flags_override_the_file() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
-        file.write_all(b"slots = 2\n[agents.a]\ncommand = [\"true\"]\n")
-            .unwrap();
-        let flags = Flags {
-            slots: Some(7),
-            ..Flags::default()
-        };
+        file.write_all(b"slots = 2\n[agents.a]\ncommand = [\"true\"]\n").unwrap();
+        let flags = Flags { slots: Some(7), ..Flags::default() };
         let config = Config::load(Some(file.path()), vec![], flags).unwrap();
         assert_eq!(config.slots, 7);
     }
@@ -319,22 +291,16 @@ mod tests {
         )
         .unwrap_err();
         let text = err.to_string();
-        for needle in [
-            "coordinator:",
-            "slots:",
-            "agents.bad name:",
-            "agents.bad name.command",
-            "timeout",
-            "HIVE_TASK_ID",
-        ] {
+        for needle in
+            ["coordinator:", "slots:", "agents.bad name:", "agents.bad name.command", "timeout", "HIVE_TASK_ID"]
+        {
             assert!(text.contains(needle), "missing {needle} in {text}");
         }
     }
 
     #[test]
     fn an_unknown_prompt_mode_is_named() {
-        let err =
-            load_text("[agents.a]\ncommand = [\"true\"]\nprompt = \"telepathy\"\n").unwrap_err();
+        let err = load_text("[agents.a]\ncommand = [\"true\"]\nprompt = \"telepathy\"\n").unwrap_err();
         assert!(err.to_string().contains("telepathy"), "{err}");
     }
 
@@ -342,12 +308,13 @@ mod tests {
     fn relative_agent_paths_follow_the_config_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("worker.toml");
-        std::fs::write(&path, "[agents.a]\ncommand = [\"agents/run.sh\"]\n[agents.b]\ncommand = [\"sh\", \"-c\", \"true\"]\n").unwrap();
+        std::fs::write(
+            &path,
+            "[agents.a]\ncommand = [\"agents/run.sh\"]\n[agents.b]\ncommand = [\"sh\", \"-c\", \"true\"]\n",
+        )
+        .unwrap();
         let config = Config::load(Some(&path), vec![], Flags::default()).unwrap();
-        assert_eq!(
-            config.agents["a"].command[0],
-            dir.path().join("agents/run.sh").to_string_lossy()
-        );
+        assert_eq!(config.agents["a"].command[0], dir.path().join("agents/run.sh").to_string_lossy());
         assert_eq!(config.agents["b"].command[0], "sh");
     }
 

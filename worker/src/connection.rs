@@ -30,9 +30,7 @@ pub fn client(url: &str) -> Result<Client, tonic::transport::Error> {
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true)
         .connect_lazy();
-    Ok(WorkerServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE))
+    Ok(WorkerServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
 }
 
 /// The one place that decides which failed calls are worth repeating.
@@ -70,11 +68,7 @@ pub async fn pause(delay: Duration, cancel: &CancellationToken) -> bool {
 ///
 /// # Errors
 /// The first non-retryable status, or `Cancelled` once abandoned.
-pub async fn retry<T, F, Fut>(
-    what: &str,
-    abandon: &CancellationToken,
-    mut call: F,
-) -> Result<T, Status>
+pub async fn retry<T, F, Fut>(what: &str, abandon: &CancellationToken, mut call: F) -> Result<T, Status>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Response<T>, Status>>,
@@ -122,12 +116,7 @@ mod tests {
     fn only_transport_and_server_hiccups_are_retried() {
         assert!(is_retryable(Code::Unavailable));
         assert!(is_retryable(Code::Internal));
-        for code in [
-            Code::InvalidArgument,
-            Code::NotFound,
-            Code::FailedPrecondition,
-            Code::Aborted,
-        ] {
+        for code in [Code::InvalidArgument, Code::NotFound, Code::FailedPrecondition, Code::Aborted] {
             assert!(!is_retryable(code), "{code:?}");
         }
     }

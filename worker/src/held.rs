@@ -38,14 +38,7 @@ impl Held {
     /// Starts holding an attempt; the token stops its agent.
     pub fn hold(&self, task: TaskId, attempt: AttemptId) -> CancellationToken {
         let cancel = CancellationToken::new();
-        self.lock().insert(
-            attempt,
-            Entry {
-                task,
-                cancel: cancel.clone(),
-                reason: None,
-            },
-        );
+        self.lock().insert(attempt, Entry { task, cancel: cancel.clone(), reason: None });
         cancel
     }
 

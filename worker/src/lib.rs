@@ -51,19 +51,11 @@ const REPORT_QUEUE: usize = 1024;
 ///
 /// # Errors
 /// A malformed coordinator URL, or a registration the coordinator refuses.
-pub async fn run(
-    config: Config,
-    shutdown: CancellationToken,
-    abandon: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: CancellationToken, abandon: CancellationToken) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let client = connection::client(&config.coordinator).context("coordinator URL")?;
     let worker_id = WorkerId::new();
-    let name = if config.name.is_empty() {
-        hostname()
-    } else {
-        config.name.clone()
-    };
+    let name = if config.name.is_empty() { hostname() } else { config.name.clone() };
     let registration = pb::RegisterRequest {
         worker_id: worker_id.to_string(),
         name: name.clone(),
@@ -76,16 +68,10 @@ pub async fn run(
         timing = connection::register(&client, &registration, &abandon) => timing.context("register with the coordinator")?,
         () = shutdown.cancelled() => return Ok(()),
     };
-    let heartbeat = timing
-        .heartbeat_interval
-        .as_ref()
-        .and_then(from_duration)
-        .unwrap_or(Duration::from_secs(5));
+    let heartbeat = timing.heartbeat_interval.as_ref().and_then(from_duration).unwrap_or(Duration::from_secs(5));
     info!(%worker_id, %name, coordinator = %config.coordinator, slots = config.slots, ?heartbeat, "worker registered");
 
-    let chunk = usize::try_from(config.logs.chunk_size.as_u64())
-        .unwrap_or(1)
-        .max(1);
+    let chunk = usize::try_from(config.logs.chunk_size.as_u64()).unwrap_or(1).max(1);
     let log_capacity = usize::try_from(config.logs.buffer.as_u64()).unwrap_or(usize::MAX) / chunk;
     let (logs, log_queue) = mpsc::channel(log_capacity.max(1));
     let (reports, report_queue) = mpsc::channel(REPORT_QUEUE);
@@ -103,30 +89,11 @@ pub async fn run(
 
     let loops = TaskTracker::new();
     let session_stop = CancellationToken::new();
-    loops.spawn(session::run(
-        Arc::clone(&context),
-        heartbeat,
-        session_stop.clone(),
-    ));
-    loops.spawn(shipper::run(
-        client.clone(),
-        log_queue,
-        config.logs.flush_interval,
-        abandon.clone(),
-    ));
-    loops.spawn(report::run(
-        client,
-        worker_id.to_string(),
-        report_queue,
-        held.clone(),
-        abandon.clone(),
-    ));
+    loops.spawn(session::run(Arc::clone(&context), heartbeat, session_stop.clone()));
+    loops.spawn(shipper::run(client.clone(), log_queue, config.logs.flush_interval, abandon.clone()));
+    loops.spawn(report::run(client, worker_id.to_string(), report_queue, held.clone(), abandon.clone()));
     let attempts = TaskTracker::new();
-    let claiming = tokio::spawn(claim::run(
-        Arc::clone(&context),
-        attempts.clone(),
-        shutdown.clone(),
-    ));
+    let claiming = tokio::spawn(claim::run(Arc::clone(&context), attempts.clone(), shutdown.clone()));
     drop(context);
 
     shutdown.cancelled().await;
@@ -163,8 +130,5 @@ async fn wait_until_settled(held: &Held) {
 }
 
 fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .unwrap_or_else(|| "unknown-host".into())
+    nix::unistd::gethostname().ok().and_then(|name| name.into_string().ok()).unwrap_or_else(|| "unknown-host".into())
 }

@@ -30,11 +30,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let flags = Flags {
-        coordinator: cli.coordinator,
-        name: cli.name,
-        slots: cli.slots,
-    };
+    let flags = Flags { coordinator: cli.coordinator, name: cli.name, slots: cli.slots };
     let config = Config::load(cli.config.as_deref(), std::env::vars(), flags)?;
     hive_shared::telemetry::init("info", config.log_format);
     tracing::info!(config = ?config, "effective configuration");
@@ -43,9 +39,6 @@ async fn main() -> anyhow::Result<()> {
     }
     let graceful = CancellationToken::new();
     let immediate = CancellationToken::new();
-    tokio::spawn(hive_shared::signal::watch(
-        graceful.clone(),
-        immediate.clone(),
-    ));
+    tokio::spawn(hive_shared::signal::watch(graceful.clone(), immediate.clone()));
     hive_worker::run(config, graceful, immediate).await
 }

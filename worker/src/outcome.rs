@@ -43,12 +43,7 @@ pub struct Ids {
 }
 
 /// A failure report.
-pub fn failure(
-    ids: &Ids,
-    class: pb::FailureClass,
-    error: String,
-    finished: Option<&Finished>,
-) -> Report {
+pub fn failure(ids: &Ids, class: pb::FailureClass, error: String, finished: Option<&Finished>) -> Report {
     let (exit_code, signal, timed_out) = match finished.map(|finished| &finished.exit) {
         Some(Exit::Code(code)) => (Some(*code), None, false),
         Some(Exit::Signal(signal)) => (None, Some(*signal), false),
@@ -67,11 +62,7 @@ pub fn failure(
 }
 
 fn with_stderr(message: String, finished: &Finished) -> String {
-    if finished.stderr_tail.is_empty() {
-        message
-    } else {
-        format!("{message}; stderr ends: {}", finished.stderr_tail)
-    }
+    if finished.stderr_tail.is_empty() { message } else { format!("{message}; stderr ends: {}", finished.stderr_tail) }
 }
 
 /// Decides the report for a finished attempt; `None` means say nothing (the lease was lost).
@@ -90,9 +81,7 @@ pub fn decide(
         Exit::Code(0) => match result_file {
             Err(problem) => failure(ids, Permanent, problem, Some(finished)),
             Ok(file) => {
-                let result = file
-                    .or_else(|| finished.stdout_json.clone())
-                    .unwrap_or_default();
+                let result = file.or_else(|| finished.stdout_json.clone()).unwrap_or_default();
                 Report::Complete(pb::Completion {
                     task_id: ids.task_id.clone(),
                     attempt_id: ids.attempt_id.clone(),
@@ -101,43 +90,27 @@ pub fn decide(
             }
         },
         Exit::Code(code) => {
-            let transient = agent.transient_exit_codes.contains(code)
-                || agent.unlisted_exit_codes == UnlistedExit::Transient;
+            let transient =
+                agent.transient_exit_codes.contains(code) || agent.unlisted_exit_codes == UnlistedExit::Transient;
             let class = if transient { Transient } else { Permanent };
-            failure(
-                ids,
-                class,
-                with_stderr(format!("the agent exited with code {code}"), finished),
-                Some(finished),
-            )
+            failure(ids, class, with_stderr(format!("the agent exited with code {code}"), finished), Some(finished))
         }
         Exit::Signal(signal) => {
             let name = nix::sys::signal::Signal::try_from(*signal)
                 .map_or_else(|_| signal.to_string(), |s| s.as_str().to_owned());
-            failure(
-                ids,
-                Transient,
-                with_stderr(format!("the agent was killed by {name}"), finished),
-                Some(finished),
-            )
+            failure(ids, Transient, with_stderr(format!("the agent was killed by {name}"), finished), Some(finished))
         }
         Exit::TimedOut => failure(
             ids,
             Transient,
-            format!(
-                "the agent ran past its time limit of {} and was stopped",
-                humantime::format_duration(timeout)
-            ),
+            format!("the agent ran past its time limit of {} and was stopped", humantime::format_duration(timeout)),
             Some(finished),
         ),
         Exit::Cancelled => match cancelled {
             Some(CancelReason::LeaseLost) | None => return None,
-            Some(CancelReason::Shutdown) => failure(
-                ids,
-                Transient,
-                "the worker shut down before the agent finished".into(),
-                Some(finished),
-            ),
+            Some(CancelReason::Shutdown) => {
+                failure(ids, Transient, "the worker shut down before the agent finished".into(), Some(finished))
+            }
         },
         Exit::SpawnFailed(problem) => failure(ids, Permanent, problem.clone(), Some(finished)),
     };
@@ -151,10 +124,7 @@ pub async fn read_result_file(path: &std::path::Path) -> Result<Option<JsonObjec
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(err) => {
-            return Err(format!(
-                "cannot read the result file {}: {err}",
-                path.display()
-            ));
+            return Err(format!("cannot read the result file {}: {err}", path.display()));
         }
     };
     let mut bytes = Vec::new();
@@ -163,9 +133,7 @@ pub async fn read_result_file(path: &std::path::Path) -> Result<Option<JsonObjec
         .await
         .map_err(|err| format!("cannot read the result file {}: {err}", path.display()))?;
     if bytes.len() as u64 > MAX_RESULT_FILE {
-        return Err(format!(
-            "the result file is larger than {MAX_RESULT_FILE} bytes"
-        ));
+        return Err(format!("the result file is larger than {MAX_RESULT_FILE} bytes"));
     }
     if bytes.trim_ascii().is_empty() {
         return Ok(None);
@@ -192,19 +160,12 @@ mod tests {
     }
 
     fn ids() -> Ids {
-        Ids {
-            task_id: "t".into(),
-            attempt_id: "a".into(),
-        }
+        Ids { task_id: "t".into(), attempt_id: "a".into() }
     }
 
     fn finished(exit: Exit) -> Finished {
         let stdout_json = Some(json!({"from": "stdout"}).as_object().unwrap().clone());
-        Finished {
-            exit,
-            stdout_json,
-            stderr_tail: "boom".into(),
-        }
+        Finished { exit, stdout_json, stderr_tail: "boom".into() }
     }
 
     fn class_of(report: Option<Report>) -> Option<pb::FailureClass> {
@@ -217,37 +178,14 @@ mod tests {
     #[test]
     fn exit_zero_prefers_the_result_file_then_stdout() {
         let from_file = json!({"from": "file"}).as_object().unwrap().clone();
-        let report = decide(
-            &ids(),
-            &agent(),
-            Duration::from_secs(1),
-            &finished(Exit::Code(0)),
-            Ok(Some(from_file)),
-            None,
-        );
-        let Some(Report::Complete(done)) = report else {
-            panic!("{report:?}")
-        };
-        assert_eq!(
-            hive_shared::convert::struct_to_json(done.result.unwrap())["from"],
-            "file"
-        );
+        let report =
+            decide(&ids(), &agent(), Duration::from_secs(1), &finished(Exit::Code(0)), Ok(Some(from_file)), None);
+        let Some(Report::Complete(done)) = report else { panic!("{report:?}") };
+        assert_eq!(hive_shared::convert::struct_to_json(done.result.unwrap())["from"], "file");
 
-        let report = decide(
-            &ids(),
-            &agent(),
-            Duration::from_secs(1),
-            &finished(Exit::Code(0)),
-            Ok(None),
-            None,
-        );
-        let Some(Report::Complete(done)) = report else {
-            panic!("{report:?}")
-        };
-        assert_eq!(
-            hive_shared::convert::struct_to_json(done.result.unwrap())["from"],
-            "stdout"
-        );
+        let report = decide(&ids(), &agent(), Duration::from_secs(1), &finished(Exit::Code(0)), Ok(None), None);
+        let Some(Report::Complete(done)) = report else { panic!("{report:?}") };
+        assert_eq!(hive_shared::convert::struct_to_json(done.result.unwrap())["from"], "stdout");
     }
 
     #[test]
@@ -261,14 +199,7 @@ mod tests {
             (Exit::SpawnFailed("no such file".into()), Some(Permanent)),
         ];
         for (exit, expected) in table {
-            let report = decide(
-                &ids(),
-                &agent(),
-                Duration::from_secs(1),
-                &finished(exit.clone()),
-                Ok(None),
-                None,
-            );
+            let report = decide(&ids(), &agent(), Duration::from_secs(1), &finished(exit.clone()), Ok(None), None);
             assert_eq!(class_of(report), expected, "{exit:?}");
         }
     }
@@ -276,30 +207,15 @@ mod tests {
     #[test]
     fn unlisted_codes_can_be_declared_transient() {
         let lenient = toml_agent("command = [\"x\"]\nunlisted_exit_codes = \"transient\"\n");
-        let report = decide(
-            &ids(),
-            &lenient,
-            Duration::from_secs(1),
-            &finished(Exit::Code(1)),
-            Ok(None),
-            None,
-        );
+        let report = decide(&ids(), &lenient, Duration::from_secs(1), &finished(Exit::Code(1)), Ok(None), None);
         assert_eq!(class_of(report), Some(pb::FailureClass::Transient));
     }
 
     #[test]
     fn a_bad_result_file_fails_permanently_and_says_why() {
-        let report = decide(
-            &ids(),
-            &agent(),
-            Duration::from_secs(1),
-            &finished(Exit::Code(0)),
-            Err("not JSON".into()),
-            None,
-        );
-        let Some(Report::Fail(failure)) = report else {
-            panic!()
-        };
+        let report =
+            decide(&ids(), &agent(), Duration::from_secs(1), &finished(Exit::Code(0)), Err("not JSON".into()), None);
+        let Some(Report::Fail(failure)) = report else { panic!() };
         assert_eq!(failure.class(), pb::FailureClass::Permanent);
         assert_eq!(failure.error, "not JSON");
     }
@@ -328,22 +244,10 @@ mod tests {
 
     #[test]
     fn errors_carry_the_exit_code_and_stderr_tail() {
-        let report = decide(
-            &ids(),
-            &agent(),
-            Duration::from_secs(1),
-            &finished(Exit::Code(3)),
-            Ok(None),
-            None,
-        );
-        let Some(Report::Fail(failure)) = report else {
-            panic!()
-        };
+        let report = decide(&ids(), &agent(), Duration::from_secs(1), &finished(Exit::Code(3)), Ok(None), None);
+        let Some(Report::Fail(failure)) = report else { panic!() };
         assert_eq!(failure.exit_code, Some(3));
-        assert_eq!(
-            failure.error,
-            "the agent exited with code 3; stderr ends: boom"
-        );
+        assert_eq!(failure.error, "the agent exited with code 3; stderr ends: boom");
     }
 
     #[tokio::test]
@@ -354,11 +258,6 @@ mod tests {
         tokio::fs::write(&path, b"{\"ok\":true}").await.unwrap();
         assert_eq!(read_result_file(&path).await.unwrap().unwrap()["ok"], true);
         tokio::fs::write(&path, b"[1]").await.unwrap();
-        assert!(
-            read_result_file(&path)
-                .await
-                .unwrap_err()
-                .contains("not a JSON object")
-        );
+        assert!(read_result_file(&path).await.unwrap_err().contains("not a JSON object"));
     }
 }

@@ -37,23 +37,11 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        let (completions, failures): (Vec<_>, Vec<_>) = batch
-            .into_iter()
-            .partition(|report| matches!(report, Report::Complete(_)));
-        let reporter = Reporter {
-            client: &client,
-            worker_id: &worker_id,
-            held: &held,
-            abandon: &abandon,
-        };
-        let refused = reporter
-            .complete(completions.into_iter().filter_map(as_completion).collect())
-            .await;
-        let failures: Vec<pb::Failure> = failures
-            .into_iter()
-            .filter_map(as_failure)
-            .chain(refused)
-            .collect();
+        let (completions, failures): (Vec<_>, Vec<_>) =
+            batch.into_iter().partition(|report| matches!(report, Report::Complete(_)));
+        let reporter = Reporter { client: &client, worker_id: &worker_id, held: &held, abandon: &abandon };
+        let refused = reporter.complete(completions.into_iter().filter_map(as_completion).collect()).await;
+        let failures: Vec<pb::Failure> = failures.into_iter().filter_map(as_failure).chain(refused).collect();
         reporter.fail(failures).await;
     }
 }
@@ -87,10 +75,8 @@ impl Reporter<'_> {
         }
         let result = connection::retry("complete", self.abandon, || {
             let mut client = self.client.clone();
-            let request = pb::CompleteRequest {
-                worker_id: self.worker_id.to_owned(),
-                completions: completions.clone(),
-            };
+            let request =
+                pb::CompleteRequest { worker_id: self.worker_id.to_owned(), completions: completions.clone() };
             async move { client.complete(request).await }
         })
         .await;
@@ -110,27 +96,13 @@ impl Reporter<'_> {
             Err(status) if status.code() == Code::InvalidArgument => completions
                 .into_iter()
                 .filter_map(|completion| {
-                    let ids = Ids {
-                        task_id: completion.task_id,
-                        attempt_id: completion.attempt_id,
-                    };
-                    let problem =
-                        format!("the coordinator refused the result: {}", status.message());
-                    as_failure(outcome::failure(
-                        &ids,
-                        pb::FailureClass::Permanent,
-                        problem,
-                        None,
-                    ))
+                    let ids = Ids { task_id: completion.task_id, attempt_id: completion.attempt_id };
+                    let problem = format!("the coordinator refused the result: {}", status.message());
+                    as_failure(outcome::failure(&ids, pb::FailureClass::Permanent, problem, None))
                 })
                 .collect(),
             Err(status) => {
-                self.give_up(
-                    completions
-                        .iter()
-                        .map(|completion| completion.attempt_id.as_str()),
-                    &status,
-                );
+                self.give_up(completions.iter().map(|completion| completion.attempt_id.as_str()), &status);
                 Vec::new()
             }
         }
@@ -142,19 +114,13 @@ impl Reporter<'_> {
         }
         let result = connection::retry("fail", self.abandon, || {
             let mut client = self.client.clone();
-            let request = pb::FailRequest {
-                worker_id: self.worker_id.to_owned(),
-                failures: failures.clone(),
-            };
+            let request = pb::FailRequest { worker_id: self.worker_id.to_owned(), failures: failures.clone() };
             async move { client.fail(request).await }
         })
         .await;
         match result {
             Ok(response) => self.settle(response.acks),
-            Err(status) => self.give_up(
-                failures.iter().map(|failure| failure.attempt_id.as_str()),
-                &status,
-            ),
+            Err(status) => self.give_up(failures.iter().map(|failure| failure.attempt_id.as_str()), &status),
         }
     }
 

@@ -13,12 +13,8 @@ pub struct Sampler {
 impl Sampler {
     /// Takes a sample.
     pub async fn sample(&mut self) -> pb::ResourceUsage {
-        let stat = tokio::fs::read_to_string("/proc/stat")
-            .await
-            .unwrap_or_default();
-        let meminfo = tokio::fs::read_to_string("/proc/meminfo")
-            .await
-            .unwrap_or_default();
+        let stat = tokio::fs::read_to_string("/proc/stat").await.unwrap_or_default();
+        let meminfo = tokio::fs::read_to_string("/proc/meminfo").await.unwrap_or_default();
         let cpu_percent = cpu_counters(&stat).map_or(0.0, |(busy, total)| {
             let percent = match self.previous {
                 Some((last_busy, last_total)) if total > last_total => {
@@ -30,22 +26,14 @@ impl Sampler {
             percent
         });
         let (used, total) = memory(&meminfo);
-        pb::ResourceUsage {
-            cpu_percent,
-            memory_used_bytes: used,
-            memory_total_bytes: total,
-        }
+        pb::ResourceUsage { cpu_percent, memory_used_bytes: used, memory_total_bytes: total }
     }
 }
 
 /// (busy, total) jiffies from the aggregate `cpu` line.
 fn cpu_counters(stat: &str) -> Option<(u64, u64)> {
     let line = stat.lines().find(|line| line.starts_with("cpu "))?;
-    let values: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|value| value.parse().ok())
-        .collect();
+    let values: Vec<u64> = line.split_whitespace().skip(1).filter_map(|value| value.parse().ok()).collect();
     let total: u64 = values.iter().sum();
     let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
     Some((total.saturating_sub(idle), total))
@@ -71,14 +59,8 @@ mod tests {
 
     #[test]
     fn proc_files_parse() {
-        assert_eq!(
-            cpu_counters("cpu  10 0 10 70 10 0 0 0 0 0\ncpu0 1 2 3\n"),
-            Some((20, 100))
-        );
-        assert_eq!(
-            memory("MemTotal: 100 kB\nMemFree: 1 kB\nMemAvailable: 40 kB\n"),
-            (60 * 1024, 100 * 1024)
-        );
+        assert_eq!(cpu_counters("cpu  10 0 10 70 10 0 0 0 0 0\ncpu0 1 2 3\n"), Some((20, 100)));
+        assert_eq!(memory("MemTotal: 100 kB\nMemFree: 1 kB\nMemAvailable: 40 kB\n"), (60 * 1024, 100 * 1024));
         assert_eq!(cpu_counters(""), None);
     }
 }

@@ -30,9 +30,7 @@ pub async fn run(context: Arc<Context>, interval: Duration, stop: CancellationTo
         };
         if status.code() == Code::FailedPrecondition {
             info!("coordinator does not know this worker; registering again");
-            if let Err(err) =
-                connection::register(&context.client, &context.registration, &stop).await
-            {
+            if let Err(err) = connection::register(&context.client, &context.registration, &stop).await {
                 warn!(code = ?err.code(), message = err.message(), "re-registration failed");
             }
         }
@@ -51,15 +49,9 @@ async fn beat_until_broken(
     stop: &CancellationToken,
 ) -> Result<(), Status> {
     let (beats, outbound) = mpsc::channel(2);
-    beats
-        .send(beat(context, sampler).await)
-        .await
-        .map_err(|_| Status::internal("beat queue closed"))?;
+    beats.send(beat(context, sampler).await).await.map_err(|_| Status::internal("beat queue closed"))?;
     let mut client = context.client.clone();
-    let mut replies = client
-        .heartbeat(ReceiverStream::new(outbound))
-        .await?
-        .into_inner();
+    let mut replies = client.heartbeat(ReceiverStream::new(outbound)).await?.into_inner();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;

@@ -41,21 +41,12 @@ pub struct LogSink {
 impl LogSink {
     /// A sink for one attempt.
     pub fn new(queue: mpsc::Sender<Shipment>, task_id: String, attempt_id: String) -> Self {
-        Self {
-            queue,
-            task_id,
-            attempt_id,
-            stream: pb::LogStream::Stdout.into(),
-            seq: Arc::new(AtomicU64::new(0)),
-        }
+        Self { queue, task_id, attempt_id, stream: pb::LogStream::Stdout.into(), seq: Arc::new(AtomicU64::new(0)) }
     }
 
     /// The same sink writing to another stream (1 stdout, 2 stderr).
     pub fn stream(&self, stream: i32) -> Self {
-        Self {
-            stream,
-            ..self.clone()
-        }
+        Self { stream, ..self.clone() }
     }
 
     /// Queues a chunk; waits while the queue is full.
@@ -132,18 +123,13 @@ async fn ship(client: &Client, pending: &mut Vec<pb::LogChunk>, abandon: &Cancel
     let chunks = std::mem::take(pending);
     let result = connection::retry("append_logs", abandon, || {
         let mut client = client.clone();
-        let batch = pb::AppendLogsRequest {
-            chunks: chunks.clone(),
-        };
+        let batch = pb::AppendLogsRequest { chunks: chunks.clone() };
         async move { client.append_logs(tokio_stream::iter([batch])).await }
     })
     .await;
     match result {
         Ok(summary) if summary.rejected_chunks > 0 => {
-            debug!(
-                rejected = summary.rejected_chunks,
-                "output of attempts that are no longer current was refused"
-            );
+            debug!(rejected = summary.rejected_chunks, "output of attempts that are no longer current was refused");
         }
         Ok(_) => {}
         Err(status) => {

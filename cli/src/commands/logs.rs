@@ -42,9 +42,7 @@ pub async fn run(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<()> {
         cursor = page.next_cursor;
         for chunk in &page.chunks {
             let written = match chunk.stream() {
-                pb::LogStream::Stderr | pb::LogStream::Hive => {
-                    std::io::stderr().lock().write_all(&chunk.data)
-                }
+                pb::LogStream::Stderr | pb::LogStream::Hive => std::io::stderr().lock().write_all(&chunk.data),
                 _ => std::io::stdout().lock().write_all(&chunk.data),
             };
             if written.is_err() {
@@ -63,16 +61,11 @@ pub async fn run(ctx: &Ctx, args: LogsArgs) -> anyhow::Result<()> {
 
 async fn finished(ctx: &Ctx, admin: &mut crate::client::Admin, id: &str) -> anyhow::Result<bool> {
     let task = admin
-        .get_task(pb::GetTaskRequest {
-            task_id: id.to_owned(),
-        })
+        .get_task(pb::GetTaskRequest { task_id: id.to_owned() })
         .await
         .map_err(|status| ctx.refused("read task", &status))?
         .into_inner()
         .task
         .unwrap_or_default();
-    Ok(matches!(
-        task.status(),
-        pb::TaskStatus::Succeeded | pb::TaskStatus::Dead | pb::TaskStatus::Cancelled
-    ))
+    Ok(matches!(task.status(), pb::TaskStatus::Succeeded | pb::TaskStatus::Dead | pb::TaskStatus::Cancelled))
 }

@@ -41,16 +41,10 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> anyhow::Result<()> {
         .filter(|swarm| swarm.counts.finished() < swarm.counts.total())
         .map(|swarm| swarm.swarm_id.clone())
         .collect();
-    let watched = if args.swarm.is_some() {
-        swarms.iter().map(|swarm| swarm.swarm_id.clone()).collect()
-    } else {
-        unfinished
-    };
+    let watched =
+        if args.swarm.is_some() { swarms.iter().map(|swarm| swarm.swarm_id.clone()).collect() } else { unfinished };
     let done = wait(ctx, &watched).await?;
-    let failed: u64 = done
-        .iter()
-        .map(|swarm| swarm.counts.dead + swarm.counts.cancelled)
-        .sum();
+    let failed: u64 = done.iter().map(|swarm| swarm.counts.dead + swarm.counts.cancelled).sum();
     if failed > 0 {
         bail!("{failed} task(s) ended dead or cancelled");
     }
@@ -64,9 +58,7 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> anyhow::Result<()> {
 pub async fn fetch(ctx: &Ctx, swarm: Option<&str>) -> anyhow::Result<Vec<SwarmView>> {
     let response = ctx
         .admin()?
-        .get_stats(pb::GetStatsRequest {
-            swarm_id: swarm.unwrap_or_default().to_owned(),
-        })
+        .get_stats(pb::GetStatsRequest { swarm_id: swarm.unwrap_or_default().to_owned() })
         .await
         .map_err(|status| ctx.refused("read progress", &status))?
         .into_inner();
@@ -84,17 +76,8 @@ pub fn print(ctx: &Ctx, swarms: &[SwarmView]) {
         output::json(&swarms);
         return;
     }
-    let mut table = output::table(&[
-        "swarm",
-        "id",
-        "done",
-        "ready",
-        "running",
-        "succeeded",
-        "dead",
-        "cancelled",
-        "submitted",
-    ]);
+    let mut table =
+        output::table(&["swarm", "id", "done", "ready", "running", "succeeded", "dead", "cancelled", "submitted"]);
     for swarm in swarms {
         let counts = swarm.counts;
         table.add_row(vec![
@@ -113,9 +96,7 @@ pub fn print(ctx: &Ctx, swarms: &[SwarmView]) {
 }
 
 fn percent(counts: CountsView) -> u64 {
-    (counts.finished() * 100)
-        .checked_div(counts.total())
-        .unwrap_or(100)
+    (counts.finished() * 100).checked_div(counts.total()).unwrap_or(100)
 }
 
 fn summary(counts: CountsView) -> String {
@@ -163,9 +144,7 @@ pub async fn wait(ctx: &Ctx, swarm_ids: &[String]) -> anyhow::Result<Vec<SwarmVi
             bar.set_position(swarm.counts.finished());
             bar.set_message(summary(swarm.counts));
         }
-        let all_done = current
-            .iter()
-            .all(|swarm| swarm.counts.finished() == swarm.counts.total());
+        let all_done = current.iter().all(|swarm| swarm.counts.finished() == swarm.counts.total());
         if !terminal && (all_done || last_plain.elapsed() >= PLAIN_EVERY) {
             last_plain = Instant::now();
             for swarm in &current {

@@ -60,9 +60,7 @@ pub fn request(args: &SubmitArgs) -> anyhow::Result<pb::SubmitTasksRequest> {
     if let Some(path) = &args.file {
         return Ok(taskfile::load(path)?.into_request());
     }
-    let Some(agent) = &args.agent else {
-        bail!("give a task file, or --agent and --prompt for a single task")
-    };
+    let Some(agent) = &args.agent else { bail!("give a task file, or --agent and --prompt for a single task") };
     Ok(pb::SubmitTasksRequest {
         swarm: args.swarm.clone(),
         tasks: vec![pb::TaskSpec {
@@ -89,16 +87,8 @@ pub async fn send(ctx: &Ctx, request: pb::SubmitTasksRequest) -> anyhow::Result<
     for warning in &response.warnings {
         tracing::warn!("{warning}");
     }
-    let tasks = keys
-        .into_iter()
-        .zip(response.task_ids)
-        .map(|(key, id)| SubmittedTask { key, id })
-        .collect();
-    Ok(Submitted {
-        swarm_id: response.swarm_id,
-        tasks,
-        warnings: response.warnings,
-    })
+    let tasks = keys.into_iter().zip(response.task_ids).map(|(key, id)| SubmittedTask { key, id }).collect();
+    Ok(Submitted { swarm_id: response.swarm_id, tasks, warnings: response.warnings })
 }
 
 /// Runs `submit`.
@@ -110,11 +100,7 @@ pub async fn run(ctx: &Ctx, args: SubmitArgs) -> anyhow::Result<()> {
     if ctx.json {
         output::json(&submitted);
     } else {
-        output::line(format!(
-            "swarm {} queued with {} task(s)",
-            submitted.swarm_id,
-            submitted.tasks.len()
-        ));
+        output::line(format!("swarm {} queued with {} task(s)", submitted.swarm_id, submitted.tasks.len()));
         let mut table = output::table(&["key", "task id"]);
         for task in &submitted.tasks {
             table.add_row([task.key.as_str(), task.id.as_str()]);

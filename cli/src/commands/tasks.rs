@@ -45,9 +45,9 @@ pub struct ListArgs {
 
 fn parse_status(text: &str) -> anyhow::Result<pb::TaskStatus> {
     let wire = format!("TASK_STATUS_{}", text.to_uppercase());
-    pb::TaskStatus::from_str_name(&wire)
-        .filter(|status| *status != pb::TaskStatus::Unspecified)
-        .ok_or_else(|| anyhow::anyhow!("--status: `{text}` is not one of blocked, ready, running, succeeded, dead, cancelled"))
+    pb::TaskStatus::from_str_name(&wire).filter(|status| *status != pb::TaskStatus::Unspecified).ok_or_else(|| {
+        anyhow::anyhow!("--status: `{text}` is not one of blocked, ready, running, succeeded, dead, cancelled")
+    })
 }
 
 /// Runs a `tasks` subcommand.
@@ -63,12 +63,7 @@ pub async fn run(ctx: &Ctx, command: TasksCommand) -> anyhow::Result<()> {
 }
 
 async fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
-    let status = args
-        .status
-        .as_deref()
-        .map(parse_status)
-        .transpose()?
-        .unwrap_or(pb::TaskStatus::Unspecified);
+    let status = args.status.as_deref().map(parse_status).transpose()?.unwrap_or(pb::TaskStatus::Unspecified);
     let mut admin = ctx.admin()?;
     let mut tasks: Vec<TaskView> = Vec::new();
     let mut page_token = String::new();
@@ -77,16 +72,10 @@ async fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
             status: status.into(),
             swarm_id: args.swarm.clone().unwrap_or_default(),
             agent: args.agent.clone().unwrap_or_default(),
-            page_size: u32::try_from(args.limit - tasks.len())
-                .unwrap_or(1000)
-                .min(1000),
+            page_size: u32::try_from(args.limit - tasks.len()).unwrap_or(1000).min(1000),
             page_token,
         };
-        let page = admin
-            .list_tasks(request)
-            .await
-            .map_err(|status| ctx.refused("list tasks", &status))?
-            .into_inner();
+        let page = admin.list_tasks(request).await.map_err(|status| ctx.refused("list tasks", &status))?.into_inner();
         tasks.extend(page.tasks.into_iter().map(TaskView::from));
         if page.next_page_token.is_empty() {
             break;
@@ -123,23 +112,12 @@ struct Detail {
 async fn show(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     let response = ctx
         .admin()?
-        .get_task(pb::GetTaskRequest {
-            task_id: id.to_owned(),
-        })
+        .get_task(pb::GetTaskRequest { task_id: id.to_owned() })
         .await
         .map_err(|status| ctx.refused("show task", &status))?
         .into_inner();
-    let Some(task) = response.task else {
-        anyhow::bail!("the coordinator returned no task for {id}")
-    };
-    let detail = Detail {
-        task: task.into(),
-        attempts: response
-            .attempts
-            .into_iter()
-            .map(AttemptView::from)
-            .collect(),
-    };
+    let Some(task) = response.task else { anyhow::bail!("the coordinator returned no task for {id}") };
+    let detail = Detail { task: task.into(), attempts: response.attempts.into_iter().map(AttemptView::from).collect() };
     if ctx.json {
         output::json(&detail);
         return Ok(());
@@ -163,15 +141,7 @@ async fn show(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     if let Some(result) = &task.result {
         output::line(format!("result   {result}"));
     }
-    let mut table = output::table(&[
-        "#",
-        "attempt id",
-        "worker",
-        "outcome",
-        "exit",
-        "started",
-        "error",
-    ]);
+    let mut table = output::table(&["#", "attempt id", "worker", "outcome", "exit", "started", "error"]);
     for attempt in &detail.attempts {
         let exit = match (attempt.exit_code, attempt.signal) {
             (Some(code), _) => code.to_string(),
@@ -195,10 +165,7 @@ async fn show(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
 async fn cancel(ctx: &Ctx, id: String, reason: String) -> anyhow::Result<()> {
     let response = ctx
         .admin()?
-        .cancel_task(pb::CancelTaskRequest {
-            task_id: id,
-            reason,
-        })
+        .cancel_task(pb::CancelTaskRequest { task_id: id, reason })
         .await
         .map_err(|status| ctx.refused("cancel refused", &status))?
         .into_inner();

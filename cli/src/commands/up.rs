@@ -97,10 +97,7 @@ fn terminate(child: &Child) {
 }
 
 async fn wait_or_kill(child: &mut Child) {
-    if tokio::time::timeout(STOP_TIMEOUT, child.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(STOP_TIMEOUT, child.wait()).await.is_err() {
         tracing::warn!("a process did not stop within {STOP_TIMEOUT:?}; killing it");
         let _ = child.kill().await;
     }
@@ -113,10 +110,7 @@ async fn wait_or_kill(child: &mut Child) {
 pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
     let request = taskfile::load(&args.file)?.into_request();
     if !args.worker_config.is_file() {
-        bail!(
-            "worker config {} does not exist (give --worker-config)",
-            args.worker_config.display()
-        );
+        bail!("worker config {} does not exist (give --worker-config)", args.worker_config.display());
     }
     let binaries = Binaries::locate()?;
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
@@ -158,8 +152,7 @@ async fn bring_up_and_run(
         Some(url) => url.clone(),
         None => {
             tracing::info!(data_dir = %data_dir.join("postgres").display(), "starting PostgreSQL");
-            let postgres =
-                LocalPostgres::start(&data_dir.join("postgres"), Durability::Durable).await?;
+            let postgres = LocalPostgres::start(&data_dir.join("postgres"), Durability::Durable).await?;
             let url = postgres.url();
             stack.postgres = Some(postgres);
             url
@@ -172,9 +165,7 @@ async fn bring_up_and_run(
     let coordinator_url = format!("http://127.0.0.1:{port}");
     tracing::info!(url = %coordinator_url, "starting the coordinator");
     let mut coordinator = Command::new(&binaries.coordinator);
-    coordinator
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("DATABASE_URL", &database_url);
+    coordinator.args(["--listen", &format!("127.0.0.1:{port}")]).env("DATABASE_URL", &database_url);
     stack.coordinator = Some(spawn(coordinator, &logs.join("coordinator.log"))?);
     wait_healthy(&coordinator_url, stack, &logs.join("coordinator.log")).await?;
 
@@ -190,14 +181,9 @@ async fn bring_up_and_run(
         if let Some(slots) = args.slots {
             worker.args(["--slots", &slots.to_string()]);
         }
-        stack
-            .workers
-            .push(spawn(worker, &logs.join(format!("worker-{index}.log")))?);
+        stack.workers.push(spawn(worker, &logs.join(format!("worker-{index}.log")))?);
     }
-    let ctx = Ctx {
-        url: coordinator_url.clone(),
-        json,
-    };
+    let ctx = Ctx { url: coordinator_url.clone(), json };
     wait_for_workers(&ctx, args.workers, stack, logs).await?;
 
     let started = Instant::now();
@@ -205,15 +191,9 @@ async fn bring_up_and_run(
     tracing::info!(swarm_id = %submitted.swarm_id, tasks = submitted.tasks.len(), "swarm submitted");
     let finished = status::wait(&ctx, std::slice::from_ref(&submitted.swarm_id)).await?;
     print_summary(&ctx, &submitted.swarm_id, started.elapsed()).await?;
-    let failed: u64 = finished
-        .iter()
-        .map(|swarm| swarm.counts.dead + swarm.counts.cancelled)
-        .sum();
+    let failed: u64 = finished.iter().map(|swarm| swarm.counts.dead + swarm.counts.cancelled).sum();
     if failed > 0 {
-        bail!(
-            "{failed} task(s) did not succeed; see `hivectl tasks show ID` and the logs in {}",
-            logs.display()
-        );
+        bail!("{failed} task(s) did not succeed; see `hivectl tasks show ID` and the logs in {}", logs.display());
     }
     Ok(coordinator_url)
 }
@@ -226,9 +206,7 @@ fn spawn(mut command: Command, log: &Path) -> anyhow::Result<Child> {
         .stderr(file)
         .process_group(0)
         .kill_on_drop(true);
-    command
-        .spawn()
-        .with_context(|| format!("start {:?}", command.as_std().get_program()))
+    command.spawn().with_context(|| format!("start {:?}", command.as_std().get_program()))
 }
 
 async fn wait_healthy(url: &str, stack: &mut Stack, log: &Path) -> anyhow::Result<()> {
@@ -237,11 +215,7 @@ async fn wait_healthy(url: &str, stack: &mut Stack, log: &Path) -> anyhow::Resul
         if let Some(coordinator) = stack.coordinator.as_mut()
             && let Ok(Some(status)) = coordinator.try_wait()
         {
-            bail!(
-                "the coordinator exited ({status}); its log ({}) ends:\n{}",
-                log.display(),
-                tail(log)
-            );
+            bail!("the coordinator exited ({status}); its log ({}) ends:\n{}", log.display(), tail(log));
         }
         if health_serving(url).await {
             return Ok(());
@@ -261,60 +235,36 @@ async fn health_serving(url: &str) -> bool {
     let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.to_owned()) else {
         return false;
     };
-    let Ok(channel) = endpoint
-        .connect_timeout(Duration::from_secs(1))
-        .connect()
-        .await
-    else {
+    let Ok(channel) = endpoint.connect_timeout(Duration::from_secs(1)).connect().await else {
         return false;
     };
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let request = tonic_health::pb::HealthCheckRequest {
-        service: "hive.v1.WorkerService".into(),
-    };
+    let request = tonic_health::pb::HealthCheckRequest { service: "hive.v1.WorkerService".into() };
     matches!(health.check(request).await, Ok(response)
         if response.get_ref().status == i32::from(tonic_health::pb::health_check_response::ServingStatus::Serving))
 }
 
-async fn wait_for_workers(
-    ctx: &Ctx,
-    expected: u32,
-    stack: &mut Stack,
-    logs: &Path,
-) -> anyhow::Result<()> {
+async fn wait_for_workers(ctx: &Ctx, expected: u32, stack: &mut Stack, logs: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     let mut admin = ctx.admin()?;
     loop {
         for (index, worker) in stack.workers.iter_mut().enumerate() {
             if let Ok(Some(status)) = worker.try_wait() {
                 let log = logs.join(format!("worker-{}.log", index + 1));
-                bail!(
-                    "worker-{} exited ({status}); its log ({}) ends:\n{}",
-                    index + 1,
-                    log.display(),
-                    tail(&log)
-                );
+                bail!("worker-{} exited ({status}); its log ({}) ends:\n{}", index + 1, log.display(), tail(&log));
             }
         }
         let live = admin
-            .list_workers(pb::ListWorkersRequest {
-                include_gone: false,
-            })
+            .list_workers(pb::ListWorkersRequest { include_gone: false })
             .await
             .map(|response| response.into_inner().workers)
             .unwrap_or_default();
-        let ours = live
-            .iter()
-            .filter(|worker| worker.name.starts_with("worker-"))
-            .count();
+        let ours = live.iter().filter(|worker| worker.name.starts_with("worker-")).count();
         if ours >= expected as usize {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!(
-                "only {ours} of {expected} workers registered within {START_TIMEOUT:?}; see {}",
-                logs.display()
-            );
+            bail!("only {ours} of {expected} workers registered within {START_TIMEOUT:?}; see {}", logs.display());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -323,11 +273,7 @@ async fn wait_for_workers(
 async fn print_summary(ctx: &Ctx, swarm_id: &str, elapsed: Duration) -> anyhow::Result<()> {
     let response = ctx
         .admin()?
-        .list_tasks(pb::ListTasksRequest {
-            swarm_id: swarm_id.to_owned(),
-            page_size: 1000,
-            ..Default::default()
-        })
+        .list_tasks(pb::ListTasksRequest { swarm_id: swarm_id.to_owned(), page_size: 1000, ..Default::default() })
         .await
         .map_err(|status| ctx.refused("list tasks", &status))?
         .into_inner();
@@ -344,44 +290,21 @@ async fn print_summary(ctx: &Ctx, swarm_id: &str, elapsed: Duration) -> anyhow::
             None => task.error.clone(),
         };
         let short: String = detail.chars().take(80).collect();
-        table.add_row(vec![
-            task.key.clone(),
-            task.status.clone(),
-            task.attempts.to_string(),
-            short,
-        ]);
+        table.add_row(vec![task.key.clone(), task.status.clone(), task.attempts.to_string(), short]);
     }
     output::line(table);
-    let succeeded = tasks
-        .iter()
-        .filter(|task| task.status == "succeeded")
-        .count();
-    output::line(format!(
-        "swarm {swarm_id}: {succeeded}/{} succeeded in {:.1}s",
-        tasks.len(),
-        elapsed.as_secs_f64()
-    ));
+    let succeeded = tasks.iter().filter(|task| task.status == "succeeded").count();
+    output::line(format!("swarm {swarm_id}: {succeeded}/{} succeeded in {:.1}s", tasks.len(), elapsed.as_secs_f64()));
     Ok(())
 }
 
 fn print_kept(coordinator: &str, stack: &Stack, logs: &Path) {
-    output::line(format!(
-        "coordinator  {coordinator}   (hivectl --coordinator {coordinator} status)"
-    ));
+    output::line(format!("coordinator  {coordinator}   (hivectl --coordinator {coordinator} status)"));
     if let Some(postgres) = &stack.postgres {
-        output::line(format!(
-            "database     {}   (server pid {})",
-            postgres.url(),
-            postgres.pid
-        ));
+        output::line(format!("database     {}   (server pid {})", postgres.url(), postgres.pid));
     }
-    let pids: Vec<String> = stack
-        .workers
-        .iter()
-        .chain(&stack.coordinator)
-        .filter_map(Child::id)
-        .map(|pid| pid.to_string())
-        .collect();
+    let pids: Vec<String> =
+        stack.workers.iter().chain(&stack.coordinator).filter_map(Child::id).map(|pid| pid.to_string()).collect();
     output::line(format!("logs         {}", logs.display()));
     output::line(format!("stop with    kill {}", pids.join(" ")));
 }
@@ -395,24 +318,16 @@ struct Binaries {
 impl Binaries {
     fn locate() -> anyhow::Result<Self> {
         let here = std::env::current_exe().context("find hivectl's own path")?;
-        let dir = here
-            .parent()
-            .ok_or_else(|| anyhow!("hivectl has no parent folder"))?;
+        let dir = here.parent().ok_or_else(|| anyhow!("hivectl has no parent folder"))?;
         let find = |name: &str| {
             let path = dir.join(name);
             if path.is_file() {
                 Ok(path)
             } else {
-                Err(anyhow!(
-                    "{name} not found next to hivectl in {} (build it: cargo build --bins)",
-                    dir.display()
-                ))
+                Err(anyhow!("{name} not found next to hivectl in {} (build it: cargo build --bins)", dir.display()))
             }
         };
-        Ok(Self {
-            coordinator: find("hive-coordinator")?,
-            worker: find("hive-worker")?,
-        })
+        Ok(Self { coordinator: find("hive-coordinator")?, worker: find("hive-worker")? })
     }
 }
 

@@ -20,9 +20,7 @@ pub struct WorkersArgs {
 pub async fn run(ctx: &Ctx, args: WorkersArgs) -> anyhow::Result<()> {
     let response = ctx
         .admin()?
-        .list_workers(pb::ListWorkersRequest {
-            include_gone: args.all,
-        })
+        .list_workers(pb::ListWorkersRequest { include_gone: args.all })
         .await
         .map_err(|status| ctx.refused("list workers", &status))?
         .into_inner();
@@ -31,27 +29,17 @@ pub async fn run(ctx: &Ctx, args: WorkersArgs) -> anyhow::Result<()> {
         output::json(&workers);
         return Ok(());
     }
-    let mut table = output::table(&[
-        "name", "id", "status", "busy", "agents", "cpu", "memory", "seen",
-    ]);
+    let mut table = output::table(&["name", "id", "status", "busy", "agents", "cpu", "memory", "seen"]);
     for worker in &workers {
         let gib = |bytes: u64| bytes as f64 / f64::from(1 << 30);
         table.add_row(vec![
             worker.name.clone(),
             worker.id.clone(),
             worker.status.clone(),
-            format!(
-                "{}/{}",
-                worker.slots.saturating_sub(worker.free_slots),
-                worker.slots
-            ),
+            format!("{}/{}", worker.slots.saturating_sub(worker.free_slots), worker.slots),
             worker.agents.join(","),
             format!("{:.0}%", worker.cpu_percent),
-            format!(
-                "{:.1}/{:.1} GiB",
-                gib(worker.memory_used_bytes),
-                gib(worker.memory_total_bytes)
-            ),
+            format!("{:.1}/{:.1} GiB", gib(worker.memory_used_bytes), gib(worker.memory_total_bytes)),
             output::ago(worker.last_seen_at),
         ]);
     }

@@ -17,10 +17,7 @@ pub struct LogBudget {
 }
 
 /// Locks and returns the output budget of the given tasks.
-pub async fn lock_budgets(
-    conn: &mut PgConnection,
-    task_ids: &[Uuid],
-) -> sqlx::Result<Vec<LogBudget>> {
+pub async fn lock_budgets(conn: &mut PgConnection, task_ids: &[Uuid]) -> sqlx::Result<Vec<LogBudget>> {
     sqlx::query_as!(
         LogBudget,
         r#"

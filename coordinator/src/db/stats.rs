@@ -22,10 +22,7 @@ pub struct SwarmCount {
 }
 
 /// Counts per swarm and status, newest swarm first; one swarm when given.
-pub async fn counts(
-    executor: impl PgExecutor<'_>,
-    swarm: Option<Uuid>,
-) -> sqlx::Result<Vec<SwarmCount>> {
+pub async fn counts(executor: impl PgExecutor<'_>, swarm: Option<Uuid>) -> sqlx::Result<Vec<SwarmCount>> {
     sqlx::query_as!(
         SwarmCount,
         r#"

@@ -31,18 +31,12 @@ pub struct NewTasks {
 
 /// Records a swarm.
 pub async fn insert_swarm(conn: &mut PgConnection, id: Uuid, name: &str) -> sqlx::Result<()> {
-    sqlx::query!("insert into swarms (id, name) values ($1, $2)", id, name)
-        .execute(conn)
-        .await?;
+    sqlx::query!("insert into swarms (id, name) values ($1, $2)", id, name).execute(conn).await?;
     Ok(())
 }
 
 /// Queues the tasks of one swarm as ready, in one statement.
-pub async fn insert_ready_tasks(
-    conn: &mut PgConnection,
-    swarm_id: Uuid,
-    tasks: &NewTasks,
-) -> sqlx::Result<u64> {
+pub async fn insert_ready_tasks(conn: &mut PgConnection, swarm_id: Uuid, tasks: &NewTasks) -> sqlx::Result<u64> {
     let result = sqlx::query!(
         r#"
         insert into tasks (id, swarm_id, key, agent, prompt, input, priority, status, max_attempts, timeout_ms)
@@ -67,9 +61,7 @@ pub async fn insert_ready_tasks(
 
 /// Announces on [`super::READY_CHANNEL`] that tasks became ready; delivered at commit.
 pub async fn notify_ready(executor: impl PgExecutor<'_>) -> sqlx::Result<()> {
-    sqlx::query!("select pg_notify('hive_task_ready', '')")
-        .execute(executor)
-        .await?;
+    sqlx::query!("select pg_notify('hive_task_ready', '')").execute(executor).await?;
     Ok(())
 }
 
@@ -258,10 +250,7 @@ pub struct FailureUpdates {
 }
 
 /// Applies failure decisions to tasks and their attempts in one statement.
-pub async fn apply_failures(
-    conn: &mut PgConnection,
-    updates: &FailureUpdates,
-) -> sqlx::Result<u64> {
+pub async fn apply_failures(conn: &mut PgConnection, updates: &FailureUpdates) -> sqlx::Result<u64> {
     let result = sqlx::query!(
         r#"
         with decided as (
@@ -340,10 +329,7 @@ pub struct ReapedTask {
 /// Returns up to `limit` tasks whose lease expired to the queue (or to the
 /// dead-letter queue when their attempts are spent), marking the attempt lost.
 /// Rows another reaper holds are skipped, so reapers on several coordinators never double-reap.
-pub async fn reap_expired_leases(
-    executor: impl PgExecutor<'_>,
-    limit: i64,
-) -> sqlx::Result<Vec<ReapedTask>> {
+pub async fn reap_expired_leases(executor: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<ReapedTask>> {
     sqlx::query_as!(
         ReapedTask,
         r#"
@@ -456,11 +442,7 @@ pub struct ListFilter {
 }
 
 /// A page of tasks, newest first.
-pub async fn list(
-    executor: impl PgExecutor<'_>,
-    filter: &ListFilter,
-    limit: i64,
-) -> sqlx::Result<Vec<TaskRow>> {
+pub async fn list(executor: impl PgExecutor<'_>, filter: &ListFilter, limit: i64) -> sqlx::Result<Vec<TaskRow>> {
     sqlx::query_as!(
         TaskRow,
         r#"
@@ -510,10 +492,7 @@ pub struct AttemptRow {
 }
 
 /// A task's attempts, oldest first.
-pub async fn attempts_of(
-    executor: impl PgExecutor<'_>,
-    task: Uuid,
-) -> sqlx::Result<Vec<AttemptRow>> {
+pub async fn attempts_of(executor: impl PgExecutor<'_>, task: Uuid) -> sqlx::Result<Vec<AttemptRow>> {
     sqlx::query_as!(
         AttemptRow,
         r#"
@@ -528,11 +507,7 @@ pub async fn attempts_of(
 }
 
 /// Cancels a task that has not started; `false` when it is not (or no longer) cancellable.
-pub async fn cancel_unstarted(
-    executor: impl PgExecutor<'_>,
-    id: Uuid,
-    reason: &str,
-) -> sqlx::Result<bool> {
+pub async fn cancel_unstarted(executor: impl PgExecutor<'_>, id: Uuid, reason: &str) -> sqlx::Result<bool> {
     let result = sqlx::query!(
         r#"
         update tasks set status = 'cancelled', error = $2, finished_at = now(), updated_at = now()
@@ -547,14 +522,8 @@ pub async fn cancel_unstarted(
 }
 
 /// The status of one task, if it exists.
-pub async fn status_of(
-    executor: impl PgExecutor<'_>,
-    id: Uuid,
-) -> sqlx::Result<Option<TaskStatus>> {
-    sqlx::query_scalar!(
-        r#"select status as "status: TaskStatus" from tasks where id = $1"#,
-        id
-    )
-    .fetch_optional(executor)
-    .await
+pub async fn status_of(executor: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<TaskStatus>> {
+    sqlx::query_scalar!(r#"select status as "status: TaskStatus" from tasks where id = $1"#, id)
+        .fetch_optional(executor)
+        .await
 }

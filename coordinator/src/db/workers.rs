@@ -83,12 +83,9 @@ pub async fn record_beat(executor: impl PgExecutor<'_>, beat: &Beat) -> sqlx::Re
 
 /// Whether a worker is registered.
 pub async fn exists(executor: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
-    let found = sqlx::query_scalar!(
-        r#"select exists(select 1 from workers where id = $1) as "found!""#,
-        id
-    )
-    .fetch_one(executor)
-    .await?;
+    let found = sqlx::query_scalar!(r#"select exists(select 1 from workers where id = $1) as "found!""#, id)
+        .fetch_one(executor)
+        .await?;
     Ok(found)
 }
 
@@ -149,10 +146,7 @@ pub async fn list(
 }
 
 /// Which of `agents` no registered worker offers.
-pub async fn agents_without_worker(
-    executor: impl PgExecutor<'_>,
-    agents: &[String],
-) -> sqlx::Result<Vec<String>> {
+pub async fn agents_without_worker(executor: impl PgExecutor<'_>, agents: &[String]) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar!(
         r#"
         select a as "agent!" from unnest($1::text[]) as a

@@ -33,11 +33,7 @@ fn optional_id<T>(
     text: &str,
     parse: impl Fn(&str) -> Result<T, hive_shared::ids::BadId>,
 ) -> Result<Option<T>> {
-    if text.is_empty() {
-        Ok(None)
-    } else {
-        parse_id(field, text, parse).map(Some)
-    }
+    if text.is_empty() { Ok(None) } else { parse_id(field, text, parse).map(Some) }
 }
 
 #[tonic::async_trait]
@@ -54,14 +50,9 @@ impl AdminService for AdminApi {
             .enumerate()
             .map(|(index, spec)| convert::new_task(index, spec))
             .collect::<Result<Vec<_>>>()?;
-        let submission = Submission {
-            swarm: request.swarm,
-            tasks,
-        };
+        let submission = Submission { swarm: request.swarm, tasks };
         let app = &self.app;
-        let submitted =
-            tasks::submit::submit(&app.pool, &app.config.tasks, &app.config.limits, submission)
-                .await?;
+        let submitted = tasks::submit::submit(&app.pool, &app.config.tasks, &app.config.limits, submission).await?;
         tracing::info!(swarm_id = %submitted.swarm_id, tasks = submitted.task_ids.len(), "swarm submitted");
         Ok(Response::new(pb::SubmitTasksResponse {
             swarm_id: submitted.swarm_id.to_string(),
@@ -70,10 +61,7 @@ impl AdminService for AdminApi {
         }))
     }
 
-    async fn get_task(
-        &self,
-        request: Request<pb::GetTaskRequest>,
-    ) -> Result<Response<pb::GetTaskResponse>, Status> {
+    async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> Result<Response<pb::GetTaskResponse>, Status> {
         let task = parse_id("task_id", &request.get_ref().task_id, TaskId::parse)?;
         let (row, attempts) = tasks::get(&self.app.pool, task).await?;
         Ok(Response::new(pb::GetTaskResponse {
@@ -87,9 +75,8 @@ impl AdminService for AdminApi {
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
         let request = request.into_inner();
-        let status = pb::TaskStatus::try_from(request.status).map_err(|_| {
-            Error::invalid("status", format!("{} is not a task status", request.status))
-        })?;
+        let status = pb::TaskStatus::try_from(request.status)
+            .map_err(|_| Error::invalid("status", format!("{} is not a task status", request.status)))?;
         let filter = db::tasks::ListFilter {
             status: TaskStatus::from_pb(status),
             swarm_id: optional_id("swarm_id", &request.swarm_id, SwarmId::parse)?.map(|id| id.0),
@@ -112,9 +99,7 @@ impl AdminService for AdminApi {
         let request = request.into_inner();
         let task = parse_id("task_id", &request.task_id, TaskId::parse)?;
         let row = tasks::cancel(&self.app.pool, task, &request.reason).await?;
-        Ok(Response::new(pb::CancelTaskResponse {
-            task: Some(convert::task(row)),
-        }))
+        Ok(Response::new(pb::CancelTaskResponse { task: Some(convert::task(row)) }))
     }
 
     async fn get_task_logs(
@@ -123,32 +108,21 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::GetTaskLogsResponse>, Status> {
         let request = request.into_inner();
         let task = parse_id("task_id", &request.task_id, TaskId::parse)?;
-        let attempt =
-            optional_id("attempt_id", &request.attempt_id, AttemptId::parse)?.map(|id| id.0);
-        let cursor =
-            i64::try_from(request.cursor).map_err(|_| Error::invalid("cursor", "is too large"))?;
+        let attempt = optional_id("attempt_id", &request.attempt_id, AttemptId::parse)?.map(|id| id.0);
+        let cursor = i64::try_from(request.cursor).map_err(|_| Error::invalid("cursor", "is too large"))?;
         let limit = match request.limit {
             0 => 1000,
             limit => limit.min(MAX_LOG_PAGE),
         };
         let pool = &self.app.pool;
-        let row = db::tasks::get(pool, task.0)
-            .await
-            .map_err(Error::from)?
-            .ok_or(Error::TaskNotFound(task))?;
-        let mut rows = db::logs::read(pool, task.0, attempt, cursor, i64::from(limit) + 1)
-            .await
-            .map_err(Error::from)?;
+        let row = db::tasks::get(pool, task.0).await.map_err(Error::from)?.ok_or(Error::TaskNotFound(task))?;
+        let mut rows =
+            db::logs::read(pool, task.0, attempt, cursor, i64::from(limit) + 1).await.map_err(Error::from)?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
-        let next_cursor = rows
-            .last()
-            .map_or(request.cursor, |chunk| u64::try_from(chunk.id).unwrap_or(0));
+        let next_cursor = rows.last().map_or(request.cursor, |chunk| u64::try_from(chunk.id).unwrap_or(0));
         Ok(Response::new(pb::GetTaskLogsResponse {
-            chunks: rows
-                .into_iter()
-                .map(|chunk| convert::chunk(&request.task_id, chunk))
-                .collect(),
+            chunks: rows.into_iter().map(|chunk| convert::chunk(&request.task_id, chunk)).collect(),
             next_cursor,
             more,
             truncated: row.log_truncated,
@@ -160,33 +134,18 @@ impl AdminService for AdminApi {
         request: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
         let lease = db::seconds(self.app.config.leases.ttl);
-        let rows = db::workers::list(&self.app.pool, lease, request.get_ref().include_gone)
-            .await
-            .map_err(Error::from)?;
-        Ok(Response::new(pb::ListWorkersResponse {
-            workers: rows.into_iter().map(convert::worker).collect(),
-        }))
+        let rows =
+            db::workers::list(&self.app.pool, lease, request.get_ref().include_gone).await.map_err(Error::from)?;
+        Ok(Response::new(pb::ListWorkersResponse { workers: rows.into_iter().map(convert::worker).collect() }))
     }
 
-    async fn get_stats(
-        &self,
-        request: Request<pb::GetStatsRequest>,
-    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+    async fn get_stats(&self, request: Request<pb::GetStatsRequest>) -> Result<Response<pb::GetStatsResponse>, Status> {
         let swarm = optional_id("swarm_id", &request.get_ref().swarm_id, SwarmId::parse)?;
-        let rows = db::stats::counts(&self.app.pool, swarm.map(|id| id.0))
-            .await
-            .map_err(Error::from)?;
-        let mut response = pb::GetStatsResponse {
-            totals: Some(pb::StatusCounts::default()),
-            swarms: Vec::new(),
-        };
+        let rows = db::stats::counts(&self.app.pool, swarm.map(|id| id.0)).await.map_err(Error::from)?;
+        let mut response = pb::GetStatsResponse { totals: Some(pb::StatusCounts::default()), swarms: Vec::new() };
         for row in rows {
             let swarm_id = row.swarm_id.to_string();
-            if response
-                .swarms
-                .last()
-                .is_none_or(|last| last.swarm_id != swarm_id)
-            {
+            if response.swarms.last().is_none_or(|last| last.swarm_id != swarm_id) {
                 response.swarms.push(pb::SwarmStats {
                     swarm_id,
                     name: row.name.clone(),
@@ -194,11 +153,7 @@ impl AdminService for AdminApi {
                     created_at: Some(hive_shared::convert::timestamp(row.created_at)),
                 });
             }
-            if let Some(counts) = response
-                .swarms
-                .last_mut()
-                .and_then(|swarm| swarm.counts.as_mut())
-            {
+            if let Some(counts) = response.swarms.last_mut().and_then(|swarm| swarm.counts.as_mut()) {
                 convert::add_count(counts, row.status, row.count);
             }
             if let Some(totals) = response.totals.as_mut() {

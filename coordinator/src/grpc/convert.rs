@@ -11,11 +11,7 @@ use crate::error::{Error, Result};
 use crate::tasks::submit::NewTask;
 
 /// Parses an id field, naming the field on failure.
-pub fn parse_id<T>(
-    field: &str,
-    text: &str,
-    parse: impl Fn(&str) -> Result<T, hive_shared::ids::BadId>,
-) -> Result<T> {
+pub fn parse_id<T>(field: &str, text: &str, parse: impl Fn(&str) -> Result<T, hive_shared::ids::BadId>) -> Result<T> {
     if text.is_empty() {
         return Err(Error::invalid(field, "is required"));
     }
@@ -26,12 +22,10 @@ pub fn parse_id<T>(
 pub fn new_task(index: usize, spec: pb::TaskSpec) -> Result<NewTask> {
     let timeout = match &spec.timeout {
         None => None,
-        Some(value) => Some(from_duration(value).ok_or_else(|| {
-            Error::invalid(
-                format!("tasks[{index}].timeout"),
-                "must be a positive duration",
-            )
-        })?),
+        Some(value) => Some(
+            from_duration(value)
+                .ok_or_else(|| Error::invalid(format!("tasks[{index}].timeout"), "must be a positive duration"))?,
+        ),
     };
     Ok(NewTask {
         key: (!spec.key.is_empty()).then_some(spec.key),
@@ -52,9 +46,7 @@ fn object(value: Option<Json>) -> Option<prost_types::Struct> {
 }
 
 fn millis(value: Option<i64>) -> Option<prost_types::Duration> {
-    value
-        .and_then(|ms| u64::try_from(ms).ok())
-        .map(|ms| duration(std::time::Duration::from_millis(ms)))
+    value.and_then(|ms| u64::try_from(ms).ok()).map(|ms| duration(std::time::Duration::from_millis(ms)))
 }
 
 fn count(value: i32) -> u32 {
@@ -97,10 +89,7 @@ pub fn task(row: db::tasks::TaskRow) -> pb::Task {
         finished_at: row.finished_at.map(timestamp),
         worker_id: row.worker_id.map(|id| id.to_string()).unwrap_or_default(),
         timeout: millis(row.timeout_ms),
-        current_attempt_id: row
-            .current_attempt
-            .map(|id| id.to_string())
-            .unwrap_or_default(),
+        current_attempt_id: row.current_attempt.map(|id| id.to_string()).unwrap_or_default(),
         run_after: Some(timestamp(row.run_after)),
         logs_truncated: row.log_truncated,
     }
@@ -123,11 +112,7 @@ pub fn attempt(row: db::tasks::AttemptRow) -> pb::Attempt {
 
 /// Encodes a worker row.
 pub fn worker(row: db::workers::WorkerRow) -> pb::Worker {
-    let status = if row.live {
-        pb::WorkerStatus::Live
-    } else {
-        pb::WorkerStatus::Gone
-    };
+    let status = if row.live { pb::WorkerStatus::Live } else { pb::WorkerStatus::Gone };
     pb::Worker {
         id: row.id.to_string(),
         name: row.name,
@@ -138,14 +123,8 @@ pub fn worker(row: db::workers::WorkerRow) -> pb::Worker {
         running: count(row.running),
         resources: Some(pb::ResourceUsage {
             cpu_percent: row.cpu_percent.unwrap_or(0.0),
-            memory_used_bytes: row
-                .memory_used_bytes
-                .and_then(|bytes| u64::try_from(bytes).ok())
-                .unwrap_or(0),
-            memory_total_bytes: row
-                .memory_total_bytes
-                .and_then(|bytes| u64::try_from(bytes).ok())
-                .unwrap_or(0),
+            memory_used_bytes: row.memory_used_bytes.and_then(|bytes| u64::try_from(bytes).ok()).unwrap_or(0),
+            memory_total_bytes: row.memory_total_bytes.and_then(|bytes| u64::try_from(bytes).ok()).unwrap_or(0),
         }),
         registered_at: Some(timestamp(row.registered_at)),
         last_seen_at: Some(timestamp(row.last_seen_at)),
@@ -171,11 +150,7 @@ pub fn chunk(task_id: &str, row: db::logs::ChunkRow) -> pb::LogChunk {
 }
 
 /// Adds a row's count to the per-status totals.
-pub fn add_count(
-    counts: &mut pb::StatusCounts,
-    status: crate::tasks::state::TaskStatus,
-    count: i64,
-) {
+pub fn add_count(counts: &mut pb::StatusCounts, status: crate::tasks::state::TaskStatus, count: i64) {
     use crate::tasks::state::TaskStatus;
     let count = u64::try_from(count).unwrap_or(0);
     let slot = match status {

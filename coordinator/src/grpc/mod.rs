@@ -25,8 +25,7 @@ use worker_api::WorkerApi;
 /// # Errors
 /// When reflection cannot be built or the transport fails.
 pub async fn serve(app: App, listener: TcpListener) -> anyhow::Result<()> {
-    let max_message =
-        usize::try_from(app.config.limits.max_message_size.as_u64()).unwrap_or(usize::MAX);
+    let max_message = usize::try_from(app.config.limits.max_message_size.as_u64()).unwrap_or(usize::MAX);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WorkerServiceServer<WorkerApi>>().await;
     health.set_serving::<AdminServiceServer<AdminApi>>().await;
@@ -37,9 +36,7 @@ pub async fn serve(app: App, listener: TcpListener) -> anyhow::Result<()> {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_v1 = reflection().build_v1().context("build reflection v1")?;
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .context("build reflection v1alpha")?;
+    let reflection_v1alpha = reflection().build_v1alpha().context("build reflection v1alpha")?;
 
     let workers = WorkerServiceServer::new(WorkerApi::new(app.clone()))
         .max_decoding_message_size(max_message)
@@ -51,12 +48,8 @@ pub async fn serve(app: App, listener: TcpListener) -> anyhow::Result<()> {
     let shutdown = app.rpc_shutdown.clone();
     let stopping = async move {
         shutdown.cancelled().await;
-        health
-            .set_not_serving::<WorkerServiceServer<WorkerApi>>()
-            .await;
-        health
-            .set_not_serving::<AdminServiceServer<AdminApi>>()
-            .await;
+        health.set_not_serving::<WorkerServiceServer<WorkerApi>>().await;
+        health.set_not_serving::<AdminServiceServer<AdminApi>>().await;
     };
     Server::builder()
         .tcp_nodelay(true)

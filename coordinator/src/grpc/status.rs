@@ -15,9 +15,7 @@ impl From<Error> for Status {
             Error::WorkerNotRegistered(_) | Error::WrongStatus { .. } => Code::FailedPrecondition,
             Error::LeaseLost { .. } => Code::Aborted,
             Error::ShuttingDown => Code::Unavailable,
-            Error::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
-            ) => {
+            Error::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
                 error!(error = ?err, "database unavailable");
                 return Status::unavailable("the database is unavailable; retry shortly");
             }
@@ -40,32 +38,15 @@ mod tests {
     fn each_error_gets_its_code_and_a_message_naming_the_subject() {
         let task = TaskId::new();
         let cases = [
-            (
-                Error::invalid("tasks[0].agent", "must not be empty"),
-                Code::InvalidArgument,
-                "tasks[0].agent",
-            ),
+            (Error::invalid("tasks[0].agent", "must not be empty"), Code::InvalidArgument, "tasks[0].agent"),
             (Error::TaskNotFound(task), Code::NotFound, "not found"),
             (
-                Error::WrongStatus {
-                    task,
-                    status: TaskStatus::Running,
-                    action: "cancel",
-                    allowed: "ready tasks",
-                },
+                Error::WrongStatus { task, status: TaskStatus::Running, action: "cancel", allowed: "ready tasks" },
                 Code::FailedPrecondition,
                 "is running",
             ),
-            (
-                Error::Database(sqlx::Error::PoolTimedOut),
-                Code::Unavailable,
-                "unavailable",
-            ),
-            (
-                Error::Database(sqlx::Error::RowNotFound),
-                Code::Internal,
-                "internal error",
-            ),
+            (Error::Database(sqlx::Error::PoolTimedOut), Code::Unavailable, "unavailable"),
+            (Error::Database(sqlx::Error::RowNotFound), Code::Internal, "internal error"),
         ];
         for (err, code, needle) in cases {
             let status = Status::from(err);
@@ -76,9 +57,7 @@ mod tests {
 
     #[test]
     fn internal_errors_do_not_leak_details() {
-        let status = Status::from(Error::Database(sqlx::Error::Protocol(
-            "select secret from t".into(),
-        )));
+        let status = Status::from(Error::Database(sqlx::Error::Protocol("select secret from t".into())));
         assert!(!status.message().contains("secret"));
     }
 }

@@ -39,11 +39,7 @@ fn worker_id(text: &str) -> Result<WorkerId> {
 fn ids(index: usize, list: &str, task: &str, attempt: &str) -> Result<(TaskId, AttemptId)> {
     Ok((
         parse_id(&format!("{list}[{index}].task_id"), task, TaskId::parse)?,
-        parse_id(
-            &format!("{list}[{index}].attempt_id"),
-            attempt,
-            AttemptId::parse,
-        )?,
+        parse_id(&format!("{list}[{index}].attempt_id"), attempt, AttemptId::parse)?,
     ))
 }
 
@@ -57,11 +53,7 @@ fn encode_acks(attempts: Vec<String>, acks: Vec<Ack>) -> Vec<pb::Ack> {
                 Ack::AlreadyRecorded => (pb::AckStatus::AlreadyRecorded, String::new()),
                 Ack::LeaseLost(message) => (pb::AckStatus::LeaseLost, message),
             };
-            pb::Ack {
-                attempt_id,
-                status: status.into(),
-                message,
-            }
+            pb::Ack { attempt_id, status: status.into(), message }
         })
         .collect()
 }
@@ -71,10 +63,7 @@ type HeartbeatStream = Pin<Box<dyn Stream<Item = Result<pb::HeartbeatResponse, S
 #[tonic::async_trait]
 impl WorkerService for WorkerApi {
     #[instrument(skip_all, fields(worker_id = %request.get_ref().worker_id))]
-    async fn register(
-        &self,
-        request: Request<pb::RegisterRequest>,
-    ) -> Result<Response<pb::RegisterResponse>, Status> {
+    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
         let request = request.into_inner();
         let registration = db::workers::Registration {
             id: worker_id(&request.worker_id)?.0,
@@ -93,38 +82,19 @@ impl WorkerService for WorkerApi {
     }
 
     #[instrument(skip_all, fields(worker_id = %request.get_ref().worker_id, max = request.get_ref().max_tasks))]
-    async fn claim(
-        &self,
-        request: Request<pb::ClaimRequest>,
-    ) -> Result<Response<pb::ClaimResponse>, Status> {
+    async fn claim(&self, request: Request<pb::ClaimRequest>) -> Result<Response<pb::ClaimResponse>, Status> {
         let request = request.into_inner();
         let worker = worker_id(&request.worker_id)?;
-        let wait = request
-            .wait
-            .as_ref()
-            .and_then(from_duration)
-            .unwrap_or_default();
+        let wait = request.wait.as_ref().and_then(from_duration).unwrap_or_default();
         let app = &self.app;
-        let claimed = scheduler::claim(
-            &app.pool,
-            &app.wakeups,
-            &app.config,
-            worker,
-            request.max_tasks,
-            wait,
-            &app.rpc_shutdown,
-        )
-        .await?;
-        Ok(Response::new(pb::ClaimResponse {
-            assignments: claimed.into_iter().map(assignment).collect(),
-        }))
+        let claimed =
+            scheduler::claim(&app.pool, &app.wakeups, &app.config, worker, request.max_tasks, wait, &app.rpc_shutdown)
+                .await?;
+        Ok(Response::new(pb::ClaimResponse { assignments: claimed.into_iter().map(assignment).collect() }))
     }
 
     #[instrument(skip_all, fields(worker_id = %request.get_ref().worker_id, n = request.get_ref().completions.len()))]
-    async fn complete(
-        &self,
-        request: Request<pb::CompleteRequest>,
-    ) -> Result<Response<pb::CompleteResponse>, Status> {
+    async fn complete(&self, request: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteResponse>, Status> {
         let request = request.into_inner();
         let mut attempts = Vec::with_capacity(request.completions.len());
         let mut completions = Vec::with_capacity(request.completions.len());
@@ -138,16 +108,11 @@ impl WorkerService for WorkerApi {
             });
         }
         let acks = report::complete(&self.app.pool, &self.app.config.limits, completions).await?;
-        Ok(Response::new(pb::CompleteResponse {
-            acks: encode_acks(attempts, acks),
-        }))
+        Ok(Response::new(pb::CompleteResponse { acks: encode_acks(attempts, acks) }))
     }
 
     #[instrument(skip_all, fields(worker_id = %request.get_ref().worker_id, n = request.get_ref().failures.len()))]
-    async fn fail(
-        &self,
-        request: Request<pb::FailRequest>,
-    ) -> Result<Response<pb::FailResponse>, Status> {
+    async fn fail(&self, request: Request<pb::FailRequest>) -> Result<Response<pb::FailResponse>, Status> {
         let request = request.into_inner();
         let mut attempts = Vec::with_capacity(request.failures.len());
         let mut failures = Vec::with_capacity(request.failures.len());
@@ -155,9 +120,7 @@ impl WorkerService for WorkerApi {
             let (task, attempt) = ids(index, "failures", &item.task_id, &item.attempt_id)?;
             let class = match item.class() {
                 pb::FailureClass::Permanent => FailureClass::Permanent,
-                pb::FailureClass::Transient | pb::FailureClass::Unspecified => {
-                    FailureClass::Transient
-                }
+                pb::FailureClass::Transient | pb::FailureClass::Unspecified => FailureClass::Transient,
             };
             attempts.push(item.attempt_id);
             failures.push(report::Failure {
@@ -169,14 +132,11 @@ impl WorkerService for WorkerApi {
                 signal: item.signal,
             });
         }
-        let (acks, earliest_retry) =
-            report::fail(&self.app.pool, &self.app.config.tasks, failures).await?;
+        let (acks, earliest_retry) = report::fail(&self.app.pool, &self.app.config.tasks, failures).await?;
         if let Some(delay) = earliest_retry {
             self.app.wake_after(delay);
         }
-        Ok(Response::new(pb::FailResponse {
-            acks: encode_acks(attempts, acks),
-        }))
+        Ok(Response::new(pb::FailResponse { acks: encode_acks(attempts, acks) }))
     }
 
     type HeartbeatStream = HeartbeatStream;
@@ -213,16 +173,9 @@ impl WorkerService for WorkerApi {
                     pb::LogStream::Stderr => 2,
                     _ => 1,
                 };
-                let seq = i64::try_from(chunk.seq).map_err(|_| {
-                    crate::error::Error::invalid(format!("chunks[{index}].seq"), "is too large")
-                })?;
-                chunks.push(logs::Chunk {
-                    task,
-                    attempt,
-                    seq,
-                    stream,
-                    data: chunk.data,
-                });
+                let seq = i64::try_from(chunk.seq)
+                    .map_err(|_| crate::error::Error::invalid(format!("chunks[{index}].seq"), "is too large"))?;
+                chunks.push(logs::Chunk { task, attempt, seq, stream, data: chunk.data });
             }
             let stored = logs::append(&self.app.pool, max_bytes, chunks).await?;
             total.accepted_chunks += stored.accepted;

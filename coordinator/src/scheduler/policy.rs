@@ -59,9 +59,7 @@ mod tests {
     #[test]
     fn the_default_schedule_doubles_from_ten_seconds_and_caps_at_five_minutes() {
         let midpoint = 0.5; // no jitter
-        let delays: Vec<u64> = (1..=7)
-            .map(|attempt| backoff(&seeds(), attempt, midpoint).as_secs())
-            .collect();
+        let delays: Vec<u64> = (1..=7).map(|attempt| backoff(&seeds(), attempt, midpoint).as_secs()).collect();
         assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300]);
     }
 
@@ -85,11 +83,7 @@ mod tests {
         ];
         for (class, attempts, max, retried) in table {
             let decision = decide(&seeds(), class, attempts, max, 0.5);
-            assert_eq!(
-                matches!(decision, Decision::Retry(_)),
-                retried,
-                "{class:?} {attempts}/{max}"
-            );
+            assert_eq!(matches!(decision, Decision::Retry(_)), retried, "{class:?} {attempts}/{max}");
         }
     }
 

@@ -58,11 +58,7 @@ pub async fn listen(url: String, wakeups: std::sync::Arc<Wakeups>, cancel: Cance
     }
 }
 
-async fn listen_once(
-    url: &str,
-    wakeups: &Wakeups,
-    cancel: &CancellationToken,
-) -> Result<Ended, tokio_postgres::Error> {
+async fn listen_once(url: &str, wakeups: &Wakeups, cancel: &CancellationToken) -> Result<Ended, tokio_postgres::Error> {
     let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     let statement = format!("listen {READY_CHANNEL}");

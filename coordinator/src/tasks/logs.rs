@@ -53,11 +53,7 @@ pub async fn append(pool: &PgPool, max_bytes: u64, chunks: Vec<Chunk>) -> Result
 
     let mut tx = pool.begin().await?;
     let mut budgets: HashMap<Uuid, db::logs::LogBudget> =
-        db::logs::lock_budgets(&mut tx, &task_ids)
-            .await?
-            .into_iter()
-            .map(|budget| (budget.task_id, budget))
-            .collect();
+        db::logs::lock_budgets(&mut tx, &task_ids).await?.into_iter().map(|budget| (budget.task_id, budget)).collect();
     let mut stored = Stored::default();
     let mut rows = db::logs::NewChunks::default();
     for chunk in chunks {
@@ -79,28 +75,12 @@ pub async fn append(pool: &PgPool, max_bytes: u64, chunks: Vec<Chunk>) -> Result
         data.truncate(room);
         budget.log_bytes += i64::try_from(data.len()).unwrap_or(i64::MAX);
         if !data.is_empty() {
-            push(
-                &mut rows,
-                &chunk.task,
-                &chunk.attempt,
-                chunk.seq,
-                chunk.stream,
-                data,
-            );
+            push(&mut rows, &chunk.task, &chunk.attempt, chunk.seq, chunk.stream, data);
         }
         if cut {
             budget.log_truncated = true;
-            let marker = format!(
-                "\n[hive] output truncated: this task's stored output reached {max_bytes} bytes\n"
-            );
-            push(
-                &mut rows,
-                &chunk.task,
-                &chunk.attempt,
-                chunk.seq,
-                HIVE_STREAM,
-                marker.into_bytes(),
-            );
+            let marker = format!("\n[hive] output truncated: this task's stored output reached {max_bytes} bytes\n");
+            push(&mut rows, &chunk.task, &chunk.attempt, chunk.seq, HIVE_STREAM, marker.into_bytes());
         }
     }
     if !rows.task_ids.is_empty() {
@@ -114,14 +94,7 @@ pub async fn append(pool: &PgPool, max_bytes: u64, chunks: Vec<Chunk>) -> Result
     Ok(stored)
 }
 
-fn push(
-    rows: &mut db::logs::NewChunks,
-    task: &TaskId,
-    attempt: &AttemptId,
-    seq: i64,
-    stream: i16,
-    data: Vec<u8>,
-) {
+fn push(rows: &mut db::logs::NewChunks, task: &TaskId, attempt: &AttemptId, seq: i64, stream: i16, data: Vec<u8>) {
     rows.task_ids.push(task.0);
     rows.attempt_ids.push(attempt.0);
     rows.seqs.push(seq);

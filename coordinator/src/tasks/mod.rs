@@ -19,15 +19,9 @@ use hive_shared::ids::TaskId;
 /// # Errors
 /// [`Error::TaskNotFound`], or [`Error::WrongStatus`] when it is running or finished.
 pub async fn cancel(pool: &PgPool, task: TaskId, reason: &str) -> Result<db::tasks::TaskRow> {
-    let reason = if reason.trim().is_empty() {
-        "cancelled by an operator"
-    } else {
-        reason
-    };
+    let reason = if reason.trim().is_empty() { "cancelled by an operator" } else { reason };
     if !db::tasks::cancel_unstarted(pool, task.0, reason).await? {
-        let status = db::tasks::status_of(pool, task.0)
-            .await?
-            .ok_or(Error::TaskNotFound(task))?;
+        let status = db::tasks::status_of(pool, task.0).await?.ok_or(Error::TaskNotFound(task))?;
         return Err(Error::WrongStatus {
             task,
             status,
@@ -42,13 +36,8 @@ pub async fn cancel(pool: &PgPool, task: TaskId, reason: &str) -> Result<db::tas
 ///
 /// # Errors
 /// [`Error::TaskNotFound`].
-pub async fn get(
-    pool: &PgPool,
-    task: TaskId,
-) -> Result<(db::tasks::TaskRow, Vec<db::tasks::AttemptRow>)> {
-    let row = db::tasks::get(pool, task.0)
-        .await?
-        .ok_or(Error::TaskNotFound(task))?;
+pub async fn get(pool: &PgPool, task: TaskId) -> Result<(db::tasks::TaskRow, Vec<db::tasks::AttemptRow>)> {
+    let row = db::tasks::get(pool, task.0).await?.ok_or(Error::TaskNotFound(task))?;
     let attempts = db::tasks::attempts_of(pool, task.0).await?;
     Ok((row, attempts))
 }

@@ -64,48 +64,25 @@ pub const MAX_ERROR_LEN: usize = 8 * 1024;
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] when a result is over the size limit (nothing is recorded).
-pub async fn complete(
-    pool: &PgPool,
-    limits: &LimitConfig,
-    completions: Vec<Completion>,
-) -> Result<Vec<Ack>> {
+pub async fn complete(pool: &PgPool, limits: &LimitConfig, completions: Vec<Completion>) -> Result<Vec<Ack>> {
     let result_limit = limits.max_result_size.as_u64();
     let problems: Vec<String> = completions
         .iter()
         .enumerate()
         .filter_map(|(index, completion)| {
             let size = json_size(&completion.result);
-            (size > result_limit).then(|| {
-                format!(
-                    "completions[{index}].result: {size} bytes as JSON; the limit is {result_limit}"
-                )
-            })
+            (size > result_limit)
+                .then(|| format!("completions[{index}].result: {size} bytes as JSON; the limit is {result_limit}"))
         })
         .collect();
     if !problems.is_empty() {
         return Err(Error::InvalidArgument { problems });
     }
-    let task_ids: Vec<Uuid> = completions
-        .iter()
-        .map(|completion| completion.task.0)
-        .collect();
-    let attempt_ids: Vec<Uuid> = completions
-        .iter()
-        .map(|completion| completion.attempt.0)
-        .collect();
-    let results: Vec<Json> = completions
-        .into_iter()
-        .map(|completion| Json::Object(completion.result))
-        .collect();
+    let task_ids: Vec<Uuid> = completions.iter().map(|completion| completion.task.0).collect();
+    let attempt_ids: Vec<Uuid> = completions.iter().map(|completion| completion.attempt.0).collect();
+    let results: Vec<Json> = completions.into_iter().map(|completion| Json::Object(completion.result)).collect();
     let recorded = db::tasks::complete(pool, &task_ids, &attempt_ids, &results).await?;
-    acks_for(
-        pool,
-        &task_ids,
-        &attempt_ids,
-        &recorded,
-        AttemptOutcome::Succeeded,
-    )
-    .await
+    acks_for(pool, &task_ids, &attempt_ids, &recorded, AttemptOutcome::Succeeded).await
 }
 
 /// Records failures in one transaction: each task is retried after a backoff
@@ -124,10 +101,7 @@ pub async fn fail(
 
     let mut tx = pool.begin().await?;
     let failing = db::tasks::lock_failing(&mut tx, &task_ids, &attempt_ids).await?;
-    let by_attempt: HashMap<Uuid, &Failure> = failures
-        .iter()
-        .map(|failure| (failure.attempt.0, failure))
-        .collect();
+    let by_attempt: HashMap<Uuid, &Failure> = failures.iter().map(|failure| (failure.attempt.0, failure)).collect();
     let mut updates = db::tasks::FailureUpdates::default();
     let mut earliest_retry: Option<Duration> = None;
     for task in &failing {
@@ -136,13 +110,7 @@ pub async fn fail(
         };
         let attempts = u32::try_from(task.attempts).unwrap_or(0);
         let max_attempts = u32::try_from(task.max_attempts).unwrap_or(1);
-        let decision = policy::decide(
-            policy,
-            failure.class,
-            attempts,
-            max_attempts,
-            rand::random::<f64>(),
-        );
+        let decision = policy::decide(policy, failure.class, attempts, max_attempts, rand::random::<f64>());
         let (status, delay) = match decision {
             Decision::Retry(delay) => {
                 earliest_retry = Some(earliest_retry.map_or(delay, |current| current.min(delay)));
@@ -164,14 +132,7 @@ pub async fn fail(
     }
     tx.commit().await?;
 
-    let acks = acks_for(
-        pool,
-        &task_ids,
-        &attempt_ids,
-        &updates.attempt_ids,
-        AttemptOutcome::Failed,
-    )
-    .await?;
+    let acks = acks_for(pool, &task_ids, &attempt_ids, &updates.attempt_ids, AttemptOutcome::Failed).await?;
     Ok((acks, earliest_retry))
 }
 
@@ -183,18 +144,11 @@ async fn acks_for(
     recorded: &[Uuid],
     outcome: AttemptOutcome,
 ) -> Result<Vec<Ack>> {
-    let missing: Vec<Uuid> = attempt_ids
-        .iter()
-        .copied()
-        .filter(|attempt| !recorded.contains(attempt))
-        .collect();
+    let missing: Vec<Uuid> = attempt_ids.iter().copied().filter(|attempt| !recorded.contains(attempt)).collect();
     let earlier: HashMap<Uuid, AttemptOutcome> = if missing.is_empty() {
         HashMap::new()
     } else {
-        db::tasks::attempt_outcomes(pool, &missing)
-            .await?
-            .into_iter()
-            .collect()
+        db::tasks::attempt_outcomes(pool, &missing).await?.into_iter().collect()
     };
     let acks = task_ids
         .iter()
@@ -205,13 +159,7 @@ async fn acks_for(
             } else if earlier.get(attempt) == Some(&outcome) {
                 Ack::AlreadyRecorded
             } else {
-                Ack::LeaseLost(
-                    Error::LeaseLost {
-                        task: TaskId(*task),
-                        attempt: AttemptId(*attempt),
-                    }
-                    .to_string(),
-                )
+                Ack::LeaseLost(Error::LeaseLost { task: TaskId(*task), attempt: AttemptId(*attempt) }.to_string())
             }
         })
         .collect();

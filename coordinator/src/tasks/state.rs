@@ -25,14 +25,8 @@ pub enum TaskStatus {
 
 impl TaskStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [Self; 6] = [
-        Self::Blocked,
-        Self::Ready,
-        Self::Running,
-        Self::Succeeded,
-        Self::Dead,
-        Self::Cancelled,
-    ];
+    pub const ALL: [Self; 6] =
+        [Self::Blocked, Self::Ready, Self::Running, Self::Succeeded, Self::Dead, Self::Cancelled];
 
     /// Whether the task will never change again on its own.
     pub fn is_terminal(self) -> bool {
@@ -53,9 +47,7 @@ impl TaskStatus {
 
     /// The status a filter asks for; `None` for "any".
     pub fn from_pb(status: pb::TaskStatus) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|candidate| candidate.to_pb() == status)
+        Self::ALL.into_iter().find(|candidate| candidate.to_pb() == status)
     }
 }
 
@@ -108,18 +100,8 @@ mod tests {
 
     #[test]
     fn only_succeeded_dead_and_cancelled_are_terminal() {
-        let terminal: Vec<_> = TaskStatus::ALL
-            .into_iter()
-            .filter(|status| status.is_terminal())
-            .collect();
-        assert_eq!(
-            terminal,
-            [
-                TaskStatus::Succeeded,
-                TaskStatus::Dead,
-                TaskStatus::Cancelled
-            ]
-        );
+        let terminal: Vec<_> = TaskStatus::ALL.into_iter().filter(|status| status.is_terminal()).collect();
+        assert_eq!(terminal, [TaskStatus::Succeeded, TaskStatus::Dead, TaskStatus::Cancelled]);
     }
 
     #[test]

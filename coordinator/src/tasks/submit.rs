@@ -65,14 +65,9 @@ pub fn name_problem(name: &str) -> Option<String> {
         return Some("must not be empty".into());
     }
     if name.len() > MAX_NAME_LEN {
-        return Some(format!(
-            "is {} characters; the limit is {MAX_NAME_LEN}",
-            name.len()
-        ));
+        return Some(format!("is {} characters; the limit is {MAX_NAME_LEN}", name.len()));
     }
-    let bad = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "-_.:/@".contains(*c)));
+    let bad = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.:/@".contains(*c)));
     bad.map(|c| format!("`{name}` contains {c:?}; use letters, digits and - _ . : / @"))
 }
 
@@ -87,10 +82,7 @@ pub fn problems(submission: &Submission, limits: &LimitConfig) -> Vec<String> {
     }
     let max_tasks = limits.max_tasks_per_submit as usize;
     if submission.tasks.len() > max_tasks {
-        problems.push(format!(
-            "tasks: {} tasks; the limit is {max_tasks} per submission",
-            submission.tasks.len()
-        ));
+        problems.push(format!("tasks: {} tasks; the limit is {max_tasks} per submission", submission.tasks.len()));
     }
     let mut seen_keys: HashMap<&str, usize> = HashMap::new();
     for (index, task) in submission.tasks.iter().enumerate() {
@@ -102,45 +94,29 @@ pub fn problems(submission: &Submission, limits: &LimitConfig) -> Vec<String> {
             if let Some(problem) = name_problem(key) {
                 problems.push(format!("{}: {problem}", field("key")));
             } else if let Some(first) = seen_keys.insert(key, index) {
-                problems.push(format!(
-                    "{}: duplicate key `{key}` (also used by tasks[{first}])",
-                    field("key")
-                ));
+                problems.push(format!("{}: duplicate key `{key}` (also used by tasks[{first}])", field("key")));
             }
         }
         let prompt_limit = limits.max_prompt_size.as_u64();
         if task.prompt.len() as u64 > prompt_limit {
-            problems.push(format!(
-                "{}: {} bytes; the limit is {prompt_limit}",
-                field("prompt"),
-                task.prompt.len()
-            ));
+            problems.push(format!("{}: {} bytes; the limit is {prompt_limit}", field("prompt"), task.prompt.len()));
         }
         if let Some(input) = &task.input {
             let size = json_size(input);
             let input_limit = limits.max_input_size.as_u64();
             if size > input_limit {
-                problems.push(format!(
-                    "{}: {size} bytes as JSON; the limit is {input_limit}",
-                    field("input")
-                ));
+                problems.push(format!("{}: {size} bytes as JSON; the limit is {input_limit}", field("input")));
             }
         }
         if let Some(max_attempts) = task.max_attempts
             && !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts)
         {
-            problems.push(format!(
-                "{}: {max_attempts}; use 1 to {MAX_ATTEMPTS_LIMIT}",
-                field("max_attempts")
-            ));
+            problems.push(format!("{}: {max_attempts}; use 1 to {MAX_ATTEMPTS_LIMIT}", field("max_attempts")));
         }
         if let Some(timeout) = task.timeout
             && (timeout < Duration::from_millis(1) || timeout > MAX_TIMEOUT)
         {
-            problems.push(format!(
-                "{}: {timeout:?}; use 1ms to 7 days",
-                field("timeout")
-            ));
+            problems.push(format!("{}: {timeout:?}; use 1ms to 7 days", field("timeout")));
         }
     }
     problems
@@ -169,11 +145,7 @@ pub async fn submit(
     let rows = columns(&submission.tasks, defaults);
     let task_ids = rows.ids.iter().copied().map(TaskId).collect();
 
-    let mut agents: Vec<String> = submission
-        .tasks
-        .iter()
-        .map(|task| task.agent.clone())
-        .collect();
+    let mut agents: Vec<String> = submission.tasks.iter().map(|task| task.agent.clone()).collect();
     agents.sort();
     agents.dedup();
 
@@ -186,15 +158,9 @@ pub async fn submit(
 
     let warnings = unserved
         .into_iter()
-        .map(|agent| {
-            format!("no registered worker offers agent `{agent}`; its tasks wait until one does")
-        })
+        .map(|agent| format!("no registered worker offers agent `{agent}`; its tasks wait until one does"))
         .collect();
-    Ok(Submitted {
-        swarm_id,
-        task_ids,
-        warnings,
-    })
+    Ok(Submitted { swarm_id, task_ids, warnings })
 }
 
 fn columns(tasks: &[NewTask], defaults: &TaskDefaults) -> db::tasks::NewTasks {
@@ -207,12 +173,8 @@ fn columns(tasks: &[NewTask], defaults: &TaskDefaults) -> db::tasks::NewTasks {
         rows.inputs.push(task.input.clone().map(Json::Object));
         rows.priorities.push(task.priority);
         let max_attempts = task.max_attempts.unwrap_or(defaults.max_attempts);
-        rows.max_attempts
-            .push(i32::try_from(max_attempts).unwrap_or(i32::MAX));
-        rows.timeouts_ms.push(
-            task.timeout
-                .map(|timeout| i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)),
-        );
+        rows.max_attempts.push(i32::try_from(max_attempts).unwrap_or(i32::MAX));
+        rows.timeouts_ms.push(task.timeout.map(|timeout| i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)));
     }
     rows
 }
@@ -222,11 +184,7 @@ mod tests {
     use super::*;
 
     fn task(agent: &str) -> NewTask {
-        NewTask {
-            agent: agent.into(),
-            prompt: "hi".into(),
-            ..NewTask::default()
-        }
+        NewTask { agent: agent.into(), prompt: "hi".into(), ..NewTask::default() }
     }
 
     fn limits() -> LimitConfig {
@@ -235,10 +193,7 @@ mod tests {
 
     #[test]
     fn a_good_submission_has_no_problems() {
-        let submission = Submission {
-            swarm: "hello".into(),
-            tasks: vec![task("echo")],
-        };
+        let submission = Submission { swarm: "hello".into(), tasks: vec![task("echo")] };
         assert!(problems(&submission, &limits()).is_empty());
     }
 
@@ -251,10 +206,7 @@ mod tests {
         let mut second = task("");
         second.key = Some("a".into());
         second.max_attempts = Some(0);
-        let submission = Submission {
-            swarm: "bad name!".into(),
-            tasks: vec![first, second, big],
-        };
+        let submission = Submission { swarm: "bad name!".into(), tasks: vec![first, second, big] };
         let found = problems(&submission, &limits());
         let expected = [
             "swarm: `bad name!` contains ' '",
@@ -264,23 +216,14 @@ mod tests {
             "tasks[2].prompt: 1048577 bytes; the limit is 1048576",
         ];
         for needle in expected {
-            assert!(
-                found.iter().any(|problem| problem.starts_with(needle)),
-                "missing {needle:?} in {found:#?}"
-            );
+            assert!(found.iter().any(|problem| problem.starts_with(needle)), "missing {needle:?} in {found:#?}");
         }
         assert_eq!(found.len(), expected.len(), "{found:#?}");
     }
 
     #[test]
     fn an_empty_submission_is_refused() {
-        let submission = Submission {
-            swarm: "s".into(),
-            tasks: vec![],
-        };
-        assert_eq!(
-            problems(&submission, &limits()),
-            ["tasks: at least one task is required"]
-        );
+        let submission = Submission { swarm: "s".into(), tasks: vec![] };
+        assert_eq!(problems(&submission, &limits()), ["tasks: at least one task is required"]);
     }
 }

@@ -19,15 +19,8 @@ pub async fn register(pool: &PgPool, registration: &db::workers::Registration<'_
         .agents
         .iter()
         .enumerate()
-        .filter_map(|(index, agent)| {
-            name_problem(agent).map(|problem| format!("agents[{index}]: {problem}"))
-        })
-        .chain(
-            registration
-                .name
-                .is_empty()
-                .then(|| "name: must not be empty".to_owned()),
-        )
+        .filter_map(|(index, agent)| name_problem(agent).map(|problem| format!("agents[{index}]: {problem}")))
+        .chain(registration.name.is_empty().then(|| "name: must not be empty".to_owned()))
         .collect();
     if !problems.is_empty() {
         return Err(Error::InvalidArgument { problems });

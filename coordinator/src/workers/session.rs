@@ -35,9 +35,7 @@ pub async fn run(
             () = shutdown.cancelled() => return,
         };
         let reply = match beat {
-            Ok(Some(beat)) => handle_beat(&pool, &config, beat)
-                .await
-                .map_err(Status::from),
+            Ok(Some(beat)) => handle_beat(&pool, &config, beat).await.map_err(Status::from),
             Ok(None) => return debug!("worker closed its heartbeat stream"),
             Err(status) => return debug!(code = ?status.code(), "heartbeat stream broke"),
         };
@@ -49,21 +47,14 @@ pub async fn run(
 }
 
 /// Records one beat and extends leases; the reply cancels attempts that are no longer current.
-async fn handle_beat(
-    pool: &PgPool,
-    config: &Config,
-    beat: pb::HeartbeatRequest,
-) -> Result<pb::HeartbeatResponse> {
-    let worker =
-        WorkerId::parse(&beat.worker_id).map_err(|err| Error::invalid("worker_id", err))?;
+async fn handle_beat(pool: &PgPool, config: &Config, beat: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse> {
+    let worker = WorkerId::parse(&beat.worker_id).map_err(|err| Error::invalid("worker_id", err))?;
     let attempts = beat
         .attempt_ids
         .iter()
         .enumerate()
         .map(|(index, id)| {
-            AttemptId::parse(id)
-                .map(|id| id.0)
-                .map_err(|err| Error::invalid(format!("attempt_ids[{index}]"), err))
+            AttemptId::parse(id).map(|id| id.0).map_err(|err| Error::invalid(format!("attempt_ids[{index}]"), err))
         })
         .collect::<Result<Vec<Uuid>>>()?;
     let resources = beat.resources.unwrap_or_default();
@@ -96,8 +87,5 @@ async fn handle_beat(
     if !commands.is_empty() {
         warn!(worker_id = %worker, lost = commands.len(), "heartbeat listed attempts that are not current");
     }
-    Ok(pb::HeartbeatResponse {
-        commands,
-        lease_expires_at: Some(timestamp(lease_expires_at)),
-    })
+    Ok(pb::HeartbeatResponse { commands, lease_expires_at: Some(timestamp(lease_expires_at)) })
 }

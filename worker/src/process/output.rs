@@ -63,12 +63,7 @@ impl LineTracker {
 }
 
 /// Reads `reader` to its end, shipping every chunk through `sink`.
-pub async fn pump(
-    mut reader: impl AsyncRead + Unpin,
-    sink: LogSink,
-    chunk_size: usize,
-    track_json: bool,
-) -> Pumped {
+pub async fn pump(mut reader: impl AsyncRead + Unpin, sink: LogSink, chunk_size: usize, track_json: bool) -> Pumped {
     let mut buffer = vec![0_u8; chunk_size];
     let mut lines = LineTracker::default();
     let mut tail: Vec<u8> = Vec::new();
@@ -94,10 +89,7 @@ pub async fn pump(
     if track_json {
         lines.end_line();
     }
-    Pumped {
-        last_json: lines.last_json,
-        tail,
-    }
+    Pumped { last_json: lines.last_json, tail }
 }
 
 #[cfg(test)]
@@ -115,11 +107,7 @@ mod tests {
 
     #[test]
     fn the_last_json_object_line_wins_across_chunk_boundaries() {
-        let found = last_json(&[
-            b"progress 1\n{\"a\":",
-            b"1}\nmore text\n{\"b\"",
-            b":2}\ntrailing words",
-        ]);
+        let found = last_json(&[b"progress 1\n{\"a\":", b"1}\nmore text\n{\"b\"", b":2}\ntrailing words"]);
         assert_eq!(found.unwrap()["b"], 2);
     }
 

@@ -11,9 +11,7 @@ use crate::config::{AgentConfig, PromptMode};
 use crate::process::workdir::Scratch;
 
 /// Variables passed from the worker's environment to every agent.
-pub const BASE_ALLOWLIST: &[&str] = &[
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "TERM",
-];
+pub const BASE_ALLOWLIST: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "TERM"];
 
 /// What identifies an attempt to its agent.
 #[derive(Debug, Clone)]
@@ -34,10 +32,7 @@ pub fn command(
     scratch: &Scratch,
     inherited: impl Fn(&str) -> Option<OsString>,
 ) -> Command {
-    let (program, args) = agent
-        .command
-        .split_first()
-        .map_or(("", &[][..]), |(program, args)| (program.as_str(), args));
+    let (program, args) = agent.command.split_first().map_or(("", &[][..]), |(program, args)| (program.as_str(), args));
     let mut command = Command::new(program);
     command.args(args);
     if agent.prompt == PromptMode::Arg {
@@ -45,11 +40,7 @@ pub fn command(
     }
 
     command.env_clear();
-    for name in BASE_ALLOWLIST
-        .iter()
-        .copied()
-        .chain(agent.pass_env.iter().map(String::as_str))
-    {
+    for name in BASE_ALLOWLIST.iter().copied().chain(agent.pass_env.iter().map(String::as_str)) {
         if let Some(value) = inherited(name) {
             command.env(name, value);
         }
@@ -76,11 +67,7 @@ pub fn command(
 
     command
         .current_dir(agent.workdir.as_ref().unwrap_or(&scratch.dir))
-        .stdin(if agent.prompt == PromptMode::Stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if agent.prompt == PromptMode::Stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)

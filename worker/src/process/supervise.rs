@@ -84,10 +84,7 @@ pub async fn run(run: Run<'_>, sink: LogSink, cancel: &CancellationToken) -> Fin
             };
         }
     };
-    let group = child
-        .id()
-        .and_then(|pid| i32::try_from(pid).ok())
-        .map(Pid::from_raw);
+    let group = child.id().and_then(|pid| i32::try_from(pid).ok()).map(Pid::from_raw);
 
     let stdin_writer = child.stdin.take().map(|mut stdin| {
         let prompt = run.prompt.as_bytes().to_vec();
@@ -97,14 +94,8 @@ pub async fn run(run: Run<'_>, sink: LogSink, cancel: &CancellationToken) -> Fin
             let _ = stdin.shutdown().await;
         })
     });
-    let stdout = child
-        .stdout
-        .take()
-        .map(|out| tokio::spawn(output::pump(out, sink.stream(1), run.chunk_size, true)));
-    let stderr = child
-        .stderr
-        .take()
-        .map(|err| tokio::spawn(output::pump(err, sink.stream(2), run.chunk_size, false)));
+    let stdout = child.stdout.take().map(|out| tokio::spawn(output::pump(out, sink.stream(1), run.chunk_size, true)));
+    let stderr = child.stderr.take().map(|err| tokio::spawn(output::pump(err, sink.stream(2), run.chunk_size, false)));
 
     let exit = tokio::select! {
         status = child.wait() => exit_of(status),

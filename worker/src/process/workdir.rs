@@ -37,21 +37,12 @@ impl Scratch {
         let input_file = match input {
             Some(object) => {
                 let path = dir.join("input.json");
-                tokio::fs::write(
-                    &path,
-                    serde_json::to_vec(object).map_err(std::io::Error::other)?,
-                )
-                .await?;
+                tokio::fs::write(&path, serde_json::to_vec(object).map_err(std::io::Error::other)?).await?;
                 Some(path)
             }
             None => None,
         };
-        Ok(Self {
-            result_file: dir.join("result.json"),
-            prompt_file,
-            input_file,
-            dir,
-        })
+        Ok(Self { result_file: dir.join("result.json"), prompt_file, input_file, dir })
     }
 
     /// Removes the folder and everything the agent left in it.
