@@ -1,1 +1,20 @@
-//! placeholder
+//! Harness for Hive's end-to-end tests: everything real.
+//!
+//! - [`postgres`]: one throwaway PostgreSQL cluster per test binary (initdb
+//!   in a temp folder, run as an unprivileged user when root), or the server
+//!   `DATABASE_URL` names; each test gets a fresh database with the
+//!   coordinator's migrations applied.
+//! - [`coordinator`]: a coordinator in-process on 127.0.0.1:0, with real
+//!   gRPC clients.
+//! - [`procs`]: the real `hive-coordinator`, `hive-worker` and `hivectl`
+//!   binaries as child processes (build them first: `cargo build --bins`,
+//!   which `scripts/test` does).
+//! - [`wait`]: wait on a condition with a deadline, never a bare sleep.
+//!
+//! Assertions read the database with plain `sqlx::query`: test-only SQL that
+//! has no place in the coordinator's checked query set.
+
+pub mod coordinator;
+pub mod postgres;
+pub mod procs;
+pub mod wait;

@@ -1,0 +1,95 @@
+//! A coordinator running in-process on 127.0.0.1:0, and real gRPC clients for it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hive_coordinator::config::Config;
+use hive_shared::config::Secret;
+use hive_shared::pb::admin_service_client::AdminServiceClient;
+use hive_shared::pb::worker_service_client::WorkerServiceClient;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::postgres::TestDb;
+use crate::wait::eventually;
+
+/// A running in-process coordinator.
+#[derive(Debug)]
+pub struct TestCoordinator {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Bound address.
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+/// A config for tests: the given database, short leases, quick reaping.
+pub fn test_config(db: &TestDb) -> Config {
+    let mut config = Config::default();
+    config.database.url = Secret::new(db.url.clone());
+    config.leases.ttl = Duration::from_secs(3);
+    config.leases.heartbeat_interval = Duration::from_millis(500);
+    config.leases.reap_interval = Duration::from_millis(100);
+    config.shutdown_grace = Duration::from_secs(5);
+    config
+}
+
+impl TestCoordinator {
+    /// Starts a coordinator with `config` and waits until it serves.
+    ///
+    /// # Panics
+    /// When it does not come up.
+    pub async fn start(config: Config) -> Self {
+        hive_shared::telemetry::init("warn", hive_shared::telemetry::LogFormat::Text);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let addr = listener.local_addr().expect("local address");
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(hive_coordinator::run(config, listener, shutdown.clone()));
+        let coordinator = Self { url: format!("http://{addr}"), addr, shutdown, handle };
+        let url = coordinator.url.clone();
+        eventually("the coordinator to serve", Duration::from_secs(20), || {
+            let url = url.clone();
+            async move {
+                let Ok(channel) = Channel::from_shared(url).expect("valid url").connect().await else { return false };
+                let mut health = tonic_health_client(channel);
+                health
+                    .check(tonic_health::pb::HealthCheckRequest { service: "hive.v1.AdminService".into() })
+                    .await
+                    .is_ok_and(|response| response.get_ref().status == 1)
+            }
+        })
+        .await;
+        coordinator
+    }
+
+    /// A connected WorkerService client.
+    ///
+    /// # Panics
+    /// When the coordinator cannot be reached.
+    pub async fn worker_client(&self) -> WorkerServiceClient<Channel> {
+        WorkerServiceClient::connect(self.url.clone()).await.expect("connect a worker client")
+    }
+
+    /// A connected AdminService client.
+    ///
+    /// # Panics
+    /// When the coordinator cannot be reached.
+    pub async fn admin_client(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::connect(self.url.clone()).await.expect("connect an admin client")
+    }
+
+    /// Stops it gracefully and returns how `run` ended.
+    ///
+    /// # Panics
+    /// When the coordinator task panicked.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.handle.await.expect("coordinator task panicked")
+    }
+}
+
+fn tonic_health_client(channel: Channel) -> tonic_health::pb::health_client::HealthClient<Channel> {
+    tonic_health::pb::health_client::HealthClient::new(channel)
+}

@@ -1,0 +1,175 @@
+//! The real binaries as child processes: coordinator, workers, hivectl.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use crate::wait::eventually;
+
+/// Path of a workspace binary built by `cargo build --bins` (same profile as the tests).
+///
+/// # Panics
+/// When it has not been built, saying how to build it.
+pub fn binary(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let path = target.join(profile).join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first (`cargo build --bins`; scripts/test does it)",
+        path.display()
+    );
+    path
+}
+
+/// A child process whose output goes to a log file; killed when dropped.
+#[derive(Debug)]
+pub struct Proc {
+    /// The process.
+    pub child: Child,
+    /// Its combined stdout and stderr.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `command`, logging to `log`.
+    ///
+    /// # Panics
+    /// When it cannot be started.
+    pub fn spawn(mut command: Command, log: PathBuf) -> Self {
+        let file = std::fs::File::create(&log).expect("create a process log");
+        command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone log handle"))
+            .stderr(file)
+            .process_group(0)
+            .kill_on_drop(true);
+        let child = command.spawn().expect("start a process");
+        Self { child, log }
+    }
+
+    /// Process id.
+    ///
+    /// # Panics
+    /// When the process has already been waited for.
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id().expect("running process")).expect("pid fits i32"))
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signal: Signal) {
+        let _ = kill(self.pid(), signal);
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    ///
+    /// # Panics
+    /// When it does not exit within 60 s.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal(Signal::SIGTERM);
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("process exits after SIGTERM")
+            .expect("wait for process")
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Starts a coordinator process on a free port against `database_url`; waits until it serves.
+///
+/// # Panics
+/// When it does not come up (its log is shown).
+pub async fn start_coordinator(database_url: &str, dir: &Path, env: &[(&str, &str)]) -> (Proc, String) {
+    let port = hivectl::local_pg::free_port().expect("free port");
+    let mut command = Command::new(binary("hive-coordinator"));
+    command
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "info,sqlx=warn");
+    command.envs(env.iter().copied());
+    let proc = Proc::spawn(command, dir.join(format!("coordinator-{port}.log")));
+    let url = format!("http://127.0.0.1:{port}");
+    let probe = url.clone();
+    eventually("the coordinator process to serve", Duration::from_secs(30), || {
+        let probe = probe.clone();
+        async move { hivectl_output(&probe, &["workers"]).await.status.success() }
+    })
+    .await;
+    (proc, url)
+}
+
+/// Writes a worker config with the given agent tables and returns its path.
+///
+/// # Panics
+/// When the file cannot be written.
+pub fn worker_config(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let work = dir.join(format!("{name}-work"));
+    let text = format!("work_dir = \"{}\"\n{body}", work.display());
+    std::fs::write(&path, text).expect("write worker config");
+    path
+}
+
+/// Starts a worker process.
+pub fn start_worker(coordinator_url: &str, config: &Path, name: &str, dir: &Path) -> Proc {
+    let mut command = Command::new(binary("hive-worker"));
+    command
+        .arg("--config")
+        .arg(config)
+        .args(["--coordinator", coordinator_url, "--name", name])
+        .env("RUST_LOG", "info");
+    Proc::spawn(command, dir.join(format!("{name}.log")))
+}
+
+/// What a hivectl run printed.
+#[derive(Debug)]
+pub struct CliOutput {
+    /// Exit status.
+    pub status: std::process::ExitStatus,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs `hivectl --coordinator URL ARGS...` to completion.
+///
+/// # Panics
+/// When hivectl cannot be started.
+pub async fn hivectl_output(coordinator_url: &str, args: &[&str]) -> CliOutput {
+    let output = Command::new(binary("hivectl"))
+        .args(["--coordinator", coordinator_url])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run hivectl");
+    CliOutput {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs hivectl and parses its `--json` output.
+///
+/// # Panics
+/// When hivectl fails or prints no JSON.
+pub async fn hivectl_json(coordinator_url: &str, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["--json"];
+    full.extend_from_slice(args);
+    let output = hivectl_output(coordinator_url, &full).await;
+    assert!(output.status.success(), "hivectl {args:?} failed: {}", output.stderr);
+    serde_json::from_str(&output.stdout)
+        .unwrap_or_else(|err| panic!("hivectl {args:?} printed no JSON ({err}): {}", output.stdout))
+}

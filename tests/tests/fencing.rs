@@ -1,0 +1,189 @@
+//! Fencing: once an attempt is superseded, everything its worker says about it
+//! is refused and changes nothing; the current attempt's outcome is recorded once.
+
+use std::time::Duration;
+
+use hive_shared::convert::{duration, json_to_struct, struct_to_json};
+use hive_shared::ids::WorkerId;
+use hive_shared::pb;
+use hive_shared::pb::worker_service_client::WorkerServiceClient;
+use hive_tests::coordinator::{TestCoordinator, test_config};
+use hive_tests::postgres::{TestDb, fresh_database};
+use tonic::transport::Channel;
+
+async fn register(client: &mut WorkerServiceClient<Channel>, name: &str) -> String {
+    let worker_id = WorkerId::new().to_string();
+    client
+        .register(pb::RegisterRequest {
+            worker_id: worker_id.clone(),
+            name: name.into(),
+            agents: vec!["noop".into()],
+            slots: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    worker_id
+}
+
+async fn claim_one(
+    client: &mut WorkerServiceClient<Channel>,
+    worker_id: &str,
+    wait: Duration,
+) -> Option<pb::Assignment> {
+    let request = pb::ClaimRequest { worker_id: worker_id.into(), max_tasks: 1, wait: Some(duration(wait)) };
+    client.claim(request).await.unwrap().into_inner().assignments.into_iter().next()
+}
+
+fn result(value: serde_json::Value) -> Option<prost_types::Struct> {
+    let serde_json::Value::Object(object) = value else { panic!("not an object") };
+    Some(json_to_struct(object))
+}
+
+struct TaskState {
+    status: String,
+    attempts: i32,
+    current_attempt: Option<uuid::Uuid>,
+    lease_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    result: Option<serde_json::Value>,
+    log_rows: i64,
+}
+
+async fn state(db: &TestDb, task_id: &str) -> TaskState {
+    let id = uuid::Uuid::parse_str(task_id).unwrap();
+    let (status, attempts, current_attempt, lease_expires_at, result): (
+        String,
+        i32,
+        Option<uuid::Uuid>,
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<serde_json::Value>,
+    ) = sqlx::query_as(
+        "select status::text, attempts, current_attempt, lease_expires_at, result from tasks where id = $1",
+    )
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let log_rows = sqlx::query_scalar("select count(*) from task_logs where task_id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    TaskState { status, attempts, current_attempt, lease_expires_at, result, log_rows }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superseded_attempt_is_refused_everywhere_and_changes_nothing() {
+    let db = fresh_database().await;
+    let mut config = test_config(&db);
+    config.leases.ttl = Duration::from_secs(1);
+    config.leases.heartbeat_interval = Duration::from_millis(500);
+    let coordinator = TestCoordinator::start(config).await;
+    let mut admin = coordinator.admin_client().await;
+    let task = pb::TaskSpec { agent: "noop".into(), prompt: "p".into(), max_attempts: 5, ..Default::default() };
+    let submitted = admin
+        .submit_tasks(pb::SubmitTasksRequest { swarm: "fence".into(), tasks: vec![task] })
+        .await
+        .unwrap()
+        .into_inner();
+    let task_id = submitted.task_ids[0].clone();
+
+    // Worker A claims, then goes silent; its lease expires and the reaper requeues the task.
+    let mut a = coordinator.worker_client().await;
+    let a_id = register(&mut a, "a").await;
+    let first = claim_one(&mut a, &a_id, Duration::ZERO).await.expect("A claims the task");
+    assert_eq!(first.attempt, 1);
+
+    // Worker B long-polls and gets the task as soon as A's lease has been reaped.
+    let mut b = coordinator.worker_client().await;
+    let b_id = register(&mut b, "b").await;
+    let second = claim_one(&mut b, &b_id, Duration::from_secs(10)).await.expect("B claims the reaped task");
+    assert_eq!(second.task_id, task_id);
+    assert_eq!(second.attempt, 2);
+    assert_ne!(second.attempt_id, first.attempt_id);
+    let before = state(&db, &task_id).await;
+    assert_eq!(before.status, "running");
+    assert_eq!(before.current_attempt.unwrap().to_string(), second.attempt_id);
+
+    // A's Complete is refused.
+    let completion = pb::Completion {
+        task_id: task_id.clone(),
+        attempt_id: first.attempt_id.clone(),
+        result: result(serde_json::json!({"by": "a"})),
+    };
+    let acks = a
+        .complete(pb::CompleteRequest { worker_id: a_id.clone(), completions: vec![completion] })
+        .await
+        .unwrap()
+        .into_inner()
+        .acks;
+    assert_eq!(acks[0].status(), pb::AckStatus::LeaseLost);
+    assert!(acks[0].message.contains(&first.attempt_id), "{}", acks[0].message);
+
+    // A's Fail is refused.
+    let failure = pb::Failure {
+        task_id: task_id.clone(),
+        attempt_id: first.attempt_id.clone(),
+        error: "late".into(),
+        class: pb::FailureClass::Permanent.into(),
+        ..Default::default()
+    };
+    let acks =
+        a.fail(pb::FailRequest { worker_id: a_id.clone(), failures: vec![failure] }).await.unwrap().into_inner().acks;
+    assert_eq!(acks[0].status(), pb::AckStatus::LeaseLost);
+
+    // A's heartbeat for the old attempt does not extend anything and tells A to stop it.
+    let beat = pb::HeartbeatRequest {
+        worker_id: a_id.clone(),
+        attempt_ids: vec![first.attempt_id.clone()],
+        free_slots: 0,
+        resources: None,
+    };
+    let mut replies = a.heartbeat(tokio_stream::iter([beat])).await.unwrap().into_inner();
+    let reply = replies.message().await.unwrap().expect("a heartbeat reply");
+    let Some(pb::worker_command::Command::CancelAttempt(cancel)) = reply.commands[0].command.clone() else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(cancel.attempt_id, first.attempt_id);
+
+    // A's output is refused.
+    let chunk = pb::LogChunk {
+        task_id: task_id.clone(),
+        attempt_id: first.attempt_id.clone(),
+        stream: 1,
+        data: b"stale".to_vec(),
+        seq: 0,
+    };
+    let summary =
+        a.append_logs(tokio_stream::iter([pb::AppendLogsRequest { chunks: vec![chunk] }])).await.unwrap().into_inner();
+    assert_eq!((summary.accepted_chunks, summary.rejected_chunks), (0, 1));
+
+    let after = state(&db, &task_id).await;
+    assert_eq!(after.status, "running");
+    assert_eq!(after.attempts, 2);
+    assert_eq!(after.current_attempt, before.current_attempt);
+    assert_eq!(after.lease_expires_at, before.lease_expires_at, "A's heartbeat must not extend B's lease");
+    assert_eq!(after.result, None);
+    assert_eq!(after.log_rows, 0);
+
+    // B's completion is recorded once; a resend is acknowledged without a second write.
+    let completion = pb::Completion {
+        task_id: task_id.clone(),
+        attempt_id: second.attempt_id.clone(),
+        result: result(serde_json::json!({"by": "b"})),
+    };
+    let request = pb::CompleteRequest { worker_id: b_id.clone(), completions: vec![completion] };
+    let acks = b.complete(request.clone()).await.unwrap().into_inner().acks;
+    assert_eq!(acks[0].status(), pb::AckStatus::Recorded);
+    let acks = b.complete(request).await.unwrap().into_inner().acks;
+    assert_eq!(acks[0].status(), pb::AckStatus::AlreadyRecorded);
+
+    let done = state(&db, &task_id).await;
+    assert_eq!(done.status, "succeeded");
+    assert_eq!(done.result, Some(serde_json::json!({"by": "b"})));
+    let shown = admin.get_task(pb::GetTaskRequest { task_id: task_id.clone() }).await.unwrap().into_inner();
+    let outcomes: Vec<pb::AttemptOutcome> = shown.attempts.iter().map(pb::Attempt::outcome).collect();
+    assert_eq!(outcomes, [pb::AttemptOutcome::Lost, pb::AttemptOutcome::Succeeded]);
+    assert_eq!(struct_to_json(shown.task.unwrap().result.unwrap())["by"], "b");
+    coordinator.stop().await.unwrap();
+}
