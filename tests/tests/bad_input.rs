@@ -1,0 +1,239 @@
+//! Bad input gets a clear error naming what is wrong, changes nothing, and
+//! never panics: task files, oversized payloads, bad ids and states over gRPC,
+//! bad config files.
+
+use std::time::Duration;
+
+use hive_shared::convert::duration;
+use hive_shared::ids::{TaskId, WorkerId};
+use hive_shared::pb;
+use hive_tests::coordinator::{TestCoordinator, test_config};
+use hive_tests::postgres::{TestDb, count, fresh_database};
+use hive_tests::procs::{binary, hivectl_output};
+use tonic::Code;
+
+async fn nothing_queued(db: &TestDb) {
+    assert_eq!(count(&db.pool, "select count(*) from tasks").await, 0, "no task may be queued");
+    assert_eq!(count(&db.pool, "select count(*) from swarms").await, 0, "no swarm may be recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_task_files_are_refused_with_line_and_field_and_submit_nothing() {
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("malformed.yaml", "swarm: s\ntasks:\n  - agent: \"echo\n    prompt: x\n", &["line 3"][..]),
+        (
+            "flow-in-scalar.yaml",
+            "swarm: s\ntasks:\n  - agent: [echo\n    prompt: x\n",
+            &["tasks[0].agent", "line 3"][..],
+        ),
+        ("unknown-field.yaml", "swarm: s\ntasks:\n  - agent: echo\n    promtp: x\n", &["promtp", "line 4"][..]),
+        ("wrong-type.yaml", "swarm: s\ntasks:\n  - agent: echo\n    priority: urgent\n", &["priority", "line 4"][..]),
+        (
+            "duplicate-ids.yaml",
+            "swarm: s\ntasks:\n  - id: a\n    agent: echo\n  - id: a\n    agent: echo\n",
+            &["tasks[1].id (line 5): duplicate id `a`, first used by tasks[0]"][..],
+        ),
+        (
+            "empty-agent.yaml",
+            "swarm: s\ntasks:\n  - agent: \"\"\n    prompt: x\n",
+            &["tasks[0].agent: must not be empty"][..],
+        ),
+        ("no-tasks.yaml", "swarm: s\ntasks: []\n", &["the file has no tasks"][..]),
+    ];
+    for (name, text, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let output = hivectl_output(&coordinator.url, &["submit", path.to_str().unwrap()]).await;
+        assert_eq!(output.status.code(), Some(1), "{name}: {}", output.stderr);
+        assert!(output.stderr.contains(name), "{name}: the error names the file: {}", output.stderr);
+        for needle in expected {
+            assert!(output.stderr.contains(needle), "{name}: expected `{needle}` in: {}", output.stderr);
+        }
+    }
+    let missing = hivectl_output(&coordinator.url, &["submit", "/nonexistent/tasks.yaml"]).await;
+    assert!(missing.stderr.contains("cannot read"), "{}", missing.stderr);
+    nothing_queued(&db).await;
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_payloads_are_refused_and_change_nothing() {
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+    let mut admin = coordinator.admin_client().await.max_encoding_message_size(64 << 20);
+
+    let big_prompt = "x".repeat(1024 * 1024 + 1);
+    let task = pb::TaskSpec { agent: "echo".into(), prompt: big_prompt, ..Default::default() };
+    let err = admin.submit_tasks(pb::SubmitTasksRequest { swarm: "big".into(), tasks: vec![task] }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(err.message(), "tasks[0].prompt: 1048577 bytes; the limit is 1048576");
+
+    // Over the message limit (16 MiB): refused before it is decoded.
+    let tasks =
+        (0..20).map(|_| pb::TaskSpec { agent: "echo".into(), prompt: "y".repeat(1024 * 1024), ..Default::default() });
+    let err =
+        admin.submit_tasks(pb::SubmitTasksRequest { swarm: "huge".into(), tasks: tasks.collect() }).await.unwrap_err();
+    assert!(matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted), "{err:?}");
+    assert!(err.message().contains("too large"), "{err:?}");
+
+    nothing_queued(&db).await;
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_name_the_field_the_id_or_the_state() {
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+    let mut admin = coordinator.admin_client().await;
+    let mut worker = coordinator.worker_client().await;
+
+    let err = admin.get_task(pb::GetTaskRequest { task_id: "nope".into() }).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, "task_id: `nope` is not a valid task id (expected a UUID)")
+    );
+    let missing = TaskId::new();
+    let err = admin.get_task(pb::GetTaskRequest { task_id: missing.to_string() }).await.unwrap_err();
+    assert_eq!((err.code(), err.message().to_owned()), (Code::NotFound, format!("task {missing} not found")));
+
+    let tasks = vec![
+        pb::TaskSpec { agent: String::new(), prompt: "x".into(), ..Default::default() },
+        pb::TaskSpec { agent: "ok".into(), key: "k".into(), max_attempts: 1000, ..Default::default() },
+        pb::TaskSpec { agent: "ok".into(), key: "k".into(), ..Default::default() },
+    ];
+    let err = admin.submit_tasks(pb::SubmitTasksRequest { swarm: "s".into(), tasks }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    for needle in
+        ["tasks[0].agent: must not be empty", "tasks[1].max_attempts: 1000", "tasks[2].key: duplicate key `k`"]
+    {
+        assert!(err.message().contains(needle), "{needle} in {}", err.message());
+    }
+    let err = admin.submit_tasks(pb::SubmitTasksRequest { swarm: "s".into(), tasks: vec![] }).await.unwrap_err();
+    assert_eq!(err.message(), "tasks: at least one task is required");
+    nothing_queued(&db).await;
+
+    let err = worker
+        .register(pb::RegisterRequest {
+            worker_id: "w".into(),
+            name: "w".into(),
+            agents: vec!["a".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, "worker_id: `w` is not a valid worker id (expected a UUID)")
+    );
+    let err = worker
+        .register(pb::RegisterRequest {
+            worker_id: WorkerId::new().to_string(),
+            name: "w".into(),
+            agents: vec!["has space".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().starts_with("agents[0]: `has space` contains ' '"), "{}", err.message());
+    let stranger = WorkerId::new();
+    let err = worker
+        .claim(pb::ClaimRequest { worker_id: stranger.to_string(), max_tasks: 1, wait: Some(duration(Duration::ZERO)) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("is not registered"), "{}", err.message());
+    let completion = pb::Completion { task_id: TaskId::new().to_string(), attempt_id: "bad".into(), result: None };
+    let err = worker
+        .complete(pb::CompleteRequest { worker_id: stranger.to_string(), completions: vec![completion] })
+        .await
+        .unwrap_err();
+    assert_eq!(err.message(), "completions[0].attempt_id: `bad` is not a valid attempt id (expected a UUID)");
+
+    // Cancelling: a queued task can be cancelled once; a second cancel names the state.
+    let task = pb::TaskSpec { agent: "echo".into(), prompt: "x".into(), ..Default::default() };
+    let submitted =
+        admin.submit_tasks(pb::SubmitTasksRequest { swarm: "c".into(), tasks: vec![task] }).await.unwrap().into_inner();
+    let id = submitted.task_ids[0].clone();
+    let cancelled = admin
+        .cancel_task(pb::CancelTaskRequest { task_id: id.clone(), reason: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.task.unwrap().status(), pb::TaskStatus::Cancelled);
+    let err =
+        admin.cancel_task(pb::CancelTaskRequest { task_id: id.clone(), reason: String::new() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("is cancelled: cancel is only possible for tasks that have not started"),
+        "{}",
+        err.message()
+    );
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitting_for_an_agent_no_worker_offers_warns_by_name() {
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+    let output = hivectl_output(&coordinator.url, &["submit", "--agent", "nobody-runs-me", "--prompt", "hi"]).await;
+    assert!(output.status.success(), "{}", output.stderr);
+    assert!(output.stderr.contains("no registered worker offers agent `nobody-runs-me`"), "{}", output.stderr);
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_config_files_are_reported_with_every_problem_and_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator_config = dir.path().join("coordinator.toml");
+    std::fs::write(&coordinator_config, "listen = \"127.0.0.1:0\"\n[leases]\nttl = \"soon\"\n").unwrap();
+    let output = tokio::process::Command::new(binary("hive-coordinator"))
+        .args(["--config", coordinator_config.to_str().unwrap(), "--check-config"])
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("ttl") && stderr.contains("soon"), "{stderr}");
+
+    std::fs::write(
+        &coordinator_config,
+        "[database]\nmax_connections = 1\nurl = \"mysql://x\"\n[claims]\nmax_batch = 0\n",
+    )
+    .unwrap();
+    let output = tokio::process::Command::new(binary("hive-coordinator"))
+        .args(["--config", coordinator_config.to_str().unwrap(), "--check-config"])
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    for needle in ["database.url must start with postgres://", "database.max_connections", "claims.max_batch"] {
+        assert!(stderr.contains(needle), "{needle} in {stderr}");
+    }
+
+    let worker_config = dir.path().join("worker.toml");
+    std::fs::write(&worker_config, "slots = 0\n[agents.a]\ncommand = []\nprompt = \"carrier-pigeon\"\n").unwrap();
+    let output = tokio::process::Command::new(binary("hive-worker"))
+        .args(["--config", worker_config.to_str().unwrap(), "--check-config"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("carrier-pigeon"), "{stderr}");
+
+    std::fs::write(&worker_config, "slots = 0\n[agents.a]\ncommand = []\n").unwrap();
+    let output = tokio::process::Command::new(binary("hive-worker"))
+        .args(["--config", worker_config.to_str().unwrap(), "--check-config"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("slots: 0") && stderr.contains("agents.a.command: must name a program"), "{stderr}");
+}

@@ -1,0 +1,257 @@
+//! Agents as real subprocesses: exit codes, prompt delivery, environment
+//! scrubbing, output streaming, and stopping whole process trees on timeout
+//! and cancel, with nothing left running.
+
+use std::time::{Duration, Instant};
+
+use hive_shared::ids::AttemptId;
+use hive_shared::pb;
+use hive_worker::config::{AgentConfig, PromptMode, UnlistedExit};
+use hive_worker::process::spawn::HiveVars;
+use hive_worker::process::supervise::{self, Exit, Finished, Run};
+use hive_worker::process::workdir::Scratch;
+use hive_worker::shipper::{LogSink, Shipment};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+fn agent(script: &str, prompt: PromptMode) -> AgentConfig {
+    AgentConfig {
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        prompt,
+        timeout: Duration::from_secs(30),
+        kill_grace: Duration::from_millis(500),
+        workdir: None,
+        env: [("AGENT_SETTING".to_owned(), "on".to_owned())].into(),
+        pass_env: vec![],
+        transient_exit_codes: vec![75],
+        unlisted_exit_codes: UnlistedExit::Permanent,
+    }
+}
+
+struct Ran {
+    finished: Finished,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+async fn run_agent(agent: &AgentConfig, prompt: &str, timeout: Duration, cancel: &CancellationToken) -> Ran {
+    let root = tempfile::tempdir().unwrap();
+    let scratch = Scratch::create(root.path(), AttemptId::new(), prompt, None).await.unwrap();
+    let vars = HiveVars { task_id: "task-1".into(), attempt_id: "attempt-1".into(), coordinator: "http://c:1".into() };
+    let (queue, mut shipped) = mpsc::channel(1024);
+    let sink = LogSink::new(queue, "task-1".into(), "attempt-1".into());
+    let collector = tokio::spawn(async move {
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        while let Some(shipment) = shipped.recv().await {
+            if let Shipment::Chunk(chunk) = shipment {
+                match chunk.stream() {
+                    pb::LogStream::Stderr => stderr.extend(chunk.data),
+                    _ => stdout.extend(chunk.data),
+                }
+            }
+        }
+        (String::from_utf8(stdout).unwrap(), String::from_utf8(stderr).unwrap())
+    });
+    let started = Instant::now();
+    let run = Run { agent, prompt, vars: &vars, scratch: &scratch, timeout, chunk_size: 8 };
+    let finished = supervise::run(run, sink, cancel).await;
+    let elapsed = started.elapsed();
+    let (stdout, stderr) = collector.await.unwrap();
+    Ran { finished, stdout, stderr, elapsed }
+}
+
+/// Processes whose command line contains `marker` (ours, by construction).
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(marker) && !cmdline.contains("processes_with") {
+                found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+async fn assert_gone(marker: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = processes_with(marker);
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "processes left running: {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn exit_codes_output_and_the_last_json_line_come_back() {
+    let script = "echo progress; echo oops >&2; echo '{\"answer\": 42}'; echo trailing; exit 3";
+    let ran =
+        run_agent(&agent(script, PromptMode::Stdin), "", Duration::from_secs(10), &CancellationToken::new()).await;
+    assert_eq!(ran.finished.exit, Exit::Code(3));
+    assert_eq!(ran.stdout, "progress\n{\"answer\": 42}\ntrailing\n");
+    assert_eq!(ran.stderr, "oops\n");
+    assert_eq!(ran.finished.stderr_tail, "oops");
+    assert_eq!(ran.finished.stdout_json.unwrap()["answer"], 42);
+}
+
+#[tokio::test]
+async fn prompts_arrive_verbatim_by_every_mode_and_never_through_a_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let canary = dir.path().join("pwned");
+    let prompt = format!(
+        "$(touch {}) `touch {}` ; echo \"quoted\" 'single' \\ back\nline two",
+        canary.display(),
+        canary.display()
+    );
+    let cases = [
+        (PromptMode::Stdin, "cat"),
+        (PromptMode::File, "cat \"$HIVE_PROMPT_FILE\""),
+        (PromptMode::Env, "printf '%s' \"$HIVE_PROMPT\""),
+        (PromptMode::Arg, "printf '%s' \"$0\""),
+    ];
+    for (mode, script) in cases {
+        let ran = run_agent(&agent(script, mode), &prompt, Duration::from_secs(10), &CancellationToken::new()).await;
+        assert_eq!(ran.finished.exit, Exit::Code(0), "{mode:?}: {}", ran.stderr);
+        assert_eq!(ran.stdout, prompt, "{mode:?}");
+    }
+    assert!(!canary.exists(), "the prompt was run by a shell");
+}
+
+#[tokio::test]
+async fn the_environment_is_scrubbed_to_the_allowlist_plus_hive_variables() {
+    // cargo sets CARGO_MANIFEST_DIR for this test process; an agent must not inherit it.
+    assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+    let script = "env | sort";
+    let ran =
+        run_agent(&agent(script, PromptMode::Stdin), "", Duration::from_secs(10), &CancellationToken::new()).await;
+    let names: Vec<&str> = ran.stdout.lines().filter_map(|line| line.split('=').next()).collect();
+    assert!(!names.contains(&"CARGO_MANIFEST_DIR"), "{names:?}");
+    for expected in [
+        "PATH",
+        "HIVE_TASK_ID",
+        "HIVE_ATTEMPT_ID",
+        "HIVE_COORDINATOR",
+        "HIVE_RESULT_FILE",
+        "HIVE_WORK_DIR",
+        "AGENT_SETTING",
+    ] {
+        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    }
+    assert!(ran.stdout.contains("HIVE_TASK_ID=task-1\n"));
+    let allowed = [
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "TMPDIR",
+        "TERM",
+        "AGENT_SETTING",
+        "PWD",
+        "SHLVL",
+        "_",
+        "OLDPWD",
+    ];
+    let unexpected: Vec<&&str> =
+        names.iter().filter(|name| !name.starts_with("HIVE_") && !allowed.contains(name)).collect();
+    assert!(unexpected.is_empty(), "unexpected variables reached the agent: {unexpected:?}");
+}
+
+#[tokio::test]
+async fn a_timeout_stops_the_agent_and_its_grandchildren() {
+    let marker = "1001.7531";
+    let script = format!("sleep {marker} & sleep {marker} & wait");
+    let ran =
+        run_agent(&agent(&script, PromptMode::Stdin), "", Duration::from_millis(500), &CancellationToken::new()).await;
+    assert_eq!(ran.finished.exit, Exit::TimedOut);
+    assert!(ran.elapsed < Duration::from_secs(5), "took {:?}", ran.elapsed);
+    assert_gone(marker).await;
+}
+
+#[tokio::test]
+async fn an_agent_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let marker = "1002.8642";
+    let script = format!("trap '' TERM; sleep {marker} & wait; wait");
+    let ran =
+        run_agent(&agent(&script, PromptMode::Stdin), "", Duration::from_millis(300), &CancellationToken::new()).await;
+    assert_eq!(ran.finished.exit, Exit::TimedOut);
+    assert!(ran.elapsed >= Duration::from_millis(800), "grace period honoured: {:?}", ran.elapsed);
+    assert_gone(marker).await;
+}
+
+#[tokio::test]
+async fn a_cancel_stops_the_whole_process_tree() {
+    let marker = "1003.9753";
+    let script = format!("sh -c 'sleep {marker}' & sleep {marker}");
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        trigger.cancel();
+    });
+    let ran = run_agent(&agent(&script, PromptMode::Stdin), "", Duration::from_secs(30), &cancel).await;
+    assert_eq!(ran.finished.exit, Exit::Cancelled);
+    assert!(ran.elapsed < Duration::from_secs(5), "took {:?}", ran.elapsed);
+    assert_gone(marker).await;
+}
+
+#[tokio::test]
+async fn grandchildren_left_behind_by_a_successful_agent_are_killed() {
+    let marker = "1004.1357";
+    // The grandchild keeps stdout open; the attempt must still end promptly.
+    let script = format!("sleep {marker} & echo '{{\"ok\": true}}'");
+    let ran =
+        run_agent(&agent(&script, PromptMode::Stdin), "", Duration::from_secs(30), &CancellationToken::new()).await;
+    assert_eq!(ran.finished.exit, Exit::Code(0));
+    assert_eq!(ran.finished.stdout_json.unwrap()["ok"], true);
+    assert!(ran.elapsed < Duration::from_secs(5), "took {:?}", ran.elapsed);
+    assert_gone(marker).await;
+}
+
+#[tokio::test]
+async fn a_signal_is_reported_as_such() {
+    let ran =
+        run_agent(&agent("kill -9 $$", PromptMode::Stdin), "", Duration::from_secs(10), &CancellationToken::new())
+            .await;
+    assert_eq!(ran.finished.exit, Exit::Signal(9));
+}
+
+#[tokio::test]
+async fn a_missing_program_is_a_spawn_failure_naming_it() {
+    let mut missing = agent("", PromptMode::Stdin);
+    missing.command = vec!["/nonexistent/agent-binary".into()];
+    let ran = run_agent(&missing, "", Duration::from_secs(10), &CancellationToken::new()).await;
+    let Exit::SpawnFailed(problem) = ran.finished.exit else { panic!("{:?}", ran.finished.exit) };
+    assert!(problem.contains("/nonexistent/agent-binary"), "{problem}");
+}
+
+#[tokio::test]
+async fn no_zombie_children_remain() {
+    for _ in 0..5 {
+        run_agent(
+            &agent("sleep 0.01 & true", PromptMode::Stdin),
+            "",
+            Duration::from_secs(10),
+            &CancellationToken::new(),
+        )
+        .await;
+    }
+    let me = std::process::id().to_string();
+    let zombies: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter(|stat| {
+            let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            fields.first() == Some(&"Z") && fields.get(1) == Some(&me.as_str())
+        })
+        .collect();
+    assert!(zombies.is_empty(), "zombie children: {zombies:?}");
+}
