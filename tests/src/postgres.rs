@@ -60,6 +60,8 @@ async fn start_server() -> Server {
 
 /// Statics are never dropped, so a small watchdog stops the server and
 /// removes its folder once this test process has exited.
+// The watchdog outlives this process by design, so it is never waited for.
+#[allow(clippy::zombie_processes)]
 fn stop_with_this_process(postgres_pid: i32, root: PathBuf) {
     let script = format!(
         "while kill -0 {me} 2>/dev/null; do sleep 0.2; done; kill -INT {postgres_pid} 2>/dev/null; \

@@ -2,6 +2,8 @@
 //! never panics: task files, oversized payloads, bad ids and states over gRPC,
 //! bad config files.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
+
 use std::time::Duration;
 
 use hive_shared::convert::duration;

@@ -1,5 +1,7 @@
 //! Claims are atomic: many workers claiming at once never get the same task.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
+
 use std::collections::HashSet;
 use std::time::Duration;
 

@@ -2,6 +2,8 @@
 //! on a real PostgreSQL. Every task runs, each exactly once, and its result
 //! and output can be read back through hivectl.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
+
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::time::Duration;

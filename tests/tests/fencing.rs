@@ -1,6 +1,8 @@
 //! Fencing: once an attempt is superseded, everything its worker says about it
 //! is refused and changes nothing; the current attempt's outcome is recorded once.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
+
 use std::time::Duration;
 
 use hive_shared::convert::{duration, json_to_struct, struct_to_json};

@@ -2,6 +2,8 @@
 //! describes the services, health answers, and tasks can be submitted and read
 //! as JSON. The examples are the README's own, run line by line.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
+
 use std::path::{Path, PathBuf};
 
 use hive_tests::coordinator::{TestCoordinator, test_config};

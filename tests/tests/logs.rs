@@ -1,6 +1,8 @@
 //! Stored output: bounded per task with a truncation marker, resends stored
 //! once, readable in order with a cursor.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
+
 use std::time::Duration;
 
 use bytesize::ByteSize;

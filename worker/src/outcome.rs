@@ -153,6 +153,7 @@ mod tests {
     }
 
     fn toml_agent(text: &str) -> AgentConfig {
+        use figment::providers::Format;
         figment::Figment::from(figment::providers::Serialized::defaults(json!({})))
             .merge(figment::providers::Toml::string(text))
             .extract()

@@ -2,6 +2,8 @@
 //! scrubbing, output streaming, and stopping whole process trees on timeout
 //! and cancel, with nothing left running.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
+
 use std::time::{Duration, Instant};
 
 use hive_shared::ids::AttemptId;

@@ -108,7 +108,7 @@ pub async fn run(ctx: &Ctx, args: SubmitArgs) -> anyhow::Result<()> {
         output::line(table);
     }
     if args.wait {
-        super::status::wait(ctx, &[submitted.swarm_id.clone()]).await?;
+        super::status::wait(ctx, std::slice::from_ref(&submitted.swarm_id)).await?;
     }
     Ok(())
 }
