@@ -186,56 +186,43 @@ async fn submitting_for_an_agent_no_worker_offers_warns_by_name() {
     coordinator.stop().await.unwrap();
 }
 
+/// Runs `binary --config FILE --check-config` with `text` as the file; returns (exit code, stderr).
+async fn check_config(binary_name: &str, dir: &std::path::Path, text: &str) -> (Option<i32>, String) {
+    let path = dir.join(format!("{binary_name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    let output = tokio::process::Command::new(binary(binary_name))
+        .args(["--config", path.to_str().unwrap(), "--check-config"])
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
 #[tokio::test]
 async fn bad_config_files_are_reported_with_every_problem_and_no_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let coordinator_config = dir.path().join("coordinator.toml");
-    std::fs::write(&coordinator_config, "listen = \"127.0.0.1:0\"\n[leases]\nttl = \"soon\"\n").unwrap();
-    let output = tokio::process::Command::new(binary("hive-coordinator"))
-        .args(["--config", coordinator_config.to_str().unwrap(), "--check-config"])
-        .env_remove("DATABASE_URL")
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("ttl") && stderr.contains("soon"), "{stderr}");
-
-    std::fs::write(
-        &coordinator_config,
-        "[database]\nmax_connections = 1\nurl = \"mysql://x\"\n[claims]\nmax_batch = 0\n",
-    )
-    .unwrap();
-    let output = tokio::process::Command::new(binary("hive-coordinator"))
-        .args(["--config", coordinator_config.to_str().unwrap(), "--check-config"])
-        .env_remove("DATABASE_URL")
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    for needle in ["database.url must start with postgres://", "database.max_connections", "claims.max_batch"] {
-        assert!(stderr.contains(needle), "{needle} in {stderr}");
+    let cases: [(&str, &str, &[&str]); 4] = [
+        ("hive-coordinator", "listen = \"127.0.0.1:0\"\n[leases]\nttl = \"soon\"\n", &["ttl", "soon"]),
+        (
+            "hive-coordinator",
+            "[database]\nmax_connections = 1\nurl = \"mysql://x\"\n[claims]\nmax_batch = 0\n",
+            &["database.url must start with postgres://", "database.max_connections", "claims.max_batch"],
+        ),
+        ("hive-worker", "slots = 0\n[agents.a]\ncommand = []\nprompt = \"carrier-pigeon\"\n", &["carrier-pigeon"]),
+        (
+            "hive-worker",
+            "slots = 0\n[agents.a]\ncommand = []\n",
+            &["slots: 0", "agents.a.command: must name a program"],
+        ),
+    ];
+    for (binary_name, text, expected) in cases {
+        let (code, stderr) = check_config(binary_name, dir.path(), text).await;
+        assert_eq!(code, Some(1), "{binary_name} exits with an error, not a panic: {stderr}");
+        for needle in expected {
+            assert!(stderr.contains(needle), "{binary_name}: `{needle}` in {stderr}");
+        }
     }
-
-    let worker_config = dir.path().join("worker.toml");
-    std::fs::write(&worker_config, "slots = 0\n[agents.a]\ncommand = []\nprompt = \"carrier-pigeon\"\n").unwrap();
-    let output = tokio::process::Command::new(binary("hive-worker"))
-        .args(["--config", worker_config.to_str().unwrap(), "--check-config"])
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("carrier-pigeon"), "{stderr}");
-
-    std::fs::write(&worker_config, "slots = 0\n[agents.a]\ncommand = []\n").unwrap();
-    let output = tokio::process::Command::new(binary("hive-worker"))
-        .args(["--config", worker_config.to_str().unwrap(), "--check-config"])
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("slots: 0") && stderr.contains("agents.a.command: must name a program"), "{stderr}");
+    let (code, stderr) = check_config("hive-worker", dir.path(), "[agents.a]\ncommand = [\"true\"]\n").await;
+    assert_eq!(code, Some(0), "a good worker config passes: {stderr}");
 }

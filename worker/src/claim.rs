@@ -2,14 +2,11 @@
 //! as there are free slots, and start an attempt for each.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use hive_shared::convert::duration;
 use hive_shared::pb;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::Code;
-use tracing::{info, warn};
 
 use crate::attempt;
 use crate::connection;
@@ -47,15 +44,7 @@ pub async fn run(context: Arc<Context>, attempts: TaskTracker, stop: Cancellatio
             }
             Err(status) => {
                 drop(permits);
-                if status.code() == Code::FailedPrecondition {
-                    info!("coordinator does not know this worker; registering again");
-                    if let Err(err) = connection::register(&context.client, &context.registration, &stop).await {
-                        warn!(code = ?err.code(), message = err.message(), "re-registration failed");
-                    }
-                }
-                let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                warn!(code = ?status.code(), message = status.message(), retry_in = ?delay, "claim failed");
-                if !connection::pause(delay, &stop).await {
+                if !context.recover("claim", &status, &mut delays, &stop).await {
                     return;
                 }
             }

@@ -1,12 +1,16 @@
 //! What the loops and attempts of one worker process share.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hive_shared::ids::WorkerId;
 use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status};
+use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::connection::Client;
+use crate::connection::{self, Client};
 use crate::held::Held;
 use crate::outcome::Report;
 use crate::shipper::Shipment;
@@ -36,5 +40,28 @@ impl Context {
     /// Free slots right now.
     pub fn free_slots(&self) -> u32 {
         u32::try_from(self.slots.available_permits()).unwrap_or(u32::MAX)
+    }
+}
+
+impl Context {
+    /// Recovers from a failed call to the coordinator: registers again when
+    /// it no longer knows this worker, then waits out the next backoff delay.
+    /// Returns `false` when `stop` fired meanwhile.
+    pub async fn recover(
+        &self,
+        what: &str,
+        status: &Status,
+        delays: &mut impl Iterator<Item = Duration>,
+        stop: &CancellationToken,
+    ) -> bool {
+        if status.code() == Code::FailedPrecondition {
+            info!("coordinator does not know this worker; registering again");
+            if let Err(err) = connection::register(&self.client, &self.registration, stop).await {
+                warn!(code = ?err.code(), message = err.message(), "re-registration failed");
+            }
+        }
+        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        warn!(call = what, code = ?status.code(), message = status.message(), retry_in = ?delay, "coordinator call failed");
+        connection::pause(delay, stop).await
     }
 }

@@ -11,7 +11,7 @@ use hive_shared::pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Status};
+use tonic::Status;
 use tracing::{info, warn};
 
 use crate::connection;
@@ -28,15 +28,7 @@ pub async fn run(context: Arc<Context>, interval: Duration, stop: CancellationTo
             Ok(()) => return,
             Err(status) => status,
         };
-        if status.code() == Code::FailedPrecondition {
-            info!("coordinator does not know this worker; registering again");
-            if let Err(err) = connection::register(&context.client, &context.registration, &stop).await {
-                warn!(code = ?err.code(), message = err.message(), "re-registration failed");
-            }
-        }
-        let delay = delays.next().unwrap_or(Duration::from_secs(5));
-        warn!(code = ?status.code(), message = status.message(), retry_in = ?delay, "heartbeat stream broke");
-        if !connection::pause(delay, &stop).await {
+        if !context.recover("heartbeat", &status, &mut delays, &stop).await {
             return;
         }
     }

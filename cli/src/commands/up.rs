@@ -62,10 +62,26 @@ struct Stack {
     workers: Vec<Child>,
 }
 
+/// How a stop is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The run is over: workers drain (they are idle by now).
+    Drain,
+    /// A person pressed Ctrl-C: workers stop their agents at once and report them.
+    Now,
+}
+
 impl Stack {
-    async fn stop(&mut self) {
+    async fn stop(&mut self, how: Stop) {
         for worker in &self.workers {
             terminate(worker);
+        }
+        if how == Stop::Now {
+            // A second signal tells a draining worker to stop its agents at once.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            for worker in &self.workers {
+                signal(worker, Signal::SIGINT);
+            }
         }
         for worker in &mut self.workers {
             wait_or_kill(worker).await;
@@ -91,8 +107,12 @@ impl Stack {
 }
 
 fn terminate(child: &Child) {
+    signal(child, Signal::SIGTERM);
+}
+
+fn signal(child: &Child, signal: Signal) {
     if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        let _ = kill(Pid::from_raw(pid), signal);
     }
 }
 
@@ -132,7 +152,8 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
         }
         _ => {
             tracing::info!("stopping workers, coordinator and database");
-            stack.stop().await;
+            let how = if interrupted.is_cancelled() { Stop::Now } else { Stop::Drain };
+            stack.stop(how).await;
         }
     }
     outcome.map(|_| ())
