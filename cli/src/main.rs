@@ -24,9 +24,16 @@ enum Command {
     /// List, show or cancel tasks.
     #[command(subcommand)]
     Tasks(commands::tasks::TasksCommand),
+    /// Cancel tasks by id or filter (running ones are stopped by their workers).
+    Cancel(commands::bulk::CancelArgs),
+    /// Queue dead tasks again, by id or filter.
+    Retry(commands::bulk::FilterArgs),
+    /// The dead-letter queue: tasks that failed for good.
+    #[command(subcommand)]
+    Dlq(commands::bulk::DlqCommand),
     /// Print a task's output.
     Logs(commands::logs::LogsArgs),
-    /// List workers.
+    /// List workers, or drain or stop them.
     Workers(commands::workers::WorkersArgs),
     /// Show progress per swarm.
     Status(commands::status::StatusArgs),
@@ -42,6 +49,9 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Submit(args) => commands::submit::run(&ctx, args).await,
         Command::Tasks(command) => commands::tasks::run(&ctx, command).await,
+        Command::Cancel(args) => commands::bulk::cancel(&ctx, args).await,
+        Command::Retry(filter) => commands::bulk::retry(&ctx, filter).await,
+        Command::Dlq(command) => commands::bulk::dlq(&ctx, command).await,
         Command::Logs(args) => commands::logs::run(&ctx, args).await,
         Command::Workers(args) => commands::workers::run(&ctx, args).await,
         Command::Status(args) => commands::status::run(&ctx, args).await,

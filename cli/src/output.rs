@@ -71,6 +71,8 @@ pub struct TaskView {
     pub attempts: u32,
     /// Attempts allowed.
     pub max_attempts: u32,
+    /// Failed or lost attempts counted against `max_attempts`.
+    pub failures: u32,
     /// Prompt.
     pub prompt: String,
     /// Input.
@@ -116,6 +118,7 @@ impl From<pb::Task> for TaskView {
             priority: task.priority,
             attempts: task.attempts,
             max_attempts: task.max_attempts,
+            failures: task.failures,
             prompt: task.prompt,
             error: task.error,
             worker_id: task.worker_id,
@@ -193,6 +196,8 @@ pub struct WorkerView {
     pub last_seen_at: Option<DateTime<Utc>>,
     /// Version.
     pub version: String,
+    /// Whether it is draining.
+    pub draining: bool,
 }
 
 impl From<pb::Worker> for WorkerView {
@@ -213,6 +218,7 @@ impl From<pb::Worker> for WorkerView {
             memory_used_bytes: resources.memory_used_bytes,
             memory_total_bytes: resources.memory_total_bytes,
             version: worker.version,
+            draining: worker.draining,
         }
     }
 }
@@ -232,12 +238,14 @@ pub struct CountsView {
     pub dead: u64,
     /// Cancelled.
     pub cancelled: u64,
+    /// Being cancelled.
+    pub cancelling: u64,
 }
 
 impl CountsView {
     /// Tasks in total.
     pub fn total(&self) -> u64 {
-        self.blocked + self.ready + self.running + self.succeeded + self.dead + self.cancelled
+        self.blocked + self.ready + self.running + self.cancelling + self.succeeded + self.dead + self.cancelled
     }
 
     /// Tasks that will not change again.
@@ -256,6 +264,7 @@ impl From<Option<pb::StatusCounts>> for CountsView {
             succeeded: counts.succeeded,
             dead: counts.dead,
             cancelled: counts.cancelled,
+            cancelling: counts.cancelling,
         }
     }
 }

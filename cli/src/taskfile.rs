@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use hive_shared::convert::{duration, json_to_struct};
+use chrono::{DateTime, Utc};
+use hive_shared::convert::{duration, json_to_struct, timestamp};
 use hive_shared::pb;
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
@@ -37,6 +38,14 @@ pub struct Defaults {
     /// Time limit per attempt.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    /// First retry delay.
+    #[serde(default, with = "humantime_serde")]
+    pub backoff_initial: Option<Duration>,
+    /// Largest retry delay.
+    #[serde(default, with = "humantime_serde")]
+    pub backoff_max: Option<Duration>,
+    /// Growth of the retry delay per failure.
+    pub backoff_multiplier: Option<f64>,
 }
 
 /// One task in a file.
@@ -59,6 +68,19 @@ pub struct TaskEntry {
     /// Time limit per attempt.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    /// First retry delay.
+    #[serde(default, with = "humantime_serde")]
+    pub backoff_initial: Option<Duration>,
+    /// Largest retry delay.
+    #[serde(default, with = "humantime_serde")]
+    pub backoff_max: Option<Duration>,
+    /// Growth of the retry delay per failure.
+    pub backoff_multiplier: Option<f64>,
+    /// Do not start before this time (RFC 3339, e.g. 2026-12-01T09:00:00Z).
+    pub run_after: Option<DateTime<Utc>>,
+    /// Do not start until this long after submission (e.g. 10m).
+    #[serde(default, with = "humantime_serde")]
+    pub delay: Option<Duration>,
 }
 
 /// A task file that cannot be submitted; the message names the file, the field and (where known) the line.
@@ -117,6 +139,9 @@ fn problems(file: &TaskFile, text: &str) -> Vec<String> {
         if agent.trim().is_empty() {
             problems.push(format!("tasks[{index}].agent: must not be empty (set it, or defaults.agent)"));
         }
+        if task.run_after.is_some() && task.delay.is_some() {
+            problems.push(format!("tasks[{index}].delay: give run_after or delay, not both"));
+        }
         let Some(id) = task.id.as_deref() else {
             continue;
         };
@@ -157,10 +182,19 @@ impl TaskFile {
                 priority: task.priority.or(defaults.priority).unwrap_or(0),
                 max_attempts: task.max_attempts.or(defaults.max_attempts).unwrap_or(0),
                 timeout: task.timeout.or(defaults.timeout).map(duration),
+                backoff_initial: task.backoff_initial.or(defaults.backoff_initial).map(duration),
+                backoff_max: task.backoff_max.or(defaults.backoff_max).map(duration),
+                backoff_multiplier: task.backoff_multiplier.or(defaults.backoff_multiplier).unwrap_or(0.0),
+                run_after: start_time(task.run_after, task.delay).map(timestamp),
             })
             .collect();
         pb::SubmitTasksRequest { swarm: self.swarm, tasks }
     }
+}
+
+/// When a task may start: an explicit time, or now plus a delay.
+fn start_time(run_after: Option<DateTime<Utc>>, delay: Option<Duration>) -> Option<DateTime<Utc>> {
+    run_after.or_else(|| delay.and_then(|delay| chrono::Duration::from_std(delay).ok()).map(|delay| Utc::now() + delay))
 }
 
 #[cfg(test)]
@@ -221,6 +255,27 @@ mod tests {
             "{err}"
         );
         assert!(err.problems.iter().any(|p| p.starts_with("tasks[1].agent: must not be empty")), "{err}");
+    }
+
+    #[test]
+    fn retry_policy_and_start_time_travel_with_the_task() {
+        let text = "swarm: s\ndefaults:\n  backoff_initial: 2s\ntasks:\n  - agent: a\n    backoff_max: 1m\n    backoff_multiplier: 3\n    delay: 1h\n  - agent: a\n    run_after: 2030-01-02T03:04:05Z\n";
+        let request = parse("t.yaml", text).unwrap().into_request();
+        let first = &request.tasks[0];
+        assert_eq!(first.backoff_initial.unwrap().seconds, 2);
+        assert_eq!(first.backoff_max.unwrap().seconds, 60);
+        assert!((first.backoff_multiplier - 3.0).abs() < f64::EPSILON);
+        let in_an_hour = first.run_after.unwrap().seconds - Utc::now().timestamp();
+        assert!((3590..=3600).contains(&in_an_hour), "{in_an_hour}");
+        assert_eq!(request.tasks[1].run_after.unwrap().seconds, 1_893_553_445);
+    }
+
+    #[test]
+    fn run_after_and_delay_together_are_refused() {
+        let err =
+            parse("t.yaml", "swarm: s\ntasks:\n  - agent: a\n    delay: 1m\n    run_after: 2030-01-01T00:00:00Z\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("tasks[0].delay: give run_after or delay, not both"), "{err}");
     }
 
     #[test]

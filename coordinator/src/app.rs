@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::scheduler::wakeup::Wakeups;
+use crate::notifications::Notifications;
 
 /// Shared state of one coordinator process.
 #[derive(Debug, Clone)]
@@ -17,8 +17,8 @@ pub struct App {
     pub pool: PgPool,
     /// Effective config.
     pub config: Arc<Config>,
-    /// Wakes waiting claims.
-    pub wakeups: Arc<Wakeups>,
+    /// Notifications from PostgreSQL, fanned out to claims and sessions.
+    pub notifications: Arc<Notifications>,
     /// Owns work spawned by handlers (heartbeat sessions, delayed wake-ups).
     pub tracker: TaskTracker,
     /// Cancelled when the coordinator stops taking RPCs: ends long-polls and sessions.
@@ -28,11 +28,11 @@ pub struct App {
 impl App {
     /// Wakes this coordinator's waiting claims after `delay` (a retry coming due).
     pub fn wake_after(&self, delay: std::time::Duration) {
-        let wakeups = Arc::clone(&self.wakeups);
+        let notifications = Arc::clone(&self.notifications);
         let cancel = self.rpc_shutdown.clone();
         self.tracker.spawn(async move {
             tokio::select! {
-                () = tokio::time::sleep(delay) => wakeups.wake_all(),
+                () = tokio::time::sleep(delay) => notifications.wake_claims(),
                 () = cancel.cancelled() => {}
             }
         });

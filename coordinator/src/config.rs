@@ -96,6 +96,10 @@ pub struct TaskDefaults {
     pub backoff_max: Duration,
     /// Random spread of each delay, as a fraction (0.2 = ±20 %).
     pub backoff_jitter: f64,
+    /// Longest an attempt of a task without its own timeout may run before the
+    /// coordinator fails it (the worker enforces the agent's own timeout first).
+    #[serde(with = "humantime_serde")]
+    pub max_runtime: Duration,
 }
 
 /// Request and storage limits.
@@ -161,6 +165,7 @@ impl Default for TaskDefaults {
             backoff_multiplier: 2.0,
             backoff_max: Duration::from_secs(300),
             backoff_jitter: 0.2,
+            max_runtime: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -234,6 +239,7 @@ impl Config {
         check((1..=10_000).contains(&self.claims.max_batch), "claims.max_batch must be between 1 and 10000");
         check(!self.claims.recheck_interval.is_zero(), "claims.recheck_interval must be greater than zero");
         check(self.tasks.max_attempts >= 1, "tasks.max_attempts must be at least 1");
+        check(!self.tasks.max_runtime.is_zero(), "tasks.max_runtime must be greater than zero");
         check(self.tasks.backoff_multiplier >= 1.0, "tasks.backoff_multiplier must be at least 1.0");
         check((0.0..1.0).contains(&self.tasks.backoff_jitter), "tasks.backoff_jitter must be in [0, 1)");
         check(

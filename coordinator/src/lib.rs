@@ -5,9 +5,10 @@
 //! - [`config`]: layered, validated configuration.
 //! - [`grpc`]: the server and its thin handlers; [`grpc::status`] maps errors to codes.
 //! - [`tasks`]: use-cases (submit, report, cancel, logs), owning transactions.
-//! - [`scheduler`]: long-poll claims, LISTEN/NOTIFY wake-ups, the retry policy.
+//! - [`scheduler`]: long-poll claims and the retry policy.
+//! - [`notifications`]: LISTEN/NOTIFY (tokio-postgres), fanned out to claims and sessions.
 //! - [`workers`]: registration and heartbeat sessions.
-//! - [`maintenance`]: the lease reaper.
+//! - [`maintenance`]: the reaper (expired leases, passed deadlines).
 //! - [`db`]: every SQL statement (sqlx); tokio-postgres serves only the LISTEN connection.
 //!
 //! [`run`] takes a bound listener and a shutdown token, so tests run it in-process on port 0.
@@ -18,6 +19,7 @@ pub mod db;
 pub mod error;
 pub mod grpc;
 pub mod maintenance;
+pub mod notifications;
 pub mod scheduler;
 pub mod tasks;
 pub mod workers;
@@ -32,7 +34,7 @@ use tracing::{info, warn};
 
 use app::App;
 use config::Config;
-use scheduler::wakeup::{self, Wakeups};
+use notifications::Notifications;
 
 /// The schema migrations, embedded; applied by [`run`] on start.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -56,21 +58,15 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let app = App {
         pool: pool.clone(),
         config: Arc::new(config),
-        wakeups: Arc::new(Wakeups::default()),
+        notifications: Arc::new(Notifications::default()),
         tracker: TaskTracker::new(),
         rpc_shutdown: root.child_token(),
     };
     let background = TaskTracker::new();
-    background.spawn(wakeup::listen(
-        app.config.database.url.expose().clone(),
-        app.wakeups.clone(),
-        maintenance.clone(),
-    ));
-    background.spawn(maintenance::lease_reaper::run(
-        pool.clone(),
-        app.config.leases.reap_interval,
-        maintenance.clone(),
-    ));
+    let url = app.config.database.url.expose().clone();
+    background.spawn(notifications::listen(url, app.notifications.clone(), maintenance.clone()));
+    let (defaults, reap_interval) = (app.config.tasks.clone(), app.config.leases.reap_interval);
+    background.spawn(maintenance::lease_reaper::run(pool.clone(), defaults, reap_interval, maintenance.clone()));
 
     let mut server = tokio::spawn(grpc::serve(app.clone(), listener));
     info!(%address, "coordinator serving");

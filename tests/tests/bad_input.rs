@@ -169,7 +169,8 @@ async fn bad_requests_name_the_field_the_id_or_the_state() {
         admin.cancel_task(pb::CancelTaskRequest { task_id: id.clone(), reason: String::new() }).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(
-        err.message().contains("is cancelled: cancel is only possible for tasks that have not started"),
+        err.message()
+            .contains("is cancelled: cancel is only possible for unfinished tasks (blocked, ready or running)"),
         "{}",
         err.message()
     );

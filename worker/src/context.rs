@@ -34,6 +34,10 @@ pub struct Context {
     pub logs: mpsc::Sender<Shipment>,
     /// Outcome queue.
     pub reports: mpsc::Sender<Report>,
+    /// Cancelled to drain: claim nothing more, let agents finish within the grace period.
+    pub drain: CancellationToken,
+    /// Cancelled to stop at once: stop every agent and hand its task back.
+    pub stop_now: CancellationToken,
 }
 
 impl Context {

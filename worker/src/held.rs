@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 pub enum CancelReason {
     /// The coordinator says the attempt is no longer current: drop it silently.
     LeaseLost,
-    /// The worker is shutting down: report the attempt as interrupted.
+    /// An operator cancelled the task: report the attempt as cancelled.
+    TaskCancelled,
+    /// The worker is draining or stopping: hand the task back.
     Shutdown,
 }
 

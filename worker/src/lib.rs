@@ -44,14 +44,24 @@ use held::{CancelReason, Held};
 
 /// Outcomes waiting to be reported before attempts wait to queue theirs.
 const REPORT_QUEUE: usize = 1024;
+/// After agents are stopped, how long the worker keeps trying to hand their
+/// tasks back before it exits anyway (their leases then expire instead).
+const HAND_BACK_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Runs a worker until `shutdown` (drain: stop claiming, let agents finish
-/// within the grace period, then stop them and report) or `abandon` (stop
-/// every agent now, report what can be reported, exit).
+/// Runs a worker until it has drained or stopped.
+///
+/// - `shutdown` (SIGTERM, or a Drain command from the coordinator): claim
+///   nothing more, let running agents finish within `drain_grace`, then stop
+///   the rest and hand their tasks back.
+/// - `stop_now` (a second signal, or a Stop command): stop every agent at once
+///   and hand its task back.
+///
+/// Hand-backs are not counted as failed attempts. Outcomes are reported
+/// before the worker exits, for up to [`HAND_BACK_DEADLINE`].
 ///
 /// # Errors
 /// A malformed coordinator URL, or a registration the coordinator refuses.
-pub async fn run(config: Config, shutdown: CancellationToken, abandon: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: CancellationToken, stop_now: CancellationToken) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let client = connection::client(&config.coordinator).context("coordinator URL")?;
     let worker_id = WorkerId::new();
@@ -65,7 +75,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, abandon: Cancellat
         version: hive_shared::VERSION.to_owned(),
     };
     let timing = tokio::select! {
-        timing = connection::register(&client, &registration, &abandon) => timing.context("register with the coordinator")?,
+        timing = connection::register(&client, &registration, &stop_now) => timing.context("register with the coordinator")?,
         () = shutdown.cancelled() => return Ok(()),
     };
     let heartbeat = timing.heartbeat_interval.as_ref().and_then(from_duration).unwrap_or(Duration::from_secs(5));
@@ -76,6 +86,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, abandon: Cancellat
     let (logs, log_queue) = mpsc::channel(log_capacity.max(1));
     let (reports, report_queue) = mpsc::channel(REPORT_QUEUE);
     let held = Held::default();
+    let (drain, stop_now) = (shutdown.child_token(), stop_now.child_token());
     let context = Arc::new(Context {
         config: Arc::clone(&config),
         client: client.clone(),
@@ -85,44 +96,52 @@ pub async fn run(config: Config, shutdown: CancellationToken, abandon: Cancellat
         slots: Arc::new(Semaphore::new(config.slots as usize)),
         logs,
         reports,
+        drain: drain.clone(),
+        stop_now: stop_now.clone(),
     });
 
     let loops = TaskTracker::new();
-    let session_stop = CancellationToken::new();
+    let (session_stop, give_up) = (CancellationToken::new(), CancellationToken::new());
     loops.spawn(session::run(Arc::clone(&context), heartbeat, session_stop.clone()));
-    loops.spawn(shipper::run(client.clone(), log_queue, config.logs.flush_interval, abandon.clone()));
-    loops.spawn(report::run(client, worker_id.to_string(), report_queue, held.clone(), abandon.clone()));
+    loops.spawn(shipper::run(client.clone(), log_queue, config.logs.flush_interval, give_up.clone()));
+    loops.spawn(report::run(client, worker_id.to_string(), report_queue, held.clone(), give_up.clone()));
     let attempts = TaskTracker::new();
-    let claiming = tokio::spawn(claim::run(Arc::clone(&context), attempts.clone(), shutdown.clone()));
+    let claiming = tokio::spawn(claim::run(Arc::clone(&context), attempts.clone(), drain.clone()));
     drop(context);
 
-    shutdown.cancelled().await;
+    drain.cancelled().await;
     info!(running = held.len(), grace = ?config.drain_grace, "draining: no new claims");
     let _ = claiming.await;
     attempts.close();
     tokio::select! {
         () = attempts.wait() => {}
         () = tokio::time::sleep(config.drain_grace) => {
-            warn!("drain grace period over; stopping the remaining agents");
+            warn!("drain grace period over; stopping the remaining agents and handing their tasks back");
             held.cancel_all(CancelReason::Shutdown);
         }
-        () = abandon.cancelled() => held.cancel_all(CancelReason::Shutdown),
+        () = stop_now.cancelled() => {
+            warn!("stopping every agent now and handing their tasks back");
+            held.cancel_all(CancelReason::Shutdown);
+        }
     }
     attempts.wait().await;
-    // Every attempt has queued its outcome and dropped its senders: the
-    // reporter and shipper finish their queues and stop.
-    loops.close();
-    tokio::select! {
-        () = wait_until_settled(&held) => {}
-        () = abandon.cancelled() => {}
+    // Every attempt has queued its outcome; heartbeats keep the leases while
+    // the reporter delivers them.
+    if tokio::time::timeout(HAND_BACK_DEADLINE, wait_until_settled(&held)).await.is_err() {
+        warn!(
+            unreported = held.len(),
+            "could not report every outcome in time; those tasks return when their leases expire"
+        );
     }
+    give_up.cancel();
     session_stop.cancel();
+    loops.close();
     loops.wait().await;
     info!("worker stopped");
     Ok(())
 }
 
-/// Waits until every held attempt's outcome is settled (heartbeats keep their leases meanwhile).
+/// Waits until every held attempt's outcome is settled.
 async fn wait_until_settled(held: &Held) {
     while !held.is_empty() {
         tokio::time::sleep(Duration::from_millis(50)).await;

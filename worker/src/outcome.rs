@@ -108,9 +108,18 @@ pub fn decide(
         ),
         Exit::Cancelled => match cancelled {
             Some(CancelReason::LeaseLost) | None => return None,
-            Some(CancelReason::Shutdown) => {
-                failure(ids, Transient, "the worker shut down before the agent finished".into(), Some(finished))
-            }
+            Some(CancelReason::TaskCancelled) => failure(
+                ids,
+                pb::FailureClass::Cancelled,
+                "the task was cancelled; its agent was stopped".into(),
+                Some(finished),
+            ),
+            Some(CancelReason::Shutdown) => failure(
+                ids,
+                pb::FailureClass::Interrupted,
+                "the worker stopped before the agent finished; the task was handed back".into(),
+                Some(finished),
+            ),
         },
         Exit::SpawnFailed(problem) => failure(ids, Permanent, problem.clone(), Some(finished)),
     };
@@ -222,6 +231,19 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_task_reports_its_cancel() {
+        let stopped = decide(
+            &ids(),
+            &agent(),
+            Duration::from_secs(1),
+            &finished(Exit::Cancelled),
+            Ok(None),
+            Some(CancelReason::TaskCancelled),
+        );
+        assert_eq!(class_of(stopped), Some(pb::FailureClass::Cancelled));
+    }
+
+    #[test]
     fn a_lost_lease_reports_nothing_and_a_shutdown_reports_an_interruption() {
         let lost = decide(
             &ids(),
@@ -240,7 +262,7 @@ mod tests {
             Ok(None),
             Some(CancelReason::Shutdown),
         );
-        assert_eq!(class_of(drained), Some(pb::FailureClass::Transient));
+        assert_eq!(class_of(drained), Some(pb::FailureClass::Interrupted));
     }
 
     #[test]

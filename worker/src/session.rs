@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use hive_shared::ids::AttemptId;
 use hive_shared::pb;
+use hive_shared::pb::worker_command::Command;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -69,22 +70,44 @@ async fn beat(context: &Context, sampler: &mut Sampler) -> pb::HeartbeatRequest 
         attempt_ids: context.held.attempt_ids(),
         free_slots: context.free_slots(),
         resources: Some(sampler.sample().await),
+        draining: context.drain.is_cancelled(),
     }
 }
 
 fn apply(context: &Context, reply: pb::HeartbeatResponse) {
     for command in reply.commands {
         match command.command {
-            Some(pb::worker_command::Command::CancelAttempt(cancel)) => {
-                let Ok(attempt) = AttemptId::parse(&cancel.attempt_id) else {
-                    warn!(attempt_id = %cancel.attempt_id, "cancel command with a malformed attempt id");
-                    continue;
-                };
-                if context.held.cancel(attempt, CancelReason::LeaseLost) {
-                    info!(attempt_id = %attempt, reason = %cancel.reason, "stopping attempt at the coordinator's request");
+            Some(Command::CancelAttempt(cancel)) => cancel_attempt(context, &cancel),
+            Some(Command::Drain(_)) => {
+                if !context.drain.is_cancelled() {
+                    info!("draining at the coordinator's request");
+                    context.drain.cancel();
+                }
+            }
+            Some(Command::Stop(_)) => {
+                if !context.stop_now.is_cancelled() {
+                    info!("stopping at once at the coordinator's request");
+                    context.drain.cancel();
+                    context.stop_now.cancel();
                 }
             }
             None => warn!("empty command from the coordinator"),
         }
+    }
+}
+
+fn cancel_attempt(context: &Context, cancel: &pb::CancelAttempt) {
+    let Ok(attempt) = AttemptId::parse(&cancel.attempt_id) else {
+        warn!(attempt_id = %cancel.attempt_id, "cancel command with a malformed attempt id");
+        return;
+    };
+    let reason = match cancel.cause() {
+        pb::CancelCause::TaskCancelled => CancelReason::TaskCancelled,
+        pb::CancelCause::LeaseLost | pb::CancelCause::Deadline | pb::CancelCause::Unspecified => {
+            CancelReason::LeaseLost
+        }
+    };
+    if context.held.cancel(attempt, reason) {
+        info!(attempt_id = %attempt, reason = %cancel.reason, "stopping attempt at the coordinator's request");
     }
 }

@@ -1,9 +1,13 @@
 //! Shipping agent output to the coordinator. Output readers hand chunks to a
-//! bounded queue (a full queue makes them wait, so memory stays bounded); the
-//! shipper sends them in batches, one short AppendLogs stream per batch, and
-//! resends a batch whose fate is unknown (the coordinator ignores duplicates).
-//! A flush barrier lets an attempt make sure its output is stored before its
-//! outcome is reported.
+//! bounded queue; the shipper sends them in batches, one short AppendLogs
+//! stream per batch, and resends a batch whose fate is unknown (the
+//! coordinator ignores duplicates). A flush barrier lets an attempt make sure
+//! its output is stored before its outcome is reported.
+//!
+//! An agent is never stalled for long by a slow or unreachable coordinator:
+//! a reader waits briefly for room in the queue, then drops output (counting
+//! it) until there is room again, and a marker in the log says how much was
+//! dropped. Memory stays bounded either way.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +22,8 @@ use crate::connection::{self, Client};
 
 /// Largest batch sent at once.
 const BATCH_BYTES: usize = 1024 * 1024;
+/// How long a reader waits for room in the queue before dropping output.
+const QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 /// What travels to the shipper.
 #[derive(Debug)]
@@ -28,7 +34,7 @@ pub enum Shipment {
     Flush(oneshot::Sender<()>),
 }
 
-/// Where one attempt's output goes; clones share the sequence counter.
+/// Where one attempt's output goes; clones share the sequence and drop counters.
 #[derive(Debug, Clone)]
 pub struct LogSink {
     queue: mpsc::Sender<Shipment>,
@@ -36,12 +42,20 @@ pub struct LogSink {
     attempt_id: String,
     stream: i32,
     seq: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl LogSink {
     /// A sink for one attempt.
     pub fn new(queue: mpsc::Sender<Shipment>, task_id: String, attempt_id: String) -> Self {
-        Self { queue, task_id, attempt_id, stream: pb::LogStream::Stdout.into(), seq: Arc::new(AtomicU64::new(0)) }
+        Self {
+            queue,
+            task_id,
+            attempt_id,
+            stream: pb::LogStream::Stdout.into(),
+            seq: Arc::new(AtomicU64::new(0)),
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// The same sink writing to another stream (1 stdout, 2 stderr).
@@ -49,22 +63,55 @@ impl LogSink {
         Self { stream, ..self.clone() }
     }
 
-    /// Queues a chunk; waits while the queue is full.
+    /// Queues a chunk. Waits up to [`QUEUE_WAIT`] for room; while output is
+    /// being dropped it does not wait at all.
     pub async fn send(&self, data: Vec<u8>) {
+        let len = data.len() as u64;
+        let hurry = self.dropped.load(Ordering::Relaxed) > 0;
+        if hurry && !self.report_dropped(true).await {
+            self.dropped.fetch_add(len, Ordering::Relaxed);
+            return;
+        }
+        if !self.offer(self.stream, data, hurry).await {
+            self.dropped.fetch_add(len, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes the "output dropped" marker; `false` when even that found no room.
+    async fn report_dropped(&self, hurry: bool) -> bool {
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        if dropped == 0 {
+            return true;
+        }
+        let marker =
+            format!("\n[hive] {dropped} bytes of output were dropped: the coordinator could not take them in time\n");
+        if !self.offer(pb::LogStream::Hive.into(), marker.into_bytes(), hurry).await {
+            return false;
+        }
+        self.dropped.fetch_sub(dropped, Ordering::Relaxed);
+        warn!(task_id = %self.task_id, attempt_id = %self.attempt_id, bytes = dropped, "agent output dropped");
+        true
+    }
+
+    async fn offer(&self, stream: i32, data: Vec<u8>, hurry: bool) -> bool {
         let chunk = pb::LogChunk {
             task_id: self.task_id.clone(),
             attempt_id: self.attempt_id.clone(),
-            stream: self.stream,
+            stream,
             data,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
         };
-        if self.queue.send(Shipment::Chunk(chunk)).await.is_err() {
-            debug!("log shipper is gone; dropping output");
+        let shipment = Shipment::Chunk(chunk);
+        if hurry {
+            self.queue.try_send(shipment).is_ok()
+        } else {
+            self.queue.send_timeout(shipment, QUEUE_WAIT).await.is_ok()
         }
     }
 
     /// Waits until everything queued so far is stored (or the shipper gave up).
     pub async fn flush(&self) {
+        self.report_dropped(false).await;
         let (done, stored) = oneshot::channel();
         if self.queue.send(Shipment::Flush(done)).await.is_ok() {
             let _ = stored.await;

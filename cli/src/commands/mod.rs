@@ -1,5 +1,6 @@
 //! One module per hivectl subcommand.
 
+pub mod bulk;
 pub mod logs;
 pub mod status;
 pub mod submit;

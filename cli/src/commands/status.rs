@@ -102,7 +102,11 @@ fn percent(counts: CountsView) -> u64 {
 fn summary(counts: CountsView) -> String {
     format!(
         "ready {} · running {} · succeeded {} · dead {} · cancelled {}",
-        counts.ready, counts.running, counts.succeeded, counts.dead, counts.cancelled
+        counts.ready,
+        counts.running + counts.cancelling,
+        counts.succeeded,
+        counts.dead,
+        counts.cancelled
     )
 }
 

@@ -16,7 +16,7 @@ pub enum TasksCommand {
         /// Task id.
         id: String,
     },
-    /// Cancel a task that has not started.
+    /// Cancel a task (a running one is stopped by its worker).
     Cancel {
         /// Task id.
         id: String,
@@ -29,7 +29,7 @@ pub enum TasksCommand {
 /// Filters of `tasks list`.
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
-    /// Only this status (blocked, ready, running, succeeded, dead, cancelled).
+    /// Only this status (blocked, ready, running, cancelling, succeeded, dead, cancelled).
     #[arg(long)]
     pub status: Option<String>,
     /// Only this swarm id.
@@ -46,7 +46,9 @@ pub struct ListArgs {
 fn parse_status(text: &str) -> anyhow::Result<pb::TaskStatus> {
     let wire = format!("TASK_STATUS_{}", text.to_uppercase());
     pb::TaskStatus::from_str_name(&wire).filter(|status| *status != pb::TaskStatus::Unspecified).ok_or_else(|| {
-        anyhow::anyhow!("--status: `{text}` is not one of blocked, ready, running, succeeded, dead, cancelled")
+        anyhow::anyhow!(
+            "--status: `{text}` is not one of blocked, ready, running, cancelling, succeeded, dead, cancelled"
+        )
     })
 }
 
@@ -62,7 +64,11 @@ pub async fn run(ctx: &Ctx, command: TasksCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
+/// Fetches up to `limit` tasks, newest first, page by page.
+///
+/// # Errors
+/// A bad status word or a refused call.
+pub async fn fetch(ctx: &Ctx, args: &ListArgs) -> anyhow::Result<Vec<TaskView>> {
     let status = args.status.as_deref().map(parse_status).transpose()?.unwrap_or(pb::TaskStatus::Unspecified);
     let mut admin = ctx.admin()?;
     let mut tasks: Vec<TaskView> = Vec::new();
@@ -82,6 +88,11 @@ async fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
         }
         page_token = page.next_page_token;
     }
+    Ok(tasks)
+}
+
+async fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
+    let tasks = fetch(ctx, &args).await?;
     if ctx.json {
         output::json(&tasks);
         return Ok(());

@@ -1,4 +1,5 @@
-//! `hivectl workers`: registered workers with their load and host figures.
+//! `hivectl workers`: registered workers with their load and host figures;
+//! `hivectl workers drain|stop`: tell workers to drain, or to stop at once.
 
 use hive_shared::pb;
 
@@ -8,8 +9,37 @@ use crate::output::{self, WorkerView};
 /// Arguments of `workers`.
 #[derive(Debug, clap::Args)]
 pub struct WorkersArgs {
+    /// What to do; without one, list the workers.
+    #[command(subcommand)]
+    pub action: Option<WorkersAction>,
     /// Include workers not heard from within the lease.
     #[arg(long)]
+    pub all: bool,
+}
+
+/// `workers` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum WorkersAction {
+    /// Drain workers: they claim nothing more, let running agents finish within their grace period, hand back the rest and exit.
+    Drain(Target),
+    /// Stop workers: like drain; with --now, stop every agent at once and hand its task back.
+    Stop {
+        /// Which workers.
+        #[command(flatten)]
+        target: Target,
+        /// Stop agents at once instead of letting them finish.
+        #[arg(long)]
+        now: bool,
+    },
+}
+
+/// Which workers.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// Worker ids.
+    pub ids: Vec<String>,
+    /// Every live worker.
+    #[arg(long, conflicts_with = "ids")]
     pub all: bool,
 }
 
@@ -18,9 +48,33 @@ pub struct WorkersArgs {
 /// # Errors
 /// A refused call.
 pub async fn run(ctx: &Ctx, args: WorkersArgs) -> anyhow::Result<()> {
+    match args.action {
+        None => list(ctx, args.all).await,
+        Some(WorkersAction::Drain(target)) => stop(ctx, target, false).await,
+        Some(WorkersAction::Stop { target, now }) => stop(ctx, target, now).await,
+    }
+}
+
+async fn stop(ctx: &Ctx, target: Target, now: bool) -> anyhow::Result<()> {
+    if target.ids.is_empty() && !target.all {
+        anyhow::bail!("name the workers (ids from `hivectl workers`) or give --all");
+    }
+    let request = pb::StopWorkersRequest { worker_ids: target.ids, all: target.all, now };
+    let response =
+        ctx.admin()?.stop_workers(request).await.map_err(|status| ctx.refused("stop refused", &status))?.into_inner();
+    if ctx.json {
+        output::json(&response.worker_ids);
+    } else {
+        let verb = if now { "stopping now" } else { "draining" };
+        output::line(format!("{} worker(s) {verb}: {}", response.worker_ids.len(), response.worker_ids.join(", ")));
+    }
+    Ok(())
+}
+
+async fn list(ctx: &Ctx, include_gone: bool) -> anyhow::Result<()> {
     let response = ctx
         .admin()?
-        .list_workers(pb::ListWorkersRequest { include_gone: args.all })
+        .list_workers(pb::ListWorkersRequest { include_gone })
         .await
         .map_err(|status| ctx.refused("list workers", &status))?
         .into_inner();
@@ -35,7 +89,7 @@ pub async fn run(ctx: &Ctx, args: WorkersArgs) -> anyhow::Result<()> {
         table.add_row(vec![
             worker.name.clone(),
             worker.id.clone(),
-            worker.status.clone(),
+            if worker.draining { format!("{} (draining)", worker.status) } else { worker.status.clone() },
             format!("{}/{}", worker.slots.saturating_sub(worker.free_slots), worker.slots),
             worker.agents.join(","),
             format!("{:.0}%", worker.cpu_percent),

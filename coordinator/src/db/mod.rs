@@ -4,11 +4,11 @@
 //!
 //! What is durable: swarms, tasks, attempts, workers and task output, all in
 //! PostgreSQL. What is rebuilt in memory on start: nothing but the wake-up
-//! fan-out of waiting claims (see `scheduler::wakeup`).
+//! fan-out of notifications (see `notifications`).
 //!
 //! sqlx owns this module: the pool, migrations and every compile-time-checked
 //! query. tokio-postgres has one other job, the dedicated LISTEN connection in
-//! `scheduler::wakeup`, where a long-lived connection with direct access to
+//! `notifications`, where a long-lived connection with direct access to
 //! asynchronous notifications is what is needed.
 
 pub mod logs;
@@ -25,6 +25,8 @@ use crate::config::DatabaseConfig;
 
 /// The channel on which "tasks became ready" is announced.
 pub const READY_CHANNEL: &str = "hive_task_ready";
+/// The channel on which "this worker (the payload) has new commands" is announced.
+pub const COMMANDS_CHANNEL: &str = "hive_worker_commands";
 
 /// Opens the query pool.
 ///

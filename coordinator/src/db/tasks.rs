@@ -27,6 +27,14 @@ pub struct NewTasks {
     pub max_attempts: Vec<i32>,
     /// Per-attempt time limits.
     pub timeouts_ms: Vec<Option<i64>>,
+    /// First retry delays.
+    pub backoff_initial_ms: Vec<Option<i64>>,
+    /// Largest retry delays.
+    pub backoff_max_ms: Vec<Option<i64>>,
+    /// Retry delay growth.
+    pub backoff_multipliers: Vec<Option<f64>>,
+    /// Earliest start (delayed tasks); `None` for now.
+    pub run_after: Vec<Option<DateTime<Utc>>>,
 }
 
 /// Records a swarm.
@@ -39,10 +47,14 @@ pub async fn insert_swarm(conn: &mut PgConnection, id: Uuid, name: &str) -> sqlx
 pub async fn insert_ready_tasks(conn: &mut PgConnection, swarm_id: Uuid, tasks: &NewTasks) -> sqlx::Result<u64> {
     let result = sqlx::query!(
         r#"
-        insert into tasks (id, swarm_id, key, agent, prompt, input, priority, status, max_attempts, timeout_ms)
-        select t.id, $1, t.key, t.agent, t.prompt, t.input, t.priority, 'ready', t.max_attempts, t.timeout_ms
-        from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::int4[], $8::int4[], $9::int8[])
-            as t(id, key, agent, prompt, input, priority, max_attempts, timeout_ms)
+        insert into tasks (id, swarm_id, key, agent, prompt, input, priority, status, max_attempts, timeout_ms,
+                           backoff_initial_ms, backoff_max_ms, backoff_multiplier, run_after)
+        select t.id, $1, t.key, t.agent, t.prompt, t.input, t.priority, 'ready', t.max_attempts, t.timeout_ms,
+               t.backoff_initial_ms, t.backoff_max_ms, t.backoff_multiplier, coalesce(t.run_after, now())
+        from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::int4[], $8::int4[], $9::int8[],
+                    $10::int8[], $11::int8[], $12::float8[], $13::timestamptz[])
+            as t(id, key, agent, prompt, input, priority, max_attempts, timeout_ms,
+                 backoff_initial_ms, backoff_max_ms, backoff_multiplier, run_after)
         "#,
         swarm_id,
         &tasks.ids,
@@ -53,6 +65,10 @@ pub async fn insert_ready_tasks(conn: &mut PgConnection, swarm_id: Uuid, tasks: 
         &tasks.priorities,
         &tasks.max_attempts,
         &tasks.timeouts_ms as &[Option<i64>],
+        &tasks.backoff_initial_ms as &[Option<i64>],
+        &tasks.backoff_max_ms as &[Option<i64>],
+        &tasks.backoff_multipliers as &[Option<f64>],
+        &tasks.run_after as &[Option<DateTime<Utc>>],
     )
     .execute(conn)
     .await?;
@@ -90,14 +106,26 @@ pub struct ClaimedTask {
     pub priority: i32,
 }
 
+/// Lease and deadline settings for a claim.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimTiming {
+    /// Lease length, seconds.
+    pub lease_seconds: f64,
+    /// Runtime allowed to tasks without their own timeout, seconds.
+    pub max_runtime_seconds: f64,
+    /// Slack past the timeout before the coordinator steps in, seconds.
+    pub deadline_grace_seconds: f64,
+}
+
 /// Claims up to `limit` ready tasks for `worker` in one statement: highest
 /// priority first, then oldest; rows locked by another claimer are skipped, so
-/// no task is handed out twice. Each claimed task gets a new attempt.
+/// no task is handed out twice. Each claimed task gets a new attempt, a lease,
+/// and a deadline after which the coordinator fails the attempt itself.
 pub async fn claim(
     executor: impl PgExecutor<'_>,
     worker: Uuid,
     limit: i64,
-    lease_seconds: f64,
+    timing: ClaimTiming,
 ) -> sqlx::Result<Vec<ClaimedTask>> {
     sqlx::query_as!(
         ClaimedTask,
@@ -120,6 +148,7 @@ pub async fn claim(
                 current_attempt = gen_random_uuid(),
                 worker_id = $1,
                 lease_expires_at = now() + make_interval(secs => $3),
+                attempt_deadline = now() + make_interval(secs => coalesce(t.timeout_ms::float8 / 1000.0, $4) + $5),
                 started_at = coalesce(t.started_at, now()),
                 updated_at = now()
             from picked
@@ -138,14 +167,17 @@ pub async fn claim(
         "#,
         worker,
         limit,
-        lease_seconds,
+        timing.lease_seconds,
+        timing.max_runtime_seconds,
+        timing.deadline_grace_seconds,
     )
     .fetch_all(executor)
     .await
 }
 
-/// Records successful attempts that still hold their task; returns the
-/// attempts recorded. Attempts not returned were not current (or already done).
+/// Records successful attempts that still hold their task (running, or being
+/// cancelled but finished first); returns the attempts recorded. Attempts not
+/// returned were not current (or already done).
 pub async fn complete(
     executor: impl PgExecutor<'_>,
     task_ids: &[Uuid],
@@ -159,9 +191,9 @@ pub async fn complete(
         ), done as (
             update tasks t
             set status = 'succeeded', result = r.result, error = null, finished_at = now(),
-                lease_expires_at = null, updated_at = now()
+                lease_expires_at = null, attempt_deadline = null, updated_at = now()
             from reported r
-            where t.id = r.task_id and t.current_attempt = r.attempt_id and t.status = 'running'
+            where t.id = r.task_id and t.current_attempt = r.attempt_id and t.status in ('running', 'cancelling')
             returning r.attempt_id
         ), finished as (
             update attempts a set outcome = 'succeeded', finished_at = now()
@@ -191,33 +223,45 @@ pub async fn attempt_outcomes(
     Ok(rows.into_iter().map(|row| (row.id, row.outcome)).collect())
 }
 
-/// A running task whose current attempt reported a failure, locked for the decision.
+/// A leased task whose attempt stopped (or must stop), locked for the decision.
 #[derive(Debug)]
-pub struct FailingTask {
+pub struct StoppedAttempt {
     /// Task id.
     pub id: Uuid,
-    /// The failing attempt.
+    /// The attempt.
     pub attempt_id: Uuid,
-    /// Attempts started so far.
-    pub attempts: i32,
+    /// Running or cancelling.
+    pub status: TaskStatus,
+    /// Counted failures so far.
+    pub failures: i32,
     /// Attempts allowed.
     pub max_attempts: i32,
+    /// Task backoff overrides.
+    pub backoff_initial_ms: Option<i64>,
+    /// Task backoff overrides.
+    pub backoff_max_ms: Option<i64>,
+    /// Task backoff overrides.
+    pub backoff_multiplier: Option<f64>,
+    /// Whether the lease ran out (as opposed to the deadline), for the reaper.
+    pub lease_expired: bool,
 }
 
-/// Locks the running tasks whose current attempt is among the reported ones.
-pub async fn lock_failing(
+/// Locks the leased tasks whose current attempt is among the reported ones.
+pub async fn lock_reported(
     conn: &mut PgConnection,
     task_ids: &[Uuid],
     attempt_ids: &[Uuid],
-) -> sqlx::Result<Vec<FailingTask>> {
+) -> sqlx::Result<Vec<StoppedAttempt>> {
     sqlx::query_as!(
-        FailingTask,
+        StoppedAttempt,
         r#"
-        select t.id, t.current_attempt as "attempt_id!", t.attempts, t.max_attempts
+        select t.id, t.current_attempt as "attempt_id!", t.status as "status: TaskStatus", t.failures,
+               t.max_attempts, t.backoff_initial_ms, t.backoff_max_ms, t.backoff_multiplier,
+               false as "lease_expired!"
         from tasks t
         join unnest($1::uuid[], $2::uuid[]) as r(task_id, attempt_id)
           on t.id = r.task_id and t.current_attempt = r.attempt_id
-        where t.status = 'running'
+        where t.status in ('running', 'cancelling')
         order by t.id
         for update of t
         "#,
@@ -228,17 +272,40 @@ pub async fn lock_failing(
     .await
 }
 
-/// What becomes of failed attempts, column by column.
+/// Locks up to `limit` leased tasks whose lease or deadline has passed,
+/// skipping rows another reaper holds (so reapers never double-reap).
+pub async fn lock_expired(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<StoppedAttempt>> {
+    sqlx::query_as!(
+        StoppedAttempt,
+        r#"
+        select id, current_attempt as "attempt_id!", status as "status: TaskStatus", failures, max_attempts,
+               backoff_initial_ms, backoff_max_ms, backoff_multiplier,
+               lease_expires_at < now() as "lease_expired!"
+        from tasks
+        where lease_expires_at is not null and (lease_expires_at < now() or attempt_deadline < now())
+        order by least(lease_expires_at, attempt_deadline)
+        limit $1
+        for update skip locked
+        "#,
+        limit,
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// What becomes of stopped attempts, column by column.
 #[derive(Debug, Default)]
-pub struct FailureUpdates {
+pub struct Fates {
     /// Task ids.
     pub task_ids: Vec<Uuid>,
     /// Attempt ids.
     pub attempt_ids: Vec<Uuid>,
-    /// New task status: ready (retry) or dead.
+    /// Next task status.
     pub statuses: Vec<TaskStatus>,
-    /// Delay before a retry, in seconds (ignored for dead tasks).
-    pub retry_after_seconds: Vec<f64>,
+    /// Whether the attempt counts as a failure.
+    pub counted: Vec<bool>,
+    /// Delay before a retry, seconds.
+    pub delays: Vec<f64>,
     /// Error text.
     pub errors: Vec<String>,
     /// Exit codes.
@@ -249,14 +316,14 @@ pub struct FailureUpdates {
     pub outcomes: Vec<AttemptOutcome>,
 }
 
-/// Applies failure decisions to tasks and their attempts in one statement.
-pub async fn apply_failures(conn: &mut PgConnection, updates: &FailureUpdates) -> sqlx::Result<u64> {
+/// Applies decided fates to tasks and their attempts in one statement.
+pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result<u64> {
     let result = sqlx::query!(
         r#"
         with decided as (
-            select * from unnest($1::uuid[], $2::uuid[], $3::task_status[], $4::float8[], $5::text[],
-                                 $6::int4[], $7::int4[], $8::attempt_outcome[])
-                as d(task_id, attempt_id, status, delay, error, exit_code, signal, outcome)
+            select * from unnest($1::uuid[], $2::uuid[], $3::task_status[], $4::bool[], $5::float8[], $6::text[],
+                                 $7::int4[], $8::int4[], $9::attempt_outcome[])
+                as d(task_id, attempt_id, status, counted, delay, error, exit_code, signal, outcome)
         ), attempts_done as (
             update attempts a
             set outcome = d.outcome, finished_at = now(), error = d.error, exit_code = d.exit_code, signal = d.signal
@@ -264,27 +331,39 @@ pub async fn apply_failures(conn: &mut PgConnection, updates: &FailureUpdates) -
         )
         update tasks t
         set status = d.status,
+            failures = t.failures + case when d.counted then 1 else 0 end,
             error = d.error,
             lease_expires_at = null,
+            attempt_deadline = null,
             worker_id = null,
             run_after = case when d.status = 'ready' then now() + make_interval(secs => d.delay) else t.run_after end,
-            finished_at = case when d.status = 'dead' then now() else null end,
+            finished_at = case when d.status in ('dead', 'cancelled') then now() else null end,
             updated_at = now()
         from decided d
         where t.id = d.task_id
         "#,
-        &updates.task_ids,
-        &updates.attempt_ids,
-        &updates.statuses as &[TaskStatus],
-        &updates.retry_after_seconds,
-        &updates.errors,
-        &updates.exit_codes as &[Option<i32>],
-        &updates.signals as &[Option<i32>],
-        &updates.outcomes as &[AttemptOutcome],
+        &fates.task_ids,
+        &fates.attempt_ids,
+        &fates.statuses as &[TaskStatus],
+        &fates.counted,
+        &fates.delays,
+        &fates.errors,
+        &fates.exit_codes as &[Option<i32>],
+        &fates.signals as &[Option<i32>],
+        &fates.outcomes as &[AttemptOutcome],
     )
     .execute(conn)
     .await?;
     Ok(result.rows_affected())
+}
+
+/// An attempt whose lease a heartbeat extended, with its task's status.
+#[derive(Debug)]
+pub struct Extended {
+    /// The attempt.
+    pub attempt_id: Uuid,
+    /// Running or cancelling.
+    pub status: TaskStatus,
 }
 
 /// Extends the leases of the worker's attempts that are still current;
@@ -294,16 +373,17 @@ pub async fn extend_leases(
     worker: Uuid,
     attempt_ids: &[Uuid],
     lease_seconds: f64,
-) -> sqlx::Result<(Vec<Uuid>, DateTime<Utc>)> {
+) -> sqlx::Result<(Vec<Extended>, DateTime<Utc>)> {
     let row = sqlx::query!(
         r#"
         with extended as (
             update tasks
             set lease_expires_at = now() + make_interval(secs => $3)
-            where current_attempt = any($2) and status = 'running' and worker_id = $1
-            returning current_attempt
+            where current_attempt = any($2) and lease_expires_at is not null and worker_id = $1
+            returning current_attempt, status
         )
-        select array(select current_attempt from extended) as "extended!: Vec<Uuid>",
+        select array(select current_attempt from extended) as "attempts!: Vec<Uuid>",
+               array(select status from extended) as "statuses!: Vec<TaskStatus>",
                now() + make_interval(secs => $3) as "lease_expires_at!"
         "#,
         worker,
@@ -312,52 +392,20 @@ pub async fn extend_leases(
     )
     .fetch_one(executor)
     .await?;
-    Ok((row.extended, row.lease_expires_at))
+    let extended = row
+        .attempts
+        .into_iter()
+        .zip(row.statuses)
+        .map(|(attempt_id, status)| Extended { attempt_id, status })
+        .collect();
+    Ok((extended, row.lease_expires_at))
 }
 
-/// A running task whose lease ran out, as the reaper moved it.
-#[derive(Debug)]
-pub struct ReapedTask {
-    /// Task id.
-    pub id: Uuid,
-    /// The attempt that lost its lease.
-    pub attempt_id: Uuid,
-    /// Status it moved to (ready, or dead when out of attempts).
-    pub status: TaskStatus,
-}
-
-/// Returns up to `limit` tasks whose lease expired to the queue (or to the
-/// dead-letter queue when their attempts are spent), marking the attempt lost.
-/// Rows another reaper holds are skipped, so reapers on several coordinators never double-reap.
-pub async fn reap_expired_leases(executor: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<ReapedTask>> {
-    sqlx::query_as!(
-        ReapedTask,
-        r#"
-        with expired as (
-            select id, current_attempt from tasks
-            where status = 'running' and lease_expires_at < now()
-            order by lease_expires_at
-            limit $1
-            for update skip locked
-        ), moved as (
-            update tasks t
-            set status = case when t.attempts >= t.max_attempts then 'dead'::task_status else 'ready'::task_status end,
-                error = 'lease expired: the worker stopped heart-beating',
-                lease_expires_at = null,
-                worker_id = null,
-                finished_at = case when t.attempts >= t.max_attempts then now() else null end,
-                updated_at = now()
-            from expired e
-            where t.id = e.id
-            returning t.id, e.current_attempt, t.status
-        ), lost as (
-            update attempts a
-            set outcome = 'lost', finished_at = now(), error = 'lease expired: the worker stopped heart-beating'
-            from moved where a.id = moved.current_attempt
-        )
-        select id as "id!", current_attempt as "attempt_id!", status as "status!: TaskStatus" from moved
-        "#,
-        limit,
+/// Attempts of `worker` whose task is being cancelled.
+pub async fn cancelling_attempts(executor: impl PgExecutor<'_>, worker: Uuid) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        r#"select current_attempt as "attempt!" from tasks where worker_id = $1 and status = 'cancelling'"#,
+        worker
     )
     .fetch_all(executor)
     .await
@@ -388,6 +436,8 @@ pub struct TaskRow {
     pub attempts: i32,
     /// Attempts allowed.
     pub max_attempts: i32,
+    /// Counted failures.
+    pub failures: i32,
     /// Current attempt.
     pub current_attempt: Option<Uuid>,
     /// Worker holding it.
@@ -416,7 +466,7 @@ pub async fn get(executor: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option
         TaskRow,
         r#"
         select t.id, t.swarm_id, s.name as swarm, t.key, t.agent, t.prompt, t.input, t.priority,
-               t.status as "status: TaskStatus", t.attempts, t.max_attempts, t.current_attempt, t.worker_id,
+               t.status as "status: TaskStatus", t.attempts, t.max_attempts, t.failures, t.current_attempt, t.worker_id,
                t.run_after, t.timeout_ms, t.result, t.error, t.log_truncated, t.created_at, t.started_at,
                t.finished_at
         from tasks t join swarms s on s.id = t.swarm_id
@@ -447,7 +497,7 @@ pub async fn list(executor: impl PgExecutor<'_>, filter: &ListFilter, limit: i64
         TaskRow,
         r#"
         select t.id, t.swarm_id, s.name as swarm, t.key, t.agent, t.prompt, t.input, t.priority,
-               t.status as "status: TaskStatus", t.attempts, t.max_attempts, t.current_attempt, t.worker_id,
+               t.status as "status: TaskStatus", t.attempts, t.max_attempts, t.failures, t.current_attempt, t.worker_id,
                t.run_after, t.timeout_ms, t.result, t.error, t.log_truncated, t.created_at, t.started_at,
                t.finished_at
         from tasks t join swarms s on s.id = t.swarm_id
@@ -506,19 +556,89 @@ pub async fn attempts_of(executor: impl PgExecutor<'_>, task: Uuid) -> sqlx::Res
     .await
 }
 
-/// Cancels a task that has not started; `false` when it is not (or no longer) cancellable.
-pub async fn cancel_unstarted(executor: impl PgExecutor<'_>, id: Uuid, reason: &str) -> sqlx::Result<bool> {
-    let result = sqlx::query!(
+/// Which tasks a bulk operation touches; `None` fields match everything, and
+/// the use-case insists that at least one is set.
+#[derive(Debug, Default, Clone)]
+pub struct TaskFilter {
+    /// These ids.
+    pub task_ids: Option<Vec<Uuid>>,
+    /// This swarm.
+    pub swarm_id: Option<Uuid>,
+    /// This agent.
+    pub agent: Option<String>,
+    /// Last error containing this text.
+    pub error_contains: Option<String>,
+}
+
+/// A task a cancel touched.
+#[derive(Debug)]
+pub struct Cancelled {
+    /// Task id.
+    pub id: Uuid,
+    /// Cancelled (it had not started) or cancelling (its worker must stop it).
+    pub status: TaskStatus,
+    /// The worker to tell, for cancelling tasks.
+    pub worker_id: Option<Uuid>,
+}
+
+/// Cancels every unfinished task matching `filter`: queued ones at once,
+/// running ones become cancelling until their worker stops the agent.
+pub async fn cancel_matching(
+    executor: impl PgExecutor<'_>,
+    filter: &TaskFilter,
+    reason: &str,
+) -> sqlx::Result<Vec<Cancelled>> {
+    sqlx::query_as!(
+        Cancelled,
         r#"
-        update tasks set status = 'cancelled', error = $2, finished_at = now(), updated_at = now()
-        where id = $1 and status in ('ready', 'blocked')
+        update tasks
+        set status = case when status = 'running' then 'cancelling'::task_status else 'cancelled'::task_status end,
+            error = $5,
+            finished_at = case when status = 'running' then null else now() end,
+            updated_at = now()
+        where status in ('ready', 'blocked', 'running')
+          and ($1::uuid[] is null or id = any($1))
+          and ($2::uuid is null or swarm_id = $2)
+          and ($3::text is null or agent = $3)
+          and ($4::text is null or strpos(error, $4) > 0)
+        returning id, status as "status: TaskStatus", worker_id
         "#,
-        id,
-        reason
+        filter.task_ids.as_deref(),
+        filter.swarm_id,
+        filter.agent,
+        filter.error_contains,
+        reason,
     )
-    .execute(executor)
-    .await?;
-    Ok(result.rows_affected() == 1)
+    .fetch_all(executor)
+    .await
+}
+
+/// Puts dead tasks matching `filter` back in the queue with a fresh failure budget.
+pub async fn retry_dead(executor: impl PgExecutor<'_>, filter: &TaskFilter) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        r#"
+        update tasks
+        set status = 'ready', failures = 0, run_after = now(), finished_at = null, updated_at = now()
+        where status = 'dead'
+          and ($1::uuid[] is null or id = any($1))
+          and ($2::uuid is null or swarm_id = $2)
+          and ($3::text is null or agent = $3)
+          and ($4::text is null or strpos(error, $4) > 0)
+        returning id
+        "#,
+        filter.task_ids.as_deref(),
+        filter.swarm_id,
+        filter.agent,
+        filter.error_contains,
+    )
+    .fetch_all(executor)
+    .await
+}
+
+/// Announces that `worker` has new commands (cancels, drain, stop); delivered at commit.
+pub async fn notify_worker(executor: impl PgExecutor<'_>, worker: Uuid) -> sqlx::Result<()> {
+    sqlx::query!("select pg_notify('hive_worker_commands', $1::uuid::text)", worker).execute(executor).await?;
+    Ok(())
 }
 
 /// The status of one task, if it exists.

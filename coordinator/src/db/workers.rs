@@ -58,16 +58,39 @@ pub struct Beat {
     pub memory_used_bytes: i64,
     /// Memory installed.
     pub memory_total_bytes: i64,
+    /// Whether it is draining.
+    pub draining: bool,
 }
 
-/// Records a heartbeat's figures; `false` when the worker is not registered.
-pub async fn record_beat(executor: impl PgExecutor<'_>, beat: &Beat) -> sqlx::Result<bool> {
-    let result = sqlx::query!(
+/// A command waiting for a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Drain: claim nothing more, let running agents finish.
+    Drain,
+    /// Stop now: stop every agent and hand its task back.
+    Stop,
+}
+
+impl Command {
+    fn parse(text: Option<&str>) -> Option<Self> {
+        match text {
+            Some("drain") => Some(Self::Drain),
+            Some("stop") => Some(Self::Stop),
+            _ => None,
+        }
+    }
+}
+
+/// Records a heartbeat's figures; `None` when the worker is not registered,
+/// else the command waiting for it, if any.
+pub async fn record_beat(executor: impl PgExecutor<'_>, beat: &Beat) -> sqlx::Result<Option<Option<Command>>> {
+    let row = sqlx::query!(
         r#"
         update workers
         set last_seen_at = now(), free_slots = $2, running = $3, cpu_percent = $4,
-            memory_used_bytes = $5, memory_total_bytes = $6
+            memory_used_bytes = $5, memory_total_bytes = $6, draining = $7
         where id = $1
+        returning command
         "#,
         beat.id,
         beat.free_slots,
@@ -75,10 +98,42 @@ pub async fn record_beat(executor: impl PgExecutor<'_>, beat: &Beat) -> sqlx::Re
         beat.cpu_percent,
         beat.memory_used_bytes,
         beat.memory_total_bytes,
+        beat.draining,
     )
-    .execute(executor)
+    .fetch_optional(executor)
     .await?;
-    Ok(result.rows_affected() == 1)
+    Ok(row.map(|row| Command::parse(row.command.as_deref())))
+}
+
+/// The command waiting for a worker, if any.
+pub async fn command_of(executor: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Command>> {
+    let command = sqlx::query_scalar!("select command from workers where id = $1", id).fetch_optional(executor).await?;
+    Ok(Command::parse(command.flatten().as_deref()))
+}
+
+/// Sets a drain (or, with `now`, a stop) command for the given live workers,
+/// or all live ones; a stop is never downgraded to a drain. Returns their ids.
+pub async fn set_command(
+    executor: impl PgExecutor<'_>,
+    ids: &[Uuid],
+    all: bool,
+    now: bool,
+    lease_seconds: f64,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        r#"
+        update workers
+        set command = case when $3 or command = 'stop' then 'stop' else 'drain' end
+        where ($2 or id = any($1)) and last_seen_at > now() - make_interval(secs => $4)
+        returning id
+        "#,
+        ids,
+        all,
+        now,
+        lease_seconds,
+    )
+    .fetch_all(executor)
+    .await
 }
 
 /// Whether a worker is registered.
@@ -114,6 +169,8 @@ pub struct WorkerRow {
     pub memory_total_bytes: Option<i64>,
     /// Version.
     pub version: String,
+    /// Whether it is draining.
+    pub draining: bool,
     /// First registration.
     pub registered_at: DateTime<Utc>,
     /// Last contact.
@@ -132,7 +189,7 @@ pub async fn list(
         WorkerRow,
         r#"
         select id, name, hostname, agents, slots, free_slots, running, cpu_percent, memory_used_bytes,
-               memory_total_bytes, version, registered_at, last_seen_at,
+               memory_total_bytes, version, draining, registered_at, last_seen_at,
                last_seen_at > now() - make_interval(secs => $1) as "live!"
         from workers
         where $2 or last_seen_at > now() - make_interval(secs => $1)

@@ -1,6 +1,6 @@
 //! `hive.v1.AdminService`: decode, call a use-case, encode. No SQL here.
 
-use hive_shared::ids::{AttemptId, SwarmId, TaskId};
+use hive_shared::ids::{AttemptId, SwarmId, TaskId, WorkerId};
 use hive_shared::pb::{self, admin_service_server::AdminService};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
@@ -10,7 +10,7 @@ use crate::app::App;
 use crate::error::{Error, Result};
 use crate::tasks::state::TaskStatus;
 use crate::tasks::submit::Submission;
-use crate::{db, tasks};
+use crate::{db, tasks, workers};
 
 /// Largest page of log chunks.
 const MAX_LOG_PAGE: u32 = 10_000;
@@ -100,6 +100,49 @@ impl AdminService for AdminApi {
         let task = parse_id("task_id", &request.task_id, TaskId::parse)?;
         let row = tasks::cancel(&self.app.pool, task, &request.reason).await?;
         Ok(Response::new(pb::CancelTaskResponse { task: Some(convert::task(row)) }))
+    }
+
+    #[instrument(skip_all)]
+    async fn cancel_tasks(
+        &self,
+        request: Request<pb::CancelTasksRequest>,
+    ) -> Result<Response<pb::CancelTasksResponse>, Status> {
+        let request = request.into_inner();
+        let filter = convert::task_filter(request.filter)?;
+        let (cancelled, cancelling) = tasks::cancel_matching(&self.app.pool, &filter, &request.reason).await?;
+        tracing::info!(cancelled, cancelling, "tasks cancelled");
+        Ok(Response::new(pb::CancelTasksResponse { cancelled, cancelling }))
+    }
+
+    #[instrument(skip_all)]
+    async fn retry_tasks(
+        &self,
+        request: Request<pb::RetryTasksRequest>,
+    ) -> Result<Response<pb::RetryTasksResponse>, Status> {
+        let filter = convert::task_filter(request.into_inner().filter)?;
+        let retried = tasks::retry(&self.app.pool, &filter).await?;
+        tracing::info!(retried = retried.len(), "dead tasks retried");
+        Ok(Response::new(pb::RetryTasksResponse {
+            retried: retried.len() as u64,
+            task_ids: retried.iter().map(ToString::to_string).collect(),
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn stop_workers(
+        &self,
+        request: Request<pb::StopWorkersRequest>,
+    ) -> Result<Response<pb::StopWorkersResponse>, Status> {
+        let request = request.into_inner();
+        let ids = request
+            .worker_ids
+            .iter()
+            .enumerate()
+            .map(|(index, id)| parse_id(&format!("worker_ids[{index}]"), id, WorkerId::parse))
+            .collect::<Result<Vec<_>>>()?;
+        let told = workers::stop(&self.app.pool, &ids, request.all, request.now, self.app.config.leases.ttl).await?;
+        tracing::info!(workers = told.len(), now = request.now, "workers told to stop");
+        Ok(Response::new(pb::StopWorkersResponse { worker_ids: told.iter().map(ToString::to_string).collect() }))
     }
 
     async fn get_task_logs(

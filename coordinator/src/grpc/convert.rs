@@ -2,7 +2,7 @@
 //! requests (every "bad id" or "bad duration" error is born here) and
 //! encoding rows as messages.
 
-use hive_shared::convert::{duration, from_duration, json_to_struct, struct_to_json, timestamp};
+use hive_shared::convert::{duration, from_duration, from_timestamp, json_to_struct, struct_to_json, timestamp};
 use hive_shared::pb;
 use serde_json::Value as Json;
 
@@ -18,16 +18,36 @@ pub fn parse_id<T>(field: &str, text: &str, parse: impl Fn(&str) -> Result<T, hi
     parse(text).map_err(|err| Error::invalid(field, err))
 }
 
+/// Decodes an optional duration field, naming it when negative.
+fn optional_duration(
+    field: impl FnOnce() -> String,
+    value: Option<&prost_types::Duration>,
+) -> Result<Option<std::time::Duration>> {
+    match value {
+        None => Ok(None),
+        Some(value) => {
+            from_duration(value).map(Some).ok_or_else(|| Error::invalid(field(), "must be a positive duration"))
+        }
+    }
+}
+
 /// Decodes a submitted task spec.
 pub fn new_task(index: usize, spec: pb::TaskSpec) -> Result<NewTask> {
-    let timeout = match &spec.timeout {
+    let field = |name: &str| format!("tasks[{index}].{name}");
+    let timeout = optional_duration(|| field("timeout"), spec.timeout.as_ref())?;
+    let backoff_initial = optional_duration(|| field("backoff_initial"), spec.backoff_initial.as_ref())?;
+    let backoff_max = optional_duration(|| field("backoff_max"), spec.backoff_max.as_ref())?;
+    let run_after = match &spec.run_after {
         None => None,
-        Some(value) => Some(
-            from_duration(value)
-                .ok_or_else(|| Error::invalid(format!("tasks[{index}].timeout"), "must be a positive duration"))?,
-        ),
+        Some(stamp) => {
+            Some(from_timestamp(stamp).ok_or_else(|| Error::invalid(field("run_after"), "is not a valid time"))?)
+        }
     };
     Ok(NewTask {
+        backoff_initial,
+        backoff_max,
+        backoff_multiplier: (spec.backoff_multiplier != 0.0).then_some(spec.backoff_multiplier),
+        run_after,
         key: (!spec.key.is_empty()).then_some(spec.key),
         agent: spec.agent,
         prompt: spec.prompt,
@@ -92,6 +112,7 @@ pub fn task(row: db::tasks::TaskRow) -> pb::Task {
         current_attempt_id: row.current_attempt.map(|id| id.to_string()).unwrap_or_default(),
         run_after: Some(timestamp(row.run_after)),
         logs_truncated: row.log_truncated,
+        failures: count(row.failures),
     }
 }
 
@@ -130,6 +151,7 @@ pub fn worker(row: db::workers::WorkerRow) -> pb::Worker {
         last_seen_at: Some(timestamp(row.last_seen_at)),
         status: status.into(),
         version: row.version,
+        draining: row.draining,
     }
 }
 
@@ -157,9 +179,35 @@ pub fn add_count(counts: &mut pb::StatusCounts, status: crate::tasks::state::Tas
         TaskStatus::Blocked => &mut counts.blocked,
         TaskStatus::Ready => &mut counts.ready,
         TaskStatus::Running => &mut counts.running,
+        TaskStatus::Cancelling => &mut counts.cancelling,
         TaskStatus::Succeeded => &mut counts.succeeded,
         TaskStatus::Dead => &mut counts.dead,
         TaskStatus::Cancelled => &mut counts.cancelled,
     };
     *slot += count;
+}
+
+/// Decodes a bulk-operation filter, naming bad ids.
+pub fn task_filter(filter: Option<pb::TaskFilter>) -> Result<db::tasks::TaskFilter> {
+    let filter = filter.unwrap_or_default();
+    let task_ids = if filter.task_ids.is_empty() {
+        None
+    } else {
+        let ids = filter.task_ids.iter().enumerate().map(|(index, id)| {
+            parse_id(&format!("filter.task_ids[{index}]"), id, hive_shared::ids::TaskId::parse).map(|id| id.0)
+        });
+        Some(ids.collect::<Result<Vec<_>>>()?)
+    };
+    let swarm_id = if filter.swarm_id.is_empty() {
+        None
+    } else {
+        Some(parse_id("filter.swarm_id", &filter.swarm_id, hive_shared::ids::SwarmId::parse)?.0)
+    };
+    let text = |value: String| (!value.is_empty()).then_some(value);
+    Ok(db::tasks::TaskFilter {
+        task_ids,
+        swarm_id,
+        agent: text(filter.agent),
+        error_contains: text(filter.error_contains),
+    })
 }

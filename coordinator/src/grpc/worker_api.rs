@@ -14,7 +14,7 @@ use tracing::instrument;
 use super::convert::{assignment, parse_id};
 use crate::app::App;
 use crate::error::Result;
-use crate::scheduler::policy::FailureClass;
+use crate::scheduler::policy::{FailureClass, Stop};
 use crate::tasks::logs;
 use crate::tasks::report::{self, Ack};
 use crate::{db, scheduler, workers};
@@ -87,9 +87,16 @@ impl WorkerService for WorkerApi {
         let worker = worker_id(&request.worker_id)?;
         let wait = request.wait.as_ref().and_then(from_duration).unwrap_or_default();
         let app = &self.app;
-        let claimed =
-            scheduler::claim(&app.pool, &app.wakeups, &app.config, worker, request.max_tasks, wait, &app.rpc_shutdown)
-                .await?;
+        let claimed = scheduler::claim(
+            &app.pool,
+            &app.notifications,
+            &app.config,
+            worker,
+            request.max_tasks,
+            wait,
+            &app.rpc_shutdown,
+        )
+        .await?;
         Ok(Response::new(pb::ClaimResponse { assignments: claimed.into_iter().map(assignment).collect() }))
     }
 
@@ -118,15 +125,17 @@ impl WorkerService for WorkerApi {
         let mut failures = Vec::with_capacity(request.failures.len());
         for (index, item) in request.failures.into_iter().enumerate() {
             let (task, attempt) = ids(index, "failures", &item.task_id, &item.attempt_id)?;
-            let class = match item.class() {
-                pb::FailureClass::Permanent => FailureClass::Permanent,
-                pb::FailureClass::Transient | pb::FailureClass::Unspecified => FailureClass::Transient,
+            let stop = match item.class() {
+                pb::FailureClass::Permanent => Stop::Failed(FailureClass::Permanent),
+                pb::FailureClass::Transient | pb::FailureClass::Unspecified => Stop::Failed(FailureClass::Transient),
+                pb::FailureClass::Interrupted => Stop::Interrupted,
+                pb::FailureClass::Cancelled => Stop::Cancelled,
             };
             attempts.push(item.attempt_id);
             failures.push(report::Failure {
                 task,
                 attempt,
-                class,
+                stop,
                 error: item.error,
                 exit_code: item.exit_code,
                 signal: item.signal,
@@ -150,6 +159,7 @@ impl WorkerService for WorkerApi {
         app.tracker.spawn(workers::session::run(
             app.pool.clone(),
             app.config.clone(),
+            app.notifications.clone(),
             request.into_inner(),
             replies,
             app.rpc_shutdown.clone(),
@@ -171,7 +181,8 @@ impl WorkerService for WorkerApi {
                 let (task, attempt) = ids(index, "chunks", &chunk.task_id, &chunk.attempt_id)?;
                 let stream = match chunk.stream() {
                     pb::LogStream::Stderr => 2,
-                    _ => 1,
+                    pb::LogStream::Hive => logs::HIVE_STREAM,
+                    pb::LogStream::Stdout | pb::LogStream::Unspecified => 1,
                 };
                 let seq = i64::try_from(chunk.seq)
                     .map_err(|_| crate::error::Error::invalid(format!("chunks[{index}].seq"), "is too large"))?;

@@ -1,6 +1,8 @@
-//! Returns tasks whose lease expired (their worker died or was cut off) to the
-//! queue, or to the dead-letter queue when their attempts are spent. Rows are
-//! taken with `skip locked`, so reapers on several coordinators never double-reap.
+//! Finds attempts whose lease ran out (their worker died or was cut off) or
+//! whose deadline passed (the task ran far past its time limit), and settles
+//! them like a reported failure: retried, dead-lettered, or — for tasks being
+//! cancelled — cancelled. Rows are taken with `skip locked`, so reapers on
+//! several coordinators never double-reap.
 
 use std::time::Duration;
 
@@ -8,15 +10,17 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, instrument};
 
+use crate::config::TaskDefaults;
 use crate::db;
-use crate::tasks::state::TaskStatus;
+use crate::scheduler::policy::Stop;
+use crate::tasks::report;
 
-/// Most tasks moved per statement.
-const BATCH: i64 = 1000;
+/// Most tasks settled per transaction.
+const BATCH: i64 = 500;
 
 /// Reaps every `interval` until `cancel`.
 #[instrument(skip_all, name = "lease_reaper")]
-pub async fn run(pool: PgPool, interval: Duration, cancel: CancellationToken) {
+pub async fn run(pool: PgPool, defaults: TaskDefaults, interval: Duration, cancel: CancellationToken) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -24,28 +28,39 @@ pub async fn run(pool: PgPool, interval: Duration, cancel: CancellationToken) {
             _ = ticker.tick() => {}
             () = cancel.cancelled() => return,
         }
-        if let Err(err) = reap_all(&pool).await {
+        if let Err(err) = reap_all(&pool, &defaults).await {
             error!(error = %err, "lease reaper pass failed; retrying next tick");
         }
     }
 }
 
-/// Reaps until no expired lease is left; returns how many tasks moved.
+/// Reaps until nothing expired is left; returns how many attempts were settled.
 ///
 /// # Errors
 /// Database failures.
-pub async fn reap_all(pool: &PgPool) -> Result<usize, sqlx::Error> {
+pub async fn reap_all(pool: &PgPool, defaults: &TaskDefaults) -> Result<usize, sqlx::Error> {
     let mut total = 0;
     loop {
-        let reaped = db::tasks::reap_expired_leases(pool, BATCH).await?;
-        for task in &reaped {
-            info!(task_id = %task.id, attempt_id = %task.attempt_id, status = %task.status, "lease expired");
+        let mut tx = pool.begin().await?;
+        let expired = db::tasks::lock_expired(&mut tx, BATCH).await?;
+        let mut fates = db::tasks::Fates::default();
+        for task in &expired {
+            let (stop, error) = if task.lease_expired {
+                (Stop::LeaseExpired, "lease expired: the worker stopped heart-beating")
+            } else {
+                (
+                    Stop::DeadlinePassed,
+                    "deadline passed: the attempt ran past its time limit and its worker did not stop it",
+                )
+            };
+            let fate = report::decide(defaults, task, stop);
+            info!(task_id = %task.id, attempt_id = %task.attempt_id, next = %fate.status, reason = error, "reaped");
+            report::push(&mut fates, task, fate, error.to_owned(), None, None);
         }
-        if reaped.iter().any(|task| task.status == TaskStatus::Ready) {
-            db::tasks::notify_ready(pool).await?;
-        }
-        total += reaped.len();
-        if reaped.len() < BATCH as usize {
+        report::settle(&mut tx, &fates).await?;
+        tx.commit().await?;
+        total += expired.len();
+        if expired.len() < BATCH as usize {
             return Ok(total);
         }
     }

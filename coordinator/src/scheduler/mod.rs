@@ -1,8 +1,7 @@
-//! Handing out work: long-poll claims that wait for a wake-up (LISTEN/NOTIFY
-//! fanned out in memory) rather than polling, and the retry policy.
+//! Handing out work: long-poll claims that wait for a wake-up (LISTEN/NOTIFY,
+//! see `notifications`) rather than polling, and the retry policy.
 
 pub mod policy;
-pub mod wakeup;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::db;
 use crate::error::{Error, Result};
-use wakeup::Wakeups;
+use crate::notifications::Notifications;
 
 /// Claims up to `max_tasks` for `worker`, waiting up to `wait` (capped by
 /// config) for tasks to become ready. Returns an empty list when the wait
@@ -30,7 +29,7 @@ use wakeup::Wakeups;
 /// lease expires.
 pub async fn claim(
     pool: &PgPool,
-    wakeups: &Arc<Wakeups>,
+    notifications: &Arc<Notifications>,
     config: &Config,
     worker: WorkerId,
     max_tasks: u32,
@@ -38,17 +37,21 @@ pub async fn claim(
     shutdown: &CancellationToken,
 ) -> Result<Vec<db::tasks::ClaimedTask>> {
     let limit = i64::from(max_tasks.clamp(1, config.claims.max_batch));
-    let lease = db::seconds(config.leases.ttl);
+    let timing = db::tasks::ClaimTiming {
+        lease_seconds: db::seconds(config.leases.ttl),
+        max_runtime_seconds: db::seconds(config.tasks.max_runtime),
+        deadline_grace_seconds: db::seconds(config.leases.ttl),
+    };
     let deadline = Instant::now() + wait.min(config.claims.max_wait);
     let mut checked_worker = false;
     loop {
         // Registered before the query, so a notification that lands between
         // the query and the wait is not missed.
-        let woken = wakeups.notified();
+        let woken = notifications.ready();
         tokio::pin!(woken);
         woken.as_mut().enable();
 
-        let claimed = db::tasks::claim(pool, worker.0, limit, lease).await?;
+        let claimed = db::tasks::claim(pool, worker.0, limit, timing).await?;
         if !claimed.is_empty() {
             return Ok(claimed);
         }

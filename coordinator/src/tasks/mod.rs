@@ -13,23 +13,84 @@ use uuid::Uuid;
 use crate::db;
 use crate::error::{Error, Result};
 use hive_shared::ids::TaskId;
+use state::TaskStatus;
 
-/// Cancels a task that has not started yet.
+/// Cancels one task: at once when it has not started; a running task becomes
+/// cancelling and its worker is told to stop the agent.
 ///
 /// # Errors
-/// [`Error::TaskNotFound`], or [`Error::WrongStatus`] when it is running or finished.
+/// [`Error::TaskNotFound`], or [`Error::WrongStatus`] when it has finished.
 pub async fn cancel(pool: &PgPool, task: TaskId, reason: &str) -> Result<db::tasks::TaskRow> {
-    let reason = if reason.trim().is_empty() { "cancelled by an operator" } else { reason };
-    if !db::tasks::cancel_unstarted(pool, task.0, reason).await? {
+    let filter = db::tasks::TaskFilter { task_ids: Some(vec![task.0]), ..Default::default() };
+    let touched = cancel_in_transaction(pool, &filter, reason).await?;
+    if touched.is_empty() {
         let status = db::tasks::status_of(pool, task.0).await?.ok_or(Error::TaskNotFound(task))?;
         return Err(Error::WrongStatus {
             task,
             status,
             action: "cancel",
-            allowed: "tasks that have not started (ready or blocked)",
+            allowed: "unfinished tasks (blocked, ready or running)",
         });
     }
     get(pool, task).await.map(|(row, _)| row)
+}
+
+/// Cancels every unfinished task matching `filter`; returns (cancelled, cancelling) counts.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for an empty filter; database failures.
+pub async fn cancel_matching(pool: &PgPool, filter: &db::tasks::TaskFilter, reason: &str) -> Result<(u64, u64)> {
+    require_filter(filter)?;
+    let touched = cancel_in_transaction(pool, filter, reason).await?;
+    let cancelling = touched.iter().filter(|task| task.status == TaskStatus::Cancelling).count() as u64;
+    Ok((touched.len() as u64 - cancelling, cancelling))
+}
+
+async fn cancel_in_transaction(
+    pool: &PgPool,
+    filter: &db::tasks::TaskFilter,
+    reason: &str,
+) -> Result<Vec<db::tasks::Cancelled>> {
+    let reason = if reason.trim().is_empty() { "cancelled by an operator" } else { reason };
+    let mut tx = pool.begin().await?;
+    let touched = db::tasks::cancel_matching(&mut *tx, filter, reason).await?;
+    let mut workers: Vec<Uuid> = touched.iter().filter_map(|task| task.worker_id).collect();
+    workers.sort_unstable();
+    workers.dedup();
+    for worker in workers {
+        db::tasks::notify_worker(&mut *tx, worker).await?;
+    }
+    tx.commit().await?;
+    Ok(touched)
+}
+
+/// Puts dead tasks matching `filter` back in the queue with a fresh failure budget.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for an empty filter; database failures.
+pub async fn retry(pool: &PgPool, filter: &db::tasks::TaskFilter) -> Result<Vec<Uuid>> {
+    require_filter(filter)?;
+    let mut tx = pool.begin().await?;
+    let retried = db::tasks::retry_dead(&mut *tx, filter).await?;
+    if !retried.is_empty() {
+        db::tasks::notify_ready(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(retried)
+}
+
+fn require_filter(filter: &db::tasks::TaskFilter) -> Result<()> {
+    let empty = filter.task_ids.as_ref().is_none_or(Vec::is_empty)
+        && filter.swarm_id.is_none()
+        && filter.agent.is_none()
+        && filter.error_contains.is_none();
+    if empty {
+        return Err(Error::invalid(
+            "filter",
+            "give task ids, a swarm, an agent or error text; an empty filter would match everything",
+        ));
+    }
+    Ok(())
 }
 
 /// One task with its attempts.

@@ -1,6 +1,7 @@
-//! Recording what workers report: successes and failures, a batch at a time,
-//! fenced by attempt id. Each is idempotent: a resend of a recorded outcome
-//! is acknowledged as already recorded and changes nothing.
+//! Recording how attempts end: successes and failures reported by workers (a
+//! batch at a time, fenced by attempt id, idempotent: a resend is acknowledged
+//! as already recorded and changes nothing), and attempts the reaper finds
+//! past their lease or deadline. Both paths decide with `scheduler::policy`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,13 +9,13 @@ use std::time::Duration;
 use hive_shared::convert::JsonObject;
 use hive_shared::ids::{AttemptId, TaskId};
 use serde_json::Value as Json;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::config::{LimitConfig, TaskDefaults};
 use crate::db;
 use crate::error::{Error, Result};
-use crate::scheduler::policy::{self, Decision, FailureClass};
+use crate::scheduler::policy::{self, Backoff, Fate, Stop};
 use crate::tasks::state::{AttemptOutcome, TaskStatus};
 use crate::tasks::submit::json_size;
 
@@ -40,15 +41,15 @@ pub struct Completion {
     pub result: JsonObject,
 }
 
-/// A failed attempt.
+/// An attempt that ended without success, as its worker reports it.
 #[derive(Debug, Clone)]
 pub struct Failure {
     /// Task.
     pub task: TaskId,
     /// Attempt (fencing token).
     pub attempt: AttemptId,
-    /// Transient or permanent.
-    pub class: FailureClass,
+    /// How it stopped: failed (transient or permanent), interrupted, cancelled.
+    pub stop: Stop,
     /// What went wrong.
     pub error: String,
     /// Exit code.
@@ -82,67 +83,96 @@ pub async fn complete(pool: &PgPool, limits: &LimitConfig, completions: Vec<Comp
     let attempt_ids: Vec<Uuid> = completions.iter().map(|completion| completion.attempt.0).collect();
     let results: Vec<Json> = completions.into_iter().map(|completion| Json::Object(completion.result)).collect();
     let recorded = db::tasks::complete(pool, &task_ids, &attempt_ids, &results).await?;
-    acks_for(pool, &task_ids, &attempt_ids, &recorded, AttemptOutcome::Succeeded).await
+    acks_for(pool, &task_ids, &attempt_ids, &recorded, &[AttemptOutcome::Succeeded]).await
 }
 
-/// Records failures in one transaction: each task is retried after a backoff
-/// or sent to the dead-letter queue. Returns one ack per failure, in order,
-/// and the earliest retry delay (so the caller can wake claimers then).
+/// Records failures in one transaction: each task is retried after a backoff,
+/// requeued (hand-back), cancelled, or sent to the dead-letter queue. Returns
+/// one ack per failure, in order, and the earliest retry delay (so the caller
+/// can wake claimers then).
 ///
 /// # Errors
 /// Database failures only.
 pub async fn fail(
     pool: &PgPool,
-    policy: &TaskDefaults,
+    defaults: &TaskDefaults,
     failures: Vec<Failure>,
 ) -> Result<(Vec<Ack>, Option<Duration>)> {
     let task_ids: Vec<Uuid> = failures.iter().map(|failure| failure.task.0).collect();
     let attempt_ids: Vec<Uuid> = failures.iter().map(|failure| failure.attempt.0).collect();
+    let by_attempt: HashMap<Uuid, &Failure> = failures.iter().map(|failure| (failure.attempt.0, failure)).collect();
 
     let mut tx = pool.begin().await?;
-    let failing = db::tasks::lock_failing(&mut tx, &task_ids, &attempt_ids).await?;
-    let by_attempt: HashMap<Uuid, &Failure> = failures.iter().map(|failure| (failure.attempt.0, failure)).collect();
-    let mut updates = db::tasks::FailureUpdates::default();
-    let mut earliest_retry: Option<Duration> = None;
-    for task in &failing {
-        let Some(failure) = by_attempt.get(&task.attempt_id) else {
-            continue;
-        };
-        let attempts = u32::try_from(task.attempts).unwrap_or(0);
-        let max_attempts = u32::try_from(task.max_attempts).unwrap_or(1);
-        let decision = policy::decide(policy, failure.class, attempts, max_attempts, rand::random::<f64>());
-        let (status, delay) = match decision {
-            Decision::Retry(delay) => {
-                earliest_retry = Some(earliest_retry.map_or(delay, |current| current.min(delay)));
-                (TaskStatus::Ready, delay)
-            }
-            Decision::Dead => (TaskStatus::Dead, Duration::ZERO),
-        };
-        updates.task_ids.push(task.id);
-        updates.attempt_ids.push(task.attempt_id);
-        updates.statuses.push(status);
-        updates.retry_after_seconds.push(delay.as_secs_f64());
-        updates.errors.push(truncate(&failure.error, MAX_ERROR_LEN));
-        updates.exit_codes.push(failure.exit_code);
-        updates.signals.push(failure.signal);
-        updates.outcomes.push(AttemptOutcome::Failed);
+    let stopped = db::tasks::lock_reported(&mut tx, &task_ids, &attempt_ids).await?;
+    let mut fates = db::tasks::Fates::default();
+    for task in &stopped {
+        let Some(failure) = by_attempt.get(&task.attempt_id) else { continue };
+        let fate = decide(defaults, task, failure.stop);
+        let error = truncate(&failure.error, MAX_ERROR_LEN);
+        push(&mut fates, task, fate, error, failure.exit_code, failure.signal);
     }
-    if !updates.task_ids.is_empty() {
-        db::tasks::apply_failures(&mut tx, &updates).await?;
-    }
+    let earliest_retry = settle(&mut tx, &fates).await?;
     tx.commit().await?;
 
-    let acks = acks_for(pool, &task_ids, &attempt_ids, &updates.attempt_ids, AttemptOutcome::Failed).await?;
+    let outcomes = [AttemptOutcome::Failed, AttemptOutcome::Released, AttemptOutcome::Cancelled];
+    let acks = acks_for(pool, &task_ids, &attempt_ids, &fates.attempt_ids, &outcomes).await?;
     Ok((acks, earliest_retry))
 }
 
-/// Builds acks in request order: recorded now, recorded before (same outcome), or lease lost.
+/// Decides a stopped attempt's fate with the task's own backoff settings.
+pub fn decide(defaults: &TaskDefaults, task: &db::tasks::StoppedAttempt, stop: Stop) -> Fate {
+    let backoff = Backoff::for_task(defaults, task.backoff_initial_ms, task.backoff_max_ms, task.backoff_multiplier);
+    let failures = u32::try_from(task.failures).unwrap_or(0);
+    let max_attempts = u32::try_from(task.max_attempts).unwrap_or(1);
+    policy::fate(&backoff, task.status, stop, failures, max_attempts, rand::random::<f64>())
+}
+
+/// Adds one decided fate to a batch.
+pub fn push(
+    fates: &mut db::tasks::Fates,
+    task: &db::tasks::StoppedAttempt,
+    fate: Fate,
+    error: String,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+) {
+    fates.task_ids.push(task.id);
+    fates.attempt_ids.push(task.attempt_id);
+    fates.statuses.push(fate.status);
+    fates.counted.push(fate.counted);
+    fates.delays.push(fate.delay.as_secs_f64());
+    fates.errors.push(error);
+    fates.exit_codes.push(exit_code);
+    fates.signals.push(signal);
+    fates.outcomes.push(fate.outcome);
+}
+
+/// Applies a batch of fates and announces tasks that are ready again at
+/// once; returns the earliest delayed retry.
+///
+/// # Errors
+/// Database failures.
+pub async fn settle(conn: &mut PgConnection, fates: &db::tasks::Fates) -> sqlx::Result<Option<Duration>> {
+    if fates.task_ids.is_empty() {
+        return Ok(None);
+    }
+    db::tasks::apply_fates(conn, fates).await?;
+    let retries = fates.statuses.iter().zip(&fates.delays).filter(|(status, _)| **status == TaskStatus::Ready);
+    let delays: Vec<f64> = retries.map(|(_, delay)| *delay).collect();
+    if delays.contains(&0.0) {
+        db::tasks::notify_ready(&mut *conn).await?;
+    }
+    Ok(delays.into_iter().filter(|delay| *delay > 0.0).map(Duration::from_secs_f64).min())
+}
+
+/// Builds acks in request order: recorded now, recorded before (with one of
+/// `already` as its outcome), or lease lost.
 async fn acks_for(
     pool: &PgPool,
     task_ids: &[Uuid],
     attempt_ids: &[Uuid],
     recorded: &[Uuid],
-    outcome: AttemptOutcome,
+    already: &[AttemptOutcome],
 ) -> Result<Vec<Ack>> {
     let missing: Vec<Uuid> = attempt_ids.iter().copied().filter(|attempt| !recorded.contains(attempt)).collect();
     let earlier: HashMap<Uuid, AttemptOutcome> = if missing.is_empty() {
@@ -156,7 +186,7 @@ async fn acks_for(
         .map(|(task, attempt)| {
             if recorded.contains(attempt) {
                 Ack::Recorded
-            } else if earlier.get(attempt) == Some(&outcome) {
+            } else if earlier.get(attempt).is_some_and(|outcome| already.contains(outcome)) {
                 Ack::AlreadyRecorded
             } else {
                 Ack::LeaseLost(Error::LeaseLost { task: TaskId(*task), attempt: AttemptId(*attempt) }.to_string())

@@ -15,6 +15,8 @@ pub enum TaskStatus {
     Ready,
     /// Held by an attempt under a lease.
     Running,
+    /// Cancelled while running: its worker is stopping the agent.
+    Cancelling,
     /// Result recorded.
     Succeeded,
     /// Failed permanently or out of attempts.
@@ -25,8 +27,8 @@ pub enum TaskStatus {
 
 impl TaskStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [Self; 6] =
-        [Self::Blocked, Self::Ready, Self::Running, Self::Succeeded, Self::Dead, Self::Cancelled];
+    pub const ALL: [Self; 7] =
+        [Self::Blocked, Self::Ready, Self::Running, Self::Cancelling, Self::Succeeded, Self::Dead, Self::Cancelled];
 
     /// Whether the task will never change again on its own.
     pub fn is_terminal(self) -> bool {
@@ -39,6 +41,7 @@ impl TaskStatus {
             Self::Blocked => pb::TaskStatus::Blocked,
             Self::Ready => pb::TaskStatus::Ready,
             Self::Running => pb::TaskStatus::Running,
+            Self::Cancelling => pb::TaskStatus::Cancelling,
             Self::Succeeded => pb::TaskStatus::Succeeded,
             Self::Dead => pb::TaskStatus::Dead,
             Self::Cancelled => pb::TaskStatus::Cancelled,
@@ -57,6 +60,7 @@ impl fmt::Display for TaskStatus {
             Self::Blocked => "blocked",
             Self::Ready => "ready",
             Self::Running => "running",
+            Self::Cancelling => "cancelling",
             Self::Succeeded => "succeeded",
             Self::Dead => "dead",
             Self::Cancelled => "cancelled",
@@ -79,6 +83,8 @@ pub enum AttemptOutcome {
     Lost,
     /// Stopped by a cancel.
     Cancelled,
+    /// Handed back unfinished by a draining or stopping worker; not a failure.
+    Released,
 }
 
 impl AttemptOutcome {
@@ -90,6 +96,7 @@ impl AttemptOutcome {
             Self::Failed => pb::AttemptOutcome::Failed,
             Self::Lost => pb::AttemptOutcome::Lost,
             Self::Cancelled => pb::AttemptOutcome::Cancelled,
+            Self::Released => pb::AttemptOutcome::Released,
         }
     }
 }

@@ -39,6 +39,14 @@ pub struct NewTask {
     pub max_attempts: Option<u32>,
     /// Per-attempt time limit; `None` for the agent's.
     pub timeout: Option<Duration>,
+    /// First retry delay; `None` for the default.
+    pub backoff_initial: Option<Duration>,
+    /// Largest retry delay; `None` for the default.
+    pub backoff_max: Option<Duration>,
+    /// Retry delay growth; `None` for the default.
+    pub backoff_multiplier: Option<f64>,
+    /// Do not start before this time.
+    pub run_after: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The queued swarm.
@@ -118,6 +126,21 @@ pub fn problems(submission: &Submission, limits: &LimitConfig) -> Vec<String> {
         {
             problems.push(format!("{}: {timeout:?}; use 1ms to 7 days", field("timeout")));
         }
+        for (name, value) in [("backoff_initial", task.backoff_initial), ("backoff_max", task.backoff_max)] {
+            if value.is_some_and(|delay| delay > MAX_TIMEOUT) {
+                problems.push(format!("{}: longer than 7 days", field(name)));
+            }
+        }
+        if let (Some(initial), Some(max)) = (task.backoff_initial, task.backoff_max)
+            && initial > max
+        {
+            problems.push(format!("{}: {initial:?} is more than backoff_max {max:?}", field("backoff_initial")));
+        }
+        if let Some(multiplier) = task.backoff_multiplier
+            && !(1.0..=100.0).contains(&multiplier)
+        {
+            problems.push(format!("{}: {multiplier}; use 1 to 100", field("backoff_multiplier")));
+        }
     }
     problems
 }
@@ -174,7 +197,12 @@ fn columns(tasks: &[NewTask], defaults: &TaskDefaults) -> db::tasks::NewTasks {
         rows.priorities.push(task.priority);
         let max_attempts = task.max_attempts.unwrap_or(defaults.max_attempts);
         rows.max_attempts.push(i32::try_from(max_attempts).unwrap_or(i32::MAX));
-        rows.timeouts_ms.push(task.timeout.map(|timeout| i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)));
+        let millis = |value: Option<Duration>| value.map(|delay| i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+        rows.timeouts_ms.push(millis(task.timeout));
+        rows.backoff_initial_ms.push(millis(task.backoff_initial));
+        rows.backoff_max_ms.push(millis(task.backoff_max));
+        rows.backoff_multipliers.push(task.backoff_multiplier);
+        rows.run_after.push(task.run_after);
     }
     rows
 }

@@ -28,3 +28,27 @@ pub async fn register(pool: &PgPool, registration: &db::workers::Registration<'_
     db::workers::upsert(pool, registration).await?;
     Ok(())
 }
+
+/// Tells live workers to drain (or, with `now`, to stop at once); returns the ids told.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a bad id or no target; database failures.
+pub async fn stop(
+    pool: &PgPool,
+    ids: &[hive_shared::ids::WorkerId],
+    all: bool,
+    now: bool,
+    lease: std::time::Duration,
+) -> Result<Vec<uuid::Uuid>> {
+    if ids.is_empty() && !all {
+        return Err(Error::invalid("worker_ids", "name at least one worker, or set all"));
+    }
+    let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+    let mut tx = pool.begin().await?;
+    let told = db::workers::set_command(&mut *tx, &ids, all, now, db::seconds(lease)).await?;
+    for worker in &told {
+        db::tasks::notify_worker(&mut *tx, *worker).await?;
+    }
+    tx.commit().await?;
+    Ok(told)
+}

@@ -1,91 +1,177 @@
-//! One heartbeat stream per connected worker: each beat records the worker's
-//! figures and extends the leases of the attempts it still holds, and the
-//! reply tells it to stop any attempt whose lease it lost.
+//! One heartbeat stream per connected worker. Each beat records the worker's
+//! figures and extends the leases of the attempts it still holds; the reply
+//! carries its commands: stop attempts whose lease it lost or whose task was
+//! cancelled, drain, stop. When another coordinator (or this one) writes a
+//! command for this worker, a notice arrives and the commands are pushed at
+//! once, without waiting for the next beat.
+
+use std::sync::Arc;
 
 use hive_shared::convert::timestamp;
 use hive_shared::ids::{AttemptId, WorkerId};
-use hive_shared::pb;
+use hive_shared::pb::{self, worker_command::Command};
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, info, instrument};
 use uuid::Uuid;
 
 use crate::config::Config;
 use crate::db;
+use crate::db::workers::Command as WorkerCommand;
 use crate::error::{Error, Result};
+use crate::notifications::{Notice, Notifications};
+use crate::tasks::state::TaskStatus;
 
 /// Replies waiting to be sent on one stream; a worker that does not read its
 /// replies stalls its own session, never the coordinator.
 pub const REPLY_BUFFER: usize = 4;
 
+/// What one loop turn handles.
+enum Event {
+    Beat(Result<Option<pb::HeartbeatRequest>, Status>),
+    Notice(Result<Notice, broadcast::error::RecvError>),
+    Shutdown,
+}
+
+/// One worker's stream.
+struct Session {
+    pool: PgPool,
+    config: Arc<Config>,
+    replies: mpsc::Sender<Result<pb::HeartbeatResponse, Status>>,
+    worker: Option<Uuid>,
+}
+
 /// Serves one heartbeat stream until the worker closes it, it fails, or `shutdown`.
 #[instrument(skip_all, name = "heartbeat_session")]
 pub async fn run(
     pool: PgPool,
-    config: std::sync::Arc<Config>,
+    config: Arc<Config>,
+    notifications: Arc<Notifications>,
     mut beats: Streaming<pb::HeartbeatRequest>,
     replies: mpsc::Sender<Result<pb::HeartbeatResponse, Status>>,
     shutdown: CancellationToken,
 ) {
+    let mut notices = notifications.notices();
+    let mut session = Session { pool, config, replies, worker: None };
     loop {
-        let beat = tokio::select! {
-            beat = beats.message() => beat,
-            () = shutdown.cancelled() => return,
+        let event = tokio::select! {
+            beat = beats.message() => Event::Beat(beat),
+            notice = notices.recv() => Event::Notice(notice),
+            () = shutdown.cancelled() => Event::Shutdown,
         };
-        let reply = match beat {
-            Ok(Some(beat)) => handle_beat(&pool, &config, beat).await.map_err(Status::from),
-            Ok(None) => return debug!("worker closed its heartbeat stream"),
-            Err(status) => return debug!(code = ?status.code(), "heartbeat stream broke"),
+        let keep_going = match event {
+            Event::Beat(Ok(Some(beat))) => session.on_beat(beat).await,
+            Event::Beat(Ok(None)) => false,
+            Event::Beat(Err(status)) => {
+                debug!(code = ?status.code(), "heartbeat stream broke");
+                false
+            }
+            Event::Notice(notice) => session.on_notice(notice).await,
+            Event::Shutdown => false,
         };
-        let failed = reply.is_err();
-        if replies.send(reply).await.is_err() || failed {
+        if !keep_going {
             return;
         }
     }
 }
 
-/// Records one beat and extends leases; the reply cancels attempts that are no longer current.
-async fn handle_beat(pool: &PgPool, config: &Config, beat: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse> {
-    let worker = WorkerId::parse(&beat.worker_id).map_err(|err| Error::invalid("worker_id", err))?;
-    let attempts = beat
-        .attempt_ids
-        .iter()
-        .enumerate()
-        .map(|(index, id)| {
-            AttemptId::parse(id).map(|id| id.0).map_err(|err| Error::invalid(format!("attempt_ids[{index}]"), err))
-        })
-        .collect::<Result<Vec<Uuid>>>()?;
-    let resources = beat.resources.unwrap_or_default();
-    let figures = db::workers::Beat {
-        id: worker.0,
-        free_slots: i32::try_from(beat.free_slots).unwrap_or(i32::MAX),
-        running: i32::try_from(attempts.len()).unwrap_or(i32::MAX),
-        cpu_percent: resources.cpu_percent,
-        memory_used_bytes: i64::try_from(resources.memory_used_bytes).unwrap_or(i64::MAX),
-        memory_total_bytes: i64::try_from(resources.memory_total_bytes).unwrap_or(i64::MAX),
-    };
-    if !db::workers::record_beat(pool, &figures).await? {
-        return Err(Error::WorkerNotRegistered(worker));
+impl Session {
+    async fn on_beat(&mut self, beat: pb::HeartbeatRequest) -> bool {
+        let reply = self.handle_beat(beat).await.map_err(Status::from);
+        let failed = reply.is_err();
+        self.replies.send(reply).await.is_ok() && !failed
     }
-    let (extended, lease_expires_at) =
-        db::tasks::extend_leases(pool, worker.0, &attempts, db::seconds(config.leases.ttl)).await?;
-    let commands: Vec<pb::WorkerCommand> = attempts
-        .iter()
-        .filter(|attempt| !extended.contains(attempt))
-        .map(|attempt| {
-            info!(worker_id = %worker, attempt_id = %attempt, "attempt is no longer current; telling its worker to stop it");
-            pb::WorkerCommand {
-                command: Some(pb::worker_command::Command::CancelAttempt(pb::CancelAttempt {
-                    attempt_id: attempt.to_string(),
-                    reason: "the attempt is no longer current (its lease was lost or the task finished)".into(),
-                })),
+
+    async fn on_notice(&mut self, notice: Result<Notice, broadcast::error::RecvError>) -> bool {
+        let Some(worker) = self.worker else { return true };
+        let ours = match notice {
+            Ok(Notice::Worker(id)) => id == worker,
+            Ok(Notice::Everyone) | Err(broadcast::error::RecvError::Lagged(_)) => true,
+            Err(broadcast::error::RecvError::Closed) => return false,
+        };
+        if !ours {
+            return true;
+        }
+        match pending_commands(&self.pool, worker).await {
+            Ok(commands) if commands.is_empty() => true,
+            Ok(commands) => {
+                info!(worker_id = %worker, commands = commands.len(), "pushing commands");
+                self.replies.send(Ok(pb::HeartbeatResponse { commands, lease_expires_at: None })).await.is_ok()
             }
-        })
-        .collect();
-    if !commands.is_empty() {
-        warn!(worker_id = %worker, lost = commands.len(), "heartbeat listed attempts that are not current");
+            // The next beat's reply carries the same commands.
+            Err(err) => {
+                debug!(error = %err, "could not read pending commands");
+                true
+            }
+        }
     }
-    Ok(pb::HeartbeatResponse { commands, lease_expires_at: Some(timestamp(lease_expires_at)) })
+
+    /// Records one beat and extends leases; the reply carries the worker's commands.
+    async fn handle_beat(&mut self, beat: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse> {
+        let worker = WorkerId::parse(&beat.worker_id).map_err(|err| Error::invalid("worker_id", err))?;
+        self.worker = Some(worker.0);
+        let attempts = beat
+            .attempt_ids
+            .iter()
+            .enumerate()
+            .map(|(index, id)| {
+                AttemptId::parse(id).map(|id| id.0).map_err(|err| Error::invalid(format!("attempt_ids[{index}]"), err))
+            })
+            .collect::<Result<Vec<Uuid>>>()?;
+        let resources = beat.resources.unwrap_or_default();
+        let figures = db::workers::Beat {
+            id: worker.0,
+            free_slots: i32::try_from(beat.free_slots).unwrap_or(i32::MAX),
+            running: i32::try_from(attempts.len()).unwrap_or(i32::MAX),
+            cpu_percent: resources.cpu_percent,
+            memory_used_bytes: i64::try_from(resources.memory_used_bytes).unwrap_or(i64::MAX),
+            memory_total_bytes: i64::try_from(resources.memory_total_bytes).unwrap_or(i64::MAX),
+            draining: beat.draining,
+        };
+        let worker_command =
+            db::workers::record_beat(&self.pool, &figures).await?.ok_or(Error::WorkerNotRegistered(worker))?;
+        let lease = db::seconds(self.config.leases.ttl);
+        let (extended, lease_expires_at) = db::tasks::extend_leases(&self.pool, worker.0, &attempts, lease).await?;
+
+        let mut commands = Vec::new();
+        for attempt in attempts.iter().filter(|attempt| !extended.iter().any(|held| held.attempt_id == **attempt)) {
+            info!(worker_id = %worker, attempt_id = %attempt, "attempt is no longer current; telling its worker to stop it");
+            commands.push(cancel(*attempt, pb::CancelCause::LeaseLost));
+        }
+        let cancelling = extended.iter().filter(|held| held.status == TaskStatus::Cancelling);
+        commands.extend(cancelling.map(|held| cancel(held.attempt_id, pb::CancelCause::TaskCancelled)));
+        commands.extend(worker_command.map(command));
+        Ok(pb::HeartbeatResponse { commands, lease_expires_at: Some(timestamp(lease_expires_at)) })
+    }
+}
+
+/// Commands waiting for a worker: cancels of its cancelling tasks, and drain or stop.
+async fn pending_commands(pool: &PgPool, worker: Uuid) -> Result<Vec<pb::WorkerCommand>> {
+    let cancelling = db::tasks::cancelling_attempts(pool, worker).await?;
+    let mut commands: Vec<pb::WorkerCommand> =
+        cancelling.into_iter().map(|attempt| cancel(attempt, pb::CancelCause::TaskCancelled)).collect();
+    commands.extend(db::workers::command_of(pool, worker).await?.map(command));
+    Ok(commands)
+}
+
+fn cancel(attempt: Uuid, cause: pb::CancelCause) -> pb::WorkerCommand {
+    let reason = match cause {
+        pb::CancelCause::TaskCancelled => "the task was cancelled",
+        pb::CancelCause::Deadline => "the attempt ran past its deadline",
+        pb::CancelCause::LeaseLost | pb::CancelCause::Unspecified => {
+            "the attempt is no longer current (its lease was lost or the task finished)"
+        }
+    };
+    let cancel = pb::CancelAttempt { attempt_id: attempt.to_string(), reason: reason.into(), cause: cause.into() };
+    pb::WorkerCommand { command: Some(Command::CancelAttempt(cancel)) }
+}
+
+fn command(command: WorkerCommand) -> pb::WorkerCommand {
+    let command = match command {
+        WorkerCommand::Drain => Command::Drain(pb::Drain {}),
+        WorkerCommand::Stop => Command::Stop(pb::Stop {}),
+    };
+    pb::WorkerCommand { command: Some(command) }
 }

@@ -1,0 +1,141 @@
+//! PostgreSQL notifications, fanned out in memory. One tokio-postgres
+//! connection per coordinator LISTENs on two channels:
+//!
+//! - `hive_task_ready`: tasks became ready; wakes every waiting claim.
+//! - `hive_worker_commands` (payload: a worker id): a worker has new commands
+//!   (a cancel, drain, stop); the session holding that worker's heartbeat
+//!   stream pushes them at once, whichever coordinator wrote them.
+//!
+//! After a reconnect every waiter is woken, since notifications sent while
+//! the connection was down are lost (heartbeat replies carry the same
+//! commands, so none is lost for good).
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::futures::Notified;
+use tokio::sync::{Notify, broadcast};
+use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::db::{COMMANDS_CHANNEL, READY_CHANNEL};
+
+/// How many command notices a slow session may fall behind before it re-checks everything.
+const NOTICE_BUFFER: usize = 1024;
+
+/// In-memory fan-out of notifications.
+#[derive(Debug)]
+pub struct Notifications {
+    ready: Notify,
+    commands: broadcast::Sender<Notice>,
+}
+
+/// A command notice for the sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// This worker has new commands.
+    Worker(Uuid),
+    /// Notices may have been lost: every session should re-check.
+    Everyone,
+}
+
+impl Default for Notifications {
+    fn default() -> Self {
+        Self { ready: Notify::new(), commands: broadcast::channel(NOTICE_BUFFER).0 }
+    }
+}
+
+impl Notifications {
+    /// A future that completes at the next "tasks ready"; register it before checking for work.
+    pub fn ready(&self) -> Notified<'_> {
+        self.ready.notified()
+    }
+
+    /// Wakes every waiting claim.
+    pub fn wake_claims(&self) {
+        self.ready.notify_waiters();
+    }
+
+    /// Subscribes to command notices.
+    pub fn notices(&self) -> broadcast::Receiver<Notice> {
+        self.commands.subscribe()
+    }
+
+    fn notice(&self, notice: Notice) {
+        // No session listening is fine.
+        let _ = self.commands.send(notice);
+    }
+
+    fn wake_everyone(&self) {
+        self.wake_claims();
+        self.notice(Notice::Everyone);
+    }
+}
+
+/// Why a LISTEN connection ended.
+enum Ended {
+    /// The coordinator is shutting down.
+    Cancelled,
+    /// The server closed the connection.
+    Closed,
+}
+
+/// Keeps a LISTEN connection open until `cancel`, reconnecting with backoff.
+pub async fn listen(url: String, notifications: std::sync::Arc<Notifications>, cancel: CancellationToken) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match listen_once(&url, &notifications, &cancel).await {
+            Ok(Ended::Cancelled) => return,
+            Ok(Ended::Closed) => warn!(retry_in = ?delay, "notification connection closed by the server"),
+            Err(err) => warn!(error = %err, retry_in = ?delay, "notification connection lost"),
+        }
+        notifications.wake_everyone();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = cancel.cancelled() => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn listen_once(
+    url: &str,
+    notifications: &Notifications,
+    cancel: &CancellationToken,
+) -> Result<Ended, tokio_postgres::Error> {
+    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    let statement = format!("listen {READY_CHANNEL}; listen {COMMANDS_CHANNEL}");
+    let subscribe = client.batch_execute(&statement);
+    tokio::pin!(subscribe);
+    let mut subscribed = false;
+    loop {
+        tokio::select! {
+            result = &mut subscribe, if !subscribed => {
+                result?;
+                subscribed = true;
+                info!("listening for ready tasks and worker commands");
+                notifications.wake_everyone();
+            }
+            message = messages.next() => match message {
+                Some(Ok(AsyncMessage::Notification(note))) => dispatch(notifications, note.channel(), note.payload()),
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return Err(err),
+                None => return Ok(Ended::Closed),
+            },
+            () = cancel.cancelled() => return Ok(Ended::Cancelled),
+        }
+    }
+}
+
+fn dispatch(notifications: &Notifications, channel: &str, payload: &str) {
+    if channel == READY_CHANNEL {
+        notifications.wake_claims();
+    } else if let Ok(worker) = Uuid::parse_str(payload) {
+        notifications.notice(Notice::Worker(worker));
+    } else {
+        warn!(channel, payload, "unexpected notification");
+    }
+}
