@@ -42,8 +42,16 @@ impl TestCoordinator {
     /// # Panics
     /// When it does not come up.
     pub async fn start(config: Config) -> Self {
+        Self::start_at(config, "127.0.0.1:0".parse().expect("valid address")).await
+    }
+
+    /// Starts a coordinator on `addr` (to restart one on the port it had).
+    ///
+    /// # Panics
+    /// When it cannot bind or does not come up.
+    pub async fn start_at(config: Config, addr: SocketAddr) -> Self {
         hive_shared::telemetry::init("warn", hive_shared::telemetry::LogFormat::Text);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind the coordinator address");
         let addr = listener.local_addr().expect("local address");
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(hive_coordinator::run(config, listener, shutdown.clone()));

@@ -2,6 +2,7 @@
 //! as there are free slots, and start an attempt for each.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hive_shared::convert::duration;
 use hive_shared::pb;
@@ -11,6 +12,10 @@ use tokio_util::task::TaskTracker;
 use crate::attempt;
 use crate::connection;
 use crate::context::Context;
+use crate::outcome::{self, Ids};
+
+/// How long a claim already in flight when draining starts may take to answer.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(1);
 
 /// Claims until `stop`; attempts are spawned on `attempts`.
 pub async fn run(context: Arc<Context>, attempts: TaskTracker, stop: CancellationToken) {
@@ -31,11 +36,22 @@ pub async fn run(context: Arc<Context>, attempts: TaskTracker, stop: Cancellatio
             wait: Some(duration(context.config.claim_wait)),
         };
         let mut client = context.client.clone();
+        let call = client.claim(request);
+        tokio::pin!(call);
         let result = tokio::select! {
-            result = client.claim(request) => result,
-            () = stop.cancelled() => return,
+            result = &mut call => result,
+            // The claim may have committed with its reply on the way: give it a
+            // moment, so the tasks can be handed back rather than left leased.
+            () = stop.cancelled() => match tokio::time::timeout(IN_FLIGHT_GRACE, &mut call).await {
+                Ok(result) => result,
+                Err(_) => return,
+            },
         };
         match result {
+            Ok(response) if stop.is_cancelled() => {
+                hand_back(&context, response.into_inner().assignments).await;
+                return;
+            }
             Ok(response) => {
                 delays = connection::backoff();
                 for assignment in response.into_inner().assignments {
@@ -48,6 +64,25 @@ pub async fn run(context: Arc<Context>, attempts: TaskTracker, stop: Cancellatio
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Hands back tasks that arrived as draining began, without running them.
+async fn hand_back(context: &Context, assignments: Vec<pb::Assignment>) {
+    for assignment in assignments {
+        let (Ok(task), Ok(attempt)) = (
+            hive_shared::ids::TaskId::parse(&assignment.task_id),
+            hive_shared::ids::AttemptId::parse(&assignment.attempt_id),
+        ) else {
+            continue;
+        };
+        context.held.hold(task, attempt);
+        let ids = Ids { task_id: assignment.task_id, attempt_id: assignment.attempt_id };
+        let problem = "the worker began draining as the task arrived; handed back unstarted".to_owned();
+        let report = outcome::failure(&ids, pb::FailureClass::Interrupted, problem, None);
+        if context.reports.send(report).await.is_err() {
+            context.held.release(attempt);
         }
     }
 }

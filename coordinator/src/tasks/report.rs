@@ -119,6 +119,32 @@ pub async fn fail(
     Ok((acks, earliest_retry))
 }
 
+/// Hands back tasks leased to `worker` that its heartbeat does not list and
+/// that were claimed more than `min_age` ago: their claim's reply never
+/// reached it. Not counted as failures. Returns how many were handed back.
+///
+/// # Errors
+/// Database failures.
+pub async fn release_unheld(
+    pool: &PgPool,
+    defaults: &TaskDefaults,
+    worker: Uuid,
+    held: &[Uuid],
+    min_age: Duration,
+) -> sqlx::Result<usize> {
+    let mut tx = pool.begin().await?;
+    let unheld = db::tasks::lock_unheld(&mut tx, worker, held, min_age.as_secs_f64()).await?;
+    let mut fates = db::tasks::Fates::default();
+    for task in &unheld {
+        let fate = decide(defaults, task, Stop::Interrupted);
+        let error = "claimed, but the claim's reply never reached the worker; handed back".to_owned();
+        push(&mut fates, task, fate, error, None, None);
+    }
+    settle(&mut tx, &fates).await?;
+    tx.commit().await?;
+    Ok(unheld.len())
+}
+
 /// Decides a stopped attempt's fate with the task's own backoff settings.
 pub fn decide(defaults: &TaskDefaults, task: &db::tasks::StoppedAttempt, stop: Stop) -> Fate {
     let backoff = Backoff::for_task(defaults, task.backoff_initial_ms, task.backoff_max_ms, task.backoff_multiplier);

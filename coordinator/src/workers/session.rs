@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
-use tracing::{debug, info, instrument};
+use tracing::{debug, info, instrument, warn};
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -22,6 +22,7 @@ use crate::db;
 use crate::db::workers::Command as WorkerCommand;
 use crate::error::{Error, Result};
 use crate::notifications::{Notice, Notifications};
+use crate::tasks::report;
 use crate::tasks::state::TaskStatus;
 
 /// Replies waiting to be sent on one stream; a worker that does not read its
@@ -133,7 +134,15 @@ impl Session {
         let worker_command =
             db::workers::record_beat(&self.pool, &figures).await?.ok_or(Error::WorkerNotRegistered(worker))?;
         let lease = db::seconds(self.config.leases.ttl);
-        let (extended, lease_expires_at) = db::tasks::extend_leases(&self.pool, worker.0, &attempts, lease).await?;
+        let extension = db::tasks::extend_leases(&self.pool, worker.0, &attempts, lease).await?;
+        let (extended, lease_expires_at) = (extension.extended, extension.lease_expires_at);
+        if extension.leased > extended.len() as i64 {
+            let min_age = self.config.leases.heartbeat_interval * 2;
+            let released = report::release_unheld(&self.pool, &self.config.tasks, worker.0, &attempts, min_age).await?;
+            if released > 0 {
+                warn!(worker_id = %worker, released, "handed back tasks whose claim never reached their worker");
+            }
+        }
 
         let mut commands = Vec::new();
         for attempt in attempts.iter().filter(|attempt| !extended.iter().any(|held| held.attempt_id == **attempt)) {
