@@ -101,21 +101,6 @@ pub async fn count(pool: &PgPool, sql: &'static str) -> i64 {
     sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.expect("count query")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn database_names_are_swapped_in_urls() {
-        assert_eq!(with_database("postgres://u@h:1/postgres", "x"), "postgres://u@h:1/x");
-        assert_eq!(with_database("postgres://u@h:1", "x"), "postgres://u@h:1/x");
-        assert_eq!(
-            with_database("postgres://u@localhost/db?host=/tmp&port=5", "x"),
-            "postgres://u@localhost/x?host=/tmp&port=5"
-        );
-    }
-}
-
 /// Waits until every task of the database is terminal, or panics after `timeout` with the counts.
 ///
 /// # Panics
@@ -139,5 +124,20 @@ pub async fn wait_all_finished(pool: &PgPool, timeout: std::time::Duration) {
             panic!("tasks unfinished after {timeout:?}: {counts:?}");
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn database_names_are_swapped_in_urls() {
+        assert_eq!(with_database("postgres://u@h:1/postgres", "x"), "postgres://u@h:1/x");
+        assert_eq!(with_database("postgres://u@h:1", "x"), "postgres://u@h:1/x");
+        assert_eq!(
+            with_database("postgres://u@localhost/db?host=/tmp&port=5", "x"),
+            "postgres://u@localhost/x?host=/tmp&port=5"
+        );
     }
 }
