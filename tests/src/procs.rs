@@ -28,7 +28,9 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A child process whose output goes to a log file; killed when dropped.
+/// A child process whose output goes to a log file. Dropped while running, it
+/// gets SIGTERM then SIGINT (two distinct signals, both delivered): a worker
+/// treats the pair as "stop now", so it stops its agents instead of orphaning them.
 #[derive(Debug)]
 pub struct Proc {
     /// The process.
@@ -44,12 +46,7 @@ impl Proc {
     /// When it cannot be started.
     pub fn spawn(mut command: Command, log: PathBuf) -> Self {
         let file = std::fs::File::create(&log).expect("create a process log");
-        command
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("clone log handle"))
-            .stderr(file)
-            .process_group(0)
-            .kill_on_drop(true);
+        command.stdin(Stdio::null()).stdout(file.try_clone().expect("clone log handle")).stderr(file).process_group(0);
         let child = command.spawn().expect("start a process");
         Self { child, log }
     }
@@ -77,6 +74,11 @@ impl Proc {
             .await
             .expect("process exits after SIGTERM")
             .expect("wait for process")
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill_hard(&self) {
+        self.signal(Signal::SIGKILL);
     }
 
     /// The log so far.
@@ -172,4 +174,13 @@ pub async fn hivectl_json(coordinator_url: &str, args: &[&str]) -> serde_json::V
     assert!(output.status.success(), "hivectl {args:?} failed: {}", output.stderr);
     serde_json::from_str(&output.stdout)
         .unwrap_or_else(|err| panic!("hivectl {args:?} printed no JSON ({err}): {}", output.stdout))
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.signal(Signal::SIGTERM);
+            self.signal(Signal::SIGINT);
+        }
+    }
 }

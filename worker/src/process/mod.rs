@@ -1,7 +1,8 @@
 //! Running one agent as a supervised subprocess: its scratch folder
-//! ([`workdir`]), how it is started ([`spawn`]), how its output is read and
+//! ([`workdir`]), agents a dead worker left behind ([`orphans`]), how it is started ([`spawn`]), how its output is read and
 //! streamed ([`output`]), and how it is waited on and stopped ([`supervise`]).
 
+pub mod orphans;
 pub mod output;
 pub mod spawn;
 pub mod supervise;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::config::AgentConfig;
+use crate::process::orphans;
 use crate::process::output::{self, Pumped};
 use crate::process::spawn::{self, HiveVars};
 use crate::process::workdir::Scratch;
@@ -85,6 +86,9 @@ pub async fn run(run: Run<'_>, sink: LogSink, cancel: &CancellationToken) -> Fin
         }
     };
     let group = child.id().and_then(|pid| i32::try_from(pid).ok()).map(Pid::from_raw);
+    if let Some(pid) = child.id() {
+        orphans::record(&run.scratch.dir, pid).await;
+    }
 
     let stdin_writer = child.stdin.take().map(|mut stdin| {
         let prompt = run.prompt.as_bytes().to_vec();

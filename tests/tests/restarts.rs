@@ -1,0 +1,117 @@
+//! Restarts and absent workers: a worker keeps its agent running while its
+//! coordinator restarts and reports once it is back; the coordinator enforces
+//! a task's time limit itself when a worker keeps its lease but never reports.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
+
+use std::time::Duration;
+
+use hive_shared::convert::duration;
+use hive_shared::ids::WorkerId;
+use hive_shared::pb;
+use hive_tests::coordinator::{TestCoordinator, test_config};
+use hive_tests::postgres::{count, fresh_database, wait_all_finished};
+use hive_tests::procs::{start_worker, worker_config};
+use hive_tests::wait::eventually;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_keeps_running_through_a_coordinator_restart_and_its_result_lands_once() {
+    let db = fresh_database().await;
+    let mut config = test_config(&db);
+    config.leases.ttl = Duration::from_secs(15); // longer than the outage
+    let coordinator = TestCoordinator::start(config.clone()).await;
+    let addr = coordinator.addr;
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let agent = format!(
+        "[agents.steady]\ncommand = [\"sh\", \"-c\", \"touch {}; for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done; echo '{{\\\"ticks\\\": 6}}'\"]\n",
+        started.display()
+    );
+    let worker = start_worker(&coordinator.url, &worker_config(dir.path(), "worker", &agent), "w", dir.path());
+    let mut admin = coordinator.admin_client().await;
+    let task = pb::TaskSpec { agent: "steady".into(), prompt: "p".into(), ..Default::default() };
+    admin.submit_tasks(pb::SubmitTasksRequest { swarm: "restart".into(), tasks: vec![task] }).await.unwrap();
+    eventually("the agent to start", Duration::from_secs(20), || async { started.exists() }).await;
+
+    coordinator.stop().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the outage: the agent runs on meanwhile
+    let coordinator = TestCoordinator::start_at(config, addr).await;
+
+    wait_all_finished(&db.pool, Duration::from_secs(30)).await;
+    assert_eq!(count(&db.pool, "select count(*) from attempts").await, 1, "no second attempt was needed");
+    let result: serde_json::Value =
+        sqlx::query_scalar("select result from tasks where status = 'succeeded'").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(result, serde_json::json!({"ticks": 6}));
+    let log = worker.log_text();
+    assert!(log.contains("coordinator call failed"), "the worker noticed the outage: {log}");
+    worker.terminate().await;
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_fails_an_attempt_past_its_deadline_even_while_its_lease_is_kept() {
+    let db = fresh_database().await;
+    let mut config = test_config(&db);
+    config.leases.ttl = Duration::from_secs(1);
+    config.leases.heartbeat_interval = Duration::from_millis(200);
+    let coordinator = TestCoordinator::start(config).await;
+    let mut admin = coordinator.admin_client().await;
+    let task = pb::TaskSpec {
+        agent: "stuck".into(),
+        prompt: "p".into(),
+        timeout: Some(duration(Duration::from_millis(300))),
+        max_attempts: 1,
+        ..Default::default()
+    };
+    admin.submit_tasks(pb::SubmitTasksRequest { swarm: "deadline".into(), tasks: vec![task] }).await.unwrap();
+
+    // A worker that claims, keeps beating for its attempt, and never reports.
+    let mut worker = coordinator.worker_client().await;
+    let worker_id = WorkerId::new().to_string();
+    let registration = pb::RegisterRequest {
+        worker_id: worker_id.clone(),
+        name: "stuck".into(),
+        agents: vec!["stuck".into()],
+        slots: 1,
+        ..Default::default()
+    };
+    worker.register(registration).await.unwrap();
+    let claim = pb::ClaimRequest { worker_id: worker_id.clone(), max_tasks: 1, wait: Some(duration(Duration::ZERO)) };
+    let assignment = worker.claim(claim).await.unwrap().into_inner().assignments.remove(0);
+    let beat =
+        pb::HeartbeatRequest { worker_id, attempt_ids: vec![assignment.attempt_id.clone()], ..Default::default() };
+    let (beats, outbound) = tokio::sync::mpsc::channel(4);
+    let mut replies =
+        worker.heartbeat(tokio_stream::wrappers::ReceiverStream::new(outbound)).await.unwrap().into_inner();
+    let beating = tokio::spawn(async move {
+        while beats.send(beat.clone()).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+
+    // Timeout 300 ms plus a lease of grace: failed by the coordinator, then the worker is told to stop.
+    let stop = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let reply = replies.message().await.unwrap().unwrap();
+            for command in reply.commands {
+                if let Some(pb::worker_command::Command::CancelAttempt(cancel)) = command.command {
+                    return cancel;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the worker is told to stop the attempt");
+    assert_eq!(stop.attempt_id, assignment.attempt_id);
+    let (status, outcome, error): (String, String, String) = sqlx::query_as(
+        "select t.status::text, a.outcome::text, a.error from tasks t join attempts a on a.id = $1::uuid",
+    )
+    .bind(&assignment.attempt_id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), outcome.as_str()), ("dead", "failed"));
+    assert!(error.contains("deadline passed"), "{error}");
+    beating.abort();
+    coordinator.stop().await.unwrap();
+}

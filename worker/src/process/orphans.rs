@@ -1,0 +1,88 @@
+//! Agents left behind by a worker that died without stopping them (SIGKILL,
+//! a crash, a power cut on a VM that came back). Each attempt's scratch folder
+//! records its agent's process group; a worker starting on the same work
+//! folder kills the groups whose leader still carries that attempt's
+//! `HIVE_ATTEMPT_ID` (so a reused pid is never hit) and removes the folders.
+//! Their tasks were already requeued by the coordinator when the lease ran out.
+
+use std::path::Path;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tracing::{info, warn};
+
+/// Name of the file holding an attempt's process group id.
+pub const PGID_FILE: &str = "agent.pgid";
+
+/// Records an agent's process group in its scratch folder.
+pub async fn record(scratch: &Path, pgid: u32) {
+    if let Err(err) = tokio::fs::write(scratch.join(PGID_FILE), pgid.to_string()).await {
+        warn!(error = %err, "could not record the agent's process group; a crash would leave it running");
+    }
+}
+
+/// Kills agents a previous worker left under `work_dir` and removes their folders; returns how many were killed.
+pub async fn reap(work_dir: &Path) -> usize {
+    let work_dir = work_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || reap_blocking(&work_dir)).await.unwrap_or(0)
+}
+
+fn reap_blocking(work_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(work_dir) else { return 0 };
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let folder = entry.path();
+        let attempt = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pgid) =
+            std::fs::read_to_string(folder.join(PGID_FILE)).ok().and_then(|text| text.trim().parse::<i32>().ok())
+            && leader_runs_attempt(pgid, &attempt)
+            && killpg(Pid::from_raw(pgid), Signal::SIGKILL).is_ok()
+        {
+            info!(attempt_id = %attempt, pgid, "killed an agent left running by a previous worker");
+            killed += 1;
+        }
+        if let Err(err) = std::fs::remove_dir_all(&folder) {
+            warn!(folder = %folder.display(), error = %err, "could not remove a stale attempt folder");
+        }
+    }
+    killed
+}
+
+/// Whether process `pid` runs with `HIVE_ATTEMPT_ID=<attempt>` in its environment.
+fn leader_runs_attempt(pid: i32, attempt: &str) -> bool {
+    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { return false };
+    let wanted = format!("HIVE_ATTEMPT_ID={attempt}");
+    environ.split(|byte| *byte == 0).any(|entry| entry == wanted.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_orphaned_agent_is_killed_and_a_reused_pid_is_not() {
+        let work = tempfile::tempdir().unwrap();
+        let attempt = hive_shared::ids::AttemptId::new().to_string();
+        let mut orphan = std::process::Command::new("sleep");
+        orphan.arg("1007.2468").env("HIVE_ATTEMPT_ID", &attempt);
+        std::os::unix::process::CommandExt::process_group(&mut orphan, 0);
+        let mut orphan = orphan.spawn().unwrap();
+        let folder = work.path().join(&attempt);
+        std::fs::create_dir_all(&folder).unwrap();
+        record(&folder, orphan.id()).await;
+
+        // A folder whose recorded pid now belongs to an unrelated process: left alone.
+        let mut bystander = std::process::Command::new("sleep").arg("1007.3579").spawn().unwrap();
+        let stale = work.path().join(hive_shared::ids::AttemptId::new().to_string());
+        std::fs::create_dir_all(&stale).unwrap();
+        record(&stale, bystander.id()).await;
+
+        assert_eq!(reap(work.path()).await, 1);
+        let status = orphan.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+        assert!(bystander.try_wait().unwrap().is_none(), "an unrelated process must survive");
+        assert!(!folder.exists() && !stale.exists());
+        bystander.kill().unwrap();
+        bystander.wait().unwrap();
+    }
+}
