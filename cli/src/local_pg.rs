@@ -27,12 +27,15 @@ pub enum Durability {
 #[derive(Debug)]
 pub struct LocalPostgres {
     child: Option<Child>,
+    /// Folder holding the data folder, the socket and the log.
+    pub root: PathBuf,
     /// Data folder.
     pub data_dir: PathBuf,
     /// Port on 127.0.0.1.
     pub port: u16,
     /// Process id of the postmaster.
     pub pid: i32,
+    durability: Durability,
 }
 
 impl LocalPostgres {
@@ -64,12 +67,25 @@ impl LocalPostgres {
         if let Some(running) = running_server(&data_dir) {
             return Ok(running);
         }
+        // A crashed server's stale pid file is fine: postgres checks and replaces it.
         if !data_dir.join("PG_VERSION").exists() {
             initdb(&bin, &data_dir, owner.as_ref(), durability).await?;
         }
         let port = free_port()?;
+        Self::launch(root, port, durability).await
+    }
+
+    /// Starts the server on an existing data folder and port.
+    async fn launch(root: &Path, port: u16, durability: Durability) -> anyhow::Result<Self> {
+        let bin = bin_dir()?;
+        let owner = server_user()?;
+        let data_dir = root.join("data");
         let log = root.join("postgres.log");
-        let log_file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("open {}", log.display()))?;
         if let Some(owner) = &owner {
             nix::unistd::chown(&log, Some(owner.uid), Some(owner.gid)).context("chown the server log")?;
         }
@@ -89,9 +105,26 @@ impl LocalPostgres {
         let child = command.spawn().with_context(|| format!("start {}", bin.join("postgres").display()))?;
         let pid =
             child.id().and_then(|pid| i32::try_from(pid).ok()).ok_or_else(|| anyhow!("postgres exited at once"))?;
-        let mut server = Self { child: Some(child), data_dir, port, pid };
+        let mut server = Self { child: Some(child), root: root.to_path_buf(), data_dir, port, pid, durability };
         server.wait_ready(&log).await?;
         Ok(server)
+    }
+
+    /// Crashes the server (an immediate shutdown: no checkpoint, recovery on
+    /// the next start) and starts it again on the same port, as an outage would.
+    ///
+    /// # Errors
+    /// When it does not come back.
+    pub async fn crash_and_restart(&mut self) -> anyhow::Result<()> {
+        let _ = kill(Pid::from_raw(self.pid), Signal::SIGQUIT);
+        match self.child.take() {
+            Some(mut child) => {
+                let _ = child.wait().await;
+            }
+            None => wait_gone(self.pid).await,
+        }
+        *self = Self::launch(&self.root, self.port, self.durability).await?;
+        Ok(())
     }
 
     async fn wait_ready(&mut self, log: &Path) -> anyhow::Result<()> {
@@ -170,9 +203,11 @@ fn running_server(data_dir: &Path) -> Option<LocalPostgres> {
     let alive = kill(Pid::from_raw(pid_file.pid), None).is_ok();
     (alive && pid_file.ready).then(|| LocalPostgres {
         child: None,
+        root: data_dir.parent().map_or_else(|| data_dir.to_path_buf(), Path::to_path_buf),
         data_dir: data_dir.to_path_buf(),
         port: pid_file.port,
         pid: pid_file.pid,
+        durability: Durability::Durable,
     })
 }
 

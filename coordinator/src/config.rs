@@ -48,6 +48,9 @@ pub struct DatabaseConfig {
     /// How long a query waits for a pooled connection.
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
+    /// On start, how long to keep trying to reach the database before giving up.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
 }
 
 /// Lease and heartbeat timing, handed to workers at registration.
@@ -137,7 +140,12 @@ impl Default for Config {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: Secret::default(), max_connections: 16, acquire_timeout: Duration::from_secs(10) }
+        Self {
+            url: Secret::default(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(60),
+        }
     }
 }
 

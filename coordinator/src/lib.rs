@@ -49,7 +49,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// # Errors
 /// When the database cannot be reached or migrated, or the server fails.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = db::connect(&config.database).await.context("connect to PostgreSQL")?;
+    let pool = db::connect_patiently(&config.database).await.context("connect to PostgreSQL")?;
     MIGRATOR.run(&pool).await.context("apply database migrations")?;
     let address = listener.local_addr().context("read the listen address")?;
 

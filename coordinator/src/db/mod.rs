@@ -42,6 +42,28 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
         .await
 }
 
+/// Opens the query pool, retrying with backoff for up to `connect_timeout`
+/// (a coordinator may start before its database, or during an outage).
+///
+/// # Errors
+/// A malformed URL at once; an unreachable server once the time is up.
+pub async fn connect_patiently(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + config.connect_timeout;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match connect(config).await {
+            Ok(pool) => return Ok(pool),
+            Err(err @ sqlx::Error::Configuration(_)) => return Err(err),
+            Err(err) if tokio::time::Instant::now() + delay > deadline => return Err(err),
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in = ?delay, "cannot reach the database yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 /// Converts a duration to the seconds PostgreSQL's `make_interval` takes.
 pub(crate) fn seconds(duration: Duration) -> f64 {
     duration.as_secs_f64()
