@@ -49,6 +49,47 @@ async fn an_agent_keeps_running_through_a_coordinator_restart_and_its_result_lan
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_whose_lease_expired_during_an_outage_is_refused_and_the_task_runs_again() {
+    let db = fresh_database().await;
+    let mut config = test_config(&db);
+    config.leases.ttl = Duration::from_secs(1);
+    config.leases.heartbeat_interval = Duration::from_millis(300);
+    let coordinator = TestCoordinator::start(config.clone()).await;
+    let addr = coordinator.addr;
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let agent = format!(
+        "[agents.once]\ncommand = [\"sh\", \"-c\", \"echo run >> {}; sleep 1; echo '{{}}'\"]\n",
+        runs.display()
+    );
+    let worker = start_worker(&coordinator.url, &worker_config(dir.path(), "worker", &agent), "w", dir.path());
+    let mut admin = coordinator.admin_client().await;
+    let task = pb::TaskSpec { agent: "once".into(), prompt: "p".into(), ..Default::default() };
+    admin.submit_tasks(pb::SubmitTasksRequest { swarm: "expired".into(), tasks: vec![task] }).await.unwrap();
+    eventually("the agent to start", Duration::from_secs(20), || async { runs.exists() }).await;
+
+    // The worker's coordinator goes away; another coordinator on the same
+    // database reaps the lease meanwhile. The agent finishes during the outage.
+    coordinator.stop().await.unwrap();
+    let reaper = TestCoordinator::start(config.clone()).await;
+    eventually("the lease to be reaped", Duration::from_secs(10), || async {
+        count(&db.pool, "select count(*) from attempts where outcome = 'lost'").await == 1
+    })
+    .await;
+    reaper.stop().await.unwrap();
+    let coordinator = TestCoordinator::start_at(config, addr).await;
+
+    wait_all_finished(&db.pool, Duration::from_secs(30)).await;
+    let log = worker.log_text();
+    assert!(log.contains("outcome refused"), "the worker says its late result was refused: {log}");
+    let outcomes: Vec<String> =
+        sqlx::query_scalar("select outcome::text from attempts order by number").fetch_all(&db.pool).await.unwrap();
+    assert_eq!(outcomes, ["lost", "succeeded"]);
+    worker.terminate().await;
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_coordinator_fails_an_attempt_past_its_deadline_even_while_its_lease_is_kept() {
     let db = fresh_database().await;
     let mut config = test_config(&db);

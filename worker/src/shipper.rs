@@ -184,3 +184,36 @@ async fn ship(client: &Client, pending: &mut Vec<pb::LogChunk>, abandon: &Cancel
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(shipment: Shipment) -> (i32, Vec<u8>) {
+        match shipment {
+            Shipment::Chunk(chunk) => (chunk.stream, chunk.data),
+            Shipment::Flush(_) => panic!("unexpected flush"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_drops_output_without_stalling_and_leaves_a_marker() {
+        let (queue, mut shipped) = mpsc::channel(2);
+        let sink = LogSink::new(queue, "t".into(), "a".into());
+        sink.send(b"first".to_vec()).await;
+        sink.send(b"second".to_vec()).await; // the queue is full
+        let started = tokio::time::Instant::now();
+        sink.send(b"lost".to_vec()).await; // waits QUEUE_WAIT, then drops
+        assert_eq!(started.elapsed(), QUEUE_WAIT);
+        sink.send(b"lost too".to_vec()).await; // already dropping: no wait
+        assert_eq!(started.elapsed(), QUEUE_WAIT);
+
+        assert_eq!(data(shipped.recv().await.unwrap()), (1, b"first".to_vec()));
+        assert_eq!(data(shipped.recv().await.unwrap()), (1, b"second".to_vec()));
+        sink.send(b"back".to_vec()).await; // room again: the marker goes first
+        let (stream, marker) = data(shipped.recv().await.unwrap());
+        assert_eq!(stream, i32::from(pb::LogStream::Hive));
+        assert!(String::from_utf8_lossy(&marker).contains("12 bytes of output were dropped"));
+        assert_eq!(data(shipped.recv().await.unwrap()), (1, b"back".to_vec()));
+    }
+}
