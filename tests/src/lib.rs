@@ -5,7 +5,7 @@
 //!   `DATABASE_URL` names; each test gets a fresh database with the
 //!   coordinator's migrations applied.
 //! - [`coordinator`]: a coordinator in-process on 127.0.0.1:0, with real
-//!   gRPC clients.
+//!   gRPC clients; [`fake_worker`]: a worker whose every call the test makes.
 //! - [`procs`]: the real `hive-coordinator`, `hive-worker` and `hivectl`
 //!   binaries as child processes (build them first: `cargo build --bins`,
 //!   which `scripts/test` does).
@@ -15,6 +15,7 @@
 //! has no place in the coordinator's checked query set.
 
 pub mod coordinator;
+pub mod fake_worker;
 pub mod postgres;
 pub mod procs;
 pub mod wait;

@@ -5,37 +5,11 @@
 
 use std::time::Duration;
 
-use hive_shared::convert::{duration, json_to_struct, struct_to_json};
-use hive_shared::ids::WorkerId;
+use hive_shared::convert::{json_to_struct, struct_to_json};
 use hive_shared::pb;
-use hive_shared::pb::worker_service_client::WorkerServiceClient;
 use hive_tests::coordinator::{TestCoordinator, test_config};
+use hive_tests::fake_worker::FakeWorker;
 use hive_tests::postgres::{TestDb, fresh_database};
-use tonic::transport::Channel;
-
-async fn register(client: &mut WorkerServiceClient<Channel>, name: &str) -> String {
-    let worker_id = WorkerId::new().to_string();
-    client
-        .register(pb::RegisterRequest {
-            worker_id: worker_id.clone(),
-            name: name.into(),
-            agents: vec!["noop".into()],
-            slots: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    worker_id
-}
-
-async fn claim_one(
-    client: &mut WorkerServiceClient<Channel>,
-    worker_id: &str,
-    wait: Duration,
-) -> Option<pb::Assignment> {
-    let request = pb::ClaimRequest { worker_id: worker_id.into(), max_tasks: 1, wait: Some(duration(wait)) };
-    client.claim(request).await.unwrap().into_inner().assignments.into_iter().next()
-}
 
 fn result(value: serde_json::Value) -> Option<prost_types::Struct> {
     let serde_json::Value::Object(object) = value else { panic!("not an object") };
@@ -91,15 +65,15 @@ async fn a_superseded_attempt_is_refused_everywhere_and_changes_nothing() {
     let task_id = submitted.task_ids[0].clone();
 
     // Worker A claims, then goes silent; its lease expires and the reaper requeues the task.
-    let mut a = coordinator.worker_client().await;
-    let a_id = register(&mut a, "a").await;
-    let first = claim_one(&mut a, &a_id, Duration::ZERO).await.expect("A claims the task");
+    let mut worker_a = FakeWorker::register(&coordinator, "a", &["noop"], 1).await;
+    let first = worker_a.claim(1, Duration::ZERO).await.pop().expect("A claims the task");
+    let (mut a, a_id) = (worker_a.client.clone(), worker_a.id.clone());
     assert_eq!(first.attempt, 1);
 
     // Worker B long-polls and gets the task as soon as A's lease has been reaped.
-    let mut b = coordinator.worker_client().await;
-    let b_id = register(&mut b, "b").await;
-    let second = claim_one(&mut b, &b_id, Duration::from_secs(10)).await.expect("B claims the reaped task");
+    let mut worker_b = FakeWorker::register(&coordinator, "b", &["noop"], 1).await;
+    let second = worker_b.claim(1, Duration::from_secs(10)).await.pop().expect("B claims the reaped task");
+    let (mut b, b_id) = (worker_b.client.clone(), worker_b.id.clone());
     assert_eq!(second.task_id, task_id);
     assert_eq!(second.attempt, 2);
     assert_ne!(second.attempt_id, first.attempt_id);

@@ -6,10 +6,9 @@
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use hive_shared::convert::duration;
-use hive_shared::ids::WorkerId;
 use hive_shared::pb;
 use hive_tests::coordinator::{TestCoordinator, test_config};
+use hive_tests::fake_worker::FakeWorker;
 use hive_tests::postgres::fresh_database;
 
 fn chunk(assignment: &pb::Assignment, seq: u64, data: Vec<u8>) -> pb::LogChunk {
@@ -29,28 +28,22 @@ async fn output_is_capped_per_task_behind_a_marker_and_resends_are_stored_once()
     config.limits.max_log_size_per_task = ByteSize::b(1024);
     let coordinator = TestCoordinator::start(config).await;
     let mut admin = coordinator.admin_client().await;
-    let mut worker = coordinator.worker_client().await;
 
     let tasks =
         (0..2).map(|_| pb::TaskSpec { agent: "noop".into(), prompt: "p".into(), ..Default::default() }).collect();
     admin.submit_tasks(pb::SubmitTasksRequest { swarm: "logs".into(), tasks }).await.unwrap();
-    let worker_id = WorkerId::new().to_string();
-    let registration = pb::RegisterRequest {
-        worker_id: worker_id.clone(),
-        name: "w".into(),
-        agents: vec!["noop".into()],
-        slots: 2,
-        ..Default::default()
-    };
-    worker.register(registration).await.unwrap();
-    let claim = pb::ClaimRequest { worker_id, max_tasks: 2, wait: Some(duration(Duration::ZERO)) };
-    let assignments = worker.claim(claim).await.unwrap().into_inner().assignments;
+    let mut fake = FakeWorker::register(&coordinator, "w", &["noop"], 2).await;
+    let assignments = fake.claim(2, Duration::ZERO).await;
     let (capped, resent) = (&assignments[0], &assignments[1]);
 
     let batch =
         vec![chunk(capped, 0, vec![b'a'; 600]), chunk(capped, 1, vec![b'b'; 600]), chunk(capped, 2, vec![b'c'; 600])];
-    let summary =
-        worker.append_logs(tokio_stream::iter([pb::AppendLogsRequest { chunks: batch }])).await.unwrap().into_inner();
+    let summary = fake
+        .client
+        .append_logs(tokio_stream::iter([pb::AppendLogsRequest { chunks: batch }]))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((summary.accepted_chunks, summary.rejected_chunks), (3, 0));
 
     let page = admin
@@ -81,7 +74,7 @@ async fn output_is_capped_per_task_behind_a_marker_and_resends_are_stored_once()
 
     for _ in 0..2 {
         let again = vec![chunk(resent, 0, b"once\n".to_vec())];
-        worker.append_logs(tokio_stream::iter([pb::AppendLogsRequest { chunks: again }])).await.unwrap();
+        fake.client.append_logs(tokio_stream::iter([pb::AppendLogsRequest { chunks: again }])).await.unwrap();
     }
     let stored = admin
         .get_task_logs(pb::GetTaskLogsRequest { task_id: resent.task_id.clone(), ..Default::default() })

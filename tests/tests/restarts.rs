@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use hive_shared::convert::duration;
-use hive_shared::ids::WorkerId;
 use hive_shared::pb;
 use hive_tests::coordinator::{TestCoordinator, test_config};
+use hive_tests::fake_worker::FakeWorker;
 use hive_tests::postgres::{count, fresh_database, wait_all_finished};
 use hive_tests::procs::{start_worker, worker_config};
 use hive_tests::wait::eventually;
@@ -107,33 +107,14 @@ async fn the_coordinator_fails_an_attempt_past_its_deadline_even_while_its_lease
     admin.submit_tasks(pb::SubmitTasksRequest { swarm: "deadline".into(), tasks: vec![task] }).await.unwrap();
 
     // A worker that claims, keeps beating for its attempt, and never reports.
-    let mut worker = coordinator.worker_client().await;
-    let worker_id = WorkerId::new().to_string();
-    let registration = pb::RegisterRequest {
-        worker_id: worker_id.clone(),
-        name: "stuck".into(),
-        agents: vec!["stuck".into()],
-        slots: 1,
-        ..Default::default()
-    };
-    worker.register(registration).await.unwrap();
-    let claim = pb::ClaimRequest { worker_id: worker_id.clone(), max_tasks: 1, wait: Some(duration(Duration::ZERO)) };
-    let assignment = worker.claim(claim).await.unwrap().into_inner().assignments.remove(0);
-    let beat =
-        pb::HeartbeatRequest { worker_id, attempt_ids: vec![assignment.attempt_id.clone()], ..Default::default() };
-    let (beats, outbound) = tokio::sync::mpsc::channel(4);
-    let mut replies =
-        worker.heartbeat(tokio_stream::wrappers::ReceiverStream::new(outbound)).await.unwrap().into_inner();
-    let beating = tokio::spawn(async move {
-        while beats.send(beat.clone()).await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
+    let mut worker = FakeWorker::register(&coordinator, "stuck", &["stuck"], 1).await;
+    let assignment = worker.claim(1, Duration::ZERO).await.remove(0);
+    let mut beating = worker.keep_beating(vec![assignment.attempt_id.clone()], Duration::from_millis(200)).await;
 
     // Timeout 300 ms plus a lease of grace: failed by the coordinator, then the worker is told to stop.
     let stop = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let reply = replies.message().await.unwrap().unwrap();
+            let reply = beating.replies.message().await.unwrap().unwrap();
             for command in reply.commands {
                 if let Some(pb::worker_command::Command::CancelAttempt(cancel)) = command.command {
                     return cancel;
@@ -153,6 +134,5 @@ async fn the_coordinator_fails_an_attempt_past_its_deadline_even_while_its_lease
     .unwrap();
     assert_eq!((status.as_str(), outcome.as_str()), ("dead", "failed"));
     assert!(error.contains("deadline passed"), "{error}");
-    beating.abort();
     coordinator.stop().await.unwrap();
 }

@@ -7,10 +7,9 @@
 
 use std::time::Duration;
 
-use hive_shared::convert::duration;
-use hive_shared::ids::WorkerId;
 use hive_shared::pb;
 use hive_tests::coordinator::{TestCoordinator, test_config};
+use hive_tests::fake_worker::FakeWorker;
 use hive_tests::postgres::fresh_database;
 use hive_tests::wait::eventually;
 
@@ -26,39 +25,14 @@ async fn a_claimed_task_the_worker_never_lists_is_handed_back_uncounted() {
         (0..2).map(|i| pb::TaskSpec { agent: "noop".into(), prompt: i.to_string(), ..Default::default() }).collect();
     admin.submit_tasks(pb::SubmitTasksRequest { swarm: "unheld".into(), tasks }).await.unwrap();
 
-    let mut worker = coordinator.worker_client().await;
-    let worker_id = WorkerId::new().to_string();
-    let registration = pb::RegisterRequest {
-        worker_id: worker_id.clone(),
-        name: "w".into(),
-        agents: vec!["noop".into()],
-        slots: 2,
-        ..Default::default()
-    };
-    worker.register(registration).await.unwrap();
-    let claim = pb::ClaimRequest { worker_id: worker_id.clone(), max_tasks: 2, wait: Some(duration(Duration::ZERO)) };
-    let assignments = worker.claim(claim).await.unwrap().into_inner().assignments;
+    let mut worker = FakeWorker::register(&coordinator, "w", &["noop"], 2).await;
+    let assignments = worker.claim(2, Duration::ZERO).await;
     assert_eq!(assignments.len(), 2);
     let (known, lost) = (&assignments[0], &assignments[1]);
 
     // The worker beats, listing only the attempt it knows of.
-    let beat = pb::HeartbeatRequest {
-        worker_id: worker_id.clone(),
-        attempt_ids: vec![known.attempt_id.clone()],
-        ..Default::default()
-    };
-    let (beats, outbound) = tokio::sync::mpsc::channel(4);
-    let mut replies =
-        worker.heartbeat(tokio_stream::wrappers::ReceiverStream::new(outbound)).await.unwrap().into_inner();
-    let keep_beating = tokio::spawn(async move {
-        loop {
-            if beats.send(beat.clone()).await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    });
-    tokio::spawn(async move { while let Ok(Some(_)) = replies.message().await {} });
+    let mut beating = worker.keep_beating(vec![known.attempt_id.clone()], Duration::from_millis(300)).await;
+    tokio::spawn(async move { while let Ok(Some(_)) = beating.replies.message().await {} });
 
     let lost_id = uuid::Uuid::parse_str(&lost.task_id).unwrap();
     eventually("the unlisted task to be handed back", Duration::from_secs(10), || async {
@@ -84,6 +58,5 @@ async fn a_claimed_task_the_worker_never_lists_is_handed_back_uncounted() {
         .await
         .unwrap();
     assert_eq!(known_status, "running", "the listed task keeps its lease");
-    keep_beating.abort();
     coordinator.stop().await.unwrap();
 }
