@@ -69,7 +69,8 @@ pub enum PromptMode {
     Arg,
 }
 
-/// What an exit code not listed as transient means.
+/// Whether a kind of failure is worth retrying (for exit codes not listed as
+/// transient, and for timeouts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UnlistedExit {
@@ -109,6 +110,9 @@ pub struct AgentConfig {
     /// What other non-zero exit codes mean.
     #[serde(default = "default_unlisted")]
     pub unlisted_exit_codes: UnlistedExit,
+    /// What running past the time limit means.
+    #[serde(default = "default_on_timeout")]
+    pub on_timeout: UnlistedExit,
 }
 
 fn default_prompt() -> PromptMode {
@@ -125,6 +129,9 @@ fn default_transient_codes() -> Vec<i32> {
 }
 fn default_unlisted() -> UnlistedExit {
     UnlistedExit::Permanent
+}
+fn default_on_timeout() -> UnlistedExit {
+    UnlistedExit::Transient
 }
 
 impl Default for Config {

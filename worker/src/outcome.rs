@@ -102,7 +102,7 @@ pub fn decide(
         }
         Exit::TimedOut => failure(
             ids,
-            Transient,
+            if agent.on_timeout == UnlistedExit::Transient { Transient } else { Permanent },
             format!("the agent ran past its time limit of {} and was stopped", humantime::format_duration(timeout)),
             Some(finished),
         ),
@@ -219,6 +219,13 @@ mod tests {
         let lenient = toml_agent("command = [\"x\"]\nunlisted_exit_codes = \"transient\"\n");
         let report = decide(&ids(), &lenient, Duration::from_secs(1), &finished(Exit::Code(1)), Ok(None), None);
         assert_eq!(class_of(report), Some(pb::FailureClass::Transient));
+    }
+
+    #[test]
+    fn timeouts_can_be_declared_permanent() {
+        let strict = toml_agent("command = [\"x\"]\non_timeout = \"permanent\"\n");
+        let report = decide(&ids(), &strict, Duration::from_secs(1), &finished(Exit::TimedOut), Ok(None), None);
+        assert_eq!(class_of(report), Some(pb::FailureClass::Permanent));
     }
 
     #[test]

@@ -27,6 +27,7 @@ fn agent(script: &str, prompt: PromptMode) -> AgentConfig {
         pass_env: vec![],
         transient_exit_codes: vec![75],
         unlisted_exit_codes: UnlistedExit::Permanent,
+        on_timeout: UnlistedExit::Transient,
     }
 }
 
