@@ -37,6 +37,22 @@ enum Command {
     Workers(commands::workers::WorkersArgs),
     /// Show progress per swarm.
     Status(commands::status::StatusArgs),
+    /// List swarms with their progress, time and cost; set a budget.
+    Swarms {
+        /// What to do; without one, list.
+        #[command(subcommand)]
+        command: Option<commands::swarms::SwarmsCommand>,
+    },
+    /// Print a swarm as a task file.
+    Export {
+        /// Swarm id.
+        swarm: String,
+    },
+    /// For agents: take or release a lock for the running attempt.
+    #[command(subcommand)]
+    Lock(commands::lock::LockCommand),
+    /// List held locks.
+    Locks,
     /// Run a whole swarm on this machine: database, coordinator, workers, tasks.
     Up(commands::up::UpArgs),
 }
@@ -55,6 +71,10 @@ async fn main() -> std::process::ExitCode {
         Command::Logs(args) => commands::logs::run(&ctx, args).await,
         Command::Workers(args) => commands::workers::run(&ctx, args).await,
         Command::Status(args) => commands::status::run(&ctx, args).await,
+        Command::Swarms { command } => commands::swarms::run(&ctx, command).await,
+        Command::Export { swarm } => commands::swarms::export(&ctx, &swarm).await,
+        Command::Lock(command) => commands::lock::run(&ctx, command).await,
+        Command::Locks => commands::lock::list(&ctx).await,
         Command::Up(args) => commands::up::run(args, ctx.json).await,
     };
     match result {

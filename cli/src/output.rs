@@ -97,6 +97,59 @@ pub struct TaskView {
     pub timeout_seconds: Option<f64>,
     /// Whether output was truncated.
     pub logs_truncated: bool,
+    /// Ids of the tasks it depends on.
+    pub depends_on: Vec<String>,
+    /// Dependencies not yet succeeded.
+    pub waiting_on: u32,
+    /// Required worker labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Locks held while it runs.
+    pub locks: Vec<String>,
+    /// Validator agent, prompt and rounds.
+    pub validate: Option<ValidateView>,
+    /// "build" or "validate".
+    pub stage: String,
+    /// Builder round.
+    pub round: u32,
+    /// "fresh" or "resume".
+    pub session: String,
+    /// Usage summed over its attempts.
+    pub usage: UsageView,
+    /// Backoff overrides.
+    pub backoff_initial_seconds: Option<f64>,
+    /// Backoff overrides.
+    pub backoff_max_seconds: Option<f64>,
+    /// Backoff overrides (0 when unset).
+    pub backoff_multiplier: f64,
+}
+
+/// A validator stage as hivectl shows it.
+#[derive(Debug, Serialize)]
+pub struct ValidateView {
+    /// Agent.
+    pub agent: String,
+    /// Prompt.
+    pub prompt: String,
+    /// Builder runs allowed.
+    pub max_rounds: u32,
+}
+
+/// Usage as hivectl shows it.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct UsageView {
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Cost.
+    pub cost: f64,
+}
+
+impl From<Option<pb::Usage>> for UsageView {
+    fn from(usage: Option<pb::Usage>) -> Self {
+        let usage = usage.unwrap_or_default();
+        Self { input_tokens: usage.input_tokens, output_tokens: usage.output_tokens, cost: usage.cost }
+    }
 }
 
 impl From<pb::Task> for TaskView {
@@ -124,6 +177,26 @@ impl From<pb::Task> for TaskView {
             worker_id: task.worker_id,
             current_attempt_id: task.current_attempt_id,
             logs_truncated: task.logs_truncated,
+            depends_on: task.depends_on,
+            waiting_on: task.waiting_on,
+            labels: task.labels.into_iter().collect(),
+            locks: task.locks,
+            validate: task.validate.map(|validate| ValidateView {
+                agent: validate.agent,
+                prompt: validate.prompt,
+                max_rounds: validate.max_rounds,
+            }),
+            stage: task.stage,
+            round: task.round,
+            session: if task.session == i32::from(pb::SessionPolicy::Resume) { "resume" } else { "fresh" }.into(),
+            usage: task.usage.into(),
+            backoff_initial_seconds: task
+                .backoff_initial
+                .as_ref()
+                .and_then(from_duration)
+                .map(|delay| delay.as_secs_f64()),
+            backoff_max_seconds: task.backoff_max.as_ref().and_then(from_duration).map(|delay| delay.as_secs_f64()),
+            backoff_multiplier: task.backoff_multiplier,
         }
     }
 }
@@ -149,6 +222,14 @@ pub struct AttemptView {
     pub started_at: Option<DateTime<Utc>>,
     /// Finished.
     pub finished_at: Option<DateTime<Utc>>,
+    /// "build" or "validate".
+    pub stage: String,
+    /// Session id the agent reported.
+    pub session_id: String,
+    /// Usage.
+    pub usage: UsageView,
+    /// The attempt's own result (builder results and validator verdicts).
+    pub result: Option<Json>,
 }
 
 impl From<pb::Attempt> for AttemptView {
@@ -163,6 +244,10 @@ impl From<pb::Attempt> for AttemptView {
             exit_code: attempt.exit_code,
             signal: attempt.signal,
             error: attempt.error,
+            stage: attempt.stage,
+            session_id: attempt.session_id,
+            usage: attempt.usage.into(),
+            result: object(attempt.result),
         }
     }
 }
@@ -198,6 +283,10 @@ pub struct WorkerView {
     pub version: String,
     /// Whether it is draining.
     pub draining: bool,
+    /// Labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Resident memory of each running agent's process tree, by attempt.
+    pub agents_rss_bytes: std::collections::BTreeMap<String, u64>,
 }
 
 impl From<pb::Worker> for WorkerView {
@@ -219,6 +308,12 @@ impl From<pb::Worker> for WorkerView {
             memory_total_bytes: resources.memory_total_bytes,
             version: worker.version,
             draining: worker.draining,
+            labels: worker.labels.into_iter().collect(),
+            agents_rss_bytes: resources
+                .attempts
+                .iter()
+                .map(|memory| (memory.attempt_id.clone(), memory.rss_bytes))
+                .collect(),
         }
     }
 }
@@ -280,16 +375,63 @@ pub struct SwarmView {
     pub counts: CountsView,
     /// Submitted.
     pub created_at: Option<DateTime<Utc>>,
+    /// First task started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Last task finished (once all have).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Finished share, percent.
+    pub progress_percent: u64,
+    /// Seconds since the first task started (to the end, once finished).
+    pub elapsed_seconds: Option<f64>,
+    /// Seconds left at the pace so far.
+    pub remaining_seconds: Option<f64>,
+    /// Usage summed over every attempt.
+    pub usage: UsageView,
+    /// Spending limit (0: none).
+    pub budget: f64,
+    /// Why ready tasks are not running.
+    pub waiting: Vec<String>,
 }
 
 impl From<pb::SwarmStats> for SwarmView {
     fn from(swarm: pb::SwarmStats) -> Self {
+        let counts: CountsView = swarm.counts.into();
+        let started_at = time(swarm.started_at.as_ref());
+        let finished_at = time(swarm.finished_at.as_ref());
+        let elapsed =
+            started_at.map(|start| (finished_at.unwrap_or_else(Utc::now) - start).num_milliseconds() as f64 / 1000.0);
+        let done = counts.finished();
+        let left = counts.total() - done;
+        let remaining = match (elapsed, done) {
+            (Some(_), _) if left == 0 => Some(0.0),
+            (Some(elapsed), done) if done > 0 => Some(elapsed / done as f64 * left as f64),
+            _ => None,
+        };
         Self {
-            counts: swarm.counts.into(),
+            progress_percent: (done * 100).checked_div(counts.total()).unwrap_or(100),
+            counts,
             created_at: time(swarm.created_at.as_ref()),
+            started_at,
+            finished_at,
+            elapsed_seconds: elapsed,
+            remaining_seconds: remaining,
+            usage: swarm.usage.into(),
+            budget: swarm.budget,
+            waiting: swarm.waiting,
             swarm_id: swarm.swarm_id,
             name: swarm.name,
         }
+    }
+}
+
+/// Seconds as a short duration (`1h 02m`, `3m 05s`, `12s`).
+pub fn seconds(value: Option<f64>) -> String {
+    let Some(value) = value else { return "-".into() };
+    let total = value.max(0.0).round() as u64;
+    match total {
+        0..60 => format!("{total}s"),
+        60..3600 => format!("{}m {:02}s", total / 60, total % 60),
+        _ => format!("{}h {:02}m", total / 3600, total % 3600 / 60),
     }
 }
 

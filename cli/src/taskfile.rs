@@ -9,78 +9,148 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use hive_shared::convert::{duration, json_to_struct, timestamp};
 use hive_shared::pb;
-use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 /// A task file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskFile {
     /// Swarm name.
     pub swarm: String,
+    /// Submitting again with this key returns the swarm submitted first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Spending limit (sum of the cost agents report); once spent, tasks wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<f64>,
     /// Values every task takes unless it sets its own.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Defaults::is_empty")]
     pub defaults: Defaults,
     /// The tasks.
     pub tasks: Vec<TaskEntry>,
 }
 
 /// Per-file defaults.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
     /// Agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
     /// Priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
     /// Attempts allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
     /// Time limit per attempt.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
     /// First retry delay.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub backoff_initial: Option<Duration>,
     /// Largest retry delay.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub backoff_max: Option<Duration>,
     /// Growth of the retry delay per failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_multiplier: Option<f64>,
 }
 
+impl Defaults {
+    fn is_empty(&self) -> bool {
+        self.agent.is_none()
+            && self.priority.is_none()
+            && self.max_attempts.is_none()
+            && self.timeout.is_none()
+            && self.backoff_initial.is_none()
+            && self.backoff_max.is_none()
+            && self.backoff_multiplier.is_none()
+    }
+}
+
+/// A validator stage.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateEntry {
+    /// Validator agent.
+    pub agent: String,
+    /// Validator prompt.
+    #[serde(default)]
+    pub prompt: String,
+    /// Builder runs allowed (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rounds: Option<u32>,
+}
+
+/// What a retry does with the agent's session.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Session {
+    /// Start a new one (the default).
+    Fresh,
+    /// Resume the last attempt's session ($HIVE_RESUME_SESSION).
+    Resume,
+}
+
 /// One task in a file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskEntry {
-    /// Name, unique within the file.
+    /// Name, unique within the file; what `depends_on` refers to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// Agent (or the file default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
     /// Prompt.
     #[serde(default)]
     pub prompt: String,
     /// Structured input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<Map<String, Json>>,
     /// Priority, higher first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
     /// Attempts allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
     /// Time limit per attempt.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
     /// First retry delay.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub backoff_initial: Option<Duration>,
     /// Largest retry delay.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub backoff_max: Option<Duration>,
     /// Growth of the retry delay per failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_multiplier: Option<f64>,
     /// Do not start before this time (RFC 3339, e.g. 2026-12-01T09:00:00Z).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_after: Option<DateTime<Utc>>,
     /// Do not start until this long after submission (e.g. 10m).
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub delay: Option<Duration>,
+    /// Tasks that must succeed first: ids from this file, or existing task ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Labels a worker must carry (e.g. gpu: "true").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Locks held while it runs (paths or keys).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locks: Vec<String>,
+    /// A validator stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate: Option<ValidateEntry>,
+    /// What a retry does with the agent's session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<Session>,
 }
 
 /// A task file that cannot be submitted; the message names the file, the field and (where known) the line.
@@ -142,6 +212,14 @@ fn problems(file: &TaskFile, text: &str) -> Vec<String> {
         if task.run_after.is_some() && task.delay.is_some() {
             problems.push(format!("tasks[{index}].delay: give run_after or delay, not both"));
         }
+        for (position, dependency) in task.depends_on.iter().enumerate() {
+            let known = file.tasks.iter().any(|other| other.id.as_deref() == Some(dependency.as_str()));
+            if !known && !looks_like_task_id(dependency) {
+                problems.push(format!(
+                    "tasks[{index}].depends_on[{position}]: `{dependency}` is neither an id in this file nor a task id"
+                ));
+            }
+        }
         let Some(id) = task.id.as_deref() else {
             continue;
         };
@@ -170,6 +248,7 @@ fn line_of_id(text: &str, id: &str, nth: usize) -> Option<usize> {
 impl TaskFile {
     /// The submission this file describes.
     pub fn into_request(self) -> pb::SubmitTasksRequest {
+        let (idempotency_key, budget) = (self.idempotency_key.unwrap_or_default(), self.budget.unwrap_or(0.0));
         let defaults = self.defaults;
         let tasks = self
             .tasks
@@ -186,10 +265,28 @@ impl TaskFile {
                 backoff_max: task.backoff_max.or(defaults.backoff_max).map(duration),
                 backoff_multiplier: task.backoff_multiplier.or(defaults.backoff_multiplier).unwrap_or(0.0),
                 run_after: start_time(task.run_after, task.delay).map(timestamp),
+                depends_on: task.depends_on,
+                labels: task.labels.into_iter().collect(),
+                locks: task.locks,
+                validate: task.validate.map(|validate| pb::ValidateSpec {
+                    agent: validate.agent,
+                    prompt: validate.prompt,
+                    max_rounds: validate.max_rounds.unwrap_or(0),
+                }),
+                session: match task.session {
+                    Some(Session::Resume) => pb::SessionPolicy::Resume,
+                    Some(Session::Fresh) | None => pb::SessionPolicy::Fresh,
+                }
+                .into(),
             })
             .collect();
-        pb::SubmitTasksRequest { swarm: self.swarm, tasks }
+        pb::SubmitTasksRequest { swarm: self.swarm, tasks, idempotency_key, budget }
     }
+}
+
+/// Whether text is a task id (a UUID), for dependencies on existing tasks.
+fn looks_like_task_id(text: &str) -> bool {
+    text.len() == 36 && text.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
 }
 
 /// When a task may start: an explicit time, or now plus a delay.
@@ -276,6 +373,27 @@ mod tests {
             parse("t.yaml", "swarm: s\ntasks:\n  - agent: a\n    delay: 1m\n    run_after: 2030-01-01T00:00:00Z\n")
                 .unwrap_err();
         assert!(err.to_string().contains("tasks[0].delay: give run_after or delay, not both"), "{err}");
+    }
+
+    #[test]
+    fn the_graph_labels_locks_and_stages_travel_with_the_file() {
+        let text = "swarm: s\nidempotency_key: k1\nbudget: 2.5\ntasks:\n  - id: a\n    agent: x\n    labels: {gpu: \"true\"}\n    locks: [src/lib.rs]\n    session: resume\n  - id: b\n    agent: x\n    depends_on: [a]\n    validate: {agent: check, prompt: review it, max_rounds: 2}\n";
+        let request = parse("t.yaml", text).unwrap().into_request();
+        assert_eq!((request.idempotency_key.as_str(), request.budget), ("k1", 2.5));
+        assert_eq!(request.tasks[0].labels["gpu"], "true");
+        assert_eq!(request.tasks[0].locks, ["src/lib.rs"]);
+        assert_eq!(request.tasks[0].session, i32::from(pb::SessionPolicy::Resume));
+        assert_eq!(request.tasks[1].depends_on, ["a"]);
+        assert_eq!(request.tasks[1].validate.as_ref().unwrap().max_rounds, 2);
+    }
+
+    #[test]
+    fn an_unknown_dependency_is_named_with_its_task() {
+        let err = parse("t.yaml", "swarm: s\ntasks:\n  - id: a\n    agent: x\n    depends_on: [nope]\n").unwrap_err();
+        assert!(
+            err.to_string().contains("tasks[0].depends_on[0]: `nope` is neither an id in this file nor a task id"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -61,7 +61,8 @@ impl FakeWorker {
     /// # Panics
     /// When the call fails.
     pub async fn claim(&mut self, max: u32, wait: Duration) -> Vec<pb::Assignment> {
-        let request = pb::ClaimRequest { worker_id: self.id.clone(), max_tasks: max, wait: Some(duration(wait)) };
+        let request =
+            pb::ClaimRequest { worker_id: self.id.clone(), max_tasks: max, wait: Some(duration(wait)), agents: vec![] };
         self.client.claim(request).await.expect("claim").into_inner().assignments
     }
 

@@ -69,15 +69,20 @@ async fn oversized_payloads_are_refused_and_change_nothing() {
 
     let big_prompt = "x".repeat(1024 * 1024 + 1);
     let task = pb::TaskSpec { agent: "echo".into(), prompt: big_prompt, ..Default::default() };
-    let err = admin.submit_tasks(pb::SubmitTasksRequest { swarm: "big".into(), tasks: vec![task] }).await.unwrap_err();
+    let err = admin
+        .submit_tasks(pb::SubmitTasksRequest { swarm: "big".into(), tasks: vec![task], ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(err.message(), "tasks[0].prompt: 1048577 bytes; the limit is 1048576");
 
     // Over the message limit (16 MiB): refused before it is decoded.
     let tasks =
         (0..20).map(|_| pb::TaskSpec { agent: "echo".into(), prompt: "y".repeat(1024 * 1024), ..Default::default() });
-    let err =
-        admin.submit_tasks(pb::SubmitTasksRequest { swarm: "huge".into(), tasks: tasks.collect() }).await.unwrap_err();
+    let err = admin
+        .submit_tasks(pb::SubmitTasksRequest { swarm: "huge".into(), tasks: tasks.collect(), ..Default::default() })
+        .await
+        .unwrap_err();
     assert!(matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted), "{err:?}");
     assert!(err.message().contains("too large"), "{err:?}");
 
@@ -106,14 +111,20 @@ async fn bad_requests_name_the_field_the_id_or_the_state() {
         pb::TaskSpec { agent: "ok".into(), key: "k".into(), max_attempts: 1000, ..Default::default() },
         pb::TaskSpec { agent: "ok".into(), key: "k".into(), ..Default::default() },
     ];
-    let err = admin.submit_tasks(pb::SubmitTasksRequest { swarm: "s".into(), tasks }).await.unwrap_err();
+    let err = admin
+        .submit_tasks(pb::SubmitTasksRequest { swarm: "s".into(), tasks, ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     for needle in
         ["tasks[0].agent: must not be empty", "tasks[1].max_attempts: 1000", "tasks[2].key: duplicate key `k`"]
     {
         assert!(err.message().contains(needle), "{needle} in {}", err.message());
     }
-    let err = admin.submit_tasks(pb::SubmitTasksRequest { swarm: "s".into(), tasks: vec![] }).await.unwrap_err();
+    let err = admin
+        .submit_tasks(pb::SubmitTasksRequest { swarm: "s".into(), tasks: vec![], ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(err.message(), "tasks: at least one task is required");
     nothing_queued(&db).await;
 
@@ -142,12 +153,18 @@ async fn bad_requests_name_the_field_the_id_or_the_state() {
     assert!(err.message().starts_with("agents[0]: `has space` contains ' '"), "{}", err.message());
     let stranger = WorkerId::new();
     let err = worker
-        .claim(pb::ClaimRequest { worker_id: stranger.to_string(), max_tasks: 1, wait: Some(duration(Duration::ZERO)) })
+        .claim(pb::ClaimRequest {
+            worker_id: stranger.to_string(),
+            max_tasks: 1,
+            wait: Some(duration(Duration::ZERO)),
+            agents: vec![],
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("is not registered"), "{}", err.message());
-    let completion = pb::Completion { task_id: TaskId::new().to_string(), attempt_id: "bad".into(), result: None };
+    let completion =
+        pb::Completion { task_id: TaskId::new().to_string(), attempt_id: "bad".into(), ..Default::default() };
     let err = worker
         .complete(pb::CompleteRequest { worker_id: stranger.to_string(), completions: vec![completion] })
         .await
@@ -156,8 +173,11 @@ async fn bad_requests_name_the_field_the_id_or_the_state() {
 
     // Cancelling: a queued task can be cancelled once; a second cancel names the state.
     let task = pb::TaskSpec { agent: "echo".into(), prompt: "x".into(), ..Default::default() };
-    let submitted =
-        admin.submit_tasks(pb::SubmitTasksRequest { swarm: "c".into(), tasks: vec![task] }).await.unwrap().into_inner();
+    let submitted = admin
+        .submit_tasks(pb::SubmitTasksRequest { swarm: "c".into(), tasks: vec![task], ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     let id = submitted.task_ids[0].clone();
     let cancelled = admin
         .cancel_task(pb::CancelTaskRequest { task_id: id.clone(), reason: String::new() })

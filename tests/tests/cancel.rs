@@ -47,8 +47,11 @@ async fn cancel_stops_the_running_process_tree_through_any_coordinator() {
     let mut admin = holder.admin_client().await;
     let tasks =
         (0..2).map(|i| pb::TaskSpec { agent: "tree".into(), prompt: i.to_string(), ..Default::default() }).collect();
-    let submitted =
-        admin.submit_tasks(pb::SubmitTasksRequest { swarm: "cancel".into(), tasks }).await.unwrap().into_inner();
+    let submitted = admin
+        .submit_tasks(pb::SubmitTasksRequest { swarm: "cancel".into(), tasks, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     eventually("the agent's process tree to start", Duration::from_secs(20), || async { agent_processes() == 2 }).await;
     let running: String =
         sqlx::query_scalar("select id::text from tasks where status = 'running'").fetch_one(&db.pool).await.unwrap();
@@ -115,10 +118,16 @@ async fn a_queued_swarm_is_cancelled_at_once_by_filter() {
     let mut admin = coordinator.admin_client().await;
     let tasks =
         (0..3).map(|i| pb::TaskSpec { agent: "nobody".into(), prompt: i.to_string(), ..Default::default() }).collect();
-    let submitted =
-        admin.submit_tasks(pb::SubmitTasksRequest { swarm: "queued".into(), tasks }).await.unwrap().into_inner();
+    let submitted = admin
+        .submit_tasks(pb::SubmitTasksRequest { swarm: "queued".into(), tasks, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     let other = pb::TaskSpec { agent: "nobody".into(), prompt: "keep".into(), ..Default::default() };
-    admin.submit_tasks(pb::SubmitTasksRequest { swarm: "other".into(), tasks: vec![other] }).await.unwrap();
+    admin
+        .submit_tasks(pb::SubmitTasksRequest { swarm: "other".into(), tasks: vec![other], ..Default::default() })
+        .await
+        .unwrap();
 
     let output =
         hivectl_json(&coordinator.url, &["cancel", "--swarm", &submitted.swarm_id, "--reason", "not needed"]).await;

@@ -26,7 +26,7 @@ async fn eight_concurrent_claimers_get_each_of_ten_thousand_tasks_exactly_once()
     let submitted = coordinator
         .admin_client()
         .await
-        .submit_tasks(pb::SubmitTasksRequest { swarm: "race".into(), tasks: tasks.collect() })
+        .submit_tasks(pb::SubmitTasksRequest { swarm: "race".into(), tasks: tasks.collect(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -53,6 +53,7 @@ async fn eight_concurrent_claimers_get_each_of_ten_thousand_tasks_exactly_once()
                     worker_id: worker_id.clone(),
                     max_tasks: 37,
                     wait: Some(duration(Duration::ZERO)),
+                    agents: vec![],
                 };
                 let batch = client.claim(request).await.unwrap().into_inner().assignments;
                 if batch.is_empty() {

@@ -33,7 +33,10 @@ async fn sigterm_during_twenty_running_tasks_finishes_or_hands_back_every_one() 
     let mut admin = coordinator.admin_client().await;
     let tasks =
         (0..TASKS).map(|i| pb::TaskSpec { agent: "nap".into(), prompt: (5 + i * 3).to_string(), ..Default::default() });
-    admin.submit_tasks(pb::SubmitTasksRequest { swarm: "drain".into(), tasks: tasks.collect() }).await.unwrap();
+    admin
+        .submit_tasks(pb::SubmitTasksRequest { swarm: "drain".into(), tasks: tasks.collect(), ..Default::default() })
+        .await
+        .unwrap();
     eventually("all 20 agents to start on the first worker", Duration::from_secs(20), || async {
         std::fs::read_to_string(&started).is_ok_and(|text| text.lines().count() == TASKS)
     })

@@ -58,7 +58,7 @@ async fn a_superseded_attempt_is_refused_everywhere_and_changes_nothing() {
     let mut admin = coordinator.admin_client().await;
     let task = pb::TaskSpec { agent: "noop".into(), prompt: "p".into(), max_attempts: 5, ..Default::default() };
     let submitted = admin
-        .submit_tasks(pb::SubmitTasksRequest { swarm: "fence".into(), tasks: vec![task] })
+        .submit_tasks(pb::SubmitTasksRequest { swarm: "fence".into(), tasks: vec![task], ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -86,6 +86,7 @@ async fn a_superseded_attempt_is_refused_everywhere_and_changes_nothing() {
         task_id: task_id.clone(),
         attempt_id: first.attempt_id.clone(),
         result: result(serde_json::json!({"by": "a"})),
+        ..Default::default()
     };
     let acks = a
         .complete(pb::CompleteRequest { worker_id: a_id.clone(), completions: vec![completion] })
@@ -148,6 +149,7 @@ async fn a_superseded_attempt_is_refused_everywhere_and_changes_nothing() {
         task_id: task_id.clone(),
         attempt_id: second.attempt_id.clone(),
         result: result(serde_json::json!({"by": "b"})),
+        ..Default::default()
     };
     let request = pb::CompleteRequest { worker_id: b_id.clone(), completions: vec![completion] };
     let acks = b.complete(request.clone()).await.unwrap().into_inner().acks;

@@ -31,7 +31,7 @@ async fn output_is_capped_per_task_behind_a_marker_and_resends_are_stored_once()
 
     let tasks =
         (0..2).map(|_| pb::TaskSpec { agent: "noop".into(), prompt: "p".into(), ..Default::default() }).collect();
-    admin.submit_tasks(pb::SubmitTasksRequest { swarm: "logs".into(), tasks }).await.unwrap();
+    admin.submit_tasks(pb::SubmitTasksRequest { swarm: "logs".into(), tasks, ..Default::default() }).await.unwrap();
     let mut fake = FakeWorker::register(&coordinator, "w", &["noop"], 2).await;
     let assignments = fake.claim(2, Duration::ZERO).await;
     let (capped, resent) = (&assignments[0], &assignments[1]);

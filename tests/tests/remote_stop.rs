@@ -28,7 +28,7 @@ async fn stop_now_hands_running_tasks_back_and_drain_lets_them_finish() {
     let mut admin = coordinator.admin_client().await;
     let tasks =
         (0..3).map(|_| pb::TaskSpec { agent: "work".into(), prompt: "30".into(), ..Default::default() }).collect();
-    admin.submit_tasks(pb::SubmitTasksRequest { swarm: "stop".into(), tasks }).await.unwrap();
+    admin.submit_tasks(pb::SubmitTasksRequest { swarm: "stop".into(), tasks, ..Default::default() }).await.unwrap();
     eventually("three agents to run", Duration::from_secs(20), || async {
         std::fs::read_to_string(&started).is_ok_and(|text| text.lines().count() == 3)
     })

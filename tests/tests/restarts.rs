@@ -30,7 +30,10 @@ async fn an_agent_keeps_running_through_a_coordinator_restart_and_its_result_lan
     let worker = start_worker(&coordinator.url, &worker_config(dir.path(), "worker", &agent), "w", dir.path());
     let mut admin = coordinator.admin_client().await;
     let task = pb::TaskSpec { agent: "steady".into(), prompt: "p".into(), ..Default::default() };
-    admin.submit_tasks(pb::SubmitTasksRequest { swarm: "restart".into(), tasks: vec![task] }).await.unwrap();
+    admin
+        .submit_tasks(pb::SubmitTasksRequest { swarm: "restart".into(), tasks: vec![task], ..Default::default() })
+        .await
+        .unwrap();
     eventually("the agent to start", Duration::from_secs(20), || async { started.exists() }).await;
 
     coordinator.stop().await.unwrap();
@@ -65,7 +68,10 @@ async fn a_result_whose_lease_expired_during_an_outage_is_refused_and_the_task_r
     let worker = start_worker(&coordinator.url, &worker_config(dir.path(), "worker", &agent), "w", dir.path());
     let mut admin = coordinator.admin_client().await;
     let task = pb::TaskSpec { agent: "once".into(), prompt: "p".into(), ..Default::default() };
-    admin.submit_tasks(pb::SubmitTasksRequest { swarm: "expired".into(), tasks: vec![task] }).await.unwrap();
+    admin
+        .submit_tasks(pb::SubmitTasksRequest { swarm: "expired".into(), tasks: vec![task], ..Default::default() })
+        .await
+        .unwrap();
     eventually("the agent to start", Duration::from_secs(20), || async { runs.exists() }).await;
 
     // The worker's coordinator goes away; another coordinator on the same
@@ -104,7 +110,10 @@ async fn the_coordinator_fails_an_attempt_past_its_deadline_even_while_its_lease
         max_attempts: 1,
         ..Default::default()
     };
-    admin.submit_tasks(pb::SubmitTasksRequest { swarm: "deadline".into(), tasks: vec![task] }).await.unwrap();
+    admin
+        .submit_tasks(pb::SubmitTasksRequest { swarm: "deadline".into(), tasks: vec![task], ..Default::default() })
+        .await
+        .unwrap();
 
     // A worker that claims, keeps beating for its attempt, and never reports.
     let mut worker = FakeWorker::register(&coordinator, "stuck", &["stuck"], 1).await;

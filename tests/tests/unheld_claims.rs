@@ -23,7 +23,7 @@ async fn a_claimed_task_the_worker_never_lists_is_handed_back_uncounted() {
     let mut admin = coordinator.admin_client().await;
     let tasks =
         (0..2).map(|i| pb::TaskSpec { agent: "noop".into(), prompt: i.to_string(), ..Default::default() }).collect();
-    admin.submit_tasks(pb::SubmitTasksRequest { swarm: "unheld".into(), tasks }).await.unwrap();
+    admin.submit_tasks(pb::SubmitTasksRequest { swarm: "unheld".into(), tasks, ..Default::default() }).await.unwrap();
 
     let mut worker = FakeWorker::register(&coordinator, "w", &["noop"], 2).await;
     let assignments = worker.claim(2, Duration::ZERO).await;

@@ -32,7 +32,10 @@ async fn a_task_on_a_killed_worker_runs_again_elsewhere_within_the_lease_and_suc
     let first = start_worker(&coordinator.url, &config, "first", dir.path());
     let mut admin = coordinator.admin_client().await;
     let task = pb::TaskSpec { agent: "slow".into(), prompt: "p".into(), ..Default::default() };
-    admin.submit_tasks(pb::SubmitTasksRequest { swarm: "death".into(), tasks: vec![task] }).await.unwrap();
+    admin
+        .submit_tasks(pb::SubmitTasksRequest { swarm: "death".into(), tasks: vec![task], ..Default::default() })
+        .await
+        .unwrap();
     eventually("the first worker's agent to start", Duration::from_secs(20), || async {
         std::fs::read_to_string(&ledger).is_ok_and(|text| text.lines().count() == 1)
     })

@@ -14,7 +14,7 @@ use crate::context::Context;
 use crate::outcome::{self, Ids, Report};
 use crate::process::spawn::HiveVars;
 use crate::process::supervise::{self, Exit};
-use crate::process::workdir::Scratch;
+use crate::process::workdir::{JsonFile, Scratch};
 use crate::shipper::LogSink;
 
 /// Runs one assignment to its reported end. Holds `slot` while the agent runs.
@@ -37,22 +37,30 @@ async fn execute(context: Arc<Context>, assignment: pb::Assignment, slot: Option
         queue(&context, outcome::failure(&ids, pb::FailureClass::Permanent, problem, None)).await;
         return;
     };
-    let input = assignment.input.clone().map(struct_to_json);
-    let scratch = match Scratch::create(&context.config.work_dir, attempt, &assignment.prompt, input.as_ref()).await {
-        Ok(scratch) => scratch,
-        Err(err) => {
-            let problem =
-                format!("cannot prepare the scratch folder under {}: {err}", context.config.work_dir.display());
-            queue(&context, outcome::failure(&ids, pb::FailureClass::Transient, problem, None)).await;
-            return;
-        }
-    };
+    let scratch =
+        match Scratch::create(&context.config.work_dir, attempt, &assignment.prompt, json_files(&assignment)).await {
+            Ok(scratch) => scratch,
+            Err(err) => {
+                let problem =
+                    format!("cannot prepare the scratch folder under {}: {err}", context.config.work_dir.display());
+                queue(&context, outcome::failure(&ids, pb::FailureClass::Transient, problem, None)).await;
+                return;
+            }
+        };
     let timeout = assignment.timeout.as_ref().and_then(from_duration).unwrap_or(agent.timeout);
+    let mut extra = vec![("HIVE_STAGE", assignment.stage.clone()), ("HIVE_ROUND", assignment.round.to_string())];
+    if !assignment.resume_session.is_empty() {
+        extra.push(("HIVE_RESUME_SESSION", assignment.resume_session.clone()));
+    }
     let vars = HiveVars {
         task_id: assignment.task_id.clone(),
         attempt_id: assignment.attempt_id.clone(),
         coordinator: context.config.coordinator.clone(),
+        extra,
     };
+    let session_regex = agent.session_regex.as_deref().and_then(|pattern| regex::Regex::new(pattern).ok());
+    let held = context.held.clone();
+    let on_spawn = move |group: i32| held.set_group(attempt, group);
     let sink = LogSink::new(context.logs.clone(), assignment.task_id.clone(), assignment.attempt_id.clone());
     info!(attempt = assignment.attempt, "agent starting");
     let run = supervise::Run {
@@ -62,6 +70,8 @@ async fn execute(context: Arc<Context>, assignment: pb::Assignment, slot: Option
         scratch: &scratch,
         timeout,
         chunk_size: usize::try_from(context.config.logs.chunk_size.as_u64()).unwrap_or(32 * 1024),
+        session_regex: session_regex.as_ref(),
+        on_spawn: &on_spawn,
     };
     let finished = supervise::run(run, sink.clone(), &cancel).await;
     drop(slot);
@@ -71,10 +81,8 @@ async fn execute(context: Arc<Context>, assignment: pb::Assignment, slot: Option
     }
 
     sink.flush().await;
-    let result_file = match finished.exit {
-        Exit::Code(0) => outcome::read_result_file(&scratch.result_file).await,
-        _ => Ok(None),
-    };
+    // Read whatever the exit: a failed agent's result may still report its usage and session.
+    let result_file = outcome::read_result_file(&scratch.result_file).await;
     let report = outcome::decide(&ids, agent, timeout, &finished, result_file, context.held.reason(attempt));
     match report {
         Some(report) => queue(&context, report).await,
@@ -86,6 +94,22 @@ async fn execute(context: Arc<Context>, assignment: pb::Assignment, slot: Option
     if !context.config.keep_work_dirs {
         scratch.remove().await;
     }
+}
+
+/// The JSON files an agent is handed, each named by an environment variable.
+fn json_files(assignment: &pb::Assignment) -> Vec<JsonFile> {
+    let files = [
+        ("HIVE_INPUT_FILE", "input.json", &assignment.input),
+        ("HIVE_INPUTS_FILE", "inputs.json", &assignment.inputs),
+        ("HIVE_BUILD_RESULT_FILE", "build-result.json", &assignment.build_result),
+        ("HIVE_FEEDBACK_FILE", "feedback.json", &assignment.feedback),
+    ];
+    files
+        .into_iter()
+        .filter_map(|(variable, name, content)| {
+            content.clone().map(|content| JsonFile { variable, name, content: struct_to_json(content) })
+        })
+        .collect()
 }
 
 async fn queue(context: &Context, report: Report) {

@@ -1,5 +1,6 @@
-//! The claim loop: whenever slots are free, long-poll Claim for as many tasks
-//! as there are free slots, and start an attempt for each.
+//! The claim loop: whenever slots are free and the host is under its admission
+//! limits, long-poll Claim for as many tasks as there are free slots (for the
+//! agents whose memory estimate fits), and start an attempt for each.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,9 @@ use crate::attempt;
 use crate::connection;
 use crate::context::Context;
 use crate::outcome::{self, Ids};
+
+/// How often a host over its admission limits looks again.
+const ADMISSION_RECHECK: Duration = Duration::from_secs(1);
 
 /// How long a claim already in flight when draining starts may take to answer.
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(1);
@@ -30,10 +34,22 @@ pub async fn run(context: Arc<Context>, attempts: TaskTracker, stop: Cancellatio
         while let Ok(permit) = Arc::clone(&context.slots).try_acquire_owned() {
             permits.push(permit);
         }
+        let agents = match context.admissible_agents() {
+            None => Vec::new(),
+            Some(agents) if agents.is_empty() => {
+                drop(permits);
+                if !connection::pause(ADMISSION_RECHECK, &stop).await {
+                    return;
+                }
+                continue;
+            }
+            Some(agents) => agents,
+        };
         let request = pb::ClaimRequest {
             worker_id: context.worker_id.to_string(),
             max_tasks: u32::try_from(permits.len()).unwrap_or(u32::MAX),
             wait: Some(duration(context.config.claim_wait)),
+            agents,
         };
         let mut client = context.client.clone();
         let call = client.claim(request);

@@ -38,8 +38,28 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Output shipping.
     pub logs: LogShipping,
+    /// Labels tasks may require (e.g. gpu = "true", region = "eu").
+    pub labels: BTreeMap<String, String>,
+    /// When the host is too busy to take more work.
+    pub admission: Admission,
     /// The agents, by name.
     pub agents: BTreeMap<String, AgentConfig>,
+}
+
+/// Host limits above which the worker claims nothing new.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admission {
+    /// Host CPU use (percent of all cores) at or above which no task is claimed.
+    pub max_cpu_percent: f64,
+    /// Host memory use (percent) at or above which no task is claimed.
+    pub max_memory_percent: f64,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Self { max_cpu_percent: 95.0, max_memory_percent: 90.0 }
+    }
 }
 
 /// How agent output travels to the coordinator.
@@ -113,6 +133,13 @@ pub struct AgentConfig {
     /// What running past the time limit means.
     #[serde(default = "default_on_timeout")]
     pub on_timeout: UnlistedExit,
+    /// Memory one run needs; a task is claimed only while this much is free.
+    #[serde(default)]
+    pub memory: Option<ByteSize>,
+    /// Finds the agent's session id in its output (the first capture group of
+    /// the last matching line), when its result has no `session_id`.
+    #[serde(default)]
+    pub session_regex: Option<String>,
 }
 
 fn default_prompt() -> PromptMode {
@@ -146,6 +173,8 @@ impl Default for Config {
             drain_grace: Duration::from_secs(30),
             log_format: LogFormat::Text,
             logs: LogShipping::default(),
+            labels: BTreeMap::new(),
+            admission: Admission::default(),
             agents: BTreeMap::new(),
         }
     }
@@ -230,6 +259,23 @@ impl Config {
         for (name, agent) in &self.agents {
             problems.extend(agent_problems(name, agent));
         }
+        for (key, value) in &self.labels {
+            let key_ok = !key.is_empty()
+                && key.len() <= 63
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+            let value_ok = value.len() <= 63 && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !(key_ok && value_ok) {
+                problems.push(format!("labels.{key}: `{key}={value}` is not a label (letters, digits, - _ . / in the name; - _ . in the value)"));
+            }
+        }
+        for (name, limit) in [
+            ("max_cpu_percent", self.admission.max_cpu_percent),
+            ("max_memory_percent", self.admission.max_memory_percent),
+        ] {
+            if !(1.0..=100.0).contains(&limit) {
+                problems.push(format!("admission.{name}: {limit} must be between 1 and 100"));
+            }
+        }
         problems
     }
 }
@@ -252,6 +298,11 @@ fn agent_problems(name: &str, agent: &AgentConfig) -> Vec<String> {
     }
     if let Some(key) = agent.env.keys().find(|key| key.starts_with("HIVE_")) {
         problems.push(format!("agents.{name}.env.{key}: HIVE_* variables are set by the worker"));
+    }
+    if let Some(pattern) = &agent.session_regex
+        && let Err(err) = regex::Regex::new(pattern)
+    {
+        problems.push(format!("agents.{name}.session_regex: {err}"));
     }
     if let Some(code) = agent.transient_exit_codes.iter().find(|code| !(1..=255).contains(*code)) {
         problems.push(format!("agents.{name}.transient_exit_codes: {code} is not an exit code (1-255)"));

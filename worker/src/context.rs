@@ -38,12 +38,22 @@ pub struct Context {
     pub drain: CancellationToken,
     /// Cancelled to stop at once: stop every agent and hand its task back.
     pub stop_now: CancellationToken,
+    /// The latest host figures (the heartbeat session samples them), for admission.
+    pub latest: std::sync::Mutex<Option<hive_shared::pb::ResourceUsage>>,
 }
 
 impl Context {
     /// Free slots right now.
     pub fn free_slots(&self) -> u32 {
         u32::try_from(self.slots.available_permits()).unwrap_or(u32::MAX)
+    }
+
+    /// Which agents may be claimed now: none while the host is over its CPU or
+    /// memory limit; otherwise those whose memory estimate fits what is free.
+    /// `None` means no limit applies (every agent).
+    pub fn admissible_agents(&self) -> Option<Vec<String>> {
+        let latest = self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()?;
+        crate::admission::admissible(&self.config, &latest)
     }
 }
 

@@ -24,6 +24,7 @@ struct Entry {
     task: TaskId,
     cancel: CancellationToken,
     reason: Option<CancelReason>,
+    group: Option<i32>,
 }
 
 /// Shared registry of held attempts.
@@ -40,13 +41,25 @@ impl Held {
     /// Starts holding an attempt; the token stops its agent.
     pub fn hold(&self, task: TaskId, attempt: AttemptId) -> CancellationToken {
         let cancel = CancellationToken::new();
-        self.lock().insert(attempt, Entry { task, cancel: cancel.clone(), reason: None });
+        self.lock().insert(attempt, Entry { task, cancel: cancel.clone(), reason: None, group: None });
         cancel
     }
 
     /// Stops holding an attempt (its outcome was acknowledged or dropped).
     pub fn release(&self, attempt: AttemptId) {
         self.lock().remove(&attempt);
+    }
+
+    /// Records the process group of an attempt's agent.
+    pub fn set_group(&self, attempt: AttemptId, group: i32) {
+        if let Some(entry) = self.lock().get_mut(&attempt) {
+            entry.group = Some(group);
+        }
+    }
+
+    /// Process groups of the agents running now.
+    pub fn groups(&self) -> Vec<(AttemptId, i32)> {
+        self.lock().iter().filter_map(|(attempt, entry)| entry.group.map(|group| (*attempt, group))).collect()
     }
 
     /// Ids of every held attempt, for heartbeats.

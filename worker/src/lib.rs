@@ -13,6 +13,7 @@
 //!
 //! [`run`] takes its config and shutdown tokens, so tests run a worker in-process.
 
+pub mod admission;
 pub mod attempt;
 pub mod claim;
 pub mod config;
@@ -77,6 +78,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
         agents: config.agents.keys().cloned().collect(),
         slots: config.slots,
         version: hive_shared::VERSION.to_owned(),
+        labels: config.labels.clone().into_iter().collect(),
     };
     let timing = tokio::select! {
         timing = connection::register(&client, &registration, &stop_now) => timing.context("register with the coordinator")?,
@@ -102,6 +104,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
         reports,
         drain: drain.clone(),
         stop_now: stop_now.clone(),
+        latest: std::sync::Mutex::new(None),
     });
 
     let loops = TaskTracker::new();

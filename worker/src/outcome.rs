@@ -58,7 +58,41 @@ pub fn failure(ids: &Ids, class: pb::FailureClass, error: String, finished: Opti
         exit_code,
         signal,
         timed_out,
+        session_id: String::new(),
+        usage: None,
     })
+}
+
+/// The session id and usage an agent reported: `session_id` and `usage`
+/// (`input_tokens`, `output_tokens`, `cost`) in its result, the session falling
+/// back to what its output showed.
+pub fn spend(result: Option<&JsonObject>, output_session: Option<&str>) -> (String, Option<pb::Usage>) {
+    let session = result
+        .and_then(|object| object.get("session_id"))
+        .and_then(serde_json::Value::as_str)
+        .or(output_session)
+        .unwrap_or_default()
+        .to_owned();
+    let usage = result.and_then(|object| object.get("usage")).and_then(serde_json::Value::as_object).map(|usage| {
+        let count = |name: &str| usage.get(name).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        pb::Usage {
+            input_tokens: count("input_tokens"),
+            output_tokens: count("output_tokens"),
+            cost: usage
+                .get("cost")
+                .and_then(serde_json::Value::as_f64)
+                .filter(|cost| cost.is_finite() && *cost >= 0.0)
+                .unwrap_or(0.0),
+        }
+    });
+    (session, usage)
+}
+
+fn with_spend(report: Report, (session_id, usage): (String, Option<pb::Usage>)) -> Report {
+    match report {
+        Report::Complete(completion) => Report::Complete(pb::Completion { session_id, usage, ..completion }),
+        Report::Fail(failure) => Report::Fail(pb::Failure { session_id, usage, ..failure }),
+    }
 }
 
 fn with_stderr(message: String, finished: &Finished) -> String {
@@ -77,17 +111,21 @@ pub fn decide(
     cancelled: Option<CancelReason>,
 ) -> Option<Report> {
     use pb::FailureClass::{Permanent, Transient};
+    let reported = match &result_file {
+        Ok(Some(object)) => Some(object.clone()),
+        _ => finished.stdout_json.clone(),
+    };
+    let spent = spend(reported.as_ref(), finished.session.as_deref());
     let report = match &finished.exit {
         Exit::Code(0) => match result_file {
             Err(problem) => failure(ids, Permanent, problem, Some(finished)),
-            Ok(file) => {
-                let result = file.or_else(|| finished.stdout_json.clone()).unwrap_or_default();
-                Report::Complete(pb::Completion {
-                    task_id: ids.task_id.clone(),
-                    attempt_id: ids.attempt_id.clone(),
-                    result: Some(json_to_struct(result)),
-                })
-            }
+            Ok(_) => Report::Complete(pb::Completion {
+                task_id: ids.task_id.clone(),
+                attempt_id: ids.attempt_id.clone(),
+                result: Some(json_to_struct(reported.unwrap_or_default())),
+                session_id: String::new(),
+                usage: None,
+            }),
         },
         Exit::Code(code) => {
             let transient =
@@ -123,7 +161,7 @@ pub fn decide(
         },
         Exit::SpawnFailed(problem) => failure(ids, Permanent, problem.clone(), Some(finished)),
     };
-    Some(report)
+    Some(with_spend(report, spent))
 }
 
 /// Reads the result file: `Ok(None)` when absent, an error naming the problem when it is not a JSON object.
@@ -175,7 +213,7 @@ mod tests {
 
     fn finished(exit: Exit) -> Finished {
         let stdout_json = Some(json!({"from": "stdout"}).as_object().unwrap().clone());
-        Finished { exit, stdout_json, stderr_tail: "boom".into() }
+        Finished { exit, stdout_json, session: None, stderr_tail: "boom".into() }
     }
 
     fn class_of(report: Option<Report>) -> Option<pb::FailureClass> {
@@ -278,6 +316,24 @@ mod tests {
         let Some(Report::Fail(failure)) = report else { panic!() };
         assert_eq!(failure.exit_code, Some(3));
         assert_eq!(failure.error, "the agent exited with code 3; stderr ends: boom");
+    }
+
+    #[test]
+    fn usage_and_session_travel_with_the_report() {
+        let result = json!({"session_id": "s-1", "usage": {"input_tokens": 10, "output_tokens": 5, "cost": 0.25}});
+        let file = Ok(Some(result.as_object().unwrap().clone()));
+        let report = decide(&ids(), &agent(), Duration::from_secs(1), &finished(Exit::Code(1)), file, None);
+        let Some(Report::Fail(failure)) = report else { panic!() };
+        assert_eq!(failure.session_id, "s-1");
+        assert_eq!(failure.usage, Some(pb::Usage { input_tokens: 10, output_tokens: 5, cost: 0.25 }));
+
+        let mut seen = finished(Exit::Code(0));
+        seen.session = Some("from-output".into());
+        let Some(Report::Complete(done)) = decide(&ids(), &agent(), Duration::from_secs(1), &seen, Ok(None), None)
+        else {
+            panic!()
+        };
+        assert_eq!(done.session_id, "from-output");
     }
 
     #[tokio::test]

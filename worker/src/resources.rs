@@ -11,8 +11,9 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// Takes a sample.
-    pub async fn sample(&mut self) -> pb::ResourceUsage {
+    /// Takes a sample, with the resident memory of each agent's process group.
+    pub async fn sample(&mut self, groups: Vec<(hive_shared::ids::AttemptId, i32)>) -> pb::ResourceUsage {
+        let attempts = tokio::task::spawn_blocking(move || group_rss(&groups)).await.unwrap_or_default();
         let stat = tokio::fs::read_to_string("/proc/stat").await.unwrap_or_default();
         let meminfo = tokio::fs::read_to_string("/proc/meminfo").await.unwrap_or_default();
         let cpu_percent = cpu_counters(&stat).map_or(0.0, |(busy, total)| {
@@ -26,8 +27,39 @@ impl Sampler {
             percent
         });
         let (used, total) = memory(&meminfo);
-        pb::ResourceUsage { cpu_percent, memory_used_bytes: used, memory_total_bytes: total }
+        pb::ResourceUsage { cpu_percent, memory_used_bytes: used, memory_total_bytes: total, attempts }
     }
+}
+
+/// Resident memory of each process group, summed over its processes (one pass over /proc).
+fn group_rss(groups: &[(hive_shared::ids::AttemptId, i32)]) -> Vec<pb::AttemptMemory> {
+    if groups.is_empty() {
+        return Vec::new();
+    }
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map_or(4096, |size| size as u64);
+    let mut pages: std::collections::HashMap<i32, u64> = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        if let Some((group, rss)) = group_and_rss(&stat) {
+            *pages.entry(group).or_insert(0) += rss;
+        }
+    }
+    groups
+        .iter()
+        .map(|(attempt, group)| pb::AttemptMemory {
+            attempt_id: attempt.to_string(),
+            rss_bytes: pages.get(group).copied().unwrap_or(0) * page,
+        })
+        .collect()
+}
+
+/// (process group, resident pages) from a /proc/PID/stat line.
+fn group_and_rss(stat: &str) -> Option<(i32, u64)> {
+    // Fields after the command name, which may hold spaces, start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let group = fields.get(2)?.parse().ok()?;
+    let rss = fields.get(21)?.parse().ok()?;
+    Some((group, rss))
 }
 
 /// (busy, total) jiffies from the aggregate `cpu` line.
@@ -56,6 +88,12 @@ fn memory(meminfo: &str) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_group_and_rss_come_from_the_stat_line() {
+        let stat = "1234 (sh -c (odd)) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 5 1000000 321 18446744073709551615";
+        assert_eq!(group_and_rss(stat), Some((1234, 321)));
+    }
 
     #[test]
     fn proc_files_parse() {

@@ -65,11 +65,13 @@ async fn beat_until_broken(
 }
 
 async fn beat(context: &Context, sampler: &mut Sampler) -> pb::HeartbeatRequest {
+    let resources = sampler.sample(context.held.groups()).await;
+    *context.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(resources.clone());
     pb::HeartbeatRequest {
         worker_id: context.worker_id.to_string(),
         attempt_ids: context.held.attempt_ids(),
         free_slots: context.free_slots(),
-        resources: Some(sampler.sample().await),
+        resources: Some(resources),
         draining: context.drain.is_cancelled(),
     }
 }

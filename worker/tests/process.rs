@@ -28,6 +28,8 @@ fn agent(script: &str, prompt: PromptMode) -> AgentConfig {
         transient_exit_codes: vec![75],
         unlisted_exit_codes: UnlistedExit::Permanent,
         on_timeout: UnlistedExit::Transient,
+        memory: None,
+        session_regex: None,
     }
 }
 
@@ -40,8 +42,13 @@ struct Ran {
 
 async fn run_agent(agent: &AgentConfig, prompt: &str, timeout: Duration, cancel: &CancellationToken) -> Ran {
     let root = tempfile::tempdir().unwrap();
-    let scratch = Scratch::create(root.path(), AttemptId::new(), prompt, None).await.unwrap();
-    let vars = HiveVars { task_id: "task-1".into(), attempt_id: "attempt-1".into(), coordinator: "http://c:1".into() };
+    let scratch = Scratch::create(root.path(), AttemptId::new(), prompt, vec![]).await.unwrap();
+    let vars = HiveVars {
+        task_id: "task-1".into(),
+        attempt_id: "attempt-1".into(),
+        coordinator: "http://c:1".into(),
+        extra: vec![],
+    };
     let (queue, mut shipped) = mpsc::channel(1024);
     let sink = LogSink::new(queue, "task-1".into(), "attempt-1".into());
     let collector = tokio::spawn(async move {
@@ -57,7 +64,16 @@ async fn run_agent(agent: &AgentConfig, prompt: &str, timeout: Duration, cancel:
         (String::from_utf8(stdout).unwrap(), String::from_utf8(stderr).unwrap())
     });
     let started = Instant::now();
-    let run = Run { agent, prompt, vars: &vars, scratch: &scratch, timeout, chunk_size: 8 };
+    let run = Run {
+        agent,
+        prompt,
+        vars: &vars,
+        scratch: &scratch,
+        timeout,
+        chunk_size: 8,
+        session_regex: None,
+        on_spawn: &|_| {},
+    };
     let finished = supervise::run(run, sink, cancel).await;
     let elapsed = started.elapsed();
     let (stdout, stderr) = collector.await.unwrap();

@@ -1,9 +1,11 @@
 //! One module per hivectl subcommand.
 
 pub mod bulk;
+pub mod lock;
 pub mod logs;
 pub mod status;
 pub mod submit;
+pub mod swarms;
 pub mod tasks;
 pub mod up;
 pub mod workers;

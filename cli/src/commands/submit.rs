@@ -27,6 +27,12 @@ pub struct SubmitArgs {
     /// Priority of the inline task.
     #[arg(long, default_value_t = 0, conflicts_with = "file")]
     pub priority: i32,
+    /// Submitting again with this key returns the swarm submitted first (overrides the file's).
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Spending limit for the swarm (overrides the file's).
+    #[arg(long)]
+    pub budget: Option<f64>,
     /// Wait until every task of the swarm has finished, showing progress.
     #[arg(long)]
     pub wait: bool,
@@ -41,6 +47,8 @@ pub struct Submitted {
     pub tasks: Vec<SubmittedTask>,
     /// Warnings from the coordinator.
     pub warnings: Vec<String>,
+    /// Whether the idempotency key was seen before and this is the earlier swarm.
+    pub existing: bool,
 }
 
 /// One submitted task.
@@ -57,19 +65,28 @@ pub struct SubmittedTask {
 /// # Errors
 /// A task file with problems, or neither a file nor --agent.
 pub fn request(args: &SubmitArgs) -> anyhow::Result<pb::SubmitTasksRequest> {
-    if let Some(path) = &args.file {
-        return Ok(taskfile::load(path)?.into_request());
+    let mut request = if let Some(path) = &args.file {
+        taskfile::load(path)?.into_request()
+    } else {
+        let Some(agent) = &args.agent else { bail!("give a task file, or --agent and --prompt for a single task") };
+        pb::SubmitTasksRequest {
+            swarm: args.swarm.clone(),
+            tasks: vec![pb::TaskSpec {
+                agent: agent.clone(),
+                prompt: args.prompt.clone().unwrap_or_default(),
+                priority: args.priority,
+                ..pb::TaskSpec::default()
+            }],
+            ..pb::SubmitTasksRequest::default()
+        }
+    };
+    if let Some(key) = &args.idempotency_key {
+        request.idempotency_key.clone_from(key);
     }
-    let Some(agent) = &args.agent else { bail!("give a task file, or --agent and --prompt for a single task") };
-    Ok(pb::SubmitTasksRequest {
-        swarm: args.swarm.clone(),
-        tasks: vec![pb::TaskSpec {
-            agent: agent.clone(),
-            prompt: args.prompt.clone().unwrap_or_default(),
-            priority: args.priority,
-            ..pb::TaskSpec::default()
-        }],
-    })
+    if let Some(budget) = args.budget {
+        request.budget = budget;
+    }
+    Ok(request)
 }
 
 /// Sends a submission and reports warnings on stderr.
@@ -88,7 +105,7 @@ pub async fn send(ctx: &Ctx, request: pb::SubmitTasksRequest) -> anyhow::Result<
         tracing::warn!("{warning}");
     }
     let tasks = keys.into_iter().zip(response.task_ids).map(|(key, id)| SubmittedTask { key, id }).collect();
-    Ok(Submitted { swarm_id: response.swarm_id, tasks, warnings: response.warnings })
+    Ok(Submitted { swarm_id: response.swarm_id, tasks, warnings: response.warnings, existing: response.existing })
 }
 
 /// Runs `submit`.

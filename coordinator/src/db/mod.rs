@@ -11,8 +11,13 @@
 //! `notifications`, where a long-lived connection with direct access to
 //! asynchronous notifications is what is needed.
 
+pub mod claims;
+pub mod leases;
+pub mod locks;
 pub mod logs;
+pub mod outcomes;
 pub mod stats;
+pub mod swarms;
 pub mod tasks;
 pub mod workers;
 

@@ -19,17 +19,19 @@ pub struct Registration<'a> {
     pub slots: i32,
     /// Version.
     pub version: &'a str,
+    /// Labels (a JSON object of strings).
+    pub labels: serde_json::Value,
 }
 
 /// Records a worker, or refreshes it when it registers again after a reconnect.
 pub async fn upsert(executor: impl PgExecutor<'_>, worker: &Registration<'_>) -> sqlx::Result<()> {
     sqlx::query!(
         r#"
-        insert into workers (id, name, hostname, agents, slots, free_slots, version)
-        values ($1, $2, $3, $4, $5, $5, $6)
+        insert into workers (id, name, hostname, agents, slots, free_slots, version, labels)
+        values ($1, $2, $3, $4, $5, $5, $6, $7)
         on conflict (id) do update
         set name = excluded.name, hostname = excluded.hostname, agents = excluded.agents,
-            slots = excluded.slots, version = excluded.version, last_seen_at = now()
+            slots = excluded.slots, version = excluded.version, labels = excluded.labels, last_seen_at = now()
         "#,
         worker.id,
         worker.name,
@@ -37,6 +39,7 @@ pub async fn upsert(executor: impl PgExecutor<'_>, worker: &Registration<'_>) ->
         worker.agents,
         worker.slots,
         worker.version,
+        worker.labels,
     )
     .execute(executor)
     .await?;
@@ -60,6 +63,8 @@ pub struct Beat {
     pub memory_total_bytes: i64,
     /// Whether it is draining.
     pub draining: bool,
+    /// Resident memory per running attempt (a JSON object: attempt id → bytes).
+    pub attempt_rss: serde_json::Value,
 }
 
 /// A command waiting for a worker.
@@ -88,7 +93,7 @@ pub async fn record_beat(executor: impl PgExecutor<'_>, beat: &Beat) -> sqlx::Re
         r#"
         update workers
         set last_seen_at = now(), free_slots = $2, running = $3, cpu_percent = $4,
-            memory_used_bytes = $5, memory_total_bytes = $6, draining = $7
+            memory_used_bytes = $5, memory_total_bytes = $6, draining = $7, attempt_rss = $8
         where id = $1
         returning command
         "#,
@@ -99,6 +104,7 @@ pub async fn record_beat(executor: impl PgExecutor<'_>, beat: &Beat) -> sqlx::Re
         beat.memory_used_bytes,
         beat.memory_total_bytes,
         beat.draining,
+        beat.attempt_rss,
     )
     .fetch_optional(executor)
     .await?;
@@ -171,6 +177,10 @@ pub struct WorkerRow {
     pub version: String,
     /// Whether it is draining.
     pub draining: bool,
+    /// Labels.
+    pub labels: serde_json::Value,
+    /// Resident memory per running attempt.
+    pub attempt_rss: serde_json::Value,
     /// First registration.
     pub registered_at: DateTime<Utc>,
     /// Last contact.
@@ -189,7 +199,7 @@ pub async fn list(
         WorkerRow,
         r#"
         select id, name, hostname, agents, slots, free_slots, running, cpu_percent, memory_used_bytes,
-               memory_total_bytes, version, draining, registered_at, last_seen_at,
+               memory_total_bytes, version, draining, labels, attempt_rss, registered_at, last_seen_at,
                last_seen_at > now() - make_interval(secs => $1) as "live!"
         from workers
         where $2 or last_seen_at > now() - make_interval(secs => $1)

@@ -50,7 +50,12 @@ impl AdminService for AdminApi {
             .enumerate()
             .map(|(index, spec)| convert::new_task(index, spec))
             .collect::<Result<Vec<_>>>()?;
-        let submission = Submission { swarm: request.swarm, tasks };
+        let submission = Submission {
+            swarm: request.swarm,
+            tasks,
+            idempotency_key: (!request.idempotency_key.is_empty()).then_some(request.idempotency_key),
+            budget: (request.budget != 0.0).then_some(request.budget),
+        };
         let app = &self.app;
         let submitted = tasks::submit::submit(&app.pool, &app.config.tasks, &app.config.limits, submission).await?;
         tracing::info!(swarm_id = %submitted.swarm_id, tasks = submitted.task_ids.len(), "swarm submitted");
@@ -58,6 +63,7 @@ impl AdminService for AdminApi {
             swarm_id: submitted.swarm_id.to_string(),
             task_ids: submitted.task_ids.iter().map(ToString::to_string).collect(),
             warnings: submitted.warnings,
+            existing: submitted.existing,
         }))
     }
 
@@ -184,25 +190,42 @@ impl AdminService for AdminApi {
 
     async fn get_stats(&self, request: Request<pb::GetStatsRequest>) -> Result<Response<pb::GetStatsResponse>, Status> {
         let swarm = optional_id("swarm_id", &request.get_ref().swarm_id, SwarmId::parse)?;
-        let rows = db::stats::counts(&self.app.pool, swarm.map(|id| id.0)).await.map_err(Error::from)?;
-        let mut response = pb::GetStatsResponse { totals: Some(pb::StatusCounts::default()), swarms: Vec::new() };
-        for row in rows {
-            let swarm_id = row.swarm_id.to_string();
-            if response.swarms.last().is_none_or(|last| last.swarm_id != swarm_id) {
-                response.swarms.push(pb::SwarmStats {
-                    swarm_id,
-                    name: row.name.clone(),
-                    counts: Some(pb::StatusCounts::default()),
-                    created_at: Some(hive_shared::convert::timestamp(row.created_at)),
-                });
-            }
-            if let Some(counts) = response.swarms.last_mut().and_then(|swarm| swarm.counts.as_mut()) {
-                convert::add_count(counts, row.status, row.count);
-            }
-            if let Some(totals) = response.totals.as_mut() {
-                convert::add_count(totals, row.status, row.count);
+        let progress = tasks::progress::of(&self.app.pool, swarm.map(|id| id.0), self.app.config.leases.ttl).await?;
+        let mut totals = pb::StatusCounts::default();
+        for swarm in &progress {
+            for (status, count) in &swarm.counts {
+                convert::add_count(&mut totals, *status, *count);
             }
         }
-        Ok(Response::new(response))
+        let swarms = progress.into_iter().map(convert::swarm).collect();
+        Ok(Response::new(pb::GetStatsResponse { totals: Some(totals), swarms }))
+    }
+
+    async fn set_swarm_budget(
+        &self,
+        request: Request<pb::SetSwarmBudgetRequest>,
+    ) -> Result<Response<pb::SetSwarmBudgetResponse>, Status> {
+        let request = request.into_inner();
+        let swarm = parse_id("swarm_id", &request.swarm_id, SwarmId::parse)?;
+        let budget = (request.budget != 0.0).then_some(request.budget);
+        let (budget, spent) = tasks::progress::set_budget(&self.app.pool, swarm.0, budget).await?;
+        Ok(Response::new(pb::SetSwarmBudgetResponse { budget: budget.unwrap_or(0.0), spent }))
+    }
+
+    async fn list_locks(
+        &self,
+        _request: Request<pb::ListLocksRequest>,
+    ) -> Result<Response<pb::ListLocksResponse>, Status> {
+        let rows = db::locks::list(&self.app.pool).await.map_err(Error::from)?;
+        let locks = rows
+            .into_iter()
+            .map(|row| pb::Lock {
+                key: row.key,
+                task_id: row.task_id.to_string(),
+                attempt_id: row.attempt_id.to_string(),
+                acquired_at: Some(hive_shared::convert::timestamp(row.acquired_at)),
+            })
+            .collect();
+        Ok(Response::new(pb::ListLocksResponse { locks }))
     }
 }

@@ -8,7 +8,8 @@ use serde_json::Value as Json;
 
 use crate::db;
 use crate::error::{Error, Result};
-use crate::tasks::submit::NewTask;
+use crate::tasks::report::Spend;
+use crate::tasks::submit::{NewTask, Validate};
 
 /// Parses an id field, naming the field on failure.
 pub fn parse_id<T>(field: &str, text: &str, parse: impl Fn(&str) -> Result<T, hive_shared::ids::BadId>) -> Result<T> {
@@ -55,7 +56,44 @@ pub fn new_task(index: usize, spec: pb::TaskSpec) -> Result<NewTask> {
         priority: spec.priority,
         max_attempts: (spec.max_attempts > 0).then_some(spec.max_attempts),
         timeout,
+        depends_on: spec.depends_on,
+        labels: spec.labels.into_iter().collect(),
+        locks: spec.locks,
+        validate: spec.validate.map(|validate| Validate {
+            agent: validate.agent,
+            prompt: validate.prompt,
+            max_rounds: if validate.max_rounds == 0 { 3 } else { validate.max_rounds },
+        }),
+        resume_sessions: spec.session == i32::from(pb::SessionPolicy::Resume),
     })
+}
+
+/// Decodes what an agent reported using.
+pub fn spend(session_id: String, usage: Option<pb::Usage>) -> Spend {
+    let usage = usage.unwrap_or_default();
+    Spend {
+        session_id: (!session_id.is_empty()).then_some(session_id),
+        input_tokens: (usage.input_tokens > 0).then(|| i64::try_from(usage.input_tokens).unwrap_or(i64::MAX)),
+        output_tokens: (usage.output_tokens > 0).then(|| i64::try_from(usage.output_tokens).unwrap_or(i64::MAX)),
+        cost: (usage.cost.is_finite() && usage.cost > 0.0).then_some(usage.cost),
+    }
+}
+
+fn usage(input_tokens: i64, output_tokens: i64, cost: f64) -> pb::Usage {
+    pb::Usage {
+        input_tokens: u64::try_from(input_tokens).unwrap_or(0),
+        output_tokens: u64::try_from(output_tokens).unwrap_or(0),
+        cost,
+    }
+}
+
+fn labels(value: &Json) -> std::collections::HashMap<String, String> {
+    value
+        .as_object()
+        .map(|map| {
+            map.iter().map(|(key, value)| (key.clone(), value.as_str().unwrap_or_default().to_owned())).collect()
+        })
+        .unwrap_or_default()
 }
 
 fn object(value: Option<Json>) -> Option<prost_types::Struct> {
@@ -74,7 +112,7 @@ fn count(value: i32) -> u32 {
 }
 
 /// Encodes a claimed task.
-pub fn assignment(task: db::tasks::ClaimedTask) -> pb::Assignment {
+pub fn assignment(task: db::claims::ClaimedTask) -> pb::Assignment {
     pb::Assignment {
         task_id: task.id.to_string(),
         attempt_id: task.attempt_id.to_string(),
@@ -85,6 +123,12 @@ pub fn assignment(task: db::tasks::ClaimedTask) -> pb::Assignment {
         timeout: millis(task.timeout_ms),
         lease_expires_at: Some(timestamp(task.lease_expires_at)),
         swarm_id: task.swarm_id.to_string(),
+        inputs: object(task.inputs),
+        stage: task.stage,
+        build_result: object(task.build_result),
+        feedback: object(task.feedback),
+        resume_session: task.resume_session.unwrap_or_default(),
+        round: count(task.round),
     }
 }
 
@@ -113,6 +157,22 @@ pub fn task(row: db::tasks::TaskRow) -> pb::Task {
         run_after: Some(timestamp(row.run_after)),
         logs_truncated: row.log_truncated,
         failures: count(row.failures),
+        depends_on: row.depends_on.iter().map(ToString::to_string).collect(),
+        waiting_on: count(row.waiting_on),
+        labels: labels(&row.required_labels),
+        locks: row.locks,
+        validate: row.validate_agent.map(|agent| pb::ValidateSpec {
+            agent,
+            prompt: row.validate_prompt.unwrap_or_default(),
+            max_rounds: count(row.max_rounds),
+        }),
+        stage: row.stage,
+        round: count(row.round),
+        session: if row.resume_sessions { pb::SessionPolicy::Resume } else { pb::SessionPolicy::Fresh }.into(),
+        usage: Some(usage(row.input_tokens, row.output_tokens, row.cost)),
+        backoff_initial: millis(row.backoff_initial_ms),
+        backoff_max: millis(row.backoff_max_ms),
+        backoff_multiplier: row.backoff_multiplier.unwrap_or(0.0),
     }
 }
 
@@ -128,6 +188,10 @@ pub fn attempt(row: db::tasks::AttemptRow) -> pb::Attempt {
         exit_code: row.exit_code,
         signal: row.signal,
         error: row.error.unwrap_or_default(),
+        session_id: row.session_id.unwrap_or_default(),
+        usage: Some(usage(row.input_tokens.unwrap_or(0), row.output_tokens.unwrap_or(0), row.cost.unwrap_or(0.0))),
+        stage: row.stage,
+        result: object(row.result),
     }
 }
 
@@ -146,12 +210,25 @@ pub fn worker(row: db::workers::WorkerRow) -> pb::Worker {
             cpu_percent: row.cpu_percent.unwrap_or(0.0),
             memory_used_bytes: row.memory_used_bytes.and_then(|bytes| u64::try_from(bytes).ok()).unwrap_or(0),
             memory_total_bytes: row.memory_total_bytes.and_then(|bytes| u64::try_from(bytes).ok()).unwrap_or(0),
+            attempts: row
+                .attempt_rss
+                .as_object()
+                .map(|map| {
+                    map.iter()
+                        .map(|(attempt, rss)| pb::AttemptMemory {
+                            attempt_id: attempt.clone(),
+                            rss_bytes: rss.as_u64().unwrap_or(0),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }),
         registered_at: Some(timestamp(row.registered_at)),
         last_seen_at: Some(timestamp(row.last_seen_at)),
         status: status.into(),
         version: row.version,
         draining: row.draining,
+        labels: labels(&row.labels),
     }
 }
 
@@ -210,4 +287,25 @@ pub fn task_filter(filter: Option<pb::TaskFilter>) -> Result<db::tasks::TaskFilt
         agent: text(filter.agent),
         error_contains: text(filter.error_contains),
     })
+}
+
+/// Encodes a swarm's progress.
+pub fn swarm(progress: crate::tasks::progress::Progress) -> pb::SwarmStats {
+    let mut counts = pb::StatusCounts::default();
+    for (status, number) in &progress.counts {
+        add_count(&mut counts, *status, *number);
+    }
+    let summary = progress.summary;
+    let all_finished = counts.blocked + counts.ready + counts.running + counts.cancelling == 0;
+    pb::SwarmStats {
+        swarm_id: progress.id.to_string(),
+        name: progress.name,
+        counts: Some(counts),
+        created_at: Some(timestamp(progress.created_at)),
+        started_at: summary.as_ref().and_then(|summary| summary.started_at).map(timestamp),
+        finished_at: summary.as_ref().and_then(|summary| summary.finished_at).filter(|_| all_finished).map(timestamp),
+        usage: summary.as_ref().map(|summary| usage(summary.input_tokens, summary.output_tokens, summary.spent)),
+        budget: summary.as_ref().and_then(|summary| summary.budget).unwrap_or(0.0),
+        waiting: progress.waiting,
+    }
 }

@@ -11,7 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
-use super::convert::{assignment, parse_id};
+use super::convert::{self, assignment, parse_id};
 use crate::app::App;
 use crate::error::Result;
 use crate::scheduler::policy::{FailureClass, Stop};
@@ -72,6 +72,7 @@ impl WorkerService for WorkerApi {
             agents: &request.agents,
             slots: i32::try_from(request.slots).unwrap_or(i32::MAX),
             version: &request.version,
+            labels: serde_json::to_value(&request.labels).unwrap_or_default(),
         };
         workers::register(&self.app.pool, &registration).await?;
         tracing::info!(name = %request.name, agents = ?request.agents, slots = request.slots, "worker registered");
@@ -87,16 +88,8 @@ impl WorkerService for WorkerApi {
         let worker = worker_id(&request.worker_id)?;
         let wait = request.wait.as_ref().and_then(from_duration).unwrap_or_default();
         let app = &self.app;
-        let claimed = scheduler::claim(
-            &app.pool,
-            &app.notifications,
-            &app.config,
-            worker,
-            request.max_tasks,
-            wait,
-            &app.rpc_shutdown,
-        )
-        .await?;
+        let claim = scheduler::ClaimRequest { worker, max_tasks: request.max_tasks, wait, agents: request.agents };
+        let claimed = scheduler::claim(&app.pool, &app.notifications, &app.config, &claim, &app.rpc_shutdown).await?;
         Ok(Response::new(pb::ClaimResponse { assignments: claimed.into_iter().map(assignment).collect() }))
     }
 
@@ -112,6 +105,7 @@ impl WorkerService for WorkerApi {
                 task,
                 attempt,
                 result: item.result.map(struct_to_json).unwrap_or_default(),
+                spend: convert::spend(item.session_id, item.usage),
             });
         }
         let acks = report::complete(&self.app.pool, &self.app.config.limits, completions).await?;
@@ -139,6 +133,7 @@ impl WorkerService for WorkerApi {
                 error: item.error,
                 exit_code: item.exit_code,
                 signal: item.signal,
+                spend: convert::spend(item.session_id, item.usage),
             });
         }
         let (acks, earliest_retry) = report::fail(&self.app.pool, &self.app.config.tasks, failures).await?;
@@ -165,6 +160,31 @@ impl WorkerService for WorkerApi {
             app.rpc_shutdown.clone(),
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(outbound))))
+    }
+
+    async fn acquire_lock(
+        &self,
+        request: Request<pb::AcquireLockRequest>,
+    ) -> Result<Response<pb::AcquireLockResponse>, Status> {
+        let request = request.into_inner();
+        let task = parse_id("task_id", &request.task_id, TaskId::parse)?;
+        let attempt = parse_id("attempt_id", &request.attempt_id, AttemptId::parse)?;
+        let wait = request.wait.as_ref().and_then(from_duration).unwrap_or_default();
+        let holder = crate::tasks::locks::acquire(&self.app.pool, task, attempt, &request.key, wait).await?;
+        Ok(Response::new(pb::AcquireLockResponse {
+            acquired: holder.is_none(),
+            held_by_task_id: holder.map(|task| task.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn release_lock(
+        &self,
+        request: Request<pb::ReleaseLockRequest>,
+    ) -> Result<Response<pb::ReleaseLockResponse>, Status> {
+        let request = request.into_inner();
+        let attempt = parse_id("attempt_id", &request.attempt_id, AttemptId::parse)?;
+        let released = crate::tasks::locks::release(&self.app.pool, attempt, &request.key).await?;
+        Ok(Response::new(pb::ReleaseLockResponse { released }))
     }
 
     #[instrument(skip_all)]

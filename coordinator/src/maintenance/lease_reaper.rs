@@ -42,8 +42,8 @@ pub async fn reap_all(pool: &PgPool, defaults: &TaskDefaults) -> Result<usize, s
     let mut total = 0;
     loop {
         let mut tx = pool.begin().await?;
-        let expired = db::tasks::lock_expired(&mut tx, BATCH).await?;
-        let mut fates = db::tasks::Fates::default();
+        let expired = db::leases::lock_expired(&mut tx, BATCH).await?;
+        let mut fates = db::outcomes::Fates::default();
         for task in &expired {
             let (stop, error) = if task.lease_expired {
                 (Stop::LeaseExpired, "lease expired: the worker stopped heart-beating")
@@ -55,7 +55,7 @@ pub async fn reap_all(pool: &PgPool, defaults: &TaskDefaults) -> Result<usize, s
             };
             let fate = report::decide(defaults, task, stop);
             info!(task_id = %task.id, attempt_id = %task.attempt_id, next = %fate.status, reason = error, "reaped");
-            report::push(&mut fates, task, fate, error.to_owned(), None, None);
+            report::push(&mut fates, task, fate, report::Ending::error(error));
         }
         report::settle(&mut tx, &fates).await?;
         tx.commit().await?;

@@ -16,7 +16,20 @@ use crate::db;
 use crate::error::{Error, Result};
 use crate::notifications::Notifications;
 
-/// Claims up to `max_tasks` for `worker`, waiting up to `wait` (capped by
+/// What a worker asks for.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    /// The worker.
+    pub worker: WorkerId,
+    /// Most tasks.
+    pub max_tasks: u32,
+    /// Longest wait.
+    pub wait: Duration,
+    /// Only these agents (those that fit the worker now); empty means all it offers.
+    pub agents: Vec<String>,
+}
+
+/// Claims up to `max_tasks` for the worker, waiting up to `wait` (capped by
 /// config) for tasks to become ready. Returns an empty list when the wait
 /// runs out or the coordinator shuts down.
 ///
@@ -24,25 +37,24 @@ use crate::notifications::Notifications;
 /// [`Error::WorkerNotRegistered`] for an unknown worker; database failures.
 ///
 /// # Cancel safety
-/// Dropping the future while it waits is harmless. Dropped after the claim
-/// statement committed, the claimed tasks return to the queue when their
-/// lease expires.
+/// Dropping the future while it waits is harmless. Dropped after a claim
+/// committed, the claimed tasks are handed back once the worker's heartbeats
+/// show it never got them.
 pub async fn claim(
     pool: &PgPool,
     notifications: &Arc<Notifications>,
     config: &Config,
-    worker: WorkerId,
-    max_tasks: u32,
-    wait: Duration,
+    request: &ClaimRequest,
     shutdown: &CancellationToken,
-) -> Result<Vec<db::tasks::ClaimedTask>> {
-    let limit = i64::from(max_tasks.clamp(1, config.claims.max_batch));
-    let timing = db::tasks::ClaimTiming {
+) -> Result<Vec<db::claims::ClaimedTask>> {
+    let limit = i64::from(request.max_tasks.clamp(1, config.claims.max_batch));
+    let timing = db::claims::ClaimTiming {
         lease_seconds: db::seconds(config.leases.ttl),
         max_runtime_seconds: db::seconds(config.tasks.max_runtime),
         deadline_grace_seconds: db::seconds(config.leases.ttl),
     };
-    let deadline = Instant::now() + wait.min(config.claims.max_wait);
+    let scope = db::claims::ClaimScope { worker: request.worker.0, agents: &request.agents, only: None };
+    let deadline = Instant::now() + request.wait.min(config.claims.max_wait);
     let mut checked_worker = false;
     loop {
         // Registered before the query, so a notification that lands between
@@ -51,13 +63,14 @@ pub async fn claim(
         tokio::pin!(woken);
         woken.as_mut().enable();
 
-        let claimed = db::tasks::claim(pool, worker.0, limit, timing).await?;
+        let mut claimed = db::claims::claim(pool, scope, limit, timing).await?;
+        claim_locked(pool, scope, limit, timing, &mut claimed).await?;
         if !claimed.is_empty() {
             return Ok(claimed);
         }
         if !checked_worker {
-            if !db::workers::exists(pool, worker.0).await? {
-                return Err(Error::WorkerNotRegistered(worker));
+            if !db::workers::exists(pool, request.worker.0).await? {
+                return Err(Error::WorkerNotRegistered(request.worker));
             }
             checked_worker = true;
         }
@@ -72,4 +85,30 @@ pub async fn claim(
             () = shutdown.cancelled() => return Ok(Vec::new()),
         }
     }
+}
+
+/// Fills what is left of the batch with tasks that take locks, one at a time:
+/// each one's locks and its claim commit together, or not at all.
+async fn claim_locked(
+    pool: &PgPool,
+    scope: db::claims::ClaimScope<'_>,
+    limit: i64,
+    timing: db::claims::ClaimTiming,
+    claimed: &mut Vec<db::claims::ClaimedTask>,
+) -> Result<()> {
+    while (claimed.len() as i64) < limit {
+        let mut tx = pool.begin().await?;
+        let Some(candidate) = db::claims::next_lock_candidate(&mut tx, scope).await? else { return Ok(()) };
+        let attempt = uuid::Uuid::new_v4();
+        let taken = db::claims::take_locks(&mut tx, &candidate.locks, candidate.id, attempt).await?;
+        if taken != candidate.locks.len() as u64 {
+            // Another claimer took one of the keys in between: leave it to them.
+            return Ok(());
+        }
+        let only = db::claims::ClaimScope { only: Some((candidate.id, attempt)), ..scope };
+        let one = db::claims::claim(&mut *tx, only, 1, timing).await?;
+        tx.commit().await?;
+        claimed.extend(one);
+    }
+    Ok(())
 }

@@ -2,8 +2,12 @@
 //! Each owns its transaction boundary and calls `db` for the statements;
 //! handlers call these and never touch SQL.
 
+pub mod graph;
+pub mod locks;
 pub mod logs;
+pub mod progress;
 pub mod report;
+pub mod stage;
 pub mod state;
 pub mod submit;
 
@@ -54,6 +58,11 @@ async fn cancel_in_transaction(
     let reason = if reason.trim().is_empty() { "cancelled by an operator" } else { reason };
     let mut tx = pool.begin().await?;
     let touched = db::tasks::cancel_matching(&mut *tx, filter, reason).await?;
+    let cancelled: Vec<Uuid> =
+        touched.iter().filter(|task| task.status == TaskStatus::Cancelled).map(|task| task.id).collect();
+    if !cancelled.is_empty() {
+        db::outcomes::cancel_downstream(&mut tx, &cancelled, report::UPSTREAM_REASON).await?;
+    }
     let mut workers: Vec<Uuid> = touched.iter().filter_map(|task| task.worker_id).collect();
     workers.sort_unstable();
     workers.dedup();
@@ -64,7 +73,8 @@ async fn cancel_in_transaction(
     Ok(touched)
 }
 
-/// Puts dead tasks matching `filter` back in the queue with a fresh failure budget.
+/// Puts dead tasks matching `filter` back in the queue with a fresh failure
+/// budget, and puts back (blocked again) what was cancelled because they died.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for an empty filter; database failures.
@@ -73,6 +83,7 @@ pub async fn retry(pool: &PgPool, filter: &db::tasks::TaskFilter) -> Result<Vec<
     let mut tx = pool.begin().await?;
     let retried = db::tasks::retry_dead(&mut *tx, filter).await?;
     if !retried.is_empty() {
+        db::outcomes::restore_downstream(&mut tx, &retried).await?;
         db::tasks::notify_ready(&mut *tx).await?;
     }
     tx.commit().await?;

@@ -16,6 +16,7 @@ use crate::config::{LimitConfig, TaskDefaults};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::scheduler::policy::{self, Backoff, Fate, Stop};
+use crate::tasks::stage;
 use crate::tasks::state::{AttemptOutcome, TaskStatus};
 use crate::tasks::submit::json_size;
 
@@ -30,6 +31,19 @@ pub enum Ack {
     LeaseLost(String),
 }
 
+/// What an attempt used and which session it ran, as its agent reported.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Spend {
+    /// Session id.
+    pub session_id: Option<String>,
+    /// Input tokens.
+    pub input_tokens: Option<i64>,
+    /// Output tokens.
+    pub output_tokens: Option<i64>,
+    /// Cost.
+    pub cost: Option<f64>,
+}
+
 /// A successful attempt.
 #[derive(Debug, Clone)]
 pub struct Completion {
@@ -39,6 +53,8 @@ pub struct Completion {
     pub attempt: AttemptId,
     /// Result object.
     pub result: JsonObject,
+    /// Usage and session.
+    pub spend: Spend,
 }
 
 /// An attempt that ended without success, as its worker reports it.
@@ -56,6 +72,8 @@ pub struct Failure {
     pub exit_code: Option<i32>,
     /// Signal.
     pub signal: Option<i32>,
+    /// Usage and session.
+    pub spend: Spend,
 }
 
 /// Longest error text kept per attempt.
@@ -79,12 +97,69 @@ pub async fn complete(pool: &PgPool, limits: &LimitConfig, completions: Vec<Comp
     if !problems.is_empty() {
         return Err(Error::InvalidArgument { problems });
     }
-    let task_ids: Vec<Uuid> = completions.iter().map(|completion| completion.task.0).collect();
-    let attempt_ids: Vec<Uuid> = completions.iter().map(|completion| completion.attempt.0).collect();
-    let results: Vec<Json> = completions.into_iter().map(|completion| Json::Object(completion.result)).collect();
-    let recorded = db::tasks::complete(pool, &task_ids, &attempt_ids, &results).await?;
-    acks_for(pool, &task_ids, &attempt_ids, &recorded, &[AttemptOutcome::Succeeded]).await
+    let mut reports = db::outcomes::Reports::default();
+    for completion in completions {
+        reports.task_ids.push(completion.task.0);
+        reports.attempt_ids.push(completion.attempt.0);
+        reports.results.push(Json::Object(completion.result));
+        reports.session_ids.push(completion.spend.session_id);
+        reports.input_tokens.push(completion.spend.input_tokens);
+        reports.output_tokens.push(completion.spend.output_tokens);
+        reports.costs.push(completion.spend.cost);
+    }
+    let done = db::outcomes::complete(pool, &reports).await?;
+    if done.newly_ready > 0 {
+        db::tasks::notify_ready(pool).await?;
+    }
+    let mut recorded = done.recorded;
+    if recorded.len() < reports.attempt_ids.len() {
+        recorded.extend(complete_staged(pool, &reports, &recorded).await?);
+    }
+    acks_for(pool, &reports.task_ids, &reports.attempt_ids, &recorded, &[AttemptOutcome::Succeeded]).await
 }
+
+/// Records successes of tasks with a validator stage (those the one-statement
+/// path left alone) and moves each to its next stage; returns the attempts recorded.
+async fn complete_staged(pool: &PgPool, reports: &db::outcomes::Reports, recorded: &[Uuid]) -> Result<Vec<Uuid>> {
+    let rest: Vec<usize> =
+        (0..reports.attempt_ids.len()).filter(|i| !recorded.contains(&reports.attempt_ids[*i])).collect();
+    let task_ids: Vec<Uuid> = rest.iter().map(|i| reports.task_ids[*i]).collect();
+    let attempt_ids: Vec<Uuid> = rest.iter().map(|i| reports.attempt_ids[*i]).collect();
+    let mut tx = pool.begin().await?;
+    let staged = db::outcomes::lock_staged(&mut tx, &task_ids, &attempt_ids).await?;
+    let (mut done, mut succeeded, mut ended, mut requeued) = (Vec::new(), Vec::new(), Vec::new(), false);
+    for task in &staged {
+        let Some(index) = reports.attempt_ids.iter().position(|attempt| *attempt == task.attempt_id) else { continue };
+        db::outcomes::record_stage_attempt(&mut tx, reports, index).await?;
+        let next = stage::after_success(
+            task.status,
+            &task.stage,
+            task.round,
+            task.max_rounds,
+            &reports.results[index],
+            task.build_result.as_ref(),
+        );
+        db::outcomes::advance(&mut tx, task.id, &next).await?;
+        match next {
+            db::outcomes::NextStage::Finish { status: TaskStatus::Succeeded, .. } => succeeded.push(task.id),
+            db::outcomes::NextStage::Finish { .. } => ended.push(task.id),
+            db::outcomes::NextStage::Validate(_) | db::outcomes::NextStage::Rebuild(_) => requeued = true,
+        }
+        done.push(task.attempt_id);
+    }
+    let unblocked = db::outcomes::unblock_dependents(&mut tx, &succeeded).await?;
+    if !ended.is_empty() {
+        db::outcomes::cancel_downstream(&mut tx, &ended, UPSTREAM_REASON).await?;
+    }
+    if requeued || unblocked > 0 {
+        db::tasks::notify_ready(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(done)
+}
+
+/// Why tasks downstream of a dead or cancelled one are cancelled.
+pub const UPSTREAM_REASON: &str = "cancelled: a task it depends on died or was cancelled (upstream)";
 
 /// Records failures in one transaction: each task is retried after a backoff,
 /// requeued (hand-back), cancelled, or sent to the dead-letter queue. Returns
@@ -103,13 +178,18 @@ pub async fn fail(
     let by_attempt: HashMap<Uuid, &Failure> = failures.iter().map(|failure| (failure.attempt.0, failure)).collect();
 
     let mut tx = pool.begin().await?;
-    let stopped = db::tasks::lock_reported(&mut tx, &task_ids, &attempt_ids).await?;
-    let mut fates = db::tasks::Fates::default();
+    let stopped = db::outcomes::lock_reported(&mut tx, &task_ids, &attempt_ids).await?;
+    let mut fates = db::outcomes::Fates::default();
     for task in &stopped {
         let Some(failure) = by_attempt.get(&task.attempt_id) else { continue };
         let fate = decide(defaults, task, failure.stop);
         let error = truncate(&failure.error, MAX_ERROR_LEN);
-        push(&mut fates, task, fate, error, failure.exit_code, failure.signal);
+        push(
+            &mut fates,
+            task,
+            fate,
+            Ending { error, exit_code: failure.exit_code, signal: failure.signal, spend: failure.spend.clone() },
+        );
     }
     let earliest_retry = settle(&mut tx, &fates).await?;
     tx.commit().await?;
@@ -133,12 +213,12 @@ pub async fn release_unheld(
     min_age: Duration,
 ) -> sqlx::Result<usize> {
     let mut tx = pool.begin().await?;
-    let unheld = db::tasks::lock_unheld(&mut tx, worker, held, min_age.as_secs_f64()).await?;
-    let mut fates = db::tasks::Fates::default();
+    let unheld = db::leases::lock_unheld(&mut tx, worker, held, min_age.as_secs_f64()).await?;
+    let mut fates = db::outcomes::Fates::default();
     for task in &unheld {
         let fate = decide(defaults, task, Stop::Interrupted);
         let error = "claimed, but the claim's reply never reached the worker; handed back".to_owned();
-        push(&mut fates, task, fate, error, None, None);
+        push(&mut fates, task, fate, Ending::error(error));
     }
     settle(&mut tx, &fates).await?;
     tx.commit().await?;
@@ -146,43 +226,71 @@ pub async fn release_unheld(
 }
 
 /// Decides a stopped attempt's fate with the task's own backoff settings.
-pub fn decide(defaults: &TaskDefaults, task: &db::tasks::StoppedAttempt, stop: Stop) -> Fate {
+pub fn decide(defaults: &TaskDefaults, task: &db::outcomes::StoppedAttempt, stop: Stop) -> Fate {
     let backoff = Backoff::for_task(defaults, task.backoff_initial_ms, task.backoff_max_ms, task.backoff_multiplier);
     let failures = u32::try_from(task.failures).unwrap_or(0);
     let max_attempts = u32::try_from(task.max_attempts).unwrap_or(1);
     policy::fate(&backoff, task.status, stop, failures, max_attempts, rand::random::<f64>())
 }
 
+/// How an attempt ended, as recorded on it.
+#[derive(Debug, Clone, Default)]
+pub struct Ending {
+    /// What went wrong.
+    pub error: String,
+    /// Exit code.
+    pub exit_code: Option<i32>,
+    /// Signal.
+    pub signal: Option<i32>,
+    /// Usage and session.
+    pub spend: Spend,
+}
+
+impl Ending {
+    /// An ending known only by its error text.
+    pub fn error(error: impl Into<String>) -> Self {
+        Self { error: error.into(), ..Self::default() }
+    }
+}
+
 /// Adds one decided fate to a batch.
-pub fn push(
-    fates: &mut db::tasks::Fates,
-    task: &db::tasks::StoppedAttempt,
-    fate: Fate,
-    error: String,
-    exit_code: Option<i32>,
-    signal: Option<i32>,
-) {
+pub fn push(fates: &mut db::outcomes::Fates, task: &db::outcomes::StoppedAttempt, fate: Fate, ending: Ending) {
     fates.task_ids.push(task.id);
     fates.attempt_ids.push(task.attempt_id);
     fates.statuses.push(fate.status);
     fates.counted.push(fate.counted);
     fates.delays.push(fate.delay.as_secs_f64());
-    fates.errors.push(error);
-    fates.exit_codes.push(exit_code);
-    fates.signals.push(signal);
+    fates.errors.push(ending.error);
+    fates.exit_codes.push(ending.exit_code);
+    fates.signals.push(ending.signal);
     fates.outcomes.push(fate.outcome);
+    fates.session_ids.push(ending.spend.session_id);
+    fates.input_tokens.push(ending.spend.input_tokens);
+    fates.output_tokens.push(ending.spend.output_tokens);
+    fates.costs.push(ending.spend.cost);
 }
 
-/// Applies a batch of fates and announces tasks that are ready again at
-/// once; returns the earliest delayed retry.
+/// Applies a batch of fates, cancels what depended on tasks that died or were
+/// cancelled, and announces tasks that are ready again at once; returns the
+/// earliest delayed retry.
 ///
 /// # Errors
 /// Database failures.
-pub async fn settle(conn: &mut PgConnection, fates: &db::tasks::Fates) -> sqlx::Result<Option<Duration>> {
+pub async fn settle(conn: &mut PgConnection, fates: &db::outcomes::Fates) -> sqlx::Result<Option<Duration>> {
     if fates.task_ids.is_empty() {
         return Ok(None);
     }
-    db::tasks::apply_fates(conn, fates).await?;
+    db::outcomes::apply_fates(conn, fates).await?;
+    let ended: Vec<Uuid> = fates
+        .task_ids
+        .iter()
+        .zip(&fates.statuses)
+        .filter(|(_, status)| matches!(status, TaskStatus::Dead | TaskStatus::Cancelled))
+        .map(|(id, _)| *id)
+        .collect();
+    if !ended.is_empty() {
+        db::outcomes::cancel_downstream(&mut *conn, &ended, UPSTREAM_REASON).await?;
+    }
     let retries = fates.statuses.iter().zip(&fates.delays).filter(|(status, _)| **status == TaskStatus::Ready);
     let delays: Vec<f64> = retries.map(|(_, delay)| *delay).collect();
     if delays.contains(&0.0) {
@@ -204,7 +312,7 @@ async fn acks_for(
     let earlier: HashMap<Uuid, AttemptOutcome> = if missing.is_empty() {
         HashMap::new()
     } else {
-        db::tasks::attempt_outcomes(pool, &missing).await?.into_iter().collect()
+        db::outcomes::attempt_outcomes(pool, &missing).await?.into_iter().collect()
     };
     let acks = task_ids
         .iter()

@@ -1,25 +1,43 @@
 //! Submitting a swarm: validate every task (listing every problem), then
 //! queue them all in one transaction, or none.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use hive_shared::convert::JsonObject;
 use hive_shared::ids::{SwarmId, TaskId};
 use serde_json::Value as Json;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::config::{LimitConfig, TaskDefaults};
 use crate::db;
 use crate::error::{Error, Result};
+use crate::tasks::graph;
+use crate::tasks::state::TaskStatus;
 
 /// A swarm as submitted.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Submission {
     /// Swarm name.
     pub swarm: String,
     /// Tasks in submission order.
     pub tasks: Vec<NewTask>,
+    /// Submitting again with this key returns the existing swarm.
+    pub idempotency_key: Option<String>,
+    /// Spending limit.
+    pub budget: Option<f64>,
+}
+
+/// A validator stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validate {
+    /// Validator agent.
+    pub agent: String,
+    /// Validator prompt.
+    pub prompt: String,
+    /// Builder runs allowed.
+    pub max_rounds: u32,
 }
 
 /// One task as submitted.
@@ -47,6 +65,16 @@ pub struct NewTask {
     pub backoff_multiplier: Option<f64>,
     /// Do not start before this time.
     pub run_after: Option<chrono::DateTime<chrono::Utc>>,
+    /// Keys of tasks in this submission, or ids of existing tasks, that must succeed first.
+    pub depends_on: Vec<String>,
+    /// Required worker labels.
+    pub labels: BTreeMap<String, String>,
+    /// Locks held while it runs.
+    pub locks: Vec<String>,
+    /// Validator stage.
+    pub validate: Option<Validate>,
+    /// Whether retries resume the agent's session.
+    pub resume_sessions: bool,
 }
 
 /// The queued swarm.
@@ -58,6 +86,27 @@ pub struct Submitted {
     pub task_ids: Vec<TaskId>,
     /// Non-fatal observations.
     pub warnings: Vec<String>,
+    /// Whether the idempotency key was seen before and this is the earlier swarm.
+    pub existing: bool,
+}
+
+/// Most locks and labels a task may have.
+pub const MAX_LOCKS_AND_LABELS: usize = 32;
+/// Most builder rounds.
+pub const MAX_ROUNDS_LIMIT: u32 = 20;
+
+/// Checks a label key (`gpu`, `region`, `example.com/zone`) and value (`true`, `eu-west`).
+pub fn label_problem(key: &str, value: &str) -> Option<String> {
+    let key_ok = !key.is_empty()
+        && key.len() <= 63
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+        && key.starts_with(|c: char| c.is_ascii_alphanumeric());
+    let value_ok = value.len() <= 63 && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    match (key_ok, value_ok) {
+        (false, _) => Some(format!("`{key}` is not a label name (letters, digits, - _ . /; at most 63)")),
+        (true, false) => Some(format!("`{key}={value}`: the value may hold letters, digits, - _ . (at most 63)")),
+        (true, true) => None,
+    }
 }
 
 /// Longest agent, swarm or key name.
@@ -91,6 +140,16 @@ pub fn problems(submission: &Submission, limits: &LimitConfig) -> Vec<String> {
     let max_tasks = limits.max_tasks_per_submit as usize;
     if submission.tasks.len() > max_tasks {
         problems.push(format!("tasks: {} tasks; the limit is {max_tasks} per submission", submission.tasks.len()));
+    }
+    if let Some(key) = &submission.idempotency_key
+        && (key.is_empty() || key.len() > 256)
+    {
+        problems.push("idempotency_key: must have 1 to 256 characters".into());
+    }
+    if let Some(budget) = submission.budget
+        && !(budget.is_finite() && budget > 0.0)
+    {
+        problems.push(format!("budget: {budget}; must be a positive amount"));
     }
     let mut seen_keys: HashMap<&str, usize> = HashMap::new();
     for (index, task) in submission.tasks.iter().enumerate() {
@@ -141,6 +200,37 @@ pub fn problems(submission: &Submission, limits: &LimitConfig) -> Vec<String> {
         {
             problems.push(format!("{}: {multiplier}; use 1 to 100", field("backoff_multiplier")));
         }
+        for (key, value) in &task.labels {
+            if let Some(problem) = label_problem(key, value) {
+                problems.push(format!("{}: {problem}", field("labels")));
+            }
+        }
+        if task.labels.len() > MAX_LOCKS_AND_LABELS || task.locks.len() > MAX_LOCKS_AND_LABELS {
+            problems.push(format!(
+                "{}: at most {MAX_LOCKS_AND_LABELS} labels and {MAX_LOCKS_AND_LABELS} locks",
+                field("locks")
+            ));
+        }
+        for (position, lock) in task.locks.iter().enumerate() {
+            if lock.is_empty() || lock.len() > 512 {
+                problems.push(format!(
+                    "{}: a lock key must have 1 to 512 characters",
+                    field(&format!("locks[{position}]"))
+                ));
+            }
+        }
+        if let Some(validate) = &task.validate {
+            if let Some(problem) = name_problem(&validate.agent) {
+                problems.push(format!("{}: {problem}", field("validate.agent")));
+            }
+            if !(1..=MAX_ROUNDS_LIMIT).contains(&validate.max_rounds) {
+                problems.push(format!(
+                    "{}: {}; use 1 to {MAX_ROUNDS_LIMIT}",
+                    field("validate.max_rounds"),
+                    validate.max_rounds
+                ));
+            }
+        }
     }
     problems
 }
@@ -150,10 +240,14 @@ pub fn json_size(object: &JsonObject) -> u64 {
     serde_json::to_vec(object).map_or(u64::MAX, |bytes| bytes.len() as u64)
 }
 
-/// Validates and queues a swarm atomically.
+/// Validates and queues a swarm atomically: every task, with its
+/// dependency edges, or none. A repeated idempotency key returns the swarm
+/// submitted first.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] listing every problem (nothing is queued), or a database failure.
+/// [`Error::InvalidArgument`] listing every problem (including a dependency
+/// cycle, named task by task, and dependencies that do not exist); nothing is
+/// queued then. Database failures.
 pub async fn submit(
     pool: &PgPool,
     defaults: &TaskDefaults,
@@ -164,18 +258,48 @@ pub async fn submit(
     if !problems.is_empty() {
         return Err(Error::InvalidArgument { problems });
     }
+    let mut tx = pool.begin().await?;
+    if let Some(key) = &submission.idempotency_key
+        && let Some(existing) = existing_swarm(&mut *tx, key).await?
+    {
+        return Ok(existing);
+    }
+    let edges = resolve_dependencies(&mut tx, &submission.tasks).await?;
     let swarm_id = SwarmId::new();
-    let rows = columns(&submission.tasks, defaults);
-    let task_ids = rows.ids.iter().copied().map(TaskId).collect();
+    let ids: Vec<Uuid> = submission.tasks.iter().map(|_| TaskId::new().0).collect();
+    let starts = graph::plan(&edges.deps);
+    let rows = columns(&submission.tasks, &ids, &starts, defaults);
 
-    let mut agents: Vec<String> = submission.tasks.iter().map(|task| task.agent.clone()).collect();
+    let key = submission.idempotency_key.as_deref();
+    if !db::swarms::insert(&mut tx, swarm_id.0, &submission.swarm, key, submission.budget).await? {
+        // Another submission with this key committed first: return it.
+        drop(tx);
+        let key = key.unwrap_or_default();
+        return existing_swarm(pool, key).await?.ok_or(Error::Database(sqlx::Error::RowNotFound));
+    }
+    db::tasks::insert_tasks(&mut tx, swarm_id.0, &rows).await?;
+    let (from, to): (Vec<Uuid>, Vec<Uuid>) = edges
+        .pairs
+        .iter()
+        .map(|(task, upstream)| {
+            let upstream = match upstream {
+                Target::New(index) => ids[*index],
+                Target::Existing(id) => *id,
+            };
+            (ids[*task], upstream)
+        })
+        .unzip();
+    if !from.is_empty() {
+        db::tasks::insert_deps(&mut tx, &from, &to).await?;
+    }
+    db::tasks::notify_ready(&mut *tx).await?;
+    let mut agents: Vec<String> = submission
+        .tasks
+        .iter()
+        .flat_map(|task| std::iter::once(task.agent.clone()).chain(task.validate.as_ref().map(|v| v.agent.clone())))
+        .collect();
     agents.sort();
     agents.dedup();
-
-    let mut tx = pool.begin().await?;
-    db::tasks::insert_swarm(&mut tx, swarm_id.0, &submission.swarm).await?;
-    db::tasks::insert_ready_tasks(&mut tx, swarm_id.0, &rows).await?;
-    db::tasks::notify_ready(&mut *tx).await?;
     let unserved = db::workers::agents_without_worker(&mut *tx, &agents).await?;
     tx.commit().await?;
 
@@ -183,13 +307,109 @@ pub async fn submit(
         .into_iter()
         .map(|agent| format!("no registered worker offers agent `{agent}`; its tasks wait until one does"))
         .collect();
-    Ok(Submitted { swarm_id, task_ids, warnings })
+    Ok(Submitted { swarm_id, task_ids: ids.into_iter().map(TaskId).collect(), warnings, existing: false })
 }
 
-fn columns(tasks: &[NewTask], defaults: &TaskDefaults) -> db::tasks::NewTasks {
+async fn existing_swarm(executor: impl sqlx::PgExecutor<'_>, key: &str) -> Result<Option<Submitted>> {
+    let found = db::swarms::by_key(executor, key).await?;
+    Ok(found.map(|(swarm, tasks)| Submitted {
+        swarm_id: SwarmId(swarm),
+        task_ids: tasks.into_iter().map(TaskId).collect(),
+        warnings: vec![format!("idempotency key `{key}` was submitted before; returning that swarm")],
+        existing: true,
+    }))
+}
+
+/// What a dependency entry names.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    New(usize),
+    Existing(Uuid),
+}
+
+/// The dependency graph of a submission.
+struct Edges {
+    /// (task index, what it depends on).
+    pairs: Vec<(usize, Target)>,
+    /// Per task, for planning.
+    deps: Vec<Vec<graph::Dependency>>,
+}
+
+/// Resolves `depends_on` entries to tasks of this submission (by key) or
+/// existing tasks (by id), refusing unknown ones and cycles.
+async fn resolve_dependencies(conn: &mut sqlx::PgConnection, tasks: &[NewTask]) -> Result<Edges> {
+    let by_key: HashMap<&str, usize> =
+        tasks.iter().enumerate().filter_map(|(index, task)| task.key.as_deref().map(|key| (key, index))).collect();
+    let mut problems = Vec::new();
+    let mut pairs = Vec::new();
+    let mut external = Vec::new();
+    for (index, task) in tasks.iter().enumerate() {
+        for (position, entry) in task.depends_on.iter().enumerate() {
+            let target = match (by_key.get(entry.as_str()), Uuid::parse_str(entry)) {
+                (Some(upstream), _) => Target::New(*upstream),
+                (None, Ok(id)) => {
+                    external.push(id);
+                    Target::Existing(id)
+                }
+                (None, Err(_)) => {
+                    problems.push(format!(
+                        "tasks[{index}].depends_on[{position}]: `{entry}` is neither the id of a task in this submission nor an existing task id"
+                    ));
+                    continue;
+                }
+            };
+            pairs.push((index, target));
+        }
+    }
+    let internal: Vec<Vec<usize>> = (0..tasks.len())
+        .map(|index| {
+            pairs
+                .iter()
+                .filter(|(task, _)| *task == index)
+                .filter_map(|(_, target)| match target {
+                    Target::New(upstream) => Some(*upstream),
+                    Target::Existing(_) => None,
+                })
+                .collect()
+        })
+        .collect();
+    if let Some(cycle) = graph::find_cycle(&internal) {
+        let name = |index: usize| tasks[index].key.clone().unwrap_or_else(|| format!("tasks[{index}]"));
+        let path: Vec<String> = cycle.into_iter().map(name).collect();
+        problems.push(format!("depends_on: dependency cycle {}", path.join(" → ")));
+    }
+    external.sort_unstable();
+    external.dedup();
+    let standing: HashMap<Uuid, TaskStatus> = db::tasks::statuses(&mut *conn, &external).await?.into_iter().collect();
+    for id in external.iter().filter(|id| !standing.contains_key(id)) {
+        problems.push(format!("depends_on: task {id} does not exist"));
+    }
+    if !problems.is_empty() {
+        return Err(Error::InvalidArgument { problems });
+    }
+    let deps = (0..tasks.len())
+        .map(|index| {
+            pairs
+                .iter()
+                .filter(|(task, _)| *task == index)
+                .map(|(_, target)| match target {
+                    Target::New(upstream) => graph::Dependency::New(*upstream),
+                    Target::Existing(id) => graph::Dependency::Existing(match standing.get(id) {
+                        Some(TaskStatus::Succeeded) => graph::Upstream::Succeeded,
+                        Some(TaskStatus::Dead | TaskStatus::Cancelled) => graph::Upstream::Failed,
+                        _ => graph::Upstream::Pending,
+                    }),
+                })
+                .collect()
+        })
+        .collect();
+    Ok(Edges { pairs, deps })
+}
+
+fn columns(tasks: &[NewTask], ids: &[Uuid], starts: &[graph::Start], defaults: &TaskDefaults) -> db::tasks::NewTasks {
     let mut rows = db::tasks::NewTasks::default();
-    for task in tasks {
-        rows.ids.push(TaskId::new().0);
+    for ((task, id), start) in tasks.iter().zip(ids).zip(starts) {
+        rows.ids.push(*id);
         rows.keys.push(task.key.clone());
         rows.agents.push(task.agent.clone());
         rows.prompts.push(task.prompt.clone());
@@ -203,6 +423,20 @@ fn columns(tasks: &[NewTask], defaults: &TaskDefaults) -> db::tasks::NewTasks {
         rows.backoff_max_ms.push(millis(task.backoff_max));
         rows.backoff_multipliers.push(task.backoff_multiplier);
         rows.run_after.push(task.run_after);
+        let (status, waiting) = match start {
+            graph::Start::Ready => (TaskStatus::Ready, 0),
+            graph::Start::Blocked(waiting) => (TaskStatus::Blocked, i32::try_from(*waiting).unwrap_or(i32::MAX)),
+            graph::Start::CancelledUpstream => (TaskStatus::Cancelled, 0),
+        };
+        rows.statuses.push(status);
+        rows.waiting_on.push(waiting);
+        rows.labels.push(serde_json::to_value(&task.labels).unwrap_or_else(|_| Json::Object(JsonObject::new())));
+        rows.locks.push(Json::Array(task.locks.iter().cloned().map(Json::String).collect()));
+        rows.validate_agents.push(task.validate.as_ref().map(|validate| validate.agent.clone()));
+        rows.validate_prompts.push(task.validate.as_ref().map(|validate| validate.prompt.clone()));
+        let rounds = task.validate.as_ref().map_or(1, |validate| validate.max_rounds);
+        rows.max_rounds.push(i32::try_from(rounds).unwrap_or(1));
+        rows.resume_sessions.push(task.resume_sessions);
     }
     rows
 }
@@ -221,7 +455,7 @@ mod tests {
 
     #[test]
     fn a_good_submission_has_no_problems() {
-        let submission = Submission { swarm: "hello".into(), tasks: vec![task("echo")] };
+        let submission = Submission { swarm: "hello".into(), tasks: vec![task("echo")], ..Submission::default() };
         assert!(problems(&submission, &limits()).is_empty());
     }
 
@@ -234,7 +468,8 @@ mod tests {
         let mut second = task("");
         second.key = Some("a".into());
         second.max_attempts = Some(0);
-        let submission = Submission { swarm: "bad name!".into(), tasks: vec![first, second, big] };
+        let submission =
+            Submission { swarm: "bad name!".into(), tasks: vec![first, second, big], ..Submission::default() };
         let found = problems(&submission, &limits());
         let expected = [
             "swarm: `bad name!` contains ' '",
@@ -250,8 +485,28 @@ mod tests {
     }
 
     #[test]
+    fn bad_labels_locks_and_validators_are_named() {
+        let mut bad = task("echo");
+        bad.labels = [("gpu!".to_owned(), "true".to_owned()), ("zone".to_owned(), "eu west".to_owned())].into();
+        bad.locks = vec![String::new()];
+        bad.validate = Some(Validate { agent: "check".into(), prompt: "p".into(), max_rounds: 0 });
+        let submission =
+            Submission { swarm: "s".into(), tasks: vec![bad], budget: Some(-1.0), ..Submission::default() };
+        let found = problems(&submission, &limits());
+        for needle in [
+            "tasks[0].labels: `gpu!` is not a label name",
+            "tasks[0].labels: `zone=eu west`: the value may hold",
+            "tasks[0].locks[0]: a lock key must have 1 to 512 characters",
+            "tasks[0].validate.max_rounds: 0",
+            "budget: -1",
+        ] {
+            assert!(found.iter().any(|problem| problem.starts_with(needle)), "missing {needle:?} in {found:#?}");
+        }
+    }
+
+    #[test]
     fn an_empty_submission_is_refused() {
-        let submission = Submission { swarm: "s".into(), tasks: vec![] };
+        let submission = Submission { swarm: "s".into(), tasks: vec![], ..Submission::default() };
         assert_eq!(problems(&submission, &limits()), ["tasks: at least one task is required"]);
     }
 }

@@ -130,11 +130,18 @@ impl Session {
             memory_used_bytes: i64::try_from(resources.memory_used_bytes).unwrap_or(i64::MAX),
             memory_total_bytes: i64::try_from(resources.memory_total_bytes).unwrap_or(i64::MAX),
             draining: beat.draining,
+            attempt_rss: serde_json::Value::Object(
+                resources
+                    .attempts
+                    .iter()
+                    .map(|usage| (usage.attempt_id.clone(), serde_json::Value::from(usage.rss_bytes)))
+                    .collect(),
+            ),
         };
         let worker_command =
             db::workers::record_beat(&self.pool, &figures).await?.ok_or(Error::WorkerNotRegistered(worker))?;
         let lease = db::seconds(self.config.leases.ttl);
-        let extension = db::tasks::extend_leases(&self.pool, worker.0, &attempts, lease).await?;
+        let extension = db::leases::extend_leases(&self.pool, worker.0, &attempts, lease).await?;
         let (extended, lease_expires_at) = (extension.extended, extension.lease_expires_at);
         if extension.leased > extended.len() as i64 {
             let min_age = self.config.leases.heartbeat_interval * 2;
@@ -158,7 +165,7 @@ impl Session {
 
 /// Commands waiting for a worker: cancels of its cancelling tasks, and drain or stop.
 async fn pending_commands(pool: &PgPool, worker: Uuid) -> Result<Vec<pb::WorkerCommand>> {
-    let cancelling = db::tasks::cancelling_attempts(pool, worker).await?;
+    let cancelling = db::leases::cancelling_attempts(pool, worker).await?;
     let mut commands: Vec<pb::WorkerCommand> =
         cancelling.into_iter().map(|attempt| cancel(attempt, pb::CancelCause::TaskCancelled)).collect();
     commands.extend(db::workers::command_of(pool, worker).await?.map(command));

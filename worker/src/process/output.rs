@@ -18,16 +18,29 @@ pub const TAIL_BYTES: usize = 2048;
 pub struct Pumped {
     /// The last complete line that parsed as a JSON object.
     pub last_json: Option<JsonObject>,
+    /// The first capture group of the last line the session regex matched.
+    pub session: Option<String>,
     /// The stream's last bytes.
     pub tail: Vec<u8>,
+}
+
+/// What to look for in each complete line.
+#[derive(Debug, Clone, Default)]
+pub struct Watch {
+    /// Keep the last JSON-object line.
+    pub json: bool,
+    /// Keep the session id this regex finds.
+    pub session: Option<regex::Regex>,
 }
 
 /// Tracks complete lines across chunk boundaries, within a bound.
 #[derive(Debug, Default)]
 struct LineTracker {
+    watch: Watch,
     line: Vec<u8>,
     overlong: bool,
     last_json: Option<JsonObject>,
+    session: Option<String>,
 }
 
 impl LineTracker {
@@ -52,10 +65,17 @@ impl LineTracker {
     fn end_line(&mut self) {
         let line = self.line.trim_ascii();
         if !self.overlong
+            && self.watch.json
             && line.first() == Some(&b'{')
             && let Ok(object) = serde_json::from_slice::<JsonObject>(line)
         {
             self.last_json = Some(object);
+        }
+        if !self.overlong
+            && let Some(pattern) = &self.watch.session
+            && let Some(found) = pattern.captures(&String::from_utf8_lossy(line)).and_then(|groups| groups.get(1))
+        {
+            self.session = Some(found.as_str().to_owned());
         }
         self.line.clear();
         self.overlong = false;
@@ -63,9 +83,10 @@ impl LineTracker {
 }
 
 /// Reads `reader` to its end, shipping every chunk through `sink`.
-pub async fn pump(mut reader: impl AsyncRead + Unpin, sink: LogSink, chunk_size: usize, track_json: bool) -> Pumped {
+pub async fn pump(mut reader: impl AsyncRead + Unpin, sink: LogSink, chunk_size: usize, watch: Watch) -> Pumped {
     let mut buffer = vec![0_u8; chunk_size];
-    let mut lines = LineTracker::default();
+    let track = watch.json || watch.session.is_some();
+    let mut lines = LineTracker { watch, ..LineTracker::default() };
     let mut tail: Vec<u8> = Vec::new();
     loop {
         let read = match reader.read(&mut buffer).await {
@@ -77,7 +98,7 @@ pub async fn pump(mut reader: impl AsyncRead + Unpin, sink: LogSink, chunk_size:
             }
         };
         let data = &buffer[..read];
-        if track_json {
+        if track {
             lines.feed(data);
         }
         tail.extend_from_slice(data);
@@ -86,10 +107,10 @@ pub async fn pump(mut reader: impl AsyncRead + Unpin, sink: LogSink, chunk_size:
         }
         sink.send(data.to_vec()).await;
     }
-    if track_json {
+    if track {
         lines.end_line();
     }
-    Pumped { last_json: lines.last_json, tail }
+    Pumped { last_json: lines.last_json, session: lines.session, tail }
 }
 
 #[cfg(test)]
@@ -97,7 +118,7 @@ mod tests {
     use super::*;
 
     fn last_json(chunks: &[&[u8]]) -> Option<JsonObject> {
-        let mut lines = LineTracker::default();
+        let mut lines = LineTracker { watch: Watch { json: true, session: None }, ..LineTracker::default() };
         for chunk in chunks {
             lines.feed(chunk);
         }
@@ -119,6 +140,16 @@ mod tests {
     #[test]
     fn arrays_scalars_and_broken_json_are_ignored() {
         assert!(last_json(&[b"[1,2]\n42\n{broken\n"]).is_none());
+    }
+
+    #[test]
+    fn the_last_session_id_the_regex_finds_is_kept() {
+        let watch = Watch { json: false, session: Some(regex::Regex::new(r"session: (\S+)").unwrap()) };
+        let mut lines = LineTracker { watch, ..LineTracker::default() };
+        lines.feed(b"session: first\nworking\nsess");
+        lines.feed(b"ion: second\nmore\n");
+        lines.end_line();
+        assert_eq!(lines.session.as_deref(), Some("second"));
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct HiveVars {
     pub attempt_id: String,
     /// `HIVE_COORDINATOR`.
     pub coordinator: String,
+    /// Further `HIVE_*` variables (`HIVE_STAGE`, `HIVE_ROUND`, `HIVE_RESUME_SESSION`).
+    pub extra: Vec<(&'static str, String)>,
 }
 
 /// Builds the command for one attempt; `inherited` is the worker's own environment.
@@ -52,8 +54,11 @@ pub fn command(
         .env("HIVE_COORDINATOR", &vars.coordinator)
         .env("HIVE_RESULT_FILE", &scratch.result_file)
         .env("HIVE_WORK_DIR", &scratch.dir);
-    if let Some(input) = &scratch.input_file {
-        command.env("HIVE_INPUT_FILE", input);
+    for (variable, path) in &scratch.files {
+        command.env(variable, path);
+    }
+    for (variable, value) in &vars.extra {
+        command.env(variable, value);
     }
     match agent.prompt {
         PromptMode::File => {

@@ -49,12 +49,20 @@ pub struct Finished {
     pub exit: Exit,
     /// The last JSON object line of stdout.
     pub stdout_json: Option<JsonObject>,
+    /// The session id the agent's output showed (stdout first, then stderr).
+    pub session: Option<String>,
     /// The end of stderr.
     pub stderr_tail: String,
 }
 
+impl Finished {
+    /// A run that produced no output.
+    pub fn without_output(exit: Exit) -> Self {
+        Self { exit, stdout_json: None, session: None, stderr_tail: String::new() }
+    }
+}
+
 /// One agent run to supervise.
-#[derive(Debug)]
 pub struct Run<'a> {
     /// The agent's config.
     pub agent: &'a AgentConfig,
@@ -68,6 +76,10 @@ pub struct Run<'a> {
     pub timeout: Duration,
     /// Output chunk size.
     pub chunk_size: usize,
+    /// Finds the session id in the output.
+    pub session_regex: Option<&'a regex::Regex>,
+    /// Told the agent's process group as soon as it starts.
+    pub on_spawn: &'a (dyn Fn(i32) + Send + Sync),
 }
 
 /// Runs the agent to its end; never panics on anything the agent does.
@@ -78,16 +90,15 @@ pub async fn run(run: Run<'_>, sink: LogSink, cancel: &CancellationToken) -> Fin
         Ok(child) => child,
         Err(err) => {
             let program = run.agent.command.first().map_or("", String::as_str);
-            return Finished {
-                exit: Exit::SpawnFailed(format!("cannot start `{program}`: {err}")),
-                stdout_json: None,
-                stderr_tail: String::new(),
-            };
+            return Finished::without_output(Exit::SpawnFailed(format!("cannot start `{program}`: {err}")));
         }
     };
     let group = child.id().and_then(|pid| i32::try_from(pid).ok()).map(Pid::from_raw);
     if let Some(pid) = child.id() {
         orphans::record(&run.scratch.dir, pid).await;
+    }
+    if let Some(group) = group {
+        (run.on_spawn)(group.as_raw());
     }
 
     let stdin_writer = child.stdin.take().map(|mut stdin| {
@@ -98,8 +109,13 @@ pub async fn run(run: Run<'_>, sink: LogSink, cancel: &CancellationToken) -> Fin
             let _ = stdin.shutdown().await;
         })
     });
-    let stdout = child.stdout.take().map(|out| tokio::spawn(output::pump(out, sink.stream(1), run.chunk_size, true)));
-    let stderr = child.stderr.take().map(|err| tokio::spawn(output::pump(err, sink.stream(2), run.chunk_size, false)));
+    let session = run.session_regex.cloned();
+    let watch_stdout = output::Watch { json: true, session: session.clone() };
+    let watch_stderr = output::Watch { json: false, session };
+    let stdout =
+        child.stdout.take().map(|out| tokio::spawn(output::pump(out, sink.stream(1), run.chunk_size, watch_stdout)));
+    let stderr =
+        child.stderr.take().map(|err| tokio::spawn(output::pump(err, sink.stream(2), run.chunk_size, watch_stderr)));
 
     let exit = tokio::select! {
         status = child.wait() => exit_of(status),
@@ -122,6 +138,7 @@ pub async fn run(run: Run<'_>, sink: LogSink, cancel: &CancellationToken) -> Fin
     Finished {
         exit,
         stdout_json: stdout.last_json,
+        session: stdout.session.or(stderr.session),
         stderr_tail: String::from_utf8_lossy(&stderr.tail).trim().to_owned(),
     }
 }

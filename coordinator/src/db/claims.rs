@@ -1,0 +1,207 @@
+//! Claim statements: tasks without locks, a batch at a time in one statement;
+//! tasks that take locks, one at a time with their locks in one transaction.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value as Json;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+/// A task handed to a worker by [`claim`].
+#[derive(Debug)]
+pub struct ClaimedTask {
+    /// Task id.
+    pub id: Uuid,
+    /// The new attempt's id.
+    pub attempt_id: Uuid,
+    /// The new attempt's number.
+    pub attempt: i32,
+    /// Agent to run (the validator's, in the validate stage).
+    pub agent: String,
+    /// Prompt (the validator's, in the validate stage).
+    pub prompt: String,
+    /// Input.
+    pub input: Option<Json>,
+    /// Time limit.
+    pub timeout_ms: Option<i64>,
+    /// Lease end.
+    pub lease_expires_at: DateTime<Utc>,
+    /// Swarm.
+    pub swarm_id: Uuid,
+    /// Priority (for ordering the batch).
+    pub priority: i32,
+    /// "build" or "validate".
+    pub stage: String,
+    /// Builder round.
+    pub round: i32,
+    /// The builder's result, for a validator.
+    pub build_result: Option<Json>,
+    /// The validator's last verdict, for a builder re-run.
+    pub feedback: Option<Json>,
+    /// Results of the tasks it depends on, by key.
+    pub inputs: Option<Json>,
+    /// Session to resume, under the resume policy.
+    pub resume_session: Option<String>,
+}
+
+/// Lease and deadline settings for a claim.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimTiming {
+    /// Lease length, seconds.
+    pub lease_seconds: f64,
+    /// Runtime allowed to tasks without their own timeout, seconds.
+    pub max_runtime_seconds: f64,
+    /// Slack past the timeout before the coordinator steps in, seconds.
+    pub deadline_grace_seconds: f64,
+}
+
+/// Who claims and what for.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimScope<'a> {
+    /// The claiming worker.
+    pub worker: Uuid,
+    /// Only these agents (a subset of those the worker offers); empty means all.
+    pub agents: &'a [String],
+    /// Claim exactly this task with this attempt id (a task whose locks were just taken).
+    pub only: Option<(Uuid, Uuid)>,
+}
+
+/// Claims up to `limit` ready tasks in one statement: highest priority first,
+/// then oldest; rows locked by another claimer are skipped, so no task is
+/// handed out twice. Honours the worker's agents and labels and the swarm's
+/// budget; skips tasks that take locks unless `scope.only` names one. Each
+/// claimed task gets a new attempt, a lease, and a deadline.
+pub async fn claim(
+    executor: impl PgExecutor<'_>,
+    scope: ClaimScope<'_>,
+    limit: i64,
+    timing: ClaimTiming,
+) -> sqlx::Result<Vec<ClaimedTask>> {
+    let (only_task, only_attempt) = scope.only.unzip();
+    sqlx::query_as!(
+        ClaimedTask,
+        r#"
+        with offered as (
+            select agents, labels from workers where id = $1
+        ), picked as (
+            select t.id
+            from tasks t
+            where t.status = 'ready'
+              and t.run_after <= now()
+              and (case when t.stage = 'validate' then t.validate_agent else t.agent end) = any((select agents from offered)::text[])
+              and (cardinality($6::text[]) = 0 or (case when t.stage = 'validate' then t.validate_agent else t.agent end) = any($6))
+              and t.required_labels <@ coalesce((select labels from offered), '{}'::jsonb)
+              and (case when $7::uuid is null then cardinality(t.locks) = 0 else t.id = $7 end)
+              and not exists (select 1 from swarms s where s.id = t.swarm_id and s.spent >= s.budget)
+            order by t.priority desc, t.id
+            limit $2
+            for update of t skip locked
+        ), claimed as (
+            update tasks t
+            set status = 'running',
+                attempts = t.attempts + 1,
+                current_attempt = coalesce($8::uuid, gen_random_uuid()),
+                worker_id = $1,
+                lease_expires_at = now() + make_interval(secs => $3),
+                attempt_deadline = now() + make_interval(secs => coalesce(t.timeout_ms::float8 / 1000.0, $4) + $5),
+                started_at = coalesce(t.started_at, now()),
+                updated_at = now()
+            from picked
+            where t.id = picked.id
+            returning t.id, t.current_attempt, t.attempts, t.agent, t.prompt, t.input, t.timeout_ms, t.lease_expires_at,
+                      t.swarm_id, t.priority, t.stage, t.round, t.build_result, t.feedback, t.validate_agent,
+                      t.validate_prompt, t.resume_sessions
+        ), recorded as (
+            insert into attempts (id, task_id, number, worker_id, stage)
+            select current_attempt, id, attempts, $1, stage from claimed
+        )
+        select c.id as "id!", c.current_attempt as "attempt_id!", c.attempts as "attempt!",
+               (case when c.stage = 'validate' then c.validate_agent else c.agent end) as "agent!",
+               (case when c.stage = 'validate' then coalesce(c.validate_prompt, '') else c.prompt end) as "prompt!",
+               c.input, c.timeout_ms, c.lease_expires_at as "lease_expires_at!", c.swarm_id as "swarm_id!",
+               c.priority as "priority!", c.stage as "stage!", c.round as "round!", c.build_result, c.feedback,
+               (select jsonb_object_agg(coalesce(u.key, u.id::text), coalesce(u.result, 'null'::jsonb))
+                from task_deps d join tasks u on u.id = d.depends_on where d.task_id = c.id) as inputs,
+               (case when c.resume_sessions then
+                   (select a.session_id from attempts a
+                    where a.task_id = c.id and a.session_id is not null order by a.number desc limit 1)
+                end) as resume_session
+        from claimed c
+        order by c.priority desc, c.id
+        "#,
+        scope.worker,
+        limit,
+        timing.lease_seconds,
+        timing.max_runtime_seconds,
+        timing.deadline_grace_seconds,
+        scope.agents,
+        only_task,
+        only_attempt,
+    )
+    .fetch_all(executor)
+    .await
+}
+
+/// A ready task that takes locks, all of them free right now.
+#[derive(Debug)]
+pub struct LockCandidate {
+    /// Task id.
+    pub id: Uuid,
+    /// Its locks.
+    pub locks: Vec<String>,
+}
+
+/// Locks the next ready task that takes locks and can run on this worker now:
+/// its locks are free, and no ready task ahead of it in claim order wants any
+/// of them (so a task waiting for a lock is not starved by later ones).
+pub async fn next_lock_candidate(
+    conn: &mut PgConnection,
+    scope: ClaimScope<'_>,
+) -> sqlx::Result<Option<LockCandidate>> {
+    sqlx::query_as!(
+        LockCandidate,
+        r#"
+        with offered as (
+            select agents, labels from workers where id = $1
+        )
+        select t.id, t.locks
+        from tasks t
+        where t.status = 'ready'
+          and cardinality(t.locks) > 0
+          and t.run_after <= now()
+          and (case when t.stage = 'validate' then t.validate_agent else t.agent end) = any((select agents from offered)::text[])
+          and (cardinality($2::text[]) = 0 or (case when t.stage = 'validate' then t.validate_agent else t.agent end) = any($2))
+          and t.required_labels <@ coalesce((select labels from offered), '{}'::jsonb)
+          and not exists (select 1 from swarms s where s.id = t.swarm_id and s.spent >= s.budget)
+          and not exists (select 1 from task_locks l where l.key = any(t.locks))
+          and not exists (
+              select 1 from tasks o
+              where o.status = 'ready' and o.run_after <= now() and o.locks && t.locks
+                and (o.priority > t.priority or (o.priority = t.priority and o.id < t.id)))
+        order by t.priority desc, t.id
+        limit 1
+        for update of t skip locked
+        "#,
+        scope.worker,
+        scope.agents,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Takes `keys` for `task`'s attempt; returns how many were taken (fewer than
+/// asked means another claimer won one, and the caller rolls back).
+pub async fn take_locks(conn: &mut PgConnection, keys: &[String], task: Uuid, attempt: Uuid) -> sqlx::Result<u64> {
+    let result = sqlx::query!(
+        r#"
+        insert into task_locks (key, task_id, attempt_id)
+        select key, $2, $3 from unnest($1::text[]) as key
+        on conflict (key) do nothing
+        "#,
+        keys,
+        task,
+        attempt,
+    )
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected())
+}

@@ -1,0 +1,55 @@
+//! Locks an agent takes and releases while it runs (`hivectl lock`), fenced
+//! by its attempt: only a task's current, leased attempt may take one, and
+//! every lock goes when the attempt ends.
+
+use std::time::Duration;
+
+use hive_shared::ids::{AttemptId, TaskId};
+use sqlx::PgPool;
+use tokio::time::Instant;
+
+use crate::db;
+use crate::error::{Error, Result};
+
+/// How often a waiting acquire looks again.
+const RETRY_EVERY: Duration = Duration::from_millis(200);
+/// Longest wait an agent may ask for.
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// Takes `key` for the attempt, waiting up to `wait` while another task
+/// holds it; returns the holder when it could not.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for an empty key; [`Error::LeaseLost`] when the
+/// attempt is not the task's current one.
+pub async fn acquire(
+    pool: &PgPool,
+    task: TaskId,
+    attempt: AttemptId,
+    key: &str,
+    wait: Duration,
+) -> Result<Option<TaskId>> {
+    if key.is_empty() || key.len() > 512 {
+        return Err(Error::invalid("key", "a lock key must have 1 to 512 characters"));
+    }
+    let deadline = Instant::now() + wait.min(MAX_WAIT);
+    loop {
+        if !db::locks::attempt_is_current(pool, task.0, attempt.0).await? {
+            return Err(Error::LeaseLost { task, attempt });
+        }
+        let holder = db::locks::acquire(pool, task.0, attempt.0, key).await?;
+        match holder {
+            None => return Ok(None),
+            Some(holder) if Instant::now() + RETRY_EVERY > deadline => return Ok(Some(TaskId(holder))),
+            Some(_) => tokio::time::sleep(RETRY_EVERY).await,
+        }
+    }
+}
+
+/// Releases `key` if the attempt holds it.
+///
+/// # Errors
+/// Database failures.
+pub async fn release(pool: &PgPool, attempt: AttemptId, key: &str) -> Result<bool> {
+    Ok(db::locks::release(pool, attempt.0, key).await?)
+}
