@@ -35,7 +35,8 @@ pub struct Reports {
 pub struct Completed {
     /// Attempts recorded.
     pub recorded: Vec<Uuid>,
-    /// Dependents that became ready.
+    /// Dependents that became ready plus locks released: when above zero,
+    /// waiting claims have something new to look at.
     pub newly_ready: i64,
 }
 
@@ -78,10 +79,10 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
             from (select swarm_id, sum(coalesce(cost, 0)) as cost from done group by swarm_id) x
             where s.id = x.swarm_id and x.cost > 0
         ), unlocked as (
-            delete from task_locks l using done where l.task_id = done.id
+            delete from task_locks l using done where l.task_id = done.id returning l.key
         )
         select array(select attempt_id from done) as "recorded!: Vec<Uuid>",
-               (select count(*) from unblocked where status = 'ready') as "newly_ready!"
+               (select count(*) from unblocked where status = 'ready') + (select count(*) from unlocked) as "newly_ready!"
         "#,
         &reports.task_ids,
         &reports.attempt_ids,
@@ -207,7 +208,8 @@ pub enum NextStage {
     },
 }
 
-/// Moves a staged task to its next stage (releasing its lease and locks).
+/// Moves a staged task to its next stage (releasing its lease and locks;
+/// callers announce ready work after every advance, which covers the locks).
 pub async fn advance(conn: &mut PgConnection, task: Uuid, next: &NextStage) -> sqlx::Result<()> {
     let (status, stage_change, build_result, feedback, result, error) = match next {
         NextStage::Validate(build) => (TaskStatus::Ready, "validate", Some(build), None, None, None),
@@ -330,9 +332,9 @@ pub struct Fates {
 }
 
 /// Applies decided fates to tasks and their attempts, charges swarms and
-/// releases locks, in one statement.
-pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result<u64> {
-    let result = sqlx::query!(
+/// releases locks, in one statement; returns how many locks were released.
+pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result<i64> {
+    let released = sqlx::query_scalar!(
         r#"
         with decided as (
             select * from unnest($1::uuid[], $2::uuid[], $3::task_status[], $4::bool[], $5::float8[], $6::text[],
@@ -351,9 +353,9 @@ pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result
                   from decided d join tasks t on t.id = d.task_id group by t.swarm_id) x
             where s.id = x.swarm_id and x.cost > 0
         ), unlocked as (
-            delete from task_locks l using decided d where l.task_id = d.task_id
-        )
-        update tasks t
+            delete from task_locks l using decided d where l.task_id = d.task_id returning l.key
+        ), moved as (
+            update tasks t
         set status = d.status,
             failures = t.failures + case when d.counted then 1 else 0 end,
             error = d.error,
@@ -368,6 +370,8 @@ pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result
             updated_at = now()
         from decided d
         where t.id = d.task_id
+        )
+        select count(*) as "released!" from unlocked
         "#,
         &fates.task_ids,
         &fates.attempt_ids,
@@ -383,9 +387,9 @@ pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result
         &fates.output_tokens as &[Option<i64>],
         &fates.costs as &[Option<f64>],
     )
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(result.rows_affected())
+    Ok(released)
 }
 
 /// Counts one succeeded dependency off each dependent of `tasks`; returns how many became ready.

@@ -51,5 +51,10 @@ pub async fn acquire(
 /// # Errors
 /// Database failures.
 pub async fn release(pool: &PgPool, attempt: AttemptId, key: &str) -> Result<bool> {
-    Ok(db::locks::release(pool, attempt.0, key).await?)
+    let released = db::locks::release(pool, attempt.0, key).await?;
+    if released {
+        // A task waiting for this lock may be claimable now.
+        db::tasks::notify_ready(pool).await?;
+    }
+    Ok(released)
 }

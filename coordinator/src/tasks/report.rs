@@ -127,7 +127,7 @@ async fn complete_staged(pool: &PgPool, reports: &db::outcomes::Reports, recorde
     let attempt_ids: Vec<Uuid> = rest.iter().map(|i| reports.attempt_ids[*i]).collect();
     let mut tx = pool.begin().await?;
     let staged = db::outcomes::lock_staged(&mut tx, &task_ids, &attempt_ids).await?;
-    let (mut done, mut succeeded, mut ended, mut requeued) = (Vec::new(), Vec::new(), Vec::new(), false);
+    let (mut done, mut succeeded, mut ended) = (Vec::new(), Vec::new(), Vec::new());
     for task in &staged {
         let Some(index) = reports.attempt_ids.iter().position(|attempt| *attempt == task.attempt_id) else { continue };
         db::outcomes::record_stage_attempt(&mut tx, reports, index).await?;
@@ -143,7 +143,7 @@ async fn complete_staged(pool: &PgPool, reports: &db::outcomes::Reports, recorde
         match next {
             db::outcomes::NextStage::Finish { status: TaskStatus::Succeeded, .. } => succeeded.push(task.id),
             db::outcomes::NextStage::Finish { .. } => ended.push(task.id),
-            db::outcomes::NextStage::Validate(_) | db::outcomes::NextStage::Rebuild(_) => requeued = true,
+            db::outcomes::NextStage::Validate(_) | db::outcomes::NextStage::Rebuild(_) => {}
         }
         done.push(task.attempt_id);
     }
@@ -151,7 +151,8 @@ async fn complete_staged(pool: &PgPool, reports: &db::outcomes::Reports, recorde
     if !ended.is_empty() {
         db::outcomes::cancel_downstream(&mut tx, &ended, UPSTREAM_REASON).await?;
     }
-    if requeued || unblocked > 0 {
+    if !done.is_empty() || unblocked > 0 {
+        // A stage moved on, a lock was released, or dependents became ready.
         db::tasks::notify_ready(&mut *tx).await?;
     }
     tx.commit().await?;
@@ -280,7 +281,7 @@ pub async fn settle(conn: &mut PgConnection, fates: &db::outcomes::Fates) -> sql
     if fates.task_ids.is_empty() {
         return Ok(None);
     }
-    db::outcomes::apply_fates(conn, fates).await?;
+    let released_locks = db::outcomes::apply_fates(conn, fates).await?;
     let ended: Vec<Uuid> = fates
         .task_ids
         .iter()
@@ -293,7 +294,7 @@ pub async fn settle(conn: &mut PgConnection, fates: &db::outcomes::Fates) -> sql
     }
     let retries = fates.statuses.iter().zip(&fates.delays).filter(|(status, _)| **status == TaskStatus::Ready);
     let delays: Vec<f64> = retries.map(|(_, delay)| *delay).collect();
-    if delays.contains(&0.0) {
+    if delays.contains(&0.0) || released_locks > 0 {
         db::tasks::notify_ready(&mut *conn).await?;
     }
     Ok(delays.into_iter().filter(|delay| *delay > 0.0).map(Duration::from_secs_f64).min())
