@@ -99,15 +99,26 @@ fn percent(counts: CountsView) -> u64 {
     (counts.finished() * 100).checked_div(counts.total()).unwrap_or(100)
 }
 
-fn summary(counts: CountsView) -> String {
-    format!(
-        "ready {} · running {} · succeeded {} · dead {} · cancelled {}",
+fn summary(swarm: &SwarmView) -> String {
+    let counts = swarm.counts;
+    let mut line = format!(
+        "ready {} · running {} · succeeded {} · dead {} · cancelled {} · left {} · cost {}",
         counts.ready,
         counts.running + counts.cancelling,
         counts.succeeded,
         counts.dead,
-        counts.cancelled
-    )
+        counts.cancelled,
+        output::seconds(swarm.remaining_seconds),
+        super::swarms::cost(swarm),
+    );
+    if counts.blocked > 0 {
+        line.push_str(&format!(" · blocked {}", counts.blocked));
+    }
+    for note in &swarm.waiting {
+        line.push_str(" · ");
+        line.push_str(note);
+    }
+    line
 }
 
 /// Shows progress until every task of `swarm_ids` has finished; returns the final counts.
@@ -146,13 +157,13 @@ pub async fn wait(ctx: &Ctx, swarm_ids: &[String]) -> anyhow::Result<Vec<SwarmVi
             };
             bar.set_length(swarm.counts.total());
             bar.set_position(swarm.counts.finished());
-            bar.set_message(summary(swarm.counts));
+            bar.set_message(summary(swarm));
         }
         let all_done = current.iter().all(|swarm| swarm.counts.finished() == swarm.counts.total());
         if !terminal && (all_done || last_plain.elapsed() >= PLAIN_EVERY) {
             last_plain = Instant::now();
             for swarm in &current {
-                tracing::info!(swarm = %swarm.name, done = swarm.counts.finished(), total = swarm.counts.total(), "{}", summary(swarm.counts));
+                tracing::info!(swarm = %swarm.name, done = swarm.counts.finished(), total = swarm.counts.total(), "{}", summary(swarm));
             }
         }
         if all_done {
