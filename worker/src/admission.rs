@@ -12,7 +12,10 @@ pub fn admissible(config: &Config, latest: &pb::ResourceUsage) -> Option<Vec<Str
     let total = latest.memory_total_bytes;
     let used = latest.memory_used_bytes;
     let memory_percent = if total == 0 { 0.0 } else { 100.0 * used as f64 / total as f64 };
-    if latest.cpu_percent >= config.admission.max_cpu_percent || memory_percent >= config.admission.max_memory_percent {
+    let over = |used: f64, limit: f64| limit < 100.0 && used >= limit;
+    if over(latest.cpu_percent, config.admission.max_cpu_percent)
+        || over(memory_percent, config.admission.max_memory_percent)
+    {
         return Some(Vec::new());
     }
     if config.agents.values().all(|agent| agent.memory.is_none()) || total == 0 {
@@ -60,6 +63,12 @@ mod tests {
             admissible(&config, &usage(10.0, 2, 16)),
             Some(vec!["any".to_owned(), "big".to_owned(), "small".to_owned()])
         );
+    }
+
+    #[test]
+    fn a_limit_of_100_percent_is_no_limit() {
+        let config = config("[admission]\nmax_cpu_percent = 100\n[agents.a]\ncommand = [\"x\"]\n");
+        assert_eq!(admissible(&config, &usage(100.0, 1, 16)), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use hive_shared::pb;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::config::Builtin;
 use crate::context::Context;
 use crate::outcome::{self, Ids, Report};
 use crate::process::spawn::HiveVars;
@@ -37,6 +38,11 @@ async fn execute(context: Arc<Context>, assignment: pb::Assignment, slot: Option
         queue(&context, outcome::failure(&ids, pb::FailureClass::Permanent, problem, None)).await;
         return;
     };
+    if agent.builtin == Some(Builtin::Noop) {
+        drop(slot);
+        queue(&context, outcome::noop(&ids)).await;
+        return;
+    }
     let scratch =
         match Scratch::create(&context.config.work_dir, attempt, &assignment.prompt, json_files(&assignment)).await {
             Ok(scratch) => scratch,

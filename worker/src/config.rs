@@ -46,19 +46,20 @@ pub struct Config {
     pub agents: BTreeMap<String, AgentConfig>,
 }
 
-/// Host limits above which the worker claims nothing new.
+/// Host limits at or above which the worker claims nothing new; 100 means no limit.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admission {
-    /// Host CPU use (percent of all cores) at or above which no task is claimed.
+    /// Host CPU use (percent of all cores); off by default, since other
+    /// processes on the host count too.
     pub max_cpu_percent: f64,
-    /// Host memory use (percent) at or above which no task is claimed.
+    /// Host memory use (percent).
     pub max_memory_percent: f64,
 }
 
 impl Default for Admission {
     fn default() -> Self {
-        Self { max_cpu_percent: 95.0, max_memory_percent: 90.0 }
+        Self { max_cpu_percent: 100.0, max_memory_percent: 95.0 }
     }
 }
 
@@ -100,12 +101,25 @@ pub enum UnlistedExit {
     Permanent,
 }
 
+/// Executors built into the worker, for measuring Hive itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Builtin {
+    /// Succeeds at once, without a process, with `{"started_ns": <CLOCK_MONOTONIC>}`:
+    /// measures the coordinator, not process spawning.
+    Noop,
+}
+
 /// One agent: how to start it and how to read its failures.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// Program and arguments (no shell involved unless you name one).
+    #[serde(default)]
     pub command: Vec<String>,
+    /// A built-in executor instead of a command (for benchmarks).
+    #[serde(default)]
+    pub builtin: Option<Builtin>,
     /// How the prompt is handed over.
     #[serde(default = "default_prompt")]
     pub prompt: PromptMode,
@@ -289,6 +303,7 @@ fn agent_problems(name: &str, agent: &AgentConfig) -> Vec<String> {
         problems.push(format!("agents.{name}: the name must be 1-128 letters, digits or - _ . : / @"));
     }
     match agent.command.first() {
+        None if agent.builtin.is_some() => {}
         None => problems.push(format!("agents.{name}.command: must name a program")),
         Some(program) if program.is_empty() => problems.push(format!("agents.{name}.command[0]: must not be empty")),
         Some(_) => {}

@@ -42,6 +42,22 @@ pub struct Ids {
     pub attempt_id: String,
 }
 
+/// The built-in no-op executor's report: success at once, with the
+/// CLOCK_MONOTONIC time it started (comparable across processes on one host).
+pub fn noop(ids: &Ids) -> Report {
+    let started_ns = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(0, |now| now.tv_sec() as i128 * 1_000_000_000 + i128::from(now.tv_nsec()));
+    let mut result = JsonObject::new();
+    result.insert("started_ns".into(), serde_json::Value::from(i64::try_from(started_ns).unwrap_or(0)));
+    Report::Complete(pb::Completion {
+        task_id: ids.task_id.clone(),
+        attempt_id: ids.attempt_id.clone(),
+        result: Some(json_to_struct(result)),
+        session_id: String::new(),
+        usage: None,
+    })
+}
+
 /// A failure report.
 pub fn failure(ids: &Ids, class: pb::FailureClass, error: String, finished: Option<&Finished>) -> Report {
     let (exit_code, signal, timed_out) = match finished.map(|finished| &finished.exit) {

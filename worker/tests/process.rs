@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 fn agent(script: &str, prompt: PromptMode) -> AgentConfig {
     AgentConfig {
         command: vec!["sh".into(), "-c".into(), script.into()],
+        builtin: None,
         prompt,
         timeout: Duration::from_secs(30),
         kill_grace: Duration::from_millis(500),

@@ -1,0 +1,11 @@
+//! Hive's benchmark, `hive-bench`: starts a durable PostgreSQL (fsync on, as
+//! the peers' harness does), then for each workload a fresh database, a
+//! coordinator and workers as real processes over loopback gRPC, and prints
+//! one line per workload in the peers' format (`peer=hive workload=drain …`).
+//!
+//! Layout: [`stack`] owns the processes; [`workloads`] has one module per
+//! workload; [`stats`] computes percentiles and formats lines.
+
+pub mod stack;
+pub mod stats;
+pub mod workloads;

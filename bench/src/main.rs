@@ -1,0 +1,90 @@
+//! `hive-bench`: parse flags, start the database, run the chosen workloads.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use hive_bench::stack::{Binaries, Database};
+use hive_bench::workloads;
+
+/// Benchmarks Hive on this machine: real processes, durable PostgreSQL, the peers' workloads.
+#[derive(Debug, Parser)]
+struct Cli {
+    /// Workloads to run, comma-separated.
+    #[arg(long, default_value = "drain,latency,spawn,logs,backlog,fleet", value_delimiter = ',')]
+    workloads: Vec<String>,
+    /// Tasks in the drain workload.
+    #[arg(long, env = "N", default_value_t = 20_000)]
+    n: usize,
+    /// Worker processes.
+    #[arg(long, env = "PROCS", default_value_t = 2)]
+    procs: usize,
+    /// Slots per worker.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
+    concurrency: usize,
+    /// Latency workload: tasks per second.
+    #[arg(long, env = "RATE", default_value_t = 200)]
+    rate: u32,
+    /// Latency workload: how long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    duration: Duration,
+    /// Tasks in the spawn workload.
+    #[arg(long, default_value_t = 5_000)]
+    spawn_n: usize,
+    /// Tasks in the logs workload (4 MiB of output each).
+    #[arg(long, default_value_t = 64)]
+    logs_tasks: usize,
+    /// Backlog workload: queue sizes.
+    #[arg(long, default_value = "1000,1000000", value_delimiter = ',')]
+    backlog_sizes: Vec<usize>,
+    /// Backlog workload: claims timed per size.
+    #[arg(long, default_value_t = 500)]
+    backlog_claims: usize,
+    /// Fleet workload: simulated workers.
+    #[arg(long, default_value_t = 1000)]
+    fleet_workers: usize,
+    /// Fleet workload: how long to measure.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    fleet_measure: Duration,
+    /// Folder for the database and the logs (default: a new temporary one).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    hive_shared::telemetry::init("warn", hive_shared::telemetry::LogFormat::Text);
+    let binaries = Binaries::locate()?;
+    let dir = match &cli.dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("hive-bench-{}", std::process::id())),
+    };
+    let db = Database::start(&dir).await?;
+    let result = run(&cli, &db, &binaries).await;
+    db.stop().await;
+    if cli.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+async fn run(cli: &Cli, db: &Database, binaries: &Binaries) -> anyhow::Result<()> {
+    for workload in &cli.workloads {
+        match workload.as_str() {
+            "drain" => workloads::drain::run(db, binaries, cli.n, cli.procs, cli.concurrency).await?,
+            "latency" => {
+                workloads::latency::run(db, binaries, cli.rate, cli.duration, cli.procs, cli.concurrency).await?
+            }
+            "spawn" => workloads::spawn::run(db, binaries, cli.spawn_n, cli.procs, cli.concurrency).await?,
+            "logs" => workloads::logs::run(db, binaries, cli.logs_tasks, cli.procs, 4).await?,
+            "backlog" => workloads::backlog::run(db, binaries, &cli.backlog_sizes, cli.backlog_claims).await?,
+            "fleet" => {
+                workloads::fleet::run(db, binaries, cli.fleet_workers, Duration::from_secs(5), cli.fleet_measure)
+                    .await?;
+            }
+            other => anyhow::bail!("unknown workload `{other}` (drain, latency, spawn, logs, backlog, fleet)"),
+        }
+    }
+    Ok(())
+}

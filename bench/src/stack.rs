@@ -1,0 +1,202 @@
+//! The processes a workload runs against: one durable PostgreSQL for the
+//! whole run; per workload a fresh database, a coordinator and workers.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use hivectl::local_pg::{Durability, LocalPostgres, free_port};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::process::{Child, Command};
+
+/// The coordinator and worker binaries of this build.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `hive-coordinator`.
+    pub coordinator: PathBuf,
+    /// `hive-worker`.
+    pub worker: PathBuf,
+}
+
+impl Binaries {
+    /// Finds them next to this program.
+    ///
+    /// # Errors
+    /// When they are missing.
+    pub fn locate() -> anyhow::Result<Self> {
+        let here = std::env::current_exe()?;
+        let dir = here.parent().ok_or_else(|| anyhow!("no parent folder"))?;
+        let find = |name: &str| {
+            let path = dir.join(name);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(anyhow!("{name} not found in {} (cargo build --release --bins)", dir.display()))
+            }
+        };
+        Ok(Self { coordinator: find("hive-coordinator")?, worker: find("hive-worker")? })
+    }
+}
+
+/// A durable PostgreSQL for the run.
+#[derive(Debug)]
+pub struct Database {
+    server: LocalPostgres,
+    /// Folder for logs and configs.
+    pub dir: PathBuf,
+}
+
+impl Database {
+    /// Starts one with PostgreSQL's durable defaults.
+    ///
+    /// # Errors
+    /// When it does not start.
+    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        // The server may run as an unprivileged user: it must reach its folder.
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let server = LocalPostgres::start(&dir.join("pg"), Durability::Durable).await?;
+        Ok(Self { server, dir: dir.to_path_buf() })
+    }
+
+    /// A fresh database, migrated, and its URL.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn fresh(&self, name: &str) -> anyhow::Result<(String, PgPool)> {
+        let mut admin = PgConnection::connect(&self.server.url()).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("drop database if exists {name}"))).execute(&mut admin).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {name}"))).execute(&mut admin).await?;
+        let url = self.server.url_for(name);
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&url).await?;
+        // The coordinator applies them on start too; doing it here lets a
+        // workload load tasks before the coordinator runs.
+        hive_coordinator::MIGRATOR.run(&pool).await?;
+        Ok((url, pool))
+    }
+
+    /// Stops it.
+    pub async fn stop(self) {
+        self.server.stop().await;
+    }
+}
+
+/// A coordinator and workers on one database.
+#[derive(Debug)]
+pub struct Hive {
+    /// Coordinator URL.
+    pub url: String,
+    coordinator: Child,
+    workers: Vec<Child>,
+    binaries: Binaries,
+    dir: PathBuf,
+}
+
+impl Hive {
+    /// Starts a coordinator on `database_url` and waits until it serves.
+    ///
+    /// # Errors
+    /// When it does not come up.
+    pub async fn start(
+        binaries: &Binaries,
+        database_url: &str,
+        dir: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let mut command = Command::new(&binaries.coordinator);
+        command
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("DATABASE_URL", database_url)
+            .env("RUST_LOG", "warn")
+            .env("HIVE_COORDINATOR__LIMITS__MAX_TASKS_PER_SUBMIT", "100000")
+            .env("HIVE_COORDINATOR__LIMITS__MAX_MESSAGE_SIZE", "256MiB")
+            .envs(env.iter().copied());
+        let coordinator = spawn(command, &dir.join("coordinator.log"))?;
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if tonic::transport::Endpoint::from_shared(url.clone())?.connect().await.is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the coordinator did not come up; see {}", dir.join("coordinator.log").display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Self { url, coordinator, workers: Vec::new(), binaries: binaries.clone(), dir: dir.to_path_buf() })
+    }
+
+    /// Starts `count` workers with `slots` each and the agent table `agents`.
+    ///
+    /// # Errors
+    /// When a config cannot be written or a worker started.
+    pub fn start_workers(&mut self, count: usize, slots: usize, agents: &str) -> anyhow::Result<()> {
+        for index in 0..count {
+            let config = self.dir.join(format!("worker-{index}.toml"));
+            let work = self.dir.join(format!("work-{index}"));
+            std::fs::write(&config, format!("slots = {slots}\nwork_dir = \"{}\"\n{agents}", work.display()))?;
+            let mut command = Command::new(&self.binaries.worker);
+            command.arg("--config").arg(&config).args([
+                "--coordinator",
+                &self.url,
+                "--name",
+                &format!("bench-{index}"),
+            ]);
+            command.env("RUST_LOG", "warn");
+            self.workers.push(spawn(command, &self.dir.join(format!("worker-{index}.log")))?);
+        }
+        Ok(())
+    }
+
+    /// Process id of the coordinator.
+    pub fn coordinator_pid(&self) -> Option<u32> {
+        self.coordinator.id()
+    }
+
+    /// Stops workers, then the coordinator.
+    pub async fn stop(mut self) {
+        for worker in &self.workers {
+            signal(worker, Signal::SIGTERM);
+            signal(worker, Signal::SIGINT);
+        }
+        for worker in &mut self.workers {
+            let _ = tokio::time::timeout(Duration::from_secs(30), worker.wait()).await;
+        }
+        signal(&self.coordinator, Signal::SIGTERM);
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.coordinator.wait()).await;
+    }
+}
+
+fn signal(child: &Child, signal: Signal) {
+    if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+        let _ = kill(Pid::from_raw(pid), signal);
+    }
+}
+
+fn spawn(mut command: Command, log: &Path) -> anyhow::Result<Child> {
+    let file = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+    command.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file).process_group(0).kill_on_drop(true);
+    command.spawn().with_context(|| format!("start {:?}", command.as_std().get_program()))
+}
+
+/// Waits until `sql` (a count) reaches `target`, polling every 5 ms; returns false at the deadline.
+///
+/// # Errors
+/// Database failures.
+pub async fn wait_count(pool: &PgPool, sql: &'static str, target: i64, deadline: Duration) -> anyhow::Result<bool> {
+    let until = Instant::now() + deadline;
+    loop {
+        let count: i64 = sqlx::query_scalar(sql).fetch_one(pool).await?;
+        if count >= target {
+            return Ok(true);
+        }
+        if Instant::now() > until {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

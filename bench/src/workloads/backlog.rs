@@ -1,0 +1,74 @@
+//! backlog: claim latency with a small and a huge queue. The queue is filled
+//! in one SQL statement (N ready tasks), then one client claims one task per
+//! call, `claims` times, timing each Claim round trip; p50/p99 per size.
+
+use std::time::{Duration, Instant};
+
+use hive_shared::convert::duration;
+use hive_shared::ids::WorkerId;
+use hive_shared::pb;
+use hive_shared::pb::worker_service_client::WorkerServiceClient;
+
+use crate::stack::{Binaries, Database, Hive};
+use crate::stats::{emit, percentile};
+
+/// Runs the workload for each queue size and prints one line per size.
+///
+/// # Errors
+/// When a part fails to start.
+pub async fn run(db: &Database, binaries: &Binaries, sizes: &[usize], claims: usize) -> anyhow::Result<()> {
+    for &size in sizes {
+        let (url, pool) = db.fresh(&format!("bench_backlog_{size}")).await?;
+        let dir = db.dir.join(format!("backlog-{size}"));
+        std::fs::create_dir_all(&dir)?;
+        let loading = Instant::now();
+        sqlx::query(
+            "with swarm as (insert into swarms (id, name) values (gen_random_uuid(), 'backlog') returning id)
+             insert into tasks (id, swarm_id, agent, prompt, status, max_attempts)
+             select gen_random_uuid(), swarm.id, 'noop', 'x', 'ready', 4 from swarm, generate_series(1, $1)",
+        )
+        .bind(i64::try_from(size)?)
+        .execute(&pool)
+        .await?;
+        sqlx::query("vacuum analyze tasks").execute(&pool).await?;
+        let load_s = loading.elapsed().as_secs_f64();
+
+        let hive = Hive::start(binaries, &url, &dir, &[]).await?;
+        let mut client = WorkerServiceClient::connect(hive.url.clone()).await?;
+        let worker_id = WorkerId::new().to_string();
+        let registration = pb::RegisterRequest {
+            worker_id: worker_id.clone(),
+            name: "bench".into(),
+            agents: vec!["noop".into()],
+            slots: 1,
+            ..Default::default()
+        };
+        client.register(registration).await?;
+        let mut millis = Vec::with_capacity(claims);
+        for _ in 0..claims.min(size) {
+            let request = pb::ClaimRequest {
+                worker_id: worker_id.clone(),
+                max_tasks: 1,
+                wait: Some(duration(Duration::ZERO)),
+                agents: vec![],
+            };
+            let started = Instant::now();
+            let claimed = client.claim(request).await?.into_inner().assignments;
+            millis.push(started.elapsed().as_secs_f64() * 1000.0);
+            anyhow::ensure!(claimed.len() == 1, "a claim found nothing with {size} tasks queued");
+        }
+        millis.sort_by(f64::total_cmp);
+        emit(
+            "backlog",
+            &[
+                ("queued", size.to_string()),
+                ("claims", millis.len().to_string()),
+                ("p50_ms", format!("{:.2}", percentile(&millis, 50.0))),
+                ("p99_ms", format!("{:.2}", percentile(&millis, 99.0))),
+                ("load_s", format!("{load_s:.1}")),
+            ],
+        );
+        hive.stop().await;
+    }
+    Ok(())
+}

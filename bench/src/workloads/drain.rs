@@ -1,0 +1,50 @@
+//! drain: N no-op tasks submitted in one call, then drained by `procs`
+//! workers × `concurrency` slots; tasks per second from the first attempt's
+//! start to the last completion the database recorded.
+
+use std::time::Instant;
+
+use super::{DEADLINE, NOOP_AGENT, busy_seconds, submit_bulk};
+use crate::stack::{Binaries, Database, Hive, wait_count};
+use crate::stats::emit;
+
+/// Runs the workload and prints its line.
+///
+/// # Errors
+/// When a part fails to start.
+pub async fn run(db: &Database, binaries: &Binaries, n: usize, procs: usize, concurrency: usize) -> anyhow::Result<()> {
+    let (url, pool) = db.fresh("bench_drain").await?;
+    let dir = db.dir.join("drain");
+    std::fs::create_dir_all(&dir)?;
+    let mut hive = Hive::start(binaries, &url, &dir, &[]).await?;
+    let enqueue = Instant::now();
+    submit_bulk(&hive.url, "drain", "noop", n).await?;
+    let enqueue_s = enqueue.elapsed().as_secs_f64();
+    sqlx::query("checkpoint").execute(&pool).await?;
+
+    let go = Instant::now();
+    hive.start_workers(procs, concurrency, NOOP_AGENT)?;
+    let target = i64::try_from(n)?;
+    let complete = wait_count(&pool, "select count(*) from tasks where status = 'succeeded'", target, DEADLINE).await?;
+    let wall_from_go_s = go.elapsed().as_secs_f64();
+    let done: i64 =
+        sqlx::query_scalar("select count(*) from tasks where status = 'succeeded'").fetch_one(&pool).await?;
+    let drain_s = busy_seconds(&pool).await?;
+    emit(
+        "drain",
+        &[
+            ("n", n.to_string()),
+            ("done", done.to_string()),
+            ("complete", complete.to_string()),
+            ("jobs_per_s", format!("{:.1}", done as f64 / drain_s)),
+            ("drain_s", format!("{drain_s:.3}")),
+            ("wall_from_go_s", format!("{wall_from_go_s:.3}")),
+            ("enqueue_jobs_per_s", format!("{:.1}", n as f64 / enqueue_s)),
+            ("procs", procs.to_string()),
+            ("concurrency", concurrency.to_string()),
+            ("settings", "executor=builtin-noop".into()),
+        ],
+    );
+    hive.stop().await;
+    Ok(())
+}

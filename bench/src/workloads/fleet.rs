@@ -1,0 +1,159 @@
+//! fleet: many simulated workers against one coordinator. Each registers,
+//! keeps a heartbeat stream open (a beat every `interval`, listing one held
+//! attempt id, staggered) and a long-poll Claim waiting (nothing is queued).
+//! Reports the coordinator's CPU (share of one core), PostgreSQL commits per
+//! second, and heartbeat round trips (beat sent → reply received).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hive_shared::convert::duration;
+use hive_shared::ids::{AttemptId, WorkerId};
+use hive_shared::pb;
+use hive_shared::pb::worker_service_client::WorkerServiceClient;
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::stack::{Binaries, Database, Hive};
+use crate::stats::{emit, percentile};
+
+/// Channels the simulated workers share (HTTP/2 connections).
+const CHANNELS: usize = 16;
+
+/// Runs the workload and prints its line.
+///
+/// # Errors
+/// When a part fails to start.
+pub async fn run(
+    db: &Database,
+    binaries: &Binaries,
+    workers: usize,
+    interval: Duration,
+    measure: Duration,
+) -> anyhow::Result<()> {
+    let (url, pool) = db.fresh("bench_fleet").await?;
+    let dir = db.dir.join("fleet");
+    std::fs::create_dir_all(&dir)?;
+    let interval_text = humantime::format_duration(interval).to_string();
+    let ttl_text = humantime::format_duration(interval * 6).to_string();
+    let env = [
+        ("HIVE_COORDINATOR__LEASES__HEARTBEAT_INTERVAL", interval_text.as_str()),
+        ("HIVE_COORDINATOR__LEASES__TTL", ttl_text.as_str()),
+    ];
+    let hive = Hive::start(binaries, &url, &dir, &env).await?;
+    let mut channels = Vec::with_capacity(CHANNELS);
+    for _ in 0..CHANNELS {
+        channels.push(Channel::from_shared(hive.url.clone())?.connect().await?);
+    }
+    let round_trips: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let stop = CancellationToken::new();
+    let mut fleet = JoinSet::new();
+    for index in 0..workers {
+        let client = WorkerServiceClient::new(channels[index % CHANNELS].clone());
+        let stagger = interval.mul_f64(index as f64 / workers as f64);
+        fleet.spawn(simulate(client, interval, stagger, Arc::clone(&round_trips), stop.clone()));
+    }
+    tokio::time::sleep(interval * 2).await; // every worker registered and beating
+    round_trips.lock().await.clear();
+    let (cpu_before, commits_before) = (cpu_ticks(hive.coordinator_pid()), commits(&pool).await?);
+    let measuring = Instant::now();
+    tokio::time::sleep(measure).await;
+    let seconds = measuring.elapsed().as_secs_f64();
+    let (cpu_after, commits_after) = (cpu_ticks(hive.coordinator_pid()), commits(&pool).await?);
+    stop.cancel();
+    fleet.shutdown().await;
+
+    let mut millis = round_trips.lock().await.clone();
+    millis.sort_by(f64::total_cmp);
+    let ticks_per_s = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    let cpu_percent = (cpu_after - cpu_before) as f64 / ticks_per_s / seconds * 100.0;
+    emit(
+        "fleet",
+        &[
+            ("workers", workers.to_string()),
+            ("interval_s", format!("{}", interval.as_secs_f64())),
+            ("beats", millis.len().to_string()),
+            ("coordinator_cpu_percent", format!("{cpu_percent:.1}")),
+            ("pg_commits_per_s", format!("{:.1}", (commits_after - commits_before) as f64 / seconds)),
+            ("beat_rtt_p50_ms", format!("{:.2}", percentile(&millis, 50.0))),
+            ("beat_rtt_p99_ms", format!("{:.2}", percentile(&millis, 99.0))),
+            ("seconds", format!("{seconds:.1}")),
+        ],
+    );
+    hive.stop().await;
+    Ok(())
+}
+
+async fn simulate(
+    mut client: WorkerServiceClient<Channel>,
+    interval: Duration,
+    stagger: Duration,
+    round_trips: Arc<Mutex<Vec<f64>>>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let worker_id = WorkerId::new().to_string();
+    let registration = pb::RegisterRequest {
+        worker_id: worker_id.clone(),
+        name: "sim".into(),
+        agents: vec!["noop".into()],
+        slots: 4,
+        ..Default::default()
+    };
+    client.register(registration).await?;
+    // An idle long-poll, as a real worker with free slots keeps one.
+    let mut claimer = client.clone();
+    let claim_worker = worker_id.clone();
+    let claiming = tokio::spawn(async move {
+        loop {
+            let request = pb::ClaimRequest {
+                worker_id: claim_worker.clone(),
+                max_tasks: 4,
+                wait: Some(duration(Duration::from_secs(20))),
+                agents: vec![],
+            };
+            if claimer.claim(request).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::time::sleep(stagger).await;
+    let (beats, outbound) = tokio::sync::mpsc::channel(2);
+    let mut replies = client.heartbeat(ReceiverStream::new(outbound)).await?.into_inner();
+    let attempt = AttemptId::new().to_string();
+    loop {
+        let beat = pb::HeartbeatRequest {
+            worker_id: worker_id.clone(),
+            attempt_ids: vec![attempt.clone()],
+            free_slots: 4,
+            ..Default::default()
+        };
+        let sent = Instant::now();
+        if beats.send(beat).await.is_err() || replies.message().await?.is_none() {
+            break;
+        }
+        round_trips.lock().await.push(sent.elapsed().as_secs_f64() * 1000.0);
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = stop.cancelled() => break,
+        }
+    }
+    claiming.abort();
+    Ok(())
+}
+
+/// CPU ticks (user + system) the process used so far.
+fn cpu_ticks(pid: Option<u32>) -> u64 {
+    let Some(pid) = pid else { return 0 };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// Commits in the whole cluster so far.
+async fn commits(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("select sum(xact_commit)::int8 from pg_stat_database").fetch_one(pool).await?)
+}

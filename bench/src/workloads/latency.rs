@@ -1,0 +1,107 @@
+//! latency: workers running no-op agents; an open-loop producer submits one
+//! task at a time at `rate` per second for `duration`, each its own
+//! transaction. Latency = the agent's start − the moment the submit call
+//! returned (commit acknowledged), both on CLOCK_MONOTONIC.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hive_shared::pb;
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+
+use super::{DEADLINE, NOOP_AGENT, admin};
+use crate::stack::{Binaries, Database, Hive, wait_count};
+use crate::stats::{emit, monotonic_ns, percentile};
+
+/// Tasks run first and left out of the figures.
+const WARM_UP: usize = 50;
+
+/// Runs the workload and prints its line.
+///
+/// # Errors
+/// When a part fails to start.
+pub async fn run(
+    db: &Database,
+    binaries: &Binaries,
+    rate: u32,
+    duration: Duration,
+    procs: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let (url, pool) = db.fresh("bench_latency").await?;
+    let dir = db.dir.join("latency");
+    std::fs::create_dir_all(&dir)?;
+    let mut hive = Hive::start(binaries, &url, &dir, &[]).await?;
+    hive.start_workers(procs, concurrency, NOOP_AGENT)?;
+    let client = admin(&hive.url).await?;
+    for _ in 0..WARM_UP {
+        submit_one(&client).await?;
+    }
+    wait_count(&pool, "select count(*) from tasks where status = 'succeeded'", WARM_UP as i64, DEADLINE).await?;
+
+    let sent: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
+    let total = (f64::from(rate) * duration.as_secs_f64()) as usize;
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = std::time::Instant::now();
+    let mut inflight = JoinSet::new();
+    for _ in 0..total {
+        ticker.tick().await;
+        let (client, sent) = (client.clone(), Arc::clone(&sent));
+        inflight.spawn(async move {
+            let id = submit_one(&client).await?;
+            sent.lock().await.push((id, monotonic_ns()));
+            anyhow::Ok(())
+        });
+    }
+    while let Some(result) = inflight.join_next().await {
+        result??;
+    }
+    let achieved = total as f64 / started.elapsed().as_secs_f64();
+    let expected = i64::try_from(WARM_UP + total)?;
+    wait_count(&pool, "select count(*) from tasks where status = 'succeeded'", expected, DEADLINE).await?;
+
+    let starts: Vec<(String, i64)> =
+        sqlx::query_as("select id::text, (result->>'started_ns')::int8 from tasks where result ? 'started_ns'")
+            .fetch_all(&pool)
+            .await?;
+    let starts: std::collections::HashMap<String, i64> = starts.into_iter().collect();
+    let sent = sent.lock().await;
+    let mut millis: Vec<f64> = sent
+        .iter()
+        .filter_map(|(id, committed)| starts.get(id).map(|start| (start - committed) as f64 / 1e6))
+        .collect();
+    millis.sort_by(f64::total_cmp);
+    let missing = sent.len() - millis.len();
+    let mean = millis.iter().sum::<f64>() / millis.len().max(1) as f64;
+    emit(
+        "latency",
+        &[
+            ("rate", rate.to_string()),
+            ("duration_s", format!("{}", duration.as_secs())),
+            ("jobs", total.to_string()),
+            ("missing", missing.to_string()),
+            ("p50_ms", format!("{:.2}", percentile(&millis, 50.0))),
+            ("p90_ms", format!("{:.2}", percentile(&millis, 90.0))),
+            ("p99_ms", format!("{:.2}", percentile(&millis, 99.0))),
+            ("max_ms", format!("{:.2}", millis.last().copied().unwrap_or(f64::NAN))),
+            ("mean_ms", format!("{mean:.2}")),
+            ("achieved_rate", format!("{achieved:.1}")),
+            ("procs", procs.to_string()),
+            ("concurrency", concurrency.to_string()),
+            ("settings", "executor=builtin-noop".into()),
+        ],
+    );
+    hive.stop().await;
+    Ok(())
+}
+
+async fn submit_one(
+    client: &hive_shared::pb::admin_service_client::AdminServiceClient<tonic::transport::Channel>,
+) -> anyhow::Result<String> {
+    let task = pb::TaskSpec { agent: "noop".into(), prompt: "x".into(), ..Default::default() };
+    let request = pb::SubmitTasksRequest { swarm: "latency".into(), tasks: vec![task], ..Default::default() };
+    let response = client.clone().submit_tasks(request).await?.into_inner();
+    response.task_ids.into_iter().next().ok_or_else(|| anyhow::anyhow!("no task id returned"))
+}

@@ -1,0 +1,54 @@
+//! One module per workload, each matching the peers' workload of the same
+//! name so the figures compare.
+
+pub mod backlog;
+pub mod drain;
+pub mod fleet;
+pub mod latency;
+pub mod logs;
+pub mod spawn;
+
+use std::time::Duration;
+
+use hive_shared::pb;
+use hive_shared::pb::admin_service_client::AdminServiceClient;
+use tonic::transport::Channel;
+
+/// The worker agent table for the built-in no-op executor.
+pub const NOOP_AGENT: &str = "[agents.noop]\nbuiltin = \"noop\"\n";
+
+/// An admin client that accepts large submissions.
+///
+/// # Errors
+/// When the coordinator cannot be reached.
+pub async fn admin(url: &str) -> anyhow::Result<AdminServiceClient<Channel>> {
+    let client = AdminServiceClient::connect(url.to_owned()).await?;
+    Ok(client.max_encoding_message_size(256 << 20).max_decoding_message_size(256 << 20))
+}
+
+/// Submits `n` tasks for `agent` in one call (one transaction).
+///
+/// # Errors
+/// When the coordinator refuses.
+pub async fn submit_bulk(url: &str, swarm: &str, agent: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    let tasks =
+        (0..n).map(|i| pb::TaskSpec { agent: agent.into(), prompt: i.to_string(), ..Default::default() }).collect();
+    let request = pb::SubmitTasksRequest { swarm: swarm.into(), tasks, ..Default::default() };
+    Ok(admin(url).await?.submit_tasks(request).await?.into_inner().task_ids)
+}
+
+/// Seconds from the first attempt's start to the last task's finish, as the database recorded them.
+///
+/// # Errors
+/// Database failures.
+pub async fn busy_seconds(pool: &sqlx::PgPool) -> anyhow::Result<f64> {
+    let seconds: Option<f64> = sqlx::query_scalar(
+        "select extract(epoch from (select max(finished_at) from tasks) - (select min(started_at) from attempts))::float8",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(seconds.unwrap_or(f64::NAN))
+}
+
+/// The longest any workload waits for its tasks.
+pub const DEADLINE: Duration = Duration::from_secs(90);

@@ -1,0 +1,46 @@
+//! spawn: N tasks whose agent is `/bin/true`, run as real subprocesses (own
+//! process group, scrubbed environment, output pipes) by `procs` workers ×
+//! `concurrency` slots; tasks per second, against the machine's spawn ceiling
+//! (`limits.sh`: `xargs -P 16 /bin/true`).
+
+use std::time::Instant;
+
+use super::{DEADLINE, busy_seconds, submit_bulk};
+use crate::stack::{Binaries, Database, Hive, wait_count};
+use crate::stats::emit;
+
+/// `/bin/true` as an agent; the prompt goes in the environment, so there is no stdin pipe to write.
+const TRUE_AGENT: &str = "[agents.true]\ncommand = [\"/bin/true\"]\nprompt = \"env\"\n";
+
+/// Runs the workload and prints its line.
+///
+/// # Errors
+/// When a part fails to start.
+pub async fn run(db: &Database, binaries: &Binaries, n: usize, procs: usize, concurrency: usize) -> anyhow::Result<()> {
+    let (url, pool) = db.fresh("bench_spawn").await?;
+    let dir = db.dir.join("spawn");
+    std::fs::create_dir_all(&dir)?;
+    let mut hive = Hive::start(binaries, &url, &dir, &[]).await?;
+    submit_bulk(&hive.url, "spawn", "true", n).await?;
+    let go = Instant::now();
+    hive.start_workers(procs, concurrency, TRUE_AGENT)?;
+    let complete =
+        wait_count(&pool, "select count(*) from tasks where status = 'succeeded'", i64::try_from(n)?, DEADLINE).await?;
+    let wall_s = go.elapsed().as_secs_f64();
+    let busy = busy_seconds(&pool).await?;
+    emit(
+        "spawn",
+        &[
+            ("n", n.to_string()),
+            ("complete", complete.to_string()),
+            ("jobs_per_s", format!("{:.1}", n as f64 / busy)),
+            ("busy_s", format!("{busy:.3}")),
+            ("wall_from_go_s", format!("{wall_s:.3}")),
+            ("procs", procs.to_string()),
+            ("concurrency", concurrency.to_string()),
+            ("settings", "cmd=/bin/true".into()),
+        ],
+    );
+    hive.stop().await;
+    Ok(())
+}

@@ -1,0 +1,45 @@
+"""Ratios of Hive's figures to the peers' and to the machine's limits, from
+one file of result lines (hive-bench and shared/bench/peers/run-all.sh)."""
+
+import sys
+
+
+def parse(path):
+    rows = []
+    for line in open(path):
+        if line.startswith(("peer=", "limit=")):
+            rows.append(dict(field.split("=", 1) for field in line.split() if "=" in field))
+    return rows
+
+
+def best(rows, workload, key, pick):
+    """Best value of `key` per peer (variants folded into their peer), for one workload."""
+    found = {}
+    for row in rows:
+        if row.get("workload") == workload and key in row and "peer" in row:
+            peer = row["peer"].removesuffix("-batched")
+            found[peer] = pick(found.get(peer, float(row[key])), float(row[key]))
+    return found
+
+
+def main(path):
+    rows = parse(path)
+    drain = best(rows, "drain", "jobs_per_s", max)
+    p99 = best(rows, "latency", "p99_ms", min)
+    if "hive" in drain:
+        for peer, rate in sorted(drain.items()):
+            if peer != "hive":
+                print(f"ratio workload=drain hive/{peer}={drain['hive'] / rate:.2f} (hive {drain['hive']:.0f}/s, {peer} {rate:.0f}/s)")
+    if "hive" in p99:
+        for peer, value in sorted(p99.items()):
+            if peer != "hive":
+                print(f"ratio workload=latency_p99 {peer}/hive={value / p99['hive']:.2f} (hive {p99['hive']:.2f} ms, {peer} {value:.2f} ms)")
+    spawn = [row for row in rows if row.get("workload") == "spawn" and row.get("peer") == "hive"]
+    ceiling = [row for row in rows if row.get("limit") == "spawn" and row.get("parallel") == "16"]
+    if spawn and ceiling:
+        share = float(spawn[-1]["jobs_per_s"]) / float(ceiling[-1]["spawns_per_s"])
+        print(f"ratio workload=spawn hive/xargs_ceiling={share:.2f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
