@@ -183,7 +183,10 @@ fn spawn(mut command: Command, log: &Path) -> anyhow::Result<Child> {
     command.spawn().with_context(|| format!("start {:?}", command.as_std().get_program()))
 }
 
-/// Waits until `sql` (a count) reaches `target`, polling every 5 ms; returns false at the deadline.
+/// Waits until `sql` (a count) reaches `target`, polling every 100 ms;
+/// returns false at the deadline. Figures come from the database's own
+/// timestamps, so the poll interval only decides when the wait notices the
+/// end, and a slow poll keeps the measurement from loading the database.
 ///
 /// # Errors
 /// Database failures.
@@ -197,6 +200,6 @@ pub async fn wait_count(pool: &PgPool, sql: &'static str, target: i64, deadline:
         if Instant::now() > until {
             return Ok(false);
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -15,9 +15,9 @@ pub fn monotonic_ns() -> i64 {
         .map_or(0, |now| now.tv_sec() * 1_000_000_000 + now.tv_nsec())
 }
 
-/// Prints one result line: `peer=hive workload=NAME key=value …`.
-pub fn emit(workload: &str, fields: &[(&str, String)]) {
-    let mut line = format!("peer=hive workload={workload}");
+/// Prints one result line: `peer=PEER workload=NAME key=value …`.
+pub fn emit(peer: &str, workload: &str, fields: &[(&str, String)]) {
+    let mut line = format!("peer={peer} workload={workload}");
     for (key, value) in fields {
         line.push_str(&format!(" {key}={value}"));
     }

@@ -18,7 +18,8 @@ use crate::process::supervise::{self, Exit};
 use crate::process::workdir::{JsonFile, Scratch};
 use crate::shipper::LogSink;
 
-/// Runs one assignment to its reported end. Holds `slot` while the agent runs.
+/// Runs one assignment to its reported end. Holds `slot` while the agent runs;
+/// a prefetched assignment comes without one and waits for a slot here.
 pub async fn run(context: Arc<Context>, assignment: pb::Assignment, slot: Option<OwnedSemaphorePermit>) {
     let span = info_span!("attempt", task_id = %assignment.task_id, attempt_id = %assignment.attempt_id, agent = %assignment.agent);
     execute(context, assignment, slot).instrument(span).await;
@@ -31,6 +32,38 @@ async fn execute(context: Arc<Context>, assignment: pb::Assignment, slot: Option
     };
     let ids = Ids { task_id: assignment.task_id.clone(), attempt_id: assignment.attempt_id.clone() };
     let cancel = context.held.hold(task, attempt);
+    let slot = match slot {
+        Some(slot) => slot,
+        None => {
+            let waited = tokio::select! {
+                permit = Arc::clone(&context.slots).acquire_owned() => permit.ok(),
+                () = cancel.cancelled() => None,
+                () = context.drain.cancelled() => None,
+            };
+            let Some(slot) = waited else {
+                // Cancelled (or the worker is stopping) before it started: hand it back unrun.
+                let report = match context.held.reason(attempt) {
+                    Some(crate::held::CancelReason::LeaseLost) => {
+                        context.held.release(attempt);
+                        return;
+                    }
+                    Some(crate::held::CancelReason::TaskCancelled) => {
+                        outcome::failure(&ids, pb::FailureClass::Cancelled, "cancelled before it started".into(), None)
+                    }
+                    _ => outcome::failure(
+                        &ids,
+                        pb::FailureClass::Interrupted,
+                        "handed back before it started".into(),
+                        None,
+                    ),
+                };
+                queue(&context, report).await;
+                return;
+            };
+            slot
+        }
+    };
+    let slot = Some(slot);
 
     let Some(agent) = context.config.agents.get(&assignment.agent) else {
         let problem =

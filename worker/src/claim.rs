@@ -47,7 +47,7 @@ pub async fn run(context: Arc<Context>, attempts: TaskTracker, stop: Cancellatio
         };
         let request = pb::ClaimRequest {
             worker_id: context.worker_id.to_string(),
-            max_tasks: u32::try_from(permits.len()).unwrap_or(u32::MAX),
+            max_tasks: u32::try_from(permits.len()).unwrap_or(u32::MAX).saturating_add(context.config.prefetch),
             wait: Some(duration(context.config.claim_wait)),
             agents,
         };

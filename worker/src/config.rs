@@ -24,6 +24,10 @@ pub struct Config {
     pub name: String,
     /// Agents run at once.
     pub slots: u32,
+    /// Tasks claimed beyond the free slots and held here until a slot frees
+    /// (their leases are kept by heartbeats): fewer, larger claims for short
+    /// tasks. 0 claims only what can start at once.
+    pub prefetch: u32,
     /// Folder under which each attempt gets a scratch folder.
     pub work_dir: PathBuf,
     /// Keep attempt scratch folders after they finish (for debugging).
@@ -181,6 +185,7 @@ impl Default for Config {
             coordinator: "http://127.0.0.1:50051".into(),
             name: String::new(),
             slots: 4,
+            prefetch: 0,
             work_dir: std::env::temp_dir().join("hive-worker"),
             keep_work_dirs: false,
             claim_wait: Duration::from_secs(20),

@@ -59,6 +59,7 @@ pub async fn run(db: &Database, binaries: &Binaries, sizes: &[usize], claims: us
         }
         millis.sort_by(f64::total_cmp);
         emit(
+            "hive",
             "backlog",
             &[
                 ("queued", size.to_string()),

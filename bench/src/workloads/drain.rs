@@ -8,13 +8,28 @@ use super::{DEADLINE, NOOP_AGENT, busy_seconds, submit_bulk};
 use crate::stack::{Binaries, Database, Hive, wait_count};
 use crate::stats::emit;
 
-/// Runs the workload and prints its line.
+/// Runs the workload twice, as the peers do: claiming only free slots
+/// (`peer=hive`), and claiming up to 500 more to hold locally
+/// (`peer=hive-batched`, like graphile-worker's `localQueue`).
 ///
 /// # Errors
 /// When a part fails to start.
 pub async fn run(db: &Database, binaries: &Binaries, n: usize, procs: usize, concurrency: usize) -> anyhow::Result<()> {
-    let (url, pool) = db.fresh("bench_drain").await?;
-    let dir = db.dir.join("drain");
+    variant(db, binaries, n, procs, concurrency, 0).await?;
+    variant(db, binaries, n, procs, concurrency, 500).await
+}
+
+async fn variant(
+    db: &Database,
+    binaries: &Binaries,
+    n: usize,
+    procs: usize,
+    concurrency: usize,
+    prefetch: u32,
+) -> anyhow::Result<()> {
+    let name = if prefetch == 0 { "hive" } else { "hive-batched" };
+    let (url, pool) = db.fresh(&format!("bench_drain_{prefetch}")).await?;
+    let dir = db.dir.join(format!("drain-{prefetch}"));
     std::fs::create_dir_all(&dir)?;
     let mut hive = Hive::start(binaries, &url, &dir, &[]).await?;
     let enqueue = Instant::now();
@@ -23,7 +38,7 @@ pub async fn run(db: &Database, binaries: &Binaries, n: usize, procs: usize, con
     sqlx::query("checkpoint").execute(&pool).await?;
 
     let go = Instant::now();
-    hive.start_workers(procs, concurrency, NOOP_AGENT)?;
+    hive.start_workers(procs, concurrency, &format!("prefetch = {prefetch}\n{NOOP_AGENT}"))?;
     let target = i64::try_from(n)?;
     let complete = wait_count(&pool, "select count(*) from tasks where status = 'succeeded'", target, DEADLINE).await?;
     let wall_from_go_s = go.elapsed().as_secs_f64();
@@ -31,6 +46,7 @@ pub async fn run(db: &Database, binaries: &Binaries, n: usize, procs: usize, con
         sqlx::query_scalar("select count(*) from tasks where status = 'succeeded'").fetch_one(&pool).await?;
     let drain_s = busy_seconds(&pool).await?;
     emit(
+        name,
         "drain",
         &[
             ("n", n.to_string()),
@@ -42,7 +58,7 @@ pub async fn run(db: &Database, binaries: &Binaries, n: usize, procs: usize, con
             ("enqueue_jobs_per_s", format!("{:.1}", n as f64 / enqueue_s)),
             ("procs", procs.to_string()),
             ("concurrency", concurrency.to_string()),
-            ("settings", "executor=builtin-noop".into()),
+            ("settings", format!("executor=builtin-noop,prefetch={prefetch}")),
         ],
     );
     hive.stop().await;

@@ -71,6 +71,7 @@ pub async fn run(
     let ticks_per_s = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
     let cpu_percent = (cpu_after - cpu_before) as f64 / ticks_per_s / seconds * 100.0;
     emit(
+        "hive",
         "fleet",
         &[
             ("workers", workers.to_string()),

@@ -76,6 +76,7 @@ pub async fn run(
     let missing = sent.len() - millis.len();
     let mean = millis.iter().sum::<f64>() / millis.len().max(1) as f64;
     emit(
+        "hive",
         "latency",
         &[
             ("rate", rate.to_string()),

@@ -41,6 +41,7 @@ pub async fn run(
         sqlx::query_scalar("select coalesce(sum(length(data)), 0)::int8 from task_logs").fetch_one(&pool).await?;
     let megabytes = stored as f64 / 1_000_000.0;
     emit(
+        "hive",
         "logs",
         &[
             ("tasks", tasks.to_string()),

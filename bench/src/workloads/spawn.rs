@@ -29,6 +29,7 @@ pub async fn run(db: &Database, binaries: &Binaries, n: usize, procs: usize, con
     let wall_s = go.elapsed().as_secs_f64();
     let busy = busy_seconds(&pool).await?;
     emit(
+        "hive",
         "spawn",
         &[
             ("n", n.to_string()),

@@ -61,14 +61,12 @@ pub struct ClaimScope<'a> {
     pub worker: Uuid,
     /// Only these agents (a subset of those the worker offers); empty means all.
     pub agents: &'a [String],
-    /// Claim exactly this task with this attempt id (a task whose locks were just taken).
-    pub only: Option<(Uuid, Uuid)>,
 }
 
-/// Claims up to `limit` ready tasks in one statement: highest priority first,
-/// then oldest; rows locked by another claimer are skipped, so no task is
-/// handed out twice. Honours the worker's agents and labels and the swarm's
-/// budget; skips tasks that take locks unless `scope.only` names one. Each
+/// Claims up to `limit` ready tasks that take no locks, in one statement:
+/// highest priority first, then oldest, walking `tasks_claim_idx`; rows
+/// locked by another claimer are skipped, so no task is handed out twice.
+/// Honours the worker's agents and labels and the swarm's budget. Each
 /// claimed task gets a new attempt, a lease, and a deadline.
 pub async fn claim(
     executor: impl PgExecutor<'_>,
@@ -76,7 +74,6 @@ pub async fn claim(
     limit: i64,
     timing: ClaimTiming,
 ) -> sqlx::Result<Vec<ClaimedTask>> {
-    let (only_task, only_attempt) = scope.only.unzip();
     sqlx::query_as!(
         ClaimedTask,
         r#"
@@ -86,11 +83,11 @@ pub async fn claim(
             select t.id
             from tasks t
             where t.status = 'ready'
+              and not t.has_locks
               and t.run_after <= now()
-              and (case when t.stage = 'validate' then t.validate_agent else t.agent end) = any((select agents from offered)::text[])
-              and (cardinality($6::text[]) = 0 or (case when t.stage = 'validate' then t.validate_agent else t.agent end) = any($6))
-              and t.required_labels <@ coalesce((select labels from offered), '{}'::jsonb)
-              and (case when $7::uuid is null then cardinality(t.locks) = 0 else t.id = $7 end)
+              and t.run_agent = any((select agents from offered)::text[])
+              and (cardinality($6::text[]) = 0 or t.run_agent = any($6))
+              and (not t.has_labels or t.required_labels <@ coalesce((select labels from offered), '{}'::jsonb))
               and not exists (select 1 from swarms s where s.id = t.swarm_id and s.spent >= s.budget)
             order by t.priority desc, t.id
             limit $2
@@ -99,7 +96,7 @@ pub async fn claim(
             update tasks t
             set status = 'running',
                 attempts = t.attempts + 1,
-                current_attempt = coalesce($8::uuid, gen_random_uuid()),
+                current_attempt = gen_random_uuid(),
                 worker_id = $1,
                 lease_expires_at = now() + make_interval(secs => $3),
                 attempt_deadline = now() + make_interval(secs => coalesce(t.timeout_ms::float8 / 1000.0, $4) + $5),
@@ -134,10 +131,62 @@ pub async fn claim(
         timing.max_runtime_seconds,
         timing.deadline_grace_seconds,
         scope.agents,
-        only_task,
-        only_attempt,
     )
     .fetch_all(executor)
+    .await
+}
+
+/// Claims one task whose locks `attempt` just took (locked by
+/// [`next_lock_candidate`] in the same transaction), as [`claim`] does.
+pub async fn claim_locked(
+    conn: &mut PgConnection,
+    worker: Uuid,
+    task: Uuid,
+    attempt: Uuid,
+    timing: ClaimTiming,
+) -> sqlx::Result<Option<ClaimedTask>> {
+    sqlx::query_as!(
+        ClaimedTask,
+        r#"
+        with claimed as (
+            update tasks t
+            set status = 'running',
+                attempts = t.attempts + 1,
+                current_attempt = $3,
+                worker_id = $1,
+                lease_expires_at = now() + make_interval(secs => $4),
+                attempt_deadline = now() + make_interval(secs => coalesce(t.timeout_ms::float8 / 1000.0, $5) + $6),
+                started_at = coalesce(t.started_at, now()),
+                updated_at = now()
+            where t.id = $2 and t.status = 'ready'
+            returning t.id, t.current_attempt, t.attempts, t.agent, t.prompt, t.input, t.timeout_ms, t.lease_expires_at,
+                      t.swarm_id, t.priority, t.stage, t.round, t.build_result, t.feedback, t.validate_agent,
+                      t.validate_prompt, t.resume_sessions
+        ), recorded as (
+            insert into attempts (id, task_id, number, worker_id, stage)
+            select current_attempt, id, attempts, $1, stage from claimed
+        )
+        select c.id as "id!", c.current_attempt as "attempt_id!", c.attempts as "attempt!",
+               (case when c.stage = 'validate' then c.validate_agent else c.agent end) as "agent!",
+               (case when c.stage = 'validate' then coalesce(c.validate_prompt, '') else c.prompt end) as "prompt!",
+               c.input, c.timeout_ms, c.lease_expires_at as "lease_expires_at!", c.swarm_id as "swarm_id!",
+               c.priority as "priority!", c.stage as "stage!", c.round as "round!", c.build_result, c.feedback,
+               (select jsonb_object_agg(coalesce(u.key, u.id::text), coalesce(u.result, 'null'::jsonb))
+                from task_deps d join tasks u on u.id = d.depends_on where d.task_id = c.id) as inputs,
+               (case when c.resume_sessions then
+                   (select a.session_id from attempts a
+                    where a.task_id = c.id and a.session_id is not null order by a.number desc limit 1)
+                end) as resume_session
+        from claimed c
+        "#,
+        worker,
+        task,
+        attempt,
+        timing.lease_seconds,
+        timing.max_runtime_seconds,
+        timing.deadline_grace_seconds,
+    )
+    .fetch_optional(conn)
     .await
 }
 
@@ -166,11 +215,11 @@ pub async fn next_lock_candidate(
         select t.id, t.locks
         from tasks t
         where t.status = 'ready'
-          and cardinality(t.locks) > 0
+          and t.has_locks
           and t.run_after <= now()
-          and (case when t.stage = 'validate' then t.validate_agent else t.agent end) = any((select agents from offered)::text[])
-          and (cardinality($2::text[]) = 0 or (case when t.stage = 'validate' then t.validate_agent else t.agent end) = any($2))
-          and t.required_labels <@ coalesce((select labels from offered), '{}'::jsonb)
+          and t.run_agent = any((select agents from offered)::text[])
+          and (cardinality($2::text[]) = 0 or t.run_agent = any($2))
+          and (not t.has_labels or t.required_labels <@ coalesce((select labels from offered), '{}'::jsonb))
           and not exists (select 1 from swarms s where s.id = t.swarm_id and s.spent >= s.budget)
           and not exists (select 1 from task_locks l where l.key = any(t.locks))
           and not exists (

@@ -113,14 +113,14 @@ pub async fn unserved(
     sqlx::query_as!(
         Unserved,
         r#"
-        select t.swarm_id, (case when t.stage = 'validate' then t.validate_agent else t.agent end) as "agent!",
+        select t.swarm_id, t.run_agent as "agent!",
                t.required_labels as labels, count(*) as "count!"
         from tasks t
         where t.status = 'ready' and ($1::uuid is null or t.swarm_id = $1)
           and not exists (
               select 1 from workers w
               where w.last_seen_at > now() - make_interval(secs => $2)
-                and (case when t.stage = 'validate' then t.validate_agent else t.agent end) = any(w.agents)
+                and t.run_agent = any(w.agents)
                 and t.required_labels <@ w.labels)
         group by 1, 2, 3
         order by 1, 2

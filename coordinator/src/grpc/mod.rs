@@ -13,8 +13,8 @@ use hive_shared::pb::FILE_DESCRIPTOR_SET;
 use hive_shared::pb::admin_service_server::AdminServiceServer;
 use hive_shared::pb::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 
 use crate::app::App;
 use admin_api::AdminApi;
@@ -60,7 +60,8 @@ pub async fn serve(app: App, listener: TcpListener) -> anyhow::Result<()> {
         .add_service(reflection_v1alpha)
         .add_service(workers)
         .add_service(admin)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
+        // Our own listener: nodelay must be set on it (the builder's applies only to listeners tonic binds).
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stopping)
         .await
         .context("gRPC server failed")
 }

@@ -53,7 +53,7 @@ pub async fn claim(
         max_runtime_seconds: db::seconds(config.tasks.max_runtime),
         deadline_grace_seconds: db::seconds(config.leases.ttl),
     };
-    let scope = db::claims::ClaimScope { worker: request.worker.0, agents: &request.agents, only: None };
+    let scope = db::claims::ClaimScope { worker: request.worker.0, agents: &request.agents };
     let deadline = Instant::now() + request.wait.min(config.claims.max_wait);
     let mut checked_worker = false;
     loop {
@@ -105,8 +105,7 @@ async fn claim_locked(
             // Another claimer took one of the keys in between: leave it to them.
             return Ok(());
         }
-        let only = db::claims::ClaimScope { only: Some((candidate.id, attempt)), ..scope };
-        let one = db::claims::claim(&mut *tx, only, 1, timing).await?;
+        let one = db::claims::claim_locked(&mut tx, scope.worker, candidate.id, attempt, timing).await?;
         tx.commit().await?;
         claimed.extend(one);
     }
