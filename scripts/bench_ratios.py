@@ -35,7 +35,7 @@ def main(path):
             if peer != "hive":
                 print(f"ratio workload=latency_p99 {peer}/hive={value / p99['hive']:.2f} (hive {p99['hive']:.2f} ms, {peer} {value:.2f} ms)")
     spawn = [row for row in rows if row.get("workload") == "spawn" and row.get("peer") == "hive"]
-    ceiling = [row for row in rows if row.get("limit") == "spawn" and row.get("parallel") == "16"]
+    ceiling = [row for row in rows if row.get("limit") == "spawn" and row.get("parallel") == "16" and row.get("cmd") == "/bin/true"]
     if spawn and ceiling:
         share = float(spawn[-1]["jobs_per_s"]) / float(ceiling[-1]["spawns_per_s"])
         print(f"ratio workload=spawn hive/xargs_ceiling={share:.2f}")
