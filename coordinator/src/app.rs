@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::maintenance::statistics::Statistics;
 use crate::notifications::Notifications;
 
 /// Shared state of one coordinator process.
@@ -19,6 +20,8 @@ pub struct App {
     pub config: Arc<Config>,
     /// Notifications from PostgreSQL, fanned out to claims and sessions.
     pub notifications: Arc<Notifications>,
+    /// Rows added since the planner statistics were last refreshed.
+    pub statistics: Arc<Statistics>,
     /// Owns work spawned by handlers (heartbeat sessions, delayed wake-ups).
     pub tracker: TaskTracker,
     /// Cancelled when the coordinator stops taking RPCs: ends long-polls and sessions.

@@ -59,6 +59,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         pool: pool.clone(),
         config: Arc::new(config),
         notifications: Arc::new(Notifications::default()),
+        statistics: Arc::default(),
         tracker: TaskTracker::new(),
         rpc_shutdown: root.child_token(),
     };
@@ -67,6 +68,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     background.spawn(notifications::listen(url, app.notifications.clone(), maintenance.clone()));
     let (defaults, reap_interval) = (app.config.tasks.clone(), app.config.leases.reap_interval);
     background.spawn(maintenance::lease_reaper::run(pool.clone(), defaults, reap_interval, maintenance.clone()));
+
+    background.spawn(maintenance::statistics::run(pool.clone(), app.statistics.clone(), maintenance.clone()));
 
     let mut server = tokio::spawn(grpc::serve(app.clone(), listener));
     info!(%address, "coordinator serving");

@@ -127,6 +127,15 @@ pub async fn notify_ready(executor: impl PgExecutor<'_>) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// Refreshes the planner's statistics on the tables the claim query reads.
+///
+/// # Errors
+/// Database failures.
+pub async fn analyze(executor: impl PgExecutor<'_>) -> sqlx::Result<()> {
+    sqlx::raw_sql("analyze tasks, task_deps, task_locks").execute(executor).await?;
+    Ok(())
+}
+
 /// A task as stored, joined with its swarm name.
 #[derive(Debug)]
 pub struct TaskRow {

@@ -2,3 +2,4 @@
 //! coordinators at once.
 
 pub mod lease_reaper;
+pub mod statistics;
