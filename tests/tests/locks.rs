@@ -100,7 +100,7 @@ async fn agents_take_locks_while_running_and_a_lock_goes_with_its_attempt() {
     let agents = format!(
         r#"slots = 4
 [agents.polite]
-command = ["sh", "-c", "{h} lock acquire shared --wait 30s >/dev/null && echo start $HIVE_TASK_ID $(date +%s%N) >> {t}; sleep 0.2; echo end $HIVE_TASK_ID $(date +%s%N) >> {t}; {h} lock release shared"]
+command = ["sh", "-c", "{h} lock acquire shared --wait 30s >/dev/null || exit 1; echo start $HIVE_TASK_ID $(date +%s%N) >> {t}; sleep 0.2; echo end $HIVE_TASK_ID $(date +%s%N) >> {t}; {h} lock release shared"]
 [agents.careless]
 command = ["sh", "-c", "{h} lock acquire forgotten && exit 1"]
 "#,
