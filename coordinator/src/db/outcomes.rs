@@ -57,8 +57,17 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
                 output_tokens = t.output_tokens + coalesce(r.output_tokens, 0),
                 cost = t.cost + coalesce(r.cost, 0)
             from reported r
-            where t.id = r.task_id and t.current_attempt = r.attempt_id and t.status in ('running', 'cancelling')
-              and t.validate_agent is null
+            -- Driven by the reported ids, whatever the statistics say: with stale
+            -- ones (every task was 'ready' at the last analyze) the planner walked
+            -- all running tasks once per reported row. The row lock re-checks
+            -- the fence on the latest row version.
+            cross join lateral (
+                select c.id from tasks c
+                where c.id = r.task_id and c.current_attempt = r.attempt_id and c.status in ('running', 'cancelling')
+                  and c.validate_agent is null
+                for update
+            ) current
+            where t.id = current.id
             returning t.id, t.swarm_id, r.attempt_id, r.session_id, r.input_tokens, r.output_tokens, r.cost
         ), finished as (
             update attempts a
