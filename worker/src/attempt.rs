@@ -11,30 +11,38 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::Builtin;
-use crate::context::Context;
+use crate::context::{Context, Queued};
 use crate::outcome::{self, Ids, Report};
 use crate::process::spawn::HiveVars;
 use crate::process::supervise::{self, Exit};
 use crate::process::workdir::{JsonFile, Scratch};
 use crate::shipper::LogSink;
 
-/// Runs one assignment to its reported end. Holds `slot` while the agent runs;
-/// a prefetched assignment comes without one and waits for a slot here.
-pub async fn run(context: Arc<Context>, assignment: pb::Assignment, slot: Option<OwnedSemaphorePermit>) {
-    let span = info_span!("attempt", task_id = %assignment.task_id, attempt_id = %assignment.attempt_id, agent = %assignment.agent);
-    execute(context, assignment, slot).instrument(span).await;
+/// What an assignment holds when it arrives.
+#[derive(Debug)]
+pub enum Start {
+    /// A free slot: it starts at once.
+    Slot(OwnedSemaphorePermit),
+    /// Prefetched: it waits here for a slot, counted as queued meanwhile.
+    Queued(Queued),
 }
 
-async fn execute(context: Arc<Context>, assignment: pb::Assignment, slot: Option<OwnedSemaphorePermit>) {
+/// Runs one assignment to its reported end, holding a slot while the agent runs.
+pub async fn run(context: Arc<Context>, assignment: pb::Assignment, start: Start) {
+    let span = info_span!("attempt", task_id = %assignment.task_id, attempt_id = %assignment.attempt_id, agent = %assignment.agent);
+    execute(context, assignment, start).instrument(span).await;
+}
+
+async fn execute(context: Arc<Context>, assignment: pb::Assignment, start: Start) {
     let (Ok(task), Ok(attempt)) = (TaskId::parse(&assignment.task_id), AttemptId::parse(&assignment.attempt_id)) else {
         error!("assignment with malformed ids; its lease will expire");
         return;
     };
     let ids = Ids { task_id: assignment.task_id.clone(), attempt_id: assignment.attempt_id.clone() };
     let cancel = context.held.hold(task, attempt);
-    let slot = match slot {
-        Some(slot) => slot,
-        None => {
+    let slot = match start {
+        Start::Slot(slot) => slot,
+        Start::Queued(queued) => {
             let waited = tokio::select! {
                 permit = Arc::clone(&context.slots).acquire_owned() => permit.ok(),
                 () = cancel.cancelled() => None,
@@ -60,6 +68,7 @@ async fn execute(context: Arc<Context>, assignment: pb::Assignment, slot: Option
                 queue(&context, report).await;
                 return;
             };
+            drop(queued);
             slot
         }
     };

@@ -10,9 +10,9 @@ use hive_shared::pb;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::attempt;
+use crate::attempt::{self, Start};
 use crate::connection;
-use crate::context::Context;
+use crate::context::{Context, Queued};
 use crate::outcome::{self, Ids};
 
 /// How often a host over its admission limits looks again.
@@ -24,7 +24,14 @@ const IN_FLIGHT_GRACE: Duration = Duration::from_secs(1);
 /// Claims until `stop`; attempts are spawned on `attempts`.
 pub async fn run(context: Arc<Context>, attempts: TaskTracker, stop: CancellationToken) {
     let mut delays = connection::backoff();
+    let mut queued = context.queued.subscribe();
     loop {
+        // Prefetched tasks first: a claim long-polling on slots they wait for
+        // would hold them back for up to `claim_wait`.
+        tokio::select! {
+            idle = queued.wait_for(|count| *count == 0) => if idle.is_err() { return },
+            () = stop.cancelled() => return,
+        }
         let first = tokio::select! {
             permit = Arc::clone(&context.slots).acquire_owned() => permit,
             () = stop.cancelled() => return,
@@ -71,7 +78,11 @@ pub async fn run(context: Arc<Context>, attempts: TaskTracker, stop: Cancellatio
             Ok(response) => {
                 delays = connection::backoff();
                 for assignment in response.into_inner().assignments {
-                    attempts.spawn(attempt::run(Arc::clone(&context), assignment, permits.pop()));
+                    let start = match permits.pop() {
+                        Some(slot) => Start::Slot(slot),
+                        None => Start::Queued(Queued::new(&context)),
+                    };
+                    attempts.spawn(attempt::run(Arc::clone(&context), assignment, start));
                 }
             }
             Err(status) => {

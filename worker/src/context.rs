@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hive_shared::ids::WorkerId;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 use tracing::{info, warn};
@@ -30,6 +30,9 @@ pub struct Context {
     pub held: Held,
     /// Free agent slots.
     pub slots: Arc<Semaphore>,
+    /// How many claimed tasks wait for a slot (prefetched); the claim loop
+    /// takes no slot while any does.
+    pub queued: watch::Sender<usize>,
     /// Output queue.
     pub logs: mpsc::Sender<Shipment>,
     /// Outcome queue.
@@ -40,6 +43,24 @@ pub struct Context {
     pub stop_now: CancellationToken,
     /// The latest host figures (the heartbeat session samples them), for admission.
     pub latest: std::sync::Mutex<Option<hive_shared::pb::ResourceUsage>>,
+}
+
+/// One claimed task waiting for a slot; counted in [`Context::queued`] until dropped.
+#[derive(Debug)]
+pub struct Queued(watch::Sender<usize>);
+
+impl Queued {
+    /// Counts one more task waiting for a slot.
+    pub fn new(context: &Context) -> Self {
+        context.queued.send_modify(|count| *count += 1);
+        Self(context.queued.clone())
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.send_modify(|count| *count = count.saturating_sub(1));
+    }
 }
 
 impl Context {

@@ -100,6 +100,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
         registration,
         held: held.clone(),
         slots: Arc::new(Semaphore::new(config.slots as usize)),
+        queued: tokio::sync::watch::Sender::new(0),
         logs,
         reports,
         drain: drain.clone(),
