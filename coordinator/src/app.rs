@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::maintenance::statistics::Statistics;
 use crate::notifications::Notifications;
+use crate::workers::beats::BeatWriter;
 
 /// Shared state of one coordinator process.
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub struct App {
     pub config: Arc<Config>,
     /// Notifications from PostgreSQL, fanned out to claims and sessions.
     pub notifications: Arc<Notifications>,
+    /// Records heartbeats in batches.
+    pub beats: BeatWriter,
     /// Rows added since the planner statistics were last refreshed.
     pub statistics: Arc<Statistics>,
     /// Owns work spawned by handlers (heartbeat sessions, delayed wake-ups).

@@ -63,6 +63,10 @@ pub struct LeaseConfig {
     /// How often workers beat.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+    /// How long the coordinator gathers heartbeats before writing them in one
+    /// statement (a beat's reply waits at most this much longer).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_write_window: Duration,
     /// How often the reaper looks for expired leases.
     #[serde(with = "humantime_serde")]
     pub reap_interval: Duration,
@@ -77,8 +81,9 @@ pub struct ClaimConfig {
     /// Longest wait a worker may ask for.
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
-    /// Fallback re-check while waiting (wake-ups normally come from LISTEN/NOTIFY;
-    /// this catches tasks whose `run_after` passes and notifications lost in a reconnect).
+    /// How often the coordinator looks for due tasks no notification announced
+    /// (a `run_after` passing, a notification lost in a reconnect) and, if there
+    /// are any, wakes its waiting claims. Wake-ups normally come from LISTEN/NOTIFY.
     #[serde(with = "humantime_serde")]
     pub recheck_interval: Duration,
 }
@@ -154,6 +159,7 @@ impl Default for LeaseConfig {
         Self {
             ttl: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(5),
+            heartbeat_write_window: Duration::from_millis(50),
             reap_interval: Duration::from_secs(1),
         }
     }
@@ -243,6 +249,10 @@ impl Config {
             "leases.heartbeat_interval must be at most half of leases.ttl, so one lost beat does not lose a lease",
         );
         check(!self.leases.heartbeat_interval.is_zero(), "leases.heartbeat_interval must be greater than zero");
+        check(
+            self.leases.heartbeat_write_window * 4 <= self.leases.heartbeat_interval,
+            "leases.heartbeat_write_window must be at most a quarter of leases.heartbeat_interval",
+        );
         check(!self.leases.reap_interval.is_zero(), "leases.reap_interval must be greater than zero");
         check((1..=10_000).contains(&self.claims.max_batch), "claims.max_batch must be between 1 and 10000");
         check(!self.claims.recheck_interval.is_zero(), "claims.recheck_interval must be greater than zero");

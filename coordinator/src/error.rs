@@ -43,6 +43,9 @@ pub enum Error {
     /// The coordinator is shutting down and takes no new long-polls.
     #[error("the coordinator is shutting down")]
     ShuttingDown,
+    /// The heartbeat batch holding this beat could not be written (logged once, by the writer).
+    #[error("the heartbeat could not be recorded; reconnect and beat again")]
+    BeatsNotRecorded,
     /// The database failed or could not be reached.
     #[error("database error")]
     Database(#[from] sqlx::Error),

@@ -8,7 +8,8 @@
 //! - [`scheduler`]: long-poll claims and the retry policy.
 //! - [`notifications`]: LISTEN/NOTIFY (tokio-postgres), fanned out to claims and sessions.
 //! - [`workers`]: registration and heartbeat sessions.
-//! - [`maintenance`]: the reaper (expired leases, passed deadlines).
+//! - [`maintenance`]: the reaper (expired leases, passed deadlines), planner
+//!   statistics, the look for due tasks.
 //! - [`db`]: every SQL statement (sqlx); tokio-postgres serves only the LISTEN connection.
 //!
 //! [`run`] takes a bound listener and a shutdown token, so tests run it in-process on port 0.
@@ -55,20 +56,31 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 
     let root = CancellationToken::new();
     let maintenance = root.child_token();
+    let background = TaskTracker::new();
+    let (window, ttl) = (config.leases.heartbeat_write_window, config.leases.ttl);
+    let (beats, beat_writer) = workers::beats::BeatWriter::start(pool.clone(), window, ttl, maintenance.clone());
+    background.spawn(beat_writer.run());
     let app = App {
         pool: pool.clone(),
         config: Arc::new(config),
+        beats,
         notifications: Arc::new(Notifications::default()),
         statistics: Arc::default(),
         tracker: TaskTracker::new(),
         rpc_shutdown: root.child_token(),
     };
-    let background = TaskTracker::new();
     let url = app.config.database.url.expose().clone();
     background.spawn(notifications::listen(url, app.notifications.clone(), maintenance.clone()));
     let (defaults, reap_interval) = (app.config.tasks.clone(), app.config.leases.reap_interval);
     background.spawn(maintenance::lease_reaper::run(pool.clone(), defaults, reap_interval, maintenance.clone()));
 
+    let recheck = app.config.claims.recheck_interval;
+    background.spawn(maintenance::due_tasks::run(
+        pool.clone(),
+        app.notifications.clone(),
+        recheck,
+        maintenance.clone(),
+    ));
     background.spawn(maintenance::statistics::run(pool.clone(), app.statistics.clone(), maintenance.clone()));
 
     let mut server = tokio::spawn(grpc::serve(app.clone(), listener));

@@ -254,3 +254,16 @@ pub async fn take_locks(conn: &mut PgConnection, keys: &[String], task: Uuid, at
     .await?;
     Ok(result.rows_affected())
 }
+
+/// Whether any ready task is due (its `run_after` has passed): one walk of
+/// each claim index, stopping at the first due row.
+pub async fn any_due(executor: impl PgExecutor<'_>) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"
+        select exists(select 1 from tasks where status = 'ready' and not has_locks and run_after <= now())
+            or exists(select 1 from tasks where status = 'ready' and has_locks and run_after <= now()) as "due!"
+        "#
+    )
+    .fetch_one(executor)
+    .await
+}

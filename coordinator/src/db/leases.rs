@@ -1,69 +1,12 @@
-//! Lease statements: heartbeats extend them; the reaper finds the expired
-//! ones; claims whose reply never reached their worker are found here too.
+//! Lease statements: the reaper finds the expired ones; claims whose reply
+//! never reached their worker are found here too. Heartbeats extend leases
+//! in `beats`.
 
-use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::outcomes::StoppedAttempt;
 use crate::tasks::state::TaskStatus;
-
-/// An attempt whose lease a heartbeat extended, with its task's status.
-#[derive(Debug)]
-pub struct Extended {
-    /// The attempt.
-    pub attempt_id: Uuid,
-    /// Running or cancelling.
-    pub status: TaskStatus,
-}
-
-/// What a heartbeat's lease extension found.
-#[derive(Debug)]
-pub struct Extension {
-    /// Attempts extended.
-    pub extended: Vec<Extended>,
-    /// The new lease end.
-    pub lease_expires_at: DateTime<Utc>,
-    /// Tasks leased to the worker in all, listed or not.
-    pub leased: i64,
-}
-
-/// Extends the leases of the worker's attempts that are still current; also
-/// counts every task leased to the worker, so the caller can tell whether it
-/// holds leases the worker does not know about.
-pub async fn extend_leases(
-    executor: impl PgExecutor<'_>,
-    worker: Uuid,
-    attempt_ids: &[Uuid],
-    lease_seconds: f64,
-) -> sqlx::Result<Extension> {
-    let row = sqlx::query!(
-        r#"
-        with extended as (
-            update tasks
-            set lease_expires_at = now() + make_interval(secs => $3)
-            where current_attempt = any($2) and lease_expires_at is not null and worker_id = $1
-            returning current_attempt, status
-        )
-        select array(select current_attempt from extended) as "attempts!: Vec<Uuid>",
-               array(select status from extended) as "statuses!: Vec<TaskStatus>",
-               now() + make_interval(secs => $3) as "lease_expires_at!",
-               (select count(*) from tasks where worker_id = $1 and lease_expires_at is not null) as "leased!"
-        "#,
-        worker,
-        attempt_ids,
-        lease_seconds,
-    )
-    .fetch_one(executor)
-    .await?;
-    let extended = row
-        .attempts
-        .into_iter()
-        .zip(row.statuses)
-        .map(|(attempt_id, status)| Extended { attempt_id, status })
-        .collect();
-    Ok(Extension { extended, lease_expires_at: row.lease_expires_at, leased: row.leased })
-}
 
 /// Locks tasks leased to `worker` whose attempt it does not list and that were
 /// claimed more than `min_age_seconds` ago: claims whose reply never reached

@@ -11,6 +11,7 @@
 //! `notifications`, where a long-lived connection with direct access to
 //! asynchronous notifications is what is needed.
 
+pub mod beats;
 pub mod claims;
 pub mod leases;
 pub mod locks;

@@ -49,6 +49,8 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
         with reported as (
             select * from unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::text[], $5::int8[], $6::int8[], $7::float8[])
                 as r(task_id, attempt_id, result, session_id, input_tokens, output_tokens, cost)
+            -- Rows are locked in id order, as every multi-row locker of tasks does: no deadlocks.
+            order by task_id
         ), done as (
             update tasks t
             set status = 'succeeded', result = r.result, error = null, finished_at = now(),

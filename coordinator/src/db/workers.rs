@@ -46,27 +46,6 @@ pub async fn upsert(executor: impl PgExecutor<'_>, worker: &Registration<'_>) ->
     Ok(())
 }
 
-/// Heartbeat figures of one worker.
-#[derive(Debug)]
-pub struct Beat {
-    /// Worker id.
-    pub id: Uuid,
-    /// Free slots.
-    pub free_slots: i32,
-    /// Attempts held.
-    pub running: i32,
-    /// CPU use, percent.
-    pub cpu_percent: f64,
-    /// Memory in use.
-    pub memory_used_bytes: i64,
-    /// Memory installed.
-    pub memory_total_bytes: i64,
-    /// Whether it is draining.
-    pub draining: bool,
-    /// Resident memory per running attempt (a JSON object: attempt id → bytes).
-    pub attempt_rss: serde_json::Value,
-}
-
 /// A command waiting for a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -77,38 +56,13 @@ pub enum Command {
 }
 
 impl Command {
-    fn parse(text: Option<&str>) -> Option<Self> {
+    pub(crate) fn parse(text: Option<&str>) -> Option<Self> {
         match text {
             Some("drain") => Some(Self::Drain),
             Some("stop") => Some(Self::Stop),
             _ => None,
         }
     }
-}
-
-/// Records a heartbeat's figures; `None` when the worker is not registered,
-/// else the command waiting for it, if any.
-pub async fn record_beat(executor: impl PgExecutor<'_>, beat: &Beat) -> sqlx::Result<Option<Option<Command>>> {
-    let row = sqlx::query!(
-        r#"
-        update workers
-        set last_seen_at = now(), free_slots = $2, running = $3, cpu_percent = $4,
-            memory_used_bytes = $5, memory_total_bytes = $6, draining = $7, attempt_rss = $8
-        where id = $1
-        returning command
-        "#,
-        beat.id,
-        beat.free_slots,
-        beat.running,
-        beat.cpu_percent,
-        beat.memory_used_bytes,
-        beat.memory_total_bytes,
-        beat.draining,
-        beat.attempt_rss,
-    )
-    .fetch_optional(executor)
-    .await?;
-    Ok(row.map(|row| Command::parse(row.command.as_deref())))
 }
 
 /// The command waiting for a worker, if any.

@@ -14,7 +14,7 @@ impl From<Error> for Status {
             Error::TaskNotFound(_) => Code::NotFound,
             Error::WorkerNotRegistered(_) | Error::WrongStatus { .. } => Code::FailedPrecondition,
             Error::LeaseLost { .. } => Code::Aborted,
-            Error::ShuttingDown => Code::Unavailable,
+            Error::ShuttingDown | Error::BeatsNotRecorded => Code::Unavailable,
             Error::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
                 error!(error = ?err, "database unavailable");
                 return Status::unavailable("the database is unavailable; retry shortly");

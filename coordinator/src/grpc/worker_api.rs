@@ -154,6 +154,7 @@ impl WorkerService for WorkerApi {
         app.tracker.spawn(workers::session::run(
             app.pool.clone(),
             app.config.clone(),
+            app.beats.clone(),
             app.notifications.clone(),
             request.into_inner(),
             replies,

@@ -21,17 +21,12 @@ const BATCH: i64 = 500;
 /// Reaps every `interval` until `cancel`.
 #[instrument(skip_all, name = "lease_reaper")]
 pub async fn run(pool: PgPool, defaults: TaskDefaults, interval: Duration, cancel: CancellationToken) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            () = cancel.cancelled() => return,
-        }
+    super::every(interval, &cancel, || async {
         if let Err(err) = reap_all(&pool, &defaults).await {
             error!(error = %err, "lease reaper pass failed; retrying next tick");
         }
-    }
+    })
+    .await;
 }
 
 /// Reaps until nothing expired is left; returns how many attempts were settled.

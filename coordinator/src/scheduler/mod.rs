@@ -1,5 +1,6 @@
 //! Handing out work: long-poll claims that wait for a wake-up (LISTEN/NOTIFY,
-//! see `notifications`) rather than polling, and the retry policy.
+//! see `notifications`, or the coordinator's one periodic look for due tasks,
+//! `maintenance::due_tasks`) rather than each polling, and the retry policy.
 
 pub mod policy;
 
@@ -78,10 +79,9 @@ pub async fn claim(
         if now >= deadline || shutdown.is_cancelled() {
             return Ok(Vec::new());
         }
-        let recheck = deadline.min(now + config.claims.recheck_interval);
         tokio::select! {
             () = &mut woken => {}
-            () = tokio::time::sleep_until(recheck) => {}
+            () = tokio::time::sleep_until(deadline) => {}
             () = shutdown.cancelled() => return Ok(Vec::new()),
         }
     }

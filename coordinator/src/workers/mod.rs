@@ -1,6 +1,7 @@
-//! Worker-facing use-cases that are not about one task: registration and the
-//! heartbeat session.
+//! Worker-facing use-cases that are not about one task: registration, the
+//! heartbeat session, and the writer that records beats in batches.
 
+pub mod beats;
 pub mod session;
 
 use sqlx::PgPool;

@@ -1,5 +1,6 @@
 //! One heartbeat stream per connected worker. Each beat records the worker's
-//! figures and extends the leases of the attempts it still holds; the reply
+//! figures and extends the leases of the attempts it still holds (written
+//! with other sessions' beats by the `beats` writer); the reply
 //! carries its commands: stop attempts whose lease it lost or whose task was
 //! cancelled, drain, stop. When another coordinator (or this one) writes a
 //! command for this worker, a notice arrives and the commands are pushed at
@@ -17,6 +18,7 @@ use tonic::{Status, Streaming};
 use tracing::{debug, info, instrument, warn};
 use uuid::Uuid;
 
+use super::beats::{Beat, BeatWriter};
 use crate::config::Config;
 use crate::db;
 use crate::db::workers::Command as WorkerCommand;
@@ -40,6 +42,7 @@ enum Event {
 struct Session {
     pool: PgPool,
     config: Arc<Config>,
+    beats: BeatWriter,
     replies: mpsc::Sender<Result<pb::HeartbeatResponse, Status>>,
     worker: Option<Uuid>,
 }
@@ -49,16 +52,17 @@ struct Session {
 pub async fn run(
     pool: PgPool,
     config: Arc<Config>,
+    beats: BeatWriter,
     notifications: Arc<Notifications>,
-    mut beats: Streaming<pb::HeartbeatRequest>,
+    mut incoming: Streaming<pb::HeartbeatRequest>,
     replies: mpsc::Sender<Result<pb::HeartbeatResponse, Status>>,
     shutdown: CancellationToken,
 ) {
     let mut notices = notifications.notices();
-    let mut session = Session { pool, config, replies, worker: None };
+    let mut session = Session { pool, config, beats, replies, worker: None };
     loop {
         let event = tokio::select! {
-            beat = beats.message() => Event::Beat(beat),
+            beat = incoming.message() => Event::Beat(beat),
             notice = notices.recv() => Event::Notice(notice),
             () = shutdown.cancelled() => Event::Shutdown,
         };
@@ -122,28 +126,28 @@ impl Session {
             })
             .collect::<Result<Vec<Uuid>>>()?;
         let resources = beat.resources.unwrap_or_default();
-        let figures = db::workers::Beat {
-            id: worker.0,
-            free_slots: i32::try_from(beat.free_slots).unwrap_or(i32::MAX),
-            running: i32::try_from(attempts.len()).unwrap_or(i32::MAX),
-            cpu_percent: resources.cpu_percent,
-            memory_used_bytes: i64::try_from(resources.memory_used_bytes).unwrap_or(i64::MAX),
-            memory_total_bytes: i64::try_from(resources.memory_total_bytes).unwrap_or(i64::MAX),
-            draining: beat.draining,
-            attempt_rss: serde_json::Value::Object(
-                resources
-                    .attempts
-                    .iter()
-                    .map(|usage| (usage.attempt_id.clone(), serde_json::Value::from(usage.rss_bytes)))
-                    .collect(),
-            ),
-        };
-        let worker_command =
-            db::workers::record_beat(&self.pool, &figures).await?.ok_or(Error::WorkerNotRegistered(worker))?;
-        let lease = db::seconds(self.config.leases.ttl);
-        let extension = db::leases::extend_leases(&self.pool, worker.0, &attempts, lease).await?;
-        let (extended, lease_expires_at) = (extension.extended, extension.lease_expires_at);
-        if extension.leased > extended.len() as i64 {
+        let recorded = self
+            .beats
+            .write(Beat {
+                worker: worker.0,
+                free_slots: i32::try_from(beat.free_slots).unwrap_or(i32::MAX),
+                cpu_percent: resources.cpu_percent,
+                memory_used_bytes: i64::try_from(resources.memory_used_bytes).unwrap_or(i64::MAX),
+                memory_total_bytes: i64::try_from(resources.memory_total_bytes).unwrap_or(i64::MAX),
+                draining: beat.draining,
+                attempt_rss: serde_json::Value::Object(
+                    resources
+                        .attempts
+                        .iter()
+                        .map(|usage| (usage.attempt_id.clone(), serde_json::Value::from(usage.rss_bytes)))
+                        .collect(),
+                ),
+                attempts: attempts.clone(),
+            })
+            .await?
+            .ok_or(Error::WorkerNotRegistered(worker))?;
+        let (extended, lease_expires_at) = (recorded.extended, recorded.lease_expires_at);
+        if recorded.leased > extended.len() as i64 {
             let min_age = self.config.leases.heartbeat_interval * 2;
             let released = report::release_unheld(&self.pool, &self.config.tasks, worker.0, &attempts, min_age).await?;
             if released > 0 {
@@ -158,7 +162,7 @@ impl Session {
         }
         let cancelling = extended.iter().filter(|held| held.status == TaskStatus::Cancelling);
         commands.extend(cancelling.map(|held| cancel(held.attempt_id, pb::CancelCause::TaskCancelled)));
-        commands.extend(worker_command.map(command));
+        commands.extend(recorded.command.map(command));
         Ok(pb::HeartbeatResponse { commands, lease_expires_at: Some(timestamp(lease_expires_at)) })
     }
 }

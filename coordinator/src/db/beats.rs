@@ -1,0 +1,136 @@
+//! The heartbeat statement: a batch of beats from many workers — their
+//! figures and the leases of the attempts they hold — written in one
+//! statement and one commit.
+//!
+//! Rows are locked in id order (workers, then tasks) so the batch never
+//! deadlocks with Complete, which locks tasks in id order too.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use super::workers::Command;
+use crate::tasks::state::TaskStatus;
+
+/// Beats, column by column: one entry per beat.
+#[derive(Debug, Default)]
+pub struct Beats {
+    /// Worker ids.
+    pub worker_ids: Vec<Uuid>,
+    /// Free slots.
+    pub free_slots: Vec<i32>,
+    /// Attempts held.
+    pub running: Vec<i32>,
+    /// CPU use, percent.
+    pub cpu_percent: Vec<f64>,
+    /// Memory in use.
+    pub memory_used_bytes: Vec<i64>,
+    /// Memory installed.
+    pub memory_total_bytes: Vec<i64>,
+    /// Whether each is draining.
+    pub draining: Vec<bool>,
+    /// Resident memory per running attempt (a JSON object: attempt id → bytes).
+    pub attempt_rss: Vec<serde_json::Value>,
+    /// The attempts the beats list, paired with their worker.
+    pub held_workers: Vec<Uuid>,
+    /// See `held_workers`.
+    pub held_attempts: Vec<Uuid>,
+}
+
+/// An attempt whose lease a beat extended, with its task's status.
+#[derive(Debug, Clone)]
+pub struct Extended {
+    /// The attempt.
+    pub attempt_id: Uuid,
+    /// Running or cancelling.
+    pub status: TaskStatus,
+}
+
+/// What the statement found, by worker.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Registered workers that beat, with the command waiting for each.
+    pub commands: HashMap<Uuid, Option<Command>>,
+    /// Attempts extended, by worker.
+    pub extended: HashMap<Uuid, Vec<Extended>>,
+    /// Tasks leased to each worker in all, listed or not.
+    pub leased: HashMap<Uuid, i64>,
+    /// The new lease end.
+    pub lease_expires_at: DateTime<Utc>,
+}
+
+/// Records every beat's figures and extends the leases of the attempts each
+/// lists that are still current; counts every task leased to each worker, so
+/// the caller can tell whether a worker holds leases it does not know about.
+pub async fn record(executor: impl PgExecutor<'_>, beats: &Beats, lease_seconds: f64) -> sqlx::Result<Written> {
+    let row = sqlx::query!(
+        r#"
+        with beat as (
+            select * from unnest($1::uuid[], $2::int4[], $3::int4[], $4::float8[], $5::int8[], $6::int8[],
+                                 $7::bool[], $8::jsonb[])
+                as b(id, free_slots, running, cpu_percent, memory_used_bytes, memory_total_bytes, draining, attempt_rss)
+        ), beating as (
+            select w.id from workers w where w.id = any($1) order by w.id for update
+        ), seen as (
+            update workers w
+            set last_seen_at = now(), free_slots = b.free_slots, running = b.running, cpu_percent = b.cpu_percent,
+                memory_used_bytes = b.memory_used_bytes, memory_total_bytes = b.memory_total_bytes,
+                draining = b.draining, attempt_rss = b.attempt_rss
+            from beat b
+            where w.id = b.id and w.id in (select id from beating)
+            returning w.id, w.command
+        ), holding as (
+            select t.id
+            from tasks t join unnest($9::uuid[], $10::uuid[]) as h(worker_id, attempt_id)
+              on t.current_attempt = h.attempt_id and t.worker_id = h.worker_id
+            where t.lease_expires_at is not null
+            order by t.id
+            for update of t
+        ), extended as (
+            update tasks t
+            set lease_expires_at = now() + make_interval(secs => $11)
+            from holding
+            where t.id = holding.id and t.lease_expires_at is not null
+            returning t.worker_id, t.current_attempt, t.status
+        ), leased as (
+            select worker_id, count(*) as n
+            from tasks
+            where worker_id = any($1) and lease_expires_at is not null
+            group by worker_id
+        )
+        select array(select id from seen) as "seen!: Vec<Uuid>",
+               array(select coalesce(command, '') from seen) as "commands!: Vec<String>",
+               array(select worker_id from extended) as "extended_workers!: Vec<Uuid>",
+               array(select current_attempt from extended) as "extended_attempts!: Vec<Uuid>",
+               array(select status from extended) as "extended_statuses!: Vec<TaskStatus>",
+               array(select worker_id from leased) as "leased_workers!: Vec<Uuid>",
+               array(select n from leased) as "leased_counts!: Vec<i64>",
+               now() + make_interval(secs => $11) as "lease_expires_at!"
+        "#,
+        &beats.worker_ids,
+        &beats.free_slots,
+        &beats.running,
+        &beats.cpu_percent,
+        &beats.memory_used_bytes,
+        &beats.memory_total_bytes,
+        &beats.draining,
+        &beats.attempt_rss,
+        &beats.held_workers,
+        &beats.held_attempts,
+        lease_seconds,
+    )
+    .fetch_one(executor)
+    .await?;
+    let mut written = Written { lease_expires_at: row.lease_expires_at, ..Written::default() };
+    for (worker, command) in row.seen.into_iter().zip(row.commands) {
+        written.commands.insert(worker, Command::parse(Some(command.as_str())));
+    }
+    let extended = row.extended_workers.into_iter().zip(row.extended_attempts.into_iter().zip(row.extended_statuses));
+    for (worker, (attempt_id, status)) in extended {
+        written.extended.entry(worker).or_default().push(Extended { attempt_id, status });
+    }
+    written.leased = row.leased_workers.into_iter().zip(row.leased_counts).collect();
+    Ok(written)
+}

@@ -1,0 +1,168 @@
+//! Heartbeats written together. Every heartbeat session on this coordinator
+//! hands its beat to one writer, which gathers beats for a short window
+//! (`leases.heartbeat_write_window`) and records them with one statement and
+//! one commit (`db::beats`): a fleet of a thousand workers beating every 5 s
+//! costs a few commits a second, not two statements per beat.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, instrument, warn};
+use uuid::Uuid;
+
+use crate::db;
+use crate::db::beats::Extended;
+use crate::db::workers::Command;
+use crate::error::{Error, Result};
+
+/// Most beats written by one statement.
+const MAX_BATCH: usize = 2_000;
+
+/// Beats waiting for the writer; a full queue makes sessions wait, which
+/// slows their workers' beats rather than dropping them.
+const QUEUE: usize = 4_096;
+
+/// One worker's beat.
+#[derive(Debug)]
+pub struct Beat {
+    /// Worker id.
+    pub worker: Uuid,
+    /// Free slots.
+    pub free_slots: i32,
+    /// CPU use, percent.
+    pub cpu_percent: f64,
+    /// Memory in use.
+    pub memory_used_bytes: i64,
+    /// Memory installed.
+    pub memory_total_bytes: i64,
+    /// Whether it is draining.
+    pub draining: bool,
+    /// Resident memory per running attempt (a JSON object: attempt id → bytes).
+    pub attempt_rss: serde_json::Value,
+    /// The attempts it holds.
+    pub attempts: Vec<Uuid>,
+}
+
+/// What writing one beat found.
+#[derive(Debug)]
+pub struct Recorded {
+    /// The command waiting for the worker.
+    pub command: Option<Command>,
+    /// Attempts whose lease was extended.
+    pub extended: Vec<Extended>,
+    /// Tasks leased to the worker in all, listed or not.
+    pub leased: i64,
+    /// The new lease end.
+    pub lease_expires_at: DateTime<Utc>,
+}
+
+type Reply = oneshot::Sender<Result<Option<Recorded>>>;
+
+/// The handle sessions send beats through.
+#[derive(Debug, Clone)]
+pub struct BeatWriter {
+    queue: mpsc::Sender<(Beat, Reply)>,
+}
+
+impl BeatWriter {
+    /// Starts the writer; it runs until `cancel`.
+    pub fn start(pool: PgPool, window: Duration, lease: Duration, cancel: CancellationToken) -> (Self, WriterTask) {
+        let (queue, beats) = mpsc::channel(QUEUE);
+        let task = WriterTask { pool, beats, window, lease_seconds: db::seconds(lease), cancel };
+        (Self { queue }, task)
+    }
+
+    /// Records a beat with the others of its window; `None` when the worker is not registered.
+    ///
+    /// # Errors
+    /// [`Error::BeatsNotRecorded`] when the batch's statement failed or the coordinator is stopping.
+    pub async fn write(&self, beat: Beat) -> Result<Option<Recorded>> {
+        let (reply, recorded) = oneshot::channel();
+        self.queue.send((beat, reply)).await.map_err(|_| Error::BeatsNotRecorded)?;
+        recorded.await.map_err(|_| Error::BeatsNotRecorded)?
+    }
+}
+
+/// The writer's loop, to be spawned.
+pub struct WriterTask {
+    pool: PgPool,
+    beats: mpsc::Receiver<(Beat, Reply)>,
+    window: Duration,
+    lease_seconds: f64,
+    cancel: CancellationToken,
+}
+
+impl WriterTask {
+    /// Gathers and writes batches until cancelled.
+    #[instrument(skip_all, name = "beat_writer")]
+    pub async fn run(mut self) {
+        loop {
+            let first = tokio::select! {
+                first = self.beats.recv() => first,
+                () = self.cancel.cancelled() => None,
+            };
+            let Some(first) = first else { return };
+            let mut batch = vec![first];
+            let until = Instant::now() + self.window;
+            while batch.len() < MAX_BATCH {
+                match tokio::time::timeout_at(until, self.beats.recv()).await {
+                    Ok(Some(beat)) => batch.push(beat),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            self.write(batch).await;
+        }
+    }
+
+    async fn write(&self, batch: Vec<(Beat, Reply)>) {
+        let mut columns = db::beats::Beats::default();
+        for (beat, _) in &batch {
+            columns.worker_ids.push(beat.worker);
+            columns.free_slots.push(beat.free_slots);
+            columns.running.push(i32::try_from(beat.attempts.len()).unwrap_or(i32::MAX));
+            columns.cpu_percent.push(beat.cpu_percent);
+            columns.memory_used_bytes.push(beat.memory_used_bytes);
+            columns.memory_total_bytes.push(beat.memory_total_bytes);
+            columns.draining.push(beat.draining);
+            columns.attempt_rss.push(beat.attempt_rss.clone());
+            columns.held_workers.extend(std::iter::repeat_n(beat.worker, beat.attempts.len()));
+            columns.held_attempts.extend(&beat.attempts);
+        }
+        let mut written = db::beats::record(&self.pool, &columns, self.lease_seconds).await;
+        if matches!(&written, Err(err) if is_deadlock(err)) {
+            // A multi-row operator command can lock workers in another order; once more.
+            warn!("heartbeat batch deadlocked with another statement; writing it again");
+            written = db::beats::record(&self.pool, &columns, self.lease_seconds).await;
+        }
+        match written {
+            Ok(written) => {
+                // A worker listed twice in one batch (a beat sent again after
+                // a reconnect) gets the same answer both times.
+                for (beat, reply) in batch {
+                    let recorded = written.commands.get(&beat.worker).map(|command| Recorded {
+                        command: *command,
+                        extended: written.extended.get(&beat.worker).cloned().unwrap_or_default(),
+                        leased: written.leased.get(&beat.worker).copied().unwrap_or(0),
+                        lease_expires_at: written.lease_expires_at,
+                    });
+                    // A session that went away no longer needs its answer.
+                    let _ = reply.send(Ok(recorded));
+                }
+            }
+            Err(err) => {
+                error!(error = %err, beats = batch.len(), "could not record a batch of heartbeats");
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(Error::BeatsNotRecorded));
+                }
+            }
+        }
+    }
+}
+
+fn is_deadlock(err: &sqlx::Error) -> bool {
+    err.as_database_error().and_then(|db| db.code()).is_some_and(|code| code == "40P01")
+}
