@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use hive_bench::stack::{Binaries, Database};
+use hive_bench::stack::{Binaries, Database, StatementLog};
 use hive_bench::workloads;
 
 /// Benchmarks Hive on this machine: real processes, durable PostgreSQL, the peers' workloads.
@@ -46,6 +46,13 @@ struct Cli {
     /// Fleet workload: how long to measure.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     fleet_measure: Duration,
+    /// Drain workload: the prefetch of each variant (0: claim free slots only).
+    #[arg(long, default_value = "0,500", value_delimiter = ',')]
+    drain_prefetch: Vec<u32>,
+    /// For profiling: log every statement's duration (`durations`) or the
+    /// plans of those over 3 ms (`plans`) in the database folder's log.
+    #[arg(long, value_enum, default_value_t = StatementLog::Off)]
+    log_statements: StatementLog,
     /// Folder for the database and the logs (default: a new temporary one).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -60,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("hive-bench-{}", std::process::id())),
     };
-    let db = Database::start(&dir).await?;
+    let db = Database::start(&dir, cli.log_statements).await?;
     let result = run(&cli, &db, &binaries).await;
     db.stop().await;
     if cli.dir.is_none() {
@@ -72,7 +79,9 @@ async fn main() -> anyhow::Result<()> {
 async fn run(cli: &Cli, db: &Database, binaries: &Binaries) -> anyhow::Result<()> {
     for workload in &cli.workloads {
         match workload.as_str() {
-            "drain" => workloads::drain::run(db, binaries, cli.n, cli.procs, cli.concurrency).await?,
+            "drain" => {
+                workloads::drain::run(db, binaries, cli.n, cli.procs, cli.concurrency, &cli.drain_prefetch).await?
+            }
             "latency" => {
                 workloads::latency::run(db, binaries, cli.rate, cli.duration, cli.procs, cli.concurrency).await?
             }

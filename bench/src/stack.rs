@@ -41,10 +41,36 @@ impl Binaries {
     }
 }
 
+/// What the database logs of each statement, for profiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatementLog {
+    /// Nothing.
+    Off,
+    /// Every statement with its duration.
+    Durations,
+    /// The plan of every statement over 3 ms (auto_explain).
+    Plans,
+}
+
+impl StatementLog {
+    fn settings(self) -> &'static [&'static str] {
+        match self {
+            Self::Off => &[],
+            Self::Durations => &["log_min_duration_statement = 0"],
+            Self::Plans => &[
+                "session_preload_libraries = 'auto_explain'",
+                "auto_explain.log_min_duration = '3ms'",
+                "auto_explain.log_nested_statements = on",
+            ],
+        }
+    }
+}
+
 /// A durable PostgreSQL for the run.
 #[derive(Debug)]
 pub struct Database {
     server: LocalPostgres,
+    log: StatementLog,
     /// Folder for logs and configs.
     pub dir: PathBuf,
 }
@@ -54,12 +80,12 @@ impl Database {
     ///
     /// # Errors
     /// When it does not start.
-    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+    pub async fn start(dir: &Path, log: StatementLog) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         // The server may run as an unprivileged user: it must reach its folder.
         std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         let server = LocalPostgres::start(&dir.join("pg"), Durability::Durable).await?;
-        Ok(Self { server, dir: dir.to_path_buf() })
+        Ok(Self { server, log, dir: dir.to_path_buf() })
     }
 
     /// A fresh database, migrated, and its URL.
@@ -70,6 +96,10 @@ impl Database {
         let mut admin = PgConnection::connect(&self.server.url()).await?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("drop database if exists {name}"))).execute(&mut admin).await?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {name}"))).execute(&mut admin).await?;
+        for setting in self.log.settings() {
+            let statement = format!("alter database {name} set {setting}");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut admin).await?;
+        }
         let url = self.server.url_for(name);
         let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&url).await?;
         // The coordinator applies them on start too; doing it here lets a

@@ -8,7 +8,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::maintenance::statistics::Statistics;
 use crate::notifications::Notifications;
 use crate::workers::beats::BeatWriter;
 
@@ -23,8 +22,6 @@ pub struct App {
     pub notifications: Arc<Notifications>,
     /// Records heartbeats in batches.
     pub beats: BeatWriter,
-    /// Rows added since the planner statistics were last refreshed.
-    pub statistics: Arc<Statistics>,
     /// Owns work spawned by handlers (heartbeat sessions, delayed wake-ups).
     pub tracker: TaskTracker,
     /// Cancelled when the coordinator stops taking RPCs: ends long-polls and sessions.

@@ -1,6 +1,8 @@
-//! A bulk submission refreshes the planner's statistics on the queue tables
-//! at once, instead of leaving the claim query planned for an empty table
-//! until autovacuum comes by.
+//! The coordinator refreshes the planner's statistics on the queue tables as
+//! soon as they grow — a bulk submission (`tasks`), the attempts a drain
+//! records (`attempts`) — instead of leaving statements planned for
+//! near-empty tables until autovacuum comes by. A handful of rows is not
+//! worth an analyze.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
 
@@ -8,14 +10,17 @@ use std::time::Duration;
 
 use hive_shared::pb;
 use hive_tests::coordinator::{TestCoordinator, test_config};
-use hive_tests::postgres::{count, fresh_database};
+use hive_tests::postgres::{count, fresh_database, wait_all_finished};
+use hive_tests::procs::{start_worker, worker_config};
 use hive_tests::wait::eventually;
 
-/// `last_analyze` is set only by an explicit `analyze`, never by autovacuum.
-const ANALYZED: &str = "select count(*) from pg_stat_user_tables where relname = 'tasks' and last_analyze is not null";
+/// Explicit analyzes (autovacuum's are counted apart).
+const TASKS_ANALYZED: &str = "select analyze_count from pg_stat_user_tables where relname = 'tasks'";
+const ATTEMPTS_ANALYZED: &str = "select analyze_count from pg_stat_user_tables where relname = 'attempts'";
+const TASKS_ROWS: &str = "select n_live_tup from pg_stat_user_tables where relname = 'tasks'";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_swarm_of_a_thousand_tasks_gets_the_tasks_table_analyzed() {
+async fn a_bulk_swarm_and_its_drain_get_tasks_and_attempts_analyzed() {
     let db = fresh_database().await;
     let coordinator = TestCoordinator::start(test_config(&db)).await;
     let mut admin = coordinator.admin_client().await;
@@ -28,14 +33,27 @@ async fn a_swarm_of_a_thousand_tasks_gets_the_tasks_table_analyzed() {
     };
 
     admin.submit_tasks(swarm("small", 10)).await.unwrap();
-    admin.submit_tasks(swarm("bulk", 1_000)).await.unwrap();
-    eventually("an analyze of tasks", Duration::from_secs(10), || async { count(&db.pool, ANALYZED).await == 1 }).await;
-    // Had the ten tasks set one off, the bulk one would wait out the 30 s
-    // spacing (and the wait above time out), or two would have run.
-    assert_eq!(
-        count(&db.pool, "select analyze_count from pg_stat_user_tables where relname = 'tasks'").await,
-        1,
-        "ten tasks are not worth an analyze"
-    );
+    eventually("the ten inserts to show in PostgreSQL's counts", Duration::from_secs(10), || async {
+        count(&db.pool, TASKS_ROWS).await >= 10
+    })
+    .await;
+    // The loop reads the counts every second: give it two looks at them.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(count(&db.pool, TASKS_ANALYZED).await, 0, "ten tasks are not worth an analyze");
+
+    admin.submit_tasks(swarm("bulk", 1_500)).await.unwrap();
+    eventually("an analyze of tasks", Duration::from_secs(10), || async { count(&db.pool, TASKS_ANALYZED).await >= 1 })
+        .await;
+    assert_eq!(count(&db.pool, ATTEMPTS_ANALYZED).await, 0, "no attempt yet, nothing to analyze");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = worker_config(dir.path(), "drainer", "slots = 8\nprefetch = 64\n[agents.noop]\nbuiltin = \"noop\"\n");
+    let worker = start_worker(&coordinator.url, &config, "drainer", dir.path());
+    wait_all_finished(&db.pool, Duration::from_secs(60)).await;
+    eventually("an analyze of attempts", Duration::from_secs(10), || async {
+        count(&db.pool, ATTEMPTS_ANALYZED).await >= 1
+    })
+    .await;
+    worker.terminate().await;
     coordinator.stop().await.unwrap();
 }

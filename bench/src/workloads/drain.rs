@@ -8,15 +8,24 @@ use super::{DEADLINE, NOOP_AGENT, busy_seconds, submit_bulk};
 use crate::stack::{Binaries, Database, Hive, wait_count};
 use crate::stats::emit;
 
-/// Runs the workload twice, as the peers do: claiming only free slots
-/// (`peer=hive`), and claiming up to 500 more to hold locally
-/// (`peer=hive-batched`, like graphile-worker's `localQueue`).
+/// Runs the workload once per prefetch; by default twice, as the peers do:
+/// claiming only free slots (`peer=hive`), and claiming up to 500 more to
+/// hold locally (`peer=hive-batched`, like graphile-worker's `localQueue`).
 ///
 /// # Errors
 /// When a part fails to start.
-pub async fn run(db: &Database, binaries: &Binaries, n: usize, procs: usize, concurrency: usize) -> anyhow::Result<()> {
-    variant(db, binaries, n, procs, concurrency, 0).await?;
-    variant(db, binaries, n, procs, concurrency, 500).await
+pub async fn run(
+    db: &Database,
+    binaries: &Binaries,
+    n: usize,
+    procs: usize,
+    concurrency: usize,
+    prefetches: &[u32],
+) -> anyhow::Result<()> {
+    for prefetch in prefetches {
+        variant(db, binaries, n, procs, concurrency, *prefetch).await?;
+    }
+    Ok(())
 }
 
 async fn variant(

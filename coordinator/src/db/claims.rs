@@ -88,7 +88,12 @@ pub async fn claim(
               and t.run_agent = any((select agents from offered)::text[])
               and (cardinality($6::text[]) = 0 or t.run_agent = any($6))
               and (not t.has_labels or t.required_labels <@ coalesce((select labels from offered), '{}'::jsonb))
-              and not exists (select 1 from swarms s where s.id = t.swarm_id and s.spent >= s.budget)
+              -- Not over budget. coalesce(…, true) only hides the test from the
+              -- planner's statistics: with one swarm they say every task is in
+              -- it, so any test on swarm_id looked like it removed every row,
+              -- and the planner sorted the whole queue (39 ms for 100 of 20k
+              -- tasks) instead of walking tasks_claim_idx (7 ms).
+              and coalesce(t.swarm_id <> all(array(select s.id from swarms s where s.spent >= s.budget)), true)
             order by t.priority desc, t.id
             limit $2
             for update of t skip locked
@@ -220,7 +225,7 @@ pub async fn next_lock_candidate(
           and t.run_agent = any((select agents from offered)::text[])
           and (cardinality($2::text[]) = 0 or t.run_agent = any($2))
           and (not t.has_labels or t.required_labels <@ coalesce((select labels from offered), '{}'::jsonb))
-          and not exists (select 1 from swarms s where s.id = t.swarm_id and s.spent >= s.budget)
+          and coalesce(t.swarm_id <> all(array(select s.id from swarms s where s.spent >= s.budget)), true)
           and not exists (select 1 from task_locks l where l.key = any(t.locks))
           and not exists (
               select 1 from tasks o
