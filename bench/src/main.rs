@@ -50,7 +50,7 @@ struct Cli {
     #[arg(long, default_value = "0,500", value_delimiter = ',')]
     drain_prefetch: Vec<u32>,
     /// For profiling: log every statement's duration (`durations`) or the
-    /// plans of those over 3 ms (`plans`) in the database folder's log.
+    /// plans of those over 3 ms, with actual times (`plans`) in the database folder's log.
     #[arg(long, value_enum, default_value_t = StatementLog::Off)]
     log_statements: StatementLog,
     /// Folder for the database and the logs (default: a new temporary one).

@@ -48,7 +48,7 @@ pub enum StatementLog {
     Off,
     /// Every statement with its duration.
     Durations,
-    /// The plan of every statement over 3 ms (auto_explain).
+    /// The plan of every statement over 3 ms, with actual times and buffers (auto_explain).
     Plans,
 }
 
@@ -61,6 +61,8 @@ impl StatementLog {
                 "session_preload_libraries = 'auto_explain'",
                 "auto_explain.log_min_duration = '3ms'",
                 "auto_explain.log_nested_statements = on",
+                "auto_explain.log_analyze = on",
+                "auto_explain.log_buffers = on",
             ],
         }
     }

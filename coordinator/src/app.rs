@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::maintenance::statistics::Statistics;
 use crate::notifications::Notifications;
 use crate::workers::beats::BeatWriter;
 
@@ -22,6 +23,8 @@ pub struct App {
     pub notifications: Arc<Notifications>,
     /// Records heartbeats in batches.
     pub beats: BeatWriter,
+    /// Tasks submitted here that the statistics loop has not seen yet.
+    pub statistics: Arc<Statistics>,
     /// Owns work spawned by handlers (heartbeat sessions, delayed wake-ups).
     pub tracker: TaskTracker,
     /// Cancelled when the coordinator stops taking RPCs: ends long-polls and sessions.

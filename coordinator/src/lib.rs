@@ -65,6 +65,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         config: Arc::new(config),
         beats,
         notifications: Arc::new(Notifications::default()),
+        statistics: Arc::default(),
         tracker: TaskTracker::new(),
         rpc_shutdown: root.child_token(),
     };
@@ -80,7 +81,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         recheck,
         maintenance.clone(),
     ));
-    background.spawn(maintenance::statistics::run(pool.clone(), maintenance.clone()));
+    background.spawn(maintenance::statistics::run(pool.clone(), app.statistics.clone(), maintenance.clone()));
 
     let mut server = tokio::spawn(grpc::serve(app.clone(), listener));
     info!(%address, "coordinator serving");

@@ -33,7 +33,7 @@ async fn a_bulk_swarm_and_its_drain_get_tasks_and_attempts_analyzed() {
     };
 
     admin.submit_tasks(swarm("small", 10)).await.unwrap();
-    eventually("the ten inserts to show in PostgreSQL's counts", Duration::from_secs(10), || async {
+    eventually("the ten inserts to show in PostgreSQL's counts", Duration::from_secs(30), || async {
         count(&db.pool, TASKS_ROWS).await >= 10
     })
     .await;

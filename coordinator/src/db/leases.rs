@@ -56,7 +56,7 @@ pub async fn lock_expired(conn: &mut PgConnection, limit: i64) -> sqlx::Result<V
                backoff_initial_ms, backoff_max_ms, backoff_multiplier,
                lease_expires_at < now() as "lease_expired!"
         from tasks
-        where lease_expires_at is not null and (lease_expires_at < now() or attempt_deadline < now())
+        where lease_expires_at is not null and least(lease_expires_at, attempt_deadline) < now()
         order by least(lease_expires_at, attempt_deadline)
         limit $1
         for update skip locked

@@ -59,6 +59,9 @@ impl AdminService for AdminApi {
         let app = &self.app;
         let submitted = tasks::submit::submit(&app.pool, &app.config.tasks, &app.config.limits, submission).await?;
         tracing::info!(swarm_id = %submitted.swarm_id, tasks = submitted.task_ids.len(), "swarm submitted");
+        if !submitted.existing {
+            app.statistics.submitted(i64::try_from(submitted.task_ids.len()).unwrap_or(i64::MAX));
+        }
         Ok(Response::new(pb::SubmitTasksResponse {
             swarm_id: submitted.swarm_id.to_string(),
             task_ids: submitted.task_ids.iter().map(ToString::to_string).collect(),

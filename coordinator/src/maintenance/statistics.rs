@@ -8,19 +8,23 @@
 //! claims/s, 3,000 after an `analyze`; a Complete whose cached plan scanned
 //! all of `attempts` slowed the one-job drain of 60,000 tasks to 2,234 jobs/s.
 //!
-//! So every second this loop reads PostgreSQL's own row counts (whoever
-//! added the rows: submits, claims, any coordinator) and analyzes a table
-//! once 1,000 rows were inserted since its last analyze here, then at most
-//! every 30 s — sooner when the table has doubled since. Updates alone (a
-//! drain moving every task through running to succeeded) are left to
-//! autovacuum: analyzing `tasks` on them cost 200 ms a pass, five passes per
-//! 20,000 tasks drained.
+//! A table is analyzed once 1,000 rows were inserted since its last analyze
+//! here, then at most every 30 s — sooner when it has doubled since. The
+//! inserts are PostgreSQL's own counts (whoever added the rows: claims adding
+//! attempts, other coordinators), read every second; and this coordinator's
+//! submissions ring at once, since an idle connection may publish its counts
+//! only ten seconds later, when a drain of the new tasks is well under way.
+//! Updates alone (a drain moving every task through running to succeeded)
+//! are left to autovacuum: analyzing `tasks` on them cost 200 ms a pass,
+//! five passes per 20,000 tasks drained.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, instrument, warn};
@@ -34,49 +38,86 @@ pub const MIN_INSERTED: i64 = 1_000;
 /// Least time between two analyzes of a table, unless it has doubled.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(30);
 
-/// How often the counts are read.
+/// How often PostgreSQL's counts are read.
 const INTERVAL: Duration = Duration::from_secs(1);
+
+/// Tasks this coordinator submitted that the loop has not seen yet, and the
+/// bell that wakes it once they are worth a look.
+#[derive(Debug, Default)]
+pub struct Statistics {
+    submitted: AtomicI64,
+    bell: Notify,
+}
+
+impl Statistics {
+    /// Records `rows` new tasks (committed); rings once [`MIN_INSERTED`] have come in.
+    pub fn submitted(&self, rows: i64) {
+        if self.submitted.fetch_add(rows, Ordering::Relaxed) + rows >= MIN_INSERTED {
+            self.bell.notify_one();
+        }
+    }
+}
 
 /// This coordinator's last analyze of a table.
 #[derive(Debug, Clone, Copy)]
 pub struct Analyzed {
-    /// The table's insert count then.
+    /// The table's insert count then (including rows its counts did not show yet).
     pub inserted: i64,
     /// When.
     pub at: Instant,
 }
 
-/// Whether `counts` make an analyze worthwhile, given this coordinator's last one.
-pub fn due(counts: &TableCounts, last: Option<Analyzed>, now: Instant) -> bool {
-    let inserted = counts.inserted - last.map_or(0, |last| last.inserted);
-    let doubled = counts.live as f64 >= 2.0 * f64::from(counts.analyzed_rows.max(0.0));
+/// Whether an analyze is worthwhile: `counts` as PostgreSQL has published
+/// them, `unseen` rows this coordinator inserted that they may not show yet.
+pub fn due(counts: &TableCounts, unseen: i64, last: Option<Analyzed>, now: Instant) -> bool {
+    let since = last.map_or(0, |last| last.inserted);
+    let inserted = (counts.inserted - since).max(unseen);
+    let rows = counts.live.max(unseen);
+    let doubled = rows as f64 >= 2.0 * f64::from(counts.analyzed_rows.max(0.0));
     let rested = last.is_none_or(|last| now.duration_since(last.at) >= MIN_INTERVAL);
     inserted >= MIN_INSERTED && (rested || doubled)
 }
 
-/// Checks every second until `cancel`.
+/// Analyzes what is due every second, and when submissions ring, until `cancel`.
 #[instrument(skip_all, name = "statistics")]
-pub async fn run(pool: PgPool, cancel: CancellationToken) {
-    let analyzed: Mutex<HashMap<&'static str, Analyzed>> = Mutex::default();
-    let analyzed = &analyzed;
-    super::every(INTERVAL, &cancel, || async {
+pub async fn run(pool: PgPool, statistics: Arc<Statistics>, cancel: CancellationToken) {
+    let mut analyzed: HashMap<&'static str, Analyzed> = HashMap::new();
+    let mut ticker = tokio::time::interval(INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = statistics.bell.notified() => {}
+            () = cancel.cancelled() => return,
+        }
         let counts = match db::tasks::table_counts(&pool).await {
             Ok(counts) => counts,
-            Err(err) => return debug!(error = %err, "could not read table statistics"),
+            Err(err) => {
+                debug!(error = %err, "could not read table statistics");
+                continue;
+            }
         };
+        let submitted = statistics.submitted.load(Ordering::Relaxed);
         let now = Instant::now();
-        let last = |table| analyzed.lock().ok().and_then(|analyzed| analyzed.get(table).copied());
-        for counts in counts.iter().filter(|counts| due(counts, last(counts.table), now)) {
+        for counts in counts {
+            let unseen = if counts.table == "tasks" { submitted } else { 0 };
+            let last = analyzed.get(counts.table).copied();
+            if !due(&counts, unseen, last, now) {
+                continue;
+            }
             match db::tasks::analyze(&pool, counts.table).await {
                 Ok(()) => debug!(table = counts.table, rows = counts.live, "statistics refreshed"),
-                Err(err) => warn!(table = counts.table, error = %err, "analyze failed; autovacuum will refresh the statistics later"),
+                Err(err) => {
+                    warn!(table = counts.table, error = %err, "analyze failed; autovacuum will refresh the statistics later")
+                }
             }
-            if let Ok(mut analyzed) = analyzed.lock() {
-                analyzed.insert(counts.table, Analyzed { inserted: counts.inserted, at: now });
+            let inserted = counts.inserted.max(last.map_or(0, |last| last.inserted) + unseen);
+            analyzed.insert(counts.table, Analyzed { inserted, at: now });
+            if unseen > 0 {
+                statistics.submitted.fetch_sub(unseen, Ordering::Relaxed);
             }
         }
-    })
-    .await;
+    }
 }
 
 #[cfg(test)]
@@ -90,24 +131,32 @@ mod tests {
     #[test]
     fn a_thousand_new_rows_are_worth_the_first_analyze_ten_are_not() {
         let now = Instant::now();
-        assert!(!due(&counts(10, 10, -1.0), None, now));
-        assert!(due(&counts(1_010, 1_010, -1.0), None, now));
+        assert!(!due(&counts(10, 10, -1.0), 0, None, now));
+        assert!(due(&counts(1_010, 1_010, -1.0), 0, None, now));
+    }
+
+    #[test]
+    fn submitted_rows_count_before_postgresql_shows_them() {
+        let now = Instant::now();
+        assert!(due(&counts(0, 0, -1.0), 20_000, None, now));
+        let last = Analyzed { inserted: 20_000, at: now - MIN_INTERVAL };
+        assert!(!due(&counts(20_000, 20_000, 20_000.0), 0, Some(last), now), "the same rows, once shown, are not new");
     }
 
     #[test]
     fn updates_alone_are_not_worth_one() {
         let now = Instant::now();
         let last = Analyzed { inserted: 20_000, at: now - Duration::from_secs(600) };
-        assert!(!due(&counts(20_000, 20_000, 20_000.0), Some(last), now));
+        assert!(!due(&counts(20_000, 20_000, 20_000.0), 0, Some(last), now));
     }
 
     #[test]
     fn new_rows_wait_out_the_interval_unless_the_table_doubled() {
         let now = Instant::now();
         let recent = Analyzed { inserted: 2_000, at: now - Duration::from_secs(5) };
-        assert!(!due(&counts(3_500, 3_500, 2_000.0), Some(recent), now), "1.75x, 5 s after the last");
-        assert!(due(&counts(4_000, 4_000, 2_000.0), Some(recent), now), "doubled");
+        assert!(!due(&counts(3_500, 3_500, 2_000.0), 0, Some(recent), now), "1.75x, 5 s after the last");
+        assert!(due(&counts(4_000, 4_000, 2_000.0), 0, Some(recent), now), "doubled");
         let rested = Analyzed { inserted: 2_000, at: now - MIN_INTERVAL };
-        assert!(due(&counts(3_500, 3_500, 2_000.0), Some(rested), now), "after the interval");
+        assert!(due(&counts(3_500, 3_500, 2_000.0), 0, Some(rested), now), "after the interval");
     }
 }

@@ -3,7 +3,7 @@
 //! as already recorded and changes nothing), and attempts the reaper finds
 //! past their lease or deadline. Both paths decide with `scheduler::policy`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use hive_shared::convert::JsonObject;
@@ -121,6 +121,7 @@ pub async fn complete(pool: &PgPool, limits: &LimitConfig, completions: Vec<Comp
 /// Records successes of tasks with a validator stage (those the one-statement
 /// path left alone) and moves each to its next stage; returns the attempts recorded.
 async fn complete_staged(pool: &PgPool, reports: &db::outcomes::Reports, recorded: &[Uuid]) -> Result<Vec<Uuid>> {
+    let recorded: HashSet<&Uuid> = recorded.iter().collect();
     let rest: Vec<usize> =
         (0..reports.attempt_ids.len()).filter(|i| !recorded.contains(&reports.attempt_ids[*i])).collect();
     let task_ids: Vec<Uuid> = rest.iter().map(|i| reports.task_ids[*i]).collect();
@@ -309,6 +310,7 @@ async fn acks_for(
     recorded: &[Uuid],
     already: &[AttemptOutcome],
 ) -> Result<Vec<Ack>> {
+    let recorded: HashSet<Uuid> = recorded.iter().copied().collect();
     let missing: Vec<Uuid> = attempt_ids.iter().copied().filter(|attempt| !recorded.contains(attempt)).collect();
     let earlier: HashMap<Uuid, AttemptOutcome> = if missing.is_empty() {
         HashMap::new()
