@@ -17,6 +17,9 @@ use crate::workers::beats::BeatWriter;
 pub struct App {
     /// Query pool.
     pub pool: PgPool,
+    /// Query pool of the workers' hot path (claims, outcomes, heartbeats,
+    /// output): generic plans, see `db::hot_pool`.
+    pub hot_pool: PgPool,
     /// Effective config.
     pub config: Arc<Config>,
     /// Notifications from PostgreSQL, fanned out to claims and sessions.

@@ -242,7 +242,10 @@ impl Config {
             url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://"),
             "database.url must start with postgres:// or postgresql://",
         );
-        check(self.database.max_connections >= 2, "database.max_connections must be at least 2");
+        check(
+            self.database.max_connections >= 2,
+            "database.max_connections must be at least 2 (half serve the workers' hot path)",
+        );
         check(!self.leases.ttl.is_zero(), "leases.ttl must be greater than zero");
         check(
             self.leases.heartbeat_interval * 2 <= self.leases.ttl,

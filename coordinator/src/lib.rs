@@ -51,6 +51,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// When the database cannot be reached or migrated, or the server fails.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let pool = db::connect_patiently(&config.database).await.context("connect to PostgreSQL")?;
+    let hot_pool = db::hot_pool(&config.database).context("open the hot-path pool")?;
     MIGRATOR.run(&pool).await.context("apply database migrations")?;
     let address = listener.local_addr().context("read the listen address")?;
 
@@ -58,10 +59,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let maintenance = root.child_token();
     let background = TaskTracker::new();
     let (window, ttl) = (config.leases.heartbeat_write_window, config.leases.ttl);
-    let (beats, beat_writer) = workers::beats::BeatWriter::start(pool.clone(), window, ttl, maintenance.clone());
+    let (beats, beat_writer) = workers::beats::BeatWriter::start(hot_pool.clone(), window, ttl, maintenance.clone());
     background.spawn(beat_writer.run());
     let app = App {
         pool: pool.clone(),
+        hot_pool: hot_pool.clone(),
         config: Arc::new(config),
         beats,
         notifications: Arc::new(Notifications::default()),
@@ -112,6 +114,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     background.close();
     background.wait().await;
     pool.close().await;
+    hot_pool.close().await;
     info!("coordinator stopped");
     served.context("gRPC server task panicked")?
 }

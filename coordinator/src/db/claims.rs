@@ -107,8 +107,9 @@ pub async fn claim(
                 attempt_deadline = now() + make_interval(secs => coalesce(t.timeout_ms::float8 / 1000.0, $4) + $5),
                 started_at = coalesce(t.started_at, now()),
                 updated_at = now()
-            from picked
-            where t.id = picked.id
+            -- By id, so even a generic plan (which guesses a tenth of the
+            -- queue for the limit) looks the picked rows up in the primary key.
+            where t.id = any(array(select id from picked))
             returning t.id, t.current_attempt, t.attempts, t.agent, t.prompt, t.input, t.timeout_ms, t.lease_expires_at,
                       t.swarm_id, t.priority, t.stage, t.round, t.build_result, t.feedback, t.validate_agent,
                       t.validate_prompt, t.resume_sessions

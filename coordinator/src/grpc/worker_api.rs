@@ -89,7 +89,8 @@ impl WorkerService for WorkerApi {
         let wait = request.wait.as_ref().and_then(from_duration).unwrap_or_default();
         let app = &self.app;
         let claim = scheduler::ClaimRequest { worker, max_tasks: request.max_tasks, wait, agents: request.agents };
-        let claimed = scheduler::claim(&app.pool, &app.notifications, &app.config, &claim, &app.rpc_shutdown).await?;
+        let claimed =
+            scheduler::claim(&app.hot_pool, &app.notifications, &app.config, &claim, &app.rpc_shutdown).await?;
         Ok(Response::new(pb::ClaimResponse { assignments: claimed.into_iter().map(assignment).collect() }))
     }
 
@@ -108,7 +109,7 @@ impl WorkerService for WorkerApi {
                 spend: convert::spend(item.session_id, item.usage),
             });
         }
-        let acks = report::complete(&self.app.pool, &self.app.config.limits, completions).await?;
+        let acks = report::complete(&self.app.hot_pool, &self.app.config.limits, completions).await?;
         Ok(Response::new(pb::CompleteResponse { acks: encode_acks(attempts, acks) }))
     }
 
@@ -136,7 +137,7 @@ impl WorkerService for WorkerApi {
                 spend: convert::spend(item.session_id, item.usage),
             });
         }
-        let (acks, earliest_retry) = report::fail(&self.app.pool, &self.app.config.tasks, failures).await?;
+        let (acks, earliest_retry) = report::fail(&self.app.hot_pool, &self.app.config.tasks, failures).await?;
         if let Some(delay) = earliest_retry {
             self.app.wake_after(delay);
         }
@@ -209,7 +210,7 @@ impl WorkerService for WorkerApi {
                     .map_err(|_| crate::error::Error::invalid(format!("chunks[{index}].seq"), "is too large"))?;
                 chunks.push(logs::Chunk { task, attempt, seq, stream, data: chunk.data });
             }
-            let stored = logs::append(&self.app.pool, max_bytes, chunks).await?;
+            let stored = logs::append(&self.app.hot_pool, max_bytes, chunks).await?;
             total.accepted_chunks += stored.accepted;
             total.rejected_chunks += stored.rejected;
         }
