@@ -10,7 +10,7 @@ use hive_shared::pb;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::config::Builtin;
+use crate::config::{Builtin, PromptMode};
 use crate::context::{Context, Queued};
 use crate::outcome::{self, Ids, Report};
 use crate::process::spawn::HiveVars;
@@ -85,16 +85,16 @@ async fn execute(context: Arc<Context>, assignment: pb::Assignment, start: Start
         queue(&context, outcome::noop(&ids)).await;
         return;
     }
-    let scratch =
-        match Scratch::create(&context.config.work_dir, attempt, &assignment.prompt, json_files(&assignment)).await {
-            Ok(scratch) => scratch,
-            Err(err) => {
-                let problem =
-                    format!("cannot prepare the scratch folder under {}: {err}", context.config.work_dir.display());
-                queue(&context, outcome::failure(&ids, pb::FailureClass::Transient, problem, None)).await;
-                return;
-            }
-        };
+    let prompt_file = (agent.prompt == PromptMode::File).then_some(assignment.prompt.as_str());
+    let scratch = match Scratch::create(&context.folders, attempt, prompt_file, json_files(&assignment)).await {
+        Ok(scratch) => scratch,
+        Err(err) => {
+            let problem =
+                format!("cannot prepare the scratch folder under {}: {err}", context.config.work_dir.display());
+            queue(&context, outcome::failure(&ids, pb::FailureClass::Transient, problem, None)).await;
+            return;
+        }
+    };
     let timeout = assignment.timeout.as_ref().and_then(from_duration).unwrap_or(agent.timeout);
     let mut extra = vec![("HIVE_STAGE", assignment.stage.clone()), ("HIVE_ROUND", assignment.round.to_string())];
     if !assignment.resume_session.is_empty() {
@@ -139,9 +139,7 @@ async fn execute(context: Arc<Context>, assignment: pb::Assignment, start: Start
             context.held.release(attempt);
         }
     }
-    if !context.config.keep_work_dirs {
-        scratch.remove().await;
-    }
+    scratch.finish(&context.folders).await;
 }
 
 /// The JSON files an agent is handed, each named by an environment variable.

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::connection::{self, Client};
 use crate::held::Held;
 use crate::outcome::Report;
+use crate::process::workdir::Folders;
 use crate::shipper::Shipment;
 
 /// Shared state of one worker.
@@ -41,6 +42,8 @@ pub struct Context {
     pub drain: CancellationToken,
     /// Cancelled to stop at once: stop every agent and hand its task back.
     pub stop_now: CancellationToken,
+    /// Scratch folders for attempts.
+    pub folders: Folders,
     /// The latest host figures (the heartbeat session samples them), for admission.
     pub latest: std::sync::Mutex<Option<hive_shared::pb::ResourceUsage>>,
 }

@@ -105,6 +105,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
         reports,
         drain: drain.clone(),
         stop_now: stop_now.clone(),
+        folders: process::workdir::Folders::new(config.work_dir.clone(), worker_id.to_string(), config.keep_work_dirs),
         latest: std::sync::Mutex::new(None),
     });
 

@@ -11,7 +11,7 @@ use hive_shared::pb;
 use hive_worker::config::{AgentConfig, PromptMode, UnlistedExit};
 use hive_worker::process::spawn::HiveVars;
 use hive_worker::process::supervise::{self, Exit, Finished, Run};
-use hive_worker::process::workdir::Scratch;
+use hive_worker::process::workdir::{Folders, Scratch};
 use hive_worker::shipper::{LogSink, Shipment};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +43,9 @@ struct Ran {
 
 async fn run_agent(agent: &AgentConfig, prompt: &str, timeout: Duration, cancel: &CancellationToken) -> Ran {
     let root = tempfile::tempdir().unwrap();
-    let scratch = Scratch::create(root.path(), AttemptId::new(), prompt, vec![]).await.unwrap();
+    let folders = Folders::new(root.path().to_path_buf(), "w".into(), false);
+    let prompt_file = (agent.prompt == PromptMode::File).then_some(prompt);
+    let scratch = Scratch::create(&folders, AttemptId::new(), prompt_file, vec![]).await.unwrap();
     let vars = HiveVars {
         task_id: "task-1".into(),
         attempt_id: "attempt-1".into(),

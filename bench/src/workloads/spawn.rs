@@ -1,7 +1,9 @@
 //! spawn: N tasks whose agent is `/bin/true`, run as real subprocesses (own
 //! process group, scrubbed environment, output pipes) by `procs` workers ×
 //! `concurrency` slots; tasks per second, against the machine's spawn ceiling
-//! (`limits.sh`: `xargs -P 16 /bin/true`).
+//! (`limits.sh`: `xargs -P 16 /bin/true`), which it also measures itself just
+//! before, with the same N: this machine's spawn rate drifts by half between
+//! runs minutes apart, so only a ceiling taken seconds apart makes a ratio.
 
 use std::time::Instant;
 
@@ -22,6 +24,7 @@ pub async fn run(db: &Database, binaries: &Binaries, n: usize, procs: usize, con
     std::fs::create_dir_all(&dir)?;
     let mut hive = Hive::start(binaries, &url, &dir, &[]).await?;
     submit_bulk(&hive.url, "spawn", "true", n).await?;
+    let ceiling = xargs_ceiling(n).await?;
     let go = Instant::now();
     hive.start_workers(procs, concurrency, TRUE_AGENT)?;
     let complete =
@@ -35,6 +38,8 @@ pub async fn run(db: &Database, binaries: &Binaries, n: usize, procs: usize, con
             ("n", n.to_string()),
             ("complete", complete.to_string()),
             ("jobs_per_s", format!("{:.1}", n as f64 / busy)),
+            ("ceiling_per_s", format!("{ceiling:.1}")),
+            ("share_of_ceiling", format!("{:.2}", n as f64 / busy / ceiling)),
             ("busy_s", format!("{busy:.3}")),
             ("wall_from_go_s", format!("{wall_s:.3}")),
             ("procs", procs.to_string()),
@@ -44,4 +49,15 @@ pub async fn run(db: &Database, binaries: &Binaries, n: usize, procs: usize, con
     );
     hive.stop().await;
     Ok(())
+}
+
+/// `seq n | xargs -P 16 -n 1 /bin/true`, as `limits.sh` runs it: spawns per second.
+async fn xargs_ceiling(n: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let status = tokio::process::Command::new("sh")
+        .args(["-c", &format!("seq {n} | xargs -P 16 -n 1 /bin/true")])
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "xargs -P 16 /bin/true failed: {status}");
+    Ok(n as f64 / started.elapsed().as_secs_f64())
 }

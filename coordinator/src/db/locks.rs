@@ -6,14 +6,19 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-/// Takes `key` for the current attempt of `task`. `Ok(None)` when taken (or
-/// already held by this attempt), `Ok(Some(holder))` when another task holds it.
-pub async fn acquire(
-    executor: impl PgExecutor<'_>,
-    task: Uuid,
-    attempt: Uuid,
-    key: &str,
-) -> sqlx::Result<Option<Uuid>> {
+/// What an attempt to take a lock found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taking {
+    /// Taken (or already held by this attempt).
+    Taken,
+    /// Another task holds it.
+    HeldBy(Uuid),
+    /// Another attempt took it after this statement's snapshot: look again.
+    Contended,
+}
+
+/// Takes `key` for the current attempt of `task`.
+pub async fn acquire(executor: impl PgExecutor<'_>, task: Uuid, attempt: Uuid, key: &str) -> sqlx::Result<Taking> {
     let holder = sqlx::query_scalar!(
         r#"
         with taken as (
@@ -21,7 +26,7 @@ pub async fn acquire(
             on conflict (key) do update set key = excluded.key where task_locks.attempt_id = excluded.attempt_id
             returning task_id
         )
-        select coalesce((select task_id from taken), (select task_id from task_locks where key = $3)) as "holder!"
+        select coalesce((select task_id from taken), (select task_id from task_locks where key = $3)) as holder
         "#,
         task,
         attempt,
@@ -29,7 +34,13 @@ pub async fn acquire(
     )
     .fetch_one(executor)
     .await?;
-    Ok((holder != task).then_some(holder))
+    Ok(match holder {
+        Some(holder) if holder == task => Taking::Taken,
+        Some(holder) => Taking::HeldBy(holder),
+        // The conflicting row committed after this statement's snapshot began,
+        // so the insert saw it and the select did not.
+        None => Taking::Contended,
+    })
 }
 
 /// Releases `key` if `attempt` holds it; `true` when it did.

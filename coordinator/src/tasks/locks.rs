@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use tokio::time::Instant;
 
 use crate::db;
+use crate::db::locks::Taking;
 use crate::error::{Error, Result};
 
 /// How often a waiting acquire looks again.
@@ -37,11 +38,12 @@ pub async fn acquire(
         if !db::locks::attempt_is_current(pool, task.0, attempt.0).await? {
             return Err(Error::LeaseLost { task, attempt });
         }
-        let holder = db::locks::acquire(pool, task.0, attempt.0, key).await?;
-        match holder {
-            None => return Ok(None),
-            Some(holder) if Instant::now() + RETRY_EVERY > deadline => return Ok(Some(TaskId(holder))),
-            Some(_) => tokio::time::sleep(RETRY_EVERY).await,
+        match db::locks::acquire(pool, task.0, attempt.0, key).await? {
+            Taking::Taken => return Ok(None),
+            // Taken by another attempt a moment ago: the next statement sees by whom.
+            Taking::Contended => {}
+            Taking::HeldBy(holder) if Instant::now() + RETRY_EVERY > deadline => return Ok(Some(TaskId(holder))),
+            Taking::HeldBy(_) => tokio::time::sleep(RETRY_EVERY).await,
         }
     }
 }

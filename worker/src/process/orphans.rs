@@ -1,8 +1,9 @@
 //! Agents left behind by a worker that died without stopping them (SIGKILL,
-//! a crash, a power cut on a VM that came back). Each attempt's scratch folder
-//! records its agent's process group; a worker starting on the same work
-//! folder kills the groups whose leader still carries that attempt's
-//! `HIVE_ATTEMPT_ID` (so a reused pid is never hit) and removes the folders.
+//! a crash, a power cut on a VM that came back). Each scratch folder records
+//! the process group and attempt of the agent it last ran; a worker starting
+//! on the same work folder kills the groups whose leader still carries that
+//! attempt's `HIVE_ATTEMPT_ID` (so a reused pid is never hit) and removes the
+//! folders.
 //! Their tasks were already requeued by the coordinator when the lease ran out.
 
 use std::path::Path;
@@ -11,12 +12,12 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tracing::{info, warn};
 
-/// Name of the file holding an attempt's process group id.
+/// Name of the file holding the process group id and attempt id of the folder's last agent.
 pub const PGID_FILE: &str = "agent.pgid";
 
-/// Records an agent's process group in its scratch folder.
-pub async fn record(scratch: &Path, pgid: u32) {
-    if let Err(err) = tokio::fs::write(scratch.join(PGID_FILE), pgid.to_string()).await {
+/// Records an agent's process group and attempt in its scratch folder.
+pub async fn record(scratch: &Path, pgid: u32, attempt: &str) {
+    if let Err(err) = tokio::fs::write(scratch.join(PGID_FILE), format!("{pgid} {attempt}")).await {
         warn!(error = %err, "could not record the agent's process group; a crash would leave it running");
     }
 }
@@ -32,9 +33,12 @@ fn reap_blocking(work_dir: &Path) -> usize {
     let mut killed = 0;
     for entry in entries.flatten() {
         let folder = entry.path();
-        let attempt = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pgid) =
-            std::fs::read_to_string(folder.join(PGID_FILE)).ok().and_then(|text| text.trim().parse::<i32>().ok())
+        let record = std::fs::read_to_string(folder.join(PGID_FILE)).unwrap_or_default();
+        let mut fields = record.split_whitespace();
+        let pgid = fields.next().and_then(|pgid| pgid.parse::<i32>().ok());
+        // Folders written before the record named the attempt were named after it.
+        let attempt = fields.next().map_or_else(|| entry.file_name().to_string_lossy().into_owned(), str::to_owned);
+        if let Some(pgid) = pgid
             && leader_runs_attempt(pgid, &attempt)
             && killpg(Pid::from_raw(pgid), Signal::SIGKILL).is_ok()
         {
@@ -67,15 +71,15 @@ mod tests {
         orphan.arg("1007.2468").env("HIVE_ATTEMPT_ID", &attempt);
         std::os::unix::process::CommandExt::process_group(&mut orphan, 0);
         let mut orphan = orphan.spawn().unwrap();
-        let folder = work.path().join(&attempt);
+        let folder = work.path().join("slot-1");
         std::fs::create_dir_all(&folder).unwrap();
-        record(&folder, orphan.id()).await;
+        record(&folder, orphan.id(), &attempt).await;
 
         // A folder whose recorded pid now belongs to an unrelated process: left alone.
         let mut bystander = std::process::Command::new("sleep").arg("1007.3579").spawn().unwrap();
-        let stale = work.path().join(hive_shared::ids::AttemptId::new().to_string());
+        let stale = work.path().join("slot-2");
         std::fs::create_dir_all(&stale).unwrap();
-        record(&stale, bystander.id()).await;
+        record(&stale, bystander.id(), &hive_shared::ids::AttemptId::new().to_string()).await;
 
         assert_eq!(reap(work.path()).await, 1);
         let status = orphan.wait().unwrap();

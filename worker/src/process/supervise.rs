@@ -95,7 +95,7 @@ pub async fn run(run: Run<'_>, sink: LogSink, cancel: &CancellationToken) -> Fin
     };
     let group = child.id().and_then(|pid| i32::try_from(pid).ok()).map(Pid::from_raw);
     if let Some(pid) = child.id() {
-        orphans::record(&run.scratch.dir, pid).await;
+        orphans::record(&run.scratch.dir, pid, &run.vars.attempt_id).await;
     }
     if let Some(group) = group {
         (run.on_spawn)(group.as_raw());

@@ -2,11 +2,22 @@
 //! agent is handed (input, dependency results, a builder's result, a
 //! validator's feedback) and the result file live, and the agent's default
 //! working folder.
+//!
+//! Folders are reused: each attempt takes one from a pool (one per slot in
+//! use) and empties it when done, keeping only the process-group record. A
+//! folder and files made and removed per attempt cost ext4 an inode search
+//! each time (`recently_deleted`, `find_inode_bit`): a fifth of all CPU
+//! when spawning `/bin/true` agents (`hive-bench spawn` under `perf`). With
+//! `keep_work_dirs`, each attempt gets its own folder, named after it, and
+//! it stays.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use hive_shared::convert::JsonObject;
 use hive_shared::ids::AttemptId;
+
+use super::orphans::PGID_FILE;
 
 /// A JSON file handed to an agent, and the variable that names it.
 #[derive(Debug, Clone)]
@@ -17,6 +28,42 @@ pub struct JsonFile {
     pub name: &'static str,
     /// Content.
     pub content: JsonObject,
+}
+
+/// The scratch folders of one worker process under its `work_dir` (named
+/// after the process, as several workers may share a `work_dir`).
+#[derive(Debug)]
+pub struct Folders {
+    root: PathBuf,
+    owner: String,
+    keep: bool,
+    free: Mutex<Vec<PathBuf>>,
+    made: Mutex<usize>,
+}
+
+impl Folders {
+    /// Folders of worker `owner` under `root`; with `keep`, one per attempt, never emptied.
+    pub fn new(root: PathBuf, owner: String, keep: bool) -> Self {
+        Self { root, owner, keep, free: Mutex::default(), made: Mutex::default() }
+    }
+
+    fn take(&self, attempt: AttemptId) -> PathBuf {
+        if self.keep {
+            return self.root.join(attempt.to_string());
+        }
+        if let Some(folder) = self.free.lock().ok().and_then(|mut free| free.pop()) {
+            return folder;
+        }
+        let mut made = self.made.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *made += 1;
+        self.root.join(format!("{}-{made}", self.owner))
+    }
+
+    fn give_back(&self, folder: PathBuf) {
+        if let Ok(mut free) = self.free.lock() {
+            free.push(folder);
+        }
+    }
 }
 
 /// The scratch folder of one attempt and the files in it.
@@ -33,30 +80,135 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// Creates the folder under `root` and writes the prompt and the JSON files.
+    /// Takes a folder and writes the prompt (when the agent reads it from a
+    /// file) and the JSON files.
     ///
     /// # Errors
-    /// File system failures.
-    pub async fn create(root: &Path, attempt: AttemptId, prompt: &str, json: Vec<JsonFile>) -> std::io::Result<Self> {
-        let dir = root.join(attempt.to_string());
-        tokio::fs::create_dir_all(&dir).await?;
-        let prompt_file = dir.join("prompt.txt");
-        tokio::fs::write(&prompt_file, prompt).await?;
-        let mut files = Vec::with_capacity(json.len());
-        for file in json {
-            let path = dir.join(file.name);
-            tokio::fs::write(&path, serde_json::to_vec(&file.content).map_err(std::io::Error::other)?).await?;
-            files.push((file.variable, path));
+    /// File system failures (the folder goes back to the pool, emptied).
+    pub async fn create(
+        folders: &Folders,
+        attempt: AttemptId,
+        prompt: Option<&str>,
+        json: Vec<JsonFile>,
+    ) -> std::io::Result<Self> {
+        let dir = folders.take(attempt);
+        let prompt = prompt.map(str::to_owned);
+        let folder = dir.clone();
+        let written = tokio::task::spawn_blocking(move || write_files(&folder, prompt.as_deref(), json))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|written| written);
+        match written {
+            Ok(files) => {
+                Ok(Self { result_file: dir.join("result.json"), prompt_file: dir.join("prompt.txt"), files, dir })
+            }
+            Err(err) => {
+                Self::empty(dir).finish(folders).await;
+                Err(err)
+            }
         }
-        Ok(Self { result_file: dir.join("result.json"), prompt_file, files, dir })
     }
 
-    /// Removes the folder and everything the agent left in it.
-    pub async fn remove(&self) {
-        if let Err(err) = tokio::fs::remove_dir_all(&self.dir).await
-            && err.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(dir = %self.dir.display(), error = %err, "could not remove an attempt's scratch folder");
+    fn empty(dir: PathBuf) -> Self {
+        Self { result_file: dir.join("result.json"), prompt_file: dir.join("prompt.txt"), files: Vec::new(), dir }
+    }
+
+    /// Empties the folder (all the agent left too, but the process-group
+    /// record) and hands it back; with `keep_work_dirs`, leaves it as it is.
+    pub async fn finish(self, folders: &Folders) {
+        if folders.keep {
+            return;
         }
+        let dir = self.dir.clone();
+        let emptied = tokio::task::spawn_blocking(move || empty_folder(&dir)).await.map_err(std::io::Error::other);
+        match emptied.and_then(|emptied| emptied) {
+            Ok(()) => folders.give_back(self.dir),
+            // A folder that cannot be emptied is not reused (nor leaked into another attempt).
+            Err(err) => {
+                tracing::warn!(dir = %self.dir.display(), error = %err, "could not empty an attempt's scratch folder")
+            }
+        }
+    }
+}
+
+fn write_files(dir: &Path, prompt: Option<&str>, json: Vec<JsonFile>) -> std::io::Result<Vec<(&'static str, PathBuf)>> {
+    std::fs::create_dir_all(dir)?;
+    if let Some(prompt) = prompt {
+        std::fs::write(dir.join("prompt.txt"), prompt)?;
+    }
+    let mut files = Vec::with_capacity(json.len());
+    for file in json {
+        let path = dir.join(file.name);
+        std::fs::write(&path, serde_json::to_vec(&file.content).map_err(std::io::Error::other)?)?;
+        files.push((file.variable, path));
+    }
+    Ok(files)
+}
+
+fn empty_folder(dir: &Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_name() == PGID_FILE {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type()?.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) }?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> JsonFile {
+        let mut content = JsonObject::new();
+        content.insert("k".into(), serde_json::Value::from(1));
+        JsonFile { variable: "HIVE_INPUT_FILE", name: "input.json", content }
+    }
+
+    #[tokio::test]
+    async fn a_folder_is_emptied_and_reused_and_nothing_leaks_into_the_next_attempt() {
+        let root = tempfile::tempdir().unwrap();
+        let folders = Folders::new(root.path().to_path_buf(), "w".into(), false);
+        let first = Scratch::create(&folders, AttemptId::new(), Some("secret prompt"), vec![input()]).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&first.prompt_file).unwrap(), "secret prompt");
+        std::fs::write(&first.result_file, "{}").unwrap();
+        std::fs::create_dir_all(first.dir.join("agent-made/deeper")).unwrap();
+        std::fs::write(first.dir.join(PGID_FILE), "123 x").unwrap();
+        let dir = first.dir.clone();
+        first.finish(&folders).await;
+
+        let second = Scratch::create(&folders, AttemptId::new(), None, vec![]).await.unwrap();
+        assert_eq!(second.dir, dir, "the folder is reused");
+        let mut left: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into()).collect();
+        left.sort();
+        assert_eq!(left, vec![PGID_FILE.to_owned()], "only the process-group record stays");
+        let third = Scratch::create(&folders, AttemptId::new(), None, vec![]).await.unwrap();
+        assert_ne!(third.dir, second.dir, "a folder in use is never handed out twice");
+        let other = Folders::new(root.path().to_path_buf(), "v".into(), false);
+        let theirs = Scratch::create(&other, AttemptId::new(), None, vec![]).await.unwrap();
+        assert!(
+            theirs.dir != second.dir && theirs.dir != third.dir,
+            "another worker on the same work_dir gets its own"
+        );
+    }
+
+    #[tokio::test]
+    async fn kept_folders_are_named_after_their_attempt_and_stay() {
+        let root = tempfile::tempdir().unwrap();
+        let folders = Folders::new(root.path().to_path_buf(), "w".into(), true);
+        let attempt = AttemptId::new();
+        let scratch = Scratch::create(&folders, attempt, Some("p"), vec![input()]).await.unwrap();
+        assert_eq!(scratch.dir, root.path().join(attempt.to_string()));
+        let dir = scratch.dir.clone();
+        scratch.finish(&folders).await;
+        assert!(dir.join("prompt.txt").exists() && dir.join("input.json").exists());
     }
 }
