@@ -65,11 +65,13 @@ const HAND_BACK_DEADLINE: Duration = Duration::from_secs(30);
 pub async fn run(config: Config, shutdown: CancellationToken, stop_now: CancellationToken) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let client = connection::client(&config.coordinator).context("coordinator URL")?;
+    let worker_id = WorkerId::new();
+    let _hold = process::orphans::hold(&config.work_dir, &worker_id.to_string())
+        .with_context(|| format!("take a folder under work_dir {}", config.work_dir.display()))?;
     let reaped = process::orphans::reap(&config.work_dir).await;
     if reaped > 0 {
         warn!(reaped, work_dir = %config.work_dir.display(), "killed agents a previous worker left running");
     }
-    let worker_id = WorkerId::new();
     let name = if config.name.is_empty() { hostname() } else { config.name.clone() };
     let registration = pb::RegisterRequest {
         worker_id: worker_id.to_string(),

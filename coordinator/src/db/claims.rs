@@ -273,3 +273,13 @@ pub async fn any_due(executor: impl PgExecutor<'_>) -> sqlx::Result<bool> {
     .fetch_one(executor)
     .await
 }
+
+/// Whether any ready task takes locks (a walk of `tasks_claim_locked_idx`
+/// that stops at the first entry): claims look for lock candidates only then.
+pub async fn any_lock_candidates(executor: impl PgExecutor<'_>) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"select exists(select 1 from tasks where status = 'ready' and has_locks and run_after <= now()) as "any!""#
+    )
+    .fetch_one(executor)
+    .await
+}

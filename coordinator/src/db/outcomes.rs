@@ -75,7 +75,8 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
             update attempts a
             set outcome = 'succeeded', finished_at = now(), session_id = d.session_id,
                 input_tokens = d.input_tokens, output_tokens = d.output_tokens, cost = d.cost
-            from done d where a.id = d.attempt_id
+            -- By id (see below), whatever plan the size of attempts suggested when it was made.
+            from done d where a.id = d.attempt_id and a.id = any(array(select attempt_id from done))
         ), unblocked as (
             update tasks t
             set waiting_on = t.waiting_on - n.count,

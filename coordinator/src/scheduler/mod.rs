@@ -96,6 +96,11 @@ async fn claim_locked(
     timing: db::claims::ClaimTiming,
     claimed: &mut Vec<db::claims::ClaimedTask>,
 ) -> Result<()> {
+    // One cheap look first, instead of a transaction per claim (three round
+    // trips before the claimed tasks could go back to the worker).
+    if (claimed.len() as i64) >= limit || !db::claims::any_lock_candidates(pool).await? {
+        return Ok(());
+    }
     while (claimed.len() as i64) < limit {
         let mut tx = pool.begin().await?;
         let Some(candidate) = db::claims::next_lock_candidate(&mut tx, scope).await? else { return Ok(()) };

@@ -3,10 +3,15 @@
 //! the process group and attempt of the agent it last ran; a worker starting
 //! on the same work folder kills the groups whose leader still carries that
 //! attempt's `HIVE_ATTEMPT_ID` (so a reused pid is never hit) and removes the
-//! folders.
+//! folders — only those of workers that are gone. Several workers may share a
+//! `work_dir` (the default is one per host): each holds an exclusive `flock`
+//! on `<worker id>.lock` while it lives, and its folders are named after it.
 //! Their tasks were already requeued by the coordinator when the lease ran out.
 
+use std::fs::{File, OpenOptions};
 use std::path::Path;
+
+use nix::fcntl::{Flock, FlockArg};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -22,6 +27,38 @@ pub async fn record(scratch: &Path, pgid: u32, attempt: &str) {
     }
 }
 
+/// Length of a worker id, which starts the name of each of its folders.
+const OWNER_LEN: usize = 36;
+
+/// A live worker's hold on its folders under a `work_dir`; the kernel
+/// releases it however the process ends.
+#[derive(Debug)]
+pub struct Hold {
+    _lock: Flock<File>,
+}
+
+/// Takes the hold of worker `owner` on its folders under `work_dir`.
+///
+/// # Errors
+/// When the lock file cannot be made or is held by another process.
+pub fn hold(work_dir: &Path, owner: &str) -> std::io::Result<Hold> {
+    std::fs::create_dir_all(work_dir)?;
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(lock_file(work_dir, owner))?;
+    let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| std::io::Error::from(errno))?;
+    Ok(Hold { _lock: lock })
+}
+
+fn lock_file(work_dir: &Path, owner: &str) -> std::path::PathBuf {
+    work_dir.join(format!("{owner}.lock"))
+}
+
+/// Whether the worker that owns `name` (a folder or lock file) still lives.
+fn owner_lives(work_dir: &Path, name: &str) -> bool {
+    let Some(owner) = name.get(..OWNER_LEN) else { return false };
+    let Ok(file) = File::open(lock_file(work_dir, owner)) else { return false };
+    Flock::lock(file, FlockArg::LockSharedNonblock).is_err()
+}
+
 /// Kills agents a previous worker left under `work_dir` and removes their folders; returns how many were killed.
 pub async fn reap(work_dir: &Path) -> usize {
     let work_dir = work_dir.to_path_buf();
@@ -32,7 +69,15 @@ fn reap_blocking(work_dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(work_dir) else { return 0 };
     let mut killed = 0;
     for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if owner_lives(work_dir, &name) {
+            continue;
+        }
         let folder = entry.path();
+        if name.ends_with(".lock") {
+            let _ = std::fs::remove_file(&folder);
+            continue;
+        }
         let record = std::fs::read_to_string(folder.join(PGID_FILE)).unwrap_or_default();
         let mut fields = record.split_whitespace();
         let pgid = fields.next().and_then(|pgid| pgid.parse::<i32>().ok());
@@ -81,7 +126,27 @@ mod tests {
         std::fs::create_dir_all(&stale).unwrap();
         record(&stale, bystander.id(), &hive_shared::ids::AttemptId::new().to_string()).await;
 
+        // A live worker's folder, its agent running: left alone, however the
+        // record reads. A gone worker's lock file: removed.
+        let live_owner = hive_shared::ids::WorkerId::new().to_string();
+        let _hold = hold(work.path(), &live_owner).unwrap();
+        let busy_attempt = hive_shared::ids::AttemptId::new().to_string();
+        let mut busy = std::process::Command::new("sleep");
+        busy.arg("1007.4680").env("HIVE_ATTEMPT_ID", &busy_attempt);
+        std::os::unix::process::CommandExt::process_group(&mut busy, 0);
+        let mut busy = busy.spawn().unwrap();
+        let busy_folder = work.path().join(format!("{live_owner}-1"));
+        std::fs::create_dir_all(&busy_folder).unwrap();
+        record(&busy_folder, busy.id(), &busy_attempt).await;
+        let gone_owner = hive_shared::ids::WorkerId::new().to_string();
+        drop(hold(work.path(), &gone_owner).unwrap());
+
         assert_eq!(reap(work.path()).await, 1);
+        assert!(busy.try_wait().unwrap().is_none(), "a live worker's agent must survive");
+        assert!(busy_folder.exists(), "a live worker's folder stays");
+        assert!(!work.path().join(format!("{gone_owner}.lock")).exists(), "a gone worker's lock file goes");
+        busy.kill().unwrap();
+        busy.wait().unwrap();
         let status = orphan.wait().unwrap();
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
         assert!(bystander.try_wait().unwrap().is_none(), "an unrelated process must survive");

@@ -49,7 +49,7 @@ impl Folders {
 
     fn take(&self, attempt: AttemptId) -> PathBuf {
         if self.keep {
-            return self.root.join(attempt.to_string());
+            return self.root.join(format!("{}-{attempt}", self.owner));
         }
         if let Some(folder) = self.free.lock().ok().and_then(|mut free| free.pop()) {
             return folder;
@@ -201,12 +201,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn kept_folders_are_named_after_their_attempt_and_stay() {
+    async fn kept_folders_are_named_after_their_worker_and_attempt_and_stay() {
         let root = tempfile::tempdir().unwrap();
         let folders = Folders::new(root.path().to_path_buf(), "w".into(), true);
         let attempt = AttemptId::new();
         let scratch = Scratch::create(&folders, attempt, Some("p"), vec![input()]).await.unwrap();
-        assert_eq!(scratch.dir, root.path().join(attempt.to_string()));
+        assert_eq!(scratch.dir, root.path().join(format!("w-{attempt}")));
         let dir = scratch.dir.clone();
         scratch.finish(&folders).await;
         assert!(dir.join("prompt.txt").exists() && dir.join("input.json").exists());
