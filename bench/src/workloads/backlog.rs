@@ -1,6 +1,7 @@
 //! backlog: claim latency with a small and a huge queue. The queue is filled
 //! in one SQL statement (N ready tasks), then one client claims one task per
-//! call, `claims` times, timing each Claim round trip; p50/p99 per size.
+//! call, `claims` times, timing each Claim round trip (the queue is topped
+//! up, untimed, after every half-queue of claims); p50/p99 per size.
 
 use std::time::{Duration, Instant};
 
@@ -22,14 +23,7 @@ pub async fn run(db: &Database, binaries: &Binaries, sizes: &[usize], claims: us
         let dir = db.dir.join(format!("backlog-{size}"));
         std::fs::create_dir_all(&dir)?;
         let loading = Instant::now();
-        sqlx::query(
-            "with swarm as (insert into swarms (id, name) values (gen_random_uuid(), 'backlog') returning id)
-             insert into tasks (id, swarm_id, agent, prompt, status, max_attempts)
-             select gen_random_uuid(), swarm.id, 'noop', 'x', 'ready', 4 from swarm, generate_series(1, $1)",
-        )
-        .bind(i64::try_from(size)?)
-        .execute(&pool)
-        .await?;
+        fill(&pool, size).await?;
         sqlx::query("vacuum analyze tasks").execute(&pool).await?;
         let load_s = loading.elapsed().as_secs_f64();
 
@@ -45,7 +39,12 @@ pub async fn run(db: &Database, binaries: &Binaries, sizes: &[usize], claims: us
         };
         client.register(registration).await?;
         let mut millis = Vec::with_capacity(claims);
-        for _ in 0..claims.min(size) {
+        // Every half-queue of claims the queue is topped back up, untimed, so
+        // it never falls below half its size and each size gets `claims` samples.
+        for claim in 0..claims {
+            if claim > 0 && claim % (size / 2).max(1) == 0 {
+                fill(&pool, (size / 2).max(1)).await?;
+            }
             let request = pb::ClaimRequest {
                 worker_id: worker_id.clone(),
                 max_tasks: 1,
@@ -71,5 +70,18 @@ pub async fn run(db: &Database, binaries: &Binaries, sizes: &[usize], claims: us
         );
         hive.stop().await;
     }
+    Ok(())
+}
+
+/// Adds `n` ready no-op tasks in one statement.
+async fn fill(pool: &sqlx::PgPool, n: usize) -> anyhow::Result<()> {
+    sqlx::query(
+        "with swarm as (insert into swarms (id, name) values (gen_random_uuid(), 'backlog') returning id)
+         insert into tasks (id, swarm_id, agent, prompt, status, max_attempts)
+         select gen_random_uuid(), swarm.id, 'noop', 'x', 'ready', 4 from swarm, generate_series(1, $1)",
+    )
+    .bind(i64::try_from(n)?)
+    .execute(pool)
+    .await?;
     Ok(())
 }
