@@ -34,13 +34,14 @@ def main(path):
         for peer, value in sorted(p99.items()):
             if peer != "hive":
                 print(f"ratio workload=latency_p99 {peer}/hive={value / p99['hive']:.2f} (hive {p99['hive']:.2f} ms, {peer} {value:.2f} ms)")
-    spawn = [row for row in rows if row.get("workload") == "spawn" and row.get("peer") == "hive"]
     ceiling = [row for row in rows if row.get("limit") == "spawn" and row.get("parallel") == "16" and row.get("cmd") == "/bin/true"]
-    if spawn and "share_of_ceiling" in spawn[-1]:
-        print(f"ratio workload=spawn hive/xargs_ceiling_same_moment={spawn[-1]['share_of_ceiling']}")
-    if spawn and ceiling:
-        share = float(spawn[-1]["jobs_per_s"]) / float(ceiling[-1]["spawns_per_s"])
-        print(f"ratio workload=spawn hive/xargs_ceiling_limits_sh={share:.2f}")
+    for variant in ("hive", "hive-batched"):
+        spawn = [row for row in rows if row.get("workload") == "spawn" and row.get("peer") == variant]
+        if spawn and "share_of_ceiling" in spawn[-1]:
+            print(f"ratio workload=spawn {variant}/xargs_ceiling_same_moment={spawn[-1]['share_of_ceiling']}")
+        if spawn and ceiling:
+            share = float(spawn[-1]["jobs_per_s"]) / float(ceiling[-1]["spawns_per_s"])
+            print(f"ratio workload=spawn {variant}/xargs_ceiling_limits_sh={share:.2f}")
 
 
 if __name__ == "__main__":

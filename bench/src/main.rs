@@ -47,6 +47,9 @@ struct Cli {
     /// Fleet workload: how long to measure.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     fleet_measure: Duration,
+    /// Spawn workload: the prefetch of each variant (0: claim free slots only).
+    #[arg(long, default_value = "0,16", value_delimiter = ',')]
+    spawn_prefetch: Vec<u32>,
     /// Drain workload: the prefetch of each variant (0: claim free slots only).
     #[arg(long, default_value = "0,500", value_delimiter = ',')]
     drain_prefetch: Vec<u32>,
@@ -86,7 +89,10 @@ async fn run(cli: &Cli, db: &Database, binaries: &Binaries) -> anyhow::Result<()
             "latency" => {
                 workloads::latency::run(db, binaries, cli.rate, cli.duration, cli.procs, cli.concurrency).await?
             }
-            "spawn" => workloads::spawn::run(db, binaries, cli.spawn_n, cli.procs, cli.concurrency).await?,
+            "spawn" => {
+                workloads::spawn::run(db, binaries, cli.spawn_n, cli.procs, cli.concurrency, &cli.spawn_prefetch)
+                    .await?
+            }
             "logs" => workloads::logs::run(db, binaries, cli.logs_tasks, cli.procs, 4).await?,
             "backlog" => workloads::backlog::run(db, binaries, &cli.backlog_sizes, cli.backlog_claims).await?,
             "fleet" => {

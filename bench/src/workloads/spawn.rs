@@ -14,25 +14,49 @@ use crate::stats::emit;
 /// `/bin/true` as an agent; the prompt goes in the environment, so there is no stdin pipe to write.
 const TRUE_AGENT: &str = "[agents.true]\ncommand = [\"/bin/true\"]\nprompt = \"env\"\n";
 
-/// Runs the workload and prints its line.
+/// Runs the workload once per prefetch and prints a line each: by default
+/// claiming only free slots (`peer=hive`) and holding 16 more tasks per
+/// worker (`peer=hive-batched`), as the drain workload does.
 ///
 /// # Errors
 /// When a part fails to start.
-pub async fn run(db: &Database, binaries: &Binaries, n: usize, procs: usize, concurrency: usize) -> anyhow::Result<()> {
-    let (url, pool) = db.fresh("bench_spawn").await?;
-    let dir = db.dir.join("spawn");
+pub async fn run(
+    db: &Database,
+    binaries: &Binaries,
+    n: usize,
+    procs: usize,
+    concurrency: usize,
+    prefetches: &[u32],
+) -> anyhow::Result<()> {
+    for prefetch in prefetches {
+        variant(db, binaries, n, procs, concurrency, *prefetch).await?;
+    }
+    Ok(())
+}
+
+async fn variant(
+    db: &Database,
+    binaries: &Binaries,
+    n: usize,
+    procs: usize,
+    concurrency: usize,
+    prefetch: u32,
+) -> anyhow::Result<()> {
+    let name = if prefetch == 0 { "hive" } else { "hive-batched" };
+    let (url, pool) = db.fresh(&format!("bench_spawn_{prefetch}")).await?;
+    let dir = db.dir.join(format!("spawn-{prefetch}"));
     std::fs::create_dir_all(&dir)?;
     let mut hive = Hive::start(binaries, &url, &dir, &[]).await?;
     submit_bulk(&hive.url, "spawn", "true", n).await?;
     let ceiling = xargs_ceiling(n).await?;
     let go = Instant::now();
-    hive.start_workers(procs, concurrency, TRUE_AGENT)?;
+    hive.start_workers(procs, concurrency, &format!("prefetch = {prefetch}\n{TRUE_AGENT}"))?;
     let complete =
         wait_count(&pool, "select count(*) from tasks where status = 'succeeded'", i64::try_from(n)?, DEADLINE).await?;
     let wall_s = go.elapsed().as_secs_f64();
     let busy = busy_seconds(&pool).await?;
     emit(
-        "hive",
+        name,
         "spawn",
         &[
             ("n", n.to_string()),
@@ -44,7 +68,7 @@ pub async fn run(db: &Database, binaries: &Binaries, n: usize, procs: usize, con
             ("wall_from_go_s", format!("{wall_s:.3}")),
             ("procs", procs.to_string()),
             ("concurrency", concurrency.to_string()),
-            ("settings", "cmd=/bin/true".into()),
+            ("settings", format!("cmd=/bin/true,prefetch={prefetch}")),
         ],
     );
     hive.stop().await;
