@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
-use super::{DEADLINE, NOOP_AGENT, busy_seconds, submit_bulk};
-use crate::stack::{Binaries, Database, Hive, wait_count};
+use super::{DEADLINE, NOOP_AGENT, Variant, busy_seconds, submit_bulk};
+use crate::stack::{Binaries, Database, wait_count};
 use crate::stats::emit;
 
 /// Runs the workload once per prefetch; by default twice, as the peers do:
@@ -36,11 +36,7 @@ async fn variant(
     concurrency: usize,
     prefetch: u32,
 ) -> anyhow::Result<()> {
-    let name = if prefetch == 0 { "hive" } else { "hive-batched" };
-    let (url, pool) = db.fresh(&format!("bench_drain_{prefetch}")).await?;
-    let dir = db.dir.join(format!("drain-{prefetch}"));
-    std::fs::create_dir_all(&dir)?;
-    let mut hive = Hive::start(binaries, &url, &dir, &[]).await?;
+    let Variant { name, pool, mut hive } = Variant::start(db, binaries, "drain", prefetch).await?;
     let enqueue = Instant::now();
     submit_bulk(&hive.url, "drain", "noop", n).await?;
     let enqueue_s = enqueue.elapsed().as_secs_f64();

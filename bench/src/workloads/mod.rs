@@ -52,3 +52,34 @@ pub async fn busy_seconds(pool: &sqlx::PgPool) -> anyhow::Result<f64> {
 
 /// The longest any workload waits for its tasks.
 pub const DEADLINE: Duration = Duration::from_secs(90);
+
+/// One variant of a workload: its peer name (`hive` claims only free slots,
+/// `hive-batched` also prefetches), and its own database and coordinator.
+pub struct Variant {
+    /// `hive` or `hive-batched`.
+    pub name: &'static str,
+    /// The variant's database.
+    pub pool: sqlx::PgPool,
+    /// Its coordinator (workers are started by the workload).
+    pub hive: crate::stack::Hive,
+}
+
+impl Variant {
+    /// A fresh database `bench_<workload>_<prefetch>` and a coordinator on it.
+    ///
+    /// # Errors
+    /// When a part fails to start.
+    pub async fn start(
+        db: &crate::stack::Database,
+        binaries: &crate::stack::Binaries,
+        workload: &str,
+        prefetch: u32,
+    ) -> anyhow::Result<Self> {
+        let name = if prefetch == 0 { "hive" } else { "hive-batched" };
+        let (url, pool) = db.fresh(&format!("bench_{workload}_{prefetch}")).await?;
+        let dir = db.dir.join(format!("{workload}-{prefetch}"));
+        std::fs::create_dir_all(&dir)?;
+        let hive = crate::stack::Hive::start(binaries, &url, &dir, &[]).await?;
+        Ok(Self { name, pool, hive })
+    }
+}

@@ -7,8 +7,8 @@
 
 use std::time::Instant;
 
-use super::{DEADLINE, busy_seconds, submit_bulk};
-use crate::stack::{Binaries, Database, Hive, wait_count};
+use super::{DEADLINE, Variant, busy_seconds, submit_bulk};
+use crate::stack::{Binaries, Database, wait_count};
 use crate::stats::emit;
 
 /// `/bin/true` as an agent; the prompt goes in the environment, so there is no stdin pipe to write.
@@ -42,11 +42,7 @@ async fn variant(
     concurrency: usize,
     prefetch: u32,
 ) -> anyhow::Result<()> {
-    let name = if prefetch == 0 { "hive" } else { "hive-batched" };
-    let (url, pool) = db.fresh(&format!("bench_spawn_{prefetch}")).await?;
-    let dir = db.dir.join(format!("spawn-{prefetch}"));
-    std::fs::create_dir_all(&dir)?;
-    let mut hive = Hive::start(binaries, &url, &dir, &[]).await?;
+    let Variant { name, pool, mut hive } = Variant::start(db, binaries, "spawn", prefetch).await?;
     submit_bulk(&hive.url, "spawn", "true", n).await?;
     let ceiling = xargs_ceiling(n).await?;
     let go = Instant::now();

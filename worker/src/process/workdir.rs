@@ -13,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hive_shared::convert::JsonObject;
 use hive_shared::ids::AttemptId;
@@ -38,13 +39,13 @@ pub struct Folders {
     owner: String,
     keep: bool,
     free: Mutex<Vec<PathBuf>>,
-    made: Mutex<usize>,
+    made: AtomicUsize,
 }
 
 impl Folders {
     /// Folders of worker `owner` under `root`; with `keep`, one per attempt, never emptied.
     pub fn new(root: PathBuf, owner: String, keep: bool) -> Self {
-        Self { root, owner, keep, free: Mutex::default(), made: Mutex::default() }
+        Self { root, owner, keep, free: Mutex::default(), made: AtomicUsize::new(0) }
     }
 
     fn take(&self, attempt: AttemptId) -> PathBuf {
@@ -54,8 +55,7 @@ impl Folders {
         if let Some(folder) = self.free.lock().ok().and_then(|mut free| free.pop()) {
             return folder;
         }
-        let mut made = self.made.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *made += 1;
+        let made = self.made.fetch_add(1, Ordering::Relaxed) + 1;
         self.root.join(format!("{}-{made}", self.owner))
     }
 
