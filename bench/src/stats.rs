@@ -15,6 +15,14 @@ pub fn monotonic_ns() -> i64 {
         .map_or(0, |now| now.tv_sec() * 1_000_000_000 + now.tv_nsec())
 }
 
+/// CLOCK_REALTIME minus CLOCK_MONOTONIC, in nanoseconds: moves a wall-clock
+/// time (PostgreSQL's `now()`) onto the monotonic timeline.
+pub fn realtime_offset_ns() -> i64 {
+    let realtime = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
+        .map_or(0, |now| now.tv_sec() * 1_000_000_000 + now.tv_nsec());
+    realtime - monotonic_ns()
+}
+
 /// Prints one result line: `peer=PEER workload=NAME key=value …`.
 pub fn emit(peer: &str, workload: &str, fields: &[(&str, String)]) {
     let mut line = format!("peer={peer} workload={workload}");

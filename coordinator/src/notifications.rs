@@ -1,7 +1,9 @@
 //! PostgreSQL notifications, fanned out in memory. One tokio-postgres
 //! connection per coordinator LISTENs on two channels:
 //!
-//! - `hive_task_ready`: tasks became ready; wakes every waiting claim.
+//! - `hive_task_ready`: tasks became ready; wakes the longest-waiting claim,
+//!   which passes the wake-up on while due tasks remain (a relay: see
+//!   [`Notifications::wake_claims`]).
 //! - `hive_worker_commands` (payload: a worker id): a worker has new commands
 //!   (a cancel, drain, stop); the session holding that worker's heartbeat
 //!   stream pushes them at once, whichever coordinator wrote them.
@@ -10,6 +12,7 @@
 //! the connection was down are lost (heartbeat replies carry the same
 //! commands, so none is lost for good).
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -29,6 +32,11 @@ const NOTICE_BUFFER: usize = 1024;
 #[derive(Debug)]
 pub struct Notifications {
     ready: Notify,
+    /// Counts wake-ups started by [`Notifications::wake_claims`]: a claim
+    /// woken twice in one round has seen the relay go all the way round.
+    round: AtomicU64,
+    /// Claims waiting now.
+    waiting: AtomicUsize,
     commands: broadcast::Sender<Notice>,
 }
 
@@ -43,7 +51,12 @@ pub enum Notice {
 
 impl Default for Notifications {
     fn default() -> Self {
-        Self { ready: Notify::new(), commands: broadcast::channel(NOTICE_BUFFER).0 }
+        Self {
+            ready: Notify::new(),
+            round: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+            commands: broadcast::channel(NOTICE_BUFFER).0,
+        }
     }
 }
 
@@ -53,9 +66,35 @@ impl Notifications {
         self.ready.notified()
     }
 
-    /// Wakes every waiting claim.
+    /// Counts a claim as waiting until the guard drops.
+    pub fn waiting(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        Waiting(&self.waiting)
+    }
+
+    /// How many claims wait now.
+    pub fn claims_waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// The current round of wake-ups.
+    pub fn round(&self) -> u64 {
+        self.round.load(Ordering::Acquire)
+    }
+
+    /// Tasks became ready: starts a round by waking the longest-waiting
+    /// claim (or the next to wait, when none does). The woken claim claims,
+    /// then passes the wake-up on ([`Self::pass`]) if due tasks remain, so a
+    /// single ready task costs one claim statement instead of one per
+    /// waiting worker, and a burst still reaches as many claims as it needs.
     pub fn wake_claims(&self) {
-        self.ready.notify_waiters();
+        self.round.fetch_add(1, Ordering::AcqRel);
+        self.ready.notify_one();
+    }
+
+    /// Passes a wake-up on to the next waiting claim.
+    pub fn pass(&self) {
+        self.ready.notify_one();
     }
 
     /// Subscribes to command notices.
@@ -69,8 +108,19 @@ impl Notifications {
     }
 
     fn wake_everyone(&self) {
-        self.wake_claims();
+        self.round.fetch_add(1, Ordering::AcqRel);
+        self.ready.notify_waiters();
         self.notice(Notice::Everyone);
+    }
+}
+
+/// A waiting claim, counted until dropped.
+#[derive(Debug)]
+pub struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{DEADLINE, NOOP_AGENT, Variant, busy_seconds, submit_bulk};
+use super::{DEADLINE, NOOP_AGENT, Variant, Wal, busy_seconds, submit_bulk};
 use crate::stack::{Binaries, Database, wait_count};
 use crate::stats::emit;
 
@@ -41,6 +41,7 @@ async fn variant(
     submit_bulk(&hive.url, "drain", "noop", n).await?;
     let enqueue_s = enqueue.elapsed().as_secs_f64();
     sqlx::query("checkpoint").execute(&pool).await?;
+    let wal = Wal::read(&pool).await?;
 
     let go = Instant::now();
     hive.start_workers(procs, concurrency, &format!("prefetch = {prefetch}\n{NOOP_AGENT}"))?;
@@ -50,6 +51,7 @@ async fn variant(
     let done: i64 =
         sqlx::query_scalar("select count(*) from tasks where status = 'succeeded'").fetch_one(&pool).await?;
     let drain_s = busy_seconds(&pool).await?;
+    let wal = wal.per_job(&pool, n).await?;
     emit(
         name,
         "drain",
@@ -63,8 +65,11 @@ async fn variant(
             ("enqueue_jobs_per_s", format!("{:.1}", n as f64 / enqueue_s)),
             ("procs", procs.to_string()),
             ("concurrency", concurrency.to_string()),
-            ("settings", format!("executor=builtin-noop,prefetch={prefetch}")),
-        ],
+        ]
+        .into_iter()
+        .chain(wal)
+        .chain([("settings", format!("executor=builtin-noop,prefetch={prefetch}"))])
+        .collect::<Vec<_>>(),
     );
     hive.stop().await;
     Ok(())

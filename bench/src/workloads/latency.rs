@@ -2,6 +2,12 @@
 //! task at a time at `rate` per second for `duration`, each its own
 //! transaction. Latency = the agent's start − the moment the submit call
 //! returned (commit acknowledged), both on CLOCK_MONOTONIC.
+//!
+//! The line also splits that time in two legs at the claim transaction's
+//! start (its `now()`, moved onto the monotonic clock): `to_claim` (the
+//! wake-up; negative when the claim began before the submit's reply reached
+//! the producer) and `claim_to_start` (the claim statement, its commit, the
+//! reply to the worker and the agent's start).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +18,7 @@ use tokio::task::JoinSet;
 
 use super::{DEADLINE, NOOP_AGENT, admin};
 use crate::stack::{Binaries, Database, Hive, wait_count};
-use crate::stats::{emit, monotonic_ns, percentile};
+use crate::stats::{emit, monotonic_ns, percentile, realtime_offset_ns};
 
 /// Tasks run first and left out of the figures.
 const WARM_UP: usize = 50;
@@ -62,17 +68,28 @@ pub async fn run(
     let expected = i64::try_from(WARM_UP + total)?;
     wait_count(&pool, "select count(*) from tasks where status = 'succeeded'", expected, DEADLINE).await?;
 
-    let starts: Vec<(String, i64)> =
-        sqlx::query_as("select id::text, (result->>'started_ns')::int8 from tasks where result ? 'started_ns'")
-            .fetch_all(&pool)
-            .await?;
-    let starts: std::collections::HashMap<String, i64> = starts.into_iter().collect();
+    // Per task: its claim's start (wall clock, ns) and its agent's start (monotonic ns).
+    let starts: Vec<(String, f64, i64)> = sqlx::query_as(
+        "select t.id::text, extract(epoch from a.started_at)::float8 * 1e9, (t.result->>'started_ns')::int8
+         from tasks t join attempts a on a.id = t.current_attempt where t.result ? 'started_ns'",
+    )
+    .fetch_all(&pool)
+    .await?;
+    let offset = realtime_offset_ns() as f64;
+    let starts: std::collections::HashMap<String, (f64, i64)> =
+        starts.into_iter().map(|(id, claimed, started)| (id, (claimed - offset, started))).collect();
     let sent = sent.lock().await;
-    let mut millis: Vec<f64> = sent
-        .iter()
-        .filter_map(|(id, committed)| starts.get(id).map(|start| (start - committed) as f64 / 1e6))
-        .collect();
-    millis.sort_by(f64::total_cmp);
+    let (mut millis, mut to_claim, mut claim_to_start) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, committed) in sent.iter() {
+        if let Some((claimed, started)) = starts.get(id) {
+            millis.push((started - committed) as f64 / 1e6);
+            to_claim.push((claimed - *committed as f64) / 1e6);
+            claim_to_start.push((*started as f64 - claimed) / 1e6);
+        }
+    }
+    for values in [&mut millis, &mut to_claim, &mut claim_to_start] {
+        values.sort_by(f64::total_cmp);
+    }
     let missing = sent.len() - millis.len();
     let mean = millis.iter().sum::<f64>() / millis.len().max(1) as f64;
     emit(
@@ -88,6 +105,10 @@ pub async fn run(
             ("p99_ms", format!("{:.2}", percentile(&millis, 99.0))),
             ("max_ms", format!("{:.2}", millis.last().copied().unwrap_or(f64::NAN))),
             ("mean_ms", format!("{mean:.2}")),
+            ("to_claim_p50_ms", format!("{:.2}", percentile(&to_claim, 50.0))),
+            ("to_claim_p99_ms", format!("{:.2}", percentile(&to_claim, 99.0))),
+            ("claim_to_start_p50_ms", format!("{:.2}", percentile(&claim_to_start, 50.0))),
+            ("claim_to_start_p99_ms", format!("{:.2}", percentile(&claim_to_start, 99.0))),
             ("achieved_rate", format!("{achieved:.1}")),
             ("procs", procs.to_string()),
             ("concurrency", concurrency.to_string()),

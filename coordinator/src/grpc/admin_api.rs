@@ -201,7 +201,8 @@ impl AdminService for AdminApi {
             }
         }
         let swarms = progress.into_iter().map(convert::swarm).collect();
-        Ok(Response::new(pb::GetStatsResponse { totals: Some(totals), swarms }))
+        let claims_waiting = u32::try_from(self.app.notifications.claims_waiting()).unwrap_or(u32::MAX);
+        Ok(Response::new(pb::GetStatsResponse { totals: Some(totals), swarms, claims_waiting }))
     }
 
     async fn set_swarm_budget(

@@ -1,6 +1,13 @@
 //! Handing out work: long-poll claims that wait for a wake-up (LISTEN/NOTIFY,
 //! see `notifications`, or the coordinator's one periodic look for due tasks,
 //! `maintenance::due_tasks`) rather than each polling, and the retry policy.
+//!
+//! A wake-up goes to one waiting claim, which passes it on after claiming
+//! while due tasks remain — a full batch, or tasks its worker cannot take —
+//! and stops once it comes back round. Waking every waiting claim had cost
+//! three claim statements per task with two workers idle
+//! (`hive-bench --workloads latency --log-statements durations`), and would
+//! cost one per idle worker in a fleet.
 
 pub mod policy;
 
@@ -57,6 +64,8 @@ pub async fn claim(
     let scope = db::claims::ClaimScope { worker: request.worker.0, agents: &request.agents };
     let deadline = Instant::now() + request.wait.min(config.claims.max_wait);
     let mut checked_worker = false;
+    // The round of the wake-up being answered, and the last one answered.
+    let (mut woken_in, mut answered) = (None, None);
     loop {
         // Registered before the query, so a notification that lands between
         // the query and the wait is not missed.
@@ -66,6 +75,13 @@ pub async fn claim(
 
         let mut claimed = db::claims::claim(pool, scope, limit, timing).await?;
         claim_locked(pool, scope, limit, timing, &mut claimed).await?;
+        if let Some(round) = woken_in.take() {
+            if answered != Some(round) {
+                // Beside the reply, not before it: the worker gets its tasks first.
+                tokio::spawn(relay(pool.clone(), Arc::clone(notifications), claimed.len() as i64 >= limit));
+            }
+            answered = Some(round);
+        }
         if !claimed.is_empty() {
             return Ok(claimed);
         }
@@ -79,11 +95,21 @@ pub async fn claim(
         if now >= deadline || shutdown.is_cancelled() {
             return Ok(Vec::new());
         }
+        let _waiting = notifications.waiting();
         tokio::select! {
-            () = &mut woken => {}
+            () = &mut woken => woken_in = Some(notifications.round()),
             () = tokio::time::sleep_until(deadline) => {}
             () = shutdown.cancelled() => return Ok(Vec::new()),
         }
+    }
+}
+
+/// Passes a wake-up on when tasks may remain for other claims: after a full
+/// batch, or while any due task is left (one for agents this worker lacks).
+/// A failed look passes it on too: the next claim's own query tells.
+async fn relay(pool: PgPool, notifications: Arc<Notifications>, full: bool) {
+    if full || db::claims::any_due(&pool).await.unwrap_or(true) {
+        notifications.pass();
     }
 }
 
