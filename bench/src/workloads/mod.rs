@@ -50,41 +50,32 @@ pub async fn busy_seconds(pool: &sqlx::PgPool) -> anyhow::Result<f64> {
     Ok(seconds.unwrap_or(f64::NAN))
 }
 
-/// PostgreSQL's WAL counters (`pg_stat_wal`), cluster-wide: what a workload
-/// cost the database in writes, steadier from run to run than time.
-#[derive(Debug, Clone, Copy)]
-pub struct Wal {
-    /// WAL records.
-    pub records: i64,
-    /// Full-page images (first touch of a page after a checkpoint).
-    pub fpi: i64,
-    /// Bytes.
-    pub bytes: f64,
-}
+/// A point in PostgreSQL's write-ahead log: what a workload cost the
+/// database in writes, steadier from run to run than time. (From the WAL
+/// position, which is exact; `pg_stat_wal`'s counters reach the view up to
+/// seconds late, after a sub-second drain had ended.)
+#[derive(Debug, Clone)]
+pub struct Wal(String);
 
 impl Wal {
-    /// The counters now.
+    /// The position now.
     ///
     /// # Errors
     /// Database failures.
     pub async fn read(pool: &sqlx::PgPool) -> anyhow::Result<Self> {
-        let (records, fpi, bytes): (i64, i64, f64) =
-            sqlx::query_as("select wal_records, wal_fpi, wal_bytes::float8 from pg_stat_wal").fetch_one(pool).await?;
-        Ok(Self { records, fpi, bytes })
+        Ok(Self(sqlx::query_scalar("select pg_current_wal_lsn()::text").fetch_one(pool).await?))
     }
 
-    /// Fields for a workload's line: the WAL written since `self`, per job.
+    /// The field for a workload's line: WAL bytes written since `self`, per job.
     ///
     /// # Errors
     /// Database failures.
-    pub async fn per_job(self, pool: &sqlx::PgPool, jobs: usize) -> anyhow::Result<[(&'static str, String); 3]> {
-        let now = Self::read(pool).await?;
-        let jobs = jobs.max(1) as f64;
-        Ok([
-            ("wal_records_per_job", format!("{:.2}", (now.records - self.records) as f64 / jobs)),
-            ("wal_fpi_per_job", format!("{:.3}", (now.fpi - self.fpi) as f64 / jobs)),
-            ("wal_bytes_per_job", format!("{:.0}", (now.bytes - self.bytes) / jobs)),
-        ])
+    pub async fn per_job(self, pool: &sqlx::PgPool, jobs: usize) -> anyhow::Result<[(&'static str, String); 1]> {
+        let bytes: f64 = sqlx::query_scalar("select pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8")
+            .bind(self.0)
+            .fetch_one(pool)
+            .await?;
+        Ok([("wal_bytes_per_job", format!("{:.0}", bytes / jobs.max(1) as f64))])
     }
 }
 
