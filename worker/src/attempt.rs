@@ -1,6 +1,6 @@
 //! One claimed task from start to report: prepare its scratch folder, run
-//! its agent, free the slot, make sure its output is stored, queue its
-//! outcome, clean up.
+//! its agent, make sure its output is stored, queue its outcome, free the
+//! slot, clean up.
 
 use std::sync::Arc;
 
@@ -81,8 +81,8 @@ async fn execute(context: Arc<Context>, assignment: pb::Assignment, start: Start
         return;
     };
     if agent.builtin == Some(Builtin::Noop) {
-        drop(slot);
         queue(&context, outcome::noop(&ids)).await;
+        drop(slot);
         return;
     }
     let prompt_file = (agent.prompt == PromptMode::File).then_some(assignment.prompt.as_str());
@@ -122,7 +122,6 @@ async fn execute(context: Arc<Context>, assignment: pb::Assignment, start: Start
         on_spawn: &on_spawn,
     };
     let finished = supervise::run(run, sink.clone(), &cancel).await;
-    drop(slot);
     match &finished.exit {
         Exit::Code(0) => info!("agent succeeded"),
         exit => warn!(?exit, "agent did not succeed"),
@@ -139,6 +138,11 @@ async fn execute(context: Arc<Context>, assignment: pb::Assignment, start: Start
             context.held.release(attempt);
         }
     }
+    // The slot frees once the outcome is on its way, not when the agent
+    // exits: freed earlier, it let the worker claim and start more tasks
+    // while outcomes — and the costs a swarm's budget is checked against —
+    // were still being stored (a one-slot worker overshot a budget by four tasks).
+    drop(slot);
     scratch.finish(&context.folders).await;
 }
 

@@ -73,12 +73,18 @@ pub async fn run(db: &Database, binaries: &Binaries, sizes: &[usize], claims: us
     Ok(())
 }
 
-/// Adds `n` ready no-op tasks in one statement.
+/// Adds `n` ready no-op tasks in one statement, with ids laid out as Hive's
+/// submit makes them (UUIDv7: the millisecond, then a count), so the queue
+/// sits in the table and its indexes in submission order, as a real backlog
+/// does. (Random ids had scattered a 1M queue's claims over every heap page.)
 async fn fill(pool: &sqlx::PgPool, n: usize) -> anyhow::Result<()> {
     sqlx::query(
         "with swarm as (insert into swarms (id, name) values (gen_random_uuid(), 'backlog') returning id)
          insert into tasks (id, swarm_id, agent, prompt, status, max_attempts)
-         select gen_random_uuid(), swarm.id, 'noop', 'x', 'ready', 4 from swarm, generate_series(1, $1)",
+         select (lpad(to_hex((extract(epoch from now()) * 1000)::int8), 12, '0') || '7'
+                 || substr(lpad(to_hex(i), 18, '0'), 1, 3) || '8' || substr(lpad(to_hex(i), 18, '0'), 4))::uuid,
+                swarm.id, 'noop', 'x', 'ready', 4
+         from swarm, generate_series(1, $1) as i",
     )
     .bind(i64::try_from(n)?)
     .execute(pool)

@@ -41,6 +41,11 @@ pub struct ClaimedTask {
     pub inputs: Option<Json>,
     /// Session to resume, under the resume policy.
     pub resume_session: Option<String>,
+    /// Whether a ready task that takes locks was due when this task was
+    /// claimed (the same for every task of one [`claim`]; false from
+    /// [`claim_locked`]): a claim that fell short looks for lock candidates
+    /// only then, without another round trip first.
+    pub lock_tasks_due: bool,
 }
 
 /// Lease and deadline settings for a claim.
@@ -127,7 +132,10 @@ pub async fn claim(
                (case when c.resume_sessions then
                    (select a.session_id from attempts a
                     where a.task_id = c.id and a.session_id is not null order by a.number desc limit 1)
-                end) as resume_session
+                end) as resume_session,
+               -- Uncorrelated: evaluated once per statement.
+               (select exists(select 1 from tasks l where l.status = 'ready' and l.has_locks and l.run_after <= now()))
+                   as "lock_tasks_due!"
         from claimed c
         order by c.priority desc, c.id
         "#,
@@ -182,7 +190,8 @@ pub async fn claim_locked(
                (case when c.resume_sessions then
                    (select a.session_id from attempts a
                     where a.task_id = c.id and a.session_id is not null order by a.number desc limit 1)
-                end) as resume_session
+                end) as resume_session,
+               false as "lock_tasks_due!"
         from claimed c
         "#,
         worker,
@@ -274,8 +283,10 @@ pub async fn any_due(executor: impl PgExecutor<'_>) -> sqlx::Result<bool> {
     .await
 }
 
-/// Whether any ready task takes locks (a walk of `tasks_claim_locked_idx`
-/// that stops at the first entry): claims look for lock candidates only then.
+/// Whether any ready task that takes locks is due (a walk of
+/// `tasks_claim_locked_idx` that stops at the first entry): a claim that got
+/// nothing looks for lock candidates only then (one that got tasks has the
+/// answer in [`ClaimedTask::lock_tasks_due`]).
 pub async fn any_lock_candidates(executor: impl PgExecutor<'_>) -> sqlx::Result<bool> {
     sqlx::query_scalar!(
         r#"select exists(select 1 from tasks where status = 'ready' and has_locks and run_after <= now()) as "any!""#

@@ -123,8 +123,16 @@ async fn claim_locked(
     claimed: &mut Vec<db::claims::ClaimedTask>,
 ) -> Result<()> {
     // One cheap look first, instead of a transaction per claim (three round
-    // trips before the claimed tasks could go back to the worker).
-    if (claimed.len() as i64) >= limit || !db::claims::any_lock_candidates(pool).await? {
+    // trips before the claimed tasks could go back to the worker); the claim
+    // statement itself answered it when it claimed anything.
+    if (claimed.len() as i64) >= limit {
+        return Ok(());
+    }
+    let due = match claimed.first() {
+        Some(task) => task.lock_tasks_due,
+        None => db::claims::any_lock_candidates(pool).await?,
+    };
+    if !due {
         return Ok(());
     }
     while (claimed.len() as i64) < limit {
