@@ -24,16 +24,9 @@ def best(rows, workload, key, pick):
 
 def main(path):
     rows = parse(path)
-    drain = best(rows, "drain", "jobs_per_s", max)
-    p99 = best(rows, "latency", "p99_ms", min)
-    if "hive" in drain:
-        for peer, rate in sorted(drain.items()):
-            if peer != "hive":
-                print(f"ratio workload=drain hive/{peer}={drain['hive'] / rate:.2f} (hive {drain['hive']:.0f}/s, {peer} {rate:.0f}/s)")
-    if "hive" in p99:
-        for peer, value in sorted(p99.items()):
-            if peer != "hive":
-                print(f"ratio workload=latency_p99 {peer}/hive={value / p99['hive']:.2f} (hive {p99['hive']:.2f} ms, {peer} {value:.2f} ms)")
+    # Hive runs before the peers and (WITH_PEERS) again after them: one set of ratios per Hive run.
+    for phase in ("before", "after"):
+        ratios(rows, phase)
     ceiling = [row for row in rows if row.get("limit") == "spawn" and row.get("parallel") == "16" and row.get("cmd") == "/bin/true"]
     for variant in ("hive", "hive-batched"):
         spawn = [row for row in rows if row.get("workload") == "spawn" and row.get("peer") == variant]
@@ -42,6 +35,21 @@ def main(path):
         if spawn and ceiling:
             share = float(spawn[-1]["jobs_per_s"]) / float(ceiling[-1]["spawns_per_s"])
             print(f"ratio workload=spawn {variant}/xargs_ceiling_limits_sh={share:.2f}")
+
+
+def ratios(rows, phase):
+    """Drain and latency ratios of one Hive run (`phase`: before or after the peers) to each peer."""
+    rows = [row for row in rows if not row.get("peer", "").startswith("hive") or row.get("phase", "before") == phase]
+    drain = best(rows, "drain", "jobs_per_s", max)
+    p99 = best(rows, "latency", "p99_ms", min)
+    if "hive" in drain:
+        for peer, rate in sorted(drain.items()):
+            if peer != "hive":
+                print(f"ratio workload=drain hive/{peer}={drain['hive'] / rate:.2f} (hive {drain['hive']:.0f}/s {phase} the peers, {peer} {rate:.0f}/s)")
+    if "hive" in p99:
+        for peer, value in sorted(p99.items()):
+            if peer != "hive":
+                print(f"ratio workload=latency_p99 {peer}/hive={value / p99['hive']:.2f} (hive {p99['hive']:.2f} ms {phase} the peers, {peer} {value:.2f} ms)")
 
 
 if __name__ == "__main__":
