@@ -72,12 +72,17 @@ impl TestCoordinator {
         coordinator
     }
 
-    /// A connected WorkerService client.
+    /// A connected WorkerService client, with the worker's message limits.
     ///
     /// # Panics
     /// When the coordinator cannot be reached.
     pub async fn worker_client(&self) -> WorkerServiceClient<Channel> {
-        WorkerServiceClient::connect(self.url.clone()).await.expect("connect a worker client")
+        let limit = hive_worker::connection::MAX_MESSAGE;
+        WorkerServiceClient::connect(self.url.clone())
+            .await
+            .expect("connect a worker client")
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
     }
 
     /// A connected AdminService client.

@@ -66,11 +66,23 @@ pub struct ClaimScope<'a> {
     pub worker: Uuid,
     /// Only these agents (a subset of those the worker offers); empty means all.
     pub agents: &'a [String],
+    /// Most bytes of prompts and JSON (input, build result, feedback) one
+    /// claim hands out, so its reply fits in one gRPC message; the first task
+    /// is always taken.
+    pub max_bytes: i64,
 }
 
-/// Claims up to `limit` ready tasks that take no locks, in one statement:
-/// highest priority first, then oldest, walking `tasks_claim_idx`; rows
-/// locked by another claimer are skipped, so no task is handed out twice.
+/// The bytes [`ClaimScope::max_bytes`] counts for one claimed task.
+pub fn payload_bytes(task: &ClaimedTask) -> i64 {
+    let json = |value: &Option<Json>| value.as_ref().map_or(0, |value| value.to_string().len());
+    let bytes = task.prompt.len() + json(&task.input) + json(&task.build_result) + json(&task.feedback);
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
+/// Claims up to `limit` ready tasks that take no locks (and no more than
+/// fit in `scope.max_bytes`), in one statement: highest priority first, then
+/// oldest, walking `tasks_claim_idx`; rows locked by another claimer are
+/// skipped, so no task is handed out twice.
 /// Honours the worker's agents and labels and the swarm's budget. Each
 /// claimed task gets a new attempt, a lease, and a deadline.
 pub async fn claim(
@@ -85,7 +97,10 @@ pub async fn claim(
         with offered as (
             select agents, labels from workers where id = $1
         ), picked as (
-            select t.id
+            select t.id, t.priority,
+                   octet_length(case when t.stage = 'validate' then coalesce(t.validate_prompt, '') else t.prompt end)
+                   + coalesce(octet_length(t.input::text), 0) + coalesce(octet_length(t.build_result::text), 0)
+                   + coalesce(octet_length(t.feedback::text), 0) as bytes
             from tasks t
             where t.status = 'ready'
               and not t.has_locks
@@ -102,6 +117,11 @@ pub async fn claim(
             order by t.priority desc, t.id
             limit $2
             for update of t skip locked
+        ), fitting as (
+            -- As many as fit in $7 bytes, in claim order, and always the first:
+            -- the rest stay ready (locked only until this statement commits).
+            select id from (select id, bytes, sum(bytes) over (order by priority desc, id) as running from picked) p
+            where running <= $7 or running = bytes
         ), claimed as (
             update tasks t
             set status = 'running',
@@ -114,7 +134,7 @@ pub async fn claim(
                 updated_at = now()
             -- By id, so even a generic plan (which guesses a tenth of the
             -- queue for the limit) looks the picked rows up in the primary key.
-            where t.id = any(array(select id from picked))
+            where t.id = any(array(select id from fitting))
             returning t.id, t.current_attempt, t.attempts, t.agent, t.prompt, t.input, t.timeout_ms, t.lease_expires_at,
                       t.swarm_id, t.priority, t.stage, t.round, t.build_result, t.feedback, t.validate_agent,
                       t.validate_prompt, t.resume_sessions
@@ -145,6 +165,7 @@ pub async fn claim(
         timing.max_runtime_seconds,
         timing.deadline_grace_seconds,
         scope.agents,
+        scope.max_bytes,
     )
     .fetch_all(executor)
     .await

@@ -61,7 +61,10 @@ pub async fn claim(
         max_runtime_seconds: db::seconds(config.tasks.max_runtime),
         deadline_grace_seconds: db::seconds(config.leases.ttl),
     };
-    let scope = db::claims::ClaimScope { worker: request.worker.0, agents: &request.agents };
+    // Half the message limit: room for what the estimate leaves out
+    // (dependencies' results, the encoding's own overhead).
+    let max_bytes = i64::try_from(config.limits.max_message_size.as_u64() / 2).unwrap_or(i64::MAX);
+    let scope = db::claims::ClaimScope { worker: request.worker.0, agents: &request.agents, max_bytes };
     let deadline = Instant::now() + request.wait.min(config.claims.max_wait);
     let mut checked_worker = false;
     // The round of the wake-up being answered, and the last one answered.
@@ -125,7 +128,8 @@ async fn claim_locked(
     // One cheap look first, instead of a transaction per claim (three round
     // trips before the claimed tasks could go back to the worker); the claim
     // statement itself answered it when it claimed anything.
-    if (claimed.len() as i64) >= limit {
+    let mut bytes: i64 = claimed.iter().map(db::claims::payload_bytes).sum();
+    if (claimed.len() as i64) >= limit || bytes >= scope.max_bytes {
         return Ok(());
     }
     let due = match claimed.first() {
@@ -135,7 +139,7 @@ async fn claim_locked(
     if !due {
         return Ok(());
     }
-    while (claimed.len() as i64) < limit {
+    while (claimed.len() as i64) < limit && bytes < scope.max_bytes {
         let mut tx = pool.begin().await?;
         let Some(candidate) = db::claims::next_lock_candidate(&mut tx, scope).await? else { return Ok(()) };
         let attempt = uuid::Uuid::new_v4();
@@ -146,6 +150,7 @@ async fn claim_locked(
         }
         let one = db::claims::claim_locked(&mut tx, scope.worker, candidate.id, attempt, timing).await?;
         tx.commit().await?;
+        bytes += one.iter().map(db::claims::payload_bytes).sum::<i64>();
         claimed.extend(one);
     }
     Ok(())
