@@ -80,18 +80,27 @@ async fn main() -> anyhow::Result<()> {
     result
 }
 
+impl Cli {
+    fn shape(&self, n: usize, prefetch: u32) -> workloads::Shape {
+        workloads::Shape { n, procs: self.procs, concurrency: self.concurrency, prefetch }
+    }
+}
+
 async fn run(cli: &Cli, db: &Database, binaries: &Binaries) -> anyhow::Result<()> {
     for workload in &cli.workloads {
         match workload.as_str() {
             "drain" => {
-                workloads::drain::run(db, binaries, cli.n, cli.procs, cli.concurrency, &cli.drain_prefetch).await?
+                for &prefetch in &cli.drain_prefetch {
+                    workloads::drain::run(db, binaries, cli.shape(cli.n, prefetch)).await?;
+                }
             }
             "latency" => {
                 workloads::latency::run(db, binaries, cli.rate, cli.duration, cli.procs, cli.concurrency).await?
             }
             "spawn" => {
-                workloads::spawn::run(db, binaries, cli.spawn_n, cli.procs, cli.concurrency, &cli.spawn_prefetch)
-                    .await?
+                for &prefetch in &cli.spawn_prefetch {
+                    workloads::spawn::run(db, binaries, cli.shape(cli.spawn_n, prefetch)).await?;
+                }
             }
             "logs" => workloads::logs::run(db, binaries, cli.logs_tasks, cli.procs, 4).await?,
             "backlog" => workloads::backlog::run(db, binaries, &cli.backlog_sizes, cli.backlog_claims).await?,

@@ -4,38 +4,18 @@
 
 use std::time::Instant;
 
-use super::{DEADLINE, NOOP_AGENT, Variant, Wal, busy_seconds, submit_bulk};
+use super::{DEADLINE, NOOP_AGENT, Shape, Variant, Wal, busy_seconds, submit_bulk};
 use crate::stack::{Binaries, Database, wait_count};
 use crate::stats::emit;
 
-/// Runs the workload once per prefetch; by default twice, as the peers do:
-/// claiming only free slots (`peer=hive`), and claiming up to 500 more to
-/// hold locally (`peer=hive-batched`, like graphile-worker's `localQueue`).
+/// Runs one variant and prints its line. `hive-bench` runs two by default, as
+/// the peers do: claiming only free slots (`peer=hive`), and claiming up to
+/// 500 more to hold locally (`peer=hive-batched`, like graphile-worker's `localQueue`).
 ///
 /// # Errors
 /// When a part fails to start.
-pub async fn run(
-    db: &Database,
-    binaries: &Binaries,
-    n: usize,
-    procs: usize,
-    concurrency: usize,
-    prefetches: &[u32],
-) -> anyhow::Result<()> {
-    for prefetch in prefetches {
-        variant(db, binaries, n, procs, concurrency, *prefetch).await?;
-    }
-    Ok(())
-}
-
-async fn variant(
-    db: &Database,
-    binaries: &Binaries,
-    n: usize,
-    procs: usize,
-    concurrency: usize,
-    prefetch: u32,
-) -> anyhow::Result<()> {
+pub async fn run(db: &Database, binaries: &Binaries, shape: Shape) -> anyhow::Result<()> {
+    let Shape { n, procs, concurrency, prefetch } = shape;
     let Variant { name, pool, mut hive } = Variant::start(db, binaries, "drain", prefetch).await?;
     let enqueue = Instant::now();
     submit_bulk(&hive.url, "drain", "noop", n).await?;

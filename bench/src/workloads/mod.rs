@@ -82,6 +82,20 @@ impl Wal {
 /// The longest any workload waits for its tasks.
 pub const DEADLINE: Duration = Duration::from_secs(90);
 
+/// The size of one run of a queue workload (drain, spawn): tasks, worker
+/// processes × slots, and how many tasks each worker may hold beyond its slots.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Tasks submitted.
+    pub n: usize,
+    /// Worker processes.
+    pub procs: usize,
+    /// Slots per worker.
+    pub concurrency: usize,
+    /// Tasks a worker claims beyond its free slots (0: `peer=hive`; more: `peer=hive-batched`).
+    pub prefetch: u32,
+}
+
 /// One variant of a workload: its peer name (`hive` claims only free slots,
 /// `hive-batched` also prefetches), and its own database and coordinator.
 pub struct Variant {

@@ -7,41 +7,21 @@
 
 use std::time::Instant;
 
-use super::{DEADLINE, Variant, busy_seconds, submit_bulk};
+use super::{DEADLINE, Shape, Variant, busy_seconds, submit_bulk};
 use crate::stack::{Binaries, Database, wait_count};
 use crate::stats::emit;
 
 /// `/bin/true` as an agent; the prompt goes in the environment, so there is no stdin pipe to write.
 const TRUE_AGENT: &str = "[agents.true]\ncommand = [\"/bin/true\"]\nprompt = \"env\"\n";
 
-/// Runs the workload once per prefetch and prints a line each: by default
+/// Runs one variant and prints its line. `hive-bench` runs two by default:
 /// claiming only free slots (`peer=hive`) and holding 16 more tasks per
 /// worker (`peer=hive-batched`), as the drain workload does.
 ///
 /// # Errors
 /// When a part fails to start.
-pub async fn run(
-    db: &Database,
-    binaries: &Binaries,
-    n: usize,
-    procs: usize,
-    concurrency: usize,
-    prefetches: &[u32],
-) -> anyhow::Result<()> {
-    for prefetch in prefetches {
-        variant(db, binaries, n, procs, concurrency, *prefetch).await?;
-    }
-    Ok(())
-}
-
-async fn variant(
-    db: &Database,
-    binaries: &Binaries,
-    n: usize,
-    procs: usize,
-    concurrency: usize,
-    prefetch: u32,
-) -> anyhow::Result<()> {
+pub async fn run(db: &Database, binaries: &Binaries, shape: Shape) -> anyhow::Result<()> {
+    let Shape { n, procs, concurrency, prefetch } = shape;
     let Variant { name, pool, mut hive } = Variant::start(db, binaries, "spawn", prefetch).await?;
     submit_bulk(&hive.url, "spawn", "true", n).await?;
     let ceiling = xargs_ceiling(n).await?;

@@ -128,8 +128,7 @@ async fn claim_locked(
     // One cheap look first, instead of a transaction per claim (three round
     // trips before the claimed tasks could go back to the worker); the claim
     // statement itself answered it when it claimed anything.
-    let mut bytes: i64 = claimed.iter().map(db::claims::payload_bytes).sum();
-    if (claimed.len() as i64) >= limit || bytes >= scope.max_bytes {
+    if (claimed.len() as i64) >= limit {
         return Ok(());
     }
     let due = match claimed.first() {
@@ -139,6 +138,8 @@ async fn claim_locked(
     if !due {
         return Ok(());
     }
+    // Counted only now, when lock-taking tasks may join the batch.
+    let mut bytes: i64 = claimed.iter().map(db::claims::payload_bytes).sum();
     while (claimed.len() as i64) < limit && bytes < scope.max_bytes {
         let mut tx = pool.begin().await?;
         let Some(candidate) = db::claims::next_lock_candidate(&mut tx, scope).await? else { return Ok(()) };

@@ -99,9 +99,7 @@ impl Scratch {
             .map_err(std::io::Error::other)
             .and_then(|written| written);
         match written {
-            Ok(files) => {
-                Ok(Self { result_file: dir.join("result.json"), prompt_file: dir.join("prompt.txt"), files, dir })
-            }
+            Ok(files) => Ok(Self { files, ..Self::empty(dir) }),
             Err(err) => {
                 Self::empty(dir).finish(folders).await;
                 Err(err)
