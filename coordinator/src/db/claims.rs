@@ -84,7 +84,9 @@ pub fn payload_bytes(task: &ClaimedTask) -> i64 {
 /// oldest, walking `tasks_claim_idx`; rows locked by another claimer are
 /// skipped, so no task is handed out twice.
 /// Honours the worker's agents and labels and the swarm's budget. Each
-/// claimed task gets a new attempt, a lease, and a deadline.
+/// claimed task gets a new attempt, a lease, and a deadline; the attempt
+/// lives on the task row until it ends, when its `attempts` row is written
+/// (see `outcomes`).
 pub async fn claim(
     executor: impl PgExecutor<'_>,
     scope: ClaimScope<'_>,
@@ -131,6 +133,7 @@ pub async fn claim(
                 lease_expires_at = now() + make_interval(secs => $3),
                 attempt_deadline = now() + make_interval(secs => coalesce(t.timeout_ms::float8 / 1000.0, $4) + $5),
                 started_at = coalesce(t.started_at, now()),
+                attempt_started_at = now(),
                 updated_at = now()
             -- By id, so even a generic plan (which guesses a tenth of the
             -- queue for the limit) looks the picked rows up in the primary key.
@@ -138,9 +141,6 @@ pub async fn claim(
             returning t.id, t.current_attempt, t.attempts, t.agent, t.prompt, t.input, t.timeout_ms, t.lease_expires_at,
                       t.swarm_id, t.priority, t.stage, t.round, t.build_result, t.feedback, t.validate_agent,
                       t.validate_prompt, t.resume_sessions
-        ), recorded as (
-            insert into attempts (id, task_id, number, worker_id, stage)
-            select current_attempt, id, attempts, $1, stage from claimed
         )
         select c.id as "id!", c.current_attempt as "attempt_id!", c.attempts as "attempt!",
                (case when c.stage = 'validate' then c.validate_agent else c.agent end) as "agent!",
@@ -192,14 +192,12 @@ pub async fn claim_locked(
                 lease_expires_at = now() + make_interval(secs => $4),
                 attempt_deadline = now() + make_interval(secs => coalesce(t.timeout_ms::float8 / 1000.0, $5) + $6),
                 started_at = coalesce(t.started_at, now()),
+                attempt_started_at = now(),
                 updated_at = now()
             where t.id = $2 and t.status = 'ready'
             returning t.id, t.current_attempt, t.attempts, t.agent, t.prompt, t.input, t.timeout_ms, t.lease_expires_at,
                       t.swarm_id, t.priority, t.stage, t.round, t.build_result, t.feedback, t.validate_agent,
                       t.validate_prompt, t.resume_sessions
-        ), recorded as (
-            insert into attempts (id, task_id, number, worker_id, stage)
-            select current_attempt, id, attempts, $1, stage from claimed
         )
         select c.id as "id!", c.current_attempt as "attempt_id!", c.attempts as "attempt!",
                (case when c.stage = 'validate' then c.validate_agent else c.agent end) as "agent!",

@@ -23,9 +23,9 @@ pub async fn lock_unheld(
         select t.id, t.current_attempt as "attempt_id!", t.status as "status: TaskStatus", t.failures,
                t.max_attempts, t.backoff_initial_ms, t.backoff_max_ms, t.backoff_multiplier,
                false as "lease_expired!"
-        from tasks t join attempts a on a.id = t.current_attempt
+        from tasks t
         where t.worker_id = $1 and t.lease_expires_at is not null and t.current_attempt <> all($2)
-          and a.started_at < now() - make_interval(secs => $3)
+          and t.attempt_started_at < now() - make_interval(secs => $3)
         for update of t skip locked
         "#,
         worker,

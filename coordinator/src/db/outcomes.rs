@@ -2,8 +2,9 @@
 //! plain tasks; a few for tasks with a validator stage), failures and other
 //! stops (fates), and what follows in the graph — dependents unblocked when
 //! their last dependency succeeds, cancelled when one dies, put back when it
-//! is retried. Every path also records usage, charges the swarm's budget and
-//! releases the attempt's locks.
+//! is retried. Every path writes the attempt's row in `attempts` (its only
+//! write: a running attempt lives on its task row), records usage, charges
+//! the swarm's budget and releases the attempt's locks.
 
 use serde_json::Value as Json;
 use sqlx::{PgConnection, PgExecutor};
@@ -59,24 +60,23 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
                 output_tokens = t.output_tokens + coalesce(r.output_tokens, 0),
                 cost = t.cost + coalesce(r.cost, 0)
             from reported r
-            -- Driven by the reported ids, whatever the statistics say: with stale
-            -- ones (every task was 'ready' at the last analyze) the planner walked
-            -- all running tasks once per reported row. The row lock re-checks
-            -- the fence on the latest row version.
-            cross join lateral (
-                select c.id from tasks c
-                where c.id = r.task_id and c.current_attempt = r.attempt_id and c.status in ('running', 'cancelling')
-                  and c.validate_agent is null
-                for update
-            ) current
-            where t.id = current.id
-            returning t.id, t.swarm_id, r.attempt_id, r.session_id, r.input_tokens, r.output_tokens, r.cost
+            -- Driven by the reported ids (a nested loop over the primary key,
+            -- rows locked in id order), the fence in the update's own filter:
+            -- a row changed meanwhile is re-checked in its latest version
+            -- (READ COMMITTED), so no separate row lock is taken (each one
+            -- wrote a WAL record).
+            where t.id = r.task_id and t.current_attempt = r.attempt_id and t.status in ('running', 'cancelling')
+              and t.validate_agent is null
+            -- The attempt's number, worker, stage and start are not changed by this update.
+            returning t.id, t.swarm_id, r.attempt_id, t.attempts, t.worker_id, t.stage,
+                      coalesce(t.attempt_started_at, t.started_at) as attempt_started_at,
+                      r.session_id, r.input_tokens, r.output_tokens, r.cost
         ), finished as (
-            update attempts a
-            set outcome = 'succeeded', finished_at = now(), session_id = d.session_id,
-                input_tokens = d.input_tokens, output_tokens = d.output_tokens, cost = d.cost
-            -- By id (see below), whatever plan the size of attempts suggested when it was made.
-            from done d where a.id = d.attempt_id and a.id = any(array(select attempt_id from done))
+            insert into attempts (id, task_id, number, worker_id, stage, started_at, finished_at, outcome, session_id,
+                                  input_tokens, output_tokens, cost)
+            select d.attempt_id, d.id, d.attempts, d.worker_id, d.stage, d.attempt_started_at, now(), 'succeeded',
+                   d.session_id, d.input_tokens, d.output_tokens, d.cost
+            from done d
         ), unblocked as (
             update tasks t
             set waiting_on = t.waiting_on - n.count,
@@ -109,14 +109,20 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
     Ok(Completed { recorded: row.recorded, newly_ready: row.newly_ready })
 }
 
-/// The recorded outcome of each given attempt that exists.
+/// The recorded outcome of each given attempt (of the task paired with it) that ended.
 pub async fn attempt_outcomes(
     executor: impl PgExecutor<'_>,
+    task_ids: &[Uuid],
     attempt_ids: &[Uuid],
 ) -> sqlx::Result<Vec<(Uuid, AttemptOutcome)>> {
     let rows = sqlx::query!(
-        r#"select id, outcome as "outcome: AttemptOutcome" from attempts where id = any($1)"#,
-        attempt_ids
+        r#"
+        select a.id, a.outcome as "outcome: AttemptOutcome"
+        from unnest($1::uuid[], $2::uuid[]) as r(task_id, attempt_id)
+        join attempts a on a.task_id = r.task_id and a.id = r.attempt_id
+        "#,
+        task_ids,
+        attempt_ids,
     )
     .fetch_all(executor)
     .await?;
@@ -176,10 +182,11 @@ pub async fn record_stage_attempt(conn: &mut PgConnection, reports: &Reports, in
     sqlx::query!(
         r#"
         with attempt as (
-            update attempts
-            set outcome = 'succeeded', finished_at = now(), result = $3, session_id = $4,
-                input_tokens = $5, output_tokens = $6, cost = $7
-            where id = $2
+            insert into attempts (id, task_id, number, worker_id, stage, started_at, finished_at, outcome, result,
+                                  session_id, input_tokens, output_tokens, cost)
+            select current_attempt, id, attempts, worker_id, stage, coalesce(attempt_started_at, started_at), now(),
+                   'succeeded', $3, $4, $5, $6, $7
+            from tasks where id = $1 and current_attempt = $2
         ), task as (
             update tasks
             set input_tokens = input_tokens + coalesce($5, 0), output_tokens = output_tokens + coalesce($6, 0),
@@ -355,10 +362,12 @@ pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result
                 as d(task_id, attempt_id, status, counted, delay, error, exit_code, signal, outcome, session_id,
                      input_tokens, output_tokens, cost)
         ), attempts_done as (
-            update attempts a
-            set outcome = d.outcome, finished_at = now(), error = d.error, exit_code = d.exit_code, signal = d.signal,
-                session_id = d.session_id, input_tokens = d.input_tokens, output_tokens = d.output_tokens, cost = d.cost
-            from decided d where a.id = d.attempt_id
+            -- Reads the task rows as they were before `moved` (one snapshot for the statement).
+            insert into attempts (id, task_id, number, worker_id, stage, started_at, finished_at, outcome, error,
+                                  exit_code, signal, session_id, input_tokens, output_tokens, cost)
+            select d.attempt_id, t.id, t.attempts, t.worker_id, t.stage, coalesce(t.attempt_started_at, t.started_at),
+                   now(), d.outcome, d.error, d.exit_code, d.signal, d.session_id, d.input_tokens, d.output_tokens, d.cost
+            from decided d join tasks t on t.id = d.task_id and t.current_attempt = d.attempt_id
         ), charged as (
             update swarms s set spent = s.spent + x.cost
             from (select t.swarm_id, sum(coalesce(d.cost, 0)) as cost

@@ -367,14 +367,25 @@ pub struct AttemptRow {
     pub cost: Option<f64>,
 }
 
-/// A task's attempts, oldest first.
+/// A task's attempts, oldest first: those that ended (from `attempts`) and
+/// the running one (from the task row, where it lives until it ends).
 pub async fn attempts_of(executor: impl PgExecutor<'_>, task: Uuid) -> sqlx::Result<Vec<AttemptRow>> {
     sqlx::query_as!(
         AttemptRow,
         r#"
-        select id, number, worker_id, started_at, finished_at, outcome as "outcome: AttemptOutcome",
-               exit_code, signal, error, stage, result, session_id, input_tokens, output_tokens, cost
-        from attempts where task_id = $1 order by number
+        select id as "id!", number as "number!", worker_id as "worker_id!", started_at as "started_at!", finished_at,
+               outcome as "outcome!: AttemptOutcome", exit_code, signal, error, stage as "stage!", result, session_id,
+               input_tokens, output_tokens, cost
+        from (
+            select id, number, worker_id, started_at, finished_at, outcome, exit_code, signal, error, stage, result,
+                   session_id, input_tokens, output_tokens, cost
+            from attempts where task_id = $1
+            union all
+            select current_attempt, attempts, worker_id, coalesce(attempt_started_at, started_at), null,
+                   'running'::attempt_outcome, null, null, null, stage, null, null, null, null, null
+            from tasks where id = $1 and status in ('running', 'cancelling')
+        ) a
+        order by number
         "#,
         task
     )

@@ -311,11 +311,12 @@ async fn acks_for(
     already: &[AttemptOutcome],
 ) -> Result<Vec<Ack>> {
     let recorded: HashSet<Uuid> = recorded.iter().copied().collect();
-    let missing: Vec<Uuid> = attempt_ids.iter().copied().filter(|attempt| !recorded.contains(attempt)).collect();
+    let (missing_tasks, missing): (Vec<Uuid>, Vec<Uuid>) =
+        task_ids.iter().zip(attempt_ids).filter(|(_, attempt)| !recorded.contains(attempt)).unzip();
     let earlier: HashMap<Uuid, AttemptOutcome> = if missing.is_empty() {
         HashMap::new()
     } else {
-        db::outcomes::attempt_outcomes(pool, &missing).await?.into_iter().collect()
+        db::outcomes::attempt_outcomes(pool, &missing_tasks, &missing).await?.into_iter().collect()
     };
     let acks = task_ids
         .iter()
