@@ -215,23 +215,39 @@ fn spawn(mut command: Command, log: &Path) -> anyhow::Result<Child> {
     command.spawn().with_context(|| format!("start {:?}", command.as_std().get_program()))
 }
 
-/// Waits until `sql` (a count) reaches `target`, polling every 100 ms;
-/// returns false at the deadline. Figures come from the database's own
-/// timestamps, so the poll interval only decides when the wait notices the
-/// end, and a slow poll keeps the measurement from loading the database.
+/// Waits until no task is left to run — none ready, none leased — then
+/// counts the successes: whether `target` tasks succeeded before `deadline`.
+///
+/// The look walks the two partial indexes of unfinished tasks and stops at
+/// the first live entry, so polling every 20 ms costs the database next to
+/// nothing (counting the succeeded tasks every 100 ms had cost 5 % of its CPU
+/// in a 100,000-task drain, `pg_stat_statements`). Figures come from the
+/// database's own timestamps; the poll decides only when the wait notices the end.
 ///
 /// # Errors
 /// Database failures.
-pub async fn wait_count(pool: &PgPool, sql: &'static str, target: i64, deadline: Duration) -> anyhow::Result<bool> {
+pub async fn wait_succeeded(pool: &PgPool, target: i64, deadline: Duration) -> anyhow::Result<bool> {
     let until = Instant::now() + deadline;
-    loop {
-        let count: i64 = sqlx::query_scalar(sql).fetch_one(pool).await?;
-        if count >= target {
-            return Ok(true);
-        }
-        if Instant::now() > until {
-            return Ok(false);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    while unfinished(pool).await? && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let succeeded: i64 =
+        sqlx::query_scalar("select count(*) from tasks where status = 'succeeded'").fetch_one(pool).await?;
+    Ok(succeeded >= target)
+}
+
+/// Whether any task is ready or leased, from the partial indexes alone (with
+/// statistics from a full queue, the planner would rather scan the table).
+async fn unfinished(pool: &PgPool) -> anyhow::Result<bool> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("set local enable_seqscan = off").execute(&mut *tx).await?;
+    let unfinished: bool = sqlx::query_scalar(
+        "select exists(select 1 from tasks where status = 'ready' and not has_locks)
+             or exists(select 1 from tasks where status = 'ready' and has_locks)
+             or exists(select 1 from tasks where lease_expires_at is not null)",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(unfinished)
 }

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::{DEADLINE, NOOP_AGENT, Shape, Variant, Wal, busy_seconds, submit_bulk};
-use crate::stack::{Binaries, Database, wait_count};
+use crate::stack::{Binaries, Database, wait_succeeded};
 use crate::stats::emit;
 
 /// Runs one variant and prints its line. `hive-bench` runs two by default, as
@@ -26,7 +26,7 @@ pub async fn run(db: &Database, binaries: &Binaries, shape: Shape) -> anyhow::Re
     let go = Instant::now();
     hive.start_workers(procs, concurrency, &format!("prefetch = {prefetch}\n{NOOP_AGENT}"))?;
     let target = i64::try_from(n)?;
-    let complete = wait_count(&pool, "select count(*) from tasks where status = 'succeeded'", target, DEADLINE).await?;
+    let complete = wait_succeeded(&pool, target, DEADLINE).await?;
     let wall_from_go_s = go.elapsed().as_secs_f64();
     let done: i64 =
         sqlx::query_scalar("select count(*) from tasks where status = 'succeeded'").fetch_one(&pool).await?;

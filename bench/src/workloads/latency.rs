@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
 use super::{DEADLINE, NOOP_AGENT, admin};
-use crate::stack::{Binaries, Database, Hive, wait_count};
+use crate::stack::{Binaries, Database, Hive, wait_succeeded};
 use crate::stats::{emit, monotonic_ns, percentile, realtime_offset_ns};
 
 /// Tasks run first and left out of the figures.
@@ -44,7 +44,7 @@ pub async fn run(
     for _ in 0..WARM_UP {
         submit_one(&client).await?;
     }
-    wait_count(&pool, "select count(*) from tasks where status = 'succeeded'", WARM_UP as i64, DEADLINE).await?;
+    wait_succeeded(&pool, WARM_UP as i64, DEADLINE).await?;
 
     let sent: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
     let total = (f64::from(rate) * duration.as_secs_f64()) as usize;
@@ -66,7 +66,7 @@ pub async fn run(
     }
     let achieved = total as f64 / started.elapsed().as_secs_f64();
     let expected = i64::try_from(WARM_UP + total)?;
-    wait_count(&pool, "select count(*) from tasks where status = 'succeeded'", expected, DEADLINE).await?;
+    wait_succeeded(&pool, expected, DEADLINE).await?;
 
     // Per task: its claim's start (wall clock, ns) and its agent's start (monotonic ns).
     let starts: Vec<(String, f64, i64)> = sqlx::query_as(

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::{DEADLINE, busy_seconds, submit_bulk};
-use crate::stack::{Binaries, Database, Hive, wait_count};
+use crate::stack::{Binaries, Database, Hive, wait_succeeded};
 use crate::stats::emit;
 
 /// Output per task: the coordinator's default per-task cap, so nothing is cut.
@@ -32,9 +32,7 @@ pub async fn run(
     submit_bulk(&hive.url, "logs", "chatty", tasks).await?;
     let go = Instant::now();
     hive.start_workers(procs, concurrency, &agent)?;
-    let complete =
-        wait_count(&pool, "select count(*) from tasks where status = 'succeeded'", i64::try_from(tasks)?, DEADLINE)
-            .await?;
+    let complete = wait_succeeded(&pool, i64::try_from(tasks)?, DEADLINE).await?;
     let wall_s = go.elapsed().as_secs_f64();
     let busy = busy_seconds(&pool).await?;
     let stored: i64 =

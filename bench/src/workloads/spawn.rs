@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use super::{DEADLINE, Shape, Variant, busy_seconds, submit_bulk};
-use crate::stack::{Binaries, Database, wait_count};
+use crate::stack::{Binaries, Database, wait_succeeded};
 use crate::stats::emit;
 
 /// `/bin/true` as an agent; the prompt goes in the environment, so there is no stdin pipe to write.
@@ -27,8 +27,7 @@ pub async fn run(db: &Database, binaries: &Binaries, shape: Shape) -> anyhow::Re
     let ceiling = xargs_ceiling(n).await?;
     let go = Instant::now();
     hive.start_workers(procs, concurrency, &format!("prefetch = {prefetch}\n{TRUE_AGENT}"))?;
-    let complete =
-        wait_count(&pool, "select count(*) from tasks where status = 'succeeded'", i64::try_from(n)?, DEADLINE).await?;
+    let complete = wait_succeeded(&pool, i64::try_from(n)?, DEADLINE).await?;
     let wall_s = go.elapsed().as_secs_f64();
     let busy = busy_seconds(&pool).await?;
     emit(
