@@ -50,12 +50,15 @@ pub enum StatementLog {
     Durations,
     /// The plan of every statement over 3 ms, with actual times and buffers (auto_explain).
     Plans,
+    /// Each statement's totals (`pg_stat_statements`: time, calls, rows, WAL),
+    /// printed to stderr after each workload variant.
+    Totals,
 }
 
 impl StatementLog {
     fn settings(self) -> &'static [&'static str] {
         match self {
-            Self::Off => &[],
+            Self::Off | Self::Totals => &[],
             Self::Durations => &["log_min_duration_statement = 0"],
             Self::Plans => &[
                 "session_preload_libraries = 'auto_explain'",
@@ -86,8 +89,41 @@ impl Database {
         std::fs::create_dir_all(dir)?;
         // The server may run as an unprivileged user: it must reach its folder.
         std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-        let server = LocalPostgres::start(&dir.join("pg"), Durability::Durable).await?;
+        let mut server = LocalPostgres::start(&dir.join("pg"), Durability::Durable).await?;
+        if log == StatementLog::Totals {
+            let mut admin = PgConnection::connect(&server.url()).await?;
+            sqlx::raw_sql("alter system set shared_preload_libraries = 'pg_stat_statements'")
+                .execute(&mut admin)
+                .await?;
+            server.restart().await?;
+        }
         Ok(Self { server, log, dir: dir.to_path_buf() })
+    }
+
+    /// With [`StatementLog::Totals`], prints the statements that took the
+    /// most time in `pool`'s database since it was made, one line each.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn print_totals(&self, pool: &PgPool, label: &str) -> anyhow::Result<()> {
+        if self.log != StatementLog::Totals {
+            return Ok(());
+        }
+        let rows: Vec<(f64, i64, i64, i64, String)> = sqlx::query_as(
+            "select s.total_exec_time, s.calls, s.rows, s.wal_bytes::int8,
+                    left(regexp_replace(s.query, '\\s+', ' ', 'g'), 100)
+             from pg_stat_statements s join pg_database d on d.oid = s.dbid
+             where d.datname = current_database()
+             order by s.total_exec_time desc limit 12",
+        )
+        .fetch_all(pool)
+        .await?;
+        eprintln!("statements of {label}: total ms, calls, rows, µs per row, WAL bytes, text");
+        for (ms, calls, rows, wal, text) in rows {
+            let per_row = ms * 1000.0 / rows.max(1) as f64;
+            eprintln!("{ms:10.1} {calls:7} {rows:8} {per_row:8.1} {wal:11} {text}");
+        }
+        Ok(())
     }
 
     /// A fresh database, migrated, and its URL.
@@ -104,6 +140,9 @@ impl Database {
         }
         let url = self.server.url_for(name);
         let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&url).await?;
+        if self.log == StatementLog::Totals {
+            sqlx::raw_sql("create extension if not exists pg_stat_statements").execute(&pool).await?;
+        }
         // The coordinator applies them on start too; doing it here lets a
         // workload load tasks before the coordinator runs.
         hive_coordinator::MIGRATOR.run(&pool).await?;

@@ -116,7 +116,21 @@ impl LocalPostgres {
     /// # Errors
     /// When it does not come back.
     pub async fn crash_and_restart(&mut self) -> anyhow::Result<()> {
-        let _ = kill(Pid::from_raw(self.pid), Signal::SIGQUIT);
+        self.restart_after(Signal::SIGQUIT).await
+    }
+
+    /// Stops the server cleanly and starts it again on the same port, to
+    /// apply settings that take a restart (`alter system set
+    /// shared_preload_libraries`, say).
+    ///
+    /// # Errors
+    /// When it does not come back.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.restart_after(Signal::SIGINT).await
+    }
+
+    async fn restart_after(&mut self, signal: Signal) -> anyhow::Result<()> {
+        let _ = kill(Pid::from_raw(self.pid), signal);
         match self.child.take() {
             Some(mut child) => {
                 let _ = child.wait().await;

@@ -167,7 +167,7 @@ impl Default for LeaseConfig {
 
 impl Default for ClaimConfig {
     fn default() -> Self {
-        Self { max_batch: 256, max_wait: Duration::from_secs(60), recheck_interval: Duration::from_secs(5) }
+        Self { max_batch: 512, max_wait: Duration::from_secs(60), recheck_interval: Duration::from_secs(5) }
     }
 }
 

@@ -68,6 +68,7 @@ pub async fn run(db: &Database, binaries: &Binaries, sizes: &[usize], claims: us
                 ("load_s", format!("{load_s:.1}")),
             ],
         );
+        db.print_totals(&pool, &format!("backlog {size}")).await?;
         hive.stop().await;
     }
     Ok(())

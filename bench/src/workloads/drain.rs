@@ -51,6 +51,7 @@ pub async fn run(db: &Database, binaries: &Binaries, shape: Shape) -> anyhow::Re
         .chain([("settings", format!("executor=builtin-noop,prefetch={prefetch}"))])
         .collect::<Vec<_>>(),
     );
+    db.print_totals(&pool, &format!("drain {name}")).await?;
     hive.stop().await;
     Ok(())
 }

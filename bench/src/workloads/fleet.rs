@@ -84,6 +84,7 @@ pub async fn run(
             ("seconds", format!("{seconds:.1}")),
         ],
     );
+    db.print_totals(&pool, "fleet").await?;
     hive.stop().await;
     Ok(())
 }

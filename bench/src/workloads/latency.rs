@@ -115,6 +115,7 @@ pub async fn run(
             ("settings", "executor=builtin-noop".into()),
         ],
     );
+    db.print_totals(&pool, "latency").await?;
     hive.stop().await;
     Ok(())
 }

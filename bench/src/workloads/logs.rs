@@ -52,6 +52,7 @@ pub async fn run(
             ("concurrency", concurrency.to_string()),
         ],
     );
+    db.print_totals(&pool, "logs").await?;
     hive.stop().await;
     Ok(())
 }

@@ -46,6 +46,7 @@ pub async fn run(db: &Database, binaries: &Binaries, shape: Shape) -> anyhow::Re
             ("settings", format!("cmd=/bin/true,prefetch={prefetch}")),
         ],
     );
+    db.print_totals(&pool, &format!("spawn {name}")).await?;
     hive.stop().await;
     Ok(())
 }
