@@ -1,6 +1,7 @@
 //! The claim loop: whenever slots are free and the host is under its admission
 //! limits, long-poll Claim for as many tasks as there are free slots (for the
-//! agents whose memory estimate fits), and start an attempt for each.
+//! agents whose memory estimate fits), and start an attempt for each. A
+//! prefetching worker also refills its local queue before it runs dry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,13 +26,59 @@ const IN_FLIGHT_GRACE: Duration = Duration::from_secs(1);
 pub async fn run(context: Arc<Context>, attempts: TaskTracker, stop: CancellationToken) {
     let mut delays = connection::backoff();
     let mut queued = context.queued.subscribe();
+    // A prefetching worker refills its queue once it is down to a quarter,
+    // without slots and without waiting, so its slots do not idle for a
+    // claim's round trip each time the queue runs dry. A refill that finds
+    // nothing leaves the next claim to the empty queue (with slots, long-polling).
+    let prefetch = usize::try_from(context.config.prefetch).unwrap_or(usize::MAX);
+    let refill_below = prefetch / 4;
+    let mut dry = false;
     loop {
         // Prefetched tasks first: a claim long-polling on slots they wait for
         // would hold them back for up to `claim_wait`.
+        let mark = if dry { 0 } else { refill_below };
         tokio::select! {
-            idle = queued.wait_for(|count| *count == 0) => if idle.is_err() { return },
+            idle = queued.wait_for(|count| *count <= mark) => if idle.is_err() { return },
             () = stop.cancelled() => return,
         }
+        if stop.is_cancelled() {
+            return;
+        }
+        let waiting = *queued.borrow();
+        if waiting > 0 {
+            let Some(agents) = claimable_agents(&context) else {
+                dry = true;
+                continue;
+            };
+            let want = u32::try_from(prefetch - waiting).unwrap_or(u32::MAX);
+            let request = pb::ClaimRequest {
+                worker_id: context.worker_id.to_string(),
+                max_tasks: want,
+                wait: Some(duration(Duration::ZERO)),
+                agents,
+            };
+            match call(&context, request, &stop).await {
+                None => return,
+                Some(Ok(assignments)) => {
+                    delays = connection::backoff();
+                    dry = assignments.is_empty();
+                    for assignment in assignments {
+                        attempts.spawn(attempt::run(
+                            Arc::clone(&context),
+                            assignment,
+                            Start::Queued(Queued::new(&context)),
+                        ));
+                    }
+                }
+                Some(Err(status)) => {
+                    if !context.recover("claim", &status, &mut delays, &stop).await {
+                        return;
+                    }
+                }
+            }
+            continue;
+        }
+        dry = false;
         let first = tokio::select! {
             permit = Arc::clone(&context.slots).acquire_owned() => permit,
             () = stop.cancelled() => return,
@@ -41,16 +88,12 @@ pub async fn run(context: Arc<Context>, attempts: TaskTracker, stop: Cancellatio
         while let Ok(permit) = Arc::clone(&context.slots).try_acquire_owned() {
             permits.push(permit);
         }
-        let agents = match context.admissible_agents() {
-            None => Vec::new(),
-            Some(agents) if agents.is_empty() => {
-                drop(permits);
-                if !connection::pause(ADMISSION_RECHECK, &stop).await {
-                    return;
-                }
-                continue;
+        let Some(agents) = claimable_agents(&context) else {
+            drop(permits);
+            if !connection::pause(ADMISSION_RECHECK, &stop).await {
+                return;
             }
-            Some(agents) => agents,
+            continue;
         };
         let request = pb::ClaimRequest {
             worker_id: context.worker_id.to_string(),
@@ -58,26 +101,11 @@ pub async fn run(context: Arc<Context>, attempts: TaskTracker, stop: Cancellatio
             wait: Some(duration(context.config.claim_wait)),
             agents,
         };
-        let mut client = context.client.clone();
-        let call = client.claim(request);
-        tokio::pin!(call);
-        let result = tokio::select! {
-            result = &mut call => result,
-            // The claim may have committed with its reply on the way: give it a
-            // moment, so the tasks can be handed back rather than left leased.
-            () = stop.cancelled() => match tokio::time::timeout(IN_FLIGHT_GRACE, &mut call).await {
-                Ok(result) => result,
-                Err(_) => return,
-            },
-        };
-        match result {
-            Ok(response) if stop.is_cancelled() => {
-                hand_back(&context, response.into_inner().assignments).await;
-                return;
-            }
-            Ok(response) => {
+        match call(&context, request, &stop).await {
+            None => return,
+            Some(Ok(assignments)) => {
                 delays = connection::backoff();
-                for assignment in response.into_inner().assignments {
+                for assignment in assignments {
                     let start = match permits.pop() {
                         Some(slot) => Start::Slot(slot),
                         None => Start::Queued(Queued::new(&context)),
@@ -85,13 +113,52 @@ pub async fn run(context: Arc<Context>, attempts: TaskTracker, stop: Cancellatio
                     attempts.spawn(attempt::run(Arc::clone(&context), assignment, start));
                 }
             }
-            Err(status) => {
+            Some(Err(status)) => {
                 drop(permits);
                 if !context.recover("claim", &status, &mut delays, &stop).await {
                     return;
                 }
             }
         }
+    }
+}
+
+/// The agents a claim may ask for now (empty: every agent), or `None` while
+/// the host is over its admission limits.
+fn claimable_agents(context: &Context) -> Option<Vec<String>> {
+    match context.admissible_agents() {
+        None => Some(Vec::new()),
+        Some(agents) if agents.is_empty() => None,
+        Some(agents) => Some(agents),
+    }
+}
+
+/// Sends one Claim. `None` once `stop` is cancelled: whatever arrived
+/// meanwhile has been handed back.
+async fn call(
+    context: &Context,
+    request: pb::ClaimRequest,
+    stop: &CancellationToken,
+) -> Option<Result<Vec<pb::Assignment>, tonic::Status>> {
+    let mut client = context.client.clone();
+    let call = client.claim(request);
+    tokio::pin!(call);
+    let result = tokio::select! {
+        result = &mut call => result,
+        // The claim may have committed with its reply on the way: give it a
+        // moment, so the tasks can be handed back rather than left leased.
+        () = stop.cancelled() => match tokio::time::timeout(IN_FLIGHT_GRACE, &mut call).await {
+            Ok(result) => result,
+            Err(_) => return None,
+        },
+    };
+    match result {
+        Ok(response) if stop.is_cancelled() => {
+            hand_back(context, response.into_inner().assignments).await;
+            None
+        }
+        Ok(response) => Some(Ok(response.into_inner().assignments)),
+        Err(status) => Some(Err(status)),
     }
 }
 
