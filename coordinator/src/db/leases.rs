@@ -39,7 +39,10 @@ pub async fn lock_unheld(
 /// Attempts of `worker` whose task is being cancelled.
 pub async fn cancelling_attempts(executor: impl PgExecutor<'_>, worker: Uuid) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar!(
-        r#"select current_attempt as "attempt!" from tasks where worker_id = $1 and status = 'cancelling'"#,
+        r#"
+        select current_attempt as "attempt!" from tasks
+        where worker_id = $1 and lease_expires_at is not null and status = 'cancelling'
+        "#,
         worker
     )
     .fetch_all(executor)
