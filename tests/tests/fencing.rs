@@ -144,6 +144,14 @@ async fn a_superseded_attempt_is_refused_everywhere_and_changes_nothing() {
     assert_eq!(after.result, None);
     assert_eq!(after.log_rows, 0);
 
+    // The history lists A's lost attempt and B's, still running (held on the task row until it ends).
+    let shown = admin.get_task(pb::GetTaskRequest { task_id: task_id.clone() }).await.unwrap().into_inner();
+    let history: Vec<(u32, pb::AttemptOutcome, bool)> =
+        shown.attempts.iter().map(|a| (a.number, a.outcome(), a.finished_at.is_some())).collect();
+    assert_eq!(history, [(1, pb::AttemptOutcome::Lost, true), (2, pb::AttemptOutcome::Running, false)]);
+    assert_eq!(shown.attempts[1].id, second.attempt_id);
+    assert_eq!(shown.attempts[1].worker_id, b_id);
+
     // B's completion is recorded once; a resend is acknowledged without a second write.
     let completion = pb::Completion {
         task_id: task_id.clone(),
