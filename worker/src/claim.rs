@@ -46,31 +46,14 @@ pub async fn run(context: Arc<Context>, attempts: TaskTracker, stop: Cancellatio
         }
         let waiting = *queued.borrow();
         if waiting > 0 {
-            let Some(agents) = claimable_agents(&context) else {
-                dry = true;
-                continue;
-            };
-            let want = u32::try_from(prefetch - waiting).unwrap_or(u32::MAX);
-            let request = pb::ClaimRequest {
-                worker_id: context.worker_id.to_string(),
-                max_tasks: want,
-                wait: Some(duration(Duration::ZERO)),
-                agents,
-            };
-            match call(&context, request, &stop).await {
+            match refill(&context, &attempts, prefetch - waiting, &stop).await {
                 None => return,
-                Some(Ok(assignments)) => {
+                Some(Ok(got)) => {
                     delays = connection::backoff();
-                    dry = assignments.is_empty();
-                    for assignment in assignments {
-                        attempts.spawn(attempt::run(
-                            Arc::clone(&context),
-                            assignment,
-                            Start::Queued(Queued::new(&context)),
-                        ));
-                    }
+                    dry = got == 0;
                 }
                 Some(Err(status)) => {
+                    dry = true;
                     if !context.recover("claim", &status, &mut delays, &stop).await {
                         return;
                     }
@@ -121,6 +104,33 @@ pub async fn run(context: Arc<Context>, attempts: TaskTracker, stop: Cancellatio
             }
         }
     }
+}
+
+/// Claims up to `want` tasks for the local queue, without slots and without
+/// waiting: how many came (none while the host is over its admission
+/// limits), or `None` once `stop` is cancelled.
+async fn refill(
+    context: &Arc<Context>,
+    attempts: &TaskTracker,
+    want: usize,
+    stop: &CancellationToken,
+) -> Option<Result<usize, tonic::Status>> {
+    let Some(agents) = claimable_agents(context) else { return Some(Ok(0)) };
+    let request = pb::ClaimRequest {
+        worker_id: context.worker_id.to_string(),
+        max_tasks: u32::try_from(want).unwrap_or(u32::MAX),
+        wait: Some(duration(Duration::ZERO)),
+        agents,
+    };
+    let assignments = match call(context, request, stop).await? {
+        Ok(assignments) => assignments,
+        Err(status) => return Some(Err(status)),
+    };
+    let got = assignments.len();
+    for assignment in assignments {
+        attempts.spawn(attempt::run(Arc::clone(context), assignment, Start::Queued(Queued::new(context))));
+    }
+    Some(Ok(got))
 }
 
 /// The agents a claim may ask for now (empty: every agent), or `None` while
