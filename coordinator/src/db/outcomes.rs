@@ -69,7 +69,7 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
               and t.validate_agent is null
             -- The attempt's number, worker, stage and start are not changed by this update.
             returning t.id, t.swarm_id, r.attempt_id, t.attempts, t.worker_id, t.stage,
-                      coalesce(t.attempt_started_at, t.started_at) as attempt_started_at,
+                      t.attempt_started_at,
                       r.session_id, r.input_tokens, r.output_tokens, r.cost
         ), finished as (
             insert into attempts (id, task_id, number, worker_id, stage, started_at, finished_at, outcome, session_id,
@@ -184,7 +184,7 @@ pub async fn record_stage_attempt(conn: &mut PgConnection, reports: &Reports, in
         with attempt as (
             insert into attempts (id, task_id, number, worker_id, stage, started_at, finished_at, outcome, result,
                                   session_id, input_tokens, output_tokens, cost)
-            select current_attempt, id, attempts, worker_id, stage, coalesce(attempt_started_at, started_at), now(),
+            select current_attempt, id, attempts, worker_id, stage, attempt_started_at, now(),
                    'succeeded', $3, $4, $5, $6, $7
             from tasks where id = $1 and current_attempt = $2
         ), task as (
@@ -365,7 +365,7 @@ pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result
             -- Reads the task rows as they were before `moved` (one snapshot for the statement).
             insert into attempts (id, task_id, number, worker_id, stage, started_at, finished_at, outcome, error,
                                   exit_code, signal, session_id, input_tokens, output_tokens, cost)
-            select d.attempt_id, t.id, t.attempts, t.worker_id, t.stage, coalesce(t.attempt_started_at, t.started_at),
+            select d.attempt_id, t.id, t.attempts, t.worker_id, t.stage, t.attempt_started_at,
                    now(), d.outcome, d.error, d.exit_code, d.signal, d.session_id, d.input_tokens, d.output_tokens, d.cost
             from decided d join tasks t on t.id = d.task_id and t.current_attempt = d.attempt_id
         ), charged as (

@@ -381,7 +381,7 @@ pub async fn attempts_of(executor: impl PgExecutor<'_>, task: Uuid) -> sqlx::Res
                    session_id, input_tokens, output_tokens, cost
             from attempts where task_id = $1
             union all
-            select current_attempt, attempts, worker_id, coalesce(attempt_started_at, started_at), null,
+            select current_attempt, attempts, worker_id, attempt_started_at, null,
                    'running'::attempt_outcome, null, null, null, stage, null, null, null, null, null
             from tasks where id = $1 and status in ('running', 'cancelling')
         ) a
