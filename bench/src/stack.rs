@@ -96,6 +96,10 @@ impl Database {
                 .execute(&mut admin)
                 .await?;
             server.restart().await?;
+            // Known once the library is loaded.
+            let mut admin = PgConnection::connect(&server.url()).await?;
+            sqlx::raw_sql("alter system set pg_stat_statements.track_planning = on").execute(&mut admin).await?;
+            sqlx::raw_sql("select pg_reload_conf()").execute(&mut admin).await?;
         }
         Ok(Self { server, log, dir: dir.to_path_buf() })
     }
@@ -109,8 +113,8 @@ impl Database {
         if self.log != StatementLog::Totals {
             return Ok(());
         }
-        let rows: Vec<(f64, i64, i64, i64, String)> = sqlx::query_as(
-            "select s.total_exec_time, s.calls, s.rows, s.wal_bytes::int8,
+        let rows: Vec<(f64, i64, i64, i64, f64, i64, String)> = sqlx::query_as(
+            "select s.total_exec_time, s.calls, s.rows, s.wal_bytes::int8, s.total_plan_time, s.plans,
                     left(regexp_replace(s.query, '\\s+', ' ', 'g'), 100)
              from pg_stat_statements s join pg_database d on d.oid = s.dbid
              where d.datname = current_database()
@@ -118,10 +122,10 @@ impl Database {
         )
         .fetch_all(pool)
         .await?;
-        eprintln!("statements of {label}: total ms, calls, rows, µs per row, WAL bytes, text");
-        for (ms, calls, rows, wal, text) in rows {
+        eprintln!("statements of {label}: total ms, calls, rows, µs per row, WAL bytes, planning ms, plans, text");
+        for (ms, calls, rows, wal, plan_ms, plans, text) in rows {
             let per_row = ms * 1000.0 / rows.max(1) as f64;
-            eprintln!("{ms:10.1} {calls:7} {rows:8} {per_row:8.1} {wal:11} {text}");
+            eprintln!("{ms:10.1} {calls:7} {rows:8} {per_row:8.1} {wal:11} {plan_ms:8.1} {plans:6} {text}");
         }
         Ok(())
     }

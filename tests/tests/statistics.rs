@@ -1,8 +1,8 @@
 //! The coordinator refreshes the planner's statistics on the queue tables as
-//! soon as they grow — a bulk submission (`tasks`), the attempts a drain
-//! records (`attempts`) — instead of leaving statements planned for
-//! near-empty tables until autovacuum comes by. A handful of rows is not
-//! worth an analyze.
+//! soon as they grow — a bulk submission (`tasks`), the failed attempts a
+//! drain writes out (`past_attempts`; successes stay on their task rows) —
+//! instead of leaving statements planned for near-empty tables until
+//! autovacuum comes by. A handful of rows is not worth an analyze.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
 
@@ -16,18 +16,23 @@ use hive_tests::wait::eventually;
 
 /// Explicit analyzes (autovacuum's are counted apart).
 const TASKS_ANALYZED: &str = "select analyze_count from pg_stat_user_tables where relname = 'tasks'";
-const ATTEMPTS_ANALYZED: &str = "select analyze_count from pg_stat_user_tables where relname = 'attempts'";
+const PAST_ATTEMPTS_ANALYZED: &str = "select analyze_count from pg_stat_user_tables where relname = 'past_attempts'";
 const TASKS_ROWS: &str = "select n_live_tup from pg_stat_user_tables where relname = 'tasks'";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bulk_swarm_and_its_drain_get_tasks_and_attempts_analyzed() {
+async fn a_bulk_swarm_and_its_failing_drain_get_tasks_and_past_attempts_analyzed() {
     let db = fresh_database().await;
     let coordinator = TestCoordinator::start(test_config(&db)).await;
     let mut admin = coordinator.admin_client().await;
     let swarm = |name: &str, n: usize| pb::SubmitTasksRequest {
         swarm: name.into(),
         tasks: (0..n)
-            .map(|i| pb::TaskSpec { agent: "noop".into(), prompt: format!("{i}"), ..Default::default() })
+            .map(|i| pb::TaskSpec {
+                agent: "fails".into(),
+                prompt: format!("{i}"),
+                max_attempts: 1,
+                ..Default::default()
+            })
             .collect(),
         ..Default::default()
     };
@@ -43,14 +48,16 @@ async fn a_bulk_swarm_and_its_drain_get_tasks_and_attempts_analyzed() {
     // Had the ten tasks set one off, the bulk (which more than doubles the
     // table) would have set off a second.
     assert_eq!(count(&db.pool, TASKS_ANALYZED).await, 1, "ten tasks are not worth an analyze");
-    assert_eq!(count(&db.pool, ATTEMPTS_ANALYZED).await, 0, "no attempt yet, nothing to analyze");
+    assert_eq!(count(&db.pool, PAST_ATTEMPTS_ANALYZED).await, 0, "no attempt yet, nothing to analyze");
 
     let dir = tempfile::tempdir().unwrap();
-    let config = worker_config(dir.path(), "drainer", "slots = 8\nprefetch = 64\n[agents.noop]\nbuiltin = \"noop\"\n");
+    let config =
+        worker_config(dir.path(), "drainer", "slots = 8\nprefetch = 64\n[agents.fails]\ncommand = [\"false\"]\n");
     let worker = start_worker(&coordinator.url, &config, "drainer", dir.path());
     wait_all_finished(&db.pool, Duration::from_secs(60)).await;
-    eventually("an analyze of attempts", Duration::from_secs(10), || async {
-        count(&db.pool, ATTEMPTS_ANALYZED).await >= 1
+    assert_eq!(count(&db.pool, "select count(*) from tasks where status = 'dead'").await, 1_510);
+    eventually("an analyze of past attempts", Duration::from_secs(10), || async {
+        count(&db.pool, PAST_ATTEMPTS_ANALYZED).await >= 1
     })
     .await;
     worker.terminate().await;

@@ -85,8 +85,8 @@ pub fn payload_bytes(task: &ClaimedTask) -> i64 {
 /// skipped, so no task is handed out twice.
 /// Honours the worker's agents and labels and the swarm's budget. Each
 /// claimed task gets a new attempt, a lease, and a deadline; the attempt
-/// lives on the task row until it ends, when its `attempts` row is written
-/// (see `outcomes`).
+/// lives on the task row; if it does not succeed, it is written out to
+/// `past_attempts` when it ends (see `outcomes`).
 pub async fn claim(
     executor: impl PgExecutor<'_>,
     scope: ClaimScope<'_>,
@@ -149,8 +149,9 @@ pub async fn claim(
                c.priority as "priority!", c.stage as "stage!", c.round as "round!", c.build_result, c.feedback,
                (select jsonb_object_agg(coalesce(u.key, u.id::text), coalesce(u.result, 'null'::jsonb))
                 from task_deps d join tasks u on u.id = d.depends_on where d.task_id = c.id) as inputs,
+               -- A ready task's earlier attempts all ended without success: written out.
                (case when c.resume_sessions then
-                   (select a.session_id from attempts a
+                   (select a.session_id from past_attempts a
                     where a.task_id = c.id and a.session_id is not null order by a.number desc limit 1)
                 end) as resume_session,
                -- Uncorrelated: evaluated once per statement.
@@ -206,8 +207,9 @@ pub async fn claim_locked(
                c.priority as "priority!", c.stage as "stage!", c.round as "round!", c.build_result, c.feedback,
                (select jsonb_object_agg(coalesce(u.key, u.id::text), coalesce(u.result, 'null'::jsonb))
                 from task_deps d join tasks u on u.id = d.depends_on where d.task_id = c.id) as inputs,
+               -- A ready task's earlier attempts all ended without success: written out.
                (case when c.resume_sessions then
-                   (select a.session_id from attempts a
+                   (select a.session_id from past_attempts a
                     where a.task_id = c.id and a.session_id is not null order by a.number desc limit 1)
                 end) as resume_session,
                false as "lock_tasks_due!"

@@ -2,9 +2,11 @@
 //! plain tasks; a few for tasks with a validator stage), failures and other
 //! stops (fates), and what follows in the graph — dependents unblocked when
 //! their last dependency succeeds, cancelled when one dies, put back when it
-//! is retried. Every path writes the attempt's row in `attempts` (its only
-//! write: a running attempt lives on its task row), records usage, charges
-//! the swarm's budget and releases the attempt's locks.
+//! is retried. A running attempt lives on its task row; a plain task's
+//! success stays there (its session and usage beside it), since the task
+//! never runs again. Every other end writes the attempt out to
+//! `past_attempts`. The view `attempts` shows all of them. Every path records
+//! usage, charges the swarm's budget and releases the attempt's locks.
 
 use serde_json::Value as Json;
 use sqlx::{PgConnection, PgExecutor};
@@ -42,8 +44,9 @@ pub struct Completed {
 }
 
 /// Records successful attempts of tasks without a validator that still hold
-/// their task (running, or cancelling but finished first), unblocks their
-/// dependents, charges their swarms and releases their locks, in one statement.
+/// their task (running, or cancelling but finished first) on their task
+/// rows, unblocks their dependents, charges their swarms and releases their
+/// locks, in one statement.
 pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx::Result<Completed> {
     let row = sqlx::query!(
         r#"
@@ -58,7 +61,10 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
                 lease_expires_at = null, attempt_deadline = null, updated_at = now(),
                 input_tokens = t.input_tokens + coalesce(r.input_tokens, 0),
                 output_tokens = t.output_tokens + coalesce(r.output_tokens, 0),
-                cost = t.cost + coalesce(r.cost, 0)
+                cost = t.cost + coalesce(r.cost, 0),
+                -- The attempt's own; its id, number, worker, stage and start are already here.
+                attempt_session_id = r.session_id, attempt_input_tokens = r.input_tokens,
+                attempt_output_tokens = r.output_tokens, attempt_cost = r.cost
             from reported r
             -- Driven by the reported ids (a nested loop over the primary key,
             -- rows locked in id order), the fence in the update's own filter:
@@ -67,16 +73,7 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
             -- wrote a WAL record).
             where t.id = r.task_id and t.current_attempt = r.attempt_id and t.status in ('running', 'cancelling')
               and t.validate_agent is null
-            -- The attempt's number, worker, stage and start are not changed by this update.
-            returning t.id, t.swarm_id, r.attempt_id, t.attempts, t.worker_id, t.stage,
-                      t.attempt_started_at,
-                      r.session_id, r.input_tokens, r.output_tokens, r.cost
-        ), finished as (
-            insert into attempts (id, task_id, number, worker_id, stage, started_at, finished_at, outcome, session_id,
-                                  input_tokens, output_tokens, cost)
-            select d.attempt_id, d.id, d.attempts, d.worker_id, d.stage, d.attempt_started_at, now(), 'succeeded',
-                   d.session_id, d.input_tokens, d.output_tokens, d.cost
-            from done d
+            returning t.id, t.swarm_id, r.attempt_id, r.cost
         ), unblocked as (
             update tasks t
             set waiting_on = t.waiting_on - n.count,
@@ -109,7 +106,8 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
     Ok(Completed { recorded: row.recorded, newly_ready: row.newly_ready })
 }
 
-/// The recorded outcome of each given attempt (of the task paired with it) that ended.
+/// The recorded outcome of each given attempt (of the task paired with it)
+/// that ended: written out, or a success kept on its task row.
 pub async fn attempt_outcomes(
     executor: impl PgExecutor<'_>,
     task_ids: &[Uuid],
@@ -117,9 +115,13 @@ pub async fn attempt_outcomes(
 ) -> sqlx::Result<Vec<(Uuid, AttemptOutcome)>> {
     let rows = sqlx::query!(
         r#"
-        select a.id, a.outcome as "outcome: AttemptOutcome"
-        from unnest($1::uuid[], $2::uuid[]) as r(task_id, attempt_id)
-        join attempts a on a.task_id = r.task_id and a.id = r.attempt_id
+        with asked as (select * from unnest($1::uuid[], $2::uuid[]) as r(task_id, attempt_id))
+        select a.id as "id!", a.outcome as "outcome!: AttemptOutcome"
+        from asked r join past_attempts a on a.task_id = r.task_id and a.id = r.attempt_id
+        union all
+        select t.current_attempt, 'succeeded'::attempt_outcome
+        from asked r join tasks t on t.id = r.task_id and t.current_attempt = r.attempt_id
+        where t.status = 'succeeded' and t.validate_agent is null
         "#,
         task_ids,
         attempt_ids,
@@ -182,7 +184,7 @@ pub async fn record_stage_attempt(conn: &mut PgConnection, reports: &Reports, in
     sqlx::query!(
         r#"
         with attempt as (
-            insert into attempts (id, task_id, number, worker_id, stage, started_at, finished_at, outcome, result,
+            insert into past_attempts (id, task_id, number, worker_id, stage, started_at, finished_at, outcome, result,
                                   session_id, input_tokens, output_tokens, cost)
             select current_attempt, id, attempts, worker_id, stage, attempt_started_at, now(),
                    'succeeded', $3, $4, $5, $6, $7
@@ -363,7 +365,7 @@ pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result
                      input_tokens, output_tokens, cost)
         ), attempts_done as (
             -- Reads the task rows as they were before `moved` (one snapshot for the statement).
-            insert into attempts (id, task_id, number, worker_id, stage, started_at, finished_at, outcome, error,
+            insert into past_attempts (id, task_id, number, worker_id, stage, started_at, finished_at, outcome, error,
                                   exit_code, signal, session_id, input_tokens, output_tokens, cost)
             select d.attempt_id, t.id, t.attempts, t.worker_id, t.stage, t.attempt_started_at,
                    now(), d.outcome, d.error, d.exit_code, d.signal, d.session_id, d.input_tokens, d.output_tokens, d.cost

@@ -128,7 +128,7 @@ pub async fn notify_ready(executor: impl PgExecutor<'_>) -> sqlx::Result<()> {
 }
 
 /// The tables whose planner statistics the coordinator keeps fresh itself.
-pub const QUEUE_TABLES: [&str; 4] = ["tasks", "attempts", "task_deps", "task_locks"];
+pub const QUEUE_TABLES: [&str; 4] = ["tasks", "past_attempts", "task_deps", "task_locks"];
 
 /// PostgreSQL's own row counts of one of [`QUEUE_TABLES`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -178,7 +178,7 @@ pub async fn analyze(executor: impl PgExecutor<'_>, table: &'static str) -> sqlx
             "analyze tasks (status, has_locks, has_labels, run_agent, run_after, priority, swarm_id, worker_id, \
              lease_expires_at, attempt_deadline, current_attempt, validate_agent, key)"
         }
-        "attempts" => "analyze attempts",
+        "past_attempts" => "analyze past_attempts",
         "task_deps" => "analyze task_deps",
         "task_locks" => "analyze task_locks",
         _ => return Ok(()),
@@ -367,8 +367,8 @@ pub struct AttemptRow {
     pub cost: Option<f64>,
 }
 
-/// A task's attempts, oldest first: those that ended (from `attempts`) and
-/// the running one (from the task row, where it lives until it ends).
+/// A task's attempts, oldest first (the view `attempts`: those written out
+/// when they ended, and the running one or the success from the task row).
 pub async fn attempts_of(executor: impl PgExecutor<'_>, task: Uuid) -> sqlx::Result<Vec<AttemptRow>> {
     sqlx::query_as!(
         AttemptRow,
@@ -376,15 +376,7 @@ pub async fn attempts_of(executor: impl PgExecutor<'_>, task: Uuid) -> sqlx::Res
         select id as "id!", number as "number!", worker_id as "worker_id!", started_at as "started_at!", finished_at,
                outcome as "outcome!: AttemptOutcome", exit_code, signal, error, stage as "stage!", result, session_id,
                input_tokens, output_tokens, cost
-        from (
-            select id, number, worker_id, started_at, finished_at, outcome, exit_code, signal, error, stage, result,
-                   session_id, input_tokens, output_tokens, cost
-            from attempts where task_id = $1
-            union all
-            select current_attempt, attempts, worker_id, attempt_started_at, null,
-                   'running'::attempt_outcome, null, null, null, stage, null, null, null, null, null
-            from tasks where id = $1 and status in ('running', 'cancelling')
-        ) a
+        from attempts where task_id = $1
         order by number
         "#,
         task

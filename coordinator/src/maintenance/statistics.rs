@@ -10,8 +10,8 @@
 //!
 //! A table is analyzed once 1,000 rows were inserted since its last analyze
 //! here, then at most every 30 s — sooner when it has doubled since. The
-//! inserts are PostgreSQL's own counts (whoever added the rows: claims adding
-//! attempts, other coordinators), read every second; and this coordinator's
+//! inserts are PostgreSQL's own counts (whoever added the rows: failed
+//! attempts written out, other coordinators), read every second; and this coordinator's
 //! submissions ring at once, since an idle connection may publish its counts
 //! only ten seconds later, when a drain of the new tasks is well under way.
 //! Updates alone (a drain moving every task through running to succeeded)
