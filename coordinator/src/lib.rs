@@ -53,6 +53,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let pool = db::connect_patiently(&config.database).await.context("connect to PostgreSQL")?;
     let hot_pool = db::hot_pool(&config.database).context("open the hot-path pool")?;
     MIGRATOR.run(&pool).await.context("apply database migrations")?;
+    db::open_hot_pool(&hot_pool).await;
     let address = listener.local_addr().context("read the listen address")?;
 
     let root = CancellationToken::new();
