@@ -17,6 +17,10 @@
 //! Updates alone (a drain moving every task through running to succeeded)
 //! are left to autovacuum: analyzing `tasks` on them cost 200 ms a pass,
 //! five passes per 20,000 tasks drained.
+//!
+//! A coordinator that starts takes PostgreSQL's own statistics as its last
+//! analyze when they are current (see [`first_sight`]): a restart does not
+//! analyze a million-row table again while claims wait for the CPU.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -78,6 +82,16 @@ pub fn due(counts: &TableCounts, unseen: i64, last: Option<Analyzed>, now: Insta
     inserted >= MIN_INSERTED && (rested || doubled)
 }
 
+/// What a coordinator's first look at a table counts as its last analyze:
+/// PostgreSQL's statistics, when someone analyzed the table (or vacuumed
+/// it) and it has not doubled since; `None` (analyze once rows come in) for a
+/// table never analyzed or outgrown. New inserts are counted from here.
+pub fn first_sight(counts: &TableCounts, now: Instant) -> Option<Analyzed> {
+    let analyzed_rows = f64::from(counts.analyzed_rows);
+    let current = analyzed_rows >= 0.0 && (counts.live as f64) < 2.0 * analyzed_rows.max(1.0);
+    current.then(|| Analyzed { inserted: counts.inserted, at: now.checked_sub(MIN_INTERVAL).unwrap_or(now) })
+}
+
 /// Analyzes what is due every second, and when submissions ring, until `cancel`.
 #[instrument(skip_all, name = "statistics")]
 pub async fn run(pool: PgPool, statistics: Arc<Statistics>, cancel: CancellationToken) {
@@ -101,7 +115,11 @@ pub async fn run(pool: PgPool, statistics: Arc<Statistics>, cancel: Cancellation
         let now = Instant::now();
         for counts in counts {
             let unseen = if counts.table == "tasks" { submitted } else { 0 };
-            let last = analyzed.get(counts.table).copied();
+            let last = analyzed.get(counts.table).copied().or_else(|| {
+                let seen = first_sight(&counts, now)?;
+                analyzed.insert(counts.table, seen);
+                Some(seen)
+            });
             if !due(&counts, unseen, last, now) {
                 continue;
             }
@@ -141,6 +159,20 @@ mod tests {
         assert!(due(&counts(0, 0, -1.0), 20_000, None, now));
         let last = Analyzed { inserted: 20_000, at: now - MIN_INTERVAL };
         assert!(!due(&counts(20_000, 20_000, 20_000.0), 0, Some(last), now), "the same rows, once shown, are not new");
+    }
+
+    #[test]
+    fn a_restart_trusts_current_statistics_but_not_missing_or_outgrown_ones() {
+        let now = Instant::now();
+        let restarted = first_sight(&counts(1_000_000, 1_000_000, 1_000_000.0), now);
+        assert!(!due(&counts(1_000_000, 1_000_000, 1_000_000.0), 0, restarted, now), "analyzed before the restart");
+        assert!(
+            due(&counts(1_001_000, 1_001_000, 1_000_000.0), 0, restarted, now),
+            "a thousand rows since, as after its own analyze"
+        );
+        assert_eq!(first_sight(&counts(20_000, 20_000, -1.0), now).map(|seen| seen.inserted), None, "never analyzed");
+        assert_eq!(first_sight(&counts(20_000, 20_000, 5_000.0), now).map(|seen| seen.inserted), None, "outgrown");
+        assert!(due(&counts(20_000, 20_000, 5_000.0), 0, None, now));
     }
 
     #[test]
