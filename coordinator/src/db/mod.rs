@@ -62,9 +62,10 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
 ///
 /// Each connection prepares and plans the claim, Complete and heartbeat
 /// statements as it opens ([`prepare_hot_path`]), and [`open_hot_pool`]
-/// opens the first few at start: the first claims after a start no longer
-/// wait for connections to open and statements to be parsed (10–20 ms each,
-/// one after another, at the start of every drain in `hive-bench`).
+/// opens them all at start (the pool keeps them): the first claims after a
+/// start no longer wait for connections to open and statements to be parsed
+/// (10–20 ms each, one after another, at the start of every drain in
+/// `hive-bench`).
 ///
 /// # Errors
 /// A malformed URL.
@@ -75,18 +76,14 @@ pub fn hot_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
         .options([("plan_cache_mode", "force_generic_plan"), ("enable_seqscan", "off")]);
     let connections = hot_connections(config);
     Ok(pool_options(config, connections)
-        .min_connections(WARM_HOT_CONNECTIONS.min(connections))
+        .min_connections(connections)
         .after_connect(|conn, _| Box::pin(prepare_hot_path(conn)))
         .connect_lazy_with(options))
 }
 
-/// Hot connections kept open from the start: a claim and a Complete per
-/// worker for two workers.
-const WARM_HOT_CONNECTIONS: u32 = 4;
-
-/// Opens the hot pool's first connections, together (each prepares its
-/// statements as it opens). Call once the schema is migrated. A failure only
-/// leaves them to open on first use, so it is logged, not returned.
+/// Opens the hot pool's connections, together (each prepares its statements
+/// as it opens). Call once the schema is migrated. A failure only leaves
+/// them to open on first use, so it is logged, not returned.
 pub async fn open_hot_pool(pool: &PgPool) {
     let opening = (0..pool.options().get_min_connections()).map(|_| pool.acquire());
     for opened in futures_util::future::join_all(opening).await {
