@@ -2,7 +2,8 @@
 """CPU per job in a batched drain, split by process: Hive or a peer.
 
     scripts/drain_cpu.py hive [N]              target/release/hive-bench, prefetch 500
-    scripts/drain_cpu.py graphile-worker [N]   shared/bench/peers/graphile-worker, batched
+    scripts/drain_cpu.py graphile-worker [N]   a peer, batched (from target/bench-peers,
+                                               the copy `WITH_PEERS=1 scripts/bench` makes)
 
 Runs one drain of N tasks (default 100000) and, while its workers run,
 samples every process's CPU time from /proc (user + system, 10 ms ticks).
@@ -21,7 +22,7 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PEERS = os.path.join(os.path.dirname(ROOT), "shared", "bench", "peers")
+PEERS = os.path.join(ROOT, "target", "bench-peers")
 TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 
 
@@ -80,6 +81,8 @@ def main():
         env = dict(os.environ)
     else:
         mark = "bench.mjs worker drain"
+        if not os.path.isdir(PEERS):
+            sys.exit(f"no peer harness at {PEERS}: run `WITH_PEERS=1 scripts/bench` once")
         command = [os.path.join(PEERS, target, "run.sh")]
         env = dict(os.environ, VARIANTS="batched", N=str(n), DURATION_S="1")
     totals, done = collections.Counter(), threading.Event()
