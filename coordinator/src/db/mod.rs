@@ -77,6 +77,9 @@ pub fn hot_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
     let connections = hot_connections(config);
     Ok(pool_options(config, connections)
         .min_connections(connections)
+        // Kept open, not reaped when idle and opened again (each reopening
+        // prepares its statements anew); replaced at sqlx's maximum lifetime.
+        .idle_timeout(None)
         .after_connect(|conn, _| Box::pin(prepare_hot_path(conn)))
         .connect_lazy_with(options))
 }
