@@ -34,32 +34,27 @@ vacuum analyze tasks;
 vacuum analyze probe_state;
 begin;
 
-prepare claim_tasks as
-    with picked as (select id from tasks where status = 'ready' and not has_locks
-                    order by priority desc, id limit 500 for update skip locked)
-    update tasks t set status = 'running', attempts = t.attempts + 1, current_attempt = gen_random_uuid(),
-        worker_id = '00000000-0000-0000-0000-00000000abce', lease_expires_at = now() + interval '30 s',
-        attempt_deadline = now() + interval '1 h', started_at = coalesce(t.started_at, now()),
-        attempt_started_at = now(), updated_at = now()
-    where t.id = any(array(select id from picked));
-prepare complete_tasks as
-    update tasks t set status = 'succeeded', finished_at = now(), lease_expires_at = null, attempt_deadline = null,
-        updated_at = now()
-    where t.status = 'running' and t.swarm_id = '00000000-0000-0000-0000-00000000abcd';
-prepare claim_state as
-    with picked as (select id from probe_state where status = 'ready' and not has_locks
-                    order by priority desc, id limit 500 for update skip locked)
-    update probe_state t set status = 'running', attempts = t.attempts + 1, current_attempt = gen_random_uuid(),
-        worker_id = '00000000-0000-0000-0000-00000000abce', lease_expires_at = now() + interval '30 s',
-        attempt_deadline = now() + interval '1 h', started_at = coalesce(t.started_at, now()),
-        attempt_started_at = now(), updated_at = now()
-    where t.id = any(array(select id from picked));
-prepare complete_state as
-    update probe_state t set status = 'succeeded', finished_at = now(), lease_expires_at = null,
-        attempt_deadline = null, updated_at = now()
-    where t.status = 'running';
+-- The same two statements for each table, as `claim_<table>` and `complete_<table>`.
+select format($sql$
+    prepare claim_%1$s as
+        with picked as (select id from %1$s where status = 'ready' and not has_locks
+                        order by priority desc, id limit 500 for update skip locked)
+        update %1$s t set status = 'running', attempts = t.attempts + 1, current_attempt = gen_random_uuid(),
+            worker_id = '00000000-0000-0000-0000-00000000abce', lease_expires_at = now() + interval '30 s',
+            attempt_deadline = now() + interval '1 h', started_at = coalesce(t.started_at, now()),
+            attempt_started_at = now(), updated_at = now()
+        where t.id = any(array(select id from picked))
+    $sql$, name),
+    format($sql$
+    prepare complete_%1$s as
+        update %1$s t set status = 'succeeded', finished_at = now(), lease_expires_at = null,
+            attempt_deadline = null, updated_at = now()
+        where t.status = 'running' and t.swarm_id = '00000000-0000-0000-0000-00000000abcd'
+    $sql$, name)
+from unnest(array['tasks', 'probe_state']) as name
+\gexec
 
-\set round 'savepoint probe; explain (analyze, timing off, costs off, summary on) execute claim_tasks; explain (analyze, timing off, costs off, summary on) execute complete_tasks; rollback to probe; explain (analyze, timing off, costs off, summary on) execute claim_state; explain (analyze, timing off, costs off, summary on) execute complete_state; rollback to probe;'
+\set round 'savepoint probe; explain (analyze, timing off, costs off, summary on) execute claim_tasks; explain (analyze, timing off, costs off, summary on) execute complete_tasks; rollback to probe; explain (analyze, timing off, costs off, summary on) execute claim_probe_state; explain (analyze, timing off, costs off, summary on) execute complete_probe_state; rollback to probe;'
 :round
 :round
 :round

@@ -3,7 +3,7 @@
 -- start (attempt_started_at) and end (finished_at), and now its session and
 -- usage. Writing it out to a row of its own at the completion cost a heap
 -- insert and an index entry per task (a seventh of the completion's time,
--- a third of its WAL: 113 of 433 bytes per task in `EXPLAIN (ANALYZE, WAL)`
+-- a third of its WAL: 227 of 661 bytes per task in `EXPLAIN (ANALYZE, WAL)`
 -- of 500 completions). Attempts that end otherwise — failed, lost, handed
 -- back, cancelled, a builder stage passed — are still written out when they
 -- end, to `past_attempts`; a succeeded task never runs again, so its row's

@@ -46,7 +46,7 @@ pub async fn run(context: Arc<Context>, attempts: TaskTracker, stop: Cancellatio
         }
         let waiting = *queued.borrow();
         if waiting > 0 {
-            match refill(&context, &attempts, prefetch - waiting, &stop).await {
+            match refill(&context, &attempts, prefetch.saturating_sub(waiting), &stop).await {
                 None => return,
                 Some(Ok(got)) => {
                     delays = connection::backoff();
