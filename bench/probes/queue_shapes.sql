@@ -1,4 +1,4 @@
--- Probe for "What comes next" in BENCHMARKS.md: three shapes of the queue,
+-- Probe for "What comes next" in BENCHMARKS.md: five shapes of the queue,
 -- each drained of 20,000 no-op tasks by one backend, 500 at a time (a claim
 -- statement, then a completion statement, each its own durable commit),
 -- after a CHECKPOINT, as the drain workload does.
@@ -13,19 +13,23 @@
 --      claim updates and the completion deletes, and the task row, whose
 --      indexes never see a change after submission, so writing its outcome
 --      is a HOT update.
+--   d: c, with the outcome inserted into a narrow table of results instead
+--      of written onto the task row, which is never updated after submission.
+--   e: d without the record: the completion only deletes the queue row
+--      (graphile-worker's completion), for scale.
 --
---   for s in a b c a b c; do
+--   for s in a b c d e a b c d e; do
 --     psql "$DATABASE_URL" -v shape=$s -f bench/probes/queue_shapes.sql 2>&1 | awk -v s=$s \
 --       '/^Time/ {t[(n++)%3]+=$2} /^ *[0-9]+ \|/ {r=$0} END {printf "%s claim %.0f ms, complete %.0f ms, %s\n", s, t[0], t[1], r}'
 --   done
 --
 -- Needs a database the coordinator has migrated (the tables copy `tasks`).
 -- Prints the time of each statement, then: total ms, WAL bytes per job,
--- tasks done, HOT updates and updates of the task table.
+-- successes recorded, HOT updates and updates of the task table.
 \set ON_ERROR_STOP on
 \set QUIET on
 \pset footer off
-drop table if exists qa, qb, qc, queue_c, leases_b, batch;
+drop table if exists qa, qb, qc, qd, qe, queue_c, results_d, leases_b, batch;
 create table qa (like tasks including defaults including generated including constraints including indexes) with (fillfactor = 50);
 create table qb (like tasks including defaults including generated) with (fillfactor = 50);
 alter table qb add primary key (id);
@@ -51,12 +55,16 @@ create table queue_c (task_id uuid primary key, priority int not null default 0,
     attempts int not null default 0, expires_at timestamptz, deadline timestamptz, started_at timestamptz);
 create index on queue_c (priority desc, task_id) where worker_id is null and not has_locks;
 create index on queue_c (worker_id, least(expires_at, deadline)) where worker_id is not null;
+create table qd (like qc including all);
+create table qe (like qc including all);
+create table results_d (task_id uuid primary key, attempt_id uuid not null, attempts int not null, worker_id uuid not null,
+    started_at timestamptz not null, finished_at timestamptz not null, result jsonb);
 create table batch (id uuid primary key);
 insert into q:shape (id, swarm_id, agent, prompt, status, max_attempts)
 select (lpad(to_hex(i), 8, '0') || '-0000-7000-8000-00000000abcd')::uuid,
        '00000000-0000-0000-0000-000000000001', 'noop', i::text, 'ready', 3
 from generate_series(1, 20000) i;
-insert into queue_c (task_id, run_agent, swarm_id) select id, 'noop', swarm_id from qc;
+insert into queue_c (task_id, run_agent, swarm_id) select id, 'noop', swarm_id from q:shape where :'shape' in ('c', 'd', 'e');
 vacuum analyze q:shape;
 vacuum analyze queue_c;
 vacuum analyze leases_b;
@@ -74,22 +82,25 @@ select case when :'shape' = 'a' then $a$
      worker_id = '00000000-0000-0000-0000-00000000abce', started_at = coalesce(t.started_at, now()), attempt_started_at = now(), updated_at = now()
      where t.id = any(array(select id from picked)) returning t.id, t.current_attempt),
   l as (insert into leases_b select id, '00000000-0000-0000-0000-00000000abce', current_attempt, now() + interval '30 s', now() + interval '1 h' from c)
-  insert into batch select id from c $b$ when :'shape' = 'c' then $c$
+  insert into batch select id from c $b$ when :'shape' in ('c', 'd', 'e') then replace($c$
   with picked as (select task_id from queue_c where worker_id is null and not has_locks order by priority desc, task_id limit 500 for update skip locked),
   c as (update queue_c q set worker_id = '00000000-0000-0000-0000-00000000abce', attempt_id = gen_random_uuid(), attempts = q.attempts + 1,
      expires_at = now() + interval '30 s', deadline = now() + interval '1 h', started_at = now()
      where q.task_id = any(array(select task_id from picked)) returning q.task_id)
-  insert into batch select t.id from c join qc t on t.id = c.task_id $c$ end as claim,
+  insert into batch select t.id from c join q_task t on t.id = c.task_id $c$, 'q_task', 'q' || :'shape') end as claim,
   case when :'shape' = 'a' then $a$
   update qa t set status = 'succeeded', result = '{}', finished_at = now(), lease_expires_at = null, attempt_deadline = null, updated_at = now()
   from batch b where t.id = b.id and t.status = 'running' $a$ when :'shape' = 'b' then $b$
   with d as (delete from leases_b l using batch b where l.task_id = b.id returning l.task_id)
   update qb t set status = 'succeeded', result = '{}', finished_at = now(), updated_at = now()
-  from d where t.id = d.task_id $b$ else $c$
+  from d where t.id = d.task_id $b$ when :'shape' = 'c' then $c$
   with d as (delete from queue_c q using batch b where q.task_id = b.id returning q.task_id, q.attempt_id, q.attempts, q.started_at, q.worker_id)
   update qc t set status = 'succeeded', result = '{}', finished_at = now(), updated_at = now(), current_attempt = d.attempt_id,
      attempts = d.attempts, attempt_started_at = d.started_at, started_at = coalesce(t.started_at, d.started_at), worker_id = d.worker_id
-  from d where t.id = d.task_id $c$ end as complete \gset
+  from d where t.id = d.task_id $c$ when :'shape' = 'd' then $d$
+  with d as (delete from queue_c q using batch b where q.task_id = b.id returning q.task_id, q.attempt_id, q.attempts, q.started_at, q.worker_id)
+  insert into results_d select d.task_id, d.attempt_id, d.attempts, d.worker_id, d.started_at, now(), '{}' from d $d$ else $e$
+  delete from queue_c q using batch b where q.task_id = b.id $e$ end as complete \gset
 -- As the coordinator's hot path runs them: driven by the batch, row by row.
 set enable_seqscan = off;
 set enable_mergejoin = off;
@@ -100,7 +111,7 @@ select format('%s;', :'claim'), format('%s;', :'complete'), 'truncate batch;' fr
 select round(extract(epoch from clock_timestamp() - :'t0') * 1000) as ms,
        (pg_current_wal_lsn() - :'lsn0') / 20000 as wal_per_job \gset
 select pg_stat_force_next_flush();
-select :ms as ms, round(:wal_per_job) as wal_per_job, (select count(*) from q:shape where status = 'succeeded') as done,
+select :ms as ms, round(:wal_per_job) as wal_per_job, (select count(*) from q:shape where status = 'succeeded') + (select count(*) from results_d) as recorded,
        (select n_tup_hot_upd from pg_stat_user_tables where relname = 'q' || :'shape') as hot,
        (select n_tup_upd from pg_stat_user_tables where relname = 'q' || :'shape') as upd;
-drop table qa, qb, qc, queue_c, leases_b, batch;
+drop table qa, qb, qc, qd, qe, queue_c, results_d, leases_b, batch;
