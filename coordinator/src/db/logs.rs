@@ -1,5 +1,7 @@
 //! Statements on `task_logs` and the per-task output budget kept on `tasks`.
 
+use std::collections::HashSet;
+
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
@@ -45,6 +47,29 @@ pub struct NewChunks {
     pub streams: Vec<i16>,
     /// Bytes.
     pub data: Vec<Vec<u8>>,
+}
+
+/// Which of the given chunks (attempt, seq and stream, column by column) are
+/// stored already: resends.
+pub async fn stored_keys(
+    conn: &mut PgConnection,
+    attempt_ids: &[Uuid],
+    seqs: &[i64],
+    streams: &[i16],
+) -> sqlx::Result<HashSet<(Uuid, i64, i16)>> {
+    let rows = sqlx::query!(
+        r#"
+        select l.attempt_id, l.seq, l.stream
+        from unnest($1::uuid[], $2::int8[], $3::int2[]) as k(attempt_id, seq, stream)
+        join task_logs l on l.attempt_id = k.attempt_id and l.seq = k.seq and l.stream = k.stream
+        "#,
+        attempt_ids,
+        seqs,
+        streams,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.attempt_id, row.seq, row.stream)).collect())
 }
 
 /// Stores chunks; a resent chunk (same attempt, seq and stream) is ignored.

@@ -1,6 +1,8 @@
 //! Storing agent output: chunks of the current attempt only, within a
 //! per-task byte budget; the first chunk past the budget is cut and followed
-//! by a truncation marker, and later output is dropped.
+//! by a truncation marker, and later output is dropped. A chunk sent again
+//! (a worker retrying a batch whose reply it lost) is accepted and neither
+//! stored nor charged to the budget a second time.
 
 use std::collections::HashMap;
 
@@ -54,9 +56,18 @@ pub async fn append(pool: &PgPool, max_bytes: u64, chunks: Vec<Chunk>) -> Result
     let mut tx = pool.begin().await?;
     let mut budgets: HashMap<Uuid, db::logs::LogBudget> =
         db::logs::lock_budgets(&mut tx, &task_ids).await?.into_iter().map(|budget| (budget.task_id, budget)).collect();
+    // Under the budgets' row locks: a resend racing this batch waits for it.
+    let keys: Vec<(Uuid, i64, i16)> = chunks.iter().map(|chunk| (chunk.attempt.0, chunk.seq, chunk.stream)).collect();
+    let mut resent = db::logs::stored_keys(
+        &mut tx,
+        &keys.iter().map(|key| key.0).collect::<Vec<_>>(),
+        &keys.iter().map(|key| key.1).collect::<Vec<_>>(),
+        &keys.iter().map(|key| key.2).collect::<Vec<_>>(),
+    )
+    .await?;
     let mut stored = Stored::default();
     let mut rows = db::logs::NewChunks::default();
-    for chunk in chunks {
+    for (chunk, key) in chunks.into_iter().zip(keys) {
         let Some(budget) = budgets.get_mut(&chunk.task.0) else {
             stored.rejected += 1;
             continue;
@@ -66,7 +77,8 @@ pub async fn append(pool: &PgPool, max_bytes: u64, chunks: Vec<Chunk>) -> Result
             continue;
         }
         stored.accepted += 1;
-        if budget.log_truncated {
+        // Stored before, or earlier in this batch: counted once.
+        if budget.log_truncated || !resent.insert(key) {
             continue;
         }
         let room = usize::try_from(max_bytes - budget.log_bytes).unwrap_or(0);
