@@ -380,7 +380,12 @@ async fn resolve_dependencies(conn: &mut sqlx::PgConnection, tasks: &[NewTask]) 
     }
     external.sort_unstable();
     external.dedup();
-    let standing: HashMap<Uuid, TaskStatus> = db::tasks::statuses(&mut *conn, &external).await?.into_iter().collect();
+    // Most submissions depend on nothing that exists already: no query for them.
+    let standing: HashMap<Uuid, TaskStatus> = if external.is_empty() {
+        HashMap::new()
+    } else {
+        db::tasks::statuses(&mut *conn, &external).await?.into_iter().collect()
+    };
     for id in external.iter().filter(|id| !standing.contains_key(id)) {
         problems.push(format!("depends_on: task {id} does not exist"));
     }
