@@ -1,27 +1,33 @@
 //! fleet: many simulated workers against one coordinator. Each registers,
-//! keeps a heartbeat stream open (a beat every `interval`, listing one held
-//! attempt id, staggered) and a long-poll Claim waiting (nothing is queued).
-//! Reports the coordinator's CPU (share of one core), PostgreSQL commits per
-//! second, and heartbeat round trips (beat sent → reply received).
+//! claims [`HELD`] tasks and holds them (as a worker whose agents run for a
+//! long time), keeps a heartbeat stream open (a beat every `interval`,
+//! listing the attempts it holds, staggered: each beat extends their leases)
+//! and a long-poll Claim waiting (nothing more is queued). Reports the
+//! coordinator's CPU (share of one core), PostgreSQL commits and WAL bytes
+//! per second, and heartbeat round trips (beat sent → reply received).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hive_shared::convert::duration;
-use hive_shared::ids::{AttemptId, WorkerId};
+use hive_shared::ids::WorkerId;
 use hive_shared::pb;
 use hive_shared::pb::worker_service_client::WorkerServiceClient;
-use tokio::sync::Mutex;
+use tokio::sync::{Barrier, Mutex};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+use super::{Wal, submit_bulk};
 use crate::stack::{Binaries, Database, Hive};
 use crate::stats::{emit, percentile};
 
 /// Channels the simulated workers share (HTTP/2 connections).
 const CHANNELS: usize = 16;
+
+/// Tasks each simulated worker claims and holds (its slots, all busy).
+const HELD: u32 = 4;
 
 /// Runs the workload and prints its line.
 ///
@@ -44,6 +50,7 @@ pub async fn run(
         ("HIVE_COORDINATOR__LEASES__TTL", ttl_text.as_str()),
     ];
     let hive = Hive::start(binaries, &url, &dir, &env).await?;
+    submit_bulk(&hive.url, "fleet", "noop", workers * HELD as usize).await?;
     let mut channels = Vec::with_capacity(CHANNELS);
     for _ in 0..CHANNELS {
         channels.push(Channel::from_shared(hive.url.clone())?.connect().await?);
@@ -51,18 +58,23 @@ pub async fn run(
     let round_trips: Arc<Mutex<Vec<f64>>> = Arc::default();
     let stop = CancellationToken::new();
     let mut fleet = JoinSet::new();
+    let claimed = Arc::new(Barrier::new(workers));
     for index in 0..workers {
         let client = WorkerServiceClient::new(channels[index % CHANNELS].clone());
         let stagger = interval.mul_f64(index as f64 / workers as f64);
-        fleet.spawn(simulate(client, interval, stagger, Arc::clone(&round_trips), stop.clone()));
+        fleet.spawn(simulate(client, interval, stagger, Arc::clone(&round_trips), Arc::clone(&claimed), stop.clone()));
     }
     tokio::time::sleep(interval * 2).await; // every worker registered and beating
     round_trips.lock().await.clear();
-    let (cpu_before, commits_before) = (cpu_ticks(hive.coordinator_pid()), commits(&pool).await?);
+    let (cpu_before, commits_before, wal) =
+        (cpu_ticks(hive.coordinator_pid()), commits(&pool).await?, Wal::read(&pool).await?);
     let measuring = Instant::now();
     tokio::time::sleep(measure).await;
     let seconds = measuring.elapsed().as_secs_f64();
     let (cpu_after, commits_after) = (cpu_ticks(hive.coordinator_pid()), commits(&pool).await?);
+    let wal_bytes = wal.bytes_since(&pool).await?;
+    let held: i64 =
+        sqlx::query_scalar("select count(*) from tasks where lease_expires_at > now()").fetch_one(&pool).await?;
     stop.cancel();
     fleet.shutdown().await;
 
@@ -78,7 +90,9 @@ pub async fn run(
             ("interval_s", format!("{}", interval.as_secs_f64())),
             ("beats", millis.len().to_string()),
             ("coordinator_cpu_percent", format!("{cpu_percent:.1}")),
+            ("leases_held", held.to_string()),
             ("pg_commits_per_s", format!("{:.1}", (commits_after - commits_before) as f64 / seconds)),
+            ("pg_wal_bytes_per_s", format!("{:.0}", wal_bytes / seconds)),
             ("beat_rtt_p50_ms", format!("{:.2}", percentile(&millis, 50.0))),
             ("beat_rtt_p99_ms", format!("{:.2}", percentile(&millis, 99.0))),
             ("seconds", format!("{seconds:.1}")),
@@ -94,6 +108,7 @@ async fn simulate(
     interval: Duration,
     stagger: Duration,
     round_trips: Arc<Mutex<Vec<f64>>>,
+    claimed: Arc<Barrier>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let worker_id = WorkerId::new().to_string();
@@ -101,10 +116,21 @@ async fn simulate(
         worker_id: worker_id.clone(),
         name: "sim".into(),
         agents: vec!["noop".into()],
-        slots: 4,
+        slots: HELD,
         ..Default::default()
     };
     client.register(registration).await?;
+    let request = pb::ClaimRequest {
+        worker_id: worker_id.clone(),
+        max_tasks: HELD,
+        wait: Some(duration(Duration::ZERO)),
+        agents: vec![],
+    };
+    let held: Vec<String> =
+        client.claim(request).await?.into_inner().assignments.into_iter().map(|task| task.attempt_id).collect();
+    // Once every worker holds its share: a long-poll started earlier would
+    // take tasks meant for the others.
+    claimed.wait().await;
     // An idle long-poll, as a real worker with free slots keeps one.
     let mut claimer = client.clone();
     let claim_worker = worker_id.clone();
@@ -112,7 +138,7 @@ async fn simulate(
         loop {
             let request = pb::ClaimRequest {
                 worker_id: claim_worker.clone(),
-                max_tasks: 4,
+                max_tasks: HELD,
                 wait: Some(duration(Duration::from_secs(20))),
                 agents: vec![],
             };
@@ -124,12 +150,11 @@ async fn simulate(
     tokio::time::sleep(stagger).await;
     let (beats, outbound) = tokio::sync::mpsc::channel(2);
     let mut replies = client.heartbeat(ReceiverStream::new(outbound)).await?.into_inner();
-    let attempt = AttemptId::new().to_string();
     loop {
         let beat = pb::HeartbeatRequest {
             worker_id: worker_id.clone(),
-            attempt_ids: vec![attempt.clone()],
-            free_slots: 4,
+            attempt_ids: held.clone(),
+            free_slots: 0,
             ..Default::default()
         };
         let sent = Instant::now();

@@ -66,15 +66,23 @@ impl Wal {
         Ok(Self(sqlx::query_scalar("select pg_current_wal_lsn()::text").fetch_one(pool).await?))
     }
 
+    /// WAL bytes written since `self`.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn bytes_since(self, pool: &sqlx::PgPool) -> anyhow::Result<f64> {
+        Ok(sqlx::query_scalar("select pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8")
+            .bind(self.0)
+            .fetch_one(pool)
+            .await?)
+    }
+
     /// The field for a workload's line: WAL bytes written since `self`, per job.
     ///
     /// # Errors
     /// Database failures.
     pub async fn per_job(self, pool: &sqlx::PgPool, jobs: usize) -> anyhow::Result<[(&'static str, String); 1]> {
-        let bytes: f64 = sqlx::query_scalar("select pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8")
-            .bind(self.0)
-            .fetch_one(pool)
-            .await?;
+        let bytes = self.bytes_since(pool).await?;
         Ok([("wal_bytes_per_job", format!("{:.0}", bytes / jobs.max(1) as f64))])
     }
 }
