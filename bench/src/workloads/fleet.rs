@@ -112,25 +112,11 @@ async fn simulate(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let worker_id = WorkerId::new().to_string();
-    let registration = pb::RegisterRequest {
-        worker_id: worker_id.clone(),
-        name: "sim".into(),
-        agents: vec!["noop".into()],
-        slots: HELD,
-        ..Default::default()
-    };
-    client.register(registration).await?;
-    let request = pb::ClaimRequest {
-        worker_id: worker_id.clone(),
-        max_tasks: HELD,
-        wait: Some(duration(Duration::ZERO)),
-        agents: vec![],
-    };
-    let held: Vec<String> =
-        client.claim(request).await?.into_inner().assignments.into_iter().map(|task| task.attempt_id).collect();
-    // Once every worker holds its share: a long-poll started earlier would
-    // take tasks meant for the others.
+    let joined = join(&mut client, &worker_id).await;
+    // Once every worker holds its share (or failed to): a long-poll started
+    // earlier would take tasks meant for the others.
     claimed.wait().await;
+    let held = joined?;
     // An idle long-poll, as a real worker with free slots keeps one.
     let mut claimer = client.clone();
     let claim_worker = worker_id.clone();
@@ -169,6 +155,25 @@ async fn simulate(
     }
     claiming.abort();
     Ok(())
+}
+
+/// Registers a simulated worker and claims its [`HELD`] tasks; their attempt ids.
+async fn join(client: &mut WorkerServiceClient<Channel>, worker_id: &str) -> anyhow::Result<Vec<String>> {
+    let registration = pb::RegisterRequest {
+        worker_id: worker_id.to_owned(),
+        name: "sim".into(),
+        agents: vec!["noop".into()],
+        slots: HELD,
+        ..Default::default()
+    };
+    client.register(registration).await?;
+    let request = pb::ClaimRequest {
+        worker_id: worker_id.to_owned(),
+        max_tasks: HELD,
+        wait: Some(duration(Duration::ZERO)),
+        agents: vec![],
+    };
+    Ok(client.claim(request).await?.into_inner().assignments.into_iter().map(|task| task.attempt_id).collect())
 }
 
 /// CPU ticks (user + system) the process used so far.

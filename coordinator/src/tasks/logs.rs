@@ -56,18 +56,15 @@ pub async fn append(pool: &PgPool, max_bytes: u64, chunks: Vec<Chunk>) -> Result
     let mut tx = pool.begin().await?;
     let mut budgets: HashMap<Uuid, db::logs::LogBudget> =
         db::logs::lock_budgets(&mut tx, &task_ids).await?.into_iter().map(|budget| (budget.task_id, budget)).collect();
-    // Under the budgets' row locks: a resend racing this batch waits for it.
-    let keys: Vec<(Uuid, i64, i16)> = chunks.iter().map(|chunk| (chunk.attempt.0, chunk.seq, chunk.stream)).collect();
-    let mut resent = db::logs::stored_keys(
-        &mut tx,
-        &keys.iter().map(|key| key.0).collect::<Vec<_>>(),
-        &keys.iter().map(|key| key.1).collect::<Vec<_>>(),
-        &keys.iter().map(|key| key.2).collect::<Vec<_>>(),
-    )
-    .await?;
+    // Chunks stored already (read under the budgets' row locks: a resend
+    // racing this batch waits for it), and then those taken from this batch.
+    let attempts: Vec<Uuid> = chunks.iter().map(|chunk| chunk.attempt.0).collect();
+    let seqs: Vec<i64> = chunks.iter().map(|chunk| chunk.seq).collect();
+    let streams: Vec<i16> = chunks.iter().map(|chunk| chunk.stream).collect();
+    let mut known = db::logs::stored_keys(&mut tx, &attempts, &seqs, &streams).await?;
     let mut stored = Stored::default();
     let mut rows = db::logs::NewChunks::default();
-    for (chunk, key) in chunks.into_iter().zip(keys) {
+    for chunk in chunks {
         let Some(budget) = budgets.get_mut(&chunk.task.0) else {
             stored.rejected += 1;
             continue;
@@ -78,7 +75,7 @@ pub async fn append(pool: &PgPool, max_bytes: u64, chunks: Vec<Chunk>) -> Result
         }
         stored.accepted += 1;
         // Stored before, or earlier in this batch: counted once.
-        if budget.log_truncated || !resent.insert(key) {
+        if budget.log_truncated || !known.insert((chunk.attempt.0, chunk.seq, chunk.stream)) {
             continue;
         }
         let room = usize::try_from(max_bytes - budget.log_bytes).unwrap_or(0);

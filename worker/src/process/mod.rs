@@ -1,9 +1,18 @@
 //! Running one agent as a supervised subprocess: its scratch folder
 //! ([`workdir`]), agents a dead worker left behind ([`orphans`]), how it is started ([`spawn`]), how its output is read and
 //! streamed ([`output`]), and how it is waited on and stopped ([`supervise`]).
+//! File work runs off the async threads ([`blocking_io`]).
 
 pub mod orphans;
 pub mod output;
 pub mod spawn;
 pub mod supervise;
 pub mod workdir;
+
+/// Runs blocking file work on tokio's blocking pool; a job that panicked or
+/// was cancelled is reported as an I/O error like any other.
+pub(crate) async fn blocking_io<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(std::io::Error::other)?
+}

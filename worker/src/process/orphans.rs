@@ -31,13 +31,12 @@ pub const PGID_FILE: &str = "agent.pgid";
 /// and the blocks freed and allocated again were a tenth of the workers' CPU.
 pub async fn record(scratch: &Path, pgid: u32, attempt: &str) {
     let (path, record) = (scratch.join(PGID_FILE), format!("{pgid:>10} {attempt:<64}"));
-    let written = tokio::task::spawn_blocking(move || {
+    let written = super::blocking_io(move || {
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
         file.write_all_at(record.as_bytes(), 0)
     })
-    .await
-    .map_err(std::io::Error::other);
-    if let Err(err) = written.and_then(|written| written) {
+    .await;
+    if let Err(err) = written {
         warn!(error = %err, "could not record the agent's process group; a crash would leave it running");
     }
 }

@@ -94,11 +94,7 @@ impl Scratch {
         let dir = folders.take(attempt);
         let prompt = prompt.map(str::to_owned);
         let folder = dir.clone();
-        let written = tokio::task::spawn_blocking(move || write_files(&folder, prompt.as_deref(), json))
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|written| written);
-        match written {
+        match super::blocking_io(move || write_files(&folder, prompt.as_deref(), json)).await {
             Ok(files) => Ok(Self { files, ..Self::empty(dir) }),
             Err(err) => {
                 Self::empty(dir).finish(folders).await;
@@ -118,8 +114,7 @@ impl Scratch {
             return;
         }
         let dir = self.dir.clone();
-        let emptied = tokio::task::spawn_blocking(move || empty_folder(&dir)).await.map_err(std::io::Error::other);
-        match emptied.and_then(|emptied| emptied) {
+        match super::blocking_io(move || empty_folder(&dir)).await {
             Ok(()) => folders.give_back(self.dir),
             // A folder that cannot be emptied is not reused (nor leaked into another attempt).
             Err(err) => {
