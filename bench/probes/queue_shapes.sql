@@ -1,4 +1,4 @@
--- Probe for "What comes next" in BENCHMARKS.md: five shapes of the queue,
+-- Probe for "What comes next" in BENCHMARKS.md: six shapes of the queue,
 -- each drained of 20,000 no-op tasks by one backend, 500 at a time (a claim
 -- statement, then a completion statement, each its own durable commit),
 -- after a CHECKPOINT, as the drain workload does.
@@ -17,8 +17,11 @@
 --      of written onto the task row, which is never updated after submission.
 --   e: d without the record: the completion only deletes the queue row
 --      (graphile-worker's completion), for scale.
+--   n: the task's changing columns split into a narrow state row, one per
+--      task, that the claim and the completion both update (the write-once
+--      specification in a table of its own, never written).
 --
---   for s in a b c d e a b c d e; do
+--   for s in a b c d e n a b c d e n; do
 --     psql "$DATABASE_URL" -v shape=$s -f bench/probes/queue_shapes.sql 2>&1 | awk -v s=$s \
 --       '/^Time/ {t[(n++)%3]+=$2} /^ *[0-9]+ \|/ {r=$0} END {printf "%s claim %.0f ms, complete %.0f ms, %s\n", s, t[0], t[1], r}'
 --   done
@@ -29,7 +32,7 @@
 \set ON_ERROR_STOP on
 \set QUIET on
 \pset footer off
-drop table if exists qa, qb, qc, qd, qe, queue_c, results_d, leases_b, batch;
+drop table if exists qa, qb, qc, qd, qe, qn, sn, queue_c, results_d, leases_b, batch;
 create table qa (like tasks including defaults including generated including constraints including indexes) with (fillfactor = 50);
 create table qb (like tasks including defaults including generated) with (fillfactor = 50);
 alter table qb add primary key (id);
@@ -60,12 +63,28 @@ create table qe (like qc including all);
 create table results_d (task_id uuid primary key, attempt_id uuid not null, attempts int not null, worker_id uuid not null,
     started_at timestamptz not null, finished_at timestamptz not null, result jsonb);
 create table batch (id uuid primary key);
+create table qn (like qc including all);
+create table sn (
+    id uuid primary key, swarm_id uuid not null, status task_status not null, priority int not null default 0,
+    run_after timestamptz not null default now(), run_agent text not null, has_locks bool not null default false,
+    has_labels bool not null default false, waiting_on int not null default 0, attempts int not null default 0, failures int not null default 0,
+    current_attempt uuid, worker_id uuid, lease_expires_at timestamptz, attempt_deadline timestamptz,
+    started_at timestamptz, attempt_started_at timestamptz, finished_at timestamptz,
+    result jsonb, error text, input_tokens bigint not null default 0, output_tokens bigint not null default 0, cost float8 not null default 0,
+    attempt_session_id text, attempt_input_tokens bigint, attempt_output_tokens bigint, attempt_cost float8,
+    updated_at timestamptz not null default now()
+) with (fillfactor = 50);
+create index on sn (priority desc, id) where status = 'ready' and not has_locks;
+create index on sn (swarm_id, status);
+create index on sn (worker_id, least(lease_expires_at, attempt_deadline)) where lease_expires_at is not null;
 insert into q:shape (id, swarm_id, agent, prompt, status, max_attempts)
 select (lpad(to_hex(i), 8, '0') || '-0000-7000-8000-00000000abcd')::uuid,
        '00000000-0000-0000-0000-000000000001', 'noop', i::text, 'ready', 3
 from generate_series(1, 20000) i;
 insert into queue_c (task_id, run_agent, swarm_id) select id, 'noop', swarm_id from q:shape where :'shape' in ('c', 'd', 'e');
 vacuum analyze q:shape;
+insert into sn (id, swarm_id, status, run_agent) select id, swarm_id, 'ready', 'noop' from q:shape where :'shape' = 'n';
+vacuum analyze sn;
 vacuum analyze queue_c;
 vacuum analyze leases_b;
 checkpoint;
@@ -76,7 +95,13 @@ select case when :'shape' = 'a' then $a$
      worker_id = '00000000-0000-0000-0000-00000000abce', lease_expires_at = now() + interval '30 s',
      attempt_deadline = now() + interval '1 h', started_at = coalesce(t.started_at, now()), attempt_started_at = now(), updated_at = now()
      where t.id = any(array(select id from picked)) returning t.id)
-  insert into batch select id from c $a$ when :'shape' = 'b' then $b$
+  insert into batch select id from c $a$ when :'shape' = 'n' then $n$
+  with picked as (select id from sn where status = 'ready' and not has_locks order by priority desc, id limit 500 for update skip locked),
+  c as (update sn t set status = 'running', attempts = t.attempts + 1, current_attempt = gen_random_uuid(),
+     worker_id = '00000000-0000-0000-0000-00000000abce', lease_expires_at = now() + interval '30 s',
+     attempt_deadline = now() + interval '1 h', started_at = coalesce(t.started_at, now()), attempt_started_at = now(), updated_at = now()
+     where t.id = any(array(select id from picked)) returning t.id)
+  insert into batch select s.id from c join qn s on s.id = c.id $n$ when :'shape' = 'b' then $b$
   with picked as (select id from qb where ready and not has_locks order by priority desc, id limit 500 for update skip locked),
   c as (update qb t set status = 'running', attempts = t.attempts + 1, current_attempt = gen_random_uuid(),
      worker_id = '00000000-0000-0000-0000-00000000abce', started_at = coalesce(t.started_at, now()), attempt_started_at = now(), updated_at = now()
@@ -90,7 +115,9 @@ select case when :'shape' = 'a' then $a$
   insert into batch select t.id from c join q_task t on t.id = c.task_id $c$, 'q_task', 'q' || :'shape') end as claim,
   case when :'shape' = 'a' then $a$
   update qa t set status = 'succeeded', result = '{}', finished_at = now(), lease_expires_at = null, attempt_deadline = null, updated_at = now()
-  from batch b where t.id = b.id and t.status = 'running' $a$ when :'shape' = 'b' then $b$
+  from batch b where t.id = b.id and t.status = 'running' $a$ when :'shape' = 'n' then $n$
+  update sn t set status = 'succeeded', result = '{}', finished_at = now(), lease_expires_at = null, attempt_deadline = null, updated_at = now()
+  from batch b where t.id = b.id and t.status = 'running' $n$ when :'shape' = 'b' then $b$
   with d as (delete from leases_b l using batch b where l.task_id = b.id returning l.task_id)
   update qb t set status = 'succeeded', result = '{}', finished_at = now(), updated_at = now()
   from d where t.id = d.task_id $b$ when :'shape' = 'c' then $c$
@@ -111,7 +138,7 @@ select format('%s;', :'claim'), format('%s;', :'complete'), 'truncate batch;' fr
 select round(extract(epoch from clock_timestamp() - :'t0') * 1000) as ms,
        (pg_current_wal_lsn() - :'lsn0') / 20000 as wal_per_job \gset
 select pg_stat_force_next_flush();
-select :ms as ms, round(:wal_per_job) as wal_per_job, (select count(*) from q:shape where status = 'succeeded') + (select count(*) from results_d) as recorded,
+select :ms as ms, round(:wal_per_job) as wal_per_job, (select count(*) from q:shape where status = 'succeeded') + (select count(*) from results_d) + (select count(*) from sn where status = 'succeeded') as recorded,
        (select n_tup_hot_upd from pg_stat_user_tables where relname = 'q' || :'shape') as hot,
        (select n_tup_upd from pg_stat_user_tables where relname = 'q' || :'shape') as upd;
-drop table qa, qb, qc, qd, qe, queue_c, results_d, leases_b, batch;
+drop table qa, qb, qc, qd, qe, qn, sn, queue_c, results_d, leases_b, batch;
