@@ -261,11 +261,12 @@ fn spawn(mut command: Command, log: &Path) -> anyhow::Result<Child> {
 /// Waits until no task is left to run — none ready, none leased — or
 /// `deadline` passes, then counts the tasks that succeeded.
 ///
-/// The look walks the two partial indexes of unfinished tasks and stops at
-/// the first live entry, so polling every 20 ms costs the database next to
-/// nothing (counting the succeeded tasks every 100 ms had cost 5 % of its CPU
-/// in a 100,000-task drain, `pg_stat_statements`). Figures come from the
-/// database's own timestamps; the poll decides only when the wait notices the end.
+/// The look walks the partial indexes of the queue and of unfinished task
+/// rows and stops at the first live entry, so polling every 20 ms costs the
+/// database next to nothing (counting the succeeded tasks every 100 ms had
+/// cost 5 % of its CPU in a 100,000-task drain, `pg_stat_statements`).
+/// Figures come from the database's own timestamps; the poll decides only
+/// when the wait notices the end.
 ///
 /// # Errors
 /// Database failures.
@@ -283,9 +284,11 @@ async fn unfinished(pool: &PgPool) -> anyhow::Result<bool> {
     let mut tx = pool.begin().await?;
     sqlx::query("set local enable_seqscan = off").execute(&mut *tx).await?;
     let unfinished: bool = sqlx::query_scalar(
-        "select exists(select 1 from tasks where status = 'ready' and not has_locks)
-             or exists(select 1 from tasks where status = 'ready' and has_locks)
-             or exists(select 1 from tasks where lease_expires_at is not null)",
+        "select exists(select 1 from queue where worker_id is null)
+             or exists(select 1 from queue where worker_id is not null)
+             or exists(select 1 from task_rows where status = 'ready' and not has_locks)
+             or exists(select 1 from task_rows where status = 'ready' and has_locks)
+             or exists(select 1 from task_rows where lease_expires_at is not null)",
     )
     .fetch_one(&mut *tx)
     .await?;

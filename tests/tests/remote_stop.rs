@@ -47,7 +47,7 @@ async fn stop_now_hands_running_tasks_back_and_drain_lets_them_finish() {
 
     // A second worker picks them up; drain it while they run: they finish, then it exits.
     std::fs::remove_file(&started).unwrap();
-    sqlx::query("update tasks set prompt = '1'").execute(&db.pool).await.unwrap();
+    sqlx::query("update task_rows set prompt = '1'").execute(&db.pool).await.unwrap();
     let second = start_worker(&coordinator.url, &config, "second", dir.path());
     eventually("the agents to run again", Duration::from_secs(20), || async {
         std::fs::read_to_string(&started).is_ok_and(|text| text.lines().count() == 3)

@@ -1,6 +1,7 @@
 //! The coordinator refreshes the planner's statistics on the queue tables as
-//! soon as they grow — a bulk submission (`tasks`), the failed attempts a
-//! drain writes out (`past_attempts`; successes stay on their task rows) —
+//! soon as they grow — a bulk submission (`task_rows`, and `queue` with it),
+//! the failed attempts a drain writes out (`past_attempts`; successes stay on
+//! their task rows or in `results`) —
 //! instead of leaving statements planned for near-empty tables until
 //! autovacuum comes by. A handful of rows is not worth an analyze.
 
@@ -15,9 +16,10 @@ use hive_tests::procs::{start_worker, worker_config};
 use hive_tests::wait::eventually;
 
 /// Explicit analyzes (autovacuum's are counted apart).
-const TASKS_ANALYZED: &str = "select analyze_count from pg_stat_user_tables where relname = 'tasks'";
+const TASKS_ANALYZED: &str = "select analyze_count from pg_stat_user_tables where relname = 'task_rows'";
+const QUEUE_ANALYZED: &str = "select analyze_count from pg_stat_user_tables where relname = 'queue'";
 const PAST_ATTEMPTS_ANALYZED: &str = "select analyze_count from pg_stat_user_tables where relname = 'past_attempts'";
-const TASKS_ROWS: &str = "select n_live_tup from pg_stat_user_tables where relname = 'tasks'";
+const TASKS_ROWS: &str = "select n_live_tup from pg_stat_user_tables where relname = 'task_rows'";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_swarm_and_its_failing_drain_get_tasks_and_past_attempts_analyzed() {
@@ -48,6 +50,10 @@ async fn a_bulk_swarm_and_its_failing_drain_get_tasks_and_past_attempts_analyzed
     // Had the ten tasks set one off, the bulk (which more than doubles the
     // table) would have set off a second.
     assert_eq!(count(&db.pool, TASKS_ANALYZED).await, 1, "ten tasks are not worth an analyze");
+    eventually("an analyze of the queue with it", Duration::from_secs(10), || async {
+        count(&db.pool, QUEUE_ANALYZED).await >= 1
+    })
+    .await;
     assert_eq!(count(&db.pool, PAST_ATTEMPTS_ANALYZED).await, 0, "no attempt yet, nothing to analyze");
 
     let dir = tempfile::tempdir().unwrap();

@@ -78,18 +78,24 @@ pub async fn run(db: &Database, binaries: &Binaries, sizes: &[usize], claims: us
     Ok(())
 }
 
-/// Adds `n` ready no-op tasks in one statement, with ids laid out as Hive's
-/// submit makes them (UUIDv7: the millisecond, then a count), so the queue
-/// sits in the table and its indexes in submission order, as a real backlog
-/// does. (Random ids had scattered a 1M queue's claims over every heap page.)
+/// Adds `n` ready no-op tasks in one statement, queued as a submission
+/// queues them (a task row saying `queued` and a narrow queue row), with ids
+/// laid out as Hive's submit makes them (UUIDv7: the millisecond, then a
+/// count), so the queue sits in the tables and their indexes in submission
+/// order, as a real backlog does. (Random ids had scattered a 1M queue's
+/// claims over every heap page.)
 async fn fill(pool: &sqlx::PgPool, n: usize) -> anyhow::Result<()> {
     sqlx::query(
-        "with swarm as (insert into swarms (id, name) values (gen_random_uuid(), 'backlog') returning id)
-         insert into tasks (id, swarm_id, agent, prompt, status, max_attempts)
-         select (lpad(to_hex((extract(epoch from now()) * 1000)::int8), 12, '0') || '7'
-                 || substr(lpad(to_hex(i), 18, '0'), 1, 3) || '8' || substr(lpad(to_hex(i), 18, '0'), 4))::uuid,
-                swarm.id, 'noop', 'x', 'ready', 4
-         from swarm, generate_series(1, $1) as i",
+        "with swarm as (insert into swarms (id, name) values (gen_random_uuid(), 'backlog') returning id),
+         inserted as (
+             insert into task_rows (id, swarm_id, agent, prompt, status, max_attempts)
+             select (lpad(to_hex((extract(epoch from now()) * 1000)::int8), 12, '0') || '7'
+                     || substr(lpad(to_hex(i), 18, '0'), 1, 3) || '8' || substr(lpad(to_hex(i), 18, '0'), 4))::uuid,
+                    swarm.id, 'noop', 'x', 'queued', 4
+             from swarm, generate_series(1, $1) as i
+             returning id, swarm_id, priority, run_after, run_agent, has_labels, timeout_ms, octet_length(prompt) as bytes)
+         insert into queue (task_id, swarm_id, priority, run_after, run_agent, has_labels, timeout_ms, bytes)
+         select * from inserted",
     )
     .bind(i64::try_from(n)?)
     .execute(pool)

@@ -82,37 +82,64 @@ pub async fn record(executor: impl PgExecutor<'_>, beats: &Beats, lease_seconds:
             where w.id = b.id and w.id in (select id from beating)
             returning w.id, w.command
         ), listed as (
-            -- Each listed attempt looked up among its worker's leased tasks
-            -- (`tasks_leased_idx`), one lookup each; `limit 1` keeps the
-            -- lookup per attempt. As a plain join, a plan made while few
-            -- tasks were leased drove it from the index instead and compared
-            -- every leased task with every listed attempt (4,000 × 60 in one
-            -- batch: 66 ms, and again for the update).
-            select x.id
+            -- Each listed attempt looked up among its worker's leased queue
+            -- rows and task rows (`queue_leased_idx`, `tasks_leased_idx`),
+            -- one lookup each; `limit 1` keeps the lookup per attempt. As a
+            -- plain join, a plan made while few tasks were leased drove it
+            -- from the index instead and compared every leased task with
+            -- every listed attempt (4,000 × 60 in one batch: 66 ms, and
+            -- again for the update).
+            select x.id, x.queued
             from unnest($9::uuid[], $10::uuid[]) as h(worker_id, attempt_id)
             cross join lateral (
-                select t.id from tasks t
-                where t.worker_id = h.worker_id and t.lease_expires_at is not null and t.current_attempt = h.attempt_id
+                (select q.task_id as id, true as queued from queue q
+                 where q.worker_id = h.worker_id and q.attempt_id = h.attempt_id
+                 limit 1)
+                union all
+                (select t.id, false from task_rows t
+                 where t.worker_id = h.worker_id and t.lease_expires_at is not null and t.current_attempt = h.attempt_id
+                 limit 1)
                 limit 1
             ) x
-        ), holding as (
+        ), holding_rows as (
             -- Running or cancelling is leased (constraint `tasks_lease_held`);
             -- said by status, not lease, so the planner looks the rows up by
             -- id rather than walk the leased index for them.
             select t.id
-            from tasks t
-            where t.id = any(array(select id from listed)) and t.status in ('running', 'cancelling')
+            from task_rows t
+            where t.id = any(array(select id from listed where not queued)) and t.status in ('running', 'cancelling')
             order by t.id
             for update of t
-        ), extended as (
-            update tasks t
+        ), holding_queue as (
+            select q.task_id as id
+            from queue q
+            -- Leased, since `listed` found it by its attempt; locked by id.
+            where q.task_id = any(array(select id from listed where queued))
+            order by q.task_id
+            for update of q
+        ), extended_rows as (
+            update task_rows t
             set lease_expires_at = now() + make_interval(secs => $11)
-            where t.id = any(array(select id from holding)) and t.status in ('running', 'cancelling')
+            where t.id = any(array(select id from holding_rows)) and t.status in ('running', 'cancelling')
             returning t.worker_id, t.current_attempt, t.status
+        ), extended_queue as (
+            update queue q
+            set lease_expires_at = now() + make_interval(secs => $11)
+            where q.task_id = any(array(select id from holding_queue))
+            returning q.worker_id, q.attempt_id as current_attempt, 'running'::task_status as status
+        ), extended as (
+            select * from extended_rows union all select * from extended_queue
         ), leased as (
-            select worker_id, count(*) as n
-            from tasks
-            where worker_id = any($1) and lease_expires_at is not null
+            select worker_id, sum(n)::int8 as n
+            from (select worker_id, count(*) as n
+                  from task_rows
+                  where worker_id = any($1) and lease_expires_at is not null
+                  group by worker_id
+                  union all
+                  select worker_id, count(*)
+                  from queue
+                  where worker_id = any($1) and worker_id is not null
+                  group by worker_id) both_tables
             group by worker_id
         )
         select array(select id from seen) as "seen!: Vec<Uuid>",

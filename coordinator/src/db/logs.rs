@@ -1,4 +1,4 @@
-//! Statements on `task_logs` and the per-task output budget kept on `tasks`.
+//! Statements on `task_logs` and the per-task output budget kept on the task rows.
 
 use std::collections::HashSet;
 
@@ -23,10 +23,14 @@ pub async fn lock_budgets(conn: &mut PgConnection, task_ids: &[Uuid]) -> sqlx::R
     sqlx::query_as!(
         LogBudget,
         r#"
-        select id as task_id, current_attempt, log_bytes, log_truncated
-        from tasks where id = any($1)
-        order by id
-        for no key update
+        select t.id as task_id, coalesce(q.attempt_id, r.attempt_id, t.current_attempt) as current_attempt,
+               t.log_bytes, t.log_truncated
+        from task_rows t
+        left join queue q on t.status = 'queued' and q.task_id = t.id
+        left join results r on t.status = 'queued' and r.task_id = t.id
+        where t.id = any($1)
+        order by t.id
+        for no key update of t
         "#,
         task_ids
     )
@@ -100,7 +104,7 @@ pub async fn update_budgets(
 ) -> sqlx::Result<()> {
     sqlx::query!(
         r#"
-        update tasks t set log_bytes = b.log_bytes, log_truncated = b.truncated
+        update task_rows t set log_bytes = b.log_bytes, log_truncated = b.truncated
         from unnest($1::uuid[], $2::int8[], $3::bool[]) as b(task_id, log_bytes, truncated)
         where t.id = b.task_id
         "#,

@@ -17,6 +17,7 @@ pub mod leases;
 pub mod locks;
 pub mod logs;
 pub mod outcomes;
+pub mod queue;
 pub mod stats;
 pub mod swarms;
 pub mod tasks;

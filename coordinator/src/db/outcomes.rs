@@ -2,11 +2,14 @@
 //! plain tasks; a few for tasks with a validator stage), failures and other
 //! stops (fates), and what follows in the graph — dependents unblocked when
 //! their last dependency succeeds, cancelled when one dies, put back when it
-//! is retried. A running attempt lives on its task row; a plain task's
-//! success stays there (its session and usage beside it), since the task
-//! never runs again. Every other end writes the attempt out to
-//! `past_attempts`. The view `attempts` shows all of them. Every path records
-//! usage, charges the swarm's budget and releases the attempt's locks.
+//! is retried. A running attempt lives on its queue row (a task queued at
+//! submission) or its task row. A queued task's success replaces its queue
+//! row with a `results` row; a plain task's success on its task row stays
+//! there (its session and usage beside it), since the task never runs
+//! again. Every other end first writes a queued task back onto its row
+//! (`queue`), and writes the attempt out to `past_attempts`. The view
+//! `attempts` shows all of them. Every path records usage, charges the
+//! swarm's budget and releases the attempt's locks.
 
 use serde_json::Value as Json;
 use sqlx::{PgConnection, PgExecutor};
@@ -55,8 +58,26 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
                 as r(task_id, attempt_id, result, session_id, input_tokens, output_tokens, cost)
             -- Rows are locked in id order, as every multi-row locker of tasks does: no deadlocks.
             order by task_id
-        ), done as (
-            update tasks t
+        ), done_queued as (
+            -- Queued tasks: the queue row goes, a result row comes; the
+            -- attempt id in the queue row is the fence (a queue row has one
+            -- only while leased). Nothing about the lease in the filter: a
+            -- plan made while few rows were leased drove the delete from the
+            -- leased index and compared every leased row with every report
+            -- (3,410 × 512 in one batch: 280 ms).
+            delete from queue q
+            using reported r
+            where q.task_id = r.task_id and q.attempt_id = r.attempt_id
+            returning q.task_id as id, q.swarm_id, q.attempt_id, q.attempts, q.worker_id, q.started_at,
+                      q.attempt_started_at, r.result, r.session_id, r.input_tokens, r.output_tokens, r.cost
+        ), recorded as (
+            insert into results (task_id, attempt_id, attempt, worker_id, started_at, attempt_started_at, finished_at,
+                                 result, session_id, input_tokens, output_tokens, cost)
+            select id, attempt_id, attempts, worker_id, started_at, attempt_started_at, now(), result, session_id,
+                   input_tokens, output_tokens, cost
+            from done_queued
+        ), done_rows as (
+            update task_rows t
             set status = 'succeeded', result = r.result, error = null, finished_at = now(),
                 lease_expires_at = null, attempt_deadline = null, updated_at = now(),
                 input_tokens = t.input_tokens + coalesce(r.input_tokens, 0),
@@ -74,8 +95,12 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
             where t.id = r.task_id and t.current_attempt = r.attempt_id and t.status in ('running', 'cancelling')
               and t.validate_agent is null
             returning t.id, t.swarm_id, r.attempt_id, r.cost
+        ), done as (
+            select id, swarm_id, attempt_id, cost from done_queued
+            union all
+            select id, swarm_id, attempt_id, cost from done_rows
         ), unblocked as (
-            update tasks t
+            update task_rows t
             set waiting_on = t.waiting_on - n.count,
                 status = case when t.waiting_on = n.count and t.status = 'blocked' then 'ready'::task_status else t.status end,
                 updated_at = now()
@@ -107,7 +132,7 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
 }
 
 /// The recorded outcome of each given attempt (of the task paired with it)
-/// that ended: written out, or a success kept on its task row.
+/// that ended: written out, a success kept on its task row, or one in `results`.
 pub async fn attempt_outcomes(
     executor: impl PgExecutor<'_>,
     task_ids: &[Uuid],
@@ -120,8 +145,11 @@ pub async fn attempt_outcomes(
         from asked r join past_attempts a on a.task_id = r.task_id and a.id = r.attempt_id
         union all
         select t.current_attempt, 'succeeded'::attempt_outcome
-        from asked r join tasks t on t.id = r.task_id and t.current_attempt = r.attempt_id
+        from asked r join task_rows t on t.id = r.task_id and t.current_attempt = r.attempt_id
         where t.status = 'succeeded' and t.validate_agent is null
+        union all
+        select x.attempt_id, 'succeeded'::attempt_outcome
+        from asked r join results x on x.task_id = r.task_id and x.attempt_id = r.attempt_id
         "#,
         task_ids,
         attempt_ids,
@@ -161,7 +189,7 @@ pub async fn lock_staged(
         r#"
         select t.id, t.current_attempt as "attempt_id!", t.status as "status: TaskStatus", t.stage, t.round,
                t.max_rounds, t.build_result
-        from tasks t
+        from task_rows t
         join unnest($1::uuid[], $2::uuid[]) as r(task_id, attempt_id)
           on t.id = r.task_id and t.current_attempt = r.attempt_id
         where t.status in ('running', 'cancelling') and t.validate_agent is not null
@@ -188,9 +216,9 @@ pub async fn record_stage_attempt(conn: &mut PgConnection, reports: &Reports, in
                                   session_id, input_tokens, output_tokens, cost)
             select current_attempt, id, attempts, worker_id, stage, attempt_started_at, now(),
                    'succeeded', $3, $4, $5, $6, $7
-            from tasks where id = $1 and current_attempt = $2
+            from task_rows where id = $1 and current_attempt = $2
         ), task as (
-            update tasks
+            update task_rows
             set input_tokens = input_tokens + coalesce($5, 0), output_tokens = output_tokens + coalesce($6, 0),
                 cost = cost + coalesce($7, 0)
             where id = $1
@@ -242,7 +270,7 @@ pub async fn advance(conn: &mut PgConnection, task: Uuid, next: &NextStage) -> s
     sqlx::query!(
         r#"
         with moved as (
-            update tasks
+            update task_rows
             set status = $2::task_status,
                 stage = case $3 when 'validate' then 'validate' when 'rebuild' then 'build' else stage end,
                 round = case $3 when 'rebuild' then round + 1 else round end,
@@ -295,19 +323,21 @@ pub struct StoppedAttempt {
     pub lease_expired: bool,
 }
 
-/// Locks the leased tasks whose current attempt is among the reported ones.
+/// Locks the leased tasks whose current attempt is among the reported ones
+/// (queued ones written back onto their rows first).
 pub async fn lock_reported(
     conn: &mut PgConnection,
     task_ids: &[Uuid],
     attempt_ids: &[Uuid],
 ) -> sqlx::Result<Vec<StoppedAttempt>> {
+    super::queue::write_back_reported(&mut *conn, task_ids, attempt_ids).await?;
     sqlx::query_as!(
         StoppedAttempt,
         r#"
         select t.id, t.current_attempt as "attempt_id!", t.status as "status: TaskStatus", t.failures,
                t.max_attempts, t.backoff_initial_ms, t.backoff_max_ms, t.backoff_multiplier,
                false as "lease_expired!"
-        from tasks t
+        from task_rows t
         join unnest($1::uuid[], $2::uuid[]) as r(task_id, attempt_id)
           on t.id = r.task_id and t.current_attempt = r.attempt_id
         where t.status in ('running', 'cancelling')
@@ -369,16 +399,16 @@ pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result
                                   exit_code, signal, session_id, input_tokens, output_tokens, cost)
             select d.attempt_id, t.id, t.attempts, t.worker_id, t.stage, t.attempt_started_at,
                    now(), d.outcome, d.error, d.exit_code, d.signal, d.session_id, d.input_tokens, d.output_tokens, d.cost
-            from decided d join tasks t on t.id = d.task_id and t.current_attempt = d.attempt_id
+            from decided d join task_rows t on t.id = d.task_id and t.current_attempt = d.attempt_id
         ), charged as (
             update swarms s set spent = s.spent + x.cost
             from (select t.swarm_id, sum(coalesce(d.cost, 0)) as cost
-                  from decided d join tasks t on t.id = d.task_id group by t.swarm_id) x
+                  from decided d join task_rows t on t.id = d.task_id group by t.swarm_id) x
             where s.id = x.swarm_id and x.cost > 0
         ), unlocked as (
             delete from task_locks l using decided d where l.task_id = d.task_id returning l.key
         ), moved as (
-            update tasks t
+            update task_rows t
         set status = d.status,
             failures = t.failures + case when d.counted then 1 else 0 end,
             error = d.error,
@@ -420,7 +450,7 @@ pub async fn unblock_dependents(conn: &mut PgConnection, tasks: &[Uuid]) -> sqlx
     let ready = sqlx::query_scalar!(
         r#"
         with unblocked as (
-            update tasks t
+            update task_rows t
             set waiting_on = t.waiting_on - n.count,
                 status = case when t.waiting_on = n.count and t.status = 'blocked' then 'ready'::task_status else t.status end,
                 updated_at = now()
@@ -447,7 +477,7 @@ pub async fn cancel_downstream(conn: &mut PgConnection, tasks: &[Uuid], reason: 
             union
             select d.task_id from task_deps d join downstream on d.depends_on = downstream.id
         )
-        update tasks
+        update task_rows
         set status = 'cancelled', cancelled_upstream = true, error = $2, finished_at = now(), updated_at = now()
         where id in (select id from downstream) and status in ('blocked', 'ready')
         returning id
@@ -470,9 +500,10 @@ pub async fn restore_downstream(conn: &mut PgConnection, tasks: &[Uuid]) -> sqlx
             union
             select d.task_id from task_deps d join downstream on d.depends_on = downstream.id
         )
-        update tasks t
+        update task_rows t
         set status = 'blocked', cancelled_upstream = false, error = null, finished_at = null, updated_at = now(),
-            waiting_on = (select count(*) from task_deps d join tasks u on u.id = d.depends_on
+            waiting_on = (select count(*) from task_deps d join tasks u on u.id = d.depends_on -- the view: a queued upstream's success is in `results`
+
                           where d.task_id = t.id and u.status <> 'succeeded')
         where t.id in (select id from downstream) and t.status = 'cancelled' and t.cancelled_upstream
         "#,

@@ -33,7 +33,7 @@ pub async fn insert(
 pub async fn by_key(executor: impl PgExecutor<'_>, key: &str) -> sqlx::Result<Option<(Uuid, Vec<Uuid>)>> {
     let row = sqlx::query!(
         r#"
-        select s.id, array(select t.id from tasks t where t.swarm_id = s.id order by t.id) as "tasks!: Vec<Uuid>"
+        select s.id, array(select t.id from task_rows t where t.swarm_id = s.id order by t.id) as "tasks!: Vec<Uuid>"
         from swarms s where s.idempotency_key = $1
         "#,
         key
@@ -113,11 +113,19 @@ pub async fn unserved(
     sqlx::query_as!(
         Unserved,
         r#"
-        select t.swarm_id, t.run_agent as "agent!",
-               t.required_labels as labels, count(*) as "count!"
-        from tasks t
-        where t.status = 'ready' and ($1::uuid is null or t.swarm_id = $1)
-          and not exists (
+        with ready as (
+            select t.swarm_id, t.run_agent, t.required_labels
+            from task_rows t
+            where t.status = 'ready' and ($1::uuid is null or t.swarm_id = $1)
+            union all
+            select q.swarm_id, q.run_agent, t.required_labels
+            from queue q join task_rows t on t.id = q.task_id
+            where q.worker_id is null and ($1::uuid is null or q.swarm_id = $1)
+        )
+        select t.swarm_id as "swarm_id!", t.run_agent as "agent!",
+               t.required_labels as "labels!", count(*) as "count!"
+        from ready t
+        where not exists (
               select 1 from workers w
               where w.last_seen_at > now() - make_interval(secs => $2)
                 and t.run_agent = any(w.agents)

@@ -114,7 +114,7 @@ pub async fn run(pool: PgPool, statistics: Arc<Statistics>, cancel: Cancellation
         let submitted = statistics.submitted.load(Ordering::Relaxed);
         let now = Instant::now();
         for counts in counts {
-            let unseen = if counts.table == "tasks" { submitted } else { 0 };
+            let unseen = if counts.table == "task_rows" { submitted } else { 0 };
             let last = analyzed.get(counts.table).copied().or_else(|| {
                 let seen = first_sight(&counts, now)?;
                 analyzed.insert(counts.table, seen);
@@ -143,7 +143,7 @@ mod tests {
     use super::*;
 
     fn counts(inserted: i64, live: i64, analyzed_rows: f32) -> TableCounts {
-        TableCounts { table: "tasks", inserted, live, analyzed_rows }
+        TableCounts { table: "task_rows", inserted, live, analyzed_rows }
     }
 
     #[test]

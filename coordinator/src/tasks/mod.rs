@@ -57,7 +57,7 @@ async fn cancel_in_transaction(
 ) -> Result<Vec<db::tasks::Cancelled>> {
     let reason = if reason.trim().is_empty() { "cancelled by an operator" } else { reason };
     let mut tx = pool.begin().await?;
-    let touched = db::tasks::cancel_matching(&mut *tx, filter, reason).await?;
+    let touched = db::tasks::cancel_matching(&mut tx, filter, reason).await?;
     let cancelled: Vec<Uuid> =
         touched.iter().filter(|task| task.status == TaskStatus::Cancelled).map(|task| task.id).collect();
     if !cancelled.is_empty() {
