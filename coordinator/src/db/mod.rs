@@ -61,6 +61,12 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
 /// nearly empty, had kept seq-scanning it with `id = any(…)` as a filter —
 /// 512 comparisons per row, a fifth of the Complete calls in a 50k-task drain.
 ///
+/// JIT compilation is off here (`jit = off`): a generic plan prices its
+/// `limit $n` at a tenth of the table, so with a million tasks queued the
+/// claim's estimated cost passed the JIT thresholds, and each claim of one
+/// task spent 660 ms compiling its expressions (`hive-bench --workloads
+/// backlog --log-statements plans`) to run them for 0.2 ms.
+///
 /// Each connection prepares and plans the claim, Complete and heartbeat
 /// statements as it opens ([`prepare_hot_path`]), and [`open_hot_pool`]
 /// opens them all at start (the pool keeps them): the first claims after a
@@ -72,9 +78,11 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
 /// A malformed URL.
 pub fn hot_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = config.url.expose().parse()?;
-    let options = options
-        .application_name("hive-coordinator-hot")
-        .options([("plan_cache_mode", "force_generic_plan"), ("enable_seqscan", "off")]);
+    let options = options.application_name("hive-coordinator-hot").options([
+        ("plan_cache_mode", "force_generic_plan"),
+        ("enable_seqscan", "off"),
+        ("jit", "off"),
+    ]);
     let connections = hot_connections(config);
     Ok(pool_options(config, connections)
         .min_connections(connections)
