@@ -247,13 +247,10 @@ pub async fn claim_locked(
                (case when c.stage = 'validate' then coalesce(c.validate_prompt, '') else c.prompt end) as "prompt!",
                c.input, c.timeout_ms, c.lease_expires_at as "lease_expires_at!", c.swarm_id as "swarm_id!",
                c.priority as "priority!", c.stage as "stage!", c.round as "round!", c.build_result, c.feedback,
-               -- A queued upstream's result is in `results` (read here, not
-               -- through the view `tasks`: planning the view's 51 columns made
-               -- the claim three times dearer to plan).
+               -- Inputs and session as in `claim`.
                (select jsonb_object_agg(coalesce(u.key, u.id::text), coalesce(r.result, u.result, 'null'::jsonb))
                 from task_deps d join task_rows u on u.id = d.depends_on left join results r on r.task_id = u.id
                 where d.task_id = c.id) as inputs,
-               -- A ready task's earlier attempts all ended without success: written out.
                (case when c.resume_sessions then
                    (select a.session_id from past_attempts a
                     where a.task_id = c.id and a.session_id is not null order by a.number desc limit 1)
