@@ -32,6 +32,16 @@ pub struct TestDb {
 /// # Panics
 /// When no server can be started or reached.
 pub async fn fresh_database() -> TestDb {
+    let db = empty_database().await;
+    hive_coordinator::MIGRATOR.run(&db.pool).await.expect("apply migrations");
+    db
+}
+
+/// Creates a fresh database with no schema (for tests of migrations).
+///
+/// # Panics
+/// When no server can be started or reached.
+pub async fn empty_database() -> TestDb {
     let server = SERVER.get_or_init(start_server).await;
     let name = format!("hive_test_{}", uuid::Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&server.admin_url).await.expect("connect to the test server");
@@ -42,7 +52,6 @@ pub async fn fresh_database() -> TestDb {
     admin.close().await.expect("close the admin connection");
     let url = with_database(&server.admin_url, &name);
     let pool = PgPoolOptions::new().max_connections(8).connect(&url).await.expect("connect to the test database");
-    hive_coordinator::MIGRATOR.run(&pool).await.expect("apply migrations");
     TestDb { url, pool }
 }
 
