@@ -26,7 +26,7 @@ pub mod workers;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection as _, PgConnection, PgPool};
 
 use crate::config::DatabaseConfig;
 
@@ -89,6 +89,19 @@ pub fn hot_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
         // Kept open, not reaped when idle and opened again (each reopening
         // prepares its statements anew); replaced at sqlx's maximum lifetime.
         .idle_timeout(None)
+        // sqlx pings every connection it hands out by default: a round trip
+        // before each claim and each Complete. A connection used within the
+        // last second is trusted instead; a dead one fails its statement,
+        // which the worker retries like any database error.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= HOT_PING_AFTER {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .after_connect(|conn, _| Box::pin(prepare_hot_path(conn)))
         .connect_lazy_with(options))
 }
@@ -116,6 +129,9 @@ async fn prepare_hot_path(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     beats::record(&mut *conn, &beats::Beats::default(), 0.0).await?;
     Ok(())
 }
+
+/// How long a hot connection may sit idle before it is pinged as it is handed out.
+const HOT_PING_AFTER: Duration = Duration::from_secs(1);
 
 fn hot_connections(config: &DatabaseConfig) -> u32 {
     config.max_connections / 2

@@ -94,6 +94,10 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
             -- wrote a WAL record).
             where t.id = r.task_id and t.current_attempt = r.attempt_id and t.status in ('running', 'cancelling')
               and t.validate_agent is null
+              -- A task is queued or on its row, never both: the queued ones
+              -- just recorded skip the probe of the wide task rows (one hash
+              -- lookup instead of a primary-key descent and a heap fetch).
+              and r.task_id not in (select id from done_queued)
             returning t.id, t.swarm_id, r.attempt_id, r.cost
         ), done as (
             select id, swarm_id, attempt_id, cost from done_queued
