@@ -30,6 +30,10 @@ pub async fn run(
             () = abandon.cancelled() => return,
         };
         let Some(first) = first else { return };
+        // Attempts that are ready to run queue their outcomes first: sent at
+        // once, the first outcome of a fresh batch of tasks went alone (a
+        // Complete of one task, then one of hundreds).
+        tokio::task::yield_now().await;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
