@@ -2,6 +2,9 @@
 """CPU per job in a batched drain, split by process: Hive or a peer.
 
     scripts/drain_cpu.py hive [N]              target/release/hive-bench, prefetch 500
+    scripts/drain_cpu.py DIR [N]               the hive-bench in DIR (with the coordinator and
+                                               worker beside it): alternate two such folders
+                                               to compare two builds
     scripts/drain_cpu.py graphile-worker [N]   a peer, batched (from target/bench-peers,
                                                the copy `WITH_PEERS=1 scripts/bench` makes)
 
@@ -74,9 +77,11 @@ def watch(worker_mark, totals, done):
 def main():
     target = sys.argv[1] if len(sys.argv) > 1 else "hive"
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
-    if target == "hive":
+    build = os.path.join(ROOT, "target/release") if target == "hive" else target
+    hive = os.path.isfile(os.path.join(build, "hive-bench"))
+    if hive:
         mark = "hive-worker"
-        command = [os.path.join(ROOT, "target/release/hive-bench"), "--workloads", "drain", "--n", str(n),
+        command = [os.path.join(build, "hive-bench"), "--workloads", "drain", "--n", str(n),
                    "--drain-prefetch", "500", "--dir", f"/tmp/hive-drain-cpu.{os.getpid()}"]
         env = dict(os.environ)
     else:
@@ -91,7 +96,7 @@ def main():
     output = subprocess.run(command, env=env, capture_output=True, text=True, check=False).stdout
     done.set()
     watcher.join()
-    if target == "hive":
+    if hive:
         subprocess.run(["rm", "-rf", command[-1]], check=False)
     for line in output.splitlines():
         if "workload=drain" in line:
