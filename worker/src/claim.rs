@@ -26,12 +26,12 @@ const IN_FLIGHT_GRACE: Duration = Duration::from_secs(1);
 pub async fn run(context: Arc<Context>, attempts: TaskTracker, stop: CancellationToken) {
     let mut delays = connection::backoff();
     let mut queued = context.queued.subscribe();
-    // A prefetching worker refills its queue once it is down to a quarter,
-    // without slots and without waiting, so its slots do not idle for a
-    // claim's round trip each time the queue runs dry. A refill that finds
-    // nothing leaves the next claim to the empty queue (with slots, long-polling).
+    // A prefetching worker refills its queue once it is down to its refill
+    // mark, without slots and without waiting. A refill that finds nothing
+    // leaves the next claim to the empty queue (with slots, long-polling).
+    // The count wakes this loop only at the mark and at zero (`Queued`).
     let prefetch = usize::try_from(context.config.prefetch).unwrap_or(usize::MAX);
-    let refill_below = prefetch / 4;
+    let refill_below = context.refill_mark();
     let mut dry = false;
     loop {
         // Prefetched tasks first: a claim long-polling on slots they wait for

@@ -50,23 +50,44 @@ pub struct Context {
 
 /// One claimed task waiting for a slot; counted in [`Context::queued`] until dropped.
 #[derive(Debug)]
-pub struct Queued(watch::Sender<usize>);
+pub struct Queued {
+    count: watch::Sender<usize>,
+    refill_mark: usize,
+}
 
 impl Queued {
     /// Counts one more task waiting for a slot.
     pub fn new(context: &Context) -> Self {
-        context.queued.send_modify(|count| *count += 1);
-        Self(context.queued.clone())
+        // Nobody waits for the count to rise: no wake-up.
+        context.queued.send_if_modified(|count| {
+            *count += 1;
+            false
+        });
+        Self { count: context.queued.clone(), refill_mark: context.refill_mark() }
     }
 }
 
 impl Drop for Queued {
+    /// Wakes the claim loop only at the two counts it waits for (its refill
+    /// mark, and none left): woken at every start, it was polled once per
+    /// prefetched task.
     fn drop(&mut self) {
-        self.0.send_modify(|count| *count = count.saturating_sub(1));
+        let mark = self.refill_mark;
+        self.count.send_if_modified(|count| {
+            *count = count.saturating_sub(1);
+            *count == mark || *count == 0
+        });
     }
 }
 
 impl Context {
+    /// How few prefetched tasks may wait before the claim loop refills the
+    /// local queue: a quarter of the prefetch, so its slots do not idle for
+    /// a claim's round trip each time the queue runs dry.
+    pub fn refill_mark(&self) -> usize {
+        usize::try_from(self.config.prefetch).unwrap_or(usize::MAX) / 4
+    }
+
     /// Free slots right now.
     pub fn free_slots(&self) -> u32 {
         u32::try_from(self.slots.available_permits()).unwrap_or(u32::MAX)
