@@ -100,7 +100,6 @@ async fn run_agent(
     cancel: CancellationToken,
     slot: OwnedSemaphorePermit,
 ) {
-    let slot = Some(slot);
     let prompt_file = (agent.prompt == PromptMode::File).then_some(assignment.prompt.as_str());
     let scratch = match Scratch::create(&context.folders, attempt, prompt_file, json_files(assignment)).await {
         Ok(scratch) => scratch,
