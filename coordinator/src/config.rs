@@ -43,8 +43,12 @@ pub struct Config {
 pub struct DatabaseConfig {
     /// Connection URL (`postgres://user@host:port/db`); required.
     pub url: Secret<String>,
-    /// Pool size for queries.
+    /// Connections in all: the workers' hot path's, and the rest for everything else.
     pub max_connections: u32,
+    /// Connections of the workers' hot path (claims, outcomes, heartbeats,
+    /// output); by default as many as this host has cores, at least 2 and
+    /// at most half of `max_connections`. See `db::hot_connections`.
+    pub hot_connections: Option<u32>,
     /// How long a query waits for a pooled connection.
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
@@ -148,6 +152,7 @@ impl Default for DatabaseConfig {
         Self {
             url: Secret::default(),
             max_connections: 16,
+            hot_connections: None,
             acquire_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(60),
         }
@@ -244,7 +249,11 @@ impl Config {
         );
         check(
             self.database.max_connections >= 2,
-            "database.max_connections must be at least 2 (half serve the workers' hot path)",
+            "database.max_connections must be at least 2 (the workers' hot path has connections of its own)",
+        );
+        check(
+            self.database.hot_connections.is_none_or(|hot| hot >= 1 && hot < self.database.max_connections),
+            "database.hot_connections must be at least 1 and less than database.max_connections (the rest serve everything else)",
         );
         check(!self.leases.ttl.is_zero(), "leases.ttl must be greater than zero");
         check(
@@ -302,6 +311,22 @@ mod tests {
         assert!(text.contains("database.url is required"), "{text}");
         assert!(text.contains("leases.heartbeat_interval"), "{text}");
         assert!(text.contains("claims.max_batch"), "{text}");
+    }
+
+    #[test]
+    fn hot_connections_must_leave_some_for_the_rest() {
+        let env = |hot: &str| {
+            vec![
+                ("HIVE_COORDINATOR__DATABASE__MAX_CONNECTIONS".to_owned(), "4".to_owned()),
+                ("HIVE_COORDINATOR__DATABASE__HOT_CONNECTIONS".to_owned(), hot.to_owned()),
+            ]
+        };
+        for bad in ["0", "4", "5"] {
+            let err = Config::load(None, env(bad), with_url()).unwrap_err();
+            assert!(err.to_string().contains("database.hot_connections"), "{bad}: {err}");
+        }
+        let config = Config::load(None, env("3"), with_url()).unwrap();
+        assert_eq!(config.database.hot_connections, Some(3));
     }
 
     #[test]

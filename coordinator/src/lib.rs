@@ -87,7 +87,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     background.spawn(maintenance::statistics::run(pool.clone(), app.statistics.clone(), maintenance.clone()));
 
     let mut server = tokio::spawn(grpc::serve(app.clone(), listener));
-    info!(%address, "coordinator serving");
+    info!(%address, hot_connections = db::hot_connections(&app.config.database), "coordinator serving");
     let early_exit = tokio::select! {
         result = &mut server => Some(result),
         () = shutdown.cancelled() => None,

@@ -35,8 +35,8 @@ pub const READY_CHANNEL: &str = "hive_task_ready";
 /// The channel on which "this worker (the payload) has new commands" is announced.
 pub const COMMANDS_CHANNEL: &str = "hive_worker_commands";
 
-/// Opens the query pool for everything but the workers' hot path: its half
-/// of `max_connections`.
+/// Opens the query pool for everything but the workers' hot path: what
+/// [`hot_connections`] leaves of `max_connections`.
 ///
 /// # Errors
 /// A malformed URL or an unreachable server.
@@ -140,8 +140,25 @@ async fn prepare_hot_path(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 /// How long a hot connection may sit idle before it is pinged as it is handed out.
 const HOT_PING_AFTER: Duration = Duration::from_secs(1);
 
-fn hot_connections(config: &DatabaseConfig) -> u32 {
-    config.max_connections / 2
+/// How many connections the hot path has: `database.hot_connections`, or
+/// by default as many as this host has cores (at least 2, at most half of
+/// `max_connections`).
+///
+/// More of the hot path's statements in flight than the database has cores
+/// only queue inside PostgreSQL, where its backends take turns on the cores
+/// and on each other's buffer locks; fewer connections keep the queue in
+/// the coordinator instead. In the batched drain on this 2-core machine
+/// (BENCHMARKS.md, item 31), 2 hot connections drained 9 % more tasks per
+/// second than 8, with a tenth less PostgreSQL CPU per task; 3 and 4 fell
+/// in between. The coordinator cannot see the database server's cores, so
+/// it counts its own: right where the two share a host (`hivectl up`'s
+/// embedded database, a single machine); with a larger server elsewhere,
+/// set `database.hot_connections` to its cores.
+pub fn hot_connections(config: &DatabaseConfig) -> u32 {
+    config.hot_connections.unwrap_or_else(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |cores| cores.get());
+        u32::try_from(cores).unwrap_or(u32::MAX).max(2).min(config.max_connections / 2)
+    })
 }
 
 fn pool_options(config: &DatabaseConfig, connections: u32) -> PgPoolOptions {
@@ -176,4 +193,24 @@ pub async fn connect_patiently(config: &DatabaseConfig) -> Result<PgPool, sqlx::
 /// Converts a duration to the seconds PostgreSQL's `make_interval` takes.
 pub(crate) fn seconds(duration: Duration) -> f64 {
     duration.as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hot_path_has_the_hosts_cores_within_half_of_all_connections_unless_set() {
+        let config = |max_connections, hot_connections| DatabaseConfig {
+            max_connections,
+            hot_connections,
+            ..DatabaseConfig::default()
+        };
+        let cores = std::thread::available_parallelism().map_or(2, |cores| cores.get());
+        let expected = u32::try_from(cores).unwrap().clamp(2, 32);
+        assert_eq!(hot_connections(&config(64, None)), expected);
+        assert_eq!(hot_connections(&config(4, None)), 2, "at least 2, and half of 4");
+        assert_eq!(hot_connections(&config(2, None)), 1, "half of 2");
+        assert_eq!(hot_connections(&config(16, Some(12))), 12, "as set");
+    }
 }
