@@ -146,11 +146,11 @@ const HOT_PING_AFTER: Duration = Duration::from_secs(1);
 ///
 /// More of the hot path's statements in flight than the database has cores
 /// only queue inside PostgreSQL, where its backends take turns on the cores
-/// and on each other's buffer locks; fewer connections keep the queue in
-/// the coordinator instead. In the batched drain on this 2-core machine
-/// (BENCHMARKS.md, item 31), 2 hot connections drained 9 % more tasks per
-/// second than 8, with a tenth less PostgreSQL CPU per task; 3 and 4 fell
-/// in between. The coordinator cannot see the database server's cores, so
+/// and on each other's locks; fewer connections keep the queue in
+/// the coordinator instead. In the batched drain on a 2-core machine
+/// (BENCHMARKS.md, item 31), 2 hot connections drained 14 % more tasks per
+/// second than 8, with 8 % less PostgreSQL CPU per task; 3 and 4 fell in
+/// between. The coordinator cannot see the database server's cores, so
 /// it counts its own: right where the two share a host (`hivectl up`'s
 /// embedded database, a single machine); with a larger server elsewhere,
 /// set `database.hot_connections` to its cores.
