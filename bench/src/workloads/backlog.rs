@@ -1,7 +1,14 @@
-//! backlog: claim latency with a small and a huge queue. The queue is filled
-//! in one SQL statement (N ready tasks), then one client claims one task per
-//! call, `claims` times, timing each Claim round trip (the queue is topped
-//! up, untimed, after every half-queue of claims); p50/p99 per size.
+//! backlog: claim latency with a small and a huge queue. Each queue is
+//! filled in one SQL statement (N ready tasks) in a database of its own,
+//! with a coordinator of its own; then one client claims one task per call
+//! from each in turn, a block of claims at a time, timing each Claim round
+//! trip (each queue is topped up, untimed, after every half-queue of its
+//! claims); p50/p99 per size. Interleaved, the sizes see the same machine:
+//! measured one after the other, a slow spell during one size's claims
+//! moved the ratio between them by as much as the sizes did. The first
+//! claim of each block is not timed: its coordinator's threads had gone
+//! idle while the other size's block ran, and with 20 blocks per size those
+//! wake-ups would have been the 20 worst samples, the p99 itself.
 
 use std::time::{Duration, Instant};
 
@@ -9,16 +16,30 @@ use hive_shared::convert::duration;
 use hive_shared::ids::WorkerId;
 use hive_shared::pb;
 use hive_shared::pb::worker_service_client::WorkerServiceClient;
+use tonic::transport::Channel;
 
 use crate::stack::{Binaries, Database, Hive};
 use crate::stats::{emit, percentile};
 
-/// Runs the workload for each queue size and prints one line per size.
-///
-/// # Errors
-/// When a part fails to start.
-pub async fn run(db: &Database, binaries: &Binaries, sizes: &[usize], claims: usize) -> anyhow::Result<()> {
-    for &size in sizes {
+/// Claims per size before the client turns to the next size.
+const BLOCK: usize = 100;
+
+/// One queue size under test: its database, coordinator and client.
+struct Queue {
+    size: usize,
+    pool: sqlx::PgPool,
+    hive: Hive,
+    client: WorkerServiceClient<Channel>,
+    worker_id: String,
+    load_s: f64,
+    claimed: usize,
+    millis: Vec<f64>,
+}
+
+impl Queue {
+    /// Fills a fresh database with `size` tasks, flushes and analyzes them,
+    /// and starts a coordinator and a registered client on it.
+    async fn start(db: &Database, binaries: &Binaries, size: usize) -> anyhow::Result<Self> {
         let (url, pool) = db.fresh(&format!("bench_backlog_{size}")).await?;
         let dir = db.dir.join(format!("backlog-{size}"));
         std::fs::create_dir_all(&dir)?;
@@ -42,38 +63,73 @@ pub async fn run(db: &Database, binaries: &Binaries, sizes: &[usize], claims: us
             ..Default::default()
         };
         client.register(registration).await?;
-        let mut millis = Vec::with_capacity(claims);
-        // Every half-queue of claims the queue is topped back up, untimed, so
-        // it never falls below half its size and each size gets `claims` samples.
-        for claim in 0..claims {
-            if claim > 0 && claim % (size / 2).max(1) == 0 {
-                fill(&pool, (size / 2).max(1)).await?;
-            }
-            let request = pb::ClaimRequest {
-                worker_id: worker_id.clone(),
-                max_tasks: 1,
-                wait: Some(duration(Duration::ZERO)),
-                agents: vec![],
-            };
-            let started = Instant::now();
-            let claimed = client.claim(request).await?.into_inner().assignments;
-            millis.push(started.elapsed().as_secs_f64() * 1000.0);
-            anyhow::ensure!(claimed.len() == 1, "a claim found nothing with {size} tasks queued");
+        Ok(Self { size, pool, hive, client, worker_id, load_s, claimed: 0, millis: Vec::new() })
+    }
+
+    /// Claims one task untimed, then times `count` claims of one task each.
+    async fn claim_block(&mut self, count: usize) -> anyhow::Result<()> {
+        self.claim().await?;
+        for _ in 0..count {
+            let millis = self.claim().await?;
+            self.millis.push(millis);
         }
-        millis.sort_by(f64::total_cmp);
+        Ok(())
+    }
+
+    /// Claims one task and returns how long the round trip took, in ms.
+    /// Every half-queue of claims the queue is topped back up, untimed, so
+    /// it never falls below half its size.
+    async fn claim(&mut self) -> anyhow::Result<f64> {
+        if self.claimed > 0 && self.claimed % (self.size / 2).max(1) == 0 {
+            fill(&self.pool, (self.size / 2).max(1)).await?;
+        }
+        let request = pb::ClaimRequest {
+            worker_id: self.worker_id.clone(),
+            max_tasks: 1,
+            wait: Some(duration(Duration::ZERO)),
+            agents: vec![],
+        };
+        let started = Instant::now();
+        let claimed = self.client.claim(request).await?.into_inner().assignments;
+        let millis = started.elapsed().as_secs_f64() * 1000.0;
+        anyhow::ensure!(claimed.len() == 1, "a claim found nothing with {} tasks queued", self.size);
+        self.claimed += 1;
+        Ok(millis)
+    }
+}
+
+/// Runs the workload for the queue sizes together and prints one line per size.
+///
+/// # Errors
+/// When a part fails to start.
+pub async fn run(db: &Database, binaries: &Binaries, sizes: &[usize], claims: usize) -> anyhow::Result<()> {
+    let mut queues = Vec::with_capacity(sizes.len());
+    for &size in sizes {
+        queues.push(Queue::start(db, binaries, size).await?);
+    }
+    let mut done = 0;
+    while done < claims {
+        let count = BLOCK.min(claims - done);
+        for queue in &mut queues {
+            queue.claim_block(count).await?;
+        }
+        done += count;
+    }
+    for mut queue in queues {
+        queue.millis.sort_by(f64::total_cmp);
         emit(
             "hive",
             "backlog",
             &[
-                ("queued", size.to_string()),
-                ("claims", millis.len().to_string()),
-                ("p50_ms", format!("{:.2}", percentile(&millis, 50.0))),
-                ("p99_ms", format!("{:.2}", percentile(&millis, 99.0))),
-                ("load_s", format!("{load_s:.1}")),
+                ("queued", queue.size.to_string()),
+                ("claims", queue.millis.len().to_string()),
+                ("p50_ms", format!("{:.2}", percentile(&queue.millis, 50.0))),
+                ("p99_ms", format!("{:.2}", percentile(&queue.millis, 99.0))),
+                ("load_s", format!("{:.1}", queue.load_s)),
             ],
         );
-        db.print_totals(&pool, &format!("backlog {size}")).await?;
-        hive.stop().await;
+        db.print_totals(&queue.pool, &format!("backlog {}", queue.size)).await?;
+        queue.hive.stop().await;
     }
     Ok(())
 }
