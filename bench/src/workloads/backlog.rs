@@ -80,7 +80,7 @@ impl Queue {
     /// Every half-queue of claims the queue is topped back up, untimed, so
     /// it never falls below half its size.
     async fn claim(&mut self) -> anyhow::Result<f64> {
-        if self.claimed > 0 && self.claimed % (self.size / 2).max(1) == 0 {
+        if self.claimed > 0 && self.claimed.is_multiple_of((self.size / 2).max(1)) {
             fill(&self.pool, (self.size / 2).max(1)).await?;
         }
         let request = pb::ClaimRequest {
