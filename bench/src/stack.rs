@@ -275,7 +275,7 @@ pub async fn wait_succeeded(pool: &PgPool, deadline: Duration) -> anyhow::Result
     while unfinished(pool).await? && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(sqlx::query_scalar("select count(*) from tasks where status = 'succeeded'").fetch_one(pool).await?)
+    Ok(sqlx::query_scalar("select count(*) from task_states where status = 'succeeded'").fetch_one(pool).await?)
 }
 
 /// Whether any task is ready or leased, from the partial indexes alone (with
@@ -284,11 +284,9 @@ async fn unfinished(pool: &PgPool) -> anyhow::Result<bool> {
     let mut tx = pool.begin().await?;
     sqlx::query("set local enable_seqscan = off").execute(&mut *tx).await?;
     let unfinished: bool = sqlx::query_scalar(
-        "select exists(select 1 from queue where worker_id is null)
-             or exists(select 1 from queue where worker_id is not null)
-             or exists(select 1 from task_rows where status = 'ready' and not has_locks)
-             or exists(select 1 from task_rows where status = 'ready' and has_locks)
-             or exists(select 1 from task_rows where lease_expires_at is not null)",
+        "select exists(select 1 from task_states where status = 'ready' and not has_locks)
+             or exists(select 1 from task_states where status = 'ready' and has_locks)
+             or exists(select 1 from task_states where lease_expires_at is not null)",
     )
     .fetch_one(&mut *tx)
     .await?;

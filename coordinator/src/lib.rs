@@ -5,7 +5,7 @@
 //! - [`config`]: layered, validated configuration.
 //! - [`grpc`]: the server and its thin handlers; [`grpc::status`] maps errors to codes.
 //! - [`tasks`]: use-cases (submit, report, cancel, logs), owning transactions.
-//! - [`scheduler`]: long-poll claims and the retry policy.
+//! - [`scheduler`]: long-poll claims and their wake-ups.
 //! - [`notifications`]: LISTEN/NOTIFY (tokio-postgres), fanned out to claims and sessions.
 //! - [`workers`]: registration and heartbeat sessions.
 //! - [`maintenance`]: the reaper (expired leases, passed deadlines), planner

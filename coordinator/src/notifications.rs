@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::db::{COMMANDS_CHANNEL, READY_CHANNEL};
+use crate::db::notifications::{COMMANDS_CHANNEL, READY_CHANNEL};
 
 /// How many command notices a slow session may fall behind before it re-checks everything.
 const NOTICE_BUFFER: usize = 1024;

@@ -117,19 +117,21 @@ pub async fn count(pool: &PgPool, sql: &'static str) -> i64 {
 pub async fn wait_all_finished(pool: &PgPool, timeout: std::time::Duration) {
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        let unfinished: i64 =
-            sqlx::query_scalar("select count(*) from tasks where status not in ('succeeded', 'dead', 'cancelled')")
-                .fetch_one(pool)
-                .await
-                .unwrap_or(i64::MAX);
+        let unfinished: i64 = sqlx::query_scalar(
+            "select count(*) from task_states where status not in ('succeeded', 'dead', 'cancelled')",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap_or(i64::MAX);
         if unfinished == 0 {
             return;
         }
         if std::time::Instant::now() > deadline {
-            let counts: Vec<(String, i64)> = sqlx::query_as("select status::text, count(*) from tasks group by 1")
-                .fetch_all(pool)
-                .await
-                .unwrap_or_default();
+            let counts: Vec<(String, i64)> =
+                sqlx::query_as("select status::text, count(*) from task_states group by 1")
+                    .fetch_all(pool)
+                    .await
+                    .unwrap_or_default();
             panic!("tasks unfinished after {timeout:?}: {counts:?}");
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

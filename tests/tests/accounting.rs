@@ -30,8 +30,9 @@ session_regex = "session: (\\S+)"
     wait_all_finished(&db.pool, Duration::from_secs(30)).await;
 
     let rows: Vec<(bool, Option<serde_json::Value>, Option<String>)> = sqlx::query_as(
-        "select t.resume_sessions, t.result, (select a.session_id from attempts a where a.task_id = t.id and a.number = 1)
-         from tasks t order by t.id",
+        "select t.resume_sessions, (select r.result from attempts r where r.task_id = t.id and r.number = s.result_attempt),
+                (select a.session_id from attempts a where a.task_id = t.id and a.number = 1)
+         from tasks t join task_states s on s.task_id = t.id order by t.id",
     )
     .fetch_all(&db.pool)
     .await
@@ -67,14 +68,14 @@ command = ["sh", "-c", "echo '{\"ok\": true, \"usage\": {\"input_tokens\": 100, 
     // overshoot is the reporting lag, a task or two here); the rest are held,
     // not failed.
     eventually("the budget to be spent and nothing to run", Duration::from_secs(20), || async {
-        count(&db.pool, "select count(*) from tasks where status = 'succeeded'").await >= 2
-            && count(&db.pool, "select count(*) from tasks where status = 'running'").await == 0
+        count(&db.pool, "select count(*) from task_states where status = 'succeeded'").await >= 2
+            && count(&db.pool, "select count(*) from task_states where status = 'running'").await == 0
     })
     .await;
     // A negative check needs time: give a wrongly eager worker a few claim rounds.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let held = count(&db.pool, "select count(*) from tasks where status = 'ready'").await;
-    let succeeded = count(&db.pool, "select count(*) from tasks where status = 'succeeded'").await;
+    let held = count(&db.pool, "select count(*) from task_states where status = 'ready'").await;
+    let succeeded = count(&db.pool, "select count(*) from task_states where status = 'succeeded'").await;
     eprintln!("budget: {succeeded} ran before the budget held, {held} held");
     assert!(
         held >= 4 && held + succeeded == 8,

@@ -53,15 +53,17 @@ async fn cancel_stops_the_running_process_tree_through_any_coordinator() {
         .unwrap()
         .into_inner();
     eventually("the agent's process tree to start", Duration::from_secs(20), || async { agent_processes() == 2 }).await;
-    let running: String =
-        sqlx::query_scalar("select id::text from tasks where status = 'running'").fetch_one(&db.pool).await.unwrap();
+    let running: String = sqlx::query_scalar("select task_id::text from task_states where status = 'running'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     let queued = submitted.task_ids.iter().find(|id| **id != running).unwrap().clone();
 
     // The queued task is cancelled at once.
     let output = hivectl_json(&holder.url, &["cancel", &queued]).await;
     assert_eq!(output, serde_json::json!({"cancelled": 1, "cancelling": 0}));
     let queued_id = uuid::Uuid::parse_str(&queued).unwrap();
-    let status: String = sqlx::query_scalar("select status::text from tasks where id = $1")
+    let status: String = sqlx::query_scalar("select status::text from task_states where task_id = $1")
         .bind(queued_id)
         .fetch_one(&db.pool)
         .await
@@ -88,14 +90,15 @@ async fn cancel_stops_the_running_process_tree_through_any_coordinator() {
     })
     .await;
     let running_id = uuid::Uuid::parse_str(&running).unwrap();
-    let (status, failures): (String, i32) = sqlx::query_as("select status::text, failures from tasks where id = $1")
-        .bind(running_id)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let (status, failures): (String, i32) =
+        sqlx::query_as("select status::text, failures from task_states where task_id = $1")
+            .bind(running_id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!((status.as_str(), failures), ("cancelled", 0));
 
-    assert_eq!(count(&db.pool, "select count(*) from tasks where status = 'cancelled'").await, 2);
+    assert_eq!(count(&db.pool, "select count(*) from task_states where status = 'cancelled'").await, 2);
 
     // A finished task: a clear refusal naming the state.
     let refused = hivectl_output(&holder.url, &["tasks", "cancel", &running]).await;
@@ -133,11 +136,11 @@ async fn a_queued_swarm_is_cancelled_at_once_by_filter() {
         hivectl_json(&coordinator.url, &["cancel", "--swarm", &submitted.swarm_id, "--reason", "not needed"]).await;
     assert_eq!(output, serde_json::json!({"cancelled": 3, "cancelling": 0}));
     assert_eq!(
-        count(&db.pool, "select count(*) from tasks where status = 'cancelled' and error = 'not needed'").await,
+        count(&db.pool, "select count(*) from task_states where status = 'cancelled' and error = 'not needed'").await,
         3
     );
     assert_eq!(
-        count(&db.pool, "select count(*) from tasks where status = 'ready'").await,
+        count(&db.pool, "select count(*) from task_states where status = 'ready'").await,
         1,
         "other swarms are untouched"
     );

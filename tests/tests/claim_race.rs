@@ -77,15 +77,15 @@ async fn eight_concurrent_claimers_get_each_of_ten_thousand_tasks_exactly_once()
     assert!(all.iter().all(|(_, attempt)| *attempt == 1), "every claim is a first attempt");
     assert!(per_claimer.iter().filter(|n| **n > 0).count() > 1, "claims spread over claimers: {per_claimer:?}");
     assert_eq!(
-        count(&db.pool, "select count(*) from tasks where status = 'running' and attempts = 1").await,
+        count(&db.pool, "select count(*) from task_states where status = 'running' and attempts = 1").await,
         TASKS as i64
     );
     // Each claim started one attempt, held on its task row until it ends.
     assert_eq!(
-        count(&db.pool, "select count(distinct current_attempt) from tasks where status = 'running'").await,
+        count(&db.pool, "select count(distinct attempt_id) from task_states where status = 'running'").await,
         TASKS as i64
     );
-    assert_eq!(count(&db.pool, "select count(*) from attempts where outcome = 'running'").await, TASKS as i64);
-    assert_eq!(count(&db.pool, "select count(*) from past_attempts").await, 0, "no attempt has ended");
+    assert_eq!(count(&db.pool, "select count(*) from task_states where attempt_id is not null").await, TASKS as i64);
+    assert_eq!(count(&db.pool, "select count(*) from attempts").await, 0, "no attempt has ended");
     coordinator.stop().await.unwrap();
 }

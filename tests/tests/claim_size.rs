@@ -54,7 +54,7 @@ async fn a_batch_larger_than_one_message_is_cut_short_and_the_rest_stays_ready()
     assert!(batches >= 3, "{TASKS} prompts of {PROMPT} bytes came in {batches} replies");
     assert_eq!(claimed, submitted);
     assert_eq!(
-        count(&db.pool, "select count(*) from tasks where status = 'running' and attempts = 1").await,
+        count(&db.pool, "select count(*) from task_states where status = 'running' and attempts = 1").await,
         TASKS as i64
     );
 }

@@ -57,7 +57,7 @@ fn dag_file() -> String {
 }
 
 async fn status_of(pool: &sqlx::PgPool, key: &str) -> (String, bool) {
-    sqlx::query_as("select status::text, cancelled_upstream from tasks where key = $1")
+    sqlx::query_as("select s.status::text, s.cancelled_upstream from tasks t join task_states s on s.task_id = t.id where t.key = $1")
         .bind(key)
         .fetch_one(pool)
         .await
@@ -91,7 +91,7 @@ async fn a_fifty_task_dag_flows_results_propagates_a_failure_and_completes_after
     assert_eq!(status_of(&db.pool, "a05").await, ("dead".into(), false));
     assert_eq!(status_of(&db.pool, "b05").await, ("cancelled".into(), true));
     assert_eq!(status_of(&db.pool, "join").await, ("cancelled".into(), true));
-    assert_eq!(count(&db.pool, "select count(*) from tasks where status = 'succeeded'").await, 47);
+    assert_eq!(count(&db.pool, "select count(*) from task_states where status = 'succeeded'").await, 47);
 
     // Heal the agent and retry a05: it and everything below it run, the swarm completes.
     std::fs::write(&healed, "").unwrap();
@@ -101,11 +101,11 @@ async fn a_fifty_task_dag_flows_results_propagates_a_failure_and_completes_after
         .to_owned();
     hivectl_json(&coordinator.url, &["retry", &a05]).await;
     wait_all_finished(&db.pool, Duration::from_secs(90)).await;
-    assert_eq!(count(&db.pool, "select count(*) from tasks where status = 'succeeded'").await, 50);
+    assert_eq!(count(&db.pool, "select count(*) from task_states where status = 'succeeded'").await, 50);
 
     // Results flowed: the join saw all 24 branches, each (1 + i) × 2, and was fixed after the validator's feedback.
     let (result, round): (serde_json::Value, i32) =
-        sqlx::query_as("select result, round from tasks where key = 'join'").fetch_one(&db.pool).await.unwrap();
+        sqlx::query_as("select (select a.result from attempts a where a.task_id = s.task_id and a.number = s.result_attempt), s.round from tasks t join task_states s on s.task_id = t.id where t.key = 'join'").fetch_one(&db.pool).await.unwrap();
     let expected_sum: usize = (0..FANOUT).map(|i| (1 + i) * 2).sum();
     assert_eq!(result, serde_json::json!({"inputs": FANOUT, "sum": expected_sum, "fixed": true}));
     assert_eq!(round, 2, "the validator sent the join back once");

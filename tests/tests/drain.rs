@@ -59,12 +59,12 @@ async fn sigterm_during_twenty_running_tasks_finishes_or_hands_back_every_one() 
     .await
     .unwrap();
     assert_eq!(
-        count(&db.pool, "select count(*) from tasks where status = 'succeeded'").await,
+        count(&db.pool, "select count(*) from task_states where status = 'succeeded'").await,
         TASKS as i64,
         "none lost: {errors:?}"
     );
     assert_eq!(
-        count(&db.pool, "select count(*) from tasks where failures > 0").await,
+        count(&db.pool, "select count(*) from task_states where failures > 0").await,
         0,
         "hand-backs are not failures: {errors:?}"
     );

@@ -92,7 +92,7 @@ async fn three_worker_processes_run_three_hundred_tasks_each_exactly_once() {
     assert_eq!(listed.len(), WORKERS);
     assert!(listed.iter().all(|worker| worker["status"] == "live"));
 
-    assert_eq!(count(&db.pool, "select count(*) from tasks where status = 'succeeded'").await, TASKS as i64);
+    assert_eq!(count(&db.pool, "select count(*) from task_states where status = 'succeeded'").await, TASKS as i64);
     assert_eq!(count(&db.pool, "select count(*) from attempts").await, TASKS as i64);
 
     for worker in workers {

@@ -34,7 +34,7 @@ async fn state(db: &TestDb, task_id: &str) -> TaskState {
         Option<chrono::DateTime<chrono::Utc>>,
         Option<serde_json::Value>,
     ) = sqlx::query_as(
-        "select status::text, attempts, current_attempt, lease_expires_at, result from tasks where id = $1",
+        "select s.status::text, s.attempts, coalesce(s.attempt_id, (select a.id from attempts a where a.task_id = s.task_id order by a.number desc limit 1)), s.lease_expires_at, (select a.result from attempts a where a.task_id = s.task_id and a.number = s.result_attempt) from task_states s where s.task_id = $1",
     )
     .bind(id)
     .fetch_one(&db.pool)

@@ -67,7 +67,7 @@ async fn beats_within_one_window_are_written_by_one_statement() {
             .fetch_one(&db.pool)
             .await
             .unwrap(),
-        sqlx::query_scalar("select distinct lease_expires_at from tasks").fetch_all(&db.pool).await.unwrap(),
+        sqlx::query_scalar("select distinct lease_expires_at from task_states").fetch_all(&db.pool).await.unwrap(),
     );
     assert_eq!(seen, 1, "every worker's beat was recorded by the same statement");
     assert_eq!(leases.len(), 1, "every lease extended by the same statement: {leases:?}");

@@ -67,7 +67,7 @@ async fn twenty_tasks_sharing_a_lock_never_overlap_on_four_workers() {
     admin.submit_tasks(pb::SubmitTasksRequest { swarm: "locks".into(), tasks, ..Default::default() }).await.unwrap();
 
     wait_all_finished(&db.pool, Duration::from_secs(60)).await;
-    assert_eq!(count(&db.pool, "select count(*) from tasks where status = 'succeeded'").await, 30, "all finish");
+    assert_eq!(count(&db.pool, "select count(*) from task_states where status = 'succeeded'").await, 30, "all finish");
     let locked: Vec<String> = sqlx::query_scalar("select id::text from tasks where cardinality(locks) > 0")
         .fetch_all(&db.pool)
         .await
@@ -121,7 +121,7 @@ command = ["sh", "-c", "{h} lock acquire forgotten && exit 1"]
 
     wait_all_finished(&db.pool, Duration::from_secs(60)).await;
     let failed: Vec<(String, Option<String>)> =
-        sqlx::query_as("select prompt, error from tasks where agent = 'polite' and status <> 'succeeded'")
+        sqlx::query_as("select t.prompt, s.error from tasks t join task_states s on s.task_id = t.id where t.agent = 'polite' and s.status <> 'succeeded'")
             .fetch_all(&db.pool)
             .await
             .unwrap();
@@ -129,10 +129,12 @@ command = ["sh", "-c", "{h} lock acquire forgotten && exit 1"]
     let spans = intervals(&trace);
     assert_eq!(spans.len(), 6);
     assert_no_overlap(&spans);
-    let careless: String = sqlx::query_scalar("select status::text from tasks where agent = 'careless'")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let careless: String = sqlx::query_scalar(
+        "select s.status::text from tasks t join task_states s on s.task_id = t.id where t.agent = 'careless'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(careless, "dead");
     let held = hivectl_json(&coordinator.url, &["locks"]).await;
     assert_eq!(held, serde_json::json!([]), "a lock goes when its attempt ends, released or not");

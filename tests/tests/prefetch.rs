@@ -65,7 +65,7 @@ async fn a_prefetching_worker_refills_its_queue_before_it_runs_dry() {
     let (fewest, pool) = (&fewest_held, &db.pool);
     eventually("all but a queue's worth of tasks to be claimed", Duration::from_secs(30), || async move {
         let (held, ready): (i64, i64) = sqlx::query_as(
-            "select count(*) filter (where status = 'running'), count(*) filter (where status = 'ready') from tasks",
+            "select count(*) filter (where status = 'running'), count(*) filter (where status = 'ready') from task_states",
         )
         .fetch_one(pool)
         .await

@@ -43,11 +43,11 @@ async fn stop_now_hands_running_tasks_back_and_drain_lets_them_finish() {
     assert!(status.success(), "the worker exits cleanly: {}", first.log_text());
     assert!(asked.elapsed() < Duration::from_secs(15), "stopped in {:?}", asked.elapsed());
     assert_eq!(count(&db.pool, "select count(*) from attempts where outcome = 'released'").await, 3);
-    assert_eq!(count(&db.pool, "select count(*) from tasks where status = 'ready' and failures = 0").await, 3);
+    assert_eq!(count(&db.pool, "select count(*) from task_states where status = 'ready' and failures = 0").await, 3);
 
     // A second worker picks them up; drain it while they run: they finish, then it exits.
     std::fs::remove_file(&started).unwrap();
-    sqlx::query("update task_rows set prompt = '1'").execute(&db.pool).await.unwrap();
+    sqlx::query("update tasks set prompt = '1'").execute(&db.pool).await.unwrap();
     let second = start_worker(&coordinator.url, &config, "second", dir.path());
     eventually("the agents to run again", Duration::from_secs(20), || async {
         std::fs::read_to_string(&started).is_ok_and(|text| text.lines().count() == 3)
@@ -61,6 +61,9 @@ async fn stop_now_hands_running_tasks_back_and_drain_lets_them_finish() {
     let status = tokio::time::timeout(Duration::from_secs(30), second.child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{}", second.log_text());
     wait_all_finished(&db.pool, Duration::from_secs(10)).await;
-    assert_eq!(count(&db.pool, "select count(*) from tasks where status = 'succeeded' and failures = 0").await, 3);
+    assert_eq!(
+        count(&db.pool, "select count(*) from task_states where status = 'succeeded' and failures = 0").await,
+        3
+    );
     coordinator.stop().await.unwrap();
 }

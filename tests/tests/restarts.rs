@@ -43,7 +43,7 @@ async fn an_agent_keeps_running_through_a_coordinator_restart_and_its_result_lan
     wait_all_finished(&db.pool, Duration::from_secs(30)).await;
     assert_eq!(count(&db.pool, "select count(*) from attempts").await, 1, "no second attempt was needed");
     let result: serde_json::Value =
-        sqlx::query_scalar("select result from tasks where status = 'succeeded'").fetch_one(&db.pool).await.unwrap();
+        sqlx::query_scalar("select a.result from task_states s join attempts a on a.task_id = s.task_id and a.number = s.result_attempt where s.status = 'succeeded'").fetch_one(&db.pool).await.unwrap();
     assert_eq!(result, serde_json::json!({"ticks": 6}));
     let log = worker.log_text();
     assert!(log.contains("coordinator call failed"), "the worker noticed the outage: {log}");
@@ -138,7 +138,7 @@ async fn the_coordinator_fails_an_attempt_past_its_deadline_even_while_its_lease
     .expect("the worker is told to stop the attempt");
     assert_eq!(stop.attempt_id, assignment.attempt_id);
     let (status, outcome, error): (String, String, String) = sqlx::query_as(
-        "select t.status::text, a.outcome::text, a.error from tasks t join attempts a on a.id = $1::uuid",
+        "select s.status::text, a.outcome::text, a.error from task_states s join attempts a on a.id = $1::uuid",
     )
     .bind(&assignment.attempt_id)
     .fetch_one(&db.pool)

@@ -28,11 +28,13 @@ async fn attempts_of(
 }
 
 async fn status_of(db: &TestDb, key: &str) -> (String, i32) {
-    sqlx::query_as("select status::text, failures from tasks where key = $1")
-        .bind(key)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
+    sqlx::query_as(
+        "select s.status::text, s.failures from tasks t join task_states s on s.task_id = t.id where t.key = $1",
+    )
+    .bind(key)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,7 +119,7 @@ command = ["true"]
     assert_eq!(status_of(&db, "broken").await, ("succeeded".into(), 0));
     assert_eq!(status_of(&db, "flaky").await, ("succeeded".into(), 0));
     assert_eq!(attempts_of(&db, "flaky").await.len(), 4, "earlier attempts are kept");
-    assert_eq!(count(&db.pool, "select count(*) from tasks where status = 'dead'").await, 1, "slow stays dead");
+    assert_eq!(count(&db.pool, "select count(*) from task_states where status = 'dead'").await, 1, "slow stays dead");
 
     worker.terminate().await;
     coordinator.stop().await.unwrap();

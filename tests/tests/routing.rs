@@ -75,7 +75,7 @@ async fn labels_route_tasks_admission_holds_what_does_not_fit_and_waiting_is_exp
     assert!(gpu_row["memory_total_bytes"].as_u64().unwrap() > 0);
 
     eventually("every task that can run to finish", Duration::from_secs(30), || async {
-        count(&db.pool, "select count(*) from tasks where status = 'succeeded'").await == 17
+        count(&db.pool, "select count(*) from task_states where status = 'succeeded'").await == 17
     })
     .await;
     let gpu_id = gpu_row["id"].as_str().unwrap();
@@ -96,10 +96,12 @@ async fn labels_route_tasks_admission_holds_what_does_not_fit_and_waiting_is_exp
         waiting.iter().any(|w| w == "waiting: no live worker offers agent job with labels region=eu (1 task(s))"),
         "{waiting:?}"
     );
-    let huge: (String, i32) = sqlx::query_as("select status::text, attempts from tasks where key = 'huge'")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let huge: (String, i32) = sqlx::query_as(
+        "select s.status::text, s.attempts from tasks t join task_states s on s.task_id = t.id where t.key = 'huge'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(huge, ("ready".into(), 0), "an agent whose memory estimate does not fit is not claimed");
 
     gpu_worker.terminate().await;

@@ -1,7 +1,6 @@
 //! The coordinator refreshes the planner's statistics on the queue tables as
-//! soon as they grow — a bulk submission (`task_rows`, and `queue` with it),
-//! the failed attempts a drain writes out (`past_attempts`; successes stay on
-//! their task rows or in `results`) —
+//! soon as they grow — a bulk submission (`task_states`, and `tasks` with
+//! it), the attempts a drain writes out (`attempts`) —
 //! instead of leaving statements planned for near-empty tables until
 //! autovacuum comes by. A handful of rows is not worth an analyze.
 
@@ -16,13 +15,13 @@ use hive_tests::procs::{start_worker, worker_config};
 use hive_tests::wait::eventually;
 
 /// Explicit analyzes (autovacuum's are counted apart).
-const TASKS_ANALYZED: &str = "select analyze_count from pg_stat_user_tables where relname = 'task_rows'";
-const QUEUE_ANALYZED: &str = "select analyze_count from pg_stat_user_tables where relname = 'queue'";
-const PAST_ATTEMPTS_ANALYZED: &str = "select analyze_count from pg_stat_user_tables where relname = 'past_attempts'";
-const TASKS_ROWS: &str = "select n_live_tup from pg_stat_user_tables where relname = 'task_rows'";
+const STATES_ANALYZED: &str = "select analyze_count from pg_stat_user_tables where relname = 'task_states'";
+const TASKS_ANALYZED: &str = "select analyze_count from pg_stat_user_tables where relname = 'tasks'";
+const ATTEMPTS_ANALYZED: &str = "select analyze_count from pg_stat_user_tables where relname = 'attempts'";
+const STATES_ROWS: &str = "select n_live_tup from pg_stat_user_tables where relname = 'task_states'";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bulk_swarm_and_its_failing_drain_get_tasks_and_past_attempts_analyzed() {
+async fn a_bulk_swarm_and_its_failing_drain_get_tasks_and_attempts_analyzed() {
     let db = fresh_database().await;
     let coordinator = TestCoordinator::start(test_config(&db)).await;
     let mut admin = coordinator.admin_client().await;
@@ -41,29 +40,31 @@ async fn a_bulk_swarm_and_its_failing_drain_get_tasks_and_past_attempts_analyzed
 
     admin.submit_tasks(swarm("small", 10)).await.unwrap();
     eventually("the ten inserts to show in PostgreSQL's counts", Duration::from_secs(30), || async {
-        count(&db.pool, TASKS_ROWS).await >= 10
+        count(&db.pool, STATES_ROWS).await >= 10
     })
     .await;
     admin.submit_tasks(swarm("bulk", 1_500)).await.unwrap();
-    eventually("an analyze of tasks", Duration::from_secs(10), || async { count(&db.pool, TASKS_ANALYZED).await >= 1 })
-        .await;
-    // Had the ten tasks set one off, the bulk (which more than doubles the
-    // table) would have set off a second.
-    assert_eq!(count(&db.pool, TASKS_ANALYZED).await, 1, "ten tasks are not worth an analyze");
-    eventually("an analyze of the queue with it", Duration::from_secs(10), || async {
-        count(&db.pool, QUEUE_ANALYZED).await >= 1
+    eventually("an analyze of task states", Duration::from_secs(10), || async {
+        count(&db.pool, STATES_ANALYZED).await >= 1
     })
     .await;
-    assert_eq!(count(&db.pool, PAST_ATTEMPTS_ANALYZED).await, 0, "no attempt yet, nothing to analyze");
+    // Had the ten tasks set one off, the bulk (which more than doubles the
+    // table) would have set off a second.
+    assert_eq!(count(&db.pool, STATES_ANALYZED).await, 1, "ten tasks are not worth an analyze");
+    eventually("an analyze of the specs with it", Duration::from_secs(10), || async {
+        count(&db.pool, TASKS_ANALYZED).await >= 1
+    })
+    .await;
+    assert_eq!(count(&db.pool, ATTEMPTS_ANALYZED).await, 0, "no attempt yet, nothing to analyze");
 
     let dir = tempfile::tempdir().unwrap();
     let config =
         worker_config(dir.path(), "drainer", "slots = 8\nprefetch = 64\n[agents.fails]\ncommand = [\"false\"]\n");
     let worker = start_worker(&coordinator.url, &config, "drainer", dir.path());
     wait_all_finished(&db.pool, Duration::from_secs(60)).await;
-    assert_eq!(count(&db.pool, "select count(*) from tasks where status = 'dead'").await, 1_510);
-    eventually("an analyze of past attempts", Duration::from_secs(10), || async {
-        count(&db.pool, PAST_ATTEMPTS_ANALYZED).await >= 1
+    assert_eq!(count(&db.pool, "select count(*) from task_states where status = 'dead'").await, 1_510);
+    eventually("an analyze of attempts", Duration::from_secs(10), || async {
+        count(&db.pool, ATTEMPTS_ANALYZED).await >= 1
     })
     .await;
     worker.terminate().await;

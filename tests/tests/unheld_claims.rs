@@ -36,7 +36,7 @@ async fn a_claimed_task_the_worker_never_lists_is_handed_back_uncounted() {
 
     let lost_id = uuid::Uuid::parse_str(&lost.task_id).unwrap();
     eventually("the unlisted task to be handed back", Duration::from_secs(10), || async {
-        let status: String = sqlx::query_scalar("select status::text from tasks where id = $1")
+        let status: String = sqlx::query_scalar("select status::text from task_states where task_id = $1")
             .bind(lost_id)
             .fetch_one(&db.pool)
             .await
@@ -45,14 +45,14 @@ async fn a_claimed_task_the_worker_never_lists_is_handed_back_uncounted() {
     })
     .await;
     let (failures, outcome): (i32, String) = sqlx::query_as(
-        "select t.failures, a.outcome::text from tasks t join attempts a on a.task_id = t.id where t.id = $1",
+        "select s.failures, a.outcome::text from task_states s join attempts a on a.task_id = s.task_id where s.task_id = $1",
     )
     .bind(lost_id)
     .fetch_one(&db.pool)
     .await
     .unwrap();
     assert_eq!((failures, outcome.as_str()), (0, "released"));
-    let known_status: String = sqlx::query_scalar("select status::text from tasks where id = $1")
+    let known_status: String = sqlx::query_scalar("select status::text from task_states where task_id = $1")
         .bind(uuid::Uuid::parse_str(&known.task_id).unwrap())
         .fetch_one(&db.pool)
         .await

@@ -61,7 +61,7 @@ async fn a_task_on_a_killed_worker_runs_again_elsewhere_within_the_lease_and_suc
     assert!(killed.elapsed() < Duration::from_secs(30));
 
     let (status, failures): (String, i32) =
-        sqlx::query_as("select status::text, failures from tasks").fetch_one(&db.pool).await.unwrap();
+        sqlx::query_as("select status::text, failures from task_states").fetch_one(&db.pool).await.unwrap();
     assert_eq!((status.as_str(), failures), ("succeeded", 1), "the lost attempt counts once");
     let successes: i64 = sqlx::query_scalar("select count(*) from attempts where outcome = 'succeeded'")
         .fetch_one(&db.pool)

@@ -45,7 +45,7 @@ impl Queue {
         std::fs::create_dir_all(&dir)?;
         let loading = Instant::now();
         fill(&pool, size).await?;
-        sqlx::query("vacuum analyze task_rows, queue").execute(&pool).await?;
+        sqlx::query("vacuum analyze tasks, task_states").execute(&pool).await?;
         // As the drain does (and the peers' harness): the fill's writes are
         // flushed before the timing starts, so a checkpoint the million-row
         // fill set off does not land among the timed claims.
@@ -134,8 +134,8 @@ pub async fn run(db: &Database, binaries: &Binaries, sizes: &[usize], claims: us
     Ok(())
 }
 
-/// Adds `n` ready no-op tasks in one statement, queued as a submission
-/// queues them (a task row saying `queued` and a narrow queue row), with ids
+/// Adds `n` ready no-op tasks in one statement, as a submission writes them
+/// (a spec row and a ready state row each), with ids
 /// laid out as Hive's submit makes them (UUIDv7: the millisecond, then a
 /// count), so the queue sits in the tables and their indexes in submission
 /// order, as a real backlog does. (Random ids had scattered a 1M queue's
@@ -143,15 +143,15 @@ pub async fn run(db: &Database, binaries: &Binaries, sizes: &[usize], claims: us
 async fn fill(pool: &sqlx::PgPool, n: usize) -> anyhow::Result<()> {
     sqlx::query(
         "with swarm as (insert into swarms (id, name) values (gen_random_uuid(), 'backlog') returning id),
-         inserted as (
-             insert into task_rows (id, swarm_id, agent, prompt, status, max_attempts)
+         spec as (
+             insert into tasks (id, swarm_id, agent, prompt, max_attempts)
              select (lpad(to_hex((extract(epoch from now()) * 1000)::int8), 12, '0') || '7'
                      || substr(lpad(to_hex(i), 18, '0'), 1, 3) || '8' || substr(lpad(to_hex(i), 18, '0'), 4))::uuid,
-                    swarm.id, 'noop', 'x', 'queued', 4
+                    swarm.id, 'noop', 'x', 4
              from swarm, generate_series(1, $1) as i
-             returning id, swarm_id, priority, run_after, run_agent, has_labels, timeout_ms, octet_length(prompt) as bytes)
-         insert into queue (task_id, swarm_id, priority, run_after, run_agent, has_labels, timeout_ms, bytes)
-         select * from inserted",
+             returning id, swarm_id)
+         insert into task_states (task_id, swarm_id, priority, has_labels, has_locks, validated, status, run_agent, bytes)
+         select id, swarm_id, 0, false, false, false, 'ready', 'noop', 1 from spec",
     )
     .bind(i64::try_from(n)?)
     .execute(pool)

@@ -74,7 +74,7 @@ pub async fn run(
     let (cpu_after, commits_after) = (cpu_ticks(hive.coordinator_pid()), commits(&pool).await?);
     let wal_bytes = wal.bytes_since(&pool).await?;
     let held: i64 =
-        sqlx::query_scalar("select count(*) from tasks where lease_expires_at > now()").fetch_one(&pool).await?;
+        sqlx::query_scalar("select count(*) from task_states where lease_expires_at > now()").fetch_one(&pool).await?;
     stop.cancel();
     fleet.shutdown().await;
 

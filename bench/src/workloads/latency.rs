@@ -69,8 +69,8 @@ pub async fn run(
 
     // Per task: its claim's start (wall clock, ns) and its agent's start (monotonic ns).
     let starts: Vec<(String, f64, i64)> = sqlx::query_as(
-        "select id::text, extract(epoch from attempt_started_at)::float8 * 1e9, (result->>'started_ns')::int8
-         from tasks where result ? 'started_ns'",
+        "select task_id::text, extract(epoch from started_at)::float8 * 1e9, (result->>'started_ns')::int8
+         from attempts where outcome = 'succeeded' and result ? 'started_ns'",
     )
     .fetch_all(&pool)
     .await?;

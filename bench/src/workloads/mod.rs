@@ -43,7 +43,7 @@ pub async fn submit_bulk(url: &str, swarm: &str, agent: &str, n: usize) -> anyho
 /// Database failures.
 pub async fn busy_seconds(pool: &sqlx::PgPool) -> anyhow::Result<f64> {
     let seconds: Option<f64> = sqlx::query_scalar(
-        "select extract(epoch from (select max(finished_at) from tasks) - (select min(started_at) from tasks))::float8",
+        "select extract(epoch from (select max(finished_at) from task_states) - (select min(started_at) from task_states))::float8",
     )
     .fetch_one(pool)
     .await?;

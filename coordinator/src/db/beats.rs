@@ -82,70 +82,40 @@ pub async fn record(executor: impl PgExecutor<'_>, beats: &Beats, lease_seconds:
             where w.id = b.id and w.id in (select id from beating)
             returning w.id, w.command
         ), listed as (
-            -- Each listed attempt looked up among its worker's leased queue
-            -- rows and task rows (`queue_leased_idx`, `tasks_leased_idx`),
-            -- one lookup each; `limit 1` keeps the lookup per attempt. As a
-            -- plain join, a plan made while few tasks were leased drove it
-            -- from the index instead and compared every leased task with
-            -- every listed attempt (4,000 × 60 in one batch: 66 ms, and
-            -- again for the update).
-            select x.id, x.queued
+            -- Each listed attempt looked up among its worker's leased rows
+            -- (`task_states_leased_idx`), one lookup each; `limit 1` keeps
+            -- the lookup per attempt. As a plain join, a plan made while few
+            -- tasks were leased would drive it from the index instead and
+            -- compare every leased task with every listed attempt.
+            select x.task_id
             from unnest($9::uuid[], $10::uuid[]) as h(worker_id, attempt_id)
             cross join lateral (
-                (select q.task_id as id, true as queued from queue q
-                 where q.worker_id = h.worker_id and q.attempt_id = h.attempt_id
-                 limit 1)
-                union all
-                (select t.id, false from task_rows t
-                 where t.worker_id = h.worker_id and t.lease_expires_at is not null and t.current_attempt = h.attempt_id
-                 limit 1)
+                select s.task_id from task_states s
+                where s.worker_id = h.worker_id and s.lease_expires_at is not null and s.attempt_id = h.attempt_id
                 limit 1
             ) x
-        ), holding_rows as (
-            -- Running or cancelling is leased (constraint `tasks_lease_held`);
-            -- said by status, not lease, so the planner looks the rows up by
-            -- id rather than walk the leased index for them.
-            select t.id
-            from task_rows t
-            where t.id = any(array(select id from listed where not queued)) and t.status in ('running', 'cancelling')
-            order by t.id
-            for update of t
-        ), holding_queue as (
-            select q.task_id as id
-            from queue q
+        ), holding as (
             -- Leased, since `listed` found it by its attempt; locked by id.
-            where q.task_id = any(array(select id from listed where queued))
-            order by q.task_id
-            for update of q
-        ), extended_rows as (
-            update task_rows t
-            set lease_expires_at = now() + make_interval(secs => $11)
-            where t.id = any(array(select id from holding_rows)) and t.status in ('running', 'cancelling')
-            returning t.worker_id, t.current_attempt, t.status
-        ), extended_queue as (
-            update queue q
-            set lease_expires_at = now() + make_interval(secs => $11)
-            where q.task_id = any(array(select id from holding_queue))
-            returning q.worker_id, q.attempt_id as current_attempt, 'running'::task_status as status
+            select s.task_id
+            from task_states s
+            where s.task_id = any(array(select task_id from listed)) and s.status in ('running', 'cancelling')
+            order by s.task_id
+            for update of s
         ), extended as (
-            select * from extended_rows union all select * from extended_queue
+            update task_states s
+            set lease_expires_at = now() + make_interval(secs => $11)
+            where s.task_id = any(array(select task_id from holding)) and s.status in ('running', 'cancelling')
+            returning s.worker_id, s.attempt_id, s.status
         ), leased as (
-            select worker_id, sum(n)::int8 as n
-            from (select worker_id, count(*) as n
-                  from task_rows
-                  where worker_id = any($1) and lease_expires_at is not null
-                  group by worker_id
-                  union all
-                  select worker_id, count(*)
-                  from queue
-                  where worker_id = any($1) and worker_id is not null
-                  group by worker_id) both_tables
+            select worker_id, count(*) as n
+            from task_states
+            where worker_id = any($1) and lease_expires_at is not null
             group by worker_id
         )
         select array(select id from seen) as "seen!: Vec<Uuid>",
                array(select coalesce(command, '') from seen) as "commands!: Vec<String>",
                array(select worker_id from extended) as "extended_workers!: Vec<Uuid>",
-               array(select current_attempt from extended) as "extended_attempts!: Vec<Uuid>",
+               array(select attempt_id from extended) as "extended_attempts!: Vec<Uuid>",
                array(select status from extended) as "extended_statuses!: Vec<TaskStatus>",
                array(select worker_id from leased) as "leased_workers!: Vec<Uuid>",
                array(select n from leased) as "leased_counts!: Vec<i64>",

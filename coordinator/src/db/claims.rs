@@ -81,14 +81,11 @@ pub fn payload_bytes(task: &ClaimedTask) -> i64 {
 
 /// Claims up to `limit` ready tasks that take no locks (and no more than
 /// fit in `scope.max_bytes`), in one statement: highest priority first, then
-/// oldest, from both places a ready task can be — the narrow queue (tasks
-/// queued at submission, walking `queue_claim_idx`) and the task rows
-/// (retried, unblocked, validator stages, walking `tasks_claim_idx`); rows
-/// locked by another claimer are skipped, so no task is handed out twice.
-/// Honours the worker's agents and labels and the swarm's budget. Each
-/// claimed task gets a new attempt, a lease, and a deadline, on its queue
-/// row or its task row; if it does not succeed, it is written out to
-/// `past_attempts` when it ends (see `outcomes`).
+/// oldest, walking `task_states_claim_idx`; rows locked by another claimer
+/// are skipped, so no task is handed out twice. Honours the worker's agents
+/// and labels and the swarm's budget. Each claimed task gets a new attempt,
+/// a lease and a deadline on its state row; the attempt is written to
+/// `attempts` when it ends (see `outcomes`).
 pub async fn claim(
     executor: impl PgExecutor<'_>,
     scope: ClaimScope<'_>,
@@ -102,105 +99,60 @@ pub async fn claim(
             select agents, labels from workers where id = $1
         ), over_budget as (
             select array(select s.id from swarms s where s.spent >= s.budget) as ids
-        ), picked_queue as (
-            -- Queued tasks (the narrow rows), walking `queue_claim_idx`.
-            select q.task_id as id, q.priority, q.bytes, true as queued
-            from queue q
-            where q.worker_id is null
-              and q.run_after <= now()
-              and q.run_agent = any((select agents from offered)::text[])
-              and (cardinality($6::text[]) = 0 or q.run_agent = any($6))
-              and (not q.has_labels or exists(
-                  select 1 from task_rows l
-                  where l.id = q.task_id and l.required_labels <@ coalesce((select labels from offered), '{}'::jsonb)))
+        ), picked as (
+            select s.task_id, s.priority, s.bytes
+            from task_states s
+            where s.status = 'ready'
+              and not s.has_locks
+              and s.run_after <= now()
+              and s.run_agent = any((select agents from offered)::text[])
+              and (cardinality($6::text[]) = 0 or s.run_agent = any($6))
+              and (not s.has_labels or exists(
+                  select 1 from tasks l
+                  where l.id = s.task_id and l.required_labels <@ coalesce((select labels from offered), '{}'::jsonb)))
               -- Not over budget. coalesce(…, true) only hides the test from the
               -- planner's statistics: with one swarm they say every task is in
-              -- it, so any test on swarm_id looked like it removed every row,
-              -- and the planner sorted the whole queue (39 ms for 100 of 20k
-              -- tasks) instead of walking the claim index (7 ms).
-              and coalesce(q.swarm_id <> all((select ids from over_budget)::uuid[]), true)
-            order by q.priority desc, q.task_id
+              -- it, so any test on swarm_id looks as if it removed every row,
+              -- and the planner would sort every ready task instead of walking
+              -- the claim index.
+              and coalesce(s.swarm_id <> all((select ids from over_budget)::uuid[]), true)
+            order by s.priority desc, s.task_id
             limit $2
-            for update of q skip locked
-        ), picked_rows as (
-            -- Ready tasks on their rows (retried, unblocked, validator
-            -- stages), walking `tasks_claim_idx`.
-            select t.id, t.priority,
-                   octet_length(case when t.stage = 'validate' then coalesce(t.validate_prompt, '') else t.prompt end)
-                   + coalesce(octet_length(t.input::text), 0) + coalesce(octet_length(t.build_result::text), 0)
-                   + coalesce(octet_length(t.feedback::text), 0) as bytes,
-                   false as queued
-            from task_rows t
-            where t.status = 'ready'
-              and not t.has_locks
-              and t.run_after <= now()
-              and t.run_agent = any((select agents from offered)::text[])
-              and (cardinality($6::text[]) = 0 or t.run_agent = any($6))
-              and (not t.has_labels or t.required_labels <@ coalesce((select labels from offered), '{}'::jsonb))
-              and coalesce(t.swarm_id <> all((select ids from over_budget)::uuid[]), true)
-            order by t.priority desc, t.id
-            limit $2
-            for update of t skip locked
+            for update of s skip locked
         ), fitting as (
-            -- Both in claim order, as many as asked and as fit in $7 bytes,
-            -- and always the first: the rest stay ready (locked only until
-            -- this statement commits).
-            select id, queued from (
-                select id, queued, bytes, sum(bytes) over w as running, row_number() over w as n
-                from (select * from picked_queue union all select * from picked_rows) p
-                window w as (order by priority desc, id)
+            -- In claim order, as many as asked and as fit in $7 bytes, and
+            -- always the first: the rest stay ready (locked only until this
+            -- statement commits).
+            select task_id from (
+                select task_id, sum(bytes) over w as running, row_number() over w as n
+                from picked
+                window w as (order by priority desc, task_id)
             ) p
             where n <= $2 and (running <= $7 or n = 1)
-        ), claimed_queue as (
-            update queue q
-            set attempts = q.attempts + 1,
+        ), claimed as (
+            update task_states s
+            set status = 'running',
+                attempts = s.attempts + 1,
                 attempt_id = gen_random_uuid(),
                 worker_id = $1,
                 lease_expires_at = now() + make_interval(secs => $3),
-                attempt_deadline = now() + make_interval(secs => coalesce(q.timeout_ms::float8 / 1000.0, $4) + $5),
-                started_at = coalesce(q.started_at, now()),
+                attempt_deadline = now() + make_interval(secs => coalesce(s.timeout_ms::float8 / 1000.0, $4) + $5),
+                started_at = coalesce(s.started_at, now()),
                 attempt_started_at = now()
             -- By id, so even a generic plan (which guesses a tenth of the
-            -- queue for the limit) looks the picked rows up in the primary key.
-            where q.task_id = any(array(select id from fitting where queued))
-            returning q.task_id as id, q.attempt_id, q.attempts, q.lease_expires_at
-        ), claimed_rows as (
-            update task_rows t
-            set status = 'running',
-                attempts = t.attempts + 1,
-                current_attempt = gen_random_uuid(),
-                worker_id = $1,
-                lease_expires_at = now() + make_interval(secs => $3),
-                attempt_deadline = now() + make_interval(secs => coalesce(t.timeout_ms::float8 / 1000.0, $4) + $5),
-                started_at = coalesce(t.started_at, now()),
-                attempt_started_at = now(),
-                updated_at = now()
-            where t.id = any(array(select id from fitting where not queued))
-            returning t.id, t.current_attempt as attempt_id, t.attempts, t.lease_expires_at
-        ), claimed as (
-            select * from claimed_queue union all select * from claimed_rows
+            -- table for the limit) looks the picked rows up in the primary key.
+            where s.task_id = any(array(select task_id from fitting))
+            returning s.task_id, s.attempt_id, s.attempts, s.lease_expires_at
         )
-        select c.id as "id!", c.attempt_id as "attempt_id!", c.attempts as "attempt!",
-               (case when t.stage = 'validate' then t.validate_agent else t.agent end) as "agent!",
-               (case when t.stage = 'validate' then coalesce(t.validate_prompt, '') else t.prompt end) as "prompt!",
-               t.input, t.timeout_ms, c.lease_expires_at as "lease_expires_at!", t.swarm_id as "swarm_id!",
-               t.priority as "priority!", t.stage as "stage!", t.round as "round!", t.build_result, t.feedback,
-               -- A queued upstream's result is in `results` (read here, not
-               -- through the view `tasks`: planning the view's 51 columns made
-               -- the claim three times dearer to plan).
-               (select jsonb_object_agg(coalesce(u.key, u.id::text), coalesce(r.result, u.result, 'null'::jsonb))
-                from task_deps d join task_rows u on u.id = d.depends_on left join results r on r.task_id = u.id
-                where d.task_id = c.id) as inputs,
-               -- A ready task's earlier attempts all ended without success: written out.
-               (case when t.resume_sessions then
-                   (select a.session_id from past_attempts a
-                    where a.task_id = c.id and a.session_id is not null order by a.number desc limit 1)
-                end) as resume_session,
+        select c.task_id as "id!", c.attempt_id as "attempt_id!", c.attempts as "attempt!", p.agent as "agent!",
+               p.prompt as "prompt!", p.input, p.timeout_ms, c.lease_expires_at as "lease_expires_at!",
+               p.swarm_id as "swarm_id!", p.priority as "priority!", p.stage as "stage!", p.round as "round!",
+               p.build_result, p.feedback, p.inputs, p.resume_session,
                -- Uncorrelated: evaluated once per statement.
-               (select exists(select 1 from task_rows l where l.status = 'ready' and l.has_locks and l.run_after <= now()))
+               (select exists(select 1 from task_states l where l.status = 'ready' and l.has_locks and l.run_after <= now()))
                    as "lock_tasks_due!"
-        from claimed c join task_rows t on t.id = c.id
-        order by t.priority desc, c.id
+        from claimed c join claim_payloads p on p.task_id = c.task_id
+        order by p.priority desc, c.task_id
         "#,
         scope.worker,
         limit,
@@ -227,36 +179,23 @@ pub async fn claim_locked(
         ClaimedTask,
         r#"
         with claimed as (
-            update task_rows t
+            update task_states s
             set status = 'running',
-                attempts = t.attempts + 1,
-                current_attempt = $3,
+                attempts = s.attempts + 1,
+                attempt_id = $3,
                 worker_id = $1,
                 lease_expires_at = now() + make_interval(secs => $4),
-                attempt_deadline = now() + make_interval(secs => coalesce(t.timeout_ms::float8 / 1000.0, $5) + $6),
-                started_at = coalesce(t.started_at, now()),
-                attempt_started_at = now(),
-                updated_at = now()
-            where t.id = $2 and t.status = 'ready'
-            returning t.id, t.current_attempt, t.attempts, t.agent, t.prompt, t.input, t.timeout_ms, t.lease_expires_at,
-                      t.swarm_id, t.priority, t.stage, t.round, t.build_result, t.feedback, t.validate_agent,
-                      t.validate_prompt, t.resume_sessions
+                attempt_deadline = now() + make_interval(secs => coalesce(s.timeout_ms::float8 / 1000.0, $5) + $6),
+                started_at = coalesce(s.started_at, now()),
+                attempt_started_at = now()
+            where s.task_id = $2 and s.status = 'ready'
+            returning s.task_id, s.attempt_id, s.attempts, s.lease_expires_at
         )
-        select c.id as "id!", c.current_attempt as "attempt_id!", c.attempts as "attempt!",
-               (case when c.stage = 'validate' then c.validate_agent else c.agent end) as "agent!",
-               (case when c.stage = 'validate' then coalesce(c.validate_prompt, '') else c.prompt end) as "prompt!",
-               c.input, c.timeout_ms, c.lease_expires_at as "lease_expires_at!", c.swarm_id as "swarm_id!",
-               c.priority as "priority!", c.stage as "stage!", c.round as "round!", c.build_result, c.feedback,
-               -- Inputs and session as in `claim`.
-               (select jsonb_object_agg(coalesce(u.key, u.id::text), coalesce(r.result, u.result, 'null'::jsonb))
-                from task_deps d join task_rows u on u.id = d.depends_on left join results r on r.task_id = u.id
-                where d.task_id = c.id) as inputs,
-               (case when c.resume_sessions then
-                   (select a.session_id from past_attempts a
-                    where a.task_id = c.id and a.session_id is not null order by a.number desc limit 1)
-                end) as resume_session,
-               false as "lock_tasks_due!"
-        from claimed c
+        select c.task_id as "id!", c.attempt_id as "attempt_id!", c.attempts as "attempt!", p.agent as "agent!",
+               p.prompt as "prompt!", p.input, p.timeout_ms, c.lease_expires_at as "lease_expires_at!",
+               p.swarm_id as "swarm_id!", p.priority as "priority!", p.stage as "stage!", p.round as "round!",
+               p.build_result, p.feedback, p.inputs, p.resume_session, false as "lock_tasks_due!"
+        from claimed c join claim_payloads p on p.task_id = c.task_id
         "#,
         worker,
         task,
@@ -291,23 +230,23 @@ pub async fn next_lock_candidate(
         with offered as (
             select agents, labels from workers where id = $1
         )
-        select t.id, t.locks
-        from task_rows t
-        where t.status = 'ready'
-          and t.has_locks
-          and t.run_after <= now()
-          and t.run_agent = any((select agents from offered)::text[])
-          and (cardinality($2::text[]) = 0 or t.run_agent = any($2))
-          and (not t.has_labels or t.required_labels <@ coalesce((select labels from offered), '{}'::jsonb))
-          and coalesce(t.swarm_id <> all(array(select s.id from swarms s where s.spent >= s.budget)), true)
+        select s.task_id as id, t.locks
+        from task_states s join tasks t on t.id = s.task_id
+        where s.status = 'ready'
+          and s.has_locks
+          and s.run_after <= now()
+          and s.run_agent = any((select agents from offered)::text[])
+          and (cardinality($2::text[]) = 0 or s.run_agent = any($2))
+          and (not s.has_labels or t.required_labels <@ coalesce((select labels from offered), '{}'::jsonb))
+          and coalesce(s.swarm_id <> all(array(select b.id from swarms b where b.spent >= b.budget)), true)
           and not exists (select 1 from task_locks l where l.key = any(t.locks))
           and not exists (
-              select 1 from task_rows o
-              where o.status = 'ready' and o.run_after <= now() and o.locks && t.locks
-                and (o.priority > t.priority or (o.priority = t.priority and o.id < t.id)))
-        order by t.priority desc, t.id
+              select 1 from task_states os join tasks o on o.id = os.task_id
+              where os.status = 'ready' and os.has_locks and os.run_after <= now() and o.locks && t.locks
+                and (os.priority > s.priority or (os.priority = s.priority and os.task_id < s.task_id)))
+        order by s.priority desc, s.task_id
         limit 1
-        for update of t skip locked
+        for update of s skip locked
         "#,
         scope.worker,
         scope.agents,
@@ -339,9 +278,8 @@ pub async fn take_locks(conn: &mut PgConnection, keys: &[String], task: Uuid, at
 pub async fn any_due(executor: impl PgExecutor<'_>) -> sqlx::Result<bool> {
     sqlx::query_scalar!(
         r#"
-        select exists(select 1 from queue where worker_id is null and run_after <= now())
-            or exists(select 1 from task_rows where status = 'ready' and not has_locks and run_after <= now())
-            or exists(select 1 from task_rows where status = 'ready' and has_locks and run_after <= now()) as "due!"
+        select exists(select 1 from task_states where status = 'ready' and not has_locks and run_after <= now())
+            or exists(select 1 from task_states where status = 'ready' and has_locks and run_after <= now()) as "due!"
         "#
     )
     .fetch_one(executor)
@@ -349,12 +287,12 @@ pub async fn any_due(executor: impl PgExecutor<'_>) -> sqlx::Result<bool> {
 }
 
 /// Whether any ready task that takes locks is due (a walk of
-/// `tasks_claim_locked_idx` that stops at the first entry): a claim that got
+/// `task_states_claim_locked_idx` that stops at the first entry): a claim that got
 /// nothing looks for lock candidates only then (one that got tasks has the
 /// answer in [`ClaimedTask::lock_tasks_due`]).
 pub async fn any_lock_candidates(executor: impl PgExecutor<'_>) -> sqlx::Result<bool> {
     sqlx::query_scalar!(
-        r#"select exists(select 1 from task_rows where status = 'ready' and has_locks and run_after <= now()) as "any!""#
+        r#"select exists(select 1 from task_states where status = 'ready' and has_locks and run_after <= now()) as "any!""#
     )
     .fetch_one(executor)
     .await

@@ -54,7 +54,7 @@ pub async fn release(executor: impl PgExecutor<'_>, attempt: Uuid, key: &str) ->
 /// Whether `attempt` is the current, leased attempt of `task`.
 pub async fn attempt_is_current(executor: impl PgExecutor<'_>, task: Uuid, attempt: Uuid) -> sqlx::Result<bool> {
     let current = sqlx::query_scalar!(
-        r#"select exists(select 1 from tasks where id = $1 and current_attempt = $2 and lease_expires_at is not null) as "current!""#,
+        r#"select exists(select 1 from task_states where task_id = $1 and attempt_id = $2) as "current!""#,
         task,
         attempt
     )

@@ -1,4 +1,5 @@
-//! Statements on `task_logs` and the per-task output budget kept on the task rows.
+//! Statements on `task_logs` (agent output, per attempt) and `task_output`
+//! (each task's output budget).
 
 use std::collections::HashSet;
 
@@ -18,19 +19,33 @@ pub struct LogBudget {
     pub log_truncated: bool,
 }
 
-/// Locks and returns the output budget of the given tasks.
+/// Locks and returns the output budget of the given tasks (creating it on
+/// a task's first output); unknown tasks are left out.
 pub async fn lock_budgets(conn: &mut PgConnection, task_ids: &[Uuid]) -> sqlx::Result<Vec<LogBudget>> {
+    sqlx::query!(
+        r#"
+        insert into task_output (task_id)
+        select s.task_id from task_states s where s.task_id = any($1)
+        on conflict (task_id) do nothing
+        "#,
+        task_ids
+    )
+    .execute(&mut *conn)
+    .await?;
     sqlx::query_as!(
         LogBudget,
         r#"
-        select t.id as task_id, coalesce(q.attempt_id, r.attempt_id, t.current_attempt) as current_attempt,
-               t.log_bytes, t.log_truncated
-        from task_rows t
-        left join queue q on t.status = 'queued' and q.task_id = t.id
-        left join results r on t.status = 'queued' and r.task_id = t.id
-        where t.id = any($1)
-        order by t.id
-        for no key update of t
+        select o.task_id,
+               -- The running attempt, else the last one (its output may
+               -- still be arriving after it ended).
+               coalesce(s.attempt_id,
+                        (select a.id from attempts a where a.task_id = o.task_id order by a.number desc limit 1))
+                   as current_attempt,
+               o.bytes as log_bytes, o.truncated as log_truncated
+        from task_output o join task_states s on s.task_id = o.task_id
+        where o.task_id = any($1)
+        order by o.task_id
+        for no key update of o
         "#,
         task_ids
     )
@@ -104,9 +119,9 @@ pub async fn update_budgets(
 ) -> sqlx::Result<()> {
     sqlx::query!(
         r#"
-        update task_rows t set log_bytes = b.log_bytes, log_truncated = b.truncated
+        update task_output o set bytes = b.log_bytes, truncated = b.truncated
         from unnest($1::uuid[], $2::int8[], $3::bool[]) as b(task_id, log_bytes, truncated)
-        where t.id = b.task_id
+        where o.task_id = b.task_id
         "#,
         task_ids,
         log_bytes,

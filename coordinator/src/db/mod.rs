@@ -3,8 +3,9 @@
 //! use-cases in `tasks/` decide where transactions begin and commit.
 //!
 //! What is durable: swarms, tasks, attempts, workers and task output, all in
-//! PostgreSQL. What is rebuilt in memory on start: nothing but the wake-up
-//! fan-out of notifications (see `notifications`).
+//! PostgreSQL; docs/data-model.md says which table holds which fact and
+//! which statement writes it. What is rebuilt in memory on start: nothing
+//! but the wake-up fan-out of notifications (see `crate::notifications`).
 //!
 //! sqlx owns this module: the pool, migrations and every compile-time-checked
 //! query. tokio-postgres has one other job, the dedicated LISTEN connection in
@@ -13,12 +14,16 @@
 
 pub mod beats;
 pub mod claims;
+pub mod filters;
+pub mod graph;
 pub mod leases;
 pub mod locks;
 pub mod logs;
+pub mod notifications;
 pub mod outcomes;
-pub mod queue;
-pub mod stats;
+pub mod progress;
+pub mod stages;
+pub mod statistics;
 pub mod swarms;
 pub mod tasks;
 pub mod workers;
@@ -29,11 +34,6 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection, PgPool};
 
 use crate::config::DatabaseConfig;
-
-/// The channel on which "tasks became ready" is announced.
-pub const READY_CHANNEL: &str = "hive_task_ready";
-/// The channel on which "this worker (the payload) has new commands" is announced.
-pub const COMMANDS_CHANNEL: &str = "hive_worker_commands";
 
 /// Opens the query pool for everything but the workers' hot path: what
 /// [`hot_connections`] leaves of `max_connections`.

@@ -1,15 +1,10 @@
-//! Statements that record how attempts end: successes (one statement for
-//! plain tasks; a few for tasks with a validator stage), failures and other
-//! stops (fates), and what follows in the graph — dependents unblocked when
-//! their last dependency succeeds, cancelled when one dies, put back when it
-//! is retried. A running attempt lives on its queue row (a task queued at
-//! submission) or its task row. A queued task's success replaces its queue
-//! row with a `results` row; a plain task's success on its task row stays
-//! there (its session and usage beside it), since the task never runs
-//! again. Every other end first writes a queued task back onto its row
-//! (`queue`), and writes the attempt out to `past_attempts`. The view
-//! `attempts` shows all of them. Every path records usage, charges the
-//! swarm's budget and releases the attempt's locks.
+//! Statements that record how attempts end: successes of tasks without a
+//! validator (one statement for a batch), and failures and other stops
+//! (fates). Every ended attempt is appended to `attempts`; the task's state
+//! row moves on in the same statement (succeeded, retried, dead or
+//! cancelled), its swarm is charged and the attempt's locks are released.
+//! Successes of tasks with a validator move between stages in `stages`;
+//! what follows in the graph is in `graph`.
 
 use serde_json::Value as Json;
 use sqlx::{PgConnection, PgExecutor};
@@ -47,8 +42,9 @@ pub struct Completed {
 }
 
 /// Records successful attempts of tasks without a validator that still hold
-/// their task (running, or cancelling but finished first) on their task
-/// rows, unblocks their dependents, charges their swarms and releases their
+/// their task (running, or cancelling but finished first): appends each
+/// attempt with its result, marks the task succeeded with that attempt's
+/// result, unblocks its dependents, charges its swarm and releases its
 /// locks, in one statement.
 pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx::Result<Completed> {
     let row = sqlx::query!(
@@ -58,66 +54,46 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
                 as r(task_id, attempt_id, result, session_id, input_tokens, output_tokens, cost)
             -- Rows are locked in id order, as every multi-row locker of tasks does: no deadlocks.
             order by task_id
-        ), done_queued as (
-            -- Queued tasks: the queue row goes, a result row comes; the
-            -- attempt id in the queue row is the fence (a queue row has one
-            -- only while leased). Nothing about the lease in the filter: a
-            -- plan made while few rows were leased drove the delete from the
-            -- leased index and compared every leased row with every report
-            -- (3,410 × 512 in one batch: 280 ms).
-            delete from queue q
-            using reported r
-            where q.task_id = r.task_id and q.attempt_id = r.attempt_id
-            returning q.task_id as id, q.swarm_id, q.attempt_id, q.attempts, q.worker_id, q.started_at,
-                      q.attempt_started_at, r.result, r.session_id, r.input_tokens, r.output_tokens, r.cost
-        ), recorded as (
-            insert into results (task_id, attempt_id, attempt, worker_id, started_at, attempt_started_at, finished_at,
-                                 result, session_id, input_tokens, output_tokens, cost)
-            select id, attempt_id, attempts, worker_id, started_at, attempt_started_at, now(), result, session_id,
-                   input_tokens, output_tokens, cost
-            from done_queued
-        ), done_rows as (
-            update task_rows t
-            set status = 'succeeded', result = r.result, error = null, finished_at = now(),
-                lease_expires_at = null, attempt_deadline = null, updated_at = now(),
-                input_tokens = t.input_tokens + coalesce(r.input_tokens, 0),
-                output_tokens = t.output_tokens + coalesce(r.output_tokens, 0),
-                cost = t.cost + coalesce(r.cost, 0),
-                -- The attempt's own; its id, number, worker, stage and start are already here.
-                attempt_session_id = r.session_id, attempt_input_tokens = r.input_tokens,
-                attempt_output_tokens = r.output_tokens, attempt_cost = r.cost
-            from reported r
-            -- Driven by the reported ids (a nested loop over the primary key,
-            -- rows locked in id order), the fence in the update's own filter:
-            -- a row changed meanwhile is re-checked in its latest version
-            -- (READ COMMITTED), so no separate row lock is taken (each one
-            -- wrote a WAL record).
-            where t.id = r.task_id and t.current_attempt = r.attempt_id and t.status in ('running', 'cancelling')
-              and t.validate_agent is null
-              -- A task is queued or on its row, never both: the queued ones
-              -- just recorded skip the probe of the wide task rows (one hash
-              -- lookup instead of a primary-key descent and a heap fetch).
-              and r.task_id not in (select id from done_queued)
-            returning t.id, t.swarm_id, r.attempt_id, r.cost
+        ), before as (
+            -- The attempt as the claim left it (the statement's snapshot),
+            -- for the attempt's row.
+            select s.task_id, s.swarm_id, s.attempts, s.worker_id, s.stage, s.attempt_started_at, r.attempt_id,
+                   r.result, r.session_id, r.input_tokens, r.output_tokens, r.cost
+            from reported r join task_states s on s.task_id = r.task_id and s.attempt_id = r.attempt_id
+            where not s.validated
         ), done as (
-            select id, swarm_id, attempt_id, cost from done_queued
-            union all
-            select id, swarm_id, attempt_id, cost from done_rows
+            -- The attempt id is the fence, checked again in the row's latest
+            -- version (READ COMMITTED), so no separate row lock is taken.
+            -- Nothing about the lease in the filter: a plan made while few
+            -- rows were leased would drive the update from the leased index
+            -- and compare every leased row with every report.
+            update task_states s
+            set status = 'succeeded', finished_at = now(), result_attempt = s.attempts,
+                worker_id = null, attempt_id = null, lease_expires_at = null, attempt_deadline = null,
+                attempt_started_at = null
+            from before b
+            where s.task_id = b.task_id and s.attempt_id = b.attempt_id
+            returning s.task_id, s.swarm_id, b.attempt_id, b.cost
+        ), recorded as (
+            insert into attempts (id, task_id, number, worker_id, stage, started_at, finished_at, outcome, result,
+                                  session_id, input_tokens, output_tokens, cost)
+            select b.attempt_id, b.task_id, b.attempts, b.worker_id, b.stage, b.attempt_started_at, now(), 'succeeded',
+                   b.result, b.session_id, b.input_tokens, b.output_tokens, b.cost
+            from before b join done d on d.task_id = b.task_id
         ), unblocked as (
-            update task_rows t
-            set waiting_on = t.waiting_on - n.count,
-                status = case when t.waiting_on = n.count and t.status = 'blocked' then 'ready'::task_status else t.status end,
-                updated_at = now()
+            update task_states s
+            set waiting_on = s.waiting_on - n.count,
+                status = case when s.waiting_on = n.count then 'ready'::task_status else s.status end
             from (select dep.task_id, count(*)::int as count
-                  from task_deps dep join done on dep.depends_on = done.id group by dep.task_id) n
-            where t.id = n.task_id
-            returning t.status
+                  from task_deps dep join done on dep.depends_on = done.task_id group by dep.task_id) n
+            where s.task_id = n.task_id and s.status = 'blocked'
+            returning s.status
         ), charged as (
-            update swarms s set spent = s.spent + x.cost
+            update swarms w set spent = w.spent + x.cost
             from (select swarm_id, sum(coalesce(cost, 0)) as cost from done group by swarm_id) x
-            where s.id = x.swarm_id and x.cost > 0
+            where w.id = x.swarm_id and x.cost > 0
         ), unlocked as (
-            delete from task_locks l using done where l.task_id = done.id returning l.key
+            delete from task_locks l using done where l.task_id = done.task_id returning l.key
         )
         select array(select attempt_id from done) as "recorded!: Vec<Uuid>",
                (select count(*) from unblocked where status = 'ready') + (select count(*) from unlocked) as "newly_ready!"
@@ -136,7 +112,7 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
 }
 
 /// The recorded outcome of each given attempt (of the task paired with it)
-/// that ended: written out, a success kept on its task row, or one in `results`.
+/// that ended.
 pub async fn attempt_outcomes(
     executor: impl PgExecutor<'_>,
     task_ids: &[Uuid],
@@ -144,16 +120,9 @@ pub async fn attempt_outcomes(
 ) -> sqlx::Result<Vec<(Uuid, AttemptOutcome)>> {
     let rows = sqlx::query!(
         r#"
-        with asked as (select * from unnest($1::uuid[], $2::uuid[]) as r(task_id, attempt_id))
-        select a.id as "id!", a.outcome as "outcome!: AttemptOutcome"
-        from asked r join past_attempts a on a.task_id = r.task_id and a.id = r.attempt_id
-        union all
-        select t.current_attempt, 'succeeded'::attempt_outcome
-        from asked r join task_rows t on t.id = r.task_id and t.current_attempt = r.attempt_id
-        where t.status = 'succeeded' and t.validate_agent is null
-        union all
-        select x.attempt_id, 'succeeded'::attempt_outcome
-        from asked r join results x on x.task_id = r.task_id and x.attempt_id = r.attempt_id
+        select a.id, a.outcome as "outcome: AttemptOutcome"
+        from unnest($1::uuid[], $2::uuid[]) as r(task_id, attempt_id)
+        join attempts a on a.task_id = r.task_id and a.id = r.attempt_id
         "#,
         task_ids,
         attempt_ids,
@@ -161,147 +130,6 @@ pub async fn attempt_outcomes(
     .fetch_all(executor)
     .await?;
     Ok(rows.into_iter().map(|row| (row.id, row.outcome)).collect())
-}
-
-/// A task with a validator whose attempt succeeded, locked for the stage decision.
-#[derive(Debug)]
-pub struct StagedTask {
-    /// Task id.
-    pub id: Uuid,
-    /// The attempt.
-    pub attempt_id: Uuid,
-    /// Running or cancelling.
-    pub status: TaskStatus,
-    /// "build" or "validate".
-    pub stage: String,
-    /// Builder round.
-    pub round: i32,
-    /// Builder runs allowed.
-    pub max_rounds: i32,
-    /// The builder's last result.
-    pub build_result: Option<Json>,
-}
-
-/// Locks the tasks with a validator whose current attempt is among the reported ones.
-pub async fn lock_staged(
-    conn: &mut PgConnection,
-    task_ids: &[Uuid],
-    attempt_ids: &[Uuid],
-) -> sqlx::Result<Vec<StagedTask>> {
-    sqlx::query_as!(
-        StagedTask,
-        r#"
-        select t.id, t.current_attempt as "attempt_id!", t.status as "status: TaskStatus", t.stage, t.round,
-               t.max_rounds, t.build_result
-        from task_rows t
-        join unnest($1::uuid[], $2::uuid[]) as r(task_id, attempt_id)
-          on t.id = r.task_id and t.current_attempt = r.attempt_id
-        where t.status in ('running', 'cancelling') and t.validate_agent is not null
-        order by t.id
-        for update of t
-        "#,
-        task_ids,
-        attempt_ids,
-    )
-    .fetch_all(conn)
-    .await
-}
-
-/// Records one successful stage attempt (its result is kept on the attempt)
-/// with its usage, and charges the task and its swarm.
-pub async fn record_stage_attempt(conn: &mut PgConnection, reports: &Reports, index: usize) -> sqlx::Result<()> {
-    let (task, attempt) = (reports.task_ids[index], reports.attempt_ids[index]);
-    let (input_tokens, output_tokens, cost) =
-        (reports.input_tokens[index], reports.output_tokens[index], reports.costs[index]);
-    sqlx::query!(
-        r#"
-        with attempt as (
-            insert into past_attempts (id, task_id, number, worker_id, stage, started_at, finished_at, outcome, result,
-                                  session_id, input_tokens, output_tokens, cost)
-            select current_attempt, id, attempts, worker_id, stage, attempt_started_at, now(),
-                   'succeeded', $3, $4, $5, $6, $7
-            from task_rows where id = $1 and current_attempt = $2
-        ), task as (
-            update task_rows
-            set input_tokens = input_tokens + coalesce($5, 0), output_tokens = output_tokens + coalesce($6, 0),
-                cost = cost + coalesce($7, 0)
-            where id = $1
-            returning swarm_id
-        )
-        update swarms s set spent = s.spent + coalesce($7, 0) from task where s.id = task.swarm_id and coalesce($7, 0) > 0
-        "#,
-        task,
-        attempt,
-        reports.results[index],
-        reports.session_ids[index],
-        input_tokens,
-        output_tokens,
-        cost,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Where a staged task goes next.
-#[derive(Debug, Clone, PartialEq)]
-pub enum NextStage {
-    /// To its validator, with the builder's result.
-    Validate(Json),
-    /// Back to its builder for another round, with the validator's verdict.
-    Rebuild(Json),
-    /// Finished: succeeded (with a result), dead or cancelled (with an error).
-    Finish {
-        /// Succeeded, dead or cancelled.
-        status: TaskStatus,
-        /// The task's result, for a success.
-        result: Option<Json>,
-        /// Why, otherwise.
-        error: Option<String>,
-    },
-}
-
-/// Moves a staged task to its next stage (releasing its lease and locks;
-/// callers announce ready work after every advance, which covers the locks).
-pub async fn advance(conn: &mut PgConnection, task: Uuid, next: &NextStage) -> sqlx::Result<()> {
-    let (status, stage_change, build_result, feedback, result, error) = match next {
-        NextStage::Validate(build) => (TaskStatus::Ready, "validate", Some(build), None, None, None),
-        NextStage::Rebuild(verdict) => (TaskStatus::Ready, "rebuild", None, Some(verdict), None, None),
-        NextStage::Finish { status, result, error } => {
-            (*status, "finish", None, None, result.as_ref(), error.as_deref())
-        }
-    };
-    sqlx::query!(
-        r#"
-        with moved as (
-            update task_rows
-            set status = $2::task_status,
-                stage = case $3 when 'validate' then 'validate' when 'rebuild' then 'build' else stage end,
-                round = case $3 when 'rebuild' then round + 1 else round end,
-                build_result = coalesce($4, build_result),
-                feedback = coalesce($5, feedback),
-                result = $6,
-                error = $7,
-                lease_expires_at = null, attempt_deadline = null, worker_id = null,
-                run_after = case when $2::task_status = 'ready' then now() else run_after end,
-                finished_at = case when $2::task_status in ('succeeded', 'dead', 'cancelled') then now() else null end,
-                updated_at = now()
-            where id = $1
-            returning id
-        )
-        delete from task_locks l using moved where l.task_id = moved.id
-        "#,
-        task,
-        status as TaskStatus,
-        stage_change,
-        build_result,
-        feedback,
-        result,
-        error,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// A leased task whose attempt stopped (or must stop), locked for the decision.
@@ -327,26 +155,24 @@ pub struct StoppedAttempt {
     pub lease_expired: bool,
 }
 
-/// Locks the leased tasks whose current attempt is among the reported ones
-/// (queued ones written back onto their rows first).
+/// Locks the leased tasks whose current attempt is among the reported ones.
 pub async fn lock_reported(
     conn: &mut PgConnection,
     task_ids: &[Uuid],
     attempt_ids: &[Uuid],
 ) -> sqlx::Result<Vec<StoppedAttempt>> {
-    super::queue::write_back_reported(&mut *conn, task_ids, attempt_ids).await?;
     sqlx::query_as!(
         StoppedAttempt,
         r#"
-        select t.id, t.current_attempt as "attempt_id!", t.status as "status: TaskStatus", t.failures,
-               t.max_attempts, t.backoff_initial_ms, t.backoff_max_ms, t.backoff_multiplier,
-               false as "lease_expired!"
-        from task_rows t
+        select s.task_id as "id!", s.attempt_id as "attempt_id!", s.status as "status!: TaskStatus",
+               s.failures as "failures!", t.max_attempts, t.backoff_initial_ms, t.backoff_max_ms,
+               t.backoff_multiplier, false as "lease_expired!"
+        from task_states s
         join unnest($1::uuid[], $2::uuid[]) as r(task_id, attempt_id)
-          on t.id = r.task_id and t.current_attempt = r.attempt_id
-        where t.status in ('running', 'cancelling')
-        order by t.id
-        for update of t
+          on s.task_id = r.task_id and s.attempt_id = r.attempt_id
+        join tasks t on t.id = s.task_id
+        order by s.task_id
+        for update of s
         "#,
         task_ids,
         attempt_ids,
@@ -388,6 +214,8 @@ pub struct Fates {
 
 /// Applies decided fates to tasks and their attempts, charges swarms and
 /// releases locks, in one statement; returns how many locks were released.
+/// A task retried or handed back is ready again (after its delay); a dead or
+/// cancelled one is finished, with the error as the reason.
 pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result<i64> {
     let released = sqlx::query_scalar!(
         r#"
@@ -397,36 +225,31 @@ pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result
                                  $13::float8[])
                 as d(task_id, attempt_id, status, counted, delay, error, exit_code, signal, outcome, session_id,
                      input_tokens, output_tokens, cost)
-        ), attempts_done as (
-            -- Reads the task rows as they were before `moved` (one snapshot for the statement).
-            insert into past_attempts (id, task_id, number, worker_id, stage, started_at, finished_at, outcome, error,
+        ), ended as (
+            -- Reads the state rows as they were before `moved` (one snapshot for the statement).
+            insert into attempts (id, task_id, number, worker_id, stage, started_at, finished_at, outcome, error,
                                   exit_code, signal, session_id, input_tokens, output_tokens, cost)
-            select d.attempt_id, t.id, t.attempts, t.worker_id, t.stage, t.attempt_started_at,
+            select d.attempt_id, s.task_id, s.attempts, s.worker_id, s.stage, s.attempt_started_at,
                    now(), d.outcome, d.error, d.exit_code, d.signal, d.session_id, d.input_tokens, d.output_tokens, d.cost
-            from decided d join task_rows t on t.id = d.task_id and t.current_attempt = d.attempt_id
+            from decided d join task_states s on s.task_id = d.task_id and s.attempt_id = d.attempt_id
         ), charged as (
-            update swarms s set spent = s.spent + x.cost
-            from (select t.swarm_id, sum(coalesce(d.cost, 0)) as cost
-                  from decided d join task_rows t on t.id = d.task_id group by t.swarm_id) x
-            where s.id = x.swarm_id and x.cost > 0
+            update swarms w set spent = w.spent + x.cost
+            from (select s.swarm_id, sum(coalesce(d.cost, 0)) as cost
+                  from decided d join task_states s on s.task_id = d.task_id group by s.swarm_id) x
+            where w.id = x.swarm_id and x.cost > 0
         ), unlocked as (
             delete from task_locks l using decided d where l.task_id = d.task_id returning l.key
         ), moved as (
-            update task_rows t
-        set status = d.status,
-            failures = t.failures + case when d.counted then 1 else 0 end,
-            error = d.error,
-            lease_expires_at = null,
-            attempt_deadline = null,
-            worker_id = null,
-            run_after = case when d.status = 'ready' then now() + make_interval(secs => d.delay) else t.run_after end,
-            finished_at = case when d.status in ('dead', 'cancelled') then now() else null end,
-            input_tokens = t.input_tokens + coalesce(d.input_tokens, 0),
-            output_tokens = t.output_tokens + coalesce(d.output_tokens, 0),
-            cost = t.cost + coalesce(d.cost, 0),
-            updated_at = now()
-        from decided d
-        where t.id = d.task_id
+            update task_states s
+            set status = d.status,
+                failures = s.failures + case when d.counted then 1 else 0 end,
+                worker_id = null, attempt_id = null, lease_expires_at = null, attempt_deadline = null,
+                attempt_started_at = null,
+                run_after = case when d.status = 'ready' then now() + make_interval(secs => d.delay) else s.run_after end,
+                finished_at = case when d.status in ('dead', 'cancelled') then now() end,
+                error = case when d.status in ('dead', 'cancelled') then d.error end
+            from decided d
+            where s.task_id = d.task_id
         )
         select count(*) as "released!" from unlocked
         "#,
@@ -447,73 +270,4 @@ pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result
     .fetch_one(conn)
     .await?;
     Ok(released)
-}
-
-/// Counts one succeeded dependency off each dependent of `tasks`; returns how many became ready.
-pub async fn unblock_dependents(conn: &mut PgConnection, tasks: &[Uuid]) -> sqlx::Result<i64> {
-    let ready = sqlx::query_scalar!(
-        r#"
-        with unblocked as (
-            update task_rows t
-            set waiting_on = t.waiting_on - n.count,
-                status = case when t.waiting_on = n.count and t.status = 'blocked' then 'ready'::task_status else t.status end,
-                updated_at = now()
-            from (select task_id, count(*)::int as count from task_deps where depends_on = any($1) group by task_id) n
-            where t.id = n.task_id
-            returning t.status
-        )
-        select count(*) as "ready!" from unblocked where status = 'ready'
-        "#,
-        tasks,
-    )
-    .fetch_one(conn)
-    .await?;
-    Ok(ready)
-}
-
-/// Cancels, transitively, every unfinished task downstream of `tasks` (which
-/// died or were cancelled), marking them cancelled by their upstream.
-pub async fn cancel_downstream(conn: &mut PgConnection, tasks: &[Uuid], reason: &str) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar!(
-        r#"
-        with recursive downstream(id) as (
-            select task_id from task_deps where depends_on = any($1)
-            union
-            select d.task_id from task_deps d join downstream on d.depends_on = downstream.id
-        )
-        update task_rows
-        set status = 'cancelled', cancelled_upstream = true, error = $2, finished_at = now(), updated_at = now()
-        where id in (select id from downstream) and status in ('blocked', 'ready')
-        returning id
-        "#,
-        tasks,
-        reason,
-    )
-    .fetch_all(conn)
-    .await
-}
-
-/// Puts back the tasks downstream of `tasks` (just retried) that were
-/// cancelled by their upstream: blocked again, waiting on every dependency
-/// that has not succeeded.
-pub async fn restore_downstream(conn: &mut PgConnection, tasks: &[Uuid]) -> sqlx::Result<u64> {
-    let result = sqlx::query!(
-        r#"
-        with recursive downstream(id) as (
-            select task_id from task_deps where depends_on = any($1)
-            union
-            select d.task_id from task_deps d join downstream on d.depends_on = downstream.id
-        )
-        update task_rows t
-        set status = 'blocked', cancelled_upstream = false, error = null, finished_at = null, updated_at = now(),
-            waiting_on = (select count(*) from task_deps d join tasks u on u.id = d.depends_on -- the view: a queued upstream's success is in `results`
-
-                          where d.task_id = t.id and u.status <> 'succeeded')
-        where t.id in (select id from downstream) and t.status = 'cancelled' and t.cancelled_upstream
-        "#,
-        tasks,
-    )
-    .execute(conn)
-    .await?;
-    Ok(result.rows_affected())
 }

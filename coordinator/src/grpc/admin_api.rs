@@ -91,6 +91,7 @@ impl AdminService for AdminApi {
             swarm_id: optional_id("swarm_id", &request.swarm_id, SwarmId::parse)?.map(|id| id.0),
             agent: (!request.agent.is_empty()).then_some(request.agent),
             before: None,
+            id: None,
         };
         let token = optional_id("page_token", &request.page_token, TaskId::parse)?.map(|id| id.0);
         let (rows, next) = tasks::list(&self.app.pool, filter, request.page_size, token).await?;

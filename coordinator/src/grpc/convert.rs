@@ -265,7 +265,7 @@ pub fn add_count(counts: &mut pb::StatusCounts, status: crate::tasks::state::Tas
 }
 
 /// Decodes a bulk-operation filter, naming bad ids.
-pub fn task_filter(filter: Option<pb::TaskFilter>) -> Result<db::tasks::TaskFilter> {
+pub fn task_filter(filter: Option<pb::TaskFilter>) -> Result<db::filters::TaskFilter> {
     let filter = filter.unwrap_or_default();
     let task_ids = if filter.task_ids.is_empty() {
         None
@@ -281,7 +281,7 @@ pub fn task_filter(filter: Option<pb::TaskFilter>) -> Result<db::tasks::TaskFilt
         Some(parse_id("filter.swarm_id", &filter.swarm_id, hive_shared::ids::SwarmId::parse)?.0)
     };
     let text = |value: String| (!value.is_empty()).then_some(value);
-    Ok(db::tasks::TaskFilter {
+    Ok(db::filters::TaskFilter {
         task_ids,
         swarm_id,
         agent: text(filter.agent),

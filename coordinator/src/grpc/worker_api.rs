@@ -14,9 +14,9 @@ use tracing::instrument;
 use super::convert::{self, assignment, parse_id};
 use crate::app::App;
 use crate::error::Result;
-use crate::scheduler::policy::{FailureClass, Stop};
 use crate::tasks::logs;
 use crate::tasks::report::{self, Ack};
+use crate::tasks::retry::{FailureClass, Stop};
 use crate::{db, scheduler, workers};
 
 /// The WorkerService implementation.

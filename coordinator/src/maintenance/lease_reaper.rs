@@ -12,8 +12,8 @@ use tracing::{error, info, instrument};
 
 use crate::config::TaskDefaults;
 use crate::db;
-use crate::scheduler::policy::Stop;
 use crate::tasks::report;
+use crate::tasks::retry::Stop;
 
 /// Most tasks settled per transaction.
 const BATCH: i64 = 500;

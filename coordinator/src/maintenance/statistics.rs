@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, instrument, warn};
 
 use crate::db;
-use crate::db::tasks::TableCounts;
+use crate::db::statistics::TableCounts;
 
 /// Rows inserted since the last analyze that make the next one worthwhile.
 pub const MIN_INSERTED: i64 = 1_000;
@@ -104,7 +104,7 @@ pub async fn run(pool: PgPool, statistics: Arc<Statistics>, cancel: Cancellation
             () = statistics.bell.notified() => {}
             () = cancel.cancelled() => return,
         }
-        let counts = match db::tasks::table_counts(&pool).await {
+        let counts = match db::statistics::table_counts(&pool).await {
             Ok(counts) => counts,
             Err(err) => {
                 debug!(error = %err, "could not read table statistics");
@@ -114,7 +114,7 @@ pub async fn run(pool: PgPool, statistics: Arc<Statistics>, cancel: Cancellation
         let submitted = statistics.submitted.load(Ordering::Relaxed);
         let now = Instant::now();
         for counts in counts {
-            let unseen = if counts.table == "task_rows" { submitted } else { 0 };
+            let unseen = if counts.table == "task_states" { submitted } else { 0 };
             let last = analyzed.get(counts.table).copied().or_else(|| {
                 let seen = first_sight(&counts, now)?;
                 analyzed.insert(counts.table, seen);
@@ -123,7 +123,7 @@ pub async fn run(pool: PgPool, statistics: Arc<Statistics>, cancel: Cancellation
             if !due(&counts, unseen, last, now) {
                 continue;
             }
-            match db::tasks::analyze(&pool, counts.table).await {
+            match db::statistics::analyze(&pool, counts.table).await {
                 Ok(()) => debug!(table = counts.table, rows = counts.live, "statistics refreshed"),
                 Err(err) => {
                     warn!(table = counts.table, error = %err, "analyze failed; autovacuum will refresh the statistics later")
@@ -143,7 +143,7 @@ mod tests {
     use super::*;
 
     fn counts(inserted: i64, live: i64, analyzed_rows: f32) -> TableCounts {
-        TableCounts { table: "task_rows", inserted, live, analyzed_rows }
+        TableCounts { table: "task_states", inserted, live, analyzed_rows }
     }
 
     #[test]

@@ -1,15 +1,11 @@
 //! Handing out work: long-poll claims that wait for a wake-up (LISTEN/NOTIFY,
 //! see `notifications`, or the coordinator's one periodic look for due tasks,
-//! `maintenance::due_tasks`) rather than each polling, and the retry policy.
+//! `maintenance::due_tasks`) rather than each polling.
 //!
 //! A wake-up goes to one waiting claim, which passes it on after claiming
 //! while due tasks remain — a full batch, or tasks its worker cannot take —
-//! and stops once it comes back round. Waking every waiting claim had cost
-//! three claim statements per task with two workers idle
-//! (`hive-bench --workloads latency --log-statements durations`), and would
-//! cost one per idle worker in a fleet.
-
-pub mod policy;
+//! and stops once it comes back round: waking every waiting claim would cost
+//! a claim statement per idle worker for each task.
 
 use std::sync::Arc;
 use std::time::Duration;

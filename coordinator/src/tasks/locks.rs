@@ -56,7 +56,7 @@ pub async fn release(pool: &PgPool, attempt: AttemptId, key: &str) -> Result<boo
     let released = db::locks::release(pool, attempt.0, key).await?;
     if released {
         // A task waiting for this lock may be claimable now.
-        db::tasks::notify_ready(pool).await?;
+        db::notifications::notify_ready(pool).await?;
     }
     Ok(released)
 }

@@ -7,6 +7,7 @@ pub mod locks;
 pub mod logs;
 pub mod progress;
 pub mod report;
+pub mod retry;
 pub mod stage;
 pub mod state;
 pub mod submit;
@@ -25,7 +26,7 @@ use state::TaskStatus;
 /// # Errors
 /// [`Error::TaskNotFound`], or [`Error::WrongStatus`] when it has finished.
 pub async fn cancel(pool: &PgPool, task: TaskId, reason: &str) -> Result<db::tasks::TaskRow> {
-    let filter = db::tasks::TaskFilter { task_ids: Some(vec![task.0]), ..Default::default() };
+    let filter = db::filters::TaskFilter { task_ids: Some(vec![task.0]), ..Default::default() };
     let touched = cancel_in_transaction(pool, &filter, reason).await?;
     if touched.is_empty() {
         let status = db::tasks::status_of(pool, task.0).await?.ok_or(Error::TaskNotFound(task))?;
@@ -43,7 +44,7 @@ pub async fn cancel(pool: &PgPool, task: TaskId, reason: &str) -> Result<db::tas
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for an empty filter; database failures.
-pub async fn cancel_matching(pool: &PgPool, filter: &db::tasks::TaskFilter, reason: &str) -> Result<(u64, u64)> {
+pub async fn cancel_matching(pool: &PgPool, filter: &db::filters::TaskFilter, reason: &str) -> Result<(u64, u64)> {
     require_filter(filter)?;
     let touched = cancel_in_transaction(pool, filter, reason).await?;
     let cancelling = touched.iter().filter(|task| task.status == TaskStatus::Cancelling).count() as u64;
@@ -52,22 +53,22 @@ pub async fn cancel_matching(pool: &PgPool, filter: &db::tasks::TaskFilter, reas
 
 async fn cancel_in_transaction(
     pool: &PgPool,
-    filter: &db::tasks::TaskFilter,
+    filter: &db::filters::TaskFilter,
     reason: &str,
-) -> Result<Vec<db::tasks::Cancelled>> {
+) -> Result<Vec<db::filters::Cancelled>> {
     let reason = if reason.trim().is_empty() { "cancelled by an operator" } else { reason };
     let mut tx = pool.begin().await?;
-    let touched = db::tasks::cancel_matching(&mut tx, filter, reason).await?;
+    let touched = db::filters::cancel_matching(&mut tx, filter, reason).await?;
     let cancelled: Vec<Uuid> =
         touched.iter().filter(|task| task.status == TaskStatus::Cancelled).map(|task| task.id).collect();
     if !cancelled.is_empty() {
-        db::outcomes::cancel_downstream(&mut tx, &cancelled, report::UPSTREAM_REASON).await?;
+        db::graph::cancel_downstream(&mut tx, &cancelled, report::UPSTREAM_REASON).await?;
     }
     let mut workers: Vec<Uuid> = touched.iter().filter_map(|task| task.worker_id).collect();
     workers.sort_unstable();
     workers.dedup();
     for worker in workers {
-        db::tasks::notify_worker(&mut *tx, worker).await?;
+        db::notifications::notify_worker(&mut *tx, worker).await?;
     }
     tx.commit().await?;
     Ok(touched)
@@ -78,19 +79,19 @@ async fn cancel_in_transaction(
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for an empty filter; database failures.
-pub async fn retry(pool: &PgPool, filter: &db::tasks::TaskFilter) -> Result<Vec<Uuid>> {
+pub async fn retry(pool: &PgPool, filter: &db::filters::TaskFilter) -> Result<Vec<Uuid>> {
     require_filter(filter)?;
     let mut tx = pool.begin().await?;
-    let retried = db::tasks::retry_dead(&mut *tx, filter).await?;
+    let retried = db::filters::retry_dead(&mut *tx, filter).await?;
     if !retried.is_empty() {
-        db::outcomes::restore_downstream(&mut tx, &retried).await?;
-        db::tasks::notify_ready(&mut *tx).await?;
+        db::graph::restore_downstream(&mut tx, &retried).await?;
+        db::notifications::notify_ready(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(retried)
 }
 
-fn require_filter(filter: &db::tasks::TaskFilter) -> Result<()> {
+fn require_filter(filter: &db::filters::TaskFilter) -> Result<()> {
     let empty = filter.task_ids.as_ref().is_none_or(Vec::is_empty)
         && filter.swarm_id.is_none()
         && filter.agent.is_none()

@@ -24,7 +24,7 @@ pub struct Progress {
     /// Tasks per status.
     pub counts: Vec<(TaskStatus, i64)>,
     /// Totals and budget.
-    pub summary: Option<db::swarms::Summary>,
+    pub summary: Option<db::progress::Summary>,
     /// Why ready tasks wait, for people.
     pub waiting: Vec<String>,
 }
@@ -34,11 +34,11 @@ pub struct Progress {
 /// # Errors
 /// Database failures.
 pub async fn of(pool: &PgPool, swarm: Option<Uuid>, live: std::time::Duration) -> Result<Vec<Progress>> {
-    let counts = db::stats::counts(pool, swarm).await?;
-    let mut summaries: HashMap<Uuid, db::swarms::Summary> =
-        db::swarms::summaries(pool, swarm).await?.into_iter().map(|summary| (summary.id, summary)).collect();
+    let counts = db::progress::counts(pool, swarm).await?;
+    let mut summaries: HashMap<Uuid, db::progress::Summary> =
+        db::progress::summaries(pool, swarm).await?.into_iter().map(|summary| (summary.id, summary)).collect();
     let mut unserved: HashMap<Uuid, Vec<String>> = HashMap::new();
-    for group in db::swarms::unserved(pool, swarm, db::seconds(live)).await? {
+    for group in db::progress::unserved(pool, swarm, db::seconds(live)).await? {
         let labels = label_text(&group.labels);
         let with = if labels.is_empty() { String::new() } else { format!(" with labels {labels}") };
         unserved
@@ -88,7 +88,7 @@ pub async fn set_budget(pool: &PgPool, swarm: Uuid, budget: Option<f64>) -> Resu
     let mut tx = pool.begin().await?;
     let set = db::swarms::set_budget(&mut *tx, swarm, budget).await?;
     let Some(set) = set else { return Err(Error::invalid("swarm_id", format!("swarm {swarm} does not exist"))) };
-    db::tasks::notify_ready(&mut *tx).await?;
+    db::notifications::notify_ready(&mut *tx).await?;
     tx.commit().await?;
     Ok(set)
 }

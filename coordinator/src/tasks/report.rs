@@ -1,7 +1,7 @@
 //! Recording how attempts end: successes and failures reported by workers (a
 //! batch at a time, fenced by attempt id, idempotent: a resend is acknowledged
 //! as already recorded and changes nothing), and attempts the reaper finds
-//! past their lease or deadline. Both paths decide with `scheduler::policy`.
+//! past their lease or deadline. Both paths decide with `retry`.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -14,8 +14,9 @@ use uuid::Uuid;
 
 use crate::config::{LimitConfig, TaskDefaults};
 use crate::db;
+use crate::db::stages::NextStage;
 use crate::error::{Error, Result};
-use crate::scheduler::policy::{self, Backoff, Fate, Stop};
+use crate::tasks::retry::{self, Backoff, Fate, Stop};
 use crate::tasks::stage;
 use crate::tasks::state::{AttemptOutcome, TaskStatus};
 use crate::tasks::submit::json_size;
@@ -109,7 +110,7 @@ pub async fn complete(pool: &PgPool, limits: &LimitConfig, completions: Vec<Comp
     }
     let done = db::outcomes::complete(pool, &reports).await?;
     if done.newly_ready > 0 {
-        db::tasks::notify_ready(pool).await?;
+        db::notifications::notify_ready(pool).await?;
     }
     let mut recorded = done.recorded;
     if recorded.len() < reports.attempt_ids.len() {
@@ -127,11 +128,11 @@ async fn complete_staged(pool: &PgPool, reports: &db::outcomes::Reports, recorde
     let task_ids: Vec<Uuid> = rest.iter().map(|i| reports.task_ids[*i]).collect();
     let attempt_ids: Vec<Uuid> = rest.iter().map(|i| reports.attempt_ids[*i]).collect();
     let mut tx = pool.begin().await?;
-    let staged = db::outcomes::lock_staged(&mut tx, &task_ids, &attempt_ids).await?;
+    let staged = db::stages::lock_staged(&mut tx, &task_ids, &attempt_ids).await?;
     let (mut done, mut succeeded, mut ended) = (Vec::new(), Vec::new(), Vec::new());
     for task in &staged {
         let Some(index) = reports.attempt_ids.iter().position(|attempt| *attempt == task.attempt_id) else { continue };
-        db::outcomes::record_stage_attempt(&mut tx, reports, index).await?;
+        db::stages::record_attempt(&mut tx, reports, index).await?;
         let next = stage::after_success(
             task.status,
             &task.stage,
@@ -140,21 +141,23 @@ async fn complete_staged(pool: &PgPool, reports: &db::outcomes::Reports, recorde
             &reports.results[index],
             task.build_result.as_ref(),
         );
-        db::outcomes::advance(&mut tx, task.id, &next).await?;
-        match next {
-            db::outcomes::NextStage::Finish { status: TaskStatus::Succeeded, .. } => succeeded.push(task.id),
-            db::outcomes::NextStage::Finish { .. } => ended.push(task.id),
-            db::outcomes::NextStage::Validate(_) | db::outcomes::NextStage::Rebuild(_) => {}
+        match &next {
+            NextStage::Validate(build) => db::stages::advance(&mut tx, task.id, true, build).await?,
+            NextStage::Rebuild(verdict) => db::stages::advance(&mut tx, task.id, false, verdict).await?,
+            NextStage::Finish { status, error, .. } => {
+                db::stages::finish(&mut tx, task.id, *status, error.as_deref()).await?;
+                if *status == TaskStatus::Succeeded { succeeded.push(task.id) } else { ended.push(task.id) }
+            }
         }
         done.push(task.attempt_id);
     }
-    let unblocked = db::outcomes::unblock_dependents(&mut tx, &succeeded).await?;
+    let unblocked = db::graph::unblock_dependents(&mut tx, &succeeded).await?;
     if !ended.is_empty() {
-        db::outcomes::cancel_downstream(&mut tx, &ended, UPSTREAM_REASON).await?;
+        db::graph::cancel_downstream(&mut tx, &ended, UPSTREAM_REASON).await?;
     }
     if !done.is_empty() || unblocked > 0 {
         // A stage moved on, a lock was released, or dependents became ready.
-        db::tasks::notify_ready(&mut *tx).await?;
+        db::notifications::notify_ready(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(done)
@@ -232,7 +235,7 @@ pub fn decide(defaults: &TaskDefaults, task: &db::outcomes::StoppedAttempt, stop
     let backoff = Backoff::for_task(defaults, task.backoff_initial_ms, task.backoff_max_ms, task.backoff_multiplier);
     let failures = u32::try_from(task.failures).unwrap_or(0);
     let max_attempts = u32::try_from(task.max_attempts).unwrap_or(1);
-    policy::fate(&backoff, task.status, stop, failures, max_attempts, rand::random::<f64>())
+    retry::fate(&backoff, task.status, stop, failures, max_attempts, rand::random::<f64>())
 }
 
 /// How an attempt ended, as recorded on it.
@@ -291,12 +294,12 @@ pub async fn settle(conn: &mut PgConnection, fates: &db::outcomes::Fates) -> sql
         .map(|(id, _)| *id)
         .collect();
     if !ended.is_empty() {
-        db::outcomes::cancel_downstream(&mut *conn, &ended, UPSTREAM_REASON).await?;
+        db::graph::cancel_downstream(&mut *conn, &ended, UPSTREAM_REASON).await?;
     }
     let retries = fates.statuses.iter().zip(&fates.delays).filter(|(status, _)| **status == TaskStatus::Ready);
     let delays: Vec<f64> = retries.map(|(_, delay)| *delay).collect();
     if delays.contains(&0.0) || released_locks > 0 {
-        db::tasks::notify_ready(&mut *conn).await?;
+        db::notifications::notify_ready(&mut *conn).await?;
     }
     Ok(delays.into_iter().filter(|delay| *delay > 0.0).map(Duration::from_secs_f64).min())
 }

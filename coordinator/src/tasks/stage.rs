@@ -5,7 +5,7 @@
 
 use serde_json::Value as Json;
 
-use crate::db::outcomes::NextStage;
+use crate::db::stages::NextStage;
 use crate::tasks::state::TaskStatus;
 
 /// A validator's verdict, read from its result.

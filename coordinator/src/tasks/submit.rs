@@ -290,9 +290,9 @@ pub async fn submit(
         })
         .unzip();
     if !from.is_empty() {
-        db::tasks::insert_deps(&mut tx, &from, &to).await?;
+        db::graph::insert_deps(&mut tx, &from, &to).await?;
     }
-    db::tasks::notify_ready(&mut *tx).await?;
+    db::notifications::notify_ready(&mut *tx).await?;
     let mut agents: Vec<String> = submission
         .tasks
         .iter()

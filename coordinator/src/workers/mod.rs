@@ -48,7 +48,7 @@ pub async fn stop(
     let mut tx = pool.begin().await?;
     let told = db::workers::set_command(&mut *tx, &ids, all, now, db::seconds(lease)).await?;
     for worker in &told {
-        db::tasks::notify_worker(&mut *tx, *worker).await?;
+        db::notifications::notify_worker(&mut *tx, *worker).await?;
     }
     tx.commit().await?;
     Ok(told)

@@ -1,0 +1,92 @@
+//! Statements that act on every task a filter matches (ids, swarm, agent,
+//! error text): an operator's cancel, and a retry of dead tasks.
+
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::tasks::state::TaskStatus;
+
+/// Which tasks a bulk operation touches; `None` fields match everything, and
+/// the use-case insists that at least one is set.
+#[derive(Debug, Default, Clone)]
+pub struct TaskFilter {
+    /// These ids.
+    pub task_ids: Option<Vec<Uuid>>,
+    /// This swarm.
+    pub swarm_id: Option<Uuid>,
+    /// This agent.
+    pub agent: Option<String>,
+    /// Last error containing this text.
+    pub error_contains: Option<String>,
+}
+
+/// A task a cancel touched.
+#[derive(Debug)]
+pub struct Cancelled {
+    /// Task id.
+    pub id: Uuid,
+    /// Cancelled (it had not started) or cancelling (its worker must stop it).
+    pub status: TaskStatus,
+    /// The worker to tell, for cancelling tasks.
+    pub worker_id: Option<Uuid>,
+}
+
+/// Cancels every unfinished task matching `filter`: those not started at
+/// once, running ones become cancelling until their worker stops the agent.
+pub async fn cancel_matching(
+    conn: &mut PgConnection,
+    filter: &TaskFilter,
+    reason: &str,
+) -> sqlx::Result<Vec<Cancelled>> {
+    sqlx::query_as!(
+        Cancelled,
+        r#"
+        update task_states s
+        set status = case when s.status = 'running' then 'cancelling'::task_status else 'cancelled'::task_status end,
+            error = case when s.status = 'running' then null else $5 end,
+            finished_at = case when s.status = 'running' then null else now() end,
+            waiting_on = 0
+        from tasks t
+        where t.id = s.task_id
+          and s.status in ('ready', 'blocked', 'running')
+          and ($1::uuid[] is null or s.task_id = any($1))
+          and ($2::uuid is null or s.swarm_id = $2)
+          and ($3::text is null or t.agent = $3)
+          -- An unfinished task's error is its last attempt's.
+          and ($4::text is null or strpos(
+              (select a.error from attempts a where a.task_id = s.task_id order by a.number desc limit 1), $4) > 0)
+        returning s.task_id as id, s.status as "status: TaskStatus", s.worker_id
+        "#,
+        filter.task_ids.as_deref(),
+        filter.swarm_id,
+        filter.agent,
+        filter.error_contains,
+        reason,
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Puts dead tasks matching `filter` back in the queue with a fresh failure budget.
+pub async fn retry_dead(executor: impl PgExecutor<'_>, filter: &TaskFilter) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        r#"
+        update task_states s
+        set status = 'ready', failures = 0, run_after = now(), finished_at = null, error = null
+        from tasks t
+        where t.id = s.task_id
+          and s.status = 'dead'
+          and ($1::uuid[] is null or s.task_id = any($1))
+          and ($2::uuid is null or s.swarm_id = $2)
+          and ($3::text is null or t.agent = $3)
+          and ($4::text is null or strpos(s.error, $4) > 0)
+        returning s.task_id
+        "#,
+        filter.task_ids.as_deref(),
+        filter.swarm_id,
+        filter.agent,
+        filter.error_contains,
+    )
+    .fetch_all(executor)
+    .await
+}

@@ -1,0 +1,127 @@
+//! Per-swarm progress: task counts by status, times and usage, and the
+//! ready tasks that no live worker can take.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value as Json;
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::tasks::state::TaskStatus;
+
+/// How many tasks of one swarm are in one status.
+#[derive(Debug)]
+pub struct SwarmCount {
+    /// Swarm id.
+    pub swarm_id: Uuid,
+    /// Swarm name.
+    pub name: String,
+    /// When the swarm was submitted.
+    pub created_at: DateTime<Utc>,
+    /// Status.
+    pub status: TaskStatus,
+    /// Task count.
+    pub count: i64,
+}
+
+/// Counts per swarm and status, newest swarm first; one swarm when given.
+pub async fn counts(executor: impl PgExecutor<'_>, swarm: Option<Uuid>) -> sqlx::Result<Vec<SwarmCount>> {
+    sqlx::query_as!(
+        SwarmCount,
+        r#"
+        select w.id as swarm_id, w.name, w.created_at, s.status as "status!: TaskStatus", count(*) as "count!"
+        from swarms w join tasks t on t.swarm_id = w.id join task_states s on s.task_id = t.id
+        where $1::uuid is null or w.id = $1
+        group by w.id, s.status
+        order by w.created_at desc, w.id
+        "#,
+        swarm
+    )
+    .fetch_all(executor)
+    .await
+}
+
+/// One swarm's totals.
+#[derive(Debug)]
+pub struct Summary {
+    /// Swarm id.
+    pub id: Uuid,
+    /// Budget.
+    pub budget: Option<f64>,
+    /// Spent.
+    pub spent: f64,
+    /// First start.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Last finish.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Usage.
+    pub input_tokens: i64,
+    /// Usage.
+    pub output_tokens: i64,
+}
+
+/// Totals per swarm (one swarm when given): times from the task states,
+/// usage from the attempts.
+pub async fn summaries(executor: impl PgExecutor<'_>, swarm: Option<Uuid>) -> sqlx::Result<Vec<Summary>> {
+    sqlx::query_as!(
+        Summary,
+        r#"
+        select w.id, w.budget, w.spent, x.started_at, x.finished_at,
+               coalesce(u.input_tokens, 0)::int8 as "input_tokens!", coalesce(u.output_tokens, 0)::int8 as "output_tokens!"
+        from swarms w
+        join (select t.swarm_id, min(s.started_at) as started_at, max(s.finished_at) as finished_at
+              from tasks t join task_states s on s.task_id = t.id
+              where $1::uuid is null or t.swarm_id = $1 group by t.swarm_id) x on x.swarm_id = w.id
+        left join (select t.swarm_id, sum(a.input_tokens) as input_tokens, sum(a.output_tokens) as output_tokens
+                   from attempts a join tasks t on t.id = a.task_id
+                   where $1::uuid is null or t.swarm_id = $1 group by t.swarm_id) u on u.swarm_id = w.id
+        "#,
+        swarm
+    )
+    .fetch_all(executor)
+    .await
+}
+
+/// Ready tasks no live worker can take: by swarm, agent and required labels.
+#[derive(Debug)]
+pub struct Unserved {
+    /// Swarm id.
+    pub swarm_id: Uuid,
+    /// Agent.
+    pub agent: String,
+    /// Required labels.
+    pub labels: Json,
+    /// How many tasks.
+    pub count: i64,
+}
+
+/// Groups of ready tasks that no worker seen within `live_seconds` can run.
+pub async fn unserved(
+    executor: impl PgExecutor<'_>,
+    swarm: Option<Uuid>,
+    live_seconds: f64,
+) -> sqlx::Result<Vec<Unserved>> {
+    sqlx::query_as!(
+        Unserved,
+        r#"
+        with ready as (
+            select t.swarm_id, s.run_agent, t.required_labels
+            from tasks t join task_states s on s.task_id = t.id
+            where s.status = 'ready' and ($1::uuid is null or t.swarm_id = $1)
+        )
+        select t.swarm_id as "swarm_id!", t.run_agent as "agent!",
+               t.required_labels as "labels!", count(*) as "count!"
+        from ready t
+        where not exists (
+              select 1 from workers w
+              where w.last_seen_at > now() - make_interval(secs => $2)
+                and t.run_agent = any(w.agents)
+                and t.required_labels <@ w.labels)
+        group by 1, 2, 3
+        order by 1, 2
+        "#,
+        swarm,
+        live_seconds,
+    )
+    .fetch_all(executor)
+    .await
+}
