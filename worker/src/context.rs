@@ -69,8 +69,7 @@ impl Queued {
 
 impl Drop for Queued {
     /// Wakes the claim loop only at the two counts it waits for (its refill
-    /// mark, and none left): woken at every start, it was polled once per
-    /// prefetched task.
+    /// mark, and none left), so it is not polled once per prefetched task.
     fn drop(&mut self) {
         let mark = self.refill_mark;
         self.count.send_if_modified(|count| {
@@ -104,7 +103,7 @@ impl Context {
 
 impl Context {
     /// Recovers from a failed call to the coordinator: registers again when
-    /// it no longer knows this worker, then waits out the next backoff delay.
+    /// the coordinator does not know this worker, then waits out the next backoff delay.
     /// Returns `false` when `stop` fired meanwhile.
     pub async fn recover(
         &self,

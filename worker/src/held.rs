@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 /// Why an attempt was cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelReason {
-    /// The coordinator says the attempt is no longer current: drop it silently.
+    /// The coordinator says the attempt is not current: drop it silently.
     LeaseLost,
     /// An operator cancelled the task: report the attempt as cancelled.
     TaskCancelled,

@@ -27,8 +27,8 @@ pub const PGID_FILE: &str = "agent.pgid";
 /// at a fixed width (the process group id padded to u32's ten digits, the
 /// attempt id, 36 characters, to 64), not truncated and written anew. On
 /// ext4 a file truncated to nothing and rewritten is flushed when it is
-/// closed (`auto_da_alloc`): in the spawn workload that flush, the truncation
-/// and the blocks freed and allocated again were a tenth of the workers' CPU.
+/// closed (`auto_da_alloc`), and its blocks are freed and allocated again:
+/// work per spawn that an overwrite in place avoids.
 pub async fn record(scratch: &Path, pgid: u32, attempt: &str) {
     let (path, record) = (scratch.join(PGID_FILE), format!("{pgid:>10} {attempt:<64}"));
     let written = super::blocking_io(move || {

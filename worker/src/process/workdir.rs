@@ -6,10 +6,9 @@
 //! Folders are reused: each attempt takes one from a pool (one per slot in
 //! use) and empties it when done, keeping only the process-group record. A
 //! folder and files made and removed per attempt cost ext4 an inode search
-//! each time (`recently_deleted`, `find_inode_bit`): a fifth of all CPU
-//! when spawning `/bin/true` agents (`hive-bench spawn` under `perf`). With
-//! `keep_work_dirs`, each attempt gets its own folder, named after it, and
-//! it stays.
+//! each time (`recently_deleted`, `find_inode_bit`), which dominates the
+//! cost of spawning short agents. With `keep_work_dirs`, each attempt gets
+//! its own folder, named after it, and it stays.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
