@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::postgres::{count, empty_database, wait_all_finished};
-use hive_tests::procs::{start_worker, worker_config};
+use hive_tests::procs::start_worker;
+use hive_tests::worker_setup::{Agent, WorkerSetup};
 
 /// The last migration before the queue split.
 const BEFORE_SPLIT: i64 = 20261121170000;
@@ -73,7 +74,7 @@ async fn tasks_from_before_the_queue_split_read_the_same_and_still_run() {
     // it and the two ready ones from their rows; the ended ones stay as they were.
     let coordinator = TestCoordinator::start(test_config(&db)).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = worker_config(dir.path(), "upgraded", "slots = 4\n[agents.quick]\ncommand = [\"true\"]\n");
+    let config = WorkerSetup::new().slots(4).agent("quick", Agent::command(["true"])).write(dir.path(), "upgraded");
     let worker = start_worker(&coordinator.url, &config, "upgraded", dir.path());
     wait_all_finished(&db.pool, Duration::from_secs(60)).await;
     let ended: Vec<(String, String)> =
