@@ -424,6 +424,50 @@ impl From<pb::SwarmStats> for SwarmView {
     }
 }
 
+impl SwarmView {
+    /// Spent (and the budget, when there is one).
+    pub fn cost_text(&self) -> String {
+        if self.budget > 0.0 {
+            format!("{:.2}/{:.2}", self.usage.cost, self.budget)
+        } else {
+            format!("{:.2}", self.usage.cost)
+        }
+    }
+
+    /// One line of progress: counts, time left, cost, and why ready tasks wait.
+    pub fn progress_line(&self) -> String {
+        let counts = self.counts;
+        let mut line = format!(
+            "ready {} · running {} · succeeded {} · dead {} · cancelled {} · left {} · cost {}",
+            counts.ready,
+            counts.running + counts.cancelling,
+            counts.succeeded,
+            counts.dead,
+            counts.cancelled,
+            seconds(self.remaining_seconds),
+            self.cost_text(),
+        );
+        if counts.blocked > 0 {
+            line.push_str(&format!(" · blocked {}", counts.blocked));
+        }
+        for note in &self.waiting {
+            line.push_str(" · ");
+            line.push_str(note);
+        }
+        line
+    }
+}
+
+/// Bytes in GiB, for tables.
+pub fn gib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 30)
+}
+
+/// Bytes in MiB, for tables.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
 /// Seconds as a short duration (`1h 02m`, `3m 05s`, `12s`).
 pub fn seconds(value: Option<f64>) -> String {
     let Some(value) = value else { return "-".into() };

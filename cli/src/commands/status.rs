@@ -9,7 +9,7 @@ use hive_shared::pb;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::Ctx;
-use crate::output::{self, CountsView, SwarmView};
+use crate::output::{self, SwarmView};
 
 /// How often progress is polled.
 const POLL: Duration = Duration::from_millis(250);
@@ -83,7 +83,7 @@ pub fn print(ctx: &Ctx, swarms: &[SwarmView]) {
         table.add_row(vec![
             swarm.name.clone(),
             swarm.swarm_id.clone(),
-            format!("{}%", percent(counts)),
+            format!("{}%", swarm.progress_percent),
             counts.ready.to_string(),
             counts.running.to_string(),
             counts.succeeded.to_string(),
@@ -93,32 +93,6 @@ pub fn print(ctx: &Ctx, swarms: &[SwarmView]) {
         ]);
     }
     output::line(table);
-}
-
-fn percent(counts: CountsView) -> u64 {
-    (counts.finished() * 100).checked_div(counts.total()).unwrap_or(100)
-}
-
-fn summary(swarm: &SwarmView) -> String {
-    let counts = swarm.counts;
-    let mut line = format!(
-        "ready {} · running {} · succeeded {} · dead {} · cancelled {} · left {} · cost {}",
-        counts.ready,
-        counts.running + counts.cancelling,
-        counts.succeeded,
-        counts.dead,
-        counts.cancelled,
-        output::seconds(swarm.remaining_seconds),
-        super::swarms::cost(swarm),
-    );
-    if counts.blocked > 0 {
-        line.push_str(&format!(" · blocked {}", counts.blocked));
-    }
-    for note in &swarm.waiting {
-        line.push_str(" · ");
-        line.push_str(note);
-    }
-    line
 }
 
 /// Shows progress until every task of `swarm_ids` has finished; returns the final counts.
@@ -157,13 +131,13 @@ pub async fn wait(ctx: &Ctx, swarm_ids: &[String]) -> anyhow::Result<Vec<SwarmVi
             };
             bar.set_length(swarm.counts.total());
             bar.set_position(swarm.counts.finished());
-            bar.set_message(summary(swarm));
+            bar.set_message(swarm.progress_line());
         }
         let all_done = current.iter().all(|swarm| swarm.counts.finished() == swarm.counts.total());
         if !terminal && (all_done || last_plain.elapsed() >= PLAIN_EVERY) {
             last_plain = Instant::now();
             for swarm in &current {
-                tracing::info!(swarm = %swarm.name, done = swarm.counts.finished(), total = swarm.counts.total(), "{}", summary(swarm));
+                tracing::info!(swarm = %swarm.name, done = swarm.counts.finished(), total = swarm.counts.total(), "{}", swarm.progress_line());
             }
         }
         if all_done {
