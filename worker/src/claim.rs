@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hive_shared::convert::duration;
-use hive_shared::pb;
+use hive_shared::{pb, tracked};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -93,7 +93,7 @@ pub async fn run(context: Arc<Context>, attempts: TaskTracker, stop: Cancellatio
                         Some(slot) => Start::Slot(slot),
                         None => Start::Queued(Queued::new(&context)),
                     };
-                    attempts.spawn(attempt::run(Arc::clone(&context), assignment, start));
+                    tracked::spawn(&attempts, "attempt", attempt::run(Arc::clone(&context), assignment, start));
                 }
             }
             Some(Err(status)) => {
@@ -128,7 +128,8 @@ async fn refill(
     };
     let got = assignments.len();
     for assignment in assignments {
-        attempts.spawn(attempt::run(Arc::clone(context), assignment, Start::Queued(Queued::new(context))));
+        let start = Start::Queued(Queued::new(context));
+        tracked::spawn(attempts, "attempt", attempt::run(Arc::clone(context), assignment, start));
     }
     Some(Ok(got))
 }

@@ -33,7 +33,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use hive_shared::convert::from_duration;
 use hive_shared::ids::WorkerId;
-use hive_shared::pb;
+use hive_shared::{pb, tracked};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -113,16 +113,19 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
 
     let loops = TaskTracker::new();
     let (session_stop, give_up) = (CancellationToken::new(), CancellationToken::new());
-    loops.spawn(session::run(Arc::clone(&context), heartbeat, session_stop.clone()));
-    loops.spawn(shipper::run(client.clone(), log_queue, config.logs.flush_interval, give_up.clone()));
-    loops.spawn(report::run(client, worker_id.to_string(), report_queue, held.clone(), give_up.clone()));
-    let attempts = TaskTracker::new();
-    let claiming = tokio::spawn(claim::run(Arc::clone(&context), attempts.clone(), drain.clone()));
+    tracked::spawn(&loops, "heartbeat session", session::run(Arc::clone(&context), heartbeat, session_stop.clone()));
+    let flush_interval = config.logs.flush_interval;
+    tracked::spawn(&loops, "log shipper", shipper::run(client.clone(), log_queue, flush_interval, give_up.clone()));
+    let reporter = report::run(client, worker_id.to_string(), report_queue, held.clone(), give_up.clone());
+    tracked::spawn(&loops, "outcome reporter", reporter);
+    let (attempts, claiming) = (TaskTracker::new(), TaskTracker::new());
+    tracked::spawn(&claiming, "claim loop", claim::run(Arc::clone(&context), attempts.clone(), drain.clone()));
+    claiming.close();
     drop(context);
 
     drain.cancelled().await;
     info!(running = held.len(), grace = ?config.drain_grace, "draining: no new claims");
-    let _ = claiming.await;
+    claiming.wait().await;
     attempts.close();
     tokio::select! {
         () = attempts.wait() => {}

@@ -14,6 +14,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{Ctx, status, submit};
 use crate::local_pg::{self, Durability, LocalPostgres};
@@ -139,7 +140,8 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
 
     let interrupted = CancellationToken::new();
     let forced = CancellationToken::new();
-    tokio::spawn(hive_shared::signal::watch(interrupted.clone(), forced));
+    let signals = TaskTracker::new();
+    hive_shared::signal::spawn_watch(&signals, interrupted.clone(), forced);
     let mut stack = Stack::default();
     let outcome = tokio::select! {
         outcome = bring_up_and_run(&args, &binaries, &data_dir, &logs, request, json, &mut stack) => outcome,

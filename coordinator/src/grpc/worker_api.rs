@@ -132,7 +132,7 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<Self::HeartbeatStream>, Status> {
         let (replies, outbound) = mpsc::channel(workers::session::REPLY_BUFFER);
         let app = &self.app;
-        app.tracker.spawn(workers::session::run(
+        let session = workers::session::run(
             app.pool.clone(),
             app.config.clone(),
             app.beats.clone(),
@@ -140,7 +140,8 @@ impl WorkerService for WorkerApi {
             request.into_inner(),
             replies,
             app.rpc_shutdown.clone(),
-        ));
+        );
+        hive_shared::tracked::spawn(&app.tracker, "heartbeat session", session);
         Ok(Response::new(Box::pin(ReceiverStream::new(outbound))))
     }
 
