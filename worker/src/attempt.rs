@@ -21,7 +21,7 @@ use crate::shipper::LogSink;
 
 /// What an assignment holds when it arrives.
 #[derive(Debug)]
-pub enum Start {
+pub(crate) enum Start {
     /// A free slot: it starts at once.
     Slot(OwnedSemaphorePermit),
     /// Prefetched: it waits here for a slot, counted as queued meanwhile.
@@ -29,18 +29,18 @@ pub enum Start {
 }
 
 /// Runs one assignment to its reported end, holding a slot while the agent runs.
-pub async fn run(context: Arc<Context>, assignment: pb::Assignment, start: Start) {
+pub(crate) async fn run(context: Arc<Context>, assignment: pb::Assignment, start: Start) {
     let span = info_span!("attempt", task_id = %assignment.task_id, attempt_id = %assignment.attempt_id, agent = %assignment.agent);
     execute(context, assignment, start).instrument(span).await;
 }
 
 async fn execute(context: Arc<Context>, assignment: pb::Assignment, start: Start) {
-    let (Ok(task), Ok(attempt)) = (TaskId::parse(&assignment.task_id), AttemptId::parse(&assignment.attempt_id)) else {
+    let (Ok(_), Ok(attempt)) = (TaskId::parse(&assignment.task_id), AttemptId::parse(&assignment.attempt_id)) else {
         error!("assignment with malformed ids; its lease will expire");
         return;
     };
     let ids = Ids { task_id: assignment.task_id.clone(), attempt_id: assignment.attempt_id.clone() };
-    let cancel = context.held.hold(task, attempt);
+    let cancel = context.held.hold(attempt);
     let slot = match start {
         Start::Slot(slot) => slot,
         Start::Queued(queued) => {

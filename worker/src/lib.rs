@@ -3,29 +3,30 @@
 //! supervised subprocess in its own process group, streams the agent's output
 //! and reports its outcome.
 //!
-//! Layout:
-//! - [`config`]: layered, validated configuration, including the agents.
-//! - [`connection`]: the client, retryable codes, backoff.
-//! - [`session`]: the heartbeat stream. [`claim`]: the claim loop.
-//! - [`attempt`]: one task from start to report; [`process`]: the subprocess itself.
-//! - [`outcome`]: how an exit becomes a report; [`report`]: sending reports.
-//! - [`shipper`]: streaming output; [`held`]: attempts held; [`resources`]: host figures.
-//!
-//! [`run`] takes its config and shutdown tokens, so tests run a worker in-process.
+//! Other crates see [`run`], which takes its config and shutdown tokens so
+//! tests can run a worker in-process, the layered and validated
+//! configuration it takes ([`config`]), and [`MAX_MESSAGE`], so a test
+//! coordinator accepts what a worker sends. The rest is internal:
+//! - `connection`: the client, retryable codes, backoff.
+//! - `session`: the heartbeat stream. `claim`: the claim loop.
+//! - `attempt`: one task from start to report; `process`: the subprocess itself.
+//! - `outcome`: how an exit becomes a report; `report`: sending reports.
+//! - `shipper`: streaming output; `held`: attempts held; `resources`: host figures;
+//!   `admission`: whether the host may take more work; `context`: what the loops share.
 
-pub mod admission;
-pub mod attempt;
-pub mod claim;
+mod admission;
+mod attempt;
+mod claim;
 pub mod config;
-pub mod connection;
-pub mod context;
-pub mod held;
-pub mod outcome;
-pub mod process;
-pub mod report;
-pub mod resources;
-pub mod session;
-pub mod shipper;
+mod connection;
+mod context;
+mod held;
+mod outcome;
+mod process;
+mod report;
+mod resources;
+mod session;
+mod shipper;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
+
+pub use connection::MAX_MESSAGE;
 
 use config::Config;
 use context::Context;
@@ -58,7 +61,7 @@ const HAND_BACK_DEADLINE: Duration = Duration::from_secs(30);
 ///   and hand its task back.
 ///
 /// Hand-backs are not counted as failed attempts. Outcomes are reported
-/// before the worker exits, for up to [`HAND_BACK_DEADLINE`].
+/// before the worker exits, for up to 30 seconds (`HAND_BACK_DEADLINE`).
 ///
 /// # Errors
 /// A malformed coordinator URL, or a registration the coordinator refuses.

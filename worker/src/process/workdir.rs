@@ -21,7 +21,7 @@ use super::orphans::PGID_FILE;
 
 /// A JSON file handed to an agent, and the variable that names it.
 #[derive(Debug, Clone)]
-pub struct JsonFile {
+pub(crate) struct JsonFile {
     /// Environment variable (e.g. `HIVE_INPUT_FILE`).
     pub variable: &'static str,
     /// File name in the scratch folder.
@@ -33,7 +33,7 @@ pub struct JsonFile {
 /// The scratch folders of one worker process under its `work_dir` (named
 /// after the process, as several workers may share a `work_dir`).
 #[derive(Debug)]
-pub struct Folders {
+pub(crate) struct Folders {
     root: PathBuf,
     owner: String,
     keep: bool,
@@ -43,7 +43,7 @@ pub struct Folders {
 
 impl Folders {
     /// Folders of worker `owner` under `root`; with `keep`, one per attempt, never emptied.
-    pub fn new(root: PathBuf, owner: String, keep: bool) -> Self {
+    pub(crate) fn new(root: PathBuf, owner: String, keep: bool) -> Self {
         Self { root, owner, keep, free: Mutex::default(), made: AtomicUsize::new(0) }
     }
 
@@ -67,7 +67,7 @@ impl Folders {
 
 /// The scratch folder of one attempt and the files in it.
 #[derive(Debug, Clone)]
-pub struct Scratch {
+pub(crate) struct Scratch {
     /// The folder.
     pub dir: PathBuf,
     /// Where the agent may write its result (`$HIVE_RESULT_FILE`).
@@ -84,7 +84,7 @@ impl Scratch {
     ///
     /// # Errors
     /// File system failures (the folder goes back to the pool, emptied).
-    pub async fn create(
+    pub(crate) async fn create(
         folders: &Folders,
         attempt: AttemptId,
         prompt: Option<&str>,
@@ -108,7 +108,7 @@ impl Scratch {
 
     /// Empties the folder (all the agent left too, but the process-group
     /// record) and hands it back; with `keep_work_dirs`, leaves it as it is.
-    pub async fn finish(self, folders: &Folders) {
+    pub(crate) async fn finish(self, folders: &Folders) {
         if folders.keep {
             return;
         }
