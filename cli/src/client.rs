@@ -11,7 +11,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// The admin client.
-pub type Admin = AdminServiceClient<Channel>;
+pub(crate) type Admin = AdminServiceClient<Channel>;
 
 /// Largest message sent or accepted.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -20,7 +20,7 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 ///
 /// # Errors
 /// A malformed URL.
-pub fn admin(url: &str) -> anyhow::Result<Admin> {
+pub(crate) fn admin(url: &str) -> anyhow::Result<Admin> {
     let channel = Endpoint::from_shared(url.to_owned())
         .map_err(|err| anyhow!("bad coordinator URL `{url}`: {err}"))?
         .connect_timeout(Duration::from_secs(5))
@@ -36,7 +36,7 @@ const MAX_PAGE: usize = 1000;
 ///
 /// # Errors
 /// The first refused call.
-pub async fn list_tasks(
+pub(crate) async fn list_tasks(
     admin: &mut Admin,
     filter: pb::ListTasksRequest,
     limit: usize,
@@ -58,7 +58,7 @@ pub async fn list_tasks(
 
 /// Whether the coordinator at `url` answers its health check as serving
 /// workers; `false` for any failure, including a malformed URL.
-pub async fn serving(url: &str) -> bool {
+pub(crate) async fn serving(url: &str) -> bool {
     let Ok(endpoint) = Endpoint::from_shared(url.to_owned()) else {
         return false;
     };
@@ -71,7 +71,7 @@ pub async fn serving(url: &str) -> bool {
 }
 
 /// Describes a failed call: what was attempted, the code, and the coordinator's message.
-pub fn refused(what: &str, url: &str, status: &tonic::Status) -> anyhow::Error {
+pub(crate) fn refused(what: &str, url: &str, status: &tonic::Status) -> anyhow::Error {
     match status.code() {
         tonic::Code::Unavailable => anyhow!("{what}: cannot reach the coordinator at {url} ({})", status.message()),
         code => anyhow!("{what}: {code:?}: {}", status.message()),

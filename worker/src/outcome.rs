@@ -36,9 +36,7 @@ impl Report {
 /// Identity of the attempt being reported.
 #[derive(Debug, Clone)]
 pub(crate) struct Ids {
-    /// Task id.
     pub task_id: String,
-    /// Attempt id.
     pub attempt_id: String,
 }
 

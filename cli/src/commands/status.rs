@@ -55,7 +55,7 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// A refused call, or an unknown swarm.
-pub async fn fetch(ctx: &Ctx, swarm: Option<&str>) -> anyhow::Result<Vec<SwarmView>> {
+pub(crate) async fn fetch(ctx: &Ctx, swarm: Option<&str>) -> anyhow::Result<Vec<SwarmView>> {
     let response = ctx
         .admin()?
         .get_stats(pb::GetStatsRequest { swarm_id: swarm.unwrap_or_default().to_owned() })
@@ -71,7 +71,7 @@ pub async fn fetch(ctx: &Ctx, swarm: Option<&str>) -> anyhow::Result<Vec<SwarmVi
 }
 
 /// Prints swarms as a table or JSON.
-pub fn print(ctx: &Ctx, swarms: &[SwarmView]) {
+pub(crate) fn print(ctx: &Ctx, swarms: &[SwarmView]) {
     if ctx.json {
         output::json(&swarms);
         return;
@@ -99,7 +99,7 @@ pub fn print(ctx: &Ctx, swarms: &[SwarmView]) {
 ///
 /// # Errors
 /// A refused call.
-pub async fn wait(ctx: &Ctx, swarm_ids: &[String]) -> anyhow::Result<Vec<SwarmView>> {
+pub(crate) async fn wait(ctx: &Ctx, swarm_ids: &[String]) -> anyhow::Result<Vec<SwarmView>> {
     let terminal = std::io::stderr().is_terminal();
     let bars = MultiProgress::new();
     let style = ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg}")

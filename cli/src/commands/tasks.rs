@@ -69,7 +69,7 @@ pub async fn run(ctx: &Ctx, command: TasksCommand) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// A bad status word or a refused call.
-pub async fn fetch(ctx: &Ctx, args: &ListArgs) -> anyhow::Result<Vec<TaskView>> {
+pub(crate) async fn fetch(ctx: &Ctx, args: &ListArgs) -> anyhow::Result<Vec<TaskView>> {
     let status = args.status.as_deref().map(parse_status).transpose()?.unwrap_or(pb::TaskStatus::Unspecified);
     let filter = pb::ListTasksRequest {
         status: status.into(),

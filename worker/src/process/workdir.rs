@@ -26,7 +26,6 @@ pub(crate) struct JsonFile {
     pub variable: &'static str,
     /// File name in the scratch folder.
     pub name: &'static str,
-    /// Content.
     pub content: JsonObject,
 }
 
