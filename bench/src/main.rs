@@ -38,7 +38,7 @@ struct Cli {
     #[arg(long, default_value = "1000,1000000", value_delimiter = ',')]
     backlog_sizes: Vec<usize>,
     /// Backlog workload: claims timed per size (the p99 of 2,000 is the 20th
-    /// worst; of 500, the 5th, which moved the ratio between 0.8x and 2.5x from run to run).
+    /// worst; fewer claims leave the p99 to a handful of samples, too few to be stable).
     #[arg(long, default_value_t = 2_000)]
     backlog_claims: usize,
     /// Fleet workload: simulated workers.

@@ -2,13 +2,14 @@
 //! logs, see workers and progress — and `hivectl up`, which runs a whole
 //! swarm on one machine.
 //!
-//! Layout: [`commands`] has one module per subcommand; [`taskfile`] parses
-//! and checks YAML task files; [`client`] connects to the coordinator;
-//! [`output`] prints tables or JSON; [`local_pg`] starts a PostgreSQL of
-//! Hive's own (also used by the test harness).
+//! Other crates see [`commands`], one module per subcommand (the binary is
+//! their argument parsing and dispatch), and [`local_pg`], which starts a
+//! PostgreSQL of Hive's own (the test harness and the benchmark use it too).
+//! Internal: `taskfile` parses and checks YAML task files, `client` talks to
+//! the coordinator, `output` prints tables or JSON.
 
-pub mod client;
+mod client;
 pub mod commands;
 pub mod local_pg;
-pub mod output;
-pub mod taskfile;
+mod output;
+mod taskfile;

@@ -12,12 +12,12 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 /// Writes a line to stdout; a closed pipe (`| head`) is not an error.
-pub fn line(text: impl std::fmt::Display) {
+pub(crate) fn line(text: impl std::fmt::Display) {
     let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 /// Writes a value as pretty JSON to stdout.
-pub fn json(value: &impl Serialize) {
+pub(crate) fn json(value: &impl Serialize) {
     match serde_json::to_string_pretty(value) {
         Ok(text) => line(text),
         Err(err) => tracing::error!(error = %err, "cannot encode output as JSON"),
@@ -25,14 +25,14 @@ pub fn json(value: &impl Serialize) {
 }
 
 /// A borderless table with a header row.
-pub fn table(header: &[&str]) -> Table {
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table.load_style(NOTHING).set_header(header.iter().map(|name| name.to_uppercase()));
     table
 }
 
 /// A status as a lowercase word (`ready`, `succeeded`, …).
-pub fn status_word(value: i32) -> String {
+pub(crate) fn status_word(value: i32) -> String {
     let status = pb::TaskStatus::try_from(value).unwrap_or(pb::TaskStatus::Unspecified);
     status.as_str_name().trim_start_matches("TASK_STATUS_").to_lowercase()
 }
@@ -52,20 +52,16 @@ fn object(value: Option<prost_types::Struct>) -> Option<Json> {
 
 /// A task as hivectl shows it.
 #[derive(Debug, Serialize)]
-pub struct TaskView {
-    /// Id.
+pub(crate) struct TaskView {
     pub id: String,
-    /// Swarm id.
     pub swarm_id: String,
     /// Swarm name.
     pub swarm: String,
     /// Key from the task file.
     pub key: String,
-    /// Agent.
     pub agent: String,
     /// Status word.
     pub status: String,
-    /// Priority.
     pub priority: i32,
     /// Attempts started.
     pub attempts: u32,
@@ -73,23 +69,18 @@ pub struct TaskView {
     pub max_attempts: u32,
     /// Failed or lost attempts counted against `max_attempts`.
     pub failures: u32,
-    /// Prompt.
     pub prompt: String,
-    /// Input.
     pub input: Option<Json>,
-    /// Result.
     pub result: Option<Json>,
     /// Last error.
     pub error: String,
     /// Worker running it.
     pub worker_id: String,
-    /// Current attempt.
     pub current_attempt_id: String,
     /// Submitted.
     pub created_at: Option<DateTime<Utc>>,
     /// First started.
     pub started_at: Option<DateTime<Utc>>,
-    /// Finished.
     pub finished_at: Option<DateTime<Utc>>,
     /// Earliest claim time.
     pub run_after: Option<DateTime<Utc>>,
@@ -125,10 +116,8 @@ pub struct TaskView {
 
 /// A validator stage as hivectl shows it.
 #[derive(Debug, Serialize)]
-pub struct ValidateView {
-    /// Agent.
+pub(crate) struct ValidateView {
     pub agent: String,
-    /// Prompt.
     pub prompt: String,
     /// Builder runs allowed.
     pub max_rounds: u32,
@@ -136,12 +125,9 @@ pub struct ValidateView {
 
 /// Usage as hivectl shows it.
 #[derive(Debug, Default, Clone, Copy, Serialize)]
-pub struct UsageView {
-    /// Input tokens.
+pub(crate) struct UsageView {
     pub input_tokens: u64,
-    /// Output tokens.
     pub output_tokens: u64,
-    /// Cost.
     pub cost: f64,
 }
 
@@ -203,30 +189,21 @@ impl From<pb::Task> for TaskView {
 
 /// An attempt as hivectl shows it.
 #[derive(Debug, Serialize)]
-pub struct AttemptView {
-    /// Id.
+pub(crate) struct AttemptView {
     pub id: String,
-    /// Number.
     pub number: u32,
-    /// Worker.
     pub worker_id: String,
     /// Outcome word.
     pub outcome: String,
-    /// Exit code.
     pub exit_code: Option<i32>,
-    /// Signal.
     pub signal: Option<i32>,
-    /// Error.
     pub error: String,
-    /// Started.
     pub started_at: Option<DateTime<Utc>>,
-    /// Finished.
     pub finished_at: Option<DateTime<Utc>>,
     /// "build" or "validate".
     pub stage: String,
     /// Session id the agent reported.
     pub session_id: String,
-    /// Usage.
     pub usage: UsageView,
     /// The attempt's own result (builder results and validator verdicts).
     pub result: Option<Json>,
@@ -254,20 +231,15 @@ impl From<pb::Attempt> for AttemptView {
 
 /// A worker as hivectl shows it.
 #[derive(Debug, Serialize)]
-pub struct WorkerView {
-    /// Id.
+pub(crate) struct WorkerView {
     pub id: String,
-    /// Name.
     pub name: String,
     /// Host.
     pub hostname: String,
     /// live or gone.
     pub status: String,
-    /// Agents.
     pub agents: Vec<String>,
-    /// Slots.
     pub slots: u32,
-    /// Free slots.
     pub free_slots: u32,
     /// Attempts held.
     pub running: u32,
@@ -279,11 +251,9 @@ pub struct WorkerView {
     pub memory_total_bytes: u64,
     /// Last contact.
     pub last_seen_at: Option<DateTime<Utc>>,
-    /// Version.
     pub version: String,
     /// Whether it is draining.
     pub draining: bool,
-    /// Labels.
     pub labels: std::collections::BTreeMap<String, String>,
     /// Resident memory of each running agent's process tree, by attempt.
     pub agents_rss_bytes: std::collections::BTreeMap<String, u64>,
@@ -320,18 +290,12 @@ impl From<pb::Worker> for WorkerView {
 
 /// Task counts as hivectl shows them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct CountsView {
-    /// Blocked.
+pub(crate) struct CountsView {
     pub blocked: u64,
-    /// Ready.
     pub ready: u64,
-    /// Running.
     pub running: u64,
-    /// Succeeded.
     pub succeeded: u64,
-    /// Dead.
     pub dead: u64,
-    /// Cancelled.
     pub cancelled: u64,
     /// Being cancelled.
     pub cancelling: u64,
@@ -339,12 +303,12 @@ pub struct CountsView {
 
 impl CountsView {
     /// Tasks in total.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.blocked + self.ready + self.running + self.cancelling + self.succeeded + self.dead + self.cancelled
     }
 
     /// Tasks that will not change again.
-    pub fn finished(&self) -> u64 {
+    pub(crate) fn finished(&self) -> u64 {
         self.succeeded + self.dead + self.cancelled
     }
 }
@@ -366,12 +330,9 @@ impl From<Option<pb::StatusCounts>> for CountsView {
 
 /// One swarm's progress.
 #[derive(Debug, Serialize)]
-pub struct SwarmView {
-    /// Swarm id.
+pub(crate) struct SwarmView {
     pub swarm_id: String,
-    /// Name.
     pub name: String,
-    /// Counts.
     pub counts: CountsView,
     /// Submitted.
     pub created_at: Option<DateTime<Utc>>,
@@ -424,8 +385,52 @@ impl From<pb::SwarmStats> for SwarmView {
     }
 }
 
+impl SwarmView {
+    /// Spent (and the budget, when there is one).
+    pub(crate) fn cost_text(&self) -> String {
+        if self.budget > 0.0 {
+            format!("{:.2}/{:.2}", self.usage.cost, self.budget)
+        } else {
+            format!("{:.2}", self.usage.cost)
+        }
+    }
+
+    /// One line of progress: counts, time left, cost, and why ready tasks wait.
+    pub(crate) fn progress_line(&self) -> String {
+        let counts = self.counts;
+        let mut line = format!(
+            "ready {} · running {} · succeeded {} · dead {} · cancelled {} · left {} · cost {}",
+            counts.ready,
+            counts.running + counts.cancelling,
+            counts.succeeded,
+            counts.dead,
+            counts.cancelled,
+            seconds(self.remaining_seconds),
+            self.cost_text(),
+        );
+        if counts.blocked > 0 {
+            line.push_str(&format!(" · blocked {}", counts.blocked));
+        }
+        for note in &self.waiting {
+            line.push_str(" · ");
+            line.push_str(note);
+        }
+        line
+    }
+}
+
+/// Bytes in GiB, for tables.
+pub(crate) fn gib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 30)
+}
+
+/// Bytes in MiB, for tables.
+pub(crate) fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
 /// Seconds as a short duration (`1h 02m`, `3m 05s`, `12s`).
-pub fn seconds(value: Option<f64>) -> String {
+pub(crate) fn seconds(value: Option<f64>) -> String {
     let Some(value) = value else { return "-".into() };
     let total = value.max(0.0).round() as u64;
     match total {
@@ -436,7 +441,7 @@ pub fn seconds(value: Option<f64>) -> String {
 }
 
 /// A short "how long ago" for tables.
-pub fn ago(at: Option<DateTime<Utc>>) -> String {
+pub(crate) fn ago(at: Option<DateTime<Utc>>) -> String {
     let Some(at) = at else { return "-".into() };
     let seconds = (Utc::now() - at).num_seconds().max(0);
     match seconds {

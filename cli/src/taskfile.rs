@@ -17,7 +17,7 @@ use serde_json::{Map, Value as Json};
 /// A task file.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct TaskFile {
+pub(crate) struct TaskFile {
     /// Swarm name.
     pub swarm: String,
     /// Submitting again with this key returns the swarm submitted first.
@@ -36,7 +36,7 @@ pub struct TaskFile {
 /// Per-file defaults.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Defaults {
+pub(crate) struct Defaults {
     /// Agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
@@ -75,7 +75,7 @@ impl Defaults {
 /// A validator stage.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct ValidateEntry {
+pub(crate) struct ValidateEntry {
     /// Validator agent.
     pub agent: String,
     /// Validator prompt.
@@ -89,7 +89,7 @@ pub struct ValidateEntry {
 /// What a retry does with the agent's session.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum Session {
+pub(crate) enum Session {
     /// Start a new one (the default).
     Fresh,
     /// Resume the last attempt's session ($HIVE_RESUME_SESSION).
@@ -99,7 +99,7 @@ pub enum Session {
 /// One task in a file.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct TaskEntry {
+pub(crate) struct TaskEntry {
     /// Name, unique within the file; what `depends_on` refers to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -156,7 +156,7 @@ pub struct TaskEntry {
 /// A task file that cannot be submitted; the message names the file, the field and (where known) the line.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {problems}", problems = problems.join("\n  "))]
-pub struct TaskFileError {
+pub(crate) struct TaskFileError {
     /// The file.
     pub file: String,
     /// Every problem found.
@@ -167,7 +167,7 @@ pub struct TaskFileError {
 ///
 /// # Errors
 /// [`TaskFileError`] listing what is wrong.
-pub fn load(path: &Path) -> Result<TaskFile, TaskFileError> {
+pub(crate) fn load(path: &Path) -> Result<TaskFile, TaskFileError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|err| TaskFileError { file: name.clone(), problems: vec![format!("cannot read: {err}")] })?;
@@ -178,7 +178,7 @@ pub fn load(path: &Path) -> Result<TaskFile, TaskFileError> {
 ///
 /// # Errors
 /// [`TaskFileError`] listing what is wrong.
-pub fn parse(name: &str, text: &str) -> Result<TaskFile, TaskFileError> {
+pub(crate) fn parse(name: &str, text: &str) -> Result<TaskFile, TaskFileError> {
     let error = |problems: Vec<String>| TaskFileError { file: name.to_owned(), problems };
     let file: TaskFile = serde_norway::from_str(text).map_err(|err| error(vec![describe_yaml_error(&err)]))?;
     let problems = problems(&file, text);
@@ -247,7 +247,7 @@ fn line_of_id(text: &str, id: &str, nth: usize) -> Option<usize> {
 
 impl TaskFile {
     /// The submission this file describes.
-    pub fn into_request(self) -> pb::SubmitTasksRequest {
+    pub(crate) fn into_request(self) -> pb::SubmitTasksRequest {
         let (idempotency_key, budget) = (self.idempotency_key.unwrap_or_default(), self.budget.unwrap_or(0.0));
         let defaults = self.defaults;
         let tasks = self

@@ -39,7 +39,7 @@ impl App {
     pub fn wake_after(&self, delay: std::time::Duration) {
         let notifications = Arc::clone(&self.notifications);
         let cancel = self.rpc_shutdown.clone();
-        self.tracker.spawn(async move {
+        hive_shared::tracked::spawn(&self.tracker, "delayed wake-up", async move {
             tokio::select! {
                 () = tokio::time::sleep(delay) => notifications.wake_claims(),
                 () = cancel.cancelled() => {}

@@ -2,8 +2,9 @@
 //!
 //! What lives here: the generated gRPC code ([`pb`]), id newtypes ([`ids`]),
 //! conversions between protobuf and plain Rust values ([`convert`]), the
-//! config-layering helper ([`config`]), the shutdown signal ([`signal`]) and
-//! tracing setup ([`telemetry`]).
+//! config-layering helper ([`config`]), the shutdown signal ([`signal`]),
+//! tracing setup ([`telemetry`]) and spawning onto a task tracker with
+//! panics logged ([`tracked`]).
 //!
 //! What must not: business logic. Task states, scheduling and SQL belong to
 //! the coordinator; processes belong to the worker.
@@ -14,6 +15,7 @@ pub mod ids;
 pub mod pb;
 pub mod signal;
 pub mod telemetry;
+pub mod tracked;
 
 /// The version every Hive binary reports (`Register`, `--version`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

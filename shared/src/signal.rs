@@ -3,6 +3,7 @@
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Exit status used when a second signal forces an immediate exit.
 pub const FORCED_EXIT_CODE: i32 = 130;
@@ -29,4 +30,14 @@ pub async fn watch(graceful: CancellationToken, now: CancellationToken) -> std::
         token.cancel();
     }
     Ok(())
+}
+
+/// Runs [`watch`] on `tracker`; a failure to install the handlers is logged,
+/// and the signals then keep their default action (the process ends).
+pub fn spawn_watch(tracker: &TaskTracker, graceful: CancellationToken, now: CancellationToken) {
+    crate::tracked::spawn(tracker, "signal watch", async move {
+        if let Err(err) = watch(graceful, now).await {
+            tracing::error!(error = %err, "cannot watch for shutdown signals; SIGTERM and SIGINT keep their default action");
+        }
+    });
 }

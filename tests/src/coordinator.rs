@@ -77,7 +77,7 @@ impl TestCoordinator {
     /// # Panics
     /// When the coordinator cannot be reached.
     pub async fn worker_client(&self) -> WorkerServiceClient<Channel> {
-        let limit = hive_worker::connection::MAX_MESSAGE;
+        let limit = hive_worker::MAX_MESSAGE;
         WorkerServiceClient::connect(self.url.clone())
             .await
             .expect("connect a worker client")

@@ -10,6 +10,7 @@
 //!   binaries as child processes (build them first: `cargo build --bins`,
 //!   which `scripts/test` does).
 //! - [`wait`]: wait on a condition with a deadline, never a bare sleep.
+//! - [`worker_setup`]: worker config files from typed settings and agents.
 //!
 //! Assertions read the database with plain `sqlx::query`: test-only SQL that
 //! has no place in the coordinator's checked query set.
@@ -19,3 +20,4 @@ pub mod fake_worker;
 pub mod postgres;
 pub mod procs;
 pub mod wait;
+pub mod worker_setup;

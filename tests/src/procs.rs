@@ -110,18 +110,6 @@ pub async fn start_coordinator(database_url: &str, dir: &Path, env: &[(&str, &st
     (proc, url)
 }
 
-/// Writes a worker config with the given agent tables and returns its path.
-///
-/// # Panics
-/// When the file cannot be written.
-pub fn worker_config(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let path = dir.join(format!("{name}.toml"));
-    let work = dir.join(format!("{name}-work"));
-    let text = format!("work_dir = \"{}\"\n{body}", work.display());
-    std::fs::write(&path, text).expect("write worker config");
-    path
-}
-
 /// Starts a worker process.
 pub fn start_worker(coordinator_url: &str, config: &Path, name: &str, dir: &Path) -> Proc {
     let mut command = Command::new(binary("hive-worker"));

@@ -10,8 +10,9 @@ use std::time::Duration;
 use hive_shared::pb;
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::postgres::{count, fresh_database, wait_all_finished};
-use hive_tests::procs::{hivectl_json, hivectl_output, start_worker, worker_config};
+use hive_tests::procs::{hivectl_json, hivectl_output, start_worker};
 use hive_tests::wait::eventually;
+use hive_tests::worker_setup::{Agent, WorkerSetup};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_resumes_the_session_its_predecessor_reported() {
@@ -19,11 +20,12 @@ async fn a_retry_resumes_the_session_its_predecessor_reported() {
     let coordinator = TestCoordinator::start(test_config(&db)).await;
     let dir = tempfile::tempdir().unwrap();
     // First run: prints its session and fails transiently. The retry gets it back.
-    let agent = r#"[agents.chat]
-command = ["sh", "-c", "if [ -z \"$HIVE_RESUME_SESSION\" ]; then echo \"session: s-$HIVE_ATTEMPT_ID\"; exit 75; fi; echo \"{\\\"resumed\\\": \\\"$HIVE_RESUME_SESSION\\\"}\""]
-session_regex = "session: (\\S+)"
-"#;
-    let worker = start_worker(&coordinator.url, &worker_config(dir.path(), "worker", agent), "w", dir.path());
+    let chat = Agent::shell(
+        r#"if [ -z "$HIVE_RESUME_SESSION" ]; then echo "session: s-$HIVE_ATTEMPT_ID"; exit 75; fi; echo "{\"resumed\": \"$HIVE_RESUME_SESSION\"}""#,
+    )
+    .session_regex(r"session: (\S+)");
+    let config = WorkerSetup::new().agent("chat", chat).write(dir.path(), "worker");
+    let worker = start_worker(&coordinator.url, &config, "w", dir.path());
     let file = dir.path().join("resume.yaml");
     std::fs::write(&file, "swarm: resume\ntasks:\n  - {agent: chat, prompt: hi, session: resume, backoff_initial: 100ms}\n  - {agent: chat, prompt: hi, backoff_initial: 100ms}\n").unwrap();
     hivectl_json(&coordinator.url, &["submit", file.to_str().unwrap()]).await;
@@ -52,11 +54,9 @@ async fn usage_is_summed_and_a_spent_budget_holds_tasks_until_it_is_raised() {
     let db = fresh_database().await;
     let coordinator = TestCoordinator::start(test_config(&db)).await;
     let dir = tempfile::tempdir().unwrap();
-    let agent = r#"slots = 1
-[agents.paid]
-command = ["sh", "-c", "echo '{\"ok\": true, \"usage\": {\"input_tokens\": 100, \"output_tokens\": 10, \"cost\": 0.5}}'"]
-"#;
-    let worker = start_worker(&coordinator.url, &worker_config(dir.path(), "worker", agent), "w", dir.path());
+    let paid = Agent::shell(r#"echo '{"ok": true, "usage": {"input_tokens": 100, "output_tokens": 10, "cost": 0.5}}'"#);
+    let config = WorkerSetup::new().slots(1).agent("paid", paid).write(dir.path(), "worker");
+    let worker = start_worker(&coordinator.url, &config, "w", dir.path());
     let mut admin = coordinator.admin_client().await;
     let tasks =
         (0..8).map(|i| pb::TaskSpec { agent: "paid".into(), prompt: i.to_string(), ..Default::default() }).collect();

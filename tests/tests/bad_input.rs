@@ -1,5 +1,6 @@
 //! Bad input gets a clear error naming what is wrong, changes nothing, and
-//! never panics: task files, oversized payloads, bad ids and states over gRPC,
+//! never panics: task files, oversized payloads, bad ids, states and
+//! nonsense values (no slots, negative waits, unknown enum values) over gRPC,
 //! bad config files.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
@@ -7,9 +8,10 @@
 use std::time::Duration;
 
 use hive_shared::convert::duration;
-use hive_shared::ids::{TaskId, WorkerId};
+use hive_shared::ids::{AttemptId, TaskId, WorkerId};
 use hive_shared::pb;
 use hive_tests::coordinator::{TestCoordinator, test_config};
+use hive_tests::fake_worker::FakeWorker;
 use hive_tests::postgres::{TestDb, count, fresh_database};
 use hive_tests::procs::{binary, hivectl_output};
 use tonic::Code;
@@ -146,6 +148,7 @@ async fn bad_requests_name_the_field_the_id_or_the_state() {
             worker_id: WorkerId::new().to_string(),
             name: "w".into(),
             agents: vec!["has space".into()],
+            slots: 1,
             ..Default::default()
         })
         .await
@@ -246,4 +249,136 @@ async fn bad_config_files_are_reported_with_every_problem_and_no_panic() {
     }
     let (code, stderr) = check_config("hive-worker", dir.path(), "[agents.a]\ncommand = [\"true\"]\n").await;
     assert_eq!(code, Some(0), "a good worker config passes: {stderr}");
+}
+
+/// A coordinator with one registered worker, for calls that need a known worker id.
+async fn coordinator_and_worker() -> (TestDb, TestCoordinator, FakeWorker) {
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+    let worker = FakeWorker::register(&coordinator, "w", &["a"], 1).await;
+    (db, coordinator, worker)
+}
+
+/// Asserts a call was refused as INVALID_ARGUMENT with a message starting with `expected`.
+fn assert_refused<T: std::fmt::Debug>(result: Result<T, tonic::Status>, expected: &str) {
+    let err = result.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with(expected), "`{expected}` starts {}", err.message());
+}
+
+fn negative_second() -> Option<prost_types::Duration> {
+    Some(prost_types::Duration { seconds: -1, nanos: 0 })
+}
+
+fn registration(slots: u32) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        worker_id: WorkerId::new().to_string(),
+        name: "w".into(),
+        agents: vec!["a".into()],
+        slots,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_registering_with_no_slots_is_refused() {
+    let (_db, coordinator, mut worker) = coordinator_and_worker().await;
+    assert_refused(worker.client.register(registration(0)).await, "slots: must be at least 1");
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_registering_with_more_slots_than_can_be_stored_is_refused() {
+    let (_db, coordinator, mut worker) = coordinator_and_worker().await;
+    assert_refused(worker.client.register(registration(u32::MAX)).await, "slots: 4294967295 is more than");
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_for_no_tasks_is_refused() {
+    let (_db, coordinator, mut worker) = coordinator_and_worker().await;
+    let request = pb::ClaimRequest { worker_id: worker.id.clone(), max_tasks: 0, ..Default::default() };
+    assert_refused(worker.client.claim(request).await, "max_tasks: must be at least 1");
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_with_a_negative_wait_is_refused() {
+    let (_db, coordinator, mut worker) = coordinator_and_worker().await;
+    let request =
+        pb::ClaimRequest { worker_id: worker.id.clone(), max_tasks: 1, wait: negative_second(), agents: vec![] };
+    assert_refused(worker.client.claim(request).await, "wait: must be a positive duration");
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_wait_that_is_negative_is_refused() {
+    let (_db, coordinator, mut worker) = coordinator_and_worker().await;
+    let request = pb::AcquireLockRequest {
+        task_id: TaskId::new().to_string(),
+        attempt_id: AttemptId::new().to_string(),
+        key: "k".into(),
+        wait: negative_second(),
+    };
+    assert_refused(worker.client.acquire_lock(request).await, "wait: must be a positive duration");
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_of_an_unknown_class_is_refused() {
+    let (_db, coordinator, mut worker) = coordinator_and_worker().await;
+    let failure = pb::Failure {
+        task_id: TaskId::new().to_string(),
+        attempt_id: AttemptId::new().to_string(),
+        class: 99,
+        ..Default::default()
+    };
+    let request = pb::FailRequest { worker_id: worker.id.clone(), failures: vec![failure] };
+    assert_refused(worker.client.fail(request).await, "failures[0].class: 99 is not a failure class");
+    coordinator.stop().await.unwrap();
+}
+
+/// A completion, by `worker`, of an attempt nobody holds, reporting `usage`.
+fn completion_reporting(worker: &FakeWorker, usage: pb::Usage) -> pb::CompleteRequest {
+    let completion = pb::Completion {
+        task_id: TaskId::new().to_string(),
+        attempt_id: AttemptId::new().to_string(),
+        usage: Some(usage),
+        ..Default::default()
+    };
+    pb::CompleteRequest { worker_id: worker.id.clone(), completions: vec![completion] }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_with_a_negative_cost_is_refused() {
+    let (_db, coordinator, mut worker) = coordinator_and_worker().await;
+    let request = completion_reporting(&worker, pb::Usage { cost: -0.5, ..Default::default() });
+    assert_refused(worker.client.complete(request).await, "completions[0].usage.cost: -0.5");
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_with_more_tokens_than_can_be_stored_is_refused() {
+    let (_db, coordinator, mut worker) = coordinator_and_worker().await;
+    let request = completion_reporting(&worker, pb::Usage { input_tokens: u64::MAX, ..Default::default() });
+    assert_refused(worker.client.complete(request).await, "completions[0].usage.input_tokens: 18446744073709551615");
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_chunks_of_no_known_stream_are_refused() {
+    let (_db, coordinator, mut worker) = coordinator_and_worker().await;
+    for stream in [0, 7] {
+        let chunk = pb::LogChunk {
+            task_id: TaskId::new().to_string(),
+            attempt_id: AttemptId::new().to_string(),
+            stream,
+            data: b"x".to_vec(),
+            seq: 0,
+        };
+        let batch = pb::AppendLogsRequest { chunks: vec![chunk] };
+        let expected = format!("chunks[0].stream: {stream} is not a stream");
+        assert_refused(worker.client.append_logs(tokio_stream::iter([batch])).await, &expected);
+    }
+    coordinator.stop().await.unwrap();
 }

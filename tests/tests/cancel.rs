@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use hive_shared::pb;
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::postgres::{count, fresh_database};
-use hive_tests::procs::{hivectl_json, hivectl_output, start_worker, worker_config};
+use hive_tests::procs::{hivectl_json, hivectl_output, start_worker};
 use hive_tests::wait::eventually;
+use hive_tests::worker_setup::{Agent, WorkerSetup};
 
 const MARKER: &str = "1006.1357";
 const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -34,15 +35,9 @@ async fn cancel_stops_the_running_process_tree_through_any_coordinator() {
     let holder = TestCoordinator::start(config.clone()).await;
     let other = TestCoordinator::start(config).await;
     let dir = tempfile::tempdir().unwrap();
-    let agent = format!(
-        "[agents.tree]\ncommand = [\"sh\", \"-c\", \"sleep {MARKER} & sleep {MARKER} & wait\"]\nkill_grace = \"1s\"\n"
-    );
-    let worker = start_worker(
-        &holder.url,
-        &worker_config(dir.path(), "worker", &format!("slots = 1\n{agent}")),
-        "w",
-        dir.path(),
-    );
+    let tree = Agent::shell(format!("sleep {MARKER} & sleep {MARKER} & wait")).kill_grace("1s");
+    let config = WorkerSetup::new().slots(1).agent("tree", tree).write(dir.path(), "worker");
+    let worker = start_worker(&holder.url, &config, "w", dir.path());
 
     let mut admin = holder.admin_client().await;
     let tasks =

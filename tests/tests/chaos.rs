@@ -15,7 +15,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hive_tests::postgres::{count, wait_all_finished};
-use hive_tests::procs::{Proc, hivectl_json, start_worker, worker_config};
+use hive_tests::procs::{Proc, hivectl_json, start_worker};
+use hive_tests::worker_setup::{Agent, WorkerSetup};
 use hivectl::local_pg::{Durability, LocalPostgres, free_port};
 use sqlx::PgPool;
 use tokio::process::Command;
@@ -96,11 +97,10 @@ async fn nothing_is_lost_or_recorded_twice_through_worker_kills_a_coordinator_cr
     .await;
 
     let ledger = dir.path().join("ledger");
-    let agent = format!(
-        "slots = 4\ndrain_grace = \"2s\"\n[agents.ledger]\ncommand = [\"sh\", \"-c\", \"echo $HIVE_TASK_ID >> {}; sleep $(cat); echo '{{\\\"ok\\\": true}}'\"]\n",
-        ledger.display()
-    );
-    let configs: Vec<_> = (0..WORKERS).map(|i| worker_config(dir.path(), &format!("worker-{i}"), &agent)).collect();
+    let agent =
+        Agent::shell(format!(r#"echo $HIVE_TASK_ID >> {}; sleep $(cat); echo '{{"ok": true}}'"#, ledger.display()));
+    let setup = WorkerSetup::new().slots(4).drain_grace("2s").agent("ledger", agent);
+    let configs: Vec<_> = (0..WORKERS).map(|i| setup.write(dir.path(), &format!("worker-{i}"))).collect();
     let spawn_worker =
         |index: usize| start_worker(&urls[index % 2], &configs[index], &format!("worker-{index}"), dir.path());
     let mut workers: Vec<Proc> = (0..WORKERS).map(spawn_worker).collect();

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::postgres::{count, fresh_database, wait_all_finished};
-use hive_tests::procs::{hivectl_json, start_worker, worker_config};
+use hive_tests::procs::{hivectl_json, start_worker};
+use hive_tests::worker_setup::{Agent, WorkerSetup};
 
 const FANOUT: usize = 24;
 
@@ -73,12 +74,12 @@ async fn a_fifty_task_dag_flows_results_propagates_a_failure_and_completes_after
     std::fs::write(&agent, AGENT).unwrap();
     std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let healed = dir.path().join("healed");
-    let agents = format!(
-        "slots = 4\n[agents.dag]\ncommand = [\"{agent}\"]\nenv = {{ HEALED = \"{healed}\" }}\n[agents.check]\ncommand = [\"{agent}\"]\nenv = {{ HEALED = \"{healed}\" }}\n",
-        agent = agent.display(),
-        healed = healed.display()
-    );
-    let config = worker_config(dir.path(), "worker", &agents);
+    let dag_agent = Agent::command([agent.display().to_string()]).env("HEALED", healed.display().to_string());
+    let config = WorkerSetup::new()
+        .slots(4)
+        .agent("dag", dag_agent.clone())
+        .agent("check", dag_agent)
+        .write(dir.path(), "worker");
     let workers: Vec<_> =
         (0..3).map(|i| start_worker(&coordinator.url, &config, &format!("w{i}"), dir.path())).collect();
     let file = dir.path().join("dag.yaml");

@@ -9,8 +9,10 @@ use std::time::Duration;
 use hive_shared::pb;
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::postgres::{count, fresh_database, wait_all_finished};
-use hive_tests::procs::{start_worker, worker_config};
+use hive_tests::procs::start_worker;
 use hive_tests::wait::eventually;
+use hive_tests::worker_setup::{Agent, WorkerSetup};
+use hive_worker::config::PromptMode;
 
 const TASKS: usize = 20;
 
@@ -22,12 +24,14 @@ async fn sigterm_during_twenty_running_tasks_finishes_or_hands_back_every_one() 
     // Each agent sleeps as many tenths of a second as its prompt says: some
     // finish within the drain grace (1.5 s), the rest are handed back.
     let started = dir.path().join("started");
-    let agent = format!(
-        "[agents.nap]\ncommand = [\"sh\", \"-c\", \"echo $HIVE_TASK_ID >> {}; sleep $(($(cat $HIVE_PROMPT_FILE) / 10)).$(($(cat $HIVE_PROMPT_FILE) % 10)); echo '{{\\\"ok\\\": true}}'\"]\nprompt = \"file\"\n",
+    let nap = Agent::shell(format!(
+        r#"echo $HIVE_TASK_ID >> {}; sleep $(($(cat $HIVE_PROMPT_FILE) / 10)).$(($(cat $HIVE_PROMPT_FILE) % 10)); echo '{{"ok": true}}'"#,
         started.display()
-    );
-    let draining = worker_config(dir.path(), "draining", &format!("slots = 20\ndrain_grace = \"1500ms\"\n{agent}"));
-    let helper = worker_config(dir.path(), "helper", &format!("slots = 20\n{agent}"));
+    ))
+    .prompt(PromptMode::File);
+    let helper_setup = WorkerSetup::new().slots(20).agent("nap", nap);
+    let draining = helper_setup.clone().drain_grace("1500ms").write(dir.path(), "draining");
+    let helper = helper_setup.write(dir.path(), "helper");
 
     let first = start_worker(&coordinator.url, &draining, "first", dir.path());
     let mut admin = coordinator.admin_client().await;

@@ -9,7 +9,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use hive_tests::postgres::{count, fresh_database};
-use hive_tests::procs::{hivectl_json, hivectl_output, start_coordinator, start_worker, worker_config};
+use hive_tests::procs::{hivectl_json, hivectl_output, start_coordinator, start_worker};
+use hive_tests::worker_setup::{Agent, WorkerSetup};
+use hive_worker::config::PromptMode;
 
 const TASKS: usize = 300;
 const WORKERS: usize = 3;
@@ -32,15 +34,10 @@ async fn three_worker_processes_run_three_hundred_tasks_each_exactly_once() {
     std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 
     let (coordinator, url) = start_coordinator(&db.url, dir.path(), &[]).await;
-    let config = worker_config(
-        dir.path(),
-        "worker",
-        &format!(
-            "slots = 4\n[agents.ledger]\ncommand = [\"{}\"]\nprompt = \"stdin\"\nenv = {{ LEDGER = \"{}\" }}\n",
-            agent.display(),
-            ledger.display()
-        ),
-    );
+    let ledger_agent = Agent::command([agent.display().to_string()])
+        .prompt(PromptMode::Stdin)
+        .env("LEDGER", ledger.display().to_string());
+    let config = WorkerSetup::new().slots(4).agent("ledger", ledger_agent).write(dir.path(), "worker");
     let workers: Vec<_> =
         (1..=WORKERS).map(|i| start_worker(&url, &config, &format!("worker-{i}"), dir.path())).collect();
 

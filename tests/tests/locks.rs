@@ -10,7 +10,8 @@ use std::time::Duration;
 use hive_shared::pb;
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::postgres::{count, fresh_database, wait_all_finished};
-use hive_tests::procs::{binary, hivectl_json, start_worker, worker_config};
+use hive_tests::procs::{binary, hivectl_json, start_worker};
+use hive_tests::worker_setup::{Agent, WorkerSetup};
 
 /// Intervals (start, end) in nanoseconds from the agents' own clock readings.
 fn intervals(path: &std::path::Path) -> Vec<(u128, u128)> {
@@ -42,11 +43,11 @@ async fn twenty_tasks_sharing_a_lock_never_overlap_on_four_workers() {
     let coordinator = TestCoordinator::start(test_config(&db)).await;
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace");
-    let agent = format!(
-        "slots = 3\n[agents.edit]\ncommand = [\"sh\", \"-c\", \"echo start $HIVE_TASK_ID $(date +%s%N) >> {t}; sleep 0.1; echo end $HIVE_TASK_ID $(date +%s%N) >> {t}\"]\n",
+    let edit = Agent::shell(format!(
+        "echo start $HIVE_TASK_ID $(date +%s%N) >> {t}; sleep 0.1; echo end $HIVE_TASK_ID $(date +%s%N) >> {t}",
         t = trace.display()
-    );
-    let config = worker_config(dir.path(), "worker", &agent);
+    ));
+    let config = WorkerSetup::new().slots(3).agent("edit", edit).write(dir.path(), "worker");
     let workers: Vec<_> =
         (0..4).map(|i| start_worker(&coordinator.url, &config, &format!("w{i}"), dir.path())).collect();
     let mut admin = coordinator.admin_client().await;
@@ -97,17 +98,13 @@ async fn agents_take_locks_while_running_and_a_lock_goes_with_its_attempt() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace");
     let hivectl = binary("hivectl");
-    let agents = format!(
-        r#"slots = 4
-[agents.polite]
-command = ["sh", "-c", "{h} lock acquire shared --wait 30s >/dev/null || exit 1; echo start $HIVE_TASK_ID $(date +%s%N) >> {t}; sleep 0.2; echo end $HIVE_TASK_ID $(date +%s%N) >> {t}; {h} lock release shared"]
-[agents.careless]
-command = ["sh", "-c", "{h} lock acquire forgotten && exit 1"]
-"#,
-        h = hivectl.display(),
-        t = trace.display()
-    );
-    let config = worker_config(dir.path(), "worker", &agents);
+    let (h, t) = (hivectl.display(), trace.display());
+    let polite = Agent::shell(format!(
+        "{h} lock acquire shared --wait 30s >/dev/null || exit 1; echo start $HIVE_TASK_ID $(date +%s%N) >> {t}; sleep 0.2; echo end $HIVE_TASK_ID $(date +%s%N) >> {t}; {h} lock release shared"
+    ));
+    let careless = Agent::shell(format!("{h} lock acquire forgotten && exit 1"));
+    let config =
+        WorkerSetup::new().slots(4).agent("polite", polite).agent("careless", careless).write(dir.path(), "worker");
     let workers: Vec<_> =
         (0..2).map(|i| start_worker(&coordinator.url, &config, &format!("w{i}"), dir.path())).collect();
     let mut admin = coordinator.admin_client().await;

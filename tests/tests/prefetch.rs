@@ -10,19 +10,22 @@ use std::time::Duration;
 use hive_shared::pb;
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::postgres::{TestDb, count, fresh_database, wait_all_finished};
-use hive_tests::procs::{Proc, start_worker, worker_config};
+use hive_tests::procs::{Proc, start_worker};
 use hive_tests::wait::eventually;
+use hive_tests::worker_setup::{Agent, WorkerSetup};
 
 /// A coordinator with `tasks` tasks for a `nap` agent queued, and a worker
-/// with one slot (plus `settings`) whose agent naps for `nap_seconds`.
-async fn napping(tasks: usize, nap_seconds: f64, settings: &str) -> (TestDb, TestCoordinator, Proc, tempfile::TempDir) {
+/// with one slot (plus what `settings` sets) whose agent naps for `nap_seconds`.
+async fn napping(
+    tasks: usize,
+    nap_seconds: f64,
+    settings: WorkerSetup,
+) -> (TestDb, TestCoordinator, Proc, tempfile::TempDir) {
     let db = fresh_database().await;
     let coordinator = TestCoordinator::start(test_config(&db)).await;
     let dir = tempfile::tempdir().unwrap();
-    let body = format!(
-        "slots = 1\n{settings}\n[agents.nap]\ncommand = [\"sh\", \"-c\", \"sleep {nap_seconds}; echo '{{}}'\"]\n"
-    );
-    let config = worker_config(dir.path(), "napper", &body);
+    let nap = Agent::shell(format!("sleep {nap_seconds}; echo '{{}}'"));
+    let config = settings.slots(1).agent("nap", nap).write(dir.path(), "napper");
     let specs = (0..tasks).map(|i| pb::TaskSpec { agent: "nap".into(), prompt: i.to_string(), ..Default::default() });
     coordinator
         .admin_client()
@@ -38,7 +41,7 @@ async fn napping(tasks: usize, nap_seconds: f64, settings: &str) -> (TestDb, Tes
 async fn prefetched_tasks_run_as_slots_free_not_after_the_next_long_poll() {
     // Room for the other four, and a long-poll far longer than the whole
     // swarm needs (5 × 0.2 s): a claim holding the slot shows at once.
-    let (db, coordinator, worker, _dir) = napping(5, 0.2, "prefetch = 4\nclaim_wait = \"60s\"").await;
+    let (db, coordinator, worker, _dir) = napping(5, 0.2, WorkerSetup::new().prefetch(4).claim_wait("60s")).await;
 
     wait_all_finished(&db.pool, Duration::from_secs(30)).await;
     assert_eq!(
@@ -55,7 +58,7 @@ async fn prefetched_tasks_run_as_slots_free_not_after_the_next_long_poll() {
 async fn a_prefetching_worker_refills_its_queue_before_it_runs_dry() {
     // Twelve queued: the refill starts once three are left, three task
     // lengths (0.75 s) before the queue would run dry.
-    let (db, coordinator, worker, _dir) = napping(30, 0.25, "prefetch = 12").await;
+    let (db, coordinator, worker, _dir) = napping(30, 0.25, WorkerSetup::new().prefetch(12)).await;
 
     // While more than a queue's worth is still ready, the worker holds its
     // running task plus at least the refill mark's three queued ones; a worker

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use hive_shared::pb;
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::postgres::{count, fresh_database, wait_all_finished};
-use hive_tests::procs::{hivectl_json, start_worker, worker_config};
+use hive_tests::procs::{hivectl_json, start_worker};
 use hive_tests::wait::eventually;
+use hive_tests::worker_setup::{Agent, WorkerSetup};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_now_hands_running_tasks_back_and_drain_lets_them_finish() {
@@ -19,11 +20,8 @@ async fn stop_now_hands_running_tasks_back_and_drain_lets_them_finish() {
     let coordinator = TestCoordinator::start(test_config(&db)).await;
     let dir = tempfile::tempdir().unwrap();
     let started = dir.path().join("started");
-    let agent = format!(
-        "slots = 3\ndrain_grace = \"60s\"\n[agents.work]\ncommand = [\"sh\", \"-c\", \"echo x >> {}; sleep $(cat); echo '{{\\\"ok\\\": 1}}'\"]\n",
-        started.display()
-    );
-    let config = worker_config(dir.path(), "worker", &agent);
+    let work = Agent::shell(format!(r#"echo x >> {}; sleep $(cat); echo '{{"ok": 1}}'"#, started.display()));
+    let config = WorkerSetup::new().slots(3).drain_grace("60s").agent("work", work).write(dir.path(), "worker");
     let first = start_worker(&coordinator.url, &config, "first", dir.path());
     let mut admin = coordinator.admin_client().await;
     let tasks =

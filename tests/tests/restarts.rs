@@ -11,8 +11,9 @@ use hive_shared::pb;
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::fake_worker::FakeWorker;
 use hive_tests::postgres::{count, fresh_database, wait_all_finished};
-use hive_tests::procs::{start_worker, worker_config};
+use hive_tests::procs::start_worker;
 use hive_tests::wait::eventually;
+use hive_tests::worker_setup::{Agent, WorkerSetup};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_keeps_running_through_a_coordinator_restart_and_its_result_lands_once() {
@@ -23,11 +24,12 @@ async fn an_agent_keeps_running_through_a_coordinator_restart_and_its_result_lan
     let addr = coordinator.addr;
     let dir = tempfile::tempdir().unwrap();
     let started = dir.path().join("started");
-    let agent = format!(
-        "[agents.steady]\ncommand = [\"sh\", \"-c\", \"touch {}; for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done; echo '{{\\\"ticks\\\": 6}}'\"]\n",
+    let steady = Agent::shell(format!(
+        r#"touch {}; for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done; echo '{{"ticks": 6}}'"#,
         started.display()
-    );
-    let worker = start_worker(&coordinator.url, &worker_config(dir.path(), "worker", &agent), "w", dir.path());
+    ));
+    let worker_file = WorkerSetup::new().agent("steady", steady).write(dir.path(), "worker");
+    let worker = start_worker(&coordinator.url, &worker_file, "w", dir.path());
     let mut admin = coordinator.admin_client().await;
     let task = pb::TaskSpec { agent: "steady".into(), prompt: "p".into(), ..Default::default() };
     admin
@@ -61,11 +63,9 @@ async fn a_result_whose_lease_expired_during_an_outage_is_refused_and_the_task_r
     let addr = coordinator.addr;
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    let agent = format!(
-        "[agents.once]\ncommand = [\"sh\", \"-c\", \"echo run >> {}; sleep 1; echo '{{}}'\"]\n",
-        runs.display()
-    );
-    let worker = start_worker(&coordinator.url, &worker_config(dir.path(), "worker", &agent), "w", dir.path());
+    let once = Agent::shell(format!("echo run >> {}; sleep 1; echo '{{}}'", runs.display()));
+    let worker_file = WorkerSetup::new().agent("once", once).write(dir.path(), "worker");
+    let worker = start_worker(&coordinator.url, &worker_file, "w", dir.path());
     let mut admin = coordinator.admin_client().await;
     let task = pb::TaskSpec { agent: "once".into(), prompt: "p".into(), ..Default::default() };
     admin

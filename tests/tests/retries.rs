@@ -11,7 +11,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::postgres::{TestDb, count, fresh_database, wait_all_finished};
-use hive_tests::procs::{hivectl_json, start_worker, worker_config};
+use hive_tests::procs::{hivectl_json, start_worker};
+use hive_tests::worker_setup::{Agent, WorkerSetup};
 
 async fn attempts_of(
     db: &TestDb,
@@ -43,21 +44,23 @@ async fn failures_retry_with_backoff_die_into_the_dlq_and_come_back_on_retry() {
     let coordinator = TestCoordinator::start(test_config(&db)).await;
     let dir = tempfile::tempdir().unwrap();
     let healed = dir.path().join("healed");
-    let agents = format!(
-        r#"slots = 4
-[agents.flaky]
-command = ["sh", "-c", "test -e {healed} && echo '{{\"ok\": 1}}' && exit 0; echo 'try later' >&2; exit 75"]
-[agents.broken]
-command = ["sh", "-c", "test -e {healed} && exit 0; echo 'cannot ever work' >&2; exit 3"]
-[agents.slow]
-command = ["sleep", "1008.1234"]
-kill_grace = "200ms"
-[agents.quick]
-command = ["true"]
-"#,
-        healed = healed.display()
-    );
-    let worker = start_worker(&coordinator.url, &worker_config(dir.path(), "worker", &agents), "w", dir.path());
+    let config = WorkerSetup::new()
+        .slots(4)
+        .agent(
+            "flaky",
+            Agent::shell(format!(
+                r#"test -e {} && echo '{{"ok": 1}}' && exit 0; echo 'try later' >&2; exit 75"#,
+                healed.display()
+            )),
+        )
+        .agent(
+            "broken",
+            Agent::shell(format!("test -e {} && exit 0; echo 'cannot ever work' >&2; exit 3", healed.display())),
+        )
+        .agent("slow", Agent::command(["sleep", "1008.1234"]).kill_grace("200ms"))
+        .agent("quick", Agent::command(["true"]))
+        .write(dir.path(), "worker");
+    let worker = start_worker(&coordinator.url, &config, "w", dir.path());
     let file = dir.path().join("tasks.yaml");
     std::fs::write(
         &file,

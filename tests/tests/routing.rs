@@ -11,17 +11,20 @@ use std::time::Duration;
 use hive_shared::pb;
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::postgres::{count, fresh_database};
-use hive_tests::procs::{hivectl_json, start_worker, worker_config};
+use hive_tests::procs::{hivectl_json, start_worker};
 use hive_tests::wait::eventually;
+use hive_tests::worker_setup::{Agent, WorkerSetup};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_route_tasks_admission_holds_what_does_not_fit_and_waiting_is_explained() {
     let db = fresh_database().await;
     let coordinator = TestCoordinator::start(test_config(&db)).await;
     let dir = tempfile::tempdir().unwrap();
-    let agents = "[agents.job]\ncommand = [\"sh\", \"-c\", \"sleep $(cat)\"]\n[agents.huge]\ncommand = [\"true\"]\nmemory = \"100TiB\"\n";
-    let gpu = worker_config(dir.path(), "gpu", &format!("slots = 2\n[labels]\ngpu = \"true\"\n{agents}"));
-    let plain = worker_config(dir.path(), "plain", &format!("slots = 4\n{agents}"));
+    let agents = WorkerSetup::new()
+        .agent("job", Agent::shell("sleep $(cat)"))
+        .agent("huge", Agent::command(["true"]).memory("100TiB"));
+    let gpu = agents.clone().slots(2).label("gpu", "true").write(dir.path(), "gpu");
+    let plain = agents.slots(4).write(dir.path(), "plain");
     let gpu_worker = start_worker(&coordinator.url, &gpu, "gpu", dir.path());
     let plain_worker = start_worker(&coordinator.url, &plain, "plain", dir.path());
     eventually("both workers to register", Duration::from_secs(20), || async {

@@ -11,8 +11,9 @@ use std::time::Duration;
 use hive_shared::pb;
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::postgres::{count, fresh_database, wait_all_finished};
-use hive_tests::procs::{start_worker, worker_config};
+use hive_tests::procs::start_worker;
 use hive_tests::wait::eventually;
+use hive_tests::worker_setup::{Agent, WorkerSetup};
 
 /// Explicit analyzes (autovacuum's are counted apart).
 const STATES_ANALYZED: &str = "select analyze_count from pg_stat_user_tables where relname = 'task_states'";
@@ -59,7 +60,7 @@ async fn a_bulk_swarm_and_its_failing_drain_get_tasks_and_attempts_analyzed() {
 
     let dir = tempfile::tempdir().unwrap();
     let config =
-        worker_config(dir.path(), "drainer", "slots = 8\nprefetch = 64\n[agents.fails]\ncommand = [\"false\"]\n");
+        WorkerSetup::new().slots(8).prefetch(64).agent("fails", Agent::command(["false"])).write(dir.path(), "drainer");
     let worker = start_worker(&coordinator.url, &config, "drainer", dir.path());
     wait_all_finished(&db.pool, Duration::from_secs(60)).await;
     assert_eq!(count(&db.pool, "select count(*) from task_states where status = 'dead'").await, 1_510);

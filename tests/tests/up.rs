@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use hive_tests::procs::binary;
 use hive_tests::wait::eventually;
+use hive_tests::worker_setup::{Agent, WorkerSetup};
+use hive_worker::config::PromptMode;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -79,8 +81,8 @@ async fn ctrl_c_during_up_stops_everything_it_started() {
     .unwrap();
     let marker = "1005.2468";
     let config = dir.path().join("worker.toml");
-    std::fs::write(&config, format!("[agents.sleepy]\ncommand = [\"sleep\", \"{marker}\"]\nprompt = \"stdin\"\n"))
-        .unwrap();
+    let sleepy = Agent::command(["sleep", marker]).prompt(PromptMode::Stdin);
+    std::fs::write(&config, WorkerSetup::new().agent("sleepy", sleepy).to_toml()).unwrap();
 
     let mut child = up(
         data.path(),

@@ -11,8 +11,9 @@ use std::time::Duration;
 use hive_shared::pb;
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::postgres::{count, empty_database, wait_all_finished};
-use hive_tests::procs::{start_worker, worker_config};
+use hive_tests::procs::start_worker;
 use hive_tests::wait::eventually;
+use hive_tests::worker_setup::{Agent, WorkerSetup};
 
 /// The last migration before the queue split.
 const BEFORE_SPLIT: i64 = 20261121170000;
@@ -98,7 +99,7 @@ async fn tasks_from_before_the_queue_split_read_the_same_and_still_run() {
     // it and the two ready ones from their rows; the ended ones stay as they were.
     let coordinator = TestCoordinator::start(test_config(&db)).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = worker_config(dir.path(), "upgraded", "slots = 4\n[agents.quick]\ncommand = [\"true\"]\n");
+    let config = WorkerSetup::new().slots(4).agent("quick", Agent::command(["true"])).write(dir.path(), "upgraded");
     let worker = start_worker(&coordinator.url, &config, "upgraded", dir.path());
     wait_all_finished(&db.pool, Duration::from_secs(60)).await;
     let ended = statuses_by_key(&db.pool).await;
@@ -239,13 +240,11 @@ async fn tasks_in_every_state_from_the_queue_split_read_the_same_and_run_on_to_t
     // swarm's budget holds.
     let coordinator = TestCoordinator::start(test_config(&db)).await;
     let dir = tempfile::tempdir().unwrap();
-    let body = r#"slots = 4
-[agents.quick]
-command = ["true"]
-[agents.check]
-command = ["sh", "-c", "echo '{\"verdict\": \"pass\"}'"]
-"#;
-    let config = worker_config(dir.path(), "upgraded", body);
+    let config = WorkerSetup::new()
+        .slots(4)
+        .agent("quick", Agent::command(["true"]))
+        .agent("check", Agent::shell(r#"echo '{"verdict": "pass"}'"#))
+        .write(dir.path(), "upgraded");
     let worker = start_worker(&coordinator.url, &config, "upgraded", dir.path());
     eventually("everything but the held task to finish", Duration::from_secs(60), || async {
         count(&db.pool, "select count(*) from task_states where status not in ('succeeded', 'dead', 'cancelled')").await

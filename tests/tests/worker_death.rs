@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use hive_shared::pb;
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::postgres::{fresh_database, wait_all_finished};
-use hive_tests::procs::{start_worker, worker_config};
+use hive_tests::procs::start_worker;
 use hive_tests::wait::eventually;
+use hive_tests::worker_setup::{Agent, WorkerSetup};
 use nix::sys::signal::Signal;
 
 const LEASE: Duration = Duration::from_secs(2);
@@ -23,11 +24,11 @@ async fn a_task_on_a_killed_worker_runs_again_elsewhere_within_the_lease_and_suc
     let coordinator = TestCoordinator::start(config).await;
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger");
-    let agent = format!(
-        "[agents.slow]\ncommand = [\"sh\", \"-c\", \"echo start $HIVE_ATTEMPT_ID >> {ledger}; sleep 2; echo '{{\\\"done\\\": true}}'\"]\n",
+    let slow = Agent::shell(format!(
+        r#"echo start $HIVE_ATTEMPT_ID >> {ledger}; sleep 2; echo '{{"done": true}}'"#,
         ledger = ledger.display()
-    );
-    let config = worker_config(dir.path(), "worker", &format!("slots = 1\n{agent}"));
+    ));
+    let config = WorkerSetup::new().slots(1).agent("slow", slow).write(dir.path(), "worker");
 
     let first = start_worker(&coordinator.url, &config, "first", dir.path());
     let mut admin = coordinator.admin_client().await;

@@ -8,7 +8,7 @@ use crate::config::Config;
 
 /// Agents that may be claimed for now: `None` when every agent may be,
 /// `Some(empty)` when none may.
-pub fn admissible(config: &Config, latest: &pb::ResourceUsage) -> Option<Vec<String>> {
+pub(crate) fn admissible(config: &Config, latest: &pb::ResourceUsage) -> Option<Vec<String>> {
     let total = latest.memory_total_bytes;
     let used = latest.memory_used_bytes;
     let memory_percent = if total == 0 { 0.0 } else { 100.0 * used as f64 / total as f64 };

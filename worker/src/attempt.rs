@@ -21,7 +21,7 @@ use crate::shipper::LogSink;
 
 /// What an assignment holds when it arrives.
 #[derive(Debug)]
-pub enum Start {
+pub(crate) enum Start {
     /// A free slot: it starts at once.
     Slot(OwnedSemaphorePermit),
     /// Prefetched: it waits here for a slot, counted as queued meanwhile.
@@ -29,18 +29,18 @@ pub enum Start {
 }
 
 /// Runs one assignment to its reported end, holding a slot while the agent runs.
-pub async fn run(context: Arc<Context>, assignment: pb::Assignment, start: Start) {
+pub(crate) async fn run(context: Arc<Context>, assignment: pb::Assignment, start: Start) {
     let span = info_span!("attempt", task_id = %assignment.task_id, attempt_id = %assignment.attempt_id, agent = %assignment.agent);
     execute(context, assignment, start).instrument(span).await;
 }
 
 async fn execute(context: Arc<Context>, assignment: pb::Assignment, start: Start) {
-    let (Ok(task), Ok(attempt)) = (TaskId::parse(&assignment.task_id), AttemptId::parse(&assignment.attempt_id)) else {
+    let (Ok(_), Ok(attempt)) = (TaskId::parse(&assignment.task_id), AttemptId::parse(&assignment.attempt_id)) else {
         error!("assignment with malformed ids; its lease will expire");
         return;
     };
     let ids = Ids { task_id: assignment.task_id.clone(), attempt_id: assignment.attempt_id.clone() };
-    let cancel = context.held.hold(task, attempt);
+    let cancel = context.held.hold(attempt);
     let slot = match start {
         Start::Slot(slot) => slot,
         Start::Queued(queued) => {
@@ -86,7 +86,7 @@ async fn execute(context: Arc<Context>, assignment: pb::Assignment, start: Start
     }
     // Boxed: its state (the subprocess, its pipes, the log sink) is most of
     // an attempt's, and every attempt's future is moved as it is spawned and
-    // first polled (`memmove` was a twentieth of the batched drain's CPU).
+    // first polled; a pointer moves cheaper than that state.
     Box::pin(run_agent(&context, &assignment, agent, ids, attempt, cancel, slot)).await;
 }
 
@@ -154,9 +154,9 @@ async fn run_agent(
         }
     }
     // The slot frees once the outcome is on its way, not when the agent
-    // exits: freed earlier, it let the worker claim and start more tasks
+    // exits: freed earlier, the worker could claim and start more tasks
     // while outcomes — and the costs a swarm's budget is checked against —
-    // were still being stored (a one-slot worker overshot a budget by four tasks).
+    // are still being stored, and overshoot the budget.
     drop(slot);
     scratch.finish(&context.folders).await;
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hive_shared::convert::duration;
-use hive_shared::pb;
+use hive_shared::{pb, tracked};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,7 +23,7 @@ const ADMISSION_RECHECK: Duration = Duration::from_secs(1);
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(1);
 
 /// Claims until `stop`; attempts are spawned on `attempts`.
-pub async fn run(context: Arc<Context>, attempts: TaskTracker, stop: CancellationToken) {
+pub(crate) async fn run(context: Arc<Context>, attempts: TaskTracker, stop: CancellationToken) {
     let mut delays = connection::backoff();
     let mut queued = context.queued.subscribe();
     // A prefetching worker refills its queue once it is down to its refill
@@ -93,7 +93,7 @@ pub async fn run(context: Arc<Context>, attempts: TaskTracker, stop: Cancellatio
                         Some(slot) => Start::Slot(slot),
                         None => Start::Queued(Queued::new(&context)),
                     };
-                    attempts.spawn(attempt::run(Arc::clone(&context), assignment, start));
+                    tracked::spawn(&attempts, "attempt", attempt::run(Arc::clone(&context), assignment, start));
                 }
             }
             Some(Err(status)) => {
@@ -128,7 +128,8 @@ async fn refill(
     };
     let got = assignments.len();
     for assignment in assignments {
-        attempts.spawn(attempt::run(Arc::clone(context), assignment, Start::Queued(Queued::new(context))));
+        let start = Start::Queued(Queued::new(context));
+        tracked::spawn(attempts, "attempt", attempt::run(Arc::clone(context), assignment, start));
     }
     Some(Ok(got))
 }
@@ -175,13 +176,13 @@ async fn call(
 /// Hands back tasks that arrived as draining began, without running them.
 async fn hand_back(context: &Context, assignments: Vec<pb::Assignment>) {
     for assignment in assignments {
-        let (Ok(task), Ok(attempt)) = (
+        let (Ok(_), Ok(attempt)) = (
             hive_shared::ids::TaskId::parse(&assignment.task_id),
             hive_shared::ids::AttemptId::parse(&assignment.attempt_id),
         ) else {
             continue;
         };
-        context.held.hold(task, attempt);
+        context.held.hold(attempt);
         let ids = Ids { task_id: assignment.task_id, attempt_id: assignment.attempt_id };
         let problem = "the worker began draining as the task arrived; handed back unstarted".to_owned();
         let report = outcome::failure(&ids, pb::FailureClass::Interrupted, problem, None);

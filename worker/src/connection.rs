@@ -13,7 +13,7 @@ use tonic::{Code, Response, Status};
 use tracing::warn;
 
 /// The client every worker loop uses (cheap to clone: one shared connection).
-pub type Client = WorkerServiceClient<Channel>;
+pub(crate) type Client = WorkerServiceClient<Channel>;
 
 /// Largest message the worker sends or accepts.
 pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -22,7 +22,7 @@ pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 ///
 /// # Errors
 /// A malformed URL.
-pub fn client(url: &str) -> Result<Client, tonic::transport::Error> {
+pub(crate) fn client(url: &str) -> Result<Client, tonic::transport::Error> {
     let channel = Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
@@ -34,7 +34,7 @@ pub fn client(url: &str) -> Result<Client, tonic::transport::Error> {
 }
 
 /// The one place that decides which failed calls are worth repeating.
-pub fn is_retryable(code: Code) -> bool {
+pub(crate) fn is_retryable(code: Code) -> bool {
     matches!(
         code,
         Code::Unavailable
@@ -47,7 +47,7 @@ pub fn is_retryable(code: Code) -> bool {
 }
 
 /// Retry delays: 100 ms doubling to 5 s, with jitter, forever.
-pub fn backoff() -> impl Iterator<Item = Duration> {
+pub(crate) fn backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(5))
@@ -57,7 +57,7 @@ pub fn backoff() -> impl Iterator<Item = Duration> {
 }
 
 /// Sleeps for `delay` unless `cancel` fires first; `false` when cancelled.
-pub async fn pause(delay: Duration, cancel: &CancellationToken) -> bool {
+pub(crate) async fn pause(delay: Duration, cancel: &CancellationToken) -> bool {
     tokio::select! {
         () = tokio::time::sleep(delay) => true,
         () = cancel.cancelled() => false,
@@ -68,7 +68,7 @@ pub async fn pause(delay: Duration, cancel: &CancellationToken) -> bool {
 ///
 /// # Errors
 /// The first non-retryable status, or `Cancelled` once abandoned.
-pub async fn retry<T, F, Fut>(what: &str, abandon: &CancellationToken, mut call: F) -> Result<T, Status>
+pub(crate) async fn retry<T, F, Fut>(what: &str, abandon: &CancellationToken, mut call: F) -> Result<T, Status>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Response<T>, Status>>,
@@ -95,7 +95,7 @@ where
 ///
 /// # Errors
 /// A non-retryable refusal (e.g. a bad agent name) or abandonment.
-pub async fn register(
+pub(crate) async fn register(
     client: &Client,
     request: &pb::RegisterRequest,
     abandon: &CancellationToken,

@@ -18,7 +18,7 @@ use crate::shipper::Shipment;
 
 /// Shared state of one worker.
 #[derive(Debug)]
-pub struct Context {
+pub(crate) struct Context {
     /// Effective config.
     pub config: Arc<Config>,
     /// Coordinator client.
@@ -50,14 +50,14 @@ pub struct Context {
 
 /// One claimed task waiting for a slot; counted in [`Context::queued`] until dropped.
 #[derive(Debug)]
-pub struct Queued {
+pub(crate) struct Queued {
     count: watch::Sender<usize>,
     refill_mark: usize,
 }
 
 impl Queued {
     /// Counts one more task waiting for a slot.
-    pub fn new(context: &Context) -> Self {
+    pub(crate) fn new(context: &Context) -> Self {
         // Nobody waits for the count to rise: no wake-up.
         context.queued.send_if_modified(|count| {
             *count += 1;
@@ -69,8 +69,7 @@ impl Queued {
 
 impl Drop for Queued {
     /// Wakes the claim loop only at the two counts it waits for (its refill
-    /// mark, and none left): woken at every start, it was polled once per
-    /// prefetched task.
+    /// mark, and none left), so it is not polled once per prefetched task.
     fn drop(&mut self) {
         let mark = self.refill_mark;
         self.count.send_if_modified(|count| {
@@ -84,19 +83,19 @@ impl Context {
     /// How few prefetched tasks may wait before the claim loop refills the
     /// local queue: a quarter of the prefetch, so its slots do not idle for
     /// a claim's round trip each time the queue runs dry.
-    pub fn refill_mark(&self) -> usize {
+    pub(crate) fn refill_mark(&self) -> usize {
         usize::try_from(self.config.prefetch).unwrap_or(usize::MAX) / 4
     }
 
     /// Free slots right now.
-    pub fn free_slots(&self) -> u32 {
+    pub(crate) fn free_slots(&self) -> u32 {
         u32::try_from(self.slots.available_permits()).unwrap_or(u32::MAX)
     }
 
     /// Which agents may be claimed now: none while the host is over its CPU or
     /// memory limit; otherwise those whose memory estimate fits what is free.
     /// `None` means no limit applies (every agent).
-    pub fn admissible_agents(&self) -> Option<Vec<String>> {
+    pub(crate) fn admissible_agents(&self) -> Option<Vec<String>> {
         let latest = self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()?;
         crate::admission::admissible(&self.config, &latest)
     }
@@ -104,9 +103,9 @@ impl Context {
 
 impl Context {
     /// Recovers from a failed call to the coordinator: registers again when
-    /// it no longer knows this worker, then waits out the next backoff delay.
+    /// the coordinator does not know this worker, then waits out the next backoff delay.
     /// Returns `false` when `stop` fired meanwhile.
-    pub async fn recover(
+    pub(crate) async fn recover(
         &self,
         what: &str,
         status: &Status,

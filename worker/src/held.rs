@@ -5,13 +5,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use hive_shared::ids::{AttemptId, TaskId};
+use hive_shared::ids::AttemptId;
 use tokio_util::sync::CancellationToken;
 
 /// Why an attempt was cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CancelReason {
-    /// The coordinator says the attempt is no longer current: drop it silently.
+pub(crate) enum CancelReason {
+    /// The coordinator says the attempt is not current: drop it silently.
     LeaseLost,
     /// An operator cancelled the task: report the attempt as cancelled.
     TaskCancelled,
@@ -21,7 +21,6 @@ pub enum CancelReason {
 
 #[derive(Debug)]
 struct Entry {
-    task: TaskId,
     cancel: CancellationToken,
     reason: Option<CancelReason>,
     group: Option<i32>,
@@ -29,7 +28,7 @@ struct Entry {
 
 /// Shared registry of held attempts.
 #[derive(Debug, Clone, Default)]
-pub struct Held {
+pub(crate) struct Held {
     entries: Arc<Mutex<HashMap<AttemptId, Entry>>>,
 }
 
@@ -39,41 +38,36 @@ impl Held {
     }
 
     /// Starts holding an attempt; the token stops its agent.
-    pub fn hold(&self, task: TaskId, attempt: AttemptId) -> CancellationToken {
+    pub(crate) fn hold(&self, attempt: AttemptId) -> CancellationToken {
         let cancel = CancellationToken::new();
-        self.lock().insert(attempt, Entry { task, cancel: cancel.clone(), reason: None, group: None });
+        self.lock().insert(attempt, Entry { cancel: cancel.clone(), reason: None, group: None });
         cancel
     }
 
     /// Stops holding an attempt (its outcome was acknowledged or dropped).
-    pub fn release(&self, attempt: AttemptId) {
+    pub(crate) fn release(&self, attempt: AttemptId) {
         self.lock().remove(&attempt);
     }
 
     /// Records the process group of an attempt's agent.
-    pub fn set_group(&self, attempt: AttemptId, group: i32) {
+    pub(crate) fn set_group(&self, attempt: AttemptId, group: i32) {
         if let Some(entry) = self.lock().get_mut(&attempt) {
             entry.group = Some(group);
         }
     }
 
     /// Process groups of the agents running now.
-    pub fn groups(&self) -> Vec<(AttemptId, i32)> {
+    pub(crate) fn groups(&self) -> Vec<(AttemptId, i32)> {
         self.lock().iter().filter_map(|(attempt, entry)| entry.group.map(|group| (*attempt, group))).collect()
     }
 
     /// Ids of every held attempt, for heartbeats.
-    pub fn attempt_ids(&self) -> Vec<String> {
+    pub(crate) fn attempt_ids(&self) -> Vec<String> {
         self.lock().keys().map(ToString::to_string).collect()
     }
 
-    /// The task of a held attempt.
-    pub fn task_of(&self, attempt: AttemptId) -> Option<TaskId> {
-        self.lock().get(&attempt).map(|entry| entry.task)
-    }
-
     /// Cancels one attempt; `false` when it is not held.
-    pub fn cancel(&self, attempt: AttemptId, reason: CancelReason) -> bool {
+    pub(crate) fn cancel(&self, attempt: AttemptId, reason: CancelReason) -> bool {
         let mut entries = self.lock();
         let Some(entry) = entries.get_mut(&attempt) else {
             return false;
@@ -84,7 +78,7 @@ impl Held {
     }
 
     /// Cancels every held attempt.
-    pub fn cancel_all(&self, reason: CancelReason) {
+    pub(crate) fn cancel_all(&self, reason: CancelReason) {
         for entry in self.lock().values_mut() {
             entry.reason.get_or_insert(reason);
             entry.cancel.cancel();
@@ -92,17 +86,17 @@ impl Held {
     }
 
     /// Why an attempt was cancelled, if it was.
-    pub fn reason(&self, attempt: AttemptId) -> Option<CancelReason> {
+    pub(crate) fn reason(&self, attempt: AttemptId) -> Option<CancelReason> {
         self.lock().get(&attempt).and_then(|entry| entry.reason)
     }
 
     /// How many attempts are held.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
 
     /// Whether none is held.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
@@ -115,7 +109,7 @@ mod tests {
     fn the_first_cancel_reason_sticks() {
         let held = Held::default();
         let attempt = AttemptId::new();
-        let token = held.hold(TaskId::new(), attempt);
+        let token = held.hold(attempt);
         assert!(held.cancel(attempt, CancelReason::LeaseLost));
         held.cancel_all(CancelReason::Shutdown);
         assert!(token.is_cancelled());

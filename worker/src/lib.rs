@@ -3,29 +3,30 @@
 //! supervised subprocess in its own process group, streams the agent's output
 //! and reports its outcome.
 //!
-//! Layout:
-//! - [`config`]: layered, validated configuration, including the agents.
-//! - [`connection`]: the client, retryable codes, backoff.
-//! - [`session`]: the heartbeat stream. [`claim`]: the claim loop.
-//! - [`attempt`]: one task from start to report; [`process`]: the subprocess itself.
-//! - [`outcome`]: how an exit becomes a report; [`report`]: sending reports.
-//! - [`shipper`]: streaming output; [`held`]: attempts held; [`resources`]: host figures.
-//!
-//! [`run`] takes its config and shutdown tokens, so tests run a worker in-process.
+//! Other crates see [`run`], which takes its config and shutdown tokens so
+//! tests can run a worker in-process, the layered and validated
+//! configuration it takes ([`config`]), and [`MAX_MESSAGE`], so a test
+//! coordinator accepts what a worker sends. The rest is internal:
+//! - `connection`: the client, retryable codes, backoff.
+//! - `session`: the heartbeat stream. `claim`: the claim loop.
+//! - `attempt`: one task from start to report; `process`: the subprocess itself.
+//! - `outcome`: how an exit becomes a report; `report`: sending reports.
+//! - `shipper`: streaming output; `held`: attempts held; `resources`: host figures;
+//!   `admission`: whether the host may take more work; `context`: what the loops share.
 
-pub mod admission;
-pub mod attempt;
-pub mod claim;
+mod admission;
+mod attempt;
+mod claim;
 pub mod config;
-pub mod connection;
-pub mod context;
-pub mod held;
-pub mod outcome;
-pub mod process;
-pub mod report;
-pub mod resources;
-pub mod session;
-pub mod shipper;
+mod connection;
+mod context;
+mod held;
+mod outcome;
+mod process;
+mod report;
+mod resources;
+mod session;
+mod shipper;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,11 +34,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use hive_shared::convert::from_duration;
 use hive_shared::ids::WorkerId;
-use hive_shared::pb;
+use hive_shared::{pb, tracked};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
+
+pub use connection::MAX_MESSAGE;
 
 use config::Config;
 use context::Context;
@@ -58,7 +61,7 @@ const HAND_BACK_DEADLINE: Duration = Duration::from_secs(30);
 ///   and hand its task back.
 ///
 /// Hand-backs are not counted as failed attempts. Outcomes are reported
-/// before the worker exits, for up to [`HAND_BACK_DEADLINE`].
+/// before the worker exits, for up to 30 seconds (`HAND_BACK_DEADLINE`).
 ///
 /// # Errors
 /// A malformed coordinator URL, or a registration the coordinator refuses.
@@ -113,16 +116,19 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
 
     let loops = TaskTracker::new();
     let (session_stop, give_up) = (CancellationToken::new(), CancellationToken::new());
-    loops.spawn(session::run(Arc::clone(&context), heartbeat, session_stop.clone()));
-    loops.spawn(shipper::run(client.clone(), log_queue, config.logs.flush_interval, give_up.clone()));
-    loops.spawn(report::run(client, worker_id.to_string(), report_queue, held.clone(), give_up.clone()));
-    let attempts = TaskTracker::new();
-    let claiming = tokio::spawn(claim::run(Arc::clone(&context), attempts.clone(), drain.clone()));
+    tracked::spawn(&loops, "heartbeat session", session::run(Arc::clone(&context), heartbeat, session_stop.clone()));
+    let flush_interval = config.logs.flush_interval;
+    tracked::spawn(&loops, "log shipper", shipper::run(client.clone(), log_queue, flush_interval, give_up.clone()));
+    let reporter = report::run(client, worker_id.to_string(), report_queue, held.clone(), give_up.clone());
+    tracked::spawn(&loops, "outcome reporter", reporter);
+    let (attempts, claiming) = (TaskTracker::new(), TaskTracker::new());
+    tracked::spawn(&claiming, "claim loop", claim::run(Arc::clone(&context), attempts.clone(), drain.clone()));
+    claiming.close();
     drop(context);
 
     drain.cancelled().await;
     info!(running = held.len(), grace = ?config.drain_grace, "draining: no new claims");
-    let _ = claiming.await;
+    claiming.wait().await;
     attempts.close();
     tokio::select! {
         () = attempts.wait() => {}

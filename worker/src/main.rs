@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use hive_worker::config::{Config, Flags};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// A Hive worker: claims tasks from a coordinator and runs their agents.
 #[derive(Debug, Parser)]
@@ -39,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let graceful = CancellationToken::new();
     let immediate = CancellationToken::new();
-    tokio::spawn(hive_shared::signal::watch(graceful.clone(), immediate.clone()));
+    let signals = TaskTracker::new();
+    hive_shared::signal::spawn_watch(&signals, graceful.clone(), immediate.clone());
     hive_worker::run(config, graceful, immediate).await
 }

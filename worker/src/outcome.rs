@@ -12,11 +12,11 @@ use crate::held::CancelReason;
 use crate::process::supervise::{Exit, Finished};
 
 /// Largest result file read.
-pub const MAX_RESULT_FILE: u64 = 4 * 1024 * 1024;
+pub(crate) const MAX_RESULT_FILE: u64 = 4 * 1024 * 1024;
 
 /// What to tell the coordinator about one attempt.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Report {
+pub(crate) enum Report {
     /// It succeeded.
     Complete(pb::Completion),
     /// It failed.
@@ -25,7 +25,7 @@ pub enum Report {
 
 impl Report {
     /// The attempt the report is about.
-    pub fn attempt_id(&self) -> &str {
+    pub(crate) fn attempt_id(&self) -> &str {
         match self {
             Self::Complete(completion) => &completion.attempt_id,
             Self::Fail(failure) => &failure.attempt_id,
@@ -35,16 +35,14 @@ impl Report {
 
 /// Identity of the attempt being reported.
 #[derive(Debug, Clone)]
-pub struct Ids {
-    /// Task id.
+pub(crate) struct Ids {
     pub task_id: String,
-    /// Attempt id.
     pub attempt_id: String,
 }
 
 /// The built-in no-op executor's report: success at once, with the
 /// CLOCK_MONOTONIC time it started (comparable across processes on one host).
-pub fn noop(ids: &Ids) -> Report {
+pub(crate) fn noop(ids: &Ids) -> Report {
     let started_ns = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map_or(0, |now| now.tv_sec() as i128 * 1_000_000_000 + i128::from(now.tv_nsec()));
     let mut result = JsonObject::new();
@@ -59,7 +57,7 @@ pub fn noop(ids: &Ids) -> Report {
 }
 
 /// A failure report.
-pub fn failure(ids: &Ids, class: pb::FailureClass, error: String, finished: Option<&Finished>) -> Report {
+pub(crate) fn failure(ids: &Ids, class: pb::FailureClass, error: String, finished: Option<&Finished>) -> Report {
     let (exit_code, signal, timed_out) = match finished.map(|finished| &finished.exit) {
         Some(Exit::Code(code)) => (Some(*code), None, false),
         Some(Exit::Signal(signal)) => (None, Some(*signal), false),
@@ -82,7 +80,7 @@ pub fn failure(ids: &Ids, class: pb::FailureClass, error: String, finished: Opti
 /// The session id and usage an agent reported: `session_id` and `usage`
 /// (`input_tokens`, `output_tokens`, `cost`) in its result, the session falling
 /// back to what its output showed.
-pub fn spend(result: Option<&JsonObject>, output_session: Option<&str>) -> (String, Option<pb::Usage>) {
+pub(crate) fn spend(result: Option<&JsonObject>, output_session: Option<&str>) -> (String, Option<pb::Usage>) {
     let session = result
         .and_then(|object| object.get("session_id"))
         .and_then(serde_json::Value::as_str)
@@ -118,7 +116,7 @@ fn with_stderr(message: String, finished: &Finished) -> String {
 /// Decides the report for a finished attempt; `None` means say nothing (the lease was lost).
 ///
 /// `result_file` is what `$HIVE_RESULT_FILE` held: `Ok(None)` when the agent wrote none.
-pub fn decide(
+pub(crate) fn decide(
     ids: &Ids,
     agent: &AgentConfig,
     timeout: Duration,
@@ -181,7 +179,7 @@ pub fn decide(
 }
 
 /// Reads the result file: `Ok(None)` when absent, an error naming the problem when it is not a JSON object.
-pub async fn read_result_file(path: &std::path::Path) -> Result<Option<JsonObject>, String> {
+pub(crate) async fn read_result_file(path: &std::path::Path) -> Result<Option<JsonObject>, String> {
     use tokio::io::AsyncReadExt;
     let file = match tokio::fs::File::open(path).await {
         Ok(file) => file,

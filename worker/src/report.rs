@@ -17,7 +17,7 @@ use crate::outcome::{self, Ids, Report};
 const MAX_BATCH: usize = 512;
 
 /// Reports until every sender is gone and the queue is empty, or `abandon`.
-pub async fn run(
+pub(crate) async fn run(
     client: Client,
     worker_id: String,
     mut queue: mpsc::Receiver<Report>,

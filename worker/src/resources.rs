@@ -6,13 +6,13 @@ use hive_shared::pb;
 
 /// Samples CPU and memory; keeps the previous CPU counters to compute a rate.
 #[derive(Debug, Default)]
-pub struct Sampler {
+pub(crate) struct Sampler {
     previous: Option<(u64, u64)>,
 }
 
 impl Sampler {
     /// Takes a sample, with the resident memory of each agent's process group.
-    pub async fn sample(&mut self, groups: Vec<(hive_shared::ids::AttemptId, i32)>) -> pb::ResourceUsage {
+    pub(crate) async fn sample(&mut self, groups: Vec<(hive_shared::ids::AttemptId, i32)>) -> pb::ResourceUsage {
         let attempts = tokio::task::spawn_blocking(move || group_rss(&groups)).await.unwrap_or_default();
         let stat = tokio::fs::read_to_string("/proc/stat").await.unwrap_or_default();
         let meminfo = tokio::fs::read_to_string("/proc/meminfo").await.unwrap_or_default();

@@ -21,7 +21,7 @@ use crate::held::CancelReason;
 use crate::resources::Sampler;
 
 /// Beats every `interval` until `stop`, reconnecting as needed.
-pub async fn run(context: Arc<Context>, interval: Duration, stop: CancellationToken) {
+pub(crate) async fn run(context: Arc<Context>, interval: Duration, stop: CancellationToken) {
     let mut sampler = Sampler::default();
     let mut delays = connection::backoff();
     loop {

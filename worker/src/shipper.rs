@@ -27,7 +27,7 @@ const QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 /// What travels to the shipper.
 #[derive(Debug)]
-pub enum Shipment {
+pub(crate) enum Shipment {
     /// A piece of output.
     Chunk(pb::LogChunk),
     /// Answer once everything queued before it has been stored.
@@ -36,7 +36,7 @@ pub enum Shipment {
 
 /// Where one attempt's output goes; clones share the sequence and drop counters.
 #[derive(Debug, Clone)]
-pub struct LogSink {
+pub(crate) struct LogSink {
     queue: mpsc::Sender<Shipment>,
     task_id: String,
     attempt_id: String,
@@ -47,7 +47,7 @@ pub struct LogSink {
 
 impl LogSink {
     /// A sink for one attempt.
-    pub fn new(queue: mpsc::Sender<Shipment>, task_id: String, attempt_id: String) -> Self {
+    pub(crate) fn new(queue: mpsc::Sender<Shipment>, task_id: String, attempt_id: String) -> Self {
         Self {
             queue,
             task_id,
@@ -59,13 +59,13 @@ impl LogSink {
     }
 
     /// The same sink writing to another stream (1 stdout, 2 stderr).
-    pub fn stream(&self, stream: i32) -> Self {
+    pub(crate) fn stream(&self, stream: i32) -> Self {
         Self { stream, ..self.clone() }
     }
 
     /// Queues a chunk. Waits up to [`QUEUE_WAIT`] for room; while output is
     /// being dropped it does not wait at all.
-    pub async fn send(&self, data: Vec<u8>) {
+    pub(crate) async fn send(&self, data: Vec<u8>) {
         let len = data.len() as u64;
         let hurry = self.dropped.load(Ordering::Relaxed) > 0;
         if hurry && !self.report_dropped(true).await {
@@ -110,7 +110,7 @@ impl LogSink {
     }
 
     /// Waits until everything queued so far is stored (or the shipper gave up).
-    pub async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         self.report_dropped(false).await;
         let (done, stored) = oneshot::channel();
         if self.queue.send(Shipment::Flush(done)).await.is_ok() {
@@ -120,7 +120,7 @@ impl LogSink {
 }
 
 /// Ships until every sender is gone and the queue is empty, or `abandon`.
-pub async fn run(
+pub(crate) async fn run(
     client: Client,
     mut queue: mpsc::Receiver<Shipment>,
     flush_interval: Duration,

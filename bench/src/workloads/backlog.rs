@@ -3,12 +3,11 @@
 //! with a coordinator of its own; then one client claims one task per call
 //! from each in turn, a block of claims at a time, timing each Claim round
 //! trip (each queue is topped up, untimed, after every half-queue of its
-//! claims); p50/p99 per size. Interleaved, the sizes see the same machine:
-//! measured one after the other, a slow spell during one size's claims
-//! moved the ratio between them by as much as the sizes did. The first
-//! claim of each block is not timed: its coordinator's threads had gone
-//! idle while the other size's block ran, and with 20 blocks per size those
-//! wake-ups would have been the 20 worst samples, the p99 itself.
+//! claims); p50/p99 per size. Interleaved, the sizes see the same machine,
+//! so a slow spell of the machine cannot pass for a difference between the
+//! sizes. The first claim of each block is not timed: its coordinator's
+//! threads went idle while the other size's block ran, and those wake-ups
+//! would be the worst samples of each block, enough to make the p99.
 
 use std::time::{Duration, Instant};
 
@@ -138,8 +137,8 @@ pub async fn run(db: &Database, binaries: &Binaries, sizes: &[usize], claims: us
 /// (a spec row and a ready state row each), with ids
 /// laid out as Hive's submit makes them (UUIDv7: the millisecond, then a
 /// count), so the queue sits in the tables and their indexes in submission
-/// order, as a real backlog does. (Random ids had scattered a 1M queue's
-/// claims over every heap page.)
+/// order, as a real backlog does (random ids would scatter a large queue's
+/// claims over every heap page).
 async fn fill(pool: &sqlx::PgPool, n: usize) -> anyhow::Result<()> {
     sqlx::query(
         "with swarm as (insert into swarms (id, name) values (gen_random_uuid(), 'backlog') returning id),

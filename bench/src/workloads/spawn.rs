@@ -2,8 +2,8 @@
 //! process group, scrubbed environment, output pipes) by `procs` workers ×
 //! `concurrency` slots; tasks per second, against the machine's spawn ceiling
 //! (`limits.sh`: `xargs -P 16 /bin/true`), which it also measures itself just
-//! before, with the same N: this machine's spawn rate drifts by half between
-//! runs minutes apart, so only a ceiling taken seconds apart makes a ratio.
+//! before, with the same N: a machine's spawn rate drifts between runs, so
+//! only a ceiling taken seconds apart makes a ratio.
 
 use std::time::Instant;
 

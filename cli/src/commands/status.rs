@@ -9,7 +9,7 @@ use hive_shared::pb;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::Ctx;
-use crate::output::{self, CountsView, SwarmView};
+use crate::output::{self, SwarmView};
 
 /// How often progress is polled.
 const POLL: Duration = Duration::from_millis(250);
@@ -55,7 +55,7 @@ pub async fn run(ctx: &Ctx, args: StatusArgs) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// A refused call, or an unknown swarm.
-pub async fn fetch(ctx: &Ctx, swarm: Option<&str>) -> anyhow::Result<Vec<SwarmView>> {
+pub(crate) async fn fetch(ctx: &Ctx, swarm: Option<&str>) -> anyhow::Result<Vec<SwarmView>> {
     let response = ctx
         .admin()?
         .get_stats(pb::GetStatsRequest { swarm_id: swarm.unwrap_or_default().to_owned() })
@@ -71,7 +71,7 @@ pub async fn fetch(ctx: &Ctx, swarm: Option<&str>) -> anyhow::Result<Vec<SwarmVi
 }
 
 /// Prints swarms as a table or JSON.
-pub fn print(ctx: &Ctx, swarms: &[SwarmView]) {
+pub(crate) fn print(ctx: &Ctx, swarms: &[SwarmView]) {
     if ctx.json {
         output::json(&swarms);
         return;
@@ -83,7 +83,7 @@ pub fn print(ctx: &Ctx, swarms: &[SwarmView]) {
         table.add_row(vec![
             swarm.name.clone(),
             swarm.swarm_id.clone(),
-            format!("{}%", percent(counts)),
+            format!("{}%", swarm.progress_percent),
             counts.ready.to_string(),
             counts.running.to_string(),
             counts.succeeded.to_string(),
@@ -95,37 +95,11 @@ pub fn print(ctx: &Ctx, swarms: &[SwarmView]) {
     output::line(table);
 }
 
-fn percent(counts: CountsView) -> u64 {
-    (counts.finished() * 100).checked_div(counts.total()).unwrap_or(100)
-}
-
-fn summary(swarm: &SwarmView) -> String {
-    let counts = swarm.counts;
-    let mut line = format!(
-        "ready {} · running {} · succeeded {} · dead {} · cancelled {} · left {} · cost {}",
-        counts.ready,
-        counts.running + counts.cancelling,
-        counts.succeeded,
-        counts.dead,
-        counts.cancelled,
-        output::seconds(swarm.remaining_seconds),
-        super::swarms::cost(swarm),
-    );
-    if counts.blocked > 0 {
-        line.push_str(&format!(" · blocked {}", counts.blocked));
-    }
-    for note in &swarm.waiting {
-        line.push_str(" · ");
-        line.push_str(note);
-    }
-    line
-}
-
 /// Shows progress until every task of `swarm_ids` has finished; returns the final counts.
 ///
 /// # Errors
 /// A refused call.
-pub async fn wait(ctx: &Ctx, swarm_ids: &[String]) -> anyhow::Result<Vec<SwarmView>> {
+pub(crate) async fn wait(ctx: &Ctx, swarm_ids: &[String]) -> anyhow::Result<Vec<SwarmView>> {
     let terminal = std::io::stderr().is_terminal();
     let bars = MultiProgress::new();
     let style = ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg}")
@@ -157,13 +131,13 @@ pub async fn wait(ctx: &Ctx, swarm_ids: &[String]) -> anyhow::Result<Vec<SwarmVi
             };
             bar.set_length(swarm.counts.total());
             bar.set_position(swarm.counts.finished());
-            bar.set_message(summary(swarm));
+            bar.set_message(swarm.progress_line());
         }
         let all_done = current.iter().all(|swarm| swarm.counts.finished() == swarm.counts.total());
         if !terminal && (all_done || last_plain.elapsed() >= PLAIN_EVERY) {
             last_plain = Instant::now();
             for swarm in &current {
-                tracing::info!(swarm = %swarm.name, done = swarm.counts.finished(), total = swarm.counts.total(), "{}", summary(swarm));
+                tracing::info!(swarm = %swarm.name, done = swarm.counts.finished(), total = swarm.counts.total(), "{}", swarm.progress_line());
             }
         }
         if all_done {

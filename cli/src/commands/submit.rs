@@ -40,8 +40,7 @@ pub struct SubmitArgs {
 
 /// What a submission returned.
 #[derive(Debug, Serialize)]
-pub struct Submitted {
-    /// Swarm id.
+pub(crate) struct Submitted {
     pub swarm_id: String,
     /// Task ids, in file order, with their keys.
     pub tasks: Vec<SubmittedTask>,
@@ -53,7 +52,7 @@ pub struct Submitted {
 
 /// One submitted task.
 #[derive(Debug, Serialize)]
-pub struct SubmittedTask {
+pub(crate) struct SubmittedTask {
     /// Key from the file.
     pub key: String,
     /// Task id.
@@ -64,7 +63,7 @@ pub struct SubmittedTask {
 ///
 /// # Errors
 /// A task file with problems, or neither a file nor --agent.
-pub fn request(args: &SubmitArgs) -> anyhow::Result<pb::SubmitTasksRequest> {
+pub(crate) fn request(args: &SubmitArgs) -> anyhow::Result<pb::SubmitTasksRequest> {
     let mut request = if let Some(path) = &args.file {
         taskfile::load(path)?.into_request()
     } else {
@@ -93,7 +92,7 @@ pub fn request(args: &SubmitArgs) -> anyhow::Result<pb::SubmitTasksRequest> {
 ///
 /// # Errors
 /// When the coordinator refuses it (nothing is queued then).
-pub async fn send(ctx: &Ctx, request: pb::SubmitTasksRequest) -> anyhow::Result<Submitted> {
+pub(crate) async fn send(ctx: &Ctx, request: pb::SubmitTasksRequest) -> anyhow::Result<Submitted> {
     let keys: Vec<String> = request.tasks.iter().map(|task| task.key.clone()).collect();
     let response = ctx
         .admin()?

@@ -9,7 +9,8 @@ use hive_shared::pb;
 
 use super::Ctx;
 use super::status::fetch;
-use crate::output::{self, SwarmView};
+use crate::client;
+use crate::output;
 use crate::taskfile::{Session, TaskEntry, TaskFile, ValidateEntry};
 
 /// `swarms` subcommands.
@@ -52,7 +53,7 @@ pub async fn run(ctx: &Ctx, command: Option<SwarmsCommand>) -> anyhow::Result<()
             swarm.counts.dead.to_string(),
             output::seconds(swarm.elapsed_seconds),
             output::seconds(swarm.remaining_seconds),
-            cost(swarm),
+            swarm.cost_text(),
             swarm.waiting.join("; "),
         ]);
     }
@@ -60,33 +61,15 @@ pub async fn run(ctx: &Ctx, command: Option<SwarmsCommand>) -> anyhow::Result<()
     Ok(())
 }
 
-/// Spent (and the budget, when there is one).
-pub fn cost(swarm: &SwarmView) -> String {
-    if swarm.budget > 0.0 {
-        format!("{:.2}/{:.2}", swarm.usage.cost, swarm.budget)
-    } else {
-        format!("{:.2}", swarm.usage.cost)
-    }
-}
-
 /// Runs `export`: prints the swarm as a task file.
 ///
 /// # Errors
 /// A refused call, or a swarm with no tasks.
 pub async fn export(ctx: &Ctx, swarm_id: &str) -> anyhow::Result<()> {
-    let mut admin = ctx.admin()?;
-    let mut tasks: Vec<pb::Task> = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let request =
-            pb::ListTasksRequest { swarm_id: swarm_id.to_owned(), page_size: 1000, page_token, ..Default::default() };
-        let page = admin.list_tasks(request).await.map_err(|status| ctx.refused("export", &status))?.into_inner();
-        tasks.extend(page.tasks);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        page_token = page.next_page_token;
-    }
+    let filter = pb::ListTasksRequest { swarm_id: swarm_id.to_owned(), ..Default::default() };
+    let mut tasks = client::list_tasks(&mut ctx.admin()?, filter, usize::MAX)
+        .await
+        .map_err(|status| ctx.refused("export", &status))?;
     let Some(first) = tasks.first() else { anyhow::bail!("swarm {swarm_id} has no tasks (or does not exist)") };
     let swarm = first.swarm.clone();
     tasks.sort_by(|a, b| a.id.cmp(&b.id)); // submission order

@@ -4,6 +4,7 @@ use hive_shared::pb;
 use serde::Serialize;
 
 use super::Ctx;
+use crate::client;
 use crate::output::{self, AttemptView, TaskView};
 
 /// `tasks` subcommands.
@@ -68,27 +69,18 @@ pub async fn run(ctx: &Ctx, command: TasksCommand) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// A bad status word or a refused call.
-pub async fn fetch(ctx: &Ctx, args: &ListArgs) -> anyhow::Result<Vec<TaskView>> {
+pub(crate) async fn fetch(ctx: &Ctx, args: &ListArgs) -> anyhow::Result<Vec<TaskView>> {
     let status = args.status.as_deref().map(parse_status).transpose()?.unwrap_or(pb::TaskStatus::Unspecified);
-    let mut admin = ctx.admin()?;
-    let mut tasks: Vec<TaskView> = Vec::new();
-    let mut page_token = String::new();
-    while tasks.len() < args.limit {
-        let request = pb::ListTasksRequest {
-            status: status.into(),
-            swarm_id: args.swarm.clone().unwrap_or_default(),
-            agent: args.agent.clone().unwrap_or_default(),
-            page_size: u32::try_from(args.limit - tasks.len()).unwrap_or(1000).min(1000),
-            page_token,
-        };
-        let page = admin.list_tasks(request).await.map_err(|status| ctx.refused("list tasks", &status))?.into_inner();
-        tasks.extend(page.tasks.into_iter().map(TaskView::from));
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        page_token = page.next_page_token;
-    }
-    Ok(tasks)
+    let filter = pb::ListTasksRequest {
+        status: status.into(),
+        swarm_id: args.swarm.clone().unwrap_or_default(),
+        agent: args.agent.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let tasks = client::list_tasks(&mut ctx.admin()?, filter, args.limit)
+        .await
+        .map_err(|status| ctx.refused("list tasks", &status))?;
+    Ok(tasks.into_iter().map(TaskView::from).collect())
 }
 
 async fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{Ctx, status, submit};
 use crate::local_pg::{self, Durability, LocalPostgres};
@@ -139,7 +140,8 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
 
     let interrupted = CancellationToken::new();
     let forced = CancellationToken::new();
-    tokio::spawn(hive_shared::signal::watch(interrupted.clone(), forced));
+    let signals = TaskTracker::new();
+    hive_shared::signal::spawn_watch(&signals, interrupted.clone(), forced);
     let mut stack = Stack::default();
     let outcome = tokio::select! {
         outcome = bring_up_and_run(&args, &binaries, &data_dir, &logs, request, json, &mut stack) => outcome,
@@ -238,7 +240,7 @@ async fn wait_healthy(url: &str, stack: &mut Stack, log: &Path) -> anyhow::Resul
         {
             bail!("the coordinator exited ({status}); its log ({}) ends:\n{}", log.display(), tail(log));
         }
-        if health_serving(url).await {
+        if crate::client::serving(url).await {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -250,19 +252,6 @@ async fn wait_healthy(url: &str, stack: &mut Stack, log: &Path) -> anyhow::Resul
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-async fn health_serving(url: &str) -> bool {
-    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.to_owned()) else {
-        return false;
-    };
-    let Ok(channel) = endpoint.connect_timeout(Duration::from_secs(1)).connect().await else {
-        return false;
-    };
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let request = tonic_health::pb::HealthCheckRequest { service: "hive.v1.WorkerService".into() };
-    matches!(health.check(request).await, Ok(response)
-        if response.get_ref().status == i32::from(tonic_health::pb::health_check_response::ServingStatus::Serving))
 }
 
 async fn wait_for_workers(ctx: &Ctx, expected: u32, stack: &mut Stack, logs: &Path) -> anyhow::Result<()> {

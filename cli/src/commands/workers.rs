@@ -86,7 +86,6 @@ async fn list(ctx: &Ctx, include_gone: bool) -> anyhow::Result<()> {
     let mut table =
         output::table(&["name", "id", "status", "busy", "agents", "labels", "cpu", "memory", "agents rss", "seen"]);
     for worker in &workers {
-        let gib = |bytes: u64| bytes as f64 / f64::from(1 << 30);
         table.add_row(vec![
             worker.name.clone(),
             worker.id.clone(),
@@ -95,8 +94,8 @@ async fn list(ctx: &Ctx, include_gone: bool) -> anyhow::Result<()> {
             worker.agents.join(","),
             format!("{:.0}%", worker.cpu_percent),
             worker.labels.iter().map(|(key, value)| format!("{key}={value}")).collect::<Vec<_>>().join(","),
-            format!("{:.1}/{:.1} GiB", gib(worker.memory_used_bytes), gib(worker.memory_total_bytes)),
-            format!("{:.0} MiB", worker.agents_rss_bytes.values().sum::<u64>() as f64 / f64::from(1 << 20)),
+            format!("{:.1}/{:.1} GiB", output::gib(worker.memory_used_bytes), output::gib(worker.memory_total_bytes)),
+            format!("{:.0} MiB", output::mib(worker.agents_rss_bytes.values().sum::<u64>())),
             output::ago(worker.last_seen_at),
         ]);
     }

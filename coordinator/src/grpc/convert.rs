@@ -8,7 +8,9 @@ use serde_json::Value as Json;
 
 use crate::db;
 use crate::error::{Error, Result};
-use crate::tasks::report::Spend;
+use crate::tasks::logs::HIVE_STREAM;
+use crate::tasks::report::{Ack, Spend};
+use crate::tasks::retry::{FailureClass, Stop};
 use crate::tasks::submit::{NewTask, Validate};
 
 /// Parses an id field, naming the field on failure.
@@ -30,6 +32,69 @@ fn optional_duration(
             from_duration(value).map(Some).ok_or_else(|| Error::invalid(field(), "must be a positive duration"))
         }
     }
+}
+
+/// Decodes an optional wait: unset is no wait, a negative one is refused.
+pub fn wait(field: &str, value: Option<&prost_types::Duration>) -> Result<std::time::Duration> {
+    Ok(optional_duration(|| field.to_owned(), value)?.unwrap_or_default())
+}
+
+/// Decodes the slots a worker registers with: at least one, and few enough
+/// to store.
+pub fn slots(slots: u32) -> Result<i32> {
+    if slots == 0 {
+        return Err(Error::invalid("slots", "must be at least 1"));
+    }
+    i32::try_from(slots).map_err(|_| Error::invalid("slots", format!("{slots} is more than {}", i32::MAX)))
+}
+
+/// Decodes how many tasks a claim asks for: at least one (the coordinator
+/// may hand out fewer, up to its batch limit).
+pub fn max_tasks(max_tasks: u32) -> Result<u32> {
+    if max_tasks == 0 {
+        return Err(Error::invalid("max_tasks", "must be at least 1"));
+    }
+    Ok(max_tasks)
+}
+
+/// Decodes how a reported attempt stopped; an unset class counts as
+/// transient, as the protocol says.
+pub fn stop(field: impl FnOnce() -> String, class: i32) -> Result<Stop> {
+    match pb::FailureClass::try_from(class) {
+        Ok(pb::FailureClass::Permanent) => Ok(Stop::Failed(FailureClass::Permanent)),
+        Ok(pb::FailureClass::Transient | pb::FailureClass::Unspecified) => Ok(Stop::Failed(FailureClass::Transient)),
+        Ok(pb::FailureClass::Interrupted) => Ok(Stop::Interrupted),
+        Ok(pb::FailureClass::Cancelled) => Ok(Stop::Cancelled),
+        Err(_) => Err(Error::invalid(field(), format!("{class} is not a failure class"))),
+    }
+}
+
+/// Decodes a log chunk's stream into the number stored with it.
+pub fn log_stream(field: impl FnOnce() -> String, stream: i32) -> Result<i16> {
+    match pb::LogStream::try_from(stream) {
+        Ok(pb::LogStream::Stdout) => Ok(1),
+        Ok(pb::LogStream::Stderr) => Ok(2),
+        Ok(pb::LogStream::Hive) => Ok(HIVE_STREAM),
+        Ok(pb::LogStream::Unspecified) | Err(_) => {
+            Err(Error::invalid(field(), format!("{stream} is not a stream (stdout, stderr or hive)")))
+        }
+    }
+}
+
+/// Encodes the acknowledgement of each reported attempt, in order.
+pub fn acks(attempts: Vec<String>, acks: Vec<Ack>) -> Vec<pb::Ack> {
+    attempts
+        .into_iter()
+        .zip(acks)
+        .map(|(attempt_id, ack)| {
+            let (status, message) = match ack {
+                Ack::Recorded => (pb::AckStatus::Recorded, String::new()),
+                Ack::AlreadyRecorded => (pb::AckStatus::AlreadyRecorded, String::new()),
+                Ack::LeaseLost(message) => (pb::AckStatus::LeaseLost, message),
+            };
+            pb::Ack { attempt_id, status: status.into(), message }
+        })
+        .collect()
 }
 
 /// Decodes a submitted task spec.
@@ -68,15 +133,27 @@ pub fn new_task(index: usize, spec: pb::TaskSpec) -> Result<NewTask> {
     })
 }
 
-/// Decodes what an agent reported using.
-pub fn spend(session_id: String, usage: Option<pb::Usage>) -> Spend {
+/// Decodes what an agent reported using; `field` names the report (`completions[3]`).
+pub fn spend(field: &str, session_id: String, usage: Option<pb::Usage>) -> Result<Spend> {
     let usage = usage.unwrap_or_default();
-    Spend {
-        session_id: (!session_id.is_empty()).then_some(session_id),
-        input_tokens: (usage.input_tokens > 0).then(|| i64::try_from(usage.input_tokens).unwrap_or(i64::MAX)),
-        output_tokens: (usage.output_tokens > 0).then(|| i64::try_from(usage.output_tokens).unwrap_or(i64::MAX)),
-        cost: (usage.cost.is_finite() && usage.cost > 0.0).then_some(usage.cost),
+    let tokens = |name: &str, count: u64| {
+        let count = i64::try_from(count).map_err(|_| {
+            Error::invalid(format!("{field}.usage.{name}"), format!("{count} is more than {}", i64::MAX))
+        })?;
+        Ok::<_, Error>((count > 0).then_some(count))
+    };
+    if !(usage.cost.is_finite() && usage.cost >= 0.0) {
+        return Err(Error::invalid(
+            format!("{field}.usage.cost"),
+            format!("{}; must be a finite amount, not negative", usage.cost),
+        ));
     }
+    Ok(Spend {
+        session_id: (!session_id.is_empty()).then_some(session_id),
+        input_tokens: tokens("input_tokens", usage.input_tokens)?,
+        output_tokens: tokens("output_tokens", usage.output_tokens)?,
+        cost: (usage.cost > 0.0).then_some(usage.cost),
+    })
 }
 
 fn usage(input_tokens: i64, output_tokens: i64, cost: f64) -> pb::Usage {

@@ -1,11 +1,56 @@
 //! The one mapping from coordinator errors to gRPC status codes. Internal
 //! failures are logged here, with their full chain, and reach the caller as a
-//! generic message.
+//! generic message. During a database outage every call fails the same way,
+//! so each kind of failure is logged at ERROR at most once per
+//! [`LOG_EVERY`]; the next line says how many were left out, and those are
+//! logged at DEBUG.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tonic::{Code, Status};
-use tracing::error;
+use tracing::{debug, error};
 
 use crate::error::Error;
+
+/// Shortest time between two ERROR lines of one kind.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Failures that reached callers as UNAVAILABLE.
+static UNAVAILABLE: LogLimit = LogLimit::new(LOG_EVERY);
+/// Failures that reached callers as INTERNAL.
+static INTERNAL: LogLimit = LogLimit::new(LOG_EVERY);
+
+/// Lets one line through per interval and counts the ones it holds back.
+#[derive(Debug)]
+struct LogLimit {
+    interval: Duration,
+    state: Mutex<LogState>,
+}
+
+#[derive(Debug)]
+struct LogState {
+    last_logged: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    const fn new(interval: Duration) -> Self {
+        Self { interval, state: Mutex::new(LogState { last_logged: None, suppressed: 0 }) }
+    }
+
+    /// Whether a line may be logged at `now`: `Some(n)` with the `n` lines
+    /// held back since the last one, or `None` (counted) within the interval.
+    fn admit(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state.last_logged.is_some_and(|last| now.saturating_duration_since(last) < self.interval) {
+            state.suppressed += 1;
+            return None;
+        }
+        state.last_logged = Some(now);
+        Some(std::mem::take(&mut state.suppressed))
+    }
+}
 
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
@@ -16,11 +61,17 @@ impl From<Error> for Status {
             Error::LeaseLost { .. } => Code::Aborted,
             Error::ShuttingDown | Error::BeatsNotRecorded => Code::Unavailable,
             Error::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
-                error!(error = ?err, "database unavailable");
+                match UNAVAILABLE.admit(Instant::now()) {
+                    Some(suppressed) => error!(error = ?err, suppressed, "database unavailable"),
+                    None => debug!(error = ?err, "database unavailable"),
+                }
                 return Status::unavailable("the database is unavailable; retry shortly");
             }
             Error::Database(inner) => {
-                error!(error = %inner, "internal error");
+                match INTERNAL.admit(Instant::now()) {
+                    Some(suppressed) => error!(error = %inner, suppressed, "internal error"),
+                    None => debug!(error = %inner, "internal error"),
+                }
                 return Status::internal("internal error (logged by the coordinator)");
             }
         };
@@ -53,6 +104,20 @@ mod tests {
             assert_eq!(status.code(), code);
             assert!(status.message().contains(needle), "{}", status.message());
         }
+    }
+
+    #[test]
+    fn the_log_limit_lets_one_line_through_per_interval_and_counts_the_rest() {
+        let limit = LogLimit::new(Duration::from_secs(10));
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        assert_eq!(limit.admit(at(0)), Some(0), "the first line goes through");
+        assert_eq!(limit.admit(at(1)), None);
+        assert_eq!(limit.admit(at(9)), None);
+        assert_eq!(limit.admit(at(10)), Some(2), "the next line reports the two held back");
+        assert_eq!(limit.admit(at(11)), None);
+        assert_eq!(limit.admit(at(30)), Some(1));
+        assert_eq!(limit.admit(at(45)), Some(0), "a quiet interval holds nothing back");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::pin::Pin;
 
 use futures_util::Stream;
-use hive_shared::convert::{duration, from_duration, struct_to_json};
+use hive_shared::convert::{duration, struct_to_json};
 use hive_shared::ids::{AttemptId, TaskId, WorkerId};
 use hive_shared::pb::{self, worker_service_server::WorkerService};
 use tokio::sync::mpsc;
@@ -15,8 +15,7 @@ use super::convert::{self, assignment, parse_id};
 use crate::app::App;
 use crate::error::Result;
 use crate::tasks::logs;
-use crate::tasks::report::{self, Ack};
-use crate::tasks::retry::{FailureClass, Stop};
+use crate::tasks::report;
 use crate::{db, scheduler, workers};
 
 /// The WorkerService implementation.
@@ -43,21 +42,6 @@ fn ids(index: usize, list: &str, task: &str, attempt: &str) -> Result<(TaskId, A
     ))
 }
 
-fn encode_acks(attempts: Vec<String>, acks: Vec<Ack>) -> Vec<pb::Ack> {
-    attempts
-        .into_iter()
-        .zip(acks)
-        .map(|(attempt_id, ack)| {
-            let (status, message) = match ack {
-                Ack::Recorded => (pb::AckStatus::Recorded, String::new()),
-                Ack::AlreadyRecorded => (pb::AckStatus::AlreadyRecorded, String::new()),
-                Ack::LeaseLost(message) => (pb::AckStatus::LeaseLost, message),
-            };
-            pb::Ack { attempt_id, status: status.into(), message }
-        })
-        .collect()
-}
-
 type HeartbeatStream = Pin<Box<dyn Stream<Item = Result<pb::HeartbeatResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -70,7 +54,7 @@ impl WorkerService for WorkerApi {
             name: &request.name,
             hostname: &request.hostname,
             agents: &request.agents,
-            slots: i32::try_from(request.slots).unwrap_or(i32::MAX),
+            slots: convert::slots(request.slots)?,
             version: &request.version,
             labels: serde_json::to_value(&request.labels).unwrap_or_default(),
         };
@@ -86,9 +70,10 @@ impl WorkerService for WorkerApi {
     async fn claim(&self, request: Request<pb::ClaimRequest>) -> Result<Response<pb::ClaimResponse>, Status> {
         let request = request.into_inner();
         let worker = worker_id(&request.worker_id)?;
-        let wait = request.wait.as_ref().and_then(from_duration).unwrap_or_default();
+        let max_tasks = convert::max_tasks(request.max_tasks)?;
+        let wait = convert::wait("wait", request.wait.as_ref())?;
         let app = &self.app;
-        let claim = scheduler::ClaimRequest { worker, max_tasks: request.max_tasks, wait, agents: request.agents };
+        let claim = scheduler::ClaimRequest { worker, max_tasks, wait, agents: request.agents };
         let claimed =
             scheduler::claim(&app.hot_pool, &app.notifications, &app.config, &claim, &app.rpc_shutdown).await?;
         Ok(Response::new(pb::ClaimResponse { assignments: claimed.into_iter().map(assignment).collect() }))
@@ -106,11 +91,11 @@ impl WorkerService for WorkerApi {
                 task,
                 attempt,
                 result: item.result.map(struct_to_json).unwrap_or_default(),
-                spend: convert::spend(item.session_id, item.usage),
+                spend: convert::spend(&format!("completions[{index}]"), item.session_id, item.usage)?,
             });
         }
         let acks = report::complete(&self.app.hot_pool, &self.app.config.limits, completions).await?;
-        Ok(Response::new(pb::CompleteResponse { acks: encode_acks(attempts, acks) }))
+        Ok(Response::new(pb::CompleteResponse { acks: convert::acks(attempts, acks) }))
     }
 
     #[instrument(skip_all, fields(worker_id = %request.get_ref().worker_id, n = request.get_ref().failures.len()))]
@@ -120,12 +105,7 @@ impl WorkerService for WorkerApi {
         let mut failures = Vec::with_capacity(request.failures.len());
         for (index, item) in request.failures.into_iter().enumerate() {
             let (task, attempt) = ids(index, "failures", &item.task_id, &item.attempt_id)?;
-            let stop = match item.class() {
-                pb::FailureClass::Permanent => Stop::Failed(FailureClass::Permanent),
-                pb::FailureClass::Transient | pb::FailureClass::Unspecified => Stop::Failed(FailureClass::Transient),
-                pb::FailureClass::Interrupted => Stop::Interrupted,
-                pb::FailureClass::Cancelled => Stop::Cancelled,
-            };
+            let stop = convert::stop(|| format!("failures[{index}].class"), item.class)?;
             attempts.push(item.attempt_id);
             failures.push(report::Failure {
                 task,
@@ -134,14 +114,14 @@ impl WorkerService for WorkerApi {
                 error: item.error,
                 exit_code: item.exit_code,
                 signal: item.signal,
-                spend: convert::spend(item.session_id, item.usage),
+                spend: convert::spend(&format!("failures[{index}]"), item.session_id, item.usage)?,
             });
         }
         let (acks, earliest_retry) = report::fail(&self.app.hot_pool, &self.app.config.tasks, failures).await?;
         if let Some(delay) = earliest_retry {
             self.app.wake_after(delay);
         }
-        Ok(Response::new(pb::FailResponse { acks: encode_acks(attempts, acks) }))
+        Ok(Response::new(pb::FailResponse { acks: convert::acks(attempts, acks) }))
     }
 
     type HeartbeatStream = HeartbeatStream;
@@ -152,7 +132,7 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<Self::HeartbeatStream>, Status> {
         let (replies, outbound) = mpsc::channel(workers::session::REPLY_BUFFER);
         let app = &self.app;
-        app.tracker.spawn(workers::session::run(
+        let session = workers::session::run(
             app.pool.clone(),
             app.config.clone(),
             app.beats.clone(),
@@ -160,7 +140,8 @@ impl WorkerService for WorkerApi {
             request.into_inner(),
             replies,
             app.rpc_shutdown.clone(),
-        ));
+        );
+        hive_shared::tracked::spawn(&app.tracker, "heartbeat session", session);
         Ok(Response::new(Box::pin(ReceiverStream::new(outbound))))
     }
 
@@ -171,7 +152,7 @@ impl WorkerService for WorkerApi {
         let request = request.into_inner();
         let task = parse_id("task_id", &request.task_id, TaskId::parse)?;
         let attempt = parse_id("attempt_id", &request.attempt_id, AttemptId::parse)?;
-        let wait = request.wait.as_ref().and_then(from_duration).unwrap_or_default();
+        let wait = convert::wait("wait", request.wait.as_ref())?;
         let holder = crate::tasks::locks::acquire(&self.app.pool, task, attempt, &request.key, wait).await?;
         Ok(Response::new(pb::AcquireLockResponse {
             acquired: holder.is_none(),
@@ -201,11 +182,7 @@ impl WorkerService for WorkerApi {
             let mut chunks = Vec::with_capacity(batch.chunks.len());
             for (index, chunk) in batch.chunks.into_iter().enumerate() {
                 let (task, attempt) = ids(index, "chunks", &chunk.task_id, &chunk.attempt_id)?;
-                let stream = match chunk.stream() {
-                    pb::LogStream::Stderr => 2,
-                    pb::LogStream::Hive => logs::HIVE_STREAM,
-                    pb::LogStream::Stdout | pb::LogStream::Unspecified => 1,
-                };
+                let stream = convert::log_stream(|| format!("chunks[{index}].stream"), chunk.stream)?;
                 let seq = i64::try_from(chunk.seq)
                     .map_err(|_| crate::error::Error::invalid(format!("chunks[{index}].seq"), "is too large"))?;
                 chunks.push(logs::Chunk { task, attempt, seq, stream, data: chunk.data });

@@ -3,11 +3,14 @@
 //! streamed ([`output`]), and how it is waited on and stopped ([`supervise`]).
 //! File work runs off the async threads ([`blocking_io`]).
 
-pub mod orphans;
-pub mod output;
-pub mod spawn;
-pub mod supervise;
-pub mod workdir;
+pub(crate) mod orphans;
+pub(crate) mod output;
+pub(crate) mod spawn;
+pub(crate) mod supervise;
+pub(crate) mod workdir;
+
+#[cfg(test)]
+mod tests;
 
 /// Runs blocking file work on tokio's blocking pool; a job that panicked or
 /// was cancelled is reported as an I/O error like any other.

@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 use tracing::{info, warn};
 
 /// Name of the file holding the process group id and attempt id of the folder's last agent.
-pub const PGID_FILE: &str = "agent.pgid";
+pub(crate) const PGID_FILE: &str = "agent.pgid";
 
 /// Records an agent's process group and attempt in its scratch folder.
 ///
@@ -27,9 +27,9 @@ pub const PGID_FILE: &str = "agent.pgid";
 /// at a fixed width (the process group id padded to u32's ten digits, the
 /// attempt id, 36 characters, to 64), not truncated and written anew. On
 /// ext4 a file truncated to nothing and rewritten is flushed when it is
-/// closed (`auto_da_alloc`): in the spawn workload that flush, the truncation
-/// and the blocks freed and allocated again were a tenth of the workers' CPU.
-pub async fn record(scratch: &Path, pgid: u32, attempt: &str) {
+/// closed (`auto_da_alloc`), and its blocks are freed and allocated again:
+/// work per spawn that an overwrite in place avoids.
+pub(crate) async fn record(scratch: &Path, pgid: u32, attempt: &str) {
     let (path, record) = (scratch.join(PGID_FILE), format!("{pgid:>10} {attempt:<64}"));
     let written = super::blocking_io(move || {
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
@@ -47,7 +47,7 @@ const OWNER_LEN: usize = 36;
 /// A live worker's hold on its folders under a `work_dir`; the kernel
 /// releases it however the process ends.
 #[derive(Debug)]
-pub struct Hold {
+pub(crate) struct Hold {
     _lock: Flock<File>,
 }
 
@@ -55,7 +55,7 @@ pub struct Hold {
 ///
 /// # Errors
 /// When the lock file cannot be made or is held by another process.
-pub fn hold(work_dir: &Path, owner: &str) -> std::io::Result<Hold> {
+pub(crate) fn hold(work_dir: &Path, owner: &str) -> std::io::Result<Hold> {
     std::fs::create_dir_all(work_dir)?;
     let file = OpenOptions::new().create(true).truncate(false).write(true).open(lock_file(work_dir, owner))?;
     let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| std::io::Error::from(errno))?;
@@ -74,7 +74,7 @@ fn owner_lives(work_dir: &Path, name: &str) -> bool {
 }
 
 /// Kills agents a previous worker left under `work_dir` and removes their folders; returns how many were killed.
-pub async fn reap(work_dir: &Path) -> usize {
+pub(crate) async fn reap(work_dir: &Path) -> usize {
     let work_dir = work_dir.to_path_buf();
     tokio::task::spawn_blocking(move || reap_blocking(&work_dir)).await.unwrap_or(0)
 }

@@ -9,13 +9,13 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::shipper::LogSink;
 
 /// Longest stdout line considered as a JSON result; longer lines are skipped.
-pub const MAX_RESULT_LINE: usize = 1024 * 1024;
+pub(crate) const MAX_RESULT_LINE: usize = 1024 * 1024;
 /// How much of stderr's end is kept for error messages.
-pub const TAIL_BYTES: usize = 2048;
+pub(crate) const TAIL_BYTES: usize = 2048;
 
 /// What a finished pump learned about its stream.
 #[derive(Debug, Default)]
-pub struct Pumped {
+pub(crate) struct Pumped {
     /// The last complete line that parsed as a JSON object.
     pub last_json: Option<JsonObject>,
     /// The first capture group of the last line the session regex matched.
@@ -26,7 +26,7 @@ pub struct Pumped {
 
 /// What to look for in each complete line.
 #[derive(Debug, Clone, Default)]
-pub struct Watch {
+pub(crate) struct Watch {
     /// Keep the last JSON-object line.
     pub json: bool,
     /// Keep the session id this regex finds.
@@ -83,7 +83,7 @@ impl LineTracker {
 }
 
 /// Reads `reader` to its end, shipping every chunk through `sink`.
-pub async fn pump(mut reader: impl AsyncRead + Unpin, sink: LogSink, chunk_size: usize, watch: Watch) -> Pumped {
+pub(crate) async fn pump(mut reader: impl AsyncRead + Unpin, sink: LogSink, chunk_size: usize, watch: Watch) -> Pumped {
     let mut buffer = vec![0_u8; chunk_size];
     let track = watch.json || watch.session.is_some();
     let mut lines = LineTracker { watch, ..LineTracker::default() };

@@ -11,11 +11,12 @@ use crate::config::{AgentConfig, PromptMode};
 use crate::process::workdir::Scratch;
 
 /// Variables passed from the worker's environment to every agent.
-pub const BASE_ALLOWLIST: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "TERM"];
+pub(crate) const BASE_ALLOWLIST: &[&str] =
+    &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "TERM"];
 
 /// What identifies an attempt to its agent.
 #[derive(Debug, Clone)]
-pub struct HiveVars {
+pub(crate) struct HiveVars {
     /// `HIVE_TASK_ID`.
     pub task_id: String,
     /// `HIVE_ATTEMPT_ID`.
@@ -27,7 +28,7 @@ pub struct HiveVars {
 }
 
 /// Builds the command for one attempt; `inherited` is the worker's own environment.
-pub fn command(
+pub(crate) fn command(
     agent: &AgentConfig,
     prompt: &str,
     vars: &HiveVars,

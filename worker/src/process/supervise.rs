@@ -29,7 +29,7 @@ const DRAIN_OUTPUT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How an agent run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     /// It exited with this code.
     Code(i32),
     /// A signal ended it.
@@ -44,7 +44,7 @@ pub enum Exit {
 
 /// Everything learned from one run.
 #[derive(Debug)]
-pub struct Finished {
+pub(crate) struct Finished {
     /// How it ended.
     pub exit: Exit,
     /// The last JSON object line of stdout.
@@ -57,13 +57,13 @@ pub struct Finished {
 
 impl Finished {
     /// A run that produced no output.
-    pub fn without_output(exit: Exit) -> Self {
+    pub(crate) fn without_output(exit: Exit) -> Self {
         Self { exit, stdout_json: None, session: None, stderr_tail: String::new() }
     }
 }
 
 /// One agent run to supervise.
-pub struct Run<'a> {
+pub(crate) struct Run<'a> {
     /// The agent's config.
     pub agent: &'a AgentConfig,
     /// The prompt.
@@ -83,7 +83,7 @@ pub struct Run<'a> {
 }
 
 /// Runs the agent to its end; never panics on anything the agent does.
-pub async fn run(run: Run<'_>, sink: LogSink, cancel: &CancellationToken) -> Finished {
+pub(crate) async fn run(run: Run<'_>, sink: LogSink, cancel: &CancellationToken) -> Finished {
     let inherited = |name: &str| -> Option<OsString> { std::env::var_os(name) };
     let mut command = spawn::command(run.agent, run.prompt, run.vars, run.scratch, inherited);
     let mut child = match command.spawn() {

@@ -6,10 +6,9 @@
 //! Folders are reused: each attempt takes one from a pool (one per slot in
 //! use) and empties it when done, keeping only the process-group record. A
 //! folder and files made and removed per attempt cost ext4 an inode search
-//! each time (`recently_deleted`, `find_inode_bit`): a fifth of all CPU
-//! when spawning `/bin/true` agents (`hive-bench spawn` under `perf`). With
-//! `keep_work_dirs`, each attempt gets its own folder, named after it, and
-//! it stays.
+//! each time (`recently_deleted`, `find_inode_bit`), which dominates the
+//! cost of spawning short agents. With `keep_work_dirs`, each attempt gets
+//! its own folder, named after it, and it stays.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -22,19 +21,18 @@ use super::orphans::PGID_FILE;
 
 /// A JSON file handed to an agent, and the variable that names it.
 #[derive(Debug, Clone)]
-pub struct JsonFile {
+pub(crate) struct JsonFile {
     /// Environment variable (e.g. `HIVE_INPUT_FILE`).
     pub variable: &'static str,
     /// File name in the scratch folder.
     pub name: &'static str,
-    /// Content.
     pub content: JsonObject,
 }
 
 /// The scratch folders of one worker process under its `work_dir` (named
 /// after the process, as several workers may share a `work_dir`).
 #[derive(Debug)]
-pub struct Folders {
+pub(crate) struct Folders {
     root: PathBuf,
     owner: String,
     keep: bool,
@@ -44,7 +42,7 @@ pub struct Folders {
 
 impl Folders {
     /// Folders of worker `owner` under `root`; with `keep`, one per attempt, never emptied.
-    pub fn new(root: PathBuf, owner: String, keep: bool) -> Self {
+    pub(crate) fn new(root: PathBuf, owner: String, keep: bool) -> Self {
         Self { root, owner, keep, free: Mutex::default(), made: AtomicUsize::new(0) }
     }
 
@@ -68,7 +66,7 @@ impl Folders {
 
 /// The scratch folder of one attempt and the files in it.
 #[derive(Debug, Clone)]
-pub struct Scratch {
+pub(crate) struct Scratch {
     /// The folder.
     pub dir: PathBuf,
     /// Where the agent may write its result (`$HIVE_RESULT_FILE`).
@@ -85,7 +83,7 @@ impl Scratch {
     ///
     /// # Errors
     /// File system failures (the folder goes back to the pool, emptied).
-    pub async fn create(
+    pub(crate) async fn create(
         folders: &Folders,
         attempt: AttemptId,
         prompt: Option<&str>,
@@ -109,7 +107,7 @@ impl Scratch {
 
     /// Empties the folder (all the agent left too, but the process-group
     /// record) and hands it back; with `keep_work_dirs`, leaves it as it is.
-    pub async fn finish(self, folders: &Folders) {
+    pub(crate) async fn finish(self, folders: &Folders) {
         if folders.keep {
             return;
         }

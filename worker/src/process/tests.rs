@@ -6,13 +6,13 @@
 
 use std::time::{Duration, Instant};
 
+use crate::config::{AgentConfig, PromptMode, UnlistedExit};
+use crate::process::spawn::HiveVars;
+use crate::process::supervise::{self, Exit, Finished, Run};
+use crate::process::workdir::{Folders, Scratch};
+use crate::shipper::{LogSink, Shipment};
 use hive_shared::ids::AttemptId;
 use hive_shared::pb;
-use hive_worker::config::{AgentConfig, PromptMode, UnlistedExit};
-use hive_worker::process::spawn::HiveVars;
-use hive_worker::process::supervise::{self, Exit, Finished, Run};
-use hive_worker::process::workdir::{Folders, Scratch};
-use hive_worker::shipper::{LogSink, Shipment};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

@@ -1,0 +1,64 @@
+//! Spawning onto a [`TaskTracker`] so that a task's failure is seen: the
+//! tracker owns the task (shutdown waits for it), and a panic is logged at
+//! ERROR with the task's name instead of vanishing with its join handle.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// Spawns `future` on `tracker`, in the caller's span; logs it by `task`
+/// name if it panics.
+pub fn spawn<F>(tracker: &TaskTracker, task: &'static str, future: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let watched = async move {
+        if let Err(panic) = AssertUnwindSafe(future).catch_unwind().await {
+            tracing::error!(task, panic = panic_message(panic.as_ref()), "task panicked");
+        }
+    };
+    tracker.spawn(watched.in_current_span());
+}
+
+/// The text a panic was raised with, when it was raised with text.
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_is_caught_and_the_others_still_run() {
+        let tracker = TaskTracker::new();
+        let ran = Arc::new(AtomicBool::new(false));
+        spawn(&tracker, "doomed", async { panic!("on purpose") });
+        let flag = Arc::clone(&ran);
+        spawn(&tracker, "fine", async move { flag.store(true, Ordering::SeqCst) });
+        tracker.close();
+        tracker.wait().await;
+        assert!(ran.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn panic_messages_are_read_from_str_and_string_payloads() {
+        let text: Box<dyn Any + Send> = Box::new("static text");
+        let owned: Box<dyn Any + Send> = Box::new(String::from("formatted 7"));
+        let other: Box<dyn Any + Send> = Box::new(7_u8);
+        assert_eq!(panic_message(text.as_ref()), "static text");
+        assert_eq!(panic_message(owned.as_ref()), "formatted 7");
+        assert_eq!(panic_message(other.as_ref()), "(not a string)");
+    }
+}
