@@ -382,3 +382,23 @@ async fn log_chunks_of_no_known_stream_are_refused() {
     }
     coordinator.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_with_nonsense_figures_is_refused_naming_the_field() {
+    let (_db, coordinator, mut worker) = coordinator_and_worker().await;
+    let beat = |free_slots: u32, cpu_percent: f64| pb::HeartbeatRequest {
+        worker_id: worker.id.clone(),
+        free_slots,
+        resources: Some(pb::ResourceUsage { cpu_percent, ..Default::default() }),
+        ..Default::default()
+    };
+    for (request, expected) in [
+        (beat(u32::MAX, 1.0), "free_slots: is larger than"),
+        (beat(1, f64::NAN), "resources.cpu_percent: must be a percentage"),
+        (beat(1, -5.0), "resources.cpu_percent: must be a percentage"),
+    ] {
+        let mut replies = worker.client.heartbeat(tokio_stream::iter([request])).await.unwrap().into_inner();
+        assert_refused(replies.message().await, expected);
+    }
+    coordinator.stop().await.unwrap();
+}

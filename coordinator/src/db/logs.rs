@@ -132,6 +132,20 @@ pub async fn update_budgets(
     Ok(())
 }
 
+/// Whether a task's output hit its cap; `None` for an unknown task.
+pub async fn truncated(executor: impl PgExecutor<'_>, task: Uuid) -> sqlx::Result<Option<bool>> {
+    sqlx::query_scalar!(
+        r#"
+        select coalesce(o.truncated, false) as "truncated!"
+        from task_states s left join task_output o on o.task_id = s.task_id
+        where s.task_id = $1
+        "#,
+        task
+    )
+    .fetch_optional(executor)
+    .await
+}
+
 /// One stored chunk.
 #[derive(Debug)]
 pub struct ChunkRow {

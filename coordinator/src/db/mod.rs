@@ -49,36 +49,30 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
 
 /// Opens (lazily) the pool for the workers' hot path — claims, outcomes,
 /// heartbeats, output — whose connections plan each statement once
-/// (`plan_cache_mode = force_generic_plan`) instead of on every call: the
-/// claim and Complete statements took about 1 ms to plan and under 1 ms to
-/// run for a few tasks (`hive-bench spawn --log-statements plans`). Every
-/// statement run here is written so its generic plan looks rows up by id
-/// or walks the claim index, whatever the parameters.
+/// (`plan_cache_mode = force_generic_plan`) instead of on every call: for a
+/// batch of a few tasks, planning the claim or Complete costs as much as
+/// running it. Every statement run here is written so its generic plan
+/// looks rows up by id or walks one of the indexes `docs/data-model.md`
+/// lists, whatever the parameters.
 ///
-/// Sequential scans are off here (`enable_seqscan = off`, which prices them
-/// out rather than forbidding them): a generic plan made while a table is
-/// small lives on as it grows. Complete's plan, made while `attempts` was
-/// nearly empty, had kept seq-scanning it with `id = any(…)` as a filter —
-/// 512 comparisons per row, a fifth of the Complete calls in a 50k-task drain.
+/// Sequential scans are priced out here (`enable_seqscan = off`): a generic
+/// plan made while a table is small lives on as it grows, and a scan with
+/// the batch's ids as a filter compares every row with every id.
 ///
-/// Bitmap scans are off here (`enable_bitmapscan = off`): the planner took
-/// them for the per-task probes of a batch — a claimed task's dependencies,
-/// a completed task's dependents and locks — where each probe finds a row
-/// or none, and building a bitmap for it cost 1.3 µs against 0.8 for a plain
-/// index scan (`EXPLAIN ANALYZE` of 20,000 probes).
+/// Bitmap scans are off here (`enable_bitmapscan = off`): the per-task
+/// probes of a batch — a claimed task's dependencies, a completed task's
+/// dependents and locks — each find a row or none, where building a bitmap
+/// costs more than a plain index scan.
 ///
 /// JIT compilation is off here (`jit = off`): a generic plan prices its
-/// `limit $n` at a tenth of the table, so with a million tasks queued the
-/// claim's estimated cost passed the JIT thresholds, and each claim of one
-/// task spent 660 ms compiling its expressions (`hive-bench --workloads
-/// backlog --log-statements plans`) to run them for 0.2 ms.
+/// `limit $n` at a tenth of the table, so with a large queue the claim's
+/// estimated cost passes the JIT thresholds, and compiling its expressions
+/// would take far longer than running them for a few tasks.
 ///
 /// Each connection prepares and plans the claim, Complete and heartbeat
 /// statements as it opens ([`prepare_hot_path`]), and [`open_hot_pool`]
-/// opens them all at start (the pool keeps them): the first claims after a
-/// start no longer wait for connections to open and statements to be parsed
-/// (10–20 ms each, one after another, at the start of every drain in
-/// `hive-bench`).
+/// opens them all at start (the pool keeps them), so the first claims after
+/// a start do not wait for connections to open and statements to be parsed.
 ///
 /// # Errors
 /// A malformed URL.
@@ -146,14 +140,12 @@ const HOT_PING_AFTER: Duration = Duration::from_secs(1);
 ///
 /// More of the hot path's statements in flight than the database has cores
 /// only queue inside PostgreSQL, where its backends take turns on the cores
-/// and on each other's locks; fewer connections keep the queue in
-/// the coordinator instead. In the batched drain on a 2-core machine
-/// (BENCHMARKS.md, item 31), 2 hot connections drained 14 % more tasks per
-/// second than 8, with 8 % less PostgreSQL CPU per task; 3 and 4 fell in
-/// between. The coordinator cannot see the database server's cores, so
-/// it counts its own: right where the two share a host (`hivectl up`'s
-/// embedded database, a single machine); with a larger server elsewhere,
-/// set `database.hot_connections` to its cores.
+/// and concurrent claims skip each other's locked rows; fewer connections
+/// keep the queue in the coordinator instead (BENCHMARKS.md, "Knobs"). The
+/// coordinator cannot see the database server's cores, so it counts its
+/// own: right where the two share a host (`hivectl up`'s embedded database,
+/// a single machine); with a larger server elsewhere, set
+/// `database.hot_connections` to its cores.
 pub fn hot_connections(config: &DatabaseConfig) -> u32 {
     config.hot_connections.unwrap_or_else(|| {
         let cores = std::thread::available_parallelism().map_or(2, |cores| cores.get());

@@ -12,9 +12,6 @@ use crate::tasks::state::TaskStatus;
 use crate::tasks::submit::Submission;
 use crate::{db, tasks, workers};
 
-/// Largest page of log chunks.
-const MAX_LOG_PAGE: u32 = 10_000;
-
 /// The AdminService implementation.
 #[derive(Debug, Clone)]
 pub struct AdminApi {
@@ -161,24 +158,15 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::GetTaskLogsResponse>, Status> {
         let request = request.into_inner();
         let task = parse_id("task_id", &request.task_id, TaskId::parse)?;
-        let attempt = optional_id("attempt_id", &request.attempt_id, AttemptId::parse)?.map(|id| id.0);
+        let attempt = optional_id("attempt_id", &request.attempt_id, AttemptId::parse)?;
         let cursor = i64::try_from(request.cursor).map_err(|_| Error::invalid("cursor", "is too large"))?;
-        let limit = match request.limit {
-            0 => 1000,
-            limit => limit.min(MAX_LOG_PAGE),
-        };
-        let pool = &self.app.pool;
-        let row = db::tasks::get(pool, task.0).await.map_err(Error::from)?.ok_or(Error::TaskNotFound(task))?;
-        let mut rows =
-            db::logs::read(pool, task.0, attempt, cursor, i64::from(limit) + 1).await.map_err(Error::from)?;
-        let more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        let next_cursor = rows.last().map_or(request.cursor, |chunk| u64::try_from(chunk.id).unwrap_or(0));
+        let page = tasks::logs::page(&self.app.pool, task, attempt, cursor, request.limit).await?;
+        let next_cursor = page.chunks.last().map_or(request.cursor, |chunk| u64::try_from(chunk.id).unwrap_or(0));
         Ok(Response::new(pb::GetTaskLogsResponse {
-            chunks: rows.into_iter().map(|chunk| convert::chunk(&request.task_id, chunk)).collect(),
+            chunks: page.chunks.into_iter().map(|chunk| convert::chunk(&request.task_id, chunk)).collect(),
             next_cursor,
-            more,
-            truncated: row.log_truncated,
+            more: page.more,
+            truncated: page.truncated,
         }))
     }
 
@@ -186,9 +174,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
-        let lease = db::seconds(self.app.config.leases.ttl);
-        let rows =
-            db::workers::list(&self.app.pool, lease, request.get_ref().include_gone).await.map_err(Error::from)?;
+        let rows = workers::list(&self.app.pool, self.app.config.leases.ttl, request.get_ref().include_gone).await?;
         Ok(Response::new(pb::ListWorkersResponse { workers: rows.into_iter().map(convert::worker).collect() }))
     }
 
@@ -221,16 +207,7 @@ impl AdminService for AdminApi {
         &self,
         _request: Request<pb::ListLocksRequest>,
     ) -> Result<Response<pb::ListLocksResponse>, Status> {
-        let rows = db::locks::list(&self.app.pool).await.map_err(Error::from)?;
-        let locks = rows
-            .into_iter()
-            .map(|row| pb::Lock {
-                key: row.key,
-                task_id: row.task_id.to_string(),
-                attempt_id: row.attempt_id.to_string(),
-                acquired_at: Some(hive_shared::convert::timestamp(row.acquired_at)),
-            })
-            .collect();
-        Ok(Response::new(pb::ListLocksResponse { locks }))
+        let rows = tasks::locks::list(&self.app.pool).await?;
+        Ok(Response::new(pb::ListLocksResponse { locks: rows.into_iter().map(convert::lock).collect() }))
     }
 }

@@ -272,6 +272,16 @@ pub fn attempt(row: db::tasks::AttemptRow) -> pb::Attempt {
     }
 }
 
+/// Encodes a held lock.
+pub fn lock(row: db::locks::LockRow) -> pb::Lock {
+    pb::Lock {
+        key: row.key,
+        task_id: row.task_id.to_string(),
+        attempt_id: row.attempt_id.to_string(),
+        acquired_at: Some(timestamp(row.acquired_at)),
+    }
+}
+
 /// Encodes a worker row.
 pub fn worker(row: db::workers::WorkerRow) -> pb::Worker {
     let status = if row.live { pb::WorkerStatus::Live } else { pb::WorkerStatus::Gone };

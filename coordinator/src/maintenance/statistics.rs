@@ -2,21 +2,20 @@
 //! faster than autovacuum looks (once a minute).
 //!
 //! Plans sized for a table the planner last saw nearly empty, or with no
-//! ready task, are slow once it holds thousands of ready rows, and a prepared
-//! statement keeps such a plan until the table is analyzed again. Measured
-//! with `hive-bench drain`: a bulk submit into an unanalyzed `tasks` gave 780
-//! claims/s, 3,000 after an `analyze`; a Complete whose cached plan scanned
-//! all of `attempts` slowed the one-job drain of 60,000 tasks to 2,234 jobs/s.
+//! ready task, are slow once it holds thousands of ready rows, and a
+//! prepared statement keeps such a plan until the table is analyzed again:
+//! a bulk submission into an unanalyzed table, or a Complete whose cached
+//! plan scans all of `attempts`, would slow a drain several times over.
 //!
 //! A table is analyzed once 1,000 rows were inserted since its last analyze
 //! here, then at most every 30 s — sooner when it has doubled since. The
-//! inserts are PostgreSQL's own counts (whoever added the rows: failed
-//! attempts written out, other coordinators), read every second; and this coordinator's
-//! submissions ring at once, since an idle connection may publish its counts
-//! only ten seconds later, when a drain of the new tasks is well under way.
-//! Updates alone (a drain moving every task through running to succeeded)
-//! are left to autovacuum: analyzing `tasks` on them cost 200 ms a pass,
-//! five passes per 20,000 tasks drained.
+//! inserts are PostgreSQL's own counts (whoever added the rows: attempts
+//! written out, other coordinators), read every second; and this
+//! coordinator's submissions ring at once, since an idle connection may
+//! publish its counts only ten seconds later, when a drain of the new tasks
+//! is well under way. Updates alone (a drain moving every task through
+//! running to succeeded) are left to autovacuum: analyzing on every pass of
+//! them would cost more than the plans gain.
 //!
 //! A coordinator that starts takes PostgreSQL's own statistics as its last
 //! analyze when they are current (see [`first_sight`]): a restart does not

@@ -60,3 +60,11 @@ pub async fn release(pool: &PgPool, attempt: AttemptId, key: &str) -> Result<boo
     }
     Ok(released)
 }
+
+/// Every held lock, by key.
+///
+/// # Errors
+/// Database failures.
+pub async fn list(pool: &PgPool) -> Result<Vec<db::locks::LockRow>> {
+    Ok(db::locks::list(pool).await?)
+}

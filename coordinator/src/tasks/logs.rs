@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::db;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The stream number of Hive's own notes (the truncation marker).
 pub const HIVE_STREAM: i16 = 3;
@@ -38,6 +38,37 @@ pub struct Stored {
     pub accepted: u64,
     /// Chunks refused because their attempt is not current.
     pub rejected: u64,
+}
+
+/// Largest page of chunks a read returns.
+pub const MAX_PAGE: u32 = 10_000;
+
+/// A page of a task's stored output.
+#[derive(Debug)]
+pub struct Page {
+    /// Chunks after the cursor, oldest first.
+    pub chunks: Vec<db::logs::ChunkRow>,
+    /// Whether more chunks follow.
+    pub more: bool,
+    /// Whether the task's output hit its cap.
+    pub truncated: bool,
+}
+
+/// Reads up to `limit` chunks (0: a thousand; at most [`MAX_PAGE`]) of a
+/// task's output after `cursor`, of one attempt or all.
+///
+/// # Errors
+/// [`Error::TaskNotFound`]; database failures.
+pub async fn page(pool: &PgPool, task: TaskId, attempt: Option<AttemptId>, cursor: i64, limit: u32) -> Result<Page> {
+    let limit = match limit {
+        0 => 1000,
+        limit => limit.min(MAX_PAGE),
+    };
+    let truncated = db::logs::truncated(pool, task.0).await?.ok_or(Error::TaskNotFound(task))?;
+    let mut chunks = db::logs::read(pool, task.0, attempt.map(|id| id.0), cursor, i64::from(limit) + 1).await?;
+    let more = chunks.len() > limit as usize;
+    chunks.truncate(limit as usize);
+    Ok(Page { chunks, more, truncated })
 }
 
 /// Stores a batch of chunks within each task's budget of `max_bytes`.

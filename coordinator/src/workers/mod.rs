@@ -30,6 +30,18 @@ pub async fn register(pool: &PgPool, registration: &db::workers::Registration<'_
     Ok(())
 }
 
+/// Every worker seen within a lease (with `include_gone`, every worker ever registered).
+///
+/// # Errors
+/// Database failures.
+pub async fn list(
+    pool: &PgPool,
+    lease: std::time::Duration,
+    include_gone: bool,
+) -> Result<Vec<db::workers::WorkerRow>> {
+    Ok(db::workers::list(pool, db::seconds(lease), include_gone).await?)
+}
+
 /// Tells live workers to drain (or, with `now`, to stop at once); returns the ids told.
 ///
 /// # Errors

@@ -126,14 +126,23 @@ impl Session {
             })
             .collect::<Result<Vec<Uuid>>>()?;
         let resources = beat.resources.unwrap_or_default();
+        let too_large = |field: &str| Error::invalid(field, "is larger than this coordinator accepts");
+        let free_slots = i32::try_from(beat.free_slots).map_err(|_| too_large("free_slots"))?;
+        if !resources.cpu_percent.is_finite() || resources.cpu_percent < 0.0 {
+            return Err(Error::invalid("resources.cpu_percent", "must be a percentage, 0 or more"));
+        }
+        let memory_used_bytes =
+            i64::try_from(resources.memory_used_bytes).map_err(|_| too_large("resources.memory_used_bytes"))?;
+        let memory_total_bytes =
+            i64::try_from(resources.memory_total_bytes).map_err(|_| too_large("resources.memory_total_bytes"))?;
         let recorded = self
             .beats
             .write(Beat {
                 worker: worker.0,
-                free_slots: i32::try_from(beat.free_slots).unwrap_or(i32::MAX),
+                free_slots,
                 cpu_percent: resources.cpu_percent,
-                memory_used_bytes: i64::try_from(resources.memory_used_bytes).unwrap_or(i64::MAX),
-                memory_total_bytes: i64::try_from(resources.memory_total_bytes).unwrap_or(i64::MAX),
+                memory_used_bytes,
+                memory_total_bytes,
                 draining: beat.draining,
                 attempt_rss: serde_json::Value::Object(
                     resources
