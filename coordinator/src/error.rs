@@ -3,7 +3,7 @@
 
 use hive_shared::ids::{AttemptId, TaskId, WorkerId};
 
-use crate::tasks::state::TaskStatus;
+use crate::status::TaskStatus;
 
 /// Everything a coordinator use-case can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,9 @@
 //! Layout:
 //! - [`config`]: layered, validated configuration.
 //! - [`grpc`]: the server and its thin handlers; [`grpc::status`] maps errors to codes.
-//! - [`tasks`]: use-cases (submit, report, cancel, logs), owning transactions.
+//! - [`tasks`]: use-cases (submit, report, cancel, logs), owning transactions, and
+//!   the lifecycle's pure decisions (retry policy, validator stages, dependency graphs).
+//! - [`status`]: task and attempt statuses, as stored and on the wire.
 //! - [`scheduler`]: long-poll claims and their wake-ups.
 //! - [`notifications`]: LISTEN/NOTIFY (tokio-postgres), fanned out to claims and sessions.
 //! - [`workers`]: registration and heartbeat sessions.
@@ -22,6 +24,7 @@ pub mod grpc;
 pub mod maintenance;
 pub mod notifications;
 pub mod scheduler;
+pub mod status;
 pub mod tasks;
 pub mod workers;
 

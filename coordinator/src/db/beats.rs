@@ -12,7 +12,7 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::workers::Command;
-use crate::tasks::state::TaskStatus;
+use crate::status::TaskStatus;
 
 /// Beats, column by column: one entry per beat.
 #[derive(Debug, Default)]

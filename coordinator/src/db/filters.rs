@@ -4,7 +4,7 @@
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::tasks::state::TaskStatus;
+use crate::status::TaskStatus;
 
 /// Which tasks a bulk operation touches; `None` fields match everything, and
 /// the use-case insists that at least one is set.

@@ -6,7 +6,7 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::outcomes::StoppedAttempt;
-use crate::tasks::state::TaskStatus;
+use crate::status::TaskStatus;
 
 /// Locks tasks leased to `worker` whose attempt it does not list and that were
 /// claimed more than `min_age_seconds` ago: claims whose reply never reached

@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::tasks::state::{AttemptOutcome, TaskStatus};
+use crate::status::{AttemptOutcome, TaskStatus};
 
 /// What workers reported about finished attempts, column by column.
 #[derive(Debug, Default)]

@@ -6,7 +6,7 @@ use serde_json::Value as Json;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::tasks::state::TaskStatus;
+use crate::status::TaskStatus;
 
 /// How many tasks of one swarm are in one status.
 #[derive(Debug)]

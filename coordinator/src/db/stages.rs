@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::outcomes::Reports;
-use crate::tasks::state::TaskStatus;
+use crate::status::TaskStatus;
 
 /// A task with a validator whose attempt succeeded, locked for the stage decision.
 #[derive(Debug)]

@@ -7,7 +7,7 @@ use serde_json::Value as Json;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::tasks::state::{AttemptOutcome, TaskStatus};
+use crate::status::{AttemptOutcome, TaskStatus};
 
 /// New tasks of one swarm, column by column (inserted with one `unnest`).
 #[derive(Debug, Default)]

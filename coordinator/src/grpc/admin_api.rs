@@ -8,7 +8,7 @@ use tracing::instrument;
 use super::convert::{self, parse_id};
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::tasks::state::TaskStatus;
+use crate::status::TaskStatus;
 use crate::tasks::submit::Submission;
 use crate::{db, tasks, workers};
 

@@ -336,8 +336,8 @@ pub fn chunk(task_id: &str, row: db::logs::ChunkRow) -> pb::LogChunk {
 }
 
 /// Adds a row's count to the per-status totals.
-pub fn add_count(counts: &mut pb::StatusCounts, status: crate::tasks::state::TaskStatus, count: i64) {
-    use crate::tasks::state::TaskStatus;
+pub fn add_count(counts: &mut pb::StatusCounts, status: crate::status::TaskStatus, count: i64) {
+    use crate::status::TaskStatus;
     let count = u64::try_from(count).unwrap_or(0);
     let slot = match status {
         TaskStatus::Blocked => &mut counts.blocked,

@@ -82,7 +82,7 @@ impl From<Error> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::state::TaskStatus;
+    use crate::status::TaskStatus;
     use hive_shared::ids::TaskId;
 
     #[test]

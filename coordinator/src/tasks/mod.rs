@@ -9,16 +9,16 @@ pub mod progress;
 pub mod report;
 pub mod retry;
 pub mod stage;
-pub mod state;
 pub mod submit;
+pub mod validate;
 
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::db;
 use crate::error::{Error, Result};
+use crate::status::TaskStatus;
 use hive_shared::ids::TaskId;
-use state::TaskStatus;
 
 /// Cancels one task: at once when it has not started; a running task becomes
 /// cancelling and its worker is told to stop the agent.

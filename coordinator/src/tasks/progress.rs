@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::error::{Error, Result};
-use crate::tasks::state::TaskStatus;
+use crate::status::TaskStatus;
 
 /// One swarm's progress.
 #[derive(Debug)]

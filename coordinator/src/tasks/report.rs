@@ -16,10 +16,10 @@ use crate::config::{LimitConfig, TaskDefaults};
 use crate::db;
 use crate::db::stages::NextStage;
 use crate::error::{Error, Result};
+use crate::status::{AttemptOutcome, TaskStatus};
 use crate::tasks::retry::{self, Backoff, Fate, Stop};
 use crate::tasks::stage;
-use crate::tasks::state::{AttemptOutcome, TaskStatus};
-use crate::tasks::submit::json_size;
+use crate::tasks::validate::json_size;
 
 /// How one reported outcome was taken.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::config::TaskDefaults;
-use crate::tasks::state::{AttemptOutcome, TaskStatus};
+use crate::status::{AttemptOutcome, TaskStatus};
 
 /// Whether a failure is worth retrying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

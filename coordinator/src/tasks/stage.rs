@@ -6,7 +6,7 @@
 use serde_json::Value as Json;
 
 use crate::db::stages::NextStage;
-use crate::tasks::state::TaskStatus;
+use crate::status::TaskStatus;
 
 /// A validator's verdict, read from its result.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,8 +13,8 @@ use uuid::Uuid;
 use crate::config::{LimitConfig, TaskDefaults};
 use crate::db;
 use crate::error::{Error, Result};
-use crate::tasks::graph;
-use crate::tasks::state::TaskStatus;
+use crate::status::TaskStatus;
+use crate::tasks::{graph, validate};
 
 /// A swarm as submitted.
 #[derive(Debug, Clone, Default)]
@@ -90,156 +90,6 @@ pub struct Submitted {
     pub existing: bool,
 }
 
-/// Most locks and labels a task may have.
-pub const MAX_LOCKS_AND_LABELS: usize = 32;
-/// Most builder rounds.
-pub const MAX_ROUNDS_LIMIT: u32 = 20;
-
-/// Checks a label key (`gpu`, `region`, `example.com/zone`) and value (`true`, `eu-west`).
-pub fn label_problem(key: &str, value: &str) -> Option<String> {
-    let key_ok = !key.is_empty()
-        && key.len() <= 63
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-        && key.starts_with(|c: char| c.is_ascii_alphanumeric());
-    let value_ok = value.len() <= 63 && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    match (key_ok, value_ok) {
-        (false, _) => Some(format!("`{key}` is not a label name (letters, digits, - _ . /; at most 63)")),
-        (true, false) => Some(format!("`{key}={value}`: the value may hold letters, digits, - _ . (at most 63)")),
-        (true, true) => None,
-    }
-}
-
-/// Longest agent, swarm or key name.
-pub const MAX_NAME_LEN: usize = 128;
-/// Most attempts a task may ask for.
-pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
-/// Longest per-attempt timeout.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// Checks a name: non-empty, at most [`MAX_NAME_LEN`], letters, digits and `-_.:/@` only.
-pub fn name_problem(name: &str) -> Option<String> {
-    if name.is_empty() {
-        return Some("must not be empty".into());
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Some(format!("is {} characters; the limit is {MAX_NAME_LEN}", name.len()));
-    }
-    let bad = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.:/@".contains(*c)));
-    bad.map(|c| format!("`{name}` contains {c:?}; use letters, digits and - _ . : / @"))
-}
-
-/// Lists every problem with a submission, each naming its field.
-pub fn problems(submission: &Submission, limits: &LimitConfig) -> Vec<String> {
-    let mut problems = Vec::new();
-    if let Some(problem) = name_problem(&submission.swarm) {
-        problems.push(format!("swarm: {problem}"));
-    }
-    if submission.tasks.is_empty() {
-        problems.push("tasks: at least one task is required".into());
-    }
-    let max_tasks = limits.max_tasks_per_submit as usize;
-    if submission.tasks.len() > max_tasks {
-        problems.push(format!("tasks: {} tasks; the limit is {max_tasks} per submission", submission.tasks.len()));
-    }
-    if let Some(key) = &submission.idempotency_key
-        && (key.is_empty() || key.len() > 256)
-    {
-        problems.push("idempotency_key: must have 1 to 256 characters".into());
-    }
-    if let Some(budget) = submission.budget
-        && !(budget.is_finite() && budget > 0.0)
-    {
-        problems.push(format!("budget: {budget}; must be a positive amount"));
-    }
-    let mut seen_keys: HashMap<&str, usize> = HashMap::new();
-    for (index, task) in submission.tasks.iter().enumerate() {
-        let field = |name: &str| format!("tasks[{index}].{name}");
-        if let Some(problem) = name_problem(&task.agent) {
-            problems.push(format!("{}: {problem}", field("agent")));
-        }
-        if let Some(key) = task.key.as_deref() {
-            if let Some(problem) = name_problem(key) {
-                problems.push(format!("{}: {problem}", field("key")));
-            } else if let Some(first) = seen_keys.insert(key, index) {
-                problems.push(format!("{}: duplicate key `{key}` (also used by tasks[{first}])", field("key")));
-            }
-        }
-        let prompt_limit = limits.max_prompt_size.as_u64();
-        if task.prompt.len() as u64 > prompt_limit {
-            problems.push(format!("{}: {} bytes; the limit is {prompt_limit}", field("prompt"), task.prompt.len()));
-        }
-        if let Some(input) = &task.input {
-            let size = json_size(input);
-            let input_limit = limits.max_input_size.as_u64();
-            if size > input_limit {
-                problems.push(format!("{}: {size} bytes as JSON; the limit is {input_limit}", field("input")));
-            }
-        }
-        if let Some(max_attempts) = task.max_attempts
-            && !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts)
-        {
-            problems.push(format!("{}: {max_attempts}; use 1 to {MAX_ATTEMPTS_LIMIT}", field("max_attempts")));
-        }
-        if let Some(timeout) = task.timeout
-            && (timeout < Duration::from_millis(1) || timeout > MAX_TIMEOUT)
-        {
-            problems.push(format!("{}: {timeout:?}; use 1ms to 7 days", field("timeout")));
-        }
-        for (name, value) in [("backoff_initial", task.backoff_initial), ("backoff_max", task.backoff_max)] {
-            if value.is_some_and(|delay| delay > MAX_TIMEOUT) {
-                problems.push(format!("{}: longer than 7 days", field(name)));
-            }
-        }
-        if let (Some(initial), Some(max)) = (task.backoff_initial, task.backoff_max)
-            && initial > max
-        {
-            problems.push(format!("{}: {initial:?} is more than backoff_max {max:?}", field("backoff_initial")));
-        }
-        if let Some(multiplier) = task.backoff_multiplier
-            && !(1.0..=100.0).contains(&multiplier)
-        {
-            problems.push(format!("{}: {multiplier}; use 1 to 100", field("backoff_multiplier")));
-        }
-        for (key, value) in &task.labels {
-            if let Some(problem) = label_problem(key, value) {
-                problems.push(format!("{}: {problem}", field("labels")));
-            }
-        }
-        if task.labels.len() > MAX_LOCKS_AND_LABELS || task.locks.len() > MAX_LOCKS_AND_LABELS {
-            problems.push(format!(
-                "{}: at most {MAX_LOCKS_AND_LABELS} labels and {MAX_LOCKS_AND_LABELS} locks",
-                field("locks")
-            ));
-        }
-        for (position, lock) in task.locks.iter().enumerate() {
-            if lock.is_empty() || lock.len() > 512 {
-                problems.push(format!(
-                    "{}: a lock key must have 1 to 512 characters",
-                    field(&format!("locks[{position}]"))
-                ));
-            }
-        }
-        if let Some(validate) = &task.validate {
-            if let Some(problem) = name_problem(&validate.agent) {
-                problems.push(format!("{}: {problem}", field("validate.agent")));
-            }
-            if !(1..=MAX_ROUNDS_LIMIT).contains(&validate.max_rounds) {
-                problems.push(format!(
-                    "{}: {}; use 1 to {MAX_ROUNDS_LIMIT}",
-                    field("validate.max_rounds"),
-                    validate.max_rounds
-                ));
-            }
-        }
-    }
-    problems
-}
-
-/// Size of a JSON object as serialized.
-pub fn json_size(object: &JsonObject) -> u64 {
-    serde_json::to_vec(object).map_or(u64::MAX, |bytes| bytes.len() as u64)
-}
-
 /// Validates and queues a swarm atomically: every task, with its
 /// dependency edges, or none. A repeated idempotency key returns the swarm
 /// submitted first.
@@ -254,7 +104,7 @@ pub async fn submit(
     limits: &LimitConfig,
     submission: Submission,
 ) -> Result<Submitted> {
-    let problems = problems(&submission, limits);
+    let problems = validate::problems(&submission, limits);
     if !problems.is_empty() {
         return Err(Error::InvalidArgument { problems });
     }
@@ -444,74 +294,4 @@ fn columns(tasks: &[NewTask], ids: &[Uuid], starts: &[graph::Start], defaults: &
         rows.resume_sessions.push(task.resume_sessions);
     }
     rows
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn task(agent: &str) -> NewTask {
-        NewTask { agent: agent.into(), prompt: "hi".into(), ..NewTask::default() }
-    }
-
-    fn limits() -> LimitConfig {
-        LimitConfig::default()
-    }
-
-    #[test]
-    fn a_good_submission_has_no_problems() {
-        let submission = Submission { swarm: "hello".into(), tasks: vec![task("echo")], ..Submission::default() };
-        assert!(problems(&submission, &limits()).is_empty());
-    }
-
-    #[test]
-    fn every_problem_is_reported_with_its_field() {
-        let mut big = task("echo");
-        big.prompt = "x".repeat(limits().max_prompt_size.as_u64() as usize + 1);
-        let mut first = task("echo");
-        first.key = Some("a".into());
-        let mut second = task("");
-        second.key = Some("a".into());
-        second.max_attempts = Some(0);
-        let submission =
-            Submission { swarm: "bad name!".into(), tasks: vec![first, second, big], ..Submission::default() };
-        let found = problems(&submission, &limits());
-        let expected = [
-            "swarm: `bad name!` contains ' '",
-            "tasks[1].agent: must not be empty",
-            "tasks[1].key: duplicate key `a` (also used by tasks[0])",
-            "tasks[1].max_attempts: 0",
-            "tasks[2].prompt: 1048577 bytes; the limit is 1048576",
-        ];
-        for needle in expected {
-            assert!(found.iter().any(|problem| problem.starts_with(needle)), "missing {needle:?} in {found:#?}");
-        }
-        assert_eq!(found.len(), expected.len(), "{found:#?}");
-    }
-
-    #[test]
-    fn bad_labels_locks_and_validators_are_named() {
-        let mut bad = task("echo");
-        bad.labels = [("gpu!".to_owned(), "true".to_owned()), ("zone".to_owned(), "eu west".to_owned())].into();
-        bad.locks = vec![String::new()];
-        bad.validate = Some(Validate { agent: "check".into(), prompt: "p".into(), max_rounds: 0 });
-        let submission =
-            Submission { swarm: "s".into(), tasks: vec![bad], budget: Some(-1.0), ..Submission::default() };
-        let found = problems(&submission, &limits());
-        for needle in [
-            "tasks[0].labels: `gpu!` is not a label name",
-            "tasks[0].labels: `zone=eu west`: the value may hold",
-            "tasks[0].locks[0]: a lock key must have 1 to 512 characters",
-            "tasks[0].validate.max_rounds: 0",
-            "budget: -1",
-        ] {
-            assert!(found.iter().any(|problem| problem.starts_with(needle)), "missing {needle:?} in {found:#?}");
-        }
-    }
-
-    #[test]
-    fn an_empty_submission_is_refused() {
-        let submission = Submission { swarm: "s".into(), tasks: vec![], ..Submission::default() };
-        assert_eq!(problems(&submission, &limits()), ["tasks: at least one task is required"]);
-    }
 }

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use crate::db;
 use crate::error::Error;
 use crate::error::Result;
-use crate::tasks::submit::name_problem;
+use crate::tasks::validate::name_problem;
 
 /// Registers a worker (again, after a reconnect).
 ///

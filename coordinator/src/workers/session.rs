@@ -24,8 +24,8 @@ use crate::db;
 use crate::db::workers::Command as WorkerCommand;
 use crate::error::{Error, Result};
 use crate::notifications::{Notice, Notifications};
+use crate::status::TaskStatus;
 use crate::tasks::report;
-use crate::tasks::state::TaskStatus;
 
 /// Replies waiting to be sent on one stream; a worker that does not read its
 /// replies stalls its own session, never the coordinator.
