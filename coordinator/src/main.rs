@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use hive_coordinator::config::{Config, DatabaseFlags, Flags};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// The Hive coordinator: the task queue (PostgreSQL) behind a gRPC API.
 #[derive(Debug, Parser)]
@@ -41,8 +42,9 @@ async fn main() -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
     let graceful = CancellationToken::new();
     let immediate = CancellationToken::new();
-    tokio::spawn(hive_shared::signal::watch(graceful.clone(), immediate.clone()));
-    tokio::spawn(async move {
+    let signals = TaskTracker::new();
+    hive_shared::signal::spawn_watch(&signals, graceful.clone(), immediate.clone());
+    hive_shared::tracked::spawn(&signals, "forced exit", async move {
         immediate.cancelled().await;
         std::process::exit(hive_shared::signal::FORCED_EXIT_CODE);
     });
