@@ -14,7 +14,7 @@ use crate::workers::beats::BeatWriter;
 
 /// Shared state of one coordinator process.
 #[derive(Debug, Clone)]
-pub struct App {
+pub(crate) struct App {
     /// Query pool.
     pub pool: PgPool,
     /// Query pool of the workers' hot path (claims, outcomes, heartbeats,
@@ -36,7 +36,7 @@ pub struct App {
 
 impl App {
     /// Wakes this coordinator's waiting claims after `delay` (a retry coming due).
-    pub fn wake_after(&self, delay: std::time::Duration) {
+    pub(crate) fn wake_after(&self, delay: std::time::Duration) {
         let notifications = Arc::clone(&self.notifications);
         let cancel = self.rpc_shutdown.clone();
         hive_shared::tracked::spawn(&self.tracker, "delayed wake-up", async move {

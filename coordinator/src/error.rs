@@ -59,4 +59,4 @@ impl Error {
 }
 
 /// Result alias for the coordinator.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;

@@ -16,17 +16,17 @@
 //!
 //! [`run`] takes a bound listener and a shutdown token, so tests run it in-process on port 0.
 
-pub mod app;
+mod app;
 pub mod config;
 pub mod db;
-pub mod error;
-pub mod grpc;
-pub mod maintenance;
-pub mod notifications;
-pub mod scheduler;
+mod error;
+mod grpc;
+mod maintenance;
+mod notifications;
+mod scheduler;
 pub mod status;
-pub mod tasks;
-pub mod workers;
+mod tasks;
+mod workers;
 
 use std::sync::Arc;
 

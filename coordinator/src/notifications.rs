@@ -30,7 +30,7 @@ const NOTICE_BUFFER: usize = 1024;
 
 /// In-memory fan-out of notifications.
 #[derive(Debug)]
-pub struct Notifications {
+pub(crate) struct Notifications {
     ready: Notify,
     /// Counts wake-ups started by [`Notifications::wake_claims`]: a claim
     /// woken twice in one round has seen the relay go all the way round.
@@ -42,7 +42,7 @@ pub struct Notifications {
 
 /// A command notice for the sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Notice {
+pub(crate) enum Notice {
     /// This worker has new commands.
     Worker(Uuid),
     /// Notices may have been lost: every session should re-check.
@@ -62,23 +62,23 @@ impl Default for Notifications {
 
 impl Notifications {
     /// A future that completes at the next "tasks ready"; register it before checking for work.
-    pub fn ready(&self) -> Notified<'_> {
+    pub(crate) fn ready(&self) -> Notified<'_> {
         self.ready.notified()
     }
 
     /// Counts a claim as waiting until the guard drops.
-    pub fn waiting(&self) -> Waiting<'_> {
+    pub(crate) fn waiting(&self) -> Waiting<'_> {
         self.waiting.fetch_add(1, Ordering::AcqRel);
         Waiting(&self.waiting)
     }
 
     /// How many claims wait now.
-    pub fn claims_waiting(&self) -> usize {
+    pub(crate) fn claims_waiting(&self) -> usize {
         self.waiting.load(Ordering::Acquire)
     }
 
     /// The current round of wake-ups.
-    pub fn round(&self) -> u64 {
+    pub(crate) fn round(&self) -> u64 {
         self.round.load(Ordering::Acquire)
     }
 
@@ -87,18 +87,18 @@ impl Notifications {
     /// then passes the wake-up on ([`Self::pass`]) if due tasks remain, so a
     /// single ready task costs one claim statement instead of one per
     /// waiting worker, and a burst still reaches as many claims as it needs.
-    pub fn wake_claims(&self) {
+    pub(crate) fn wake_claims(&self) {
         self.round.fetch_add(1, Ordering::AcqRel);
         self.ready.notify_one();
     }
 
     /// Passes a wake-up on to the next waiting claim.
-    pub fn pass(&self) {
+    pub(crate) fn pass(&self) {
         self.ready.notify_one();
     }
 
     /// Subscribes to command notices.
-    pub fn notices(&self) -> broadcast::Receiver<Notice> {
+    pub(crate) fn notices(&self) -> broadcast::Receiver<Notice> {
         self.commands.subscribe()
     }
 
@@ -116,7 +116,7 @@ impl Notifications {
 
 /// A waiting claim, counted until dropped.
 #[derive(Debug)]
-pub struct Waiting<'a>(&'a AtomicUsize);
+pub(crate) struct Waiting<'a>(&'a AtomicUsize);
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
@@ -133,7 +133,7 @@ enum Ended {
 }
 
 /// Keeps a LISTEN connection open until `cancel`, reconnecting with backoff.
-pub async fn listen(url: String, notifications: std::sync::Arc<Notifications>, cancel: CancellationToken) {
+pub(crate) async fn listen(url: String, notifications: std::sync::Arc<Notifications>, cancel: CancellationToken) {
     let mut delay = Duration::from_millis(100);
     loop {
         match listen_once(&url, &notifications, &cancel).await {

@@ -14,13 +14,13 @@ use crate::{db, tasks, workers};
 
 /// The AdminService implementation.
 #[derive(Debug, Clone)]
-pub struct AdminApi {
+pub(crate) struct AdminApi {
     app: App,
 }
 
 impl AdminApi {
     /// Serves operators with `app`.
-    pub fn new(app: App) -> Self {
+    pub(crate) fn new(app: App) -> Self {
         Self { app }
     }
 }

@@ -14,7 +14,11 @@ use crate::tasks::retry::{FailureClass, Stop};
 use crate::tasks::submit::{NewTask, Validate};
 
 /// Parses an id field, naming the field on failure.
-pub fn parse_id<T>(field: &str, text: &str, parse: impl Fn(&str) -> Result<T, hive_shared::ids::BadId>) -> Result<T> {
+pub(crate) fn parse_id<T>(
+    field: &str,
+    text: &str,
+    parse: impl Fn(&str) -> Result<T, hive_shared::ids::BadId>,
+) -> Result<T> {
     if text.is_empty() {
         return Err(Error::invalid(field, "is required"));
     }
@@ -35,13 +39,13 @@ fn optional_duration(
 }
 
 /// Decodes an optional wait: unset is no wait, a negative one is refused.
-pub fn wait(field: &str, value: Option<&prost_types::Duration>) -> Result<std::time::Duration> {
+pub(crate) fn wait(field: &str, value: Option<&prost_types::Duration>) -> Result<std::time::Duration> {
     Ok(optional_duration(|| field.to_owned(), value)?.unwrap_or_default())
 }
 
 /// Decodes the slots a worker registers with: at least one, and few enough
 /// to store.
-pub fn slots(slots: u32) -> Result<i32> {
+pub(crate) fn slots(slots: u32) -> Result<i32> {
     if slots == 0 {
         return Err(Error::invalid("slots", "must be at least 1"));
     }
@@ -50,7 +54,7 @@ pub fn slots(slots: u32) -> Result<i32> {
 
 /// Decodes how many tasks a claim asks for: at least one (the coordinator
 /// may hand out fewer, up to its batch limit).
-pub fn max_tasks(max_tasks: u32) -> Result<u32> {
+pub(crate) fn max_tasks(max_tasks: u32) -> Result<u32> {
     if max_tasks == 0 {
         return Err(Error::invalid("max_tasks", "must be at least 1"));
     }
@@ -59,7 +63,7 @@ pub fn max_tasks(max_tasks: u32) -> Result<u32> {
 
 /// Decodes how a reported attempt stopped; an unset class counts as
 /// transient, as the protocol says.
-pub fn stop(field: impl FnOnce() -> String, class: i32) -> Result<Stop> {
+pub(crate) fn stop(field: impl FnOnce() -> String, class: i32) -> Result<Stop> {
     match pb::FailureClass::try_from(class) {
         Ok(pb::FailureClass::Permanent) => Ok(Stop::Failed(FailureClass::Permanent)),
         Ok(pb::FailureClass::Transient | pb::FailureClass::Unspecified) => Ok(Stop::Failed(FailureClass::Transient)),
@@ -70,7 +74,7 @@ pub fn stop(field: impl FnOnce() -> String, class: i32) -> Result<Stop> {
 }
 
 /// Decodes a log chunk's stream into the number stored with it.
-pub fn log_stream(field: impl FnOnce() -> String, stream: i32) -> Result<i16> {
+pub(crate) fn log_stream(field: impl FnOnce() -> String, stream: i32) -> Result<i16> {
     match pb::LogStream::try_from(stream) {
         Ok(pb::LogStream::Stdout) => Ok(1),
         Ok(pb::LogStream::Stderr) => Ok(2),
@@ -82,7 +86,7 @@ pub fn log_stream(field: impl FnOnce() -> String, stream: i32) -> Result<i16> {
 }
 
 /// Encodes the acknowledgement of each reported attempt, in order.
-pub fn acks(attempts: Vec<String>, acks: Vec<Ack>) -> Vec<pb::Ack> {
+pub(crate) fn acks(attempts: Vec<String>, acks: Vec<Ack>) -> Vec<pb::Ack> {
     attempts
         .into_iter()
         .zip(acks)
@@ -98,7 +102,7 @@ pub fn acks(attempts: Vec<String>, acks: Vec<Ack>) -> Vec<pb::Ack> {
 }
 
 /// Decodes a submitted task spec.
-pub fn new_task(index: usize, spec: pb::TaskSpec) -> Result<NewTask> {
+pub(crate) fn new_task(index: usize, spec: pb::TaskSpec) -> Result<NewTask> {
     let field = |name: &str| format!("tasks[{index}].{name}");
     let timeout = optional_duration(|| field("timeout"), spec.timeout.as_ref())?;
     let backoff_initial = optional_duration(|| field("backoff_initial"), spec.backoff_initial.as_ref())?;
@@ -134,7 +138,7 @@ pub fn new_task(index: usize, spec: pb::TaskSpec) -> Result<NewTask> {
 }
 
 /// Decodes what an agent reported using; `field` names the report (`completions[3]`).
-pub fn spend(field: &str, session_id: String, usage: Option<pb::Usage>) -> Result<Spend> {
+pub(crate) fn spend(field: &str, session_id: String, usage: Option<pb::Usage>) -> Result<Spend> {
     let usage = usage.unwrap_or_default();
     let tokens = |name: &str, count: u64| {
         let count = i64::try_from(count).map_err(|_| {
@@ -189,7 +193,7 @@ fn count(value: i32) -> u32 {
 }
 
 /// Encodes a claimed task.
-pub fn assignment(task: db::claims::ClaimedTask) -> pb::Assignment {
+pub(crate) fn assignment(task: db::claims::ClaimedTask) -> pb::Assignment {
     pb::Assignment {
         task_id: task.id.to_string(),
         attempt_id: task.attempt_id.to_string(),
@@ -210,7 +214,7 @@ pub fn assignment(task: db::claims::ClaimedTask) -> pb::Assignment {
 }
 
 /// Encodes a task row.
-pub fn task(row: db::tasks::TaskRow) -> pb::Task {
+pub(crate) fn task(row: db::tasks::TaskRow) -> pb::Task {
     pb::Task {
         id: row.id.to_string(),
         swarm_id: row.swarm_id.to_string(),
@@ -254,7 +258,7 @@ pub fn task(row: db::tasks::TaskRow) -> pb::Task {
 }
 
 /// Encodes an attempt row.
-pub fn attempt(row: db::tasks::AttemptRow) -> pb::Attempt {
+pub(crate) fn attempt(row: db::tasks::AttemptRow) -> pb::Attempt {
     pb::Attempt {
         id: row.id.to_string(),
         number: count(row.number),
@@ -273,7 +277,7 @@ pub fn attempt(row: db::tasks::AttemptRow) -> pb::Attempt {
 }
 
 /// Encodes a held lock.
-pub fn lock(row: db::locks::LockRow) -> pb::Lock {
+pub(crate) fn lock(row: db::locks::LockRow) -> pb::Lock {
     pb::Lock {
         key: row.key,
         task_id: row.task_id.to_string(),
@@ -283,7 +287,7 @@ pub fn lock(row: db::locks::LockRow) -> pb::Lock {
 }
 
 /// Encodes a worker row.
-pub fn worker(row: db::workers::WorkerRow) -> pb::Worker {
+pub(crate) fn worker(row: db::workers::WorkerRow) -> pb::Worker {
     let status = if row.live { pb::WorkerStatus::Live } else { pb::WorkerStatus::Gone };
     pb::Worker {
         id: row.id.to_string(),
@@ -320,7 +324,7 @@ pub fn worker(row: db::workers::WorkerRow) -> pb::Worker {
 }
 
 /// Encodes a stored log chunk.
-pub fn chunk(task_id: &str, row: db::logs::ChunkRow) -> pb::LogChunk {
+pub(crate) fn chunk(task_id: &str, row: db::logs::ChunkRow) -> pb::LogChunk {
     let stream = match row.stream {
         1 => pb::LogStream::Stdout,
         2 => pb::LogStream::Stderr,
@@ -336,7 +340,7 @@ pub fn chunk(task_id: &str, row: db::logs::ChunkRow) -> pb::LogChunk {
 }
 
 /// Adds a row's count to the per-status totals.
-pub fn add_count(counts: &mut pb::StatusCounts, status: crate::status::TaskStatus, count: i64) {
+pub(crate) fn add_count(counts: &mut pb::StatusCounts, status: crate::status::TaskStatus, count: i64) {
     use crate::status::TaskStatus;
     let count = u64::try_from(count).unwrap_or(0);
     let slot = match status {
@@ -352,7 +356,7 @@ pub fn add_count(counts: &mut pb::StatusCounts, status: crate::status::TaskStatu
 }
 
 /// Decodes a bulk-operation filter, naming bad ids.
-pub fn task_filter(filter: Option<pb::TaskFilter>) -> Result<db::filters::TaskFilter> {
+pub(crate) fn task_filter(filter: Option<pb::TaskFilter>) -> Result<db::filters::TaskFilter> {
     let filter = filter.unwrap_or_default();
     let task_ids = if filter.task_ids.is_empty() {
         None
@@ -377,7 +381,7 @@ pub fn task_filter(filter: Option<pb::TaskFilter>) -> Result<db::filters::TaskFi
 }
 
 /// Encodes a swarm's progress.
-pub fn swarm(progress: crate::tasks::progress::Progress) -> pb::SwarmStats {
+pub(crate) fn swarm(progress: crate::tasks::progress::Progress) -> pb::SwarmStats {
     let mut counts = pb::StatusCounts::default();
     for (status, number) in &progress.counts {
         add_count(&mut counts, *status, *number);

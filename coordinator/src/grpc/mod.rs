@@ -3,10 +3,10 @@
 //! `describe`). Auth and tracing interceptors slot into [`serve`]'s layer
 //! stack.
 
-pub mod admin_api;
-pub mod convert;
-pub mod status;
-pub mod worker_api;
+pub(crate) mod admin_api;
+pub(crate) mod convert;
+pub(crate) mod status;
+pub(crate) mod worker_api;
 
 use anyhow::Context;
 use hive_shared::pb::FILE_DESCRIPTOR_SET;
@@ -24,7 +24,7 @@ use worker_api::WorkerApi;
 ///
 /// # Errors
 /// When reflection cannot be built or the transport fails.
-pub async fn serve(app: App, listener: TcpListener) -> anyhow::Result<()> {
+pub(crate) async fn serve(app: App, listener: TcpListener) -> anyhow::Result<()> {
     let max_message = usize::try_from(app.config.limits.max_message_size.as_u64()).unwrap_or(usize::MAX);
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WorkerServiceServer<WorkerApi>>().await;

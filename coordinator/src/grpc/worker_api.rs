@@ -20,13 +20,13 @@ use crate::{db, scheduler, workers};
 
 /// The WorkerService implementation.
 #[derive(Debug, Clone)]
-pub struct WorkerApi {
+pub(crate) struct WorkerApi {
     app: App,
 }
 
 impl WorkerApi {
     /// Serves workers with `app`.
-    pub fn new(app: App) -> Self {
+    pub(crate) fn new(app: App) -> Self {
         Self { app }
     }
 }

@@ -17,7 +17,12 @@ use crate::notifications::Notifications;
 
 /// Looks every `interval` until `cancel`.
 #[instrument(skip_all, name = "due_tasks")]
-pub async fn run(pool: PgPool, notifications: Arc<Notifications>, interval: Duration, cancel: CancellationToken) {
+pub(crate) async fn run(
+    pool: PgPool,
+    notifications: Arc<Notifications>,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
     super::every(interval, &cancel, || async {
         match db::claims::any_due(&pool).await {
             Ok(true) => notifications.wake_claims(),

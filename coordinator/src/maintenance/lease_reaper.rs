@@ -20,7 +20,7 @@ const BATCH: i64 = 500;
 
 /// Reaps every `interval` until `cancel`.
 #[instrument(skip_all, name = "lease_reaper")]
-pub async fn run(pool: PgPool, defaults: TaskDefaults, interval: Duration, cancel: CancellationToken) {
+pub(crate) async fn run(pool: PgPool, defaults: TaskDefaults, interval: Duration, cancel: CancellationToken) {
     super::every(interval, &cancel, || async {
         if let Err(err) = reap_all(&pool, &defaults).await {
             error!(error = %err, "lease reaper pass failed; retrying next tick");
@@ -33,7 +33,7 @@ pub async fn run(pool: PgPool, defaults: TaskDefaults, interval: Duration, cance
 ///
 /// # Errors
 /// Database failures.
-pub async fn reap_all(pool: &PgPool, defaults: &TaskDefaults) -> Result<usize, sqlx::Error> {
+pub(crate) async fn reap_all(pool: &PgPool, defaults: &TaskDefaults) -> Result<usize, sqlx::Error> {
     let mut total = 0;
     loop {
         let mut tx = pool.begin().await?;

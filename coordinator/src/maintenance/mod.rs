@@ -1,9 +1,9 @@
 //! Background loops every coordinator runs; each is safe to run on all
 //! coordinators at once.
 
-pub mod due_tasks;
-pub mod lease_reaper;
-pub mod statistics;
+pub(crate) mod due_tasks;
+pub(crate) mod lease_reaper;
+pub(crate) mod statistics;
 
 use std::future::Future;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Runs `pass` every `interval` (the first at once; a slow pass delays the
 /// next rather than bunching them) until `cancel`.
-pub async fn every<F, Fut>(interval: Duration, cancel: &CancellationToken, mut pass: F)
+pub(crate) async fn every<F, Fut>(interval: Duration, cancel: &CancellationToken, mut pass: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,

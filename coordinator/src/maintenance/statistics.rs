@@ -36,10 +36,10 @@ use crate::db;
 use crate::db::statistics::TableCounts;
 
 /// Rows inserted since the last analyze that make the next one worthwhile.
-pub const MIN_INSERTED: i64 = 1_000;
+pub(crate) const MIN_INSERTED: i64 = 1_000;
 
 /// Least time between two analyzes of a table, unless it has doubled.
-pub const MIN_INTERVAL: Duration = Duration::from_secs(30);
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How often PostgreSQL's counts are read.
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -47,14 +47,14 @@ const INTERVAL: Duration = Duration::from_secs(1);
 /// Tasks this coordinator submitted that the loop has not seen yet, and the
 /// bell that wakes it once they are worth a look.
 #[derive(Debug, Default)]
-pub struct Statistics {
+pub(crate) struct Statistics {
     submitted: AtomicI64,
     bell: Notify,
 }
 
 impl Statistics {
     /// Records `rows` new tasks (committed); rings once [`MIN_INSERTED`] have come in.
-    pub fn submitted(&self, rows: i64) {
+    pub(crate) fn submitted(&self, rows: i64) {
         if self.submitted.fetch_add(rows, Ordering::Relaxed) + rows >= MIN_INSERTED {
             self.bell.notify_one();
         }
@@ -63,7 +63,7 @@ impl Statistics {
 
 /// This coordinator's last analyze of a table.
 #[derive(Debug, Clone, Copy)]
-pub struct Analyzed {
+pub(crate) struct Analyzed {
     /// The table's insert count then (including rows its counts did not show yet).
     pub inserted: i64,
     /// When.
@@ -72,7 +72,7 @@ pub struct Analyzed {
 
 /// Whether an analyze is worthwhile: `counts` as PostgreSQL has published
 /// them, `unseen` rows this coordinator inserted that they may not show yet.
-pub fn due(counts: &TableCounts, unseen: i64, last: Option<Analyzed>, now: Instant) -> bool {
+pub(crate) fn due(counts: &TableCounts, unseen: i64, last: Option<Analyzed>, now: Instant) -> bool {
     let since = last.map_or(0, |last| last.inserted);
     let inserted = (counts.inserted - since).max(unseen);
     let rows = counts.live.max(unseen);
@@ -85,7 +85,7 @@ pub fn due(counts: &TableCounts, unseen: i64, last: Option<Analyzed>, now: Insta
 /// PostgreSQL's statistics, when someone analyzed the table (or vacuumed
 /// it) and it has not doubled since; `None` (analyze once rows come in) for a
 /// table never analyzed or outgrown. New inserts are counted from here.
-pub fn first_sight(counts: &TableCounts, now: Instant) -> Option<Analyzed> {
+pub(crate) fn first_sight(counts: &TableCounts, now: Instant) -> Option<Analyzed> {
     let analyzed_rows = f64::from(counts.analyzed_rows);
     let current = analyzed_rows >= 0.0 && (counts.live as f64) < 2.0 * analyzed_rows.max(1.0);
     current.then(|| Analyzed { inserted: counts.inserted, at: now.checked_sub(MIN_INTERVAL).unwrap_or(now) })
@@ -93,7 +93,7 @@ pub fn first_sight(counts: &TableCounts, now: Instant) -> Option<Analyzed> {
 
 /// Analyzes what is due every second, and when submissions ring, until `cancel`.
 #[instrument(skip_all, name = "statistics")]
-pub async fn run(pool: PgPool, statistics: Arc<Statistics>, cancel: CancellationToken) {
+pub(crate) async fn run(pool: PgPool, statistics: Arc<Statistics>, cancel: CancellationToken) {
     let mut analyzed: HashMap<&'static str, Analyzed> = HashMap::new();
     let mut ticker = tokio::time::interval(INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -22,7 +22,7 @@ use crate::notifications::Notifications;
 
 /// What a worker asks for.
 #[derive(Debug, Clone)]
-pub struct ClaimRequest {
+pub(crate) struct ClaimRequest {
     /// The worker.
     pub worker: WorkerId,
     /// Most tasks.
@@ -44,7 +44,7 @@ pub struct ClaimRequest {
 /// Dropping the future while it waits is harmless. Dropped after a claim
 /// committed, the claimed tasks are handed back once the worker's heartbeats
 /// show it never got them.
-pub async fn claim(
+pub(crate) async fn claim(
     pool: &PgPool,
     notifications: &Arc<Notifications>,
     config: &Config,

@@ -5,7 +5,7 @@
 
 /// How a dependency stands when a task is submitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Upstream {
+pub(crate) enum Upstream {
     /// Succeeded: nothing to wait for.
     Succeeded,
     /// Not finished yet (queued, running, blocked).
@@ -16,7 +16,7 @@ pub enum Upstream {
 
 /// A new task's first state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
+pub(crate) enum Start {
     /// Every dependency has succeeded (or there are none).
     Ready,
     /// Waiting for this many dependencies.
@@ -27,7 +27,7 @@ pub enum Start {
 
 /// A dependency of a new task: another new task (by index) or an existing one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dependency {
+pub(crate) enum Dependency {
     /// The new task at this index.
     New(usize),
     /// An existing task, as it stands.
@@ -37,7 +37,7 @@ pub enum Dependency {
 /// Finds a cycle among new tasks, where `deps[i]` lists the new tasks task `i`
 /// depends on. Returns the cycle as indices, first and last the same
 /// (`a → b → c → a`), or `None` for a DAG.
-pub fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
+pub(crate) fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
@@ -78,7 +78,7 @@ pub fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
 }
 
 /// Works out each new task's first state; `deps` must be acyclic (checked with [`find_cycle`]).
-pub fn plan(deps: &[Vec<Dependency>]) -> Vec<Start> {
+pub(crate) fn plan(deps: &[Vec<Dependency>]) -> Vec<Start> {
     let mut starts: Vec<Option<Start>> = vec![None; deps.len()];
     for task in 0..deps.len() {
         resolve(task, deps, &mut starts);

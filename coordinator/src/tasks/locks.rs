@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 /// How often a waiting acquire looks again.
 const RETRY_EVERY: Duration = Duration::from_millis(200);
 /// Longest wait an agent may ask for.
-pub const MAX_WAIT: Duration = Duration::from_secs(600);
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// Takes `key` for the attempt, waiting up to `wait` while another task
 /// holds it; returns the holder when it could not.
@@ -23,7 +23,7 @@ pub const MAX_WAIT: Duration = Duration::from_secs(600);
 /// # Errors
 /// [`Error::InvalidArgument`] for an empty key; [`Error::LeaseLost`] when the
 /// attempt is not the task's current one.
-pub async fn acquire(
+pub(crate) async fn acquire(
     pool: &PgPool,
     task: TaskId,
     attempt: AttemptId,
@@ -52,7 +52,7 @@ pub async fn acquire(
 ///
 /// # Errors
 /// Database failures.
-pub async fn release(pool: &PgPool, attempt: AttemptId, key: &str) -> Result<bool> {
+pub(crate) async fn release(pool: &PgPool, attempt: AttemptId, key: &str) -> Result<bool> {
     let released = db::locks::release(pool, attempt.0, key).await?;
     if released {
         // A task waiting for this lock may be claimable now.
@@ -65,6 +65,6 @@ pub async fn release(pool: &PgPool, attempt: AttemptId, key: &str) -> Result<boo
 ///
 /// # Errors
 /// Database failures.
-pub async fn list(pool: &PgPool) -> Result<Vec<db::locks::LockRow>> {
+pub(crate) async fn list(pool: &PgPool) -> Result<Vec<db::locks::LockRow>> {
     Ok(db::locks::list(pool).await?)
 }

@@ -14,11 +14,11 @@ use crate::db;
 use crate::error::{Error, Result};
 
 /// The stream number of Hive's own notes (the truncation marker).
-pub const HIVE_STREAM: i16 = 3;
+pub(crate) const HIVE_STREAM: i16 = 3;
 
 /// One chunk as received.
 #[derive(Debug, Clone)]
-pub struct Chunk {
+pub(crate) struct Chunk {
     /// Task.
     pub task: TaskId,
     /// Attempt.
@@ -33,7 +33,7 @@ pub struct Chunk {
 
 /// How a batch was taken.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stored {
+pub(crate) struct Stored {
     /// Chunks kept (or dropped past the budget, which is not the sender's fault).
     pub accepted: u64,
     /// Chunks refused because their attempt is not current.
@@ -41,11 +41,11 @@ pub struct Stored {
 }
 
 /// Largest page of chunks a read returns.
-pub const MAX_PAGE: u32 = 10_000;
+pub(crate) const MAX_PAGE: u32 = 10_000;
 
 /// A page of a task's stored output.
 #[derive(Debug)]
-pub struct Page {
+pub(crate) struct Page {
     /// Chunks after the cursor, oldest first.
     pub chunks: Vec<db::logs::ChunkRow>,
     /// Whether more chunks follow.
@@ -59,7 +59,13 @@ pub struct Page {
 ///
 /// # Errors
 /// [`Error::TaskNotFound`]; database failures.
-pub async fn page(pool: &PgPool, task: TaskId, attempt: Option<AttemptId>, cursor: i64, limit: u32) -> Result<Page> {
+pub(crate) async fn page(
+    pool: &PgPool,
+    task: TaskId,
+    attempt: Option<AttemptId>,
+    cursor: i64,
+    limit: u32,
+) -> Result<Page> {
     let limit = match limit {
         0 => 1000,
         limit => limit.min(MAX_PAGE),
@@ -75,7 +81,7 @@ pub async fn page(pool: &PgPool, task: TaskId, attempt: Option<AttemptId>, curso
 ///
 /// # Errors
 /// Database failures only.
-pub async fn append(pool: &PgPool, max_bytes: u64, chunks: Vec<Chunk>) -> Result<Stored> {
+pub(crate) async fn append(pool: &PgPool, max_bytes: u64, chunks: Vec<Chunk>) -> Result<Stored> {
     if chunks.is_empty() {
         return Ok(Stored::default());
     }

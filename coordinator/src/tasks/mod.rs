@@ -2,15 +2,15 @@
 //! Each owns its transaction boundary and calls `db` for the statements;
 //! handlers call these and never touch SQL.
 
-pub mod graph;
-pub mod locks;
-pub mod logs;
-pub mod progress;
-pub mod report;
-pub mod retry;
-pub mod stage;
-pub mod submit;
-pub mod validate;
+pub(crate) mod graph;
+pub(crate) mod locks;
+pub(crate) mod logs;
+pub(crate) mod progress;
+pub(crate) mod report;
+pub(crate) mod retry;
+pub(crate) mod stage;
+pub(crate) mod submit;
+pub(crate) mod validate;
 
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -25,7 +25,7 @@ use hive_shared::ids::TaskId;
 ///
 /// # Errors
 /// [`Error::TaskNotFound`], or [`Error::WrongStatus`] when it has finished.
-pub async fn cancel(pool: &PgPool, task: TaskId, reason: &str) -> Result<db::tasks::TaskRow> {
+pub(crate) async fn cancel(pool: &PgPool, task: TaskId, reason: &str) -> Result<db::tasks::TaskRow> {
     let filter = db::filters::TaskFilter { task_ids: Some(vec![task.0]), ..Default::default() };
     let touched = cancel_in_transaction(pool, &filter, reason).await?;
     if touched.is_empty() {
@@ -44,7 +44,11 @@ pub async fn cancel(pool: &PgPool, task: TaskId, reason: &str) -> Result<db::tas
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for an empty filter; database failures.
-pub async fn cancel_matching(pool: &PgPool, filter: &db::filters::TaskFilter, reason: &str) -> Result<(u64, u64)> {
+pub(crate) async fn cancel_matching(
+    pool: &PgPool,
+    filter: &db::filters::TaskFilter,
+    reason: &str,
+) -> Result<(u64, u64)> {
     require_filter(filter)?;
     let touched = cancel_in_transaction(pool, filter, reason).await?;
     let cancelling = touched.iter().filter(|task| task.status == TaskStatus::Cancelling).count() as u64;
@@ -79,7 +83,7 @@ async fn cancel_in_transaction(
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for an empty filter; database failures.
-pub async fn retry(pool: &PgPool, filter: &db::filters::TaskFilter) -> Result<Vec<Uuid>> {
+pub(crate) async fn retry(pool: &PgPool, filter: &db::filters::TaskFilter) -> Result<Vec<Uuid>> {
     require_filter(filter)?;
     let mut tx = pool.begin().await?;
     let retried = db::filters::retry_dead(&mut *tx, filter).await?;
@@ -109,20 +113,20 @@ fn require_filter(filter: &db::filters::TaskFilter) -> Result<()> {
 ///
 /// # Errors
 /// [`Error::TaskNotFound`].
-pub async fn get(pool: &PgPool, task: TaskId) -> Result<(db::tasks::TaskRow, Vec<db::tasks::AttemptRow>)> {
+pub(crate) async fn get(pool: &PgPool, task: TaskId) -> Result<(db::tasks::TaskRow, Vec<db::tasks::AttemptRow>)> {
     let row = db::tasks::get(pool, task.0).await?.ok_or(Error::TaskNotFound(task))?;
     let attempts = db::tasks::attempts_of(pool, task.0).await?;
     Ok((row, attempts))
 }
 
 /// Largest page a list call returns.
-pub const MAX_PAGE_SIZE: u32 = 1000;
+pub(crate) const MAX_PAGE_SIZE: u32 = 1000;
 
 /// A page of tasks and the cursor of the next one.
 ///
 /// # Errors
 /// Database failures only.
-pub async fn list(
+pub(crate) async fn list(
     pool: &PgPool,
     mut filter: db::tasks::ListFilter,
     page_size: u32,

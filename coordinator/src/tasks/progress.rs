@@ -14,7 +14,7 @@ use crate::status::TaskStatus;
 
 /// One swarm's progress.
 #[derive(Debug)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Swarm id.
     pub id: Uuid,
     /// Name.
@@ -33,7 +33,7 @@ pub struct Progress {
 ///
 /// # Errors
 /// Database failures.
-pub async fn of(pool: &PgPool, swarm: Option<Uuid>, live: std::time::Duration) -> Result<Vec<Progress>> {
+pub(crate) async fn of(pool: &PgPool, swarm: Option<Uuid>, live: std::time::Duration) -> Result<Vec<Progress>> {
     let counts = db::progress::counts(pool, swarm).await?;
     let mut summaries: HashMap<Uuid, db::progress::Summary> =
         db::progress::summaries(pool, swarm).await?.into_iter().map(|summary| (summary.id, summary)).collect();
@@ -81,7 +81,7 @@ pub async fn of(pool: &PgPool, swarm: Option<Uuid>, live: std::time::Duration) -
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a bad amount or an unknown swarm.
-pub async fn set_budget(pool: &PgPool, swarm: Uuid, budget: Option<f64>) -> Result<(Option<f64>, f64)> {
+pub(crate) async fn set_budget(pool: &PgPool, swarm: Uuid, budget: Option<f64>) -> Result<(Option<f64>, f64)> {
     if budget.is_some_and(|amount| !(amount.is_finite() && amount > 0.0)) {
         return Err(Error::invalid("budget", "must be a positive amount (or 0 to clear it)"));
     }
@@ -94,7 +94,7 @@ pub async fn set_budget(pool: &PgPool, swarm: Uuid, budget: Option<f64>) -> Resu
 }
 
 /// `k=v,k2=v2` for a JSON object of labels.
-pub fn label_text(labels: &serde_json::Value) -> String {
+pub(crate) fn label_text(labels: &serde_json::Value) -> String {
     labels
         .as_object()
         .map(|map| {

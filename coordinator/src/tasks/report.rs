@@ -23,7 +23,7 @@ use crate::tasks::validate::json_size;
 
 /// How one reported outcome was taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ack {
+pub(crate) enum Ack {
     /// Recorded now.
     Recorded,
     /// Recorded before; this was a resend.
@@ -34,7 +34,7 @@ pub enum Ack {
 
 /// What an attempt used and which session it ran, as its agent reported.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Spend {
+pub(crate) struct Spend {
     /// Session id.
     pub session_id: Option<String>,
     /// Input tokens.
@@ -47,7 +47,7 @@ pub struct Spend {
 
 /// A successful attempt.
 #[derive(Debug, Clone)]
-pub struct Completion {
+pub(crate) struct Completion {
     /// Task.
     pub task: TaskId,
     /// Attempt (fencing token).
@@ -60,7 +60,7 @@ pub struct Completion {
 
 /// An attempt that ended without success, as its worker reports it.
 #[derive(Debug, Clone)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// Task.
     pub task: TaskId,
     /// Attempt (fencing token).
@@ -78,13 +78,13 @@ pub struct Failure {
 }
 
 /// Longest error text kept per attempt.
-pub const MAX_ERROR_LEN: usize = 8 * 1024;
+pub(crate) const MAX_ERROR_LEN: usize = 8 * 1024;
 
 /// Records successes in one statement; returns one ack per completion, in order.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] when a result is over the size limit (nothing is recorded).
-pub async fn complete(pool: &PgPool, limits: &LimitConfig, completions: Vec<Completion>) -> Result<Vec<Ack>> {
+pub(crate) async fn complete(pool: &PgPool, limits: &LimitConfig, completions: Vec<Completion>) -> Result<Vec<Ack>> {
     let result_limit = limits.max_result_size.as_u64();
     let problems: Vec<String> = completions
         .iter()
@@ -164,7 +164,7 @@ async fn complete_staged(pool: &PgPool, reports: &db::outcomes::Reports, recorde
 }
 
 /// Why tasks downstream of a dead or cancelled one are cancelled.
-pub const UPSTREAM_REASON: &str = "cancelled: a task it depends on died or was cancelled (upstream)";
+pub(crate) const UPSTREAM_REASON: &str = "cancelled: a task it depends on died or was cancelled (upstream)";
 
 /// Records failures in one transaction: each task is retried after a backoff,
 /// requeued (hand-back), cancelled, or sent to the dead-letter queue. Returns
@@ -173,7 +173,7 @@ pub const UPSTREAM_REASON: &str = "cancelled: a task it depends on died or was c
 ///
 /// # Errors
 /// Database failures only.
-pub async fn fail(
+pub(crate) async fn fail(
     pool: &PgPool,
     defaults: &TaskDefaults,
     failures: Vec<Failure>,
@@ -210,7 +210,7 @@ pub async fn fail(
 ///
 /// # Errors
 /// Database failures.
-pub async fn release_unheld(
+pub(crate) async fn release_unheld(
     pool: &PgPool,
     defaults: &TaskDefaults,
     worker: Uuid,
@@ -231,7 +231,7 @@ pub async fn release_unheld(
 }
 
 /// Decides a stopped attempt's fate with the task's own backoff settings.
-pub fn decide(defaults: &TaskDefaults, task: &db::outcomes::StoppedAttempt, stop: Stop) -> Fate {
+pub(crate) fn decide(defaults: &TaskDefaults, task: &db::outcomes::StoppedAttempt, stop: Stop) -> Fate {
     let backoff = Backoff::for_task(defaults, task.backoff_initial_ms, task.backoff_max_ms, task.backoff_multiplier);
     let failures = u32::try_from(task.failures).unwrap_or(0);
     let max_attempts = u32::try_from(task.max_attempts).unwrap_or(1);
@@ -240,7 +240,7 @@ pub fn decide(defaults: &TaskDefaults, task: &db::outcomes::StoppedAttempt, stop
 
 /// How an attempt ended, as recorded on it.
 #[derive(Debug, Clone, Default)]
-pub struct Ending {
+pub(crate) struct Ending {
     /// What went wrong.
     pub error: String,
     /// Exit code.
@@ -253,13 +253,13 @@ pub struct Ending {
 
 impl Ending {
     /// An ending known only by its error text.
-    pub fn error(error: impl Into<String>) -> Self {
+    pub(crate) fn error(error: impl Into<String>) -> Self {
         Self { error: error.into(), ..Self::default() }
     }
 }
 
 /// Adds one decided fate to a batch.
-pub fn push(fates: &mut db::outcomes::Fates, task: &db::outcomes::StoppedAttempt, fate: Fate, ending: Ending) {
+pub(crate) fn push(fates: &mut db::outcomes::Fates, task: &db::outcomes::StoppedAttempt, fate: Fate, ending: Ending) {
     fates.task_ids.push(task.id);
     fates.attempt_ids.push(task.attempt_id);
     fates.statuses.push(fate.status);
@@ -281,7 +281,7 @@ pub fn push(fates: &mut db::outcomes::Fates, task: &db::outcomes::StoppedAttempt
 ///
 /// # Errors
 /// Database failures.
-pub async fn settle(conn: &mut PgConnection, fates: &db::outcomes::Fates) -> sqlx::Result<Option<Duration>> {
+pub(crate) async fn settle(conn: &mut PgConnection, fates: &db::outcomes::Fates) -> sqlx::Result<Option<Duration>> {
     if fates.task_ids.is_empty() {
         return Ok(None);
     }
@@ -338,7 +338,7 @@ async fn acks_for(
 }
 
 /// Cuts text to at most `limit` bytes on a character boundary.
-pub fn truncate(text: &str, limit: usize) -> String {
+pub(crate) fn truncate(text: &str, limit: usize) -> String {
     if text.len() <= limit {
         return text.to_owned();
     }

@@ -10,7 +10,7 @@ use crate::status::{AttemptOutcome, TaskStatus};
 
 /// Whether a failure is worth retrying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureClass {
+pub(crate) enum FailureClass {
     /// Retry while attempts remain.
     Transient,
     /// Never retry.
@@ -19,7 +19,7 @@ pub enum FailureClass {
 
 /// How an attempt stopped without success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
+pub(crate) enum Stop {
     /// The worker reported a failure of this class.
     Failed(FailureClass),
     /// The worker handed the task back unfinished (drain or emergency stop).
@@ -34,7 +34,7 @@ pub enum Stop {
 
 /// Backoff settings for one task: the defaults, with the task's own overrides.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     /// First delay.
     pub initial: Duration,
     /// Growth per failure.
@@ -47,7 +47,7 @@ pub struct Backoff {
 
 impl Backoff {
     /// The coordinator's defaults with a task's overrides applied.
-    pub fn for_task(
+    pub(crate) fn for_task(
         defaults: &TaskDefaults,
         initial_ms: Option<i64>,
         max_ms: Option<i64>,
@@ -65,7 +65,7 @@ impl Backoff {
     /// Delay before the retry that follows failure number `failures` (from 1):
     /// `initial × multiplier^(failures-1)`, capped at `max`, then spread by ±jitter.
     /// `unit_random` is a uniform sample from [0, 1).
-    pub fn delay(&self, failures: u32, unit_random: f64) -> Duration {
+    pub(crate) fn delay(&self, failures: u32, unit_random: f64) -> Duration {
         let exponent = i32::try_from(failures.saturating_sub(1)).unwrap_or(i32::MAX);
         let base = self.initial.as_secs_f64() * self.multiplier.powi(exponent);
         let capped = base.min(self.max.as_secs_f64());
@@ -76,7 +76,7 @@ impl Backoff {
 
 /// What happens to a task and its attempt.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Fate {
+pub(crate) struct Fate {
     /// The task's next status.
     pub status: TaskStatus,
     /// How the attempt is recorded.
@@ -89,7 +89,7 @@ pub struct Fate {
 
 /// Decides the fate of a task (`Running` or `Cancelling`) whose attempt stopped
 /// without success, after `failures` counted failures so far.
-pub fn fate(
+pub(crate) fn fate(
     backoff: &Backoff,
     status: TaskStatus,
     stop: Stop,

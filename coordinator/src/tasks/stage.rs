@@ -10,7 +10,7 @@ use crate::status::TaskStatus;
 
 /// A validator's verdict, read from its result.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// `"verdict": "pass"`.
     Pass,
     /// `"verdict": "fail"`; the whole result is the feedback.
@@ -20,7 +20,7 @@ pub enum Verdict {
 }
 
 /// Reads `"verdict": "pass" | "fail"` (any case) from a validator's result.
-pub fn verdict_of(result: &Json) -> Verdict {
+pub(crate) fn verdict_of(result: &Json) -> Verdict {
     match result.get("verdict").and_then(Json::as_str).map(str::to_ascii_lowercase).as_deref() {
         Some("pass") => Verdict::Pass,
         Some("fail") => Verdict::Fail,
@@ -29,7 +29,7 @@ pub fn verdict_of(result: &Json) -> Verdict {
 }
 
 /// Where a task with a validator goes after one of its attempts succeeded.
-pub fn after_success(
+pub(crate) fn after_success(
     status: TaskStatus,
     stage: &str,
     round: i32,

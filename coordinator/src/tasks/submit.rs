@@ -18,7 +18,7 @@ use crate::tasks::{graph, validate};
 
 /// A swarm as submitted.
 #[derive(Debug, Clone, Default)]
-pub struct Submission {
+pub(crate) struct Submission {
     /// Swarm name.
     pub swarm: String,
     /// Tasks in submission order.
@@ -31,7 +31,7 @@ pub struct Submission {
 
 /// A validator stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Validate {
+pub(crate) struct Validate {
     /// Validator agent.
     pub agent: String,
     /// Validator prompt.
@@ -42,7 +42,7 @@ pub struct Validate {
 
 /// One task as submitted.
 #[derive(Debug, Clone, Default)]
-pub struct NewTask {
+pub(crate) struct NewTask {
     /// Key, unique within the submission.
     pub key: Option<String>,
     /// Agent name.
@@ -79,7 +79,7 @@ pub struct NewTask {
 
 /// The queued swarm.
 #[derive(Debug)]
-pub struct Submitted {
+pub(crate) struct Submitted {
     /// Swarm id.
     pub swarm_id: SwarmId,
     /// Task ids in submission order.
@@ -98,7 +98,7 @@ pub struct Submitted {
 /// [`Error::InvalidArgument`] listing every problem (including a dependency
 /// cycle, named task by task, and dependencies that do not exist); nothing is
 /// queued then. Database failures.
-pub async fn submit(
+pub(crate) async fn submit(
     pool: &PgPool,
     defaults: &TaskDefaults,
     limits: &LimitConfig,

@@ -13,12 +13,12 @@ use crate::config::LimitConfig;
 use crate::tasks::submit::{NewTask, Submission};
 
 /// Most locks and labels a task may have.
-pub const MAX_LOCKS_AND_LABELS: usize = 32;
+pub(crate) const MAX_LOCKS_AND_LABELS: usize = 32;
 /// Most builder rounds.
-pub const MAX_ROUNDS_LIMIT: u32 = 20;
+pub(crate) const MAX_ROUNDS_LIMIT: u32 = 20;
 
 /// Checks a label key (`gpu`, `region`, `example.com/zone`) and value (`true`, `eu-west`).
-pub fn label_problem(key: &str, value: &str) -> Option<String> {
+pub(crate) fn label_problem(key: &str, value: &str) -> Option<String> {
     let key_ok = !key.is_empty()
         && key.len() <= 63
         && key.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
@@ -32,14 +32,14 @@ pub fn label_problem(key: &str, value: &str) -> Option<String> {
 }
 
 /// Longest agent, swarm or key name.
-pub const MAX_NAME_LEN: usize = 128;
+pub(crate) const MAX_NAME_LEN: usize = 128;
 /// Most attempts a task may ask for.
-pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+pub(crate) const MAX_ATTEMPTS_LIMIT: u32 = 100;
 /// Longest per-attempt timeout.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Checks a name: non-empty, at most [`MAX_NAME_LEN`], letters, digits and `-_.:/@` only.
-pub fn name_problem(name: &str) -> Option<String> {
+pub(crate) fn name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
         return Some("must not be empty".into());
     }
@@ -51,7 +51,7 @@ pub fn name_problem(name: &str) -> Option<String> {
 }
 
 /// Lists every problem with a submission, each naming its field.
-pub fn problems(submission: &Submission, limits: &LimitConfig) -> Vec<String> {
+pub(crate) fn problems(submission: &Submission, limits: &LimitConfig) -> Vec<String> {
     let mut problems = swarm_problems(submission, limits);
     let mut seen_keys: HashMap<&str, usize> = HashMap::new();
     for (index, task) in submission.tasks.iter().enumerate() {
@@ -188,7 +188,7 @@ fn stage_problems(task: &NewTask, found: &mut Vec<TaskProblem>) {
 }
 
 /// Size of a JSON object as serialized.
-pub fn json_size(object: &JsonObject) -> u64 {
+pub(crate) fn json_size(object: &JsonObject) -> u64 {
     serde_json::to_vec(object).map_or(u64::MAX, |bytes| bytes.len() as u64)
 }
 

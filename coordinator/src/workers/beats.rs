@@ -28,7 +28,7 @@ const QUEUE: usize = 4_096;
 
 /// One worker's beat.
 #[derive(Debug)]
-pub struct Beat {
+pub(crate) struct Beat {
     /// Worker id.
     pub worker: Uuid,
     /// Free slots.
@@ -49,7 +49,7 @@ pub struct Beat {
 
 /// What writing one beat found.
 #[derive(Debug)]
-pub struct Recorded {
+pub(crate) struct Recorded {
     /// The command waiting for the worker.
     pub command: Option<Command>,
     /// Attempts whose lease was extended.
@@ -64,13 +64,18 @@ type Reply = oneshot::Sender<Result<Option<Recorded>>>;
 
 /// The handle sessions send beats through.
 #[derive(Debug, Clone)]
-pub struct BeatWriter {
+pub(crate) struct BeatWriter {
     queue: mpsc::Sender<(Beat, Reply)>,
 }
 
 impl BeatWriter {
     /// Starts the writer; it runs until `cancel`.
-    pub fn start(pool: PgPool, window: Duration, lease: Duration, cancel: CancellationToken) -> (Self, WriterTask) {
+    pub(crate) fn start(
+        pool: PgPool,
+        window: Duration,
+        lease: Duration,
+        cancel: CancellationToken,
+    ) -> (Self, WriterTask) {
         let (queue, beats) = mpsc::channel(QUEUE);
         let task = WriterTask { pool, beats, window, lease_seconds: db::seconds(lease), cancel };
         (Self { queue }, task)
@@ -80,7 +85,7 @@ impl BeatWriter {
     ///
     /// # Errors
     /// [`Error::BeatsNotRecorded`] when the batch's statement failed or the coordinator is stopping.
-    pub async fn write(&self, beat: Beat) -> Result<Option<Recorded>> {
+    pub(crate) async fn write(&self, beat: Beat) -> Result<Option<Recorded>> {
         let (reply, recorded) = oneshot::channel();
         self.queue.send((beat, reply)).await.map_err(|_| Error::BeatsNotRecorded)?;
         recorded.await.map_err(|_| Error::BeatsNotRecorded)?
@@ -88,7 +93,7 @@ impl BeatWriter {
 }
 
 /// The writer's loop, to be spawned.
-pub struct WriterTask {
+pub(crate) struct WriterTask {
     pool: PgPool,
     beats: mpsc::Receiver<(Beat, Reply)>,
     window: Duration,
@@ -99,7 +104,7 @@ pub struct WriterTask {
 impl WriterTask {
     /// Gathers and writes batches until cancelled.
     #[instrument(skip_all, name = "beat_writer")]
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         loop {
             let first = tokio::select! {
                 first = self.beats.recv() => first,

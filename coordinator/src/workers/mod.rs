@@ -1,8 +1,8 @@
 //! Worker-facing use-cases that are not about one task: registration, the
 //! heartbeat session, and the writer that records beats in batches.
 
-pub mod beats;
-pub mod session;
+pub(crate) mod beats;
+pub(crate) mod session;
 
 use sqlx::PgPool;
 
@@ -15,7 +15,7 @@ use crate::tasks::validate::name_problem;
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] naming bad agent names; database failures.
-pub async fn register(pool: &PgPool, registration: &db::workers::Registration<'_>) -> Result<()> {
+pub(crate) async fn register(pool: &PgPool, registration: &db::workers::Registration<'_>) -> Result<()> {
     let problems: Vec<String> = registration
         .agents
         .iter()
@@ -34,7 +34,7 @@ pub async fn register(pool: &PgPool, registration: &db::workers::Registration<'_
 ///
 /// # Errors
 /// Database failures.
-pub async fn list(
+pub(crate) async fn list(
     pool: &PgPool,
     lease: std::time::Duration,
     include_gone: bool,
@@ -46,7 +46,7 @@ pub async fn list(
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a bad id or no target; database failures.
-pub async fn stop(
+pub(crate) async fn stop(
     pool: &PgPool,
     ids: &[hive_shared::ids::WorkerId],
     all: bool,

@@ -29,7 +29,7 @@ use crate::tasks::report;
 
 /// Replies waiting to be sent on one stream; a worker that does not read its
 /// replies stalls its own session, never the coordinator.
-pub const REPLY_BUFFER: usize = 4;
+pub(crate) const REPLY_BUFFER: usize = 4;
 
 /// What one loop turn handles.
 enum Event {
@@ -49,7 +49,7 @@ struct Session {
 
 /// Serves one heartbeat stream until the worker closes it, it fails, or `shutdown`.
 #[instrument(skip_all, name = "heartbeat_session")]
-pub async fn run(
+pub(crate) async fn run(
     pool: PgPool,
     config: Arc<Config>,
     beats: BeatWriter,
