@@ -9,6 +9,11 @@
 //! - [`procs`]: the real `hive-coordinator`, `hive-worker` and `hivectl`
 //!   binaries as child processes (build them first: `cargo build --bins`,
 //!   which `scripts/test` does).
+//! - [`db_rows`]: swarms, workers, tasks, claims, reports and fates written
+//!   through the coordinator's own statements, for tests of the db layer.
+//! - [`invariants`]: the data model's invariants that only tests check.
+//! - [`statement_plans`]: the coordinator's statements as `.sqlx/` records
+//!   them, prepared and `EXPLAIN`ed, and the scans their plans make.
 //! - [`wait`]: wait on a condition with a deadline, never a bare sleep.
 //! - [`worker_setup`]: worker config files from typed settings and agents.
 //!
@@ -16,8 +21,11 @@
 //! has no place in the coordinator's checked query set.
 
 pub mod coordinator;
+pub mod db_rows;
 pub mod fake_worker;
+pub mod invariants;
 pub mod postgres;
 pub mod procs;
+pub mod statement_plans;
 pub mod wait;
 pub mod worker_setup;

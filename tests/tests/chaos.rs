@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use hive_tests::invariants::assert_invariants;
 use hive_tests::postgres::{count, wait_all_finished};
 use hive_tests::procs::{Proc, hivectl_json, start_worker};
 use hive_tests::worker_setup::{Agent, WorkerSetup};
@@ -179,6 +180,7 @@ async fn nothing_is_lost_or_recorded_twice_through_worker_kills_a_coordinator_cr
     assert_eq!(recorded_twice, 0, "each success recorded exactly once");
     let ran: HashSet<String> = ledger.keys().cloned().collect();
     assert_eq!(ran, ids, "every task ran at least once, and nothing else ran");
+    assert_invariants(&pool).await;
 
     for worker in workers {
         worker.terminate().await;

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use hive_tests::invariants::assert_invariants;
 use hive_tests::postgres::{count, fresh_database};
 use hive_tests::procs::{hivectl_json, hivectl_output, start_coordinator, start_worker};
 use hive_tests::worker_setup::{Agent, WorkerSetup};
@@ -91,6 +92,7 @@ async fn three_worker_processes_run_three_hundred_tasks_each_exactly_once() {
 
     assert_eq!(count(&db.pool, "select count(*) from task_states where status = 'succeeded'").await, TASKS as i64);
     assert_eq!(count(&db.pool, "select count(*) from attempts").await, TASKS as i64);
+    assert_invariants(&db.pool).await;
 
     for worker in workers {
         let log = worker.log_text();

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use hive_shared::pb;
 use hive_tests::coordinator::{TestCoordinator, test_config};
+use hive_tests::invariants::assert_invariants;
 use hive_tests::postgres::{count, empty_database, wait_all_finished};
 use hive_tests::procs::start_worker;
 use hive_tests::wait::eventually;
@@ -91,6 +92,7 @@ async fn tasks_from_before_the_queue_split_read_the_same_and_still_run() {
     assert_eq!(count(&db.pool, "select count(*) from attempts").await, 2, "the running and the succeeded attempt");
 
     hive_coordinator::MIGRATOR.run(&db.pool).await.unwrap();
+    assert_invariants(&db.pool).await;
     let after: Vec<(String, String, i32)> = sqlx::query_as(READ_TASKS).fetch_all(&db.pool).await.unwrap();
     assert_eq!(after, before, "every task reads as it did");
     assert_eq!(count(&db.pool, "select count(*) from attempts").await, 1, "the succeeded attempt has ended");
@@ -120,6 +122,7 @@ async fn tasks_from_before_the_queue_split_read_the_same_and_still_run() {
     .await
     .unwrap();
     assert_eq!(outcomes, ["lost", "succeeded"], "the lapsed attempt is written out as lost, and the new one succeeded");
+    assert_invariants(&db.pool).await;
     worker.terminate().await;
     coordinator.stop().await.unwrap();
 }
@@ -220,6 +223,7 @@ async fn tasks_in_every_state_from_the_queue_split_read_the_same_and_run_on_to_t
         sqlx::query_as("select key, status::text, attempts from tasks order by key").fetch_all(&db.pool).await.unwrap();
 
     hive_coordinator::MIGRATOR.run(&db.pool).await.unwrap();
+    assert_invariants(&db.pool).await;
     let after: Vec<(String, String, i32)> = sqlx::query_as(READ_TASKS).fetch_all(&db.pool).await.unwrap();
     assert_eq!(after, before, "every task reads as it did");
     let lease: Option<String> = sqlx::query_scalar(
@@ -298,6 +302,7 @@ async fn tasks_in_every_state_from_the_queue_split_read_the_same_and_run_on_to_t
     let patch: serde_json::Value = sqlx::query_scalar(RESULT_OF).bind("validating").fetch_one(&db.pool).await.unwrap();
     assert_eq!(patch, serde_json::json!({"patch": "x"}), "a passed validator makes the build result the task's");
     assert_eq!(count(&db.pool, "select count(*) from task_locks").await, 0, "every lock is released");
+    assert_invariants(&db.pool).await;
     worker.terminate().await;
     coordinator.stop().await.unwrap();
 }

@@ -1,0 +1,81 @@
+//! The integrity invariants of docs/data-model.md that no constraint
+//! enforces (or that span tables), checked with SQL: call
+//! [`assert_invariants`] at the end of any test that drove the real
+//! statements.
+
+use sqlx::{PgConnection, PgPool};
+
+/// Each invariant by name, with a query counting the rows that break it.
+pub const CHECKS: &[(&str, &str)] = &[
+    (
+        "every task has exactly one state row",
+        "select (select count(*) from tasks t where not exists (select 1 from task_states s where s.task_id = t.id))
+              + (select count(*) from task_states s where not exists (select 1 from tasks t where t.id = s.task_id))
+              + (select count(*) from (select task_id from task_states group by task_id having count(*) > 1) twice)",
+    ),
+    (
+        "the spec copies on task_states match the spec",
+        "select count(*) from task_states s join tasks t on t.id = s.task_id
+         where s.swarm_id <> t.swarm_id or s.priority <> t.priority
+            or s.has_labels <> (t.required_labels <> '{}'::jsonb) or s.has_locks <> (cardinality(t.locks) > 0)
+            or s.validated <> (t.validate_agent is not null) or s.timeout_ms is distinct from t.timeout_ms",
+    ),
+    (
+        "every attempt belongs to an existing task",
+        "select count(*) from attempts a where not exists (select 1 from tasks t where t.id = a.task_id)",
+    ),
+    (
+        "a succeeded task's result is an existing succeeded attempt",
+        "select count(*) from task_states s
+         where s.status = 'succeeded' and not exists (
+             select 1 from attempts a
+             where a.task_id = s.task_id and a.number = s.result_attempt and a.outcome = 'succeeded')",
+    ),
+    (
+        "a task's attempt numbers are distinct",
+        "select count(*) from (select task_id, number from attempts group by 1, 2 having count(*) > 1) twice",
+    ),
+    (
+        "a task's attempt numbers are at most its attempts started",
+        "select count(*) from attempts a join task_states s on s.task_id = a.task_id where a.number > s.attempts",
+    ),
+    ("no attempt id appears twice", "select count(*) from (select id from attempts group by id having count(*) > 1) twice"),
+    (
+        "a running attempt has not also ended",
+        "select count(*) from task_states s join attempts a on a.id = s.attempt_id",
+    ),
+    (
+        "a running attempt's number is the task's attempts started",
+        "select count(*) from task_states s
+         where s.attempt_id is not null
+           and (s.attempts < 1 or exists (select 1 from attempts a where a.task_id = s.task_id and a.number >= s.attempts))",
+    ),
+];
+
+/// The invariants broken on this connection's view of the database, by
+/// name, with how many rows break each.
+///
+/// # Panics
+/// When a check's query fails.
+pub async fn violations(conn: &mut PgConnection) -> Vec<(&'static str, i64)> {
+    let mut broken = Vec::new();
+    for &(name, sql) in CHECKS {
+        let rows: i64 =
+            sqlx::query_scalar(sql).fetch_one(&mut *conn).await.unwrap_or_else(|err| panic!("{name}: {err}"));
+        if rows > 0 {
+            broken.push((name, rows));
+        }
+    }
+    broken
+}
+
+/// Checks every invariant of docs/data-model.md left to db tests.
+///
+/// # Panics
+/// When one is broken (listing each, with how many rows break it), or the
+/// database cannot be read.
+pub async fn assert_invariants(pool: &PgPool) {
+    let mut conn = pool.acquire().await.expect("a connection for the invariant checks");
+    let broken = violations(&mut conn).await;
+    assert!(broken.is_empty(), "data model invariants broken (rows per invariant): {broken:?}");
+}
