@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use hive_coordinator::db;
 use hive_coordinator::db::claims::{ClaimScope, ClaimTiming, ClaimedTask};
 use hive_coordinator::db::outcomes::{Fates, Reports};
-use hive_coordinator::tasks::state::{AttemptOutcome, TaskStatus};
+use hive_coordinator::status::{AttemptOutcome, TaskStatus};
 use serde_json::{Value as Json, json};
 use sqlx::PgPool;
 use uuid::Uuid;

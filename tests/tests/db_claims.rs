@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use chrono::{Duration, Utc};
 use hive_coordinator::db;
 use hive_coordinator::db::claims::ClaimScope;
-use hive_coordinator::tasks::state::TaskStatus;
+use hive_coordinator::status::TaskStatus;
 use hive_tests::db_rows::{self, Spec, TIMING, claim, claim_locked, complete, scope, submit, swarm, worker};
 use hive_tests::invariants::assert_invariants;
 use hive_tests::postgres::fresh_database;

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
 
 use hive_coordinator::db;
-use hive_coordinator::tasks::state::{AttemptOutcome, TaskStatus};
+use hive_coordinator::status::{AttemptOutcome, TaskStatus};
 use hive_tests::db_rows::{
     self, Fate, Spec, claim, claim_locked, complete, end_attempt, scope, submit_with_deps, swarm, worker,
 };

@@ -6,7 +6,7 @@
 
 use hive_coordinator::db;
 use hive_coordinator::db::beats::Beats;
-use hive_coordinator::tasks::state::{AttemptOutcome, TaskStatus};
+use hive_coordinator::status::{AttemptOutcome, TaskStatus};
 use hive_tests::db_rows::{self, Fate, Spec, claim, complete, end_attempt, everything_of, submit, swarm, worker};
 use hive_tests::invariants::assert_invariants;
 use hive_tests::postgres::{TestDb, fresh_database};

@@ -6,7 +6,7 @@
 
 use hive_coordinator::db;
 use hive_coordinator::db::filters::TaskFilter;
-use hive_coordinator::tasks::state::{AttemptOutcome, TaskStatus};
+use hive_coordinator::status::{AttemptOutcome, TaskStatus};
 use hive_tests::db_rows::{
     self, Fate, Spec, TIMING, claim, complete, end_attempt, state_row, status, submit, submit_with_deps, swarm, worker,
 };

@@ -73,13 +73,18 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
                 attempt_started_at = null
             from before b
             where s.task_id = b.task_id and s.attempt_id = b.attempt_id
-            returning s.task_id, s.swarm_id, b.attempt_id, b.cost
+            -- The attempt as it was, from `before`: the attempt's row is
+            -- written from what this returns, with no join back to `before`
+            -- (a generic plan joins two CTEs by comparing every row of one
+            -- with every row of the other).
+            returning s.task_id, s.swarm_id, b.attempt_id, b.attempts, b.worker_id, b.stage, b.attempt_started_at,
+                      b.result, b.session_id, b.input_tokens, b.output_tokens, b.cost
         ), recorded as (
             insert into attempts (id, task_id, number, worker_id, stage, started_at, finished_at, outcome, result,
                                   session_id, input_tokens, output_tokens, cost)
-            select b.attempt_id, b.task_id, b.attempts, b.worker_id, b.stage, b.attempt_started_at, now(), 'succeeded',
-                   b.result, b.session_id, b.input_tokens, b.output_tokens, b.cost
-            from before b join done d on d.task_id = b.task_id
+            select attempt_id, task_id, attempts, worker_id, stage, attempt_started_at, now(), 'succeeded', result,
+                   session_id, input_tokens, output_tokens, cost
+            from done
         ), unblocked as (
             update task_states s
             set waiting_on = s.waiting_on - n.count,
