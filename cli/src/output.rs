@@ -24,6 +24,16 @@ pub(crate) fn json(value: &impl Serialize) {
     }
 }
 
+/// Text a remote party wrote (a worker's name, an agent's error), safe to
+/// print: control characters — terminal escape sequences among them — are
+/// shown escaped (`\u{1b}`) instead of acting on the terminal.
+pub(crate) fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
+}
+
 /// A borderless table with a header row.
 pub(crate) fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
@@ -449,5 +459,17 @@ pub(crate) fn ago(at: Option<DateTime<Utc>>) -> String {
         60..3600 => format!("{}m ago", seconds / 60),
         3600..86_400 => format!("{}h ago", seconds / 3600),
         _ => format!("{}d ago", seconds / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_from_remote_parties_are_shown_escaped() {
+        assert_eq!(printable("worker-1"), "worker-1");
+        assert_eq!(printable("\u{1b}[31mred\u{7}"), "\\u{1b}[31mred\\u{7}");
+        assert_eq!(printable("a\nb"), "a\\u{a}b");
     }
 }

@@ -17,6 +17,9 @@ pub enum Error {
     /// No task has this id.
     #[error("task {0} not found")]
     TaskNotFound(TaskId),
+    /// No swarm has this id.
+    #[error("swarm {0} not found")]
+    SwarmNotFound(uuid::Uuid),
     /// The worker never registered (or its record was pruned).
     #[error("worker {0} is not registered; call Register first")]
     WorkerNotRegistered(WorkerId),

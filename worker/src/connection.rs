@@ -64,16 +64,24 @@ pub(crate) async fn pause(delay: Duration, cancel: &CancellationToken) -> bool {
     }
 }
 
-/// Repeats `call` while it fails with a retryable code, until `abandon`.
+/// How many times a call is made while the coordinator answers INTERNAL or
+/// UNKNOWN: answers that may pass (a failover mid-call) but may as well come
+/// back every time for the same request, which must then not wedge the caller.
+const MAX_TRIES_ON_INTERNAL: u32 = 5;
+
+/// Repeats `call` while it fails with a retryable code, until `abandon`;
+/// INTERNAL and UNKNOWN at most [`MAX_TRIES_ON_INTERNAL`] times.
 ///
 /// # Errors
-/// The first non-retryable status, or `Cancelled` once abandoned.
+/// The first non-retryable status, the last INTERNAL or UNKNOWN one, or
+/// `Cancelled` once abandoned.
 pub(crate) async fn retry<T, F, Fut>(what: &str, abandon: &CancellationToken, mut call: F) -> Result<T, Status>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Response<T>, Status>>,
 {
     let mut delays = backoff();
+    let mut internal = 0;
     loop {
         let status = tokio::select! {
             result = call() => match result {
@@ -83,6 +91,12 @@ where
             },
             () = abandon.cancelled() => return Err(Status::cancelled(format!("{what} abandoned"))),
         };
+        if matches!(status.code(), Code::Internal | Code::Unknown) {
+            internal += 1;
+            if internal >= MAX_TRIES_ON_INTERNAL {
+                return Err(status);
+            }
+        }
         let delay = delays.next().unwrap_or(Duration::from_secs(5));
         warn!(call = what, code = ?status.code(), message = status.message(), retry_in = ?delay, "coordinator call failed; retrying");
         if !pause(delay, abandon).await {

@@ -178,21 +178,38 @@ pub(crate) fn decide(
     Some(with_spend(report, spent))
 }
 
-/// Reads the result file: `Ok(None)` when absent, an error naming the problem when it is not a JSON object.
+/// Longest the result file's read may take: it is read after the agent
+/// exited, so a read that waits is one something else keeps open.
+const RESULT_FILE_READ_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads the result file: `Ok(None)` when absent, an error naming the
+/// problem when it is not a regular file (a symbolic link, a FIFO, a
+/// device), is too large, takes too long to read, or is not a JSON object.
+/// The agent chose what is at that path, so nothing here may block or
+/// follow it elsewhere.
 pub(crate) async fn read_result_file(path: &std::path::Path) -> Result<Option<JsonObject>, String> {
+    use nix::fcntl::OFlag;
     use tokio::io::AsyncReadExt;
-    let file = match tokio::fs::File::open(path).await {
+    let cannot = |err: std::io::Error| format!("cannot read the result file {}: {err}", path.display());
+    let mut options = tokio::fs::OpenOptions::new();
+    options.read(true).custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits());
+    let file = match options.open(path).await {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => {
-            return Err(format!("cannot read the result file {}: {err}", path.display()));
+        Err(err) if err.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) => {
+            return Err("the result file is a symbolic link; write a regular file".to_owned());
         }
+        Err(err) => return Err(cannot(err)),
     };
+    if !file.metadata().await.map_err(cannot)?.is_file() {
+        return Err("the result file is not a regular file (a FIFO, socket or device); write a regular file".to_owned());
+    }
     let mut bytes = Vec::new();
-    file.take(MAX_RESULT_FILE + 1)
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|err| format!("cannot read the result file {}: {err}", path.display()))?;
+    let mut limited = file.take(MAX_RESULT_FILE + 1);
+    match tokio::time::timeout(RESULT_FILE_READ_LIMIT, limited.read_to_end(&mut bytes)).await {
+        Ok(done) => done.map_err(cannot)?,
+        Err(_) => return Err(format!("the result file could not be read within {RESULT_FILE_READ_LIMIT:?}")),
+    };
     if bytes.len() as u64 > MAX_RESULT_FILE {
         return Err(format!("the result file is larger than {MAX_RESULT_FILE} bytes"));
     }
@@ -359,5 +376,19 @@ mod tests {
         assert_eq!(read_result_file(&path).await.unwrap().unwrap()["ok"], true);
         tokio::fs::write(&path, b"[1]").await.unwrap();
         assert!(read_result_file(&path).await.unwrap_err().contains("not a JSON object"));
+    }
+
+    #[tokio::test]
+    async fn a_result_file_that_is_a_fifo_or_a_link_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let refused = tokio::time::timeout(std::time::Duration::from_secs(2), read_result_file(&fifo)).await;
+        assert!(refused.expect("no wait for a writer").unwrap_err().contains("not a regular file"));
+        let secret = dir.path().join("secret");
+        tokio::fs::write(&secret, b"{\"key\": \"hunter2\"}").await.unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        assert!(read_result_file(&link).await.unwrap_err().contains("symbolic link"));
     }
 }

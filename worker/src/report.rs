@@ -50,6 +50,12 @@ pub(crate) async fn run(
     }
 }
 
+/// Whether the coordinator refused a batch for something in it (a bad
+/// result, or one it could not store): sent one by one, the others go through.
+fn is_refusal(code: Code) -> bool {
+    matches!(code, Code::InvalidArgument | Code::Internal | Code::Unknown)
+}
+
 fn as_completion(report: Report) -> Option<pb::Completion> {
     match report {
         Report::Complete(completion) => Some(completion),
@@ -89,7 +95,7 @@ impl Reporter<'_> {
                 self.settle(response.acks);
                 Vec::new()
             }
-            Err(status) if status.code() == Code::InvalidArgument && completions.len() > 1 => {
+            Err(status) if is_refusal(status.code()) && completions.len() > 1 => {
                 // One bad result must not sink the others: send them one by one.
                 let mut refused = Vec::new();
                 for completion in completions {
@@ -102,7 +108,9 @@ impl Reporter<'_> {
                 .filter_map(|completion| {
                     let ids = Ids { task_id: completion.task_id, attempt_id: completion.attempt_id };
                     let problem = format!("the coordinator refused the result: {}", status.message());
-                    as_failure(outcome::failure(&ids, pb::FailureClass::Permanent, problem, None))
+                    let failure = as_failure(outcome::failure(&ids, pb::FailureClass::Permanent, problem, None))?;
+                    // The agent ran and spent what it spent: its session and usage stay with the attempt.
+                    Some(pb::Failure { session_id: completion.session_id, usage: completion.usage, ..failure })
                 })
                 .collect(),
             Err(status) => {

@@ -86,14 +86,15 @@ async fn list(ctx: &Ctx, include_gone: bool) -> anyhow::Result<()> {
     let mut table =
         output::table(&["name", "id", "status", "busy", "agents", "labels", "cpu", "memory", "agents rss", "seen"]);
     for worker in &workers {
+        let labels = worker.labels.iter().map(|(key, value)| format!("{key}={value}")).collect::<Vec<_>>();
         table.add_row(vec![
-            worker.name.clone(),
-            worker.id.clone(),
+            output::printable(&worker.name),
+            output::printable(&worker.id),
             if worker.draining { format!("{} (draining)", worker.status) } else { worker.status.clone() },
-            format!("{}/{}", worker.slots.saturating_sub(worker.free_slots), worker.slots),
-            worker.agents.join(","),
+            format!("{}/{}", worker.running, worker.slots),
+            output::printable(&worker.agents.join(",")),
+            output::printable(&labels.join(",")),
             format!("{:.0}%", worker.cpu_percent),
-            worker.labels.iter().map(|(key, value)| format!("{key}={value}")).collect::<Vec<_>>().join(","),
             format!("{:.1}/{:.1} GiB", output::gib(worker.memory_used_bytes), output::gib(worker.memory_total_bytes)),
             format!("{:.0} MiB", output::mib(worker.agents_rss_bytes.values().sum::<u64>())),
             output::ago(worker.last_seen_at),

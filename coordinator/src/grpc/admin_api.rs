@@ -86,7 +86,7 @@ impl AdminService for AdminApi {
         let filter = db::tasks::ListFilter {
             status: TaskStatus::from_pb(status),
             swarm_id: optional_id("swarm_id", &request.swarm_id, SwarmId::parse)?.map(|id| id.0),
-            agent: (!request.agent.is_empty()).then_some(request.agent),
+            agent: convert::agent_filter(request.agent)?,
             before: None,
             id: None,
         };

@@ -12,6 +12,7 @@ use crate::tasks::logs::HIVE_STREAM;
 use crate::tasks::report::{Ack, Spend};
 use crate::tasks::retry::{FailureClass, Stop};
 use crate::tasks::submit::{NewTask, Validate};
+use crate::tasks::validate::{storable, text_problem};
 
 /// Parses an id field, naming the field on failure.
 pub(crate) fn parse_id<T>(
@@ -153,7 +154,7 @@ pub(crate) fn spend(field: &str, session_id: String, usage: Option<pb::Usage>) -
         ));
     }
     Ok(Spend {
-        session_id: (!session_id.is_empty()).then_some(session_id),
+        session_id: (!session_id.is_empty()).then(|| storable(session_id)),
         input_tokens: tokens("input_tokens", usage.input_tokens)?,
         output_tokens: tokens("output_tokens", usage.output_tokens)?,
         cost: (usage.cost > 0.0).then_some(usage.cost),
@@ -355,6 +356,14 @@ pub(crate) fn add_count(counts: &mut pb::StatusCounts, status: crate::status::Ta
     *slot += count;
 }
 
+/// Decodes a list's agent filter (empty: any agent).
+pub(crate) fn agent_filter(agent: String) -> Result<Option<String>> {
+    match text_problem(&agent) {
+        Some(problem) => Err(Error::invalid("agent", problem)),
+        None => Ok((!agent.is_empty()).then_some(agent)),
+    }
+}
+
 /// Decodes a bulk-operation filter, naming bad ids.
 pub(crate) fn task_filter(filter: Option<pb::TaskFilter>) -> Result<db::filters::TaskFilter> {
     let filter = filter.unwrap_or_default();
@@ -371,12 +380,15 @@ pub(crate) fn task_filter(filter: Option<pb::TaskFilter>) -> Result<db::filters:
     } else {
         Some(parse_id("filter.swarm_id", &filter.swarm_id, hive_shared::ids::SwarmId::parse)?.0)
     };
-    let text = |value: String| (!value.is_empty()).then_some(value);
+    let text = |field: &str, value: String| match text_problem(&value) {
+        Some(problem) => Err(Error::invalid(format!("filter.{field}"), problem)),
+        None => Ok((!value.is_empty()).then_some(value)),
+    };
     Ok(db::filters::TaskFilter {
         task_ids,
         swarm_id,
-        agent: text(filter.agent),
-        error_contains: text(filter.error_contains),
+        agent: text("agent", filter.agent)?,
+        error_contains: text("error_contains", filter.error_contains)?,
     })
 }
 

@@ -56,7 +56,7 @@ impl From<Error> for Status {
     fn from(err: Error) -> Self {
         let code = match &err {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
-            Error::TaskNotFound(_) => Code::NotFound,
+            Error::TaskNotFound(_) | Error::SwarmNotFound(_) => Code::NotFound,
             Error::WorkerNotRegistered(_) | Error::WrongStatus { .. } => Code::FailedPrecondition,
             Error::LeaseLost { .. } => Code::Aborted,
             Error::ShuttingDown | Error::BeatsNotRecorded => Code::Unavailable,

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use crate::db;
 use crate::db::locks::Taking;
 use crate::error::{Error, Result};
+use crate::tasks::validate::text_problem;
 
 /// How often a waiting acquire looks again.
 const RETRY_EVERY: Duration = Duration::from_millis(200);
@@ -32,6 +33,9 @@ pub(crate) async fn acquire(
 ) -> Result<Option<TaskId>> {
     if key.is_empty() || key.len() > 512 {
         return Err(Error::invalid("key", "a lock key must have 1 to 512 characters"));
+    }
+    if let Some(problem) = text_problem(key) {
+        return Err(Error::invalid("key", problem));
     }
     let deadline = Instant::now() + wait.min(MAX_WAIT);
     loop {

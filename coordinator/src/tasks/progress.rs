@@ -87,7 +87,7 @@ pub(crate) async fn set_budget(pool: &PgPool, swarm: Uuid, budget: Option<f64>) 
     }
     let mut tx = pool.begin().await?;
     let set = db::swarms::set_budget(&mut *tx, swarm, budget).await?;
-    let Some(set) = set else { return Err(Error::invalid("swarm_id", format!("swarm {swarm} does not exist"))) };
+    let Some(set) = set else { return Err(Error::SwarmNotFound(swarm)) };
     db::notifications::notify_ready(&mut *tx).await?;
     tx.commit().await?;
     Ok(set)

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::status::{AttemptOutcome, TaskStatus};
 use crate::tasks::retry::{self, Backoff, Fate, Stop};
 use crate::tasks::stage;
-use crate::tasks::validate::json_size;
+use crate::tasks::validate::{json_problem, json_size, storable};
 
 /// How one reported outcome was taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,8 +91,12 @@ pub(crate) async fn complete(pool: &PgPool, limits: &LimitConfig, completions: V
         .enumerate()
         .filter_map(|(index, completion)| {
             let size = json_size(&completion.result);
-            (size > result_limit)
-                .then(|| format!("completions[{index}].result: {size} bytes as JSON; the limit is {result_limit}"))
+            let problem = if size > result_limit {
+                Some(format!("{size} bytes as JSON; the limit is {result_limit}"))
+            } else {
+                json_problem(&completion.result)
+            };
+            problem.map(|problem| format!("completions[{index}].result: {problem}"))
         })
         .collect();
     if !problems.is_empty() {
@@ -188,7 +192,7 @@ pub(crate) async fn fail(
     for task in &stopped {
         let Some(failure) = by_attempt.get(&task.attempt_id) else { continue };
         let fate = decide(defaults, task, failure.stop);
-        let error = truncate(&failure.error, MAX_ERROR_LEN);
+        let error = truncate(&storable(failure.error.clone()), MAX_ERROR_LEN);
         push(
             &mut fates,
             task,

@@ -1,7 +1,7 @@
 //! Submitting a swarm: validate every task (listing every problem), then
 //! queue them all in one transaction, or none.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use hive_shared::convert::JsonObject;
@@ -171,7 +171,7 @@ async fn existing_swarm(executor: impl sqlx::PgExecutor<'_>, key: &str) -> Resul
 }
 
 /// What a dependency entry names.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Target {
     New(usize),
     Existing(Uuid),
@@ -192,6 +192,7 @@ async fn resolve_dependencies(conn: &mut sqlx::PgConnection, tasks: &[NewTask]) 
         tasks.iter().enumerate().filter_map(|(index, task)| task.key.as_deref().map(|key| (key, index))).collect();
     let mut problems = Vec::new();
     let mut pairs = Vec::new();
+    let mut seen = HashSet::new();
     let mut external = Vec::new();
     for (index, task) in tasks.iter().enumerate() {
         for (position, entry) in task.depends_on.iter().enumerate() {
@@ -208,7 +209,10 @@ async fn resolve_dependencies(conn: &mut sqlx::PgConnection, tasks: &[NewTask]) 
                     continue;
                 }
             };
-            pairs.push((index, target));
+            // A dependency listed twice is one dependency.
+            if seen.insert((index, target)) {
+                pairs.push((index, target));
+            }
         }
     }
     let internal: Vec<Vec<usize>> = (0..tasks.len())

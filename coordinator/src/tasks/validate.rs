@@ -1,7 +1,8 @@
 //! Checking a submission before anything is written: every problem is
 //! listed, each naming its field, grouped by what it checks — the swarm's
-//! own fields, names and keys, sizes, retry settings, routing (labels and
-//! locks) and the validator stage. Dependencies are checked against the
+//! own fields, names and keys, content (sizes, and text PostgreSQL can
+//! store), retry settings, routing (labels and locks) and the validator
+//! stage. Dependencies are checked against the
 //! database in `submit`.
 
 use std::collections::HashMap;
@@ -50,6 +51,58 @@ pub(crate) fn name_problem(name: &str) -> Option<String> {
     bad.map(|c| format!("`{name}` contains {c:?}; use letters, digits and - _ . : / @"))
 }
 
+/// Checks text that is stored as it is: PostgreSQL's text cannot hold a NUL character.
+pub(crate) fn text_problem(text: &str) -> Option<String> {
+    text.contains('\0').then(|| "contains a NUL character, which cannot be stored".to_owned())
+}
+
+/// Checks a JSON object that is stored as it is: no string or key may
+/// hold a NUL character (PostgreSQL's jsonb cannot); names the first one's path.
+pub(crate) fn json_problem(object: &JsonObject) -> Option<String> {
+    fields_problem(object, &mut String::new())
+}
+
+fn fields_problem(fields: &JsonObject, path: &mut String) -> Option<String> {
+    fields
+        .iter()
+        .find_map(|(key, value)| {
+            let len = path.len();
+            path.push('.');
+            path.push_str(&key.replace('\0', "\\u0000"));
+            let found = if key.contains('\0') { Some(format!("the key {path}")) } else { value_problem(value, path) };
+            path.truncate(len);
+            found
+        })
+        .map(|at| {
+            if at.ends_with("cannot be stored") {
+                at
+            } else {
+                format!("{at} contains a NUL character, which cannot be stored")
+            }
+        })
+}
+
+fn value_problem(value: &serde_json::Value, path: &mut String) -> Option<String> {
+    match value {
+        serde_json::Value::String(text) if text.contains('\0') => Some(path.clone()),
+        serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(index, item)| {
+            let len = path.len();
+            path.push_str(&format!("[{index}]"));
+            let found = value_problem(item, path);
+            path.truncate(len);
+            found
+        }),
+        serde_json::Value::Object(fields) => fields_problem(fields, path),
+        _ => None,
+    }
+}
+
+/// Text an agent wrote (an error, a session id), made storable: each NUL
+/// character becomes U+FFFD, as the README says.
+pub(crate) fn storable(text: String) -> String {
+    if text.contains('\0') { text.replace('\0', "\u{FFFD}") } else { text }
+}
+
 /// Lists every problem with a submission, each naming its field.
 pub(crate) fn problems(submission: &Submission, limits: &LimitConfig) -> Vec<String> {
     let mut problems = swarm_problems(submission, limits);
@@ -58,7 +111,7 @@ pub(crate) fn problems(submission: &Submission, limits: &LimitConfig) -> Vec<Str
         let field = |name: &str| format!("tasks[{index}].{name}");
         let mut found = Vec::new();
         name_problems(task, index, &mut seen_keys, &mut found);
-        size_problems(task, limits, &mut found);
+        content_problems(task, limits, &mut found);
         retry_problems(task, &mut found);
         routing_problems(task, &mut found);
         stage_problems(task, &mut found);
@@ -83,10 +136,12 @@ fn swarm_problems(submission: &Submission, limits: &LimitConfig) -> Vec<String> 
     if submission.tasks.len() > max_tasks {
         problems.push(format!("tasks: {} tasks; the limit is {max_tasks} per submission", submission.tasks.len()));
     }
-    if let Some(key) = &submission.idempotency_key
-        && (key.is_empty() || key.len() > 256)
-    {
-        problems.push("idempotency_key: must have 1 to 256 characters".into());
+    if let Some(key) = &submission.idempotency_key {
+        if key.is_empty() || key.len() > 256 {
+            problems.push("idempotency_key: must have 1 to 256 characters".into());
+        } else if let Some(problem) = text_problem(key) {
+            problems.push(format!("idempotency_key: {problem}"));
+        }
     }
     if let Some(budget) = submission.budget
         && !(budget.is_finite() && budget > 0.0)
@@ -115,17 +170,21 @@ fn name_problems<'a>(
     }
 }
 
-/// The prompt and input within their size limits.
-fn size_problems(task: &NewTask, limits: &LimitConfig, found: &mut Vec<TaskProblem>) {
+/// The prompt and input: within their size limits, and storable.
+fn content_problems(task: &NewTask, limits: &LimitConfig, found: &mut Vec<TaskProblem>) {
     let prompt_limit = limits.max_prompt_size.as_u64();
     if task.prompt.len() as u64 > prompt_limit {
         found.push(("prompt".into(), format!("{} bytes; the limit is {prompt_limit}", task.prompt.len())));
+    } else if let Some(problem) = text_problem(&task.prompt) {
+        found.push(("prompt".into(), problem));
     }
     if let Some(input) = &task.input {
         let size = json_size(input);
         let input_limit = limits.max_input_size.as_u64();
         if size > input_limit {
             found.push(("input".into(), format!("{size} bytes as JSON; the limit is {input_limit}")));
+        } else if let Some(problem) = json_problem(input) {
+            found.push(("input".into(), problem));
         }
     }
 }
@@ -172,6 +231,8 @@ fn routing_problems(task: &NewTask, found: &mut Vec<TaskProblem>) {
     for (position, lock) in task.locks.iter().enumerate() {
         if lock.is_empty() || lock.len() > 512 {
             found.push((format!("locks[{position}]"), "a lock key must have 1 to 512 characters".into()));
+        } else if let Some(problem) = text_problem(lock) {
+            found.push((format!("locks[{position}]"), problem));
         }
     }
 }
@@ -181,6 +242,9 @@ fn stage_problems(task: &NewTask, found: &mut Vec<TaskProblem>) {
     let Some(validate) = &task.validate else { return };
     if let Some(problem) = name_problem(&validate.agent) {
         found.push(("validate.agent".into(), problem));
+    }
+    if let Some(problem) = text_problem(&validate.prompt) {
+        found.push(("validate.prompt".into(), problem));
     }
     if !(1..=MAX_ROUNDS_LIMIT).contains(&validate.max_rounds) {
         found.push(("validate.max_rounds".into(), format!("{}; use 1 to {MAX_ROUNDS_LIMIT}", validate.max_rounds)));

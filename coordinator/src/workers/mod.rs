@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use crate::db;
 use crate::error::Error;
 use crate::error::Result;
-use crate::tasks::validate::name_problem;
+use crate::tasks::validate::{label_problem, name_problem, text_problem};
 
 /// Registers a worker (again, after a reconnect).
 ///
@@ -22,12 +22,25 @@ pub(crate) async fn register(pool: &PgPool, registration: &db::workers::Registra
         .enumerate()
         .filter_map(|(index, agent)| name_problem(agent).map(|problem| format!("agents[{index}]: {problem}")))
         .chain(registration.name.is_empty().then(|| "name: must not be empty".to_owned()))
+        .chain(text_problem(registration.name).map(|problem| format!("name: {problem}")))
+        .chain(text_problem(registration.hostname).map(|problem| format!("hostname: {problem}")))
+        .chain(labels_problems(&registration.labels))
         .collect();
     if !problems.is_empty() {
         return Err(Error::InvalidArgument { problems });
     }
     db::workers::upsert(pool, registration).await?;
     Ok(())
+}
+
+/// Each label a worker offers that a task could not ask for.
+fn labels_problems(labels: &serde_json::Value) -> Vec<String> {
+    let Some(labels) = labels.as_object() else { return vec!["labels: must be a map of strings".to_owned()] };
+    labels
+        .iter()
+        .filter_map(|(key, value)| label_problem(key, value.as_str().unwrap_or_default()))
+        .map(|problem| format!("labels: {problem}"))
+        .collect()
 }
 
 /// Every worker seen within a lease (with `include_gone`, every worker ever registered).

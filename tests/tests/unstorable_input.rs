@@ -1,0 +1,157 @@
+//! Text PostgreSQL cannot store (a NUL character) is refused with the field
+//! named when an operator or a worker sends it, and changes nothing; when an
+//! agent writes it, that attempt fails with a clear error and the worker's
+//! other reports go through. Lookalike mistakes are handled too: a
+//! dependency listed twice is one dependency, and a budget for a swarm that
+//! does not exist is NOT_FOUND.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
+
+use std::time::Duration;
+
+use hive_shared::ids::WorkerId;
+use hive_shared::pb;
+use hive_tests::coordinator::{TestCoordinator, test_config};
+use hive_tests::postgres::{count, fresh_database, wait_all_finished};
+use hive_tests::procs::start_worker;
+use hive_tests::worker_setup::{Agent, WorkerSetup};
+use tonic::Code;
+
+fn spec(prompt: &str) -> pb::TaskSpec {
+    pb::TaskSpec { agent: "a".into(), prompt: prompt.into(), ..Default::default() }
+}
+
+fn refused<T: std::fmt::Debug>(result: Result<T, tonic::Status>, field: &str) {
+    let err = result.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains(field) && err.message().contains("NUL"), "{field} named in {}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_from_operators_and_workers_are_refused_naming_the_field() {
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+    let mut admin = coordinator.admin_client().await;
+    let submit =
+        |task: pb::TaskSpec| pb::SubmitTasksRequest { swarm: "s".into(), tasks: vec![task], ..Default::default() };
+
+    refused(admin.submit_tasks(submit(spec("a\0b"))).await, "tasks[0].prompt");
+    let mut input = spec("x");
+    let deep = serde_json::json!({"deep": {"list": ["ok", "a\u{0}b"]}});
+    input.input = Some(hive_shared::convert::json_to_struct(deep.as_object().unwrap().clone()));
+    refused(admin.submit_tasks(submit(input)).await, "tasks[0].input: .deep.list[1]");
+    let mut locked = spec("x");
+    locked.locks = vec!["src/\0".into()];
+    refused(admin.submit_tasks(submit(locked)).await, "tasks[0].locks[0]");
+    let mut keyed = submit(spec("x"));
+    keyed.idempotency_key = "k\0".into();
+    refused(admin.submit_tasks(keyed).await, "idempotency_key");
+    assert_eq!(count(&db.pool, "select count(*) from tasks").await, 0, "nothing was submitted");
+
+    let filter = pb::TaskFilter { agent: "a\0".into(), ..Default::default() };
+    refused(
+        admin.cancel_tasks(pb::CancelTasksRequest { filter: Some(filter), ..Default::default() }).await,
+        "filter.agent",
+    );
+    let filter = pb::TaskFilter { error_contains: "\0".into(), ..Default::default() };
+    refused(admin.retry_tasks(pb::RetryTasksRequest { filter: Some(filter) }).await, "filter.error_contains");
+    refused(admin.list_tasks(pb::ListTasksRequest { agent: "\0".into(), ..Default::default() }).await, "agent");
+
+    let mut worker = coordinator.worker_client().await;
+    let register = |name: &str, hostname: &str| pb::RegisterRequest {
+        worker_id: WorkerId::new().to_string(),
+        name: name.into(),
+        hostname: hostname.into(),
+        agents: vec!["a".into()],
+        slots: 1,
+        ..Default::default()
+    };
+    refused(worker.register(register("w\0", "h")).await, "name");
+    refused(worker.register(register("w", "h\0")).await, "hostname");
+    assert_eq!(count(&db.pool, "select count(*) from workers").await, 0, "no worker was registered");
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_listed_twice_is_one_and_an_unknown_swarms_budget_is_not_found() {
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+    let mut admin = coordinator.admin_client().await;
+    let first = pb::TaskSpec { key: "first".into(), ..spec("x") };
+    let second = pb::TaskSpec { key: "second".into(), depends_on: vec!["first".into(), "first".into()], ..spec("y") };
+    let request = pb::SubmitTasksRequest { swarm: "s".into(), tasks: vec![first, second], ..Default::default() };
+    admin.submit_tasks(request).await.unwrap();
+    assert_eq!(count(&db.pool, "select count(*) from task_deps").await, 1);
+    assert_eq!(count(&db.pool, "select sum(waiting_on)::int8 from task_states").await, 1);
+
+    let missing = uuid::Uuid::new_v4();
+    let request = pb::SetSwarmBudgetRequest { swarm_id: missing.to_string(), budget: 5.0 };
+    let err = admin.set_swarm_budget(request).await.unwrap_err();
+    assert_eq!((err.code(), err.message().to_owned()), (Code::NotFound, format!("swarm {missing} not found")));
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_result_that_cannot_be_stored_fails_its_attempt_and_the_rest_are_recorded() {
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The poisoned result also names a session with a NUL in it: the failure
+    // that records the refusal keeps it, made storable.
+    let poison = r#"printf '{"text": "a\\u0000b", "session_id": "s\\u0000x"}' > "$HIVE_RESULT_FILE""#;
+    let config = WorkerSetup::new()
+        .slots(4)
+        .agent("poison", Agent::shell(poison))
+        .agent("fine", Agent::shell(r#"echo '{"ok": true}'"#))
+        .write(dir.path(), "worker");
+    let worker = start_worker(&coordinator.url, &config, "worker", dir.path());
+    let mut admin = coordinator.admin_client().await;
+    let mut tasks: Vec<pb::TaskSpec> =
+        (0..30).map(|i| pb::TaskSpec { agent: "fine".into(), prompt: i.to_string(), ..Default::default() }).collect();
+    tasks.insert(
+        7,
+        pb::TaskSpec { agent: "poison".into(), key: "poison".into(), max_attempts: 1, ..Default::default() },
+    );
+    admin.submit_tasks(pb::SubmitTasksRequest { swarm: "s".into(), tasks, ..Default::default() }).await.unwrap();
+    wait_all_finished(&db.pool, Duration::from_secs(30)).await;
+
+    assert_eq!(count(&db.pool, "select count(*) from task_states where status = 'succeeded'").await, 30);
+    let (status, error): (String, String) = sqlx::query_as(
+        "select s.status::text, a.error from tasks t join task_states s on s.task_id = t.id
+         join attempts a on a.task_id = t.id where t.key = 'poison'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "dead");
+    assert!(
+        error.contains("refused the result: completions[0].result: .") && error.contains("NUL character"),
+        "{error}"
+    );
+    let session: Option<String> = sqlx::query_scalar(
+        "select a.session_id from tasks t join attempts a on a.task_id = t.id where t.key = 'poison'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(session.as_deref(), Some("s\u{FFFD}x"), "the session id is kept, its NUL replaced");
+    worker.terminate().await;
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hivectl_workers_shows_a_hostile_name_escaped_and_an_idle_worker_idle() {
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+    let _worker = hive_tests::fake_worker::FakeWorker::register(&coordinator, "\u{1b}[2Jevil", &["a"], 4).await;
+    let shown = hive_tests::procs::hivectl_output(&coordinator.url, &["workers"]).await;
+    assert!(!shown.stdout.contains('\u{1b}'), "no escape sequence reaches the terminal: {:?}", shown.stdout);
+    assert!(shown.stdout.contains("\\u{1b}[2Jevil"), "{}", shown.stdout);
+    // Columns start where their header does (every cell here is ASCII).
+    let (header, row) = (shown.stdout.lines().next().unwrap(), shown.stdout.lines().nth(1).unwrap());
+    let column = |name: &str| row[header.find(name).unwrap()..].split_whitespace().next().unwrap_or_default();
+    assert_eq!(column("BUSY"), "0/4", "an idle worker runs nothing");
+    assert_eq!(column("AGENTS"), "a");
+    assert!(column("CPU").ends_with('%'), "{}", shown.stdout);
+    coordinator.stop().await.unwrap();
+}
