@@ -402,3 +402,31 @@ async fn a_heartbeat_with_nonsense_figures_is_refused_naming_the_field() {
     }
     coordinator.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_out_of_bounds_is_refused_listing_every_problem() {
+    let (db, coordinator, mut worker) = coordinator_and_worker().await;
+    let request = pb::RegisterRequest {
+        worker_id: uuid::Uuid::nil().to_string(),
+        name: "n".repeat(10_000),
+        hostname: "h".repeat(1_000),
+        agents: (0..300).map(|i| format!("agent-{i}")).collect(),
+        labels: (0..40).map(|i| (format!("k{i}"), "v".to_owned())).collect(),
+        slots: 1,
+        ..Default::default()
+    };
+    let err = worker.client.register(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    for needle in [
+        "worker_id: the nil UUID",
+        "name: is 10000 characters",
+        "hostname: 1000 characters",
+        "agents: offer 1 to 256",
+        "labels: 40 labels",
+    ] {
+        assert!(err.message().contains(needle), "{needle} in {}", err.message());
+    }
+    assert_refused(worker.client.register(registration(20_000)).await, "slots: 20000 is more than 10000");
+    assert_eq!(count(&db.pool, "select count(*) from workers").await, 1, "only the worker registered first");
+    coordinator.stop().await.unwrap();
+}

@@ -67,6 +67,9 @@ async fn nul_characters_from_operators_and_workers_are_refused_naming_the_field(
         ..Default::default()
     };
     refused(worker.register(register("w\0", "h")).await, "name");
+    let err = worker.register(register("\u{1b}[2Jevil", "h")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("name: `\u{1b}[2Jevil` contains"), "{}", err.message());
     refused(worker.register(register("w", "h\0")).await, "hostname");
     assert_eq!(count(&db.pool, "select count(*) from workers").await, 0, "no worker was registered");
     coordinator.stop().await.unwrap();
@@ -140,10 +143,16 @@ async fn an_agent_result_that_cannot_be_stored_fails_its_attempt_and_the_rest_ar
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hivectl_workers_shows_a_hostile_name_escaped_and_an_idle_worker_idle() {
+async fn hivectl_workers_shows_a_stored_hostile_name_escaped_and_an_idle_worker_idle() {
     let db = fresh_database().await;
     let coordinator = TestCoordinator::start(test_config(&db)).await;
-    let _worker = hive_tests::fake_worker::FakeWorker::register(&coordinator, "\u{1b}[2Jevil", &["a"], 4).await;
+    // A name registration refuses now, as an older coordinator may have stored it.
+    sqlx::query("insert into workers (id, name, hostname, agents, slots) values ($1, $2, 'h', '{a}', 4)")
+        .bind(WorkerId::new().0)
+        .bind("\u{1b}[2Jevil")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let shown = hive_tests::procs::hivectl_output(&coordinator.url, &["workers"]).await;
     assert!(!shown.stdout.contains('\u{1b}'), "no escape sequence reaches the terminal: {:?}", shown.stdout);
     assert!(shown.stdout.contains("\\u{1b}[2Jevil"), "{}", shown.stdout);

@@ -50,8 +50,15 @@ pub(crate) fn slots(slots: u32) -> Result<i32> {
     if slots == 0 {
         return Err(Error::invalid("slots", "must be at least 1"));
     }
-    i32::try_from(slots).map_err(|_| Error::invalid("slots", format!("{slots} is more than {}", i32::MAX)))
+    if slots > MAX_SLOTS {
+        return Err(Error::invalid("slots", format!("{slots} is more than {MAX_SLOTS}")));
+    }
+    Ok(i32::try_from(slots).expect("at most MAX_SLOTS"))
 }
+
+/// Most slots one worker may offer: more agents than this on one host is a
+/// mistake (or a typo), and the claim sizes follow from it.
+const MAX_SLOTS: u32 = 10_000;
 
 /// Decodes how many tasks a claim asks for: at least one (the coordinator
 /// may hand out fewer, up to its batch limit).

@@ -9,23 +9,20 @@ use sqlx::PgPool;
 use crate::db;
 use crate::error::Error;
 use crate::error::Result;
-use crate::tasks::validate::{label_problem, name_problem, text_problem};
+use crate::tasks::validate::{MAX_LOCKS_AND_LABELS, label_problem, name_problem, text_problem};
+
+/// Most agents one worker may offer.
+const MAX_AGENTS: usize = 256;
+/// Longest host name or version a worker may report.
+const MAX_HOST_TEXT: usize = 255;
 
 /// Registers a worker (again, after a reconnect).
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] naming bad agent names; database failures.
+/// [`Error::InvalidArgument`] listing every problem with the registration
+/// (its id, name, host, agents, labels); database failures.
 pub(crate) async fn register(pool: &PgPool, registration: &db::workers::Registration<'_>) -> Result<()> {
-    let problems: Vec<String> = registration
-        .agents
-        .iter()
-        .enumerate()
-        .filter_map(|(index, agent)| name_problem(agent).map(|problem| format!("agents[{index}]: {problem}")))
-        .chain(registration.name.is_empty().then(|| "name: must not be empty".to_owned()))
-        .chain(text_problem(registration.name).map(|problem| format!("name: {problem}")))
-        .chain(text_problem(registration.hostname).map(|problem| format!("hostname: {problem}")))
-        .chain(labels_problems(&registration.labels))
-        .collect();
+    let problems = registration_problems(registration);
     if !problems.is_empty() {
         return Err(Error::InvalidArgument { problems });
     }
@@ -33,9 +30,40 @@ pub(crate) async fn register(pool: &PgPool, registration: &db::workers::Registra
     Ok(())
 }
 
+/// Every problem with a registration, each naming its field.
+fn registration_problems(registration: &db::workers::Registration<'_>) -> Vec<String> {
+    let mut problems: Vec<String> = registration
+        .agents
+        .iter()
+        .enumerate()
+        .filter_map(|(index, agent)| name_problem(agent).map(|problem| format!("agents[{index}]: {problem}")))
+        .collect();
+    if registration.id.is_nil() {
+        problems.push("worker_id: the nil UUID is not a worker id".to_owned());
+    }
+    if let Some(problem) = text_problem(registration.name).or_else(|| name_problem(registration.name)) {
+        problems.push(format!("name: {problem}"));
+    }
+    for (field, text) in [("hostname", registration.hostname), ("version", registration.version)] {
+        if text.len() > MAX_HOST_TEXT {
+            problems.push(format!("{field}: {} characters; the limit is {MAX_HOST_TEXT}", text.len()));
+        } else if let Some(problem) = text_problem(text) {
+            problems.push(format!("{field}: {problem}"));
+        }
+    }
+    if registration.agents.is_empty() || registration.agents.len() > MAX_AGENTS {
+        problems.push(format!("agents: offer 1 to {MAX_AGENTS} agents"));
+    }
+    problems.extend(labels_problems(&registration.labels));
+    problems
+}
+
 /// Each label a worker offers that a task could not ask for.
 fn labels_problems(labels: &serde_json::Value) -> Vec<String> {
     let Some(labels) = labels.as_object() else { return vec!["labels: must be a map of strings".to_owned()] };
+    if labels.len() > MAX_LOCKS_AND_LABELS {
+        return vec![format!("labels: {} labels; the limit is {MAX_LOCKS_AND_LABELS}", labels.len())];
+    }
     labels
         .iter()
         .filter_map(|(key, value)| label_problem(key, value.as_str().unwrap_or_default()))
