@@ -236,12 +236,16 @@ impl Config {
         Ok(config)
     }
 
-    /// Makes relative paths in agent commands (`./agent.sh`, `agents/x`) and
-    /// working folders relative to the config file's folder, since each agent
-    /// runs in its own scratch folder. Bare program names (`sh`) stay as they
-    /// are and are looked up on `PATH`.
+    /// Makes relative paths in agent commands (`./agent.sh`, `agents/x`),
+    /// agents' working folders and the worker's `work_dir` relative to the
+    /// config file's folder, not to wherever the worker was started (each
+    /// agent runs in its own scratch folder). Bare program names (`sh`) stay
+    /// as they are and are looked up on `PATH`.
     fn resolve_relative_paths(&mut self, base: &Path) {
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+        if self.work_dir.is_relative() {
+            self.work_dir = base.join(&self.work_dir);
+        }
         for agent in self.agents.values_mut() {
             if let Some(program) = agent.command.first_mut()
                 && program.contains('/')
@@ -394,6 +398,15 @@ mod tests {
         let config = Config::load(Some(&path), vec![], Flags::default()).unwrap();
         assert_eq!(config.agents["a"].command[0], dir.path().join("agents/run.sh").to_string_lossy());
         assert_eq!(config.agents["b"].command[0], "sh");
+    }
+
+    #[test]
+    fn a_relative_work_dir_follows_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker.toml");
+        std::fs::write(&path, "work_dir = \"scratch\"\n[agents.a]\ncommand = [\"true\"]\n").unwrap();
+        let config = Config::load(Some(&path), vec![], Flags::default()).unwrap();
+        assert_eq!(config.work_dir, dir.path().join("scratch"));
     }
 
     #[test]

@@ -185,6 +185,19 @@ struct Edges {
     deps: Vec<Vec<graph::Dependency>>,
 }
 
+/// Most tasks a cycle's description names: a cycle through thousands of
+/// tasks is named by its start and end, not by every task in it.
+const CYCLE_NAMES: usize = 20;
+
+/// `a → b → c → a`, or for a long cycle its first and last tasks around `… (N more) …`.
+fn cycle_text(path: &[String]) -> String {
+    if path.len() <= CYCLE_NAMES {
+        return path.join(" → ");
+    }
+    let (head, tail) = (&path[..CYCLE_NAMES / 2], &path[path.len() - CYCLE_NAMES / 2..]);
+    format!("{} → … ({} more) … → {}", head.join(" → "), path.len() - CYCLE_NAMES, tail.join(" → "))
+}
+
 /// Resolves `depends_on` entries to tasks of this submission (by key) or
 /// existing tasks (by id), refusing unknown ones and cycles.
 async fn resolve_dependencies(conn: &mut sqlx::PgConnection, tasks: &[NewTask]) -> Result<Edges> {
@@ -230,7 +243,7 @@ async fn resolve_dependencies(conn: &mut sqlx::PgConnection, tasks: &[NewTask]) 
     if let Some(cycle) = graph::find_cycle(&internal) {
         let name = |index: usize| tasks[index].key.clone().unwrap_or_else(|| format!("tasks[{index}]"));
         let path: Vec<String> = cycle.into_iter().map(name).collect();
-        problems.push(format!("depends_on: dependency cycle {}", path.join(" → ")));
+        problems.push(format!("depends_on: dependency cycle {}", cycle_text(&path)));
     }
     external.sort_unstable();
     external.dedup();
@@ -298,4 +311,20 @@ fn columns(tasks: &[NewTask], ids: &[Uuid], starts: &[graph::Start], defaults: &
         rows.resume_sessions.push(task.resume_sessions);
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_cycle_is_named_by_its_ends() {
+        let short: Vec<String> = ["a", "b", "a"].map(String::from).to_vec();
+        assert_eq!(cycle_text(&short), "a → b → a");
+        let long: Vec<String> = (0..5_000).map(|i| format!("task-{i}")).chain(["task-0".to_owned()]).collect();
+        let text = cycle_text(&long);
+        assert!(text.len() < 400, "{} bytes", text.len());
+        assert!(text.starts_with("task-0 → task-1") && text.ends_with("task-4999 → task-0"), "{text}");
+        assert!(text.contains("(4981 more)"), "{text}");
+    }
 }
