@@ -32,6 +32,8 @@ pub struct Config {
     pub tasks: TaskDefaults,
     /// Size limits on requests and stored output.
     pub limits: LimitConfig,
+    /// Workers' records.
+    pub workers: WorkersConfig,
     /// How long shutdown waits for in-flight RPCs.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -55,6 +57,22 @@ pub struct DatabaseConfig {
     /// On start, how long to keep trying to reach the database before giving up.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+}
+
+/// How long the records of workers are kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    /// A worker not seen for this long, and holding no lease, is forgotten
+    /// (`hivectl workers --all` stops listing it).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self { retention: Duration::from_secs(24 * 3600) }
+    }
 }
 
 /// Lease and heartbeat timing, handed to workers at registration.
@@ -142,6 +160,7 @@ impl Default for Config {
             claims: ClaimConfig::default(),
             tasks: TaskDefaults::default(),
             limits: LimitConfig::default(),
+            workers: WorkersConfig::default(),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -241,6 +260,10 @@ impl Config {
                 problems.push(problem.to_owned());
             }
         };
+        check(
+            self.workers.retention >= self.leases.ttl,
+            "workers.retention must be at least leases.ttl (a worker is gone only once its leases could have lapsed)",
+        );
         let url = self.database.url.expose();
         check(!url.is_empty(), "database.url is required (flag --database-url or env DATABASE_URL)");
         check(

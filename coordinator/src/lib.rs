@@ -11,7 +11,7 @@
 //! - [`notifications`]: LISTEN/NOTIFY (tokio-postgres), fanned out to claims and sessions.
 //! - [`workers`]: registration and heartbeat sessions.
 //! - [`maintenance`]: the reaper (expired leases, passed deadlines), planner
-//!   statistics, the look for due tasks.
+//!   statistics, the look for due tasks, forgetting workers long gone.
 //! - [`db`]: every SQL statement (sqlx); tokio-postgres serves only the LISTEN connection.
 //!
 //! [`run`] takes a bound listener and a shutdown token, so tests run it in-process on port 0.
@@ -88,6 +88,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         maintenance.clone(),
     ));
     background.spawn(maintenance::statistics::run(pool.clone(), app.statistics.clone(), maintenance.clone()));
+    background.spawn(maintenance::gone_workers::run(pool.clone(), app.config.workers.retention, maintenance.clone()));
 
     let mut server = tokio::spawn(grpc::serve(app.clone(), listener));
     info!(%address, hot_connections = db::hot_connections(&app.config.database), "coordinator serving");

@@ -74,3 +74,26 @@ async fn beats_within_one_window_are_written_by_one_statement() {
     assert_eq!(timestamp(leases[0]), lease_ends[0], "the reply carries the lease the database holds");
     coordinator.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_gone_longer_than_the_retention_are_forgotten_and_live_ones_kept() {
+    let db = fresh_database().await;
+    let mut config = test_config(&db);
+    config.workers.retention = Duration::from_secs(30);
+    let coordinator = TestCoordinator::start(config).await;
+    let _live = FakeWorker::register(&coordinator, "live", &["a"], 1).await;
+    sqlx::query(
+        "insert into workers (id, name, hostname, agents, slots, last_seen_at)
+         values (gen_random_uuid(), 'gone', 'h', '{a}', 1, now() - interval '1 hour')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    hive_tests::wait::eventually("the gone worker to be forgotten", Duration::from_secs(10), || async {
+        hive_tests::postgres::count(&db.pool, "select count(*) from workers where name = 'gone'").await == 0
+    })
+    .await;
+    let names: Vec<String> = sqlx::query_scalar("select name from workers").fetch_all(&db.pool).await.unwrap();
+    assert_eq!(names, ["live"], "a worker seen within the retention stays");
+    coordinator.stop().await.unwrap();
+}

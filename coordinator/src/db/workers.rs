@@ -179,3 +179,19 @@ pub async fn agents_without_worker(executor: impl PgExecutor<'_>, agents: &[Stri
     .fetch_all(executor)
     .await
 }
+
+/// Forgets workers not seen for `retention_seconds` that hold no lease;
+/// returns how many.
+pub async fn prune_gone(executor: impl PgExecutor<'_>, retention_seconds: f64) -> sqlx::Result<u64> {
+    let result = sqlx::query!(
+        r#"
+        delete from workers w
+        where w.last_seen_at < now() - make_interval(secs => $1)
+          and not exists (select 1 from task_states s where s.worker_id = w.id and s.lease_expires_at is not null)
+        "#,
+        retention_seconds,
+    )
+    .execute(executor)
+    .await?;
+    Ok(result.rows_affected())
+}

@@ -2,6 +2,7 @@
 //! coordinators at once.
 
 pub(crate) mod due_tasks;
+pub(crate) mod gone_workers;
 pub(crate) mod lease_reaper;
 pub(crate) mod statistics;
 
