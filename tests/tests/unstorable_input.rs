@@ -164,3 +164,25 @@ async fn hivectl_workers_shows_a_stored_hostile_name_escaped_and_an_idle_worker_
     assert!(column("CPU").ends_with('%'), "{}", shown.stdout);
     coordinator.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_escape_sequences_reach_hivectl_escaped() {
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = Agent::shell(r"printf '\033[2J\033]0;owned\007boom' >&2; exit 3");
+    let config = WorkerSetup::new().agent("hostile", hostile).write(dir.path(), "worker");
+    let worker = start_worker(&coordinator.url, &config, "worker", dir.path());
+    let mut admin = coordinator.admin_client().await;
+    let task = pb::TaskSpec { agent: "hostile".into(), key: "hostile".into(), max_attempts: 1, ..Default::default() };
+    let submitted = pb::SubmitTasksRequest { swarm: "s".into(), tasks: vec![task], ..Default::default() };
+    let id = admin.submit_tasks(submitted).await.unwrap().into_inner().task_ids.remove(0);
+    wait_all_finished(&db.pool, Duration::from_secs(30)).await;
+    for args in [vec!["dlq", "list"], vec!["tasks", "show", id.as_str()]] {
+        let shown = hive_tests::procs::hivectl_output(&coordinator.url, &args).await;
+        assert!(shown.stdout.contains("boom"), "{args:?}: {}", shown.stdout);
+        assert!(!shown.stdout.contains('\u{1b}') && !shown.stdout.contains('\u{7}'), "{args:?}: {:?}", shown.stdout);
+    }
+    worker.terminate().await;
+    coordinator.stop().await.unwrap();
+}

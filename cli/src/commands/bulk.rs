@@ -122,7 +122,7 @@ pub async fn dlq(ctx: &Ctx, command: DlqCommand) -> anyhow::Result<()> {
     }
     let mut table = output::table(&["id", "swarm", "key", "agent", "failures", "died", "last error"]);
     for task in &dead {
-        let error: String = task.error.chars().take(100).collect();
+        let error = output::printable(&task.error.chars().take(100).collect::<String>());
         table.add_row(vec![
             task.id.clone(),
             task.swarm.clone(),

@@ -139,7 +139,7 @@ async fn show(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
         task.priority
     ));
     if !task.error.is_empty() {
-        output::line(format!("error    {}", task.error));
+        output::line(format!("error    {}", output::printable(&task.error)));
     }
     if let Some(result) = &task.result {
         output::line(format!("result   {result}"));
@@ -158,7 +158,7 @@ async fn show(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
             attempt.outcome.clone(),
             exit,
             output::ago(attempt.started_at),
-            attempt.error.clone(),
+            output::printable(&attempt.error),
         ]);
     }
     output::line(table);

@@ -299,7 +299,7 @@ async fn print_summary(ctx: &Ctx, swarm_id: &str, elapsed: Duration) -> anyhow::
             Some(result) => result.to_string(),
             None => task.error.clone(),
         };
-        let short: String = detail.chars().take(80).collect();
+        let short = output::printable(&detail.chars().take(80).collect::<String>());
         table.add_row(vec![task.key.clone(), task.status.clone(), task.attempts.to_string(), short]);
     }
     output::line(table);
