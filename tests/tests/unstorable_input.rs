@@ -186,3 +186,29 @@ async fn an_agents_escape_sequences_reach_hivectl_escaped() {
     worker.terminate().await;
     coordinator.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_tasks_with_large_prompts_pages_by_size_and_lists_them_all() {
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+    let mut admin = coordinator.admin_client().await;
+    // Twenty prompts of a megabyte (the largest allowed): more than one
+    // message (16 MiB) in all, so a page of a hundred must be cut by size.
+    let prompt = "p".repeat(1024 * 1024 - 16);
+    for half in 0..2 {
+        let tasks = (0..10).map(|_| spec(&prompt)).collect();
+        let request = pb::SubmitTasksRequest { swarm: format!("big-{half}"), tasks, ..Default::default() };
+        admin.submit_tasks(request).await.unwrap();
+    }
+    let mut reader = coordinator.admin_client().await.max_decoding_message_size(64 * 1024 * 1024);
+    let first = reader.list_tasks(pb::ListTasksRequest { page_size: 100, ..Default::default() }).await.unwrap();
+    let first = first.into_inner();
+    assert!(
+        first.tasks.len() < 20 && !first.next_page_token.is_empty(),
+        "{} tasks in the first page",
+        first.tasks.len()
+    );
+    let listed = hive_tests::procs::hivectl_json(&coordinator.url, &["tasks", "list"]).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(20), "hivectl pages through every task");
+    coordinator.stop().await.unwrap();
+}

@@ -91,7 +91,10 @@ impl AdminService for AdminApi {
             id: None,
         };
         let token = optional_id("page_token", &request.page_token, TaskId::parse)?.map(|id| id.0);
-        let (rows, next) = tasks::list(&self.app.pool, filter, request.page_size, token).await?;
+        // Half a message: the rest of the reply and its encoding have room.
+        let max_bytes = usize::try_from(self.app.config.limits.max_message_size.as_u64() / 2).unwrap_or(usize::MAX);
+        let page = tasks::Page { size: request.page_size, max_bytes };
+        let (rows, next) = tasks::list(&self.app.pool, filter, page, token).await?;
         Ok(Response::new(pb::ListTasksResponse {
             tasks: rows.into_iter().map(convert::task).collect(),
             next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),

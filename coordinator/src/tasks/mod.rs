@@ -129,20 +129,53 @@ pub(crate) const MAX_PAGE_SIZE: u32 = 1000;
 pub(crate) async fn list(
     pool: &PgPool,
     mut filter: db::tasks::ListFilter,
-    page_size: u32,
+    page: Page,
     page_token: Option<Uuid>,
 ) -> Result<(Vec<db::tasks::TaskRow>, Option<Uuid>)> {
-    let page_size = match page_size {
+    let page_size = match page.size {
         0 => 100,
         size => size.min(MAX_PAGE_SIZE),
     };
     filter.before = page_token;
     let mut rows = db::tasks::list(pool, &filter, i64::from(page_size) + 1).await?;
-    let next = if rows.len() > page_size as usize {
-        rows.truncate(page_size as usize);
+    // As many as asked for and as fit in the byte budget, and always the first.
+    let mut used = 0;
+    let fitting = rows
+        .iter()
+        .take(page_size as usize)
+        .take_while(|row| {
+            used += row_bytes(row);
+            used <= page.max_bytes
+        })
+        .count()
+        .max(1);
+    let next = if rows.len() > fitting {
+        rows.truncate(fitting);
         rows.last().map(|row| row.id)
     } else {
         None
     };
     Ok((rows, next))
+}
+
+/// How many tasks a list page holds, and how many bytes of them: a page of
+/// tasks with large prompts or results is cut short so its reply fits in
+/// one message (the next page carries on).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Page {
+    /// Most tasks (0: a hundred; at most [`MAX_PAGE_SIZE`]).
+    pub(crate) size: u32,
+    /// Most bytes of prompts, JSON and text, the first task always included.
+    pub(crate) max_bytes: usize,
+}
+
+/// Roughly what one task takes on the wire: its texts and JSON, and a
+/// kilobyte for everything else.
+fn row_bytes(row: &db::tasks::TaskRow) -> usize {
+    let json = |value: &Option<serde_json::Value>| value.as_ref().map_or(0, |value| value.to_string().len());
+    1024 + row.prompt.len()
+        + row.validate_prompt.as_ref().map_or(0, String::len)
+        + row.error.as_ref().map_or(0, String::len)
+        + json(&row.input)
+        + json(&row.result)
 }
