@@ -161,7 +161,7 @@ pub(crate) fn spend(field: &str, session_id: String, usage: Option<pb::Usage>) -
         ));
     }
     Ok(Spend {
-        session_id: (!session_id.is_empty()).then(|| storable(session_id)),
+        session_id: (!session_id.is_empty()).then(|| storable(&session_id).into_owned()),
         input_tokens: tokens("input_tokens", usage.input_tokens)?,
         output_tokens: tokens("output_tokens", usage.output_tokens)?,
         cost: (usage.cost > 0.0).then_some(usage.cost),

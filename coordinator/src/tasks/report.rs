@@ -192,7 +192,7 @@ pub(crate) async fn fail(
     for task in &stopped {
         let Some(failure) = by_attempt.get(&task.attempt_id) else { continue };
         let fate = decide(defaults, task, failure.stop);
-        let error = truncate(&storable(failure.error.clone()), MAX_ERROR_LEN);
+        let error = truncate(&storable(&failure.error), MAX_ERROR_LEN);
         push(
             &mut fates,
             task,

@@ -59,48 +59,41 @@ pub(crate) fn text_problem(text: &str) -> Option<String> {
 /// Checks a JSON object that is stored as it is: no string or key may
 /// hold a NUL character (PostgreSQL's jsonb cannot); names the first one's path.
 pub(crate) fn json_problem(object: &JsonObject) -> Option<String> {
-    fields_problem(object, &mut String::new())
+    let at = nul_in_fields(object, &mut String::new())?;
+    Some(format!("{at} contains a NUL character, which cannot be stored"))
 }
 
-fn fields_problem(fields: &JsonObject, path: &mut String) -> Option<String> {
-    fields
-        .iter()
-        .find_map(|(key, value)| {
-            let len = path.len();
-            path.push('.');
-            path.push_str(&key.replace('\0', "\\u0000"));
-            let found = if key.contains('\0') { Some(format!("the key {path}")) } else { value_problem(value, path) };
-            path.truncate(len);
-            found
-        })
-        .map(|at| {
-            if at.ends_with("cannot be stored") {
-                at
-            } else {
-                format!("{at} contains a NUL character, which cannot be stored")
-            }
-        })
+/// Where the first NUL character in these fields is: a key (`the key .a`) or a string (`.a[2]`).
+fn nul_in_fields(fields: &JsonObject, path: &mut String) -> Option<String> {
+    fields.iter().find_map(|(key, value)| {
+        let len = path.len();
+        path.push('.');
+        path.push_str(&key.replace('\0', "\\u0000"));
+        let found = if key.contains('\0') { Some(format!("the key {path}")) } else { nul_in_value(value, path) };
+        path.truncate(len);
+        found
+    })
 }
 
-fn value_problem(value: &serde_json::Value, path: &mut String) -> Option<String> {
+fn nul_in_value(value: &serde_json::Value, path: &mut String) -> Option<String> {
     match value {
         serde_json::Value::String(text) if text.contains('\0') => Some(path.clone()),
         serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(index, item)| {
             let len = path.len();
             path.push_str(&format!("[{index}]"));
-            let found = value_problem(item, path);
+            let found = nul_in_value(item, path);
             path.truncate(len);
             found
         }),
-        serde_json::Value::Object(fields) => fields_problem(fields, path),
+        serde_json::Value::Object(fields) => nul_in_fields(fields, path),
         _ => None,
     }
 }
 
 /// Text an agent wrote (an error, a session id), made storable: each NUL
 /// character becomes U+FFFD, as the README says.
-pub(crate) fn storable(text: String) -> String {
-    if text.contains('\0') { text.replace('\0', "\u{FFFD}") } else { text }
+pub(crate) fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') { text.replace('\0', "\u{FFFD}").into() } else { text.into() }
 }
 
 /// Lists every problem with a submission, each naming its field.
@@ -260,6 +253,21 @@ pub(crate) fn json_size(object: &JsonObject) -> u64 {
 mod tests {
     use super::*;
     use crate::tasks::submit::Validate;
+
+    #[test]
+    fn a_nul_character_in_json_is_named_by_its_path() {
+        let object = |value: serde_json::Value| value.as_object().unwrap().clone();
+        assert_eq!(json_problem(&object(serde_json::json!({"a": ["ok", {"b": "fine"}]}))), None);
+        assert_eq!(
+            json_problem(&object(serde_json::json!({"a": ["ok", {"b": "x\u{0}"}]}))).unwrap(),
+            ".a[1].b contains a NUL character, which cannot be stored"
+        );
+        assert_eq!(
+            json_problem(&object(serde_json::json!({"k\u{0}": 1}))).unwrap(),
+            "the key .k\\u0000 contains a NUL character, which cannot be stored"
+        );
+        assert_eq!(storable("a\u{0}b"), "a\u{FFFD}b");
+    }
 
     fn task(agent: &str) -> NewTask {
         NewTask { agent: agent.into(), prompt: "hi".into(), ..NewTask::default() }
