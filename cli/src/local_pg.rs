@@ -116,7 +116,16 @@ impl LocalPostgres {
     /// # Errors
     /// When it does not come back.
     pub async fn crash_and_restart(&mut self) -> anyhow::Result<()> {
-        self.restart_after(Signal::SIGQUIT).await
+        self.restart_after(Signal::SIGQUIT, Duration::ZERO).await
+    }
+
+    /// Crashes the server and starts it again after `down`: an outage of
+    /// that length.
+    ///
+    /// # Errors
+    /// When it does not come back.
+    pub async fn crash_for(&mut self, down: Duration) -> anyhow::Result<()> {
+        self.restart_after(Signal::SIGQUIT, down).await
     }
 
     /// Stops the server cleanly and starts it again on the same port, to
@@ -126,10 +135,10 @@ impl LocalPostgres {
     /// # Errors
     /// When it does not come back.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
-        self.restart_after(Signal::SIGINT).await
+        self.restart_after(Signal::SIGINT, Duration::ZERO).await
     }
 
-    async fn restart_after(&mut self, signal: Signal) -> anyhow::Result<()> {
+    async fn restart_after(&mut self, signal: Signal, down: Duration) -> anyhow::Result<()> {
         let _ = kill(Pid::from_raw(self.pid), signal);
         match self.child.take() {
             Some(mut child) => {
@@ -137,6 +146,7 @@ impl LocalPostgres {
             }
             None => wait_gone(self.pid).await,
         }
+        tokio::time::sleep(down).await;
         *self = Self::launch(&self.root, self.port, self.durability).await?;
         Ok(())
     }

@@ -116,6 +116,9 @@ pub struct ClaimConfig {
 pub struct TaskDefaults {
     /// Attempts allowed in total (1 + retries).
     pub max_attempts: u32,
+    /// Attempts a task may lose with their worker (its lease ran out) before
+    /// it is dead-lettered; lost attempts do not count against `max_attempts`.
+    pub max_lost_attempts: u32,
     /// First retry delay.
     #[serde(with = "humantime_serde")]
     pub backoff_initial: Duration,
@@ -199,6 +202,7 @@ impl Default for TaskDefaults {
     fn default() -> Self {
         Self {
             max_attempts: 4,
+            max_lost_attempts: 3,
             backoff_initial: Duration::from_secs(10),
             backoff_multiplier: 2.0,
             backoff_max: Duration::from_secs(300),
@@ -292,6 +296,7 @@ impl Config {
         check((1..=10_000).contains(&self.claims.max_batch), "claims.max_batch must be between 1 and 10000");
         check(!self.claims.recheck_interval.is_zero(), "claims.recheck_interval must be greater than zero");
         check(self.tasks.max_attempts >= 1, "tasks.max_attempts must be at least 1");
+        check(self.tasks.max_lost_attempts >= 1, "tasks.max_lost_attempts must be at least 1");
         check(!self.tasks.max_runtime.is_zero(), "tasks.max_runtime must be greater than zero");
         check(self.tasks.backoff_multiplier >= 1.0, "tasks.backoff_multiplier must be at least 1.0");
         check((0.0..1.0).contains(&self.tasks.backoff_jitter), "tasks.backoff_jitter must be in [0, 1)");

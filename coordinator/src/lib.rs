@@ -77,8 +77,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     };
     let url = app.config.database.url.expose().clone();
     background.spawn(notifications::listen(url, app.notifications.clone(), maintenance.clone()));
-    let (defaults, reap_interval) = (app.config.tasks.clone(), app.config.leases.reap_interval);
-    background.spawn(maintenance::lease_reaper::run(pool.clone(), defaults, reap_interval, maintenance.clone()));
+    let (defaults, leases) = (app.config.tasks.clone(), app.config.leases.clone());
+    background.spawn(maintenance::lease_reaper::run(pool.clone(), defaults, leases, maintenance.clone()));
 
     let recheck = app.config.claims.recheck_interval;
     background.spawn(maintenance::due_tasks::run(

@@ -93,13 +93,22 @@ impl Proc {
 /// When it does not come up (its log is shown).
 pub async fn start_coordinator(database_url: &str, dir: &Path, env: &[(&str, &str)]) -> (Proc, String) {
     let port = hivectl::local_pg::free_port().expect("free port");
+    start_coordinator_on(port, database_url, dir, env).await
+}
+
+/// Starts a coordinator process on `port` (again, after a crash, say); waits until it serves.
+///
+/// # Panics
+/// When it does not come up.
+pub async fn start_coordinator_on(port: u16, database_url: &str, dir: &Path, env: &[(&str, &str)]) -> (Proc, String) {
     let mut command = Command::new(binary("hive-coordinator"));
     command
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("DATABASE_URL", database_url)
         .env("RUST_LOG", "info,sqlx=warn");
     command.envs(env.iter().copied());
-    let proc = Proc::spawn(command, dir.join(format!("coordinator-{port}.log")));
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let proc = Proc::spawn(command, dir.join(format!("coordinator-{port}-{}.log", started.as_nanos())));
     let url = format!("http://127.0.0.1:{port}");
     let probe = url.clone();
     eventually("the coordinator process to serve", Duration::from_secs(30), || {

@@ -1,5 +1,7 @@
 //! A worker killed with SIGKILL mid-task: its lease expires, the task runs
-//! again on another worker and succeeds once, within the lease plus a second.
+//! again on another worker and succeeds once, within the lease plus a second,
+//! and the lost attempt is not charged to the task. A task whose agent kills
+//! its worker every time ends after `tasks.max_lost_attempts`.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
 
@@ -63,7 +65,7 @@ async fn a_task_on_a_killed_worker_runs_again_elsewhere_within_the_lease_and_suc
 
     let (status, failures): (String, i32) =
         sqlx::query_as("select status::text, failures from task_states").fetch_one(&db.pool).await.unwrap();
-    assert_eq!((status.as_str(), failures), ("succeeded", 1), "the lost attempt counts once");
+    assert_eq!((status.as_str(), failures), ("succeeded", 0), "a lost attempt is not the task's failure");
     let successes: i64 = sqlx::query_scalar("select count(*) from attempts where outcome = 'succeeded'")
         .fetch_one(&db.pool)
         .await
@@ -71,5 +73,49 @@ async fn a_task_on_a_killed_worker_runs_again_elsewhere_within_the_lease_and_suc
     assert_eq!(successes, 1, "success recorded exactly once");
 
     second.terminate().await;
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_agent_kills_its_worker_each_time_is_dead_after_max_lost_attempts() {
+    let db = fresh_database().await;
+    let mut config = test_config(&db);
+    config.leases.ttl = Duration::from_secs(1);
+    config.leases.heartbeat_interval = Duration::from_millis(200);
+    config.leases.reap_interval = Duration::from_millis(100);
+    config.tasks.max_lost_attempts = 2;
+    let coordinator = TestCoordinator::start(config).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The agent's parent is its worker.
+    let killer = Agent::shell("kill -9 $PPID; sleep 30");
+    let config = WorkerSetup::new().slots(1).agent("killer", killer).write(dir.path(), "worker");
+    let mut admin = coordinator.admin_client().await;
+    let task = pb::TaskSpec { agent: "killer".into(), prompt: "p".into(), max_attempts: 10, ..Default::default() };
+    admin
+        .submit_tasks(pb::SubmitTasksRequest { swarm: "killer".into(), tasks: vec![task], ..Default::default() })
+        .await
+        .unwrap();
+
+    // A supervisor restarts the worker each time its agent kills it.
+    let mut worker = start_worker(&coordinator.url, &config, "worker-0", dir.path());
+    let mut restarts = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while hive_tests::postgres::count(&db.pool, "select count(*) from task_states where status = 'dead'").await == 0 {
+        assert!(Instant::now() < deadline, "the task never died");
+        if worker.child.try_wait().unwrap().is_some() {
+            restarts += 1;
+            worker = start_worker(&coordinator.url, &config, &format!("worker-{restarts}"), dir.path());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let outcomes: Vec<String> =
+        sqlx::query_scalar("select outcome::text from attempts order by number").fetch_all(&db.pool).await.unwrap();
+    assert_eq!(outcomes, ["lost", "lost"], "two lost attempts, then dead");
+    let (failures, error): (i32, String) =
+        sqlx::query_as("select failures, error from task_states").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(failures, 0, "lost attempts are not counted against max_attempts");
+    assert!(error.contains("tasks.max_lost_attempts"), "{error}");
+    let _ = worker.terminate().await;
     coordinator.stop().await.unwrap();
 }

@@ -24,7 +24,7 @@ const IN_FLIGHT_GRACE: Duration = Duration::from_secs(1);
 
 /// Claims until `stop`; attempts are spawned on `attempts`.
 pub(crate) async fn run(context: Arc<Context>, attempts: TaskTracker, stop: CancellationToken) {
-    let mut delays = connection::backoff();
+    let mut delays = connection::backoff(context.retry_delay_max);
     let mut queued = context.queued.subscribe();
     // A prefetching worker refills its queue once it is down to its refill
     // mark, without slots and without waiting. A refill that finds nothing
@@ -49,7 +49,7 @@ pub(crate) async fn run(context: Arc<Context>, attempts: TaskTracker, stop: Canc
             match refill(&context, &attempts, prefetch.saturating_sub(waiting), &stop).await {
                 None => return,
                 Some(Ok(got)) => {
-                    delays = connection::backoff();
+                    delays = connection::backoff(context.retry_delay_max);
                     dry = got == 0;
                 }
                 Some(Err(status)) => {
@@ -87,7 +87,7 @@ pub(crate) async fn run(context: Arc<Context>, attempts: TaskTracker, stop: Canc
         match call(&context, request, &stop).await {
             None => return,
             Some(Ok(assignments)) => {
-                delays = connection::backoff();
+                delays = connection::backoff(context.retry_delay_max);
                 for assignment in assignments {
                     let start = match permits.pop() {
                         Some(slot) => Start::Slot(slot),

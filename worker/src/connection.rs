@@ -1,5 +1,7 @@
 //! Talking to the coordinator: the channel, which failures are worth a
-//! retry, and retrying with exponential backoff and jitter.
+//! retry, and retrying with exponential backoff and jitter. Delays are capped
+//! at the heartbeat interval, so a worker is back within about one beat of
+//! its coordinator (or the database) coming back, well within the lease.
 
 use std::future::Future;
 use std::time::Duration;
@@ -46,11 +48,14 @@ pub(crate) fn is_retryable(code: Code) -> bool {
     )
 }
 
-/// Retry delays: 100 ms doubling to 5 s, with jitter, forever.
-pub(crate) fn backoff() -> impl Iterator<Item = Duration> {
+/// Longest delay before registering, when the heartbeat interval is not yet known.
+pub(crate) const REGISTER_DELAY_MAX: Duration = Duration::from_secs(5);
+
+/// Retry delays: from 100 ms (or `max`, if shorter) doubling to `max`, with jitter, forever.
+pub(crate) fn backoff(max: Duration) -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
+        .with_min_delay(Duration::from_millis(100).min(max))
+        .with_max_delay(max)
         .with_jitter()
         .without_max_times()
         .build()
@@ -69,18 +74,24 @@ pub(crate) async fn pause(delay: Duration, cancel: &CancellationToken) -> bool {
 /// back every time for the same request, which must then not wedge the caller.
 const MAX_TRIES_ON_INTERNAL: u32 = 5;
 
-/// Repeats `call` while it fails with a retryable code, until `abandon`;
-/// INTERNAL and UNKNOWN at most [`MAX_TRIES_ON_INTERNAL`] times.
+/// Repeats `call` while it fails with a retryable code, until `abandon`,
+/// pausing at most `max_delay` between tries; INTERNAL and UNKNOWN at most
+/// [`MAX_TRIES_ON_INTERNAL`] times.
 ///
 /// # Errors
 /// The first non-retryable status, the last INTERNAL or UNKNOWN one, or
 /// `Cancelled` once abandoned.
-pub(crate) async fn retry<T, F, Fut>(what: &str, abandon: &CancellationToken, mut call: F) -> Result<T, Status>
+pub(crate) async fn retry<T, F, Fut>(
+    what: &str,
+    max_delay: Duration,
+    abandon: &CancellationToken,
+    mut call: F,
+) -> Result<T, Status>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Response<T>, Status>>,
 {
-    let mut delays = backoff();
+    let mut delays = backoff(max_delay);
     let mut internal = 0;
     loop {
         let status = tokio::select! {
@@ -97,7 +108,7 @@ where
                 return Err(status);
             }
         }
-        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        let delay = delays.next().unwrap_or(max_delay);
         warn!(call = what, code = ?status.code(), message = status.message(), retry_in = ?delay, "coordinator call failed; retrying");
         if !pause(delay, abandon).await {
             return Err(Status::cancelled(format!("{what} abandoned")));
@@ -114,7 +125,7 @@ pub(crate) async fn register(
     request: &pb::RegisterRequest,
     abandon: &CancellationToken,
 ) -> Result<pb::RegisterResponse, Status> {
-    retry("register", abandon, || {
+    retry("register", REGISTER_DELAY_MAX, abandon, || {
         let mut client = client.clone();
         let request = request.clone();
         async move { client.register(request).await }
@@ -137,9 +148,15 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_stays_capped() {
-        let delays: Vec<Duration> = backoff().take(20).collect();
+        let delays: Vec<Duration> = backoff(Duration::from_secs(5)).take(20).collect();
         assert!(delays[0] < Duration::from_millis(250));
         assert!(delays.iter().all(|delay| *delay <= Duration::from_secs(10)));
         assert!(delays[19] >= Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_short_heartbeat_interval_caps_every_delay() {
+        let cap = Duration::from_millis(50);
+        assert!(backoff(cap).take(20).all(|delay| delay <= cap * 2), "jitter at most doubles a delay");
     }
 }

@@ -27,6 +27,8 @@ pub(crate) struct Context {
     pub worker_id: WorkerId,
     /// Registration, resent after a reconnect that lost it.
     pub registration: hive_shared::pb::RegisterRequest,
+    /// Longest pause between retries of a failed call: the heartbeat interval.
+    pub retry_delay_max: Duration,
     /// Attempts held.
     pub held: Held,
     /// Free agent slots.
@@ -118,7 +120,7 @@ impl Context {
                 warn!(code = ?err.code(), message = err.message(), "re-registration failed");
             }
         }
-        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        let delay = delays.next().unwrap_or(self.retry_delay_max);
         warn!(call = what, code = ?status.code(), message = status.message(), retry_in = ?delay, "coordinator call failed");
         connection::pause(delay, stop).await
     }

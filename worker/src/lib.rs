@@ -103,6 +103,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
         client: client.clone(),
         worker_id,
         registration,
+        retry_delay_max: heartbeat,
         held: held.clone(),
         slots: Arc::new(Semaphore::new(config.slots as usize)),
         queued: tokio::sync::watch::Sender::new(0),
@@ -118,8 +119,12 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     let (session_stop, give_up) = (CancellationToken::new(), CancellationToken::new());
     tracked::spawn(&loops, "heartbeat session", session::run(Arc::clone(&context), heartbeat, session_stop.clone()));
     let flush_interval = config.logs.flush_interval;
-    tracked::spawn(&loops, "log shipper", shipper::run(client.clone(), log_queue, flush_interval, give_up.clone()));
-    let reporter = report::run(client, worker_id.to_string(), report_queue, held.clone(), give_up.clone());
+    tracked::spawn(
+        &loops,
+        "log shipper",
+        shipper::run(client.clone(), log_queue, flush_interval, heartbeat, give_up.clone()),
+    );
+    let reporter = report::run(client, worker_id.to_string(), report_queue, held.clone(), heartbeat, give_up.clone());
     tracked::spawn(&loops, "outcome reporter", reporter);
     let (attempts, claiming) = (TaskTracker::new(), TaskTracker::new());
     tracked::spawn(&claiming, "claim loop", claim::run(Arc::clone(&context), attempts.clone(), drain.clone()));

@@ -2,6 +2,8 @@
 //! and one Fail call, retries them until the coordinator acknowledges, and
 //! releases each attempt once its outcome is settled.
 
+use std::time::Duration;
+
 use hive_shared::ids::AttemptId;
 use hive_shared::pb;
 use tokio::sync::mpsc;
@@ -22,6 +24,7 @@ pub(crate) async fn run(
     worker_id: String,
     mut queue: mpsc::Receiver<Report>,
     held: Held,
+    retry_delay_max: Duration,
     abandon: CancellationToken,
 ) {
     loop {
@@ -43,7 +46,8 @@ pub(crate) async fn run(
         }
         let (completions, failures): (Vec<_>, Vec<_>) =
             batch.into_iter().partition(|report| matches!(report, Report::Complete(_)));
-        let reporter = Reporter { client: &client, worker_id: &worker_id, held: &held, abandon: &abandon };
+        let reporter =
+            Reporter { client: &client, worker_id: &worker_id, held: &held, retry_delay_max, abandon: &abandon };
         let refused = reporter.complete(completions.into_iter().filter_map(as_completion).collect()).await;
         let failures: Vec<pb::Failure> = failures.into_iter().filter_map(as_failure).chain(refused).collect();
         reporter.fail(failures).await;
@@ -74,6 +78,7 @@ struct Reporter<'a> {
     client: &'a Client,
     worker_id: &'a str,
     held: &'a Held,
+    retry_delay_max: Duration,
     abandon: &'a CancellationToken,
 }
 
@@ -83,7 +88,7 @@ impl Reporter<'_> {
         if completions.is_empty() {
             return Vec::new();
         }
-        let result = connection::retry("complete", self.abandon, || {
+        let result = connection::retry("complete", self.retry_delay_max, self.abandon, || {
             let mut client = self.client.clone();
             let request =
                 pb::CompleteRequest { worker_id: self.worker_id.to_owned(), completions: completions.clone() };
@@ -124,7 +129,7 @@ impl Reporter<'_> {
         if failures.is_empty() {
             return;
         }
-        let result = connection::retry("fail", self.abandon, || {
+        let result = connection::retry("fail", self.retry_delay_max, self.abandon, || {
             let mut client = self.client.clone();
             let request = pb::FailRequest { worker_id: self.worker_id.to_owned(), failures: failures.clone() };
             async move { client.fail(request).await }

@@ -23,7 +23,7 @@ use crate::resources::Sampler;
 /// Beats every `interval` until `stop`, reconnecting as needed.
 pub(crate) async fn run(context: Arc<Context>, interval: Duration, stop: CancellationToken) {
     let mut sampler = Sampler::default();
-    let mut delays = connection::backoff();
+    let mut delays = connection::backoff(context.retry_delay_max);
     loop {
         let status = match beat_until_broken(&context, &mut sampler, interval, &stop).await {
             Ok(()) => return,

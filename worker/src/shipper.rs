@@ -124,6 +124,7 @@ pub(crate) async fn run(
     client: Client,
     mut queue: mpsc::Receiver<Shipment>,
     flush_interval: Duration,
+    retry_delay_max: Duration,
     abandon: CancellationToken,
 ) {
     let mut pending: Vec<pb::LogChunk> = Vec::new();
@@ -134,7 +135,7 @@ pub(crate) async fn run(
         let shipment = tokio::select! {
             shipment = queue.recv() => shipment,
             _ = ticker.tick() => {
-                ship(&client, &mut pending, &abandon).await;
+                ship(&client, &mut pending, retry_delay_max, &abandon).await;
                 pending_bytes = 0;
                 continue;
             }
@@ -145,17 +146,17 @@ pub(crate) async fn run(
                 pending_bytes += chunk.data.len();
                 pending.push(chunk);
                 if pending_bytes >= BATCH_BYTES {
-                    ship(&client, &mut pending, &abandon).await;
+                    ship(&client, &mut pending, retry_delay_max, &abandon).await;
                     pending_bytes = 0;
                 }
             }
             Some(Shipment::Flush(done)) => {
-                ship(&client, &mut pending, &abandon).await;
+                ship(&client, &mut pending, retry_delay_max, &abandon).await;
                 pending_bytes = 0;
                 let _ = done.send(());
             }
             None => {
-                ship(&client, &mut pending, &abandon).await;
+                ship(&client, &mut pending, retry_delay_max, &abandon).await;
                 return;
             }
         }
@@ -163,12 +164,17 @@ pub(crate) async fn run(
 }
 
 /// Sends the pending chunks, retrying until they are stored; empties `pending`.
-async fn ship(client: &Client, pending: &mut Vec<pb::LogChunk>, abandon: &CancellationToken) {
+async fn ship(
+    client: &Client,
+    pending: &mut Vec<pb::LogChunk>,
+    retry_delay_max: Duration,
+    abandon: &CancellationToken,
+) {
     if pending.is_empty() {
         return;
     }
     let chunks = std::mem::take(pending);
-    let result = connection::retry("append_logs", abandon, || {
+    let result = connection::retry("append_logs", retry_delay_max, abandon, || {
         let mut client = client.clone();
         let batch = pb::AppendLogsRequest { chunks: chunks.clone() };
         async move { client.append_logs(tokio_stream::iter([batch])).await }

@@ -50,6 +50,22 @@ pub async fn cancelling_attempts(executor: impl PgExecutor<'_>, worker: Uuid) ->
     .await
 }
 
+/// How many attempts of each of `task_ids` were lost with their worker, for
+/// the tasks that lost any.
+pub async fn lost_attempts(executor: impl PgExecutor<'_>, task_ids: &[Uuid]) -> sqlx::Result<Vec<(Uuid, i64)>> {
+    let rows = sqlx::query!(
+        r#"
+        select task_id, count(*) as "lost!" from attempts
+        where task_id = any($1) and outcome = 'lost'
+        group by task_id
+        "#,
+        task_ids,
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.task_id, row.lost)).collect())
+}
+
 /// Locks up to `limit` leased tasks whose lease or deadline has passed,
 /// skipping rows another reaper holds (so reapers never double-reap).
 pub async fn lock_expired(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<StoppedAttempt>> {

@@ -3,30 +3,100 @@
 //! them like a reported failure: retried, dead-lettered, or — for tasks being
 //! cancelled — cancelled. Rows are taken with `skip locked`, so reapers on
 //! several coordinators never double-reap.
+//!
+//! A lease that ran out while this coordinator could not reach the database,
+//! or before it had been up for a full lease, may have run out only because
+//! its worker's beats had nowhere to go. So the reaper reaps only once it has
+//! reached the database without a gap for a full lease ([`Contact`]): every
+//! worker that is alive has beaten again by then and its leases hold.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, instrument};
 
-use crate::config::TaskDefaults;
+use crate::config::{LeaseConfig, TaskDefaults};
 use crate::db;
+use crate::status::TaskStatus;
 use crate::tasks::report;
-use crate::tasks::retry::Stop;
+use crate::tasks::retry::{Losses, Stop};
 
 /// Most tasks settled per transaction.
 const BATCH: i64 = 500;
 
-/// Reaps every `interval` until `cancel`.
+/// Reaps every `leases.reap_interval` until `cancel`, once in [`Contact`].
 #[instrument(skip_all, name = "lease_reaper")]
-pub(crate) async fn run(pool: PgPool, defaults: TaskDefaults, interval: Duration, cancel: CancellationToken) {
-    super::every(interval, &cancel, || async {
-        if let Err(err) = reap_all(&pool, &defaults).await {
+pub(crate) async fn run(pool: PgPool, defaults: TaskDefaults, leases: LeaseConfig, cancel: CancellationToken) {
+    let contact = Mutex::new(Contact::new(Instant::now(), &leases));
+    let contact = &contact;
+    super::every(leases.reap_interval, &cancel, || async {
+        if let Err(err) = pass(&pool, &defaults, contact).await {
+            lock(contact).lost();
             error!(error = %err, "lease reaper pass failed; retrying next tick");
         }
     })
     .await;
+}
+
+/// One pass: reaps if the database has been reachable for a full lease.
+async fn pass(pool: &PgPool, defaults: &TaskDefaults, contact: &Mutex<Contact>) -> Result<(), sqlx::Error> {
+    pool.acquire().await?;
+    let reap = lock(contact).reached(Instant::now());
+    if reap {
+        reap_all(pool, defaults).await?;
+        lock(contact).answered(Instant::now());
+    }
+    Ok(())
+}
+
+fn lock(contact: &Mutex<Contact>) -> MutexGuard<'_, Contact> {
+    contact.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How long the reaper has reached the database without a gap, and whether
+/// that is long enough to trust that live workers' beats got through.
+#[derive(Debug)]
+pub(crate) struct Contact {
+    /// Start of the current unbroken stretch.
+    since: Instant,
+    /// Last time the database answered; `None` after a failed pass.
+    last: Option<Instant>,
+    /// Longest silence between two answers that is not a gap: one reap
+    /// interval plus one heartbeat interval.
+    gap: Duration,
+    /// How long a stretch must last: one lease.
+    needed: Duration,
+}
+
+impl Contact {
+    /// A stretch that starts at `now` (the coordinator's start).
+    pub(crate) fn new(now: Instant, leases: &LeaseConfig) -> Self {
+        Self { since: now, last: Some(now), gap: leases.reap_interval + leases.heartbeat_interval, needed: leases.ttl }
+    }
+
+    /// Records a failed pass: the stretch ends.
+    pub(crate) fn lost(&mut self) {
+        self.last = None;
+    }
+
+    /// Records an answer at `now` within a pass (a long reap is no gap).
+    pub(crate) fn answered(&mut self, now: Instant) {
+        self.last = Some(now);
+    }
+
+    /// Records the first answer of a pass at `now`; whether the stretch is long enough to reap.
+    pub(crate) fn reached(&mut self, now: Instant) -> bool {
+        let unbroken = self.last.is_some_and(|last| now.saturating_duration_since(last) <= self.gap);
+        if !unbroken {
+            info!(waiting = ?self.needed, "database reached after a gap; expired leases wait one lease for their workers to beat");
+            self.since = now;
+        }
+        self.last = Some(now);
+        now.saturating_duration_since(self.since) >= self.needed
+    }
 }
 
 /// Reaps until nothing expired is left; returns how many attempts were settled.
@@ -38,17 +108,27 @@ pub(crate) async fn reap_all(pool: &PgPool, defaults: &TaskDefaults) -> Result<u
     loop {
         let mut tx = pool.begin().await?;
         let expired = db::leases::lock_expired(&mut tx, BATCH).await?;
+        let task_ids: Vec<_> = expired.iter().filter(|task| task.lease_expired).map(|task| task.id).collect();
+        let lost: HashMap<_, _> = db::leases::lost_attempts(&mut *tx, &task_ids).await?.into_iter().collect();
         let mut fates = db::outcomes::Fates::default();
         for task in &expired {
-            let (stop, error) = if task.lease_expired {
-                (Stop::LeaseExpired, "lease expired: the worker stopped heart-beating")
+            let (stop, mut error) = if task.lease_expired {
+                let before = lost.get(&task.id).map_or(0, |n| u32::try_from(*n).unwrap_or(u32::MAX));
+                let losses = Losses { before, allowed: defaults.max_lost_attempts };
+                (Stop::LeaseExpired(losses), String::from("lease expired: the worker stopped heart-beating"))
             } else {
                 (
                     Stop::DeadlinePassed,
-                    "deadline passed: the attempt ran past its time limit and its worker did not stop it",
+                    String::from("deadline passed: the attempt ran past its time limit and its worker did not stop it"),
                 )
             };
             let fate = report::decide(defaults, task, stop);
+            if let (Stop::LeaseExpired(losses), TaskStatus::Dead) = (stop, fate.status) {
+                error.push_str(&format!(
+                    "; the task has lost {} attempts with their workers (tasks.max_lost_attempts)",
+                    losses.allowed
+                ));
+            }
             info!(task_id = %task.id, attempt_id = %task.attempt_id, next = %fate.status, reason = error, "reaped");
             report::push(&mut fates, task, fate, report::Ending::error(error));
         }
@@ -58,5 +138,51 @@ pub(crate) async fn reap_all(pool: &PgPool, defaults: &TaskDefaults) -> Result<u
         if expired.len() < BATCH as usize {
             return Ok(total);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leases() -> LeaseConfig {
+        LeaseConfig {
+            ttl: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(5),
+            reap_interval: Duration::from_secs(1),
+            ..LeaseConfig::default()
+        }
+    }
+
+    #[test]
+    fn nothing_is_reaped_in_the_first_lease_after_start() {
+        let start = Instant::now();
+        let mut contact = Contact::new(start, &leases());
+        for second in 0..30 {
+            assert!(!contact.reached(start + Duration::from_secs(second)), "{second}");
+        }
+        assert!(contact.reached(start + Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_failed_pass_or_a_long_silence_restarts_the_wait() {
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let mut contact = Contact::new(start, &leases());
+        for second in 0..=40 {
+            contact.reached(at(second));
+        }
+        assert!(contact.reached(at(41)));
+        contact.lost();
+        assert!(!contact.reached(at(42)), "the database came back: a lease to beat first");
+        for second in 43..72 {
+            assert!(!contact.reached(at(second)), "{second}");
+        }
+        assert!(contact.reached(at(72)));
+        assert!(!contact.reached(at(80)), "eight silent seconds (a pass stuck waiting for a connection) are a gap");
+        for second in 81..110 {
+            assert!(!contact.reached(at(second)), "{second}");
+        }
+        assert!(contact.reached(at(110)));
     }
 }

@@ -27,9 +27,21 @@ pub(crate) enum Stop {
     /// The worker stopped the agent because the task was cancelled.
     Cancelled,
     /// The lease ran out: the worker died or was cut off.
-    LeaseExpired,
+    LeaseExpired(Losses),
     /// The attempt ran past its deadline as the coordinator counts it.
     DeadlinePassed,
+}
+
+/// Attempts of one task lost with their worker. A lost attempt is not the
+/// task's failure and does not count against `max_attempts`; but a task whose
+/// attempts keep losing their workers (an agent that kills its host) ends
+/// once it has lost `allowed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Losses {
+    /// Attempts lost before this one.
+    pub before: u32,
+    /// Losses allowed in all (`tasks.max_lost_attempts`).
+    pub allowed: u32,
 }
 
 /// Backoff settings for one task: the defaults, with the task's own overrides.
@@ -99,33 +111,37 @@ pub(crate) fn fate(
 ) -> Fate {
     let settle = |status, outcome, counted, delay| Fate { status, outcome, counted, delay };
     if status == TaskStatus::Cancelling {
-        let outcome = if stop == Stop::LeaseExpired { AttemptOutcome::Lost } else { AttemptOutcome::Cancelled };
+        let outcome =
+            if matches!(stop, Stop::LeaseExpired(_)) { AttemptOutcome::Lost } else { AttemptOutcome::Cancelled };
         return settle(TaskStatus::Cancelled, outcome, false, Duration::ZERO);
     }
-    let outcome = match stop {
+    match stop {
         Stop::Interrupted | Stop::Cancelled => {
-            return settle(TaskStatus::Ready, AttemptOutcome::Released, false, Duration::ZERO);
+            settle(TaskStatus::Ready, AttemptOutcome::Released, false, Duration::ZERO)
         }
-        Stop::Failed(FailureClass::Permanent) => {
-            return settle(TaskStatus::Dead, AttemptOutcome::Failed, true, Duration::ZERO);
+        Stop::Failed(FailureClass::Permanent) => settle(TaskStatus::Dead, AttemptOutcome::Failed, true, Duration::ZERO),
+        // The worker died, not the task: retried at once, and not counted.
+        Stop::LeaseExpired(losses) if losses.before.saturating_add(1) >= losses.allowed => {
+            settle(TaskStatus::Dead, AttemptOutcome::Lost, false, Duration::ZERO)
         }
-        Stop::LeaseExpired => AttemptOutcome::Lost,
-        Stop::Failed(FailureClass::Transient) | Stop::DeadlinePassed => AttemptOutcome::Failed,
-    };
-    let failures = failures.saturating_add(1);
-    if failures >= max_attempts {
-        return settle(TaskStatus::Dead, outcome, true, Duration::ZERO);
+        Stop::LeaseExpired(_) => settle(TaskStatus::Ready, AttemptOutcome::Lost, false, Duration::ZERO),
+        Stop::Failed(FailureClass::Transient) | Stop::DeadlinePassed => {
+            let failures = failures.saturating_add(1);
+            if failures >= max_attempts {
+                return settle(TaskStatus::Dead, AttemptOutcome::Failed, true, Duration::ZERO);
+            }
+            settle(TaskStatus::Ready, AttemptOutcome::Failed, true, backoff.delay(failures, unit_random))
+        }
     }
-    // A lost lease means the worker died, not that the task failed: it counts
-    // (so a task that keeps killing workers ends), but is retried at once.
-    let delay = if stop == Stop::LeaseExpired { Duration::ZERO } else { backoff.delay(failures, unit_random) };
-    settle(TaskStatus::Ready, outcome, true, delay)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    const FIRST_LOSS: Stop = Stop::LeaseExpired(Losses { before: 0, allowed: 3 });
+    const THIRD_LOSS: Stop = Stop::LeaseExpired(Losses { before: 2, allowed: 3 });
 
     fn seeds() -> Backoff {
         Backoff::for_task(&TaskDefaults::default(), None, None, None)
@@ -164,15 +180,16 @@ mod tests {
             (S::Running, Stop::Failed(Transient), 0, 4, S::Ready, O::Failed, true),
             (S::Running, Stop::Failed(Transient), 3, 4, S::Dead, O::Failed, true),
             (S::Running, Stop::Failed(Permanent), 0, 4, S::Dead, O::Failed, true),
-            (S::Running, Stop::LeaseExpired, 0, 4, S::Ready, O::Lost, true),
-            (S::Running, Stop::LeaseExpired, 0, 1, S::Dead, O::Lost, true),
+            (S::Running, FIRST_LOSS, 0, 4, S::Ready, O::Lost, false),
+            (S::Running, FIRST_LOSS, 0, 1, S::Ready, O::Lost, false),
+            (S::Running, THIRD_LOSS, 0, 4, S::Dead, O::Lost, false),
             (S::Running, Stop::DeadlinePassed, 1, 4, S::Ready, O::Failed, true),
             (S::Running, Stop::Interrupted, 3, 4, S::Ready, O::Released, false),
             (S::Running, Stop::Cancelled, 3, 4, S::Ready, O::Released, false),
             (S::Cancelling, Stop::Cancelled, 0, 4, S::Cancelled, O::Cancelled, false),
             (S::Cancelling, Stop::Failed(Transient), 0, 4, S::Cancelled, O::Cancelled, false),
             (S::Cancelling, Stop::Interrupted, 0, 4, S::Cancelled, O::Cancelled, false),
-            (S::Cancelling, Stop::LeaseExpired, 0, 4, S::Cancelled, O::Lost, false),
+            (S::Cancelling, FIRST_LOSS, 0, 4, S::Cancelled, O::Lost, false),
         ];
         for (status, stop, failures, max, next, outcome, counted) in table {
             let got = fate(&seeds(), status, stop, failures, max, 0.5);
@@ -188,15 +205,17 @@ mod tests {
     fn only_failures_back_off_and_a_lost_lease_is_retried_at_once() {
         let failed = fate(&seeds(), TaskStatus::Running, Stop::Failed(FailureClass::Transient), 0, 4, 0.5);
         assert_eq!(failed.delay, Duration::from_secs(10));
-        let lost = fate(&seeds(), TaskStatus::Running, Stop::LeaseExpired, 0, 4, 0.5);
+        let lost = fate(&seeds(), TaskStatus::Running, FIRST_LOSS, 3, 4, 0.5);
         assert_eq!(lost.delay, Duration::ZERO);
     }
 
     #[test]
     fn a_huge_failure_count_does_not_overflow() {
         assert_eq!(seeds().delay(u32::MAX, 0.5), Duration::from_secs(300));
-        let got = fate(&seeds(), TaskStatus::Running, Stop::LeaseExpired, u32::MAX, u32::MAX, 0.5);
+        let got = fate(&seeds(), TaskStatus::Running, Stop::DeadlinePassed, u32::MAX, u32::MAX, 0.5);
         assert_eq!(got.status, TaskStatus::Dead);
+        let losses = Losses { before: u32::MAX, allowed: u32::MAX };
+        assert_eq!(fate(&seeds(), TaskStatus::Running, Stop::LeaseExpired(losses), 0, 4, 0.5).status, TaskStatus::Dead);
     }
 
     fn any_stop() -> impl Strategy<Value = Stop> {
@@ -205,7 +224,7 @@ mod tests {
             Just(Stop::Failed(FailureClass::Permanent)),
             Just(Stop::Interrupted),
             Just(Stop::Cancelled),
-            Just(Stop::LeaseExpired),
+            (0_u32..5, 1_u32..5).prop_map(|(before, allowed)| Stop::LeaseExpired(Losses { before, allowed })),
             Just(Stop::DeadlinePassed),
         ]
     }
@@ -243,9 +262,14 @@ mod tests {
             if got.counted && failures + 1 >= max {
                 prop_assert_eq!(got.status, TaskStatus::Dead);
             }
-            // Only a permanent failure or a spent budget kills.
+            // A lost attempt is never counted.
+            if matches!(stop, Stop::LeaseExpired(_)) {
+                prop_assert!(!got.counted);
+            }
+            // Only a permanent failure, a spent budget or too many losses kills.
             if got.status == TaskStatus::Dead {
-                prop_assert!(stop == Stop::Failed(FailureClass::Permanent) || failures + 1 >= max);
+                let spent_losses = matches!(stop, Stop::LeaseExpired(losses) if losses.before + 1 >= losses.allowed);
+                prop_assert!(stop == Stop::Failed(FailureClass::Permanent) || failures + 1 >= max || spent_losses);
             }
             // Only retries wait.
             if got.status != TaskStatus::Ready {
