@@ -236,6 +236,7 @@ CREATE TABLE public.workers (
     command text,
     labels jsonb DEFAULT '{}'::jsonb NOT NULL,
     attempt_rss jsonb DEFAULT '{}'::jsonb NOT NULL,
+    unavailable jsonb DEFAULT '{}'::jsonb NOT NULL,
     CONSTRAINT workers_command_check CHECK ((command = ANY (ARRAY['drain'::text, 'stop'::text]))),
     CONSTRAINT workers_slots_check CHECK ((slots >= 0))
 );

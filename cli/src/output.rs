@@ -267,6 +267,8 @@ pub(crate) struct WorkerView {
     pub labels: std::collections::BTreeMap<String, String>,
     /// Resident memory of each running agent's process tree, by attempt.
     pub agents_rss_bytes: std::collections::BTreeMap<String, u64>,
+    /// What it could not do at its last heartbeat (an agent, or `work_dir`), and why.
+    pub unavailable: std::collections::BTreeMap<String, String>,
 }
 
 impl From<pb::Worker> for WorkerView {
@@ -289,6 +291,7 @@ impl From<pb::Worker> for WorkerView {
             version: worker.version,
             draining: worker.draining,
             labels: worker.labels.into_iter().collect(),
+            unavailable: worker.unavailable.into_iter().collect(),
             agents_rss_bytes: resources
                 .attempts
                 .iter()

@@ -17,7 +17,14 @@ pub struct WorkerSetup {
     claim_wait: Option<String>,
     drain_grace: Option<String>,
     labels: BTreeMap<String, String>,
+    admission: Option<AdmissionSetup>,
     agents: BTreeMap<String, Agent>,
+}
+
+/// The `[admission]` table.
+#[derive(Debug, Clone, Default, Serialize)]
+struct AdmissionSetup {
+    min_free_disk: Option<String>,
 }
 
 /// One agent of a [`WorkerSetup`]; unset settings keep the worker's defaults.
@@ -70,6 +77,13 @@ impl WorkerSetup {
     #[must_use]
     pub fn label(mut self, key: &str, value: &str) -> Self {
         self.labels.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Free disk space below which the worker claims nothing (`"1PiB"`).
+    #[must_use]
+    pub fn min_free_disk(mut self, size: &str) -> Self {
+        self.admission = Some(AdmissionSetup { min_free_disk: Some(size.to_owned()) });
         self
     }
 

@@ -396,6 +396,24 @@ async fn a_heartbeat_with_nonsense_figures_is_refused_naming_the_field() {
         (beat(u32::MAX, 1.0), "free_slots: is larger than"),
         (beat(1, f64::NAN), "resources.cpu_percent: must be a percentage"),
         (beat(1, -5.0), "resources.cpu_percent: must be a percentage"),
+        (
+            pb::HeartbeatRequest {
+                unavailable: [("tool".to_owned(), "bad\0reason".to_owned())].into(),
+                ..beat(1, 1.0)
+            },
+            "unavailable[tool]: contains a NUL character",
+        ),
+        (
+            pb::HeartbeatRequest {
+                unavailable: (0..65).map(|i| (format!("agent-{i}"), "gone".to_owned())).collect(),
+                ..beat(1, 1.0)
+            },
+            "unavailable: lists 65 entries; at most 64",
+        ),
+        (
+            pb::HeartbeatRequest { unavailable: [("tool".to_owned(), "x".repeat(2000))].into(), ..beat(1, 1.0) },
+            "unavailable[tool]: names are at most 128 bytes",
+        ),
     ] {
         let mut replies = worker.client.heartbeat(tokio_stream::iter([request])).await.unwrap().into_inner();
         assert_refused(replies.message().await, expected);

@@ -97,6 +97,7 @@ fn beat(worker: Uuid, attempts: &[Uuid]) -> Beats {
         memory_total_bytes: vec![0],
         draining: vec![false],
         attempt_rss: vec![json!({})],
+        unavailable: vec![json!({})],
         held_workers: vec![worker; attempts.len()],
         held_attempts: attempts.to_vec(),
     }

@@ -116,6 +116,7 @@ async fn a_superseded_attempt_is_refused_everywhere_and_changes_nothing() {
         free_slots: 0,
         resources: None,
         draining: false,
+        unavailable: Default::default(),
     };
     let mut replies = a.heartbeat(tokio_stream::iter([beat])).await.unwrap().into_inner();
     let reply = replies.message().await.unwrap().expect("a heartbeat reply");

@@ -3,6 +3,7 @@
 //! slot, clean up.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use hive_shared::convert::{from_duration, struct_to_json};
 use hive_shared::ids::{AttemptId, TaskId};
@@ -18,6 +19,7 @@ use crate::process::spawn::HiveVars;
 use crate::process::supervise::{self, Exit};
 use crate::process::workdir::{JsonFile, Scratch};
 use crate::shipper::LogSink;
+use crate::unavailable;
 
 /// What an assignment holds when it arrives.
 #[derive(Debug)]
@@ -79,6 +81,12 @@ async fn execute(context: Arc<Context>, assignment: pb::Assignment, start: Start
         queue(&context, outcome::failure(&ids, pb::FailureClass::Permanent, problem, None)).await;
         return;
     };
+    if let Some(reason) = context.cannot_run(&assignment.agent) {
+        // Claimed before this worker found out (a long-poll already waiting).
+        let problem = format!("handed back unstarted: this worker cannot run it now ({reason})");
+        queue(&context, outcome::failure(&ids, pb::FailureClass::Interrupted, problem, None)).await;
+        return;
+    }
     if agent.builtin == Some(Builtin::Noop) {
         queue(&context, outcome::noop(&ids)).await;
         drop(slot);
@@ -104,12 +112,17 @@ async fn run_agent(
     let scratch = match Scratch::create(&context.folders, attempt, prompt_file, json_files(assignment)).await {
         Ok(scratch) => scratch,
         Err(err) => {
+            // The worker's fault (a full disk, a read-only or missing folder):
+            // the task goes back uncharged, and this worker claims nothing for a while.
             let problem =
                 format!("cannot prepare the scratch folder under {}: {err}", context.config.work_dir.display());
-            queue(context, outcome::failure(&ids, pb::FailureClass::Transient, problem, None)).await;
+            warn!(problem = %problem, "handing the task back; claiming nothing until the work folder recovers");
+            context.unavailable.failed(unavailable::WORK_DIR, problem.clone(), Instant::now());
+            queue(context, outcome::failure(&ids, pb::FailureClass::Interrupted, problem, None)).await;
             return;
         }
     };
+    context.unavailable.clear(unavailable::WORK_DIR);
     let timeout = assignment.timeout.as_ref().and_then(from_duration).unwrap_or(agent.timeout);
     let mut extra = vec![("HIVE_STAGE", assignment.stage.clone()), ("HIVE_ROUND", assignment.round.to_string())];
     if !assignment.resume_session.is_empty() {
@@ -139,7 +152,14 @@ async fn run_agent(
     let finished = supervise::run(run, sink.clone(), &cancel).await;
     match &finished.exit {
         Exit::Code(0) => info!("agent succeeded"),
+        Exit::NotStarted { problem, worker_fault: true } => {
+            warn!(problem = %problem, "agent could not start; handing the task back and not claiming for it for a while");
+            context.unavailable.failed(&assignment.agent, problem.clone(), Instant::now());
+        }
         exit => warn!(?exit, "agent did not succeed"),
+    }
+    if !matches!(finished.exit, Exit::NotStarted { worker_fault: true, .. }) {
+        context.unavailable.clear(&assignment.agent);
     }
 
     sink.flush().await;

@@ -59,11 +59,14 @@ pub struct Admission {
     pub max_cpu_percent: f64,
     /// Host memory use (percent).
     pub max_memory_percent: f64,
+    /// Free space `work_dir`'s disk must have; below it the worker claims
+    /// nothing (0 turns the check off).
+    pub min_free_disk: ByteSize,
 }
 
 impl Default for Admission {
     fn default() -> Self {
-        Self { max_cpu_percent: 100.0, max_memory_percent: 95.0 }
+        Self { max_cpu_percent: 100.0, max_memory_percent: 95.0, min_free_disk: ByteSize::gib(1) }
     }
 }
 
@@ -259,6 +262,12 @@ impl Config {
                 *workdir = base.join(&*workdir);
             }
         }
+    }
+
+    /// Agents that cannot run on this host (their program or working folder
+    /// is missing), each with the reason; the worker does not offer them.
+    pub fn unusable_agents(&self) -> BTreeMap<String, String> {
+        crate::preflight::unusable_agents(self)
     }
 
     /// Lists every problem with this config; empty when it is usable.

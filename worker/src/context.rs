@@ -15,6 +15,7 @@ use crate::held::Held;
 use crate::outcome::Report;
 use crate::process::workdir::Folders;
 use crate::shipper::Shipment;
+use crate::unavailable::{self, Unavailable};
 
 /// Shared state of one worker.
 #[derive(Debug)]
@@ -31,6 +32,8 @@ pub(crate) struct Context {
     pub retry_delay_max: Duration,
     /// Attempts held.
     pub held: Held,
+    /// What this worker cannot do now; claims skip it.
+    pub unavailable: Unavailable,
     /// Free agent slots.
     pub slots: Arc<Semaphore>,
     /// How many claimed tasks wait for a slot (prefetched); the claim loop
@@ -95,11 +98,33 @@ impl Context {
     }
 
     /// Which agents may be claimed now: none while the host is over its CPU or
-    /// memory limit; otherwise those whose memory estimate fits what is free.
+    /// memory limit, or its work folder or disk is unavailable; otherwise those
+    /// whose memory estimate fits what is free and that are not unavailable.
     /// `None` means no limit applies (every agent).
     pub(crate) fn admissible_agents(&self) -> Option<Vec<String>> {
-        let latest = self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()?;
-        crate::admission::admissible(&self.config, &latest)
+        let latest = self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let admissible = latest.and_then(|latest| crate::admission::admissible(&self.config, &latest));
+        if self.unavailable.is_empty() {
+            return admissible;
+        }
+        let now = std::time::Instant::now();
+        if self.unavailable.contains(unavailable::WORK_DIR, now) || self.unavailable.contains(unavailable::DISK, now) {
+            return Some(Vec::new());
+        }
+        let candidates = admissible.unwrap_or_else(|| self.config.agents.keys().cloned().collect());
+        Some(candidates.into_iter().filter(|agent| !self.unavailable.contains(agent, now)).collect())
+    }
+
+    /// Why this worker cannot run `agent` now (its work folder, its disk or
+    /// the agent itself is unavailable), if it cannot.
+    pub(crate) fn cannot_run(&self, agent: &str) -> Option<String> {
+        if self.unavailable.is_empty() {
+            return None;
+        }
+        let now = std::time::Instant::now();
+        [unavailable::WORK_DIR, unavailable::DISK, agent]
+            .into_iter()
+            .find_map(|what| self.unavailable.reason(what, now).map(|reason| format!("{what}: {reason}")))
     }
 }
 

@@ -13,6 +13,8 @@
 //! - `outcome`: how an exit becomes a report; `report`: sending reports.
 //! - `shipper`: streaming output; `held`: attempts held; `resources`: host figures;
 //!   `admission`: whether the host may take more work; `context`: what the loops share.
+//! - `preflight`: which agents can run on this host; `unavailable`: what the
+//!   worker cannot do now (failures that are its fault), which claims skip.
 
 mod admission;
 mod attempt;
@@ -22,11 +24,13 @@ mod connection;
 mod context;
 mod held;
 mod outcome;
+mod preflight;
 mod process;
 mod report;
 mod resources;
 mod session;
 mod shipper;
+mod unavailable;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +42,7 @@ use hive_shared::{pb, tracked};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use connection::MAX_MESSAGE;
 
@@ -75,12 +79,23 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     if reaped > 0 {
         warn!(reaped, work_dir = %config.work_dir.display(), "killed agents a previous worker left running");
     }
+    let unusable = config.unusable_agents();
+    for (agent, problem) in &unusable {
+        error!(agent = %agent, problem = %problem, "agent cannot run on this host; not offering it");
+    }
+    if unusable.len() == config.agents.len() {
+        anyhow::bail!("no agent can run on this host: {}", describe(&unusable));
+    }
+    let unavailable = unavailable::Unavailable::default();
+    for (agent, problem) in &unusable {
+        unavailable.hold(agent, problem.clone());
+    }
     let name = if config.name.is_empty() { hostname() } else { config.name.clone() };
     let registration = pb::RegisterRequest {
         worker_id: worker_id.to_string(),
         name: name.clone(),
         hostname: hostname(),
-        agents: config.agents.keys().cloned().collect(),
+        agents: config.agents.keys().filter(|agent| !unusable.contains_key(*agent)).cloned().collect(),
         slots: config.slots,
         version: hive_shared::VERSION.to_owned(),
         labels: config.labels.clone().into_iter().collect(),
@@ -105,6 +120,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
         registration,
         retry_delay_max: heartbeat,
         held: held.clone(),
+        unavailable,
         slots: Arc::new(Semaphore::new(config.slots as usize)),
         queued: tokio::sync::watch::Sender::new(0),
         logs,
@@ -168,6 +184,10 @@ async fn wait_until_settled(held: &Held) {
     while !held.is_empty() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+fn describe(problems: &std::collections::BTreeMap<String, String>) -> String {
+    problems.iter().map(|(agent, problem)| format!("agent {agent}: {problem}")).collect::<Vec<_>>().join("; ")
 }
 
 fn hostname() -> String {

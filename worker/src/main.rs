@@ -36,7 +36,12 @@ async fn main() -> anyhow::Result<()> {
     hive_shared::telemetry::init("info", config.log_format);
     tracing::info!(config = ?config, "effective configuration");
     if cli.check_config {
-        return Ok(());
+        let unusable = config.unusable_agents();
+        if unusable.is_empty() {
+            return Ok(());
+        }
+        let lines: Vec<String> = unusable.iter().map(|(name, problem)| format!("agents.{name}: {problem}")).collect();
+        anyhow::bail!("agents that cannot run on this host:\n{}", lines.join("\n"));
     }
     let graceful = CancellationToken::new();
     let immediate = CancellationToken::new();

@@ -173,7 +173,12 @@ pub(crate) fn decide(
                 Some(finished),
             ),
         },
-        Exit::SpawnFailed(problem) => failure(ids, Permanent, problem.clone(), Some(finished)),
+        // The worker's fault: the task goes back uncharged, for a worker that can run it.
+        Exit::NotStarted { problem, worker_fault: true } => {
+            failure(ids, pb::FailureClass::Interrupted, problem.clone(), Some(finished))
+        }
+        Exit::NotStarted { problem, worker_fault: false } => failure(ids, Permanent, problem.clone(), Some(finished)),
+        Exit::Unknown(problem) => failure(ids, Transient, problem.clone(), Some(finished)),
     };
     Some(with_spend(report, spent))
 }
@@ -275,7 +280,12 @@ mod tests {
             (Exit::Code(1), Some(Permanent)),
             (Exit::Signal(9), Some(Transient)),
             (Exit::TimedOut, Some(Transient)),
-            (Exit::SpawnFailed("no such file".into()), Some(Permanent)),
+            (
+                Exit::NotStarted { problem: "no such file".into(), worker_fault: true },
+                Some(pb::FailureClass::Interrupted),
+            ),
+            (Exit::NotStarted { problem: "argument list too long".into(), worker_fault: false }, Some(Permanent)),
+            (Exit::Unknown("waiting failed".into()), Some(Transient)),
         ];
         for (exit, expected) in table {
             let report = decide(&ids(), &agent(), Duration::from_secs(1), &finished(exit.clone()), Ok(None), None);

@@ -31,6 +31,14 @@ impl Sampler {
     }
 }
 
+/// Free bytes an unprivileged process may use on the disk holding `path`,
+/// when they can be measured.
+#[allow(clippy::useless_conversion, reason = "the counts are 32-bit on some targets")]
+pub(crate) async fn free_disk(path: std::path::PathBuf) -> Option<u64> {
+    let measured = tokio::task::spawn_blocking(move || nix::sys::statvfs::statvfs(&path)).await.ok()?.ok()?;
+    Some(u64::from(measured.blocks_available()).saturating_mul(u64::from(measured.fragment_size())))
+}
+
 /// Resident memory of each process group, summed over its processes (one pass over /proc).
 fn group_rss(groups: &[(hive_shared::ids::AttemptId, i32)]) -> Vec<pb::AttemptMemory> {
     if groups.is_empty() {

@@ -101,5 +101,15 @@ async fn list(ctx: &Ctx, include_gone: bool) -> anyhow::Result<()> {
         ]);
     }
     output::line(table);
+    for worker in workers.iter().filter(|worker| !worker.unavailable.is_empty()) {
+        for (what, reason) in &worker.unavailable {
+            output::line(format!(
+                "{}: {} unavailable: {}",
+                output::printable(&worker.name),
+                output::printable(what),
+                output::printable(reason)
+            ));
+        }
+    }
     Ok(())
 }

@@ -33,6 +33,8 @@ pub struct Beats {
     pub draining: Vec<bool>,
     /// Resident memory per running attempt (a JSON object: attempt id → bytes).
     pub attempt_rss: Vec<serde_json::Value>,
+    /// What each cannot do now (a JSON object: agent or `work_dir` → reason).
+    pub unavailable: Vec<serde_json::Value>,
     /// The attempts the beats list, paired with their worker.
     pub held_workers: Vec<Uuid>,
     /// See `held_workers`.
@@ -69,15 +71,16 @@ pub async fn record(executor: impl PgExecutor<'_>, beats: &Beats, lease_seconds:
         r#"
         with beat as (
             select * from unnest($1::uuid[], $2::int4[], $3::int4[], $4::float8[], $5::int8[], $6::int8[],
-                                 $7::bool[], $8::jsonb[])
-                as b(id, free_slots, running, cpu_percent, memory_used_bytes, memory_total_bytes, draining, attempt_rss)
+                                 $7::bool[], $8::jsonb[], $12::jsonb[])
+                as b(id, free_slots, running, cpu_percent, memory_used_bytes, memory_total_bytes, draining, attempt_rss,
+                     unavailable)
         ), beating as (
             select w.id from workers w where w.id = any($1) order by w.id for update
         ), seen as (
             update workers w
             set last_seen_at = now(), free_slots = b.free_slots, running = b.running, cpu_percent = b.cpu_percent,
                 memory_used_bytes = b.memory_used_bytes, memory_total_bytes = b.memory_total_bytes,
-                draining = b.draining, attempt_rss = b.attempt_rss
+                draining = b.draining, attempt_rss = b.attempt_rss, unavailable = b.unavailable
             from beat b
             where w.id = b.id and w.id in (select id from beating)
             returning w.id, w.command
@@ -132,6 +135,7 @@ pub async fn record(executor: impl PgExecutor<'_>, beats: &Beats, lease_seconds:
         &beats.held_workers,
         &beats.held_attempts,
         lease_seconds,
+        &beats.unavailable,
     )
     .fetch_one(executor)
     .await?;

@@ -135,6 +135,8 @@ pub struct WorkerRow {
     pub labels: serde_json::Value,
     /// Resident memory per running attempt.
     pub attempt_rss: serde_json::Value,
+    /// What it could not do at its last heartbeat (agent or `work_dir` → reason).
+    pub unavailable: serde_json::Value,
     /// First registration.
     pub registered_at: DateTime<Utc>,
     /// Last contact.
@@ -153,7 +155,7 @@ pub async fn list(
         WorkerRow,
         r#"
         select id, name, hostname, agents, slots, free_slots, running, cpu_percent, memory_used_bytes,
-               memory_total_bytes, version, draining, labels, attempt_rss, registered_at, last_seen_at,
+               memory_total_bytes, version, draining, labels, attempt_rss, unavailable, registered_at, last_seen_at,
                last_seen_at > now() - make_interval(secs => $1) as "live!"
         from workers
         where $2 or last_seen_at > now() - make_interval(secs => $1)

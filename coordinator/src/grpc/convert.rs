@@ -176,7 +176,8 @@ fn usage(input_tokens: i64, output_tokens: i64, cost: f64) -> pb::Usage {
     }
 }
 
-fn labels(value: &Json) -> std::collections::HashMap<String, String> {
+/// A JSON object of strings (labels, unavailable agents) as a map.
+fn string_map(value: &Json) -> std::collections::HashMap<String, String> {
     value
         .as_object()
         .map(|map| {
@@ -248,7 +249,7 @@ pub(crate) fn task(row: db::tasks::TaskRow) -> pb::Task {
         failures: count(row.failures),
         depends_on: row.depends_on.iter().map(ToString::to_string).collect(),
         waiting_on: count(row.waiting_on),
-        labels: labels(&row.required_labels),
+        labels: string_map(&row.required_labels),
         locks: row.locks,
         validate: row.validate_agent.map(|agent| pb::ValidateSpec {
             agent,
@@ -327,7 +328,8 @@ pub(crate) fn worker(row: db::workers::WorkerRow) -> pb::Worker {
         status: status.into(),
         version: row.version,
         draining: row.draining,
-        labels: labels(&row.labels),
+        labels: string_map(&row.labels),
+        unavailable: string_map(&row.unavailable),
     }
 }
 

@@ -43,6 +43,8 @@ pub(crate) struct Beat {
     pub draining: bool,
     /// Resident memory per running attempt (a JSON object: attempt id → bytes).
     pub attempt_rss: serde_json::Value,
+    /// What it cannot do now (a JSON object: agent or `work_dir` → reason).
+    pub unavailable: serde_json::Value,
     /// The attempts it holds.
     pub attempts: Vec<Uuid>,
 }
@@ -134,6 +136,7 @@ impl WriterTask {
             columns.memory_total_bytes.push(beat.memory_total_bytes);
             columns.draining.push(beat.draining);
             columns.attempt_rss.push(beat.attempt_rss.clone());
+            columns.unavailable.push(beat.unavailable.clone());
             columns.held_workers.extend(std::iter::repeat_n(beat.worker, beat.attempts.len()));
             columns.held_attempts.extend(&beat.attempts);
         }

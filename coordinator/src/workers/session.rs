@@ -25,7 +25,7 @@ use crate::db::workers::Command as WorkerCommand;
 use crate::error::{Error, Result};
 use crate::notifications::{Notice, Notifications};
 use crate::status::TaskStatus;
-use crate::tasks::report;
+use crate::tasks::{report, validate};
 
 /// Replies waiting to be sent on one stream; a worker that does not read its
 /// replies stalls its own session, never the coordinator.
@@ -135,6 +135,7 @@ impl Session {
             i64::try_from(resources.memory_used_bytes).map_err(|_| too_large("resources.memory_used_bytes"))?;
         let memory_total_bytes =
             i64::try_from(resources.memory_total_bytes).map_err(|_| too_large("resources.memory_total_bytes"))?;
+        let unavailable = unavailable(beat.unavailable)?;
         let recorded = self
             .beats
             .write(Beat {
@@ -151,6 +152,7 @@ impl Session {
                         .map(|usage| (usage.attempt_id.clone(), serde_json::Value::from(usage.rss_bytes)))
                         .collect(),
                 ),
+                unavailable,
                 attempts: attempts.clone(),
             })
             .await?
@@ -203,4 +205,36 @@ fn command(command: WorkerCommand) -> pb::WorkerCommand {
         WorkerCommand::Stop => Command::Stop(pb::Stop {}),
     };
     pb::WorkerCommand { command: Some(command) }
+}
+
+/// Most entries a beat's `unavailable` may list.
+const MAX_UNAVAILABLE: usize = 64;
+/// Longest name in `unavailable`, in bytes.
+const MAX_UNAVAILABLE_NAME: usize = 128;
+/// Longest reason in `unavailable`, in bytes.
+const MAX_UNAVAILABLE_REASON: usize = 1024;
+
+/// Checks what a beat says the worker cannot do, and encodes it for storage.
+fn unavailable(entries: std::collections::HashMap<String, String>) -> Result<serde_json::Value> {
+    if entries.len() > MAX_UNAVAILABLE {
+        return Err(Error::invalid(
+            "unavailable",
+            format!("lists {} entries; at most {MAX_UNAVAILABLE}", entries.len()),
+        ));
+    }
+    let mut object = serde_json::Map::new();
+    for (name, reason) in entries {
+        let field = format!("unavailable[{}]", name.escape_debug());
+        if name.len() > MAX_UNAVAILABLE_NAME || reason.len() > MAX_UNAVAILABLE_REASON {
+            return Err(Error::invalid(
+                field,
+                format!("names are at most {MAX_UNAVAILABLE_NAME} bytes and reasons at most {MAX_UNAVAILABLE_REASON}"),
+            ));
+        }
+        if let Some(problem) = validate::text_problem(&name).or_else(|| validate::text_problem(&reason)) {
+            return Err(Error::invalid(field, problem));
+        }
+        object.insert(name, serde_json::Value::String(reason));
+    }
+    Ok(serde_json::Value::Object(object))
 }

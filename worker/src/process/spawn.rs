@@ -8,6 +8,7 @@ use std::process::Stdio;
 use tokio::process::Command;
 
 use crate::config::{AgentConfig, PromptMode};
+use crate::process::supervise::Exit;
 use crate::process::workdir::Scratch;
 
 /// Variables passed from the worker's environment to every agent.
@@ -79,4 +80,23 @@ pub(crate) fn command(
         .process_group(0)
         .kill_on_drop(true);
     command
+}
+
+/// How a failed spawn of `agent` ends its attempt: the task's fault only when
+/// its prompt made the command line too long; otherwise the worker's (its
+/// program or working folder is missing, or the host is out of resources).
+pub(crate) fn not_started(agent: &AgentConfig, err: &std::io::Error) -> Exit {
+    let program = agent.command.first().map_or("", String::as_str);
+    if err.raw_os_error() == Some(nix::errno::Errno::E2BIG as i32) {
+        let problem = format!(
+            "cannot start `{program}`: its arguments and environment are longer than the system allows \
+             (a long prompt needs the agent's `prompt = \"file\"` or `\"stdin\"`)"
+        );
+        return Exit::NotStarted { problem, worker_fault: false };
+    }
+    let problem = match crate::preflight::problem(agent) {
+        Some(found) => format!("cannot start `{program}`: {found}"),
+        None => format!("cannot start `{program}`: {err}"),
+    };
+    Exit::NotStarted { problem, worker_fault: true }
 }

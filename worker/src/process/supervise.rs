@@ -39,7 +39,15 @@ pub(crate) enum Exit {
     /// It was stopped by a cancel.
     Cancelled,
     /// It could not be started.
-    SpawnFailed(String),
+    NotStarted {
+        /// Why, in words.
+        problem: String,
+        /// Whether the worker is at fault (a missing program or folder, no
+        /// resources), rather than the task (a prompt too long for a command line).
+        worker_fault: bool,
+    },
+    /// It ran, but how it ended is unknown.
+    Unknown(String),
 }
 
 /// Everything learned from one run.
@@ -88,10 +96,7 @@ pub(crate) async fn run(run: Run<'_>, sink: LogSink, cancel: &CancellationToken)
     let mut command = spawn::command(run.agent, run.prompt, run.vars, run.scratch, inherited);
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(err) => {
-            let program = run.agent.command.first().map_or("", String::as_str);
-            return Finished::without_output(Exit::SpawnFailed(format!("cannot start `{program}`: {err}")));
-        }
+        Err(err) => return Finished::without_output(spawn::not_started(run.agent, &err)),
     };
     let group = child.id().and_then(|pid| i32::try_from(pid).ok()).map(Pid::from_raw);
     if let Some(pid) = child.id() {
@@ -148,9 +153,9 @@ fn exit_of(status: std::io::Result<ExitStatus>) -> Exit {
         Ok(status) => match (status.code(), status.signal()) {
             (Some(code), _) => Exit::Code(code),
             (None, Some(signal)) => Exit::Signal(signal),
-            (None, None) => Exit::SpawnFailed("the agent ended with no exit code or signal".into()),
+            (None, None) => Exit::Unknown("the agent ended with no exit code or signal".into()),
         },
-        Err(err) => Exit::SpawnFailed(format!("waiting for the agent failed: {err}")),
+        Err(err) => Exit::Unknown(format!("waiting for the agent failed: {err}")),
     }
 }
 

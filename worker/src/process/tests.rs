@@ -246,12 +246,33 @@ async fn a_signal_is_reported_as_such() {
 }
 
 #[tokio::test]
-async fn a_missing_program_is_a_spawn_failure_naming_it() {
+async fn a_missing_program_is_a_spawn_failure_naming_it_and_the_worker_is_at_fault() {
     let mut missing = agent("", PromptMode::Stdin);
     missing.command = vec!["/nonexistent/agent-binary".into()];
     let ran = run_agent(&missing, "", Duration::from_secs(10), &CancellationToken::new()).await;
-    let Exit::SpawnFailed(problem) = ran.finished.exit else { panic!("{:?}", ran.finished.exit) };
-    assert!(problem.contains("/nonexistent/agent-binary"), "{problem}");
+    let Exit::NotStarted { problem, worker_fault } = ran.finished.exit else { panic!("{:?}", ran.finished.exit) };
+    assert!(problem.contains("/nonexistent/agent-binary") && problem.contains("does not exist"), "{problem}");
+    assert!(worker_fault);
+}
+
+#[tokio::test]
+async fn a_missing_workdir_is_named_as_such() {
+    let mut homeless = agent("true", PromptMode::Stdin);
+    homeless.workdir = Some("/nonexistent/agent-folder".into());
+    let ran = run_agent(&homeless, "", Duration::from_secs(10), &CancellationToken::new()).await;
+    let Exit::NotStarted { problem, worker_fault } = ran.finished.exit else { panic!("{:?}", ran.finished.exit) };
+    assert!(problem.contains("workdir /nonexistent/agent-folder does not exist"), "{problem}");
+    assert!(worker_fault);
+}
+
+#[tokio::test]
+async fn a_prompt_too_long_for_a_command_line_is_the_tasks_fault() {
+    let long = agent("true", PromptMode::Arg);
+    let prompt = "x".repeat(4 << 20);
+    let ran = run_agent(&long, &prompt, Duration::from_secs(10), &CancellationToken::new()).await;
+    let Exit::NotStarted { problem, worker_fault } = ran.finished.exit else { panic!("{:?}", ran.finished.exit) };
+    assert!(problem.contains("prompt"), "{problem}");
+    assert!(!worker_fault);
 }
 
 #[tokio::test]
