@@ -77,9 +77,11 @@ pub(crate) struct TaskView {
     pub attempts: u32,
     /// Attempts allowed.
     pub max_attempts: u32,
-    /// Failed or lost attempts counted against `max_attempts`.
+    /// Failed attempts counted against `max_attempts`.
     pub failures: u32,
     pub prompt: String,
+    /// A listing's summary: prompts cut, input and result left out (`tasks show` has them).
+    pub summary: bool,
     pub input: Option<Json>,
     pub result: Option<Json>,
     /// Last error.
@@ -169,6 +171,7 @@ impl From<pb::Task> for TaskView {
             max_attempts: task.max_attempts,
             failures: task.failures,
             prompt: task.prompt,
+            summary: task.summary,
             error: task.error,
             worker_id: task.worker_id,
             current_attempt_id: task.current_attempt_id,

@@ -188,27 +188,61 @@ async fn an_agents_escape_sequences_reach_hivectl_escaped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_list_of_tasks_with_large_prompts_pages_by_size_and_lists_them_all() {
+async fn a_list_of_tasks_with_large_prompts_returns_summaries_and_show_returns_them_whole() {
     let db = fresh_database().await;
     let coordinator = TestCoordinator::start(test_config(&db)).await;
     let mut admin = coordinator.admin_client().await;
     // Twenty prompts of a megabyte (the largest allowed): more than one
-    // message (16 MiB) in all, so a page of a hundred must be cut by size.
+    // message (16 MiB) in all.
     let prompt = "p".repeat(1024 * 1024 - 16);
     for half in 0..2 {
         let tasks = (0..10).map(|_| spec(&prompt)).collect();
         let request = pb::SubmitTasksRequest { swarm: format!("big-{half}"), tasks, ..Default::default() };
         admin.submit_tasks(request).await.unwrap();
     }
+    let listed = hive_tests::procs::hivectl_json(&coordinator.url, &["tasks", "list"]).await;
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 20, "hivectl lists every task");
+    for task in listed {
+        assert_eq!(task["summary"], true);
+        assert_eq!(task["prompt"].as_str().unwrap().len(), 200, "a summary's prompt is cut");
+    }
+    let id = listed[0]["id"].as_str().unwrap();
+    let shown = hive_tests::procs::hivectl_json(&coordinator.url, &["tasks", "show", id]).await;
+    assert_eq!(shown["task"]["prompt"].as_str().unwrap().len(), prompt.len(), "show has the whole prompt");
+    assert_eq!(shown["task"]["summary"], false);
     let mut reader = coordinator.admin_client().await.max_decoding_message_size(64 * 1024 * 1024);
-    let first = reader.list_tasks(pb::ListTasksRequest { page_size: 100, ..Default::default() }).await.unwrap();
+    let full = reader.list_tasks(pb::ListTasksRequest { full: true, ..Default::default() }).await.unwrap().into_inner();
+    assert!(full.tasks.len() < 20 && !full.next_page_token.is_empty(), "whole tasks page by size");
+    assert!(full.tasks.iter().all(|task| task.prompt == prompt && !task.summary), "asked for whole, listed whole");
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_large_summaries_pages_by_size_and_lists_them_all() {
+    let db = fresh_database().await;
+    let mut config = test_config(&db);
+    // A page may fill half a message: 64 KiB here.
+    config.limits.max_message_size = bytesize::ByteSize::kib(128);
+    config.limits.max_prompt_size = bytesize::ByteSize::kib(64);
+    let coordinator = TestCoordinator::start(config).await;
+    let mut admin = coordinator.admin_client().await;
+    // Twenty tasks that each depend on the same 200: every summary lists
+    // 200 ids (7 KiB), 140 KiB for the twenty, so a page of a hundred is cut by size.
+    let mut tasks: Vec<pb::TaskSpec> =
+        (0..200).map(|i| pb::TaskSpec { key: format!("base-{i}"), ..spec("p") }).collect();
+    let bases: Vec<String> = (0..200).map(|i| format!("base-{i}")).collect();
+    tasks.extend((0..20).map(|i| pb::TaskSpec { key: format!("top-{i}"), depends_on: bases.clone(), ..spec("p") }));
+    admin.submit_tasks(pb::SubmitTasksRequest { swarm: "deps".into(), tasks, ..Default::default() }).await.unwrap();
+
+    let first = admin.list_tasks(pb::ListTasksRequest { page_size: 100, ..Default::default() }).await.unwrap();
     let first = first.into_inner();
     assert!(
         first.tasks.len() < 20 && !first.next_page_token.is_empty(),
         "{} tasks in the first page",
         first.tasks.len()
     );
-    let listed = hive_tests::procs::hivectl_json(&coordinator.url, &["tasks", "list"]).await;
-    assert_eq!(listed.as_array().map(Vec::len), Some(20), "hivectl pages through every task");
+    let listed = hive_tests::procs::hivectl_json(&coordinator.url, &["tasks", "list", "--limit", "1000"]).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(220), "hivectl pages through every task");
     coordinator.stop().await.unwrap();
 }

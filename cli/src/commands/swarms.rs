@@ -66,7 +66,7 @@ pub async fn run(ctx: &Ctx, command: Option<SwarmsCommand>) -> anyhow::Result<()
 /// # Errors
 /// A refused call, or a swarm with no tasks.
 pub async fn export(ctx: &Ctx, swarm_id: &str) -> anyhow::Result<()> {
-    let filter = pb::ListTasksRequest { swarm_id: swarm_id.to_owned(), ..Default::default() };
+    let filter = pb::ListTasksRequest { swarm_id: swarm_id.to_owned(), full: true, ..Default::default() };
     let mut tasks = client::list_tasks(&mut ctx.admin()?, filter, usize::MAX)
         .await
         .map_err(|status| ctx.refused("export", &status))?;

@@ -281,13 +281,11 @@ async fn wait_for_workers(ctx: &Ctx, expected: u32, stack: &mut Stack, logs: &Pa
 }
 
 async fn print_summary(ctx: &Ctx, swarm_id: &str, elapsed: Duration) -> anyhow::Result<()> {
-    let response = ctx
-        .admin()?
-        .list_tasks(pb::ListTasksRequest { swarm_id: swarm_id.to_owned(), page_size: 1000, ..Default::default() })
+    let filter = pb::ListTasksRequest { swarm_id: swarm_id.to_owned(), full: true, ..Default::default() };
+    let tasks = crate::client::list_tasks(&mut ctx.admin()?, filter, usize::MAX)
         .await
-        .map_err(|status| ctx.refused("list tasks", &status))?
-        .into_inner();
-    let mut tasks: Vec<TaskView> = response.tasks.into_iter().map(TaskView::from).collect();
+        .map_err(|status| ctx.refused("list tasks", &status))?;
+    let mut tasks: Vec<TaskView> = tasks.into_iter().map(TaskView::from).collect();
     tasks.sort_by(|a, b| a.key.cmp(&b.key));
     if ctx.json {
         output::json(&tasks);

@@ -149,7 +149,7 @@ pub struct TaskRow {
     pub key: Option<String>,
     /// The builder's agent.
     pub agent: String,
-    /// The builder's prompt.
+    /// The builder's prompt (cut, in a summary).
     pub prompt: String,
     /// Input (a JSON object).
     pub input: Option<Json>,
@@ -215,6 +215,8 @@ pub struct TaskRow {
     pub started_at: Option<DateTime<Utc>>,
     /// Finished (succeeded, dead or cancelled).
     pub finished_at: Option<DateTime<Utc>>,
+    /// Whether this is a summary ([`ListFilter::summary`]).
+    pub summary: bool,
 }
 
 /// Filters for [`list`]; `None` means "any".
@@ -230,7 +232,13 @@ pub struct ListFilter {
     pub agent: Option<String>,
     /// Only tasks older than this id (the page cursor).
     pub before: Option<Uuid>,
+    /// Summaries, for listings: prompts cut to their first [`SUMMARY_PROMPT`]
+    /// characters, input and result left out.
+    pub summary: bool,
 }
+
+/// Characters of a prompt a summary keeps.
+pub const SUMMARY_PROMPT: i32 = 200;
 
 /// One task by id.
 pub async fn get(executor: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<TaskRow>> {
@@ -248,22 +256,26 @@ pub async fn list(executor: impl PgExecutor<'_>, filter: &ListFilter, limit: i64
         TaskRow,
         r#"
         select t.id as "id!", t.swarm_id as "swarm_id!", w.name as "swarm!", t.key, t.agent as "agent!",
-               t.prompt as "prompt!", t.input, t.priority as "priority!", s.status as "status!: TaskStatus",
+               case when $7 then left(t.prompt, $8) else t.prompt end as "prompt!",
+               case when $7 then null else t.input end as input, t.priority as "priority!", s.status as "status!: TaskStatus",
                s.attempts as "attempts!", t.max_attempts as "max_attempts!", s.failures as "failures!",
                coalesce(s.attempt_id, last.id) as current_attempt, coalesce(s.worker_id, last.worker_id) as worker_id,
                s.run_after as "run_after!", t.timeout_ms,
-               (select a.result from attempts a where a.task_id = t.id and a.number = s.result_attempt) as result,
+               case when $7 then null
+                    else (select a.result from attempts a where a.task_id = t.id and a.number = s.result_attempt)
+               end as result,
                coalesce(s.error, last.error) as error,
                coalesce((select o.truncated from task_output o where o.task_id = t.id), false) as "log_truncated!",
                array(select d.depends_on from task_deps d where d.task_id = t.id order by d.depends_on) as "depends_on!: Vec<Uuid>",
                s.waiting_on as "waiting_on!", t.required_labels as "required_labels!", t.locks as "locks!",
-               t.validate_agent, t.validate_prompt, t.max_rounds as "max_rounds!", s.round as "round!",
+               t.validate_agent, case when $7 then left(t.validate_prompt, $8) else t.validate_prompt end as validate_prompt,
+               t.max_rounds as "max_rounds!", s.round as "round!",
                s.stage as "stage!", t.resume_sessions as "resume_sessions!",
                coalesce(usage.input_tokens, 0)::int8 as "input_tokens!",
                coalesce(usage.output_tokens, 0)::int8 as "output_tokens!",
                coalesce(usage.cost, 0)::float8 as "cost!",
                t.backoff_initial_ms, t.backoff_max_ms, t.backoff_multiplier, t.created_at as "created_at!",
-               s.started_at, s.finished_at
+               s.started_at, s.finished_at, $7 as "summary!"
         from task_states s
         join tasks t on t.id = s.task_id
         join swarms w on w.id = t.swarm_id
@@ -288,6 +300,8 @@ pub async fn list(executor: impl PgExecutor<'_>, filter: &ListFilter, limit: i64
         filter.agent,
         filter.before,
         limit,
+        filter.summary,
+        SUMMARY_PROMPT,
     )
     .fetch_all(executor)
     .await

@@ -89,6 +89,7 @@ impl AdminService for AdminApi {
             agent: convert::agent_filter(request.agent)?,
             before: None,
             id: None,
+            summary: !request.full,
         };
         let token = optional_id("page_token", &request.page_token, TaskId::parse)?.map(|id| id.0);
         // Half a message: the rest of the reply and its encoding have room.

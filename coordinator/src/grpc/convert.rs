@@ -231,6 +231,7 @@ pub(crate) fn task(row: db::tasks::TaskRow) -> pb::Task {
         key: row.key.unwrap_or_default(),
         agent: row.agent,
         prompt: row.prompt,
+        summary: row.summary,
         input: object(row.input),
         priority: row.priority,
         status: row.status.to_pb().into(),

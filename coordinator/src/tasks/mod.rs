@@ -165,17 +165,27 @@ pub(crate) async fn list(
 pub(crate) struct Page {
     /// Most tasks (0: a hundred; at most [`MAX_PAGE_SIZE`]).
     pub(crate) size: u32,
-    /// Most bytes of prompts, JSON and text, the first task always included.
+    /// Most bytes of tasks ([`row_bytes`]), the first task always included.
     pub(crate) max_bytes: usize,
 }
 
-/// Roughly what one task takes on the wire: its texts and JSON, and a
-/// kilobyte for everything else.
+/// At least what one task takes on the wire: every text, list and JSON
+/// value it carries, 40 bytes per id, and a kilobyte for the fixed fields.
 fn row_bytes(row: &db::tasks::TaskRow) -> usize {
-    let json = |value: &Option<serde_json::Value>| value.as_ref().map_or(0, |value| value.to_string().len());
-    1024 + row.prompt.len()
-        + row.validate_prompt.as_ref().map_or(0, String::len)
-        + row.error.as_ref().map_or(0, String::len)
-        + json(&row.input)
-        + json(&row.result)
+    const ID: usize = 40;
+    let json = |value: Option<&serde_json::Value>| value.map_or(0, |value| value.to_string().len());
+    let text = |value: &Option<String>| value.as_ref().map_or(0, String::len);
+    1024 + row.swarm.len()
+        + text(&row.key)
+        + row.agent.len()
+        + row.prompt.len()
+        + text(&row.validate_agent)
+        + text(&row.validate_prompt)
+        + text(&row.error)
+        + row.stage.len()
+        + json(row.input.as_ref())
+        + json(row.result.as_ref())
+        + json(Some(&row.required_labels))
+        + row.locks.iter().map(|lock| lock.len() + 2).sum::<usize>()
+        + row.depends_on.len() * ID
 }
