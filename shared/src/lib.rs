@@ -1,6 +1,7 @@
 //! Hive's wire contract and the plumbing every Hive binary shares.
 //!
-//! What lives here: the generated gRPC code ([`pb`]), id newtypes ([`ids`]),
+//! What lives here: the generated gRPC code ([`pb`]) and its codec
+//! ([`codec`]), id newtypes ([`ids`]),
 //! conversions between protobuf and plain Rust values ([`convert`]), the
 //! config-layering helper ([`config`]), the shutdown signal ([`signal`]),
 //! tracing setup ([`telemetry`]) and spawning onto a task tracker with
@@ -9,6 +10,7 @@
 //! What must not: business logic. Task states, scheduling and SQL belong to
 //! the coordinator; processes belong to the worker.
 
+pub mod codec;
 pub mod config;
 pub mod convert;
 pub mod ids;

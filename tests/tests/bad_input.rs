@@ -448,3 +448,46 @@ async fn a_registration_out_of_bounds_is_refused_listing_every_problem() {
     assert_eq!(count(&db.pool, "select count(*) from workers").await, 1, "only the worker registered first");
     coordinator.stop().await.unwrap();
 }
+
+/// `SubmitTasksRequest` with its `swarm` (a string) as raw bytes, so a test
+/// can send what no well-behaved client would: invalid UTF-8.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawSubmit {
+    #[prost(bytes = "vec", tag = "1")]
+    swarm: Vec<u8>,
+}
+
+/// A JSON value nested `depth` lists deep.
+fn nested(depth: usize) -> prost_types::Value {
+    use prost_types::value::Kind;
+    (0..depth).fold(prost_types::Value { kind: Some(Kind::NumberValue(1.0)) }, |inner, _| prost_types::Value {
+        kind: Some(Kind::ListValue(prost_types::ListValue { values: vec![inner] })),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_that_cannot_be_decoded_are_invalid_argument_and_change_nothing() {
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+
+    let channel = tonic::transport::Endpoint::from_shared(coordinator.url.clone()).unwrap().connect().await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = hive_shared::codec::HiveCodec::<RawSubmit, pb::SubmitTasksResponse>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/hive.v1.AdminService/SubmitTasks");
+    let request = tonic::Request::new(RawSubmit { swarm: vec![b'o', 0xff, 0xfe, b'k'] });
+    let err = grpc.unary(request, path, codec).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("could not be decoded") && err.message().contains("UTF-8"), "{}", err.message());
+
+    let mut admin = coordinator.admin_client().await;
+    let input = prost_types::Struct { fields: [("deep".to_owned(), nested(200))].into() };
+    let task = pb::TaskSpec { agent: "a".into(), prompt: "p".into(), input: Some(input), ..Default::default() };
+    let request = pb::SubmitTasksRequest { swarm: "deep".into(), tasks: vec![task], ..Default::default() };
+    let err = admin.submit_tasks(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("recursion limit"), "{}", err.message());
+
+    nothing_queued(&db).await;
+    coordinator.stop().await.unwrap();
+}
