@@ -54,13 +54,61 @@ where
         }
         figment = figment.merge(Toml::file_exact(path));
     }
-    let config: T = figment
-        .merge(EnvVars::new(env_prefix, env))
-        .merge(Serialized::defaults(flags))
-        .extract()
-        .map_err(ConfigError::from_figment)?;
+    let figment = figment.merge(EnvVars::new(env_prefix, env)).merge(Serialized::defaults(flags));
+    let config: T = figment.extract().map_err(|first| ConfigError { problems: type_errors::<T>(&figment, first) })?;
     let problems = validate(&config);
     if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
+}
+
+/// Most bad keys reported from one load.
+const MAX_TYPE_ERRORS: usize = 64;
+
+/// Every key whose value has the wrong type or name, not only the first one
+/// serde stops at: each is named with the layer it came from, then left out
+/// and the rest decoded again.
+fn type_errors<T: DeserializeOwned>(figment: &Figment, first: figment::Error) -> Vec<String> {
+    let Ok(mut data) = figment.data().map(|mut profiles| profiles.remove(&Profile::Default).unwrap_or_default()) else {
+        return ConfigError::from_figment(first).problems;
+    };
+    let mut problems = Vec::new();
+    let mut error = first;
+    while problems.len() < MAX_TYPE_ERRORS {
+        let mut path = error.path.clone();
+        if let figment::error::Kind::UnknownField(field, _) = &error.kind
+            && path.last() != Some(field)
+        {
+            path.push(field.clone());
+        }
+        let key = path.join(".");
+        let source = figment.find_metadata(&key).map_or_else(String::new, |metadata| match &metadata.source {
+            Some(source) => format!(" in {source} {}", metadata.name),
+            None => format!(" in {}", metadata.name),
+        });
+        problems.push(format!("{} for key \"{key}\"{source}", error.kind));
+        if !remove(&mut data, &path) {
+            break;
+        }
+        match Figment::from(Serialized::defaults(Value::from(data.clone()))).extract::<T>() {
+            Ok(_) => break,
+            Err(next) => match next.into_iter().next() {
+                Some(next) => error = next,
+                None => break,
+            },
+        }
+    }
+    problems
+}
+
+/// Removes the value at `path` from `dict`; `false` when there is none.
+fn remove(dict: &mut Dict, path: &[String]) -> bool {
+    match path {
+        [] => false,
+        [last] => dict.remove(last).is_some(),
+        [first, rest @ ..] => match dict.get_mut(first) {
+            Some(Value::Dict(_, inner)) => remove(inner, rest),
+            _ => false,
+        },
+    }
 }
 
 /// A figment provider over an explicit list of environment variables.

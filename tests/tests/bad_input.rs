@@ -226,8 +226,18 @@ async fn check_config(binary_name: &str, dir: &std::path::Path, text: &str) -> (
 #[tokio::test]
 async fn bad_config_files_are_reported_with_every_problem_and_no_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &str, &[&str]); 4] = [
+    let cases: [(&str, &str, &[&str]); 6] = [
         ("hive-coordinator", "listen = \"127.0.0.1:0\"\n[leases]\nttl = \"soon\"\n", &["ttl", "soon"]),
+        (
+            "hive-worker",
+            "slots = \"many\"\nclaim_wait = 5\ncolour = \"blue\"\n[agents.a]\ncommand = [\"true\"]\ntimeout = true\n",
+            &["key \"slots\"", "key \"claim_wait\"", "key \"agents.a.timeout\"", "unknown field: found `colour`"],
+        ),
+        (
+            "hive-coordinator",
+            "[leases]\nttl = 3\nreap_interval = \"often\"\n[tasks]\nmax_attempts = -1\n",
+            &["key \"leases.ttl\"", "key \"leases.reap_interval\"", "key \"tasks.max_attempts\""],
+        ),
         (
             "hive-coordinator",
             "[database]\nmax_connections = 1\nurl = \"mysql://x\"\n[claims]\nmax_batch = 0\n",
@@ -490,4 +500,45 @@ async fn messages_that_cannot_be_decoded_are_invalid_argument_and_change_nothing
 
     nothing_queued(&db).await;
     coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_is_named_with_its_cause_and_without_its_password() {
+    let port = hivectl::local_pg::free_port().unwrap();
+    let output = tokio::process::Command::new(binary("hive-coordinator"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", format!("postgres://hive:hunter2@127.0.0.1:{port}/hive"))
+        .env("HIVE_COORDINATOR__DATABASE__CONNECT_TIMEOUT", "1s")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains(&format!("cannot reach PostgreSQL at 127.0.0.1:{port}, database hive")), "{stderr}");
+    assert!(stderr.contains("Connection refused"), "the cause is given: {stderr}");
+    let everything = format!("{stderr}{}", String::from_utf8_lossy(&output.stdout));
+    assert!(!everything.contains("hunter2"), "the password stays secret: {everything}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_file_over_the_message_limit_is_refused_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = "x".repeat(1_000_000);
+    let mut file = String::from("swarm: big\ntasks:\n");
+    for _ in 0..17 {
+        file.push_str(&format!("  - {{agent: a, prompt: \"{prompt}\"}}\n"));
+    }
+    let path = dir.path().join("big.yaml");
+    std::fs::write(&path, file).unwrap();
+    // Nothing listens on this port: had hivectl sent anything, it would say it cannot connect.
+    let nowhere = format!("http://127.0.0.1:{}", hivectl::local_pg::free_port().unwrap());
+    let output = hivectl_output(&nowhere, &["submit", path.to_str().unwrap()]).await;
+    assert!(!output.status.success());
+    assert!(
+        output.stderr.contains("over the coordinator's message limit of 16.0 MiB")
+            && output.stderr.contains("Nothing was sent"),
+        "{}",
+        output.stderr
+    );
 }

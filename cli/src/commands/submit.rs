@@ -36,6 +36,10 @@ pub struct SubmitArgs {
     /// Wait until every task of the swarm has finished, showing progress.
     #[arg(long)]
     pub wait: bool,
+    /// Largest request the coordinator accepts (its `limits.max_message_size`);
+    /// a larger submission is refused here, before anything is sent.
+    #[arg(long, default_value = "16MiB")]
+    pub max_message: bytesize::ByteSize,
 }
 
 /// What a submission returned.
@@ -84,6 +88,17 @@ pub(crate) fn request(args: &SubmitArgs) -> anyhow::Result<pb::SubmitTasksReques
     }
     if let Some(budget) = args.budget {
         request.budget = budget;
+    }
+    let size = prost::Message::encoded_len(&request) as u64;
+    if size > args.max_message.as_u64() {
+        let what = args.file.as_ref().map_or_else(|| "the task".to_owned(), |path| path.display().to_string());
+        bail!(
+            "{what} makes a request of {}, over the coordinator's message limit of {} (its \
+             limits.max_message_size; pass --max-message if it is set higher): split the swarm into smaller \
+             files, or keep large inputs out of the prompts. Nothing was sent.",
+            bytesize::ByteSize::b(size),
+            args.max_message
+        );
     }
     Ok(request)
 }

@@ -160,25 +160,65 @@ fn pool_options(config: &DatabaseConfig, connections: u32) -> PgPoolOptions {
         .idle_timeout(Some(Duration::from_secs(300)))
 }
 
+/// The database could not be reached: where it was looked for (never the
+/// password), for how long, and the last failure's cause.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach PostgreSQL at {address} (tried for {waited:?})")]
+pub struct Unreachable {
+    /// Host and port (or socket folder) and database.
+    pub address: String,
+    /// How long connecting was tried.
+    pub waited: Duration,
+    /// The last attempt's failure.
+    #[source]
+    pub cause: sqlx::Error,
+}
+
 /// Opens the query pool, retrying with backoff for up to `connect_timeout`
 /// (a coordinator may start before its database, or during an outage).
+/// Each try first opens one plain connection, whose failure says why (the
+/// pool's own only says it timed out).
 ///
 /// # Errors
 /// A malformed URL at once; an unreachable server once the time is up.
-pub async fn connect_patiently(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
-    let deadline = tokio::time::Instant::now() + config.connect_timeout;
+pub async fn connect_patiently(config: &DatabaseConfig) -> Result<PgPool, Unreachable> {
+    let started = tokio::time::Instant::now();
+    let deadline = started + config.connect_timeout;
+    let unreachable = |cause| Unreachable { address: address(config), waited: started.elapsed(), cause };
+    let options: PgConnectOptions = config.url.expose().parse().map_err(unreachable)?;
     let mut delay = Duration::from_millis(200);
     loop {
-        match connect(config).await {
+        let tried = match sqlx::PgConnection::connect_with(&options).await {
+            Ok(probe) => {
+                let _ = sqlx::Connection::close(probe).await;
+                connect(config).await
+            }
+            Err(err) => Err(err),
+        };
+        match tried {
             Ok(pool) => return Ok(pool),
-            Err(err @ sqlx::Error::Configuration(_)) => return Err(err),
-            Err(err) if tokio::time::Instant::now() + delay > deadline => return Err(err),
+            Err(err @ sqlx::Error::Configuration(_)) => return Err(unreachable(err)),
+            Err(err) if tokio::time::Instant::now() + delay > deadline => return Err(unreachable(err)),
             Err(err) => {
-                tracing::warn!(error = %err, retry_in = ?delay, "cannot reach the database yet");
+                tracing::warn!(address = %address(config), error = %err, retry_in = ?delay, "cannot reach the database yet");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+/// Where `config` points: host and port (or socket folder) and database, without credentials.
+fn address(config: &DatabaseConfig) -> String {
+    match config.url.expose().parse::<PgConnectOptions>() {
+        Ok(options) => {
+            let database = options.get_database().unwrap_or("(default database)");
+            match options.get_socket() {
+                Some(socket) => format!("{} (socket), database {database}", socket.display()),
+                None => format!("{}:{}, database {database}", options.get_host(), options.get_port()),
+            }
+        }
+        Err(_) => "a malformed database.url".to_owned(),
     }
 }
 
