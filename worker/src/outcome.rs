@@ -401,4 +401,77 @@ mod tests {
         std::os::unix::fs::symlink(&secret, &link).unwrap();
         assert!(read_result_file(&link).await.unwrap_err().contains("symbolic link"));
     }
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_filter_map("finite", |n| serde_json::Number::from_f64(n).map(serde_json::Value::Number)),
+            any::<String>().prop_map(serde_json::Value::String),
+        ];
+        leaf.prop_recursive(4, 24, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(serde_json::Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("usage".to_owned()),
+                        Just("session_id".to_owned()),
+                        Just("cost".to_owned()),
+                        Just("input_tokens".to_owned()),
+                        any::<String>()
+                    ],
+                    inner,
+                    0..5
+                )
+                .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn any_object() -> impl proptest::strategy::Strategy<Value = Option<JsonObject>> {
+        use proptest::prelude::*;
+        prop::option::of(any_json().prop_map(|value| match value {
+            serde_json::Value::Object(object) => object,
+            other => [("value".to_owned(), other)].into_iter().collect(),
+        }))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_agent_output_makes_a_report_whose_usage_is_storable(
+            result_file in any_object(),
+            stdout_json in any_object(),
+            session in proptest::option::of(proptest::prelude::any::<String>()),
+            code in proptest::prelude::any::<i32>(),
+        ) {
+            let finished = Finished { exit: Exit::Code(code), stdout_json, session, stderr_tail: String::new() };
+            let report = decide(&ids(), &agent(), Duration::from_secs(1), &finished, Ok(result_file), None);
+            let usage = match report {
+                Some(Report::Complete(completion)) => completion.usage,
+                Some(Report::Fail(failure)) => failure.usage,
+                None => None,
+            };
+            if let Some(usage) = usage {
+                proptest::prop_assert!(usage.cost.is_finite() && usage.cost >= 0.0, "{usage:?}");
+            }
+        }
+
+        #[test]
+        fn any_bytes_in_a_result_file_are_read_or_refused_without_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("result.json");
+            std::fs::write(&path, &bytes).unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let read = runtime.block_on(read_result_file(&path));
+            let parsed = serde_json::from_slice::<JsonObject>(&bytes).ok();
+            match read {
+                Ok(Some(object)) => proptest::prop_assert_eq!(Some(object), parsed),
+                Ok(None) => proptest::prop_assert!(bytes.trim_ascii().is_empty()),
+                Err(problem) => proptest::prop_assert!(parsed.is_none() && problem.contains("not a JSON object"), "{problem}"),
+            }
+        }
+    }
 }

@@ -75,8 +75,28 @@ impl From<Error> for Status {
                 return Status::internal("internal error (logged by the coordinator)");
             }
         };
-        Status::new(code, err.to_string())
+        Status::new(code, bounded(err.to_string()))
     }
+}
+
+/// Longest message a status carries, in bytes. Messages travel in an HTTP/2
+/// header, whose size clients limit (16 KiB by default); one naming a
+/// megabyte-long key from an agent's result must not break the reply.
+const MAX_MESSAGE: usize = 4096;
+
+/// `message`, cut at a character boundary to [`MAX_MESSAGE`] bytes with a note of how much was left out.
+fn bounded(mut message: String) -> String {
+    if message.len() <= MAX_MESSAGE {
+        return message;
+    }
+    let mut end = MAX_MESSAGE - 64;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let left_out = message.len() - end;
+    message.truncate(end);
+    message.push_str(&format!("… ({left_out} more bytes)"));
+    message
 }
 
 /// Whether a database failure is one the same call may get past shortly: the
@@ -155,6 +175,14 @@ mod tests {
         }
         assert!(unavailable(&sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))));
         assert!(!unavailable(&sqlx::Error::RowNotFound));
+    }
+
+    #[test]
+    fn long_messages_are_cut_to_fit_a_header() {
+        let key = "\u{1F41D}".repeat(10_000);
+        let status = Status::from(Error::invalid(format!("result.{key}"), "contains a NUL character"));
+        assert!(status.message().len() <= MAX_MESSAGE, "{}", status.message().len());
+        assert!(status.message().starts_with("result.") && status.message().ends_with("more bytes)"));
     }
 
     #[test]

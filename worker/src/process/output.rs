@@ -158,4 +158,25 @@ mod tests {
         let found = last_json(&[b"{\"ok\":1}\n", &big, b"\n"]);
         assert_eq!(found.unwrap()["ok"], 1);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn a_json_line_after_any_output_is_the_last_json_however_it_is_cut(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+            cuts in proptest::collection::vec(0_usize..4200, 0..8),
+        ) {
+            let mut stream = noise;
+            stream.extend_from_slice(b"\n{\"done\": true}\n");
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|cut| cut.min(stream.len())).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut start = 0;
+            for cut in cuts.into_iter().chain([stream.len()]) {
+                chunks.push(&stream[start..cut]);
+                start = cut;
+            }
+            let found = last_json(&chunks);
+            proptest::prop_assert_eq!(found, serde_json::json!({"done": true}).as_object().cloned());
+        }
+    }
 }
