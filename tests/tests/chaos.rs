@@ -1,7 +1,8 @@
 //! Chaos: two coordinators and four workers on one PostgreSQL run a swarm
 //! whose agent appends its task id to a ledger, while workers are SIGKILLed at
 //! random moments (and restarted), one coordinator is SIGKILLed and restarted,
-//! and PostgreSQL itself crashes and recovers. Every task still ends
+//! PostgreSQL itself crashes and recovers, and a fifth worker whose agent's
+//! program has gone missing claims tasks it cannot run. Every task still ends
 //! terminal, every success is recorded exactly once, none is lost, and none
 //! is charged a failure: each task is allowed a single attempt, which a lost
 //! lease (its worker was killed) does not spend.
@@ -109,6 +110,19 @@ async fn nothing_is_lost_or_recorded_twice_through_worker_kills_a_coordinator_cr
     let spawn_worker =
         |index: usize| start_worker(&urls[index % 2], &configs[index], &format!("worker-{index}"), dir.path());
     let mut workers: Vec<Proc> = (0..WORKERS).map(spawn_worker).collect();
+    // A broken worker among them: its agent's program goes missing once it
+    // has started, so every task it claims goes back uncharged.
+    let doomed = dir.path().join("doomed-agent");
+    std::fs::write(&doomed, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&doomed, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let broken_setup = WorkerSetup::new().slots(4).agent("ledger", Agent::command([doomed.to_str().unwrap()]));
+    let broken_config = broken_setup.write(dir.path(), "broken");
+    let broken = start_worker(&urls[0], &broken_config, "broken", dir.path());
+    hive_tests::wait::eventually("the broken worker to register", Duration::from_secs(30), || async {
+        hive_tests::procs::hivectl_output(&urls[0], &["workers"]).await.stdout.contains("broken")
+    })
+    .await;
+    std::fs::remove_file(&doomed).unwrap();
 
     let mut file = String::from("swarm: chaos\ndefaults:\n  agent: ledger\n  max_attempts: 1\ntasks:\n");
     for i in 0..tasks {
@@ -189,7 +203,13 @@ async fn nothing_is_lost_or_recorded_twice_through_worker_kills_a_coordinator_cr
     assert_eq!(ran, ids, "every task ran at least once, and nothing else ran");
     assert_invariants(&pool).await;
 
-    for worker in workers {
+    let handed_back = count(
+        &pool,
+        "select count(*) from attempts a join workers w on w.id = a.worker_id where w.name = 'broken' and a.outcome = 'released'",
+    )
+    .await;
+    eprintln!("chaos: the broken worker handed back {handed_back} tasks");
+    for worker in workers.into_iter().chain([broken]) {
         worker.terminate().await;
     }
     for coordinator in coordinators {
