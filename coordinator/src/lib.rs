@@ -31,6 +31,7 @@ mod workers;
 use std::sync::Arc;
 
 use anyhow::Context;
+use hive_shared::tracked;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -64,7 +65,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let background = TaskTracker::new();
     let (window, ttl) = (config.leases.heartbeat_write_window, config.leases.ttl);
     let (beats, beat_writer) = workers::beats::BeatWriter::start(hot_pool.clone(), window, ttl, maintenance.clone());
-    background.spawn(beat_writer.run());
+    tracked::spawn(&background, "heartbeat writer", beat_writer.run());
     let app = App {
         pool: pool.clone(),
         hot_pool: hot_pool.clone(),
@@ -76,19 +77,34 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         rpc_shutdown: root.child_token(),
     };
     let url = app.config.database.url.expose().clone();
-    background.spawn(notifications::listen(url, app.notifications.clone(), maintenance.clone()));
+    tracked::spawn(
+        &background,
+        "notification listener",
+        notifications::listen(url, app.notifications.clone(), maintenance.clone()),
+    );
     let (defaults, leases) = (app.config.tasks.clone(), app.config.leases.clone());
-    background.spawn(maintenance::lease_reaper::run(pool.clone(), defaults, leases, maintenance.clone()));
+    tracked::spawn(
+        &background,
+        "lease reaper",
+        maintenance::lease_reaper::run(pool.clone(), defaults, leases, maintenance.clone()),
+    );
 
     let recheck = app.config.claims.recheck_interval;
-    background.spawn(maintenance::due_tasks::run(
-        pool.clone(),
-        app.notifications.clone(),
-        recheck,
-        maintenance.clone(),
-    ));
-    background.spawn(maintenance::statistics::run(pool.clone(), app.statistics.clone(), maintenance.clone()));
-    background.spawn(maintenance::gone_workers::run(pool.clone(), app.config.workers.retention, maintenance.clone()));
+    tracked::spawn(
+        &background,
+        "due tasks",
+        maintenance::due_tasks::run(pool.clone(), app.notifications.clone(), recheck, maintenance.clone()),
+    );
+    tracked::spawn(
+        &background,
+        "statistics",
+        maintenance::statistics::run(pool.clone(), app.statistics.clone(), maintenance.clone()),
+    );
+    tracked::spawn(
+        &background,
+        "gone workers",
+        maintenance::gone_workers::run(pool.clone(), app.config.workers.retention, maintenance.clone()),
+    );
 
     let mut server = tokio::spawn(grpc::serve(app.clone(), listener));
     info!(%address, hot_connections = db::hot_connections(&app.config.database), "coordinator serving");

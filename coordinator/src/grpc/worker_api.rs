@@ -75,7 +75,8 @@ impl WorkerService for WorkerApi {
         let app = &self.app;
         let claim = scheduler::ClaimRequest { worker, max_tasks, wait, agents: request.agents };
         let claimed =
-            scheduler::claim(&app.hot_pool, &app.notifications, &app.config, &claim, &app.rpc_shutdown).await?;
+            scheduler::claim(&app.hot_pool, &app.notifications, &app.config, &claim, &app.rpc_shutdown, &app.tracker)
+                .await?;
         Ok(Response::new(pb::ClaimResponse { assignments: claimed.into_iter().map(assignment).collect() }))
     }
 

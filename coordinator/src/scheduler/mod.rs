@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hive_shared::ids::WorkerId;
+use hive_shared::tracked;
 use sqlx::PgPool;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::db;
@@ -50,6 +52,7 @@ pub(crate) async fn claim(
     config: &Config,
     request: &ClaimRequest,
     shutdown: &CancellationToken,
+    tracker: &TaskTracker,
 ) -> Result<Vec<db::claims::ClaimedTask>> {
     let limit = i64::from(request.max_tasks.clamp(1, config.claims.max_batch));
     let timing = db::claims::ClaimTiming {
@@ -77,7 +80,8 @@ pub(crate) async fn claim(
         if let Some(round) = woken_in.take() {
             if answered != Some(round) {
                 // Beside the reply, not before it: the worker gets its tasks first.
-                tokio::spawn(relay(pool.clone(), Arc::clone(notifications), claimed.len() as i64 >= limit));
+                let full = claimed.len() as i64 >= limit;
+                tracked::spawn(tracker, "claim relay", relay(pool.clone(), Arc::clone(notifications), full));
             }
             answered = Some(round);
         }
