@@ -70,6 +70,11 @@ async fn a_worker_whose_agent_program_goes_missing_hands_its_tasks_to_a_healthy_
         count(&db.pool, "select count(*) from attempts where outcome = 'released'").await > 0
     })
     .await;
+    eventually("hivectl swarms to say why the tasks wait", Duration::from_secs(20), || async {
+        let swarms = hive_tests::procs::hivectl_json(&coordinator.url, &["swarms"]).await;
+        swarms.to_string().contains("each that does reports it unavailable")
+    })
+    .await;
     let healthy =
         start_worker(&coordinator.url, &setup(&healthy_tool).write(dir.path(), "healthy"), "healthy", dir.path());
 

@@ -115,7 +115,14 @@ async fn a_task_whose_agent_kills_its_worker_each_time_is_dead_after_max_lost_at
     let (failures, error): (i32, String) =
         sqlx::query_as("select failures, error from task_states").fetch_one(&db.pool).await.unwrap();
     assert_eq!(failures, 0, "lost attempts are not counted against max_attempts");
-    assert!(error.contains("tasks.max_lost_attempts"), "{error}");
+    assert!(error.contains("lost 2 attempts") && error.contains("tasks.max_lost_attempts"), "{error}");
     let _ = worker.terminate().await;
+
+    let id: uuid::Uuid = sqlx::query_scalar("select task_id from task_states").fetch_one(&db.pool).await.unwrap();
+    let retried = hive_tests::procs::hivectl_output(&coordinator.url, &["retry", &id.to_string()]).await;
+    assert!(retried.status.success(), "{}", retried.stderr);
+    let (status, losses): (String, i32) =
+        sqlx::query_as("select status::text, losses from task_states").fetch_one(&db.pool).await.unwrap();
+    assert_eq!((status.as_str(), losses), ("ready", 0), "a retried task gets a fresh budget of losses too");
     coordinator.stop().await.unwrap();
 }

@@ -1,10 +1,63 @@
 //! Admission: whether this host may take more work now. No task is claimed
-//! while CPU or memory use is at its configured limit; otherwise only agents
-//! whose memory estimate fits in the free memory are claimed for.
+//! while CPU or memory use is at its configured limit, or while `work_dir`'s
+//! disk has less free space than `admission.min_free_disk` (watched in a loop
+//! of its own, so a disk that hangs stalls only its own check); otherwise only
+//! agents whose memory estimate fits in the free memory are claimed for.
+
+use std::time::Duration;
 
 use hive_shared::pb;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::config::Config;
+use crate::context::Context;
+use crate::unavailable::DISK;
+
+/// Measures `work_dir`'s free space every `interval` until `stop`, holding
+/// claims while it is short, or while a measurement takes longer than `interval`.
+pub(crate) async fn watch_disk(context: std::sync::Arc<Context>, interval: Duration, stop: CancellationToken) {
+    let needed = context.config.admission.min_free_disk.as_u64();
+    if needed == 0 {
+        return;
+    }
+    let work_dir = context.config.work_dir.clone();
+    loop {
+        let measuring = crate::resources::free_disk(work_dir.clone());
+        tokio::pin!(measuring);
+        let free = tokio::select! {
+            free = &mut measuring => free,
+            () = tokio::time::sleep(interval) => {
+                let reason = format!("the disk of {} did not answer within {interval:?}", work_dir.display());
+                warn!(reason = %reason, "claiming nothing until it does");
+                context.unavailable.hold(DISK, reason);
+                tokio::select! {
+                    free = measuring => free,
+                    () = stop.cancelled() => return,
+                }
+            }
+            () = stop.cancelled() => return,
+        };
+        match free {
+            Some(free) if free < needed => {
+                if !context.unavailable.contains(DISK, std::time::Instant::now()) {
+                    warn!(free, needed, "work_dir's disk is short of space; claiming nothing");
+                }
+                let reason = format!(
+                    "{} free on the disk of {}, below admission.min_free_disk ({})",
+                    bytesize::ByteSize::b(free),
+                    work_dir.display(),
+                    bytesize::ByteSize::b(needed)
+                );
+                context.unavailable.hold(DISK, reason);
+            }
+            _ => context.unavailable.clear(DISK),
+        }
+        if !crate::connection::pause(interval, &stop).await {
+            return;
+        }
+    }
+}
 
 /// Agents that may be claimed for now: `None` when every agent may be,
 /// `Some(empty)` when none may.

@@ -320,6 +320,10 @@ fn agent_problems(name: &str, agent: &AgentConfig) -> Vec<String> {
     if !valid_name {
         problems.push(format!("agents.{name}: the name must be 1-128 letters, digits or - _ . : / @"));
     }
+    if [crate::unavailable::WORK_DIR, crate::unavailable::DISK].contains(&name) {
+        problems
+            .push(format!("agents.{name}: the name is reserved (it names the worker's {name} in `hivectl workers`)"));
+    }
     match agent.command.first() {
         None if agent.builtin.is_some() => {}
         None => problems.push(format!("agents.{name}.command: must name a program")),

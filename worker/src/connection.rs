@@ -51,14 +51,16 @@ pub(crate) fn is_retryable(code: Code) -> bool {
 /// Longest delay before registering, when the heartbeat interval is not yet known.
 pub(crate) const REGISTER_DELAY_MAX: Duration = Duration::from_secs(5);
 
-/// Retry delays: from 100 ms (or `max`, if shorter) doubling to `max`, with jitter, forever.
+/// Retry delays: from 100 ms doubling to half of `max`, each with up to as
+/// much again of jitter, so never above `max`; forever.
 pub(crate) fn backoff(max: Duration) -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100).min(max))
-        .with_max_delay(max)
+        .with_min_delay(Duration::from_millis(100).min(max / 2))
+        .with_max_delay(max / 2)
         .with_jitter()
         .without_max_times()
         .build()
+        .map(move |delay| delay.min(max))
 }
 
 /// Sleeps for `delay` unless `cancel` fires first; `false` when cancelled.
@@ -150,13 +152,13 @@ mod tests {
     fn backoff_grows_and_stays_capped() {
         let delays: Vec<Duration> = backoff(Duration::from_secs(5)).take(20).collect();
         assert!(delays[0] < Duration::from_millis(250));
-        assert!(delays.iter().all(|delay| *delay <= Duration::from_secs(10)));
-        assert!(delays[19] >= Duration::from_secs(5));
+        assert!(delays.iter().all(|delay| *delay <= Duration::from_secs(5)));
+        assert!(delays[19] >= Duration::from_millis(2500));
     }
 
     #[test]
     fn a_short_heartbeat_interval_caps_every_delay() {
         let cap = Duration::from_millis(50);
-        assert!(backoff(cap).take(20).all(|delay| delay <= cap * 2), "jitter at most doubles a delay");
+        assert!(backoff(cap).take(20).all(|delay| delay <= cap));
     }
 }

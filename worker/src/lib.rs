@@ -104,7 +104,13 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
         timing = connection::register(&client, &registration, &stop_now) => timing.context("register with the coordinator")?,
         () = shutdown.cancelled() => return Ok(()),
     };
-    let heartbeat = timing.heartbeat_interval.as_ref().and_then(from_duration).unwrap_or(Duration::from_secs(5));
+    // A floor, so a nonsense interval from the coordinator cannot make every loop spin.
+    let heartbeat = timing
+        .heartbeat_interval
+        .as_ref()
+        .and_then(from_duration)
+        .unwrap_or(Duration::from_secs(5))
+        .max(Duration::from_millis(50));
     info!(%worker_id, %name, coordinator = %config.coordinator, slots = config.slots, ?heartbeat, "worker registered");
 
     let chunk = usize::try_from(config.logs.chunk_size.as_u64()).unwrap_or(1).max(1);
@@ -134,6 +140,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     let loops = TaskTracker::new();
     let (session_stop, give_up) = (CancellationToken::new(), CancellationToken::new());
     tracked::spawn(&loops, "heartbeat session", session::run(Arc::clone(&context), heartbeat, session_stop.clone()));
+    tracked::spawn(&loops, "disk watch", admission::watch_disk(Arc::clone(&context), heartbeat, session_stop.clone()));
     let flush_interval = config.logs.flush_interval;
     tracked::spawn(
         &loops,

@@ -19,7 +19,6 @@ use crate::connection;
 use crate::context::Context;
 use crate::held::CancelReason;
 use crate::resources::Sampler;
-use crate::unavailable;
 
 /// Beats every `interval` until `stop`, reconnecting as needed.
 pub(crate) async fn run(context: Arc<Context>, interval: Duration, stop: CancellationToken) {
@@ -66,7 +65,6 @@ async fn beat_until_broken(
 }
 
 async fn beat(context: &Context, sampler: &mut Sampler) -> pb::HeartbeatRequest {
-    check_disk(context).await;
     let resources = sampler.sample(context.held.groups()).await;
     *context.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(resources.clone());
     pb::HeartbeatRequest {
@@ -76,28 +74,6 @@ async fn beat(context: &Context, sampler: &mut Sampler) -> pb::HeartbeatRequest 
         resources: Some(resources),
         draining: context.drain.is_cancelled(),
         unavailable: context.unavailable.current(std::time::Instant::now()).into_iter().collect(),
-    }
-}
-
-/// Holds claims while `work_dir`'s disk has less free space than `admission.min_free_disk`.
-async fn check_disk(context: &Context) {
-    let needed = context.config.admission.min_free_disk;
-    if needed.as_u64() == 0 {
-        return;
-    }
-    match crate::resources::free_disk(context.config.work_dir.clone()).await {
-        Some(free) if free < needed.as_u64() => {
-            if !context.unavailable.contains(unavailable::DISK, std::time::Instant::now()) {
-                warn!(free, needed = needed.as_u64(), "work_dir's disk is short of space; claiming nothing");
-            }
-            let reason = format!(
-                "{} free on the disk of {}, below admission.min_free_disk ({needed})",
-                bytesize::ByteSize::b(free),
-                context.config.work_dir.display()
-            );
-            context.unavailable.hold(unavailable::DISK, reason);
-        }
-        _ => context.unavailable.clear(unavailable::DISK),
     }
 }
 

@@ -22,8 +22,10 @@ pub(crate) const DISK: &str = "disk";
 const FIRST_PAUSE: Duration = Duration::from_secs(10);
 /// Longest pause.
 const LONGEST_PAUSE: Duration = Duration::from_secs(300);
-/// Longest reason sent to the coordinator, in bytes (it accepts 1 KiB).
+/// Longest reason sent to the coordinator, in bytes (it keeps 1 KiB).
 const MAX_REASON: usize = 1000;
+/// Most entries sent to the coordinator (it keeps 64).
+const MAX_ENTRIES: usize = 64;
 
 #[derive(Debug)]
 struct Entry {
@@ -81,12 +83,17 @@ impl Unavailable {
         self.lock().is_empty()
     }
 
-    /// What is unavailable at `now`, with reasons cut to what the coordinator accepts.
+    /// What is unavailable at `now`, as the coordinator keeps it: at most
+    /// [`MAX_ENTRIES`] entries, the work folder and disk first, reasons cut.
     pub(crate) fn current(&self, now: Instant) -> BTreeMap<String, String> {
-        self.lock()
-            .iter()
-            .filter(|(_, entry)| entry.until.is_none_or(|until| now < until))
-            .map(|(what, entry)| (what.clone(), cut(&entry.reason, MAX_REASON)))
+        let entries = self.lock();
+        let live = |what: &&String| entries.get(*what).is_some_and(|entry| entry.until.is_none_or(|until| now < until));
+        let mut names: Vec<&String> = entries.keys().filter(live).collect();
+        names.sort_by_key(|name| (![WORK_DIR, DISK].contains(&name.as_str()), name.as_str()));
+        names
+            .into_iter()
+            .take(MAX_ENTRIES)
+            .filter_map(|name| entries.get(name).map(|entry| (name.clone(), cut(&entry.reason, MAX_REASON))))
             .collect()
     }
 }
@@ -122,6 +129,19 @@ mod tests {
             unavailable.failed("claude", "cannot start".into(), at(100));
         }
         assert!(unavailable.contains("claude", at(399)) && !unavailable.contains("claude", at(400)), "capped at 5 min");
+    }
+
+    #[test]
+    fn at_most_64_entries_are_sent_and_the_work_folder_and_disk_are_among_them() {
+        let unavailable = Unavailable::default();
+        for i in 0..100 {
+            unavailable.hold(&format!("agent-{i:03}"), "gone".into());
+        }
+        unavailable.hold(WORK_DIR, "read-only".into());
+        unavailable.hold(DISK, "full".into());
+        let current = unavailable.current(Instant::now());
+        assert_eq!(current.len(), MAX_ENTRIES);
+        assert!(current.contains_key(WORK_DIR) && current.contains_key(DISK));
     }
 
     #[test]

@@ -94,8 +94,8 @@ pub(crate) fn request(args: &SubmitArgs) -> anyhow::Result<pb::SubmitTasksReques
         let what = args.file.as_ref().map_or_else(|| "the task".to_owned(), |path| path.display().to_string());
         bail!(
             "{what} makes a request of {}, over the coordinator's message limit of {} (its \
-             limits.max_message_size; pass --max-message if it is set higher): split the swarm into smaller \
-             files, or keep large inputs out of the prompts. Nothing was sent.",
+             limits.max_message_size; pass --max-message if it is set higher); nothing was sent: split the \
+             swarm into smaller files, or keep large inputs out of the prompts",
             bytesize::ByteSize::b(size),
             args.max_message
         );

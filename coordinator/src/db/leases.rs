@@ -21,8 +21,8 @@ pub async fn lock_unheld(
         StoppedAttempt,
         r#"
         select s.task_id as "id!", s.attempt_id as "attempt_id!", s.status as "status!: TaskStatus",
-               s.failures as "failures!", t.max_attempts, t.backoff_initial_ms, t.backoff_max_ms,
-               t.backoff_multiplier, false as "lease_expired!"
+               s.failures as "failures!", s.losses as "losses!", t.max_attempts, t.backoff_initial_ms,
+               t.backoff_max_ms, t.backoff_multiplier, false as "lease_expired!"
         from task_states s join tasks t on t.id = s.task_id
         where s.worker_id = $1 and s.lease_expires_at is not null and s.attempt_id <> all($2)
           and s.attempt_started_at < now() - make_interval(secs => $3)
@@ -50,22 +50,6 @@ pub async fn cancelling_attempts(executor: impl PgExecutor<'_>, worker: Uuid) ->
     .await
 }
 
-/// How many attempts of each of `task_ids` were lost with their worker, for
-/// the tasks that lost any.
-pub async fn lost_attempts(executor: impl PgExecutor<'_>, task_ids: &[Uuid]) -> sqlx::Result<Vec<(Uuid, i64)>> {
-    let rows = sqlx::query!(
-        r#"
-        select task_id, count(*) as "lost!" from attempts
-        where task_id = any($1) and outcome = 'lost'
-        group by task_id
-        "#,
-        task_ids,
-    )
-    .fetch_all(executor)
-    .await?;
-    Ok(rows.into_iter().map(|row| (row.task_id, row.lost)).collect())
-}
-
 /// Locks up to `limit` leased tasks whose lease or deadline has passed,
 /// skipping rows another reaper holds (so reapers never double-reap).
 pub async fn lock_expired(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<StoppedAttempt>> {
@@ -73,8 +57,8 @@ pub async fn lock_expired(conn: &mut PgConnection, limit: i64) -> sqlx::Result<V
         StoppedAttempt,
         r#"
         select s.task_id as "id!", s.attempt_id as "attempt_id!", s.status as "status!: TaskStatus",
-               s.failures as "failures!", t.max_attempts, t.backoff_initial_ms, t.backoff_max_ms,
-               t.backoff_multiplier, s.lease_expires_at < now() as "lease_expired!"
+               s.failures as "failures!", s.losses as "losses!", t.max_attempts, t.backoff_initial_ms,
+               t.backoff_max_ms, t.backoff_multiplier, s.lease_expires_at < now() as "lease_expired!"
         from task_states s join tasks t on t.id = s.task_id
         where s.lease_expires_at is not null and least(s.lease_expires_at, s.attempt_deadline) < now()
         order by least(s.lease_expires_at, s.attempt_deadline)

@@ -160,11 +160,12 @@ fn pool_options(config: &DatabaseConfig, connections: u32) -> PgPoolOptions {
         .idle_timeout(Some(Duration::from_secs(300)))
 }
 
-/// The database could not be reached: where it was looked for (never the
-/// password), for how long, and the last failure's cause.
+/// No connection to the database could be made (it is unreachable, or it
+/// refused the login): where it was looked for (never the password), for how
+/// long, and the last failure's cause.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot reach PostgreSQL at {address} (tried for {waited:?})")]
-pub struct Unreachable {
+#[error("cannot connect to PostgreSQL at {address} (tried for {waited:?})")]
+pub struct ConnectError {
     /// Host and port (or socket folder) and database.
     pub address: String,
     /// How long connecting was tried.
@@ -181,11 +182,11 @@ pub struct Unreachable {
 ///
 /// # Errors
 /// A malformed URL at once; an unreachable server once the time is up.
-pub async fn connect_patiently(config: &DatabaseConfig) -> Result<PgPool, Unreachable> {
+pub async fn connect_patiently(config: &DatabaseConfig) -> Result<PgPool, ConnectError> {
     let started = tokio::time::Instant::now();
     let deadline = started + config.connect_timeout;
-    let unreachable = |cause| Unreachable { address: address(config), waited: started.elapsed(), cause };
-    let options: PgConnectOptions = config.url.expose().parse().map_err(unreachable)?;
+    let failed = |cause| ConnectError { address: address(config), waited: started.elapsed(), cause };
+    let options: PgConnectOptions = config.url.expose().parse().map_err(failed)?;
     let mut delay = Duration::from_millis(200);
     loop {
         let tried = match sqlx::PgConnection::connect_with(&options).await {
@@ -197,8 +198,8 @@ pub async fn connect_patiently(config: &DatabaseConfig) -> Result<PgPool, Unreac
         };
         match tried {
             Ok(pool) => return Ok(pool),
-            Err(err @ sqlx::Error::Configuration(_)) => return Err(unreachable(err)),
-            Err(err) if tokio::time::Instant::now() + delay > deadline => return Err(unreachable(err)),
+            Err(err @ sqlx::Error::Configuration(_)) => return Err(failed(err)),
+            Err(err) if tokio::time::Instant::now() + delay > deadline => return Err(failed(err)),
             Err(err) => {
                 tracing::warn!(address = %address(config), error = %err, retry_in = ?delay, "cannot reach the database yet");
                 tokio::time::sleep(delay).await;
@@ -222,6 +223,32 @@ fn address(config: &DatabaseConfig) -> String {
     }
 }
 
+/// Whether `err` says the database could not be reached (it is down,
+/// restarting or shutting down, or out of connections), not that a
+/// statement failed: class 08 (connection exception), 53300, 57P01–57P03.
+pub fn unreachable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "53300" | "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
+/// Whether the same call may get past `err` shortly: the database is
+/// [`unreachable`], or the statement lost a serialization race or a
+/// deadlock (40001, 40P01). Callers see UNAVAILABLE and retry, so an outage
+/// never turns a worker's report into one it gives up on.
+pub fn transient(err: &sqlx::Error) -> bool {
+    unreachable(err)
+        || matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|code| matches!(code.as_ref(), "40001" | "40P01")))
+}
+
 /// Converts a duration to the seconds PostgreSQL's `make_interval` takes.
 pub(crate) fn seconds(duration: Duration) -> f64 {
     duration.as_secs_f64()
@@ -230,6 +257,15 @@ pub(crate) fn seconds(duration: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_failures_are_unreachable_and_statement_errors_are_not() {
+        assert!(unreachable(&sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))));
+        assert!(unreachable(&sqlx::Error::PoolTimedOut));
+        assert!(!unreachable(&sqlx::Error::RowNotFound));
+        assert!(transient(&sqlx::Error::PoolTimedOut));
+        assert!(!transient(&sqlx::Error::Protocol("bad".into())));
+    }
 
     #[test]
     fn the_hot_path_has_the_hosts_cores_within_half_of_all_connections_unless_set() {

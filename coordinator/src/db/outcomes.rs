@@ -148,6 +148,8 @@ pub struct StoppedAttempt {
     pub status: TaskStatus,
     /// Counted failures so far.
     pub failures: i32,
+    /// Attempts lost with their worker so far.
+    pub losses: i32,
     /// Attempts allowed.
     pub max_attempts: i32,
     /// Task backoff overrides.
@@ -170,8 +172,8 @@ pub async fn lock_reported(
         StoppedAttempt,
         r#"
         select s.task_id as "id!", s.attempt_id as "attempt_id!", s.status as "status!: TaskStatus",
-               s.failures as "failures!", t.max_attempts, t.backoff_initial_ms, t.backoff_max_ms,
-               t.backoff_multiplier, false as "lease_expired!"
+               s.failures as "failures!", s.losses as "losses!", t.max_attempts, t.backoff_initial_ms,
+               t.backoff_max_ms, t.backoff_multiplier, false as "lease_expired!"
         from task_states s
         join unnest($1::uuid[], $2::uuid[]) as r(task_id, attempt_id)
           on s.task_id = r.task_id and s.attempt_id = r.attempt_id
@@ -248,6 +250,7 @@ pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result
             update task_states s
             set status = d.status,
                 failures = s.failures + case when d.counted then 1 else 0 end,
+                losses = s.losses + case when d.outcome = 'lost' then 1 else 0 end,
                 worker_id = null, attempt_id = null, lease_expires_at = null, attempt_deadline = null,
                 attempt_started_at = null,
                 run_after = case when d.status = 'ready' then now() + make_interval(secs => d.delay) else s.run_after end,

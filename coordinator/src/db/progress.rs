@@ -94,7 +94,9 @@ pub struct Unserved {
     pub count: i64,
 }
 
-/// Groups of ready tasks that no worker seen within `live_seconds` can run.
+/// Groups of ready tasks that no worker seen within `live_seconds` can run
+/// (none offers the agent with the labels, or each that does reports it,
+/// its work folder or its disk unavailable).
 pub async fn unserved(
     executor: impl PgExecutor<'_>,
     swarm: Option<Uuid>,
@@ -115,7 +117,8 @@ pub async fn unserved(
               select 1 from workers w
               where w.last_seen_at > now() - make_interval(secs => $2)
                 and t.run_agent = any(w.agents)
-                and t.required_labels <@ w.labels)
+                and t.required_labels <@ w.labels
+                and not w.unavailable ?| array[t.run_agent, 'work_dir', 'disk'])
         group by 1, 2, 3
         order by 1, 2
         "#,

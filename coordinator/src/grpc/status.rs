@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tonic::{Code, Status};
 use tracing::{debug, error};
 
+use crate::db;
 use crate::error::Error;
 
 /// Shortest time between two ERROR lines of one kind.
@@ -60,7 +61,7 @@ impl From<Error> for Status {
             Error::WorkerNotRegistered(_) | Error::WrongStatus { .. } => Code::FailedPrecondition,
             Error::LeaseLost { .. } => Code::Aborted,
             Error::ShuttingDown | Error::BeatsNotRecorded => Code::Unavailable,
-            Error::Database(inner) if unavailable(inner) => {
+            Error::Database(inner) if db::transient(inner) => {
                 match UNAVAILABLE.admit(Instant::now()) {
                     Some(suppressed) => error!(error = ?err, suppressed, "database unavailable"),
                     None => debug!(error = ?err, "database unavailable"),
@@ -97,31 +98,6 @@ fn bounded(mut message: String) -> String {
     message.truncate(end);
     message.push_str(&format!("… ({left_out} more bytes)"));
     message
-}
-
-/// Whether a database failure is one the same call may get past shortly: the
-/// database is unreachable, restarting or shutting down, out of connections,
-/// or the statement lost a deadlock or serialization race. Callers see
-/// UNAVAILABLE and retry, so an outage never turns a worker's report into
-/// one it gives up on.
-pub(crate) fn unavailable(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| transient_sqlstate(&code)),
-        _ => false,
-    }
-}
-
-/// SQLSTATEs that describe the server's or the connection's state rather
-/// than the statement: class 08 (connection exception), 53300 (too many
-/// connections), 57P01–57P03 (shutdown, crash, starting up), 40001 and 40P01
-/// (serialization failure, deadlock).
-fn transient_sqlstate(code: &str) -> bool {
-    code.starts_with("08") || matches!(code, "53300" | "57P01" | "57P02" | "57P03" | "40001" | "40P01")
 }
 
 #[cfg(test)]
@@ -163,18 +139,6 @@ mod tests {
         assert_eq!(limit.admit(at(11)), None);
         assert_eq!(limit.admit(at(30)), Some(1));
         assert_eq!(limit.admit(at(45)), Some(0), "a quiet interval holds nothing back");
-    }
-
-    #[test]
-    fn server_states_are_unavailable_and_statement_errors_are_not() {
-        for code in ["08006", "08001", "53300", "57P01", "57P03", "40001", "40P01"] {
-            assert!(transient_sqlstate(code), "{code}");
-        }
-        for code in ["23505", "22P05", "42P01", "54001"] {
-            assert!(!transient_sqlstate(code), "{code}");
-        }
-        assert!(unavailable(&sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))));
-        assert!(!unavailable(&sqlx::Error::RowNotFound));
     }
 
     #[test]

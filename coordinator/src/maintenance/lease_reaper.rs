@@ -10,7 +10,6 @@
 //! reached the database without a gap for a full lease ([`Contact`]): every
 //! worker that is alive has beaten again by then and its leases hold.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -34,7 +33,11 @@ pub(crate) async fn run(pool: PgPool, defaults: TaskDefaults, leases: LeaseConfi
     let contact = &contact;
     super::every(leases.reap_interval, &cancel, || async {
         if let Err(err) = pass(&pool, &defaults, contact).await {
-            lock(contact).lost();
+            // Only a lost database restarts the wait; a statement that
+            // failed (a deadlock, say) says nothing about workers' beats.
+            if db::unreachable(&err) {
+                lock(contact).lost();
+            }
             error!(error = %err, "lease reaper pass failed; retrying next tick");
         }
     })
@@ -108,12 +111,10 @@ pub(crate) async fn reap_all(pool: &PgPool, defaults: &TaskDefaults) -> Result<u
     loop {
         let mut tx = pool.begin().await?;
         let expired = db::leases::lock_expired(&mut tx, BATCH).await?;
-        let task_ids: Vec<_> = expired.iter().filter(|task| task.lease_expired).map(|task| task.id).collect();
-        let lost: HashMap<_, _> = db::leases::lost_attempts(&mut *tx, &task_ids).await?.into_iter().collect();
         let mut fates = db::outcomes::Fates::default();
         for task in &expired {
             let (stop, mut error) = if task.lease_expired {
-                let before = lost.get(&task.id).map_or(0, |n| u32::try_from(*n).unwrap_or(u32::MAX));
+                let before = u32::try_from(task.losses).unwrap_or(0);
                 let losses = Losses { before, allowed: defaults.max_lost_attempts };
                 (Stop::LeaseExpired(losses), String::from("lease expired: the worker stopped heart-beating"))
             } else {
@@ -126,7 +127,7 @@ pub(crate) async fn reap_all(pool: &PgPool, defaults: &TaskDefaults) -> Result<u
             if let (Stop::LeaseExpired(losses), TaskStatus::Dead) = (stop, fate.status) {
                 error.push_str(&format!(
                     "; the task has lost {} attempts with their workers (tasks.max_lost_attempts)",
-                    losses.allowed
+                    losses.before.saturating_add(1)
                 ));
             }
             info!(task_id = %task.id, attempt_id = %task.attempt_id, next = %fate.status, reason = error, "reaped");

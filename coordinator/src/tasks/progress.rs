@@ -41,10 +41,10 @@ pub(crate) async fn of(pool: &PgPool, swarm: Option<Uuid>, live: std::time::Dura
     for group in db::progress::unserved(pool, swarm, db::seconds(live)).await? {
         let labels = label_text(&group.labels);
         let with = if labels.is_empty() { String::new() } else { format!(" with labels {labels}") };
-        unserved
-            .entry(group.swarm_id)
-            .or_default()
-            .push(format!("waiting: no live worker offers agent {}{with} ({} task(s))", group.agent, group.count));
+        unserved.entry(group.swarm_id).or_default().push(format!(
+            "waiting: no live worker offers agent {}{with}, or each that does reports it unavailable ({} task(s))",
+            group.agent, group.count
+        ));
     }
     let mut progress: Vec<Progress> = Vec::new();
     for row in counts {

@@ -135,7 +135,7 @@ impl Session {
             i64::try_from(resources.memory_used_bytes).map_err(|_| too_large("resources.memory_used_bytes"))?;
         let memory_total_bytes =
             i64::try_from(resources.memory_total_bytes).map_err(|_| too_large("resources.memory_total_bytes"))?;
-        let unavailable = unavailable(beat.unavailable)?;
+        let unavailable = unavailable(beat.unavailable);
         let recorded = self
             .beats
             .write(Beat {
@@ -207,34 +207,37 @@ fn command(command: WorkerCommand) -> pb::WorkerCommand {
     pb::WorkerCommand { command: Some(command) }
 }
 
-/// Most entries a beat's `unavailable` may list.
+/// Most entries of a beat's `unavailable` that are kept.
 const MAX_UNAVAILABLE: usize = 64;
-/// Longest name in `unavailable`, in bytes.
+/// Longest name kept in `unavailable`, in bytes.
 const MAX_UNAVAILABLE_NAME: usize = 128;
-/// Longest reason in `unavailable`, in bytes.
+/// Longest reason kept in `unavailable`, in bytes.
 const MAX_UNAVAILABLE_REASON: usize = 1024;
 
-/// Checks what a beat says the worker cannot do, and encodes it for storage.
-fn unavailable(entries: std::collections::HashMap<String, String>) -> Result<serde_json::Value> {
-    if entries.len() > MAX_UNAVAILABLE {
-        return Err(Error::invalid(
-            "unavailable",
-            format!("lists {} entries; at most {MAX_UNAVAILABLE}", entries.len()),
-        ));
+/// What a beat says the worker cannot do, made storable: at most
+/// [`MAX_UNAVAILABLE`] entries (by name), names and reasons cut to their
+/// limits, NUL characters replaced. It is only shown to operators, so an
+/// oversized list is trimmed rather than refused: refusing the beat would
+/// cost the worker its leases.
+fn unavailable(entries: std::collections::HashMap<String, String>) -> serde_json::Value {
+    let sorted: std::collections::BTreeMap<String, String> = entries.into_iter().collect();
+    let object = sorted
+        .into_iter()
+        .take(MAX_UNAVAILABLE)
+        .map(|(name, reason)| {
+            let name = cut(&validate::storable(&name), MAX_UNAVAILABLE_NAME).to_owned();
+            let reason = cut(&validate::storable(&reason), MAX_UNAVAILABLE_REASON).to_owned();
+            (name, serde_json::Value::String(reason))
+        })
+        .collect();
+    serde_json::Value::Object(object)
+}
+
+/// `text` cut to at most `limit` bytes, at a character boundary.
+fn cut(text: &str, limit: usize) -> &str {
+    let mut end = text.len().min(limit);
+    while !text.is_char_boundary(end) {
+        end -= 1;
     }
-    let mut object = serde_json::Map::new();
-    for (name, reason) in entries {
-        let field = format!("unavailable[{}]", name.escape_debug());
-        if name.len() > MAX_UNAVAILABLE_NAME || reason.len() > MAX_UNAVAILABLE_REASON {
-            return Err(Error::invalid(
-                field,
-                format!("names are at most {MAX_UNAVAILABLE_NAME} bytes and reasons at most {MAX_UNAVAILABLE_REASON}"),
-            ));
-        }
-        if let Some(problem) = validate::text_problem(&name).or_else(|| validate::text_problem(&reason)) {
-            return Err(Error::invalid(field, problem));
-        }
-        object.insert(name, serde_json::Value::String(reason));
-    }
-    Ok(serde_json::Value::Object(object))
+    &text[..end]
 }

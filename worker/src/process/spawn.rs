@@ -83,11 +83,13 @@ pub(crate) fn command(
 }
 
 /// How a failed spawn of `agent` ends its attempt: the task's fault only when
-/// its prompt made the command line too long; otherwise the worker's (its
-/// program or working folder is missing, or the host is out of resources).
+/// its prompt, passed as an argument or variable, made the command line too
+/// long; otherwise the worker's (its program or working folder is missing,
+/// or the host is out of resources).
 pub(crate) fn not_started(agent: &AgentConfig, err: &std::io::Error) -> Exit {
     let program = agent.command.first().map_or("", String::as_str);
-    if err.raw_os_error() == Some(nix::errno::Errno::E2BIG as i32) {
+    let prompt_on_command_line = matches!(agent.prompt, PromptMode::Arg | PromptMode::Env);
+    if prompt_on_command_line && err.raw_os_error() == Some(nix::errno::Errno::E2BIG as i32) {
         let problem = format!(
             "cannot start `{program}`: its arguments and environment are longer than the system allows \
              (a long prompt needs the agent's `prompt = \"file\"` or `\"stdin\"`)"
