@@ -144,3 +144,40 @@ async fn a_queued_swarm_is_cancelled_at_once_by_filter() {
     assert!(everything.stderr.contains("an empty filter would match everything"), "{}", everything.stderr);
     coordinator.stop().await.unwrap();
 }
+
+const DAEMON_MARKER: &str = "1006.2468";
+
+fn daemons() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .filter(|cmdline| {
+            String::from_utf8_lossy(cmdline).replace('\0', " ").starts_with(&format!("sleep {DAEMON_MARKER}"))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_an_agent_starts_with_setsid_ends_with_its_attempt() {
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The daemon leaves the agent's process group and outlives the agent.
+    let agent = Agent::shell(format!(
+        "setsid sleep {DAEMON_MARKER} < /dev/null > /dev/null 2>&1 & sleep 0.3; echo '{{\"ok\": true}}'"
+    ));
+    let config = WorkerSetup::new().slots(1).agent("daemon", agent).write(dir.path(), "worker");
+    let worker = start_worker(&coordinator.url, &config, "w", dir.path());
+    let mut admin = coordinator.admin_client().await;
+    let task = pb::TaskSpec { agent: "daemon".into(), prompt: "p".into(), ..Default::default() };
+    admin
+        .submit_tasks(pb::SubmitTasksRequest { swarm: "daemon".into(), tasks: vec![task], ..Default::default() })
+        .await
+        .unwrap();
+    hive_tests::postgres::wait_all_finished(&db.pool, Duration::from_secs(30)).await;
+    assert_eq!(count(&db.pool, "select count(*) from task_states where status = 'succeeded'").await, 1);
+    eventually("the daemon to be gone with its attempt", Duration::from_secs(10), || async { daemons() == 0 }).await;
+    worker.terminate().await;
+    coordinator.stop().await.unwrap();
+}

@@ -148,6 +148,7 @@ async fn run_agent(
         chunk_size: usize::try_from(context.config.logs.chunk_size.as_u64()).unwrap_or(32 * 1024),
         session_regex: session_regex.as_ref(),
         on_spawn: &on_spawn,
+        cgroups: context.cgroups.as_ref(),
     };
     let finished = supervise::run(run, sink.clone(), &cancel).await;
     match &finished.exit {

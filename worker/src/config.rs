@@ -32,6 +32,10 @@ pub struct Config {
     pub work_dir: PathBuf,
     /// Keep attempt scratch folders after they finish (for debugging).
     pub keep_work_dirs: bool,
+    /// Run each attempt in a cgroup v2 of its own, made under the worker's
+    /// cgroup, where the worker may write there; turn it off where that
+    /// cgroup is another program's to manage (a systemd unit without `Delegate=yes`).
+    pub cgroups: bool,
     /// Longest a claim long-poll waits before asking again.
     #[serde(with = "humantime_serde")]
     pub claim_wait: Duration,
@@ -191,6 +195,7 @@ impl Default for Config {
             prefetch: 0,
             work_dir: std::env::temp_dir().join("hive-worker"),
             keep_work_dirs: false,
+            cgroups: true,
             claim_wait: Duration::from_secs(20),
             drain_grace: Duration::from_secs(30),
             log_format: LogFormat::Text,

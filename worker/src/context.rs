@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::connection::{self, Client};
 use crate::held::Held;
 use crate::outcome::Report;
+use crate::process::cgroup::CgroupRoot;
 use crate::process::workdir::Folders;
 use crate::shipper::Shipment;
 use crate::unavailable::{self, Unavailable};
@@ -49,6 +50,8 @@ pub(crate) struct Context {
     pub stop_now: CancellationToken,
     /// Scratch folders for attempts.
     pub folders: Folders,
+    /// Where each attempt's cgroup is made; `None` where the worker cannot make them.
+    pub cgroups: Option<CgroupRoot>,
     /// The latest host figures (the heartbeat session samples them), for admission.
     pub latest: std::sync::Mutex<Option<hive_shared::pb::ResourceUsage>>,
 }

@@ -1,7 +1,7 @@
 //! The Hive worker: registers with a coordinator, keeps a heartbeat stream
 //! open, claims tasks while it has free slots, runs each task's agent as a
-//! supervised subprocess in its own process group, streams the agent's output
-//! and reports its outcome.
+//! supervised subprocess in its own process group (and cgroup, where it may
+//! make one), streams the agent's output and reports its outcome.
 //!
 //! Other crates see [`run`], which takes its config and shutdown tokens so
 //! tests can run a worker in-process, the layered and validated
@@ -49,6 +49,7 @@ pub use connection::MAX_MESSAGE;
 use config::Config;
 use context::Context;
 use held::{CancelReason, Held};
+use process::cgroup::CgroupRoot;
 
 /// Outcomes waiting to be reported before attempts wait to queue theirs.
 const REPORT_QUEUE: usize = 1024;
@@ -75,7 +76,9 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     let worker_id = WorkerId::new();
     let _hold = process::orphans::hold(&config.work_dir, &worker_id.to_string())
         .with_context(|| format!("take a folder under work_dir {}", config.work_dir.display()))?;
-    let reaped = process::orphans::reap(&config.work_dir).await;
+    process::sweep::adopt_orphans();
+    let cgroups = attempt_cgroups(&config).await;
+    let reaped = process::orphans::reap(&config.work_dir, cgroups.as_ref()).await;
     if reaped > 0 {
         warn!(reaped, work_dir = %config.work_dir.display(), "killed agents a previous worker left running");
     }
@@ -134,6 +137,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
         drain: drain.clone(),
         stop_now: stop_now.clone(),
         folders: process::workdir::Folders::new(config.work_dir.clone(), worker_id.to_string(), config.keep_work_dirs),
+        cgroups,
         latest: std::sync::Mutex::new(None),
     });
 
@@ -184,6 +188,24 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     loops.wait().await;
     info!("worker stopped");
     Ok(())
+}
+
+/// The worker's cgroup, under which each attempt gets one, where the config
+/// allows it and the host lets the worker make them.
+async fn attempt_cgroups(config: &Config) -> Option<CgroupRoot> {
+    if !config.cgroups {
+        return None;
+    }
+    match process::blocking_io(CgroupRoot::detect).await {
+        Ok(root) => {
+            info!(cgroup = %root.dir().display(), "each attempt runs in a cgroup of its own");
+            Some(root)
+        }
+        Err(err) => {
+            info!(error = %err, "attempts run without cgroups of their own; their processes are found by process group and HIVE_ATTEMPT_ID");
+            None
+        }
+    }
 }
 
 /// Waits until every held attempt's outcome is settled.

@@ -1,12 +1,18 @@
 //! Running one agent as a supervised subprocess: its scratch folder
-//! ([`workdir`]), agents a dead worker left behind ([`orphans`]), how it is started ([`spawn`]), how its output is read and
-//! streamed ([`output`]), and how it is waited on and stopped ([`supervise`]).
+//! ([`workdir`]), agents a dead worker left behind ([`orphans`]), how it is
+//! started ([`spawn`]), how its output is read and streamed ([`output`]), and
+//! how it is waited on and stopped ([`supervise`]). Nothing it starts outlives
+//! its attempt: the agent's process group is killed, then the processes that
+//! left the group are found by their `HIVE_ATTEMPT_ID` ([`sweep`]) and, where
+//! the worker may make one, by the attempt's cgroup ([`cgroup`]).
 //! File work runs off the async threads ([`blocking_io`]).
 
+pub(crate) mod cgroup;
 pub(crate) mod orphans;
 pub(crate) mod output;
 pub(crate) mod spawn;
 pub(crate) mod supervise;
+pub(crate) mod sweep;
 pub(crate) mod workdir;
 
 #[cfg(test)]

@@ -2,8 +2,10 @@
 //! a crash, a power cut on a VM that came back). Each scratch folder records
 //! the process group and attempt of the agent it last ran; a worker starting
 //! on the same work folder kills the groups whose leader still carries that
-//! attempt's `HIVE_ATTEMPT_ID` (so a reused pid is never hit) and removes the
-//! folders — only those of workers that are gone. Several workers may share a
+//! attempt's `HIVE_ATTEMPT_ID` (so a reused pid is never hit), then sweeps
+//! the host for any other process carrying it and empties the attempt's
+//! cgroup ([`super::sweep`]), and removes the folders — only those of
+//! workers that are gone. Several workers may share a
 //! `work_dir` (the default is one per host): each holds an exclusive `flock`
 //! on `<worker id>.lock` while it lives, and its folders are named after it.
 //! Their tasks were already requeued by the coordinator when the lease ran out.
@@ -17,6 +19,9 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tracing::{info, warn};
+
+use crate::process::cgroup::CgroupRoot;
+use crate::process::sweep::{self, Scope, Traces};
 
 /// Name of the file holding the process group id and attempt id of the folder's last agent.
 pub(crate) const PGID_FILE: &str = "agent.pgid";
@@ -73,15 +78,18 @@ fn owner_lives(work_dir: &Path, name: &str) -> bool {
     Flock::lock(file, FlockArg::LockSharedNonblock).is_err()
 }
 
-/// Kills agents a previous worker left under `work_dir` and removes their folders; returns how many were killed.
-pub(crate) async fn reap(work_dir: &Path) -> usize {
-    let work_dir = work_dir.to_path_buf();
-    tokio::task::spawn_blocking(move || reap_blocking(&work_dir)).await.unwrap_or(0)
+/// Kills agents a previous worker left under `work_dir`, and what they
+/// started (in their cgroups under `cgroups`, where there are any), and
+/// removes their folders; returns how many agents were killed.
+pub(crate) async fn reap(work_dir: &Path, cgroups: Option<&CgroupRoot>) -> usize {
+    let (work_dir, cgroups) = (work_dir.to_path_buf(), cgroups.cloned());
+    tokio::task::spawn_blocking(move || reap_blocking(&work_dir, cgroups.as_ref())).await.unwrap_or(0)
 }
 
-fn reap_blocking(work_dir: &Path) -> usize {
+fn reap_blocking(work_dir: &Path, cgroups: Option<&CgroupRoot>) -> usize {
     let Ok(entries) = std::fs::read_dir(work_dir) else { return 0 };
     let mut killed = 0;
+    let mut stale = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if owner_lives(work_dir, &name) {
@@ -96,7 +104,7 @@ fn reap_blocking(work_dir: &Path) -> usize {
         // Folders written before the record named the attempt were named after it.
         let attempt = attempt.unwrap_or(name);
         if let Some(pgid) = pgid
-            && leader_runs_attempt(pgid, &attempt)
+            && sweep::runs_attempt(pgid, &attempt)
             && killpg(Pid::from_raw(pgid), Signal::SIGKILL).is_ok()
         {
             info!(attempt_id = %attempt, pgid, "killed an agent left running by a previous worker");
@@ -105,8 +113,27 @@ fn reap_blocking(work_dir: &Path) -> usize {
         if let Err(err) = std::fs::remove_dir_all(&folder) {
             warn!(folder = %folder.display(), error = %err, "could not remove a stale attempt folder");
         }
+        stale.push(attempt);
+    }
+    if !stale.is_empty() {
+        sweep_stale(stale, cgroups);
     }
     killed
+}
+
+/// Kills what the stale attempts' agents started outside their groups, on
+/// the whole host: none of it is this worker's child, nor in its subtree.
+fn sweep_stale(attempt_ids: Vec<String>, cgroups: Option<&CgroupRoot>) {
+    let cgroups = cgroups
+        .map(|root| attempt_ids.iter().filter_map(|attempt| root.attempt(attempt).ok()).collect())
+        .unwrap_or_default();
+    let swept = sweep::sweep_blocking(&Traces { attempt_ids, group: None, cgroups, scope: Scope::Host });
+    if swept.killed > 0 {
+        info!(killed = swept.killed, "killed processes the agents of a previous worker left running");
+    }
+    if swept.left > 0 {
+        warn!(left = swept.left, "processes a previous worker's agents started are still alive after SIGKILL");
+    }
 }
 
 /// The process group and attempt a folder's record names, where it has them.
@@ -114,13 +141,6 @@ fn read_record(folder: &Path) -> (Option<i32>, Option<String>) {
     let record = std::fs::read_to_string(folder.join(PGID_FILE)).unwrap_or_default();
     let mut fields = record.split_whitespace();
     (fields.next().and_then(|pgid| pgid.parse().ok()), fields.next().map(str::to_owned))
-}
-
-/// Whether process `pid` runs with `HIVE_ATTEMPT_ID=<attempt>` in its environment.
-fn leader_runs_attempt(pid: i32, attempt: &str) -> bool {
-    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { return false };
-    let wanted = format!("HIVE_ATTEMPT_ID={attempt}");
-    environ.split(|byte| *byte == 0).any(|entry| entry == wanted.as_bytes())
 }
 
 #[cfg(test)]
@@ -169,17 +189,60 @@ mod tests {
         let gone_owner = hive_shared::ids::WorkerId::new().to_string();
         drop(hold(work.path(), &gone_owner).unwrap());
 
-        assert_eq!(reap(work.path()).await, 1);
+        assert_eq!(reap(work.path(), None).await, 1);
         assert!(busy.try_wait().unwrap().is_none(), "a live worker's agent must survive");
         assert!(busy_folder.exists(), "a live worker's folder stays");
         assert!(!work.path().join(format!("{gone_owner}.lock")).exists(), "a gone worker's lock file goes");
         busy.kill().unwrap();
         busy.wait().unwrap();
-        let status = orphan.wait().unwrap();
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+        // Killed, and reaped by the sweep if it saw the orphan before it died
+        // (it is this test's child, as no real predecessor's agent is).
+        match orphan.wait() {
+            Ok(status) => assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9)),
+            Err(err) => assert_eq!(err.raw_os_error(), Some(nix::errno::Errno::ECHILD as i32)),
+        }
         assert!(bystander.try_wait().unwrap().is_none(), "an unrelated process must survive");
         assert!(!folder.exists() && !stale.exists());
         bystander.kill().unwrap();
         bystander.wait().unwrap();
+    }
+
+    #[tokio::test]
+    async fn what_a_dead_workers_agent_started_outside_its_group_is_killed() {
+        let work = tempfile::tempdir().unwrap();
+        let attempt = hive_shared::ids::AttemptId::new().to_string();
+        let marker = "1007.5791";
+        // The agent is gone; its daemon, in a session of its own, is not.
+        let up = work.path().join("up");
+        let script = format!("setsid sh -c 'touch {}; exec sleep {marker}' &", up.display());
+        let mut agent = std::process::Command::new("sh");
+        agent.args(["-c", &script]).env("HIVE_ATTEMPT_ID", &attempt);
+        std::os::unix::process::CommandExt::process_group(&mut agent, 0);
+        let mut agent = agent.spawn().unwrap();
+        agent.wait().unwrap();
+        let folder = work.path().join(format!("{}-1", hive_shared::ids::WorkerId::new()));
+        std::fs::create_dir_all(&folder).unwrap();
+        record(&folder, agent.id(), &attempt).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !up.exists() {
+            assert!(std::time::Instant::now() < deadline, "the daemon did not start");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+
+        assert_eq!(reap(work.path(), None).await, 0, "no agent was left to kill");
+        assert!(!folder.exists());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while running(marker) {
+            assert!(std::time::Instant::now() < deadline, "the daemon outlived its dead worker's restart");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether a live process's command line holds `marker`.
+    fn running(marker: &str) -> bool {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(marker)
+        })
     }
 }

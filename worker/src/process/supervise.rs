@@ -1,7 +1,8 @@
 //! Waiting on an agent: it exits, times out, or is cancelled. On timeout or
 //! cancel the whole process group gets SIGTERM, then SIGKILL after the grace
 //! period. Once the agent is gone, any process it left in its group is killed
-//! too, so no grandchild outlives its attempt.
+//! too, then those it left outside the group ([`sweep`]) and in its cgroup
+//! ([`super::cgroup`]), so nothing it started outlives its attempt.
 
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
@@ -14,17 +15,19 @@ use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::AgentConfig;
-use crate::process::orphans;
+use crate::process::cgroup::{AttemptCgroup, CgroupRoot};
 use crate::process::output::{self, Pumped};
 use crate::process::spawn::{self, HiveVars};
+use crate::process::sweep::{self, Scope, Traces};
 use crate::process::workdir::Scratch;
+use crate::process::{blocking_io, orphans};
 use crate::shipper::LogSink;
 
-/// How long output readers may take after the agent's group is gone (a
-/// process that left the group with `setsid` could hold a pipe open).
+/// How long output readers may take after the agent's processes are killed
+/// (one that escaped them could hold a pipe open).
 const DRAIN_OUTPUT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How an agent run ended.
@@ -88,24 +91,24 @@ pub(crate) struct Run<'a> {
     pub session_regex: Option<&'a regex::Regex>,
     /// Told the agent's process group as soon as it starts.
     pub on_spawn: &'a (dyn Fn(i32) + Send + Sync),
+    /// Where the attempt's cgroup is made, where the worker may make one.
+    pub cgroups: Option<&'a CgroupRoot>,
+}
+
+/// An agent that has started.
+struct Started {
+    child: Child,
+    /// Its process group (the agent's pid).
+    group: Option<Pid>,
+    cgroup: Option<AttemptCgroup>,
 }
 
 /// Runs the agent to its end; never panics on anything the agent does.
 pub(crate) async fn run(run: Run<'_>, sink: LogSink, cancel: &CancellationToken) -> Finished {
-    let inherited = |name: &str| -> Option<OsString> { std::env::var_os(name) };
-    let mut command = spawn::command(run.agent, run.prompt, run.vars, run.scratch, inherited);
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(err) => return Finished::without_output(spawn::not_started(run.agent, &err)),
+    let Started { mut child, group, cgroup } = match start(&run).await {
+        Ok(started) => started,
+        Err(failed) => return failed,
     };
-    let group = child.id().and_then(|pid| i32::try_from(pid).ok()).map(Pid::from_raw);
-    if let Some(pid) = child.id() {
-        orphans::record(&run.scratch.dir, pid, &run.vars.attempt_id).await;
-    }
-    if let Some(group) = group {
-        (run.on_spawn)(group.as_raw());
-    }
-
     let stdin_writer = child.stdin.take().map(|mut stdin| {
         let prompt = run.prompt.as_bytes().to_vec();
         tokio::spawn(async move {
@@ -133,8 +136,7 @@ pub(crate) async fn run(run: Run<'_>, sink: LogSink, cancel: &CancellationToken)
             Exit::Cancelled
         }
     };
-    // Whatever the agent left running in its group dies with the attempt.
-    signal_group(group, Signal::SIGKILL);
+    sweep_up(&run.vars.attempt_id, group, cgroup).await;
     if let Some(writer) = stdin_writer {
         writer.abort();
     }
@@ -145,6 +147,69 @@ pub(crate) async fn run(run: Run<'_>, sink: LogSink, cancel: &CancellationToken)
         stdout_json: stdout.last_json,
         session: stdout.session.or(stderr.session),
         stderr_tail: String::from_utf8_lossy(&stderr.tail).trim().to_owned(),
+    }
+}
+
+/// Starts the agent in its own process group and, where there is one, its own cgroup.
+async fn start(run: &Run<'_>) -> Result<Started, Finished> {
+    let cgroup = make_cgroup(run.cgroups, &run.vars.attempt_id).await;
+    let inherited = |name: &str| -> Option<OsString> { std::env::var_os(name) };
+    let mut command = spawn::command(run.agent, run.prompt, run.vars, run.scratch, inherited);
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            if let Some(cgroup) = cgroup
+                && let Err(err) = blocking_io(move || cgroup.remove()).await
+            {
+                warn!(error = %err, "could not remove the cgroup of an agent that did not start");
+            }
+            return Err(Finished::without_output(spawn::not_started(run.agent, &err)));
+        }
+    };
+    let group = child.id().and_then(|pid| i32::try_from(pid).ok()).map(Pid::from_raw);
+    if let Some(pid) = child.id() {
+        if let Some(cgroup) = cgroup.clone()
+            && let Err(err) = blocking_io(move || cgroup.enter(pid)).await
+        {
+            debug!(error = %err, "the agent stays in the worker's cgroup");
+        }
+        orphans::record(&run.scratch.dir, pid, &run.vars.attempt_id).await;
+    }
+    if let Some(group) = group {
+        (run.on_spawn)(group.as_raw());
+    }
+    Ok(Started { child, group, cgroup })
+}
+
+/// Makes the attempt's cgroup under `root`; `None` where it cannot be made.
+async fn make_cgroup(root: Option<&CgroupRoot>, attempt_id: &str) -> Option<AttemptCgroup> {
+    let cgroup = root?.attempt(attempt_id).ok()?;
+    let made = cgroup.clone();
+    match blocking_io(move || made.create()).await {
+        Ok(()) => Some(cgroup),
+        Err(err) => {
+            debug!(%cgroup, error = %err, "the attempt runs without a cgroup of its own");
+            None
+        }
+    }
+}
+
+/// Kills whatever the agent left running, in its group, out of it and in
+/// its cgroup, and removes the cgroup. The agent itself has been waited on.
+async fn sweep_up(attempt_id: &str, group: Option<Pid>, cgroup: Option<AttemptCgroup>) {
+    signal_group(group, Signal::SIGKILL);
+    let traces = Traces {
+        attempt_ids: vec![attempt_id.to_owned()],
+        group,
+        cgroups: cgroup.into_iter().collect(),
+        scope: Scope::current(),
+    };
+    let swept = sweep::sweep(traces).await;
+    if swept.killed > 0 {
+        info!(killed = swept.killed, "killed processes the agent left running");
+    }
+    if swept.left > 0 {
+        warn!(left = swept.left, "processes the agent started are still alive after SIGKILL");
     }
 }
 

@@ -1,14 +1,20 @@
 //! Agents as real subprocesses: exit codes, prompt delivery, environment
 //! scrubbing, output streaming, and stopping whole process trees on timeout
-//! and cancel, with nothing left running.
+//! and cancel, with nothing left running, not even what left the process
+//! group. The test process is a child subreaper, as a worker is, and runs
+//! attempts in cgroups of their own where it may make them.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
 
 use std::time::{Duration, Instant};
 
+use std::sync::OnceLock;
+
 use crate::config::{AgentConfig, PromptMode, UnlistedExit};
+use crate::process::cgroup::CgroupRoot;
 use crate::process::spawn::HiveVars;
 use crate::process::supervise::{self, Exit, Finished, Run};
+use crate::process::sweep::{self, Scope, Traces};
 use crate::process::workdir::{Folders, Scratch};
 use crate::shipper::{LogSink, Shipment};
 use hive_shared::ids::AttemptId;
@@ -39,21 +45,47 @@ struct Ran {
     stdout: String,
     stderr: String,
     elapsed: Duration,
+    attempt_id: String,
+}
+
+/// Makes the test process a child subreaper, as `hive_worker::run` makes a worker.
+fn as_a_worker() {
+    sweep::adopt_orphans();
+}
+
+/// Where this test process may make attempt cgroups, if anywhere.
+fn cgroups() -> Option<&'static CgroupRoot> {
+    static ROOT: OnceLock<Option<CgroupRoot>> = OnceLock::new();
+    ROOT.get_or_init(|| CgroupRoot::detect().ok()).as_ref()
 }
 
 async fn run_agent(agent: &AgentConfig, prompt: &str, timeout: Duration, cancel: &CancellationToken) -> Ran {
+    run_agent_with(agent, prompt, timeout, cancel, cgroups()).await
+}
+
+async fn run_agent_with(
+    agent: &AgentConfig,
+    prompt: &str,
+    timeout: Duration,
+    cancel: &CancellationToken,
+    cgroups: Option<&CgroupRoot>,
+) -> Ran {
+    as_a_worker();
     let root = tempfile::tempdir().unwrap();
     let folders = Folders::new(root.path().to_path_buf(), "w".into(), false);
     let prompt_file = (agent.prompt == PromptMode::File).then_some(prompt);
-    let scratch = Scratch::create(&folders, AttemptId::new(), prompt_file, vec![]).await.unwrap();
+    let attempt = AttemptId::new();
+    let scratch = Scratch::create(&folders, attempt, prompt_file, vec![]).await.unwrap();
+    // Unique: the sweep at each attempt's end kills whatever carries its id.
+    let attempt_id = attempt.to_string();
     let vars = HiveVars {
         task_id: "task-1".into(),
-        attempt_id: "attempt-1".into(),
+        attempt_id: attempt_id.clone(),
         coordinator: "http://c:1".into(),
         extra: vec![],
     };
     let (queue, mut shipped) = mpsc::channel(1024);
-    let sink = LogSink::new(queue, "task-1".into(), "attempt-1".into());
+    let sink = LogSink::new(queue, "task-1".into(), attempt_id.clone());
     let collector = tokio::spawn(async move {
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         while let Some(shipment) = shipped.recv().await {
@@ -76,11 +108,12 @@ async fn run_agent(agent: &AgentConfig, prompt: &str, timeout: Duration, cancel:
         chunk_size: 8,
         session_regex: None,
         on_spawn: &|_| {},
+        cgroups,
     };
     let finished = supervise::run(run, sink, cancel).await;
     let elapsed = started.elapsed();
     let (stdout, stderr) = collector.await.unwrap();
-    Ran { finished, stdout, stderr, elapsed }
+    Ran { finished, stdout, stderr, elapsed, attempt_id }
 }
 
 /// Processes whose command line contains `marker` (ours, by construction).
@@ -275,26 +308,172 @@ async fn a_prompt_too_long_for_a_command_line_is_the_tasks_fault() {
     assert!(!worker_fault);
 }
 
-#[tokio::test]
-async fn no_zombie_children_remain() {
-    for _ in 0..5 {
-        run_agent(
-            &agent("sleep 0.01 & true", PromptMode::Stdin),
-            "",
-            Duration::from_secs(10),
-            &CancellationToken::new(),
-        )
-        .await;
-    }
+/// Zombie children of this process: (pid, stat line).
+fn zombie_children() -> Vec<(String, String)> {
     let me = std::process::id().to_string();
-    let zombies: Vec<String> = std::fs::read_dir("/proc")
+    std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
-        .filter(|stat| {
+        .filter_map(|entry| {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
             let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-            fields.first() == Some(&"Z") && fields.get(1) == Some(&me.as_str())
+            let zombie = fields.first() == Some(&"Z") && fields.get(1) == Some(&me.as_str());
+            zombie.then(|| (entry.file_name().to_string_lossy().into_owned(), stat))
         })
-        .collect();
-    assert!(zombies.is_empty(), "zombie children: {zombies:?}");
+        .collect()
+}
+
+#[tokio::test]
+async fn no_zombie_children_remain() {
+    let marker = "1005.2468";
+    let script = format!("sleep 0.01 & setsid sleep {marker} & sleep {marker} & true");
+    for _ in 0..5 {
+        run_agent(&agent(&script, PromptMode::Stdin), "", Duration::from_secs(10), &CancellationToken::new()).await;
+    }
+    assert_gone(marker).await;
+    // Other tests' attempts may be ending at this moment: each zombie seen
+    // now must be reaped soon, none may stay.
+    let seen = zombie_children();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<_> = zombie_children().into_iter().filter(|zombie| seen.contains(zombie)).collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "zombie children: {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A script that starts `daemon` in a session of its own (out of the agent's
+/// process group) and waits until it runs there, then runs `then`.
+fn with_daemon(daemon: &str, then: &str) -> String {
+    format!(
+        "setsid sh -c 'touch \"$HIVE_WORK_DIR/up\"; exec {daemon}' & \
+         while [ ! -e \"$HIVE_WORK_DIR/up\" ]; do sleep 0.01; done; {then}"
+    )
+}
+
+#[tokio::test]
+async fn a_daemon_that_left_the_group_ends_with_its_successful_attempt() {
+    for (marker, cgroups) in [("1006.1111", None), ("1006.2222", cgroups())] {
+        let script = with_daemon(&format!("sleep {marker}"), "echo '{\"ok\": true}'");
+        let agent = agent(&script, PromptMode::Stdin);
+        let ran = run_agent_with(&agent, "", Duration::from_secs(30), &CancellationToken::new(), cgroups).await;
+        assert_eq!(ran.finished.exit, Exit::Code(0), "{}", ran.stderr);
+        assert_eq!(ran.finished.stdout_json.unwrap()["ok"], true);
+        // The daemon holds stdout open: the attempt ends when it is killed, not after the drain timeout.
+        assert!(ran.elapsed < Duration::from_secs(4), "took {:?}", ran.elapsed);
+        assert_gone(marker).await;
+        if let Some(root) = cgroups {
+            assert!(!root.attempt(&ran.attempt_id).unwrap().exists(), "the attempt's cgroup is removed");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_daemon_that_left_the_group_ends_with_its_timed_out_attempt() {
+    let marker = "1006.3333";
+    let script = with_daemon(&format!("sleep {marker}"), "sleep 30");
+    let ran =
+        run_agent(&agent(&script, PromptMode::Stdin), "", Duration::from_millis(500), &CancellationToken::new()).await;
+    assert_eq!(ran.finished.exit, Exit::TimedOut);
+    assert!(ran.elapsed < Duration::from_secs(5), "took {:?}", ran.elapsed);
+    assert_gone(marker).await;
+}
+
+#[tokio::test]
+async fn a_daemon_that_left_the_group_ends_with_its_cancelled_attempt() {
+    let marker = "1006.4444";
+    // The daemon starts a child of its own, which must go too.
+    let script = with_daemon(&format!("sh -c \"sleep {marker}; true\""), "sleep 30");
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        trigger.cancel();
+    });
+    let ran = run_agent_with(&agent(&script, PromptMode::Stdin), "", Duration::from_secs(30), &cancel, None).await;
+    assert_eq!(ran.finished.exit, Exit::Cancelled);
+    assert!(ran.elapsed < Duration::from_secs(5), "took {:?}", ran.elapsed);
+    assert_gone(marker).await;
+}
+
+/// Without a cgroup this daemon escapes (the sweep knows it by nothing); the
+/// test needs a host where the test process may make cgroups, and passes
+/// without checking anything elsewhere.
+#[tokio::test]
+async fn a_daemon_that_cleared_its_environment_ends_with_its_attempt_cgroup() {
+    let Some(root) = cgroups() else { return };
+    let marker = "1006.5555";
+    // The agent forks only once it is in its cgroup: what it forks before it
+    // is moved stays in the worker's.
+    let daemon = format!("env -i /bin/sh -c \"exec sleep {marker}\"");
+    let wait_for_cgroup = "while ! grep -q hive-attempt /proc/$$/cgroup; do sleep 0.01; done";
+    let script = format!("{wait_for_cgroup}; {}", with_daemon(&daemon, "true"));
+    let ran = run_agent_with(
+        &agent(&script, PromptMode::Stdin),
+        "",
+        Duration::from_secs(30),
+        &CancellationToken::new(),
+        Some(root),
+    )
+    .await;
+    assert_eq!(ran.finished.exit, Exit::Code(0), "{}", ran.stderr);
+    assert_gone(marker).await;
+    assert!(!root.attempt(&ran.attempt_id).unwrap().exists());
+}
+
+#[tokio::test]
+async fn agents_exit_codes_are_reported_with_the_worker_a_subreaper() {
+    as_a_worker();
+    assert!(nix::sys::prctl::get_child_subreaper().unwrap());
+    let marker = "1006.6666";
+    let cases = [
+        (with_daemon(&format!("sleep {marker}"), "exit 7"), Exit::Code(7)),
+        (format!("sleep {marker} & kill -9 $$"), Exit::Signal(9)),
+        ("exit 0".to_owned(), Exit::Code(0)),
+    ];
+    for (script, expected) in cases {
+        let ran =
+            run_agent(&agent(&script, PromptMode::Stdin), "", Duration::from_secs(10), &CancellationToken::new()).await;
+        assert_eq!(ran.finished.exit, expected, "{script}: {}", ran.stderr);
+    }
+    assert_gone(marker).await;
+}
+
+/// Starts `sleep <marker>` in a session of its own, orphaned at once, with
+/// `HIVE_ATTEMPT_ID=<attempt>`; returns once it runs.
+async fn start_daemon(attempt: &str, marker: &str) {
+    let status = std::process::Command::new("sh")
+        .args(["-c", &format!("setsid sleep {marker} &")])
+        .env("HIVE_ATTEMPT_ID", attempt)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while processes_with(marker).is_empty() {
+        assert!(Instant::now() < deadline, "the daemon did not start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_sweep_kills_an_attempts_processes_by_its_id_and_no_others() {
+    as_a_worker();
+    let (attempt, other) = (AttemptId::new().to_string(), AttemptId::new().to_string());
+    for (scope, mine, theirs) in
+        [(Scope::Host, "1007.1111", "1007.2222"), (Scope::Descendants, "1007.3333", "1007.4444")]
+    {
+        start_daemon(&attempt, mine).await;
+        start_daemon(&other, theirs).await;
+        let traces = Traces { attempt_ids: vec![attempt.clone()], group: None, cgroups: vec![], scope };
+        let swept = sweep::sweep(traces).await;
+        assert_eq!((swept.killed, swept.left), (1, 0), "{scope:?}");
+        assert_gone(mine).await;
+        assert_eq!(processes_with(theirs).len(), 1, "another attempt's process must survive ({scope:?})");
+        let traces = Traces { attempt_ids: vec![other.clone()], group: None, cgroups: vec![], scope };
+        sweep::sweep(traces).await;
+        assert_gone(theirs).await;
+    }
 }
