@@ -18,13 +18,18 @@ const MARKER: &str = "1006.1357";
 const HEARTBEAT: Duration = Duration::from_millis(500);
 const KILL_GRACE: Duration = Duration::from_secs(1);
 
-fn agent_processes() -> usize {
+/// How many `sleep MARKER` processes run on this host.
+fn sleeping(marker: &str) -> usize {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
-        .filter(|cmdline| String::from_utf8_lossy(cmdline).replace('\0', " ").starts_with(&format!("sleep {MARKER}")))
+        .filter(|cmdline| String::from_utf8_lossy(cmdline).replace('\0', " ").starts_with(&format!("sleep {marker}")))
         .count()
+}
+
+fn agent_processes() -> usize {
+    sleeping(MARKER)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,17 +152,6 @@ async fn a_queued_swarm_is_cancelled_at_once_by_filter() {
 
 const DAEMON_MARKER: &str = "1006.2468";
 
-fn daemons() -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
-        .filter(|cmdline| {
-            String::from_utf8_lossy(cmdline).replace('\0', " ").starts_with(&format!("sleep {DAEMON_MARKER}"))
-        })
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_an_agent_starts_with_setsid_ends_with_its_attempt() {
     let db = fresh_database().await;
@@ -177,7 +171,10 @@ async fn a_daemon_an_agent_starts_with_setsid_ends_with_its_attempt() {
         .unwrap();
     hive_tests::postgres::wait_all_finished(&db.pool, Duration::from_secs(30)).await;
     assert_eq!(count(&db.pool, "select count(*) from task_states where status = 'succeeded'").await, 1);
-    eventually("the daemon to be gone with its attempt", Duration::from_secs(10), || async { daemons() == 0 }).await;
+    eventually("the daemon to be gone with its attempt", Duration::from_secs(10), || async {
+        sleeping(DAEMON_MARKER) == 0
+    })
+    .await;
     worker.terminate().await;
     coordinator.stop().await.unwrap();
 }
