@@ -108,7 +108,7 @@ fn hot_statements() -> Vec<(&'static str, Vec<&'static str>, String)> {
         ),
         ("stages::advance", vec!["stage = case when $2 then 'validate'"], format!("{UUID}, true, '{{}}'")),
         ("stages::finish", vec!["with finished as ("], format!("{UUID}, 'succeeded', null")),
-        ("beats::record", vec!["), beating as ("], format!("{}, 60", empty(10))),
+        ("beats::record", vec!["), beating as ("], format!("{}, 60, '{{}}'", empty(10))),
         ("logs::lock_budgets (insert)", vec!["insert into task_output (task_id)"], empty(1)),
         ("logs::lock_budgets (select)", vec!["for no key update of o"], empty(1)),
         ("logs::stored_keys", vec!["join task_logs l on l.attempt_id"], empty(3)),
@@ -170,10 +170,10 @@ async fn listing_tasks_by_status_or_swarm_uses_an_index_at_a_million_tasks() {
     let mut filters: Vec<(String, String)> =
         ["ready", "running", "cancelling", "blocked", "dead", "cancelled", "succeeded"]
             .into_iter()
-            .map(|status| (format!("status {status}"), format!("null, '{status}', null, null, null, 50")))
+            .map(|status| (format!("status {status}"), format!("null, '{status}', null, null, null, 50, true, 200")))
             .collect();
-    filters.push(("swarm".into(), format!("null, null, '{swarm}', null, null, 50")));
-    filters.push(("swarm and status ready".into(), format!("null, 'ready', '{swarm}', null, null, 50")));
+    filters.push(("swarm".into(), format!("null, null, '{swarm}', null, null, 50, true, 200")));
+    filters.push(("swarm and status ready".into(), format!("null, 'ready', '{swarm}', null, null, 50, true, 200")));
 
     let mut offending = Vec::new();
     for (name, arguments) in filters {
