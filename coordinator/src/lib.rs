@@ -61,11 +61,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let address = listener.local_addr().context("read the listen address")?;
 
     let root = CancellationToken::new();
+    // Cancelled when an essential background task panics: the coordinator stops.
+    let failed = CancellationToken::new();
     let maintenance = root.child_token();
     let background = TaskTracker::new();
     let (window, ttl) = (config.leases.heartbeat_write_window, config.leases.ttl);
     let (beats, beat_writer) = workers::beats::BeatWriter::start(hot_pool.clone(), window, ttl, maintenance.clone());
-    tracked::spawn(&background, "heartbeat writer", beat_writer.run());
+    tracked::spawn_essential(&background, "heartbeat writer", failed.clone(), beat_writer.run());
     let app = App {
         pool: pool.clone(),
         hot_pool: hot_pool.clone(),
@@ -77,22 +79,25 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         rpc_shutdown: root.child_token(),
     };
     let url = app.config.database.url.expose().clone();
-    tracked::spawn(
+    tracked::spawn_essential(
         &background,
         "notification listener",
+        failed.clone(),
         notifications::listen(url, app.notifications.clone(), maintenance.clone()),
     );
     let (defaults, leases) = (app.config.tasks.clone(), app.config.leases.clone());
-    tracked::spawn(
+    tracked::spawn_essential(
         &background,
         "lease reaper",
+        failed.clone(),
         maintenance::lease_reaper::run(pool.clone(), defaults, leases, maintenance.clone()),
     );
 
     let recheck = app.config.claims.recheck_interval;
-    tracked::spawn(
+    tracked::spawn_essential(
         &background,
         "due tasks",
+        failed.clone(),
         maintenance::due_tasks::run(pool.clone(), app.notifications.clone(), recheck, maintenance.clone()),
     );
     tracked::spawn(
@@ -111,6 +116,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let early_exit = tokio::select! {
         result = &mut server => Some(result),
         () = shutdown.cancelled() => None,
+        () = failed.cancelled() => None,
     };
 
     info!("coordinator stopping: no new RPCs");
@@ -137,5 +143,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     pool.close().await;
     hot_pool.close().await;
     info!("coordinator stopped");
+    if failed.is_cancelled() {
+        anyhow::bail!(
+            "an essential background task panicked (see the log); the coordinator stopped so it can be restarted"
+        );
+    }
     served.context("gRPC server task panicked")?
 }

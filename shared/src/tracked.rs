@@ -1,12 +1,14 @@
 //! Spawning onto a [`TaskTracker`] so that a task's failure is seen: the
 //! tracker owns the task (shutdown waits for it), and a panic is logged at
-//! ERROR with the task's name instead of vanishing with its join handle.
+//! ERROR with the task's name instead of vanishing with its join handle; a
+//! panic of an essential task also stops the process.
 
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -16,9 +18,30 @@ pub fn spawn<F>(tracker: &TaskTracker, task: &'static str, future: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    watch(tracker, task, None, future);
+}
+
+/// Spawns a task the process cannot do without (a lease reaper, a heartbeat
+/// writer) like [`spawn`]; if it panics, `failed` is cancelled too, so the
+/// process stops and its supervisor starts it afresh, instead of serving on
+/// without it.
+pub fn spawn_essential<F>(tracker: &TaskTracker, task: &'static str, failed: CancellationToken, future: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    watch(tracker, task, Some(failed), future);
+}
+
+fn watch<F>(tracker: &TaskTracker, task: &'static str, failed: Option<CancellationToken>, future: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let watched = async move {
         if let Err(panic) = AssertUnwindSafe(future).catch_unwind().await {
-            tracing::error!(task, panic = panic_message(panic.as_ref()), "task panicked");
+            tracing::error!(task, panic = panic_message(panic.as_ref()), essential = failed.is_some(), "task panicked");
+            if let Some(failed) = failed {
+                failed.cancel();
+            }
         }
     };
     tracker.spawn(watched.in_current_span());
@@ -50,6 +73,21 @@ mod tests {
         tracker.close();
         tracker.wait().await;
         assert!(ran.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn an_essential_task_that_panics_cancels_the_process_token() {
+        let tracker = TaskTracker::new();
+        let failed = CancellationToken::new();
+        spawn_essential(&tracker, "fine", failed.clone(), async {});
+        tracker.close();
+        tracker.wait().await;
+        assert!(!failed.is_cancelled());
+        let tracker = TaskTracker::new();
+        spawn_essential(&tracker, "doomed", failed.clone(), async { panic!("on purpose") });
+        tracker.close();
+        tracker.wait().await;
+        assert!(failed.is_cancelled());
     }
 
     #[test]

@@ -67,9 +67,12 @@ const HAND_BACK_DEADLINE: Duration = Duration::from_secs(30);
 ///
 /// Hand-backs are not counted as failed attempts. Outcomes are reported
 /// before the worker exits, for up to 30 seconds (`HAND_BACK_DEADLINE`).
+/// A panic in an essential loop (heartbeats, reports, claims) stops every
+/// agent at once, like `stop_now`, and returns an error.
 ///
 /// # Errors
-/// A malformed coordinator URL, or a registration the coordinator refuses.
+/// A malformed coordinator URL, a registration the coordinator refuses,
+/// no agent that can run on this host, or an essential loop that panicked.
 pub async fn run(config: Config, shutdown: CancellationToken, stop_now: CancellationToken) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let client = connection::client(&config.coordinator).context("coordinator URL")?;
@@ -143,7 +146,10 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
 
     let loops = TaskTracker::new();
     let (session_stop, give_up) = (CancellationToken::new(), CancellationToken::new());
-    tracked::spawn(&loops, "heartbeat session", session::run(Arc::clone(&context), heartbeat, session_stop.clone()));
+    // Cancelled when an essential loop panics: every agent stops, the worker exits with an error.
+    let failed = CancellationToken::new();
+    let session = session::run(Arc::clone(&context), heartbeat, session_stop.clone());
+    tracked::spawn_essential(&loops, "heartbeat session", failed.clone(), session);
     tracked::spawn(&loops, "disk watch", admission::watch_disk(Arc::clone(&context), heartbeat, session_stop.clone()));
     let flush_interval = config.logs.flush_interval;
     tracked::spawn(
@@ -152,13 +158,20 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
         shipper::run(client.clone(), log_queue, flush_interval, heartbeat, give_up.clone()),
     );
     let reporter = report::run(client, worker_id.to_string(), report_queue, held.clone(), heartbeat, give_up.clone());
-    tracked::spawn(&loops, "outcome reporter", reporter);
+    tracked::spawn_essential(&loops, "outcome reporter", failed.clone(), reporter);
     let (attempts, claiming) = (TaskTracker::new(), TaskTracker::new());
-    tracked::spawn(&claiming, "claim loop", claim::run(Arc::clone(&context), attempts.clone(), drain.clone()));
+    let claims = claim::run(Arc::clone(&context), attempts.clone(), drain.clone());
+    tracked::spawn_essential(&claiming, "claim loop", failed.clone(), claims);
     claiming.close();
     drop(context);
 
-    drain.cancelled().await;
+    tokio::select! {
+        () = drain.cancelled() => {}
+        () = failed.cancelled() => {
+            drain.cancel();
+            stop_now.cancel();
+        }
+    }
     info!(running = held.len(), grace = ?config.drain_grace, "draining: no new claims");
     claiming.wait().await;
     attempts.close();
@@ -187,6 +200,9 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     loops.close();
     loops.wait().await;
     info!("worker stopped");
+    if failed.is_cancelled() {
+        anyhow::bail!("an essential loop panicked (see the log); the worker stopped its agents and exited");
+    }
     Ok(())
 }
 
