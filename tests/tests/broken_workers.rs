@@ -152,7 +152,17 @@ async fn a_worker_short_of_disk_claims_nothing_and_says_why() {
     })
     .await;
     submit(&coordinator, "tool").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let submitted: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("select now()").fetch_one(&db.pool).await.unwrap();
+    eventually("the worker short of disk to beat after the submission", Duration::from_secs(20), || async {
+        let seen: chrono::DateTime<chrono::Utc> =
+            sqlx::query_scalar("select last_seen_at from workers where name = 'full'")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        seen > submitted
+    })
+    .await;
     assert_eq!(count(&db.pool, "select count(*) from task_states where status = 'running'").await, 0);
 
     let roomy = WorkerSetup::new().agent("tool", Agent::command([agent.to_str().unwrap()]));

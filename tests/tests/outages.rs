@@ -64,9 +64,12 @@ async fn a_coordinator_crash_and_a_database_outage_longer_than_the_lease_lose_an
     let port = free_port().unwrap();
     let (mut coordinator, url) = start_coordinator_on(port, &database_url, dir.path(), &COORDINATOR_ENV).await;
 
-    let ledger = dir.path().join("ledger");
-    let agent =
-        Agent::shell(format!(r#"echo $HIVE_TASK_ID >> {}; sleep $(cat); echo '{{"ok": true}}'"#, ledger.display()));
+    let (ledger, finished) = (dir.path().join("ledger"), dir.path().join("finished"));
+    let agent = Agent::shell(format!(
+        r#"echo $HIVE_TASK_ID >> {}; sleep $(cat); echo $HIVE_TASK_ID >> {}; echo '{{"ok": true}}'"#,
+        ledger.display(),
+        finished.display()
+    ));
     let setup = WorkerSetup::new().slots(2).agent("steady", agent);
     let workers: Vec<Proc> = (0..2)
         .map(|i| {
@@ -74,13 +77,16 @@ async fn a_coordinator_crash_and_a_database_outage_longer_than_the_lease_lose_an
         })
         .collect();
 
-    // The coordinator crashes while four agents run and is back well within
-    // the lease; the agents finish meanwhile.
+    // The coordinator crashes while four agents run and is back once they
+    // have finished (within the lease): their results wait for it.
     submit(&url, dir.path(), "crash", 4).await;
     wait_for_agents(&ledger, 4).await;
     coordinator.kill_hard();
     let _ = coordinator.child.wait().await;
-    tokio::time::sleep(LEASE / 2).await;
+    eventually("the agents to finish while the coordinator is down", Duration::from_secs(10), || async {
+        ledger_lines(&finished) >= 4
+    })
+    .await;
     (coordinator, _) = start_coordinator_on(port, &database_url, dir.path(), &COORDINATOR_ENV).await;
     wait_all_finished(&pool, Duration::from_secs(60)).await;
 

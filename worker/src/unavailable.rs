@@ -93,18 +93,13 @@ impl Unavailable {
         names
             .into_iter()
             .take(MAX_ENTRIES)
-            .filter_map(|name| entries.get(name).map(|entry| (name.clone(), cut(&entry.reason, MAX_REASON))))
+            .filter_map(|name| {
+                entries.get(name).map(|entry| {
+                    (name.clone(), entry.reason[..entry.reason.floor_char_boundary(MAX_REASON)].to_owned())
+                })
+            })
             .collect()
     }
-}
-
-/// `text` cut to at most `limit` bytes, at a character boundary.
-fn cut(text: &str, limit: usize) -> String {
-    let mut end = text.len().min(limit);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
 }
 
 #[cfg(test)]

@@ -90,10 +90,7 @@ fn bounded(mut message: String) -> String {
     if message.len() <= MAX_MESSAGE {
         return message;
     }
-    let mut end = MAX_MESSAGE - 64;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = message.floor_char_boundary(MAX_MESSAGE - 64);
     let left_out = message.len() - end;
     message.truncate(end);
     message.push_str(&format!("… ({left_out} more bytes)"));

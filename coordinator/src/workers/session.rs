@@ -225,19 +225,11 @@ fn unavailable(entries: std::collections::HashMap<String, String>) -> serde_json
         .into_iter()
         .take(MAX_UNAVAILABLE)
         .map(|(name, reason)| {
-            let name = cut(&validate::storable(&name), MAX_UNAVAILABLE_NAME).to_owned();
-            let reason = cut(&validate::storable(&reason), MAX_UNAVAILABLE_REASON).to_owned();
+            let (name, reason) = (validate::storable(&name), validate::storable(&reason));
+            let name = name[..name.floor_char_boundary(MAX_UNAVAILABLE_NAME)].to_owned();
+            let reason = reason[..reason.floor_char_boundary(MAX_UNAVAILABLE_REASON)].to_owned();
             (name, serde_json::Value::String(reason))
         })
         .collect();
     serde_json::Value::Object(object)
-}
-
-/// `text` cut to at most `limit` bytes, at a character boundary.
-fn cut(text: &str, limit: usize) -> &str {
-    let mut end = text.len().min(limit);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }

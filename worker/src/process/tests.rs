@@ -390,7 +390,10 @@ async fn a_daemon_that_left_the_group_ends_with_its_cancelled_attempt() {
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Cancelled once the daemon runs.
+        while processes_with(marker).is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         trigger.cancel();
     });
     let ran = run_agent_with(&agent(&script, PromptMode::Stdin), "", Duration::from_secs(30), &cancel, None).await;
