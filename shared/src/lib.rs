@@ -1,7 +1,8 @@
 //! Hive's wire contract and the plumbing every Hive binary shares.
 //!
 //! What lives here: the generated gRPC code ([`pb`]) and its codec
-//! ([`codec`]), id newtypes ([`ids`]),
+//! ([`codec`]), how clients connect ([`client`]: URL, TLS, bearer token),
+//! token text and roles ([`tokens`]), id newtypes ([`ids`]),
 //! conversions between protobuf and plain Rust values ([`convert`]), the
 //! config-layering helper ([`config`]), the shutdown signal ([`signal`]),
 //! tracing setup ([`telemetry`]) and spawning onto a task tracker with
@@ -10,6 +11,7 @@
 //! What must not: business logic. Task states, scheduling and SQL belong to
 //! the coordinator; processes belong to the worker.
 
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod convert;
@@ -17,6 +19,7 @@ pub mod ids;
 pub mod pb;
 pub mod signal;
 pub mod telemetry;
+pub mod tokens;
 pub mod tracked;
 
 /// The version every Hive binary reports (`Register`, `--version`).
