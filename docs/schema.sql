@@ -20,6 +20,19 @@ CREATE TYPE public.task_status AS ENUM (
     'cancelled'
 );
 
+CREATE TABLE public.api_tokens (
+    name text NOT NULL,
+    role text NOT NULL,
+    hash bytea NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    created_by text NOT NULL,
+    expires_at timestamp with time zone,
+    revoked_at timestamp with time zone,
+    CONSTRAINT api_tokens_hash_check CHECK ((length(hash) = 32)),
+    CONSTRAINT api_tokens_name_check CHECK ((name ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'::text)),
+    CONSTRAINT api_tokens_role_check CHECK ((role = ANY (ARRAY['admin'::text, 'submitter'::text, 'viewer'::text, 'worker'::text, 'metrics'::text])))
+);
+
 CREATE TABLE public.attempts (
     id uuid NOT NULL,
     task_id uuid NOT NULL,
@@ -42,6 +55,14 @@ CREATE TABLE public.attempts (
     CONSTRAINT attempts_stage_check CHECK ((stage = ANY (ARRAY['build'::text, 'validate'::text])))
 )
 WITH (fillfactor='100');
+
+CREATE TABLE public.auth_keys (
+    id smallint NOT NULL,
+    key bytea NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT auth_keys_id_check CHECK ((id = 1)),
+    CONSTRAINT auth_keys_key_check CHECK ((length(key) = 32))
+);
 
 CREATE TABLE public.task_deps (
     task_id uuid NOT NULL,
@@ -181,6 +202,7 @@ CREATE TABLE public.swarms (
     idempotency_key text,
     budget double precision,
     spent double precision DEFAULT 0 NOT NULL,
+    submitted_by text,
     CONSTRAINT swarms_budget_check CHECK ((budget > (0)::double precision)),
     CONSTRAINT swarms_name_check CHECK ((name <> ''::text))
 );
@@ -239,12 +261,22 @@ CREATE TABLE public.workers (
     labels jsonb DEFAULT '{}'::jsonb NOT NULL,
     attempt_rss jsonb DEFAULT '{}'::jsonb NOT NULL,
     unavailable jsonb DEFAULT '{}'::jsonb NOT NULL,
+    registered_by text,
     CONSTRAINT workers_command_check CHECK ((command = ANY (ARRAY['drain'::text, 'stop'::text]))),
     CONSTRAINT workers_slots_check CHECK ((slots >= 0))
 );
 
+ALTER TABLE ONLY public.api_tokens
+    ADD CONSTRAINT api_tokens_hash_key UNIQUE (hash);
+
+ALTER TABLE ONLY public.api_tokens
+    ADD CONSTRAINT api_tokens_pkey PRIMARY KEY (name);
+
 ALTER TABLE ONLY public.attempts
     ADD CONSTRAINT attempts_pkey PRIMARY KEY (task_id, number);
+
+ALTER TABLE ONLY public.auth_keys
+    ADD CONSTRAINT auth_keys_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY public.swarms
     ADD CONSTRAINT swarms_idempotency_key_key UNIQUE (idempotency_key);

@@ -1,5 +1,6 @@
 //! What the gRPC handlers and background loops share: the pool, the config,
-//! the wake-up fan-out, and the tracker and token that own spawned work.
+//! the token book, the wake-up fan-out, and the tracker and cancellation
+//! token that own spawned work.
 
 use std::sync::Arc;
 
@@ -7,6 +8,8 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::book::TokenBook;
+use crate::auth::ownership::WorkerOwners;
 use crate::config::Config;
 use crate::maintenance::statistics::Statistics;
 use crate::notifications::Notifications;
@@ -26,6 +29,10 @@ pub(crate) struct App {
     pub notifications: Arc<Notifications>,
     /// Records heartbeats in batches.
     pub beats: BeatWriter,
+    /// The tokens callers present; `None` when auth is off.
+    pub tokens: Option<Arc<TokenBook>>,
+    /// Which token registered each worker.
+    pub worker_owners: Arc<WorkerOwners>,
     /// Tasks submitted here that the statistics loop has not seen yet.
     pub statistics: Arc<Statistics>,
     /// Owns work spawned by handlers (heartbeat sessions, delayed wake-ups).
@@ -35,6 +42,11 @@ pub(crate) struct App {
 }
 
 impl App {
+    /// The token the agent of `attempt` gets; empty when auth is off.
+    pub(crate) fn agent_token(&self, attempt: uuid::Uuid) -> String {
+        self.tokens.as_ref().map(|book| book.attempt_token(attempt)).unwrap_or_default()
+    }
+
     /// Wakes this coordinator's waiting claims after `delay` (a retry coming due).
     pub(crate) fn wake_after(&self, delay: std::time::Duration) {
         let notifications = Arc::clone(&self.notifications);

@@ -2,8 +2,8 @@
 //! (TOML), then `HIVE_COORDINATOR__*` variables, then flags. `validate`
 //! lists every problem at once.
 
-use std::net::SocketAddr;
-use std::path::Path;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -18,8 +18,11 @@ pub const ENV_PREFIX: &str = "HIVE_COORDINATOR__";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Address the gRPC server binds.
-    pub listen: SocketAddr,
+    /// Address the gRPC server binds; by default 0.0.0.0:50051 with auth on,
+    /// 127.0.0.1:50051 with it off. See [`Config::listen_address`].
+    pub listen: Option<SocketAddr>,
+    /// Who may call what.
+    pub auth: AuthConfig,
     /// Log line format.
     pub log_format: LogFormat,
     /// PostgreSQL connection.
@@ -38,6 +41,22 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
 }
+
+/// Authentication. Setting `admin_token_file` turns auth on: every call then
+/// needs a token, and roles decide what it may call.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// File holding the first admin token (`hive_a_` and 64 hex digits, as
+    /// `hivectl tokens mint` prints); the operator makes it, there is no default.
+    pub admin_token_file: Option<PathBuf>,
+    /// Serve without auth on an address other than loopback: anyone who can
+    /// reach the port can then run code on every worker. Flag `--insecure`.
+    pub insecure: bool,
+}
+
+/// Port the coordinator serves on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 50051;
 
 /// PostgreSQL connection settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,7 +175,8 @@ pub struct LimitConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            listen: None,
+            auth: AuthConfig::default(),
             log_format: LogFormat::Text,
             database: DatabaseConfig::default(),
             leases: LeaseConfig::default(),
@@ -231,9 +251,19 @@ pub struct Flags {
     /// `--listen` / `HIVE_LISTEN`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// `--insecure`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthFlags>,
     /// `--database-url` / `DATABASE_URL`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseFlags>,
+}
+
+/// Auth flags.
+#[derive(Debug, Serialize)]
+pub struct AuthFlags {
+    /// Serve without auth beyond loopback.
+    pub insecure: bool,
 }
 
 /// Database flags.
@@ -256,9 +286,31 @@ impl Config {
         hive_shared::config::load(file, env, ENV_PREFIX, flags, Self::validate)
     }
 
+    /// Whether calls need tokens.
+    pub fn auth_on(&self) -> bool {
+        self.auth.admin_token_file.is_some()
+    }
+
+    /// The address to serve on: `listen`, or port 50051 on every address
+    /// with auth on and on loopback with it off.
+    pub fn listen_address(&self) -> SocketAddr {
+        self.listen.unwrap_or_else(|| {
+            let ip = if self.auth_on() { Ipv4Addr::UNSPECIFIED } else { Ipv4Addr::LOCALHOST };
+            SocketAddr::new(IpAddr::V4(ip), DEFAULT_PORT)
+        })
+    }
+
     /// Lists every problem with this config; empty when it is usable.
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        if !self.auth_on() && !self.auth.insecure && !self.listen_address().ip().is_loopback() {
+            problems.push(format!(
+                "listen: {} is not a loopback address and auth is off: set auth.admin_token_file \
+                 (HIVE_COORDINATOR__AUTH__ADMIN_TOKEN_FILE) to turn auth on, or pass --insecure to let \
+                 anyone who can reach the port run code on every worker",
+                self.listen_address()
+            ));
+        }
         let mut check = |ok: bool, problem: &str| {
             if !ok {
                 problems.push(problem.to_owned());
@@ -318,14 +370,14 @@ mod tests {
     use super::*;
 
     fn with_url() -> Flags {
-        Flags { listen: None, database: Some(DatabaseFlags { url: "postgres://x@localhost/db".into() }) }
+        Flags { listen: None, auth: None, database: Some(DatabaseFlags { url: "postgres://x@localhost/db".into() }) }
     }
 
     #[test]
     fn defaults_plus_a_database_url_are_valid() {
         let config = Config::load(None, vec![], with_url()).unwrap();
         assert_eq!(config.leases.ttl, Duration::from_secs(30));
-        assert_eq!(config.listen.port(), 50051);
+        assert_eq!(config.listen_address(), "127.0.0.1:50051".parse().unwrap());
     }
 
     #[test]
@@ -355,6 +407,20 @@ mod tests {
         }
         let config = Config::load(None, env("3"), with_url()).unwrap();
         assert_eq!(config.database.hot_connections, Some(3));
+    }
+
+    #[test]
+    fn without_auth_only_loopback_is_served_unless_insecure() {
+        let open = |extra: Vec<(String, String)>| {
+            let mut env = vec![("HIVE_COORDINATOR__LISTEN".to_owned(), "0.0.0.0:7000".to_owned())];
+            env.extend(extra);
+            Config::load(None, env, with_url())
+        };
+        let err = open(vec![]).unwrap_err().to_string();
+        assert!(err.contains("auth.admin_token_file") && err.contains("--insecure"), "{err}");
+        assert!(open(vec![("HIVE_COORDINATOR__AUTH__INSECURE".into(), "true".into())]).is_ok());
+        let with_auth = open(vec![("HIVE_COORDINATOR__AUTH__ADMIN_TOKEN_FILE".into(), "/etc/hive/admin".into())]);
+        assert_eq!(with_auth.unwrap().listen_address(), "0.0.0.0:7000".parse().unwrap());
     }
 
     #[test]

@@ -43,6 +43,19 @@ pub enum Error {
         /// The stale attempt.
         attempt: AttemptId,
     },
+    /// The call carries no usable token; says which (missing, malformed,
+    /// unknown, expired, revoked), never which tokens exist.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's role or ownership does not allow the call.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// No token has this name.
+    #[error("no token is named `{0}`")]
+    TokenNotFound(String),
+    /// A token (perhaps revoked) already has this name.
+    #[error("a token named `{0}` exists already (names are never reused, even after a revoke)")]
+    TokenNameTaken(String),
     /// The coordinator is shutting down and takes no new long-polls.
     #[error("the coordinator is shutting down")]
     ShuttingDown,

@@ -3,6 +3,7 @@
 //!
 //! Layout:
 //! - [`config`]: layered, validated configuration.
+//! - [`auth`]: tokens, the table of who may call what, ownership checks.
 //! - [`grpc`]: the server and its thin handlers; [`grpc::status`] maps errors to codes.
 //! - [`tasks`]: use-cases (submit, report, cancel, logs), owning transactions, and
 //!   the lifecycle's pure decisions (retry policy, validator stages, dependency graphs).
@@ -17,6 +18,7 @@
 //! [`run`] takes a bound listener and a shutdown token, so tests run it in-process on port 0.
 
 mod app;
+mod auth;
 pub mod config;
 pub mod db;
 mod error;
@@ -59,6 +61,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     MIGRATOR.run(&pool).await.context("apply database migrations")?;
     db::open_hot_pool(&hot_pool).await;
     let address = listener.local_addr().context("read the listen address")?;
+    let tokens = open_token_book(&config, &pool).await?;
 
     let root = CancellationToken::new();
     // Cancelled when an essential background task panics: the coordinator stops.
@@ -73,6 +76,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         hot_pool: hot_pool.clone(),
         config: Arc::new(config),
         beats,
+        tokens,
+        worker_owners: Arc::default(),
         notifications: Arc::new(Notifications::default()),
         statistics: Arc::default(),
         tracker: TaskTracker::new(),
@@ -149,4 +154,22 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         );
     }
     served.context("gRPC server task panicked")?
+}
+
+/// The token book when auth is on (its admin token read from the file); says loudly when it is off.
+async fn open_token_book(config: &Config, pool: &sqlx::PgPool) -> anyhow::Result<Option<Arc<auth::book::TokenBook>>> {
+    let Some(path) = &config.auth.admin_token_file else {
+        if config.auth.insecure {
+            warn!(
+                "auth is off and --insecure was given: anyone who can reach this coordinator can run code on every worker"
+            );
+        } else {
+            info!("auth is off (no auth.admin_token_file): serving loopback only");
+        }
+        return Ok(None);
+    };
+    let token = auth::book::read_admin_token(path).await?;
+    let book = auth::book::TokenBook::open(pool.clone(), &token).await.context("read the attempt-token key")?;
+    info!(admin_token_file = %path.display(), "auth is on");
+    Ok(Some(Arc::new(book)))
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use hive_coordinator::config::{Config, DatabaseFlags, Flags};
+use hive_coordinator::config::{AuthFlags, Config, DatabaseFlags, Flags};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -22,6 +22,10 @@ struct Cli {
     /// PostgreSQL URL.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Serve without auth on an address other than loopback. Anyone who can
+    /// reach the port can then submit tasks that run on every worker.
+    #[arg(long)]
+    insecure: bool,
     /// Check the configuration, print it (secrets hidden) and exit.
     #[arg(long)]
     check_config: bool,
@@ -30,7 +34,11 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let flags = Flags { listen: cli.listen, database: cli.database_url.map(|url| DatabaseFlags { url }) };
+    let flags = Flags {
+        listen: cli.listen,
+        auth: cli.insecure.then_some(AuthFlags { insecure: true }),
+        database: cli.database_url.map(|url| DatabaseFlags { url }),
+    };
     let config = Config::load(cli.config.as_deref(), std::env::vars(), flags)?;
     hive_shared::telemetry::init("info,sqlx=warn", config.log_format);
     tracing::info!(config = ?config, "effective configuration");
@@ -38,8 +46,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let listener =
-        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("bind {}", config.listen))?;
+    let address = config.listen_address();
+    let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("bind {address}"))?;
     let graceful = CancellationToken::new();
     let immediate = CancellationToken::new();
     let signals = TaskTracker::new();

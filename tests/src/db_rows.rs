@@ -69,7 +69,7 @@ impl Default for Spec {
 pub async fn swarm(pool: &PgPool, budget: Option<f64>) -> Uuid {
     let id = Uuid::now_v7();
     let mut conn = pool.acquire().await.expect("acquire");
-    db::swarms::insert(&mut conn, id, "db-test", None, budget).await.expect("swarm");
+    db::swarms::insert(&mut conn, id, "db-test", None, budget, None).await.expect("swarm");
     id
 }
 
@@ -135,6 +135,7 @@ pub async fn worker(pool: &PgPool, agents: &[&str], labels: Json) -> Uuid {
         slots: 64,
         version: "test",
         labels,
+        registered_by: None,
     };
     db::workers::upsert(pool, &registration).await.expect("register");
     id

@@ -26,6 +26,7 @@ pub mod stages;
 pub mod statistics;
 pub mod swarms;
 pub mod tasks;
+pub mod tokens;
 pub mod workers;
 
 use std::time::Duration;

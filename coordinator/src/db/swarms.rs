@@ -10,34 +10,66 @@ pub async fn insert(
     name: &str,
     idempotency_key: Option<&str>,
     budget: Option<f64>,
+    submitted_by: Option<&str>,
 ) -> sqlx::Result<bool> {
     let result = sqlx::query!(
         r#"
-        insert into swarms (id, name, idempotency_key, budget) values ($1, $2, $3, $4)
+        insert into swarms (id, name, idempotency_key, budget, submitted_by) values ($1, $2, $3, $4, $5)
         on conflict (idempotency_key) do nothing
         "#,
         id,
         name,
         idempotency_key,
         budget,
+        submitted_by,
     )
     .execute(conn)
     .await?;
     Ok(result.rows_affected() == 1)
 }
 
-/// The swarm submitted with this idempotency key, and its tasks in submission order.
-pub async fn by_key(executor: impl PgExecutor<'_>, key: &str) -> sqlx::Result<Option<(Uuid, Vec<Uuid>)>> {
-    let row = sqlx::query!(
+/// A swarm found by its idempotency key.
+#[derive(Debug)]
+pub struct Keyed {
+    /// Swarm id.
+    pub id: Uuid,
+    /// Its tasks in submission order.
+    pub tasks: Vec<Uuid>,
+    /// Name of the token that submitted it.
+    pub submitted_by: Option<String>,
+}
+
+/// The swarm submitted with this idempotency key.
+pub async fn by_key(executor: impl PgExecutor<'_>, key: &str) -> sqlx::Result<Option<Keyed>> {
+    sqlx::query_as!(
+        Keyed,
         r#"
-        select s.id, array(select t.id from tasks t where t.swarm_id = s.id order by t.id) as "tasks!: Vec<Uuid>"
+        select s.id, array(select t.id from tasks t where t.swarm_id = s.id order by t.id) as "tasks!: Vec<Uuid>",
+               s.submitted_by
         from swarms s where s.idempotency_key = $1
         "#,
         key
     )
     .fetch_optional(executor)
+    .await
+}
+
+/// Who submitted the swarm: `None` for an unknown swarm, `Some(None)` when auth was off.
+pub async fn submitted_by(executor: impl PgExecutor<'_>, swarm: Uuid) -> sqlx::Result<Option<Option<String>>> {
+    let row =
+        sqlx::query_scalar!("select submitted_by from swarms where id = $1", swarm).fetch_optional(executor).await?;
+    Ok(row)
+}
+
+/// Who submitted the swarm of `task`: `None` for an unknown task.
+pub async fn submitted_by_of_task(executor: impl PgExecutor<'_>, task: Uuid) -> sqlx::Result<Option<Option<String>>> {
+    let row = sqlx::query_scalar!(
+        "select s.submitted_by from tasks t join swarms s on s.id = t.swarm_id where t.id = $1",
+        task
+    )
+    .fetch_optional(executor)
     .await?;
-    Ok(row.map(|row| (row.id, row.tasks)))
+    Ok(row)
 }
 
 /// Sets a swarm's budget (`None` clears it); returns (budget, spent), or `None` for an unknown swarm.

@@ -21,17 +21,22 @@ pub struct Registration<'a> {
     pub version: &'a str,
     /// Labels (a JSON object of strings).
     pub labels: serde_json::Value,
+    /// Name of the registering token (`None` when auth is off).
+    pub registered_by: Option<&'a str>,
 }
 
-/// Records a worker, or refreshes it when it registers again after a reconnect.
-pub async fn upsert(executor: impl PgExecutor<'_>, worker: &Registration<'_>) -> sqlx::Result<()> {
-    sqlx::query!(
+/// Records a worker, or refreshes it when it registers again after a
+/// reconnect with the same token; `false` when the id belongs to a worker
+/// another token registered (nothing changed).
+pub async fn upsert(executor: impl PgExecutor<'_>, worker: &Registration<'_>) -> sqlx::Result<bool> {
+    let result = sqlx::query!(
         r#"
-        insert into workers (id, name, hostname, agents, slots, free_slots, version, labels)
-        values ($1, $2, $3, $4, $5, $5, $6, $7)
+        insert into workers (id, name, hostname, agents, slots, free_slots, version, labels, registered_by)
+        values ($1, $2, $3, $4, $5, $5, $6, $7, $8)
         on conflict (id) do update
         set name = excluded.name, hostname = excluded.hostname, agents = excluded.agents,
             slots = excluded.slots, version = excluded.version, labels = excluded.labels, last_seen_at = now()
+        where workers.registered_by is not distinct from excluded.registered_by
         "#,
         worker.id,
         worker.name,
@@ -40,10 +45,18 @@ pub async fn upsert(executor: impl PgExecutor<'_>, worker: &Registration<'_>) ->
         worker.slots,
         worker.version,
         worker.labels,
+        worker.registered_by,
     )
     .execute(executor)
     .await?;
-    Ok(())
+    Ok(result.rows_affected() == 1)
+}
+
+/// Who registered the worker: `None` for an unknown worker, `Some(None)` when auth was off.
+pub async fn registered_by(executor: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Option<String>>> {
+    let row =
+        sqlx::query_scalar!("select registered_by from workers where id = $1", id).fetch_optional(executor).await?;
+    Ok(row)
 }
 
 /// A command waiting for a worker.

@@ -7,6 +7,8 @@ use tracing::instrument;
 
 use super::convert::{self, parse_id};
 use crate::app::App;
+use crate::auth::tokens as auth_tokens;
+use crate::auth::{Caller, ownership};
 use crate::error::{Error, Result};
 use crate::status::TaskStatus;
 use crate::tasks::submit::Submission;
@@ -40,6 +42,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::SubmitTasksRequest>,
     ) -> Result<Response<pb::SubmitTasksResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let tasks = request
             .tasks
@@ -52,8 +55,10 @@ impl AdminService for AdminApi {
             tasks,
             idempotency_key: (!request.idempotency_key.is_empty()).then_some(request.idempotency_key),
             budget: (request.budget != 0.0).then_some(request.budget),
+            submitted_by: caller.owner_name().map(str::to_owned),
         };
         let app = &self.app;
+        ownership::check_submission(&app.pool, &caller, &submission).await?;
         let submitted = tasks::submit::submit(&app.pool, &app.config.tasks, &app.config.limits, submission).await?;
         tracing::info!(swarm_id = %submitted.swarm_id, tasks = submitted.task_ids.len(), "swarm submitted");
         if !submitted.existing {
@@ -69,6 +74,7 @@ impl AdminService for AdminApi {
 
     async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> Result<Response<pb::GetTaskResponse>, Status> {
         let task = parse_id("task_id", &request.get_ref().task_id, TaskId::parse)?;
+        ownership::check_task(&self.app.pool, &Caller::of(&request)?, task.0).await?;
         let (row, attempts) = tasks::get(&self.app.pool, task).await?;
         Ok(Response::new(pb::GetTaskResponse {
             task: Some(convert::task(row)),
@@ -80,6 +86,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let status = pb::TaskStatus::try_from(request.status)
             .map_err(|_| Error::invalid("status", format!("{} is not a task status", request.status)))?;
@@ -91,6 +98,7 @@ impl AdminService for AdminApi {
             id: None,
             summary: !request.full,
         };
+        ownership::check_swarm_filter(&self.app.pool, &caller, filter.swarm_id).await?;
         let token = optional_id("page_token", &request.page_token, TaskId::parse)?.map(|id| id.0);
         // Half a message: the rest of the reply and its encoding have room.
         let max_bytes = usize::try_from(self.app.config.limits.max_message_size.as_u64() / 2).unwrap_or(usize::MAX);
@@ -107,8 +115,10 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::CancelTaskRequest>,
     ) -> Result<Response<pb::CancelTaskResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let task = parse_id("task_id", &request.task_id, TaskId::parse)?;
+        ownership::check_task(&self.app.pool, &caller, task.0).await?;
         let row = tasks::cancel(&self.app.pool, task, &request.reason).await?;
         Ok(Response::new(pb::CancelTaskResponse { task: Some(convert::task(row)) }))
     }
@@ -118,8 +128,10 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::CancelTasksRequest>,
     ) -> Result<Response<pb::CancelTasksResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let filter = convert::task_filter(request.filter)?;
+        ownership::check_swarm_filter(&self.app.pool, &caller, filter.swarm_id).await?;
         let (cancelled, cancelling) = tasks::cancel_matching(&self.app.pool, &filter, &request.reason).await?;
         tracing::info!(cancelled, cancelling, "tasks cancelled");
         Ok(Response::new(pb::CancelTasksResponse { cancelled, cancelling }))
@@ -160,8 +172,10 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::GetTaskLogsRequest>,
     ) -> Result<Response<pb::GetTaskLogsResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let task = parse_id("task_id", &request.task_id, TaskId::parse)?;
+        ownership::check_task(&self.app.pool, &caller, task.0).await?;
         let attempt = optional_id("attempt_id", &request.attempt_id, AttemptId::parse)?;
         let cursor = i64::try_from(request.cursor).map_err(|_| Error::invalid("cursor", "is too large"))?;
         let page = tasks::logs::page(&self.app.pool, task, attempt, cursor, request.limit).await?;
@@ -184,6 +198,7 @@ impl AdminService for AdminApi {
 
     async fn get_stats(&self, request: Request<pb::GetStatsRequest>) -> Result<Response<pb::GetStatsResponse>, Status> {
         let swarm = optional_id("swarm_id", &request.get_ref().swarm_id, SwarmId::parse)?;
+        ownership::check_swarm_filter(&self.app.pool, &Caller::of(&request)?, swarm.map(|id| id.0)).await?;
         let progress = tasks::progress::of(&self.app.pool, swarm.map(|id| id.0), self.app.config.leases.ttl).await?;
         let mut totals = pb::StatusCounts::default();
         for swarm in &progress {
@@ -213,5 +228,38 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::ListLocksResponse>, Status> {
         let rows = tasks::locks::list(&self.app.pool).await?;
         Ok(Response::new(pb::ListLocksResponse { locks: rows.into_iter().map(convert::lock).collect() }))
+    }
+
+    #[instrument(skip_all, fields(name = %request.get_ref().name, role = %request.get_ref().role))]
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let request = request.into_inner();
+        let expires_in = convert::optional_duration(|| "expires_in".to_owned(), request.expires_in.as_ref())?;
+        let (token, row) =
+            auth_tokens::create(&self.app.pool, &caller, &request.name, &request.role, expires_in).await?;
+        tracing::info!(name = %row.name, role = %row.role, by = %caller.name, "token created");
+        Ok(Response::new(pb::CreateTokenResponse { token, info: Some(convert::token(row)) }))
+    }
+
+    async fn list_tokens(
+        &self,
+        _request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let rows = auth_tokens::list(&self.app.pool).await?;
+        Ok(Response::new(pb::ListTokensResponse { tokens: rows.into_iter().map(convert::token).collect() }))
+    }
+
+    #[instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let row = auth_tokens::revoke(&self.app.pool, &caller, &request.get_ref().name).await?;
+        tracing::info!(name = %row.name, by = %caller.name, "token revoked");
+        Ok(Response::new(pb::RevokeTokenResponse { info: Some(convert::token(row)) }))
     }
 }

@@ -27,7 +27,7 @@ pub(crate) fn parse_id<T>(
 }
 
 /// Decodes an optional duration field, naming it when negative.
-fn optional_duration(
+pub(crate) fn optional_duration(
     field: impl FnOnce() -> String,
     value: Option<&prost_types::Duration>,
 ) -> Result<Option<std::time::Duration>> {
@@ -201,8 +201,8 @@ fn count(value: i32) -> u32 {
     u32::try_from(value).unwrap_or(0)
 }
 
-/// Encodes a claimed task.
-pub(crate) fn assignment(task: db::claims::ClaimedTask) -> pb::Assignment {
+/// Encodes a claimed task with the token its agent gets.
+pub(crate) fn assignment(task: db::claims::ClaimedTask, agent_token: String) -> pb::Assignment {
     pb::Assignment {
         task_id: task.id.to_string(),
         attempt_id: task.attempt_id.to_string(),
@@ -219,6 +219,7 @@ pub(crate) fn assignment(task: db::claims::ClaimedTask) -> pb::Assignment {
         feedback: object(task.feedback),
         resume_session: task.resume_session.unwrap_or_default(),
         round: count(task.round),
+        agent_token,
     }
 }
 
@@ -293,6 +294,18 @@ pub(crate) fn lock(row: db::locks::LockRow) -> pb::Lock {
         task_id: row.task_id.to_string(),
         attempt_id: row.attempt_id.to_string(),
         acquired_at: Some(timestamp(row.acquired_at)),
+    }
+}
+
+/// Encodes a named token (never its secret).
+pub(crate) fn token(row: db::tokens::TokenRow) -> pb::TokenInfo {
+    pb::TokenInfo {
+        name: row.name,
+        role: row.role,
+        created_at: Some(timestamp(row.created_at)),
+        created_by: row.created_by,
+        expires_at: row.expires_at.map(timestamp),
+        revoked_at: row.revoked_at.map(timestamp),
     }
 }
 

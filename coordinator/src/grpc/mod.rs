@@ -1,7 +1,7 @@
 //! The gRPC server: WorkerService, AdminService, standard health, and server
 //! reflection (v1 and v1alpha, so grpcurl of any age can `list` and
-//! `describe`). Auth and tracing interceptors slot into [`serve`]'s layer
-//! stack.
+//! `describe`). Every call passes the auth layer (`crate::auth::layer`)
+//! first.
 
 pub(crate) mod admin_api;
 pub(crate) mod convert;
@@ -17,6 +17,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::app::App;
+use crate::auth::layer::AuthLayer;
 use admin_api::AdminApi;
 use worker_api::WorkerApi;
 
@@ -51,7 +52,9 @@ pub(crate) async fn serve(app: App, listener: TcpListener) -> anyhow::Result<()>
         health.set_not_serving::<WorkerServiceServer<WorkerApi>>().await;
         health.set_not_serving::<AdminServiceServer<AdminApi>>().await;
     };
+    let auth = AuthLayer::new(app.tokens.clone(), None);
     Server::builder()
+        .layer(auth)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
         .trace_fn(|request| tracing::debug_span!("rpc", path = %request.uri().path()))

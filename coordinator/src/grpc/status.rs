@@ -57,7 +57,10 @@ impl From<Error> for Status {
     fn from(err: Error) -> Self {
         let code = match &err {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
-            Error::TaskNotFound(_) | Error::SwarmNotFound(_) => Code::NotFound,
+            Error::TaskNotFound(_) | Error::SwarmNotFound(_) | Error::TokenNotFound(_) => Code::NotFound,
+            Error::TokenNameTaken(_) => Code::AlreadyExists,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::WorkerNotRegistered(_) | Error::WrongStatus { .. } => Code::FailedPrecondition,
             Error::LeaseLost { .. } => Code::Aborted,
             Error::ShuttingDown | Error::BeatsNotRecorded => Code::Unavailable,

@@ -13,6 +13,7 @@ use tracing::instrument;
 
 use super::convert::{self, assignment, parse_id};
 use crate::app::App;
+use crate::auth::{Caller, ownership};
 use crate::error::Result;
 use crate::tasks::logs;
 use crate::tasks::report;
@@ -48,6 +49,7 @@ type HeartbeatStream = Pin<Box<dyn Stream<Item = Result<pb::HeartbeatResponse, S
 impl WorkerService for WorkerApi {
     #[instrument(skip_all, fields(worker_id = %request.get_ref().worker_id))]
     async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let registration = db::workers::Registration {
             id: worker_id(&request.worker_id)?.0,
@@ -57,8 +59,10 @@ impl WorkerService for WorkerApi {
             slots: convert::slots(request.slots)?,
             version: &request.version,
             labels: serde_json::to_value(&request.labels).unwrap_or_default(),
+            registered_by: caller.owner_name(),
         };
         workers::register(&self.app.pool, &registration).await?;
+        self.app.worker_owners.remember(registration.id, &caller.name);
         tracing::info!(name = %request.name, agents = ?request.agents, slots = request.slots, "worker registered");
         Ok(Response::new(pb::RegisterResponse {
             heartbeat_interval: Some(duration(self.app.config.leases.heartbeat_interval)),
@@ -68,8 +72,10 @@ impl WorkerService for WorkerApi {
 
     #[instrument(skip_all, fields(worker_id = %request.get_ref().worker_id, max = request.get_ref().max_tasks))]
     async fn claim(&self, request: Request<pb::ClaimRequest>) -> Result<Response<pb::ClaimResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let worker = worker_id(&request.worker_id)?;
+        self.app.worker_owners.check(&self.app.pool, &caller, worker.0).await?;
         let max_tasks = convert::max_tasks(request.max_tasks)?;
         let wait = convert::wait("wait", request.wait.as_ref())?;
         let app = &self.app;
@@ -77,12 +83,21 @@ impl WorkerService for WorkerApi {
         let claimed =
             scheduler::claim(&app.hot_pool, &app.notifications, &app.config, &claim, &app.rpc_shutdown, &app.tracker)
                 .await?;
-        Ok(Response::new(pb::ClaimResponse { assignments: claimed.into_iter().map(assignment).collect() }))
+        let assignments = claimed
+            .into_iter()
+            .map(|task| {
+                let agent_token = app.agent_token(task.attempt_id);
+                assignment(task, agent_token)
+            })
+            .collect();
+        Ok(Response::new(pb::ClaimResponse { assignments }))
     }
 
     #[instrument(skip_all, fields(worker_id = %request.get_ref().worker_id, n = request.get_ref().completions.len()))]
     async fn complete(&self, request: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        self.app.worker_owners.check(&self.app.pool, &caller, worker_id(&request.worker_id)?.0).await?;
         let mut attempts = Vec::with_capacity(request.completions.len());
         let mut completions = Vec::with_capacity(request.completions.len());
         for (index, item) in request.completions.into_iter().enumerate() {
@@ -101,7 +116,9 @@ impl WorkerService for WorkerApi {
 
     #[instrument(skip_all, fields(worker_id = %request.get_ref().worker_id, n = request.get_ref().failures.len()))]
     async fn fail(&self, request: Request<pb::FailRequest>) -> Result<Response<pb::FailResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
+        self.app.worker_owners.check(&self.app.pool, &caller, worker_id(&request.worker_id)?.0).await?;
         let mut attempts = Vec::with_capacity(request.failures.len());
         let mut failures = Vec::with_capacity(request.failures.len());
         for (index, item) in request.failures.into_iter().enumerate() {
@@ -131,18 +148,10 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<Streaming<pb::HeartbeatRequest>>,
     ) -> Result<Response<Self::HeartbeatStream>, Status> {
+        let caller = Caller::of(&request)?;
         let (replies, outbound) = mpsc::channel(workers::session::REPLY_BUFFER);
-        let app = &self.app;
-        let session = workers::session::run(
-            app.pool.clone(),
-            app.config.clone(),
-            app.beats.clone(),
-            app.notifications.clone(),
-            request.into_inner(),
-            replies,
-            app.rpc_shutdown.clone(),
-        );
-        hive_shared::tracked::spawn(&app.tracker, "heartbeat session", session);
+        let session = workers::session::run(self.app.clone(), caller, request.into_inner(), replies);
+        hive_shared::tracked::spawn(&self.app.tracker, "heartbeat session", session);
         Ok(Response::new(Box::pin(ReceiverStream::new(outbound))))
     }
 
@@ -150,9 +159,11 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::AcquireLockRequest>,
     ) -> Result<Response<pb::AcquireLockResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let task = parse_id("task_id", &request.task_id, TaskId::parse)?;
         let attempt = parse_id("attempt_id", &request.attempt_id, AttemptId::parse)?;
+        ownership::check_attempt(&caller, attempt.0)?;
         let wait = convert::wait("wait", request.wait.as_ref())?;
         let holder = crate::tasks::locks::acquire(&self.app.pool, task, attempt, &request.key, wait).await?;
         Ok(Response::new(pb::AcquireLockResponse {
@@ -165,8 +176,10 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::ReleaseLockRequest>,
     ) -> Result<Response<pb::ReleaseLockResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let attempt = parse_id("attempt_id", &request.attempt_id, AttemptId::parse)?;
+        ownership::check_attempt(&caller, attempt.0)?;
         let released = crate::tasks::locks::release(&self.app.pool, attempt, &request.key).await?;
         Ok(Response::new(pb::ReleaseLockResponse { released }))
     }

@@ -27,6 +27,8 @@ pub(crate) struct Submission {
     pub idempotency_key: Option<String>,
     /// Spending limit.
     pub budget: Option<f64>,
+    /// Name of the submitting token (`None` when auth is off).
+    pub submitted_by: Option<String>,
 }
 
 /// A validator stage.
@@ -109,8 +111,9 @@ pub(crate) async fn submit(
         return Err(Error::InvalidArgument { problems });
     }
     let mut tx = pool.begin().await?;
+    let owner = submission.submitted_by.as_deref();
     if let Some(key) = &submission.idempotency_key
-        && let Some(existing) = existing_swarm(&mut *tx, key).await?
+        && let Some(existing) = existing_swarm(&mut *tx, key, owner).await?
     {
         return Ok(existing);
     }
@@ -121,11 +124,11 @@ pub(crate) async fn submit(
     let rows = columns(&submission.tasks, &ids, &starts, defaults);
 
     let key = submission.idempotency_key.as_deref();
-    if !db::swarms::insert(&mut tx, swarm_id.0, &submission.swarm, key, submission.budget).await? {
+    if !db::swarms::insert(&mut tx, swarm_id.0, &submission.swarm, key, submission.budget, owner).await? {
         // Another submission with this key committed first: return it.
         drop(tx);
         let key = key.unwrap_or_default();
-        return existing_swarm(pool, key).await?.ok_or(Error::Database(sqlx::Error::RowNotFound));
+        return existing_swarm(pool, key, owner).await?.ok_or(Error::Database(sqlx::Error::RowNotFound));
     }
     db::tasks::insert_tasks(&mut tx, swarm_id.0, &rows).await?;
     let (from, to): (Vec<Uuid>, Vec<Uuid>) = edges
@@ -160,11 +163,22 @@ pub(crate) async fn submit(
     Ok(Submitted { swarm_id, task_ids: ids.into_iter().map(TaskId).collect(), warnings, existing: false })
 }
 
-async fn existing_swarm(executor: impl sqlx::PgExecutor<'_>, key: &str) -> Result<Option<Submitted>> {
-    let found = db::swarms::by_key(executor, key).await?;
-    Ok(found.map(|(swarm, tasks)| Submitted {
-        swarm_id: SwarmId(swarm),
-        task_ids: tasks.into_iter().map(TaskId).collect(),
+/// The swarm submitted before with `key`, when `owner` submitted it.
+///
+/// # Errors
+/// [`Error::PermissionDenied`] when another token used the key.
+async fn existing_swarm(
+    executor: impl sqlx::PgExecutor<'_>,
+    key: &str,
+    owner: Option<&str>,
+) -> Result<Option<Submitted>> {
+    let Some(found) = db::swarms::by_key(executor, key).await? else { return Ok(None) };
+    if found.submitted_by.as_deref() != owner {
+        return Err(Error::PermissionDenied(format!("idempotency key `{key}` was used by another token")));
+    }
+    Ok(Some(Submitted {
+        swarm_id: SwarmId(found.id),
+        task_ids: found.tasks.into_iter().map(TaskId).collect(),
         warnings: vec![format!("idempotency key `{key}` was submitted before; returning that swarm")],
         existing: true,
     }))

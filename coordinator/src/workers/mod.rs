@@ -20,13 +20,17 @@ const MAX_HOST_TEXT: usize = 255;
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] listing every problem with the registration
-/// (its id, name, host, agents, labels); database failures.
+/// (its id, name, host, agents, labels); [`Error::PermissionDenied`] when
+/// another token registered this worker id; database failures.
 pub(crate) async fn register(pool: &PgPool, registration: &db::workers::Registration<'_>) -> Result<()> {
     let problems = registration_problems(registration);
     if !problems.is_empty() {
         return Err(Error::InvalidArgument { problems });
     }
-    db::workers::upsert(pool, registration).await?;
+    if !db::workers::upsert(pool, registration).await? {
+        let id = registration.id;
+        return Err(Error::PermissionDenied(format!("worker {id} was registered with another token")));
+    }
     Ok(())
 }
 

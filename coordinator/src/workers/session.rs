@@ -13,17 +13,19 @@ use hive_shared::ids::{AttemptId, WorkerId};
 use hive_shared::pb::{self, worker_command::Command};
 use sqlx::PgPool;
 use tokio::sync::{broadcast, mpsc};
-use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 use tracing::{debug, info, instrument, warn};
 use uuid::Uuid;
 
 use super::beats::{Beat, BeatWriter};
+use crate::app::App;
+use crate::auth::Caller;
+use crate::auth::ownership::WorkerOwners;
 use crate::config::Config;
 use crate::db;
 use crate::db::workers::Command as WorkerCommand;
 use crate::error::{Error, Result};
-use crate::notifications::{Notice, Notifications};
+use crate::notifications::Notice;
 use crate::status::TaskStatus;
 use crate::tasks::{report, validate};
 
@@ -44,22 +46,32 @@ struct Session {
     config: Arc<Config>,
     beats: BeatWriter,
     replies: mpsc::Sender<Result<pb::HeartbeatResponse, Status>>,
+    /// Who opened the stream; beats are only for workers it registered.
+    caller: Caller,
+    owners: Arc<WorkerOwners>,
     worker: Option<Uuid>,
 }
 
-/// Serves one heartbeat stream until the worker closes it, it fails, or `shutdown`.
+/// Serves one heartbeat stream of `caller` until the worker closes it, it
+/// fails, or the coordinator stops taking RPCs.
 #[instrument(skip_all, name = "heartbeat_session")]
 pub(crate) async fn run(
-    pool: PgPool,
-    config: Arc<Config>,
-    beats: BeatWriter,
-    notifications: Arc<Notifications>,
+    app: App,
+    caller: Caller,
     mut incoming: Streaming<pb::HeartbeatRequest>,
     replies: mpsc::Sender<Result<pb::HeartbeatResponse, Status>>,
-    shutdown: CancellationToken,
 ) {
-    let mut notices = notifications.notices();
-    let mut session = Session { pool, config, beats, replies, worker: None };
+    let mut notices = app.notifications.notices();
+    let shutdown = app.rpc_shutdown.clone();
+    let mut session = Session {
+        pool: app.pool,
+        config: app.config,
+        beats: app.beats,
+        replies,
+        caller,
+        owners: app.worker_owners,
+        worker: None,
+    };
     loop {
         let event = tokio::select! {
             beat = incoming.message() => Event::Beat(beat),
@@ -116,7 +128,10 @@ impl Session {
     /// Records one beat and extends leases; the reply carries the worker's commands.
     async fn handle_beat(&mut self, beat: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse> {
         let worker = WorkerId::parse(&beat.worker_id).map_err(|err| Error::invalid("worker_id", err))?;
-        self.worker = Some(worker.0);
+        if self.worker != Some(worker.0) {
+            self.owners.check(&self.pool, &self.caller, worker.0).await?;
+            self.worker = Some(worker.0);
+        }
         let attempts = beat
             .attempt_ids
             .iter()

@@ -1,0 +1,184 @@
+//! Checks presented tokens: the admin token from `auth.admin_token_file`,
+//! named tokens in `api_tokens`, and attempt tokens (MAC-signed attempt
+//! ids). Named tokens are looked up by the SHA-256 of their text and kept
+//! for at most [`FRESH`], so a revocation on any coordinator is seen by
+//! every coordinator within a second without a restart.
+//!
+//! Lookups are by hash: the time a lookup takes depends on the hash of the
+//! presented text, never on a stored secret's bytes, and the one secret
+//! held in memory (the admin token's hash) is compared in constant time.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use hive_shared::tokens::{self, Presented, Role};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::Caller;
+use crate::db;
+use crate::db::tokens::TokenRow;
+use crate::error::{Error, Result};
+
+/// Longest a looked-up token is trusted before it is looked up again.
+pub(crate) const FRESH: Duration = Duration::from_millis(500);
+/// Most tokens remembered; past it the memory is cleared.
+const MAX_REMEMBERED: usize = 10_000;
+/// The name callers with the admin token from the file have.
+pub(crate) const ADMIN_FILE_NAME: &str = "admin";
+
+type AttemptMac = Hmac<Sha256>;
+
+/// The coordinator's view of which tokens are good.
+#[derive(Debug)]
+pub(crate) struct TokenBook {
+    pool: PgPool,
+    /// SHA-256 of the admin token from the file.
+    admin: [u8; 32],
+    /// Key attempt tokens are signed with (shared by every coordinator).
+    attempt_key: Vec<u8>,
+    remembered: Mutex<HashMap<[u8; 32], Remembered>>,
+}
+
+#[derive(Debug, Clone)]
+struct Remembered {
+    row: TokenRow,
+    at: Instant,
+}
+
+impl TokenBook {
+    /// A book trusting `admin_token` (from the file) and the tokens in the database.
+    ///
+    /// # Errors
+    /// The attempt-token key cannot be read or stored.
+    pub(crate) async fn open(pool: PgPool, admin_token: &str) -> Result<Self> {
+        let attempt_key = attempt_key(&pool).await?;
+        Ok(Self { pool, admin: tokens::hash(admin_token), attempt_key, remembered: Mutex::default() })
+    }
+
+    /// The caller `token` names.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] saying whether the token is malformed,
+    /// unknown, expired or revoked; database failures.
+    pub(crate) async fn authenticate(&self, token: &str) -> Result<Caller> {
+        let presented = tokens::parse(token).map_err(|err| Error::Unauthenticated(err.to_string()))?;
+        let role = match presented {
+            Presented::Attempt { attempt_hex, mac_hex } => return self.attempt_caller(attempt_hex, mac_hex),
+            Presented::Named(role) => role,
+        };
+        let hash = tokens::hash(token);
+        if role == Role::Admin && constant_time_eq(&hash, &self.admin) {
+            return Ok(Caller::named(ADMIN_FILE_NAME, Role::Admin));
+        }
+        let row = self.look_up(hash).await?.ok_or_else(|| Error::Unauthenticated("unknown token".into()))?;
+        if row.revoked_at.is_some() {
+            return Err(Error::Unauthenticated(format!("token `{}` was revoked", row.name)));
+        }
+        if let Some(expired) = row.expires_at.filter(|at| *at <= Utc::now()) {
+            return Err(Error::Unauthenticated(format!("token `{}` expired at {expired}", row.name)));
+        }
+        if row.role != role.as_str() {
+            return Err(Error::Unauthenticated("unknown token".into()));
+        }
+        Ok(Caller::named(&row.name, role))
+    }
+
+    /// The token the agent of `attempt` gets.
+    pub(crate) fn attempt_token(&self, attempt: Uuid) -> String {
+        tokens::attempt_token(&attempt.simple().to_string(), &self.attempt_mac(attempt).finalize().into_bytes())
+    }
+
+    fn attempt_mac(&self, attempt: Uuid) -> AttemptMac {
+        let mut mac = AttemptMac::new_from_slice(&self.attempt_key).expect("HMAC takes a key of any length");
+        mac.update(attempt.as_bytes());
+        mac
+    }
+
+    fn attempt_caller(&self, attempt_hex: &str, mac_hex: &str) -> Result<Caller> {
+        let malformed = || Error::Unauthenticated("unknown token".into());
+        let attempt = Uuid::try_parse(attempt_hex).map_err(|_| malformed())?;
+        let mac = tokens::unhex(mac_hex).ok_or_else(malformed)?;
+        self.attempt_mac(attempt).verify_slice(&mac).map_err(|_| malformed())?;
+        Ok(Caller::agent(attempt))
+    }
+
+    async fn look_up(&self, hash: [u8; 32]) -> Result<Option<TokenRow>> {
+        if let Some(row) = self.remembered(&hash) {
+            return Ok(Some(row));
+        }
+        let row = db::tokens::by_hash(&self.pool, &hash).await?;
+        if let Some(row) = &row {
+            let mut remembered = self.remembered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if remembered.len() >= MAX_REMEMBERED {
+                remembered.clear();
+            }
+            remembered.insert(hash, Remembered { row: row.clone(), at: Instant::now() });
+        }
+        Ok(row)
+    }
+
+    fn remembered(&self, hash: &[u8; 32]) -> Option<TokenRow> {
+        let remembered = self.remembered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        remembered.get(hash).filter(|entry| entry.at.elapsed() < FRESH).map(|entry| entry.row.clone())
+    }
+}
+
+/// Reads the admin token from `path`: one admin token (`hive_a_…`), surrounding whitespace ignored.
+///
+/// # Errors
+/// An unreadable file, or one that does not hold an admin token (the error
+/// says what is wrong, never the file's text).
+pub(crate) async fn read_admin_token(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .with_context(|| format!("read auth.admin_token_file {}", path.display()))?;
+    let token = text.trim().to_owned();
+    match tokens::parse(&token) {
+        Ok(Presented::Named(Role::Admin)) => Ok(token),
+        Ok(_) => anyhow::bail!(
+            "auth.admin_token_file {} holds a token of another role; it needs an admin token (hive_a_…, made by `hivectl tokens mint`)",
+            path.display()
+        ),
+        Err(err) => {
+            anyhow::bail!("auth.admin_token_file {}: {err} (make one with `hivectl tokens mint`)", path.display())
+        }
+    }
+}
+
+/// Reads the shared attempt-token key, storing a fresh random one if none exists yet.
+async fn attempt_key(pool: &PgPool) -> Result<Vec<u8>> {
+    let candidate: [u8; 32] = rand::random();
+    // A second try sees the key a coordinator starting at the same moment stored.
+    for _ in 0..3 {
+        if let Some(key) = db::tokens::attempt_key(pool, &candidate).await? {
+            return Ok(key);
+        }
+    }
+    Err(Error::Database(sqlx::Error::RowNotFound))
+}
+
+fn constant_time_eq(left: &[u8; 32], right: &[u8; 32]) -> bool {
+    left.iter().zip(right).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_hashes_compare_equal_and_any_differing_byte_does_not() {
+        let hash = [7u8; 32];
+        assert!(constant_time_eq(&hash, &hash));
+        for at in 0..32 {
+            let mut other = hash;
+            other[at] ^= 1;
+            assert!(!constant_time_eq(&hash, &other));
+        }
+    }
+}
