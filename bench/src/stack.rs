@@ -150,6 +150,7 @@ impl Database {
         // The coordinator applies them on start too; doing it here lets a
         // workload load tasks before the coordinator runs.
         hive_coordinator::MIGRATOR.run(&pool).await?;
+        crate::auth::seed(&pool).await?;
         Ok((url, pool))
     }
 
@@ -190,6 +191,9 @@ impl Hive {
             .env("HIVE_COORDINATOR__LIMITS__MAX_TASKS_PER_SUBMIT", "100000")
             .env("HIVE_COORDINATOR__LIMITS__MAX_MESSAGE_SIZE", "256MiB")
             .envs(env.iter().copied());
+        if let Some(tokens) = crate::auth::tokens() {
+            command.env("HIVE_COORDINATOR__AUTH__ADMIN_TOKEN_FILE", &tokens.admin_file);
+        }
         let coordinator = spawn(command, &dir.join("coordinator.log"))?;
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -222,6 +226,9 @@ impl Hive {
                 &format!("bench-{index}"),
             ]);
             command.env("RUST_LOG", "warn");
+            if let Some(tokens) = crate::auth::tokens() {
+                command.env("HIVE_TOKEN", &tokens.worker);
+            }
             self.workers.push(spawn(command, &self.dir.join(format!("worker-{index}.log")))?);
         }
         Ok(())

@@ -4,28 +4,34 @@
 use std::time::Duration;
 
 use anyhow::anyhow;
+use hive_shared::client::{AuthChannel, Connect};
 use hive_shared::pb;
 use hive_shared::pb::admin_service_client::AdminServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use hive_shared::pb::worker_service_client::WorkerServiceClient;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// The admin client.
-pub(crate) type Admin = AdminServiceClient<Channel>;
+pub(crate) type Admin = AdminServiceClient<AuthChannel>;
 
 /// Largest message sent or accepted.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
-/// A client for the coordinator at `url` (connects on first use).
+/// An admin client for the coordinator (connects on first use).
 ///
 /// # Errors
-/// A malformed URL.
-pub(crate) fn admin(url: &str) -> anyhow::Result<Admin> {
-    let channel = Endpoint::from_shared(url.to_owned())
-        .map_err(|err| anyhow!("bad coordinator URL `{url}`: {err}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy();
+/// A malformed URL, unreadable TLS files, a token a header cannot carry.
+pub(crate) fn admin(connect: &Connect) -> anyhow::Result<Admin> {
+    let channel = connect.lazy(|endpoint| endpoint)?;
     Ok(AdminServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
+}
+
+/// A WorkerService client, for the calls agents make (locks).
+///
+/// # Errors
+/// As [`admin`].
+pub(crate) fn worker(connect: &Connect) -> anyhow::Result<WorkerServiceClient<AuthChannel>> {
+    Ok(WorkerServiceClient::new(connect.lazy(|endpoint| endpoint)?))
 }
 
 /// Largest page asked for when listing tasks.
@@ -56,10 +62,10 @@ pub(crate) async fn list_tasks(
     Ok(tasks)
 }
 
-/// Whether the coordinator at `url` answers its health check as serving
-/// workers; `false` for any failure, including a malformed URL.
-pub(crate) async fn serving(url: &str) -> bool {
-    let Ok(endpoint) = Endpoint::from_shared(url.to_owned()) else {
+/// Whether the coordinator answers its health check (which needs no token)
+/// as serving workers; `false` for any failure, including a malformed URL.
+pub(crate) async fn serving(connect: &Connect) -> bool {
+    let Ok(endpoint) = connect.endpoint() else {
         return false;
     };
     let Ok(channel) = endpoint.connect_timeout(Duration::from_secs(1)).connect().await else {

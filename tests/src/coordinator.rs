@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hive_coordinator::config::Config;
+use hive_shared::client::{AuthChannel, Connect};
 use hive_shared::config::Secret;
 use hive_shared::pb::admin_service_client::AdminServiceClient;
 use hive_shared::pb::worker_service_client::WorkerServiceClient;
@@ -25,10 +26,12 @@ pub struct TestCoordinator {
     handle: JoinHandle<anyhow::Result<()>>,
 }
 
-/// A config for tests: the given database, short leases, quick reaping.
+/// A config for tests: the given database, auth on with the suite's admin
+/// token, short leases, quick reaping.
 pub fn test_config(db: &TestDb) -> Config {
     let mut config = Config::default();
     config.database.url = Secret::new(db.url.clone());
+    config.auth.admin_token_file = Some(crate::auth::admin_token_file().to_owned());
     config.leases.ttl = Duration::from_secs(3);
     config.leases.heartbeat_interval = Duration::from_millis(500);
     config.leases.reap_interval = Duration::from_millis(100);
@@ -51,6 +54,8 @@ impl TestCoordinator {
     /// When it cannot bind or does not come up.
     pub async fn start_at(config: Config, addr: SocketAddr) -> Self {
         hive_shared::telemetry::init("warn", hive_shared::telemetry::LogFormat::Text);
+        let auth_on = config.auth_on();
+        let database_url = config.database.url.expose().clone();
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind the coordinator address");
         let addr = listener.local_addr().expect("local address");
         let shutdown = CancellationToken::new();
@@ -69,28 +74,34 @@ impl TestCoordinator {
             }
         })
         .await;
+        if auth_on {
+            crate::auth::seed_worker_token(&database_url).await;
+        }
         coordinator
+    }
+
+    /// How to reach it with `token`.
+    pub fn connect(&self, token: &str) -> Connect {
+        Connect::plain(self.url.clone()).with_token(token)
     }
 
     /// A connected WorkerService client, with the worker's message limits.
     ///
     /// # Panics
     /// When the coordinator cannot be reached.
-    pub async fn worker_client(&self) -> WorkerServiceClient<Channel> {
+    pub async fn worker_client(&self) -> WorkerServiceClient<AuthChannel> {
         let limit = hive_worker::MAX_MESSAGE;
-        WorkerServiceClient::connect(self.url.clone())
-            .await
-            .expect("connect a worker client")
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit)
+        let channel = self.connect(crate::auth::worker_token()).connect().await.expect("connect a worker client");
+        WorkerServiceClient::new(channel).max_decoding_message_size(limit).max_encoding_message_size(limit)
     }
 
-    /// A connected AdminService client.
+    /// A connected AdminService client with the admin token.
     ///
     /// # Panics
     /// When the coordinator cannot be reached.
-    pub async fn admin_client(&self) -> AdminServiceClient<Channel> {
-        AdminServiceClient::connect(self.url.clone()).await.expect("connect an admin client")
+    pub async fn admin_client(&self) -> AdminServiceClient<AuthChannel> {
+        let channel = self.connect(crate::auth::admin_token()).connect().await.expect("connect an admin client");
+        AdminServiceClient::new(channel)
     }
 
     /// Stops it gracefully and returns how `run` ended.

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use hive_shared::client::AuthChannel;
 use hive_shared::convert::duration;
 use hive_shared::ids::WorkerId;
 use hive_shared::pb;
@@ -10,7 +11,6 @@ use hive_shared::pb::worker_service_client::WorkerServiceClient;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 use crate::coordinator::TestCoordinator;
 
@@ -18,7 +18,7 @@ use crate::coordinator::TestCoordinator;
 #[derive(Debug)]
 pub struct FakeWorker {
     /// Its client.
-    pub client: WorkerServiceClient<Channel>,
+    pub client: WorkerServiceClient<AuthChannel>,
     /// Its id.
     pub id: String,
 }

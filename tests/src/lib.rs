@@ -4,6 +4,7 @@
 //!   in a temp folder, run as an unprivileged user when root), or the server
 //!   `DATABASE_URL` names; each test gets a fresh database with the
 //!   coordinator's migrations applied.
+//! - [`auth`]: the admin and worker tokens of the suite, which runs with auth on.
 //! - [`coordinator`]: a coordinator in-process on 127.0.0.1:0, with real
 //!   gRPC clients; [`fake_worker`]: a worker whose every call the test makes.
 //! - [`procs`]: the real `hive-coordinator`, `hive-worker` and `hivectl`
@@ -20,6 +21,7 @@
 //! Assertions read the database with plain `sqlx::query`: test-only SQL that
 //! has no place in the coordinator's checked query set.
 
+pub mod auth;
 pub mod coordinator;
 pub mod db_rows;
 pub mod fake_worker;

@@ -105,6 +105,7 @@ pub async fn start_coordinator_on(port: u16, database_url: &str, dir: &Path, env
     command
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("DATABASE_URL", database_url)
+        .env("HIVE_COORDINATOR__AUTH__ADMIN_TOKEN_FILE", crate::auth::admin_token_file())
         .env("RUST_LOG", "info,sqlx=warn");
     command.envs(env.iter().copied());
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -116,6 +117,7 @@ pub async fn start_coordinator_on(port: u16, database_url: &str, dir: &Path, env
         async move { hivectl_output(&probe, &["workers"]).await.status.success() }
     })
     .await;
+    crate::auth::seed_worker_token(database_url).await;
     (proc, url)
 }
 
@@ -126,6 +128,7 @@ pub fn start_worker(coordinator_url: &str, config: &Path, name: &str, dir: &Path
         .arg("--config")
         .arg(config)
         .args(["--coordinator", coordinator_url, "--name", name])
+        .env("HIVE_TOKEN", crate::auth::worker_token())
         .env("RUST_LOG", "info");
     Proc::spawn(command, dir.join(format!("{name}.log")))
 }
@@ -141,12 +144,25 @@ pub struct CliOutput {
     pub stderr: String,
 }
 
-/// Runs `hivectl --coordinator URL ARGS...` to completion.
+/// Runs `hivectl --coordinator URL ARGS...` with the admin token to completion.
 ///
 /// # Panics
 /// When hivectl cannot be started.
 pub async fn hivectl_output(coordinator_url: &str, args: &[&str]) -> CliOutput {
-    let output = Command::new(binary("hivectl"))
+    hivectl_as(crate::auth::admin_token(), coordinator_url, args).await
+}
+
+/// Runs `hivectl --coordinator URL ARGS...` with `token` (empty: none) to completion.
+///
+/// # Panics
+/// When hivectl cannot be started.
+pub async fn hivectl_as(token: &str, coordinator_url: &str, args: &[&str]) -> CliOutput {
+    let mut command = Command::new(binary("hivectl"));
+    if !token.is_empty() {
+        command.env("HIVE_TOKEN", token);
+    }
+    let output = command
+        .env_remove("HIVE_TOKEN_FILE")
         .args(["--coordinator", coordinator_url])
         .args(args)
         .stdin(Stdio::null())

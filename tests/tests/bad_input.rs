@@ -323,14 +323,16 @@ async fn a_claim_with_a_negative_wait_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_wait_that_is_negative_is_refused() {
-    let (_db, coordinator, mut worker) = coordinator_and_worker().await;
+    let (_db, coordinator, _worker) = coordinator_and_worker().await;
+    let channel = coordinator.connect(hive_tests::auth::admin_token()).connect().await.unwrap();
+    let mut client = pb::worker_service_client::WorkerServiceClient::new(channel);
     let request = pb::AcquireLockRequest {
         task_id: TaskId::new().to_string(),
         attempt_id: AttemptId::new().to_string(),
         key: "k".into(),
         wait: negative_second(),
     };
-    assert_refused(worker.client.acquire_lock(request).await, "wait: must be a positive duration");
+    assert_refused(client.acquire_lock(request).await, "wait: must be a positive duration");
     coordinator.stop().await.unwrap();
 }
 
@@ -482,7 +484,7 @@ async fn messages_that_cannot_be_decoded_are_invalid_argument_and_change_nothing
     let db = fresh_database().await;
     let coordinator = TestCoordinator::start(test_config(&db)).await;
 
-    let channel = tonic::transport::Endpoint::from_shared(coordinator.url.clone()).unwrap().connect().await.unwrap();
+    let channel = coordinator.connect(hive_tests::auth::admin_token()).connect().await.unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let codec = hive_shared::codec::HiveCodec::<RawSubmit, pb::SubmitTasksResponse>::default();

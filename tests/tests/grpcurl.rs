@@ -45,7 +45,12 @@ struct Run {
 
 async fn sh(line: &str, grpcurl: &Path, addr: &str) -> Run {
     let line = line.replacen("grpcurl", &grpcurl.display().to_string(), 1).replace("localhost:50051", addr);
-    let output = tokio::process::Command::new("sh").args(["-c", &line]).output().await.unwrap();
+    let output = tokio::process::Command::new("sh")
+        .args(["-c", &line])
+        .env("HIVE_TOKEN", hive_tests::auth::admin_token())
+        .output()
+        .await
+        .unwrap();
     Run {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -84,8 +89,9 @@ async fn the_readme_grpcurl_examples_work_against_a_live_coordinator() {
     assert!(outputs[5].contains("\"ready\": \"1\""), "GetStats counts it: {}", outputs[5]);
 
     // Read the task back: status, input as JSON.
-    let get =
-        format!("grpcurl -plaintext -d '{{\"task_id\": \"{task_id}\"}}' localhost:50051 hive.v1.AdminService/GetTask");
+    let get = format!(
+        "grpcurl -plaintext -H \"authorization: Bearer $HIVE_TOKEN\" -d '{{\"task_id\": \"{task_id}\"}}' localhost:50051 hive.v1.AdminService/GetTask"
+    );
     let run = sh(&get, &grpcurl, &addr).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let task: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
@@ -94,7 +100,7 @@ async fn the_readme_grpcurl_examples_work_against_a_live_coordinator() {
     assert_eq!(task["task"]["swarm"], "demo");
 
     // A bad request: a clear code and message naming the field.
-    let bad = r#"grpcurl -plaintext -d '{"swarm": "demo", "tasks": [{"agent": "", "prompt": "x"}]}' localhost:50051 hive.v1.AdminService/SubmitTasks"#;
+    let bad = r#"grpcurl -plaintext -H "authorization: Bearer $HIVE_TOKEN" -d '{"swarm": "demo", "tasks": [{"agent": "", "prompt": "x"}]}' localhost:50051 hive.v1.AdminService/SubmitTasks"#;
     let run = sh(bad, &grpcurl, &addr).await;
     assert_ne!(run.code, 0);
     assert!(
@@ -102,5 +108,10 @@ async fn the_readme_grpcurl_examples_work_against_a_live_coordinator() {
         "{}",
         run.stderr
     );
+
+    // Without a token: a clear refusal, and nothing submitted.
+    let anonymous = r#"grpcurl -plaintext -d '{"swarm": "demo", "tasks": [{"agent": "echo", "prompt": "x"}]}' localhost:50051 hive.v1.AdminService/SubmitTasks"#;
+    let run = sh(anonymous, &grpcurl, &addr).await;
+    assert!(run.stderr.contains("Unauthenticated") && run.stderr.contains("no token"), "{}", run.stderr);
     coordinator.stop().await.unwrap();
 }

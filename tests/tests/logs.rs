@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use bytesize::ByteSize;
+use hive_shared::client::AuthChannel;
 use hive_shared::pb;
 use hive_shared::pb::admin_service_client::AdminServiceClient;
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::fake_worker::FakeWorker;
 use hive_tests::postgres::{TestDb, fresh_database};
-use tonic::transport::Channel;
 
 fn chunk(assignment: &pb::Assignment, seq: u64, data: Vec<u8>) -> pb::LogChunk {
     pb::LogChunk {
@@ -24,7 +24,7 @@ fn chunk(assignment: &pb::Assignment, seq: u64, data: Vec<u8>) -> pb::LogChunk {
 }
 
 /// A coordinator whose tasks may each store 1,024 bytes of output, and an admin client.
-async fn with_small_budget() -> (TestDb, TestCoordinator, AdminServiceClient<Channel>) {
+async fn with_small_budget() -> (TestDb, TestCoordinator, AdminServiceClient<AuthChannel>) {
     let db = fresh_database().await;
     let mut config = test_config(&db);
     config.limits.max_log_size_per_task = ByteSize::b(1024);
@@ -41,7 +41,10 @@ async fn append(fake: &mut FakeWorker, chunks: Vec<pb::LogChunk>) -> (u64, u64) 
 }
 
 /// A page of a task's stored output.
-async fn stored(admin: &mut AdminServiceClient<Channel>, request: pb::GetTaskLogsRequest) -> pb::GetTaskLogsResponse {
+async fn stored(
+    admin: &mut AdminServiceClient<AuthChannel>,
+    request: pb::GetTaskLogsRequest,
+) -> pb::GetTaskLogsResponse {
     admin.get_task_logs(request).await.unwrap().into_inner()
 }
 

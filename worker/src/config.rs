@@ -18,8 +18,10 @@ pub const ENV_PREFIX: &str = "HIVE_WORKER__";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Coordinator URL (`http://host:50051`).
+    /// Coordinator URL (`http://host:50051`, or `https://` for TLS).
     pub coordinator: String,
+    /// File holding the worker's token (`hive_w_…`); without it, `$HIVE_TOKEN`.
+    pub token_file: Option<PathBuf>,
     /// Name shown to operators; defaults to the host name.
     pub name: String,
     /// Agents run at once.
@@ -190,6 +192,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             coordinator: "http://127.0.0.1:50051".into(),
+            token_file: None,
             name: String::new(),
             slots: 4,
             prefetch: 0,
@@ -222,6 +225,9 @@ pub struct Flags {
     /// `--name`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// `--token-file` / `HIVE_TOKEN_FILE`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
     /// `--slots`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slots: Option<u32>,
@@ -340,6 +346,11 @@ fn agent_problems(name: &str, agent: &AgentConfig) -> Vec<String> {
     }
     if let Some(key) = agent.env.keys().find(|key| key.starts_with("HIVE_")) {
         problems.push(format!("agents.{name}.env.{key}: HIVE_* variables are set by the worker"));
+    }
+    if let Some(key) = agent.pass_env.iter().find(|key| key.starts_with("HIVE_")) {
+        problems.push(format!(
+            "agents.{name}.pass_env: {key}: HIVE_* variables are the worker's own (its token must never reach an agent)"
+        ));
     }
     if let Some(pattern) = &agent.session_regex
         && let Err(err) = regex::Regex::new(pattern)

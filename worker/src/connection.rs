@@ -7,31 +7,32 @@ use std::future::Future;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use hive_shared::client::{AuthChannel, Connect, ConnectError};
 use hive_shared::pb;
 use hive_shared::pb::worker_service_client::WorkerServiceClient;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status};
 use tracing::warn;
 
-/// The client every worker loop uses (cheap to clone: one shared connection).
-pub(crate) type Client = WorkerServiceClient<Channel>;
+/// The client every worker loop uses (cheap to clone: one shared connection,
+/// every call carrying the worker's token).
+pub(crate) type Client = WorkerServiceClient<AuthChannel>;
 
 /// Largest message the worker sends or accepts.
 pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
-/// A lazily connecting client for `url`; reconnects on its own after failures.
+/// A lazily connecting client; reconnects on its own after failures.
 ///
 /// # Errors
-/// A malformed URL.
-pub(crate) fn client(url: &str) -> Result<Client, tonic::transport::Error> {
-    let channel = Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true)
-        .connect_lazy();
+/// A malformed URL, unreadable TLS files, a token a header cannot carry.
+pub(crate) fn client(connect: &Connect) -> Result<Client, ConnectError> {
+    let channel = connect.lazy(|endpoint| {
+        endpoint
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+    })?;
     Ok(WorkerServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
 }
 

@@ -17,6 +17,9 @@ struct Cli {
     /// Coordinator URL, e.g. http://127.0.0.1:50051.
     #[arg(long, env = "HIVE_COORDINATOR")]
     coordinator: Option<String>,
+    /// File holding the worker's token (default: $HIVE_TOKEN).
+    #[arg(long, env = "HIVE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Agents run at once.
     #[arg(long)]
     slots: Option<u32>,
@@ -31,7 +34,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let flags = Flags { coordinator: cli.coordinator, name: cli.name, slots: cli.slots };
+    let flags = Flags { coordinator: cli.coordinator, name: cli.name, slots: cli.slots, token_file: cli.token_file };
     let config = Config::load(cli.config.as_deref(), std::env::vars(), flags)?;
     hive_shared::telemetry::init("info", config.log_format);
     tracing::info!(config = ?config, "effective configuration");

@@ -11,11 +11,11 @@
 
 use std::time::{Duration, Instant};
 
+use hive_shared::client::AuthChannel;
 use hive_shared::convert::duration;
 use hive_shared::ids::WorkerId;
 use hive_shared::pb;
 use hive_shared::pb::worker_service_client::WorkerServiceClient;
-use tonic::transport::Channel;
 
 use crate::stack::{Binaries, Database, Hive};
 use crate::stats::{emit, percentile};
@@ -28,7 +28,7 @@ struct Queue {
     size: usize,
     pool: sqlx::PgPool,
     hive: Hive,
-    client: WorkerServiceClient<Channel>,
+    client: WorkerServiceClient<AuthChannel>,
     worker_id: String,
     load_s: f64,
     claimed: usize,
@@ -52,7 +52,7 @@ impl Queue {
         let load_s = loading.elapsed().as_secs_f64();
 
         let hive = Hive::start(binaries, &url, &dir, &[]).await?;
-        let mut client = WorkerServiceClient::connect(hive.url.clone()).await?;
+        let mut client = WorkerServiceClient::new(crate::auth::worker(&hive.url).connect().await?);
         let worker_id = WorkerId::new().to_string();
         let registration = pb::RegisterRequest {
             worker_id: worker_id.clone(),

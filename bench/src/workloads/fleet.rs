@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hive_shared::client::AuthChannel;
 use hive_shared::convert::duration;
 use hive_shared::ids::WorkerId;
 use hive_shared::pb;
@@ -17,7 +18,6 @@ use tokio::sync::{Barrier, Mutex};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use super::{Wal, submit_bulk};
 use crate::stack::{Binaries, Database, Hive};
@@ -53,7 +53,7 @@ pub async fn run(
     submit_bulk(&hive.url, "fleet", "noop", workers * HELD as usize).await?;
     let mut channels = Vec::with_capacity(CHANNELS);
     for _ in 0..CHANNELS {
-        channels.push(Channel::from_shared(hive.url.clone())?.connect().await?);
+        channels.push(crate::auth::worker(&hive.url).connect().await?);
     }
     let round_trips: Arc<Mutex<Vec<f64>>> = Arc::default();
     let stop = CancellationToken::new();
@@ -104,7 +104,7 @@ pub async fn run(
 }
 
 async fn simulate(
-    mut client: WorkerServiceClient<Channel>,
+    mut client: WorkerServiceClient<AuthChannel>,
     interval: Duration,
     stagger: Duration,
     round_trips: Arc<Mutex<Vec<f64>>>,
@@ -158,7 +158,7 @@ async fn simulate(
 }
 
 /// Registers a simulated worker and claims its [`HELD`] tasks; their attempt ids.
-async fn join(client: &mut WorkerServiceClient<Channel>, worker_id: &str) -> anyhow::Result<Vec<String>> {
+async fn join(client: &mut WorkerServiceClient<AuthChannel>, worker_id: &str) -> anyhow::Result<Vec<String>> {
     let registration = pb::RegisterRequest {
         worker_id: worker_id.to_owned(),
         name: "sim".into(),

@@ -120,7 +120,7 @@ pub async fn run(
 }
 
 async fn submit_one(
-    client: &hive_shared::pb::admin_service_client::AdminServiceClient<tonic::transport::Channel>,
+    client: &hive_shared::pb::admin_service_client::AdminServiceClient<hive_shared::client::AuthChannel>,
 ) -> anyhow::Result<String> {
     let task = pb::TaskSpec { agent: "noop".into(), prompt: "x".into(), ..Default::default() };
     let request = pb::SubmitTasksRequest { swarm: "latency".into(), tasks: vec![task], ..Default::default() };

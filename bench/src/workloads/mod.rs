@@ -10,9 +10,9 @@ pub mod spawn;
 
 use std::time::Duration;
 
+use hive_shared::client::AuthChannel;
 use hive_shared::pb;
 use hive_shared::pb::admin_service_client::AdminServiceClient;
-use tonic::transport::Channel;
 
 /// The worker agent table for the built-in no-op executor.
 pub const NOOP_AGENT: &str = "[agents.noop]\nbuiltin = \"noop\"\n";
@@ -21,8 +21,8 @@ pub const NOOP_AGENT: &str = "[agents.noop]\nbuiltin = \"noop\"\n";
 ///
 /// # Errors
 /// When the coordinator cannot be reached.
-pub async fn admin(url: &str) -> anyhow::Result<AdminServiceClient<Channel>> {
-    let client = AdminServiceClient::connect(url.to_owned()).await?;
+pub async fn admin(url: &str) -> anyhow::Result<AdminServiceClient<AuthChannel>> {
+    let client = AdminServiceClient::new(crate::auth::admin(url).connect().await?);
     Ok(client.max_encoding_message_size(256 << 20).max_decoding_message_size(256 << 20))
 }
 

@@ -1,12 +1,12 @@
 //! `hivectl lock acquire|release KEY`, for agents: take or release a lock for
 //! the running attempt (from `$HIVE_TASK_ID` and `$HIVE_ATTEMPT_ID`, which
-//! every agent gets); `hivectl locks` lists held locks.
+//! every agent gets, with its attempt token in `$HIVE_TOKEN`); `hivectl
+//! locks` lists held locks.
 
 use std::time::Duration;
 
 use hive_shared::convert::duration;
 use hive_shared::pb;
-use hive_shared::pb::worker_service_client::WorkerServiceClient;
 
 use super::Ctx;
 use crate::output;
@@ -51,9 +51,7 @@ pub struct AttemptArgs {
 /// # Errors
 /// A refused call, or a lock still held by another task.
 pub async fn run(ctx: &Ctx, command: LockCommand) -> anyhow::Result<()> {
-    let mut client = WorkerServiceClient::connect(ctx.url.clone())
-        .await
-        .map_err(|err| anyhow::anyhow!("cannot reach the coordinator at {}: {err}", ctx.url))?;
+    let mut client = ctx.worker()?;
     match command {
         LockCommand::Acquire { key, wait, attempt } => {
             let request = pb::AcquireLockRequest {

@@ -7,16 +7,20 @@ pub mod status;
 pub mod submit;
 pub mod swarms;
 pub mod tasks;
+pub mod tokens;
 pub mod up;
 pub mod workers;
 
+use hive_shared::client::{AuthChannel, Connect};
+use hive_shared::pb::worker_service_client::WorkerServiceClient;
+
 use crate::client::{self, Admin};
 
-/// What every subcommand needs: where the coordinator is and how to print.
+/// What every subcommand needs: how to reach the coordinator and how to print.
 #[derive(Debug, Clone)]
 pub struct Ctx {
-    /// Coordinator URL.
-    pub url: String,
+    /// Coordinator URL, token and TLS files.
+    pub connect: Connect,
     /// Print JSON instead of tables.
     pub json: bool,
 }
@@ -25,13 +29,21 @@ impl Ctx {
     /// An admin client for the coordinator.
     ///
     /// # Errors
-    /// A malformed URL.
+    /// A malformed URL, unreadable TLS files, a token a header cannot carry.
     pub fn admin(&self) -> anyhow::Result<Admin> {
-        client::admin(&self.url)
+        client::admin(&self.connect)
+    }
+
+    /// A WorkerService client (agents' lock calls).
+    ///
+    /// # Errors
+    /// As [`Ctx::admin`].
+    pub fn worker(&self) -> anyhow::Result<WorkerServiceClient<AuthChannel>> {
+        client::worker(&self.connect)
     }
 
     /// Describes a refused call.
     pub fn refused(&self, what: &str, status: &tonic::Status) -> anyhow::Error {
-        client::refused(what, &self.url, status)
+        client::refused(what, &self.connect.url, status)
     }
 }

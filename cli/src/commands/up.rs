@@ -3,6 +3,10 @@
 //! workers as real processes, submits a task file, shows progress, prints a
 //! summary, and stops everything it started (or, with `--keep`, leaves it
 //! running and prints the addresses). Ctrl-C stops everything cleanly.
+//!
+//! Auth is on: the coordinator's admin token lives in `DATA_DIR/admin.token`
+//! (made once, mode 0600), and each run makes a worker token for its workers
+//! and revokes it when it stops them.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -15,6 +19,9 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use hive_shared::client::{Connect, TOKEN_ENV};
+use hive_shared::tokens::{self, Role};
 
 use super::{Ctx, status, submit};
 use crate::local_pg::{self, Durability, LocalPostgres};
@@ -55,12 +62,17 @@ pub struct UpArgs {
     pub keep: bool,
 }
 
-/// The processes started here, stopped in reverse order.
+/// The admin token's file in the data folder.
+const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// The processes started here, stopped in reverse order, and the worker
+/// token made for this run (revoked when the workers stop).
 #[derive(Debug, Default)]
 struct Stack {
     postgres: Option<LocalPostgres>,
     coordinator: Option<Child>,
     workers: Vec<Child>,
+    worker_token: Option<(Ctx, String)>,
 }
 
 /// How a stop is asked for.
@@ -88,6 +100,12 @@ impl Stack {
             wait_or_kill(worker).await;
         }
         self.workers.clear();
+        if let Some((ctx, name)) = self.worker_token.take()
+            && let Ok(mut admin) = ctx.admin()
+            && let Err(status) = admin.revoke_token(pb::RevokeTokenRequest { name: name.clone() }).await
+        {
+            tracing::warn!(token = %name, message = status.message(), "could not revoke this run's worker token");
+        }
         if let Some(mut coordinator) = self.coordinator.take() {
             terminate(&coordinator);
             wait_or_kill(&mut coordinator).await;
@@ -97,7 +115,18 @@ impl Stack {
         }
     }
 
+    /// Makes a worker token for this run's workers.
+    async fn worker_token(&mut self, ctx: &Ctx) -> anyhow::Result<String> {
+        let name = format!("up-workers-{}", uuid::Uuid::new_v4().simple());
+        let request = pb::CreateTokenRequest { name: name.clone(), role: "worker".into(), expires_in: None };
+        let made =
+            ctx.admin()?.create_token(request).await.map_err(|status| ctx.refused("create a worker token", &status))?;
+        self.worker_token = Some((ctx.clone(), name));
+        Ok(made.into_inner().token)
+    }
+
     fn detach(&mut self) {
+        self.worker_token = None;
         for child in self.workers.drain(..).chain(self.coordinator.take()) {
             std::mem::forget(child);
         }
@@ -149,7 +178,7 @@ pub async fn run(args: UpArgs, json: bool) -> anyhow::Result<()> {
     };
     match (&outcome, args.keep) {
         (Ok(coordinator), true) => {
-            print_kept(coordinator, &stack, &logs);
+            print_kept(coordinator, &stack, &logs, &data_dir);
             stack.detach();
         }
         _ => {
@@ -186,11 +215,22 @@ async fn bring_up_and_run(
         None => local_pg::free_port()?,
     };
     let coordinator_url = format!("http://127.0.0.1:{port}");
+    let admin_token_file = data_dir.join(ADMIN_TOKEN_FILE);
+    let admin_token = admin_token(&admin_token_file)?;
     tracing::info!(url = %coordinator_url, "starting the coordinator");
     let mut coordinator = Command::new(&binaries.coordinator);
-    coordinator.args(["--listen", &format!("127.0.0.1:{port}")]).env("DATABASE_URL", &database_url);
+    coordinator
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &database_url)
+        .env("HIVE_COORDINATOR__AUTH__ADMIN_TOKEN_FILE", &admin_token_file);
     stack.coordinator = Some(spawn(coordinator, &logs.join("coordinator.log"))?);
-    wait_healthy(&coordinator_url, stack, &logs.join("coordinator.log")).await?;
+    let ctx = Ctx { connect: Connect::plain(&coordinator_url).with_token(admin_token), json };
+    wait_healthy(&ctx.connect, stack, &logs.join("coordinator.log")).await?;
+    output::line(format!(
+        "admin token: export HIVE_COORDINATOR={coordinator_url} HIVE_TOKEN=$(cat {})",
+        admin_token_file.display()
+    ));
+    let worker_token = stack.worker_token(&ctx).await?;
 
     tracing::info!(count = args.workers, "starting workers");
     for index in 1..=args.workers {
@@ -204,9 +244,9 @@ async fn bring_up_and_run(
         if let Some(slots) = args.slots {
             worker.args(["--slots", &slots.to_string()]);
         }
+        worker.env(TOKEN_ENV, &worker_token);
         stack.workers.push(spawn(worker, &logs.join(format!("worker-{index}.log")))?);
     }
-    let ctx = Ctx { url: coordinator_url.clone(), json };
     wait_for_workers(&ctx, args.workers, stack, logs).await?;
 
     let started = Instant::now();
@@ -232,7 +272,7 @@ fn spawn(mut command: Command, log: &Path) -> anyhow::Result<Child> {
     command.spawn().with_context(|| format!("start {:?}", command.as_std().get_program()))
 }
 
-async fn wait_healthy(url: &str, stack: &mut Stack, log: &Path) -> anyhow::Result<()> {
+async fn wait_healthy(connect: &Connect, stack: &mut Stack, log: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Some(coordinator) = stack.coordinator.as_mut()
@@ -240,7 +280,7 @@ async fn wait_healthy(url: &str, stack: &mut Stack, log: &Path) -> anyhow::Resul
         {
             bail!("the coordinator exited ({status}); its log ({}) ends:\n{}", log.display(), tail(log));
         }
-        if crate::client::serving(url).await {
+        if crate::client::serving(connect).await {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -306,8 +346,9 @@ async fn print_summary(ctx: &Ctx, swarm_id: &str, elapsed: Duration) -> anyhow::
     Ok(())
 }
 
-fn print_kept(coordinator: &str, stack: &Stack, logs: &Path) {
+fn print_kept(coordinator: &str, stack: &Stack, logs: &Path, data_dir: &Path) {
     output::line(format!("coordinator  {coordinator}   (hivectl --coordinator {coordinator} status)"));
+    output::line(format!("admin token  export HIVE_TOKEN=$(cat {})", data_dir.join(ADMIN_TOKEN_FILE).display()));
     if let Some(postgres) = &stack.postgres {
         output::line(format!("database     {}   (server pid {})", postgres.url(), postgres.pid));
     }
@@ -337,6 +378,30 @@ impl Binaries {
         };
         Ok(Self { coordinator: find("hive-coordinator")?, worker: find("hive-worker")? })
     }
+}
+
+/// The admin token in `path`, made (mode 0600) when the file does not exist yet.
+fn admin_token(path: &Path) -> anyhow::Result<String> {
+    if path.exists() {
+        let token = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        return Ok(token.trim().to_owned());
+    }
+    let token = tokens::generate(Role::Admin);
+    write_secret(path, &token)?;
+    Ok(token)
+}
+
+/// Writes `text` to a new file only its owner can read.
+pub(crate) fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    writeln!(file, "{text}").with_context(|| format!("write {}", path.display()))
 }
 
 fn default_data_dir() -> PathBuf {

@@ -97,7 +97,7 @@ impl WorkerService for WorkerApi {
     async fn complete(&self, request: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteResponse>, Status> {
         let caller = Caller::of(&request)?;
         let request = request.into_inner();
-        self.app.worker_owners.check(&self.app.pool, &caller, worker_id(&request.worker_id)?.0).await?;
+        let worker = worker_id(&request.worker_id)?;
         let mut attempts = Vec::with_capacity(request.completions.len());
         let mut completions = Vec::with_capacity(request.completions.len());
         for (index, item) in request.completions.into_iter().enumerate() {
@@ -110,6 +110,7 @@ impl WorkerService for WorkerApi {
                 spend: convert::spend(&format!("completions[{index}]"), item.session_id, item.usage)?,
             });
         }
+        self.app.worker_owners.check(&self.app.pool, &caller, worker.0).await?;
         let acks = report::complete(&self.app.hot_pool, &self.app.config.limits, completions).await?;
         Ok(Response::new(pb::CompleteResponse { acks: convert::acks(attempts, acks) }))
     }
@@ -118,7 +119,7 @@ impl WorkerService for WorkerApi {
     async fn fail(&self, request: Request<pb::FailRequest>) -> Result<Response<pb::FailResponse>, Status> {
         let caller = Caller::of(&request)?;
         let request = request.into_inner();
-        self.app.worker_owners.check(&self.app.pool, &caller, worker_id(&request.worker_id)?.0).await?;
+        let worker = worker_id(&request.worker_id)?;
         let mut attempts = Vec::with_capacity(request.failures.len());
         let mut failures = Vec::with_capacity(request.failures.len());
         for (index, item) in request.failures.into_iter().enumerate() {
@@ -135,6 +136,7 @@ impl WorkerService for WorkerApi {
                 spend: convert::spend(&format!("failures[{index}]"), item.session_id, item.usage)?,
             });
         }
+        self.app.worker_owners.check(&self.app.pool, &caller, worker.0).await?;
         let (acks, earliest_retry) = report::fail(&self.app.hot_pool, &self.app.config.tasks, failures).await?;
         if let Some(delay) = earliest_retry {
             self.app.wake_after(delay);

@@ -82,6 +82,7 @@ async fn run_agent_with(
         task_id: "task-1".into(),
         attempt_id: attempt_id.clone(),
         coordinator: "http://c:1".into(),
+        agent_token: "hive_t_attempt".into(),
         extra: vec![],
     };
     let (queue, mut shipped) = mpsc::channel(1024);
@@ -191,6 +192,7 @@ async fn the_environment_is_scrubbed_to_the_allowlist_plus_hive_variables() {
         "HIVE_TASK_ID",
         "HIVE_ATTEMPT_ID",
         "HIVE_COORDINATOR",
+        "HIVE_TOKEN",
         "HIVE_RESULT_FILE",
         "HIVE_WORK_DIR",
         "AGENT_SETTING",
@@ -198,6 +200,7 @@ async fn the_environment_is_scrubbed_to_the_allowlist_plus_hive_variables() {
         assert!(names.contains(&expected), "{expected} missing from {names:?}");
     }
     assert!(ran.stdout.contains("HIVE_TASK_ID=task-1\n"));
+    assert!(ran.stdout.contains("HIVE_TOKEN=hive_t_attempt\n"), "the agent gets its attempt's token, not the worker's");
     let allowed = [
         "PATH",
         "HOME",
