@@ -401,4 +401,41 @@ mod tests {
         let err = parse("t.yaml", "swarm: s\ntasks:\n  - agent: echo\n    timeout: soon\n").unwrap_err().to_string();
         assert!(err.contains("timeout") || err.contains("line 4"), "{err}");
     }
+
+    /// Pieces task files are made of, so generated files get past the first
+    /// line often and reach every field's parser.
+    fn fragment() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just("swarm: s\n".to_owned()),
+            Just("tasks:\n".to_owned()),
+            Just("  - agent: echo\n".to_owned()),
+            Just("    prompt: hi\n".to_owned()),
+            Just("    depends_on: [a, b]\n".to_owned()),
+            Just("    timeout: 5s\n".to_owned()),
+            Just("    input: {n: 1}\n".to_owned()),
+            Just("    validate: {agent: v, prompt: p, max_rounds: 99999999999}\n".to_owned()),
+            Just("    priority: -2147483649\n".to_owned()),
+            Just("budget: .nan\n".to_owned()),
+            Just("&a [*a, *a]\n".to_owned()),
+            any::<String>(),
+            "[ -~\\n\\t:\\[\\]{}]{0,40}",
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(
+            std::env::var("HIVE_FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(256)
+        ))]
+
+        #[test]
+        fn any_task_file_parses_or_is_refused_without_a_panic(
+            parts in proptest::collection::vec(fragment(), 0..24),
+        ) {
+            let text = parts.concat();
+            if let Ok(file) = parse("fuzz.yaml", &text) {
+                let _ = file.into_request();
+            }
+        }
+    }
 }

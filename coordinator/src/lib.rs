@@ -56,12 +56,17 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// # Errors
 /// When the database cannot be reached or migrated, or the server fails.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Read before anything else, so a bad file is named at once.
+    let admin_token = match &config.auth.admin_token_file {
+        Some(path) => Some(auth::book::read_admin_token(path).await?),
+        None => None,
+    };
     let pool = db::connect_patiently(&config.database).await.context("connect to PostgreSQL")?;
     let hot_pool = db::hot_pool(&config.database).context("open the hot-path pool")?;
     MIGRATOR.run(&pool).await.context("apply database migrations")?;
     db::open_hot_pool(&hot_pool).await;
     let address = listener.local_addr().context("read the listen address")?;
-    let tokens = open_token_book(&config, &pool).await?;
+    let tokens = open_token_book(&config, admin_token.as_deref(), &pool).await?;
 
     let root = CancellationToken::new();
     // Cancelled when an essential background task panics: the coordinator stops.
@@ -156,9 +161,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     served.context("gRPC server task panicked")?
 }
 
-/// The token book when auth is on (its admin token read from the file); says loudly when it is off.
-async fn open_token_book(config: &Config, pool: &sqlx::PgPool) -> anyhow::Result<Option<Arc<auth::book::TokenBook>>> {
-    let Some(path) = &config.auth.admin_token_file else {
+/// The token book when auth is on (trusting `admin_token`, read from the file); says loudly when it is off.
+async fn open_token_book(
+    config: &Config,
+    admin_token: Option<&str>,
+    pool: &sqlx::PgPool,
+) -> anyhow::Result<Option<Arc<auth::book::TokenBook>>> {
+    let (Some(path), Some(token)) = (&config.auth.admin_token_file, admin_token) else {
         if config.auth.insecure {
             warn!(
                 "auth is off and --insecure was given: anyone who can reach this coordinator can run code on every worker"
@@ -168,8 +177,7 @@ async fn open_token_book(config: &Config, pool: &sqlx::PgPool) -> anyhow::Result
         }
         return Ok(None);
     };
-    let token = auth::book::read_admin_token(path).await?;
-    let book = auth::book::TokenBook::open(pool.clone(), &token).await.context("read the attempt-token key")?;
+    let book = auth::book::TokenBook::open(pool.clone(), token).await.context("read the attempt-token key")?;
     info!(admin_token_file = %path.display(), "auth is on");
     Ok(Some(Arc::new(book)))
 }

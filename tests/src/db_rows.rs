@@ -186,6 +186,7 @@ pub fn reports(attempts: &[(Uuid, Uuid)], cost: Option<f64>) -> Reports {
         input_tokens: attempts.iter().map(|_| Some(10)).collect(),
         output_tokens: attempts.iter().map(|_| Some(20)).collect(),
         costs: attempts.iter().map(|_| cost).collect(),
+        worker_id: None,
     }
 }
 
@@ -228,7 +229,7 @@ impl Fate {
 /// When a statement fails.
 pub async fn end_attempt(pool: &PgPool, task: Uuid, attempt: Uuid, fate: Fate) -> usize {
     let mut tx = pool.begin().await.expect("begin");
-    let locked = db::outcomes::lock_reported(&mut tx, &[task], &[attempt]).await.expect("lock reported");
+    let locked = db::outcomes::lock_reported(&mut tx, &[task], &[attempt], None).await.expect("lock reported");
     let fates = fates(locked.iter().map(|stopped| (stopped.id, stopped.attempt_id)), fate);
     db::outcomes::apply_fates(&mut tx, &fates).await.expect("apply fates");
     tx.commit().await.expect("commit the fates");

@@ -388,7 +388,7 @@ async fn log_chunks_of_no_known_stream_are_refused() {
             data: b"x".to_vec(),
             seq: 0,
         };
-        let batch = pb::AppendLogsRequest { chunks: vec![chunk] };
+        let batch = pb::AppendLogsRequest { chunks: vec![chunk], worker_id: worker.id.clone() };
         let expected = format!("chunks[0].stream: {stream} is not a stream");
         assert_refused(worker.client.append_logs(tokio_stream::iter([batch])).await, &expected);
     }

@@ -55,7 +55,7 @@ async fn every_kind_of_task(pool: &PgPool) {
 
     let build = attempt_of(tasks[5]);
     let mut tx = pool.begin().await.unwrap();
-    db::stages::lock_staged(&mut tx, &[tasks[5]], &[build]).await.unwrap();
+    db::stages::lock_staged(&mut tx, &[tasks[5]], &[build], None).await.unwrap();
     db::stages::record_attempt(&mut tx, &db_rows::reports(&[(tasks[5], build)], Some(1.0)), 0).await.unwrap();
     db::stages::advance(&mut tx, tasks[5], true, &json!({"ok": tasks[5]})).await.unwrap();
     tx.commit().await.unwrap();

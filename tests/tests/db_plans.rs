@@ -96,11 +96,15 @@ fn hot_statements() -> Vec<(&'static str, Vec<&'static str>, String)> {
             vec!["where s.task_id = $2 and s.status = 'ready'"],
             format!("{UUID}, {UUID}, {UUID}, 60, 600, 5"),
         ),
-        ("outcomes::complete", vec!["), before as ("], empty(7)),
+        ("outcomes::complete", vec!["), before as ("], format!("{}, {UUID}", empty(7))),
         ("outcomes::attempt_outcomes", vec![r#"a.outcome as "outcome: AttemptOutcome""#], empty(2)),
-        ("outcomes::lock_reported", vec![r#"false as "lease_expired!""#, "unnest($1::uuid[], $2::uuid[])"], empty(2)),
+        (
+            "outcomes::lock_reported",
+            vec![r#"false as "lease_expired!""#, "unnest($1::uuid[], $2::uuid[])"],
+            format!("{}, {UUID}", empty(2)),
+        ),
         ("outcomes::apply_fates", vec!["), moved as ("], empty(13)),
-        ("stages::lock_staged", vec!["where s.validated"], empty(2)),
+        ("stages::lock_staged", vec!["where s.validated"], format!("{}, {UUID}", empty(2))),
         (
             "stages::record_attempt",
             vec!["'succeeded', $3, $4, $5, $6, $7"],

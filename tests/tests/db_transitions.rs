@@ -124,7 +124,7 @@ async fn unblock_dependents_counts_off_one_dependency_and_readies_at_zero() {
 /// as the use-case does; returns the build result the lock read.
 async fn staged(pool: &PgPool, task: Uuid, attempt: Uuid, result: Json) -> Option<Json> {
     let mut tx = pool.begin().await.unwrap();
-    let locked = db::stages::lock_staged(&mut tx, &[task], &[attempt]).await.unwrap();
+    let locked = db::stages::lock_staged(&mut tx, &[task], &[attempt], None).await.unwrap();
     assert_eq!(locked.len(), 1, "the current attempt of a validated task");
     let mut reports = db_rows::reports(&[(task, attempt)], None);
     reports.results = vec![result];

@@ -133,8 +133,11 @@ async fn a_superseded_attempt_is_refused_everywhere_and_changes_nothing() {
         data: b"stale".to_vec(),
         seq: 0,
     };
-    let summary =
-        a.append_logs(tokio_stream::iter([pb::AppendLogsRequest { chunks: vec![chunk] }])).await.unwrap().into_inner();
+    let summary = a
+        .append_logs(tokio_stream::iter([pb::AppendLogsRequest { chunks: vec![chunk], worker_id: a_id.clone() }]))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((summary.accepted_chunks, summary.rejected_chunks), (0, 1));
 
     let after = state(&db, &task_id).await;

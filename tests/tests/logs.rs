@@ -35,8 +35,12 @@ async fn with_small_budget() -> (TestDb, TestCoordinator, AdminServiceClient<Aut
 
 /// Sends one batch; (accepted, rejected).
 async fn append(fake: &mut FakeWorker, chunks: Vec<pb::LogChunk>) -> (u64, u64) {
-    let summary =
-        fake.client.append_logs(tokio_stream::iter([pb::AppendLogsRequest { chunks }])).await.unwrap().into_inner();
+    let summary = fake
+        .client
+        .append_logs(tokio_stream::iter([pb::AppendLogsRequest { chunks, worker_id: fake.id.clone() }]))
+        .await
+        .unwrap()
+        .into_inner();
     (summary.accepted_chunks, summary.rejected_chunks)
 }
 

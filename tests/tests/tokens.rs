@@ -59,7 +59,12 @@ async fn hivectl_makes_lists_and_revokes_tokens_and_never_lists_secrets() {
     let db = fresh_database().await;
     let coordinator = TestCoordinator::start(test_config(&db)).await;
     let url = coordinator.url.clone();
-    let made = hivectl_as(admin_token(), &url, &["tokens", "create", "--role", "submitter", "--name", "ci", "--expires", "90d"]).await;
+    let made = hivectl_as(
+        admin_token(),
+        &url,
+        &["tokens", "create", "--role", "submitter", "--name", "ci", "--expires", "90d"],
+    )
+    .await;
     assert!(made.status.success(), "{}", made.stderr);
     let token = made.stdout.trim().to_owned();
     assert!(token.starts_with("hive_s_") && token.len() == 71, "{token}");
@@ -70,7 +75,8 @@ async fn hivectl_makes_lists_and_revokes_tokens_and_never_lists_secrets() {
     assert_eq!(entry["role"], "submitter");
     assert!(entry["expires_at"].is_string(), "{entry}");
     assert!(!listed.to_string().contains(&token[7..]), "the list never shows a secret");
-    let stored: Vec<u8> = sqlx::query_scalar("select hash from api_tokens where name = 'ci'").fetch_one(&db.pool).await.unwrap();
+    let stored: Vec<u8> =
+        sqlx::query_scalar("select hash from api_tokens where name = 'ci'").fetch_one(&db.pool).await.unwrap();
     assert_eq!(stored, hive_shared::tokens::hash(&token).to_vec(), "only the hash is stored");
 
     // The submitter submits with its token; a viewer token may not.
@@ -126,8 +132,13 @@ async fn an_attempt_token_takes_locks_for_its_own_attempt_only_while_it_is_curre
     assert_eq!(claim.code(), Code::PermissionDenied, "an agent cannot claim: {claim:?}");
 
     // The attempt ends: its token takes nothing more.
-    let done = pb::Completion { task_id: mine.task_id.clone(), attempt_id: mine.attempt_id.clone(), ..Default::default() };
-    worker.client.complete(pb::CompleteRequest { worker_id: worker.id.clone(), completions: vec![done] }).await.unwrap();
+    let done =
+        pb::Completion { task_id: mine.task_id.clone(), attempt_id: mine.attempt_id.clone(), ..Default::default() };
+    worker
+        .client
+        .complete(pb::CompleteRequest { worker_id: worker.id.clone(), completions: vec![done] })
+        .await
+        .unwrap();
     let after = agent.acquire_lock(lock(mine, "later")).await.unwrap_err();
     assert_eq!(after.code(), Code::Aborted, "the attempt is over: {after:?}");
     let held: i64 = sqlx::query_scalar("select count(*) from task_locks").fetch_one(&db.pool).await.unwrap();
@@ -140,7 +151,7 @@ async fn tokens_of_one_role_cannot_touch_each_others_work() {
     let db = fresh_database().await;
     let coordinator = TestCoordinator::start(test_config(&db)).await;
     let mut admin = coordinator.admin_client().await;
-    let mut token = |name: &'static str, role: &'static str| {
+    let token = |name: &'static str, role: &'static str| {
         let mut admin = admin.clone();
         async move { admin.create_token(create(name, role)).await.unwrap().into_inner().token }
     };

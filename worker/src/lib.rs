@@ -160,7 +160,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     tracked::spawn(
         &loops,
         "log shipper",
-        shipper::run(client.clone(), log_queue, flush_interval, heartbeat, give_up.clone()),
+        shipper::run(client.clone(), worker_id.to_string(), log_queue, flush_interval, heartbeat, give_up.clone()),
     );
     let reporter = report::run(client, worker_id.to_string(), report_queue, held.clone(), heartbeat, give_up.clone());
     tracked::spawn_essential(&loops, "outcome reporter", failed.clone(), reporter);

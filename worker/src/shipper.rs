@@ -119,9 +119,10 @@ impl LogSink {
     }
 }
 
-/// Ships until every sender is gone and the queue is empty, or `abandon`.
+/// Ships `worker_id`'s output until every sender is gone and the queue is empty, or `abandon`.
 pub(crate) async fn run(
     client: Client,
+    worker_id: String,
     mut queue: mpsc::Receiver<Shipment>,
     flush_interval: Duration,
     retry_delay_max: Duration,
@@ -135,7 +136,7 @@ pub(crate) async fn run(
         let shipment = tokio::select! {
             shipment = queue.recv() => shipment,
             _ = ticker.tick() => {
-                ship(&client, &mut pending, retry_delay_max, &abandon).await;
+                ship(&client, &worker_id, &mut pending, retry_delay_max, &abandon).await;
                 pending_bytes = 0;
                 continue;
             }
@@ -146,17 +147,17 @@ pub(crate) async fn run(
                 pending_bytes += chunk.data.len();
                 pending.push(chunk);
                 if pending_bytes >= BATCH_BYTES {
-                    ship(&client, &mut pending, retry_delay_max, &abandon).await;
+                    ship(&client, &worker_id, &mut pending, retry_delay_max, &abandon).await;
                     pending_bytes = 0;
                 }
             }
             Some(Shipment::Flush(done)) => {
-                ship(&client, &mut pending, retry_delay_max, &abandon).await;
+                ship(&client, &worker_id, &mut pending, retry_delay_max, &abandon).await;
                 pending_bytes = 0;
                 let _ = done.send(());
             }
             None => {
-                ship(&client, &mut pending, retry_delay_max, &abandon).await;
+                ship(&client, &worker_id, &mut pending, retry_delay_max, &abandon).await;
                 return;
             }
         }
@@ -166,6 +167,7 @@ pub(crate) async fn run(
 /// Sends the pending chunks, retrying until they are stored; empties `pending`.
 async fn ship(
     client: &Client,
+    worker_id: &str,
     pending: &mut Vec<pb::LogChunk>,
     retry_delay_max: Duration,
     abandon: &CancellationToken,
@@ -176,7 +178,7 @@ async fn ship(
     let chunks = std::mem::take(pending);
     let result = connection::retry("append_logs", retry_delay_max, abandon, || {
         let mut client = client.clone();
-        let batch = pb::AppendLogsRequest { chunks: chunks.clone() };
+        let batch = pb::AppendLogsRequest { chunks: chunks.clone(), worker_id: worker_id.to_owned() };
         async move { client.append_logs(tokio_stream::iter([batch])).await }
     })
     .await;

@@ -1,8 +1,14 @@
 //! Checks presented tokens: the admin token from `auth.admin_token_file`,
 //! named tokens in `api_tokens`, and attempt tokens (MAC-signed attempt
-//! ids). Named tokens are looked up by the SHA-256 of their text and kept
-//! for at most [`FRESH`], so a revocation on any coordinator is seen by
-//! every coordinator within a second without a restart.
+//! ids). Named tokens are looked up by the SHA-256 of their text and trusted
+//! for [`FRESH`], so a revocation on any coordinator is seen by every
+//! coordinator within a second without a restart.
+//!
+//! While the database cannot be reached (a lookup fails or takes longer than
+//! [`LOOKUP_TIMEOUT`]), a token looked up before is trusted as it was last
+//! seen: an outage must not refuse the workers whose heartbeats keep their
+//! leases, and nothing can be revoked while the database is down. A token
+//! never seen gets UNAVAILABLE then, and its caller retries.
 //!
 //! Lookups are by hash: the time a lookup takes depends on the hash of the
 //! presented text, never on a stored secret's bytes, and the one secret
@@ -26,6 +32,8 @@ use crate::error::{Error, Result};
 
 /// Longest a looked-up token is trusted before it is looked up again.
 pub(crate) const FRESH: Duration = Duration::from_millis(500);
+/// Longest a lookup may take before the last answer is used instead.
+pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most tokens remembered; past it the memory is cleared.
 const MAX_REMEMBERED: usize = 10_000;
 /// The name callers with the admin token from the file have.
@@ -108,10 +116,24 @@ impl TokenBook {
     }
 
     async fn look_up(&self, hash: [u8; 32]) -> Result<Option<TokenRow>> {
-        if let Some(row) = self.remembered(&hash) {
-            return Ok(Some(row));
+        let remembered = self.remembered(&hash);
+        if let Some(entry) = &remembered
+            && entry.at.elapsed() < FRESH
+        {
+            return Ok(Some(entry.row.clone()));
         }
-        let row = db::tokens::by_hash(&self.pool, &hash).await?;
+        let looked_up = match tokio::time::timeout(LOOKUP_TIMEOUT, db::tokens::by_hash(&self.pool, &hash)).await {
+            Ok(result) => result,
+            Err(_) => Err(sqlx::Error::PoolTimedOut),
+        };
+        let row = match (looked_up, remembered) {
+            (Ok(row), _) => row,
+            (Err(err), Some(entry)) if db::transient(&err) => {
+                tracing::debug!(error = %err, "token lookup failed; trusting the last answer");
+                return Ok(Some(entry.row));
+            }
+            (Err(err), _) => return Err(err.into()),
+        };
         if let Some(row) = &row {
             let mut remembered = self.remembered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if remembered.len() >= MAX_REMEMBERED {
@@ -122,9 +144,8 @@ impl TokenBook {
         Ok(row)
     }
 
-    fn remembered(&self, hash: &[u8; 32]) -> Option<TokenRow> {
-        let remembered = self.remembered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        remembered.get(hash).filter(|entry| entry.at.elapsed() < FRESH).map(|entry| entry.row.clone())
+    fn remembered(&self, hash: &[u8; 32]) -> Option<Remembered> {
+        self.remembered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(hash).cloned()
     }
 }
 

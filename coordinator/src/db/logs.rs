@@ -13,6 +13,8 @@ pub struct LogBudget {
     pub task_id: Uuid,
     /// Its current attempt (chunks of other attempts are refused).
     pub current_attempt: Option<Uuid>,
+    /// The worker that holds (or held) that attempt.
+    pub current_worker: Option<Uuid>,
     /// Bytes stored so far.
     pub log_bytes: i64,
     /// Whether the marker was written already.
@@ -41,6 +43,9 @@ pub async fn lock_budgets(conn: &mut PgConnection, task_ids: &[Uuid]) -> sqlx::R
                coalesce(s.attempt_id,
                         (select a.id from attempts a where a.task_id = o.task_id order by a.number desc limit 1))
                    as current_attempt,
+               coalesce(s.worker_id,
+                        (select a.worker_id from attempts a where a.task_id = o.task_id order by a.number desc limit 1))
+                   as current_worker,
                o.bytes as log_bytes, o.truncated as log_truncated
         from task_output o join task_states s on s.task_id = o.task_id
         where o.task_id = any($1)

@@ -29,6 +29,9 @@ pub struct Reports {
     pub output_tokens: Vec<Option<i64>>,
     /// Costs.
     pub costs: Vec<Option<f64>>,
+    /// The reporting worker: only attempts it holds are recorded (`None`
+    /// for the statement tests, which report for any holder).
+    pub worker_id: Option<Uuid>,
 }
 
 /// What a batch of completions did.
@@ -60,7 +63,7 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
             select s.task_id, s.swarm_id, s.attempts, s.worker_id, s.stage, s.attempt_started_at, r.attempt_id,
                    r.result, r.session_id, r.input_tokens, r.output_tokens, r.cost
             from reported r join task_states s on s.task_id = r.task_id and s.attempt_id = r.attempt_id
-            where not s.validated
+            where not s.validated and ($8::uuid is null or s.worker_id = $8)
         ), done as (
             -- The attempt id is the fence, checked again in the row's latest
             -- version (READ COMMITTED), so no separate row lock is taken.
@@ -110,6 +113,7 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
         &reports.input_tokens as &[Option<i64>],
         &reports.output_tokens as &[Option<i64>],
         &reports.costs as &[Option<f64>],
+        reports.worker_id,
     )
     .fetch_one(executor)
     .await?;
@@ -162,11 +166,13 @@ pub struct StoppedAttempt {
     pub lease_expired: bool,
 }
 
-/// Locks the leased tasks whose current attempt is among the reported ones.
+/// Locks the leased tasks whose current attempt is among the reported ones
+/// (and held by `worker`, when given).
 pub async fn lock_reported(
     conn: &mut PgConnection,
     task_ids: &[Uuid],
     attempt_ids: &[Uuid],
+    worker: Option<Uuid>,
 ) -> sqlx::Result<Vec<StoppedAttempt>> {
     sqlx::query_as!(
         StoppedAttempt,
@@ -178,11 +184,13 @@ pub async fn lock_reported(
         join unnest($1::uuid[], $2::uuid[]) as r(task_id, attempt_id)
           on s.task_id = r.task_id and s.attempt_id = r.attempt_id
         join tasks t on t.id = s.task_id
+        where $3::uuid is null or s.worker_id = $3
         order by s.task_id
         for update of s
         "#,
         task_ids,
         attempt_ids,
+        worker,
     )
     .fetch_all(conn)
     .await

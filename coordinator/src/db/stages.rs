@@ -31,11 +31,13 @@ pub struct StagedTask {
     pub build_result: Option<Json>,
 }
 
-/// Locks the tasks with a validator whose current attempt is among the reported ones.
+/// Locks the tasks with a validator whose current attempt is among the
+/// reported ones (and held by `worker`, when given).
 pub async fn lock_staged(
     conn: &mut PgConnection,
     task_ids: &[Uuid],
     attempt_ids: &[Uuid],
+    worker: Option<Uuid>,
 ) -> sqlx::Result<Vec<StagedTask>> {
     sqlx::query_as!(
         StagedTask,
@@ -49,12 +51,13 @@ pub async fn lock_staged(
         join unnest($1::uuid[], $2::uuid[]) as r(task_id, attempt_id)
           on s.task_id = r.task_id and s.attempt_id = r.attempt_id
         join tasks t on t.id = s.task_id
-        where s.validated
+        where s.validated and ($3::uuid is null or s.worker_id = $3)
         order by s.task_id
         for update of s
         "#,
         task_ids,
         attempt_ids,
+        worker,
     )
     .fetch_all(conn)
     .await

@@ -43,6 +43,29 @@ fn ids(index: usize, list: &str, task: &str, attempt: &str) -> Result<(TaskId, A
     ))
 }
 
+impl WorkerApi {
+    /// The worker a batch of output says it comes from, checked against the
+    /// caller's token once per stream (`sender` remembers it); `None` when
+    /// the batch names none and the caller need not.
+    async fn log_sender(&self, caller: &Caller, text: &str, sender: &mut Option<WorkerId>) -> Result<Option<WorkerId>> {
+        if text.is_empty() {
+            if caller.limited_to_own_workers() {
+                return Err(crate::error::Error::invalid("worker_id", "a worker token must say which worker sends"));
+            }
+            return Ok(None);
+        }
+        if let Some(known) = *sender
+            && known.to_string() == text
+        {
+            return Ok(Some(known));
+        }
+        let worker = worker_id(text)?;
+        self.app.worker_owners.check(&self.app.pool, caller, worker.0).await?;
+        *sender = Some(worker);
+        Ok(Some(worker))
+    }
+}
+
 type HeartbeatStream = Pin<Box<dyn Stream<Item = Result<pb::HeartbeatResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -111,7 +134,7 @@ impl WorkerService for WorkerApi {
             });
         }
         self.app.worker_owners.check(&self.app.pool, &caller, worker.0).await?;
-        let acks = report::complete(&self.app.hot_pool, &self.app.config.limits, completions).await?;
+        let acks = report::complete(&self.app.hot_pool, &self.app.config.limits, worker, completions).await?;
         Ok(Response::new(pb::CompleteResponse { acks: convert::acks(attempts, acks) }))
     }
 
@@ -137,7 +160,7 @@ impl WorkerService for WorkerApi {
             });
         }
         self.app.worker_owners.check(&self.app.pool, &caller, worker.0).await?;
-        let (acks, earliest_retry) = report::fail(&self.app.hot_pool, &self.app.config.tasks, failures).await?;
+        let (acks, earliest_retry) = report::fail(&self.app.hot_pool, &self.app.config.tasks, worker, failures).await?;
         if let Some(delay) = earliest_retry {
             self.app.wake_after(delay);
         }
@@ -191,10 +214,13 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<Streaming<pb::AppendLogsRequest>>,
     ) -> Result<Response<pb::AppendLogsResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let mut batches = request.into_inner();
         let max_bytes = self.app.config.limits.max_log_size_per_task.as_u64();
         let mut total = pb::AppendLogsResponse::default();
+        let mut sender: Option<WorkerId> = None;
         while let Some(batch) = batches.message().await? {
+            let worker = self.log_sender(&caller, &batch.worker_id, &mut sender).await?;
             let mut chunks = Vec::with_capacity(batch.chunks.len());
             for (index, chunk) in batch.chunks.into_iter().enumerate() {
                 let (task, attempt) = ids(index, "chunks", &chunk.task_id, &chunk.attempt_id)?;
@@ -203,7 +229,7 @@ impl WorkerService for WorkerApi {
                     .map_err(|_| crate::error::Error::invalid(format!("chunks[{index}].seq"), "is too large"))?;
                 chunks.push(logs::Chunk { task, attempt, seq, stream, data: chunk.data });
             }
-            let stored = logs::append(&self.app.hot_pool, max_bytes, chunks).await?;
+            let stored = logs::append(&self.app.hot_pool, max_bytes, worker.map(|id| id.0), chunks).await?;
             total.accepted_chunks += stored.accepted;
             total.rejected_chunks += stored.rejected;
         }

@@ -77,11 +77,12 @@ pub(crate) async fn page(
     Ok(Page { chunks, more, truncated })
 }
 
-/// Stores a batch of chunks within each task's budget of `max_bytes`.
+/// Stores a batch of chunks within each task's budget of `max_bytes`;
+/// with `worker`, only chunks of attempts that worker holds (or held last).
 ///
 /// # Errors
 /// Database failures only.
-pub(crate) async fn append(pool: &PgPool, max_bytes: u64, chunks: Vec<Chunk>) -> Result<Stored> {
+pub(crate) async fn append(pool: &PgPool, max_bytes: u64, worker: Option<Uuid>, chunks: Vec<Chunk>) -> Result<Stored> {
     if chunks.is_empty() {
         return Ok(Stored::default());
     }
@@ -106,7 +107,7 @@ pub(crate) async fn append(pool: &PgPool, max_bytes: u64, chunks: Vec<Chunk>) ->
             stored.rejected += 1;
             continue;
         };
-        if budget.current_attempt != Some(chunk.attempt.0) {
+        if budget.current_attempt != Some(chunk.attempt.0) || worker.is_some_and(|w| budget.current_worker != Some(w)) {
             stored.rejected += 1;
             continue;
         }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use hive_shared::convert::JsonObject;
-use hive_shared::ids::{AttemptId, TaskId};
+use hive_shared::ids::{AttemptId, TaskId, WorkerId};
 use serde_json::Value as Json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -80,11 +80,18 @@ pub(crate) struct Failure {
 /// Longest error text kept per attempt.
 pub(crate) const MAX_ERROR_LEN: usize = 8 * 1024;
 
-/// Records successes in one statement; returns one ack per completion, in order.
+/// Records the successes of attempts `worker` holds in one statement;
+/// returns one ack per completion, in order (an attempt another worker holds
+/// is acknowledged as lost).
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] when a result is over the size limit (nothing is recorded).
-pub(crate) async fn complete(pool: &PgPool, limits: &LimitConfig, completions: Vec<Completion>) -> Result<Vec<Ack>> {
+pub(crate) async fn complete(
+    pool: &PgPool,
+    limits: &LimitConfig,
+    worker: WorkerId,
+    completions: Vec<Completion>,
+) -> Result<Vec<Ack>> {
     let result_limit = limits.max_result_size.as_u64();
     let problems: Vec<String> = completions
         .iter()
@@ -102,7 +109,7 @@ pub(crate) async fn complete(pool: &PgPool, limits: &LimitConfig, completions: V
     if !problems.is_empty() {
         return Err(Error::InvalidArgument { problems });
     }
-    let mut reports = db::outcomes::Reports::default();
+    let mut reports = db::outcomes::Reports { worker_id: Some(worker.0), ..Default::default() };
     for completion in completions {
         reports.task_ids.push(completion.task.0);
         reports.attempt_ids.push(completion.attempt.0);
@@ -132,7 +139,7 @@ async fn complete_staged(pool: &PgPool, reports: &db::outcomes::Reports, recorde
     let task_ids: Vec<Uuid> = rest.iter().map(|i| reports.task_ids[*i]).collect();
     let attempt_ids: Vec<Uuid> = rest.iter().map(|i| reports.attempt_ids[*i]).collect();
     let mut tx = pool.begin().await?;
-    let staged = db::stages::lock_staged(&mut tx, &task_ids, &attempt_ids).await?;
+    let staged = db::stages::lock_staged(&mut tx, &task_ids, &attempt_ids, reports.worker_id).await?;
     let (mut done, mut succeeded, mut ended) = (Vec::new(), Vec::new(), Vec::new());
     for task in &staged {
         let Some(index) = reports.attempt_ids.iter().position(|attempt| *attempt == task.attempt_id) else { continue };
@@ -170,7 +177,8 @@ async fn complete_staged(pool: &PgPool, reports: &db::outcomes::Reports, recorde
 /// Why tasks downstream of a dead or cancelled one are cancelled.
 pub(crate) const UPSTREAM_REASON: &str = "cancelled: a task it depends on died or was cancelled (upstream)";
 
-/// Records failures in one transaction: each task is retried after a backoff,
+/// Records failures of attempts `worker` holds in one transaction: each task
+/// is retried after a backoff,
 /// requeued (hand-back), cancelled, or sent to the dead-letter queue. Returns
 /// one ack per failure, in order, and the earliest retry delay (so the caller
 /// can wake claimers then).
@@ -180,6 +188,7 @@ pub(crate) const UPSTREAM_REASON: &str = "cancelled: a task it depends on died o
 pub(crate) async fn fail(
     pool: &PgPool,
     defaults: &TaskDefaults,
+    worker: WorkerId,
     failures: Vec<Failure>,
 ) -> Result<(Vec<Ack>, Option<Duration>)> {
     let task_ids: Vec<Uuid> = failures.iter().map(|failure| failure.task.0).collect();
@@ -187,7 +196,7 @@ pub(crate) async fn fail(
     let by_attempt: HashMap<Uuid, &Failure> = failures.iter().map(|failure| (failure.attempt.0, failure)).collect();
 
     let mut tx = pool.begin().await?;
-    let stopped = db::outcomes::lock_reported(&mut tx, &task_ids, &attempt_ids).await?;
+    let stopped = db::outcomes::lock_reported(&mut tx, &task_ids, &attempt_ids, Some(worker.0)).await?;
     let mut fates = db::outcomes::Fates::default();
     for task in &stopped {
         let Some(failure) = by_attempt.get(&task.attempt_id) else { continue };
