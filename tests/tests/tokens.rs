@@ -204,3 +204,24 @@ async fn tokens_of_one_role_cannot_touch_each_others_work() {
     assert_eq!(name, "w", "the refused registration changed nothing");
     coordinator.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn without_auth_a_coordinator_refuses_to_serve_beyond_loopback() {
+    let output = tokio::process::Command::new(hive_tests::procs::binary("hive-coordinator"))
+        .args(["--listen", "0.0.0.0:0", "--check-config"])
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env_remove("HIVE_COORDINATOR__AUTH__ADMIN_TOKEN_FILE")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not a loopback address") && stderr.contains("--insecure"), "{stderr}");
+    let insecure = tokio::process::Command::new(hive_tests::procs::binary("hive-coordinator"))
+        .args(["--listen", "0.0.0.0:0", "--insecure", "--check-config"])
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .output()
+        .await
+        .unwrap();
+    assert!(insecure.status.success(), "{}", String::from_utf8_lossy(&insecure.stderr));
+}
