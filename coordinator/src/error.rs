@@ -43,6 +43,9 @@ pub enum Error {
         /// The stale attempt.
         attempt: AttemptId,
     },
+    /// The caller's role or ownership does not allow the call.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The coordinator is shutting down and takes no new long-polls.
     #[error("the coordinator is shutting down")]
     ShuttingDown,

@@ -58,6 +58,7 @@ impl From<Error> for Status {
         let code = match &err {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::TaskNotFound(_) | Error::SwarmNotFound(_) => Code::NotFound,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::WorkerNotRegistered(_) | Error::WrongStatus { .. } => Code::FailedPrecondition,
             Error::LeaseLost { .. } => Code::Aborted,
             Error::ShuttingDown | Error::BeatsNotRecorded => Code::Unavailable,
