@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use anyhow::anyhow;
+use hive_shared::client::Connect;
 use hive_shared::pb;
 use hive_shared::pb::admin_service_client::AdminServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -16,15 +17,12 @@ pub(crate) type Admin = AdminServiceClient<Channel>;
 /// Largest message sent or accepted.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
-/// A client for the coordinator at `url` (connects on first use).
+/// An admin client for the coordinator (connects on first use).
 ///
 /// # Errors
-/// A malformed URL.
-pub(crate) fn admin(url: &str) -> anyhow::Result<Admin> {
-    let channel = Endpoint::from_shared(url.to_owned())
-        .map_err(|err| anyhow!("bad coordinator URL `{url}`: {err}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy();
+/// A malformed URL, unreadable TLS files.
+pub(crate) fn admin(connect: &Connect) -> anyhow::Result<Admin> {
+    let channel = connect.endpoint()?.connect_lazy();
     Ok(AdminServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
 }
 
@@ -56,10 +54,10 @@ pub(crate) async fn list_tasks(
     Ok(tasks)
 }
 
-/// Whether the coordinator at `url` answers its health check as serving
-/// workers; `false` for any failure, including a malformed URL.
-pub(crate) async fn serving(url: &str) -> bool {
-    let Ok(endpoint) = Endpoint::from_shared(url.to_owned()) else {
+/// Whether the coordinator answers its health check as serving workers;
+/// `false` for any failure, including a malformed URL.
+pub(crate) async fn serving(connect: &Connect) -> bool {
+    let Ok(endpoint) = connect.endpoint() else {
         return false;
     };
     let Ok(channel) = endpoint.connect_timeout(Duration::from_secs(1)).connect().await else {

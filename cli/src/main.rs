@@ -1,6 +1,9 @@
 //! `hivectl`: parse the command line and run one subcommand.
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
+use hive_shared::client::{ClientTls, Connect};
 use hivectl::commands::{self, Ctx};
 
 /// Operate a Hive swarm.
@@ -10,6 +13,15 @@ struct Cli {
     /// Coordinator URL.
     #[arg(long, global = true, env = "HIVE_COORDINATOR", default_value = "http://127.0.0.1:50051")]
     coordinator: String,
+    /// CA bundle the coordinator's certificate must chain to (https:// URLs).
+    #[arg(long, global = true, env = "HIVE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate, for coordinators that require one.
+    #[arg(long, global = true, env = "HIVE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Key of the client certificate.
+    #[arg(long, global = true, env = "HIVE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -53,6 +65,9 @@ enum Command {
     Lock(commands::lock::LockCommand),
     /// List held locks.
     Locks,
+    /// Make TLS certificates.
+    #[command(subcommand)]
+    Certs(commands::certs::CertsCommand),
     /// Run a whole swarm on this machine: database, coordinator, workers, tasks.
     Up(commands::up::UpArgs),
 }
@@ -61,7 +76,8 @@ enum Command {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     hive_shared::telemetry::init("info", hive_shared::telemetry::LogFormat::Text);
-    let ctx = Ctx { url: cli.coordinator, json: cli.json };
+    let tls = ClientTls { ca: cli.tls_ca, cert: cli.tls_cert, key: cli.tls_key };
+    let ctx = Ctx { connect: Connect { url: cli.coordinator, token: None, tls }, json: cli.json };
     let result = match cli.command {
         Command::Submit(args) => commands::submit::run(&ctx, args).await,
         Command::Tasks(command) => commands::tasks::run(&ctx, command).await,
@@ -75,6 +91,7 @@ async fn main() -> std::process::ExitCode {
         Command::Export { swarm } => commands::swarms::export(&ctx, &swarm).await,
         Command::Lock(command) => commands::lock::run(&ctx, command).await,
         Command::Locks => commands::lock::list(&ctx).await,
+        Command::Certs(command) => commands::certs::run(command),
         Command::Up(args) => commands::up::run(args, ctx.json).await,
     };
     match result {

@@ -51,9 +51,7 @@ pub struct AttemptArgs {
 /// # Errors
 /// A refused call, or a lock still held by another task.
 pub async fn run(ctx: &Ctx, command: LockCommand) -> anyhow::Result<()> {
-    let mut client = WorkerServiceClient::connect(ctx.url.clone())
-        .await
-        .map_err(|err| anyhow::anyhow!("cannot reach the coordinator at {}: {err}", ctx.url))?;
+    let mut client = WorkerServiceClient::new(ctx.connect.connect().await?);
     match command {
         LockCommand::Acquire { key, wait, attempt } => {
             let request = pb::AcquireLockRequest {

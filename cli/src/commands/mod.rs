@@ -1,6 +1,7 @@
 //! One module per hivectl subcommand.
 
 pub mod bulk;
+pub mod certs;
 pub mod lock;
 pub mod logs;
 pub mod status;
@@ -10,13 +11,15 @@ pub mod tasks;
 pub mod up;
 pub mod workers;
 
+use hive_shared::client::Connect;
+
 use crate::client::{self, Admin};
 
-/// What every subcommand needs: where the coordinator is and how to print.
+/// What every subcommand needs: how to reach the coordinator and how to print.
 #[derive(Debug, Clone)]
 pub struct Ctx {
-    /// Coordinator URL.
-    pub url: String,
+    /// Coordinator URL and TLS files.
+    pub connect: Connect,
     /// Print JSON instead of tables.
     pub json: bool,
 }
@@ -25,13 +28,13 @@ impl Ctx {
     /// An admin client for the coordinator.
     ///
     /// # Errors
-    /// A malformed URL.
+    /// A malformed URL, unreadable TLS files.
     pub fn admin(&self) -> anyhow::Result<Admin> {
-        client::admin(&self.url)
+        client::admin(&self.connect)
     }
 
     /// Describes a refused call.
     pub fn refused(&self, what: &str, status: &tonic::Status) -> anyhow::Error {
-        client::refused(what, &self.url, status)
+        client::refused(what, &self.connect.url, status)
     }
 }

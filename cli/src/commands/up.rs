@@ -16,6 +16,8 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use hive_shared::client::Connect;
+
 use super::{Ctx, status, submit};
 use crate::local_pg::{self, Durability, LocalPostgres};
 use crate::output::{self, TaskView};
@@ -206,7 +208,7 @@ async fn bring_up_and_run(
         }
         stack.workers.push(spawn(worker, &logs.join(format!("worker-{index}.log")))?);
     }
-    let ctx = Ctx { url: coordinator_url.clone(), json };
+    let ctx = Ctx { connect: Connect::plain(&coordinator_url), json };
     wait_for_workers(&ctx, args.workers, stack, logs).await?;
 
     let started = Instant::now();
@@ -240,7 +242,7 @@ async fn wait_healthy(url: &str, stack: &mut Stack, log: &Path) -> anyhow::Resul
         {
             bail!("the coordinator exited ({status}); its log ({}) ends:\n{}", log.display(), tail(log));
         }
-        if crate::client::serving(url).await {
+        if crate::client::serving(&Connect::plain(url)).await {
             return Ok(());
         }
         if Instant::now() > deadline {
