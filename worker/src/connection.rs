@@ -7,10 +7,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use hive_shared::client::{Connect, ConnectError};
 use hive_shared::pb;
 use hive_shared::pb::worker_service_client::WorkerServiceClient;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
 use tracing::warn;
 
@@ -20,13 +21,13 @@ pub(crate) type Client = WorkerServiceClient<Channel>;
 /// Largest message the worker sends or accepts.
 pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
-/// A lazily connecting client for `url`; reconnects on its own after failures.
+/// A lazily connecting client; reconnects on its own after failures.
 ///
 /// # Errors
-/// A malformed URL.
-pub(crate) fn client(url: &str) -> Result<Client, tonic::transport::Error> {
-    let channel = Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(5))
+/// A malformed URL, unreadable TLS files.
+pub(crate) fn client(connect: &Connect) -> Result<Client, ConnectError> {
+    let channel = connect
+        .endpoint()?
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10))

@@ -75,7 +75,9 @@ const HAND_BACK_DEADLINE: Duration = Duration::from_secs(30);
 /// no agent that can run on this host, or an essential loop that panicked.
 pub async fn run(config: Config, shutdown: CancellationToken, stop_now: CancellationToken) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let client = connection::client(&config.coordinator).context("coordinator URL")?;
+    let connect =
+        hive_shared::client::Connect { url: config.coordinator.clone(), token: None, tls: config.tls.client_tls() };
+    let client = connection::client(&connect).context("coordinator URL")?;
     let worker_id = WorkerId::new();
     let _hold = process::orphans::hold(&config.work_dir, &worker_id.to_string())
         .with_context(|| format!("take a folder under work_dir {}", config.work_dir.display()))?;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use hive_worker::config::{Config, Flags};
+use hive_worker::config::{Config, Flags, TlsConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -17,6 +17,15 @@ struct Cli {
     /// Coordinator URL, e.g. http://127.0.0.1:50051.
     #[arg(long, env = "HIVE_COORDINATOR")]
     coordinator: Option<String>,
+    /// CA bundle the coordinator's certificate must chain to (https:// URLs).
+    #[arg(long, env = "HIVE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate, for coordinators that require one.
+    #[arg(long, env = "HIVE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Key of the client certificate.
+    #[arg(long, env = "HIVE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// Agents run at once.
     #[arg(long)]
     slots: Option<u32>,
@@ -31,7 +40,8 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let flags = Flags { coordinator: cli.coordinator, name: cli.name, slots: cli.slots };
+    let tls = TlsConfig { ca: cli.tls_ca, cert: cli.tls_cert, key: cli.tls_key };
+    let flags = Flags { coordinator: cli.coordinator, name: cli.name, slots: cli.slots, tls };
     let config = Config::load(cli.config.as_deref(), std::env::vars(), flags)?;
     hive_shared::telemetry::init("info", config.log_format);
     tracing::info!(config = ?config, "effective configuration");
