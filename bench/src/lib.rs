@@ -4,8 +4,10 @@
 //! one line per workload in the peers' format (`peer=hive workload=drain …`).
 //!
 //! Layout: [`stack`] owns the processes; [`workloads`] has one module per
-//! workload; [`stats`] computes percentiles and formats lines.
+//! workload; [`stats`] computes percentiles and formats lines; [`tls`]
+//! turns TLS on for a run (`HIVE_BENCH_TLS=1`).
 
 pub mod stack;
 pub mod stats;
+pub mod tls;
 pub mod workloads;

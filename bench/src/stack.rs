@@ -190,11 +190,12 @@ impl Hive {
             .env("HIVE_COORDINATOR__LIMITS__MAX_TASKS_PER_SUBMIT", "100000")
             .env("HIVE_COORDINATOR__LIMITS__MAX_MESSAGE_SIZE", "256MiB")
             .envs(env.iter().copied());
+        crate::tls::serve(&mut command);
         let coordinator = spawn(command, &dir.join("coordinator.log"))?;
-        let url = format!("http://127.0.0.1:{port}");
+        let url = format!("{}://127.0.0.1:{port}", crate::tls::scheme());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if tonic::transport::Endpoint::from_shared(url.clone())?.connect().await.is_ok() {
+            if crate::tls::connect(&url).endpoint()?.connect().await.is_ok() {
                 break;
             }
             if Instant::now() > deadline {
@@ -222,6 +223,7 @@ impl Hive {
                 &format!("bench-{index}"),
             ]);
             command.env("RUST_LOG", "warn");
+            crate::tls::trust(&mut command);
             self.workers.push(spawn(command, &self.dir.join(format!("worker-{index}.log")))?);
         }
         Ok(())

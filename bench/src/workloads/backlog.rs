@@ -52,7 +52,7 @@ impl Queue {
         let load_s = loading.elapsed().as_secs_f64();
 
         let hive = Hive::start(binaries, &url, &dir, &[]).await?;
-        let mut client = WorkerServiceClient::connect(hive.url.clone()).await?;
+        let mut client = WorkerServiceClient::new(crate::tls::connect(&hive.url).endpoint()?.connect().await?);
         let worker_id = WorkerId::new().to_string();
         let registration = pb::RegisterRequest {
             worker_id: worker_id.clone(),

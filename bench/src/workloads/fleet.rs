@@ -53,7 +53,7 @@ pub async fn run(
     submit_bulk(&hive.url, "fleet", "noop", workers * HELD as usize).await?;
     let mut channels = Vec::with_capacity(CHANNELS);
     for _ in 0..CHANNELS {
-        channels.push(Channel::from_shared(hive.url.clone())?.connect().await?);
+        channels.push(crate::tls::connect(&hive.url).endpoint()?.connect().await?);
     }
     let round_trips: Arc<Mutex<Vec<f64>>> = Arc::default();
     let stop = CancellationToken::new();

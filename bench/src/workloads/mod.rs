@@ -22,7 +22,7 @@ pub const NOOP_AGENT: &str = "[agents.noop]\nbuiltin = \"noop\"\n";
 /// # Errors
 /// When the coordinator cannot be reached.
 pub async fn admin(url: &str) -> anyhow::Result<AdminServiceClient<Channel>> {
-    let client = AdminServiceClient::connect(url.to_owned()).await?;
+    let client = AdminServiceClient::new(crate::tls::connect(url).endpoint()?.connect().await?);
     Ok(client.max_encoding_message_size(256 << 20).max_decoding_message_size(256 << 20))
 }
 

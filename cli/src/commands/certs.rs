@@ -67,11 +67,19 @@ const LOCAL_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 /// a name a certificate cannot carry.
 pub fn run(command: CertsCommand) -> anyhow::Result<()> {
     match command {
-        CertsCommand::Dev(args) => dev(&args),
+        CertsCommand::Dev(args) => {
+            dev(&args)?;
+            output::line(format!("certificates written to {}", args.dir.display()));
+            Ok(())
+        }
     }
 }
 
-fn dev(args: &DevArgs) -> anyhow::Result<()> {
+/// Writes the files `args` asks for (see the module docs); prints nothing.
+///
+/// # Errors
+/// As [`run`].
+pub fn dev(args: &DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
     let ca = match &args.ca_from {
         Some(from) => {
@@ -101,7 +109,6 @@ fn dev(args: &DevArgs) -> anyhow::Result<()> {
         let stem = format!("client-{client}");
         ca.issue(&args.dir, &stem, client, vec![client.clone()], ExtendedKeyUsagePurpose::ClientAuth)?;
     }
-    output::line(format!("certificates written to {}", args.dir.display()));
     Ok(())
 }
 
