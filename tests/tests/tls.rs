@@ -132,7 +132,8 @@ async fn a_certificate_replaced_on_disk_is_served_without_a_restart() {
     coordinator.stop().await.unwrap();
 }
 
-const ECHO: &str = "cat; echo '{\"ok\": true}'";
+/// Reports the CA file the agent was given (never the worker's key).
+const ECHO: &str = r#"cat >/dev/null; printf '{"ca": "%s", "key": "%s"}\n' "$HIVE_TLS_CA" "$HIVE_TLS_KEY""#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_client_certificates_required_a_worker_must_present_one_naming_it() {
@@ -181,7 +182,12 @@ async fn with_client_certificates_required_a_worker_must_present_one_naming_it()
     .unwrap_or_else(|_| panic!("the task finishes; worker log:\n{}", worker.log_text()));
     assert!(waited.status.success(), "status --wait: {}\nworker log:\n{}", waited.stderr, worker.log_text());
     let tasks = hivectl_tls(&url, &admin_tls, &["--json", "tasks", "list", "--swarm", swarm_id]).await;
-    assert!(tasks.stdout.contains("\"succeeded\""), "{}\nworker log:\n{}", tasks.stdout, worker.log_text());
+    let tasks: serde_json::Value = serde_json::from_str(&tasks.stdout).unwrap();
+    assert_eq!(tasks[0]["status"], "succeeded", "{tasks}\nworker log:\n{}", worker.log_text());
+    let shown = hivectl_tls(&url, &admin_tls, &["--json", "tasks", "show", tasks[0]["id"].as_str().unwrap()]).await;
+    let shown: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    let ca = worker_tls.ca.as_ref().unwrap().display().to_string();
+    assert_eq!(shown["task"]["result"], serde_json::json!({"ca": ca, "key": ""}), "agents get the CA, not the key");
     worker.terminate().await;
     coordinator.stop().await.unwrap();
 }

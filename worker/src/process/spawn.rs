@@ -24,7 +24,7 @@ pub(crate) struct HiveVars {
     pub attempt_id: String,
     /// `HIVE_COORDINATOR`.
     pub coordinator: String,
-    /// Further `HIVE_*` variables (`HIVE_STAGE`, `HIVE_ROUND`, `HIVE_RESUME_SESSION`).
+    /// Further `HIVE_*` variables (`HIVE_STAGE`, `HIVE_ROUND`, `HIVE_RESUME_SESSION`, `HIVE_TLS_CA`).
     pub extra: Vec<(&'static str, String)>,
 }
 
