@@ -7,7 +7,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use hive_shared::tracked;
@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::TlsConfig;
+use crate::maintenance;
 
 /// Longest a client may take over its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -197,19 +198,18 @@ impl ServerTls {
 
 async fn keep_fresh(
     files: TlsFiles,
-    mut stamp: Stamp,
+    stamp: Stamp,
     sender: watch::Sender<Arc<ServerConfig>>,
     cancel: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(RELOAD_CHECK_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = cancel.cancelled() => return,
-        }
-        stamp = reload_if_changed(&files, stamp, &sender).await;
-    }
+    let last_seen = Mutex::new(stamp);
+    let (files, sender, last_seen) = (&files, &sender, &last_seen);
+    maintenance::every(RELOAD_CHECK_EVERY, &cancel, move || async move {
+        let before = std::mem::take(&mut *last_seen.lock().unwrap_or_else(PoisonError::into_inner));
+        let now = reload_if_changed(files, before, sender).await;
+        *last_seen.lock().unwrap_or_else(PoisonError::into_inner) = now;
+    })
+    .await;
 }
 
 /// Rebuilds the configuration if any file changed since `stamp`; returns the files' stamp now.
