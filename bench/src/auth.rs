@@ -55,7 +55,7 @@ pub async fn seed(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How an operator reaches the coordinator at `url`.
+/// How an operator reaches the coordinator at `url` (over TLS when the run has it).
 pub fn admin(url: &str) -> Connect {
     with(url, tokens().map(|tokens| tokens.admin.as_str()))
 }
@@ -66,7 +66,7 @@ pub fn worker(url: &str) -> Connect {
 }
 
 fn with(url: &str, token: Option<&str>) -> Connect {
-    let connect = Connect::plain(url);
+    let connect = crate::tls::connect(url);
     match token {
         Some(token) => connect.with_token(token),
         None => connect,

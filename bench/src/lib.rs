@@ -5,9 +5,11 @@
 //!
 //! Layout: [`stack`] owns the processes; [`workloads`] has one module per
 //! workload; [`stats`] computes percentiles and formats lines; [`auth`]
-//! turns tokens on for a run (`HIVE_BENCH_AUTH=1`).
+//! turns tokens on for a run (`HIVE_BENCH_AUTH=1`), [`tls`] TLS
+//! (`HIVE_BENCH_TLS=1`).
 
 pub mod auth;
 pub mod stack;
 pub mod stats;
+pub mod tls;
 pub mod workloads;

@@ -77,6 +77,9 @@ async fn main() -> anyhow::Result<()> {
     if cli.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
+    if let Some(tls) = hive_bench::tls::files() {
+        let _ = std::fs::remove_dir_all(&tls.dir);
+    }
     result
 }
 

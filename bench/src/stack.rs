@@ -194,11 +194,12 @@ impl Hive {
         if let Some(tokens) = crate::auth::tokens() {
             command.env("HIVE_COORDINATOR__AUTH__ADMIN_TOKEN_FILE", &tokens.admin_file);
         }
+        crate::tls::serve(&mut command);
         let coordinator = spawn(command, &dir.join("coordinator.log"))?;
-        let url = format!("http://127.0.0.1:{port}");
+        let url = format!("{}://127.0.0.1:{port}", crate::tls::scheme());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if tonic::transport::Endpoint::from_shared(url.clone())?.connect().await.is_ok() {
+            if crate::tls::connect(&url).endpoint()?.connect().await.is_ok() {
                 break;
             }
             if Instant::now() > deadline {
@@ -229,6 +230,7 @@ impl Hive {
             if let Some(tokens) = crate::auth::tokens() {
                 command.env("HIVE_TOKEN", &tokens.worker);
             }
+            crate::tls::trust(&mut command);
             self.workers.push(spawn(command, &self.dir.join(format!("worker-{index}.log")))?);
         }
         Ok(())

@@ -71,6 +71,9 @@ enum Command {
     /// Make, list and revoke tokens.
     #[command(subcommand)]
     Tokens(commands::tokens::TokensCommand),
+    /// Make TLS certificates.
+    #[command(subcommand)]
+    Certs(commands::certs::CertsCommand),
     /// Run a whole swarm on this machine: database, coordinator, workers, tasks.
     Up(commands::up::UpArgs),
 }
@@ -99,6 +102,7 @@ async fn main() -> std::process::ExitCode {
         Command::Lock(command) => commands::lock::run(&ctx, command).await,
         Command::Locks => commands::lock::list(&ctx).await,
         Command::Tokens(command) => commands::tokens::run(&ctx, command).await,
+        Command::Certs(command) => commands::certs::run(command),
         Command::Up(args) => commands::up::run(args, ctx.json).await,
     };
     match result {

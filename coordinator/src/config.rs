@@ -37,6 +37,8 @@ pub struct Config {
     pub limits: LimitConfig,
     /// Workers' records.
     pub workers: WorkersConfig,
+    /// TLS of the gRPC server; plaintext without `tls.cert`.
+    pub tls: TlsConfig,
     /// How long shutdown waits for in-flight RPCs.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -91,6 +93,31 @@ pub struct WorkersConfig {
 impl Default for WorkersConfig {
     fn default() -> Self {
         Self { retention: Duration::from_secs(24 * 3600) }
+    }
+}
+
+/// TLS files of the gRPC server, PEM, read again whenever they change on disk.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Certificate chain the server presents (leaf first); turns TLS on.
+    pub cert: Option<PathBuf>,
+    /// Private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// CA bundle client certificates must chain to; when set, every client
+    /// needs a certificate, and a worker's must name it (see the README).
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Whether the server speaks TLS.
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some()
+    }
+
+    /// Whether clients must present a certificate.
+    pub fn client_certs_required(&self) -> bool {
+        self.enabled() && self.client_ca.is_some()
     }
 }
 
@@ -184,6 +211,7 @@ impl Default for Config {
             tasks: TaskDefaults::default(),
             limits: LimitConfig::default(),
             workers: WorkersConfig::default(),
+            tls: TlsConfig::default(),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -361,6 +389,14 @@ impl Config {
             "limits.max_prompt_size must be below limits.max_message_size",
         );
         check(self.limits.max_tasks_per_submit >= 1, "limits.max_tasks_per_submit must be at least 1");
+        check(
+            self.tls.cert.is_some() == self.tls.key.is_some(),
+            "tls.cert and tls.key must be set together (the certificate and its private key)",
+        );
+        check(
+            self.tls.client_ca.is_none() || self.tls.cert.is_some(),
+            "tls.client_ca needs tls.cert and tls.key (client certificates are checked only over TLS)",
+        );
         problems
     }
 }
@@ -421,6 +457,24 @@ mod tests {
         assert!(open(vec![("HIVE_COORDINATOR__AUTH__INSECURE".into(), "true".into())]).is_ok());
         let with_auth = open(vec![("HIVE_COORDINATOR__AUTH__ADMIN_TOKEN_FILE".into(), "/etc/hive/admin".into())]);
         assert_eq!(with_auth.unwrap().listen_address(), "0.0.0.0:7000".parse().unwrap());
+    }
+
+    #[test]
+    fn tls_keys_come_from_the_environment_and_must_fit_together() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(key, value)| (format!("HIVE_COORDINATOR__TLS__{key}"), (*value).to_owned()))
+                .collect::<Vec<_>>()
+        };
+        let config = Config::load(None, env(&[("CERT", "/c.pem"), ("KEY", "/k.pem")]), with_url()).unwrap();
+        assert_eq!(config.tls.cert.as_deref(), Some(Path::new("/c.pem")));
+        assert!(config.tls.enabled() && !config.tls.client_certs_required());
+
+        let err = Config::load(None, env(&[("CERT", "/c.pem")]), with_url()).unwrap_err();
+        assert!(err.to_string().contains("tls.cert and tls.key"), "{err}");
+        let err = Config::load(None, env(&[("CLIENT_CA", "/ca.pem")]), with_url()).unwrap_err();
+        assert!(err.to_string().contains("tls.client_ca needs tls.cert"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hive_coordinator::config::Config;
-use hive_shared::client::{AuthChannel, Connect};
+use hive_shared::client::{AuthChannel, ClientTls, Connect};
 use hive_shared::config::Secret;
 use hive_shared::pb::admin_service_client::AdminServiceClient;
 use hive_shared::pb::worker_service_client::WorkerServiceClient;
@@ -18,10 +18,12 @@ use crate::wait::eventually;
 /// A running in-process coordinator.
 #[derive(Debug)]
 pub struct TestCoordinator {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` when it speaks TLS.
     pub url: String,
     /// Bound address.
     pub addr: SocketAddr,
+    /// The TLS files clients use (none for plaintext).
+    pub tls: ClientTls,
     shutdown: CancellationToken,
     handle: JoinHandle<anyhow::Result<()>>,
 }
@@ -53,19 +55,33 @@ impl TestCoordinator {
     /// # Panics
     /// When it cannot bind or does not come up.
     pub async fn start_at(config: Config, addr: SocketAddr) -> Self {
+        Self::launch(config, addr, ClientTls::default()).await
+    }
+
+    /// Starts a coordinator whose config turns TLS on (`tls.cert`), and
+    /// waits until it serves a client with the TLS files `client`.
+    ///
+    /// # Panics
+    /// When it does not come up.
+    pub async fn start_tls(config: Config, client: ClientTls) -> Self {
+        Self::launch(config, "127.0.0.1:0".parse().expect("valid address"), client).await
+    }
+
+    async fn launch(config: Config, addr: SocketAddr, client: ClientTls) -> Self {
         hive_shared::telemetry::init("warn", hive_shared::telemetry::LogFormat::Text);
         let auth_on = config.auth_on();
         let database_url = config.database.url.expose().clone();
+        let scheme = if config.tls.enabled() { "https" } else { "http" };
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind the coordinator address");
         let addr = listener.local_addr().expect("local address");
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(hive_coordinator::run(config, listener, shutdown.clone()));
-        let coordinator = Self { url: format!("http://{addr}"), addr, shutdown, handle };
-        let url = coordinator.url.clone();
+        let connect = Connect { url: format!("{scheme}://{addr}"), token: None, tls: client.clone() };
+        let coordinator = Self { url: connect.url.clone(), addr, tls: client, shutdown, handle };
         eventually("the coordinator to serve", Duration::from_secs(20), || {
-            let url = url.clone();
+            let endpoint = connect.endpoint().expect("valid url and TLS files");
             async move {
-                let Ok(channel) = Channel::from_shared(url).expect("valid url").connect().await else { return false };
+                let Ok(channel) = endpoint.connect().await else { return false };
                 let mut health = tonic_health_client(channel);
                 health
                     .check(tonic_health::pb::HealthCheckRequest { service: "hive.v1.AdminService".into() })
@@ -80,9 +96,9 @@ impl TestCoordinator {
         coordinator
     }
 
-    /// How to reach it with `token`.
+    /// How to reach it with `token` (and the TLS files it was started with).
     pub fn connect(&self, token: &str) -> Connect {
-        Connect::plain(self.url.clone()).with_token(token)
+        Connect { tls: self.tls.clone(), ..Connect::plain(self.url.clone()) }.with_token(token)
     }
 
     /// A connected WorkerService client, with the worker's message limits.

@@ -28,6 +28,25 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// grpcurl from $GRPCURL, the project's .venv (scripts/setup), or PATH.
+///
+/// # Panics
+/// When there is none, saying how to install it.
+pub fn grpcurl() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let candidates = std::env::var_os("GRPCURL")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/grpcurl")])
+        .chain(std::env::split_paths(&path).map(|dir| dir.join("grpcurl")));
+    for candidate in candidates {
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("grpcurl not found: run scripts/setup (it installs grpcurl into .venv/bin) or set GRPCURL");
+}
+
 /// A child process whose output goes to a log file. Dropped while running, it
 /// gets SIGTERM then SIGINT (two distinct signals, both delivered): a worker
 /// treats the pair as "stop now", so it stops its agents instead of orphaning them.

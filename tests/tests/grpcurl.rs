@@ -8,25 +8,10 @@ use std::path::{Path, PathBuf};
 
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::postgres::fresh_database;
+use hive_tests::procs::grpcurl;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// grpcurl from $GRPCURL, the project's .venv (scripts/setup), or PATH.
-fn grpcurl() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let candidates = std::env::var_os("GRPCURL")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([workspace().join(".venv/bin/grpcurl")])
-        .chain(std::env::split_paths(&path).map(|dir| dir.join("grpcurl")));
-    for candidate in candidates {
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("grpcurl not found: run scripts/setup (it installs grpcurl into .venv/bin) or set GRPCURL");
 }
 
 /// The lines of the README's grpcurl example block.

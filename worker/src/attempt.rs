@@ -128,6 +128,12 @@ async fn run_agent(
     if !assignment.resume_session.is_empty() {
         extra.push(("HIVE_RESUME_SESSION", assignment.resume_session.clone()));
     }
+    // The CA only (absolute: agents run in their scratch folders); the
+    // worker's client certificate and key never reach an agent.
+    if let Some(ca) = &context.config.tls.ca {
+        let ca = std::path::absolute(ca).unwrap_or_else(|_| ca.clone());
+        extra.push(("HIVE_TLS_CA", ca.display().to_string()));
+    }
     let vars = HiveVars {
         task_id: assignment.task_id.clone(),
         attempt_id: assignment.attempt_id.clone(),

@@ -22,6 +22,8 @@ pub struct Config {
     pub coordinator: String,
     /// File holding the worker's token (`hive_w_…`); without it, `$HIVE_TOKEN`.
     pub token_file: Option<PathBuf>,
+    /// TLS files, for an `https://` coordinator.
+    pub tls: TlsConfig,
     /// Name shown to operators; defaults to the host name.
     pub name: String,
     /// Agents run at once.
@@ -54,6 +56,30 @@ pub struct Config {
     pub admission: Admission,
     /// The agents, by name.
     pub agents: BTreeMap<String, AgentConfig>,
+}
+
+/// The worker's TLS files (PEM; relative paths are relative to the folder
+/// the worker starts in). Flags `--tls-ca`, `--tls-cert`, `--tls-key`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// CA bundle the coordinator's certificate must chain to; without it, the system's roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate, for coordinators that require one (it must name
+    /// this worker's `name` or its host name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// Key of `cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The files as a client's TLS settings.
+    pub fn client_tls(&self) -> hive_shared::client::ClientTls {
+        hive_shared::client::ClientTls { ca: self.ca.clone(), cert: self.cert.clone(), key: self.key.clone() }
+    }
 }
 
 /// Host limits at or above which the worker claims nothing new; 100 means no limit.
@@ -193,6 +219,7 @@ impl Default for Config {
         Self {
             coordinator: "http://127.0.0.1:50051".into(),
             token_file: None,
+            tls: TlsConfig::default(),
             name: String::new(),
             slots: 4,
             prefetch: 0,
@@ -231,6 +258,8 @@ pub struct Flags {
     /// `--slots`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slots: Option<u32>,
+    /// `--tls-ca`, `--tls-cert`, `--tls-key` (and `HIVE_TLS_*`).
+    pub tls: TlsConfig,
 }
 
 impl Config {
@@ -286,6 +315,13 @@ impl Config {
         let mut problems = Vec::new();
         if !(self.coordinator.starts_with("http://") || self.coordinator.starts_with("https://")) {
             problems.push(format!("coordinator: `{}` must start with http:// or https://", self.coordinator));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            problems.push("tls.cert and tls.key must be set together (the client certificate and its key)".into());
+        }
+        let any_tls = self.tls.ca.is_some() || self.tls.cert.is_some();
+        if any_tls && !self.coordinator.starts_with("https://") {
+            problems.push(format!("tls: TLS files are set but the coordinator `{}` is not https://", self.coordinator));
         }
         if !(1..=1024).contains(&self.slots) {
             problems.push(format!("slots: {} must be between 1 and 1024", self.slots));
@@ -393,6 +429,21 @@ mod tests {
         let flags = Flags { slots: Some(7), ..Flags::default() };
         let config = Config::load(Some(file.path()), vec![], flags).unwrap();
         assert_eq!(config.slots, 7);
+    }
+
+    #[test]
+    fn tls_flags_override_the_file_and_must_fit_the_url() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        let text = "coordinator = \"https://hive:1\"\n[tls]\nca = \"/file/ca.pem\"\ncert = \"/file/c.pem\"\nkey = \"/file/k.pem\"\n[agents.a]\ncommand = [\"true\"]\n";
+        file.write_all(text.as_bytes()).unwrap();
+        let tls = TlsConfig { ca: Some("/flag/ca.pem".into()), ..TlsConfig::default() };
+        let config = Config::load(Some(file.path()), vec![], Flags { tls, ..Flags::default() }).unwrap();
+        assert_eq!(config.tls.ca.as_deref(), Some(Path::new("/flag/ca.pem")));
+        assert_eq!(config.tls.cert.as_deref(), Some(Path::new("/file/c.pem")), "unset flags leave the file's keys");
+
+        let env = vec![("HIVE_WORKER__TLS__CERT".to_owned(), "/env/c.pem".to_owned())];
+        let err = Config::load(None, env, Flags::default()).unwrap_err().to_string();
+        assert!(err.contains("tls.cert and tls.key") && err.contains("is not https://"), "{err}");
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     let connect = hive_shared::client::Connect {
         url: config.coordinator.clone(),
         token: hive_shared::client::read_token(config.token_file.as_deref())?,
-        tls: hive_shared::client::ClientTls::default(),
+        tls: config.tls.client_tls(),
     };
     let client = connection::client(&connect).context("coordinator URL")?;
     let worker_id = WorkerId::new();

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use hive_worker::config::{Config, Flags};
+use hive_worker::config::{Config, Flags, TlsConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,6 +20,15 @@ struct Cli {
     /// File holding the worker's token (default: $HIVE_TOKEN).
     #[arg(long, env = "HIVE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// CA bundle the coordinator's certificate must chain to (https:// URLs).
+    #[arg(long, env = "HIVE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate, for coordinators that require one.
+    #[arg(long, env = "HIVE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Key of the client certificate.
+    #[arg(long, env = "HIVE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// Agents run at once.
     #[arg(long)]
     slots: Option<u32>,
@@ -34,7 +43,9 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let flags = Flags { coordinator: cli.coordinator, name: cli.name, slots: cli.slots, token_file: cli.token_file };
+    let tls = TlsConfig { ca: cli.tls_ca, cert: cli.tls_cert, key: cli.tls_key };
+    let flags =
+        Flags { coordinator: cli.coordinator, name: cli.name, slots: cli.slots, token_file: cli.token_file, tls };
     let config = Config::load(cli.config.as_deref(), std::env::vars(), flags)?;
     hive_shared::telemetry::init("info", config.log_format);
     tracing::info!(config = ?config, "effective configuration");

@@ -1,6 +1,7 @@
 //! One module per hivectl subcommand.
 
 pub mod bulk;
+pub mod certs;
 pub mod lock;
 pub mod logs;
 pub mod status;

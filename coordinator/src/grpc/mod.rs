@@ -1,11 +1,13 @@
 //! The gRPC server: WorkerService, AdminService, standard health, and server
 //! reflection (v1 and v1alpha, so grpcurl of any age can `list` and
 //! `describe`). Every call passes the auth layer (`crate::auth::layer`)
-//! first.
+//! first. With `tls.cert` set it speaks TLS ([`tls`]), else plaintext.
 
 pub(crate) mod admin_api;
 pub(crate) mod convert;
+pub(crate) mod identity;
 pub(crate) mod status;
+pub(crate) mod tls;
 pub(crate) mod worker_api;
 
 use anyhow::Context;
@@ -53,7 +55,7 @@ pub(crate) async fn serve(app: App, listener: TcpListener) -> anyhow::Result<()>
         health.set_not_serving::<AdminServiceServer<AdminApi>>().await;
     };
     let auth = AuthLayer::new(app.tokens.clone(), None);
-    Server::builder()
+    let router = Server::builder()
         .layer(auth)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
@@ -62,9 +64,17 @@ pub(crate) async fn serve(app: App, listener: TcpListener) -> anyhow::Result<()>
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(workers)
-        .add_service(admin)
+        .add_service(admin);
+    let served = match tls::TlsFiles::from_config(&app.config.tls) {
         // Our own listener: nodelay must be set on it (the builder's applies only to listeners tonic binds).
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stopping)
-        .await
-        .context("gRPC server failed")
+        None => {
+            router.serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stopping).await
+        }
+        Some(files) => {
+            let tls = tls::ServerTls::start(files, &app.tracker, app.rpc_shutdown.clone()).await?;
+            let incoming = tls.incoming(listener, &app.tracker, app.rpc_shutdown.clone());
+            router.serve_with_incoming_shutdown(incoming, stopping).await
+        }
+    };
+    served.context("gRPC server failed")
 }

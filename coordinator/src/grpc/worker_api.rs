@@ -73,6 +73,10 @@ impl WorkerService for WorkerApi {
     #[instrument(skip_all, fields(worker_id = %request.get_ref().worker_id))]
     async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
         let caller = Caller::of(&request)?;
+        if self.app.config.tls.client_certs_required() {
+            let (certs, body) = (request.peer_certs(), request.get_ref());
+            super::identity::check_worker(certs.as_deref().map(Vec::as_slice), &body.name, &body.hostname)?;
+        }
         let request = request.into_inner();
         let registration = db::workers::Registration {
             id: worker_id(&request.worker_id)?.0,

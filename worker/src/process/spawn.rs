@@ -27,7 +27,7 @@ pub(crate) struct HiveVars {
     /// `HIVE_TOKEN`: the attempt's own token (locks of this attempt, nothing
     /// else); empty when the coordinator runs without auth.
     pub agent_token: String,
-    /// Further `HIVE_*` variables (`HIVE_STAGE`, `HIVE_ROUND`, `HIVE_RESUME_SESSION`).
+    /// Further `HIVE_*` variables (`HIVE_STAGE`, `HIVE_ROUND`, `HIVE_RESUME_SESSION`, `HIVE_TLS_CA`).
     pub extra: Vec<(&'static str, String)>,
 }
 
