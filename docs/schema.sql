@@ -279,9 +279,6 @@ ALTER TABLE ONLY public.auth_keys
     ADD CONSTRAINT auth_keys_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY public.swarms
-    ADD CONSTRAINT swarms_idempotency_key_key UNIQUE (idempotency_key);
-
-ALTER TABLE ONLY public.swarms
     ADD CONSTRAINT swarms_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY public.task_deps
@@ -310,6 +307,8 @@ ALTER TABLE ONLY public.tasks
 
 ALTER TABLE ONLY public.workers
     ADD CONSTRAINT workers_pkey PRIMARY KEY (id);
+
+CREATE UNIQUE INDEX swarms_idempotency_key_per_token ON public.swarms USING btree (submitted_by, idempotency_key) NULLS NOT DISTINCT WHERE (idempotency_key IS NOT NULL);
 
 CREATE INDEX swarms_over_budget_idx ON public.swarms USING btree (id) WHERE (spent >= budget);
 

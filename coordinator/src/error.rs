@@ -56,6 +56,9 @@ pub enum Error {
     /// A token (perhaps revoked) already has this name.
     #[error("a token named `{0}` exists already (names are never reused, even after a revoke)")]
     TokenNameTaken(String),
+    /// The coordinator is too busy for this call now; retry shortly.
+    #[error("{0}; retry shortly")]
+    Busy(&'static str),
     /// The coordinator is shutting down and takes no new long-polls.
     #[error("the coordinator is shutting down")]
     ShuttingDown,

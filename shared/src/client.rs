@@ -159,10 +159,12 @@ impl Connect {
     /// A token a header cannot carry.
     pub fn bearer(&self) -> Result<Bearer, ConnectError> {
         let Some(token) = &self.token else { return Ok(Bearer(None)) };
-        let header = MetadataValue::try_from(format!("Bearer {}", token.expose()))
+        let mut header = MetadataValue::try_from(format!("Bearer {}", token.expose()))
             .ok()
             .filter(|_| !token.expose().is_empty())
             .ok_or_else(|| ConnectError::Token { from: "the given token".into() })?;
+        // Kept out of Debug output and out of HTTP/2's header compression table.
+        header.set_sensitive(true);
         Ok(Bearer(Some(header)))
     }
 

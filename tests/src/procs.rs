@@ -177,7 +177,9 @@ pub async fn hivectl_output(coordinator_url: &str, args: &[&str]) -> CliOutput {
 /// When hivectl cannot be started.
 pub async fn hivectl_as(token: &str, coordinator_url: &str, args: &[&str]) -> CliOutput {
     let mut command = Command::new(binary("hivectl"));
-    if !token.is_empty() {
+    if token.is_empty() {
+        command.env_remove("HIVE_TOKEN");
+    } else {
         command.env("HIVE_TOKEN", token);
     }
     let output = command

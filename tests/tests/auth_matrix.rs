@@ -225,6 +225,22 @@ fn request(rpc: &Rpc, world: &World, cell: usize) -> Bytes {
             wait: Some(duration(Duration::ZERO)),
         }
         .encode_to_vec(),
+        "AppendLogs" => pb::AppendLogsRequest {
+            chunks: vec![pb::LogChunk {
+                task_id: task(),
+                attempt_id: world.attempt_id.clone(),
+                seq: u64::try_from(cell).unwrap(),
+                stream: pb::LogStream::Stdout.into(),
+                data: b"matrix".to_vec(),
+            }],
+            worker_id: world.worker_id.clone(),
+        }
+        .encode_to_vec(),
+        "ReleaseLock" => {
+            pb::ReleaseLockRequest { task_id: task(), attempt_id: world.attempt_id.clone(), key: "held".into() }
+                .encode_to_vec()
+        }
+        "GetTask" | "GetTaskLogs" => pb::GetTaskRequest { task_id: task() }.encode_to_vec(),
         "Heartbeat" => pb::HeartbeatRequest {
             worker_id: world.worker_id.clone(),
             attempt_ids: vec![world.attempt_id.clone()],
@@ -273,8 +289,11 @@ async fn state(pool: &sqlx::PgPool) -> String {
         "select concat_ws('|',
             (select count(*) from tasks), (select count(*) from swarms), (select count(*) from workers),
             (select string_agg(name || coalesce(revoked_at::text, ''), ',' order by name) from api_tokens),
-            (select string_agg(task_id::text || status::text || coalesce(attempt_id::text, ''), ',' order by task_id) from task_states),
-            (select string_agg(id::text || coalesce(command, ''), ',' order by id) from workers),
+            (select string_agg(task_id::text || status::text || coalesce(attempt_id::text, '')
+                               || coalesce(lease_expires_at::text, ''), ',' order by task_id) from task_states),
+            (select string_agg(id::text || coalesce(command, '') || draining::text || free_slots::text
+                               || last_seen_at::text, ',' order by id) from workers),
+            (select count(*) from task_logs),
             (select string_agg(key, ',' order by key) from task_locks),
             (select string_agg(coalesce(budget::text, '-'), ',' order by id) from swarms),
             (select count(*) from attempts))",
@@ -282,6 +301,21 @@ async fn state(pool: &sqlx::PgPool) -> String {
     .fetch_one(pool)
     .await
     .expect("read the state")
+}
+
+/// Whether an allowed call ended as a handler answers (OK, or a code about
+/// the request or the state), not as a failure of the coordinator.
+fn answered(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Ok
+            | Code::InvalidArgument
+            | Code::NotFound
+            | Code::FailedPrecondition
+            | Code::Aborted
+            | Code::AlreadyExists
+            | Code::PermissionDenied
+    )
 }
 
 /// Whether a refusal is the role check's (not a handler's ownership check or a bad argument).
@@ -321,6 +355,18 @@ async fn every_rpc_answers_every_caller_as_the_table_says_and_refusals_change_no
     let claimed = worker.claim(1, Duration::from_secs(5)).await;
     let assignment = claimed.first().expect("the task is claimed");
     assert!(assignment.agent_token.starts_with("hive_t_"), "claims hand out attempt tokens");
+    // A lock the attempt holds, for refused ReleaseLock calls to leave alone.
+    let agent = coordinator.connect(&assignment.agent_token).connect().await.unwrap();
+    let held = pb::worker_service_client::WorkerServiceClient::new(agent)
+        .acquire_lock(pb::AcquireLockRequest {
+            task_id: assignment.task_id.clone(),
+            attempt_id: assignment.attempt_id.clone(),
+            key: "held".into(),
+            wait: None,
+        })
+        .await
+        .unwrap();
+    assert!(held.into_inner().acquired);
     let world = World {
         task_id: assignment.task_id.clone(),
         swarm_id: submitted.swarm_id.clone(),
@@ -383,8 +429,8 @@ async fn every_rpc_answers_every_caller_as_the_table_says_and_refusals_change_no
         let anonymous = matches!(*caller, "no token" | "malformed" | "unknown" | "revoked" | "expired");
         match (allowed, anonymous) {
             (true, _) => {
-                if status.code() == Code::Unauthenticated || refused_by_role(&status) {
-                    wrong.push(format!("{cell}: refused ({:?}: {})", status.code(), status.message()));
+                if refused_by_role(&status) || !answered(&status) {
+                    wrong.push(format!("{cell}: refused or failed ({:?}: {})", status.code(), status.message()));
                 }
             }
             (false, true) => {

@@ -164,19 +164,30 @@ async fn tokens_of_one_role_cannot_touch_each_others_work() {
     let task = swarm.task_ids[0].clone();
     let stats = pb::GetStatsRequest { swarm_id: swarm.swarm_id.clone() };
     alice.get_stats(stats.clone()).await.expect("alice reads her swarm");
+    let hers = || Some(pb::TaskFilter { swarm_id: swarm.swarm_id.clone(), ..Default::default() });
     for refused in [
         bob.get_stats(stats).await.map(|_| ()),
         bob.get_task(pb::GetTaskRequest { task_id: task.clone() }).await.map(|_| ()),
         bob.cancel_task(pb::CancelTaskRequest { task_id: task.clone(), reason: String::new() }).await.map(|_| ()),
         bob.list_tasks(pb::ListTasksRequest::default()).await.map(|_| ()),
+        bob.list_tasks(pb::ListTasksRequest { swarm_id: swarm.swarm_id.clone(), ..Default::default() })
+            .await
+            .map(|_| ()),
+        bob.cancel_tasks(pb::CancelTasksRequest { filter: hers(), reason: String::new() }).await.map(|_| ()),
+        bob.get_task_logs(pb::GetTaskLogsRequest { task_id: task.clone(), ..Default::default() }).await.map(|_| ()),
     ] {
         let status = refused.unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     }
     let keyed = pb::SubmitTasksRequest { idempotency_key: "k".into(), ..submit("alice") };
-    alice.submit_tasks(keyed.clone()).await.unwrap();
-    let stolen = bob.submit_tasks(keyed).await.unwrap_err();
-    assert_eq!(stolen.code(), Code::PermissionDenied, "another token's idempotency key: {stolen:?}");
+    let first = alice.submit_tasks(keyed.clone()).await.unwrap().into_inner();
+    let again = alice.submit_tasks(keyed.clone()).await.unwrap().into_inner();
+    assert!(again.existing && again.swarm_id == first.swarm_id, "a key is idempotent for its token");
+    let bobs = bob.submit_tasks(keyed).await.unwrap().into_inner();
+    assert!(
+        !bobs.existing && bobs.swarm_id != first.swarm_id,
+        "keys are per token: bob neither sees nor blocks alice's"
+    );
     let depends = pb::SubmitTasksRequest {
         tasks: vec![pb::TaskSpec { depends_on: vec![task.clone()], ..submit("b").tasks[0].clone() }],
         ..submit("bob")
@@ -224,4 +235,46 @@ async fn without_auth_a_coordinator_refuses_to_serve_beyond_loopback() {
         .await
         .unwrap();
     assert!(insecure.status.success(), "{}", String::from_utf8_lossy(&insecure.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_stream_ends_once_its_token_is_revoked() {
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+    let mut admin = coordinator.admin_client().await;
+    let token = admin.create_token(create("fleet-b", "worker")).await.unwrap().into_inner().token;
+    let mut client = WorkerServiceClient::new(coordinator.connect(&token).connect().await.unwrap());
+    let worker_id = uuid::Uuid::new_v4().to_string();
+    let registration = pb::RegisterRequest {
+        worker_id: worker_id.clone(),
+        name: "b".into(),
+        agents: vec!["echo".into()],
+        slots: 1,
+        ..Default::default()
+    };
+    client.register(registration).await.unwrap();
+    let (beats, outbound) = tokio::sync::mpsc::channel(4);
+    let beat = pb::HeartbeatRequest { worker_id, ..Default::default() };
+    let beater = tokio::spawn(async move {
+        while beats.send(beat.clone()).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut replies =
+        client.heartbeat(tokio_stream::wrappers::ReceiverStream::new(outbound)).await.unwrap().into_inner();
+    replies.message().await.expect("a first reply while the token is good");
+
+    admin.revoke_token(pb::RevokeTokenRequest { name: "fleet-b".into() }).await.unwrap();
+    let revoked_at = Instant::now();
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(5), replies.message()).await.expect("the stream moves") {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream closed without saying why"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert!(revoked_at.elapsed() < Duration::from_secs(1), "ended after {:?}", revoked_at.elapsed());
+    beater.abort();
+    coordinator.stop().await.unwrap();
 }

@@ -138,7 +138,7 @@ async fn run_agent(
         task_id: assignment.task_id.clone(),
         attempt_id: assignment.attempt_id.clone(),
         coordinator: context.config.coordinator.clone(),
-        agent_token: assignment.agent_token.clone(),
+        agent_token: hive_shared::config::Secret::new(assignment.agent_token.clone()),
         extra,
     };
     let session_regex = agent.session_regex.as_deref().and_then(|pattern| regex::Regex::new(pattern).ok());

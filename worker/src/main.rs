@@ -43,12 +43,18 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Agents run as this user: without this, any of them could read the
+    // worker's token from /proc/<worker pid>/environ or attach a debugger.
+    let undumpable = nix::sys::prctl::set_dumpable(false);
     let tls = TlsConfig { ca: cli.tls_ca, cert: cli.tls_cert, key: cli.tls_key };
     let flags =
         Flags { coordinator: cli.coordinator, name: cli.name, slots: cli.slots, token_file: cli.token_file, tls };
     let config = Config::load(cli.config.as_deref(), std::env::vars(), flags)?;
     hive_shared::telemetry::init("info", config.log_format);
     tracing::info!(config = ?config, "effective configuration");
+    if let Err(err) = undumpable {
+        tracing::warn!(error = %err, "could not hide this process from its agents (prctl PR_SET_DUMPABLE)");
+    }
     if cli.check_config {
         let unusable = config.unusable_agents();
         if unusable.is_empty() {

@@ -62,6 +62,9 @@ pub struct UpArgs {
     pub keep: bool,
 }
 
+/// How long a run's worker token works unless revoked first.
+const WORKER_TOKEN_LIFE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// The admin token's file in the data folder.
 const ADMIN_TOKEN_FILE: &str = "admin.token";
 
@@ -118,7 +121,9 @@ impl Stack {
     /// Makes a worker token for this run's workers.
     async fn worker_token(&mut self, ctx: &Ctx) -> anyhow::Result<String> {
         let name = format!("up-workers-{}", uuid::Uuid::new_v4().simple());
-        let request = pb::CreateTokenRequest { name: name.clone(), role: "worker".into(), expires_in: None };
+        // It is revoked when the workers stop; the expiry covers a run that never gets there.
+        let expires_in = Some(hive_shared::convert::duration(WORKER_TOKEN_LIFE));
+        let request = pb::CreateTokenRequest { name: name.clone(), role: "worker".into(), expires_in };
         let made =
             ctx.admin()?.create_token(request).await.map_err(|status| ctx.refused("create a worker token", &status))?;
         self.worker_token = Some((ctx.clone(), name));
@@ -226,10 +231,10 @@ async fn bring_up_and_run(
     stack.coordinator = Some(spawn(coordinator, &logs.join("coordinator.log"))?);
     let ctx = Ctx { connect: Connect::plain(&coordinator_url).with_token(admin_token), json };
     wait_healthy(&ctx.connect, stack, &logs.join("coordinator.log")).await?;
-    output::line(format!(
+    tracing::info!(
         "admin token: export HIVE_COORDINATOR={coordinator_url} HIVE_TOKEN=$(cat {})",
         admin_token_file.display()
-    ));
+    );
     let worker_token = stack.worker_token(&ctx).await?;
 
     tracing::info!(count = args.workers, "starting workers");

@@ -4,11 +4,14 @@
 //! for [`FRESH`], so a revocation on any coordinator is seen by every
 //! coordinator within a second without a restart.
 //!
-//! While the database cannot be reached (a lookup fails or takes longer than
-//! [`LOOKUP_TIMEOUT`]), a token looked up before is trusted as it was last
-//! seen: an outage must not refuse the workers whose heartbeats keep their
-//! leases, and nothing can be revoked while the database is down. A token
-//! never seen gets UNAVAILABLE then, and its caller retries.
+//! While the database cannot be reached (a lookup fails to connect or takes
+//! longer than [`LOOKUP_TIMEOUT`]), a token looked up successfully within
+//! [`MAX_STALE`] is trusted as it was last seen: an outage must not refuse
+//! the workers whose heartbeats keep their leases. A token never seen gets
+//! UNAVAILABLE then, and its caller retries. Lookups of tokens this
+//! coordinator has not seen run at most [`MAX_NEW_LOOKUPS`] at once (more
+//! get UNAVAILABLE at once), so a flood of made-up tokens costs the
+//! database little and cannot starve the lookups that refresh known ones.
 //!
 //! Lookups are by hash: the time a lookup takes depends on the hash of the
 //! presented text, never on a stored secret's bytes, and the one secret
@@ -34,6 +37,10 @@ use crate::error::{Error, Result};
 pub(crate) const FRESH: Duration = Duration::from_millis(500);
 /// Longest a lookup may take before the last answer is used instead.
 pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest a token is trusted on its last answer while lookups fail.
+pub(crate) const MAX_STALE: Duration = Duration::from_secs(300);
+/// Most lookups of never-seen tokens at once.
+pub(crate) const MAX_NEW_LOOKUPS: usize = 4;
 /// Most tokens remembered; past it the memory is cleared.
 const MAX_REMEMBERED: usize = 10_000;
 /// The name callers with the admin token from the file have.
@@ -42,7 +49,6 @@ pub(crate) const ADMIN_FILE_NAME: &str = "admin";
 type AttemptMac = Hmac<Sha256>;
 
 /// The coordinator's view of which tokens are good.
-#[derive(Debug)]
 pub(crate) struct TokenBook {
     pool: PgPool,
     /// SHA-256 of the admin token from the file.
@@ -50,6 +56,13 @@ pub(crate) struct TokenBook {
     /// Key attempt tokens are signed with (shared by every coordinator).
     attempt_key: Vec<u8>,
     remembered: Mutex<HashMap<[u8; 32], Remembered>>,
+    new_lookups: tokio::sync::Semaphore,
+}
+
+impl std::fmt::Debug for TokenBook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenBook").field("admin", &"***").field("attempt_key", &"***").finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -65,7 +78,13 @@ impl TokenBook {
     /// The attempt-token key cannot be read or stored.
     pub(crate) async fn open(pool: PgPool, admin_token: &str) -> Result<Self> {
         let attempt_key = attempt_key(&pool).await?;
-        Ok(Self { pool, admin: tokens::hash(admin_token), attempt_key, remembered: Mutex::default() })
+        Ok(Self {
+            pool,
+            admin: tokens::hash(admin_token),
+            attempt_key,
+            remembered: Mutex::default(),
+            new_lookups: tokio::sync::Semaphore::new(MAX_NEW_LOOKUPS),
+        })
     }
 
     /// The caller `token` names.
@@ -115,6 +134,18 @@ impl TokenBook {
         Ok(Caller::agent(attempt))
     }
 
+    /// Checks again that the token `caller` presented is good (for streams,
+    /// which carry one token for their whole life).
+    ///
+    /// # Errors
+    /// As [`TokenBook::authenticate`].
+    pub(crate) async fn recheck(&self, caller: &Caller) -> Result<()> {
+        match &caller.credential {
+            Some(token) => self.authenticate(token.expose()).await.map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
     async fn look_up(&self, hash: [u8; 32]) -> Result<Option<TokenRow>> {
         let remembered = self.remembered(&hash);
         if let Some(entry) = &remembered
@@ -122,13 +153,18 @@ impl TokenBook {
         {
             return Ok(Some(entry.row.clone()));
         }
+        // A never-seen token waits for no one: at most a few such lookups run at once.
+        let _permit = match remembered {
+            Some(_) => None,
+            None => Some(self.new_lookups.try_acquire().map_err(|_| Error::Busy("too many token lookups at once"))?),
+        };
         let looked_up = match tokio::time::timeout(LOOKUP_TIMEOUT, db::tokens::by_hash(&self.pool, &hash)).await {
             Ok(result) => result,
             Err(_) => Err(sqlx::Error::PoolTimedOut),
         };
         let row = match (looked_up, remembered) {
             (Ok(row), _) => row,
-            (Err(err), Some(entry)) if db::transient(&err) => {
+            (Err(err), Some(entry)) if db::unreachable(&err) && entry.at.elapsed() < MAX_STALE => {
                 tracing::debug!(error = %err, "token lookup failed; trusting the last answer");
                 return Ok(Some(entry.row));
             }

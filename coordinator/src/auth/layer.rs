@@ -98,7 +98,10 @@ impl AuthLayer {
         };
         let path = path.as_str();
         let outcome = match bearer(authorization.as_ref()) {
-            Ok(token) => book.authenticate(token).await,
+            Ok(token) => book.authenticate(token).await.map(|caller| Caller {
+                credential: Some(hive_shared::config::Secret::new(token.to_owned())),
+                ..caller
+            }),
             Err(err) => Err(err),
         };
         let mut caller = match outcome {

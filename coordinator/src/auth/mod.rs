@@ -15,6 +15,7 @@ pub(crate) mod tokens;
 
 use std::net::SocketAddr;
 
+use hive_shared::config::Secret;
 use hive_shared::tokens::Role;
 use uuid::Uuid;
 
@@ -24,7 +25,7 @@ use crate::error::{Error, Result};
 pub(crate) const ANONYMOUS: &str = "anonymous";
 
 /// The authenticated caller of one RPC.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Caller {
     /// Token name (`admin` for the file's token, `attempt <id>` for an agent).
     pub name: String,
@@ -36,12 +37,14 @@ pub(crate) struct Caller {
     pub peer: Option<SocketAddr>,
     /// Whether auth is on (when off, ownership is not checked).
     pub authenticated: bool,
+    /// The token presented, so a stream can check it again while it lives.
+    pub credential: Option<Secret<String>>,
 }
 
 impl Caller {
     /// A caller holding the named token `name` of `role`.
     pub(crate) fn named(name: &str, role: Role) -> Self {
-        Self { name: name.to_owned(), role, attempt: None, peer: None, authenticated: true }
+        Self { name: name.to_owned(), role, attempt: None, peer: None, authenticated: true, credential: None }
     }
 
     /// The agent of `attempt`.
@@ -52,12 +55,20 @@ impl Caller {
             attempt: Some(attempt),
             peer: None,
             authenticated: true,
+            credential: None,
         }
     }
 
     /// Everyone, when auth is off.
     pub(crate) fn anonymous() -> Self {
-        Self { name: ANONYMOUS.to_owned(), role: Role::Admin, attempt: None, peer: None, authenticated: false }
+        Self {
+            name: ANONYMOUS.to_owned(),
+            role: Role::Admin,
+            attempt: None,
+            peer: None,
+            authenticated: false,
+            credential: None,
+        }
     }
 
     /// The caller of `request`, which the auth layer put there.

@@ -18,8 +18,11 @@ use crate::tasks::submit::Submission;
 /// Most worker owners remembered; past it the memory is cleared.
 const MAX_REMEMBERED: usize = 10_000;
 
-/// Which token registered each worker, remembered (a worker's registering
-/// token never changes, so the memory never goes stale).
+/// Which token registered each worker, remembered. A worker's registering
+/// token never changes while its record lives; a record forgotten after
+/// `workers.retention` could be registered again by another token, which
+/// this memory would not see: worker ids are random per process, so only a
+/// party that knows the old id could try.
 #[derive(Debug, Default)]
 pub(crate) struct WorkerOwners(Mutex<HashMap<Uuid, String>>);
 
@@ -119,14 +122,16 @@ pub(crate) async fn check_submission(pool: &PgPool, caller: &Caller, submission:
         .filter(|entry| !keys.contains(entry.as_str()))
         .filter_map(|entry| Uuid::parse_str(entry).ok())
         .collect();
-    for task in existing {
-        match check_task(pool, caller, task).await {
-            // An unknown id is the submission's own problem, reported by validation.
-            Err(Error::TaskNotFound(_)) => {}
-            other => other?,
-        }
+    if existing.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let existing: Vec<Uuid> = existing.into_iter().collect();
+    // Unknown ids are the submission's own problem, reported by validation.
+    let foreign = db::swarms::tasks_not_submitted_by(pool, &existing, &caller.name).await?;
+    match foreign.first() {
+        Some(task) => Err(not_theirs(&format!("task {task}"))),
+        None => Ok(()),
+    }
 }
 
 /// Checks that an agent acts for the attempt its token is for.

@@ -15,7 +15,7 @@ pub async fn insert(
     let result = sqlx::query!(
         r#"
         insert into swarms (id, name, idempotency_key, budget, submitted_by) values ($1, $2, $3, $4, $5)
-        on conflict (idempotency_key) do nothing
+        on conflict (submitted_by, idempotency_key) where idempotency_key is not null do nothing
         "#,
         id,
         name,
@@ -35,20 +35,18 @@ pub struct Keyed {
     pub id: Uuid,
     /// Its tasks in submission order.
     pub tasks: Vec<Uuid>,
-    /// Name of the token that submitted it.
-    pub submitted_by: Option<String>,
 }
 
-/// The swarm submitted with this idempotency key.
-pub async fn by_key(executor: impl PgExecutor<'_>, key: &str) -> sqlx::Result<Option<Keyed>> {
+/// The swarm `owner` submitted with this idempotency key.
+pub async fn by_key(executor: impl PgExecutor<'_>, key: &str, owner: Option<&str>) -> sqlx::Result<Option<Keyed>> {
     sqlx::query_as!(
         Keyed,
         r#"
-        select s.id, array(select t.id from tasks t where t.swarm_id = s.id order by t.id) as "tasks!: Vec<Uuid>",
-               s.submitted_by
-        from swarms s where s.idempotency_key = $1
+        select s.id, array(select t.id from tasks t where t.swarm_id = s.id order by t.id) as "tasks!: Vec<Uuid>"
+        from swarms s where s.idempotency_key = $1 and s.submitted_by is not distinct from $2
         "#,
-        key
+        key,
+        owner
     )
     .fetch_optional(executor)
     .await
@@ -82,4 +80,20 @@ pub async fn set_budget(
         .fetch_optional(executor)
         .await?;
     Ok(row.map(|row| (row.budget, row.spent)))
+}
+
+/// Those of `tasks` whose swarm `owner` did not submit.
+pub async fn tasks_not_submitted_by(
+    executor: impl PgExecutor<'_>,
+    tasks: &[Uuid],
+    owner: &str,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        "select t.id from tasks t join swarms s on s.id = t.swarm_id \
+         where t.id = any($1) and s.submitted_by is distinct from $2 order by t.id limit 10",
+        tasks,
+        owner
+    )
+    .fetch_all(executor)
+    .await
 }

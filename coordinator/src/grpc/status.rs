@@ -63,7 +63,7 @@ impl From<Error> for Status {
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::WorkerNotRegistered(_) | Error::WrongStatus { .. } => Code::FailedPrecondition,
             Error::LeaseLost { .. } => Code::Aborted,
-            Error::ShuttingDown | Error::BeatsNotRecorded => Code::Unavailable,
+            Error::ShuttingDown | Error::BeatsNotRecorded | Error::Busy(_) => Code::Unavailable,
             Error::Database(inner) if db::transient(inner) => {
                 match UNAVAILABLE.admit(Instant::now()) {
                     Some(suppressed) => error!(error = ?err, suppressed, "database unavailable"),

@@ -224,6 +224,9 @@ impl WorkerService for WorkerApi {
         let mut total = pb::AppendLogsResponse::default();
         let mut sender: Option<WorkerId> = None;
         while let Some(batch) = batches.message().await? {
+            if let Some(book) = &self.app.tokens {
+                book.recheck(&caller).await?;
+            }
             let worker = self.log_sender(&caller, &batch.worker_id, &mut sender).await?;
             let mut chunks = Vec::with_capacity(batch.chunks.len());
             for (index, chunk) in batch.chunks.into_iter().enumerate() {

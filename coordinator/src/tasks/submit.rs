@@ -163,19 +163,13 @@ pub(crate) async fn submit(
     Ok(Submitted { swarm_id, task_ids: ids.into_iter().map(TaskId).collect(), warnings, existing: false })
 }
 
-/// The swarm submitted before with `key`, when `owner` submitted it.
-///
-/// # Errors
-/// [`Error::PermissionDenied`] when another token used the key.
+/// The swarm `owner` submitted before with `key` (keys are per token).
 async fn existing_swarm(
     executor: impl sqlx::PgExecutor<'_>,
     key: &str,
     owner: Option<&str>,
 ) -> Result<Option<Submitted>> {
-    let Some(found) = db::swarms::by_key(executor, key).await? else { return Ok(None) };
-    if found.submitted_by.as_deref() != owner {
-        return Err(Error::PermissionDenied(format!("idempotency key `{key}` was used by another token")));
-    }
+    let Some(found) = db::swarms::by_key(executor, key, owner).await? else { return Ok(None) };
     Ok(Some(Submitted {
         swarm_id: SwarmId(found.id),
         task_ids: found.tasks.into_iter().map(TaskId).collect(),

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use super::beats::{Beat, BeatWriter};
 use crate::app::App;
 use crate::auth::Caller;
+use crate::auth::book::TokenBook;
 use crate::auth::ownership::WorkerOwners;
 use crate::config::Config;
 use crate::db;
@@ -46,8 +47,10 @@ struct Session {
     config: Arc<Config>,
     beats: BeatWriter,
     replies: mpsc::Sender<Result<pb::HeartbeatResponse, Status>>,
-    /// Who opened the stream; beats are only for workers it registered.
+    /// Who opened the stream; beats are only for workers it registered, and
+    /// only while its token stays good.
     caller: Caller,
+    tokens: Option<Arc<TokenBook>>,
     owners: Arc<WorkerOwners>,
     worker: Option<Uuid>,
 }
@@ -69,6 +72,7 @@ pub(crate) async fn run(
         beats: app.beats,
         replies,
         caller,
+        tokens: app.tokens,
         owners: app.worker_owners,
         worker: None,
     };
@@ -127,6 +131,9 @@ impl Session {
 
     /// Records one beat and extends leases; the reply carries the worker's commands.
     async fn handle_beat(&mut self, beat: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse> {
+        if let Some(book) = &self.tokens {
+            book.recheck(&self.caller).await?;
+        }
         let worker = WorkerId::parse(&beat.worker_id).map_err(|err| Error::invalid("worker_id", err))?;
         if self.worker != Some(worker.0) {
             self.owners.check(&self.pool, &self.caller, worker.0).await?;

@@ -26,7 +26,7 @@ pub(crate) struct HiveVars {
     pub coordinator: String,
     /// `HIVE_TOKEN`: the attempt's own token (locks of this attempt, nothing
     /// else); empty when the coordinator runs without auth.
-    pub agent_token: String,
+    pub agent_token: hive_shared::config::Secret<String>,
     /// Further `HIVE_*` variables (`HIVE_STAGE`, `HIVE_ROUND`, `HIVE_RESUME_SESSION`, `HIVE_TLS_CA`).
     pub extra: Vec<(&'static str, String)>,
 }
@@ -57,7 +57,7 @@ pub(crate) fn command(
         .env("HIVE_TASK_ID", &vars.task_id)
         .env("HIVE_ATTEMPT_ID", &vars.attempt_id)
         .env("HIVE_COORDINATOR", &vars.coordinator)
-        .env("HIVE_TOKEN", &vars.agent_token)
+        .env("HIVE_TOKEN", vars.agent_token.expose())
         .env("HIVE_RESULT_FILE", &scratch.result_file)
         .env("HIVE_WORK_DIR", &scratch.dir);
     for (variable, path) in &scratch.files {

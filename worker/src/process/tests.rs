@@ -82,7 +82,7 @@ async fn run_agent_with(
         task_id: "task-1".into(),
         attempt_id: attempt_id.clone(),
         coordinator: "http://c:1".into(),
-        agent_token: "hive_t_attempt".into(),
+        agent_token: hive_shared::config::Secret::new("hive_t_attempt".into()),
         extra: vec![],
     };
     let (queue, mut shipped) = mpsc::channel(1024);
