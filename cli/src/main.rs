@@ -55,6 +55,8 @@ enum Command {
     Locks,
     /// Run a whole swarm on this machine: database, coordinator, workers, tasks.
     Up(commands::up::UpArgs),
+    /// Show the audit log (who changed what, refused calls), or verify its hash chain.
+    Audit(commands::audit::AuditArgs),
 }
 
 #[tokio::main]
@@ -76,6 +78,7 @@ async fn main() -> std::process::ExitCode {
         Command::Lock(command) => commands::lock::run(&ctx, command).await,
         Command::Locks => commands::lock::list(&ctx).await,
         Command::Up(args) => commands::up::run(args, ctx.json).await,
+        Command::Audit(args) => commands::audit::run(&ctx, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,12 +1,15 @@
 //! The gRPC server: WorkerService, AdminService, standard health, and server
 //! reflection (v1 and v1alpha, so grpcurl of any age can `list` and
 //! `describe`). Every call passes the auth layer (`crate::auth::layer`)
-//! first.
+//! first; refused calls of state-changing RPCs go to the audit log.
 
 pub(crate) mod admin_api;
+pub(crate) mod audit_api;
 pub(crate) mod convert;
 pub(crate) mod status;
 pub(crate) mod worker_api;
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use hive_shared::pb::FILE_DESCRIPTOR_SET;
@@ -17,6 +20,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::app::App;
+use crate::audit::refusals::AuditRefusals;
 use crate::auth::layer::AuthLayer;
 use admin_api::AdminApi;
 use worker_api::WorkerApi;
@@ -52,7 +56,8 @@ pub(crate) async fn serve(app: App, listener: TcpListener) -> anyhow::Result<()>
         health.set_not_serving::<WorkerServiceServer<WorkerApi>>().await;
         health.set_not_serving::<AdminServiceServer<AdminApi>>().await;
     };
-    let auth = AuthLayer::new(app.tokens.clone(), None);
+    let refusals = AuditRefusals::new(app.pool.clone(), app.tracker.clone());
+    let auth = AuthLayer::new(app.tokens.clone(), Some(Arc::new(refusals)));
     Server::builder()
         .layer(auth)
         .tcp_nodelay(true)
