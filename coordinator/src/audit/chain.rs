@@ -217,7 +217,8 @@ mod tests {
     #[test]
     fn changing_any_field_changes_the_hash() {
         let base = row(1, None);
-        let changes: Vec<(&str, Box<dyn Fn(&mut AuditRow)>)> = vec![
+        type Change = Box<dyn Fn(&mut AuditRow)>;
+        let changes: Vec<(&str, Change)> = vec![
             ("at", Box::new(|row| row.at += chrono::Duration::microseconds(1))),
             ("actor", Box::new(|row| row.actor.push('x'))),
             ("role", Box::new(|row| row.role = None)),
