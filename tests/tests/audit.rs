@@ -126,6 +126,15 @@ async fn rows_where(pool: &PgPool, condition: &str) -> Vec<Row> {
         .collect()
 }
 
+/// The first row matching `condition`, once one is written (refusals are written in the background).
+async fn first_row_when_written(pool: &PgPool, condition: &str) -> Row {
+    eventually(&format!("an audit row where {condition}"), Duration::from_secs(10), || async {
+        !rows_where(pool, condition).await.is_empty()
+    })
+    .await;
+    rows_where(pool, condition).await.remove(0)
+}
+
 /// The one row written since `after` (which moves to it): by the admin, from this host, for `action`.
 async fn one_new_row(pool: &PgPool, after: &mut i64, action: &str, affected: i64) -> Row {
     let mut rows = rows_where(pool, &format!("seq > {after}")).await;
@@ -338,11 +347,7 @@ async fn refused_calls_are_audited_and_a_flood_of_them_is_bounded() {
     let filter = pb::TaskFilter { swarm_id: uuid_text(), ..Default::default() };
     let refused = nobody.cancel_tasks(pb::CancelTasksRequest { filter: Some(filter), ..Default::default() }).await;
     assert_eq!(refused.unwrap_err().code(), Code::Unauthenticated);
-    eventually("the refusal to be recorded", Duration::from_secs(10), || async {
-        !rows_where(&db.pool, "outcome = 'refused'").await.is_empty()
-    })
-    .await;
-    let row = rows_where(&db.pool, "outcome = 'refused'").await.remove(0);
+    let row = first_row_when_written(&db.pool, "outcome = 'refused'").await;
     assert_eq!(
         (row.actor.as_str(), row.role.as_deref(), row.action.as_str()),
         ("unauthenticated", None, "CancelTasks")
@@ -358,11 +363,7 @@ async fn refused_calls_are_audited_and_a_flood_of_them_is_bounded() {
     assert_eq!(read.code(), Code::PermissionDenied, "a viewer may not list tokens (a read: not audited)");
     let stop = viewer.stop_workers(pb::StopWorkersRequest { all: true, ..Default::default() }).await.unwrap_err();
     assert_eq!(stop.code(), Code::PermissionDenied);
-    eventually("the viewer's refusal to be recorded", Duration::from_secs(10), || async {
-        !rows_where(&db.pool, "actor = 'watcher'").await.is_empty()
-    })
-    .await;
-    let row = rows_where(&db.pool, "actor = 'watcher'").await.remove(0);
+    let row = first_row_when_written(&db.pool, "actor = 'watcher'").await;
     assert_eq!(
         (row.role.as_deref(), row.action.as_str(), row.outcome.as_str()),
         (Some("viewer"), "StopWorkers", "refused")
@@ -416,6 +417,8 @@ async fn cancel_and_retry_of_ids_that_name_no_task_answer_not_found_and_change_n
         assert_eq!(status.code(), Code::NotFound, "{status:?}");
         assert!(status.message().contains(&unknown) && !status.message().contains(&existing), "{}", status.message());
     }
+    let nul = pb::CancelTaskRequest { task_id: existing.clone(), reason: "a\0b".into() };
+    assert_eq!(admin.cancel_task(nul).await.unwrap_err().code(), Code::InvalidArgument);
     let other_swarm = pb::TaskFilter { swarm_id: uuid_text(), ..Default::default() };
     let refused = admin.cancel_tasks(pb::CancelTasksRequest { filter: Some(other_swarm), ..Default::default() }).await;
     assert_eq!(refused.unwrap_err().code(), Code::NotFound);

@@ -18,57 +18,16 @@
 //! the `prev_hash` links already fix the order, and a deleted or moved row
 //! breaks the link after it.
 
-use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
-use crate::db::audit::AuditRow;
+use crate::db::audit::{AuditFields, AuditRow};
 
 /// Tells the encoding's version apart from any other use of SHA-256.
 const DOMAIN: &[u8] = b"hive-audit-v1";
 
-/// The hashed fields of one row.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Fields<'a> {
-    /// When, to the microsecond (finer digits are not stored, so not hashed).
-    pub at: DateTime<Utc>,
-    /// Token name.
-    pub actor: &'a str,
-    /// Token role.
-    pub role: Option<&'a str>,
-    /// RPC method name.
-    pub action: &'a str,
-    /// Ids or filter.
-    pub target: &'a Json,
-    /// How many things changed.
-    pub affected: i64,
-    /// `ok` or `refused`.
-    pub outcome: &'a str,
-    /// Why it was refused.
-    pub reason: Option<&'a str>,
-    /// The caller's address.
-    pub peer: Option<&'a str>,
-}
-
-impl<'a> Fields<'a> {
-    /// The hashed fields of a stored row.
-    pub(crate) fn of(row: &'a AuditRow) -> Self {
-        Self {
-            at: row.at,
-            actor: &row.actor,
-            role: row.role.as_deref(),
-            action: &row.action,
-            target: &row.target,
-            affected: row.affected,
-            outcome: &row.outcome,
-            reason: row.reason.as_deref(),
-            peer: row.peer.as_deref(),
-        }
-    }
-}
-
 /// The hash of a row with `fields` following the row whose hash is `prev`.
-pub(crate) fn hash(prev: Option<&[u8]>, fields: &Fields<'_>) -> [u8; 32] {
+pub(crate) fn hash(prev: Option<&[u8]>, fields: &AuditFields<'_>) -> [u8; 32] {
     let mut bytes = Vec::with_capacity(256);
     bytes.extend_from_slice(DOMAIN);
     field(&mut bytes, prev);
@@ -163,7 +122,7 @@ impl Walk {
                 };
                 return Err(Break { seq: row.seq, problem });
             }
-            if hash(row.prev_hash.as_deref(), &Fields::of(row)).as_slice() != row.hash.as_slice() {
+            if hash(row.prev_hash.as_deref(), &row.fields()).as_slice() != row.hash.as_slice() {
                 let problem = "the hash does not match the row's fields (the row was changed)".to_owned();
                 return Err(Break { seq: row.seq, problem });
             }
@@ -177,6 +136,7 @@ impl Walk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::DateTime;
     use serde_json::json;
 
     fn row(seq: i64, prev: Option<&[u8]>) -> AuditRow {
@@ -194,14 +154,14 @@ mod tests {
             prev_hash: prev.map(<[u8]>::to_vec),
             hash: Vec::new(),
         };
-        row.hash = hash(prev, &Fields::of(&row)).to_vec();
+        row.hash = hash(prev, &row.fields()).to_vec();
         row
     }
 
     #[test]
     fn a_row_hashed_twice_gets_the_same_hash() {
         let first = row(1, None);
-        assert_eq!(hash(None, &Fields::of(&first)).as_slice(), first.hash.as_slice());
+        assert_eq!(hash(None, &first.fields()).as_slice(), first.hash.as_slice());
     }
 
     #[test]
@@ -211,7 +171,7 @@ mod tests {
         reordered.target =
             serde_json::from_str(r#"{ "reason" : "x", "filter": {"task_ids": ["a","b"], "swarm_id":"s"} }"#)
                 .expect("valid JSON");
-        assert_eq!(hash(None, &Fields::of(&reordered)).as_slice(), first.hash.as_slice());
+        assert_eq!(hash(None, &reordered.fields()).as_slice(), first.hash.as_slice());
     }
 
     #[test]
@@ -233,7 +193,7 @@ mod tests {
         for (name, change) in changes {
             let mut changed = base.clone();
             change(&mut changed);
-            let rehashed = hash(changed.prev_hash.as_deref(), &Fields::of(&changed));
+            let rehashed = hash(changed.prev_hash.as_deref(), &changed.fields());
             assert_ne!(rehashed.as_slice(), base.hash.as_slice(), "changing {name} must change the hash");
         }
     }
@@ -246,7 +206,7 @@ mod tests {
         let mut right = left.clone();
         right.actor = "a".into();
         right.role = Some("bc".into());
-        assert_ne!(hash(None, &Fields::of(&left)), hash(None, &Fields::of(&right)));
+        assert_ne!(hash(None, &left.fields()), hash(None, &right.fields()));
     }
 
     #[test]

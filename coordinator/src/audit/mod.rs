@@ -15,7 +15,7 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::auth::Caller;
 use crate::db;
-use crate::db::audit::{AuditFilter, AuditRow, NewAuditRow};
+use crate::db::audit::{AuditFields, AuditFilter, AuditRow};
 use crate::error::Result;
 
 /// The state-changing admin calls; each is named as its RPC method.
@@ -127,33 +127,19 @@ pub(crate) async fn record(conn: &mut PgConnection, entry: &Entry) -> Result<i64
     // microseconds, as the column stores them.
     let now = Utc::now();
     let at = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
-    let outcome = if entry.refused.is_some() { "refused" } else { "ok" };
-    let fields = chain::Fields {
+    let fields = AuditFields {
         at,
         actor: &entry.actor,
         role: entry.role.as_deref(),
         action: &entry.action,
         target: &entry.target,
         affected: entry.affected,
-        outcome,
+        outcome: if entry.refused.is_some() { "refused" } else { "ok" },
         reason: entry.refused.as_deref(),
         peer: entry.peer.as_deref(),
     };
     let hash = chain::hash(prev_hash.as_deref(), &fields);
-    let row = NewAuditRow {
-        at,
-        actor: fields.actor,
-        role: fields.role,
-        action: fields.action,
-        target: fields.target,
-        affected: fields.affected,
-        outcome,
-        reason: fields.reason,
-        peer: fields.peer,
-        prev_hash: prev_hash.as_deref(),
-        hash: &hash,
-    };
-    Ok(db::audit::insert(conn, &row).await?)
+    Ok(db::audit::insert(conn, &fields, prev_hash.as_deref(), &hash).await?)
 }
 
 /// Appends `entry` in a transaction of its own.

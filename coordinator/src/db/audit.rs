@@ -39,9 +39,9 @@ pub struct AuditRow {
     pub hash: Vec<u8>,
 }
 
-/// A row to append, its hash already computed.
-#[derive(Debug)]
-pub struct NewAuditRow<'a> {
+/// The fields of a row that its hash covers (all but `seq` and the hashes).
+#[derive(Debug, Clone, Copy)]
+pub struct AuditFields<'a> {
     /// When, to the microsecond.
     pub at: DateTime<Utc>,
     /// Token name.
@@ -60,10 +60,23 @@ pub struct NewAuditRow<'a> {
     pub reason: Option<&'a str>,
     /// The caller's address.
     pub peer: Option<&'a str>,
-    /// Hash of the row before it.
-    pub prev_hash: Option<&'a [u8]>,
-    /// This row's hash.
-    pub hash: &'a [u8],
+}
+
+impl AuditRow {
+    /// The fields its hash covers.
+    pub fn fields(&self) -> AuditFields<'_> {
+        AuditFields {
+            at: self.at,
+            actor: &self.actor,
+            role: self.role.as_deref(),
+            action: &self.action,
+            target: &self.target,
+            affected: self.affected,
+            outcome: &self.outcome,
+            reason: self.reason.as_deref(),
+            peer: self.peer.as_deref(),
+        }
+    }
 }
 
 /// Takes the chain's lock until the transaction ends and returns the last
@@ -77,8 +90,13 @@ pub async fn lock_chain(conn: &mut PgConnection) -> sqlx::Result<Option<Vec<u8>>
     sqlx::query_scalar!("select hash from audit_log order by seq desc limit 1").fetch_optional(&mut *conn).await
 }
 
-/// Appends `row`; returns its seq.
-pub async fn insert(conn: &mut PgConnection, row: &NewAuditRow<'_>) -> sqlx::Result<i64> {
+/// Appends a row of `fields` chained to `prev_hash` by `hash`; returns its seq.
+pub async fn insert(
+    conn: &mut PgConnection,
+    row: &AuditFields<'_>,
+    prev_hash: Option<&[u8]>,
+    hash: &[u8],
+) -> sqlx::Result<i64> {
     sqlx::query_scalar!(
         r#"
         insert into audit_log (at, actor, role, action, target, affected, outcome, reason, peer, prev_hash, hash)
@@ -94,8 +112,8 @@ pub async fn insert(conn: &mut PgConnection, row: &NewAuditRow<'_>) -> sqlx::Res
         row.outcome,
         row.reason,
         row.peer,
-        row.prev_hash,
-        row.hash,
+        prev_hash,
+        hash,
     )
     .fetch_one(conn)
     .await
@@ -142,6 +160,8 @@ pub async fn newest(
 }
 
 /// Up to `limit` rows matching `filter` with seq above `after`, oldest first.
+/// A statement apart from [`newest`] so that each walks the primary key in
+/// its own order (an order chosen by a parameter would sort every match).
 pub async fn after(
     executor: impl PgExecutor<'_>,
     filter: &AuditFilter,
