@@ -1,5 +1,6 @@
 //! Statements that act on every task a filter matches (ids, swarm, agent,
-//! error text): an operator's cancel, and a retry of dead tasks.
+//! error text): an operator's cancel, and a retry of dead tasks; and which
+//! of the ids an operator named exist.
 
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
