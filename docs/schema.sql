@@ -20,6 +20,15 @@ CREATE TYPE public.task_status AS ENUM (
     'cancelled'
 );
 
+CREATE FUNCTION public.audit_log_append_only() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+begin
+    raise exception 'audit_log is append-only: % is not allowed', tg_op
+        using errcode = 'insufficient_privilege';
+end
+$$;
+
 CREATE TABLE public.api_tokens (
     name text NOT NULL,
     role text NOT NULL,
@@ -55,6 +64,36 @@ CREATE TABLE public.attempts (
     CONSTRAINT attempts_stage_check CHECK ((stage = ANY (ARRAY['build'::text, 'validate'::text])))
 )
 WITH (fillfactor='100');
+
+CREATE TABLE public.audit_log (
+    seq bigint NOT NULL,
+    at timestamp with time zone NOT NULL,
+    actor text NOT NULL,
+    role text,
+    action text NOT NULL,
+    target jsonb NOT NULL,
+    affected bigint NOT NULL,
+    outcome text NOT NULL,
+    reason text,
+    peer text,
+    prev_hash bytea,
+    hash bytea NOT NULL,
+    CONSTRAINT audit_log_affected_check CHECK ((affected >= 0)),
+    CONSTRAINT audit_log_check CHECK (((outcome = 'refused'::text) = (reason IS NOT NULL))),
+    CONSTRAINT audit_log_hash_check CHECK ((length(hash) = 32)),
+    CONSTRAINT audit_log_outcome_check CHECK ((outcome = ANY (ARRAY['ok'::text, 'refused'::text]))),
+    CONSTRAINT audit_log_prev_hash_check CHECK ((length(prev_hash) = 32)),
+    CONSTRAINT audit_log_target_check CHECK ((jsonb_typeof(target) = 'object'::text))
+);
+
+ALTER TABLE public.audit_log ALTER COLUMN seq ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.audit_log_seq_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
 
 CREATE TABLE public.auth_keys (
     id smallint NOT NULL,
@@ -275,6 +314,9 @@ ALTER TABLE ONLY public.api_tokens
 ALTER TABLE ONLY public.attempts
     ADD CONSTRAINT attempts_pkey PRIMARY KEY (task_id, number);
 
+ALTER TABLE ONLY public.audit_log
+    ADD CONSTRAINT audit_log_pkey PRIMARY KEY (seq);
+
 ALTER TABLE ONLY public.auth_keys
     ADD CONSTRAINT auth_keys_pkey PRIMARY KEY (id);
 
@@ -308,6 +350,8 @@ ALTER TABLE ONLY public.tasks
 ALTER TABLE ONLY public.workers
     ADD CONSTRAINT workers_pkey PRIMARY KEY (id);
 
+CREATE INDEX audit_log_at ON public.audit_log USING btree (at);
+
 CREATE UNIQUE INDEX swarms_idempotency_key_per_token ON public.swarms USING btree (submitted_by, idempotency_key) NULLS NOT DISTINCT WHERE (idempotency_key IS NOT NULL);
 
 CREATE INDEX swarms_over_budget_idx ON public.swarms USING btree (id) WHERE (spent >= budget);
@@ -335,6 +379,10 @@ CREATE INDEX tasks_locks_idx ON public.tasks USING gin (locks) WHERE (cardinalit
 CREATE INDEX tasks_swarm_idx ON public.tasks USING btree (swarm_id, id);
 
 CREATE UNIQUE INDEX tasks_swarm_key_idx ON public.tasks USING btree (swarm_id, key) WHERE (key IS NOT NULL);
+
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON public.audit_log FOR EACH STATEMENT EXECUTE FUNCTION public.audit_log_append_only();
+
+CREATE TRIGGER audit_log_no_update_or_delete BEFORE DELETE OR UPDATE ON public.audit_log FOR EACH ROW EXECUTE FUNCTION public.audit_log_append_only();
 
 ALTER TABLE ONLY public.task_deps
     ADD CONSTRAINT task_deps_depends_on_fkey FOREIGN KEY (depends_on) REFERENCES public.tasks(id) ON DELETE CASCADE;

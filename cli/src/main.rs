@@ -76,6 +76,8 @@ enum Command {
     Certs(commands::certs::CertsCommand),
     /// Run a whole swarm on this machine: database, coordinator, workers, tasks.
     Up(commands::up::UpArgs),
+    /// Show the audit log (who changed what, refused calls), or verify its hash chain.
+    Audit(commands::audit::AuditArgs),
 }
 
 #[tokio::main]
@@ -104,6 +106,7 @@ async fn main() -> std::process::ExitCode {
         Command::Tokens(command) => commands::tokens::run(&ctx, command).await,
         Command::Certs(command) => commands::certs::run(command),
         Command::Up(args) => commands::up::run(args, ctx.json).await,
+        Command::Audit(args) => commands::audit::run(&ctx, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -17,6 +17,9 @@ pub enum Error {
     /// No task has this id.
     #[error("task {0} not found")]
     TaskNotFound(TaskId),
+    /// No task has any of these ids (a bulk call naming tasks that do not exist).
+    #[error("{}", tasks_not_found(.0))]
+    TasksNotFound(Vec<TaskId>),
     /// No swarm has this id.
     #[error("swarm {0} not found")]
     SwarmNotFound(uuid::Uuid),
@@ -74,6 +77,15 @@ impl Error {
     /// A single invalid field.
     pub fn invalid(field: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
         Self::InvalidArgument { problems: vec![format!("{field}: {reason}")] }
+    }
+}
+
+/// `task X not found` or `tasks X, Y not found`.
+fn tasks_not_found(tasks: &[TaskId]) -> String {
+    let ids: Vec<String> = tasks.iter().map(ToString::to_string).collect();
+    match ids.as_slice() {
+        [one] => format!("task {one} not found"),
+        _ => format!("tasks {} not found", ids.join(", ")),
     }
 }
 

@@ -4,6 +4,7 @@
 //! Layout:
 //! - [`config`]: layered, validated configuration.
 //! - [`auth`]: tokens, the table of who may call what, ownership checks.
+//! - [`audit`]: the append-only, hash-chained log of operators' changes and refused calls.
 //! - [`grpc`]: the server and its thin handlers; [`grpc::status`] maps errors to codes.
 //! - [`tasks`]: use-cases (submit, report, cancel, logs), owning transactions, and
 //!   the lifecycle's pure decisions (retry policy, validator stages, dependency graphs).
@@ -18,6 +19,7 @@
 //! [`run`] takes a bound listener and a shutdown token, so tests run it in-process on port 0.
 
 mod app;
+mod audit;
 mod auth;
 pub mod config;
 pub mod db;

@@ -1,5 +1,6 @@
 //! One module per hivectl subcommand.
 
+pub mod audit;
 pub mod bulk;
 pub mod certs;
 pub mod lock;

@@ -1,16 +1,18 @@
 //! Token management: make a named token (its text returned once, its hash
-//! stored), list them, revoke one. Revocation needs no broadcast: every
-//! coordinator looks a token up again once its memory of it is older than
-//! `book::FRESH`.
+//! stored), list them, revoke one; making and revoking are audited.
+//! Revocation needs no broadcast: every coordinator looks a token up again
+//! once its memory of it is older than `book::FRESH`.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use hive_shared::tokens::{self, Role};
+use serde_json::json;
 use sqlx::PgPool;
 
 use super::Caller;
 use super::book::ADMIN_FILE_NAME;
+use crate::audit::{self, Action, Entry};
 use crate::db;
 use crate::db::tokens::{NewToken, TokenRow};
 use crate::error::{Error, Result};
@@ -60,7 +62,11 @@ pub(crate) async fn create(
         expires_in.map(|life| Utc::now() + chrono::Duration::from_std(life).unwrap_or(chrono::Duration::MAX));
     let hash = tokens::hash(&token);
     let new = NewToken { name, role: role.as_str(), hash: &hash, created_by: &caller.name, expires_at };
-    let row = db::tokens::insert(pool, &new).await?.ok_or_else(|| Error::TokenNameTaken(name.to_owned()))?;
+    let mut tx = pool.begin().await?;
+    let row = db::tokens::insert(&mut *tx, &new).await?.ok_or_else(|| Error::TokenNameTaken(name.to_owned()))?;
+    let target = json!({ "name": name, "role": role.as_str(), "expires_at": expires_at.map(|at| at.to_rfc3339()) });
+    audit::record(&mut tx, &Entry::done(caller, Action::CreateToken, target, 1)).await?;
+    tx.commit().await?;
     Ok((token, row))
 }
 
@@ -72,12 +78,16 @@ pub(crate) async fn list(pool: &PgPool) -> Result<Vec<TokenRow>> {
     Ok(db::tokens::list(pool).await?)
 }
 
-/// Revokes the token named `name`.
+/// Revokes the token named `name` (a second revoke keeps the first time).
 ///
 /// # Errors
 /// [`Error::TokenNotFound`]; database failures.
-pub(crate) async fn revoke(pool: &PgPool, _caller: &Caller, name: &str) -> Result<TokenRow> {
-    db::tokens::revoke(pool, name).await?.ok_or_else(|| Error::TokenNotFound(name.to_owned()))
+pub(crate) async fn revoke(pool: &PgPool, caller: &Caller, name: &str) -> Result<TokenRow> {
+    let mut tx = pool.begin().await?;
+    let row = db::tokens::revoke(&mut *tx, name).await?.ok_or_else(|| Error::TokenNotFound(name.to_owned()))?;
+    audit::record(&mut tx, &Entry::done(caller, Action::RevokeToken, json!({ "name": name }), 1)).await?;
+    tx.commit().await?;
+    Ok(row)
 }
 
 #[cfg(test)]

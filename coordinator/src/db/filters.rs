@@ -1,5 +1,6 @@
 //! Statements that act on every task a filter matches (ids, swarm, agent,
-//! error text): an operator's cancel, and a retry of dead tasks.
+//! error text): an operator's cancel, and a retry of dead tasks; and which
+//! of the ids an operator named exist.
 
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
@@ -86,6 +87,21 @@ pub async fn retry_dead(executor: impl PgExecutor<'_>, filter: &TaskFilter) -> s
         filter.swarm_id,
         filter.agent,
         filter.error_contains,
+    )
+    .fetch_all(executor)
+    .await
+}
+
+/// The ids among `ids` that name no task, in the order given.
+pub async fn missing_tasks(executor: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        r#"
+        select given.id as "id!"
+        from unnest($1::uuid[]) with ordinality as given(id, position)
+        where not exists (select 1 from task_states s where s.task_id = given.id)
+        order by given.position
+        "#,
+        ids,
     )
     .fetch_all(executor)
     .await

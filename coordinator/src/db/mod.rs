@@ -12,6 +12,7 @@
 //! `notifications`, where a long-lived connection with direct access to
 //! asynchronous notifications is what is needed.
 
+pub mod audit;
 pub mod beats;
 pub mod claims;
 pub mod filters;

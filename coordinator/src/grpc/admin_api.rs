@@ -5,6 +5,7 @@ use hive_shared::pb::{self, admin_service_server::AdminService};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
+use super::audit_api;
 use super::convert::{self, parse_id};
 use crate::app::App;
 use crate::auth::tokens as auth_tokens;
@@ -59,7 +60,8 @@ impl AdminService for AdminApi {
         };
         let app = &self.app;
         ownership::check_submission(&app.pool, &caller, &submission).await?;
-        let submitted = tasks::submit::submit(&app.pool, &app.config.tasks, &app.config.limits, submission).await?;
+        let submitted =
+            tasks::submit::submit(&app.pool, &caller, &app.config.tasks, &app.config.limits, submission).await?;
         tracing::info!(swarm_id = %submitted.swarm_id, tasks = submitted.task_ids.len(), "swarm submitted");
         if !submitted.existing {
             app.statistics.submitted(i64::try_from(submitted.task_ids.len()).unwrap_or(i64::MAX));
@@ -119,7 +121,7 @@ impl AdminService for AdminApi {
         let request = request.into_inner();
         let task = parse_id("task_id", &request.task_id, TaskId::parse)?;
         ownership::check_task(&self.app.pool, &caller, task.0).await?;
-        let row = tasks::cancel(&self.app.pool, task, &request.reason).await?;
+        let row = tasks::cancel(&self.app.pool, &caller, task, &request.reason).await?;
         Ok(Response::new(pb::CancelTaskResponse { task: Some(convert::task(row)) }))
     }
 
@@ -132,7 +134,7 @@ impl AdminService for AdminApi {
         let request = request.into_inner();
         let filter = convert::task_filter(request.filter)?;
         ownership::check_swarm_filter(&self.app.pool, &caller, filter.swarm_id).await?;
-        let (cancelled, cancelling) = tasks::cancel_matching(&self.app.pool, &filter, &request.reason).await?;
+        let (cancelled, cancelling) = tasks::cancel_matching(&self.app.pool, &caller, &filter, &request.reason).await?;
         tracing::info!(cancelled, cancelling, "tasks cancelled");
         Ok(Response::new(pb::CancelTasksResponse { cancelled, cancelling }))
     }
@@ -142,8 +144,9 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::RetryTasksRequest>,
     ) -> Result<Response<pb::RetryTasksResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let filter = convert::task_filter(request.into_inner().filter)?;
-        let retried = tasks::retry(&self.app.pool, &filter).await?;
+        let retried = tasks::retry(&self.app.pool, &caller, &filter).await?;
         tracing::info!(retried = retried.len(), "dead tasks retried");
         Ok(Response::new(pb::RetryTasksResponse {
             retried: retried.len() as u64,
@@ -156,6 +159,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::StopWorkersRequest>,
     ) -> Result<Response<pb::StopWorkersResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let ids = request
             .worker_ids
@@ -163,7 +167,8 @@ impl AdminService for AdminApi {
             .enumerate()
             .map(|(index, id)| parse_id(&format!("worker_ids[{index}]"), id, WorkerId::parse))
             .collect::<Result<Vec<_>>>()?;
-        let told = workers::stop(&self.app.pool, &ids, request.all, request.now, self.app.config.leases.ttl).await?;
+        let lease = self.app.config.leases.ttl;
+        let told = workers::stop(&self.app.pool, &caller, &ids, request.all, request.now, lease).await?;
         tracing::info!(workers = told.len(), now = request.now, "workers told to stop");
         Ok(Response::new(pb::StopWorkersResponse { worker_ids: told.iter().map(ToString::to_string).collect() }))
     }
@@ -215,10 +220,11 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::SetSwarmBudgetRequest>,
     ) -> Result<Response<pb::SetSwarmBudgetResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let request = request.into_inner();
         let swarm = parse_id("swarm_id", &request.swarm_id, SwarmId::parse)?;
         let budget = (request.budget != 0.0).then_some(request.budget);
-        let (budget, spent) = tasks::progress::set_budget(&self.app.pool, swarm.0, budget).await?;
+        let (budget, spent) = tasks::progress::set_budget(&self.app.pool, &caller, swarm.0, budget).await?;
         Ok(Response::new(pb::SetSwarmBudgetResponse { budget: budget.unwrap_or(0.0), spent }))
     }
 
@@ -261,5 +267,19 @@ impl AdminService for AdminApi {
         let row = auth_tokens::revoke(&self.app.pool, &caller, &request.get_ref().name).await?;
         tracing::info!(name = %row.name, by = %caller.name, "token revoked");
         Ok(Response::new(pb::RevokeTokenResponse { info: Some(convert::token(row)) }))
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        Ok(Response::new(audit_api::list(&self.app.pool, request.into_inner()).await?))
+    }
+
+    async fn verify_audit(
+        &self,
+        _request: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        Ok(Response::new(audit_api::verify(&self.app.pool).await?))
     }
 }

@@ -1,14 +1,18 @@
 //! The gRPC server: WorkerService, AdminService, standard health, and server
 //! reflection (v1 and v1alpha, so grpcurl of any age can `list` and
 //! `describe`). Every call passes the auth layer (`crate::auth::layer`)
-//! first. With `tls.cert` set it speaks TLS ([`tls`]), else plaintext.
+//! first; refused calls of state-changing RPCs go to the audit log. With
+//! `tls.cert` set it speaks TLS ([`tls`]), else plaintext.
 
 pub(crate) mod admin_api;
+pub(crate) mod audit_api;
 pub(crate) mod convert;
 pub(crate) mod identity;
 pub(crate) mod status;
 pub(crate) mod tls;
 pub(crate) mod worker_api;
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use hive_shared::pb::FILE_DESCRIPTOR_SET;
@@ -19,6 +23,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::app::App;
+use crate::audit::refusals::AuditRefusals;
 use crate::auth::layer::AuthLayer;
 use admin_api::AdminApi;
 use worker_api::WorkerApi;
@@ -54,7 +59,8 @@ pub(crate) async fn serve(app: App, listener: TcpListener) -> anyhow::Result<()>
         health.set_not_serving::<WorkerServiceServer<WorkerApi>>().await;
         health.set_not_serving::<AdminServiceServer<AdminApi>>().await;
     };
-    let auth = AuthLayer::new(app.tokens.clone(), None);
+    let refusals = AuditRefusals::new(app.pool.clone(), app.tracker.clone());
+    let auth = AuthLayer::new(app.tokens.clone(), Some(Arc::new(refusals)));
     let router = Server::builder()
         .layer(auth)
         .tcp_nodelay(true)

@@ -1,6 +1,7 @@
-//! Use-cases on tasks: submit, report outcomes, cancel, store output, read.
-//! Each owns its transaction boundary and calls `db` for the statements;
-//! handlers call these and never touch SQL.
+//! Use-cases on tasks: submit, report outcomes, cancel, retry, store output,
+//! read. Each owns its transaction boundary and calls `db` for the
+//! statements; an operator's change records its audit row in that
+//! transaction. Handlers call these and never touch SQL.
 
 pub(crate) mod graph;
 pub(crate) mod locks;
@@ -12,24 +13,29 @@ pub(crate) mod stage;
 pub(crate) mod submit;
 pub(crate) mod validate;
 
-use sqlx::PgPool;
+use serde_json::json;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::audit::{self, Action, Entry};
+use crate::auth::Caller;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::status::TaskStatus;
 use hive_shared::ids::TaskId;
 
 /// Cancels one task: at once when it has not started; a running task becomes
-/// cancelling and its worker is told to stop the agent.
+/// cancelling and its worker is told to stop the agent. Audited as `CancelTask`.
 ///
 /// # Errors
 /// [`Error::TaskNotFound`], or [`Error::WrongStatus`] when it has finished.
-pub(crate) async fn cancel(pool: &PgPool, task: TaskId, reason: &str) -> Result<db::tasks::TaskRow> {
+pub(crate) async fn cancel(pool: &PgPool, caller: &Caller, task: TaskId, reason: &str) -> Result<db::tasks::TaskRow> {
+    let reason = reason_or_default(reason)?;
     let filter = db::filters::TaskFilter { task_ids: Some(vec![task.0]), ..Default::default() };
-    let touched = cancel_in_transaction(pool, &filter, reason).await?;
+    let mut tx = pool.begin().await?;
+    let (touched, downstream) = cancel_in(&mut tx, &filter, reason).await?;
     if touched.is_empty() {
-        let status = db::tasks::status_of(pool, task.0).await?.ok_or(Error::TaskNotFound(task))?;
+        let status = db::tasks::status_of(&mut *tx, task.0).await?.ok_or(Error::TaskNotFound(task))?;
         return Err(Error::WrongStatus {
             task,
             status,
@@ -37,60 +43,95 @@ pub(crate) async fn cancel(pool: &PgPool, task: TaskId, reason: &str) -> Result<
             allowed: "unfinished tasks (blocked, ready or running)",
         });
     }
+    let target = json!({ "task_id": task.to_string(), "reason": reason });
+    let entry = Entry::done(caller, Action::CancelTask, target, touched.len() + downstream);
+    audit::record(&mut tx, &entry).await?;
+    tx.commit().await?;
     get(pool, task).await.map(|(row, _)| row)
 }
 
-/// Cancels every unfinished task matching `filter`; returns (cancelled, cancelling) counts.
+/// Cancels every unfinished task matching `filter`; returns (cancelled,
+/// cancelling) counts. Audited as `CancelTasks`.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for an empty filter; database failures.
+/// [`Error::InvalidArgument`] for an empty filter; [`Error::TasksNotFound`]
+/// naming the given ids that name no task, and [`Error::SwarmNotFound`]
+/// (nothing is cancelled then); database failures.
 pub(crate) async fn cancel_matching(
     pool: &PgPool,
+    caller: &Caller,
     filter: &db::filters::TaskFilter,
     reason: &str,
 ) -> Result<(u64, u64)> {
     require_filter(filter)?;
-    let touched = cancel_in_transaction(pool, filter, reason).await?;
+    let reason = reason_or_default(reason)?;
+    let mut tx = pool.begin().await?;
+    require_targets_exist(&mut tx, filter).await?;
+    let (touched, downstream) = cancel_in(&mut tx, filter, reason).await?;
+    let mut target = filter_target(filter);
+    target["reason"] = json!(reason);
+    let entry = Entry::done(caller, Action::CancelTasks, target, touched.len() + downstream);
+    audit::record(&mut tx, &entry).await?;
+    tx.commit().await?;
     let cancelling = touched.iter().filter(|task| task.status == TaskStatus::Cancelling).count() as u64;
     Ok((touched.len() as u64 - cancelling, cancelling))
 }
 
-async fn cancel_in_transaction(
-    pool: &PgPool,
+/// The reason a cancel stores: the operator's, or a default.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for text that cannot be stored.
+fn reason_or_default(reason: &str) -> Result<&str> {
+    if let Some(problem) = validate::text_problem(reason) {
+        return Err(Error::invalid("reason", problem));
+    }
+    Ok(if reason.trim().is_empty() { "cancelled by an operator" } else { reason })
+}
+
+/// Cancels what `filter` matches and what depends on it; returns the tasks
+/// matched and how many dependents were cancelled with them.
+async fn cancel_in(
+    tx: &mut PgConnection,
     filter: &db::filters::TaskFilter,
     reason: &str,
-) -> Result<Vec<db::filters::Cancelled>> {
-    let reason = if reason.trim().is_empty() { "cancelled by an operator" } else { reason };
-    let mut tx = pool.begin().await?;
-    let touched = db::filters::cancel_matching(&mut tx, filter, reason).await?;
+) -> Result<(Vec<db::filters::Cancelled>, usize)> {
+    let touched = db::filters::cancel_matching(tx, filter, reason).await?;
     let cancelled: Vec<Uuid> =
         touched.iter().filter(|task| task.status == TaskStatus::Cancelled).map(|task| task.id).collect();
-    if !cancelled.is_empty() {
-        db::graph::cancel_downstream(&mut tx, &cancelled, report::UPSTREAM_REASON).await?;
-    }
+    let downstream = if cancelled.is_empty() {
+        0
+    } else {
+        db::graph::cancel_downstream(tx, &cancelled, report::UPSTREAM_REASON).await?.len()
+    };
     let mut workers: Vec<Uuid> = touched.iter().filter_map(|task| task.worker_id).collect();
     workers.sort_unstable();
     workers.dedup();
     for worker in workers {
         db::notifications::notify_worker(&mut *tx, worker).await?;
     }
-    tx.commit().await?;
-    Ok(touched)
+    Ok((touched, downstream))
 }
 
 /// Puts dead tasks matching `filter` back in the queue with a fresh failure
-/// budget, and puts back (blocked again) what was cancelled because they died.
+/// budget, and puts back (blocked again) what was cancelled because they
+/// died. Audited as `RetryTasks`.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for an empty filter; database failures.
-pub(crate) async fn retry(pool: &PgPool, filter: &db::filters::TaskFilter) -> Result<Vec<Uuid>> {
+/// [`Error::InvalidArgument`] for an empty filter; [`Error::TasksNotFound`]
+/// naming the given ids that name no task, and [`Error::SwarmNotFound`]
+/// (nothing is retried then); database failures.
+pub(crate) async fn retry(pool: &PgPool, caller: &Caller, filter: &db::filters::TaskFilter) -> Result<Vec<Uuid>> {
     require_filter(filter)?;
     let mut tx = pool.begin().await?;
+    require_targets_exist(&mut tx, filter).await?;
     let retried = db::filters::retry_dead(&mut *tx, filter).await?;
+    let mut restored = 0;
     if !retried.is_empty() {
-        db::graph::restore_downstream(&mut tx, &retried).await?;
+        restored = db::graph::restore_downstream(&mut tx, &retried).await?;
         db::notifications::notify_ready(&mut *tx).await?;
     }
+    let affected = retried.len().saturating_add(usize::try_from(restored).unwrap_or(usize::MAX));
+    audit::record(&mut tx, &Entry::done(caller, Action::RetryTasks, filter_target(filter), affected)).await?;
     tx.commit().await?;
     Ok(retried)
 }
@@ -107,6 +148,43 @@ fn require_filter(filter: &db::filters::TaskFilter) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Checks that every task id and the swarm `filter` names exist.
+///
+/// # Errors
+/// [`Error::TasksNotFound`] naming every missing id; [`Error::SwarmNotFound`].
+async fn require_targets_exist(tx: &mut PgConnection, filter: &db::filters::TaskFilter) -> Result<()> {
+    if let Some(ids) = filter.task_ids.as_deref().filter(|ids| !ids.is_empty()) {
+        let missing = db::filters::missing_tasks(&mut *tx, ids).await?;
+        if !missing.is_empty() {
+            return Err(Error::TasksNotFound(missing.into_iter().map(TaskId).collect()));
+        }
+    }
+    if let Some(swarm) = filter.swarm_id
+        && db::swarms::submitted_by(&mut *tx, swarm).await?.is_none()
+    {
+        return Err(Error::SwarmNotFound(swarm));
+    }
+    Ok(())
+}
+
+/// A bulk call's filter, as its audit target: the fields that are set.
+fn filter_target(filter: &db::filters::TaskFilter) -> serde_json::Value {
+    let mut target = json!({});
+    if let Some(ids) = &filter.task_ids {
+        target["task_ids"] = json!(ids.iter().map(ToString::to_string).collect::<Vec<_>>());
+    }
+    if let Some(swarm) = filter.swarm_id {
+        target["swarm_id"] = json!(swarm.to_string());
+    }
+    if let Some(agent) = &filter.agent {
+        target["agent"] = json!(agent);
+    }
+    if let Some(text) = &filter.error_contains {
+        target["error_contains"] = json!(text);
+    }
+    target
 }
 
 /// One task with its attempts.

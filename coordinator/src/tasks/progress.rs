@@ -5,9 +5,12 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::audit::{self, Action, Entry};
+use crate::auth::Caller;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::status::TaskStatus;
@@ -77,11 +80,16 @@ pub(crate) async fn of(pool: &PgPool, swarm: Option<Uuid>, live: std::time::Dura
 }
 
 /// Sets a swarm's budget (`None` clears it) and wakes claims, since raising
-/// it releases held tasks; returns (budget, spent).
+/// it releases held tasks; returns (budget, spent). Audited as `SetSwarmBudget`.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for a bad amount or an unknown swarm.
-pub(crate) async fn set_budget(pool: &PgPool, swarm: Uuid, budget: Option<f64>) -> Result<(Option<f64>, f64)> {
+/// [`Error::InvalidArgument`] for a bad amount; [`Error::SwarmNotFound`].
+pub(crate) async fn set_budget(
+    pool: &PgPool,
+    caller: &Caller,
+    swarm: Uuid,
+    budget: Option<f64>,
+) -> Result<(Option<f64>, f64)> {
     if budget.is_some_and(|amount| !(amount.is_finite() && amount > 0.0)) {
         return Err(Error::invalid("budget", "must be a positive amount (or 0 to clear it)"));
     }
@@ -89,6 +97,8 @@ pub(crate) async fn set_budget(pool: &PgPool, swarm: Uuid, budget: Option<f64>) 
     let set = db::swarms::set_budget(&mut *tx, swarm, budget).await?;
     let Some(set) = set else { return Err(Error::SwarmNotFound(swarm)) };
     db::notifications::notify_ready(&mut *tx).await?;
+    let target = json!({ "swarm_id": swarm.to_string(), "budget": budget });
+    audit::record(&mut tx, &Entry::done(caller, Action::SetSwarmBudget, target, 1)).await?;
     tx.commit().await?;
     Ok(set)
 }

@@ -1,15 +1,17 @@
 //! Submitting a swarm: validate every task (listing every problem), then
-//! queue them all in one transaction, or none.
+//! queue them all in one transaction, or none, with its audit row.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use hive_shared::convert::JsonObject;
 use hive_shared::ids::{SwarmId, TaskId};
-use serde_json::Value as Json;
+use serde_json::{Value as Json, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::audit::{self, Action, Entry};
+use crate::auth::Caller;
 use crate::config::{LimitConfig, TaskDefaults};
 use crate::db;
 use crate::error::{Error, Result};
@@ -94,7 +96,8 @@ pub(crate) struct Submitted {
 
 /// Validates and queues a swarm atomically: every task, with its
 /// dependency edges, or none. A repeated idempotency key returns the swarm
-/// submitted first.
+/// submitted first. Audited as `SubmitTasks` (a repeat, with nothing
+/// affected).
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] listing every problem (including a dependency
@@ -102,6 +105,7 @@ pub(crate) struct Submitted {
 /// queued then. Database failures.
 pub(crate) async fn submit(
     pool: &PgPool,
+    caller: &Caller,
     defaults: &TaskDefaults,
     limits: &LimitConfig,
     submission: Submission,
@@ -115,7 +119,7 @@ pub(crate) async fn submit(
     if let Some(key) = &submission.idempotency_key
         && let Some(existing) = existing_swarm(&mut *tx, key, owner).await?
     {
-        return Ok(existing);
+        return audited(tx, caller, &submission, existing).await;
     }
     let edges = resolve_dependencies(&mut tx, &submission.tasks).await?;
     let swarm_id = SwarmId::new();
@@ -127,8 +131,10 @@ pub(crate) async fn submit(
     if !db::swarms::insert(&mut tx, swarm_id.0, &submission.swarm, key, submission.budget, owner).await? {
         // Another submission with this key committed first: return it.
         drop(tx);
+        let mut tx = pool.begin().await?;
         let key = key.unwrap_or_default();
-        return existing_swarm(pool, key, owner).await?.ok_or(Error::Database(sqlx::Error::RowNotFound));
+        let existing = existing_swarm(&mut *tx, key, owner).await?.ok_or(Error::Database(sqlx::Error::RowNotFound))?;
+        return audited(tx, caller, &submission, existing).await;
     }
     db::tasks::insert_tasks(&mut tx, swarm_id.0, &rows).await?;
     let (from, to): (Vec<Uuid>, Vec<Uuid>) = edges
@@ -154,13 +160,32 @@ pub(crate) async fn submit(
     agents.sort();
     agents.dedup();
     let unserved = db::workers::agents_without_worker(&mut *tx, &agents).await?;
-    tx.commit().await?;
-
     let warnings = unserved
         .into_iter()
         .map(|agent| format!("no registered worker offers agent `{agent}`; its tasks wait until one does"))
         .collect();
-    Ok(Submitted { swarm_id, task_ids: ids.into_iter().map(TaskId).collect(), warnings, existing: false })
+    let submitted = Submitted { swarm_id, task_ids: ids.into_iter().map(TaskId).collect(), warnings, existing: false };
+    audited(tx, caller, &submission, submitted).await
+}
+
+/// Records `submitted` in the audit log and commits `tx`.
+async fn audited(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    caller: &Caller,
+    submission: &Submission,
+    submitted: Submitted,
+) -> Result<Submitted> {
+    let mut target = json!({ "swarm_id": submitted.swarm_id.to_string(), "swarm": submission.swarm });
+    if let Some(key) = &submission.idempotency_key {
+        target["idempotency_key"] = json!(key);
+    }
+    if submitted.existing {
+        target["existing"] = json!(true);
+    }
+    let affected = if submitted.existing { 0 } else { submitted.task_ids.len() };
+    audit::record(&mut tx, &Entry::done(caller, Action::SubmitTasks, target, affected)).await?;
+    tx.commit().await?;
+    Ok(submitted)
 }
 
 /// The swarm `owner` submitted before with `key` (keys are per token).

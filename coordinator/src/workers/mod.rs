@@ -4,8 +4,11 @@
 pub(crate) mod beats;
 pub(crate) mod session;
 
+use serde_json::json;
 use sqlx::PgPool;
 
+use crate::audit::{self, Action, Entry};
+use crate::auth::Caller;
 use crate::db;
 use crate::error::Error;
 use crate::error::Result;
@@ -87,12 +90,14 @@ pub(crate) async fn list(
     Ok(db::workers::list(pool, db::seconds(lease), include_gone).await?)
 }
 
-/// Tells live workers to drain (or, with `now`, to stop at once); returns the ids told.
+/// Tells live workers to drain (or, with `now`, to stop at once); returns
+/// the ids told. Audited as `StopWorkers`.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a bad id or no target; database failures.
 pub(crate) async fn stop(
     pool: &PgPool,
+    caller: &Caller,
     ids: &[hive_shared::ids::WorkerId],
     all: bool,
     now: bool,
@@ -107,6 +112,12 @@ pub(crate) async fn stop(
     for worker in &told {
         db::notifications::notify_worker(&mut *tx, *worker).await?;
     }
+    let target = json!({
+        "worker_ids": ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "all": all,
+        "now": now,
+    });
+    audit::record(&mut tx, &Entry::done(caller, Action::StopWorkers, target, told.len())).await?;
     tx.commit().await?;
     Ok(told)
 }
