@@ -128,11 +128,22 @@ impl EnvVars {
             if path.iter().any(String::is_empty) {
                 continue;
             }
-            let parsed: Value = raw.parse().unwrap_or_else(|_| Value::from(raw.clone()));
+            let parsed: Value = if parses_safely(&raw) {
+                raw.parse().unwrap_or_else(|_| Value::from(raw.clone()))
+            } else {
+                Value::from(raw.clone())
+            };
             insert_path(&mut values, &path, parsed);
         }
         Self { prefix: prefix.to_owned(), values }
     }
+}
+
+/// Whether figment's value parser can read `raw` without panicking: its
+/// escape handling slices strings by byte and panics on a backslash among
+/// multi-byte characters. Such a value is taken as the plain string it is.
+fn parses_safely(raw: &str) -> bool {
+    raw.is_ascii() || !raw.contains('\\')
 }
 
 fn insert_path(dict: &mut Dict, path: &[String], value: Value) {
@@ -202,6 +213,14 @@ pub fn parse_key_values(entries: &[String]) -> Result<BTreeMap<String, String>, 
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn a_value_with_a_backslash_among_multibyte_characters_is_taken_as_text() {
+        // figment's parser panics on this one (found by tests/tests/fuzz_files.rs).
+        let raw = "%:;'\u{c1c}\u{f8f}\\%{S".to_owned();
+        let vars = EnvVars::new("P_", vec![("P_NAME".to_owned(), raw.clone())]);
+        assert_eq!(vars.values.get("name"), Some(&Value::from(raw)));
+    }
 
     #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
     #[serde(deny_unknown_fields, default)]

@@ -15,7 +15,6 @@ use hive_shared::ids::TaskId;
 use hive_shared::pb;
 use hive_shared::pb::admin_service_client::AdminServiceClient;
 use hive_shared::pb::worker_service_client::WorkerServiceClient;
-use hive_shared::tokens::{self, Role};
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::postgres::{count, fresh_database};
 use hive_tests::procs::{hivectl_json, hivectl_output};
@@ -59,21 +58,15 @@ fn admin_methods() -> Vec<String> {
         .collect()
 }
 
-/// A coordinator with auth on, and its admin token.
+/// A coordinator with auth on (as every test's is), and its admin token.
 struct Secured {
     coordinator: TestCoordinator,
     admin_token: String,
-    _dir: tempfile::TempDir,
 }
 
 async fn start_secured(db: &hive_tests::postgres::TestDb) -> Secured {
-    let dir = tempfile::tempdir().unwrap();
-    let admin_token = tokens::generate(Role::Admin);
-    let path = dir.path().join("admin-token");
-    std::fs::write(&path, &admin_token).unwrap();
-    let mut config = test_config(db);
-    config.auth.admin_token_file = Some(path);
-    Secured { coordinator: TestCoordinator::start(config).await, admin_token, _dir: dir }
+    let coordinator = TestCoordinator::start(test_config(db)).await;
+    Secured { coordinator, admin_token: hive_tests::auth::admin_token().to_owned() }
 }
 
 async fn channel(url: &str, token: Option<&str>) -> AuthChannel {
@@ -434,13 +427,13 @@ async fn cancel_and_retry_of_ids_that_name_no_task_answer_not_found_and_change_n
         );
     }
 
-    // Only the submission was audited; with auth off its actor is anonymous.
+    // Only the submission was audited, by the harness's admin token.
     let rows = hivectl_json(&coordinator.url, &["audit"]).await;
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(
         (&rows[0]["actor"], &rows[0]["action"], &rows[0]["affected"]),
-        (&"anonymous".into(), &"SubmitTasks".into(), &1.into())
+        (&"admin".into(), &"SubmitTasks".into(), &1.into())
     );
     let verified = hivectl_output(&coordinator.url, &["audit", "verify"]).await;
     assert!(verified.status.success() && verified.stdout.contains("1 row(s) checked"), "{}", verified.stderr);
