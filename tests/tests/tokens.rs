@@ -278,3 +278,36 @@ async fn a_heartbeat_stream_ends_once_its_token_is_revoked() {
     beater.abort();
     coordinator.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_token_is_revoked_stops() {
+    use hive_tests::worker_setup::{Agent, WorkerSetup};
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+    let mut admin = coordinator.admin_client().await;
+    let token = admin.create_token(create("doomed", "worker")).await.unwrap().into_inner().token;
+    let dir = tempfile::tempdir().unwrap();
+    let config = WorkerSetup::new().slots(1).agent("echo", Agent::shell("echo '{}'")).write(dir.path(), "worker");
+    let mut command = tokio::process::Command::new(hive_tests::procs::binary("hive-worker"));
+    command.arg("--config").arg(&config).args(["--coordinator", &coordinator.url, "--name", "doomed"]);
+    command.env("HIVE_TOKEN", &token).env("RUST_LOG", "info");
+    let mut worker = hive_tests::procs::Proc::spawn(command, dir.path().join("doomed.log"));
+    hive_tests::wait::eventually("the worker to register", Duration::from_secs(20), || {
+        let pool = db.pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("select count(*) from workers where registered_by = 'doomed'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            n == 1
+        }
+    })
+    .await;
+
+    admin.revoke_token(pb::RevokeTokenRequest { name: "doomed".into() }).await.unwrap();
+    let exited = tokio::time::timeout(Duration::from_secs(20), worker.child.wait()).await;
+    let status = exited.expect("the worker stops once its token is refused").unwrap();
+    assert!(status.code().is_some(), "it exits, not killed: {status:?}");
+    assert!(worker.log_text().contains("refuses this worker's token"), "{}", worker.log_text());
+    coordinator.stop().await.unwrap();
+}

@@ -7,7 +7,7 @@ use hive_shared::ids::WorkerId;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::connection::{self, Client};
@@ -134,7 +134,9 @@ impl Context {
 impl Context {
     /// Recovers from a failed call to the coordinator: registers again when
     /// the coordinator does not know this worker, then waits out the next backoff delay.
-    /// Returns `false` when `stop` fired meanwhile.
+    /// Returns `false` when `stop` fired meanwhile. A refused token (revoked,
+    /// expired) cannot recover: the worker stops at once, and its tasks go
+    /// to other workers when their leases lapse.
     pub(crate) async fn recover(
         &self,
         what: &str,
@@ -142,6 +144,12 @@ impl Context {
         delays: &mut impl Iterator<Item = Duration>,
         stop: &CancellationToken,
     ) -> bool {
+        if status.code() == Code::Unauthenticated {
+            error!(call = what, message = status.message(), "the coordinator refuses this worker's token; stopping");
+            self.drain.cancel();
+            self.stop_now.cancel();
+            return false;
+        }
         if status.code() == Code::FailedPrecondition {
             info!("coordinator does not know this worker; registering again");
             if let Err(err) = connection::register(&self.client, &self.registration, stop).await {
