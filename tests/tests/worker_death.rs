@@ -126,3 +126,52 @@ async fn a_task_whose_agent_kills_its_worker_each_time_is_dead_after_max_lost_at
     assert_eq!((status.as_str(), losses), ("ready", 0), "a retried task gets a fresh budget of losses too");
     coordinator.stop().await.unwrap();
 }
+
+/// Whether process `pid` is gone (or a zombie nobody has reaped yet).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_and_their_children_die_within_seconds_of_their_worker_being_killed() {
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    // The agent starts a grandchild in its own session (it leaves the
+    // agent's process group), records both, and waits.
+    let script = format!(
+        "setsid sleep 300 & echo $! > {pids}/$HIVE_ATTEMPT_ID.child; echo $$ > {pids}/$HIVE_ATTEMPT_ID.agent; wait",
+        pids = pids.display()
+    );
+    let config = WorkerSetup::new().slots(2).agent("stuck", Agent::shell(script)).write(dir.path(), "worker");
+    let worker = start_worker(&coordinator.url, &config, "doomed", dir.path());
+    let mut admin = coordinator.admin_client().await;
+    let tasks = (0..2).map(|i| pb::TaskSpec { agent: "stuck".into(), prompt: i.to_string(), ..Default::default() });
+    let request = pb::SubmitTasksRequest { swarm: "s".into(), tasks: tasks.collect(), ..Default::default() };
+    admin.submit_tasks(request).await.unwrap();
+    eventually("both agents and their children to start", Duration::from_secs(20), || {
+        let pids = pids.clone();
+        async move { std::fs::read_dir(&pids).map(|entries| entries.count() == 4).unwrap_or(false) }
+    })
+    .await;
+    let recorded: Vec<i32> = std::fs::read_dir(&pids)
+        .unwrap()
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap().trim().parse().unwrap())
+        .collect();
+    assert!(recorded.iter().all(|pid| !gone(*pid)), "all running before the kill");
+
+    worker.kill_hard();
+    let killed_at = std::time::Instant::now();
+    eventually("every agent and child to die with the worker", Duration::from_secs(5), || {
+        let recorded = recorded.clone();
+        async move { recorded.iter().all(|pid| gone(*pid)) }
+    })
+    .await;
+    assert!(killed_at.elapsed() < Duration::from_secs(3), "took {:?}", killed_at.elapsed());
+    coordinator.stop().await.unwrap();
+}

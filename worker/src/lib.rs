@@ -45,6 +45,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 pub use connection::MAX_MESSAGE;
+pub use process::guardian::guard;
 
 use config::Config;
 use context::Context;
@@ -90,6 +91,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     if reaped > 0 {
         warn!(reaped, work_dir = %config.work_dir.display(), "killed agents a previous worker left running");
     }
+    let _guardian = process::guardian::spawn(&config.work_dir, cgroups.is_some());
     let unusable = config.unusable_agents();
     for (agent, problem) in &unusable {
         error!(agent = %agent, problem = %problem, "agent cannot run on this host; not offering it");

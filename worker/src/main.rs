@@ -35,6 +35,13 @@ struct Cli {
     /// Name shown to operators (default: the host name).
     #[arg(long)]
     name: Option<String>,
+    /// Run as the guardian of the agents of the worker that started this
+    /// process (internal: each worker starts one beside itself).
+    #[arg(long, hide = true)]
+    guard_work_dir: Option<PathBuf>,
+    /// With --guard-work-dir: the worker runs attempts in cgroups.
+    #[arg(long, hide = true)]
+    guard_cgroups: bool,
     /// Check the configuration, print it and exit.
     #[arg(long)]
     check_config: bool,
@@ -43,6 +50,11 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(work_dir) = &cli.guard_work_dir {
+        hive_shared::telemetry::init("info", hive_shared::telemetry::LogFormat::Text);
+        hive_worker::guard(work_dir, cli.guard_cgroups).await;
+        return Ok(());
+    }
     // Agents run as this user: without this, any of them could read the
     // worker's token from /proc/<worker pid>/environ or attach a debugger.
     let undumpable = nix::sys::prctl::set_dumpable(false);

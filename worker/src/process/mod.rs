@@ -5,9 +5,11 @@
 //! its attempt: the agent's process group is killed, then the processes that
 //! left the group are found by their `HIVE_ATTEMPT_ID` ([`sweep`]) and, where
 //! the worker may make one, by the attempt's cgroup ([`cgroup`]).
-//! File work runs off the async threads ([`blocking_io`]).
+//! A guardian process kills what a worker that died left running
+//! ([`guardian`]). File work runs off the async threads ([`blocking_io`]).
 
 pub(crate) mod cgroup;
+pub(crate) mod guardian;
 pub(crate) mod orphans;
 pub(crate) mod output;
 pub(crate) mod spawn;

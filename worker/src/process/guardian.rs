@@ -1,0 +1,74 @@
+//! The guardian: a small process each worker starts beside itself (the same
+//! binary, `--guard`), in a process group of its own, holding the read end
+//! of a pipe whose write end only the worker has. However the worker ends —
+//! SIGKILL, a crash, the OOM killer — the kernel closes that write end; the
+//! guardian reads end-of-file and at once kills the agents the worker left
+//! ([`super::orphans::reap`]: their process groups, whatever still carries
+//! their `HIVE_ATTEMPT_ID`, their cgroups), then exits. So an agent never
+//! outlives its worker by more than about a second, and never spends on a
+//! task the coordinator is handing to another worker. A worker that exits
+//! normally has stopped its agents already; its guardian finds nothing.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
+use tracing::{info, warn};
+
+use super::cgroup::CgroupRoot;
+
+/// Starts the guardian of this worker's agents under `work_dir`. Keep the
+/// returned child: dropping it closes the pipe, and the guardian then
+/// cleans up and exits.
+pub(crate) fn spawn(work_dir: &Path, cgroups: bool) -> Option<Child> {
+    let program = match std::env::current_exe() {
+        Ok(program) => program,
+        Err(err) => {
+            warn!(error = %err, "cannot find this program to start its guardian; agents may outlive a killed worker");
+            return None;
+        }
+    };
+    let mut command = Command::new(program);
+    command.arg("--guard-work-dir").arg(work_dir);
+    if cgroups {
+        command.arg("--guard-cgroups");
+    }
+    // None of the worker's environment (its token above all): agents run as
+    // the same user and could read it from /proc.
+    command.env_clear();
+    if let Some(filter) = std::env::var_os("RUST_LOG") {
+        command.env("RUST_LOG", filter);
+    }
+    // Its own process group: a signal meant for the worker's group (Ctrl-C)
+    // must not take the guardian with it.
+    command.stdin(Stdio::piped()).kill_on_drop(false).process_group(0);
+    match command.spawn() {
+        Ok(child) => Some(child),
+        Err(err) => {
+            warn!(error = %err, "cannot start the guardian; agents may outlive a killed worker");
+            None
+        }
+    }
+}
+
+/// Runs as a guardian: waits until the worker's end of the pipe on stdin
+/// closes, then kills whatever agents of dead workers are left under
+/// `work_dir` (the worker's own, once it is dead).
+pub async fn guard(work_dir: &Path, cgroups: bool) {
+    let waited = tokio::task::spawn_blocking(|| {
+        let mut sink = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        // Nothing is ever written: the read returns once the worker is gone.
+        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+    })
+    .await;
+    if let Err(err) = waited {
+        warn!(error = %err, "the guardian's wait failed; cleaning up now");
+    }
+    let root = if cgroups { super::blocking_io(CgroupRoot::detect).await.ok() } else { None };
+    let killed = super::orphans::reap(work_dir, root.as_ref()).await;
+    if killed > 0 {
+        info!(killed, work_dir = %work_dir.display(), "the worker is gone; killed the agents it left");
+    }
+}
