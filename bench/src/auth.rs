@@ -46,12 +46,15 @@ pub fn tokens() -> Option<&'static BenchTokens> {
 /// Database failures.
 pub async fn seed(pool: &PgPool) -> anyhow::Result<()> {
     let Some(tokens) = tokens() else { return Ok(()) };
-    sqlx::query(
-        "insert into api_tokens (name, role, hash, created_by) values ('bench-workers', 'worker', $1, 'bench')",
-    )
-    .bind(tokens::hash(&tokens.worker).to_vec())
-    .execute(pool)
-    .await?;
+    let hash = tokens::hash(&tokens.worker);
+    let token = hive_coordinator::db::tokens::NewToken {
+        name: "bench-workers",
+        role: Role::Worker.as_str(),
+        hash: &hash,
+        created_by: "bench",
+        expires_at: None,
+    };
+    hive_coordinator::db::tokens::insert(pool, &token).await?;
     Ok(())
 }
 

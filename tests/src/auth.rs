@@ -51,14 +51,15 @@ pub fn worker_token() -> &'static str {
 /// When the database cannot be reached.
 pub async fn seed_worker_token(database_url: &str) {
     let pool = sqlx::PgPool::connect(database_url).await.expect("connect to seed the worker token");
-    sqlx::query(
-        "insert into api_tokens (name, role, hash, created_by) values ($1, 'worker', $2, 'test harness') \
-         on conflict (name) do nothing",
-    )
-    .bind(WORKER_TOKEN_NAME)
-    .bind(tokens::hash(worker_token()).to_vec())
-    .execute(&pool)
-    .await
-    .expect("store the worker token");
+    let hash = tokens::hash(worker_token());
+    let token = hive_coordinator::db::tokens::NewToken {
+        name: WORKER_TOKEN_NAME,
+        role: Role::Worker.as_str(),
+        hash: &hash,
+        created_by: "test harness",
+        expires_at: None,
+    };
+    // A second seed of the same database finds the name taken: nothing to do.
+    hive_coordinator::db::tokens::insert(&pool, &token).await.expect("store the worker token");
     pool.close().await;
 }

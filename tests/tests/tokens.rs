@@ -38,18 +38,14 @@ async fn a_token_revoked_on_one_coordinator_is_refused_by_another_within_a_secon
     on_second.get_stats(pb::GetStatsRequest::default()).await.expect("the new token works on the other coordinator");
 
     first.admin_client().await.revoke_token(pb::RevokeTokenRequest { name: "ci".into() }).await.unwrap();
-    let revoked_at = Instant::now();
-    let refused = loop {
-        match on_second.get_stats(pb::GetStatsRequest::default()).await {
-            Err(status) => break status,
-            Ok(_) => assert!(revoked_at.elapsed() < Duration::from_secs(5), "still accepted after 5 s"),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let took = revoked_at.elapsed();
+    hive_tests::wait::eventually("the other coordinator to refuse it", Duration::from_secs(1), || {
+        let mut on_second = on_second.clone();
+        async move { on_second.get_stats(pb::GetStatsRequest::default()).await.is_err() }
+    })
+    .await;
+    let refused = on_second.get_stats(pb::GetStatsRequest::default()).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated);
     assert!(refused.message().contains("revoked"), "{}", refused.message());
-    assert!(took < Duration::from_secs(1), "the second coordinator refused it after {took:?}");
     first.stop().await.unwrap();
     second.stop().await.unwrap();
 }
@@ -256,8 +252,9 @@ async fn a_heartbeat_stream_ends_once_its_token_is_revoked() {
     let (beats, outbound) = tokio::sync::mpsc::channel(4);
     let beat = pb::HeartbeatRequest { worker_id, ..Default::default() };
     let beater = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(50));
         while beats.send(beat.clone()).await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            every.tick().await;
         }
     });
     let mut replies =

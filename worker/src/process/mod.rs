@@ -20,6 +20,18 @@ pub(crate) mod workdir;
 #[cfg(test)]
 mod tests;
 
+/// Waits until `check` holds, looking every 10 ms; panics naming `what`
+/// once `timeout` has passed.
+#[cfg(test)]
+pub(crate) async fn eventually(what: &str, timeout: std::time::Duration, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(10));
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        ticks.tick().await;
+    }
+}
+
 /// Runs blocking file work on tokio's blocking pool; a job that panicked or
 /// was cancelled is reported as an I/O error like any other.
 pub(crate) async fn blocking_io<T: Send + 'static>(

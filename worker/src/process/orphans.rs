@@ -223,19 +223,12 @@ mod tests {
         let folder = work.path().join(format!("{}-1", hive_shared::ids::WorkerId::new()));
         std::fs::create_dir_all(&folder).unwrap();
         record(&folder, agent.id(), &attempt).await;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !up.exists() {
-            assert!(std::time::Instant::now() < deadline, "the daemon did not start");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        crate::process::eventually("the daemon to start", std::time::Duration::from_secs(5), || up.exists()).await;
 
         assert_eq!(reap(work.path(), None).await, 0, "no agent was left to kill");
         assert!(!folder.exists());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while running(marker) {
-            assert!(std::time::Instant::now() < deadline, "the daemon outlived its dead worker's restart");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let what = "the daemon to die with its dead worker's restart";
+        crate::process::eventually(what, std::time::Duration::from_secs(5), || !running(marker)).await;
     }
 
     /// Whether a live process's command line holds `marker`.

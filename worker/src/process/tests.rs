@@ -132,15 +132,8 @@ fn processes_with(marker: &str) -> Vec<String> {
 }
 
 async fn assert_gone(marker: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = processes_with(marker);
-        if left.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "processes left running: {left:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("every process with {marker} to end");
+    super::eventually(&what, Duration::from_secs(5), || processes_with(marker).is_empty()).await;
 }
 
 #[tokio::test]
@@ -222,15 +215,20 @@ async fn the_environment_is_scrubbed_to_the_allowlist_plus_hive_variables() {
     assert!(unexpected.is_empty(), "unexpected variables reached the agent: {unexpected:?}");
 }
 
-#[tokio::test]
-async fn a_timeout_stops_the_agent_and_its_grandchildren() {
-    let marker = "1001.7531";
-    let script = format!("sleep {marker} & sleep {marker} & wait");
+/// Runs `script` with a 500 ms limit: it times out, promptly, and nothing
+/// carrying `marker` is left.
+async fn times_out_leaving_nothing(script: &str, marker: &str) {
     let ran =
-        run_agent(&agent(&script, PromptMode::Stdin), "", Duration::from_millis(500), &CancellationToken::new()).await;
+        run_agent(&agent(script, PromptMode::Stdin), "", Duration::from_millis(500), &CancellationToken::new()).await;
     assert_eq!(ran.finished.exit, Exit::TimedOut);
     assert!(ran.elapsed < Duration::from_secs(5), "took {:?}", ran.elapsed);
     assert_gone(marker).await;
+}
+
+#[tokio::test]
+async fn a_timeout_stops_the_agent_and_its_grandchildren() {
+    let marker = "1001.7531";
+    times_out_leaving_nothing(&format!("sleep {marker} & sleep {marker} & wait"), marker).await;
 }
 
 #[tokio::test]
@@ -337,15 +335,8 @@ async fn no_zombie_children_remain() {
     // Other tests' attempts may be ending at this moment: each zombie seen
     // now must be reaped soon, none may stay.
     let seen = zombie_children();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left: Vec<_> = zombie_children().into_iter().filter(|zombie| seen.contains(zombie)).collect();
-        if left.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "zombie children: {left:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let reaped = || zombie_children().iter().all(|zombie| !seen.contains(zombie));
+    super::eventually("the zombie children seen to be reaped", Duration::from_secs(5), reaped).await;
 }
 
 /// A script that starts `daemon` in a session of its own (out of the agent's
@@ -377,12 +368,7 @@ async fn a_daemon_that_left_the_group_ends_with_its_successful_attempt() {
 #[tokio::test]
 async fn a_daemon_that_left_the_group_ends_with_its_timed_out_attempt() {
     let marker = "1006.3333";
-    let script = with_daemon(&format!("sleep {marker}"), "sleep 30");
-    let ran =
-        run_agent(&agent(&script, PromptMode::Stdin), "", Duration::from_millis(500), &CancellationToken::new()).await;
-    assert_eq!(ran.finished.exit, Exit::TimedOut);
-    assert!(ran.elapsed < Duration::from_secs(5), "took {:?}", ran.elapsed);
-    assert_gone(marker).await;
+    times_out_leaving_nothing(&with_daemon(&format!("sleep {marker}"), "sleep 30"), marker).await;
 }
 
 #[tokio::test]
@@ -394,9 +380,7 @@ async fn a_daemon_that_left_the_group_ends_with_its_cancelled_attempt() {
     let trigger = cancel.clone();
     tokio::spawn(async move {
         // Cancelled once the daemon runs.
-        while processes_with(marker).is_empty() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        super::eventually("the daemon to run", Duration::from_secs(30), || !processes_with(marker).is_empty()).await;
         trigger.cancel();
     });
     let ran = run_agent_with(&agent(&script, PromptMode::Stdin), "", Duration::from_secs(30), &cancel, None).await;
@@ -457,11 +441,7 @@ async fn start_daemon(attempt: &str, marker: &str) {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while processes_with(marker).is_empty() {
-        assert!(Instant::now() < deadline, "the daemon did not start");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    super::eventually("the daemon to start", Duration::from_secs(5), || !processes_with(marker).is_empty()).await;
 }
 
 #[tokio::test]
