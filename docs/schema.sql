@@ -109,6 +109,15 @@ CREATE TABLE public.task_deps (
     CONSTRAINT task_deps_check CHECK ((task_id <> depends_on))
 );
 
+CREATE TABLE public.task_sessions (
+    task_id uuid NOT NULL,
+    session_id text NOT NULL,
+    attempt_id uuid NOT NULL,
+    state bytea NOT NULL,
+    saved_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT task_sessions_session_id_check CHECK ((session_id <> ''::text))
+);
+
 CREATE TABLE public.task_states (
     task_id uuid NOT NULL,
     swarm_id uuid NOT NULL,
@@ -224,13 +233,16 @@ CREATE VIEW public.claim_payloads AS
              LEFT JOIN public.attempts a ON (((a.task_id = us.task_id) AND (a.number = us.result_attempt))))
           WHERE (d.task_id = s.task_id)) AS inputs,
         CASE
-            WHEN t.resume_sessions THEN ( SELECT a.session_id
+            WHEN t.resume_sessions THEN COALESCE(( SELECT ss.session_id
+               FROM public.task_sessions ss
+              WHERE (ss.task_id = s.task_id)), ( SELECT a.session_id
                FROM public.attempts a
               WHERE ((a.task_id = s.task_id) AND (a.session_id IS NOT NULL))
               ORDER BY a.number DESC
-             LIMIT 1)
+             LIMIT 1))
             ELSE NULL::text
-        END AS resume_session
+        END AS resume_session,
+    t.resume_sessions
    FROM (public.task_states s
      JOIN public.tasks t ON ((t.id = s.task_id)));
 
@@ -338,6 +350,9 @@ ALTER TABLE ONLY public.task_logs
 ALTER TABLE ONLY public.task_output
     ADD CONSTRAINT task_output_pkey PRIMARY KEY (task_id);
 
+ALTER TABLE ONLY public.task_sessions
+    ADD CONSTRAINT task_sessions_pkey PRIMARY KEY (task_id);
+
 ALTER TABLE ONLY public.task_states
     ADD CONSTRAINT task_states_pkey PRIMARY KEY (task_id);
 
@@ -398,6 +413,9 @@ ALTER TABLE ONLY public.task_logs
 
 ALTER TABLE ONLY public.task_output
     ADD CONSTRAINT task_output_task_fkey FOREIGN KEY (task_id) REFERENCES public.tasks(id);
+
+ALTER TABLE ONLY public.task_sessions
+    ADD CONSTRAINT task_sessions_task_id_fkey FOREIGN KEY (task_id) REFERENCES public.tasks(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.task_states
     ADD CONSTRAINT task_states_task_fkey FOREIGN KEY (task_id, swarm_id) REFERENCES public.tasks(id, swarm_id);

@@ -37,6 +37,8 @@ pub struct Config {
     pub limits: LimitConfig,
     /// Workers' records.
     pub workers: WorkersConfig,
+    /// Agents' saved sessions (`session = "resume"`).
+    pub sessions: SessionsConfig,
     /// TLS of the gRPC server; plaintext without `tls.cert`.
     pub tls: TlsConfig,
     /// How long shutdown waits for in-flight RPCs.
@@ -93,6 +95,26 @@ pub struct WorkersConfig {
 impl Default for WorkersConfig {
     fn default() -> Self {
         Self { retention: Duration::from_secs(24 * 3600) }
+    }
+}
+
+/// The session state workers save for tasks that resume their agent's
+/// session (`hive.v1.WorkerService/SaveSession`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// Largest state saved for one task; a larger save is refused, and the
+    /// retry starts a fresh session.
+    pub max_size: ByteSize,
+    /// How long a task's session is kept after the task finished (for
+    /// `hivectl tasks retry` to resume it).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self { max_size: ByteSize::mib(8), retention: Duration::from_secs(7 * 24 * 3600) }
     }
 }
 
@@ -211,6 +233,7 @@ impl Default for Config {
             tasks: TaskDefaults::default(),
             limits: LimitConfig::default(),
             workers: WorkersConfig::default(),
+            sessions: SessionsConfig::default(),
             tls: TlsConfig::default(),
             shutdown_grace: Duration::from_secs(10),
         }
@@ -387,6 +410,10 @@ impl Config {
         check(
             self.limits.max_prompt_size < self.limits.max_message_size,
             "limits.max_prompt_size must be below limits.max_message_size",
+        );
+        check(
+            self.sessions.max_size < self.limits.max_message_size,
+            "sessions.max_size must be below limits.max_message_size (a session is saved in one message)",
         );
         check(self.limits.max_tasks_per_submit >= 1, "limits.max_tasks_per_submit must be at least 1");
         check(

@@ -117,11 +117,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         "statistics",
         maintenance::statistics::run(pool.clone(), app.statistics.clone(), maintenance.clone()),
     );
-    tracked::spawn(
-        &background,
-        "gone workers",
-        maintenance::gone_workers::run(pool.clone(), app.config.workers.retention, maintenance.clone()),
-    );
+    tracked::spawn(&background, "retention", {
+        let (pool, config, cancel) = (pool.clone(), app.config.clone(), maintenance.clone());
+        async move { maintenance::retention::run(pool, &config, cancel).await }
+    });
 
     let mut server = tokio::spawn(grpc::serve(app.clone(), listener));
     info!(%address, hot_connections = db::hot_connections(&app.config.database), "coordinator serving");

@@ -270,7 +270,7 @@ pub async fn state_row(pool: &PgPool, task: Uuid) -> Json {
 }
 
 /// Every row the statements write for a task, as JSON: its state row, its
-/// attempts, its locks, its output budget and its swarm's spending.
+/// attempts, its locks, its output budget, its saved session and its swarm's spending.
 ///
 /// # Panics
 /// When the query fails.
@@ -281,6 +281,7 @@ pub async fn everything_of(pool: &PgPool, task: Uuid) -> Json {
              'attempts', (select jsonb_agg(to_jsonb(a) order by a.number) from attempts a where a.task_id = $1),
              'locks', (select jsonb_agg(to_jsonb(l) order by l.key) from task_locks l where l.task_id = $1),
              'output', (select to_jsonb(o) from task_output o where o.task_id = $1),
+             'session', (select to_jsonb(ss) from task_sessions ss where ss.task_id = $1),
              'spent', (select w.spent from swarms w join tasks t on t.swarm_id = w.id where t.id = $1))",
     )
     .bind(task)

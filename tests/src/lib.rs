@@ -15,6 +15,7 @@
 //! - [`invariants`]: the data model's invariants that only tests check.
 //! - [`statement_plans`]: the coordinator's statements as `.sqlx/` records
 //!   them, prepared and `EXPLAIN`ed, and the scans their plans make.
+//! - [`model_stub`]: a scripted Anthropic Messages API, for the real Claude Code CLI.
 //! - [`wait`]: wait on a condition with a deadline, never a bare sleep.
 //! - [`worker_setup`]: worker config files from typed settings and agents.
 //!
@@ -26,6 +27,7 @@ pub mod coordinator;
 pub mod db_rows;
 pub mod fake_worker;
 pub mod invariants;
+pub mod model_stub;
 pub mod postgres;
 pub mod procs;
 pub mod statement_plans;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use hive_worker::config::PromptMode;
+use hive_worker::config::{AgentKind, PromptMode};
 use serde::Serialize;
 
 /// A worker's settings and agents; unset settings keep the worker's defaults.
@@ -30,6 +30,7 @@ struct AdmissionSetup {
 /// One agent of a [`WorkerSetup`]; unset settings keep the worker's defaults.
 #[derive(Debug, Clone, Serialize)]
 pub struct Agent {
+    kind: Option<AgentKind>,
     command: Vec<String>,
     prompt: Option<PromptMode>,
     env: BTreeMap<String, String>,
@@ -37,6 +38,11 @@ pub struct Agent {
     kill_grace: Option<String>,
     memory: Option<String>,
     session_regex: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pass_env: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    allowed_tools: Vec<String>,
+    workdir: Option<PathBuf>,
 }
 
 impl WorkerSetup {
@@ -119,6 +125,7 @@ impl Agent {
     /// An agent started as `argv` (no shell involved).
     pub fn command<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Self {
         Self {
+            kind: None,
             command: argv.into_iter().map(Into::into).collect(),
             prompt: None,
             env: BTreeMap::new(),
@@ -126,7 +133,36 @@ impl Agent {
             kill_grace: None,
             memory: None,
             session_regex: None,
+            pass_env: Vec::new(),
+            allowed_tools: Vec::new(),
+            workdir: None,
         }
+    }
+
+    /// A Claude Code agent (`kind = "claude-code"`) started as `argv`.
+    pub fn claude_code<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Self {
+        Self { kind: Some(AgentKind::ClaudeCode), ..Self::command(argv) }
+    }
+
+    /// Tools a Claude Code agent may use without asking.
+    #[must_use]
+    pub fn allowed_tools(mut self, tools: &[&str]) -> Self {
+        self.allowed_tools = tools.iter().map(|tool| (*tool).to_owned()).collect();
+        self
+    }
+
+    /// The agent's working folder (instead of its attempt's scratch folder).
+    #[must_use]
+    pub fn workdir(mut self, dir: &Path) -> Self {
+        self.workdir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// A variable passed through from the worker's environment.
+    #[must_use]
+    pub fn pass_env(mut self, name: &str) -> Self {
+        self.pass_env.push(name.to_owned());
+        self
     }
 
     /// An agent that is the shell script `script` (`sh -c script`).

@@ -36,7 +36,10 @@ fn allowed(service: &str, method: &str) -> Option<&'static [&'static str]> {
     const SUBMITTERS: &[&str] = &["admin", "submitter"];
     const ADMINS: &[&str] = &["admin"];
     Some(match (service, method) {
-        ("hive.v1.WorkerService", "Register" | "Claim" | "Complete" | "Fail" | "Heartbeat" | "AppendLogs") => WORKERS,
+        (
+            "hive.v1.WorkerService",
+            "Register" | "Claim" | "Complete" | "Fail" | "Heartbeat" | "AppendLogs" | "SaveSession" | "LoadSession",
+        ) => WORKERS,
         ("hive.v1.WorkerService", "AcquireLock" | "ReleaseLock") => AGENTS,
         ("hive.v1.AdminService", "GetTask" | "ListTasks" | "GetTaskLogs" | "GetStats") => READERS,
         ("hive.v1.AdminService", "ListWorkers" | "ListLocks" | "ListAudit" | "VerifyAudit") => FLEET_READERS,
@@ -195,6 +198,20 @@ fn request(rpc: &Rpc, world: &World, cell: usize) -> Bytes {
             ..Default::default()
         }
         .encode_to_vec(),
+        "SaveSession" => pb::SaveSessionRequest {
+            worker_id: world.worker_id.clone(),
+            task_id: task(),
+            attempt_id: world.attempt_id.clone(),
+            session_id: format!("matrix-{cell}"),
+            state: b"transcript".to_vec(),
+        }
+        .encode_to_vec(),
+        "LoadSession" => pb::LoadSessionRequest {
+            worker_id: world.worker_id.clone(),
+            task_id: task(),
+            attempt_id: world.attempt_id.clone(),
+        }
+        .encode_to_vec(),
         "Claim" => {
             pb::ClaimRequest { worker_id: world.worker_id.clone(), max_tasks: 1, ..Default::default() }.encode_to_vec()
         }
@@ -295,6 +312,7 @@ async fn state(pool: &sqlx::PgPool) -> String {
                                || last_seen_at::text, ',' order by id) from workers),
             (select count(*) from task_logs),
             (select string_agg(key, ',' order by key) from task_locks),
+            (select string_agg(task_id::text || session_id || saved_at::text, ',' order by task_id) from task_sessions),
             (select string_agg(coalesce(budget::text, '-'), ',' order by id) from swarms),
             (select count(*) from attempts))",
     )

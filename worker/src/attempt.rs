@@ -12,14 +12,15 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::config::{AgentConfig, Builtin, PromptMode};
+use crate::claude_code::{self, SessionStart};
+use crate::config::{AgentConfig, AgentKind, Builtin, PromptMode};
 use crate::context::{Context, Queued};
 use crate::outcome::{self, Ids, Report};
-use crate::process::spawn::HiveVars;
+use crate::process::spawn::{HiveVars, Launch};
 use crate::process::supervise::{self, Exit};
 use crate::process::workdir::{JsonFile, Scratch};
 use crate::shipper::LogSink;
-use crate::unavailable;
+use crate::{resume, unavailable};
 
 /// What an assignment holds when it arrives.
 #[derive(Debug)]
@@ -141,6 +142,11 @@ async fn run_agent(
         agent_token: hive_shared::config::Secret::new(assignment.agent_token.clone()),
         extra,
     };
+    let claude = match agent.kind {
+        AgentKind::Command => None,
+        AgentKind::ClaudeCode => Some(claude_session(context, assignment, agent, &ids, &scratch).await),
+    };
+    let launch = claude.as_ref().map(|claude| claude.launch.clone()).unwrap_or_default();
     let session_regex = agent.session_regex.as_deref().and_then(|pattern| regex::Regex::new(pattern).ok());
     let held = context.held.clone();
     let on_spawn = move |group: i32| held.set_group(attempt, group);
@@ -150,6 +156,7 @@ async fn run_agent(
         agent,
         prompt: &assignment.prompt,
         vars: &vars,
+        launch: &launch,
         scratch: &scratch,
         timeout,
         chunk_size: usize::try_from(context.config.logs.chunk_size.as_u64()).unwrap_or(32 * 1024),
@@ -157,7 +164,25 @@ async fn run_agent(
         on_spawn: &on_spawn,
         cgroups: context.cgroups.as_ref(),
     };
-    let finished = supervise::run(run, sink.clone(), &cancel).await;
+    let saving = claude.as_ref().and_then(|claude| claude.transcript.clone()).map(|file| {
+        let stop = CancellationToken::new();
+        let session = claude.as_ref().map(|claude| claude.start.id().to_owned()).unwrap_or_default();
+        let ids = ids.clone();
+        (stop.clone(), async move { resume::keep_saving(context, &ids, &session, file, stop).await })
+    });
+    let finished = match saving {
+        None => supervise::run(run, sink.clone(), &cancel).await,
+        Some((stop_saving, saver)) => {
+            let supervised = async {
+                let finished = supervise::run(run, sink.clone(), &cancel).await;
+                stop_saving.cancel();
+                finished
+            };
+            // The last save is made before the outcome is reported: after it
+            // the attempt is no longer current and the save would be refused.
+            tokio::join!(supervised, saver).0
+        }
+    };
     match &finished.exit {
         Exit::Code(0) => info!("agent succeeded"),
         Exit::NotStarted { problem, worker_fault: true } => {
@@ -173,7 +198,11 @@ async fn run_agent(
     sink.flush().await;
     // Read whatever the exit: a failed agent's result may still report its usage and session.
     let result_file = outcome::read_result_file(&scratch.result_file).await;
-    let report = outcome::decide(&ids, agent, timeout, &finished, result_file, context.held.reason(attempt));
+    let cancelled = context.held.reason(attempt);
+    let report = match &claude {
+        None => outcome::decide(&ids, agent, timeout, &finished, result_file, cancelled),
+        Some(claude) => claude_code::decide(&ids, agent, timeout, &finished, &claude.start, cancelled),
+    };
     match report {
         Some(report) => queue(context, report).await,
         None => {
@@ -187,6 +216,53 @@ async fn run_agent(
     // are still being stored, and overshoot the budget.
     drop(slot);
     scratch.finish(&context.folders).await;
+}
+
+/// A Claude Code attempt's session: how it starts, what the worker adds to
+/// its command, and the transcript to save when the task resumes sessions.
+struct ClaudeSession {
+    start: SessionStart,
+    launch: Launch,
+    transcript: Option<std::path::PathBuf>,
+}
+
+/// Starts a new session, or resumes the task's saved one with its
+/// transcript written back under this attempt's working folder.
+async fn claude_session(
+    context: &Context,
+    assignment: &pb::Assignment,
+    agent: &AgentConfig,
+    ids: &Ids,
+    scratch: &Scratch,
+) -> ClaudeSession {
+    let config_dir = claude_code::config_dir(&scratch.dir);
+    let cwd = agent.workdir.as_ref().unwrap_or(&scratch.dir);
+    let cwd = tokio::fs::canonicalize(cwd).await.unwrap_or_else(|_| cwd.clone());
+    let mut start = SessionStart::New(assignment.attempt_id.clone());
+    if !assignment.resume_session.is_empty() {
+        match resume::load(context, ids).await {
+            Some(saved) if claude_code::is_session_id(&saved.session_id) => {
+                let path = claude_code::transcript(&config_dir, &cwd, &saved.session_id);
+                match write_transcript(&path, saved.state).await {
+                    Ok(()) => start = SessionStart::Resume(saved.session_id),
+                    Err(err) => warn!(error = %err, "cannot restore the saved session; starting a fresh one"),
+                }
+            }
+            Some(saved) => {
+                warn!(session_id = %saved.session_id, "the saved session id is not Claude Code's; starting a fresh one")
+            }
+            None => info!(session = %assignment.resume_session, "no saved session to resume; starting a fresh one"),
+        }
+    }
+    let transcript = assignment.keep_session.then(|| claude_code::transcript(&config_dir, &cwd, start.id()));
+    ClaudeSession { launch: claude_code::launch(agent, &config_dir, &start), start, transcript }
+}
+
+async fn write_transcript(path: &std::path::Path, state: Vec<u8>) -> std::io::Result<()> {
+    if let Some(folder) = path.parent() {
+        tokio::fs::create_dir_all(folder).await?;
+    }
+    tokio::fs::write(path, state).await
 }
 
 /// The JSON files an agent is handed, each named by an environment variable.

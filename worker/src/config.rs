@@ -149,10 +149,29 @@ pub enum Builtin {
     Noop,
 }
 
+/// What kind of program an agent is, which decides how it is started and
+/// how its result and failures are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentKind {
+    /// Any command: the prompt as configured, the result in
+    /// `$HIVE_RESULT_FILE` or stdout's last JSON line, failures by exit code.
+    #[default]
+    Command,
+    /// Claude Code (`claude -p`): the worker adds `--output-format json` and
+    /// its session flags, gives each attempt its own config folder, reads
+    /// `total_cost_usd` and `is_error`, classes API errors by status, and
+    /// saves the session's transcript for `session = "resume"`.
+    ClaudeCode,
+}
+
 /// One agent: how to start it and how to read its failures.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
+    /// What kind of program it is.
+    #[serde(default)]
+    pub kind: AgentKind,
     /// Program and arguments (no shell involved unless you name one).
     #[serde(default)]
     pub command: Vec<String>,
@@ -193,6 +212,18 @@ pub struct AgentConfig {
     /// the last matching line), when its result has no `session_id`.
     #[serde(default)]
     pub session_regex: Option<String>,
+    /// Claude Code: the model (`--model`); unset, Claude Code's default.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Claude Code: `--permission-mode` (`acceptEdits`, `bypassPermissions`,
+    /// `default`, `plan`); unset, `acceptEdits`, so the agent may edit its
+    /// working folder.
+    #[serde(default)]
+    pub permission_mode: Option<String>,
+    /// Claude Code: tools it may use without asking (`--allowedTools`, e.g.
+    /// `["Bash(git *)", "Write"]`).
+    #[serde(default)]
+    pub allowed_tools: Vec<String>,
 }
 
 fn default_prompt() -> PromptMode {
@@ -396,6 +427,20 @@ fn agent_problems(name: &str, agent: &AgentConfig) -> Vec<String> {
     if let Some(code) = agent.transient_exit_codes.iter().find(|code| !(1..=255).contains(*code)) {
         problems.push(format!("agents.{name}.transient_exit_codes: {code} is not an exit code (1-255)"));
     }
+    match agent.kind {
+        AgentKind::Command => {
+            for (key, set) in [
+                ("model", agent.model.is_some()),
+                ("permission_mode", agent.permission_mode.is_some()),
+                ("allowed_tools", !agent.allowed_tools.is_empty()),
+            ] {
+                if set {
+                    problems.push(format!("agents.{name}.{key}: only for kind = \"claude-code\""));
+                }
+            }
+        }
+        AgentKind::ClaudeCode => problems.extend(crate::claude_code::config_problems(name, agent)),
+    }
     problems
 }
 
@@ -464,6 +509,25 @@ mod tests {
     fn an_unknown_prompt_mode_is_named() {
         let err = load_text("[agents.a]\ncommand = [\"true\"]\nprompt = \"telepathy\"\n").unwrap_err();
         assert!(err.to_string().contains("telepathy"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_kind_and_claude_settings_on_a_plain_command_are_named() {
+        let err = load_text("[agents.a]\ncommand = [\"true\"]\nkind = \"gpt\"\n").unwrap_err();
+        assert!(err.to_string().contains("gpt") && err.to_string().contains("claude-code"), "{err}");
+        let err = load_text("[agents.a]\ncommand = [\"true\"]\nmodel = \"m\"\n").unwrap_err();
+        assert!(err.to_string().contains("agents.a.model: only for kind = \"claude-code\""), "{err}");
+        let config = load_text("[agents.c]\nkind = \"claude-code\"\ncommand = [\"claude\"]\nmodel = \"m\"\n").unwrap();
+        assert_eq!(config.agents["c"].kind, AgentKind::ClaudeCode);
+    }
+
+    #[test]
+    fn the_example_configs_load() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        for name in ["worker.toml", "claude-code.toml"] {
+            let config = Config::load(Some(&examples.join(name)), vec![], Flags::default());
+            assert!(config.is_ok(), "{name}: {}", config.err().map(|err| err.to_string()).unwrap_or_default());
+        }
     }
 
     #[test]

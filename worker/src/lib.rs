@@ -8,9 +8,11 @@
 //! configuration it takes ([`config`]), and [`MAX_MESSAGE`], so a test
 //! coordinator accepts what a worker sends. The rest is internal:
 //! - `connection`: the client, retryable codes, backoff.
-//! - `session`: the heartbeat stream. `claim`: the claim loop.
+//! - `heartbeat`: the heartbeat stream. `claim`: the claim loop.
 //! - `attempt`: one task from start to report; `process`: the subprocess itself.
 //! - `outcome`: how an exit becomes a report; `report`: sending reports.
+//! - `claude_code`: the Claude Code agent kind; `resume`: agents' sessions
+//!   saved through the coordinator and restored on any host.
 //! - `shipper`: streaming output; `held`: attempts held; `resources`: host figures;
 //!   `admission`: whether the host may take more work; `context`: what the loops share.
 //! - `preflight`: which agents can run on this host; `unavailable`: what the
@@ -19,16 +21,18 @@
 mod admission;
 mod attempt;
 mod claim;
+mod claude_code;
 pub mod config;
 mod connection;
 mod context;
+mod heartbeat;
 mod held;
 mod outcome;
 mod preflight;
 mod process;
 mod report;
 mod resources;
-mod session;
+mod resume;
 mod shipper;
 mod unavailable;
 
@@ -155,7 +159,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     let (session_stop, give_up) = (CancellationToken::new(), CancellationToken::new());
     // Cancelled when an essential loop panics: every agent stops, the worker exits with an error.
     let failed = CancellationToken::new();
-    let session = session::run(Arc::clone(&context), heartbeat, session_stop.clone());
+    let session = heartbeat::run(Arc::clone(&context), heartbeat, session_stop.clone());
     tracked::spawn_essential(&loops, "heartbeat session", failed.clone(), session);
     tracked::spawn(&loops, "disk watch", admission::watch_disk(Arc::clone(&context), heartbeat, session_stop.clone()));
     let flush_interval = config.logs.flush_interval;

@@ -102,7 +102,8 @@ pub(crate) fn spend(result: Option<&JsonObject>, output_session: Option<&str>) -
     (session, usage)
 }
 
-fn with_spend(report: Report, (session_id, usage): (String, Option<pb::Usage>)) -> Report {
+/// The report with the session and usage an agent reported.
+pub(crate) fn with_spend(report: Report, (session_id, usage): (String, Option<pb::Usage>)) -> Report {
     match report {
         Report::Complete(completion) => Report::Complete(pb::Completion { session_id, usage, ..completion }),
         Report::Fail(failure) => Report::Fail(pb::Failure { session_id, usage, ..failure }),

@@ -68,9 +68,11 @@ pub(crate) fn rule(path: &str) -> Rule {
 
 fn worker_rule(method: &str) -> Rule {
     match method {
-        // Heartbeats and output change only the caller's own attempts; they
-        // are the workers' hot path and are not audited.
-        "Register" | "Claim" | "Complete" | "Fail" | "Heartbeat" | "AppendLogs" => reads(WORKERS),
+        // Reports, beats, output and sessions change only the caller's own
+        // attempts; they are the workers' hot path and are not audited.
+        "Register" | "Claim" | "Complete" | "Fail" | "Heartbeat" | "AppendLogs" | "SaveSession" | "LoadSession" => {
+            reads(WORKERS)
+        }
         "AcquireLock" | "ReleaseLock" => reads(AGENTS),
         _ => reads(&[]),
     }
@@ -108,7 +110,8 @@ mod tests {
     #[test]
     fn agents_may_only_take_and_release_locks() {
         assert!(rule("/hive.v1.WorkerService/AcquireLock").allows(Agent));
-        for method in ["Claim", "Complete", "Fail", "Register", "Heartbeat", "AppendLogs"] {
+        for method in ["Claim", "Complete", "Fail", "Register", "Heartbeat", "AppendLogs", "SaveSession", "LoadSession"]
+        {
             assert!(!rule(&format!("/hive.v1.WorkerService/{method}")).allows(Agent), "{method}");
         }
         assert!(!rule("/hive.v1.AdminService/GetTask").allows(Agent));

@@ -41,6 +41,8 @@ pub struct ClaimedTask {
     pub inputs: Option<Json>,
     /// Session to resume, under the resume policy.
     pub resume_session: Option<String>,
+    /// Whether the task resumes sessions (its worker saves them).
+    pub resume_sessions: bool,
     /// Whether a ready task that takes locks was due when this task was
     /// claimed (the same for every task of one [`claim`]; false from
     /// [`claim_locked`]): a claim that fell short looks for lock candidates
@@ -147,7 +149,7 @@ pub async fn claim(
         select c.task_id as "id!", c.attempt_id as "attempt_id!", c.attempts as "attempt!", p.agent as "agent!",
                p.prompt as "prompt!", p.input, p.timeout_ms, c.lease_expires_at as "lease_expires_at!",
                p.swarm_id as "swarm_id!", p.priority as "priority!", p.stage as "stage!", p.round as "round!",
-               p.build_result, p.feedback, p.inputs, p.resume_session,
+               p.build_result, p.feedback, p.inputs, p.resume_session, p.resume_sessions as "resume_sessions!",
                -- Uncorrelated: evaluated once per statement.
                (select exists(select 1 from task_states l where l.status = 'ready' and l.has_locks and l.run_after <= now()))
                    as "lock_tasks_due!"
@@ -194,7 +196,7 @@ pub async fn claim_locked(
         select c.task_id as "id!", c.attempt_id as "attempt_id!", c.attempts as "attempt!", p.agent as "agent!",
                p.prompt as "prompt!", p.input, p.timeout_ms, c.lease_expires_at as "lease_expires_at!",
                p.swarm_id as "swarm_id!", p.priority as "priority!", p.stage as "stage!", p.round as "round!",
-               p.build_result, p.feedback, p.inputs, p.resume_session, false as "lock_tasks_due!"
+               p.build_result, p.feedback, p.inputs, p.resume_session, p.resume_sessions as "resume_sessions!", false as "lock_tasks_due!"
         from claimed c join claim_payloads p on p.task_id = c.task_id
         "#,
         worker,

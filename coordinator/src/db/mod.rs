@@ -23,6 +23,7 @@ pub mod logs;
 pub mod notifications;
 pub mod outcomes;
 pub mod progress;
+pub mod sessions;
 pub mod stages;
 pub mod statistics;
 pub mod swarms;

@@ -218,6 +218,7 @@ pub(crate) fn assignment(task: db::claims::ClaimedTask, agent_token: String) -> 
         build_result: object(task.build_result),
         feedback: object(task.feedback),
         resume_session: task.resume_session.unwrap_or_default(),
+        keep_session: task.resume_sessions,
         round: count(task.round),
         agent_token,
     }

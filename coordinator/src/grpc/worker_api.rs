@@ -17,6 +17,7 @@ use crate::auth::{Caller, ownership};
 use crate::error::Result;
 use crate::tasks::logs;
 use crate::tasks::report;
+use crate::tasks::sessions;
 use crate::{db, scheduler, workers};
 
 /// The WorkerService implementation.
@@ -211,6 +212,45 @@ impl WorkerService for WorkerApi {
         ownership::check_attempt(&caller, attempt.0)?;
         let released = crate::tasks::locks::release(&self.app.pool, attempt, &request.key).await?;
         Ok(Response::new(pb::ReleaseLockResponse { released }))
+    }
+
+    #[instrument(skip_all, fields(task_id = %request.get_ref().task_id, bytes = request.get_ref().state.len()))]
+    async fn save_session(
+        &self,
+        request: Request<pb::SaveSessionRequest>,
+    ) -> Result<Response<pb::SaveSessionResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let request = request.into_inner();
+        let worker = worker_id(&request.worker_id)?;
+        self.app.worker_owners.check(&self.app.pool, &caller, worker.0).await?;
+        let save = sessions::Save {
+            task: parse_id("task_id", &request.task_id, TaskId::parse)?,
+            attempt: parse_id("attempt_id", &request.attempt_id, AttemptId::parse)?,
+            worker,
+            session_id: &request.session_id,
+            state: &request.state,
+        };
+        sessions::save(&self.app.pool, &save, self.app.config.sessions.max_size).await?;
+        Ok(Response::new(pb::SaveSessionResponse {}))
+    }
+
+    #[instrument(skip_all, fields(task_id = %request.get_ref().task_id))]
+    async fn load_session(
+        &self,
+        request: Request<pb::LoadSessionRequest>,
+    ) -> Result<Response<pb::LoadSessionResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let request = request.into_inner();
+        let worker = worker_id(&request.worker_id)?;
+        self.app.worker_owners.check(&self.app.pool, &caller, worker.0).await?;
+        let task = parse_id("task_id", &request.task_id, TaskId::parse)?;
+        let attempt = parse_id("attempt_id", &request.attempt_id, AttemptId::parse)?;
+        let saved = sessions::load(&self.app.pool, task, attempt, worker).await?;
+        Ok(Response::new(saved.map_or_else(pb::LoadSessionResponse::default, |saved| pb::LoadSessionResponse {
+            found: true,
+            session_id: saved.session_id,
+            state: saved.state,
+        })))
     }
 
     #[instrument(skip_all)]

@@ -2,8 +2,8 @@
 //! coordinators at once.
 
 pub(crate) mod due_tasks;
-pub(crate) mod gone_workers;
 pub(crate) mod lease_reaper;
+pub(crate) mod retention;
 pub(crate) mod statistics;
 
 use std::future::Future;

@@ -9,6 +9,7 @@ pub(crate) mod logs;
 pub(crate) mod progress;
 pub(crate) mod report;
 pub(crate) mod retry;
+pub(crate) mod sessions;
 pub(crate) mod stage;
 pub(crate) mod submit;
 pub(crate) mod validate;

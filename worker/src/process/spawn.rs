@@ -31,17 +31,27 @@ pub(crate) struct HiveVars {
     pub extra: Vec<(&'static str, String)>,
 }
 
+/// What an agent's kind adds to its configured command for one attempt.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Launch {
+    /// Arguments after the configured ones (and before a `prompt = "arg"` prompt).
+    pub args: Vec<String>,
+    /// Variables set after the agent's own `env`.
+    pub env: Vec<(&'static str, OsString)>,
+}
+
 /// Builds the command for one attempt; `inherited` is the worker's own environment.
 pub(crate) fn command(
     agent: &AgentConfig,
     prompt: &str,
     vars: &HiveVars,
     scratch: &Scratch,
+    launch: &Launch,
     inherited: impl Fn(&str) -> Option<OsString>,
 ) -> Command {
     let (program, args) = agent.command.split_first().map_or(("", &[][..]), |(program, args)| (program.as_str(), args));
     let mut command = Command::new(program);
-    command.args(args);
+    command.args(args).args(&launch.args);
     if agent.prompt == PromptMode::Arg {
         command.arg(prompt);
     }
@@ -53,6 +63,7 @@ pub(crate) fn command(
         }
     }
     command.envs(&agent.env);
+    command.envs(launch.env.iter().map(|(name, value)| (name, value)));
     command
         .env("HIVE_TASK_ID", &vars.task_id)
         .env("HIVE_ATTEMPT_ID", &vars.attempt_id)

@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use crate::config::AgentConfig;
 use crate::process::cgroup::{AttemptCgroup, CgroupRoot};
 use crate::process::output::{self, Pumped};
-use crate::process::spawn::{self, HiveVars};
+use crate::process::spawn::{self, HiveVars, Launch};
 use crate::process::sweep::{self, Scope, Traces};
 use crate::process::workdir::Scratch;
 use crate::process::{blocking_io, orphans};
@@ -81,6 +81,8 @@ pub(crate) struct Run<'a> {
     pub prompt: &'a str,
     /// Identity passed to the agent.
     pub vars: &'a HiveVars,
+    /// What the agent's kind adds to its command.
+    pub launch: &'a Launch,
     /// The attempt's scratch folder.
     pub scratch: &'a Scratch,
     /// Time limit.
@@ -154,7 +156,7 @@ pub(crate) async fn run(run: Run<'_>, sink: LogSink, cancel: &CancellationToken)
 async fn start(run: &Run<'_>) -> Result<Started, Finished> {
     let cgroup = make_cgroup(run.cgroups, &run.vars.attempt_id).await;
     let inherited = |name: &str| -> Option<OsString> { std::env::var_os(name) };
-    let mut command = spawn::command(run.agent, run.prompt, run.vars, run.scratch, inherited);
+    let mut command = spawn::command(run.agent, run.prompt, run.vars, run.scratch, run.launch, inherited);
     let child = match command.spawn() {
         Ok(child) => child,
         Err(err) => {

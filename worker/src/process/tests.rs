@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 fn agent(script: &str, prompt: PromptMode) -> AgentConfig {
     AgentConfig {
+        kind: crate::config::AgentKind::Command,
         command: vec!["sh".into(), "-c".into(), script.into()],
         builtin: None,
         prompt,
@@ -37,6 +38,9 @@ fn agent(script: &str, prompt: PromptMode) -> AgentConfig {
         on_timeout: UnlistedExit::Transient,
         memory: None,
         session_regex: None,
+        model: None,
+        permission_mode: None,
+        allowed_tools: vec![],
     }
 }
 
@@ -104,6 +108,7 @@ async fn run_agent_with(
         agent,
         prompt,
         vars: &vars,
+        launch: &crate::process::spawn::Launch::default(),
         scratch: &scratch,
         timeout,
         chunk_size: 8,
