@@ -10,6 +10,12 @@ CREATE TYPE public.attempt_outcome AS ENUM (
     'released'
 );
 
+CREATE TYPE public.pause_scope AS ENUM (
+    'swarm',
+    'agent',
+    'worker'
+);
+
 CREATE TYPE public.task_status AS ENUM (
     'blocked',
     'ready',
@@ -111,6 +117,7 @@ CREATE TABLE public.task_deps (
 
 CREATE TABLE public.task_sessions (
     task_id uuid NOT NULL,
+    stage text NOT NULL,
     session_id text NOT NULL,
     attempt_id uuid NOT NULL,
     state bytea NOT NULL,
@@ -235,9 +242,9 @@ CREATE VIEW public.claim_payloads AS
         CASE
             WHEN t.resume_sessions THEN COALESCE(( SELECT ss.session_id
                FROM public.task_sessions ss
-              WHERE (ss.task_id = s.task_id)), ( SELECT a.session_id
+              WHERE ((ss.task_id = s.task_id) AND (ss.stage = s.stage))), ( SELECT a.session_id
                FROM public.attempts a
-              WHERE ((a.task_id = s.task_id) AND (a.session_id IS NOT NULL))
+              WHERE ((a.task_id = s.task_id) AND (a.stage = s.stage) AND (a.session_id IS NOT NULL))
               ORDER BY a.number DESC
              LIMIT 1))
             ELSE NULL::text
@@ -245,6 +252,26 @@ CREATE VIEW public.claim_payloads AS
     t.resume_sessions
    FROM (public.task_states s
      JOIN public.tasks t ON ((t.id = s.task_id)));
+
+CREATE TABLE public.pauses (
+    scope public.pause_scope NOT NULL,
+    target text NOT NULL,
+    paused_by text NOT NULL,
+    reason text NOT NULL,
+    paused_at timestamp with time zone DEFAULT now() NOT NULL,
+    until timestamp with time zone,
+    CONSTRAINT pauses_target_check CHECK ((target <> ''::text))
+);
+
+CREATE VIEW public.paused AS
+ SELECT pauses.scope,
+    pauses.target,
+    pauses.paused_by,
+    pauses.reason,
+    pauses.paused_at,
+    pauses.until
+   FROM public.pauses
+  WHERE ((pauses.until IS NULL) OR (pauses.until > now()));
 
 CREATE TABLE public.swarms (
     id uuid NOT NULL,
@@ -332,6 +359,9 @@ ALTER TABLE ONLY public.audit_log
 ALTER TABLE ONLY public.auth_keys
     ADD CONSTRAINT auth_keys_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY public.pauses
+    ADD CONSTRAINT pauses_pkey PRIMARY KEY (scope, target);
+
 ALTER TABLE ONLY public.swarms
     ADD CONSTRAINT swarms_pkey PRIMARY KEY (id);
 
@@ -351,7 +381,7 @@ ALTER TABLE ONLY public.task_output
     ADD CONSTRAINT task_output_pkey PRIMARY KEY (task_id);
 
 ALTER TABLE ONLY public.task_sessions
-    ADD CONSTRAINT task_sessions_pkey PRIMARY KEY (task_id);
+    ADD CONSTRAINT task_sessions_pkey PRIMARY KEY (task_id, stage);
 
 ALTER TABLE ONLY public.task_states
     ADD CONSTRAINT task_states_pkey PRIMARY KEY (task_id);

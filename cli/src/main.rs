@@ -78,6 +78,12 @@ enum Command {
     Up(commands::up::UpArgs),
     /// Show the audit log (who changed what, refused calls), or verify its hash chain.
     Audit(commands::audit::AuditArgs),
+    /// Pause a swarm, an agent or a worker: claims skip it, running tasks finish.
+    Pause(commands::pauses::PauseArgs),
+    /// End a pause.
+    Resume(commands::pauses::ResumeArgs),
+    /// List what is paused, by whom, why and until when.
+    Pauses,
 }
 
 #[tokio::main]
@@ -107,6 +113,9 @@ async fn main() -> std::process::ExitCode {
         Command::Certs(command) => commands::certs::run(command),
         Command::Up(args) => commands::up::run(args, ctx.json).await,
         Command::Audit(args) => commands::audit::run(&ctx, args).await,
+        Command::Pause(args) => commands::pauses::pause(&ctx, args).await,
+        Command::Resume(args) => commands::pauses::resume(&ctx, args).await,
+        Command::Pauses => commands::pauses::list(&ctx).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

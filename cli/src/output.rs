@@ -456,6 +456,11 @@ pub(crate) fn seconds(value: Option<f64>) -> String {
     }
 }
 
+/// A wire timestamp as RFC 3339, to the second.
+pub(crate) fn rfc3339(stamp: Option<&prost_types::Timestamp>) -> Option<String> {
+    time(stamp).map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
 /// A short "how long ago" for tables.
 pub(crate) fn ago(at: Option<DateTime<Utc>>) -> String {
     let Some(at) = at else { return "-".into() };

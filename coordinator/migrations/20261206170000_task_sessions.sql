@@ -1,14 +1,17 @@
 -- What an agent needs to resume its session on another host (for Claude
 -- Code, its transcript), saved by the worker running the task's current
--- attempt and handed to the attempt that resumes it. One row per task: the
--- newest save replaces the last. Kept until `limits.session_retention`
--- after the task finished.
+-- attempt and handed to the attempt that resumes it. One row per task and
+-- stage (a validator never resumes its builder's conversation): the newest
+-- save replaces the last. Kept until `sessions.retention` after the task
+-- finished.
 create table task_sessions (
-    task_id uuid primary key references tasks (id) on delete cascade,
+    task_id uuid not null references tasks (id) on delete cascade,
+    stage text not null,
     session_id text not null check (session_id <> ''),
     attempt_id uuid not null,
     state bytea not null,
-    saved_at timestamptz not null default now()
+    saved_at timestamptz not null default now(),
+    primary key (task_id, stage)
 );
 
 -- A resumed attempt resumes the saved session when there is one (it is the
@@ -38,9 +41,10 @@ select s.task_id,
         where d.task_id = s.task_id) as inputs,
        case when t.resume_sessions then
            coalesce(
-               (select ss.session_id from task_sessions ss where ss.task_id = s.task_id),
+               (select ss.session_id from task_sessions ss where ss.task_id = s.task_id and ss.stage = s.stage),
                (select a.session_id from attempts a
-                where a.task_id = s.task_id and a.session_id is not null order by a.number desc limit 1))
+                where a.task_id = s.task_id and a.stage = s.stage and a.session_id is not null
+                order by a.number desc limit 1))
        end as resume_session,
        t.resume_sessions
 from task_states s join tasks t on t.id = s.task_id;

@@ -103,8 +103,8 @@ impl Default for WorkersConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionsConfig {
-    /// Largest state saved for one task; a larger save is refused, and the
-    /// retry starts a fresh session.
+    /// Largest state saved for one task; a larger save is refused (the
+    /// retry resumes the last save that fitted, if any).
     pub max_size: ByteSize,
     /// How long a task's session is kept after the task finished (for
     /// `hivectl tasks retry` to resume it).

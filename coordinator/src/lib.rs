@@ -12,6 +12,7 @@
 //! - [`scheduler`]: long-poll claims and their wake-ups.
 //! - [`notifications`]: LISTEN/NOTIFY (tokio-postgres), fanned out to claims and sessions.
 //! - [`workers`]: registration and heartbeat sessions.
+//! - [`pauses`]: pausing and resuming a swarm, an agent or a worker.
 //! - [`maintenance`]: the reaper (expired leases, passed deadlines), planner
 //!   statistics, the look for due tasks, forgetting workers long gone.
 //! - [`db`]: every SQL statement (sqlx); tokio-postgres serves only the LISTEN connection.
@@ -27,6 +28,7 @@ mod error;
 mod grpc;
 mod maintenance;
 mod notifications;
+mod pauses;
 mod scheduler;
 pub mod status;
 mod tasks;

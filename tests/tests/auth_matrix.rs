@@ -42,11 +42,14 @@ fn allowed(service: &str, method: &str) -> Option<&'static [&'static str]> {
         ) => WORKERS,
         ("hive.v1.WorkerService", "AcquireLock" | "ReleaseLock") => AGENTS,
         ("hive.v1.AdminService", "GetTask" | "ListTasks" | "GetTaskLogs" | "GetStats") => READERS,
-        ("hive.v1.AdminService", "ListWorkers" | "ListLocks" | "ListAudit" | "VerifyAudit") => FLEET_READERS,
+        ("hive.v1.AdminService", "ListWorkers" | "ListLocks" | "ListAudit" | "VerifyAudit" | "ListPauses") => {
+            FLEET_READERS
+        }
         ("hive.v1.AdminService", "SubmitTasks" | "CancelTask" | "CancelTasks") => SUBMITTERS,
         (
             "hive.v1.AdminService",
-            "RetryTasks" | "StopWorkers" | "SetSwarmBudget" | "CreateToken" | "RevokeToken" | "ListTokens",
+            "RetryTasks" | "StopWorkers" | "SetSwarmBudget" | "CreateToken" | "RevokeToken" | "ListTokens" | "Pause"
+            | "Resume",
         ) => ADMINS,
         _ => return None,
     })
@@ -198,6 +201,15 @@ fn request(rpc: &Rpc, world: &World, cell: usize) -> Bytes {
             ..Default::default()
         }
         .encode_to_vec(),
+        "Pause" => pb::PauseRequest {
+            scope: pb::PauseScope::Swarm.into(),
+            target: world.swarm_id.clone(),
+            reason: format!("matrix-{cell}"),
+            duration: None,
+        }
+        .encode_to_vec(),
+        "Resume" => pb::ResumeRequest { scope: pb::PauseScope::Agent.into(), target: "held".into() }.encode_to_vec(),
+        "ListPauses" => pb::ListPausesRequest {}.encode_to_vec(),
         "SaveSession" => pb::SaveSessionRequest {
             worker_id: world.worker_id.clone(),
             task_id: task(),
@@ -313,6 +325,7 @@ async fn state(pool: &sqlx::PgPool) -> String {
             (select count(*) from task_logs),
             (select string_agg(key, ',' order by key) from task_locks),
             (select string_agg(task_id::text || session_id || saved_at::text, ',' order by task_id) from task_sessions),
+            (select string_agg(scope::text || target || paused_at::text, ',' order by scope, target) from pauses),
             (select string_agg(coalesce(budget::text, '-'), ',' order by id) from swarms),
             (select count(*) from attempts))",
     )
@@ -361,6 +374,10 @@ async fn every_rpc_answers_every_caller_as_the_table_says_and_refusals_change_no
     let expired = admin.create_token(make("expired", "admin", Some(Duration::from_secs(1)))).await.unwrap();
     let victim = admin.create_token(make("victim", "viewer", None)).await.unwrap().into_inner();
     drop(victim.token);
+
+    // A pause in force, for refused Resume calls to leave alone.
+    let pause = pb::PauseRequest { scope: pb::PauseScope::Agent.into(), target: "held".into(), ..Default::default() };
+    admin.pause(pause).await.unwrap();
 
     // A running task and its attempt, with the attempt's agent token.
     let spec = pb::TaskSpec { agent: "echo".into(), prompt: "p".into(), ..Default::default() };

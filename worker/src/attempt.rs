@@ -144,7 +144,24 @@ async fn run_agent(
     };
     let claude = match agent.kind {
         AgentKind::Command => None,
-        AgentKind::ClaudeCode => Some(claude_session(context, assignment, agent, &ids, &scratch).await),
+        AgentKind::ClaudeCode => match claude_session(context, assignment, agent, &ids, &scratch).await {
+            Ok(session) => Some(session),
+            Err(unstarted) => {
+                match unstarted {
+                    Unstarted::LeaseLost => {
+                        info!("attempt dropped before it started: its lease belongs to someone else now");
+                        context.held.release(attempt);
+                    }
+                    Unstarted::Handback(problem) => {
+                        warn!(problem = %problem, "handing the task back unstarted");
+                        queue(context, outcome::failure(&ids, pb::FailureClass::Interrupted, problem, None)).await;
+                    }
+                }
+                drop(slot);
+                scratch.finish(&context.folders).await;
+                return;
+            }
+        },
     };
     let launch = claude.as_ref().map(|claude| claude.launch.clone()).unwrap_or_default();
     let session_regex = agent.session_regex.as_deref().and_then(|pattern| regex::Regex::new(pattern).ok());
@@ -227,35 +244,49 @@ struct ClaudeSession {
 }
 
 /// Starts a new session, or resumes the task's saved one with its
-/// transcript written back under this attempt's working folder.
+/// transcript written back under this attempt's working folder. When the
+/// saved session cannot be fetched or restored the attempt does not start:
+/// a fresh session would overwrite the saved one.
 async fn claude_session(
     context: &Context,
     assignment: &pb::Assignment,
     agent: &AgentConfig,
     ids: &Ids,
     scratch: &Scratch,
-) -> ClaudeSession {
+) -> Result<ClaudeSession, Unstarted> {
     let config_dir = claude_code::config_dir(&scratch.dir);
     let cwd = agent.workdir.as_ref().unwrap_or(&scratch.dir);
     let cwd = tokio::fs::canonicalize(cwd).await.unwrap_or_else(|_| cwd.clone());
     let mut start = SessionStart::New(assignment.attempt_id.clone());
     if !assignment.resume_session.is_empty() {
         match resume::load(context, ids).await {
-            Some(saved) if claude_code::is_session_id(&saved.session_id) => {
+            resume::Loaded::Found(saved) if claude_code::is_session_id(&saved.session_id) => {
                 let path = claude_code::transcript(&config_dir, &cwd, &saved.session_id);
-                match write_transcript(&path, saved.state).await {
-                    Ok(()) => start = SessionStart::Resume(saved.session_id),
-                    Err(err) => warn!(error = %err, "cannot restore the saved session; starting a fresh one"),
-                }
+                write_transcript(&path, saved.state).await.map_err(|err| {
+                    Unstarted::Handback(format!("cannot restore the saved session under {}: {err}", path.display()))
+                })?;
+                start = SessionStart::Resume(saved.session_id);
             }
-            Some(saved) => {
-                warn!(session_id = %saved.session_id, "the saved session id is not Claude Code's; starting a fresh one")
+            resume::Loaded::Found(saved) => {
+                warn!(session_id = %saved.session_id, "the saved session id is not Claude Code's; starting a fresh one");
             }
-            None => info!(session = %assignment.resume_session, "no saved session to resume; starting a fresh one"),
+            resume::Loaded::Nothing => {
+                info!(session = %assignment.resume_session, "no saved session to resume; starting a fresh one");
+            }
+            resume::Loaded::LeaseLost => return Err(Unstarted::LeaseLost),
+            resume::Loaded::Failed(problem) => return Err(Unstarted::Handback(problem)),
         }
     }
     let transcript = assignment.keep_session.then(|| claude_code::transcript(&config_dir, &cwd, start.id()));
-    ClaudeSession { launch: claude_code::launch(agent, &config_dir, &start), start, transcript }
+    Ok(ClaudeSession { launch: claude_code::launch(agent, &config_dir, &start), start, transcript })
+}
+
+/// Why an attempt was not started.
+enum Unstarted {
+    /// The attempt is no longer the task's current one: say nothing.
+    LeaseLost,
+    /// The worker could not prepare it: hand the task back uncharged.
+    Handback(String),
 }
 
 async fn write_transcript(path: &std::path::Path, state: Vec<u8>) -> std::io::Result<()> {

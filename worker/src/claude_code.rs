@@ -14,10 +14,11 @@
 //!   saved through the coordinator and written back, under the new working
 //!   folder's project, before the attempt that resumes it.
 //! - **Result**: success needs exit 0 *and* a result object with `is_error`
-//!   false (an interrupted run exits 0 and prints nothing). API errors are
-//!   classed by `api_error_status`: rate limits, overload and server errors
-//!   are transient, the rest (authentication, bad requests) permanent. The
-//!   cost is `total_cost_usd`.
+//!   false and `subtype` `success` (an interrupted run exits 0 and prints
+//!   nothing). Failures are classed by `api_error_status`: rate limits,
+//!   overload, server errors and failures without a status (a lost
+//!   connection) are transient; authentication and bad requests permanent.
+//!   The cost is `total_cost_usd`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,7 @@ const OWN_FLAGS: &[&str] = &[
     "-r",
     "--continue",
     "-c",
+    "--fork-session",
     "--model",
     "--permission-mode",
     "--allowedTools",
@@ -171,10 +173,10 @@ fn base36(mut value: u32) -> String {
     digits.iter().rev().map(|digit| char::from(*digit)).collect()
 }
 
-/// Whether `text` can be a session id Claude Code accepts (a UUID), so a
-/// saved id is never passed on unchecked.
+/// Whether `text` is a session id as Claude Code writes them (a hyphenated,
+/// lower-case UUID), so a saved id is never passed on unchecked.
 pub(crate) fn is_session_id(text: &str) -> bool {
-    uuid::Uuid::parse_str(text).is_ok()
+    uuid::Uuid::try_parse(text).is_ok_and(|id| id.hyphenated().to_string() == text)
 }
 
 /// Decides the report of a Claude Code attempt; `None` when the lease was lost.
@@ -188,8 +190,11 @@ pub(crate) fn decide(
 ) -> Option<Report> {
     let result = finished.stdout_json.as_ref().filter(|object| object.get("type") == Some(&Value::from("result")));
     let spent = spend(result, session);
+    let clean = |result: &JsonObject| {
+        result.get("is_error") == Some(&Value::Bool(false)) && result.get("subtype") == Some(&Value::from("success"))
+    };
     let report = match (&finished.exit, result) {
-        (Exit::Code(code), Some(result)) if result.get("is_error") == Some(&Value::Bool(true)) => {
+        (Exit::Code(code), Some(result)) if !(*code == 0 && clean(result)) => {
             let (class, what) = api_error_class(result);
             let text = result.get("result").and_then(Value::as_str).unwrap_or_default();
             let error = format!("Claude Code reported {what} (exit {code}): {}", clip(text, 1024));
@@ -216,9 +221,10 @@ pub(crate) fn decide(
     Some(outcome::with_spend(report, spent))
 }
 
-/// How an API error classes, and what it was: rate limits (429), overload
-/// (529) and server errors are worth retrying; authentication, permission
-/// and request errors are not.
+/// How a failed run classes, and what it was: rate limits (429), overload
+/// (529), server errors and failures without an API status (a lost
+/// connection) are worth retrying; authentication, permission and request
+/// errors are not.
 fn api_error_class(result: &JsonObject) -> (pb::FailureClass, String) {
     use pb::FailureClass::{Permanent, Transient};
     match result.get("api_error_status").and_then(Value::as_u64) {
@@ -227,7 +233,13 @@ fn api_error_class(result: &JsonObject) -> (pb::FailureClass, String) {
         Some(status @ (408 | 500..=599)) => (Transient, format!("an API server error (HTTP {status})")),
         Some(status @ (401 | 403)) => (Permanent, format!("an authentication error (HTTP {status})")),
         Some(status) => (Permanent, format!("an API error (HTTP {status})")),
-        None => (Permanent, "an error".into()),
+        // A failed connection or a run that stopped without an API error
+        // (`error_max_turns`, `error_during_execution`): not the task's
+        // fault, or worth another try.
+        None => {
+            let subtype = result.get("subtype").and_then(Value::as_str).unwrap_or("no subtype");
+            (Transient, format!("an error without an API status ({subtype})"))
+        }
     }
 }
 
@@ -336,6 +348,19 @@ mod tests {
             assert!(failure.error.contains(&status.to_string()), "{}", failure.error);
             assert_eq!(failure.usage.unwrap().cost, 0.25);
         }
+    }
+
+    #[test]
+    fn only_a_clean_result_is_a_success_and_a_failure_without_status_is_retried() {
+        let mut missing = result(false, None);
+        missing.as_object_mut().unwrap().remove("is_error");
+        assert_eq!(class(&decided(Exit::Code(0), Some(missing))), Some(pb::FailureClass::Transient));
+        let mut max_turns = result(false, None);
+        max_turns["subtype"] = json!("error_max_turns");
+        assert_eq!(class(&decided(Exit::Code(0), Some(max_turns))), Some(pb::FailureClass::Transient));
+        let report = decided(Exit::Code(1), Some(result(true, None)));
+        assert_eq!(class(&report), Some(pb::FailureClass::Transient), "a lost connection is not the task's fault");
+        assert!(!is_session_id("{6f1d1c7e-6a44-4b8e-a4c5-6b9b4c0e2f55}") && is_session_id(NEW));
     }
 
     #[test]

@@ -32,9 +32,22 @@ pub(crate) struct Saved {
     pub state: Vec<u8>,
 }
 
-/// The session saved for the task, if any; `None` too when it cannot be
-/// fetched (the attempt then starts a fresh session).
-pub(crate) async fn load(context: &Context, ids: &Ids) -> Option<Saved> {
+/// What loading a task's saved session found.
+#[derive(Debug)]
+pub(crate) enum Loaded {
+    /// A saved session.
+    Found(Saved),
+    /// None was saved.
+    Nothing,
+    /// The attempt is no longer the task's current one.
+    LeaseLost,
+    /// The coordinator could not be asked; the attempt must not start (a
+    /// fresh session would overwrite the saved one).
+    Failed(String),
+}
+
+/// The session saved for the task's stage.
+pub(crate) async fn load(context: &Context, ids: &Ids) -> Loaded {
     let request = pb::LoadSessionRequest {
         worker_id: context.worker_id.to_string(),
         task_id: ids.task_id.clone(),
@@ -47,12 +60,10 @@ pub(crate) async fn load(context: &Context, ids: &Ids) -> Option<Saved> {
     })
     .await;
     match loaded {
-        Ok(loaded) if loaded.found => Some(Saved { session_id: loaded.session_id, state: loaded.state }),
-        Ok(_) => None,
-        Err(status) => {
-            warn!(code = ?status.code(), message = status.message(), "could not load the saved session; starting a fresh one");
-            None
-        }
+        Ok(loaded) if loaded.found => Loaded::Found(Saved { session_id: loaded.session_id, state: loaded.state }),
+        Ok(_) => Loaded::Nothing,
+        Err(status) if status.code() == tonic::Code::Aborted => Loaded::LeaseLost,
+        Err(status) => Loaded::Failed(format!("could not load the saved session: {}", status.message())),
     }
 }
 
@@ -75,8 +86,9 @@ pub(crate) async fn keep_saving(
             () = stop.cancelled() => true,
         };
         if let Some(version) = changed(&file, saved).await
-            && save(context, ids, session_id, &file).await
+            && save(context, ids, session_id, &file).await != SaveOutcome::Retry
         {
+            // Saved, or refused for good (too large): not sent again until it changes.
             saved = Some(version);
         }
         if last {
@@ -92,13 +104,24 @@ async fn changed(file: &PathBuf, saved: Option<(u64, SystemTime)>) -> Option<(u6
     (saved != Some(version)).then_some(version)
 }
 
-/// Sends the file as the task's session; whether the coordinator took it.
-async fn save(context: &Context, ids: &Ids, session_id: &str, file: &PathBuf) -> bool {
+/// How one save ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SaveOutcome {
+    /// The coordinator took it.
+    Taken,
+    /// It was refused for what it is (too large, say); sending it again would not help.
+    Refused,
+    /// Try again at the next look.
+    Retry,
+}
+
+/// Sends the file as the task's session.
+async fn save(context: &Context, ids: &Ids, session_id: &str, file: &PathBuf) -> SaveOutcome {
     let state = match read_bounded(file).await {
         Ok(state) => state,
         Err(problem) => {
             warn!(file = %file.display(), %problem, "cannot save the session");
-            return false;
+            return SaveOutcome::Refused;
         }
     };
     let request = pb::SaveSessionRequest {
@@ -118,11 +141,15 @@ async fn save(context: &Context, ids: &Ids, session_id: &str, file: &PathBuf) ->
     match saved {
         Ok(_) => {
             debug!(bytes, "session saved");
-            true
+            SaveOutcome::Taken
+        }
+        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+            warn!(message = status.message(), "the session was refused; a retry resumes the last save that fitted");
+            SaveOutcome::Refused
         }
         Err(status) => {
             info!(code = ?status.code(), message = status.message(), "the session was not saved");
-            false
+            SaveOutcome::Retry
         }
     }
 }

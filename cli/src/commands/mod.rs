@@ -5,6 +5,7 @@ pub mod bulk;
 pub mod certs;
 pub mod lock;
 pub mod logs;
+pub mod pauses;
 pub mod status;
 pub mod submit;
 pub mod swarms;

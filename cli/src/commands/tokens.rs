@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hive_shared::convert::{duration, from_timestamp};
+use hive_shared::convert::duration;
 use hive_shared::pb;
 use hive_shared::tokens::{self, Role};
 use serde::Serialize;
@@ -54,16 +54,12 @@ struct TokenView {
     revoked_at: Option<String>,
 }
 
-fn time(stamp: Option<&prost_types::Timestamp>) -> Option<String> {
-    stamp.and_then(from_timestamp).map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-}
-
 impl From<pb::TokenInfo> for TokenView {
     fn from(info: pb::TokenInfo) -> Self {
         Self {
-            created_at: time(info.created_at.as_ref()).unwrap_or_default(),
-            expires_at: time(info.expires_at.as_ref()),
-            revoked_at: time(info.revoked_at.as_ref()),
+            created_at: output::rfc3339(info.created_at.as_ref()).unwrap_or_default(),
+            expires_at: output::rfc3339(info.expires_at.as_ref()),
+            revoked_at: output::rfc3339(info.revoked_at.as_ref()),
             name: info.name,
             role: info.role,
             created_by: info.created_by,

@@ -37,6 +37,10 @@ pub(crate) enum Action {
     CreateToken,
     /// `RevokeToken`.
     RevokeToken,
+    /// `Pause`.
+    Pause,
+    /// `Resume`.
+    Resume,
 }
 
 impl Action {
@@ -51,6 +55,8 @@ impl Action {
             Action::SetSwarmBudget => "SetSwarmBudget",
             Action::CreateToken => "CreateToken",
             Action::RevokeToken => "RevokeToken",
+            Action::Pause => "Pause",
+            Action::Resume => "Resume",
         }
     }
 }

@@ -85,7 +85,8 @@ pub fn payload_bytes(task: &ClaimedTask) -> i64 {
 /// fit in `scope.max_bytes`), in one statement: highest priority first, then
 /// oldest, walking `task_states_claim_idx`; rows locked by another claimer
 /// are skipped, so no task is handed out twice. Honours the worker's agents
-/// and labels and the swarm's budget. Each claimed task gets a new attempt,
+/// and labels, the swarm's budget, and pauses of the swarm, the agent and
+/// the worker. Each claimed task gets a new attempt,
 /// a lease and a deadline on its state row; the attempt is written to
 /// `attempts` when it ends (see `outcomes`).
 pub async fn claim(
@@ -98,9 +99,16 @@ pub async fn claim(
         ClaimedTask,
         r#"
         with offered as (
-            select agents, labels from workers where id = $1
-        ), over_budget as (
-            select array(select s.id from swarms s where s.spent >= s.budget) as ids
+            -- The worker's agents but the paused ones; nothing for a paused worker.
+            select array(select a from unnest(w.agents) a
+                         where not exists(select 1 from paused p where p.scope = 'agent' and p.target = a)) as agents,
+                   w.labels
+            from workers w
+            where w.id = $1 and not exists(select 1 from paused p where p.scope = 'worker' and p.target = w.name)
+        ), held as (
+            -- Swarms over budget or paused.
+            select array(select s.id from swarms s where s.spent >= s.budget)
+                   || array(select p.target::uuid from paused p where p.scope = 'swarm') as ids
         ), picked as (
             select s.task_id, s.priority, s.bytes
             from task_states s
@@ -112,12 +120,12 @@ pub async fn claim(
               and (not s.has_labels or exists(
                   select 1 from tasks l
                   where l.id = s.task_id and l.required_labels <@ coalesce((select labels from offered), '{}'::jsonb)))
-              -- Not over budget. coalesce(…, true) only hides the test from the
+              -- Not held. coalesce(…, true) only hides the test from the
               -- planner's statistics: with one swarm they say every task is in
               -- it, so any test on swarm_id looks as if it removed every row,
               -- and the planner would sort every ready task instead of walking
               -- the claim index.
-              and coalesce(s.swarm_id <> all((select ids from over_budget)::uuid[]), true)
+              and coalesce(s.swarm_id <> all((select ids from held)::uuid[]), true)
             order by s.priority desc, s.task_id
             limit $2
             for update of s skip locked
@@ -230,7 +238,11 @@ pub async fn next_lock_candidate(
         LockCandidate,
         r#"
         with offered as (
-            select agents, labels from workers where id = $1
+            select array(select a from unnest(w.agents) a
+                         where not exists(select 1 from paused p where p.scope = 'agent' and p.target = a)) as agents,
+                   w.labels
+            from workers w
+            where w.id = $1 and not exists(select 1 from paused p where p.scope = 'worker' and p.target = w.name)
         )
         select s.task_id as id, t.locks
         from task_states s join tasks t on t.id = s.task_id
@@ -240,7 +252,8 @@ pub async fn next_lock_candidate(
           and s.run_agent = any((select agents from offered)::text[])
           and (cardinality($2::text[]) = 0 or s.run_agent = any($2))
           and (not s.has_labels or t.required_labels <@ coalesce((select labels from offered), '{}'::jsonb))
-          and coalesce(s.swarm_id <> all(array(select b.id from swarms b where b.spent >= b.budget)), true)
+          and coalesce(s.swarm_id <> all(array(select b.id from swarms b where b.spent >= b.budget)
+                                         || array(select p.target::uuid from paused p where p.scope = 'swarm')), true)
           and not exists (select 1 from task_locks l where l.key = any(t.locks))
           and not exists (
               select 1 from task_states os join tasks o on o.id = os.task_id

@@ -22,6 +22,7 @@ pub mod locks;
 pub mod logs;
 pub mod notifications;
 pub mod outcomes;
+pub mod pauses;
 pub mod progress;
 pub mod sessions;
 pub mod stages;

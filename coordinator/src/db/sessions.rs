@@ -14,7 +14,7 @@ pub struct SavedSession {
     pub state: Vec<u8>,
 }
 
-/// Saves the session of `task`, replacing any earlier one, while `attempt`
+/// Saves the session of `task`'s stage, replacing any earlier one, while `attempt`
 /// is its current attempt held by `worker`; `false` when it is not.
 pub async fn save(
     executor: impl PgExecutor<'_>,
@@ -26,10 +26,13 @@ pub async fn save(
 ) -> sqlx::Result<bool> {
     let saved = sqlx::query!(
         r#"
-        insert into task_sessions (task_id, session_id, attempt_id, state)
-        select s.task_id, $4, $2, $5 from task_states s
+        insert into task_sessions (task_id, stage, session_id, attempt_id, state)
+        select s.task_id, s.stage, $4, $2, $5 from task_states s
         where s.task_id = $1 and s.attempt_id = $2 and s.worker_id = $3
-        on conflict (task_id) do update
+        -- Held while the row is written, so an attempt that ends meanwhile
+        -- (reaped, re-claimed) cannot have a stale save land after it.
+        for share of s
+        on conflict (task_id, stage) do update
             set session_id = excluded.session_id, attempt_id = excluded.attempt_id,
                 state = excluded.state, saved_at = now()
         "#,
@@ -44,7 +47,7 @@ pub async fn save(
     Ok(saved.rows_affected() == 1)
 }
 
-/// The saved session of `task`, for `attempt` while it is the task's
+/// The saved session of `task`'s stage, for `attempt` while it is the task's
 /// current attempt held by `worker`: `Err(())` inside when it is not.
 pub async fn load(
     executor: impl PgExecutor<'_>,
@@ -55,7 +58,7 @@ pub async fn load(
     let row = sqlx::query!(
         r#"
         select ss.session_id as "session_id?", ss.state as "state?"
-        from task_states s left join task_sessions ss on ss.task_id = s.task_id
+        from task_states s left join task_sessions ss on ss.task_id = s.task_id and ss.stage = s.stage
         where s.task_id = $1 and s.attempt_id = $2 and s.worker_id = $3
         "#,
         task,

@@ -228,6 +228,34 @@ impl AdminService for AdminApi {
         Ok(Response::new(pb::SetSwarmBudgetResponse { budget: budget.unwrap_or(0.0), spent }))
     }
 
+    #[instrument(skip_all, fields(target = %request.get_ref().target))]
+    async fn pause(&self, request: Request<pb::PauseRequest>) -> Result<Response<pb::PauseResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let request = request.into_inner();
+        let scope = convert::pause_scope(request.scope())?;
+        let duration = convert::optional_duration(|| "duration".to_owned(), request.duration.as_ref())?;
+        let paused =
+            crate::pauses::pause(&self.app.pool, &caller, scope, &request.target, &request.reason, duration).await?;
+        Ok(Response::new(pb::PauseResponse { pause: Some(convert::pause(paused)) }))
+    }
+
+    #[instrument(skip_all, fields(target = %request.get_ref().target))]
+    async fn resume(&self, request: Request<pb::ResumeRequest>) -> Result<Response<pb::ResumeResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let request = request.into_inner();
+        let scope = convert::pause_scope(request.scope())?;
+        let resumed = crate::pauses::resume(&self.app.pool, &caller, scope, &request.target).await?;
+        Ok(Response::new(pb::ResumeResponse { resumed }))
+    }
+
+    async fn list_pauses(
+        &self,
+        _request: Request<pb::ListPausesRequest>,
+    ) -> Result<Response<pb::ListPausesResponse>, Status> {
+        let rows = crate::pauses::list(&self.app.pool).await?;
+        Ok(Response::new(pb::ListPausesResponse { pauses: rows.into_iter().map(convert::pause).collect() }))
+    }
+
     async fn list_locks(
         &self,
         _request: Request<pb::ListLocksRequest>,

@@ -298,6 +298,35 @@ pub(crate) fn lock(row: db::locks::LockRow) -> pb::Lock {
     }
 }
 
+/// Decodes what a pause holds back.
+pub(crate) fn pause_scope(scope: pb::PauseScope) -> Result<db::pauses::PauseScope> {
+    use db::pauses::PauseScope;
+    match scope {
+        pb::PauseScope::Swarm => Ok(PauseScope::Swarm),
+        pb::PauseScope::Agent => Ok(PauseScope::Agent),
+        pb::PauseScope::Worker => Ok(PauseScope::Worker),
+        pb::PauseScope::Unspecified => Err(Error::invalid("scope", "must be swarm, agent or worker")),
+    }
+}
+
+/// Encodes a pause.
+pub(crate) fn pause(row: db::pauses::PauseRow) -> pb::Pause {
+    use db::pauses::PauseScope;
+    let scope = match row.scope {
+        PauseScope::Swarm => pb::PauseScope::Swarm,
+        PauseScope::Agent => pb::PauseScope::Agent,
+        PauseScope::Worker => pb::PauseScope::Worker,
+    };
+    pb::Pause {
+        scope: scope.into(),
+        target: row.target,
+        paused_by: row.paused_by,
+        reason: row.reason,
+        paused_at: Some(timestamp(row.paused_at)),
+        until: row.until.map(timestamp),
+    }
+}
+
 /// Encodes a named token (never its secret).
 pub(crate) fn token(row: db::tokens::TokenRow) -> pb::TokenInfo {
     pb::TokenInfo {

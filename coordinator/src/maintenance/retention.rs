@@ -1,7 +1,8 @@
 //! Forgets what is kept only for a while: workers gone for longer than
 //! `workers.retention` (and holding no lease), so the table and `hivectl
 //! workers --all` keep only workers that could still come back; and the
-//! saved sessions of tasks finished longer than `sessions.retention` ago.
+//! saved sessions of tasks finished longer than `sessions.retention` ago;
+//! and pauses that ended by themselves.
 
 use std::time::Duration;
 
