@@ -33,6 +33,7 @@ const READS: &[&str] = &[
     "ListLocks",
     "ListTokens",
     "ListAudit",
+    "ListPauses",
     "VerifyAudit",
 ];
 /// AdminService methods that change state: each writes one audit row.
@@ -45,6 +46,8 @@ const CHANGES: &[&str] = &[
     "SetSwarmBudget",
     "CreateToken",
     "RevokeToken",
+    "Pause",
+    "Resume",
 ];
 
 /// Every AdminService method, from the descriptor set the server reflects.
@@ -249,6 +252,19 @@ async fn each_state_changing_admin_call_writes_exactly_one_audit_row_and_the_cha
 
     admin.revoke_token(pb::RevokeTokenRequest { name: "doomed".into() }).await.unwrap();
     audited.push(one_new_row(&db.pool, &mut after, "RevokeToken", 1).await.action);
+
+    let pause = pb::PauseRequest {
+        scope: pb::PauseScope::Agent.into(),
+        target: "echo".into(),
+        reason: "maintenance".into(),
+        duration: None,
+    };
+    admin.pause(pause).await.unwrap();
+    let row = one_new_row(&db.pool, &mut after, "Pause", 1).await;
+    assert_eq!((&row.target["target"], &row.target["reason"]), (&"echo".into(), &"maintenance".into()));
+    audited.push(row.action);
+    admin.resume(pb::ResumeRequest { scope: pb::PauseScope::Agent.into(), target: "echo".into() }).await.unwrap();
+    audited.push(one_new_row(&db.pool, &mut after, "Resume", 1).await.action);
 
     audited.sort();
     let mut changes: Vec<&str> = CHANGES.to_vec();
