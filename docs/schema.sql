@@ -273,6 +273,27 @@ CREATE VIEW public.paused AS
    FROM public.pauses
   WHERE ((pauses.until IS NULL) OR (pauses.until > now()));
 
+CREATE TABLE public.provider_cooldowns (
+    account text NOT NULL,
+    until timestamp with time zone NOT NULL,
+    step integer NOT NULL,
+    reason text NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    probe_task uuid,
+    probe_attempt uuid,
+    probe_claiming_until timestamp with time zone,
+    CONSTRAINT provider_cooldowns_account_check CHECK ((account <> ''::text)),
+    CONSTRAINT provider_cooldowns_step_check CHECK ((step >= 1))
+);
+
+CREATE VIEW public.probe_due AS
+ SELECT c.account,
+    c.until
+   FROM public.provider_cooldowns c
+  WHERE ((c.until <= now()) AND ((c.probe_claiming_until IS NULL) OR (c.probe_claiming_until <= now())) AND (NOT (EXISTS ( SELECT 1
+           FROM public.task_states s
+          WHERE ((s.task_id = c.probe_task) AND (s.attempt_id = c.probe_attempt))))));
+
 CREATE TABLE public.swarms (
     id uuid NOT NULL,
     name text NOT NULL,
@@ -340,6 +361,7 @@ CREATE TABLE public.workers (
     attempt_rss jsonb DEFAULT '{}'::jsonb NOT NULL,
     unavailable jsonb DEFAULT '{}'::jsonb NOT NULL,
     registered_by text,
+    accounts jsonb DEFAULT '{}'::jsonb NOT NULL,
     CONSTRAINT workers_command_check CHECK ((command = ANY (ARRAY['drain'::text, 'stop'::text]))),
     CONSTRAINT workers_slots_check CHECK ((slots >= 0))
 );
@@ -361,6 +383,9 @@ ALTER TABLE ONLY public.auth_keys
 
 ALTER TABLE ONLY public.pauses
     ADD CONSTRAINT pauses_pkey PRIMARY KEY (scope, target);
+
+ALTER TABLE ONLY public.provider_cooldowns
+    ADD CONSTRAINT provider_cooldowns_pkey PRIMARY KEY (account);
 
 ALTER TABLE ONLY public.swarms
     ADD CONSTRAINT swarms_pkey PRIMARY KEY (id);

@@ -84,6 +84,12 @@ enum Command {
     Resume(commands::pauses::ResumeArgs),
     /// List what is paused, by whom, why and until when.
     Pauses,
+    /// List provider accounts cooling down after a rate limit; clear one.
+    Providers {
+        /// What to do; without one, list.
+        #[command(subcommand)]
+        command: Option<commands::providers::ProvidersCommand>,
+    },
 }
 
 #[tokio::main]
@@ -116,6 +122,7 @@ async fn main() -> std::process::ExitCode {
         Command::Pause(args) => commands::pauses::pause(&ctx, args).await,
         Command::Resume(args) => commands::pauses::resume(&ctx, args).await,
         Command::Pauses => commands::pauses::list(&ctx).await,
+        Command::Providers { command } => commands::providers::run(&ctx, command).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -39,6 +39,8 @@ pub struct Config {
     pub workers: WorkersConfig,
     /// Agents' saved sessions (`session = "resume"`).
     pub sessions: SessionsConfig,
+    /// Cool-downs of provider accounts after a rate limit.
+    pub rate_limits: RateLimitConfig,
     /// TLS of the gRPC server; plaintext without `tls.cert`.
     pub tls: TlsConfig,
     /// How long shutdown waits for in-flight RPCs.
@@ -115,6 +117,28 @@ pub struct SessionsConfig {
 impl Default for SessionsConfig {
     fn default() -> Self {
         Self { max_size: ByteSize::mib(8), retention: Duration::from_secs(7 * 24 * 3600) }
+    }
+}
+
+/// How long a provider account cools down after a rate limit: `base`,
+/// doubled at each refusal in a row, at most `max`, spread by ±`jitter`; a
+/// reset time the agent reports wins (capped at `max`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// The first step's wait.
+    #[serde(with = "humantime_serde")]
+    pub base: Duration,
+    /// The longest wait.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+    /// Spread of each wait, as a fraction.
+    pub jitter: f64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self { base: Duration::from_secs(10), max: Duration::from_secs(600), jitter: 0.2 }
     }
 }
 
@@ -234,6 +258,7 @@ impl Default for Config {
             limits: LimitConfig::default(),
             workers: WorkersConfig::default(),
             sessions: SessionsConfig::default(),
+            rate_limits: RateLimitConfig::default(),
             tls: TlsConfig::default(),
             shutdown_grace: Duration::from_secs(10),
         }
@@ -415,6 +440,11 @@ impl Config {
             self.sessions.max_size < self.limits.max_message_size,
             "sessions.max_size must be below limits.max_message_size (a session is saved in one message)",
         );
+        check(
+            !self.rate_limits.base.is_zero() && self.rate_limits.base <= self.rate_limits.max,
+            "rate_limits.base must be greater than zero and at most rate_limits.max",
+        );
+        check((0.0..1.0).contains(&self.rate_limits.jitter), "rate_limits.jitter must be in [0, 1)");
         check(self.limits.max_tasks_per_submit >= 1, "limits.max_tasks_per_submit must be at least 1");
         check(
             self.tls.cert.is_some() == self.tls.key.is_some(),

@@ -13,6 +13,7 @@
 //! - [`notifications`]: LISTEN/NOTIFY (tokio-postgres), fanned out to claims and sessions.
 //! - [`workers`]: registration and heartbeat sessions.
 //! - [`pauses`]: pausing and resuming a swarm, an agent or a worker.
+//! - [`cooldowns`]: provider accounts cooling down after a rate limit, and their probes.
 //! - [`maintenance`]: the reaper (expired leases, passed deadlines), planner
 //!   statistics, the look for due tasks, forgetting workers long gone.
 //! - [`db`]: every SQL statement (sqlx); tokio-postgres serves only the LISTEN connection.
@@ -23,6 +24,7 @@ mod app;
 mod audit;
 mod auth;
 pub mod config;
+mod cooldowns;
 pub mod db;
 mod error;
 mod grpc;

@@ -135,6 +135,7 @@ pub async fn worker(pool: &PgPool, agents: &[&str], labels: Json) -> Uuid {
         slots: 64,
         version: "test",
         labels,
+        accounts: serde_json::json!({}),
         registered_by: None,
     };
     db::workers::upsert(pool, &registration).await.expect("register");
@@ -147,7 +148,7 @@ pub const TIMING: ClaimTiming =
 
 /// A claim scope for `worker`: all its agents, no byte budget to speak of.
 pub fn scope(worker: Uuid) -> ClaimScope<'static> {
-    ClaimScope { worker, agents: &[], max_bytes: i64::MAX }
+    ClaimScope { worker, agents: &[], max_bytes: i64::MAX, probe_account: None }
 }
 
 /// Claims up to `limit` tasks without locks for `worker` (`db::claims::claim`).

@@ -43,6 +43,10 @@ pub struct Agent {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     allowed_tools: Vec<String>,
     workdir: Option<PathBuf>,
+    provider: Option<String>,
+    account: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    rate_limit_exit_codes: Vec<i32>,
 }
 
 impl WorkerSetup {
@@ -136,6 +140,9 @@ impl Agent {
             pass_env: Vec::new(),
             allowed_tools: Vec::new(),
             workdir: None,
+            provider: None,
+            account: None,
+            rate_limit_exit_codes: Vec::new(),
         }
     }
 
@@ -155,6 +162,21 @@ impl Agent {
     #[must_use]
     pub fn workdir(mut self, dir: &Path) -> Self {
         self.workdir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// The provider account it calls, whose cool-down a rate limit starts.
+    #[must_use]
+    pub fn account(mut self, provider: &str, account: &str) -> Self {
+        self.provider = Some(provider.to_owned());
+        self.account = Some(account.to_owned());
+        self
+    }
+
+    /// Exit codes that mean its provider refused it for a rate limit.
+    #[must_use]
+    pub fn rate_limit_exit_codes(mut self, codes: &[i32]) -> Self {
+        self.rate_limit_exit_codes = codes.to_vec();
         self
     }
 

@@ -34,6 +34,7 @@ const READS: &[&str] = &[
     "ListTokens",
     "ListAudit",
     "ListPauses",
+    "ListCooldowns",
     "VerifyAudit",
 ];
 /// AdminService methods that change state: each writes one audit row.
@@ -48,6 +49,7 @@ const CHANGES: &[&str] = &[
     "RevokeToken",
     "Pause",
     "Resume",
+    "ClearCooldown",
 ];
 
 /// Every AdminService method, from the descriptor set the server reflects.
@@ -265,6 +267,9 @@ async fn each_state_changing_admin_call_writes_exactly_one_audit_row_and_the_cha
     audited.push(row.action);
     admin.resume(pb::ResumeRequest { scope: pb::PauseScope::Agent.into(), target: "echo".into() }).await.unwrap();
     audited.push(one_new_row(&db.pool, &mut after, "Resume", 1).await.action);
+
+    admin.clear_cooldown(pb::ClearCooldownRequest { account: "anthropic/none".into() }).await.unwrap();
+    audited.push(one_new_row(&db.pool, &mut after, "ClearCooldown", 0).await.action);
 
     audited.sort();
     let mut changes: Vec<&str> = CHANGES.to_vec();

@@ -42,14 +42,15 @@ fn allowed(service: &str, method: &str) -> Option<&'static [&'static str]> {
         ) => WORKERS,
         ("hive.v1.WorkerService", "AcquireLock" | "ReleaseLock") => AGENTS,
         ("hive.v1.AdminService", "GetTask" | "ListTasks" | "GetTaskLogs" | "GetStats") => READERS,
-        ("hive.v1.AdminService", "ListWorkers" | "ListLocks" | "ListAudit" | "VerifyAudit" | "ListPauses") => {
-            FLEET_READERS
-        }
+        (
+            "hive.v1.AdminService",
+            "ListWorkers" | "ListLocks" | "ListAudit" | "VerifyAudit" | "ListPauses" | "ListCooldowns",
+        ) => FLEET_READERS,
         ("hive.v1.AdminService", "SubmitTasks" | "CancelTask" | "CancelTasks") => SUBMITTERS,
         (
             "hive.v1.AdminService",
             "RetryTasks" | "StopWorkers" | "SetSwarmBudget" | "CreateToken" | "RevokeToken" | "ListTokens" | "Pause"
-            | "Resume",
+            | "Resume" | "ClearCooldown",
         ) => ADMINS,
         _ => return None,
     })
@@ -210,6 +211,8 @@ fn request(rpc: &Rpc, world: &World, cell: usize) -> Bytes {
         .encode_to_vec(),
         "Resume" => pb::ResumeRequest { scope: pb::PauseScope::Agent.into(), target: "held".into() }.encode_to_vec(),
         "ListPauses" => pb::ListPausesRequest {}.encode_to_vec(),
+        "ListCooldowns" => pb::ListCooldownsRequest {}.encode_to_vec(),
+        "ClearCooldown" => pb::ClearCooldownRequest { account: "anthropic/held".into() }.encode_to_vec(),
         "SaveSession" => pb::SaveSessionRequest {
             worker_id: world.worker_id.clone(),
             task_id: task(),
@@ -326,6 +329,7 @@ async fn state(pool: &sqlx::PgPool) -> String {
             (select string_agg(key, ',' order by key) from task_locks),
             (select string_agg(task_id::text || session_id || saved_at::text, ',' order by task_id) from task_sessions),
             (select string_agg(scope::text || target || paused_at::text, ',' order by scope, target) from pauses),
+            (select string_agg(account || until::text, ',' order by account) from provider_cooldowns),
             (select string_agg(coalesce(budget::text, '-'), ',' order by id) from swarms),
             (select count(*) from attempts))",
     )
@@ -378,6 +382,11 @@ async fn every_rpc_answers_every_caller_as_the_table_says_and_refusals_change_no
     // A pause in force, for refused Resume calls to leave alone.
     let pause = pb::PauseRequest { scope: pb::PauseScope::Agent.into(), target: "held".into(), ..Default::default() };
     admin.pause(pause).await.unwrap();
+    // A cool-down, for refused ClearCooldown calls to leave alone.
+    sqlx::query("insert into provider_cooldowns (account, until, step, reason) values ('anthropic/held', now() + interval '1 hour', 1, 'matrix')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
 
     // A running task and its attempt, with the attempt's agent token.
     let spec = pb::TaskSpec { agent: "echo".into(), prompt: "p".into(), ..Default::default() };

@@ -86,7 +86,7 @@ const UUID: &str = "'00000000-0000-0000-0000-000000000001'";
 fn hot_statements() -> Vec<(&'static str, Vec<&'static str>, String)> {
     let empty = |n: usize| vec!["'{}'"; n].join(", ");
     vec![
-        ("claims::claim", vec!["from fitting"], format!("{UUID}, 16, 60, 600, 5, '{{}}', 1000000")),
+        ("claims::claim", vec!["from fitting"], format!("{UUID}, 16, 60, 600, 5, '{{}}', 1000000, null")),
         ("claims::any_due", vec![r#"as "due!""#], String::new()),
         ("claims::any_lock_candidates", vec![r#"as "any!""#], String::new()),
         ("claims::next_lock_candidate", vec!["l.key = any(t.locks)"], format!("{UUID}, '{{}}'")),

@@ -183,7 +183,7 @@ fn no_agent_outcome_gets_internal_or_unknown() {
                 let worker_id = worker.id.clone();
                 if succeed {
                     let result = result.map(|object| with_odd_number(object, odd));
-                    let completion = pb::Completion { task_id, attempt_id, result, session_id, usage };
+                    let completion = pb::Completion { task_id, attempt_id, result, session_id, usage, probe: false };
                     let request = pb::CompleteRequest { worker_id, completions: vec![completion] };
                     refused_cleanly(worker.client.complete(request).await, "Complete")
                 } else {

@@ -219,7 +219,8 @@ async fn run_agent(
     let report = match &claude {
         None => outcome::decide(&ids, agent, timeout, &finished, result_file, cancelled),
         Some(claude) => claude_code::decide(&ids, agent, timeout, &finished, &claude.start, cancelled),
-    };
+    }
+    .map(|report| outcome::probing(report, assignment.probe));
     match report {
         Some(report) => queue(context, report).await,
         None => {

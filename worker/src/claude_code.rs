@@ -15,9 +15,11 @@
 //!   folder's project, before the attempt that resumes it.
 //! - **Result**: success needs exit 0 *and* a result object with `is_error`
 //!   false and `subtype` `success` (an interrupted run exits 0 and prints
-//!   nothing). Failures are classed by `api_error_status`: rate limits,
-//!   overload, server errors and failures without a status (a lost
-//!   connection) are transient; authentication and bad requests permanent.
+//!   nothing). Failures are classed by `api_error_status`: rate limits and
+//!   overload cool down the agent's provider account (`anthropic/default`
+//!   unless `provider`/`account` say otherwise); server errors and failures
+//!   without a status (a lost connection) are transient; authentication and
+//!   bad requests permanent.
 //!   The cost is `total_cost_usd`.
 
 use std::ffi::OsString;
@@ -198,7 +200,12 @@ pub(crate) fn decide(
             let (class, what) = api_error_class(result);
             let text = result.get("result").and_then(Value::as_str).unwrap_or_default();
             let error = format!("Claude Code reported {what} (exit {code}): {}", clip(text, 1024));
-            outcome::failure(ids, class, error, Some(finished))
+            match agent.provider_account() {
+                Some(account) if class == pb::FailureClass::RateLimited => {
+                    outcome::rate_limited(ids, account, error, finished)
+                }
+                _ => outcome::failure(ids, class, error, Some(finished)),
+            }
         }
         (Exit::Code(0), Some(result)) => Report::Complete(pb::Completion {
             task_id: ids.task_id.clone(),
@@ -206,6 +213,7 @@ pub(crate) fn decide(
             result: Some(json_to_struct(result.clone())),
             session_id: String::new(),
             usage: None,
+            probe: false,
         }),
         (Exit::Code(0), None) => outcome::failure(
             ids,
@@ -221,15 +229,15 @@ pub(crate) fn decide(
     Some(outcome::with_spend(report, spent))
 }
 
-/// How a failed run classes, and what it was: rate limits (429), overload
-/// (529), server errors and failures without an API status (a lost
-/// connection) are worth retrying; authentication, permission and request
-/// errors are not.
+/// How a failed run classes, and what it was: rate limits (429) and
+/// overload (529) cool the account down; server errors and failures
+/// without an API status (a lost connection) are worth retrying;
+/// authentication, permission and request errors are not.
 fn api_error_class(result: &JsonObject) -> (pb::FailureClass, String) {
-    use pb::FailureClass::{Permanent, Transient};
+    use pb::FailureClass::{Permanent, RateLimited, Transient};
     match result.get("api_error_status").and_then(Value::as_u64) {
-        Some(429) => (Transient, "a rate limit (HTTP 429)".into()),
-        Some(529) => (Transient, "an overloaded API (HTTP 529)".into()),
+        Some(429) => (RateLimited, "a rate limit (HTTP 429)".into()),
+        Some(529) => (RateLimited, "an overloaded API (HTTP 529)".into()),
         Some(status @ (408 | 500..=599)) => (Transient, format!("an API server error (HTTP {status})")),
         Some(status @ (401 | 403)) => (Permanent, format!("an authentication error (HTTP {status})")),
         Some(status) => (Permanent, format!("an API error (HTTP {status})")),
@@ -338,15 +346,17 @@ mod tests {
 
     #[test]
     fn api_errors_class_by_status_and_still_charge_their_cost() {
-        use pb::FailureClass::{Permanent, Transient};
+        use pb::FailureClass::{Permanent, RateLimited, Transient};
         for (status, expected) in
-            [(429, Transient), (529, Transient), (500, Transient), (401, Permanent), (400, Permanent)]
+            [(429, RateLimited), (529, RateLimited), (500, Transient), (401, Permanent), (400, Permanent)]
         {
             let report = decided(Exit::Code(1), Some(result(true, Some(status))));
             assert_eq!(class(&report), Some(expected), "HTTP {status}");
             let Report::Fail(failure) = report else { unreachable!() };
             assert!(failure.error.contains(&status.to_string()), "{}", failure.error);
             assert_eq!(failure.usage.unwrap().cost, 0.25);
+            let account = if expected == RateLimited { "anthropic/default" } else { "" };
+            assert_eq!(failure.provider_account, account, "a refusal names the account that cools down");
         }
     }
 

@@ -224,6 +224,33 @@ pub struct AgentConfig {
     /// `["Bash(git *)", "Write"]`).
     #[serde(default)]
     pub allowed_tools: Vec<String>,
+    /// The model provider it calls (`anthropic` for Claude Code unless set):
+    /// a rate limit from it cools down its account for the whole fleet.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Its account at the provider (`default` unless set).
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Exit codes that mean the provider refused it for a rate limit.
+    #[serde(default)]
+    pub rate_limit_exit_codes: Vec<i32>,
+    /// A pattern in the end of its stderr that means the provider refused it
+    /// for a rate limit (e.g. `"429|rate limit"`).
+    #[serde(default)]
+    pub rate_limit_pattern: Option<String>,
+}
+
+impl AgentConfig {
+    /// Its provider account, `provider/account`, when it names a provider
+    /// (Claude Code always does: `anthropic` unless set).
+    pub fn provider_account(&self) -> Option<String> {
+        let provider = match (&self.provider, self.kind) {
+            (Some(provider), _) => provider.as_str(),
+            (None, AgentKind::ClaudeCode) => "anthropic",
+            (None, AgentKind::Command) => return None,
+        };
+        Some(format!("{provider}/{}", self.account.as_deref().unwrap_or("default")))
+    }
 }
 
 fn default_prompt() -> PromptMode {
@@ -426,6 +453,32 @@ fn agent_problems(name: &str, agent: &AgentConfig) -> Vec<String> {
     }
     if let Some(code) = agent.transient_exit_codes.iter().find(|code| !(1..=255).contains(*code)) {
         problems.push(format!("agents.{name}.transient_exit_codes: {code} is not an exit code (1-255)"));
+    }
+    for (key, value) in [("provider", &agent.provider), ("account", &agent.account)] {
+        if let Some(value) = value
+            && (value.is_empty()
+                || value.len() > 100
+                || !value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c)))
+        {
+            problems.push(format!("agents.{name}.{key}: `{value}` must be 1-100 letters, digits or - _ . @"));
+        }
+    }
+    if agent.account.is_some() && agent.provider_account().is_none() {
+        problems.push(format!("agents.{name}.account: needs a provider"));
+    }
+    let rate_limits = !agent.rate_limit_exit_codes.is_empty() || agent.rate_limit_pattern.is_some();
+    if rate_limits && agent.provider_account().is_none() {
+        problems.push(format!(
+            "agents.{name}: rate_limit_exit_codes and rate_limit_pattern need a provider (whose account cools down)"
+        ));
+    }
+    if let Some(code) = agent.rate_limit_exit_codes.iter().find(|code| !(1..=255).contains(*code)) {
+        problems.push(format!("agents.{name}.rate_limit_exit_codes: {code} is not an exit code (1-255)"));
+    }
+    if let Some(pattern) = &agent.rate_limit_pattern
+        && let Err(err) = regex::Regex::new(pattern)
+    {
+        problems.push(format!("agents.{name}.rate_limit_pattern: {err}"));
     }
     match agent.kind {
         AgentKind::Command => {

@@ -116,6 +116,12 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
         slots: config.slots,
         version: hive_shared::VERSION.to_owned(),
         labels: config.labels.clone().into_iter().collect(),
+        accounts: config
+            .agents
+            .iter()
+            .filter(|(agent, _)| !unusable.contains_key(*agent))
+            .filter_map(|(agent, settings)| Some((agent.clone(), settings.provider_account()?)))
+            .collect(),
     };
     let timing = tokio::select! {
         timing = connection::register(&client, &registration, &stop_now) => timing.context("register with the coordinator")?,

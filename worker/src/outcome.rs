@@ -53,6 +53,7 @@ pub(crate) fn noop(ids: &Ids) -> Report {
         result: Some(json_to_struct(result)),
         session_id: String::new(),
         usage: None,
+        probe: false,
     })
 }
 
@@ -74,7 +75,42 @@ pub(crate) fn failure(ids: &Ids, class: pb::FailureClass, error: String, finishe
         timed_out,
         session_id: String::new(),
         usage: None,
+        provider_account: String::new(),
+        retry_after: None,
+        probe: false,
     })
+}
+
+/// The agent's provider account, when its exit says the provider refused
+/// it for a rate limit (a `rate_limit_exit_codes` code, or
+/// `rate_limit_pattern` in the end of its stderr).
+fn refused(agent: &AgentConfig, code: i32, stderr_tail: &str) -> Option<String> {
+    let account = agent.provider_account()?;
+    let pattern = || {
+        agent
+            .rate_limit_pattern
+            .as_deref()
+            .and_then(|pattern| regex::Regex::new(pattern).ok())
+            .is_some_and(|pattern| pattern.is_match(stderr_tail))
+    };
+    (agent.rate_limit_exit_codes.contains(&code) || pattern()).then_some(account)
+}
+
+/// A failure the agent's provider caused (a rate limit, an overload): the
+/// task goes back uncounted and `account` cools down.
+pub(crate) fn rate_limited(ids: &Ids, account: String, error: String, finished: &Finished) -> Report {
+    match failure(ids, pb::FailureClass::RateLimited, error, Some(finished)) {
+        Report::Fail(failure) => Report::Fail(pb::Failure { provider_account: account, ..failure }),
+        complete @ Report::Complete(_) => complete,
+    }
+}
+
+/// The report, marked as its account's probe after a cool-down.
+pub(crate) fn probing(report: Report, probe: bool) -> Report {
+    match report {
+        Report::Complete(completion) => Report::Complete(pb::Completion { probe, ..completion }),
+        Report::Fail(failure) => Report::Fail(pb::Failure { probe, ..failure }),
+    }
 }
 
 /// The session id and usage an agent reported: `session_id` and `usage`
@@ -140,13 +176,18 @@ pub(crate) fn decide(
                 result: Some(json_to_struct(reported.unwrap_or_default())),
                 session_id: String::new(),
                 usage: None,
+                probe: false,
             }),
         },
         Exit::Code(code) => {
+            let error = with_stderr(format!("the agent exited with code {code}"), finished);
+            if let Some(account) = refused(agent, *code, &finished.stderr_tail) {
+                return Some(with_spend(rate_limited(ids, account, error, finished), spent));
+            }
             let transient =
                 agent.transient_exit_codes.contains(code) || agent.unlisted_exit_codes == UnlistedExit::Transient;
             let class = if transient { Transient } else { Permanent };
-            failure(ids, class, with_stderr(format!("the agent exited with code {code}"), finished), Some(finished))
+            failure(ids, class, error, Some(finished))
         }
         Exit::Signal(signal) => {
             let name = nix::sys::signal::Signal::try_from(*signal)

@@ -41,6 +41,8 @@ pub(crate) enum Action {
     Pause,
     /// `Resume`.
     Resume,
+    /// `ClearCooldown`.
+    ClearCooldown,
 }
 
 impl Action {
@@ -57,6 +59,7 @@ impl Action {
             Action::RevokeToken => "RevokeToken",
             Action::Pause => "Pause",
             Action::Resume => "Resume",
+            Action::ClearCooldown => "ClearCooldown",
         }
     }
 }

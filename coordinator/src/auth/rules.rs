@@ -81,11 +81,12 @@ fn worker_rule(method: &str) -> Rule {
 fn admin_rule(method: &str) -> Rule {
     match method {
         "GetTask" | "ListTasks" | "GetTaskLogs" | "GetStats" => reads(READERS),
-        "ListWorkers" | "ListLocks" | "ListAudit" | "VerifyAudit" | "ListPauses" => reads(FLEET_READERS),
-        "SubmitTasks" | "CancelTask" | "CancelTasks" => changes(SUBMITTERS),
-        "RetryTasks" | "StopWorkers" | "SetSwarmBudget" | "CreateToken" | "RevokeToken" | "Pause" | "Resume" => {
-            changes(ADMINS)
+        "ListWorkers" | "ListLocks" | "ListAudit" | "VerifyAudit" | "ListPauses" | "ListCooldowns" => {
+            reads(FLEET_READERS)
         }
+        "SubmitTasks" | "CancelTask" | "CancelTasks" => changes(SUBMITTERS),
+        "RetryTasks" | "StopWorkers" | "SetSwarmBudget" | "CreateToken" | "RevokeToken" | "Pause" | "Resume"
+        | "ClearCooldown" => changes(ADMINS),
         "ListTokens" => reads(ADMINS),
         _ => reads(&[]),
     }

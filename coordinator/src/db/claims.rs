@@ -48,6 +48,9 @@ pub struct ClaimedTask {
     /// [`claim_locked`]): a claim that fell short looks for lock candidates
     /// only then, without another round trip first.
     pub lock_tasks_due: bool,
+    /// Whether a cooling provider account was due for a probe when this
+    /// task was claimed (the same for every task of one [`claim`]).
+    pub probe_due: bool,
 }
 
 /// Lease and deadline settings for a claim.
@@ -72,6 +75,9 @@ pub struct ClaimScope<'a> {
     /// claim hands out, so its reply fits in one gRPC message; the first task
     /// is always taken.
     pub max_bytes: i64,
+    /// The cooling provider account this claim probes (its agents are
+    /// offered though the account cools down).
+    pub probe_account: Option<&'a str>,
 }
 
 /// The bytes [`ClaimScope::max_bytes`] counts for one claimed task.
@@ -85,8 +91,8 @@ pub fn payload_bytes(task: &ClaimedTask) -> i64 {
 /// fit in `scope.max_bytes`), in one statement: highest priority first, then
 /// oldest, walking `task_states_claim_idx`; rows locked by another claimer
 /// are skipped, so no task is handed out twice. Honours the worker's agents
-/// and labels, the swarm's budget, and pauses of the swarm, the agent and
-/// the worker. Each claimed task gets a new attempt,
+/// and labels, the swarm's budget, pauses of the swarm, the agent and the
+/// worker, and cool-downs of the agents' provider accounts. Each claimed task gets a new attempt,
 /// a lease and a deadline on its state row; the attempt is written to
 /// `attempts` when it ends (see `outcomes`).
 pub async fn claim(
@@ -99,9 +105,13 @@ pub async fn claim(
         ClaimedTask,
         r#"
         with offered as (
-            -- The worker's agents but the paused ones; nothing for a paused worker.
+            -- The worker's agents but the paused ones and those whose provider
+            -- account cools down (unless this claim probes it); nothing for a
+            -- paused worker.
             select array(select a from unnest(w.agents) a
-                         where not exists(select 1 from paused p where p.scope = 'agent' and p.target = a)) as agents,
+                         where not exists(select 1 from paused p where p.scope = 'agent' and p.target = a)
+                           and not exists(select 1 from provider_cooldowns c
+                                          where c.account = w.accounts ->> a and c.account is distinct from $8)) as agents,
                    w.labels
             from workers w
             where w.id = $1 and not exists(select 1 from paused p where p.scope = 'worker' and p.target = w.name)
@@ -160,7 +170,8 @@ pub async fn claim(
                p.build_result, p.feedback, p.inputs, p.resume_session, p.resume_sessions as "resume_sessions!",
                -- Uncorrelated: evaluated once per statement.
                (select exists(select 1 from task_states l where l.status = 'ready' and l.has_locks and l.run_after <= now()))
-                   as "lock_tasks_due!"
+                   as "lock_tasks_due!",
+               (select exists(select 1 from probe_due)) as "probe_due!"
         from claimed c join claim_payloads p on p.task_id = c.task_id
         order by p.priority desc, c.task_id
         "#,
@@ -171,6 +182,7 @@ pub async fn claim(
         timing.deadline_grace_seconds,
         scope.agents,
         scope.max_bytes,
+        scope.probe_account,
     )
     .fetch_all(executor)
     .await
@@ -204,7 +216,8 @@ pub async fn claim_locked(
         select c.task_id as "id!", c.attempt_id as "attempt_id!", c.attempts as "attempt!", p.agent as "agent!",
                p.prompt as "prompt!", p.input, p.timeout_ms, c.lease_expires_at as "lease_expires_at!",
                p.swarm_id as "swarm_id!", p.priority as "priority!", p.stage as "stage!", p.round as "round!",
-               p.build_result, p.feedback, p.inputs, p.resume_session, p.resume_sessions as "resume_sessions!", false as "lock_tasks_due!"
+               p.build_result, p.feedback, p.inputs, p.resume_session, p.resume_sessions as "resume_sessions!", false as "lock_tasks_due!",
+               false as "probe_due!"
         from claimed c join claim_payloads p on p.task_id = c.task_id
         "#,
         worker,
@@ -239,7 +252,9 @@ pub async fn next_lock_candidate(
         r#"
         with offered as (
             select array(select a from unnest(w.agents) a
-                         where not exists(select 1 from paused p where p.scope = 'agent' and p.target = a)) as agents,
+                         where not exists(select 1 from paused p where p.scope = 'agent' and p.target = a)
+                           and not exists(select 1 from provider_cooldowns c where c.account = w.accounts ->> a))
+                       as agents,
                    w.labels
             from workers w
             where w.id = $1 and not exists(select 1 from paused p where p.scope = 'worker' and p.target = w.name)

@@ -15,6 +15,7 @@
 pub mod audit;
 pub mod beats;
 pub mod claims;
+pub mod cooldowns;
 pub mod filters;
 pub mod graph;
 pub mod leases;
@@ -127,7 +128,7 @@ pub async fn open_hot_pool(pool: &PgPool) {
 /// connection, on nothing (a claim of no tasks, empty batches): they are
 /// parsed, planned and cached for the calls that follow, and change nothing.
 async fn prepare_hot_path(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    let scope = claims::ClaimScope { worker: uuid::Uuid::nil(), agents: &[], max_bytes: 0 };
+    let scope = claims::ClaimScope { worker: uuid::Uuid::nil(), agents: &[], max_bytes: 0, probe_account: None };
     let timing = claims::ClaimTiming { lease_seconds: 0.0, max_runtime_seconds: 0.0, deadline_grace_seconds: 0.0 };
     claims::claim(&mut *conn, scope, 0, timing).await?;
     outcomes::complete(&mut *conn, &outcomes::Reports::default()).await?;

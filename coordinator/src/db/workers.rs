@@ -21,6 +21,8 @@ pub struct Registration<'a> {
     pub version: &'a str,
     /// Labels (a JSON object of strings).
     pub labels: serde_json::Value,
+    /// Each agent's provider account (a JSON object of strings).
+    pub accounts: serde_json::Value,
     /// Name of the registering token (`None` when auth is off).
     pub registered_by: Option<&'a str>,
 }
@@ -31,11 +33,12 @@ pub struct Registration<'a> {
 pub async fn upsert(executor: impl PgExecutor<'_>, worker: &Registration<'_>) -> sqlx::Result<bool> {
     let result = sqlx::query!(
         r#"
-        insert into workers (id, name, hostname, agents, slots, free_slots, version, labels, registered_by)
-        values ($1, $2, $3, $4, $5, $5, $6, $7, $8)
+        insert into workers (id, name, hostname, agents, slots, free_slots, version, labels, registered_by, accounts)
+        values ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9)
         on conflict (id) do update
         set name = excluded.name, hostname = excluded.hostname, agents = excluded.agents,
-            slots = excluded.slots, version = excluded.version, labels = excluded.labels, last_seen_at = now()
+            slots = excluded.slots, version = excluded.version, labels = excluded.labels,
+            accounts = excluded.accounts, last_seen_at = now()
         where workers.registered_by is not distinct from excluded.registered_by
         "#,
         worker.id,
@@ -46,6 +49,7 @@ pub async fn upsert(executor: impl PgExecutor<'_>, worker: &Registration<'_>) ->
         worker.version,
         worker.labels,
         worker.registered_by,
+        worker.accounts,
     )
     .execute(executor)
     .await?;

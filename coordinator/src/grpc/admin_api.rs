@@ -256,6 +256,24 @@ impl AdminService for AdminApi {
         Ok(Response::new(pb::ListPausesResponse { pauses: rows.into_iter().map(convert::pause).collect() }))
     }
 
+    async fn list_cooldowns(
+        &self,
+        _request: Request<pb::ListCooldownsRequest>,
+    ) -> Result<Response<pb::ListCooldownsResponse>, Status> {
+        let rows = crate::cooldowns::list(&self.app.pool).await?;
+        Ok(Response::new(pb::ListCooldownsResponse { cooldowns: rows.into_iter().map(convert::cooldown).collect() }))
+    }
+
+    #[instrument(skip_all, fields(account = %request.get_ref().account))]
+    async fn clear_cooldown(
+        &self,
+        request: Request<pb::ClearCooldownRequest>,
+    ) -> Result<Response<pb::ClearCooldownResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let cleared = crate::cooldowns::clear(&self.app.pool, &caller, &request.get_ref().account).await?;
+        Ok(Response::new(pb::ClearCooldownResponse { cleared }))
+    }
+
     async fn list_locks(
         &self,
         _request: Request<pb::ListLocksRequest>,

@@ -77,8 +77,59 @@ pub(crate) fn stop(field: impl FnOnce() -> String, class: i32) -> Result<Stop> {
         Ok(pb::FailureClass::Transient | pb::FailureClass::Unspecified) => Ok(Stop::Failed(FailureClass::Transient)),
         Ok(pb::FailureClass::Interrupted) => Ok(Stop::Interrupted),
         Ok(pb::FailureClass::Cancelled) => Ok(Stop::Cancelled),
+        Ok(pb::FailureClass::RateLimited) => Ok(Stop::RateLimited),
         Err(_) => Err(Error::invalid(field(), format!("{class} is not a failure class"))),
     }
+}
+
+/// Decodes the provider accounts a worker registers: each names one of its
+/// agents and is `provider/account`.
+pub(crate) fn accounts(
+    accounts: &std::collections::HashMap<String, String>,
+    agents: &[String],
+) -> Result<serde_json::Value> {
+    let mut problems = Vec::new();
+    for (agent, account) in accounts {
+        if !agents.contains(agent) {
+            problems.push(format!("accounts.{agent}: not one of the worker's agents"));
+        }
+        let valid = account.len() <= 256
+            && !account.contains('\0')
+            && account.split_once('/').is_some_and(|(provider, name)| !provider.is_empty() && !name.is_empty());
+        if !valid {
+            problems.push(format!("accounts.{agent}: `{account}` is not provider/account"));
+        }
+    }
+    if !problems.is_empty() {
+        problems.sort();
+        return Err(Error::InvalidArgument { problems });
+    }
+    Ok(serde_json::to_value(accounts).unwrap_or_default())
+}
+
+/// Decodes the provider's refusal of a rate-limited failure: it must name
+/// its agent's provider account.
+pub(crate) fn refusal(index: usize, stop: Stop, failure: &pb::Failure) -> Result<Option<crate::cooldowns::Refusal>> {
+    if stop != Stop::RateLimited {
+        return Ok(None);
+    }
+    let account = &failure.provider_account;
+    let valid = account.len() <= 256
+        && !account.contains('\0')
+        && account.split_once('/').is_some_and(|(provider, name)| !provider.is_empty() && !name.is_empty());
+    if !valid {
+        return Err(Error::invalid(
+            format!("failures[{index}].provider_account"),
+            "a rate-limited failure must name its agent's provider account as provider/account",
+        ));
+    }
+    let retry_after = optional_duration(|| format!("failures[{index}].retry_after"), failure.retry_after.as_ref())?;
+    let reason = crate::tasks::validate::storable(&failure.error);
+    Ok(Some(crate::cooldowns::Refusal {
+        account: account.clone(),
+        retry_after,
+        reason: reason.chars().take(512).collect(),
+    }))
 }
 
 /// Decodes a log chunk's stream into the number stored with it.
@@ -219,6 +270,7 @@ pub(crate) fn assignment(task: db::claims::ClaimedTask, agent_token: String) -> 
         feedback: object(task.feedback),
         resume_session: task.resume_session.unwrap_or_default(),
         keep_session: task.resume_sessions,
+        probe: false,
         round: count(task.round),
         agent_token,
     }
@@ -324,6 +376,18 @@ pub(crate) fn pause(row: db::pauses::PauseRow) -> pb::Pause {
         reason: row.reason,
         paused_at: Some(timestamp(row.paused_at)),
         until: row.until.map(timestamp),
+    }
+}
+
+/// Encodes a provider account's cool-down.
+pub(crate) fn cooldown(row: db::cooldowns::CooldownRow) -> pb::Cooldown {
+    pb::Cooldown {
+        account: row.account,
+        until: Some(timestamp(row.until)),
+        step: u32::try_from(row.step).unwrap_or(0),
+        reason: row.reason,
+        started_at: Some(timestamp(row.started_at)),
+        probing: row.probing,
     }
 }
 

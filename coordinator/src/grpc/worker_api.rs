@@ -87,6 +87,7 @@ impl WorkerService for WorkerApi {
             slots: convert::slots(request.slots)?,
             version: &request.version,
             labels: serde_json::to_value(&request.labels).unwrap_or_default(),
+            accounts: convert::accounts(&request.accounts, &request.agents)?,
             registered_by: caller.owner_name(),
         };
         workers::register(&self.app.pool, &registration).await?;
@@ -111,11 +112,14 @@ impl WorkerService for WorkerApi {
         let claimed =
             scheduler::claim(&app.hot_pool, &app.notifications, &app.config, &claim, &app.rpc_shutdown, &app.tracker)
                 .await?;
+        let probe = claimed.probe;
         let assignments = claimed
+            .tasks
             .into_iter()
             .map(|task| {
                 let agent_token = app.agent_token(task.attempt_id);
-                assignment(task, agent_token)
+                let probing = probe == Some(task.attempt_id);
+                pb::Assignment { probe: probing, ..assignment(task, agent_token) }
             })
             .collect();
         Ok(Response::new(pb::ClaimResponse { assignments }))
@@ -136,6 +140,7 @@ impl WorkerService for WorkerApi {
                 attempt,
                 result: item.result.map(struct_to_json).unwrap_or_default(),
                 spend: convert::spend(&format!("completions[{index}]"), item.session_id, item.usage)?,
+                probe: item.probe,
             });
         }
         self.app.worker_owners.check(&self.app.pool, &caller, worker.0).await?;
@@ -153,6 +158,7 @@ impl WorkerService for WorkerApi {
         for (index, item) in request.failures.into_iter().enumerate() {
             let (task, attempt) = ids(index, "failures", &item.task_id, &item.attempt_id)?;
             let stop = convert::stop(|| format!("failures[{index}].class"), item.class)?;
+            let refusal = convert::refusal(index, stop, &item)?;
             attempts.push(item.attempt_id);
             failures.push(report::Failure {
                 task,
@@ -162,10 +168,12 @@ impl WorkerService for WorkerApi {
                 exit_code: item.exit_code,
                 signal: item.signal,
                 spend: convert::spend(&format!("failures[{index}]"), item.session_id, item.usage)?,
+                refusal,
+                probe: item.probe,
             });
         }
         self.app.worker_owners.check(&self.app.pool, &caller, worker.0).await?;
-        let (acks, earliest_retry) = report::fail(&self.app.hot_pool, &self.app.config.tasks, worker, failures).await?;
+        let (acks, earliest_retry) = report::fail(&self.app.hot_pool, &self.app.config, worker, failures).await?;
         if let Some(delay) = earliest_retry {
             self.app.wake_after(delay);
         }

@@ -35,6 +35,15 @@ pub(crate) struct ClaimRequest {
     pub agents: Vec<String>,
 }
 
+/// What one claim hands out.
+#[derive(Debug, Default)]
+pub(crate) struct Claimed {
+    /// The tasks.
+    pub tasks: Vec<db::claims::ClaimedTask>,
+    /// The attempt among them that probes a provider account after its cool-down.
+    pub probe: Option<uuid::Uuid>,
+}
+
 /// Claims up to `max_tasks` for the worker, waiting up to `wait` (capped by
 /// config) for tasks to become ready. Returns an empty list when the wait
 /// runs out or the coordinator shuts down.
@@ -53,7 +62,7 @@ pub(crate) async fn claim(
     request: &ClaimRequest,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
-) -> Result<Vec<db::claims::ClaimedTask>> {
+) -> Result<Claimed> {
     let limit = i64::from(request.max_tasks.clamp(1, config.claims.max_batch));
     let timing = db::claims::ClaimTiming {
         lease_seconds: db::seconds(config.leases.ttl),
@@ -63,7 +72,8 @@ pub(crate) async fn claim(
     // Half the message limit: room for what the estimate leaves out
     // (dependencies' results, the encoding's own overhead).
     let max_bytes = i64::try_from(config.limits.max_message_size.as_u64() / 2).unwrap_or(i64::MAX);
-    let scope = db::claims::ClaimScope { worker: request.worker.0, agents: &request.agents, max_bytes };
+    let scope =
+        db::claims::ClaimScope { worker: request.worker.0, agents: &request.agents, max_bytes, probe_account: None };
     let deadline = Instant::now() + request.wait.min(config.claims.max_wait);
     let mut checked_worker = false;
     // The round of the wake-up being answered, and the last one answered.
@@ -77,6 +87,7 @@ pub(crate) async fn claim(
 
         let mut claimed = db::claims::claim(pool, scope, limit, timing).await?;
         claim_locked(pool, scope, limit, timing, &mut claimed).await?;
+        let probe = claim_probe(pool, scope, limit, timing, &mut claimed).await?;
         if let Some(round) = woken_in.take() {
             if answered != Some(round) {
                 // Beside the reply, not before it: the worker gets its tasks first.
@@ -86,7 +97,7 @@ pub(crate) async fn claim(
             answered = Some(round);
         }
         if !claimed.is_empty() {
-            return Ok(claimed);
+            return Ok(Claimed { tasks: claimed, probe });
         }
         if !checked_worker {
             if !db::workers::exists(pool, request.worker.0).await? {
@@ -96,13 +107,13 @@ pub(crate) async fn claim(
         }
         let now = Instant::now();
         if now >= deadline || shutdown.is_cancelled() {
-            return Ok(Vec::new());
+            return Ok(Claimed::default());
         }
         let _waiting = notifications.waiting();
         tokio::select! {
             () = &mut woken => woken_in = Some(notifications.round()),
             () = tokio::time::sleep_until(deadline) => {}
-            () = shutdown.cancelled() => return Ok(Vec::new()),
+            () = shutdown.cancelled() => return Ok(Claimed::default()),
         }
     }
 }
@@ -114,6 +125,45 @@ async fn relay(pool: PgPool, notifications: Arc<Notifications>, full: bool) {
     if full || db::claims::any_due(&pool).await.unwrap_or(true) {
         notifications.pass();
     }
+}
+
+/// How long a claim that took an account's probe has to claim its task
+/// before another claim may probe the account.
+const PROBE_CLAIMING: Duration = Duration::from_secs(10);
+
+/// Adds a probe to the batch when it has room and a cooling provider
+/// account's wait has passed: one task for the account's agents, its first
+/// call since the cool-down began. Its outcome ends the cool-down or starts
+/// the next step (see `cooldowns`); the account's other tasks wait for it.
+async fn claim_probe(
+    pool: &PgPool,
+    scope: db::claims::ClaimScope<'_>,
+    limit: i64,
+    timing: db::claims::ClaimTiming,
+    claimed: &mut Vec<db::claims::ClaimedTask>,
+) -> Result<Option<uuid::Uuid>> {
+    // The claim statement said whether any probe is due when it claimed anything.
+    if (claimed.len() as i64) >= limit || claimed.first().is_some_and(|task| !task.probe_due) {
+        return Ok(None);
+    }
+    let Some((account, agents)) = db::cooldowns::take_probe(pool, scope.worker, PROBE_CLAIMING.as_secs_f64()).await?
+    else {
+        return Ok(None);
+    };
+    let agents: Vec<String> =
+        agents.into_iter().filter(|agent| scope.agents.is_empty() || scope.agents.contains(agent)).collect();
+    let mut one = Vec::new();
+    if !agents.is_empty() {
+        let probing = db::claims::ClaimScope { agents: &agents, probe_account: Some(&account), ..scope };
+        one = db::claims::claim(pool, probing, 1, timing).await?;
+    }
+    let probe = one.first().map(|task| (task.id, task.attempt_id));
+    db::cooldowns::set_probe(pool, &account, probe).await?;
+    if probe.is_some() {
+        tracing::info!(%account, "probing a provider account after its cool-down");
+    }
+    claimed.append(&mut one);
+    Ok(probe.map(|(_, attempt)| attempt))
 }
 
 /// Fills what is left of the batch with tasks that take locks, one at a time:

@@ -12,7 +12,8 @@ use serde_json::Value as Json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::config::{LimitConfig, TaskDefaults};
+use crate::config::{Config, LimitConfig, TaskDefaults};
+use crate::cooldowns;
 use crate::db;
 use crate::db::stages::NextStage;
 use crate::error::{Error, Result};
@@ -56,6 +57,8 @@ pub(crate) struct Completion {
     pub result: JsonObject,
     /// Usage and session.
     pub spend: Spend,
+    /// It probed its provider account after a cool-down.
+    pub probe: bool,
 }
 
 /// An attempt that ended without success, as its worker reports it.
@@ -75,6 +78,10 @@ pub(crate) struct Failure {
     pub signal: Option<i32>,
     /// Usage and session.
     pub spend: Spend,
+    /// The provider's refusal, for a rate-limited attempt.
+    pub refusal: Option<cooldowns::Refusal>,
+    /// It probed its provider account after a cool-down.
+    pub probe: bool,
 }
 
 /// Longest error text kept per attempt.
@@ -109,6 +116,8 @@ pub(crate) async fn complete(
     if !problems.is_empty() {
         return Err(Error::InvalidArgument { problems });
     }
+    let probes: Vec<Uuid> =
+        completions.iter().filter(|completion| completion.probe).map(|completion| completion.attempt.0).collect();
     let mut reports = db::outcomes::Reports { worker_id: Some(worker.0), ..Default::default() };
     for completion in completions {
         reports.task_ids.push(completion.task.0);
@@ -120,7 +129,9 @@ pub(crate) async fn complete(
         reports.costs.push(completion.spend.cost);
     }
     let done = db::outcomes::complete(pool, &reports).await?;
-    if done.newly_ready > 0 {
+    // The provider answered a probe: its account's cool-down is over.
+    let recovered = if probes.is_empty() { 0 } else { db::cooldowns::end_probed(pool, &probes).await? };
+    if done.newly_ready > 0 || recovered > 0 {
         db::notifications::notify_ready(pool).await?;
     }
     let mut recorded = done.recorded;
@@ -187,10 +198,11 @@ pub(crate) const UPSTREAM_REASON: &str = "cancelled: a task it depends on died o
 /// Database failures only.
 pub(crate) async fn fail(
     pool: &PgPool,
-    defaults: &TaskDefaults,
+    config: &Config,
     worker: WorkerId,
     failures: Vec<Failure>,
 ) -> Result<(Vec<Ack>, Option<Duration>)> {
+    let defaults = &config.tasks;
     let task_ids: Vec<Uuid> = failures.iter().map(|failure| failure.task.0).collect();
     let attempt_ids: Vec<Uuid> = failures.iter().map(|failure| failure.attempt.0).collect();
     let by_attempt: HashMap<Uuid, &Failure> = failures.iter().map(|failure| (failure.attempt.0, failure)).collect();
@@ -198,8 +210,16 @@ pub(crate) async fn fail(
     let mut tx = pool.begin().await?;
     let stopped = db::outcomes::lock_reported(&mut tx, &task_ids, &attempt_ids, Some(worker.0)).await?;
     let mut fates = db::outcomes::Fates::default();
+    let (mut refusals, mut answered_probes) = (Vec::new(), Vec::new());
     for task in &stopped {
         let Some(failure) = by_attempt.get(&task.attempt_id) else { continue };
+        match &failure.refusal {
+            Some(refusal) => refusals.push(refusal.clone()),
+            // The agent ran and its provider answered (a hand-back or a
+            // cancel says nothing of the account: the next claim probes again).
+            None if failure.probe && matches!(failure.stop, Stop::Failed(_)) => answered_probes.push(task.attempt_id),
+            None => {}
+        }
         let fate = decide(defaults, task, failure.stop);
         let error = truncate(&storable(&failure.error), MAX_ERROR_LEN);
         push(
@@ -210,6 +230,11 @@ pub(crate) async fn fail(
         );
     }
     let earliest_retry = settle(&mut tx, &fates).await?;
+    cooldowns::refused(&mut tx, &refusals, &config.rate_limits).await?;
+    // A probe that failed for another reason still got an answer from its provider.
+    if !answered_probes.is_empty() && db::cooldowns::end_probed(&mut *tx, &answered_probes).await? > 0 {
+        db::notifications::notify_ready(&mut *tx).await?;
+    }
     tx.commit().await?;
 
     let outcomes = [AttemptOutcome::Failed, AttemptOutcome::Released, AttemptOutcome::Cancelled];

@@ -24,6 +24,9 @@ pub(crate) enum Stop {
     Failed(FailureClass),
     /// The worker handed the task back unfinished (drain or emergency stop).
     Interrupted,
+    /// The agent's provider refused it (a rate limit): not the task's fault;
+    /// its account cools down instead (see `cooldowns`).
+    RateLimited,
     /// The worker stopped the agent because the task was cancelled.
     Cancelled,
     /// The lease ran out: the worker died or was cut off.
@@ -116,7 +119,7 @@ pub(crate) fn fate(
         return settle(TaskStatus::Cancelled, outcome, false, Duration::ZERO);
     }
     match stop {
-        Stop::Interrupted | Stop::Cancelled => {
+        Stop::Interrupted | Stop::Cancelled | Stop::RateLimited => {
             settle(TaskStatus::Ready, AttemptOutcome::Released, false, Duration::ZERO)
         }
         Stop::Failed(FailureClass::Permanent) => settle(TaskStatus::Dead, AttemptOutcome::Failed, true, Duration::ZERO),
@@ -223,6 +226,7 @@ mod tests {
             Just(Stop::Failed(FailureClass::Transient)),
             Just(Stop::Failed(FailureClass::Permanent)),
             Just(Stop::Interrupted),
+            Just(Stop::RateLimited),
             Just(Stop::Cancelled),
             (0_u32..5, 1_u32..5).prop_map(|(before, allowed)| Stop::LeaseExpired(Losses { before, allowed })),
             Just(Stop::DeadlinePassed),
@@ -255,7 +259,7 @@ mod tests {
             // A cancelled task never comes back; a running one never becomes cancelled by a failure.
             prop_assert_eq!(got.status == TaskStatus::Cancelled, !running);
             // Hand-backs and cancels are never counted.
-            if matches!(stop, Stop::Interrupted | Stop::Cancelled) || !running {
+            if matches!(stop, Stop::Interrupted | Stop::Cancelled | Stop::RateLimited) || !running {
                 prop_assert!(!got.counted);
             }
             // A counted stop that leaves failures at or past the budget is final.

@@ -41,6 +41,10 @@ fn agent(script: &str, prompt: PromptMode) -> AgentConfig {
         model: None,
         permission_mode: None,
         allowed_tools: vec![],
+        provider: None,
+        account: None,
+        rate_limit_exit_codes: vec![],
+        rate_limit_pattern: None,
     }
 }
 

@@ -1,0 +1,136 @@
+//! Statements on `provider_cooldowns`: provider accounts cooling down after
+//! a rate limit, their probes, and listing. The claims skip agents of
+//! cooling accounts themselves, in `claims`.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+/// An account cooling down.
+#[derive(Debug, Clone)]
+pub struct CooldownRow {
+    /// "provider/account".
+    pub account: String,
+    /// When a claim may probe it.
+    pub until: DateTime<Utc>,
+    /// Refusals in a row.
+    pub step: i32,
+    /// The last refusal.
+    pub reason: String,
+    /// When it began.
+    pub started_at: DateTime<Utc>,
+    /// Whether a probe is running.
+    pub probing: bool,
+}
+
+/// The step and end of `account`'s cool-down, locked until the transaction ends.
+pub async fn lock(conn: &mut PgConnection, account: &str) -> sqlx::Result<Option<(i32, DateTime<Utc>)>> {
+    let row = sqlx::query!("select step, until from provider_cooldowns where account = $1 for update", account)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(|row| (row.step, row.until)))
+}
+
+/// Starts or extends `account`'s cool-down to `seconds` from now at `step`; any probe ends.
+pub async fn set(conn: &mut PgConnection, account: &str, seconds: f64, step: i32, reason: &str) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"
+        insert into provider_cooldowns (account, until, step, reason)
+        values ($1, now() + make_interval(secs => $2), $3, $4)
+        on conflict (account) do update
+            set until = excluded.until, step = excluded.step, reason = excluded.reason,
+                probe_task = null, probe_attempt = null, probe_claiming_until = null
+        "#,
+        account,
+        seconds,
+        step,
+        reason,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Ends the cool-downs these attempts were probing (the provider answered them).
+pub async fn end_probed(executor: impl PgExecutor<'_>, attempts: &[Uuid]) -> sqlx::Result<u64> {
+    let ended = sqlx::query!("delete from provider_cooldowns where probe_attempt = any($1)", attempts)
+        .execute(executor)
+        .await?;
+    Ok(ended.rows_affected())
+}
+
+/// Takes the probe of one account whose wait has passed and that `worker`
+/// offers an agent of: no other claim probes it for `seconds`. Returns the
+/// account and the worker's agents of it.
+pub async fn take_probe(
+    executor: impl PgExecutor<'_>,
+    worker: Uuid,
+    seconds: f64,
+) -> sqlx::Result<Option<(String, Vec<String>)>> {
+    let row = sqlx::query!(
+        r#"
+        with offered as (
+            select accounts from workers where id = $1
+        ), chosen as (
+            select c.account from provider_cooldowns c
+            where c.account in (select account from probe_due)
+              and exists(select 1 from jsonb_each_text((select accounts from offered)) e where e.value = c.account)
+            order by c.until
+            limit 1
+            for update of c skip locked
+        )
+        update provider_cooldowns c
+        set probe_claiming_until = now() + make_interval(secs => $2)
+        from chosen
+        where c.account = chosen.account
+        returning c.account,
+                  array(select e.key from jsonb_each_text((select accounts from offered)) e
+                        where e.value = c.account) as "agents!"
+        "#,
+        worker,
+        seconds,
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(row.map(|row| (row.account, row.agents)))
+}
+
+/// Records the attempt probing `account` (claimed after [`take_probe`]), or
+/// gives the probe up when `probe` is `None` (nothing was claimed).
+pub async fn set_probe(executor: impl PgExecutor<'_>, account: &str, probe: Option<(Uuid, Uuid)>) -> sqlx::Result<()> {
+    let (task, attempt) = probe.unzip();
+    sqlx::query!(
+        r#"
+        update provider_cooldowns set probe_task = $2, probe_attempt = $3, probe_claiming_until = null
+        where account = $1
+        "#,
+        account,
+        task,
+        attempt,
+    )
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Every account cooling down, soonest to end first.
+pub async fn list(executor: impl PgExecutor<'_>) -> sqlx::Result<Vec<CooldownRow>> {
+    sqlx::query_as!(
+        CooldownRow,
+        r#"
+        select c.account, c.until, c.step, c.reason, c.started_at,
+               exists(select 1 from task_states s where s.task_id = c.probe_task and s.attempt_id = c.probe_attempt)
+                   as "probing!"
+        from provider_cooldowns c
+        order by c.until, c.account
+        "#,
+    )
+    .fetch_all(executor)
+    .await
+}
+
+/// Ends `account`'s cool-down; whether it had one.
+pub async fn clear(executor: impl PgExecutor<'_>, account: &str) -> sqlx::Result<bool> {
+    let cleared = sqlx::query!("delete from provider_cooldowns where account = $1", account).execute(executor).await?;
+    Ok(cleared.rows_affected() == 1)
+}

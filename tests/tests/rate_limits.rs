@@ -1,0 +1,164 @@
+//! One agent's rate limit protects the whole fleet: a refusal cools down
+//! its provider account in PostgreSQL, no worker claims tasks for that
+//! account's agents until the cool-down passes, then one probe task goes
+//! first; refused attempts are not charged to their tasks. With the real
+//! Claude Code CLI against a stub that answers 429 for a while, and with a
+//! plain command whose exit code says "rate limited".
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use hive_shared::pb;
+use hive_tests::coordinator::{TestCoordinator, test_config};
+use hive_tests::model_stub::{ModelStub, Reply, Request, default_reply};
+use hive_tests::postgres::{fresh_database, wait_all_finished};
+use hive_tests::procs::{hivectl_output, start_worker};
+use hive_tests::wait::eventually;
+use hive_tests::worker_setup::{Agent, WorkerSetup};
+
+async fn submit(coordinator: &TestCoordinator, agent: &str, count: usize) {
+    let mut admin = coordinator.admin_client().await;
+    let tasks = (0..count).map(|i| pb::TaskSpec {
+        agent: agent.into(),
+        prompt: format!("task {i}"),
+        backoff_initial: Some(hive_shared::convert::duration(Duration::from_millis(10))),
+        ..Default::default()
+    });
+    let request = pb::SubmitTasksRequest { swarm: "rate".into(), tasks: tasks.collect(), ..Default::default() };
+    admin.submit_tasks(request).await.unwrap();
+}
+
+/// Every task succeeded, and none was charged a failure.
+async fn all_succeeded_uncharged(pool: &sqlx::PgPool) {
+    let rows: Vec<(String, i32)> =
+        sqlx::query_as("select status::text, failures from task_states").fetch_all(pool).await.unwrap();
+    assert!(rows.iter().all(|(status, failures)| status == "succeeded" && *failures == 0), "{rows:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_window_costs_one_call_per_cool_down_step_and_charges_no_task() {
+    let db = fresh_database().await;
+    let mut config = test_config(&db);
+    config.rate_limits.base = Duration::from_millis(500);
+    config.rate_limits.max = Duration::from_secs(2);
+    config.rate_limits.jitter = 0.0;
+    let coordinator = TestCoordinator::start(config).await;
+    let stub = ModelStub::start().await.unwrap();
+    // 429 for three seconds from the first call, then answers.
+    let (first_call, refused) = (Arc::new(OnceLock::<Instant>::new()), Arc::new(AtomicUsize::new(0)));
+    let (window_start, refusals) = (Arc::clone(&first_call), Arc::clone(&refused));
+    stub.set_script(Arc::new(move |request: &Request| {
+        if window_start.get_or_init(Instant::now).elapsed() < Duration::from_secs(3) {
+            refusals.fetch_add(1, Ordering::SeqCst);
+            Reply::Error {
+                status: 429,
+                kind: "rate_limit_error".into(),
+                message: "slow down".into(),
+                retry_after: None,
+            }
+        } else {
+            default_reply(request)
+        }
+    }));
+    let claude = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/node_modules/.bin/claude");
+    let agent = Agent::claude_code([claude.display().to_string()])
+        .account("anthropic", "team-a")
+        .env("ANTHROPIC_BASE_URL", stub.url())
+        .env("ANTHROPIC_API_KEY", "sk-ant-test")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("CLAUDE_CODE_MAX_RETRIES", "0");
+    let dir = tempfile::tempdir().unwrap();
+    let config = WorkerSetup::new().slots(2).agent("claude", agent).write(dir.path(), "worker");
+    let workers = [
+        start_worker(&coordinator.url, &config, "one", dir.path()),
+        start_worker(&coordinator.url, &config, "two", dir.path()),
+    ];
+    submit(&coordinator, "claude", 8).await;
+
+    // The highest step the cool-down reached.
+    let steps = Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let (watched, pool) = (Arc::clone(&steps), db.pool.clone());
+    let watcher = tokio::spawn(async move {
+        loop {
+            let step: Option<i32> =
+                sqlx::query_scalar("select max(step) from provider_cooldowns").fetch_one(&pool).await.unwrap_or(None);
+            watched.fetch_max(step.unwrap_or(0), Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    wait_all_finished(&db.pool, Duration::from_secs(90)).await;
+    watcher.abort();
+
+    all_succeeded_uncharged(&db.pool).await;
+    let (refused, steps) = (refused.load(Ordering::SeqCst), steps.load(Ordering::SeqCst));
+    eprintln!("calls refused: {refused}; cool-down steps: {steps}");
+    assert!(steps >= 2, "the window outlasted the first step: {steps}");
+    // Four slots called at once before the first refusal was known; after
+    // it, one probe per step.
+    assert!(refused <= 4 + steps as usize, "{refused} refused calls for {steps} steps");
+    let released: Vec<String> =
+        sqlx::query_scalar("select error from attempts where outcome = 'released'").fetch_all(&db.pool).await.unwrap();
+    assert!(
+        !released.is_empty() && released.iter().all(|error| error.contains("rate limit (HTTP 429)")),
+        "{released:?}"
+    );
+    let left = hive_tests::postgres::count(&db.pool, "select count(*) from provider_cooldowns").await;
+    assert_eq!(left, 0, "the successful probe ended the cool-down");
+    for worker in workers {
+        worker.terminate().await;
+    }
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cooling_account_holds_only_its_agents_and_an_operator_can_clear_it() {
+    let db = fresh_database().await;
+    let mut config = test_config(&db);
+    config.rate_limits.base = Duration::from_secs(3600);
+    let coordinator = TestCoordinator::start(config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("provider-is-back");
+    let limited = Agent::shell(format!(
+        r#"test -e {flag} || {{ echo "429: slow down" >&2; exit 42; }}; echo '{{"ok": true}}'"#,
+        flag = flag.display()
+    ))
+    .account("stubai", "team-a")
+    .rate_limit_exit_codes(&[42]);
+    let config = WorkerSetup::new()
+        .slots(3)
+        .agent("limited", limited)
+        .agent("plain", Agent::shell(r#"echo '{"ok": true}'"#))
+        .write(dir.path(), "worker");
+    let worker = start_worker(&coordinator.url, &config, "worker", dir.path());
+    submit(&coordinator, "limited", 3).await;
+
+    eventually("the account to cool down", Duration::from_secs(20), || async {
+        hive_tests::postgres::count(&db.pool, "select count(*) from provider_cooldowns").await == 1
+    })
+    .await;
+    let listed = hivectl_output(&coordinator.url, &["providers"]).await;
+    assert!(listed.status.success(), "{}", listed.stderr);
+    assert!(listed.stdout.contains("stubai/team-a") && listed.stdout.contains("429: slow down"), "{}", listed.stdout);
+
+    // Other agents keep running; the cooling account's tasks wait, uncharged.
+    submit(&coordinator, "plain", 2).await;
+    eventually("the plain tasks to succeed", Duration::from_secs(20), || async {
+        hive_tests::postgres::count(&db.pool, "select count(*) from task_states where status = 'succeeded'").await == 2
+    })
+    .await;
+    let waiting =
+        hive_tests::postgres::count(&db.pool, "select count(*) from task_states where status = 'ready'").await;
+    assert_eq!(waiting, 3, "the limited tasks wait for the cool-down");
+
+    std::fs::write(&flag, "").unwrap();
+    let cleared = hivectl_output(&coordinator.url, &["providers", "clear", "stubai/team-a"]).await;
+    assert!(cleared.status.success() && cleared.stdout.contains("cleared"), "{}", cleared.stderr);
+    wait_all_finished(&db.pool, Duration::from_secs(20)).await;
+    all_succeeded_uncharged(&db.pool).await;
+    worker.terminate().await;
+    coordinator.stop().await.unwrap();
+}
