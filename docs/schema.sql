@@ -153,6 +153,7 @@ CREATE TABLE public.task_states (
     error text,
     cancelled_upstream boolean DEFAULT false NOT NULL,
     losses integer DEFAULT 0 NOT NULL,
+    refusals integer DEFAULT 0 NOT NULL,
     CONSTRAINT task_states_attempts_check CHECK ((attempts >= 0)),
     CONSTRAINT task_states_blocked_waits CHECK (((status = 'blocked'::public.task_status) = (waiting_on > 0))),
     CONSTRAINT task_states_bytes_check CHECK ((bytes >= 0)),
@@ -161,6 +162,7 @@ CREATE TABLE public.task_states (
     CONSTRAINT task_states_finished CHECK (((status = ANY (ARRAY['succeeded'::public.task_status, 'dead'::public.task_status, 'cancelled'::public.task_status])) = (finished_at IS NOT NULL))),
     CONSTRAINT task_states_lease_held CHECK ((((status = ANY (ARRAY['running'::public.task_status, 'cancelling'::public.task_status])) = (lease_expires_at IS NOT NULL)) AND ((lease_expires_at IS NULL) = (attempt_id IS NULL)) AND ((lease_expires_at IS NULL) = (worker_id IS NULL)) AND ((lease_expires_at IS NULL) = (attempt_deadline IS NULL)) AND ((lease_expires_at IS NULL) = (attempt_started_at IS NULL)))),
     CONSTRAINT task_states_losses_check CHECK ((losses >= 0)),
+    CONSTRAINT task_states_refusals_check CHECK ((refusals >= 0)),
     CONSTRAINT task_states_result CHECK (((status = 'succeeded'::public.task_status) = (result_attempt IS NOT NULL))),
     CONSTRAINT task_states_round_check CHECK ((round >= 1)),
     CONSTRAINT task_states_stage_check CHECK ((stage = ANY (ARRAY['build'::text, 'validate'::text]))),
@@ -260,6 +262,7 @@ CREATE TABLE public.pauses (
     reason text NOT NULL,
     paused_at timestamp with time zone DEFAULT now() NOT NULL,
     until timestamp with time zone,
+    CONSTRAINT pauses_check CHECK (((scope <> 'swarm'::public.pause_scope) OR (target ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'::text))),
     CONSTRAINT pauses_target_check CHECK ((target <> ''::text))
 );
 

@@ -11,7 +11,9 @@ create table pauses (
     reason text not null,
     paused_at timestamptz not null default now(),
     until timestamptz,
-    primary key (scope, target)
+    primary key (scope, target),
+    -- The claims cast a swarm's target to uuid: only the canonical form is stored.
+    check (scope <> 'swarm' or target ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$')
 );
 
 -- The pauses in force, which claims read.

@@ -7,6 +7,10 @@
 -- Each worker's agents' accounts ("provider/account"), as it registered them.
 alter table workers add column accounts jsonb not null default '{}';
 
+-- Attempts of a task its provider refused: not its failures, up to
+-- `tasks.max_refusals`.
+alter table task_states add column refusals integer not null default 0 check (refusals >= 0);
+
 create table provider_cooldowns (
     account text primary key check (account <> ''),
     until timestamptz not null,

@@ -39,6 +39,9 @@ pub(crate) struct App {
     pub tracker: TaskTracker,
     /// Cancelled when the coordinator stops taking RPCs: ends long-polls and sessions.
     pub rpc_shutdown: CancellationToken,
+    /// Whether the last claim statement here saw a cooling provider account
+    /// due for a probe: the next claim takes the probe first.
+    pub probe_due: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl App {

@@ -211,6 +211,10 @@ pub struct TaskDefaults {
     /// Attempts a task may lose with their worker (its lease ran out) before
     /// it is dead-lettered; lost attempts do not count against `max_attempts`.
     pub max_lost_attempts: u32,
+    /// Attempts its agent's provider may refuse (rate limits) before a
+    /// refusal counts as a failure, so a "rate limit" that is really the
+    /// task's own ends.
+    pub max_refusals: u32,
     /// First retry delay.
     #[serde(with = "humantime_serde")]
     pub backoff_initial: Duration,
@@ -299,6 +303,7 @@ impl Default for TaskDefaults {
         Self {
             max_attempts: 4,
             max_lost_attempts: 3,
+            max_refusals: 20,
             backoff_initial: Duration::from_secs(10),
             backoff_multiplier: 2.0,
             backoff_max: Duration::from_secs(300),
@@ -425,6 +430,7 @@ impl Config {
         check(!self.claims.recheck_interval.is_zero(), "claims.recheck_interval must be greater than zero");
         check(self.tasks.max_attempts >= 1, "tasks.max_attempts must be at least 1");
         check(self.tasks.max_lost_attempts >= 1, "tasks.max_lost_attempts must be at least 1");
+        check(self.tasks.max_refusals >= 1, "tasks.max_refusals must be at least 1");
         check(!self.tasks.max_runtime.is_zero(), "tasks.max_runtime must be greater than zero");
         check(self.tasks.backoff_multiplier >= 1.0, "tasks.backoff_multiplier must be at least 1.0");
         check((0.0..1.0).contains(&self.tasks.backoff_jitter), "tasks.backoff_jitter must be in [0, 1)");

@@ -16,6 +16,7 @@ use crate::audit::{self, Action, Entry};
 use crate::auth::Caller;
 use crate::config::RateLimitConfig;
 use crate::db;
+use crate::db::cooldowns::Current;
 use crate::error::{Error, Result};
 
 /// One refusal as a worker reported it.
@@ -30,26 +31,29 @@ pub(crate) struct Refusal {
 }
 
 /// The cool-down a refusal leads to: how long from now, and its step;
-/// `None` to leave a running cool-down as it is (a call that was already
-/// in flight when it began).
+/// `None` to leave the account as it is: a call already in flight when the
+/// cool-down began, refused while it runs or while its probe runs, only
+/// lengthens it to a later reset time the provider gave.
 pub(crate) fn next(
-    current: Option<(i32, DateTime<Utc>)>,
+    current: Option<Current>,
     now: DateTime<Utc>,
     retry_after: Option<Duration>,
     config: &RateLimitConfig,
     unit_random: f64,
 ) -> Option<(Duration, i32)> {
+    let retry_after = retry_after.map(|asked| asked.min(config.max));
     let step = match current {
         None => 1,
-        Some((step, until)) if until > now => {
+        Some(current) if current.until > now || current.probe_running => {
             let asked = retry_after?;
-            let left = (until - now).to_std().unwrap_or_default();
-            return (asked > left).then_some((asked, step));
+            let left = (current.until - now).to_std().unwrap_or_default();
+            return (asked > left).then_some((asked, current.step));
         }
-        Some((step, _)) => step.saturating_add(1),
+        // The probe (or the first call after the wait) was refused.
+        Some(current) => current.step.saturating_add(1),
     };
     if let Some(asked) = retry_after {
-        return Some((asked.min(config.max), step));
+        return Some((asked, step));
     }
     let exponent = step.saturating_sub(1).min(30);
     let base = config.base.as_secs_f64() * 2f64.powi(exponent);
@@ -57,16 +61,18 @@ pub(crate) fn next(
     Some((Duration::from_secs_f64(base.min(config.max.as_secs_f64()) * spread), step))
 }
 
-/// Applies refusals in the transaction that records their attempts.
+/// Applies refusals in the transaction that records their attempts (in
+/// account order, so two such transactions never wait on each other).
 ///
 /// # Errors
 /// Database failures.
 pub(crate) async fn refused(
     conn: &mut PgConnection,
-    refusals: &[Refusal],
+    mut refusals: Vec<Refusal>,
     config: &RateLimitConfig,
 ) -> sqlx::Result<()> {
-    for refusal in refusals {
+    refusals.sort_by(|a, b| a.account.cmp(&b.account));
+    for refusal in &refusals {
         let current = db::cooldowns::lock(&mut *conn, &refusal.account).await?;
         let decided = next(current, Utc::now(), refusal.retry_after, config, rand::random::<f64>());
         if let Some((wait, step)) = decided {
@@ -111,26 +117,36 @@ mod tests {
         RateLimitConfig { base: Duration::from_secs(10), max: Duration::from_secs(600), jitter: 0.0 }
     }
 
-    #[test]
-    fn each_step_doubles_up_to_the_cap_and_a_reset_time_wins() {
-        let now = Utc::now();
-        let ago = now - chrono::Duration::seconds(1);
-        assert_eq!(next(None, now, None, &config(), 0.5), Some((Duration::from_secs(10), 1)));
-        assert_eq!(next(Some((1, ago)), now, None, &config(), 0.5), Some((Duration::from_secs(20), 2)));
-        assert_eq!(next(Some((4, ago)), now, None, &config(), 0.5), Some((Duration::from_secs(160), 5)));
-        assert_eq!(next(Some((20, ago)), now, None, &config(), 0.5), Some((Duration::from_secs(600), 21)));
-        let asked = Duration::from_secs(42);
-        assert_eq!(next(Some((3, ago)), now, Some(asked), &config(), 0.5), Some((asked, 4)));
+    fn at(step: i32, until: DateTime<Utc>, probe_running: bool) -> Option<Current> {
+        Some(Current { step, until, probe_running })
     }
 
     #[test]
-    fn a_refusal_during_a_cool_down_only_lengthens_it_to_a_later_reset() {
+    fn each_step_doubles_up_to_the_cap_and_a_reset_time_wins_up_to_the_cap() {
+        let now = Utc::now();
+        let ago = now - chrono::Duration::seconds(1);
+        assert_eq!(next(None, now, None, &config(), 0.5), Some((Duration::from_secs(10), 1)));
+        assert_eq!(next(at(1, ago, false), now, None, &config(), 0.5), Some((Duration::from_secs(20), 2)));
+        assert_eq!(next(at(4, ago, false), now, None, &config(), 0.5), Some((Duration::from_secs(160), 5)));
+        assert_eq!(next(at(20, ago, false), now, None, &config(), 0.5), Some((Duration::from_secs(600), 21)));
+        let asked = Duration::from_secs(42);
+        assert_eq!(next(at(3, ago, false), now, Some(asked), &config(), 0.5), Some((asked, 4)));
+        let huge = Duration::from_secs(10_000_000);
+        assert_eq!(next(None, now, Some(huge), &config(), 0.5), Some((Duration::from_secs(600), 1)));
+    }
+
+    #[test]
+    fn a_refusal_during_a_cool_down_or_its_probe_only_lengthens_it_to_a_later_reset() {
         let now = Utc::now();
         let later = now + chrono::Duration::seconds(30);
-        assert_eq!(next(Some((2, later)), now, None, &config(), 0.5), None, "an in-flight call does not escalate");
-        assert_eq!(next(Some((2, later)), now, Some(Duration::from_secs(5)), &config(), 0.5), None);
+        let ago = now - chrono::Duration::seconds(1);
+        assert_eq!(next(at(2, later, false), now, None, &config(), 0.5), None, "an in-flight call does not escalate");
+        assert_eq!(next(at(2, ago, true), now, None, &config(), 0.5), None, "nor does one refused while a probe runs");
+        assert_eq!(next(at(2, later, false), now, Some(Duration::from_secs(5)), &config(), 0.5), None);
         let longer = Duration::from_secs(90);
-        assert_eq!(next(Some((2, later)), now, Some(longer), &config(), 0.5), Some((longer, 2)));
+        assert_eq!(next(at(2, later, false), now, Some(longer), &config(), 0.5), Some((longer, 2)));
+        let huge = Duration::from_secs(10_000_000);
+        assert_eq!(next(at(2, later, false), now, Some(huge), &config(), 0.5), Some((Duration::from_secs(600), 2)));
     }
 
     #[test]

@@ -93,6 +93,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         statistics: Arc::default(),
         tracker: TaskTracker::new(),
         rpc_shutdown: root.child_token(),
+        probe_due: Arc::default(),
     };
     let url = app.config.database.url.expose().clone();
     tracked::spawn_essential(
@@ -114,17 +115,29 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         &background,
         "due tasks",
         failed.clone(),
-        maintenance::due_tasks::run(pool.clone(), app.notifications.clone(), recheck, maintenance.clone()),
+        maintenance::due_tasks::run(
+            pool.clone(),
+            app.notifications.clone(),
+            recheck,
+            Arc::clone(&app.probe_due),
+            maintenance.clone(),
+        ),
     );
     tracked::spawn(
         &background,
         "statistics",
         maintenance::statistics::run(pool.clone(), app.statistics.clone(), maintenance.clone()),
     );
-    tracked::spawn(&background, "retention", {
-        let (pool, config, cancel) = (pool.clone(), app.config.clone(), maintenance.clone());
-        async move { maintenance::retention::run(pool, &config, cancel).await }
-    });
+    tracked::spawn(
+        &background,
+        "retention",
+        maintenance::retention::run(
+            pool.clone(),
+            app.config.workers.retention,
+            app.config.sessions.retention,
+            maintenance.clone(),
+        ),
+    );
 
     let mut server = tokio::spawn(grpc::serve(app.clone(), listener));
     info!(%address, hot_connections = db::hot_connections(&app.config.database), "coordinator serving");

@@ -48,15 +48,16 @@ pub(crate) async fn pause(
     if !problems.is_empty() {
         return Err(Error::InvalidArgument { problems });
     }
+    let target = canonical(scope, target);
     let mut tx = pool.begin().await?;
     if scope == PauseScope::Swarm {
-        let swarm = uuid::Uuid::parse_str(target).map_err(|_| Error::invalid("target", "a swarm id"))?;
+        let swarm = uuid::Uuid::parse_str(&target).map_err(|_| Error::invalid("target", "a swarm id"))?;
         if db::swarms::submitted_by(&mut *tx, swarm).await?.is_none() {
             return Err(Error::SwarmNotFound(swarm));
         }
     }
     let seconds = duration.map(|duration| duration.as_secs_f64());
-    let paused = db::pauses::pause(&mut *tx, scope, target, &caller.name, reason, seconds).await?;
+    let paused = db::pauses::pause(&mut *tx, scope, &target, &caller.name, reason, seconds).await?;
     let audited = json!({ "scope": scope_name(scope), "target": target, "reason": reason, "until": paused.until });
     audit::record(&mut tx, &Entry::done(caller, Action::Pause, audited, 1)).await?;
     tx.commit().await?;
@@ -72,8 +73,9 @@ pub(crate) async fn resume(pool: &PgPool, caller: &Caller, scope: PauseScope, ta
     if !problems.is_empty() {
         return Err(Error::InvalidArgument { problems });
     }
+    let target = canonical(scope, target);
     let mut tx = pool.begin().await?;
-    let resumed = db::pauses::resume(&mut *tx, scope, target).await?;
+    let resumed = db::pauses::resume(&mut *tx, scope, &target).await?;
     db::notifications::notify_ready(&mut *tx).await?;
     let audited = json!({ "scope": scope_name(scope), "target": target });
     audit::record(&mut tx, &Entry::done(caller, Action::Resume, audited, usize::from(resumed))).await?;
@@ -100,6 +102,16 @@ fn target_problems(scope: PauseScope, target: &str) -> Vec<String> {
         return vec![format!("target: `{target}` is not a swarm id")];
     }
     Vec::new()
+}
+
+/// The target as stored: a swarm id in its one canonical form (however it
+/// was written: braced, upper-case, as a URN), so the claims can cast it and
+/// a pause and its resume meet.
+fn canonical(scope: PauseScope, target: &str) -> String {
+    match uuid::Uuid::parse_str(target) {
+        Ok(swarm) if scope == PauseScope::Swarm => swarm.to_string(),
+        _ => target.to_owned(),
+    }
 }
 
 /// The scope's name, as stored and shown.

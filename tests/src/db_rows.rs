@@ -255,6 +255,7 @@ pub fn fates(attempts: impl Iterator<Item = (Uuid, Uuid)>, fate: Fate) -> Fates 
         input_tokens: vec![None; n],
         output_tokens: vec![None; n],
         costs: vec![Some(0.5); n],
+        refused: vec![false; n],
     }
 }
 

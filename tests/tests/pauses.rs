@@ -71,6 +71,11 @@ async fn a_paused_swarm_is_skipped_by_every_coordinator_and_claimed_again_once_r
 
     let listed = hivectl(&first, &["pauses"]).await;
     assert!(listed.contains(&big) && listed.contains("budget review") && listed.contains("swarm"), "{listed}");
+    // However the id is written, it names the same swarm.
+    let urn = format!("urn:uuid:{}", big.to_uppercase());
+    let again = hivectl(&first, &["pause", "swarm", &urn]).await;
+    assert!(again.contains(&big), "{again}");
+    assert!(worker.claim(8, Duration::ZERO).await.is_empty(), "still paused, and claims still work");
     let resumed = hivectl(&second, &["resume", "swarm", &big]).await;
     assert!(resumed.contains("resumed"), "{resumed}");
     let claimed = worker.claim(8, Duration::from_secs(5)).await;
@@ -83,7 +88,7 @@ async fn a_paused_swarm_is_skipped_by_every_coordinator_and_claimed_again_once_r
             .fetch_all(&db.pool)
             .await
             .unwrap();
-    assert_eq!(audited, ["Pause", "Resume", "Resume"]);
+    assert_eq!(audited, ["Pause", "Pause", "Resume", "Resume"]);
     first.stop().await.unwrap();
     second.stop().await.unwrap();
 }

@@ -162,3 +162,60 @@ async fn a_cooling_account_holds_only_its_agents_and_an_operator_can_clear_it() 
     worker.terminate().await;
     coordinator.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_checked_against_the_workers_accounts_and_bad_ones_are_named() {
+    use hive_tests::fake_worker::FakeWorker;
+    use tonic::Code;
+
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+    let mut client = coordinator.worker_client().await;
+    let worker_id = uuid::Uuid::new_v4().to_string();
+    let register = |accounts: &[(&str, &str)]| pb::RegisterRequest {
+        worker_id: worker_id.clone(),
+        name: "w".into(),
+        agents: vec!["a".into()],
+        slots: 1,
+        accounts: accounts.iter().map(|(agent, account)| ((*agent).to_owned(), (*account).to_owned())).collect(),
+        ..Default::default()
+    };
+    for (accounts, needle) in
+        [(vec![("b", "x/y")], "accounts.b: not one of the worker's agents"), (vec![("a", "no-slash")], "accounts.a")]
+    {
+        let status = client.register(register(&accounts)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(needle), "{}", status.message());
+    }
+    client.register(register(&[("a", "stubai/team-a")])).await.unwrap();
+    let mut worker = FakeWorker { client, id: worker_id };
+    submit(&coordinator, "a", 1).await;
+    let task = worker.claim(1, Duration::from_secs(5)).await.remove(0);
+    let refusal = |account: &str, retry_after: Option<Duration>| pb::Failure {
+        task_id: task.task_id.clone(),
+        attempt_id: task.attempt_id.clone(),
+        class: pb::FailureClass::RateLimited.into(),
+        error: "429".into(),
+        provider_account: account.into(),
+        retry_after: retry_after.map(hive_shared::convert::duration),
+        ..Default::default()
+    };
+    let bad = [
+        (refusal("", None), "failures[0].provider_account"),
+        (refusal("stubai/team-a", Some(Duration::from_secs(2 * 24 * 3600))), "failures[0].retry_after"),
+    ];
+    for (failure, needle) in bad {
+        let request = pb::FailRequest { worker_id: worker.id.clone(), failures: vec![failure] };
+        let status = worker.client.fail(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(needle), "{}", status.message());
+    }
+
+    // An account the worker did not register for the agent cools nothing down.
+    let request = pb::FailRequest { worker_id: worker.id.clone(), failures: vec![refusal("other/acct", None)] };
+    worker.client.fail(request).await.unwrap();
+    assert_eq!(hive_tests::postgres::count(&db.pool, "select count(*) from provider_cooldowns").await, 0);
+    let failures: i32 = sqlx::query_scalar("select failures from task_states").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(failures, 1, "it counts as a transient failure");
+    coordinator.stop().await.unwrap();
+}

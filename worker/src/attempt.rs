@@ -153,7 +153,10 @@ async fn run_agent(
                         context.held.release(attempt);
                     }
                     Unstarted::Handback(problem) => {
-                        warn!(problem = %problem, "handing the task back unstarted");
+                        // Not the task's fault; this worker leaves the agent
+                        // alone for a while rather than claim it straight back.
+                        warn!(problem = %problem, "handing the task back unstarted; not claiming for the agent for a while");
+                        context.unavailable.failed(&assignment.agent, problem.clone(), Instant::now());
                         queue(context, outcome::failure(&ids, pb::FailureClass::Interrupted, problem, None)).await;
                     }
                 }

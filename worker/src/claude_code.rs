@@ -202,7 +202,7 @@ pub(crate) fn decide(
             let error = format!("Claude Code reported {what} (exit {code}): {}", clip(text, 1024));
             match agent.provider_account() {
                 Some(account) if class == pb::FailureClass::RateLimited => {
-                    outcome::rate_limited(ids, account, error, finished)
+                    outcome::rate_limited(ids, account, error, finished, None)
                 }
                 _ => outcome::failure(ids, class, error, Some(finished)),
             }

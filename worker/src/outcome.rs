@@ -77,7 +77,6 @@ pub(crate) fn failure(ids: &Ids, class: pb::FailureClass, error: String, finishe
         usage: None,
         provider_account: String::new(),
         retry_after: None,
-        probe: false,
     })
 }
 
@@ -97,19 +96,32 @@ fn refused(agent: &AgentConfig, code: i32, stderr_tail: &str) -> Option<String> 
 }
 
 /// A failure the agent's provider caused (a rate limit, an overload): the
-/// task goes back uncounted and `account` cools down.
-pub(crate) fn rate_limited(ids: &Ids, account: String, error: String, finished: &Finished) -> Report {
+/// task goes back uncounted and `account` cools down, for as long as the
+/// agent's result says (`"retry_after_seconds": N`) when it does.
+pub(crate) fn rate_limited(
+    ids: &Ids,
+    account: String,
+    error: String,
+    finished: &Finished,
+    result: Option<&JsonObject>,
+) -> Report {
+    let retry_after = result
+        .and_then(|result| result.get("retry_after_seconds"))
+        .and_then(serde_json::Value::as_f64)
+        .filter(|seconds| seconds.is_finite() && *seconds > 0.0 && *seconds <= 86_400.0)
+        .map(|seconds| hive_shared::convert::duration(Duration::from_secs_f64(seconds)));
     match failure(ids, pb::FailureClass::RateLimited, error, Some(finished)) {
-        Report::Fail(failure) => Report::Fail(pb::Failure { provider_account: account, ..failure }),
+        Report::Fail(failure) => Report::Fail(pb::Failure { provider_account: account, retry_after, ..failure }),
         complete @ Report::Complete(_) => complete,
     }
 }
 
-/// The report, marked as its account's probe after a cool-down.
+/// The report, its success marked as its account's probe after a cool-down
+/// (which the success ends).
 pub(crate) fn probing(report: Report, probe: bool) -> Report {
     match report {
         Report::Complete(completion) => Report::Complete(pb::Completion { probe, ..completion }),
-        Report::Fail(failure) => Report::Fail(pb::Failure { probe, ..failure }),
+        failure @ Report::Fail(_) => failure,
     }
 }
 
@@ -182,7 +194,7 @@ pub(crate) fn decide(
         Exit::Code(code) => {
             let error = with_stderr(format!("the agent exited with code {code}"), finished);
             if let Some(account) = refused(agent, *code, &finished.stderr_tail) {
-                return Some(with_spend(rate_limited(ids, account, error, finished), spent));
+                return Some(with_spend(rate_limited(ids, account, error, finished, reported.as_ref()), spent));
             }
             let transient =
                 agent.transient_exit_codes.contains(code) || agent.unlisted_exit_codes == UnlistedExit::Transient;
@@ -312,6 +324,26 @@ mod tests {
         let report = decide(&ids(), &agent(), Duration::from_secs(1), &finished(Exit::Code(0)), Ok(None), None);
         let Some(Report::Complete(done)) = report else { panic!("{report:?}") };
         assert_eq!(hive_shared::convert::struct_to_json(done.result.unwrap())["from"], "stdout");
+    }
+
+    #[test]
+    fn a_refusal_by_exit_code_or_stderr_pattern_names_the_account_that_cools_down() {
+        let agent = toml_agent(
+            "command = [\"x\"]\nprovider = \"openai\"\naccount = \"team-a\"\nrate_limit_exit_codes = [42]\nrate_limit_pattern = \"429|rate limit\"\n",
+        );
+        let by_code = Finished { stderr_tail: "busy".into(), ..finished(Exit::Code(42)) };
+        let by_pattern = Finished { stderr_tail: "HTTP 429: slow down".into(), ..finished(Exit::Code(1)) };
+        for finished in [by_code, by_pattern] {
+            let Some(Report::Fail(failure)) = decide(&ids(), &agent, Duration::from_secs(1), &finished, Ok(None), None)
+            else {
+                panic!("a refusal is a failure");
+            };
+            assert_eq!(failure.class(), pb::FailureClass::RateLimited);
+            assert_eq!(failure.provider_account, "openai/team-a");
+        }
+        let other = Finished { stderr_tail: "segfault".into(), ..finished(Exit::Code(1)) };
+        let report = decide(&ids(), &agent, Duration::from_secs(1), &other, Ok(None), None);
+        assert_eq!(class_of(report), Some(pb::FailureClass::Permanent), "other exits are read as before");
     }
 
     #[test]

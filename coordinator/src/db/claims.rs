@@ -125,6 +125,9 @@ pub async fn claim(
             where s.status = 'ready'
               and not s.has_locks
               and s.run_after <= now()
+              -- Uncorrelated, so a one-time filter: a worker that offers
+              -- nothing now (paused, its accounts cooling) walks no index.
+              and coalesce(cardinality((select agents from offered)), 0) > 0
               and s.run_agent = any((select agents from offered)::text[])
               and (cardinality($6::text[]) = 0 or s.run_agent = any($6))
               and (not s.has_labels or exists(
@@ -253,7 +256,10 @@ pub async fn next_lock_candidate(
         with offered as (
             select array(select a from unnest(w.agents) a
                          where not exists(select 1 from paused p where p.scope = 'agent' and p.target = a)
-                           and not exists(select 1 from provider_cooldowns c where c.account = w.accounts ->> a))
+                           -- Lock-taking tasks are not probed: once the wait has
+                           -- passed they run as any probe would.
+                           and not exists(select 1 from provider_cooldowns c
+                                          where c.account = w.accounts ->> a and c.until > now()))
                        as agents,
                    w.labels
             from workers w

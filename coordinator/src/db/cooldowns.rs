@@ -23,12 +23,52 @@ pub struct CooldownRow {
     pub probing: bool,
 }
 
-/// The step and end of `account`'s cool-down, locked until the transaction ends.
-pub async fn lock(conn: &mut PgConnection, account: &str) -> sqlx::Result<Option<(i32, DateTime<Utc>)>> {
-    let row = sqlx::query!("select step, until from provider_cooldowns where account = $1 for update", account)
-        .fetch_optional(conn)
-        .await?;
-    Ok(row.map(|row| (row.step, row.until)))
+/// An account's cool-down as a refusal finds it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Current {
+    /// Refusals in a row.
+    pub step: i32,
+    /// When a claim may probe it.
+    pub until: DateTime<Utc>,
+    /// Whether an attempt is probing it now.
+    pub probe_running: bool,
+}
+
+/// `account`'s cool-down, locked until the transaction ends.
+pub async fn lock(conn: &mut PgConnection, account: &str) -> sqlx::Result<Option<Current>> {
+    let row = sqlx::query!(
+        r#"
+        select c.step, c.until,
+               exists(select 1 from task_states s where s.task_id = c.probe_task and s.attempt_id = c.probe_attempt)
+                   as "probe_running!"
+        from provider_cooldowns c where c.account = $1
+        for update of c
+        "#,
+        account
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|row| Current { step: row.step, until: row.until, probe_running: row.probe_running }))
+}
+
+/// The account each task's agent has on `worker` (as it registered them).
+pub async fn accounts_of(
+    executor: impl PgExecutor<'_>,
+    worker: Uuid,
+    tasks: &[Uuid],
+) -> sqlx::Result<Vec<(Uuid, Option<String>)>> {
+    let rows = sqlx::query!(
+        r#"
+        select s.task_id, w.accounts ->> s.run_agent as account
+        from task_states s, workers w
+        where w.id = $1 and s.task_id = any($2)
+        "#,
+        worker,
+        tasks,
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.task_id, row.account)).collect())
 }
 
 /// Starts or extends `account`'s cool-down to `seconds` from now at `step`; any probe ends.
@@ -59,9 +99,15 @@ pub async fn end_probed(executor: impl PgExecutor<'_>, attempts: &[Uuid]) -> sql
     Ok(ended.rows_affected())
 }
 
+/// Whether any cooling account is due for a probe.
+pub async fn any_probe_due(executor: impl PgExecutor<'_>) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(r#"select exists(select 1 from probe_due) as "any_probe_due!""#).fetch_one(executor).await
+}
+
 /// Takes the probe of one account whose wait has passed and that `worker`
-/// offers an agent of: no other claim probes it for `seconds`. Returns the
-/// account and the worker's agents of it.
+/// offers an agent of with a ready task: no other claim probes it for
+/// `seconds` (nor this one, when its claim then finds nothing, so other due
+/// accounts get their turn). Returns the account and the worker's agents of it.
 pub async fn take_probe(
     executor: impl PgExecutor<'_>,
     worker: Uuid,
@@ -72,9 +118,13 @@ pub async fn take_probe(
         with offered as (
             select accounts from workers where id = $1
         ), chosen as (
+            -- Due, and with a task this worker could claim for it now.
             select c.account from provider_cooldowns c
             where c.account in (select account from probe_due)
-              and exists(select 1 from jsonb_each_text((select accounts from offered)) e where e.value = c.account)
+              and exists(
+                  select 1 from jsonb_each_text((select accounts from offered)) e
+                  join task_states s on s.run_agent = e.key
+                  where e.value = c.account and s.status = 'ready' and not s.has_locks and s.run_after <= now())
             order by c.until
             limit 1
             for update of c skip locked
@@ -95,14 +145,13 @@ pub async fn take_probe(
     Ok(row.map(|row| (row.account, row.agents)))
 }
 
-/// Records the attempt probing `account` (claimed after [`take_probe`]), or
-/// gives the probe up when `probe` is `None` (nothing was claimed).
-pub async fn set_probe(executor: impl PgExecutor<'_>, account: &str, probe: Option<(Uuid, Uuid)>) -> sqlx::Result<()> {
-    let (task, attempt) = probe.unzip();
+/// Records the attempt probing `account` (claimed after [`take_probe`]);
+/// nothing when a refusal restarted the cool-down meanwhile.
+pub async fn set_probe(executor: impl PgExecutor<'_>, account: &str, task: Uuid, attempt: Uuid) -> sqlx::Result<()> {
     sqlx::query!(
         r#"
         update provider_cooldowns set probe_task = $2, probe_attempt = $3, probe_claiming_until = null
-        where account = $1
+        where account = $1 and probe_claiming_until is not null
         "#,
         account,
         task,

@@ -73,7 +73,7 @@ pub async fn retry_dead(executor: impl PgExecutor<'_>, filter: &TaskFilter) -> s
     sqlx::query_scalar!(
         r#"
         update task_states s
-        set status = 'ready', failures = 0, losses = 0, run_after = now(), finished_at = null, error = null
+        set status = 'ready', failures = 0, losses = 0, refusals = 0, run_after = now(), finished_at = null, error = null
         from tasks t
         where t.id = s.task_id
           and s.status = 'dead'

@@ -154,6 +154,8 @@ pub struct StoppedAttempt {
     pub failures: i32,
     /// Attempts lost with their worker so far.
     pub losses: i32,
+    /// Attempts refused by the agent's provider so far.
+    pub refusals: i32,
     /// Attempts allowed.
     pub max_attempts: i32,
     /// Task backoff overrides.
@@ -178,7 +180,7 @@ pub async fn lock_reported(
         StoppedAttempt,
         r#"
         select s.task_id as "id!", s.attempt_id as "attempt_id!", s.status as "status!: TaskStatus",
-               s.failures as "failures!", s.losses as "losses!", t.max_attempts, t.backoff_initial_ms,
+               s.failures as "failures!", s.losses as "losses!", s.refusals as "refusals!", t.max_attempts, t.backoff_initial_ms,
                t.backoff_max_ms, t.backoff_multiplier, false as "lease_expired!"
         from task_states s
         join unnest($1::uuid[], $2::uuid[]) as r(task_id, attempt_id)
@@ -225,6 +227,8 @@ pub struct Fates {
     pub output_tokens: Vec<Option<i64>>,
     /// Costs.
     pub costs: Vec<Option<f64>>,
+    /// Whether the agent's provider refused the attempt (a rate limit).
+    pub refused: Vec<bool>,
 }
 
 /// Applies decided fates to tasks and their attempts, charges swarms and
@@ -237,9 +241,9 @@ pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result
         with decided as (
             select * from unnest($1::uuid[], $2::uuid[], $3::task_status[], $4::bool[], $5::float8[], $6::text[],
                                  $7::int4[], $8::int4[], $9::attempt_outcome[], $10::text[], $11::int8[], $12::int8[],
-                                 $13::float8[])
+                                 $13::float8[], $14::bool[])
                 as d(task_id, attempt_id, status, counted, delay, error, exit_code, signal, outcome, session_id,
-                     input_tokens, output_tokens, cost)
+                     input_tokens, output_tokens, cost, refused)
         ), ended as (
             -- Reads the state rows as they were before `moved` (one snapshot for the statement).
             insert into attempts (id, task_id, number, worker_id, stage, started_at, finished_at, outcome, error,
@@ -259,6 +263,7 @@ pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result
             set status = d.status,
                 failures = s.failures + case when d.counted then 1 else 0 end,
                 losses = s.losses + case when d.outcome = 'lost' then 1 else 0 end,
+                refusals = s.refusals + case when d.refused then 1 else 0 end,
                 worker_id = null, attempt_id = null, lease_expires_at = null, attempt_deadline = null,
                 attempt_started_at = null,
                 run_after = case when d.status = 'ready' then now() + make_interval(secs => d.delay) else s.run_after end,
@@ -282,6 +287,7 @@ pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result
         &fates.input_tokens as &[Option<i64>],
         &fates.output_tokens as &[Option<i64>],
         &fates.costs as &[Option<f64>],
+        &fates.refused,
     )
     .fetch_one(conn)
     .await?;

@@ -77,7 +77,8 @@ pub(crate) fn stop(field: impl FnOnce() -> String, class: i32) -> Result<Stop> {
         Ok(pb::FailureClass::Transient | pb::FailureClass::Unspecified) => Ok(Stop::Failed(FailureClass::Transient)),
         Ok(pb::FailureClass::Interrupted) => Ok(Stop::Interrupted),
         Ok(pb::FailureClass::Cancelled) => Ok(Stop::Cancelled),
-        Ok(pb::FailureClass::RateLimited) => Ok(Stop::RateLimited),
+        // A refusal's own allowance is the task's; see `refusal`.
+        Ok(pb::FailureClass::RateLimited) => Ok(Stop::Failed(FailureClass::Transient)),
         Err(_) => Err(Error::invalid(field(), format!("{class} is not a failure class"))),
     }
 }
@@ -93,11 +94,8 @@ pub(crate) fn accounts(
         if !agents.contains(agent) {
             problems.push(format!("accounts.{agent}: not one of the worker's agents"));
         }
-        let valid = account.len() <= 256
-            && !account.contains('\0')
-            && account.split_once('/').is_some_and(|(provider, name)| !provider.is_empty() && !name.is_empty());
-        if !valid {
-            problems.push(format!("accounts.{agent}: `{account}` is not provider/account"));
+        if !is_account(account) {
+            problems.push(format!("accounts.{agent}: `{}` is not provider/account", account.escape_debug()));
         }
     }
     if !problems.is_empty() {
@@ -107,26 +105,36 @@ pub(crate) fn accounts(
     Ok(serde_json::to_value(accounts).unwrap_or_default())
 }
 
+/// Whether `text` names a provider account: `provider/account`, printable.
+fn is_account(text: &str) -> bool {
+    text.len() <= 256
+        && !text.chars().any(char::is_control)
+        && text.split_once('/').is_some_and(|(provider, name)| !provider.is_empty() && !name.is_empty())
+}
+
+/// Longest wait a refusal may ask for.
+const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Decodes the provider's refusal of a rate-limited failure: it must name
-/// its agent's provider account.
-pub(crate) fn refusal(index: usize, stop: Stop, failure: &pb::Failure) -> Result<Option<crate::cooldowns::Refusal>> {
-    if stop != Stop::RateLimited {
+/// its agent's provider account, and may say when to try again (at most a day).
+pub(crate) fn refusal(index: usize, failure: &pb::Failure) -> Result<Option<crate::cooldowns::Refusal>> {
+    if failure.class() != pb::FailureClass::RateLimited {
         return Ok(None);
     }
-    let account = &failure.provider_account;
-    let valid = account.len() <= 256
-        && !account.contains('\0')
-        && account.split_once('/').is_some_and(|(provider, name)| !provider.is_empty() && !name.is_empty());
-    if !valid {
+    if !is_account(&failure.provider_account) {
         return Err(Error::invalid(
             format!("failures[{index}].provider_account"),
             "a rate-limited failure must name its agent's provider account as provider/account",
         ));
     }
-    let retry_after = optional_duration(|| format!("failures[{index}].retry_after"), failure.retry_after.as_ref())?;
+    let field = || format!("failures[{index}].retry_after");
+    let retry_after = optional_duration(field, failure.retry_after.as_ref())?;
+    if retry_after.is_some_and(|wait| wait > MAX_RETRY_AFTER) {
+        return Err(Error::invalid(field(), "must be at most a day"));
+    }
     let reason = crate::tasks::validate::storable(&failure.error);
     Ok(Some(crate::cooldowns::Refusal {
-        account: account.clone(),
+        account: failure.provider_account.clone(),
         retry_after,
         reason: reason.chars().take(512).collect(),
     }))

@@ -109,9 +109,16 @@ impl WorkerService for WorkerApi {
         let wait = convert::wait("wait", request.wait.as_ref())?;
         let app = &self.app;
         let claim = scheduler::ClaimRequest { worker, max_tasks, wait, agents: request.agents };
-        let claimed =
-            scheduler::claim(&app.hot_pool, &app.notifications, &app.config, &claim, &app.rpc_shutdown, &app.tracker)
-                .await?;
+        let claimed = scheduler::claim(
+            &app.hot_pool,
+            &app.notifications,
+            &app.config,
+            &claim,
+            &app.rpc_shutdown,
+            &app.tracker,
+            &app.probe_due,
+        )
+        .await?;
         let probe = claimed.probe;
         let assignments = claimed
             .tasks
@@ -158,7 +165,7 @@ impl WorkerService for WorkerApi {
         for (index, item) in request.failures.into_iter().enumerate() {
             let (task, attempt) = ids(index, "failures", &item.task_id, &item.attempt_id)?;
             let stop = convert::stop(|| format!("failures[{index}].class"), item.class)?;
-            let refusal = convert::refusal(index, stop, &item)?;
+            let refusal = convert::refusal(index, &item)?;
             attempts.push(item.attempt_id);
             failures.push(report::Failure {
                 task,
@@ -169,7 +176,6 @@ impl WorkerService for WorkerApi {
                 signal: item.signal,
                 spend: convert::spend(&format!("failures[{index}]"), item.session_id, item.usage)?,
                 refusal,
-                probe: item.probe,
             });
         }
         self.app.worker_owners.check(&self.app.pool, &caller, worker.0).await?;

@@ -2,10 +2,12 @@
 //! no notification announced: a `run_after` passing, a notification lost in a
 //! reconnect, a claim that skipped a row whose claimer then rolled back. One
 //! cheap query per `claims.recheck_interval` for the whole coordinator, however
-//! many claims wait (a thousand idle workers each re-checking every 5 s had
-//! cost 200 claim statements a second).
+//! many claims wait, rather than each waiting claim re-checking. It also says
+//! whether a cooling provider account is due for a probe, which claims that
+//! find nothing cannot tell.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -21,9 +23,14 @@ pub(crate) async fn run(
     pool: PgPool,
     notifications: Arc<Notifications>,
     interval: Duration,
+    probe_due: Arc<AtomicBool>,
     cancel: CancellationToken,
 ) {
     super::every(interval, &cancel, || async {
+        match db::cooldowns::any_probe_due(&pool).await {
+            Ok(due) => probe_due.store(due, Ordering::Relaxed),
+            Err(err) => debug!(error = %err, "could not look for probes due"),
+        }
         match db::claims::any_due(&pool).await {
             Ok(true) => notifications.wake_claims(),
             Ok(false) => {}

@@ -21,7 +21,7 @@ use crate::config::{LeaseConfig, TaskDefaults};
 use crate::db;
 use crate::status::TaskStatus;
 use crate::tasks::report;
-use crate::tasks::retry::{Losses, Stop};
+use crate::tasks::retry::{Allowance, Stop};
 
 /// Most tasks settled per transaction.
 const BATCH: i64 = 500;
@@ -115,7 +115,7 @@ pub(crate) async fn reap_all(pool: &PgPool, defaults: &TaskDefaults) -> Result<u
         for task in &expired {
             let (stop, mut error) = if task.lease_expired {
                 let before = u32::try_from(task.losses).unwrap_or(0);
-                let losses = Losses { before, allowed: defaults.max_lost_attempts };
+                let losses = Allowance { before, allowed: defaults.max_lost_attempts };
                 (Stop::LeaseExpired(losses), String::from("lease expired: the worker stopped heart-beating"))
             } else {
                 (

@@ -10,28 +10,31 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument};
 
-use crate::config::Config;
 use crate::db;
 
 /// Looks every tenth of the shorter retention (at most every minute, at
 /// least every second) until `cancel`.
 #[instrument(skip_all, name = "retention")]
-pub(crate) async fn run(pool: PgPool, config: &Config, cancel: CancellationToken) {
-    let (workers, sessions) = (config.workers.retention, config.sessions.retention);
+pub(crate) async fn run(pool: PgPool, workers: Duration, sessions: Duration, cancel: CancellationToken) {
     let interval = (workers.min(sessions) / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
     super::every(interval, &cancel, || async {
-        match db::workers::prune_gone(&pool, db::seconds(workers)).await {
-            Ok(0) => {}
-            Ok(pruned) => info!(pruned, retention = ?workers, "forgot workers gone longer than the retention"),
-            Err(err) => debug!(error = %err, "could not prune gone workers; trying again later"),
-        }
-        match db::sessions::prune(&pool, db::seconds(sessions)).await {
-            Ok(0) => {}
-            Ok(pruned) => {
-                info!(pruned, retention = ?sessions, "forgot sessions of tasks finished before the retention")
-            }
-            Err(err) => debug!(error = %err, "could not prune old sessions; trying again later"),
-        }
+        log_pruned(
+            "workers gone longer than workers.retention",
+            db::workers::prune_gone(&pool, db::seconds(workers)).await,
+        );
+        log_pruned(
+            "sessions of tasks finished before sessions.retention",
+            db::sessions::prune(&pool, db::seconds(sessions)).await,
+        );
+        log_pruned("pauses that ended by themselves", db::pauses::prune_ended(&pool).await);
     })
     .await;
+}
+
+fn log_pruned(what: &str, pruned: sqlx::Result<u64>) {
+    match pruned {
+        Ok(0) => {}
+        Ok(pruned) => info!(pruned, "forgot {what}"),
+        Err(err) => debug!(error = %err, "could not forget {what}; trying again later"),
+    }
 }

@@ -8,6 +8,7 @@
 //! a claim statement per idle worker for each task.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hive_shared::ids::WorkerId;
@@ -62,6 +63,7 @@ pub(crate) async fn claim(
     request: &ClaimRequest,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
+    probe_due: &AtomicBool,
 ) -> Result<Claimed> {
     let limit = i64::from(request.max_tasks.clamp(1, config.claims.max_batch));
     let timing = db::claims::ClaimTiming {
@@ -85,9 +87,23 @@ pub(crate) async fn claim(
         tokio::pin!(woken);
         woken.as_mut().enable();
 
-        let mut claimed = db::claims::claim(pool, scope, limit, timing).await?;
+        // A probe goes first when one was due at the last claim statement
+        // (or the last look for due tasks, when claims found nothing), so a
+        // busy fleet whose batches are always full still probes.
+        let mut claimed = Vec::new();
+        let mut probe = None;
+        if probe_due.load(Ordering::Relaxed) {
+            probe = claim_probe(pool, scope, timing, &mut claimed).await?;
+        }
+        if (claimed.len() as i64) < limit {
+            let batch = db::claims::claim(pool, scope, limit - claimed.len() as i64, timing).await?;
+            // The claim statement says whether a probe is due, when it claims anything.
+            if let Some(first) = batch.first() {
+                probe_due.store(first.probe_due, Ordering::Relaxed);
+            }
+            claimed.extend(batch);
+        }
         claim_locked(pool, scope, limit, timing, &mut claimed).await?;
-        let probe = claim_probe(pool, scope, limit, timing, &mut claimed).await?;
         if let Some(round) = woken_in.take() {
             if answered != Some(round) {
                 // Beside the reply, not before it: the worker gets its tasks first.
@@ -128,42 +144,40 @@ async fn relay(pool: PgPool, notifications: Arc<Notifications>, full: bool) {
 }
 
 /// How long a claim that took an account's probe has to claim its task
-/// before another claim may probe the account.
+/// before another claim may probe the account (and how long an account
+/// whose probe found no task waits for the next try).
 const PROBE_CLAIMING: Duration = Duration::from_secs(10);
 
-/// Adds a probe to the batch when it has room and a cooling provider
-/// account's wait has passed: one task for the account's agents, its first
-/// call since the cool-down began. Its outcome ends the cool-down or starts
-/// the next step (see `cooldowns`); the account's other tasks wait for it.
+/// Claims a probe when a cooling provider account's wait has passed: one
+/// task for the account's agents, its first call since the cool-down
+/// began. Its success ends the cool-down, a refusal starts the next step
+/// (see `cooldowns`); the account's other tasks wait for it.
 async fn claim_probe(
     pool: &PgPool,
     scope: db::claims::ClaimScope<'_>,
-    limit: i64,
     timing: db::claims::ClaimTiming,
     claimed: &mut Vec<db::claims::ClaimedTask>,
 ) -> Result<Option<uuid::Uuid>> {
-    // The claim statement said whether any probe is due when it claimed anything.
-    if (claimed.len() as i64) >= limit || claimed.first().is_some_and(|task| !task.probe_due) {
-        return Ok(None);
-    }
     let Some((account, agents)) = db::cooldowns::take_probe(pool, scope.worker, PROBE_CLAIMING.as_secs_f64()).await?
     else {
         return Ok(None);
     };
     let agents: Vec<String> =
         agents.into_iter().filter(|agent| scope.agents.is_empty() || scope.agents.contains(agent)).collect();
-    let mut one = Vec::new();
-    if !agents.is_empty() {
-        let probing = db::claims::ClaimScope { agents: &agents, probe_account: Some(&account), ..scope };
-        one = db::claims::claim(pool, probing, 1, timing).await?;
+    if agents.is_empty() {
+        return Ok(None);
     }
-    let probe = one.first().map(|task| (task.id, task.attempt_id));
-    db::cooldowns::set_probe(pool, &account, probe).await?;
-    if probe.is_some() {
-        tracing::info!(%account, "probing a provider account after its cool-down");
-    }
-    claimed.append(&mut one);
-    Ok(probe.map(|(_, attempt)| attempt))
+    let probing = db::claims::ClaimScope { agents: &agents, probe_account: Some(&account), ..scope };
+    let Some(task) = db::claims::claim(pool, probing, 1, timing).await?.pop() else {
+        // Nothing after all (a paused swarm, a budget): the account stays
+        // taken for a while, so other due accounts get their turn.
+        return Ok(None);
+    };
+    db::cooldowns::set_probe(pool, &account, task.id, task.attempt_id).await?;
+    tracing::info!(%account, task_id = %task.id, "probing a provider account after its cool-down");
+    let attempt = task.attempt_id;
+    claimed.push(task);
+    Ok(Some(attempt))
 }
 
 /// Fills what is left of the batch with tasks that take locks, one at a time:

@@ -18,7 +18,7 @@ use crate::db;
 use crate::db::stages::NextStage;
 use crate::error::{Error, Result};
 use crate::status::{AttemptOutcome, TaskStatus};
-use crate::tasks::retry::{self, Backoff, Fate, Stop};
+use crate::tasks::retry::{self, Allowance, Backoff, Fate, Stop};
 use crate::tasks::stage;
 use crate::tasks::validate::{json_problem, json_size, storable};
 
@@ -78,10 +78,10 @@ pub(crate) struct Failure {
     pub signal: Option<i32>,
     /// Usage and session.
     pub spend: Spend,
-    /// The provider's refusal, for a rate-limited attempt.
+    /// The provider's refusal, for a rate-limited attempt (then `stop` is a
+    /// transient failure, which it stays if the refusal names an account the
+    /// worker did not register for the task's agent).
     pub refusal: Option<cooldowns::Refusal>,
-    /// It probed its provider account after a cool-down.
-    pub probe: bool,
 }
 
 /// Longest error text kept per attempt.
@@ -209,32 +209,44 @@ pub(crate) async fn fail(
 
     let mut tx = pool.begin().await?;
     let stopped = db::outcomes::lock_reported(&mut tx, &task_ids, &attempt_ids, Some(worker.0)).await?;
+    let refusing: Vec<Uuid> = stopped
+        .iter()
+        .filter(|task| by_attempt.get(&task.attempt_id).is_some_and(|failure| failure.refusal.is_some()))
+        .map(|task| task.id)
+        .collect();
+    let accounts: HashMap<Uuid, Option<String>> = if refusing.is_empty() {
+        HashMap::new()
+    } else {
+        db::cooldowns::accounts_of(&mut *tx, worker.0, &refusing).await?.into_iter().collect()
+    };
     let mut fates = db::outcomes::Fates::default();
-    let (mut refusals, mut answered_probes) = (Vec::new(), Vec::new());
+    let mut refusals = Vec::new();
     for task in &stopped {
         let Some(failure) = by_attempt.get(&task.attempt_id) else { continue };
-        match &failure.refusal {
-            Some(refusal) => refusals.push(refusal.clone()),
-            // The agent ran and its provider answered (a hand-back or a
-            // cancel says nothing of the account: the next claim probes again).
-            None if failure.probe && matches!(failure.stop, Stop::Failed(_)) => answered_probes.push(task.attempt_id),
-            None => {}
+        let mut stop = failure.stop;
+        if let Some(refusal) = &failure.refusal {
+            // Only the account the worker registered for the task's agent cools down.
+            if accounts.get(&task.id).and_then(Option::as_deref) == Some(refusal.account.as_str()) {
+                let before = u32::try_from(task.refusals).unwrap_or(0);
+                stop = Stop::RateLimited(Allowance { before, allowed: defaults.max_refusals });
+                refusals.push(refusal.clone());
+            } else {
+                tracing::warn!(account = %refusal.account, task_id = %task.id, "a refusal names an account the worker did not register for the task's agent; counted as a transient failure");
+            }
         }
-        let fate = decide(defaults, task, failure.stop);
+        let fate = decide(defaults, task, stop);
         let error = truncate(&storable(&failure.error), MAX_ERROR_LEN);
-        push(
-            &mut fates,
-            task,
-            fate,
-            Ending { error, exit_code: failure.exit_code, signal: failure.signal, spend: failure.spend.clone() },
-        );
+        let ending = Ending {
+            error,
+            exit_code: failure.exit_code,
+            signal: failure.signal,
+            spend: failure.spend.clone(),
+            refused: matches!(stop, Stop::RateLimited(_)),
+        };
+        push(&mut fates, task, fate, ending);
     }
     let earliest_retry = settle(&mut tx, &fates).await?;
-    cooldowns::refused(&mut tx, &refusals, &config.rate_limits).await?;
-    // A probe that failed for another reason still got an answer from its provider.
-    if !answered_probes.is_empty() && db::cooldowns::end_probed(&mut *tx, &answered_probes).await? > 0 {
-        db::notifications::notify_ready(&mut *tx).await?;
-    }
+    cooldowns::refused(&mut tx, refusals, &config.rate_limits).await?;
     tx.commit().await?;
 
     let outcomes = [AttemptOutcome::Failed, AttemptOutcome::Released, AttemptOutcome::Cancelled];
@@ -287,6 +299,8 @@ pub(crate) struct Ending {
     pub signal: Option<i32>,
     /// Usage and session.
     pub spend: Spend,
+    /// Whether the agent's provider refused it (a rate limit).
+    pub refused: bool,
 }
 
 impl Ending {
@@ -311,6 +325,7 @@ pub(crate) fn push(fates: &mut db::outcomes::Fates, task: &db::outcomes::Stopped
     fates.input_tokens.push(ending.spend.input_tokens);
     fates.output_tokens.push(ending.spend.output_tokens);
     fates.costs.push(ending.spend.cost);
+    fates.refused.push(ending.refused);
 }
 
 /// Applies a batch of fates, cancels what depended on tasks that died or were

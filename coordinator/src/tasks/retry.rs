@@ -24,26 +24,28 @@ pub(crate) enum Stop {
     Failed(FailureClass),
     /// The worker handed the task back unfinished (drain or emergency stop).
     Interrupted,
-    /// The agent's provider refused it (a rate limit): not the task's fault;
-    /// its account cools down instead (see `cooldowns`).
-    RateLimited,
+    /// The agent's provider refused it (a rate limit): not the task's fault,
+    /// within its allowance; its account cools down instead (see `cooldowns`).
+    RateLimited(Allowance),
     /// The worker stopped the agent because the task was cancelled.
     Cancelled,
     /// The lease ran out: the worker died or was cut off.
-    LeaseExpired(Losses),
+    LeaseExpired(Allowance),
     /// The attempt ran past its deadline as the coordinator counts it.
     DeadlinePassed,
 }
 
-/// Attempts of one task lost with their worker. A lost attempt is not the
-/// task's failure and does not count against `max_attempts`; but a task whose
-/// attempts keep losing their workers (an agent that kills its host) ends
-/// once it has lost `allowed`.
+/// Attempts of one task that were not its failures: lost with their worker,
+/// or refused by its provider for a rate limit. They do not count against
+/// `max_attempts`; but a task whose attempts keep being lost (an agent that
+/// kills its host) ends once it has lost `allowed`, and one refused more than
+/// `allowed` times (a "rate limit" that is really the task's) has the next
+/// refusal counted as a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Losses {
-    /// Attempts lost before this one.
+pub(crate) struct Allowance {
+    /// Such attempts before this one.
     pub before: u32,
-    /// Losses allowed in all (`tasks.max_lost_attempts`).
+    /// How many are allowed in all (`tasks.max_lost_attempts`, `tasks.max_refusals`).
     pub allowed: u32,
 }
 
@@ -119,7 +121,10 @@ pub(crate) fn fate(
         return settle(TaskStatus::Cancelled, outcome, false, Duration::ZERO);
     }
     match stop {
-        Stop::Interrupted | Stop::Cancelled | Stop::RateLimited => {
+        Stop::Interrupted | Stop::Cancelled => {
+            settle(TaskStatus::Ready, AttemptOutcome::Released, false, Duration::ZERO)
+        }
+        Stop::RateLimited(refusals) if refusals.before < refusals.allowed => {
             settle(TaskStatus::Ready, AttemptOutcome::Released, false, Duration::ZERO)
         }
         Stop::Failed(FailureClass::Permanent) => settle(TaskStatus::Dead, AttemptOutcome::Failed, true, Duration::ZERO),
@@ -128,7 +133,7 @@ pub(crate) fn fate(
             settle(TaskStatus::Dead, AttemptOutcome::Lost, false, Duration::ZERO)
         }
         Stop::LeaseExpired(_) => settle(TaskStatus::Ready, AttemptOutcome::Lost, false, Duration::ZERO),
-        Stop::Failed(FailureClass::Transient) | Stop::DeadlinePassed => {
+        Stop::Failed(FailureClass::Transient) | Stop::DeadlinePassed | Stop::RateLimited(_) => {
             let failures = failures.saturating_add(1);
             if failures >= max_attempts {
                 return settle(TaskStatus::Dead, AttemptOutcome::Failed, true, Duration::ZERO);
@@ -143,8 +148,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const FIRST_LOSS: Stop = Stop::LeaseExpired(Losses { before: 0, allowed: 3 });
-    const THIRD_LOSS: Stop = Stop::LeaseExpired(Losses { before: 2, allowed: 3 });
+    const FIRST_LOSS: Stop = Stop::LeaseExpired(Allowance { before: 0, allowed: 3 });
+    const THIRD_LOSS: Stop = Stop::LeaseExpired(Allowance { before: 2, allowed: 3 });
 
     fn seeds() -> Backoff {
         Backoff::for_task(&TaskDefaults::default(), None, None, None)
@@ -188,6 +193,9 @@ mod tests {
             (S::Running, THIRD_LOSS, 0, 4, S::Dead, O::Lost, false),
             (S::Running, Stop::DeadlinePassed, 1, 4, S::Ready, O::Failed, true),
             (S::Running, Stop::Interrupted, 3, 4, S::Ready, O::Released, false),
+            (S::Running, Stop::RateLimited(Allowance { before: 19, allowed: 20 }), 3, 4, S::Ready, O::Released, false),
+            (S::Running, Stop::RateLimited(Allowance { before: 20, allowed: 20 }), 0, 4, S::Ready, O::Failed, true),
+            (S::Running, Stop::RateLimited(Allowance { before: 20, allowed: 20 }), 3, 4, S::Dead, O::Failed, true),
             (S::Running, Stop::Cancelled, 3, 4, S::Ready, O::Released, false),
             (S::Cancelling, Stop::Cancelled, 0, 4, S::Cancelled, O::Cancelled, false),
             (S::Cancelling, Stop::Failed(Transient), 0, 4, S::Cancelled, O::Cancelled, false),
@@ -217,7 +225,7 @@ mod tests {
         assert_eq!(seeds().delay(u32::MAX, 0.5), Duration::from_secs(300));
         let got = fate(&seeds(), TaskStatus::Running, Stop::DeadlinePassed, u32::MAX, u32::MAX, 0.5);
         assert_eq!(got.status, TaskStatus::Dead);
-        let losses = Losses { before: u32::MAX, allowed: u32::MAX };
+        let losses = Allowance { before: u32::MAX, allowed: u32::MAX };
         assert_eq!(fate(&seeds(), TaskStatus::Running, Stop::LeaseExpired(losses), 0, 4, 0.5).status, TaskStatus::Dead);
     }
 
@@ -226,9 +234,9 @@ mod tests {
             Just(Stop::Failed(FailureClass::Transient)),
             Just(Stop::Failed(FailureClass::Permanent)),
             Just(Stop::Interrupted),
-            Just(Stop::RateLimited),
+            (0_u32..5, 1_u32..5).prop_map(|(before, allowed)| Stop::RateLimited(Allowance { before, allowed })),
             Just(Stop::Cancelled),
-            (0_u32..5, 1_u32..5).prop_map(|(before, allowed)| Stop::LeaseExpired(Losses { before, allowed })),
+            (0_u32..5, 1_u32..5).prop_map(|(before, allowed)| Stop::LeaseExpired(Allowance { before, allowed })),
             Just(Stop::DeadlinePassed),
         ]
     }
@@ -259,7 +267,8 @@ mod tests {
             // A cancelled task never comes back; a running one never becomes cancelled by a failure.
             prop_assert_eq!(got.status == TaskStatus::Cancelled, !running);
             // Hand-backs and cancels are never counted.
-            if matches!(stop, Stop::Interrupted | Stop::Cancelled | Stop::RateLimited) || !running {
+            let refused_within = matches!(stop, Stop::RateLimited(refusals) if refusals.before < refusals.allowed);
+            if matches!(stop, Stop::Interrupted | Stop::Cancelled) || refused_within || !running {
                 prop_assert!(!got.counted);
             }
             // A counted stop that leaves failures at or past the budget is final.
