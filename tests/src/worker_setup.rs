@@ -47,6 +47,13 @@ pub struct Agent {
     account: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     rate_limit_exit_codes: Vec<i32>,
+    workspace: Option<WorkspaceSetup>,
+}
+
+/// An agent's `[workspace]` table.
+#[derive(Debug, Clone, Serialize)]
+struct WorkspaceSetup {
+    repo: String,
 }
 
 impl WorkerSetup {
@@ -143,6 +150,7 @@ impl Agent {
             provider: None,
             account: None,
             rate_limit_exit_codes: Vec::new(),
+            workspace: None,
         }
     }
 
@@ -170,6 +178,13 @@ impl Agent {
     pub fn account(mut self, provider: &str, account: &str) -> Self {
         self.provider = Some(provider.to_owned());
         self.account = Some(account.to_owned());
+        self
+    }
+
+    /// A git worktree of `repo` per attempt as its working folder.
+    #[must_use]
+    pub fn workspace(mut self, repo: &str) -> Self {
+        self.workspace = Some(WorkspaceSetup { repo: repo.to_owned() });
         self
     }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use hive_shared::convert::{from_duration, struct_to_json};
+use hive_shared::convert::{from_duration, json_to_struct, struct_to_json};
 use hive_shared::ids::{AttemptId, TaskId};
 use hive_shared::pb;
 use tokio::sync::OwnedSemaphorePermit;
@@ -20,6 +20,7 @@ use crate::process::spawn::{HiveVars, Launch};
 use crate::process::supervise::{self, Exit};
 use crate::process::workdir::{JsonFile, Scratch};
 use crate::shipper::LogSink;
+use crate::workspace::{self, Unprepared, Workspace};
 use crate::{resume, unavailable};
 
 /// What an assignment holds when it arrives.
@@ -142,31 +143,16 @@ async fn run_agent(
         agent_token: hive_shared::config::Secret::new(assignment.agent_token.clone()),
         extra,
     };
-    let claude = match agent.kind {
-        AgentKind::Command => None,
-        AgentKind::ClaudeCode => match claude_session(context, assignment, agent, &ids, &scratch).await {
-            Ok(session) => Some(session),
-            Err(unstarted) => {
-                match unstarted {
-                    Unstarted::LeaseLost => {
-                        info!("attempt dropped before it started: its lease belongs to someone else now");
-                        context.held.release(attempt);
-                    }
-                    Unstarted::Handback(problem) => {
-                        // Not the task's fault; this worker leaves the agent
-                        // alone for a while rather than claim it straight back.
-                        warn!(problem = %problem, "handing the task back unstarted; not claiming for the agent for a while");
-                        context.unavailable.failed(&assignment.agent, problem.clone(), Instant::now());
-                        queue(context, outcome::failure(&ids, pb::FailureClass::Interrupted, problem, None)).await;
-                    }
-                }
-                drop(slot);
-                scratch.finish(&context.folders).await;
-                return;
-            }
-        },
+    let prepared = match prepare(context, assignment, agent, &ids, &scratch).await {
+        Ok(prepared) => prepared,
+        Err(unstarted) => {
+            not_started(context, assignment, &ids, attempt, unstarted).await;
+            drop(slot);
+            scratch.finish(&context.folders).await;
+            return;
+        }
     };
-    let launch = claude.as_ref().map(|claude| claude.launch.clone()).unwrap_or_default();
+    let (launch, claude) = (&prepared.launch, prepared.claude.as_ref());
     let session_regex = agent.session_regex.as_deref().and_then(|pattern| regex::Regex::new(pattern).ok());
     let held = context.held.clone();
     let on_spawn = move |group: i32| held.set_group(attempt, group);
@@ -176,7 +162,7 @@ async fn run_agent(
         agent,
         prompt: &assignment.prompt,
         vars: &vars,
-        launch: &launch,
+        launch,
         scratch: &scratch,
         timeout,
         chunk_size: usize::try_from(context.config.logs.chunk_size.as_u64()).unwrap_or(32 * 1024),
@@ -184,12 +170,13 @@ async fn run_agent(
         on_spawn: &on_spawn,
         cgroups: context.cgroups.as_ref(),
     };
-    let saving = claude.as_ref().and_then(|claude| claude.transcript.clone()).map(|file| {
-        let stop = CancellationToken::new();
-        let session = claude.as_ref().map(|claude| claude.start.id().to_owned()).unwrap_or_default();
-        let ids = ids.clone();
-        (stop.clone(), async move { resume::keep_saving(context, &ids, &session, file, stop).await })
-    });
+    let saving = claude.and_then(|claude| Some((claude.transcript.clone()?, claude.start.id().to_owned()))).map(
+        |(file, session)| {
+            let stop = CancellationToken::new();
+            let ids = ids.clone();
+            (stop.clone(), async move { resume::keep_saving(context, &ids, &session, file, stop).await })
+        },
+    );
     let finished = match saving {
         None => supervise::run(run, sink.clone(), &cancel).await,
         Some((stop_saving, saver)) => {
@@ -219,11 +206,19 @@ async fn run_agent(
     // Read whatever the exit: a failed agent's result may still report its usage and session.
     let result_file = outcome::read_result_file(&scratch.result_file).await;
     let cancelled = context.held.reason(attempt);
-    let report = match &claude {
+    let report = match claude {
         None => outcome::decide(&ids, agent, timeout, &finished, result_file, cancelled),
         Some(claude) => claude_code::decide(&ids, agent, timeout, &finished, &claude.start, cancelled),
     }
     .map(|report| outcome::probing(report, assignment.probe));
+    let report = match (&prepared.workspace, agent.workspace.as_ref()) {
+        (Some(workspace), Some(config)) => {
+            let report = with_workspace(report, workspace, config, &ids, assignment.attempt).await;
+            workspace.remove(config.keep).await;
+            report
+        }
+        _ => report,
+    };
     match report {
         Some(report) => queue(context, report).await,
         None => {
@@ -247,20 +242,124 @@ struct ClaudeSession {
     transcript: Option<std::path::PathBuf>,
 }
 
+/// What an attempt's workspace and agent kind add before its agent starts.
+struct Prepared {
+    launch: Launch,
+    claude: Option<ClaudeSession>,
+    workspace: Option<Workspace>,
+}
+
+/// Makes the attempt's git worktree (for agents with a workspace) and its
+/// Claude Code session (for that kind), and what they add to the command.
+async fn prepare(
+    context: &Context,
+    assignment: &pb::Assignment,
+    agent: &AgentConfig,
+    ids: &Ids,
+    scratch: &Scratch,
+) -> Result<Prepared, Unstarted> {
+    let workspace = match &agent.workspace {
+        None => None,
+        Some(config) => {
+            let inputs = assignment.inputs.clone().map(struct_to_json);
+            let made =
+                workspace::prepare(config, &context.config.work_dir, &scratch.dir, &ids.task_id, inputs.as_ref())
+                    .await
+                    .map_err(|problem| match problem {
+                        Unprepared::Task(problem) => Unstarted::Refused(problem),
+                        Unprepared::Worker(problem) => Unstarted::Handback(problem),
+                    })?;
+            Some(made)
+        }
+    };
+    let cwd = workspace.as_ref().map(|workspace| workspace.dir.clone());
+    let cwd = cwd.or_else(|| agent.workdir.clone()).unwrap_or_else(|| scratch.dir.clone());
+    let claude = match agent.kind {
+        AgentKind::Command => None,
+        AgentKind::ClaudeCode => match claude_session(context, assignment, agent, ids, scratch, &cwd).await {
+            Ok(session) => Some(session),
+            Err(unstarted) => {
+                if let (Some(workspace), Some(config)) = (&workspace, &agent.workspace) {
+                    workspace.remove(config.keep).await;
+                }
+                return Err(unstarted);
+            }
+        },
+    };
+    let mut launch = claude.as_ref().map(|claude| claude.launch.clone()).unwrap_or_default();
+    if let Some(workspace) = &workspace {
+        launch.cwd = Some(workspace.dir.clone());
+        launch.env.push(("HIVE_WORKSPACE", workspace.dir.clone().into()));
+        launch.env.push(("HIVE_BRANCH", workspace.branch.clone().into()));
+    }
+    Ok(Prepared { launch, claude, workspace })
+}
+
+/// Reports an attempt that could not start.
+async fn not_started(context: &Context, assignment: &pb::Assignment, ids: &Ids, attempt: AttemptId, why: Unstarted) {
+    match why {
+        Unstarted::LeaseLost => {
+            info!("attempt dropped before it started: its lease belongs to someone else now");
+            context.held.release(attempt);
+        }
+        Unstarted::Handback(problem) => {
+            // Not the task's fault; this worker leaves the agent alone for a
+            // while rather than claim it straight back.
+            warn!(problem = %problem, "handing the task back unstarted; not claiming for the agent for a while");
+            context.unavailable.failed(&assignment.agent, problem.clone(), Instant::now());
+            queue(context, outcome::failure(ids, pb::FailureClass::Interrupted, problem, None)).await;
+        }
+        Unstarted::Refused(problem) => {
+            warn!(problem = %problem, "the task cannot start");
+            queue(context, outcome::failure(ids, pb::FailureClass::Permanent, problem, None)).await;
+        }
+    }
+}
+
+/// A success gets the workspace's change in its result (a change that
+/// cannot be recorded fails it, to be retried); a failure's change is
+/// committed on the branch, for the retry to continue.
+async fn with_workspace(
+    report: Option<Report>,
+    workspace: &Workspace,
+    config: &crate::config::WorkspaceConfig,
+    ids: &Ids,
+    attempt: u32,
+) -> Option<Report> {
+    match report {
+        Some(Report::Complete(mut completion)) => match workspace.record(config, &ids.task_id, attempt).await {
+            Ok(change) => {
+                let mut result = completion.result.take().map(struct_to_json).unwrap_or_default();
+                result.insert("workspace".into(), change);
+                completion.result = Some(json_to_struct(result));
+                Some(Report::Complete(completion))
+            }
+            Err(problem) => {
+                let problem = format!("the agent succeeded but its change could not be recorded: {problem}");
+                Some(outcome::failure(ids, pb::FailureClass::Transient, problem, None))
+            }
+        },
+        other => {
+            workspace.keep_changes(&ids.task_id, attempt).await;
+            other
+        }
+    }
+}
+
 /// Starts a new session, or resumes the task's saved one with its
-/// transcript written back under this attempt's working folder. When the
-/// saved session cannot be fetched or restored the attempt does not start:
-/// a fresh session would overwrite the saved one.
+/// transcript written back under `cwd`, the agent's working folder. When
+/// the saved session cannot be fetched or restored the attempt does not
+/// start: a fresh session would overwrite the saved one.
 async fn claude_session(
     context: &Context,
     assignment: &pb::Assignment,
     agent: &AgentConfig,
     ids: &Ids,
     scratch: &Scratch,
+    cwd: &std::path::Path,
 ) -> Result<ClaudeSession, Unstarted> {
     let config_dir = claude_code::config_dir(&scratch.dir);
-    let cwd = agent.workdir.as_ref().unwrap_or(&scratch.dir);
-    let cwd = tokio::fs::canonicalize(cwd).await.unwrap_or_else(|_| cwd.clone());
+    let cwd = tokio::fs::canonicalize(cwd).await.unwrap_or_else(|_| cwd.to_path_buf());
     let mut start = SessionStart::New(assignment.attempt_id.clone());
     if !assignment.resume_session.is_empty() {
         match resume::load(context, ids).await {
@@ -291,6 +390,8 @@ enum Unstarted {
     LeaseLost,
     /// The worker could not prepare it: hand the task back uncharged.
     Handback(String),
+    /// The task cannot start (its dependencies' changes conflict): it fails for good.
+    Refused(String),
 }
 
 async fn write_transcript(path: &std::path::Path, state: Vec<u8>) -> std::io::Result<()> {

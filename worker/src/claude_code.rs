@@ -133,7 +133,7 @@ pub(crate) fn launch(agent: &AgentConfig, config_dir: &Path, session: &SessionSt
         SessionStart::New(id) => args.extend(["--session-id".into(), id.clone()]),
         SessionStart::Resume(id) => args.extend(["--resume".into(), id.clone()]),
     }
-    Launch { args, env: vec![("CLAUDE_CONFIG_DIR", OsString::from(config_dir))] }
+    Launch { args, env: vec![("CLAUDE_CONFIG_DIR", OsString::from(config_dir))], cwd: None }
 }
 
 /// Where Claude Code keeps the transcript of `session` run from `cwd`:

@@ -238,6 +238,41 @@ pub struct AgentConfig {
     /// for a rate limit (e.g. `"429|rate limit"`).
     #[serde(default)]
     pub rate_limit_pattern: Option<String>,
+    /// A git worktree per attempt as its working folder, its change the result.
+    #[serde(default)]
+    pub workspace: Option<WorkspaceConfig>,
+}
+
+/// A git worktree per attempt (`[agents.NAME.workspace]`); see the README.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceConfig {
+    /// The repository: a local path (relative to the config file), or a URL
+    /// this host keeps a mirror of under `work_dir/mirrors`.
+    pub repo: String,
+    /// What a task's branch starts from (a branch, tag or commit); `HEAD` unless set.
+    #[serde(default)]
+    pub base: Option<String>,
+    /// Branch names: this, then the task id.
+    #[serde(default = "default_branch_prefix")]
+    pub branch_prefix: String,
+    /// A remote to push each task's branch to when its attempt succeeds.
+    #[serde(default)]
+    pub push: Option<String>,
+    /// Keep worktrees after attempts end (they are removed with the scratch
+    /// folders of `keep_work_dirs`).
+    #[serde(default)]
+    pub keep: bool,
+    /// Largest patch the result carries; the whole change is on the branch.
+    #[serde(default = "default_max_patch")]
+    pub max_patch: ByteSize,
+}
+
+fn default_branch_prefix() -> String {
+    "hive/".to_owned()
+}
+fn default_max_patch() -> ByteSize {
+    ByteSize::mib(1)
 }
 
 impl AgentConfig {
@@ -358,6 +393,12 @@ impl Config {
                 && workdir.is_relative()
             {
                 *workdir = base.join(&*workdir);
+            }
+            if let Some(workspace) = agent.workspace.as_mut()
+                && !crate::workspace::is_url(&workspace.repo)
+                && Path::new(&workspace.repo).is_relative()
+            {
+                workspace.repo = base.join(&workspace.repo).to_string_lossy().into_owned();
             }
         }
     }
@@ -480,6 +521,9 @@ fn agent_problems(name: &str, agent: &AgentConfig) -> Vec<String> {
     {
         problems.push(format!("agents.{name}.rate_limit_pattern: {err}"));
     }
+    if let Some(workspace) = &agent.workspace {
+        problems.extend(workspace_problems(name, workspace));
+    }
     match agent.kind {
         AgentKind::Command => {
             for (key, set) in [
@@ -493,6 +537,33 @@ fn agent_problems(name: &str, agent: &AgentConfig) -> Vec<String> {
             }
         }
         AgentKind::ClaudeCode => problems.extend(crate::claude_code::config_problems(name, agent)),
+    }
+    problems
+}
+
+fn workspace_problems(name: &str, workspace: &WorkspaceConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    let repo = Path::new(&workspace.repo);
+    if workspace.repo.is_empty() {
+        problems.push(format!("agents.{name}.workspace.repo: must name a git repository or URL"));
+    } else if !(crate::workspace::is_url(&workspace.repo) || repo.join(".git").exists() || repo.join("HEAD").is_file())
+    {
+        problems.push(format!("agents.{name}.workspace.repo: {} is not a git repository", repo.display()));
+    }
+    let branch_ok = |text: &str| text.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+    if !branch_ok(&workspace.branch_prefix) || workspace.branch_prefix.contains("..") {
+        problems.push(format!(
+            "agents.{name}.workspace.branch_prefix: `{}` may hold only letters, digits and - _ . /",
+            workspace.branch_prefix
+        ));
+    }
+    if workspace.max_patch > ByteSize::mib(4) {
+        problems.push(format!("agents.{name}.workspace.max_patch: at most 4 MiB (it travels in the task's result)"));
+    }
+    for (key, value) in [("base", &workspace.base), ("push", &workspace.push)] {
+        if value.as_deref().is_some_and(|value| value.is_empty() || value.starts_with('-')) {
+            problems.push(format!("agents.{name}.workspace.{key}: must not be empty or start with -"));
+        }
     }
     problems
 }
@@ -572,6 +643,19 @@ mod tests {
         assert!(err.to_string().contains("agents.a.model: only for kind = \"claude-code\""), "{err}");
         let config = load_text("[agents.c]\nkind = \"claude-code\"\ncommand = [\"claude\"]\nmodel = \"m\"\n").unwrap();
         assert_eq!(config.agents["c"].kind, AgentKind::ClaudeCode);
+    }
+
+    #[test]
+    fn a_workspace_that_is_not_a_git_repository_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[agents.a]\ncommand = [\"true\"]\n[agents.a.workspace]\nrepo = \"{}\"\nbranch_prefix = \"a b\"\nmax_patch = \"5MiB\"\n",
+            dir.path().display()
+        );
+        let err = load_text(&text).unwrap_err().to_string();
+        for needle in ["agents.a.workspace.repo", "is not a git repository", "branch_prefix", "max_patch"] {
+            assert!(err.contains(needle), "{needle} in {err}");
+        }
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! - `attempt`: one task from start to report; `process`: the subprocess itself.
 //! - `outcome`: how an exit becomes a report; `report`: sending reports.
 //! - `claude_code`: the Claude Code agent kind; `resume`: agents' sessions
-//!   saved through the coordinator and restored on any host.
+//!   saved through the coordinator and restored on any host; `workspace`: a
+//!   git worktree per attempt, its change the result.
 //! - `shipper`: streaming output; `held`: attempts held; `resources`: host figures;
 //!   `admission`: whether the host may take more work; `context`: what the loops share.
 //! - `preflight`: which agents can run on this host; `unavailable`: what the
@@ -35,6 +36,7 @@ mod resources;
 mod resume;
 mod shipper;
 mod unavailable;
+mod workspace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,6 +96,10 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     let reaped = process::orphans::reap(&config.work_dir, cgroups.as_ref()).await;
     if reaped > 0 {
         warn!(reaped, work_dir = %config.work_dir.display(), "killed agents a previous worker left running");
+    }
+    // Their scratch folders are gone, and with them the worktrees in them.
+    for workspace in config.agents.values().filter_map(|agent| agent.workspace.as_ref()) {
+        workspace::prune(workspace, &config.work_dir).await;
     }
     let _guardian = process::guardian::spawn(&config.work_dir, cgroups.is_some());
     let unusable = config.unusable_agents();

@@ -17,6 +17,12 @@ pub enum TasksCommand {
         /// Task id.
         id: String,
     },
+    /// Print the patch a task's agent made in its git workspace (against
+    /// the branch's base), as its result records it.
+    Diff {
+        /// Task id.
+        id: String,
+    },
     /// Cancel a task (a running one is stopped by its worker).
     Cancel {
         /// Task id.
@@ -61,6 +67,7 @@ pub async fn run(ctx: &Ctx, command: TasksCommand) -> anyhow::Result<()> {
     match command {
         TasksCommand::List(args) => list(ctx, args).await,
         TasksCommand::Show { id } => show(ctx, &id).await,
+        TasksCommand::Diff { id } => diff(ctx, &id).await,
         TasksCommand::Cancel { id, reason } => cancel(ctx, id, reason).await,
     }
 }
@@ -112,13 +119,38 @@ struct Detail {
     attempts: Vec<AttemptView>,
 }
 
+/// One task with its attempts.
+async fn get(ctx: &Ctx, id: &str, what: &str) -> anyhow::Result<pb::GetTaskResponse> {
+    let request = pb::GetTaskRequest { task_id: id.to_owned() };
+    let response = ctx.admin()?.get_task(request).await.map_err(|status| ctx.refused(what, &status))?;
+    Ok(response.into_inner())
+}
+
+async fn diff(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
+    let response = get(ctx, id, "diff task").await?;
+    let result = response.task.and_then(|task| task.result).map(hive_shared::convert::struct_to_json);
+    let workspace = result.as_ref().and_then(|result| result.get("workspace"));
+    let Some(patch) = workspace.and_then(|workspace| workspace.get("patch")).and_then(serde_json::Value::as_str) else {
+        anyhow::bail!(
+            "task {id} has no patch: it has not succeeded, or its agent has no workspace ([agents.NAME.workspace])"
+        );
+    };
+    if ctx.json {
+        output::json(&workspace);
+        return Ok(());
+    }
+    // As the agent's git wrote it: a patch applies only byte for byte.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), patch.as_bytes());
+    if workspace.and_then(|workspace| workspace.get("patch_truncated")).and_then(serde_json::Value::as_bool)
+        == Some(true)
+    {
+        anyhow::bail!("the patch was cut at the agent's workspace.max_patch; the whole change is on its branch");
+    }
+    Ok(())
+}
+
 async fn show(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
-    let response = ctx
-        .admin()?
-        .get_task(pb::GetTaskRequest { task_id: id.to_owned() })
-        .await
-        .map_err(|status| ctx.refused("show task", &status))?
-        .into_inner();
+    let response = get(ctx, id, "show task").await?;
     let Some(task) = response.task else { anyhow::bail!("the coordinator returned no task for {id}") };
     let detail = Detail { task: task.into(), attempts: response.attempts.into_iter().map(AttemptView::from).collect() };
     if ctx.json {

@@ -38,6 +38,8 @@ pub(crate) struct Launch {
     pub args: Vec<String>,
     /// Variables set after the agent's own `env`.
     pub env: Vec<(&'static str, OsString)>,
+    /// The working folder, instead of the agent's `workdir` or the scratch folder.
+    pub cwd: Option<std::path::PathBuf>,
 }
 
 /// Builds the command for one attempt; `inherited` is the worker's own environment.
@@ -88,7 +90,7 @@ pub(crate) fn command(
     }
 
     command
-        .current_dir(agent.workdir.as_ref().unwrap_or(&scratch.dir))
+        .current_dir(launch.cwd.as_ref().or(agent.workdir.as_ref()).unwrap_or(&scratch.dir))
         .stdin(if agent.prompt == PromptMode::Stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -45,6 +45,7 @@ fn agent(script: &str, prompt: PromptMode) -> AgentConfig {
         account: None,
         rate_limit_exit_codes: vec![],
         rate_limit_pattern: None,
+        workspace: None,
     }
 }
 
