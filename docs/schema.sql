@@ -65,6 +65,7 @@ CREATE TABLE public.attempts (
     input_tokens bigint,
     output_tokens bigint,
     cost double precision,
+    agent text,
     CONSTRAINT attempts_ended CHECK ((outcome <> 'running'::public.attempt_outcome)),
     CONSTRAINT attempts_number_check CHECK ((number >= 1)),
     CONSTRAINT attempts_stage_check CHECK ((stage = ANY (ARRAY['build'::text, 'validate'::text])))
@@ -192,6 +193,7 @@ CREATE TABLE public.tasks (
     validate_prompt text,
     max_rounds integer DEFAULT 1 NOT NULL,
     resume_sessions boolean DEFAULT false NOT NULL,
+    fallback_agents text[] DEFAULT '{}'::text[] NOT NULL,
     CONSTRAINT tasks_agent_check CHECK ((agent <> ''::text)),
     CONSTRAINT tasks_backoff_initial_ms_check CHECK ((backoff_initial_ms >= 0)),
     CONSTRAINT tasks_backoff_max_ms_check CHECK ((backoff_max_ms >= 0)),
@@ -205,10 +207,7 @@ WITH (fillfactor='100');
 
 CREATE VIEW public.claim_payloads AS
  SELECT s.task_id,
-        CASE
-            WHEN (s.stage = 'validate'::text) THEN t.validate_agent
-            ELSE t.agent
-        END AS agent,
+    s.run_agent AS agent,
         CASE
             WHEN (s.stage = 'validate'::text) THEN COALESCE(t.validate_prompt, ''::text)
             ELSE t.prompt

@@ -215,6 +215,8 @@ pub(crate) struct AttemptView {
     pub finished_at: Option<DateTime<Utc>>,
     /// "build" or "validate".
     pub stage: String,
+    /// The agent that ran it.
+    pub agent: String,
     /// Session id the agent reported.
     pub session_id: String,
     pub usage: UsageView,
@@ -235,6 +237,7 @@ impl From<pb::Attempt> for AttemptView {
             signal: attempt.signal,
             error: attempt.error,
             stage: attempt.stage,
+            agent: attempt.agent,
             session_id: attempt.session_id,
             usage: attempt.usage.into(),
             result: object(attempt.result),

@@ -151,6 +151,10 @@ pub(crate) struct TaskEntry {
     /// What a retry does with the agent's session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<Session>,
+    /// Agents to fall back on, in order, when a build attempt fails (or its
+    /// provider refuses it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_agents: Vec<String>,
 }
 
 /// A task file that cannot be submitted; the message names the file, the field and (where known) the line.
@@ -278,6 +282,7 @@ impl TaskFile {
                     Some(Session::Fresh) | None => pb::SessionPolicy::Fresh,
                 }
                 .into(),
+                fallback_agents: task.fallback_agents,
             })
             .collect();
         pb::SubmitTasksRequest { swarm: self.swarm, tasks, idempotency_key, budget }

@@ -102,6 +102,7 @@ pub async fn submit_with_deps(pool: &PgPool, swarm: Uuid, specs: &[Spec], deps: 
         validate_prompts: specs.iter().map(|spec| spec.validate_agent.map(|_| "check".to_owned())).collect(),
         max_rounds: specs.iter().map(|spec| spec.max_rounds).collect(),
         resume_sessions: specs.iter().map(|_| false).collect(),
+        fallback_agents: specs.iter().map(|_| json!([])).collect(),
     };
     let mut tx = pool.begin().await.expect("begin");
     let inserted = db::tasks::insert_tasks(&mut tx, swarm, &tasks).await.expect("insert tasks");
@@ -256,6 +257,7 @@ pub fn fates(attempts: impl Iterator<Item = (Uuid, Uuid)>, fate: Fate) -> Fates 
         output_tokens: vec![None; n],
         costs: vec![Some(0.5); n],
         refused: vec![false; n],
+        next_agents: vec![None; n],
     }
 }
 

@@ -103,7 +103,7 @@ fn hot_statements() -> Vec<(&'static str, Vec<&'static str>, String)> {
             vec![r#"false as "lease_expired!""#, "unnest($1::uuid[], $2::uuid[])"],
             format!("{}, {UUID}", empty(2)),
         ),
-        ("outcomes::apply_fates", vec!["), moved as ("], empty(14)),
+        ("outcomes::apply_fates", vec!["), moved as ("], empty(15)),
         ("stages::lock_staged", vec!["where s.validated"], format!("{}, {UUID}", empty(2))),
         (
             "stages::record_attempt",

@@ -94,13 +94,14 @@ fn task_spec() -> impl Strategy<Value = pb::TaskSpec> {
         prop::collection::vec(text(), 0..3),
         prop::option::of((text(), text(), any::<u32>())),
         any::<i32>(),
+        prop::collection::vec(text(), 0..3),
     );
     (names, object(), numbers, lists).prop_map(
         |(
             (key, agent, prompt),
             input,
             (priority, max_attempts, backoff_multiplier, timeout, backoff_initial, backoff_max, run_after),
-            (depends_on, labels, locks, validate, session),
+            (depends_on, labels, locks, validate, session, fallback_agents),
         )| pb::TaskSpec {
             key,
             agent,
@@ -118,6 +119,7 @@ fn task_spec() -> impl Strategy<Value = pb::TaskSpec> {
             locks,
             validate: validate.map(|(agent, prompt, max_rounds)| pb::ValidateSpec { agent, prompt, max_rounds }),
             session,
+            fallback_agents,
         },
     )
 }

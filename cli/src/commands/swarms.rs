@@ -117,6 +117,7 @@ fn entries(tasks: Vec<pb::Task>) -> Vec<TaskEntry> {
                     max_rounds: Some(validate.max_rounds),
                 }),
                 session: (task.session == i32::from(pb::SessionPolicy::Resume)).then_some(Session::Resume),
+                fallback_agents: task.fallback_agents,
             }
         })
         .collect()

@@ -176,7 +176,7 @@ async fn show(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     if let Some(result) = &task.result {
         output::line(format!("result   {result}"));
     }
-    let mut table = output::table(&["#", "attempt id", "worker", "outcome", "exit", "started", "error"]);
+    let mut table = output::table(&["#", "attempt id", "agent", "worker", "outcome", "exit", "started", "error"]);
     for attempt in &detail.attempts {
         let exit = match (attempt.exit_code, attempt.signal) {
             (Some(code), _) => code.to_string(),
@@ -186,6 +186,7 @@ async fn show(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
         table.add_row(vec![
             attempt.number.to_string(),
             attempt.id.clone(),
+            output::printable(&attempt.agent),
             attempt.worker_id.clone(),
             attempt.outcome.clone(),
             exit,

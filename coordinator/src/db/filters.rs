@@ -73,7 +73,8 @@ pub async fn retry_dead(executor: impl PgExecutor<'_>, filter: &TaskFilter) -> s
     sqlx::query_scalar!(
         r#"
         update task_states s
-        set status = 'ready', failures = 0, losses = 0, refusals = 0, run_after = now(), finished_at = null, error = null
+        set status = 'ready', failures = 0, losses = 0, refusals = 0, run_after = now(), finished_at = null, error = null,
+            run_agent = case when s.stage = 'build' then t.agent else s.run_agent end
         from tasks t
         where t.id = s.task_id
           and s.status = 'dead'

@@ -60,8 +60,8 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
         ), before as (
             -- The attempt as the claim left it (the statement's snapshot),
             -- for the attempt's row.
-            select s.task_id, s.swarm_id, s.attempts, s.worker_id, s.stage, s.attempt_started_at, r.attempt_id,
-                   r.result, r.session_id, r.input_tokens, r.output_tokens, r.cost
+            select s.task_id, s.swarm_id, s.attempts, s.worker_id, s.stage, s.run_agent, s.attempt_started_at,
+                   r.attempt_id, r.result, r.session_id, r.input_tokens, r.output_tokens, r.cost
             from reported r join task_states s on s.task_id = r.task_id and s.attempt_id = r.attempt_id
             where not s.validated and ($8::uuid is null or s.worker_id = $8)
         ), done as (
@@ -80,13 +80,13 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
             -- written from what this returns, with no join back to `before`
             -- (a generic plan joins two CTEs by comparing every row of one
             -- with every row of the other).
-            returning s.task_id, s.swarm_id, b.attempt_id, b.attempts, b.worker_id, b.stage, b.attempt_started_at,
-                      b.result, b.session_id, b.input_tokens, b.output_tokens, b.cost
+            returning s.task_id, s.swarm_id, b.attempt_id, b.attempts, b.worker_id, b.stage, b.run_agent,
+                      b.attempt_started_at, b.result, b.session_id, b.input_tokens, b.output_tokens, b.cost
         ), recorded as (
-            insert into attempts (id, task_id, number, worker_id, stage, started_at, finished_at, outcome, result,
-                                  session_id, input_tokens, output_tokens, cost)
-            select attempt_id, task_id, attempts, worker_id, stage, attempt_started_at, now(), 'succeeded', result,
-                   session_id, input_tokens, output_tokens, cost
+            insert into attempts (id, task_id, number, worker_id, stage, agent, started_at, finished_at, outcome,
+                                  result, session_id, input_tokens, output_tokens, cost)
+            select attempt_id, task_id, attempts, worker_id, stage, run_agent, attempt_started_at, now(), 'succeeded',
+                   result, session_id, input_tokens, output_tokens, cost
             from done
         ), unblocked as (
             update task_states s
@@ -156,6 +156,12 @@ pub struct StoppedAttempt {
     pub losses: i32,
     /// Attempts refused by the agent's provider so far.
     pub refusals: i32,
+    /// "build" or "validate".
+    pub stage: String,
+    /// The agent the attempt ran with.
+    pub run_agent: String,
+    /// The task's agent, and its fallbacks in order.
+    pub agents: Vec<String>,
     /// Attempts allowed.
     pub max_attempts: i32,
     /// Task backoff overrides.
@@ -180,7 +186,8 @@ pub async fn lock_reported(
         StoppedAttempt,
         r#"
         select s.task_id as "id!", s.attempt_id as "attempt_id!", s.status as "status!: TaskStatus",
-               s.failures as "failures!", s.losses as "losses!", s.refusals as "refusals!", t.max_attempts, t.backoff_initial_ms,
+               s.failures as "failures!", s.losses as "losses!", s.refusals as "refusals!", s.stage as "stage!",
+               s.run_agent as "run_agent!", array_prepend(t.agent, t.fallback_agents) as "agents!", t.max_attempts, t.backoff_initial_ms,
                t.backoff_max_ms, t.backoff_multiplier, false as "lease_expired!"
         from task_states s
         join unnest($1::uuid[], $2::uuid[]) as r(task_id, attempt_id)
@@ -229,6 +236,8 @@ pub struct Fates {
     pub costs: Vec<Option<f64>>,
     /// Whether the agent's provider refused the attempt (a rate limit).
     pub refused: Vec<bool>,
+    /// The agent the next attempt runs with, when it changes (a fallback).
+    pub next_agents: Vec<Option<String>>,
 }
 
 /// Applies decided fates to tasks and their attempts, charges swarms and
@@ -241,14 +250,14 @@ pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result
         with decided as (
             select * from unnest($1::uuid[], $2::uuid[], $3::task_status[], $4::bool[], $5::float8[], $6::text[],
                                  $7::int4[], $8::int4[], $9::attempt_outcome[], $10::text[], $11::int8[], $12::int8[],
-                                 $13::float8[], $14::bool[])
+                                 $13::float8[], $14::bool[], $15::text[])
                 as d(task_id, attempt_id, status, counted, delay, error, exit_code, signal, outcome, session_id,
-                     input_tokens, output_tokens, cost, refused)
+                     input_tokens, output_tokens, cost, refused, next_agent)
         ), ended as (
             -- Reads the state rows as they were before `moved` (one snapshot for the statement).
-            insert into attempts (id, task_id, number, worker_id, stage, started_at, finished_at, outcome, error,
-                                  exit_code, signal, session_id, input_tokens, output_tokens, cost)
-            select d.attempt_id, s.task_id, s.attempts, s.worker_id, s.stage, s.attempt_started_at,
+            insert into attempts (id, task_id, number, worker_id, stage, agent, started_at, finished_at, outcome,
+                                  error, exit_code, signal, session_id, input_tokens, output_tokens, cost)
+            select d.attempt_id, s.task_id, s.attempts, s.worker_id, s.stage, s.run_agent, s.attempt_started_at,
                    now(), d.outcome, d.error, d.exit_code, d.signal, d.session_id, d.input_tokens, d.output_tokens, d.cost
             from decided d join task_states s on s.task_id = d.task_id and s.attempt_id = d.attempt_id
         ), charged as (
@@ -264,6 +273,7 @@ pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result
                 failures = s.failures + case when d.counted then 1 else 0 end,
                 losses = s.losses + case when d.outcome = 'lost' then 1 else 0 end,
                 refusals = s.refusals + case when d.refused then 1 else 0 end,
+                run_agent = coalesce(d.next_agent, s.run_agent),
                 worker_id = null, attempt_id = null, lease_expires_at = null, attempt_deadline = null,
                 attempt_started_at = null,
                 run_after = case when d.status = 'ready' then now() + make_interval(secs => d.delay) else s.run_after end,
@@ -288,6 +298,7 @@ pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result
         &fates.output_tokens as &[Option<i64>],
         &fates.costs as &[Option<f64>],
         &fates.refused,
+        &fates.next_agents as &[Option<String>],
     )
     .fetch_one(conn)
     .await?;

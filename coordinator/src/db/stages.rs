@@ -70,9 +70,9 @@ pub async fn record_attempt(conn: &mut PgConnection, reports: &Reports, index: u
     sqlx::query!(
         r#"
         with recorded as (
-            insert into attempts (id, task_id, number, worker_id, stage, started_at, finished_at, outcome, result,
-                                  session_id, input_tokens, output_tokens, cost)
-            select s.attempt_id, s.task_id, s.attempts, s.worker_id, s.stage, s.attempt_started_at, now(),
+            insert into attempts (id, task_id, number, worker_id, stage, agent, started_at, finished_at, outcome,
+                                  result, session_id, input_tokens, output_tokens, cost)
+            select s.attempt_id, s.task_id, s.attempts, s.worker_id, s.stage, s.run_agent, s.attempt_started_at, now(),
                    'succeeded', $3, $4, $5, $6, $7
             from task_states s where s.task_id = $1 and s.attempt_id = $2
             returning task_id

@@ -52,6 +52,8 @@ pub struct NewTasks {
     pub max_rounds: Vec<i32>,
     /// Whether retries resume the agent's session.
     pub resume_sessions: Vec<bool>,
+    /// Fallback agents, as JSON arrays.
+    pub fallback_agents: Vec<Json>,
 }
 
 /// Inserts the tasks of one swarm in one statement: each task's spec, and
@@ -63,17 +65,17 @@ pub async fn insert_tasks(conn: &mut PgConnection, swarm_id: Uuid, tasks: &NewTa
         with spec as (
             insert into tasks (id, swarm_id, key, agent, prompt, input, priority, max_attempts, timeout_ms,
                                backoff_initial_ms, backoff_max_ms, backoff_multiplier, required_labels, locks,
-                               validate_agent, validate_prompt, max_rounds, resume_sessions)
+                               validate_agent, validate_prompt, max_rounds, resume_sessions, fallback_agents)
             select t.id, $1, t.key, t.agent, t.prompt, t.input, t.priority, t.max_attempts, t.timeout_ms,
                    t.backoff_initial_ms, t.backoff_max_ms, t.backoff_multiplier, t.labels,
                    array(select jsonb_array_elements_text(t.locks)), t.validate_agent, t.validate_prompt,
-                   t.max_rounds, t.resume
+                   t.max_rounds, t.resume, array(select jsonb_array_elements_text(t.fallbacks))
             from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::int4[], $8::int4[],
                         $9::int8[], $10::int8[], $11::int8[], $12::float8[], $13::jsonb[], $14::jsonb[], $15::text[],
-                        $16::text[], $17::int4[], $18::bool[])
+                        $16::text[], $17::int4[], $18::bool[], $22::jsonb[])
                 as t(id, key, agent, prompt, input, priority, max_attempts, timeout_ms, backoff_initial_ms,
                      backoff_max_ms, backoff_multiplier, labels, locks, validate_agent, validate_prompt, max_rounds,
-                     resume)
+                     resume, fallbacks)
             returning id, swarm_id, priority, timeout_ms, agent, required_labels <> '{}'::jsonb as has_labels,
                       cardinality(locks) > 0 as has_locks, validate_agent is not null as validated,
                       octet_length(prompt) + coalesce(octet_length(input::text), 0) as bytes
@@ -114,6 +116,7 @@ pub async fn insert_tasks(conn: &mut PgConnection, swarm_id: Uuid, tasks: &NewTa
         &tasks.run_after as &[Option<DateTime<Utc>>],
         &tasks.statuses as &[TaskStatus],
         &tasks.waiting_on,
+        &tasks.fallback_agents,
     )
     .fetch_one(conn)
     .await?;
@@ -197,6 +200,8 @@ pub struct TaskRow {
     pub stage: String,
     /// Whether a retry resumes the last attempt's session.
     pub resume_sessions: bool,
+    /// Agents it falls back on, in order.
+    pub fallback_agents: Vec<String>,
     /// Tokens in, over every ended attempt.
     pub input_tokens: i64,
     /// Tokens out, over every ended attempt.
@@ -270,7 +275,7 @@ pub async fn list(executor: impl PgExecutor<'_>, filter: &ListFilter, limit: i64
                s.waiting_on as "waiting_on!", t.required_labels as "required_labels!", t.locks as "locks!",
                t.validate_agent, case when $7 then left(t.validate_prompt, $8) else t.validate_prompt end as validate_prompt,
                t.max_rounds as "max_rounds!", s.round as "round!",
-               s.stage as "stage!", t.resume_sessions as "resume_sessions!",
+               s.stage as "stage!", t.resume_sessions as "resume_sessions!", t.fallback_agents as "fallback_agents!",
                coalesce(usage.input_tokens, 0)::int8 as "input_tokens!",
                coalesce(usage.output_tokens, 0)::int8 as "output_tokens!",
                coalesce(usage.cost, 0)::float8 as "cost!",
@@ -330,6 +335,8 @@ pub struct AttemptRow {
     pub error: Option<String>,
     /// "build" or "validate".
     pub stage: String,
+    /// The agent that ran it (unknown for attempts from before agents were recorded).
+    pub agent: Option<String>,
     /// The attempt's own result: the task's result, a builder's output or a validator's verdict.
     pub result: Option<Json>,
     /// The agent's session.
@@ -349,11 +356,11 @@ pub async fn attempts_of(executor: impl PgExecutor<'_>, task: Uuid) -> sqlx::Res
         r#"
         select id as "id!", number as "number!", worker_id as "worker_id!", started_at as "started_at!",
                finished_at, outcome as "outcome!: AttemptOutcome", exit_code, signal, error, stage as "stage!",
-               result, session_id, input_tokens, output_tokens, cost
+               agent, result, session_id, input_tokens, output_tokens, cost
         from attempts where task_id = $1
         union all
         select attempt_id, attempts, worker_id, attempt_started_at, null, 'running', null, null, null, stage,
-               null, null, null, null, null
+               run_agent, null, null, null, null, null
         from task_states where task_id = $1 and attempt_id is not null
         order by 2
         "#,

@@ -201,6 +201,7 @@ pub(crate) fn new_task(index: usize, spec: pb::TaskSpec) -> Result<NewTask> {
             max_rounds: if validate.max_rounds == 0 { 3 } else { validate.max_rounds },
         }),
         resume_sessions: spec.session == i32::from(pb::SessionPolicy::Resume),
+        fallback_agents: spec.fallback_agents,
     })
 }
 
@@ -326,6 +327,7 @@ pub(crate) fn task(row: db::tasks::TaskRow) -> pb::Task {
         backoff_initial: millis(row.backoff_initial_ms),
         backoff_max: millis(row.backoff_max_ms),
         backoff_multiplier: row.backoff_multiplier.unwrap_or(0.0),
+        fallback_agents: row.fallback_agents,
     }
 }
 
@@ -345,6 +347,7 @@ pub(crate) fn attempt(row: db::tasks::AttemptRow) -> pb::Attempt {
         usage: Some(usage(row.input_tokens.unwrap_or(0), row.output_tokens.unwrap_or(0), row.cost.unwrap_or(0.0))),
         stage: row.stage,
         result: object(row.result),
+        agent: row.agent.unwrap_or_default(),
     }
 }
 

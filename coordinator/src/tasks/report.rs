@@ -326,6 +326,19 @@ pub(crate) fn push(fates: &mut db::outcomes::Fates, task: &db::outcomes::Stopped
     fates.output_tokens.push(ending.spend.output_tokens);
     fates.costs.push(ending.spend.cost);
     fates.refused.push(ending.refused);
+    fates.next_agents.push(next_agent(task, &fate, ending.refused));
+}
+
+/// The agent a task's next attempt runs with when it changes: after a
+/// counted failure or a refusal of a build attempt that goes back to the
+/// queue, the next of its agents (its own, then its fallbacks, cycling).
+fn next_agent(task: &db::outcomes::StoppedAttempt, fate: &Fate, refused: bool) -> Option<String> {
+    let retried = fate.status == TaskStatus::Ready && (fate.counted || refused);
+    if task.agents.len() < 2 || task.stage != "build" || !retried {
+        return None;
+    }
+    let at = task.agents.iter().position(|agent| *agent == task.run_agent).unwrap_or(0);
+    Some(task.agents[(at + 1) % task.agents.len()].clone())
 }
 
 /// Applies a batch of fates, cancels what depended on tasks that died or were

@@ -79,6 +79,8 @@ pub(crate) struct NewTask {
     pub validate: Option<Validate>,
     /// Whether retries resume the agent's session.
     pub resume_sessions: bool,
+    /// Agents to fall back on, in order.
+    pub fallback_agents: Vec<String>,
 }
 
 /// The queued swarm.
@@ -342,6 +344,7 @@ fn columns(tasks: &[NewTask], ids: &[Uuid], starts: &[graph::Start], defaults: &
         let rounds = task.validate.as_ref().map_or(1, |validate| validate.max_rounds);
         rows.max_rounds.push(i32::try_from(rounds).unwrap_or(1));
         rows.resume_sessions.push(task.resume_sessions);
+        rows.fallback_agents.push(Json::Array(task.fallback_agents.iter().cloned().map(Json::String).collect()));
     }
     rows
 }

@@ -144,7 +144,11 @@ fn swarm_problems(submission: &Submission, limits: &LimitConfig) -> Vec<String> 
     problems
 }
 
-/// The agent's name, and the key: well formed and unique within the submission.
+/// Most fallback agents one task may name.
+const MAX_FALLBACKS: usize = 8;
+
+/// The agent's name and its fallbacks', and the key: well formed, and unique
+/// (the key within the submission, each agent within the task).
 fn name_problems<'a>(
     task: &'a NewTask,
     index: usize,
@@ -153,6 +157,17 @@ fn name_problems<'a>(
 ) {
     if let Some(problem) = name_problem(&task.agent) {
         found.push(("agent".into(), problem));
+    }
+    if task.fallback_agents.len() > MAX_FALLBACKS {
+        found.push(("fallback_agents".into(), format!("at most {MAX_FALLBACKS} agents")));
+    }
+    for (at, fallback) in task.fallback_agents.iter().enumerate() {
+        let field = format!("fallback_agents[{at}]");
+        if let Some(problem) = name_problem(fallback) {
+            found.push((field, problem));
+        } else if *fallback == task.agent || task.fallback_agents[..at].contains(fallback) {
+            found.push((field, format!("`{fallback}` is already the task's agent or an earlier fallback")));
+        }
     }
     if let Some(key) = task.key.as_deref() {
         if let Some(problem) = name_problem(key) {
