@@ -63,6 +63,7 @@ async fn each_task_commits_on_its_own_branch_and_dependents_start_from_their_mer
         task("left", "echo left > same.txt", &[]),
         task("right", "echo right > same.txt", &[]),
         task("clash", "true", &["left", "right"]),
+        task("vandal", "rm -rf .git && git init --quiet && echo x > v.txt", &[]),
     ];
     let mut admin = coordinator.admin_client().await;
     let request = pb::SubmitTasksRequest { swarm: "ws".into(), tasks, ..Default::default() };
@@ -95,6 +96,10 @@ async fn each_task_commits_on_its_own_branch_and_dependents_start_from_their_mer
     for file in ["README.md", "a.txt", "b.txt", "c.txt"] {
         assert!(files.lines().any(|line| line == file), "{file} on {both}: {files}");
     }
+
+    let (_, status, _, error) = by_key("vandal");
+    assert_eq!(status, "dead");
+    assert!(error.unwrap_or_default().contains("replaced"), "a worktree whose .git was replaced is not recorded");
 
     let (_, status, _, error) = by_key("clash");
     assert_eq!(status, "dead");

@@ -263,12 +263,12 @@ async fn prepare(
         Some(config) => {
             let inputs = assignment.inputs.clone().map(struct_to_json);
             let made =
-                workspace::prepare(config, &context.config.work_dir, &scratch.dir, &ids.task_id, inputs.as_ref())
-                    .await
-                    .map_err(|problem| match problem {
+                workspace::prepare(config, &scratch.dir, &ids.task_id, inputs.as_ref()).await.map_err(|problem| {
+                    match problem {
                         Unprepared::Task(problem) => Unstarted::Refused(problem),
                         Unprepared::Worker(problem) => Unstarted::Handback(problem),
-                    })?;
+                    }
+                })?;
             Some(made)
         }
     };
@@ -339,9 +339,11 @@ async fn with_workspace(
                 Some(outcome::failure(ids, pb::FailureClass::Transient, problem, None))
             }
         },
-        other => {
+        // The lease is someone else's now: the branch is theirs too.
+        None => None,
+        failure => {
             workspace.keep_changes(&ids.task_id, attempt).await;
-            other
+            failure
         }
     }
 }

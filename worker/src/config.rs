@@ -247,8 +247,7 @@ pub struct AgentConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceConfig {
-    /// The repository: a local path (relative to the config file), or a URL
-    /// this host keeps a mirror of under `work_dir/mirrors`.
+    /// The repository on this host (a path; relative to the config file).
     pub repo: String,
     /// What a task's branch starts from (a branch, tag or commit); `HEAD` unless set.
     #[serde(default)]
@@ -259,8 +258,8 @@ pub struct WorkspaceConfig {
     /// A remote to push each task's branch to when its attempt succeeds.
     #[serde(default)]
     pub push: Option<String>,
-    /// Keep worktrees after attempts end (they are removed with the scratch
-    /// folders of `keep_work_dirs`).
+    /// Keep worktrees after attempts end (with `keep_work_dirs`, whose
+    /// scratch folders they live in).
     #[serde(default)]
     pub keep: bool,
     /// Largest patch the result carries; the whole change is on the branch.
@@ -395,7 +394,6 @@ impl Config {
                 *workdir = base.join(&*workdir);
             }
             if let Some(workspace) = agent.workspace.as_mut()
-                && !crate::workspace::is_url(&workspace.repo)
                 && Path::new(&workspace.repo).is_relative()
             {
                 workspace.repo = base.join(&workspace.repo).to_string_lossy().into_owned();
@@ -436,6 +434,11 @@ impl Config {
         }
         for (name, agent) in &self.agents {
             problems.extend(agent_problems(name, agent));
+            if agent.workspace.as_ref().is_some_and(|workspace| workspace.keep) && !self.keep_work_dirs {
+                problems.push(format!(
+                    "agents.{name}.workspace.keep: needs keep_work_dirs = true (worktrees live in the scratch folders)"
+                ));
+            }
         }
         for (key, value) in &self.labels {
             let key_ok = !key.is_empty()
@@ -546,8 +549,12 @@ fn workspace_problems(name: &str, workspace: &WorkspaceConfig) -> Vec<String> {
     let repo = Path::new(&workspace.repo);
     if workspace.repo.is_empty() {
         problems.push(format!("agents.{name}.workspace.repo: must name a git repository or URL"));
-    } else if !(crate::workspace::is_url(&workspace.repo) || repo.join(".git").exists() || repo.join("HEAD").is_file())
-    {
+    } else if workspace.repo.contains("://") || workspace.repo.starts_with("git@") {
+        problems.push(format!(
+            "agents.{name}.workspace.repo: `{}` is a URL; name a repository on this host (clone it there first)",
+            workspace.repo
+        ));
+    } else if !(repo.join(".git").exists() || repo.join("HEAD").is_file()) {
         problems.push(format!("agents.{name}.workspace.repo: {} is not a git repository", repo.display()));
     }
     let branch_ok = |text: &str| text.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
@@ -557,8 +564,10 @@ fn workspace_problems(name: &str, workspace: &WorkspaceConfig) -> Vec<String> {
             workspace.branch_prefix
         ));
     }
-    if workspace.max_patch > ByteSize::mib(4) {
-        problems.push(format!("agents.{name}.workspace.max_patch: at most 4 MiB (it travels in the task's result)"));
+    if workspace.max_patch > ByteSize::mib(2) {
+        problems.push(format!(
+            "agents.{name}.workspace.max_patch: at most 2 MiB (it travels in the task's result, with the agent's own)"
+        ));
     }
     for (key, value) in [("base", &workspace.base), ("push", &workspace.push)] {
         if value.as_deref().is_some_and(|value| value.is_empty() || value.starts_with('-')) {

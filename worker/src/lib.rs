@@ -99,7 +99,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     }
     // Their scratch folders are gone, and with them the worktrees in them.
     for workspace in config.agents.values().filter_map(|agent| agent.workspace.as_ref()) {
-        workspace::prune(workspace, &config.work_dir).await;
+        workspace::prune(workspace).await;
     }
     let _guardian = process::guardian::spawn(&config.work_dir, cgroups.is_some());
     let unusable = config.unusable_agents();

@@ -2,14 +2,19 @@
 //! agents on one host never edit the same checkout, and the change they
 //! leave is the task's result.
 //!
-//! - **Where**: `<scratch>/workspace`, a worktree of the repository (a local
-//!   one, or a per-host mirror of a URL under `work_dir/mirrors`, fetched
-//!   before each attempt), on the branch `<branch_prefix><task id>`: a retry
-//!   continues the branch where the last attempt left it, a first attempt
-//!   starts it from `base`.
+//! - **Where**: `<scratch>/workspace`, a worktree of the host's repository,
+//!   on the branch `<branch_prefix><task id>`: a retry continues the branch
+//!   where the last attempt left it, a first attempt starts it from `base`.
 //! - **Dependencies**: a task whose dependencies' results name commits (their
-//!   own workspaces) starts from `base` with each merged in, in key order; a
-//!   conflict fails the attempt permanently, naming the files.
+//!   own workspaces) starts from `base` with each merged in, in key order,
+//!   and gets its branch only once they all merged; a conflict fails the
+//!   attempt permanently, naming the files.
+//! - **Git runs guarded**: with a cleared environment, no hooks, fsmonitor,
+//!   signing, pagers, external diffs or text conversions, no prompts, and
+//!   never above the folder it works in; a worktree whose `.git` the agent
+//!   replaced is not recorded. (Agents run as the worker's user: this keeps
+//!   the worker's own git calls from running what an agent left behind, it
+//!   is not a sandbox.)
 //! - **The result**: what the agent left uncommitted is committed; the
 //!   result gets `workspace` with the branch, the commit, its base, a
 //!   diffstat and the patch against the base (capped), and the branch is
@@ -56,39 +61,15 @@ pub(crate) enum Unprepared {
     Worker(String),
 }
 
-/// The repository worktrees are made from: the configured path, or the
-/// host's mirror of the configured URL (made on first use).
-async fn repository(config: &WorkspaceConfig, work_dir: &Path) -> Result<PathBuf, String> {
-    if !is_url(&config.repo) {
-        return Ok(PathBuf::from(&config.repo));
-    }
-    let name: String = config.repo.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-    let mirror = work_dir.join("mirrors").join(name);
-    if mirror.join("HEAD").exists() {
-        git(&mirror, &["fetch", "--prune", "--quiet", "origin"]).await?;
-    } else {
-        tokio::fs::create_dir_all(work_dir.join("mirrors")).await.map_err(|err| err.to_string())?;
-        let target = mirror.to_string_lossy().into_owned();
-        git(work_dir, &["clone", "--mirror", "--quiet", &config.repo, &target]).await?;
-    }
-    Ok(mirror)
-}
-
-/// Whether `repo` names a URL (to mirror) rather than a local repository.
-pub(crate) fn is_url(repo: &str) -> bool {
-    repo.contains("://") || repo.starts_with("git@")
-}
-
-/// Makes the attempt's worktree in `scratch_dir`, on the task's branch, with
-/// its dependencies' commits merged in when the branch is new.
+/// Makes the attempt's worktree in `scratch_dir`, on the task's branch
+/// (made once its dependencies' commits are merged in, when it is new).
 pub(crate) async fn prepare(
     config: &WorkspaceConfig,
-    work_dir: &Path,
     scratch_dir: &Path,
     task_id: &str,
     inputs: Option<&JsonObject>,
 ) -> Result<Workspace, Unprepared> {
-    let repo = repository(config, work_dir).await.map_err(Unprepared::Worker)?;
+    let repo = PathBuf::from(&config.repo);
     let branch = format!("{}{task_id}", config.branch_prefix);
     // As a commit: inside the worktree `HEAD` would name the task's own.
     let base_ref = format!("{}^{{commit}}", config.base.as_deref().unwrap_or("HEAD"));
@@ -101,14 +82,26 @@ pub(crate) async fn prepare(
     let dir_text = dir.to_string_lossy().into_owned();
     git(&repo, &["worktree", "prune"]).await.map_err(Unprepared::Worker)?;
     let continuing = git(&repo, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{branch}")]).await.is_ok();
-    let start = if continuing { branch.clone() } else { base.clone() };
-    git(&repo, &["worktree", "add", "--force", "--quiet", "-B", &branch, &dir_text, &start])
-        .await
-        .map_err(Unprepared::Worker)?;
+    // Without --force: a branch another live worktree holds (an attempt
+    // fenced out but still running here) is not taken from under it.
+    let added = if continuing {
+        git(&repo, &["worktree", "add", "--quiet", &dir_text, &branch]).await
+    } else {
+        git(&repo, &["worktree", "add", "--quiet", "--detach", &dir_text, &base]).await
+    };
+    added.map_err(Unprepared::Worker)?;
     let workspace = Workspace { repo, dir, branch, base };
-    if !continuing && let Err(problem) = merge_dependencies(&workspace, inputs).await {
-        workspace.remove(false).await;
-        return Err(problem);
+    if !continuing {
+        let made = match merge_dependencies(&workspace, inputs).await {
+            Ok(()) => {
+                git(&workspace.dir, &["checkout", "--quiet", "-b", &workspace.branch]).await.map_err(Unprepared::Worker)
+            }
+            Err(problem) => Err(problem),
+        };
+        if let Err(problem) = made {
+            workspace.remove(false).await;
+            return Err(problem);
+        }
     }
     Ok(workspace)
 }
@@ -125,9 +118,10 @@ async fn merge_dependencies(workspace: &Workspace, inputs: Option<&JsonObject>) 
         let valid = commit.len() == 40 && commit.chars().all(|c| c.is_ascii_hexdigit());
         let known = valid && git(&workspace.dir, &["cat-file", "-e", &format!("{commit}^{{commit}}")]).await.is_ok();
         if !known {
-            return Err(Unprepared::Task(format!(
+            // Not the task's fault: a worker on the host where it ran can take it.
+            return Err(Unprepared::Worker(format!(
                 "dependency `{key}` names commit `{commit}`, which is not in this host's repository \
-                 (push its branch with workspace.push, or run dependent tasks where it ran)"
+                 (run dependent tasks on the host of their dependencies, or share the repository)"
             )));
         }
         let message = format!("hive: merge dependency {key}");
@@ -151,6 +145,7 @@ impl Workspace {
     /// returns what the result records: `workspace` with the branch, commit,
     /// base, diffstat and patch (at most `max_patch` bytes).
     pub(crate) async fn record(&self, config: &WorkspaceConfig, task_id: &str, attempt: u32) -> Result<Value, String> {
+        self.untouched_git_link().await?;
         git(&self.dir, &["add", "--all"]).await?;
         let changed = !git(&self.dir, &["status", "--porcelain"]).await?.trim().is_empty();
         if changed {
@@ -161,32 +156,48 @@ impl Workspace {
         }
         let commit = git(&self.dir, &["rev-parse", "HEAD"]).await?.trim().to_owned();
         let fork = git(&self.dir, &["merge-base", &self.base, "HEAD"]).await?.trim().to_owned();
-        let diffstat = git(&self.dir, &["diff", "--stat", &fork, "HEAD"]).await?;
-        let patch = git(&self.dir, &["diff", "--binary", &fork, "HEAD"]).await?;
+        let diff = ["diff", "--no-ext-diff", "--no-textconv", "--no-color"];
+        let (diffstat, _) =
+            git_capped(&self.dir, &[&diff[..], &["--stat", &fork, "HEAD"]].concat(), MAX_DIFFSTAT).await?;
         let limit = usize::try_from(config.max_patch.as_u64()).unwrap_or(usize::MAX);
-        let truncated = patch.len() > limit;
-        let mut end = patch.len().min(limit);
-        while !patch.is_char_boundary(end) {
-            end -= 1;
-        }
+        let (patch, truncated) =
+            git_capped(&self.dir, &[&diff[..], &["--binary", &fork, "HEAD"]].concat(), limit).await?;
         if let Some(remote) = &config.push {
             let refspec = format!("{0}:refs/heads/{0}", self.branch);
-            git(&self.dir, &["push", "--force", "--quiet", remote, &refspec]).await?;
+            git(&self.dir, &["push", "--force", "--no-verify", "--quiet", remote, &refspec]).await?;
         }
         Ok(json!({
             "branch": self.branch,
             "commit": commit,
             "base": fork,
             "diffstat": diffstat.trim_end(),
-            "patch": &patch[..end],
+            "patch": patch,
             "patch_truncated": truncated,
             "pushed_to": config.push,
         }))
     }
 
+    /// The worktree's `.git` is still the file git made, pointing into the
+    /// repository: an agent that replaced it would have the worker's git
+    /// work on a repository of its choosing.
+    async fn untouched_git_link(&self) -> Result<(), String> {
+        let link = self.dir.join(".git");
+        let replaced = || format!("the agent replaced {}; its change is not recorded", link.display());
+        let metadata = tokio::fs::symlink_metadata(&link).await.map_err(|_| replaced())?;
+        let text = if metadata.is_file() { tokio::fs::read_to_string(&link).await.ok() } else { None };
+        let points_home = text.as_deref().and_then(|text| text.trim().strip_prefix("gitdir: ")).is_some_and(|dir| {
+            Path::new(dir).starts_with(self.repo.join(".git")) || Path::new(dir).starts_with(&self.repo)
+        });
+        if points_home { Ok(()) } else { Err(replaced()) }
+    }
+
     /// Commits what the agent left (so a retry continues from it), without
     /// recording a result.
     pub(crate) async fn keep_changes(&self, task_id: &str, attempt: u32) {
+        if self.untouched_git_link().await.is_err() {
+            tracing::warn!(dir = %self.dir.display(), "the agent replaced the worktree's .git; leaving it uncommitted");
+            return;
+        }
         let message = format!("hive: task {task_id}, attempt {attempt} (unfinished)");
         let mut args = AUTHOR.to_vec();
         args.extend(["commit", "--quiet", "--no-verify", "-m", &message]);
@@ -214,32 +225,119 @@ impl Workspace {
 
 /// Forgets worktrees whose folders are gone (those of dead workers, whose
 /// scratch folders a starting worker removes).
-pub(crate) async fn prune(config: &WorkspaceConfig, work_dir: &Path) {
-    let repo = if is_url(&config.repo) {
-        let name: String = config.repo.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-        work_dir.join("mirrors").join(name)
-    } else {
-        PathBuf::from(&config.repo)
-    };
-    if repo.exists()
-        && let Err(err) = git(&repo, &["worktree", "prune"]).await
-    {
+pub(crate) async fn prune(config: &WorkspaceConfig) {
+    let repo = Path::new(&config.repo);
+    if let Err(err) = git(repo, &["worktree", "prune"]).await {
         tracing::warn!(repo = %repo.display(), error = %err, "could not prune worktrees");
     }
 }
 
+/// Settings every git call gets, whatever the user's or repository's
+/// config says: nothing runs but git itself, and nothing waits for a person.
+const GUARDS: [&str; 14] = [
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "commit.gpgSign=false",
+    "-c",
+    "tag.gpgSign=false",
+    "-c",
+    "gc.auto=0",
+    "-c",
+    "core.pager=cat",
+    "-c",
+    "color.ui=false",
+];
+
+/// Variables git keeps from the worker's environment.
+const GIT_ENV: [&str; 4] = ["PATH", "HOME", "LANG", "TZ"];
+
+/// Largest diffstat kept.
+const MAX_DIFFSTAT: usize = 64 * 1024;
+
+fn command(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new("git");
+    command.env_clear();
+    for name in GIT_ENV {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    // Never look for a repository above the folder worked in.
+    let ceiling = dir.parent().unwrap_or(dir);
+    command
+        .env("GIT_CEILING_DIRECTORIES", ceiling)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+        .arg("-C")
+        .arg(dir)
+        .args(GUARDS)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+fn failed(dir: &Path, args: &[&str], stderr: &[u8]) -> String {
+    format!("`git {}` in {} failed: {}", args.join(" "), dir.display(), String::from_utf8_lossy(stderr).trim())
+}
+
 /// Runs `git -C dir args…`; its stdout, or an error naming the command and its stderr.
 async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let mut command = Command::new("git");
-    command.arg("-C").arg(dir).args(args).env("GIT_TERMINAL_PROMPT", "0").kill_on_drop(true);
-    let output = match tokio::time::timeout(GIT_TIMEOUT, command.output()).await {
+    let output = match tokio::time::timeout(GIT_TIMEOUT, command(dir, args).output()).await {
         Ok(Ok(output)) => output,
         Ok(Err(err)) => return Err(format!("cannot run git: {err}")),
         Err(_) => return Err(format!("`git {}` took longer than {GIT_TIMEOUT:?}", args.join(" "))),
     };
     if output.status.success() {
-        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(failed(dir, args, &output.stderr))
     }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    Err(format!("`git {}` in {} failed: {}", args.join(" "), dir.display(), stderr.trim()))
+}
+
+/// Like [`git`], keeping at most `limit` bytes of stdout (cut at a
+/// character boundary) and whether there was more; the rest is not read.
+async fn git_capped(dir: &Path, args: &[&str], limit: usize) -> Result<(String, bool), String> {
+    use tokio::io::AsyncReadExt;
+    let mut child = command(dir, args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("cannot run git: {err}"))?;
+    let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err("git's output pipes were not made".into());
+    };
+    let read = async {
+        let mut kept = Vec::new();
+        stdout.take(limit as u64 + 1).read_to_end(&mut kept).await.map_err(|err| err.to_string())?;
+        let more = kept.len() > limit;
+        kept.truncate(limit);
+        let mut errors = Vec::new();
+        if !more {
+            let _ = stderr.read_to_end(&mut errors).await;
+        }
+        Ok::<_, String>((kept, more, errors))
+    };
+    let (kept, more, errors) = match tokio::time::timeout(GIT_TIMEOUT, read).await {
+        Ok(read) => read?,
+        Err(_) => return Err(format!("`git {}` took longer than {GIT_TIMEOUT:?}", args.join(" "))),
+    };
+    if more {
+        let _ = child.kill().await;
+    } else {
+        let status = child.wait().await.map_err(|err| err.to_string())?;
+        if !status.success() {
+            return Err(failed(dir, args, &errors));
+        }
+    }
+    let mut text = String::from_utf8_lossy(&kept).into_owned();
+    let mut end = text.len().min(limit);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    Ok((text, more))
 }

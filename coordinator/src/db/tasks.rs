@@ -68,8 +68,10 @@ pub async fn insert_tasks(conn: &mut PgConnection, swarm_id: Uuid, tasks: &NewTa
                                validate_agent, validate_prompt, max_rounds, resume_sessions, fallback_agents)
             select t.id, $1, t.key, t.agent, t.prompt, t.input, t.priority, t.max_attempts, t.timeout_ms,
                    t.backoff_initial_ms, t.backoff_max_ms, t.backoff_multiplier, t.labels,
-                   array(select jsonb_array_elements_text(t.locks)), t.validate_agent, t.validate_prompt,
-                   t.max_rounds, t.resume, array(select jsonb_array_elements_text(t.fallbacks))
+                   -- Most tasks name no locks or fallbacks: no subquery for them.
+                   case when t.locks = '[]' then '{}' else array(select jsonb_array_elements_text(t.locks)) end,
+                   t.validate_agent, t.validate_prompt, t.max_rounds, t.resume,
+                   case when t.fallbacks = '[]' then '{}' else array(select jsonb_array_elements_text(t.fallbacks)) end
             from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::int4[], $8::int4[],
                         $9::int8[], $10::int8[], $11::int8[], $12::float8[], $13::jsonb[], $14::jsonb[], $15::text[],
                         $16::text[], $17::int4[], $18::bool[], $22::jsonb[])

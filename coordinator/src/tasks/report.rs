@@ -410,3 +410,45 @@ pub(crate) fn truncate(text: &str, limit: usize) -> String {
     }
     format!("{}…", &text[..text.floor_char_boundary(limit)])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stopped(stage: &str, run_agent: &str, agents: &[&str]) -> db::outcomes::StoppedAttempt {
+        db::outcomes::StoppedAttempt {
+            id: Uuid::nil(),
+            attempt_id: Uuid::nil(),
+            status: TaskStatus::Running,
+            failures: 0,
+            losses: 0,
+            refusals: 0,
+            stage: stage.into(),
+            run_agent: run_agent.into(),
+            agents: agents.iter().map(|agent| (*agent).to_owned()).collect(),
+            max_attempts: 4,
+            backoff_initial_ms: None,
+            backoff_max_ms: None,
+            backoff_multiplier: None,
+            lease_expired: false,
+        }
+    }
+
+    fn fate(status: TaskStatus, counted: bool) -> Fate {
+        Fate { status, outcome: AttemptOutcome::Failed, counted, delay: Duration::ZERO }
+    }
+
+    #[test]
+    fn fallbacks_take_over_in_order_cycle_back_and_only_after_the_agents_own_trouble() {
+        let chain = ["a", "b", "c"];
+        let retried = fate(TaskStatus::Ready, true);
+        assert_eq!(next_agent(&stopped("build", "a", &chain), &retried, false).as_deref(), Some("b"));
+        assert_eq!(next_agent(&stopped("build", "c", &chain), &retried, false).as_deref(), Some("a"), "cycles");
+        let released = fate(TaskStatus::Ready, false);
+        assert_eq!(next_agent(&stopped("build", "a", &chain), &released, true).as_deref(), Some("b"), "a refusal");
+        assert_eq!(next_agent(&stopped("build", "a", &chain), &released, false), None, "a hand-back or a loss");
+        assert_eq!(next_agent(&stopped("build", "a", &chain), &fate(TaskStatus::Dead, true), false), None);
+        assert_eq!(next_agent(&stopped("validate", "a", &chain), &retried, false), None, "validators keep theirs");
+        assert_eq!(next_agent(&stopped("build", "a", &["a"]), &retried, false), None, "no fallbacks");
+    }
+}

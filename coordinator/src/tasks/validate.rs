@@ -160,13 +160,14 @@ fn name_problems<'a>(
     }
     if task.fallback_agents.len() > MAX_FALLBACKS {
         found.push(("fallback_agents".into(), format!("at most {MAX_FALLBACKS} agents")));
-    }
-    for (at, fallback) in task.fallback_agents.iter().enumerate() {
-        let field = format!("fallback_agents[{at}]");
-        if let Some(problem) = name_problem(fallback) {
-            found.push((field, problem));
-        } else if *fallback == task.agent || task.fallback_agents[..at].contains(fallback) {
-            found.push((field, format!("`{fallback}` is already the task's agent or an earlier fallback")));
+    } else {
+        for (at, fallback) in task.fallback_agents.iter().enumerate() {
+            let field = format!("fallback_agents[{at}]");
+            if let Some(problem) = name_problem(fallback) {
+                found.push((field, problem));
+            } else if *fallback == task.agent || task.fallback_agents[..at].contains(fallback) {
+                found.push((field, format!("`{fallback}` is already the task's agent or an earlier fallback")));
+            }
         }
     }
     if let Some(key) = task.key.as_deref() {
