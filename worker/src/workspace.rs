@@ -41,7 +41,7 @@ const AUTHOR: [&str; 4] = ["-c", "user.name=Hive", "-c", "user.email=hive@localh
 /// An attempt's worktree.
 #[derive(Debug)]
 pub(crate) struct Workspace {
-    /// The repository it belongs to (the mirror of a URL).
+    /// The repository it belongs to.
     repo: PathBuf,
     /// The worktree: the agent's working folder.
     pub dir: PathBuf,
