@@ -17,10 +17,12 @@ create table task_sessions (
 -- A resumed attempt resumes the saved session when there is one (it is the
 -- newest the agent wrote, even when its attempt was lost without a report),
 -- else the session the task's last attempt reported. A claim also says
--- whether the task resumes sessions, so its worker knows to save them.
+-- whether the task resumes sessions, so its worker knows to save them, and
+-- hands over the agent the task runs with now (`run_agent`: its stage's
+-- agent, or the fallback its failures moved it to), the one claims match on.
 create or replace view claim_payloads as
 select s.task_id,
-       case when s.stage = 'validate' then t.validate_agent else t.agent end as agent,
+       s.run_agent as agent,
        case when s.stage = 'validate' then coalesce(t.validate_prompt, '') else t.prompt end as prompt,
        t.input, t.timeout_ms, t.swarm_id, t.priority, s.stage, s.round,
        case when s.stage = 'validate' then

@@ -247,7 +247,7 @@ impl ModelStub {
         self.shared.requests.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
-    /// Returns how many requests so far had `prompt` as their prompt.
+    /// Counts the requests so far whose prompt is `prompt`.
     pub fn requests_with_prompt(&self, prompt: &str) -> usize {
         let requests = self.shared.requests.lock().unwrap_or_else(PoisonError::into_inner);
         requests.iter().filter(|request| request.prompt() == prompt).count()
@@ -284,24 +284,23 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => accept(accepted, &mut connections, &shared).await,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    connections.spawn(serve_connection(stream, Arc::clone(&shared)));
+                }
+                // Out of file descriptors, for example: once a connection
+                // ends there is one again. With none open, accepting cannot
+                // recover: the stub stops, and its clients see why.
+                Err(err) => {
+                    if connections.join_next().await.is_none() {
+                        eprintln!("model stub: cannot accept connections: {err}");
+                        return;
+                    }
+                }
+            },
             // An io error is the client hanging up; a panicking script was reported by the panic hook.
             Some(_finished) = connections.join_next() => {}
         }
-    }
-}
-
-async fn accept(
-    accepted: io::Result<(TcpStream, SocketAddr)>,
-    connections: &mut JoinSet<io::Result<()>>,
-    shared: &Arc<Shared>,
-) {
-    match accepted {
-        Ok((stream, _peer)) => {
-            connections.spawn(serve_connection(stream, Arc::clone(shared)));
-        }
-        // Out of file descriptors, for example: wait for connections to finish.
-        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
     }
 }
 

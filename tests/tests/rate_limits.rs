@@ -77,24 +77,25 @@ async fn a_429_window_costs_one_call_per_cool_down_step_and_charges_no_task() {
         start_worker(&coordinator.url, &config, "one", dir.path()),
         start_worker(&coordinator.url, &config, "two", dir.path()),
     ];
+    // Every step the cool-down reaches, recorded as it is written.
+    sqlx::raw_sql(
+        "create table steps_seen (step integer not null);
+         create function record_step() returns trigger language plpgsql as
+             $$ begin insert into steps_seen values (new.step); return new; end $$;
+         create trigger record_step after insert or update of step on provider_cooldowns
+             for each row execute function record_step();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
     submit(&coordinator, "claude", 8).await;
 
-    // The highest step the cool-down reached.
-    let steps = Arc::new(std::sync::atomic::AtomicI32::new(0));
-    let (watched, pool) = (Arc::clone(&steps), db.pool.clone());
-    let watcher = tokio::spawn(async move {
-        loop {
-            let step: Option<i32> =
-                sqlx::query_scalar("select max(step) from provider_cooldowns").fetch_one(&pool).await.unwrap_or(None);
-            watched.fetch_max(step.unwrap_or(0), Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
     wait_all_finished(&db.pool, Duration::from_secs(90)).await;
-    watcher.abort();
 
     all_succeeded_uncharged(&db.pool).await;
-    let (refused, steps) = (refused.load(Ordering::SeqCst), steps.load(Ordering::SeqCst));
+    let steps: i32 =
+        sqlx::query_scalar("select coalesce(max(step), 0) from steps_seen").fetch_one(&db.pool).await.unwrap();
+    let refused = refused.load(Ordering::SeqCst);
     eprintln!("calls refused: {refused}; cool-down steps: {steps}");
     assert!(steps >= 2, "the window outlasted the first step: {steps}");
     // Four slots called at once before the first refusal was known; after

@@ -186,7 +186,7 @@ async fn run_agent(
                 finished
             };
             // The last save is made before the outcome is reported: after it
-            // the attempt is no longer current and the save would be refused.
+            // the attempt is not current and the save would be refused.
             tokio::join!(supervised, saver).0
         }
     };
@@ -388,7 +388,7 @@ async fn claude_session(
 
 /// Why an attempt was not started.
 enum Unstarted {
-    /// The attempt is no longer the task's current one: say nothing.
+    /// The attempt is not the task's current one: say nothing.
     LeaseLost,
     /// The worker could not prepare it: hand the task back uncharged.
     Handback(String),

@@ -199,7 +199,7 @@ pub(crate) fn decide(
         (Exit::Code(code), Some(result)) if !(*code == 0 && clean(result)) => {
             let (class, what) = api_error_class(result);
             let text = result.get("result").and_then(Value::as_str).unwrap_or_default();
-            let error = format!("Claude Code reported {what} (exit {code}): {}", clip(text, 1024));
+            let error = format!("Claude Code reported {what} (exit {code}): {}", outcome::clip(text, 1024));
             match agent.provider_account() {
                 Some(account) if class == pb::FailureClass::RateLimited => {
                     outcome::rate_limited(ids, account, error, finished, None)
@@ -277,15 +277,6 @@ fn spend(result: Option<&JsonObject>, session: &SessionStart) -> (String, Option
         }
     });
     (session_id, usage)
-}
-
-/// At most `limit` bytes of `text`, cut at a character boundary.
-fn clip(text: &str, limit: usize) -> &str {
-    let mut end = text.len().min(limit);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 #[cfg(test)]

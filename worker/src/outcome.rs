@@ -125,6 +125,15 @@ pub(crate) fn probing(report: Report, probe: bool) -> Report {
     }
 }
 
+/// At most `limit` bytes of `text`, cut at a character boundary.
+pub(crate) fn clip(text: &str, limit: usize) -> &str {
+    let mut end = text.len().min(limit);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// The session id and usage an agent reported: `session_id` and `usage`
 /// (`input_tokens`, `output_tokens`, `cost`) in its result, the session falling
 /// back to what its output showed.

@@ -39,7 +39,7 @@ pub(crate) enum Loaded {
     Found(Saved),
     /// None was saved.
     Nothing,
-    /// The attempt is no longer the task's current one.
+    /// The attempt is not the task's current one.
     LeaseLost,
     /// The coordinator could not be asked; the attempt must not start (a
     /// fresh session would overwrite the saved one).

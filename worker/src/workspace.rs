@@ -333,11 +333,6 @@ async fn git_capped(dir: &Path, args: &[&str], limit: usize) -> Result<(String, 
             return Err(failed(dir, args, &errors));
         }
     }
-    let mut text = String::from_utf8_lossy(&kept).into_owned();
-    let mut end = text.len().min(limit);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.truncate(end);
-    Ok((text, more))
+    let text = String::from_utf8_lossy(&kept);
+    Ok((crate::outcome::clip(&text, limit).to_owned(), more))
 }

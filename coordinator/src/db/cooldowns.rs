@@ -178,7 +178,7 @@ pub async fn list(executor: impl PgExecutor<'_>) -> sqlx::Result<Vec<CooldownRow
     .await
 }
 
-/// Ends `account`'s cool-down; whether it had one.
+/// Ends `account`'s cool-down; whether there was one.
 pub async fn clear(executor: impl PgExecutor<'_>, account: &str) -> sqlx::Result<bool> {
     let cleared = sqlx::query!("delete from provider_cooldowns where account = $1", account).execute(executor).await?;
     Ok(cleared.rows_affected() == 1)
