@@ -155,6 +155,10 @@ CREATE TABLE public.task_states (
     cancelled_upstream boolean DEFAULT false NOT NULL,
     losses integer DEFAULT 0 NOT NULL,
     refusals integer DEFAULT 0 NOT NULL,
+    stalled_since timestamp with time zone,
+    progress_at timestamp with time zone,
+    progress text,
+    CONSTRAINT task_states_attempt_progress CHECK (((lease_expires_at IS NOT NULL) OR ((stalled_since IS NULL) AND (progress_at IS NULL) AND (progress IS NULL)))),
     CONSTRAINT task_states_attempts_check CHECK ((attempts >= 0)),
     CONSTRAINT task_states_blocked_waits CHECK (((status = 'blocked'::public.task_status) = (waiting_on > 0))),
     CONSTRAINT task_states_bytes_check CHECK ((bytes >= 0)),
@@ -163,6 +167,7 @@ CREATE TABLE public.task_states (
     CONSTRAINT task_states_finished CHECK (((status = ANY (ARRAY['succeeded'::public.task_status, 'dead'::public.task_status, 'cancelled'::public.task_status])) = (finished_at IS NOT NULL))),
     CONSTRAINT task_states_lease_held CHECK ((((status = ANY (ARRAY['running'::public.task_status, 'cancelling'::public.task_status])) = (lease_expires_at IS NOT NULL)) AND ((lease_expires_at IS NULL) = (attempt_id IS NULL)) AND ((lease_expires_at IS NULL) = (worker_id IS NULL)) AND ((lease_expires_at IS NULL) = (attempt_deadline IS NULL)) AND ((lease_expires_at IS NULL) = (attempt_started_at IS NULL)))),
     CONSTRAINT task_states_losses_check CHECK ((losses >= 0)),
+    CONSTRAINT task_states_progress_size CHECK ((octet_length(progress) <= 256)),
     CONSTRAINT task_states_refusals_check CHECK ((refusals >= 0)),
     CONSTRAINT task_states_result CHECK (((status = 'succeeded'::public.task_status) = (result_attempt IS NOT NULL))),
     CONSTRAINT task_states_round_check CHECK ((round >= 1)),
@@ -445,6 +450,8 @@ CREATE INDEX task_states_claim_locked_idx ON public.task_states USING btree (pri
 CREATE INDEX task_states_dead_idx ON public.task_states USING btree (task_id) WHERE (status = 'dead'::public.task_status);
 
 CREATE INDEX task_states_leased_idx ON public.task_states USING btree (worker_id, LEAST(lease_expires_at, attempt_deadline)) WHERE (lease_expires_at IS NOT NULL);
+
+CREATE INDEX task_states_stalled_idx ON public.task_states USING btree (stalled_since) WHERE (stalled_since IS NOT NULL);
 
 CREATE INDEX tasks_locks_idx ON public.tasks USING gin (locks) WHERE (cardinality(locks) > 0);
 

@@ -68,6 +68,8 @@ enum Command {
     Lock(commands::lock::LockCommand),
     /// List held locks.
     Locks,
+    /// For agents: say the running attempt is making progress (it is not stalled).
+    Progress(commands::progress::ProgressArgs),
     /// Make, list and revoke tokens.
     #[command(subcommand)]
     Tokens(commands::tokens::TokensCommand),
@@ -115,6 +117,7 @@ async fn main() -> std::process::ExitCode {
         Command::Export { swarm } => commands::swarms::export(&ctx, &swarm).await,
         Command::Lock(command) => commands::lock::run(&ctx, command).await,
         Command::Locks => commands::lock::list(&ctx).await,
+        Command::Progress(args) => commands::progress::run(&ctx, args).await,
         Command::Tokens(command) => commands::tokens::run(&ctx, command).await,
         Command::Certs(command) => commands::certs::run(command),
         Command::Up(args) => commands::up::run(args, ctx.json).await,

@@ -222,6 +222,12 @@ pub(crate) struct AttemptView {
     pub usage: UsageView,
     /// The attempt's own result (builder results and validator verdicts).
     pub result: Option<Json>,
+    /// Running: since when its agent is stalled.
+    pub stalled_since: Option<DateTime<Utc>>,
+    /// Running: what its agent last reported doing.
+    pub progress: String,
+    /// Running: when its agent last reported progress.
+    pub progress_at: Option<DateTime<Utc>>,
 }
 
 impl From<pb::Attempt> for AttemptView {
@@ -241,6 +247,9 @@ impl From<pb::Attempt> for AttemptView {
             session_id: attempt.session_id,
             usage: attempt.usage.into(),
             result: object(attempt.result),
+            stalled_since: time(attempt.stalled_since.as_ref()),
+            progress: attempt.progress,
+            progress_at: time(attempt.progress_at.as_ref()),
         }
     }
 }
@@ -371,6 +380,29 @@ pub(crate) struct SwarmView {
     pub budget: f64,
     /// Why ready tasks are not running.
     pub waiting: Vec<String>,
+    /// Its running attempts whose agents are stalled, longest first.
+    pub stalled: Vec<StalledView>,
+}
+
+/// A running attempt whose agent shows no progress.
+#[derive(Debug, Serialize)]
+pub(crate) struct StalledView {
+    pub task_id: String,
+    pub attempt_id: String,
+    pub worker_id: String,
+    /// Since when.
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl From<pb::StalledAttempt> for StalledView {
+    fn from(stalled: pb::StalledAttempt) -> Self {
+        Self {
+            since: time(stalled.since.as_ref()),
+            task_id: stalled.task_id,
+            attempt_id: stalled.attempt_id,
+            worker_id: stalled.worker_id,
+        }
+    }
 }
 
 impl From<pb::SwarmStats> for SwarmView {
@@ -398,6 +430,7 @@ impl From<pb::SwarmStats> for SwarmView {
             usage: swarm.usage.into(),
             budget: swarm.budget,
             waiting: swarm.waiting,
+            stalled: Vec::new(),
             swarm_id: swarm.swarm_id,
             name: swarm.name,
         }

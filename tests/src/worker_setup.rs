@@ -48,6 +48,8 @@ pub struct Agent {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     rate_limit_exit_codes: Vec<i32>,
     workspace: Option<WorkspaceSetup>,
+    stall_timeout: Option<String>,
+    on_stall: Option<String>,
 }
 
 /// An agent's `[workspace]` table.
@@ -151,6 +153,8 @@ impl Agent {
             account: None,
             rate_limit_exit_codes: Vec::new(),
             workspace: None,
+            stall_timeout: None,
+            on_stall: None,
         }
     }
 
@@ -239,6 +243,15 @@ impl Agent {
     #[must_use]
     pub fn memory(mut self, size: &str) -> Self {
         self.memory = Some(size.to_owned());
+        self
+    }
+
+    /// No progress for this long (a humantime string) is a stall, which
+    /// `on_stall` (`"ignore"` or `"retry"`) handles.
+    #[must_use]
+    pub fn stall(mut self, timeout: &str, on_stall: &str) -> Self {
+        self.stall_timeout = Some(timeout.to_owned());
+        self.on_stall = Some(on_stall.to_owned());
         self
     }
 

@@ -40,7 +40,7 @@ fn allowed(service: &str, method: &str) -> Option<&'static [&'static str]> {
             "hive.v1.WorkerService",
             "Register" | "Claim" | "Complete" | "Fail" | "Heartbeat" | "AppendLogs" | "SaveSession" | "LoadSession",
         ) => WORKERS,
-        ("hive.v1.WorkerService", "AcquireLock" | "ReleaseLock") => AGENTS,
+        ("hive.v1.WorkerService", "AcquireLock" | "ReleaseLock" | "ReportProgress") => AGENTS,
         ("hive.v1.AdminService", "GetTask" | "ListTasks" | "GetTaskLogs" | "GetStats") => READERS,
         (
             "hive.v1.AdminService",
@@ -272,6 +272,12 @@ fn request(rpc: &Rpc, world: &World, cell: usize) -> Bytes {
             pb::ReleaseLockRequest { task_id: task(), attempt_id: world.attempt_id.clone(), key: "held".into() }
                 .encode_to_vec()
         }
+        "ReportProgress" => pb::ReportProgressRequest {
+            task_id: task(),
+            attempt_id: world.attempt_id.clone(),
+            message: format!("matrix {cell}"),
+        }
+        .encode_to_vec(),
         "GetTask" | "GetTaskLogs" => pb::GetTaskRequest { task_id: task() }.encode_to_vec(),
         "Heartbeat" => pb::HeartbeatRequest {
             worker_id: world.worker_id.clone(),

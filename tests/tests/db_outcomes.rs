@@ -100,7 +100,16 @@ fn beat(worker: Uuid, attempts: &[Uuid]) -> Beats {
         unavailable: vec![json!({})],
         held_workers: vec![worker; attempts.len()],
         held_attempts: attempts.to_vec(),
+        stalled_attempts: attempts.to_vec(),
     }
+}
+
+async fn stalled_since(pool: &sqlx::PgPool, task: Uuid) -> Option<chrono::DateTime<chrono::Utc>> {
+    sqlx::query_scalar("select stalled_since from task_states where task_id = $1")
+        .bind(task)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -128,8 +137,18 @@ async fn a_heartbeat_extends_only_the_current_attempts_lease_from_its_worker() {
     .await
     .unwrap();
     assert!(lease_left > 3500.0, "extended by the beat's lease: {lease_left}");
+    let since = stalled_since(&db.pool, task).await;
+    assert!(since.is_some(), "the beat said the current attempt is stalled");
+    db::beats::record(&db.pool, &beat(worker, &[current]), 3600.0).await.unwrap();
+    assert_eq!(stalled_since(&db.pool, task).await, since, "stalled since the first beat that said so");
+    let mut unstalled = beat(worker, &[current]);
+    unstalled.stalled_attempts.clear();
+    db::beats::record(&db.pool, &unstalled, 3600.0).await.unwrap();
+    assert_eq!(stalled_since(&db.pool, task).await, None, "a beat that lists it not stalled clears it");
+    db::beats::record(&db.pool, &beat(worker, &[current]), 3600.0).await.unwrap();
 
     assert_eq!(complete(&db.pool, task, current).await, [current]);
+    assert_eq!(stalled_since(&db.pool, task).await, None, "the stall goes with the attempt");
     let after = db_rows::state_row(&db.pool, task).await;
     let written = db::beats::record(&db.pool, &beat(worker, &[current]), 3600.0).await.unwrap();
     assert!(written.extended.is_empty(), "an ended attempt is not extended");

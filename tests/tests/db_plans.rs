@@ -112,7 +112,7 @@ fn hot_statements() -> Vec<(&'static str, Vec<&'static str>, String)> {
         ),
         ("stages::advance", vec!["stage = case when $2 then 'validate'"], format!("{UUID}, true, '{{}}'")),
         ("stages::finish", vec!["with finished as ("], format!("{UUID}, 'succeeded', null")),
-        ("beats::record", vec!["), beating as ("], format!("{}, 60, '{{}}'", empty(10))),
+        ("beats::record", vec!["), beating as ("], format!("{}, 60, '{{}}', '{{}}'", empty(10))),
         ("logs::lock_budgets (insert)", vec!["insert into task_output (task_id)"], empty(1)),
         ("logs::lock_budgets (select)", vec!["for no key update of o"], empty(1)),
         ("logs::stored_keys", vec!["join task_logs l on l.attempt_id"], empty(3)),

@@ -117,6 +117,7 @@ async fn a_superseded_attempt_is_refused_everywhere_and_changes_nothing() {
         resources: None,
         draining: false,
         unavailable: Default::default(),
+        stalled_attempt_ids: vec![first.attempt_id.clone()],
     };
     let mut replies = a.heartbeat(tokio_stream::iter([beat])).await.unwrap().into_inner();
     let reply = replies.message().await.unwrap().expect("a heartbeat reply");

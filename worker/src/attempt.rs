@@ -13,10 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::claude_code::{self, SessionStart};
-use crate::config::{AgentConfig, AgentKind, Builtin, PromptMode};
+use crate::config::{AgentConfig, AgentKind, Builtin, OnStall, PromptMode};
 use crate::context::{Context, Queued};
 use crate::outcome::{self, Ids, Report};
 use crate::process::spawn::{HiveVars, Launch};
+use crate::process::stall::StallWatch;
 use crate::process::supervise::{self, Exit};
 use crate::process::workdir::{JsonFile, Scratch};
 use crate::shipper::LogSink;
@@ -169,6 +170,17 @@ async fn run_agent(
         session_regex: session_regex.as_ref(),
         on_spawn: &on_spawn,
         cgroups: context.cgroups.as_ref(),
+        stall: agent.stall_timeout.map(|timeout| StallWatch {
+            timeout,
+            policy: agent.on_stall.unwrap_or(OnStall::Retry),
+            // The scratch folder holds a workspace's worktree and Claude
+            // Code's config folder (where its transcript grows).
+            folders: std::iter::once(scratch.dir.clone())
+                .chain(agent.workdir.iter().filter(|dir| !dir.starts_with(&scratch.dir)).cloned())
+                .collect(),
+            held: context.held.clone(),
+            attempt,
+        }),
     };
     let saving = claude.and_then(|claude| Some((claude.transcript.clone()?, claude.start.id().to_owned()))).map(
         |(file, session)| {

@@ -241,6 +241,25 @@ pub struct AgentConfig {
     /// A git worktree per attempt as its working folder, its change the result.
     #[serde(default)]
     pub workspace: Option<WorkspaceConfig>,
+    /// An attempt whose agent shows no progress for this long is stalled:
+    /// no output, no change in its working folder, no CPU use by its process
+    /// group and no progress report (`hivectl progress`). Unset, stalls are
+    /// not watched for.
+    #[serde(default, with = "humantime_serde")]
+    pub stall_timeout: Option<Duration>,
+    /// What a stall leads to (`retry` unless set).
+    #[serde(default)]
+    pub on_stall: Option<OnStall>,
+}
+
+/// What happens to an attempt whose agent stalls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStall {
+    /// It is shown as stalled (`hivectl tasks show`, `hivectl status`) and left to run.
+    Ignore,
+    /// Its agent is stopped and the task retried, as a transient failure.
+    Retry,
 }
 
 /// A git worktree per attempt (`[agents.NAME.workspace]`); see the README.
@@ -461,6 +480,31 @@ impl Config {
     }
 }
 
+/// Shortest `stall_timeout`; it must also be longer than two of the
+/// coordinator's heartbeat intervals, checked once registered
+/// ([`stall_timeout_problems`]).
+const MIN_STALL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Agents whose stall timeout is not longer than two heartbeat intervals:
+/// their progress reports reach the worker with its beats, so a shorter
+/// timeout would call an agent stalled whose report is on its way.
+pub fn stall_timeout_problems(config: &Config, heartbeat: Duration) -> Vec<String> {
+    config
+        .agents
+        .iter()
+        .filter_map(|(name, agent)| {
+            let timeout = agent.stall_timeout?;
+            (timeout <= heartbeat * 2).then(|| {
+                format!(
+                    "agents.{name}.stall_timeout: {} must be longer than two of the coordinator's heartbeat intervals ({} each)",
+                    humantime::format_duration(timeout),
+                    humantime::format_duration(heartbeat)
+                )
+            })
+        })
+        .collect()
+}
+
 fn agent_problems(name: &str, agent: &AgentConfig) -> Vec<String> {
     let mut problems = Vec::new();
     let valid_name = !name.is_empty()
@@ -526,6 +570,15 @@ fn agent_problems(name: &str, agent: &AgentConfig) -> Vec<String> {
     }
     if let Some(workspace) = &agent.workspace {
         problems.extend(workspace_problems(name, workspace));
+    }
+    match (agent.stall_timeout, agent.on_stall) {
+        (Some(timeout), _) if timeout < MIN_STALL_TIMEOUT => problems.push(format!(
+            "agents.{name}.stall_timeout: {} is too short to tell a stall (at least {})",
+            humantime::format_duration(timeout),
+            humantime::format_duration(MIN_STALL_TIMEOUT)
+        )),
+        (None, Some(_)) => problems.push(format!("agents.{name}.on_stall: needs stall_timeout")),
+        _ => {}
     }
     match agent.kind {
         AgentKind::Command => {
@@ -665,6 +718,23 @@ mod tests {
         for needle in ["agents.a.workspace.repo", "is not a git repository", "branch_prefix", "max_patch"] {
             assert!(err.contains(needle), "{needle} in {err}");
         }
+    }
+
+    #[test]
+    fn stall_settings_are_checked_by_name() {
+        let err = load_text("[agents.a]\ncommand = [\"true\"]\nstall_timeout = \"200ms\"\n").unwrap_err();
+        assert!(err.to_string().contains("agents.a.stall_timeout: 200ms is too short"), "{err}");
+        let err = load_text("[agents.a]\ncommand = [\"true\"]\non_stall = \"ignore\"\n").unwrap_err();
+        assert!(err.to_string().contains("agents.a.on_stall: needs stall_timeout"), "{err}");
+        let err =
+            load_text("[agents.a]\ncommand = [\"true\"]\nstall_timeout = \"5m\"\non_stall = \"nap\"\n").unwrap_err();
+        assert!(err.to_string().contains("nap"), "{err}");
+        let config =
+            load_text("[agents.a]\ncommand = [\"true\"]\nstall_timeout = \"5s\"\non_stall = \"ignore\"\n").unwrap();
+        assert_eq!(config.agents["a"].on_stall, Some(OnStall::Ignore));
+        assert!(stall_timeout_problems(&config, Duration::from_secs(2)).is_empty());
+        let problems = stall_timeout_problems(&config, Duration::from_secs(3));
+        assert!(problems[0].contains("agents.a.stall_timeout: 5s must be longer than two"), "{problems:?}");
     }
 
     #[test]

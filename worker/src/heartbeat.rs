@@ -1,6 +1,7 @@
 //! The heartbeat stream: every interval the worker lists the attempts it
-//! holds, its free slots and its host figures; the coordinator extends their
-//! leases and answers with commands (stop an attempt). The stream is reopened
+//! holds (and which are stalled), its free slots and its host figures; the
+//! coordinator extends their leases and answers with commands (stop an
+//! attempt) and the agents' latest progress reports. The stream is reopened
 //! with backoff when it breaks.
 
 use std::sync::Arc;
@@ -70,6 +71,7 @@ async fn beat(context: &Context, sampler: &mut Sampler) -> pb::HeartbeatRequest 
     pb::HeartbeatRequest {
         worker_id: context.worker_id.to_string(),
         attempt_ids: context.held.attempt_ids(),
+        stalled_attempt_ids: context.held.stalled_ids(),
         free_slots: context.free_slots(),
         resources: Some(resources),
         draining: context.drain.is_cancelled(),
@@ -78,6 +80,12 @@ async fn beat(context: &Context, sampler: &mut Sampler) -> pb::HeartbeatRequest 
 }
 
 fn apply(context: &Context, reply: pb::HeartbeatResponse) {
+    for progress in reply.progress {
+        let reported_at = progress.reported_at.and_then(|at| std::time::SystemTime::try_from(at).ok());
+        if let (Ok(attempt), Some(reported_at)) = (AttemptId::parse(&progress.attempt_id), reported_at) {
+            context.held.set_reported(attempt, reported_at);
+        }
+    }
     for command in reply.commands {
         match command.command {
             Some(Command::CancelAttempt(cancel)) => cancel_attempt(context, &cancel),

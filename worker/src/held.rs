@@ -1,9 +1,11 @@
 //! The attempts this worker holds: running, or finished and waiting for the
-//! coordinator to acknowledge their outcome. Heartbeats list them; cancel
+//! coordinator to acknowledge their outcome. Heartbeats list them (and which
+//! are stalled) and bring back their agents' progress reports; cancel
 //! commands find their tokens here.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
 
 use hive_shared::ids::AttemptId;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +26,10 @@ struct Entry {
     cancel: CancellationToken,
     reason: Option<CancelReason>,
     group: Option<i32>,
+    /// When its agent last reported progress, as the coordinator recorded it.
+    reported: Option<SystemTime>,
+    /// Whether its agent is stalled.
+    stalled: bool,
 }
 
 /// Shared registry of held attempts.
@@ -40,7 +46,8 @@ impl Held {
     /// Starts holding an attempt; the token stops its agent.
     pub(crate) fn hold(&self, attempt: AttemptId) -> CancellationToken {
         let cancel = CancellationToken::new();
-        self.lock().insert(attempt, Entry { cancel: cancel.clone(), reason: None, group: None });
+        let entry = Entry { cancel: cancel.clone(), reason: None, group: None, reported: None, stalled: false };
+        self.lock().insert(attempt, entry);
         cancel
     }
 
@@ -64,6 +71,30 @@ impl Held {
     /// Ids of every held attempt, for heartbeats.
     pub(crate) fn attempt_ids(&self) -> Vec<String> {
         self.lock().keys().map(ToString::to_string).collect()
+    }
+
+    /// Records when an attempt's agent last reported progress.
+    pub(crate) fn set_reported(&self, attempt: AttemptId, at: SystemTime) {
+        if let Some(entry) = self.lock().get_mut(&attempt) {
+            entry.reported = Some(at);
+        }
+    }
+
+    /// When an attempt's agent last reported progress.
+    pub(crate) fn reported(&self, attempt: AttemptId) -> Option<SystemTime> {
+        self.lock().get(&attempt).and_then(|entry| entry.reported)
+    }
+
+    /// Marks an attempt's agent stalled or not.
+    pub(crate) fn set_stalled(&self, attempt: AttemptId, stalled: bool) {
+        if let Some(entry) = self.lock().get_mut(&attempt) {
+            entry.stalled = stalled;
+        }
+    }
+
+    /// Ids of the held attempts whose agents are stalled, for heartbeats.
+    pub(crate) fn stalled_ids(&self) -> Vec<String> {
+        self.lock().iter().filter(|(_, entry)| entry.stalled).map(|(attempt, _)| attempt.to_string()).collect()
     }
 
     /// Cancels one attempt; `false` when it is not held.

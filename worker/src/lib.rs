@@ -140,6 +140,10 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
         .and_then(from_duration)
         .unwrap_or(Duration::from_secs(5))
         .max(Duration::from_millis(50));
+    let problems = config::stall_timeout_problems(&config, heartbeat);
+    if !problems.is_empty() {
+        return Err(hive_shared::config::ConfigError { problems }.into());
+    }
     info!(%worker_id, %name, coordinator = %config.coordinator, slots = config.slots, ?heartbeat, "worker registered");
 
     let chunk = usize::try_from(config.logs.chunk_size.as_u64()).unwrap_or(1).max(1);

@@ -221,6 +221,15 @@ pub(crate) fn decide(
             format!("the agent ran past its time limit of {} and was stopped", humantime::format_duration(timeout)),
             Some(finished),
         ),
+        Exit::Stalled(quiet) => failure(
+            ids,
+            Transient,
+            format!(
+                "the agent was stalled (no output, folder change, CPU use or progress report for {}) and was stopped",
+                humantime::format_duration(Duration::from_secs(quiet.as_secs()))
+            ),
+            Some(finished),
+        ),
         Exit::Cancelled => match cancelled {
             Some(CancelReason::LeaseLost) | None => return None,
             Some(CancelReason::TaskCancelled) => failure(

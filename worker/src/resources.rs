@@ -46,8 +46,7 @@ fn group_rss(groups: &[(hive_shared::ids::AttemptId, i32)]) -> Vec<pb::AttemptMe
     }
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map_or(4096, |size| size as u64);
     let mut pages: std::collections::HashMap<i32, u64> = std::collections::HashMap::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+    for stat in process_stats() {
         if let Some((group, rss)) = group_and_rss(&stat) {
             *pages.entry(group).or_insert(0) += rss;
         }
@@ -61,10 +60,25 @@ fn group_rss(groups: &[(hive_shared::ids::AttemptId, i32)]) -> Vec<pb::AttemptMe
         .collect()
 }
 
+/// The /proc/PID/stat line of every process that can be read (one pass over /proc).
+pub(crate) fn process_stats() -> impl Iterator<Item = String> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+}
+
+/// The fields of a /proc/PID/stat line after the command name (which may
+/// hold spaces and parentheses), from the state on: index 2 is the process
+/// group, 11-14 the CPU ticks, 21 the resident pages.
+pub(crate) fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    Some(stat.rsplit_once(')')?.1.split_whitespace().collect())
+}
+
 /// (process group, resident pages) from a /proc/PID/stat line.
 fn group_and_rss(stat: &str) -> Option<(i32, u64)> {
-    // Fields after the command name, which may hold spaces, start after the last ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let fields = stat_fields(stat)?;
     let group = fields.get(2)?.parse().ok()?;
     let rss = fields.get(21)?.parse().ok()?;
     Some((group, rss))

@@ -6,6 +6,7 @@ pub mod certs;
 pub mod lock;
 pub mod logs;
 pub mod pauses;
+pub mod progress;
 pub mod providers;
 pub mod status;
 pub mod submit;

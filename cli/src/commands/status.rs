@@ -67,7 +67,13 @@ pub(crate) async fn fetch(ctx: &Ctx, swarm: Option<&str>) -> anyhow::Result<Vec<
     {
         bail!("swarm {id} not found");
     }
-    Ok(response.swarms.into_iter().map(SwarmView::from).collect())
+    let mut swarms: Vec<SwarmView> = response.swarms.into_iter().map(SwarmView::from).collect();
+    for stalled in response.stalled {
+        if let Some(swarm) = swarms.iter_mut().find(|swarm| swarm.swarm_id == stalled.swarm_id) {
+            swarm.stalled.push(stalled.into());
+        }
+    }
+    Ok(swarms)
 }
 
 /// Prints swarms as a table or JSON.
@@ -93,6 +99,16 @@ pub(crate) fn print(ctx: &Ctx, swarms: &[SwarmView]) {
         ]);
     }
     output::line(table);
+    for (swarm, stalled) in swarms.iter().flat_map(|swarm| swarm.stalled.iter().map(move |stalled| (swarm, stalled))) {
+        output::line(format!(
+            "stalled  {}: task {} (attempt {} on worker {}) stalled {}",
+            swarm.name,
+            stalled.task_id,
+            stalled.attempt_id,
+            stalled.worker_id,
+            output::ago(stalled.since)
+        ));
+    }
 }
 
 /// Shows progress until every task of `swarm_ids` has finished; returns the final counts.

@@ -195,6 +195,23 @@ async fn show(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
         ]);
     }
     output::line(table);
+    for attempt in detail.attempts.iter().filter(|attempt| attempt.finished_at.is_none()) {
+        if attempt.stalled_since.is_some() {
+            output::line(format!(
+                "stalled  attempt {} stalled {} (no output, folder change, CPU use or progress report since)",
+                attempt.number,
+                output::ago(attempt.stalled_since)
+            ));
+        }
+        if attempt.progress_at.is_some() {
+            output::line(format!(
+                "progress attempt {} reported {}: {}",
+                attempt.number,
+                output::ago(attempt.progress_at),
+                output::printable(&attempt.progress)
+            ));
+        }
+    }
     Ok(())
 }
 

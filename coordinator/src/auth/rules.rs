@@ -73,7 +73,7 @@ fn worker_rule(method: &str) -> Rule {
         "Register" | "Claim" | "Complete" | "Fail" | "Heartbeat" | "AppendLogs" | "SaveSession" | "LoadSession" => {
             reads(WORKERS)
         }
-        "AcquireLock" | "ReleaseLock" => reads(AGENTS),
+        "AcquireLock" | "ReleaseLock" | "ReportProgress" => reads(AGENTS),
         _ => reads(&[]),
     }
 }
@@ -111,8 +111,9 @@ mod tests {
     }
 
     #[test]
-    fn agents_may_only_take_and_release_locks() {
+    fn agents_may_only_take_and_release_locks_and_report_progress() {
         assert!(rule("/hive.v1.WorkerService/AcquireLock").allows(Agent));
+        assert!(rule("/hive.v1.WorkerService/ReportProgress").allows(Agent));
         for method in ["Claim", "Complete", "Fail", "Register", "Heartbeat", "AppendLogs", "SaveSession", "LoadSession"]
         {
             assert!(!rule(&format!("/hive.v1.WorkerService/{method}")).allows(Agent), "{method}");

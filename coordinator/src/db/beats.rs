@@ -39,6 +39,8 @@ pub struct Beats {
     pub held_workers: Vec<Uuid>,
     /// See `held_workers`.
     pub held_attempts: Vec<Uuid>,
+    /// The listed attempts whose workers say they are stalled.
+    pub stalled_attempts: Vec<Uuid>,
 }
 
 /// An attempt whose lease a beat extended, with its task's status.
@@ -48,6 +50,8 @@ pub struct Extended {
     pub attempt_id: Uuid,
     /// Running or cancelling.
     pub status: TaskStatus,
+    /// When its agent last reported progress.
+    pub progress_at: Option<DateTime<Utc>>,
 }
 
 /// What the statement found, by worker.
@@ -64,7 +68,7 @@ pub struct Written {
 }
 
 /// Records every beat's figures and extends the leases of the attempts each
-/// lists that are still current; counts every task leased to each worker, so
+/// lists that are still current, marking them stalled (since when) or not; counts every task leased to each worker, so
 /// the caller can tell whether a worker holds leases it does not know about.
 pub async fn record(executor: impl PgExecutor<'_>, beats: &Beats, lease_seconds: f64) -> sqlx::Result<Written> {
     let row = sqlx::query!(
@@ -106,9 +110,10 @@ pub async fn record(executor: impl PgExecutor<'_>, beats: &Beats, lease_seconds:
             for update of s
         ), extended as (
             update task_states s
-            set lease_expires_at = now() + make_interval(secs => $11)
+            set lease_expires_at = now() + make_interval(secs => $11),
+                stalled_since = case when s.attempt_id = any($13) then coalesce(s.stalled_since, now()) end
             where s.task_id = any(array(select task_id from holding)) and s.status in ('running', 'cancelling')
-            returning s.worker_id, s.attempt_id, s.status
+            returning s.worker_id, s.attempt_id, s.status, s.progress_at
         ), leased as (
             select worker_id, count(*) as n
             from task_states
@@ -120,6 +125,9 @@ pub async fn record(executor: impl PgExecutor<'_>, beats: &Beats, lease_seconds:
                array(select worker_id from extended) as "extended_workers!: Vec<Uuid>",
                array(select attempt_id from extended) as "extended_attempts!: Vec<Uuid>",
                array(select status from extended) as "extended_statuses!: Vec<TaskStatus>",
+               array(select attempt_id from extended where progress_at is not null) as "progressed!: Vec<Uuid>",
+               array(select progress_at from extended where progress_at is not null)
+                   as "progressed_at!: Vec<DateTime<Utc>>",
                array(select worker_id from leased) as "leased_workers!: Vec<Uuid>",
                array(select n from leased) as "leased_counts!: Vec<i64>",
                now() + make_interval(secs => $11) as "lease_expires_at!"
@@ -136,6 +144,7 @@ pub async fn record(executor: impl PgExecutor<'_>, beats: &Beats, lease_seconds:
         &beats.held_attempts,
         lease_seconds,
         &beats.unavailable,
+        &beats.stalled_attempts,
     )
     .fetch_one(executor)
     .await?;
@@ -143,9 +152,11 @@ pub async fn record(executor: impl PgExecutor<'_>, beats: &Beats, lease_seconds:
     for (worker, command) in row.seen.into_iter().zip(row.commands) {
         written.commands.insert(worker, Command::parse(Some(command.as_str())));
     }
+    let progressed: HashMap<Uuid, DateTime<Utc>> = row.progressed.into_iter().zip(row.progressed_at).collect();
     let extended = row.extended_workers.into_iter().zip(row.extended_attempts.into_iter().zip(row.extended_statuses));
     for (worker, (attempt_id, status)) in extended {
-        written.extended.entry(worker).or_default().push(Extended { attempt_id, status });
+        let progress_at = progressed.get(&attempt_id).copied();
+        written.extended.entry(worker).or_default().push(Extended { attempt_id, status, progress_at });
     }
     written.leased = row.leased_workers.into_iter().zip(row.leased_counts).collect();
     Ok(written)

@@ -1,6 +1,7 @@
 //! Lease statements: the reaper finds the expired ones; claims whose reply
 //! never reached their worker are found here too. Heartbeats extend leases
-//! in `beats`.
+//! in `beats`. Running attempts also carry their agents' progress reports
+//! and, from beats, whether they are stalled.
 
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
@@ -70,5 +71,68 @@ pub async fn lock_expired(conn: &mut PgConnection, limit: i64) -> sqlx::Result<V
         limit,
     )
     .fetch_all(conn)
+    .await
+}
+
+/// Records an agent's progress report on its attempt: at most one write a
+/// second unless the message changes. `false` when the attempt is not the
+/// task's current, leased one.
+pub async fn report_progress(
+    executor: impl PgExecutor<'_>,
+    task: Uuid,
+    attempt: Uuid,
+    message: &str,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"
+        with current as (
+            select task_id from task_states
+            where task_id = $1 and attempt_id = $2 and status in ('running', 'cancelling')
+        ), reported as (
+            update task_states s
+            set progress_at = now(), progress = $3
+            where s.task_id = (select task_id from current) and s.attempt_id = $2
+              and (s.progress_at is null or s.progress_at < now() - interval '1 second' or s.progress is distinct from $3)
+        )
+        select exists(select 1 from current) as "is_current!"
+        "#,
+        task,
+        attempt,
+        message,
+    )
+    .fetch_one(executor)
+    .await
+}
+
+/// A running attempt whose worker says its agent is stalled.
+#[derive(Debug)]
+pub struct Stalled {
+    /// Task id.
+    pub task_id: Uuid,
+    /// Its swarm.
+    pub swarm_id: Uuid,
+    /// Attempt id.
+    pub attempt_id: Uuid,
+    /// Worker running it.
+    pub worker_id: Uuid,
+    /// Since when.
+    pub since: chrono::DateTime<chrono::Utc>,
+}
+
+/// Stalled attempts (of one swarm, when given), longest stalled first, at most `limit`.
+pub async fn stalled(executor: impl PgExecutor<'_>, swarm: Option<Uuid>, limit: i64) -> sqlx::Result<Vec<Stalled>> {
+    sqlx::query_as!(
+        Stalled,
+        r#"
+        select task_id, swarm_id, attempt_id as "attempt_id!", worker_id as "worker_id!", stalled_since as "since!"
+        from task_states
+        where stalled_since is not null and ($1::uuid is null or swarm_id = $1)
+        order by stalled_since
+        limit $2
+        "#,
+        swarm,
+        limit,
+    )
+    .fetch_all(executor)
     .await
 }

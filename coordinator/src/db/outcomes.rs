@@ -73,7 +73,7 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
             update task_states s
             set status = 'succeeded', finished_at = now(), result_attempt = s.attempts,
                 worker_id = null, attempt_id = null, lease_expires_at = null, attempt_deadline = null,
-                attempt_started_at = null
+                attempt_started_at = null, stalled_since = null, progress_at = null, progress = null
             from before b
             where s.task_id = b.task_id and s.attempt_id = b.attempt_id
             -- The attempt as it was, from `before`: the attempt's row is
@@ -275,7 +275,7 @@ pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result
                 refusals = s.refusals + case when d.refused then 1 else 0 end,
                 run_agent = coalesce(d.next_agent, s.run_agent),
                 worker_id = null, attempt_id = null, lease_expires_at = null, attempt_deadline = null,
-                attempt_started_at = null,
+                attempt_started_at = null, stalled_since = null, progress_at = null, progress = null,
                 run_after = case when d.status = 'ready' then now() + make_interval(secs => d.delay) else s.run_after end,
                 finished_at = case when d.status in ('dead', 'cancelled') then now() end,
                 error = case when d.status in ('dead', 'cancelled') then d.error end

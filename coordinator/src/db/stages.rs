@@ -129,7 +129,7 @@ pub async fn advance(conn: &mut PgConnection, task: Uuid, to_validator: bool, pa
                         + coalesce(octet_length(t.input::text), 0) + octet_length($3::jsonb::text),
                 run_after = now(),
                 worker_id = null, attempt_id = null, lease_expires_at = null, attempt_deadline = null,
-                attempt_started_at = null
+                attempt_started_at = null, stalled_since = null, progress_at = null, progress = null
             from tasks t
             where s.task_id = $1 and t.id = s.task_id
             returning s.task_id
@@ -159,7 +159,7 @@ pub async fn finish(conn: &mut PgConnection, task: Uuid, status: TaskStatus, err
                      where a.task_id = s.task_id and a.stage = 'build' and a.outcome = 'succeeded')
                 end,
                 worker_id = null, attempt_id = null, lease_expires_at = null, attempt_deadline = null,
-                attempt_started_at = null
+                attempt_started_at = null, stalled_since = null, progress_at = null, progress = null
             where s.task_id = $1
             returning s.task_id
         )

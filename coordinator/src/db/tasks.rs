@@ -349,6 +349,12 @@ pub struct AttemptRow {
     pub output_tokens: Option<i64>,
     /// Cost, as the agent reported.
     pub cost: Option<f64>,
+    /// The running attempt: since when its agent is stalled.
+    pub stalled_since: Option<DateTime<Utc>>,
+    /// The running attempt: what its agent last reported doing.
+    pub progress: Option<String>,
+    /// The running attempt: when its agent last reported progress.
+    pub progress_at: Option<DateTime<Utc>>,
 }
 
 /// A task's attempts, oldest first: those that ended, then the running one.
@@ -358,11 +364,12 @@ pub async fn attempts_of(executor: impl PgExecutor<'_>, task: Uuid) -> sqlx::Res
         r#"
         select id as "id!", number as "number!", worker_id as "worker_id!", started_at as "started_at!",
                finished_at, outcome as "outcome!: AttemptOutcome", exit_code, signal, error, stage as "stage!",
-               agent, result, session_id, input_tokens, output_tokens, cost
+               agent, result, session_id, input_tokens, output_tokens, cost,
+               null::timestamptz as stalled_since, null as progress, null::timestamptz as progress_at
         from attempts where task_id = $1
         union all
         select attempt_id, attempts, worker_id, attempt_started_at, null, 'running', null, null, null, stage,
-               run_agent, null, null, null, null, null
+               run_agent, null, null, null, null, null, stalled_since, progress, progress_at
         from task_states where task_id = $1 and attempt_id is not null
         order by 2
         "#,

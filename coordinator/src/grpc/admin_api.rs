@@ -213,7 +213,9 @@ impl AdminService for AdminApi {
         }
         let swarms = progress.into_iter().map(convert::swarm).collect();
         let claims_waiting = u32::try_from(self.app.notifications.claims_waiting()).unwrap_or(u32::MAX);
-        Ok(Response::new(pb::GetStatsResponse { totals: Some(totals), swarms, claims_waiting }))
+        let stalled = tasks::stalls::list(&self.app.pool, swarm.map(|id| id.0)).await?;
+        let stalled = stalled.into_iter().map(convert::stalled).collect();
+        Ok(Response::new(pb::GetStatsResponse { totals: Some(totals), swarms, claims_waiting, stalled }))
     }
 
     async fn set_swarm_budget(

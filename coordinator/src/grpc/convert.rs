@@ -348,6 +348,20 @@ pub(crate) fn attempt(row: db::tasks::AttemptRow) -> pb::Attempt {
         stage: row.stage,
         result: object(row.result),
         agent: row.agent.unwrap_or_default(),
+        stalled_since: row.stalled_since.map(timestamp),
+        progress: row.progress.unwrap_or_default(),
+        progress_at: row.progress_at.map(timestamp),
+    }
+}
+
+/// Encodes a stalled attempt.
+pub(crate) fn stalled(row: db::leases::Stalled) -> pb::StalledAttempt {
+    pb::StalledAttempt {
+        task_id: row.task_id.to_string(),
+        attempt_id: row.attempt_id.to_string(),
+        worker_id: row.worker_id.to_string(),
+        since: Some(timestamp(row.since)),
+        swarm_id: row.swarm_id.to_string(),
     }
 }
 

@@ -228,6 +228,19 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(pb::ReleaseLockResponse { released }))
     }
 
+    async fn report_progress(
+        &self,
+        request: Request<pb::ReportProgressRequest>,
+    ) -> Result<Response<pb::ReportProgressResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let request = request.into_inner();
+        let task = parse_id("task_id", &request.task_id, TaskId::parse)?;
+        let attempt = parse_id("attempt_id", &request.attempt_id, AttemptId::parse)?;
+        ownership::check_attempt(&caller, attempt.0)?;
+        crate::tasks::stalls::report(&self.app.pool, task, attempt, &request.message).await?;
+        Ok(Response::new(pb::ReportProgressResponse {}))
+    }
+
     #[instrument(skip_all, fields(task_id = %request.get_ref().task_id, bytes = request.get_ref().state.len()))]
     async fn save_session(
         &self,

@@ -11,6 +11,7 @@ pub(crate) mod report;
 pub(crate) mod retry;
 pub(crate) mod sessions;
 pub(crate) mod stage;
+pub(crate) mod stalls;
 pub(crate) mod submit;
 pub(crate) mod validate;
 

@@ -47,6 +47,8 @@ pub(crate) struct Beat {
     pub unavailable: serde_json::Value,
     /// The attempts it holds.
     pub attempts: Vec<Uuid>,
+    /// Those of them it says are stalled.
+    pub stalled: Vec<Uuid>,
 }
 
 /// What writing one beat found.
@@ -139,6 +141,7 @@ impl WriterTask {
             columns.unavailable.push(beat.unavailable.clone());
             columns.held_workers.extend(std::iter::repeat_n(beat.worker, beat.attempts.len()));
             columns.held_attempts.extend(&beat.attempts);
+            columns.stalled_attempts.extend(&beat.stalled);
         }
         let mut written = db::beats::record(&self.pool, &columns, self.lease_seconds).await;
         if matches!(&written, Err(err) if is_deadlock(err)) {

@@ -119,7 +119,8 @@ impl Session {
             Ok(commands) if commands.is_empty() => true,
             Ok(commands) => {
                 info!(worker_id = %worker, commands = commands.len(), "pushing commands");
-                self.replies.send(Ok(pb::HeartbeatResponse { commands, lease_expires_at: None })).await.is_ok()
+                let reply = pb::HeartbeatResponse { commands, lease_expires_at: None, progress: Vec::new() };
+                self.replies.send(Ok(reply)).await.is_ok()
             }
             // The next beat's reply carries the same commands.
             Err(err) => {
@@ -139,14 +140,8 @@ impl Session {
             self.owners.check(&self.pool, &self.caller, worker.0).await?;
             self.worker = Some(worker.0);
         }
-        let attempts = beat
-            .attempt_ids
-            .iter()
-            .enumerate()
-            .map(|(index, id)| {
-                AttemptId::parse(id).map(|id| id.0).map_err(|err| Error::invalid(format!("attempt_ids[{index}]"), err))
-            })
-            .collect::<Result<Vec<Uuid>>>()?;
+        let attempts = attempt_ids("attempt_ids", &beat.attempt_ids)?;
+        let stalled = attempt_ids("stalled_attempt_ids", &beat.stalled_attempt_ids)?;
         let resources = beat.resources.unwrap_or_default();
         let too_large = |field: &str| Error::invalid(field, "is larger than this coordinator accepts");
         let free_slots = i32::try_from(beat.free_slots).map_err(|_| too_large("free_slots"))?;
@@ -176,6 +171,7 @@ impl Session {
                 ),
                 unavailable,
                 attempts: attempts.clone(),
+                stalled,
             })
             .await?
             .ok_or(Error::WorkerNotRegistered(worker))?;
@@ -196,8 +192,28 @@ impl Session {
         let cancelling = extended.iter().filter(|held| held.status == TaskStatus::Cancelling);
         commands.extend(cancelling.map(|held| cancel(held.attempt_id, pb::CancelCause::TaskCancelled)));
         commands.extend(recorded.command.map(command));
-        Ok(pb::HeartbeatResponse { commands, lease_expires_at: Some(timestamp(lease_expires_at)) })
+        let progress = extended
+            .iter()
+            .filter_map(|held| {
+                let reported_at = held.progress_at?;
+                Some(pb::AttemptProgress {
+                    attempt_id: held.attempt_id.to_string(),
+                    reported_at: Some(timestamp(reported_at)),
+                })
+            })
+            .collect();
+        Ok(pb::HeartbeatResponse { commands, lease_expires_at: Some(timestamp(lease_expires_at)), progress })
     }
+}
+
+/// Attempt ids from a beat's `field`; a malformed one is named by its index.
+fn attempt_ids(field: &str, ids: &[String]) -> Result<Vec<Uuid>> {
+    ids.iter()
+        .enumerate()
+        .map(|(index, id)| {
+            AttemptId::parse(id).map(|id| id.0).map_err(|err| Error::invalid(format!("{field}[{index}]"), err))
+        })
+        .collect()
 }
 
 /// Commands waiting for a worker: cancels of its cancelling tasks, and drain or stop.

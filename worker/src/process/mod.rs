@@ -1,7 +1,7 @@
 //! Running one agent as a supervised subprocess: its scratch folder
 //! ([`workdir`]), agents a dead worker left behind ([`orphans`]), how it is
 //! started ([`spawn`]), how its output is read and streamed ([`output`]), and
-//! how it is waited on and stopped ([`supervise`]). Nothing it starts outlives
+//! how it is waited on, watched for stalls ([`stall`]) and stopped ([`supervise`]). Nothing it starts outlives
 //! its attempt: the agent's process group is killed, then the processes that
 //! left the group are found by their `HIVE_ATTEMPT_ID` ([`sweep`]) and, where
 //! the worker may make one, by the attempt's cgroup ([`cgroup`]).
@@ -13,6 +13,7 @@ pub(crate) mod guardian;
 pub(crate) mod orphans;
 pub(crate) mod output;
 pub(crate) mod spawn;
+pub(crate) mod stall;
 pub(crate) mod supervise;
 pub(crate) mod sweep;
 pub(crate) mod workdir;

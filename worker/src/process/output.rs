@@ -31,6 +31,8 @@ pub(crate) struct Watch {
     pub json: bool,
     /// Keep the session id this regex finds.
     pub session: Option<regex::Regex>,
+    /// Counts the bytes read (shared by an agent's streams; stall watching reads it).
+    pub received: super::stall::OutputBytes,
 }
 
 /// Tracks complete lines across chunk boundaries, within a bound.
@@ -86,6 +88,7 @@ impl LineTracker {
 pub(crate) async fn pump(mut reader: impl AsyncRead + Unpin, sink: LogSink, chunk_size: usize, watch: Watch) -> Pumped {
     let mut buffer = vec![0_u8; chunk_size];
     let track = watch.json || watch.session.is_some();
+    let received = std::sync::Arc::clone(&watch.received);
     let mut lines = LineTracker { watch, ..LineTracker::default() };
     let mut tail: Vec<u8> = Vec::new();
     loop {
@@ -98,6 +101,7 @@ pub(crate) async fn pump(mut reader: impl AsyncRead + Unpin, sink: LogSink, chun
             }
         };
         let data = &buffer[..read];
+        received.fetch_add(read as u64, std::sync::atomic::Ordering::Relaxed);
         if track {
             lines.feed(data);
         }
@@ -118,7 +122,7 @@ mod tests {
     use super::*;
 
     fn last_json(chunks: &[&[u8]]) -> Option<JsonObject> {
-        let mut lines = LineTracker { watch: Watch { json: true, session: None }, ..LineTracker::default() };
+        let mut lines = LineTracker { watch: Watch { json: true, ..Watch::default() }, ..LineTracker::default() };
         for chunk in chunks {
             lines.feed(chunk);
         }
@@ -144,7 +148,7 @@ mod tests {
 
     #[test]
     fn the_last_session_id_the_regex_finds_is_kept() {
-        let watch = Watch { json: false, session: Some(regex::Regex::new(r"session: (\S+)").unwrap()) };
+        let watch = Watch { session: Some(regex::Regex::new(r"session: (\S+)").unwrap()), ..Watch::default() };
         let mut lines = LineTracker { watch, ..LineTracker::default() };
         lines.feed(b"session: first\nworking\nsess");
         lines.feed(b"ion: second\nmore\n");

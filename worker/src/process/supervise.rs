@@ -1,12 +1,14 @@
-//! Waiting on an agent: it exits, times out, or is cancelled. On timeout or
-//! cancel the whole process group gets SIGTERM, then SIGKILL after the grace
-//! period. Once the agent is gone, any process it left in its group is killed
-//! too, then those it left outside the group ([`sweep`]) and in its cgroup
+//! Waiting on an agent: it exits, times out, stalls, or is cancelled. On
+//! timeout, stall or cancel the whole process group gets SIGTERM, then
+//! SIGKILL after the grace period. Once the agent is gone, any process it
+//! left in its group is killed too, then those it left outside the group ([`sweep`]) and in its cgroup
 //! ([`super::cgroup`]), so nothing it started outlives its attempt.
 
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use hive_shared::convert::JsonObject;
@@ -21,6 +23,7 @@ use crate::config::AgentConfig;
 use crate::process::cgroup::{AttemptCgroup, CgroupRoot};
 use crate::process::output::{self, Pumped};
 use crate::process::spawn::{self, HiveVars, Launch};
+use crate::process::stall::{self, StallWatch};
 use crate::process::sweep::{self, Scope, Traces};
 use crate::process::workdir::Scratch;
 use crate::process::{blocking_io, orphans};
@@ -41,6 +44,8 @@ pub(crate) enum Exit {
     TimedOut,
     /// It was stopped by a cancel.
     Cancelled,
+    /// It showed no progress for this long and was stopped.
+    Stalled(Duration),
     /// It could not be started.
     NotStarted {
         /// Why, in words.
@@ -95,6 +100,8 @@ pub(crate) struct Run<'a> {
     pub on_spawn: &'a (dyn Fn(i32) + Send + Sync),
     /// Where the attempt's cgroup is made, where the worker may make one.
     pub cgroups: Option<&'a CgroupRoot>,
+    /// Stall watching, for agents with a stall timeout.
+    pub stall: Option<StallWatch>,
 }
 
 /// An agent that has started.
@@ -120,8 +127,9 @@ pub(crate) async fn run(run: Run<'_>, sink: LogSink, cancel: &CancellationToken)
         })
     });
     let session = run.session_regex.cloned();
-    let watch_stdout = output::Watch { json: true, session: session.clone() };
-    let watch_stderr = output::Watch { json: false, session };
+    let received = stall::OutputBytes::default();
+    let watch_stdout = output::Watch { json: true, session: session.clone(), received: Arc::clone(&received) };
+    let watch_stderr = output::Watch { json: false, session, received: Arc::clone(&received) };
     let stdout =
         child.stdout.take().map(|out| tokio::spawn(output::pump(out, sink.stream(1), run.chunk_size, watch_stdout)));
     let stderr =
@@ -137,7 +145,12 @@ pub(crate) async fn run(run: Run<'_>, sink: LogSink, cancel: &CancellationToken)
             stop_group(&mut child, group, run.agent.kill_grace).await;
             Exit::Cancelled
         }
+        quiet = stalled(run.stall.as_ref(), &received, group) => {
+            stop_group(&mut child, group, run.agent.kill_grace).await;
+            Exit::Stalled(quiet)
+        }
     };
+    stall::clear(run.stall.as_ref());
     sweep_up(&run.vars.attempt_id, group, cgroup).await;
     if let Some(writer) = stdin_writer {
         writer.abort();
@@ -149,6 +162,14 @@ pub(crate) async fn run(run: Run<'_>, sink: LogSink, cancel: &CancellationToken)
         stdout_json: stdout.last_json,
         session: stdout.session.or(stderr.session),
         stderr_tail: String::from_utf8_lossy(&stderr.tail).trim().to_owned(),
+    }
+}
+
+/// Resolves when the agent has stalled and is to be stopped; never without a watch.
+async fn stalled(watch: Option<&StallWatch>, received: &AtomicU64, group: Option<Pid>) -> Duration {
+    match watch {
+        Some(watch) => watch.run(received, group).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use std::sync::OnceLock;
 
-use crate::config::{AgentConfig, PromptMode, UnlistedExit};
+use crate::config::{AgentConfig, OnStall, PromptMode, UnlistedExit};
+use crate::held::Held;
 use crate::process::cgroup::CgroupRoot;
 use crate::process::spawn::HiveVars;
+use crate::process::stall::StallWatch;
 use crate::process::supervise::{self, Exit, Finished, Run};
 use crate::process::sweep::{self, Scope, Traces};
 use crate::process::workdir::{Folders, Scratch};
@@ -46,6 +48,8 @@ fn agent(script: &str, prompt: PromptMode) -> AgentConfig {
         rate_limit_exit_codes: vec![],
         rate_limit_pattern: None,
         workspace: None,
+        stall_timeout: None,
+        on_stall: None,
     }
 }
 
@@ -69,7 +73,7 @@ fn cgroups() -> Option<&'static CgroupRoot> {
 }
 
 async fn run_agent(agent: &AgentConfig, prompt: &str, timeout: Duration, cancel: &CancellationToken) -> Ran {
-    run_agent_with(agent, prompt, timeout, cancel, cgroups()).await
+    run_agent_with(agent, prompt, timeout, cancel, cgroups(), None).await
 }
 
 async fn run_agent_with(
@@ -78,6 +82,7 @@ async fn run_agent_with(
     timeout: Duration,
     cancel: &CancellationToken,
     cgroups: Option<&CgroupRoot>,
+    stall: Option<StallWatch>,
 ) -> Ran {
     as_a_worker();
     let root = tempfile::tempdir().unwrap();
@@ -120,6 +125,7 @@ async fn run_agent_with(
         session_regex: None,
         on_spawn: &|_| {},
         cgroups,
+        stall,
     };
     let finished = supervise::run(run, sink, cancel).await;
     let elapsed = started.elapsed();
@@ -363,7 +369,7 @@ async fn a_daemon_that_left_the_group_ends_with_its_successful_attempt() {
     for (marker, cgroups) in [("1006.1111", None), ("1006.2222", cgroups())] {
         let script = with_daemon(&format!("sleep {marker}"), "echo '{\"ok\": true}'");
         let agent = agent(&script, PromptMode::Stdin);
-        let ran = run_agent_with(&agent, "", Duration::from_secs(30), &CancellationToken::new(), cgroups).await;
+        let ran = run_agent_with(&agent, "", Duration::from_secs(30), &CancellationToken::new(), cgroups, None).await;
         assert_eq!(ran.finished.exit, Exit::Code(0), "{}", ran.stderr);
         assert_eq!(ran.finished.stdout_json.unwrap()["ok"], true);
         // The daemon holds stdout open: the attempt ends when it is killed, not after the drain timeout.
@@ -393,7 +399,8 @@ async fn a_daemon_that_left_the_group_ends_with_its_cancelled_attempt() {
         super::eventually("the daemon to run", Duration::from_secs(30), || !processes_with(marker).is_empty()).await;
         trigger.cancel();
     });
-    let ran = run_agent_with(&agent(&script, PromptMode::Stdin), "", Duration::from_secs(30), &cancel, None).await;
+    let ran =
+        run_agent_with(&agent(&script, PromptMode::Stdin), "", Duration::from_secs(30), &cancel, None, None).await;
     assert_eq!(ran.finished.exit, Exit::Cancelled);
     assert!(ran.elapsed < Duration::from_secs(5), "took {:?}", ran.elapsed);
     assert_gone(marker).await;
@@ -417,6 +424,7 @@ async fn a_daemon_that_cleared_its_environment_ends_with_its_attempt_cgroup() {
         Duration::from_secs(30),
         &CancellationToken::new(),
         Some(root),
+        None,
     )
     .await;
     assert_eq!(ran.finished.exit, Exit::Code(0), "{}", ran.stderr);
@@ -472,4 +480,103 @@ async fn the_sweep_kills_an_attempts_processes_by_its_id_and_no_others() {
         sweep::sweep(traces).await;
         assert_gone(theirs).await;
     }
+}
+
+/// A stall watch on `folder` with `timeout`, and where it marks the attempt.
+fn stall_watch(timeout: Duration, policy: OnStall, folder: &std::path::Path) -> (StallWatch, Held, AttemptId) {
+    let (held, attempt) = (Held::default(), AttemptId::new());
+    held.hold(attempt);
+    let watch = StallWatch { timeout, policy, folders: vec![folder.to_path_buf()], held: held.clone(), attempt };
+    (watch, held, attempt)
+}
+
+async fn run_watched(script: &str, timeout: Duration, policy: OnStall) -> (Ran, Held, AttemptId) {
+    let folder = tempfile::tempdir().unwrap();
+    let (watch, held, attempt) = stall_watch(timeout, policy, folder.path());
+    let script = script.replace("FOLDER", &folder.path().display().to_string());
+    let ran = run_agent_with(
+        &agent(&script, PromptMode::Stdin),
+        "",
+        Duration::from_secs(30),
+        &CancellationToken::new(),
+        None,
+        Some(watch),
+    )
+    .await;
+    (ran, held, attempt)
+}
+
+#[tokio::test]
+async fn an_agent_that_does_nothing_is_stopped_as_stalled() {
+    let marker = "1007.1234";
+    let (ran, held, _) = run_watched(&format!("sleep {marker}"), Duration::from_millis(600), OnStall::Retry).await;
+    let Exit::Stalled(quiet) = ran.finished.exit else { panic!("not stalled: {:?}", ran.finished.exit) };
+    assert!(quiet >= Duration::from_millis(600), "stopped after {quiet:?} without progress");
+    assert!(ran.elapsed < Duration::from_secs(10), "took {:?}", ran.elapsed);
+    assert!(held.stalled_ids().is_empty(), "the mark goes with the agent");
+    assert_gone(marker).await;
+}
+
+#[tokio::test]
+async fn a_silent_agent_that_uses_cpu_is_not_stalled() {
+    // Compiling: no output and no files for 3 s, but a busy core.
+    let script = "end=$(( $(date +%s) + 3 )); while [ $(date +%s) -lt $end ]; do :; done";
+    let (ran, _, _) = run_watched(script, Duration::from_millis(600), OnStall::Retry).await;
+    assert_eq!(ran.finished.exit, Exit::Code(0), "{}", ran.stderr);
+}
+
+#[tokio::test]
+async fn a_silent_agent_that_changes_its_folder_is_not_stalled() {
+    let script = "for i in 1 2 3 4 5 6 7 8 9 10; do echo $i >> FOLDER/notes; sleep 0.2; done";
+    let (ran, _, _) = run_watched(script, Duration::from_millis(600), OnStall::Retry).await;
+    assert_eq!(ran.finished.exit, Exit::Code(0), "{}", ran.stderr);
+}
+
+#[tokio::test]
+async fn an_agent_that_writes_output_is_not_stalled() {
+    let script = "for i in 1 2 3 4 5 6 7 8 9 10; do echo working $i; sleep 0.2; done";
+    let (ran, _, _) = run_watched(script, Duration::from_millis(600), OnStall::Retry).await;
+    assert_eq!(ran.finished.exit, Exit::Code(0), "{}", ran.stderr);
+}
+
+#[tokio::test]
+async fn under_ignore_a_stall_is_marked_then_cleared_and_the_agent_runs_on() {
+    // Silent for 1.5 s, then output again for 1.5 s.
+    let script = "sleep 1.5; for i in 1 2 3 4 5 6; do echo $i; sleep 0.25; done";
+    let folder = tempfile::tempdir().unwrap();
+    let (watch, held, attempt) = stall_watch(Duration::from_millis(500), OnStall::Ignore, folder.path());
+    let agent = agent(script, PromptMode::Stdin);
+    let cancel = CancellationToken::new();
+    let run = run_agent_with(&agent, "", Duration::from_secs(30), &cancel, None, Some(watch));
+    let watcher = async {
+        let attempt = attempt.to_string();
+        crate::process::eventually("the stall mark", Duration::from_secs(10), || {
+            held.stalled_ids() == [attempt.clone()]
+        })
+        .await;
+        crate::process::eventually("the mark cleared by output", Duration::from_secs(10), || {
+            held.stalled_ids().is_empty()
+        })
+        .await;
+    };
+    let (ran, ()) = tokio::join!(run, watcher);
+    assert_eq!(ran.finished.exit, Exit::Code(0), "{}", ran.stderr);
+}
+
+#[tokio::test]
+async fn a_progress_report_counts_as_progress() {
+    let folder = tempfile::tempdir().unwrap();
+    let (watch, held, attempt) = stall_watch(Duration::from_millis(600), OnStall::Retry, folder.path());
+    let agent = agent("sleep 2.5", PromptMode::Stdin);
+    let cancel = CancellationToken::new();
+    let run = run_agent_with(&agent, "", Duration::from_secs(30), &cancel, None, Some(watch));
+    // Reports arrive every 200 ms, as heartbeats would bring them.
+    let reports = async {
+        for _ in 0..15 {
+            held.set_reported(attempt, std::time::SystemTime::now());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let (ran, ()) = tokio::join!(run, reports);
+    assert_eq!(ran.finished.exit, Exit::Code(0), "{}", ran.stderr);
 }
