@@ -35,6 +35,21 @@ begin
 end
 $$;
 
+CREATE FUNCTION public.release_concurrency_slots() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+begin
+    perform 1 from concurrency_slots c
+    where c.key = any((select t.concurrency_keys from tasks t where t.id = old.task_id)::text[])
+    order by c.key
+    for update;
+    update concurrency_slots c
+    set holders = array_remove(c.holders, old.task_id)
+    where c.key = any((select t.concurrency_keys from tasks t where t.id = old.task_id)::text[]);
+    return null;
+end
+$$;
+
 CREATE TABLE public.api_tokens (
     name text NOT NULL,
     role text NOT NULL,
@@ -158,6 +173,8 @@ CREATE TABLE public.task_states (
     stalled_since timestamp with time zone,
     progress_at timestamp with time zone,
     progress text,
+    has_keys boolean DEFAULT false NOT NULL,
+    fair_seq bigint DEFAULT 0 NOT NULL,
     CONSTRAINT task_states_attempt_progress CHECK (((lease_expires_at IS NOT NULL) OR ((stalled_since IS NULL) AND (progress_at IS NULL) AND (progress IS NULL)))),
     CONSTRAINT task_states_attempts_check CHECK ((attempts >= 0)),
     CONSTRAINT task_states_blocked_waits CHECK (((status = 'blocked'::public.task_status) = (waiting_on > 0))),
@@ -199,6 +216,7 @@ CREATE TABLE public.tasks (
     max_rounds integer DEFAULT 1 NOT NULL,
     resume_sessions boolean DEFAULT false NOT NULL,
     fallback_agents text[] DEFAULT '{}'::text[] NOT NULL,
+    concurrency_keys text[] DEFAULT '{}'::text[] NOT NULL,
     CONSTRAINT tasks_agent_check CHECK ((agent <> ''::text)),
     CONSTRAINT tasks_backoff_initial_ms_check CHECK ((backoff_initial_ms >= 0)),
     CONSTRAINT tasks_backoff_max_ms_check CHECK ((backoff_max_ms >= 0)),
@@ -258,6 +276,13 @@ CREATE VIEW public.claim_payloads AS
     t.resume_sessions
    FROM (public.task_states s
      JOIN public.tasks t ON ((t.id = s.task_id)));
+
+CREATE TABLE public.concurrency_slots (
+    key text NOT NULL,
+    max_running integer NOT NULL,
+    holders uuid[] DEFAULT '{}'::uuid[] NOT NULL,
+    CONSTRAINT concurrency_slots_max_running_check CHECK ((max_running >= 1))
+);
 
 CREATE TABLE public.pauses (
     scope public.pause_scope NOT NULL,
@@ -388,6 +413,9 @@ ALTER TABLE ONLY public.audit_log
 ALTER TABLE ONLY public.auth_keys
     ADD CONSTRAINT auth_keys_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY public.concurrency_slots
+    ADD CONSTRAINT concurrency_slots_pkey PRIMARY KEY (key);
+
 ALTER TABLE ONLY public.pauses
     ADD CONSTRAINT pauses_pkey PRIMARY KEY (scope, target);
 
@@ -429,6 +457,8 @@ ALTER TABLE ONLY public.workers
 
 CREATE INDEX audit_log_at ON public.audit_log USING btree (at);
 
+CREATE INDEX concurrency_slots_full_idx ON public.concurrency_slots USING btree (key) WHERE (cardinality(holders) >= max_running);
+
 CREATE UNIQUE INDEX swarms_idempotency_key_per_token ON public.swarms USING btree (submitted_by, idempotency_key) NULLS NOT DISTINCT WHERE (idempotency_key IS NOT NULL);
 
 CREATE INDEX swarms_over_budget_idx ON public.swarms USING btree (id) WHERE (spent >= budget);
@@ -443,7 +473,7 @@ CREATE INDEX task_states_blocked_idx ON public.task_states USING btree (task_id)
 
 CREATE INDEX task_states_cancelled_idx ON public.task_states USING btree (task_id) WHERE (status = 'cancelled'::public.task_status);
 
-CREATE INDEX task_states_claim_idx ON public.task_states USING btree (priority DESC, task_id) WHERE ((status = 'ready'::public.task_status) AND (NOT has_locks));
+CREATE INDEX task_states_claim_idx ON public.task_states USING btree (priority DESC, fair_seq, task_id) WHERE ((status = 'ready'::public.task_status) AND (NOT has_locks));
 
 CREATE INDEX task_states_claim_locked_idx ON public.task_states USING btree (priority DESC, task_id) WHERE ((status = 'ready'::public.task_status) AND has_locks);
 
@@ -462,6 +492,8 @@ CREATE UNIQUE INDEX tasks_swarm_key_idx ON public.tasks USING btree (swarm_id, k
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON public.audit_log FOR EACH STATEMENT EXECUTE FUNCTION public.audit_log_append_only();
 
 CREATE TRIGGER audit_log_no_update_or_delete BEFORE DELETE OR UPDATE ON public.audit_log FOR EACH ROW EXECUTE FUNCTION public.audit_log_append_only();
+
+CREATE TRIGGER task_states_release_slots AFTER UPDATE OF status ON public.task_states FOR EACH ROW WHEN ((old.has_keys AND (old.status = ANY (ARRAY['running'::public.task_status, 'cancelling'::public.task_status])) AND (new.status <> ALL (ARRAY['running'::public.task_status, 'cancelling'::public.task_status])))) EXECUTE FUNCTION public.release_concurrency_slots();
 
 ALTER TABLE ONLY public.task_deps
     ADD CONSTRAINT task_deps_depends_on_fkey FOREIGN KEY (depends_on) REFERENCES public.tasks(id) ON DELETE CASCADE;

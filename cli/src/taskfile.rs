@@ -155,6 +155,10 @@ pub(crate) struct TaskEntry {
     /// provider refuses it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallback_agents: Vec<String>,
+    /// Concurrency keys with their limits (`{"repo:api": 3}`): it starts only
+    /// while fewer than the limit of tasks holding each key run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub concurrency: BTreeMap<String, u32>,
 }
 
 /// A task file that cannot be submitted; the message names the file, the field and (where known) the line.
@@ -283,6 +287,7 @@ impl TaskFile {
                 }
                 .into(),
                 fallback_agents: task.fallback_agents,
+                concurrency: task.concurrency.into_iter().collect(),
             })
             .collect();
         pb::SubmitTasksRequest { swarm: self.swarm, tasks, idempotency_key, budget }

@@ -41,6 +41,8 @@ pub struct Spec {
     pub status: TaskStatus,
     /// Dependencies to wait for (with `status` blocked).
     pub waiting_on: i32,
+    /// Concurrency keys with their limits.
+    pub concurrency: Vec<(&'static str, i32)>,
 }
 
 impl Default for Spec {
@@ -57,6 +59,7 @@ impl Default for Spec {
             max_rounds: 1,
             run_after: None,
             status: TaskStatus::Ready,
+            concurrency: Vec::new(),
             waiting_on: 0,
         }
     }
@@ -103,8 +106,18 @@ pub async fn submit_with_deps(pool: &PgPool, swarm: Uuid, specs: &[Spec], deps: 
         max_rounds: specs.iter().map(|spec| spec.max_rounds).collect(),
         resume_sessions: specs.iter().map(|_| false).collect(),
         fallback_agents: specs.iter().map(|_| json!([])).collect(),
+        concurrency_keys: specs
+            .iter()
+            .map(|spec| json!(spec.concurrency.iter().map(|(key, _)| *key).collect::<Vec<_>>()))
+            .collect(),
     };
     let mut tx = pool.begin().await.expect("begin");
+    let limits: std::collections::BTreeMap<String, i32> =
+        specs.iter().flat_map(|spec| &spec.concurrency).map(|(key, limit)| ((*key).to_owned(), *limit)).collect();
+    let (keys, limits): (Vec<String>, Vec<i32>) = limits.into_iter().unzip();
+    if !keys.is_empty() {
+        db::tasks::set_key_limits(&mut tx, &keys, &limits).await.expect("set key limits");
+    }
     let inserted = db::tasks::insert_tasks(&mut tx, swarm, &tasks).await.expect("insert tasks");
     assert_eq!(inserted, specs.len() as u64, "every task inserted");
     let (dependents, upstream): (Vec<Uuid>, Vec<Uuid>) = deps.iter().map(|&(task, on)| (ids[task], ids[on])).unzip();

@@ -18,7 +18,8 @@ pub const CHECKS: &[(&str, &str)] = &[
         "select count(*) from task_states s join tasks t on t.id = s.task_id
          where s.swarm_id <> t.swarm_id or s.priority <> t.priority
             or s.has_labels <> (t.required_labels <> '{}'::jsonb) or s.has_locks <> (cardinality(t.locks) > 0)
-            or s.validated <> (t.validate_agent is not null) or s.timeout_ms is distinct from t.timeout_ms",
+            or s.validated <> (t.validate_agent is not null) or s.timeout_ms is distinct from t.timeout_ms
+            or s.has_keys <> (cardinality(t.concurrency_keys) > 0)",
     ),
     (
         "every attempt belongs to an existing task",
@@ -38,6 +39,25 @@ pub const CHECKS: &[(&str, &str)] = &[
     (
         "a task's attempt numbers are at most its attempts started",
         "select count(*) from attempts a join task_states s on s.task_id = a.task_id where a.number > s.attempts",
+    ),
+    (
+        "a concurrency key's holders are exactly the running tasks that name it",
+        "select count(*) from (
+             (select c.key, h.task_id from concurrency_slots c cross join unnest(c.holders) as h(task_id)
+              except all
+              select k.key, s.task_id from task_states s join tasks t on t.id = s.task_id
+                   cross join unnest(t.concurrency_keys) as k(key) where s.status in ('running', 'cancelling'))
+             union all
+             (select k.key, s.task_id from task_states s join tasks t on t.id = s.task_id
+                   cross join unnest(t.concurrency_keys) as k(key) where s.status in ('running', 'cancelling')
+              except all
+              select c.key, h.task_id from concurrency_slots c cross join unnest(c.holders) as h(task_id))
+         ) differing",
+    ),
+    (
+        "every concurrency key a task names has its row",
+        "select count(*) from tasks t cross join unnest(t.concurrency_keys) as k(key)
+         where not exists (select 1 from concurrency_slots c where c.key = k.key)",
     ),
     ("no attempt id appears twice", "select count(*) from (select id from attempts group by id having count(*) > 1) twice"),
     (

@@ -270,3 +270,135 @@ async fn concurrent_claims_never_hand_out_one_task_twice() {
     assert_eq!(distinct, submitted, "every task was claimed");
     assert_invariants(&db.pool).await;
 }
+
+fn keyed(keys: &[(&'static str, i32)]) -> Spec {
+    Spec { concurrency: keys.to_vec(), ..Spec::default() }
+}
+
+async fn holders(pool: &sqlx::PgPool, key: &str) -> Vec<Uuid> {
+    sqlx::query_scalar("select holders from concurrency_slots where key = $1").bind(key).fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_claim_takes_a_keyed_task_only_while_each_of_its_keys_has_room() {
+    let db = fresh_database().await;
+    let swarm = swarm(&db.pool, None).await;
+    let mut specs: Vec<Spec> = (0..6).map(|_| keyed(&[("repo:a", 2)])).collect();
+    specs.push(keyed(&[("repo:a", 2), ("customer:x", 5)]));
+    specs.push(keyed(&[("customer:x", 5)]));
+    specs.push(Spec::default());
+    let tasks = submit(&db.pool, swarm, &specs).await;
+    let worker = worker(&db.pool, &["noop"], json!({})).await;
+
+    // repo:a has room for two: the rest of its tasks stay ready, the batch
+    // goes on to the others (customer:x alone, and the keyless one).
+    let first: HashSet<Uuid> = ids(&claim(&db.pool, worker, 20).await).into_iter().collect();
+    assert_eq!(first, HashSet::from([tasks[0], tasks[1], tasks[7], tasks[8]]));
+    assert_eq!(holders(&db.pool, "repo:a").await, [tasks[0], tasks[1]]);
+    assert_eq!(holders(&db.pool, "customer:x").await, [tasks[7]]);
+    assert_invariants(&db.pool).await;
+    assert!(claim(&db.pool, worker, 20).await.is_empty(), "repo:a is full, whatever the other keys");
+
+    // A finished holder makes room for the next task in claim order.
+    let attempt = claim_attempt(&db.pool, tasks[0]).await;
+    complete(&db.pool, tasks[0], attempt).await;
+    assert_eq!(holders(&db.pool, "repo:a").await, [tasks[1]]);
+    assert_eq!(ids(&claim(&db.pool, worker, 20).await), [tasks[2]]);
+    // A failed (retried) holder gives its key back too.
+    let attempt = claim_attempt(&db.pool, tasks[1]).await;
+    db_rows::end_attempt(&db.pool, tasks[1], attempt, db_rows::Fate::RETRY).await;
+    assert_eq!(holders(&db.pool, "repo:a").await, [tasks[2]]);
+    assert_invariants(&db.pool).await;
+}
+
+async fn claim_attempt(pool: &sqlx::PgPool, task: Uuid) -> Uuid {
+    sqlx::query_scalar("select attempt_id from task_states where task_id = $1")
+        .bind(task)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn concurrent_claimers_never_run_more_than_a_keys_limit() {
+    let db = fresh_database().await;
+    let swarm = swarm(&db.pool, None).await;
+    let specs: Vec<Spec> = (0..120).map(|_| keyed(&[("repo:shared", 3)])).collect();
+    submit(&db.pool, swarm, &specs).await;
+    let mut claimers = Vec::new();
+    for _ in 0..6 {
+        let pool = db.pool.clone();
+        let worker = worker(&db.pool, &["noop"], json!({})).await;
+        claimers.push(tokio::spawn(async move {
+            let (mut done, mut most) = (0, 0_i64);
+            while done < 40 {
+                let claimed = claim(&pool, worker, 4).await;
+                let running: i64 =
+                    sqlx::query_scalar("select count(*) from task_states where status in ('running', 'cancelling')")
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                most = most.max(running);
+                if claimed.is_empty() {
+                    let left: i64 = sqlx::query_scalar("select count(*) from task_states where status = 'ready'")
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                    if left == 0 {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                for task in claimed {
+                    complete(&pool, task.id, task.attempt_id).await;
+                    done += 1;
+                }
+            }
+            most
+        }));
+    }
+    let mut most = 0;
+    for claimer in claimers {
+        most = most.max(claimer.await.unwrap());
+    }
+    assert!(most <= 3, "at most the key's limit ran at once: {most}");
+    let finished: i64 = sqlx::query_scalar("select count(*) from task_states where status = 'succeeded'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(finished, 120);
+    assert!(holders(&db.pool, "repo:shared").await.is_empty());
+    assert_invariants(&db.pool).await;
+}
+
+#[tokio::test]
+async fn a_small_swarm_submitted_behind_a_huge_one_starts_within_one_claim() {
+    let db = fresh_database().await;
+    let huge = swarm(&db.pool, None).await;
+    let specs: Vec<Spec> = (0..100_000).map(|_| Spec::default()).collect();
+    for chunk in specs.chunks(20_000) {
+        submit(&db.pool, huge, chunk).await;
+    }
+    let worker = worker(&db.pool, &["noop"], json!({})).await;
+    let first = claim(&db.pool, worker, 10).await;
+    assert!(first.iter().all(|task| task.swarm_id == huge));
+
+    let small = swarm(&db.pool, None).await;
+    let small_tasks = submit(&db.pool, small, &[Spec::default(), Spec::default(), Spec::default()]).await;
+    let next = claim(&db.pool, worker, 10).await;
+    assert!(ids(&next).contains(&small_tasks[0]), "the small swarm's first task is in the next claim");
+    // And its others follow at the same pace as the huge swarm's, not after it.
+    let mut claimed_small = ids(&next).iter().filter(|id| small_tasks.contains(id)).count();
+    for _ in 0..3 {
+        claimed_small += ids(&claim(&db.pool, worker, 10).await).iter().filter(|id| small_tasks.contains(id)).count();
+    }
+    assert_eq!(claimed_small, 3, "the small swarm interleaves with the huge one");
+    // Within one swarm, tasks keep their submission order.
+    let order: Vec<i64> =
+        sqlx::query_scalar("select s.fair_seq from task_states s where s.swarm_id = $1 order by s.task_id")
+            .bind(small)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert!(order.windows(2).all(|pair| pair[0] < pair[1]), "{order:?}");
+}

@@ -177,6 +177,31 @@ const BREAKERS: &[(&str, &str)] = &[
          select gen_random_uuid(), task_id, attempts, worker_id, now(), 'failed'
          from task_states where status = 'running' limit 1",
     ),
+    (
+        "the spec copies on task_states match the spec",
+        "update task_states set has_keys = not has_keys where task_id = (select task_id from task_states limit 1)",
+    ),
+    (
+        "a concurrency key's holders are exactly the running tasks that name it",
+        "insert into concurrency_slots (key, max_running, holders)
+         select 'stray', 1, array[task_id] from task_states where status = 'succeeded' limit 1;
+         update tasks set concurrency_keys = '{stray}'
+         where id = (select task_id from task_states where status = 'succeeded' limit 1);
+         update task_states set has_keys = true where task_id = (select task_id from task_states where status = 'succeeded' limit 1)",
+    ),
+    (
+        "a concurrency key's holders are exactly the running tasks that name it",
+        "insert into concurrency_slots (key, max_running) values ('forgotten', 1);
+         update tasks set concurrency_keys = '{forgotten}'
+         where id = (select task_id from task_states where status = 'running' limit 1);
+         update task_states set has_keys = true where task_id = (select task_id from task_states where status = 'running' limit 1)",
+    ),
+    (
+        "every concurrency key a task names has its row",
+        "update tasks set concurrency_keys = '{nowhere}'
+         where id = (select task_id from task_states where status = 'succeeded' limit 1);
+         update task_states set has_keys = true where task_id = (select task_id from task_states where status = 'succeeded' limit 1)",
+    ),
 ];
 
 #[tokio::test]

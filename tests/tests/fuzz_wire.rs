@@ -96,12 +96,14 @@ fn task_spec() -> impl Strategy<Value = pb::TaskSpec> {
         any::<i32>(),
         prop::collection::vec(text(), 0..3),
     );
-    (names, object(), numbers, lists).prop_map(
+    let keys = prop::collection::hash_map(text(), any::<u32>(), 0..3);
+    (names, object(), numbers, lists, keys).prop_map(
         |(
             (key, agent, prompt),
             input,
             (priority, max_attempts, backoff_multiplier, timeout, backoff_initial, backoff_max, run_after),
             (depends_on, labels, locks, validate, session, fallback_agents),
+            concurrency,
         )| pb::TaskSpec {
             key,
             agent,
@@ -120,6 +122,7 @@ fn task_spec() -> impl Strategy<Value = pb::TaskSpec> {
             validate: validate.map(|(agent, prompt, max_rounds)| pb::ValidateSpec { agent, prompt, max_rounds }),
             session,
             fallback_agents,
+            concurrency,
         },
     )
 }

@@ -118,6 +118,7 @@ fn entries(tasks: Vec<pb::Task>) -> Vec<TaskEntry> {
                 }),
                 session: (task.session == i32::from(pb::SessionPolicy::Resume)).then_some(Session::Resume),
                 fallback_agents: task.fallback_agents,
+                concurrency: task.concurrency.into_iter().collect(),
             }
         })
         .collect()

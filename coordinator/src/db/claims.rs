@@ -89,12 +89,14 @@ pub fn payload_bytes(task: &ClaimedTask) -> i64 {
 
 /// Claims up to `limit` ready tasks that take no locks (and no more than
 /// fit in `scope.max_bytes`), in one statement: highest priority first, then
-/// oldest, walking `task_states_claim_idx`; rows locked by another claimer
-/// are skipped, so no task is handed out twice. Honours the worker's agents
-/// and labels, the swarm's budget, pauses of the swarm, the agent and the
-/// worker, and cool-downs of the agents' provider accounts. Each claimed task gets a new attempt,
-/// a lease and a deadline on its state row; the attempt is written to
-/// `attempts` when it ends (see `outcomes`).
+/// by place in the fair order (swarms interleave, see `tasks::insert_tasks`),
+/// walking `task_states_claim_idx`; rows locked by another claimer are
+/// skipped, so no task is handed out twice. Honours the worker's agents and
+/// labels, the swarm's budget, pauses of the swarm, the agent and the worker,
+/// cool-downs of the agents' provider accounts, and the room left under each
+/// concurrency key (taken in the same statement). Each claimed task gets a
+/// new attempt, a lease and a deadline on its state row; the attempt is
+/// written to `attempts` when it ends (see `outcomes`).
 pub async fn claim(
     executor: impl PgExecutor<'_>,
     scope: ClaimScope<'_>,
@@ -119,8 +121,12 @@ pub async fn claim(
             -- Swarms over budget or paused.
             select array(select s.id from swarms s where s.spent >= s.budget)
                    || array(select p.target::uuid from paused p where p.scope = 'swarm') as ids
+        ), full_keys as (
+            -- Concurrency keys with no room left as of this statement's
+            -- snapshot (`slots` looks again under lock).
+            select array(select c.key from concurrency_slots c where cardinality(c.holders) >= c.max_running) as keys
         ), picked as (
-            select s.task_id, s.priority, s.bytes
+            select s.task_id, s.priority, s.fair_seq, s.bytes, s.has_keys
             from task_states s
             where s.status = 'ready'
               and not s.has_locks
@@ -139,19 +145,45 @@ pub async fn claim(
               -- and the planner would sort every ready task instead of walking
               -- the claim index.
               and coalesce(s.swarm_id <> all((select ids from held)::uuid[]), true)
-            order by s.priority desc, s.task_id
+              and (not s.has_keys or not exists(
+                  select 1 from tasks k where k.id = s.task_id and k.concurrency_keys && (select keys from full_keys)))
+            order by s.priority desc, s.fair_seq, s.task_id
             limit $2
             for update of s skip locked
         ), fitting as (
             -- In claim order, as many as asked and as fit in $7 bytes, and
             -- always the first: the rest stay ready (locked only until this
             -- statement commits).
-            select task_id from (
-                select task_id, sum(bytes) over w as running, row_number() over w as n
+            select task_id, priority, fair_seq, has_keys from (
+                select task_id, priority, fair_seq, has_keys, sum(bytes) over w as running, row_number() over w as n
                 from picked
-                window w as (order by priority desc, task_id)
+                window w as (order by priority desc, fair_seq, task_id)
             ) p
             where n <= $2 and (running <= $7 or n = 1)
+        ), wanted as (
+            -- The keys of the keyed tasks, each task ranked among the batch's
+            -- takers of the key in claim order.
+            select f.task_id, k.key,
+                   row_number() over (partition by k.key order by f.priority desc, f.fair_seq, f.task_id) as rank
+            from fitting f join tasks t on t.id = f.task_id cross join unnest(t.concurrency_keys) as k(key)
+            where f.has_keys
+        ), slots as (
+            -- Locked in key order (claimers never deadlock); the lock reads
+            -- the latest holders, whoever committed since the snapshot.
+            select c.key, c.max_running, cardinality(c.holders) as holding
+            from concurrency_slots c
+            where c.key = any(array(select key from wanted))
+            order by c.key
+            for update
+        ), refused as (
+            -- Keyed tasks one of whose keys has no room for them: they stay ready.
+            select array(select w.task_id from wanted w join slots c on c.key = w.key
+                         where c.holding + w.rank > c.max_running) as ids
+        ), taken as (
+            update concurrency_slots c
+            set holders = c.holders || array(select w.task_id from wanted w
+                                             where w.key = c.key and w.task_id <> all((select ids from refused)::uuid[]))
+            where c.key = any(array(select key from wanted where task_id <> all((select ids from refused)::uuid[])))
         ), claimed as (
             update task_states s
             set status = 'running',
@@ -164,7 +196,7 @@ pub async fn claim(
                 attempt_started_at = now()
             -- By id, so even a generic plan (which guesses a tenth of the
             -- table for the limit) looks the picked rows up in the primary key.
-            where s.task_id = any(array(select task_id from fitting))
+            where s.task_id = any(array(select task_id from fitting where task_id <> all((select ids from refused)::uuid[])))
             returning s.task_id, s.attempt_id, s.attempts, s.lease_expires_at
         )
         select c.task_id as "id!", c.attempt_id as "attempt_id!", c.attempts as "attempt!", p.agent as "agent!",
@@ -241,6 +273,8 @@ pub struct LockCandidate {
     pub id: Uuid,
     /// Its locks.
     pub locks: Vec<String>,
+    /// Whether it names concurrency keys (taken with [`take_slots`]).
+    pub has_keys: bool,
 }
 
 /// Locks the next ready task that takes locks and can run on this worker now:
@@ -265,7 +299,7 @@ pub async fn next_lock_candidate(
             from workers w
             where w.id = $1 and not exists(select 1 from paused p where p.scope = 'worker' and p.target = w.name)
         )
-        select s.task_id as id, t.locks
+        select s.task_id as id, t.locks, s.has_keys
         from task_states s join tasks t on t.id = s.task_id
         where s.status = 'ready'
           and s.has_locks
@@ -276,6 +310,8 @@ pub async fn next_lock_candidate(
           and coalesce(s.swarm_id <> all(array(select b.id from swarms b where b.spent >= b.budget)
                                          || array(select p.target::uuid from paused p where p.scope = 'swarm')), true)
           and not exists (select 1 from task_locks l where l.key = any(t.locks))
+          and (not s.has_keys or not t.concurrency_keys && array(
+              select c.key from concurrency_slots c where cardinality(c.holders) >= c.max_running))
           and not exists (
               select 1 from task_states os join tasks o on o.id = os.task_id
               where os.status = 'ready' and os.has_locks and os.run_after <= now() and o.locks && t.locks
@@ -307,6 +343,32 @@ pub async fn take_locks(conn: &mut PgConnection, keys: &[String], task: Uuid, at
     .execute(conn)
     .await?;
     Ok(result.rows_affected())
+}
+
+/// Takes a place under each of `task`'s concurrency keys for its claim
+/// (in the lock-taking claim's transaction); `false`, taking none, when one
+/// has no room. The key rows are locked in key order, as [`claim`] locks them.
+pub async fn take_slots(conn: &mut PgConnection, task: Uuid) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"
+        with slots as (
+            select c.key, c.max_running, cardinality(c.holders) as holding
+            from concurrency_slots c
+            where c.key = any((select t.concurrency_keys from tasks t where t.id = $1)::text[])
+            order by c.key
+            for update
+        ), room as (
+            select not exists(select 1 from slots where holding >= max_running) as ok
+        ), taken as (
+            update concurrency_slots c set holders = c.holders || $1
+            where c.key in (select key from slots) and (select ok from room)
+        )
+        select ok as "ok!" from room
+        "#,
+        task,
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// Whether any ready task is due (its `run_after` has passed): one walk of

@@ -54,45 +54,66 @@ pub struct NewTasks {
     pub resume_sessions: Vec<bool>,
     /// Fallback agents, as JSON arrays.
     pub fallback_agents: Vec<Json>,
+    /// Concurrency keys, as JSON arrays (their limits are in `concurrency_slots`).
+    pub concurrency_keys: Vec<Json>,
 }
 
 /// Inserts the tasks of one swarm in one statement: each task's spec, and
 /// its state row as it starts — ready, blocked, or cancelled because a task
-/// it depends on had already ended without success.
+/// it depends on had already ended without success. Each task's place in
+/// the claim order among tasks of its priority (`fair_seq`) is its place in
+/// the swarm counted from the head of the ready queue at that priority, so
+/// swarms interleave.
 pub async fn insert_tasks(conn: &mut PgConnection, swarm_id: Uuid, tasks: &NewTasks) -> sqlx::Result<u64> {
     let inserted = sqlx::query_scalar!(
         r#"
         with spec as (
             insert into tasks (id, swarm_id, key, agent, prompt, input, priority, max_attempts, timeout_ms,
                                backoff_initial_ms, backoff_max_ms, backoff_multiplier, required_labels, locks,
-                               validate_agent, validate_prompt, max_rounds, resume_sessions, fallback_agents)
+                               validate_agent, validate_prompt, max_rounds, resume_sessions, fallback_agents,
+                               concurrency_keys)
             select t.id, $1, t.key, t.agent, t.prompt, t.input, t.priority, t.max_attempts, t.timeout_ms,
                    t.backoff_initial_ms, t.backoff_max_ms, t.backoff_multiplier, t.labels,
                    -- Most tasks name no locks or fallbacks: no subquery for them.
                    case when t.locks = '[]' then '{}' else array(select jsonb_array_elements_text(t.locks)) end,
                    t.validate_agent, t.validate_prompt, t.max_rounds, t.resume,
-                   case when t.fallbacks = '[]' then '{}' else array(select jsonb_array_elements_text(t.fallbacks)) end
+                   case when t.fallbacks = '[]' then '{}' else array(select jsonb_array_elements_text(t.fallbacks)) end,
+                   case when t.keys = '[]' then '{}' else array(select jsonb_array_elements_text(t.keys)) end
             from unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::int4[], $8::int4[],
                         $9::int8[], $10::int8[], $11::int8[], $12::float8[], $13::jsonb[], $14::jsonb[], $15::text[],
-                        $16::text[], $17::int4[], $18::bool[], $22::jsonb[])
+                        $16::text[], $17::int4[], $18::bool[], $22::jsonb[], $23::jsonb[])
                 as t(id, key, agent, prompt, input, priority, max_attempts, timeout_ms, backoff_initial_ms,
                      backoff_max_ms, backoff_multiplier, labels, locks, validate_agent, validate_prompt, max_rounds,
-                     resume, fallbacks)
+                     resume, fallbacks, keys)
             returning id, swarm_id, priority, timeout_ms, agent, required_labels <> '{}'::jsonb as has_labels,
-                      cardinality(locks) > 0 as has_locks, validate_agent is not null as validated,
+                      cardinality(locks) > 0 as has_locks, cardinality(concurrency_keys) > 0 as has_keys,
+                      validate_agent is not null as validated,
                       octet_length(prompt) + coalesce(octet_length(input::text), 0) as bytes
+        ), heads as (
+            -- The head of the ready queue at each priority the swarm uses
+            -- (one step into the claim index each), where its tasks start.
+            select q.priority,
+                   coalesce((select h.fair_seq from task_states h
+                             where h.status = 'ready' and not h.has_locks and h.priority = q.priority
+                               and h.run_after <= now()
+                             order by h.priority desc, h.fair_seq, h.task_id
+                             limit 1), 0) as fair_seq
+            from (select distinct priority from unnest($7::int4[]) as priority) q
         ), states as (
-            insert into task_states (task_id, swarm_id, priority, has_labels, has_locks, validated, timeout_ms, status,
-                                     run_agent, bytes, run_after, waiting_on, finished_at, error, cancelled_upstream)
-            select p.id, p.swarm_id, p.priority, p.has_labels, p.has_locks, p.validated, p.timeout_ms, f.status,
-                   p.agent, p.bytes, coalesce(f.run_after, now()),
+            insert into task_states (task_id, swarm_id, priority, has_labels, has_locks, has_keys, validated,
+                                     timeout_ms, status, run_agent, bytes, run_after, waiting_on, finished_at, error,
+                                     cancelled_upstream, fair_seq)
+            select p.id, p.swarm_id, p.priority, p.has_labels, p.has_locks, p.has_keys, p.validated, p.timeout_ms,
+                   f.status, p.agent, p.bytes, coalesce(f.run_after, now()),
                    case when f.status = 'blocked' then f.waiting_on else 0 end,
                    case when f.status = 'cancelled' then now() end,
                    case when f.status = 'cancelled' then 'cancelled: a task it depends on had already died or been cancelled' end,
-                   f.status = 'cancelled'
+                   f.status = 'cancelled',
+                   h.fair_seq + f.place
             from spec p
-            join unnest($2::uuid[], $19::timestamptz[], $20::task_status[], $21::int4[])
-                as f(id, run_after, status, waiting_on) on f.id = p.id
+            join unnest($2::uuid[], $19::timestamptz[], $20::task_status[], $21::int4[]) with ordinality
+                as f(id, run_after, status, waiting_on, place) on f.id = p.id
+            join heads h on h.priority = p.priority
             returning 1
         )
         select count(*) as "inserted!" from states
@@ -119,6 +140,7 @@ pub async fn insert_tasks(conn: &mut PgConnection, swarm_id: Uuid, tasks: &NewTa
         &tasks.statuses as &[TaskStatus],
         &tasks.waiting_on,
         &tasks.fallback_agents,
+        &tasks.concurrency_keys,
     )
     .fetch_one(conn)
     .await?;
@@ -204,6 +226,8 @@ pub struct TaskRow {
     pub resume_sessions: bool,
     /// Agents it falls back on, in order.
     pub fallback_agents: Vec<String>,
+    /// Its concurrency keys with their limits (a JSON object), when it has any.
+    pub concurrency: Option<Json>,
     /// Tokens in, over every ended attempt.
     pub input_tokens: i64,
     /// Tokens out, over every ended attempt.
@@ -278,6 +302,9 @@ pub async fn list(executor: impl PgExecutor<'_>, filter: &ListFilter, limit: i64
                t.validate_agent, case when $7 then left(t.validate_prompt, $8) else t.validate_prompt end as validate_prompt,
                t.max_rounds as "max_rounds!", s.round as "round!",
                s.stage as "stage!", t.resume_sessions as "resume_sessions!", t.fallback_agents as "fallback_agents!",
+               case when cardinality(t.concurrency_keys) > 0 then
+                   (select jsonb_object_agg(c.key, c.max_running) from concurrency_slots c where c.key = any(t.concurrency_keys))
+               end as concurrency,
                coalesce(usage.input_tokens, 0)::int8 as "input_tokens!",
                coalesce(usage.output_tokens, 0)::int8 as "output_tokens!",
                coalesce(usage.cost, 0)::float8 as "cost!",
@@ -377,4 +404,22 @@ pub async fn attempts_of(executor: impl PgExecutor<'_>, task: Uuid) -> sqlx::Res
     )
     .fetch_all(executor)
     .await
+}
+
+/// Sets the limit of each concurrency key (the latest submission's), making
+/// the keys that are new; rows are locked in key order, as claims lock them.
+pub async fn set_key_limits(conn: &mut PgConnection, keys: &[String], limits: &[i32]) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"
+        insert into concurrency_slots (key, max_running)
+        select key, max_running from unnest($1::text[], $2::int4[]) as k(key, max_running)
+        order by key
+        on conflict (key) do update set max_running = excluded.max_running
+        "#,
+        keys,
+        limits,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }

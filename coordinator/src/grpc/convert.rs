@@ -202,6 +202,7 @@ pub(crate) fn new_task(index: usize, spec: pb::TaskSpec) -> Result<NewTask> {
         }),
         resume_sessions: spec.session == i32::from(pb::SessionPolicy::Resume),
         fallback_agents: spec.fallback_agents,
+        concurrency: spec.concurrency.into_iter().collect(),
     })
 }
 
@@ -328,6 +329,10 @@ pub(crate) fn task(row: db::tasks::TaskRow) -> pb::Task {
         backoff_max: millis(row.backoff_max_ms),
         backoff_multiplier: row.backoff_multiplier.unwrap_or(0.0),
         fallback_agents: row.fallback_agents,
+        concurrency: row
+            .concurrency
+            .and_then(|keys| serde_json::from_value::<std::collections::HashMap<String, u32>>(keys).ok())
+            .unwrap_or_default(),
     }
 }
 

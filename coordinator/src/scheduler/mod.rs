@@ -213,6 +213,10 @@ async fn claim_locked(
             // Another claimer took one of the keys in between: leave it to them.
             return Ok(());
         }
+        if candidate.has_keys && !db::claims::take_slots(&mut tx, candidate.id).await? {
+            // A concurrency key filled up since the candidate was chosen.
+            return Ok(());
+        }
         let one = db::claims::claim_locked(&mut tx, scope.worker, candidate.id, attempt, timing).await?;
         tx.commit().await?;
         bytes += one.iter().map(db::claims::payload_bytes).sum::<i64>();

@@ -81,6 +81,8 @@ pub(crate) struct NewTask {
     pub resume_sessions: bool,
     /// Agents to fall back on, in order.
     pub fallback_agents: Vec<String>,
+    /// Concurrency keys and their limits.
+    pub concurrency: BTreeMap<String, u32>,
 }
 
 /// The queued swarm.
@@ -137,6 +139,13 @@ pub(crate) async fn submit(
         let key = key.unwrap_or_default();
         let existing = existing_swarm(&mut *tx, key, owner).await?.ok_or(Error::Database(sqlx::Error::RowNotFound))?;
         return audited(tx, caller, &submission, existing).await;
+    }
+    let limits: BTreeMap<&String, u32> =
+        submission.tasks.iter().flat_map(|task| &task.concurrency).map(|(key, limit)| (key, *limit)).collect();
+    if !limits.is_empty() {
+        let (keys, limits): (Vec<String>, Vec<i32>) =
+            limits.into_iter().map(|(key, limit)| (key.clone(), i32::try_from(limit).unwrap_or(i32::MAX))).unzip();
+        db::tasks::set_key_limits(&mut tx, &keys, &limits).await?;
     }
     db::tasks::insert_tasks(&mut tx, swarm_id.0, &rows).await?;
     let (from, to): (Vec<Uuid>, Vec<Uuid>) = edges
@@ -345,6 +354,7 @@ fn columns(tasks: &[NewTask], ids: &[Uuid], starts: &[graph::Start], defaults: &
         rows.max_rounds.push(i32::try_from(rounds).unwrap_or(1));
         rows.resume_sessions.push(task.resume_sessions);
         rows.fallback_agents.push(Json::Array(task.fallback_agents.iter().cloned().map(Json::String).collect()));
+        rows.concurrency_keys.push(Json::Array(task.concurrency.keys().cloned().map(Json::String).collect()));
     }
     rows
 }

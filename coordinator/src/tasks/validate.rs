@@ -141,6 +141,20 @@ fn swarm_problems(submission: &Submission, limits: &LimitConfig) -> Vec<String> 
     {
         problems.push(format!("budget: {budget}; must be a positive amount"));
     }
+    let mut limits: HashMap<&str, (usize, u32)> = HashMap::new();
+    for (index, task) in submission.tasks.iter().enumerate() {
+        for (key, limit) in &task.concurrency {
+            match limits.get(key.as_str()) {
+                Some((first, other)) if other != limit => problems.push(format!(
+                    "tasks[{index}].concurrency.{key}: limit {limit}, but tasks[{first}] gives it {other}; a key has one limit"
+                )),
+                Some(_) => {}
+                None => {
+                    limits.insert(key, (index, *limit));
+                }
+            }
+        }
+    }
     problems
 }
 
@@ -227,7 +241,10 @@ fn retry_problems(task: &NewTask, found: &mut Vec<TaskProblem>) {
     }
 }
 
-/// Labels and locks: well formed, and not too many.
+/// Largest limit of a concurrency key.
+const MAX_CONCURRENCY_LIMIT: u32 = 100_000;
+
+/// Labels, locks and concurrency keys: well formed, and not too many.
 fn routing_problems(task: &NewTask, found: &mut Vec<TaskProblem>) {
     for (key, value) in &task.labels {
         if let Some(problem) = label_problem(key, value) {
@@ -236,6 +253,19 @@ fn routing_problems(task: &NewTask, found: &mut Vec<TaskProblem>) {
     }
     if task.labels.len() > MAX_LOCKS_AND_LABELS || task.locks.len() > MAX_LOCKS_AND_LABELS {
         found.push(("locks".into(), format!("at most {MAX_LOCKS_AND_LABELS} labels and {MAX_LOCKS_AND_LABELS} locks")));
+    }
+    if task.concurrency.len() > MAX_LOCKS_AND_LABELS {
+        found.push(("concurrency".into(), format!("at most {MAX_LOCKS_AND_LABELS} keys")));
+    }
+    for (key, limit) in &task.concurrency {
+        let field = format!("concurrency.{key}");
+        if key.is_empty() || key.len() > 512 {
+            found.push((field, "a concurrency key must have 1 to 512 characters".into()));
+        } else if let Some(problem) = text_problem(key) {
+            found.push((field, problem));
+        } else if !(1..=MAX_CONCURRENCY_LIMIT).contains(limit) {
+            found.push((field, format!("limit {limit}; use 1 to {MAX_CONCURRENCY_LIMIT}")));
+        }
     }
     for (position, lock) in task.locks.iter().enumerate() {
         if lock.is_empty() || lock.len() > 512 {
