@@ -35,19 +35,12 @@ begin
 end
 $$;
 
-CREATE FUNCTION public.release_concurrency_slots() RETURNS trigger
-    LANGUAGE plpgsql
+CREATE FUNCTION public.unended_holders(attempt_ids uuid[], task_ids uuid[], OUT holders uuid[], OUT holder_tasks uuid[]) RETURNS record
+    LANGUAGE sql STABLE
     AS $$
-begin
-    perform 1 from concurrency_slots c
-    where c.key = any((select t.concurrency_keys from tasks t where t.id = old.task_id)::text[])
-    order by c.key
-    for update;
-    update concurrency_slots c
-    set holders = array_remove(c.holders, old.task_id)
-    where c.key = any((select t.concurrency_keys from tasks t where t.id = old.task_id)::text[]);
-    return null;
-end
+    select coalesce(array_agg(h.attempt), '{}'), coalesce(array_agg(h.task), '{}')
+    from unnest(attempt_ids, task_ids) as h(attempt, task)
+    where not exists(select 1 from attempts a where a.task_id = h.task and a.id = h.attempt)
 $$;
 
 CREATE TABLE public.api_tokens (
@@ -281,6 +274,8 @@ CREATE TABLE public.concurrency_slots (
     key text NOT NULL,
     max_running integer NOT NULL,
     holders uuid[] DEFAULT '{}'::uuid[] NOT NULL,
+    holder_tasks uuid[] DEFAULT '{}'::uuid[] NOT NULL,
+    CONSTRAINT concurrency_slots_holders CHECK ((cardinality(holders) = cardinality(holder_tasks))),
     CONSTRAINT concurrency_slots_max_running_check CHECK ((max_running >= 1))
 );
 
@@ -492,8 +487,6 @@ CREATE UNIQUE INDEX tasks_swarm_key_idx ON public.tasks USING btree (swarm_id, k
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON public.audit_log FOR EACH STATEMENT EXECUTE FUNCTION public.audit_log_append_only();
 
 CREATE TRIGGER audit_log_no_update_or_delete BEFORE DELETE OR UPDATE ON public.audit_log FOR EACH ROW EXECUTE FUNCTION public.audit_log_append_only();
-
-CREATE TRIGGER task_states_release_slots AFTER UPDATE OF status ON public.task_states FOR EACH ROW WHEN ((old.has_keys AND (old.status = ANY (ARRAY['running'::public.task_status, 'cancelling'::public.task_status])) AND (new.status <> ALL (ARRAY['running'::public.task_status, 'cancelling'::public.task_status])))) EXECUTE FUNCTION public.release_concurrency_slots();
 
 ALTER TABLE ONLY public.task_deps
     ADD CONSTRAINT task_deps_depends_on_fkey FOREIGN KEY (depends_on) REFERENCES public.tasks(id) ON DELETE CASCADE;

@@ -1,43 +1,39 @@
 -- Concurrency keys: a task may name keys (a repository, a customer), each
 -- with a limit; a claim takes a task only while every one of its keys has
 -- fewer running holders than its limit, atomically across coordinators.
--- A key's holders are the running (or cancelling) tasks that took it, kept
--- on the key's row: claims lock the rows they take from in key order (so
--- they never deadlock) and read the latest holders under that lock.
+-- A key's row lists the attempts claimed under it (`holders`, with their
+-- tasks in `holder_tasks`); those that have not ended hold it. Only claims
+-- write the row: they lock the rows they take from in key order, drop the
+-- holders whose attempt has ended (it is in `attempts`; one that ended
+-- after the claim's snapshot still counts, which only ever admits fewer)
+-- and add the attempts they start. Ending an attempt writes nothing here,
+-- so it never waits on a key, and claims lock nothing but key rows and
+-- the tasks they take.
 alter table tasks add column concurrency_keys text[] not null default '{}';
 alter table task_states add column has_keys boolean not null default false;
 
 create table concurrency_slots (
     key text primary key,
-    -- The limit the key's latest submitted task gave.
+    -- The limit the key's first submitted task gave (an admin may change it).
     max_running integer not null check (max_running >= 1),
-    holders uuid[] not null default '{}'
+    -- Attempts claimed under the key, as of its last claim, and their tasks.
+    holders uuid[] not null default '{}',
+    holder_tasks uuid[] not null default '{}',
+    constraint concurrency_slots_holders check (cardinality(holders) = cardinality(holder_tasks))
 );
 
--- The keys with no room left, which claims skip without looking at their tasks.
-create index concurrency_slots_full_idx on concurrency_slots (key) where cardinality(holders) >= max_running;
-
--- A task that stops running gives back its keys, however it stopped (a
--- report, a reaped lease, a validator stage): one rule for every statement
--- that ends an attempt. Tasks without keys never call it.
-create function release_concurrency_slots() returns trigger language plpgsql as $$
-begin
-    perform 1 from concurrency_slots c
-    where c.key = any((select t.concurrency_keys from tasks t where t.id = old.task_id)::text[])
-    order by c.key
-    for update;
-    update concurrency_slots c
-    set holders = array_remove(c.holders, old.task_id)
-    where c.key = any((select t.concurrency_keys from tasks t where t.id = old.task_id)::text[]);
-    return null;
-end
+-- A key's holders but those whose attempt has ended (is in `attempts`, as
+-- of the calling statement's snapshot).
+create function unended_holders(attempt_ids uuid[], task_ids uuid[], out holders uuid[], out holder_tasks uuid[])
+language sql stable as $$
+    select coalesce(array_agg(h.attempt), '{}'), coalesce(array_agg(h.task), '{}')
+    from unnest(attempt_ids, task_ids) as h(attempt, task)
+    where not exists(select 1 from attempts a where a.task_id = h.task and a.id = h.attempt)
 $$;
 
-create trigger task_states_release_slots
-    after update of status on task_states
-    for each row
-    when (old.has_keys and old.status in ('running', 'cancelling') and new.status not in ('running', 'cancelling'))
-    execute function release_concurrency_slots();
+-- The keys whose holders fill them (some may have ended), which claims
+-- check first.
+create index concurrency_slots_full_idx on concurrency_slots (key) where cardinality(holders) >= max_running;
 
 -- Fairness between swarms: a task's place in its swarm, counted from the
 -- head of the ready queue at its priority when the swarm was submitted.

@@ -116,7 +116,7 @@ pub async fn submit_with_deps(pool: &PgPool, swarm: Uuid, specs: &[Spec], deps: 
         specs.iter().flat_map(|spec| &spec.concurrency).map(|(key, limit)| ((*key).to_owned(), *limit)).collect();
     let (keys, limits): (Vec<String>, Vec<i32>) = limits.into_iter().unzip();
     if !keys.is_empty() {
-        db::tasks::set_key_limits(&mut tx, &keys, &limits).await.expect("set key limits");
+        db::tasks::set_key_limits(&mut tx, &keys, &limits, true).await.expect("set key limits");
     }
     let inserted = db::tasks::insert_tasks(&mut tx, swarm, &tasks).await.expect("insert tasks");
     assert_eq!(inserted, specs.len() as u64, "every task inserted");

@@ -41,18 +41,12 @@ pub const CHECKS: &[(&str, &str)] = &[
         "select count(*) from attempts a join task_states s on s.task_id = a.task_id where a.number > s.attempts",
     ),
     (
-        "a concurrency key's holders are exactly the running tasks that name it",
-        "select count(*) from (
-             (select c.key, h.task_id from concurrency_slots c cross join unnest(c.holders) as h(task_id)
-              except all
-              select k.key, s.task_id from task_states s join tasks t on t.id = s.task_id
-                   cross join unnest(t.concurrency_keys) as k(key) where s.status in ('running', 'cancelling'))
-             union all
-             (select k.key, s.task_id from task_states s join tasks t on t.id = s.task_id
-                   cross join unnest(t.concurrency_keys) as k(key) where s.status in ('running', 'cancelling')
-              except all
-              select c.key, h.task_id from concurrency_slots c cross join unnest(c.holders) as h(task_id))
-         ) differing",
+        "a running task holds each concurrency key it names",
+        "select count(*) from task_states s join tasks t on t.id = s.task_id
+             cross join unnest(t.concurrency_keys) as k(key)
+         where s.status in ('running', 'cancelling')
+           and not exists (select 1 from concurrency_slots c cross join unnest(c.holders, c.holder_tasks) as h(attempt, task)
+                           where c.key = k.key and h.task = s.task_id and h.attempt = s.attempt_id)",
     ),
     (
         "every concurrency key a task names has its row",

@@ -182,15 +182,7 @@ const BREAKERS: &[(&str, &str)] = &[
         "update task_states set has_keys = not has_keys where task_id = (select task_id from task_states limit 1)",
     ),
     (
-        "a concurrency key's holders are exactly the running tasks that name it",
-        "insert into concurrency_slots (key, max_running, holders)
-         select 'stray', 1, array[task_id] from task_states where status = 'succeeded' limit 1;
-         update tasks set concurrency_keys = '{stray}'
-         where id = (select task_id from task_states where status = 'succeeded' limit 1);
-         update task_states set has_keys = true where task_id = (select task_id from task_states where status = 'succeeded' limit 1)",
-    ),
-    (
-        "a concurrency key's holders are exactly the running tasks that name it",
+        "a running task holds each concurrency key it names",
         "insert into concurrency_slots (key, max_running) values ('forgotten', 1);
          update tasks set concurrency_keys = '{forgotten}'
          where id = (select task_id from task_states where status = 'running' limit 1);

@@ -308,3 +308,40 @@ async fn a_worker_whose_token_is_revoked_stops() {
     assert!(worker.log_text().contains("refuses this worker's token"), "{}", worker.log_text());
     coordinator.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitter_cannot_change_a_concurrency_keys_limit_and_an_admin_can() {
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+    let mut admin = coordinator.admin_client().await;
+    let carol = admin.create_token(create("carol", "submitter")).await.unwrap().into_inner().token;
+    let mut carol = AdminServiceClient::new(coordinator.connect(&carol).connect().await.unwrap());
+    let keyed = |limit: u32| pb::SubmitTasksRequest {
+        swarm: "keyed".into(),
+        tasks: vec![pb::TaskSpec {
+            agent: "a".into(),
+            prompt: "p".into(),
+            concurrency: [("repo:api".to_owned(), limit)].into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let limit = || async {
+        sqlx::query_scalar::<_, i32>("select max_running from concurrency_slots where key = 'repo:api'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    };
+    carol.submit_tasks(keyed(2)).await.expect("a new key takes the first limit given");
+    carol.submit_tasks(keyed(2)).await.expect("the same limit again");
+    let refused = carol.submit_tasks(keyed(50)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("concurrency.repo:api: limit 50, but the key's limit is 2"), "{refused:?}");
+    assert_eq!(limit().await, 2, "unchanged");
+    let tasks: i64 = sqlx::query_scalar("select count(*) from tasks").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(tasks, 2, "the refused submission queued nothing");
+    let changed = admin.submit_tasks(keyed(5)).await.unwrap().into_inner();
+    assert!(changed.warnings.iter().any(|warning| warning.contains("from 2 to 5")), "{:?}", changed.warnings);
+    assert_eq!(limit().await, 5);
+    coordinator.stop().await.unwrap();
+}

@@ -106,13 +106,17 @@ pub async fn record(executor: impl PgExecutor<'_>, beats: &Beats, lease_seconds:
             select s.task_id
             from task_states s
             where s.task_id = any(array(select task_id from listed)) and s.status in ('running', 'cancelling')
+              and s.attempt_id = any($10)
             order by s.task_id
             for update of s
         ), extended as (
             update task_states s
             set lease_expires_at = now() + make_interval(secs => $11),
                 stalled_since = case when s.attempt_id = any($13) then coalesce(s.stalled_since, now()) end
+            -- The attempt checked again in the row's latest version: a
+            -- listed attempt that ended since the snapshot extends nothing.
             where s.task_id = any(array(select task_id from holding)) and s.status in ('running', 'cancelling')
+              and s.attempt_id = any($10)
             returning s.worker_id, s.attempt_id, s.status, s.progress_at
         ), leased as (
             select worker_id, count(*) as n

@@ -124,7 +124,8 @@ pub async fn claim(
         ), full_keys as (
             -- Concurrency keys with no room left as of this statement's
             -- snapshot (`slots` looks again under lock).
-            select array(select c.key from concurrency_slots c where cardinality(c.holders) >= c.max_running) as keys
+            select array(select c.key from concurrency_slots c where cardinality(c.holders) >= c.max_running
+                           and cardinality((unended_holders(c.holders, c.holder_tasks)).holders) >= c.max_running) as keys
         ), picked as (
             select s.task_id, s.priority, s.fair_seq, s.bytes, s.has_keys
             from task_states s
@@ -167,28 +168,43 @@ pub async fn claim(
                    row_number() over (partition by k.key order by f.priority desc, f.fair_seq, f.task_id) as rank
             from fitting f join tasks t on t.id = f.task_id cross join unnest(t.concurrency_keys) as k(key)
             where f.has_keys
-        ), slots as (
-            -- Locked in key order (claimers never deadlock); the lock reads
-            -- the latest holders, whoever committed since the snapshot.
-            select c.key, c.max_running, cardinality(c.holders) as holding
+        ), locked as (
+            -- Locked in key order (only claims lock these rows, so they
+            -- never deadlock); the lock reads the latest holders, whoever
+            -- committed since the snapshot.
+            select c.key, c.max_running, c.holders, c.holder_tasks
             from concurrency_slots c
             where c.key = any(array(select key from wanted))
             order by c.key
             for update
+        ), slots as (
+            -- Each key's holders but those whose attempt has ended.
+            select l.key, l.max_running, x.holders, x.holder_tasks
+            from locked l
+            cross join lateral unended_holders(l.holders, l.holder_tasks) as x
         ), refused as (
             -- Keyed tasks one of whose keys has no room for them: they stay ready.
             select array(select w.task_id from wanted w join slots c on c.key = w.key
-                         where c.holding + w.rank > c.max_running) as ids
+                         where cardinality(c.holders) + w.rank > c.max_running) as ids
+        ), starting as (
+            -- The attempt ids of the keyed tasks taken, made here so the
+            -- keys can hold them.
+            select w.task_id, gen_random_uuid() as attempt_id
+            from (select distinct task_id from wanted) w
+            where w.task_id <> all((select ids from refused)::uuid[])
         ), taken as (
             update concurrency_slots c
-            set holders = c.holders || array(select w.task_id from wanted w
-                                             where w.key = c.key and w.task_id <> all((select ids from refused)::uuid[]))
-            where c.key = any(array(select key from wanted where task_id <> all((select ids from refused)::uuid[])))
+            set holders = s.holders || array(select t.attempt_id from wanted w join starting t on t.task_id = w.task_id
+                                             where w.key = c.key order by t.task_id),
+                holder_tasks = s.holder_tasks || array(select t.task_id from wanted w join starting t on t.task_id = w.task_id
+                                                       where w.key = c.key order by t.task_id)
+            from slots s
+            where c.key = s.key
         ), claimed as (
             update task_states s
             set status = 'running',
                 attempts = s.attempts + 1,
-                attempt_id = gen_random_uuid(),
+                attempt_id = coalesce((select t.attempt_id from starting t where t.task_id = s.task_id), gen_random_uuid()),
                 worker_id = $1,
                 lease_expires_at = now() + make_interval(secs => $3),
                 attempt_deadline = now() + make_interval(secs => coalesce(s.timeout_ms::float8 / 1000.0, $4) + $5),
@@ -298,6 +314,10 @@ pub async fn next_lock_candidate(
                    w.labels
             from workers w
             where w.id = $1 and not exists(select 1 from paused p where p.scope = 'worker' and p.target = w.name)
+        ), full_keys as (
+            -- As in `claim`.
+            select array(select c.key from concurrency_slots c where cardinality(c.holders) >= c.max_running
+                           and cardinality((unended_holders(c.holders, c.holder_tasks)).holders) >= c.max_running) as keys
         )
         select s.task_id as id, t.locks, s.has_keys
         from task_states s join tasks t on t.id = s.task_id
@@ -310,11 +330,11 @@ pub async fn next_lock_candidate(
           and coalesce(s.swarm_id <> all(array(select b.id from swarms b where b.spent >= b.budget)
                                          || array(select p.target::uuid from paused p where p.scope = 'swarm')), true)
           and not exists (select 1 from task_locks l where l.key = any(t.locks))
-          and (not s.has_keys or not t.concurrency_keys && array(
-              select c.key from concurrency_slots c where cardinality(c.holders) >= c.max_running))
+          and (not s.has_keys or not t.concurrency_keys && (select keys from full_keys))
           and not exists (
               select 1 from task_states os join tasks o on o.id = os.task_id
               where os.status = 'ready' and os.has_locks and os.run_after <= now() and o.locks && t.locks
+                and (not os.has_keys or not o.concurrency_keys && (select keys from full_keys))
                 and (os.priority > s.priority or (os.priority = s.priority and os.task_id < s.task_id)))
         order by s.priority desc, s.task_id
         limit 1
@@ -345,27 +365,35 @@ pub async fn take_locks(conn: &mut PgConnection, keys: &[String], task: Uuid, at
     Ok(result.rows_affected())
 }
 
-/// Takes a place under each of `task`'s concurrency keys for its claim
-/// (in the lock-taking claim's transaction); `false`, taking none, when one
-/// has no room. The key rows are locked in key order, as [`claim`] locks them.
-pub async fn take_slots(conn: &mut PgConnection, task: Uuid) -> sqlx::Result<bool> {
+/// Takes a place under each of `task`'s concurrency keys for its new
+/// `attempt` (in the lock-taking claim's transaction); `false`, taking none,
+/// when one has no room. The key rows are locked in key order, as [`claim`]
+/// locks them.
+pub async fn take_slots(conn: &mut PgConnection, task: Uuid, attempt: Uuid) -> sqlx::Result<bool> {
     sqlx::query_scalar!(
         r#"
-        with slots as (
-            select c.key, c.max_running, cardinality(c.holders) as holding
+        with locked as (
+            select c.key, c.max_running, c.holders, c.holder_tasks
             from concurrency_slots c
             where c.key = any((select t.concurrency_keys from tasks t where t.id = $1)::text[])
             order by c.key
             for update
+        ), slots as (
+            select l.key, l.max_running, x.holders, x.holder_tasks
+            from locked l
+            cross join lateral unended_holders(l.holders, l.holder_tasks) as x
         ), room as (
-            select not exists(select 1 from slots where holding >= max_running) as ok
+            select not exists(select 1 from slots where cardinality(holders) >= max_running) as ok
         ), taken as (
-            update concurrency_slots c set holders = c.holders || $1
-            where c.key in (select key from slots) and (select ok from room)
+            update concurrency_slots c
+            set holders = s.holders || $2::uuid, holder_tasks = s.holder_tasks || $1::uuid
+            from slots s
+            where c.key = s.key and (select ok from room)
         )
         select ok as "ok!" from room
         "#,
         task,
+        attempt,
     )
     .fetch_one(conn)
     .await

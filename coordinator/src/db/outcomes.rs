@@ -39,8 +39,9 @@ pub struct Reports {
 pub struct Completed {
     /// Attempts recorded.
     pub recorded: Vec<Uuid>,
-    /// Dependents that became ready plus locks released: when above zero,
-    /// waiting claims have something new to look at.
+    /// Dependents that became ready plus locks released plus tasks that
+    /// held concurrency keys: when above zero, waiting claims have something
+    /// new to look at.
     pub newly_ready: i64,
 }
 
@@ -61,7 +62,7 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
             -- The attempt as the claim left it (the statement's snapshot),
             -- for the attempt's row.
             select s.task_id, s.swarm_id, s.attempts, s.worker_id, s.stage, s.run_agent, s.attempt_started_at,
-                   r.attempt_id, r.result, r.session_id, r.input_tokens, r.output_tokens, r.cost
+                   s.has_keys, r.attempt_id, r.result, r.session_id, r.input_tokens, r.output_tokens, r.cost
             from reported r join task_states s on s.task_id = r.task_id and s.attempt_id = r.attempt_id
             where not s.validated and ($8::uuid is null or s.worker_id = $8)
         ), done as (
@@ -104,7 +105,8 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
             delete from task_locks l using done where l.task_id = done.task_id returning l.key
         )
         select array(select attempt_id from done) as "recorded!: Vec<Uuid>",
-               (select count(*) from unblocked where status = 'ready') + (select count(*) from unlocked) as "newly_ready!"
+               (select count(*) from unblocked where status = 'ready') + (select count(*) from unlocked)
+                   + (select count(*) from before where has_keys) as "newly_ready!"
         "#,
         &reports.task_ids,
         &reports.attempt_ids,
@@ -241,7 +243,8 @@ pub struct Fates {
 }
 
 /// Applies decided fates to tasks and their attempts, charges swarms and
-/// releases locks, in one statement; returns how many locks were released.
+/// releases locks, in one statement; returns how many locks were released
+/// plus how many of the tasks held concurrency keys (room for waiting claims).
 /// A task retried or handed back is ready again (after its delay); a dead or
 /// cancelled one is finished, with the error as the reason.
 pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result<i64> {
@@ -281,8 +284,9 @@ pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result
                 error = case when d.status in ('dead', 'cancelled') then d.error end
             from decided d
             where s.task_id = d.task_id
+            returning s.has_keys
         )
-        select count(*) as "released!" from unlocked
+        select (select count(*) from unlocked) + (select count(*) from moved where has_keys) as "released!"
         "#,
         &fates.task_ids,
         &fates.attempt_ids,

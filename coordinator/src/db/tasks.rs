@@ -89,13 +89,20 @@ pub async fn insert_tasks(conn: &mut PgConnection, swarm_id: Uuid, tasks: &NewTa
                       cardinality(locks) > 0 as has_locks, cardinality(concurrency_keys) > 0 as has_keys,
                       validate_agent is not null as validated,
                       octet_length(prompt) + coalesce(octet_length(input::text), 0) as bytes
+        ), held as (
+            select array(select w.id from swarms w where w.spent >= w.budget)
+                   || array(select p.target::uuid from paused p where p.scope = 'swarm') as ids
         ), heads as (
             -- The head of the ready queue at each priority the swarm uses
-            -- (one step into the claim index each), where its tasks start.
+            -- (a walk of the claim index from its start at that priority),
+            -- where its tasks start: the first due task that nothing but
+            -- its turn holds back (not of a held swarm, not waiting for a
+            -- concurrency key).
             select q.priority,
                    coalesce((select h.fair_seq from task_states h
                              where h.status = 'ready' and not h.has_locks and h.priority = q.priority
-                               and h.run_after <= now()
+                               and h.run_after <= now() and not h.has_keys
+                               and coalesce(h.swarm_id <> all((select ids from held)::uuid[]), true)
                              order by h.priority desc, h.fair_seq, h.task_id
                              limit 1), 0) as fair_seq
             from (select distinct priority from unnest($7::int4[]) as priority) q
@@ -109,7 +116,8 @@ pub async fn insert_tasks(conn: &mut PgConnection, swarm_id: Uuid, tasks: &NewTa
                    case when f.status = 'cancelled' then now() end,
                    case when f.status = 'cancelled' then 'cancelled: a task it depends on had already died or been cancelled' end,
                    f.status = 'cancelled',
-                   h.fair_seq + f.place
+                   -- Its place among the swarm's tasks of its priority.
+                   h.fair_seq + row_number() over (partition by p.priority order by f.place)
             from spec p
             join unnest($2::uuid[], $19::timestamptz[], $20::task_status[], $21::int4[]) with ordinality
                 as f(id, run_after, status, waiting_on, place) on f.id = p.id
@@ -406,20 +414,39 @@ pub async fn attempts_of(executor: impl PgExecutor<'_>, task: Uuid) -> sqlx::Res
     .await
 }
 
-/// Sets the limit of each concurrency key (the latest submission's), making
-/// the keys that are new; rows are locked in key order, as claims lock them.
-pub async fn set_key_limits(conn: &mut PgConnection, keys: &[String], limits: &[i32]) -> sqlx::Result<()> {
-    sqlx::query!(
+/// Makes the concurrency keys that are new, with their limits; changes the
+/// limit of existing ones when `change` holds. Returns the existing keys
+/// whose limit differs from the one asked for, with that limit. Rows are
+/// made in key order.
+pub async fn set_key_limits(
+    conn: &mut PgConnection,
+    keys: &[String],
+    limits: &[i32],
+    change: bool,
+) -> sqlx::Result<Vec<(String, i32)>> {
+    let rows = sqlx::query!(
         r#"
-        insert into concurrency_slots (key, max_running)
-        select key, max_running from unnest($1::text[], $2::int4[]) as k(key, max_running)
-        order by key
-        on conflict (key) do update set max_running = excluded.max_running
+        with wanted as (
+            select key, max_running from unnest($1::text[], $2::int4[]) as k(key, max_running)
+        ), made as (
+            insert into concurrency_slots (key, max_running)
+            select key, max_running from wanted order by key
+            on conflict (key) do nothing
+        ), changed as (
+            update concurrency_slots c set max_running = w.max_running
+            from wanted w
+            where c.key = w.key and c.max_running <> w.max_running and $3
+        )
+        select c.key, c.max_running
+        from concurrency_slots c join wanted w on w.key = c.key
+        where c.max_running <> w.max_running
+        order by c.key
         "#,
         keys,
         limits,
+        change,
     )
-    .execute(conn)
+    .fetch_all(conn)
     .await?;
-    Ok(())
+    Ok(rows.into_iter().map(|row| (row.key, row.max_running)).collect())
 }

@@ -213,14 +213,17 @@ async fn claim_locked(
             // Another claimer took one of the keys in between: leave it to them.
             return Ok(());
         }
-        if candidate.has_keys && !db::claims::take_slots(&mut tx, candidate.id).await? {
+        if candidate.has_keys && !db::claims::take_slots(&mut tx, candidate.id, attempt).await? {
             // A concurrency key filled up since the candidate was chosen.
             return Ok(());
         }
-        let one = db::claims::claim_locked(&mut tx, scope.worker, candidate.id, attempt, timing).await?;
+        let Some(one) = db::claims::claim_locked(&mut tx, scope.worker, candidate.id, attempt, timing).await? else {
+            // No longer ready: its locks and keys go back with the rollback.
+            return Ok(());
+        };
         tx.commit().await?;
-        bytes += one.iter().map(db::claims::payload_bytes).sum::<i64>();
-        claimed.extend(one);
+        bytes += db::claims::payload_bytes(&one);
+        claimed.push(one);
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ use crate::db;
 use crate::error::{Error, Result};
 use crate::status::TaskStatus;
 use crate::tasks::{graph, validate};
+use hive_shared::tokens::Role;
 
 /// A swarm as submitted.
 #[derive(Debug, Clone, Default)]
@@ -140,13 +141,6 @@ pub(crate) async fn submit(
         let existing = existing_swarm(&mut *tx, key, owner).await?.ok_or(Error::Database(sqlx::Error::RowNotFound))?;
         return audited(tx, caller, &submission, existing).await;
     }
-    let limits: BTreeMap<&String, u32> =
-        submission.tasks.iter().flat_map(|task| &task.concurrency).map(|(key, limit)| (key, *limit)).collect();
-    if !limits.is_empty() {
-        let (keys, limits): (Vec<String>, Vec<i32>) =
-            limits.into_iter().map(|(key, limit)| (key.clone(), i32::try_from(limit).unwrap_or(i32::MAX))).unzip();
-        db::tasks::set_key_limits(&mut tx, &keys, &limits).await?;
-    }
     db::tasks::insert_tasks(&mut tx, swarm_id.0, &rows).await?;
     let (from, to): (Vec<Uuid>, Vec<Uuid>) = edges
         .pairs
@@ -162,6 +156,8 @@ pub(crate) async fn submit(
     if !from.is_empty() {
         db::graph::insert_deps(&mut tx, &from, &to).await?;
     }
+    // Last, so the key rows claims lock are held only while the submission commits.
+    let mut warnings = key_limits(&mut tx, caller, &submission.tasks).await?;
     db::notifications::notify_ready(&mut *tx).await?;
     let mut agents: Vec<String> = submission
         .tasks
@@ -171,10 +167,11 @@ pub(crate) async fn submit(
     agents.sort();
     agents.dedup();
     let unserved = db::workers::agents_without_worker(&mut *tx, &agents).await?;
-    let warnings = unserved
-        .into_iter()
-        .map(|agent| format!("no registered worker offers agent `{agent}`; its tasks wait until one does"))
-        .collect();
+    warnings.extend(
+        unserved
+            .into_iter()
+            .map(|agent| format!("no registered worker offers agent `{agent}`; its tasks wait until one does")),
+    );
     let submitted = Submitted { swarm_id, task_ids: ids.into_iter().map(TaskId).collect(), warnings, existing: false };
     audited(tx, caller, &submission, submitted).await
 }
@@ -197,6 +194,38 @@ async fn audited(
     audit::record(&mut tx, &Entry::done(caller, Action::SubmitTasks, target, affected)).await?;
     tx.commit().await?;
     Ok(submitted)
+}
+
+/// Makes the submission's new concurrency keys. A key that exists keeps
+/// its limit unless an admin submits (keys are shared by every submitter: a
+/// submitter must not throttle another's tasks); another limit from anyone
+/// else is refused, naming the key. Returns warnings for the limits an
+/// admin changed.
+async fn key_limits(tx: &mut sqlx::PgConnection, caller: &Caller, tasks: &[NewTask]) -> Result<Vec<String>> {
+    let limits: BTreeMap<&String, u32> =
+        tasks.iter().flat_map(|task| &task.concurrency).map(|(key, limit)| (key, *limit)).collect();
+    if limits.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (keys, limits): (Vec<String>, Vec<i32>) =
+        limits.into_iter().map(|(key, limit)| (key.clone(), i32::try_from(limit).unwrap_or(i32::MAX))).unzip();
+    let admin = !caller.authenticated || caller.role == Role::Admin;
+    let differing = db::tasks::set_key_limits(tx, &keys, &limits, admin).await?;
+    let described = differing.iter().map(|(key, limit)| {
+        let asked = keys.iter().position(|wanted| wanted == key).map_or(0, |at| limits[at]);
+        (key, *limit, asked)
+    });
+    if admin {
+        return Ok(described
+            .map(|(key, was, now)| format!("concurrency key `{key}`: its limit changed from {was} to {now}"))
+            .collect());
+    }
+    let problems: Vec<String> = described
+        .map(|(key, was, asked)| {
+            format!("concurrency.{key}: limit {asked}, but the key's limit is {was}; only an admin may change it")
+        })
+        .collect();
+    if problems.is_empty() { Ok(Vec::new()) } else { Err(Error::InvalidArgument { problems }) }
 }
 
 /// The swarm `owner` submitted before with `key` (keys are per token).

@@ -63,22 +63,24 @@ impl StallWatch {
     pub(crate) async fn run(&self, output: &AtomicU64, group: Option<Pid>) -> Duration {
         let every = (self.timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
         let mut last = self.look(output).await;
-        let mut cpu = cpu_ticks(group).await;
-        let (mut looked_at, mut progress_at, mut stalled) = (Instant::now(), Instant::now(), false);
+        // CPU is judged over the time since the last progress, so a
+        // trickle (an idle runtime's timers) never adds up to 1 %.
+        let mut cpu_since_progress = cpu_ticks(group).await;
+        let (mut progress_at, mut stalled) = (Instant::now(), false);
         loop {
             tokio::time::sleep(every).await;
             let look = self.look(output).await;
             let ticks = cpu_ticks(group).await;
-            let busy = ticks.saturating_sub(cpu) >= busy_ticks(looked_at.elapsed());
+            let busy = ticks.saturating_sub(cpu_since_progress) >= busy_ticks(progress_at.elapsed());
             if look != last || busy {
-                progress_at = Instant::now();
+                (progress_at, cpu_since_progress) = (Instant::now(), ticks);
                 if stalled {
                     stalled = false;
                     self.held.set_stalled(self.attempt, false);
                     info!("the agent is making progress again");
                 }
             }
-            (last, cpu, looked_at) = (look, ticks, Instant::now());
+            last = look;
             let quiet = progress_at.elapsed();
             if quiet >= self.timeout {
                 if !stalled {
