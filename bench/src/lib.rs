@@ -4,11 +4,12 @@
 //! one line per workload in the peers' format (`peer=hive workload=drain …`).
 //!
 //! Layout: [`stack`] owns the processes; [`workloads`] has one module per
-//! workload; [`stats`] computes percentiles and formats lines; [`auth`]
-//! turns tokens on for a run (`HIVE_BENCH_AUTH=1`), [`tls`] TLS
-//! (`HIVE_BENCH_TLS=1`).
+//! workload; [`stats`] computes percentiles and formats lines; [`cpu`] reads
+//! processes' CPU time; [`auth`] turns tokens on for a run
+//! (`HIVE_BENCH_AUTH=1`), [`tls`] TLS (`HIVE_BENCH_TLS=1`).
 
 pub mod auth;
+pub mod cpu;
 pub mod stack;
 pub mod stats;
 pub mod tls;

@@ -10,12 +10,15 @@ use hive_bench::workloads;
 /// Benchmarks Hive on this machine: real processes, durable PostgreSQL, the peers' workloads.
 #[derive(Debug, Parser)]
 struct Cli {
-    /// Workloads to run, comma-separated.
+    /// Workloads to run, comma-separated (`claude`, which needs the Claude Code CLI, only when named).
     #[arg(long, default_value = "drain,latency,spawn,logs,backlog,fleet", value_delimiter = ',')]
     workloads: Vec<String>,
     /// Tasks in the drain workload.
     #[arg(long, env = "N", default_value_t = 20_000)]
     n: usize,
+    /// Concurrency keys the drain's tasks name (0: none), each with a limit no claim reaches.
+    #[arg(long, default_value_t = 0)]
+    drain_keys: usize,
     /// Worker processes.
     #[arg(long, env = "PROCS", default_value_t = 2)]
     procs: usize,
@@ -57,6 +60,9 @@ struct Cli {
     /// plans of those over 3 ms, with actual times (`plans`) in the database folder's log.
     #[arg(long, value_enum, default_value_t = StatementLog::Off)]
     log_statements: StatementLog,
+    /// The claude workload (opt-in: `--workloads claude`).
+    #[command(flatten)]
+    claude: workloads::claude::Settings,
     /// Folder for the database and the logs (default: a new temporary one).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -94,7 +100,7 @@ async fn run(cli: &Cli, db: &Database, binaries: &Binaries) -> anyhow::Result<()
         match workload.as_str() {
             "drain" => {
                 for &prefetch in &cli.drain_prefetch {
-                    workloads::drain::run(db, binaries, cli.shape(cli.n, prefetch)).await?;
+                    workloads::drain::run(db, binaries, cli.shape(cli.n, prefetch), cli.drain_keys).await?;
                 }
             }
             "latency" => {
@@ -111,7 +117,8 @@ async fn run(cli: &Cli, db: &Database, binaries: &Binaries) -> anyhow::Result<()
                 workloads::fleet::run(db, binaries, cli.fleet_workers, Duration::from_secs(5), cli.fleet_measure)
                     .await?;
             }
-            other => anyhow::bail!("unknown workload `{other}` (drain, latency, spawn, logs, backlog, fleet)"),
+            "claude" => workloads::claude::run(db, binaries, &cli.claude).await?,
+            other => anyhow::bail!("unknown workload `{other}` (drain, latency, spawn, logs, backlog, fleet, claude)"),
         }
     }
     Ok(())

@@ -215,6 +215,21 @@ impl Hive {
     /// # Errors
     /// When a config cannot be written or a worker started.
     pub fn start_workers(&mut self, count: usize, slots: usize, agents: &str) -> anyhow::Result<()> {
+        self.start_workers_logging(count, slots, agents, "warn")
+    }
+
+    /// Like [`Hive::start_workers`], the workers logging what `filter`
+    /// (`RUST_LOG`) lets through to [`Hive::worker_log`].
+    ///
+    /// # Errors
+    /// When a config cannot be written or a worker started.
+    pub fn start_workers_logging(
+        &mut self,
+        count: usize,
+        slots: usize,
+        agents: &str,
+        filter: &str,
+    ) -> anyhow::Result<()> {
         for index in 0..count {
             let config = self.dir.join(format!("worker-{index}.toml"));
             let work = self.dir.join(format!("work-{index}"));
@@ -226,14 +241,24 @@ impl Hive {
                 "--name",
                 &format!("bench-{index}"),
             ]);
-            command.env("RUST_LOG", "warn");
+            command.env("RUST_LOG", filter);
             if let Some(tokens) = crate::auth::tokens() {
                 command.env("HIVE_TOKEN", &tokens.worker);
             }
             crate::tls::trust(&mut command);
-            self.workers.push(spawn(command, &self.dir.join(format!("worker-{index}.log")))?);
+            self.workers.push(spawn(command, &self.worker_log(index))?);
         }
         Ok(())
+    }
+
+    /// The file the `index`-th worker's stdout and stderr go to.
+    pub fn worker_log(&self, index: usize) -> PathBuf {
+        self.dir.join(format!("worker-{index}.log"))
+    }
+
+    /// Process id of the `index`-th worker.
+    pub fn worker_pid(&self, index: usize) -> Option<u32> {
+        self.workers.get(index).and_then(Child::id)
     }
 
     /// Process id of the coordinator.

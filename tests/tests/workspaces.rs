@@ -154,3 +154,39 @@ async fn a_killed_workers_worktrees_are_gone_once_a_worker_starts_on_its_folder(
     next.terminate().await;
     coordinator.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_sharing_a_repository_make_and_remove_worktrees_without_tripping_on_each_other() {
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(dir.path());
+    let coder = || Agent::shell("sh -c \"$(cat)\"").workspace(&repo.display().to_string());
+    // Two workers of four slots on one host, one repository: eight
+    // worktrees made and removed at once, again and again.
+    let config = WorkerSetup::new().slots(4).agent("coder", coder()).write(dir.path(), "a");
+    let other = WorkerSetup::new().slots(4).agent("coder", coder()).write(dir.path(), "b");
+    let workers = [
+        start_worker(&coordinator.url, &config, "a", dir.path()),
+        start_worker(&coordinator.url, &other, "b", dir.path()),
+    ];
+    let tasks: Vec<pb::TaskSpec> =
+        (0..48).map(|i| task(&format!("t{i}"), &format!("echo {i} > f{i}.txt"), &[])).collect();
+    let mut admin = coordinator.admin_client().await;
+    admin.submit_tasks(pb::SubmitTasksRequest { swarm: "many".into(), tasks, ..Default::default() }).await.unwrap();
+    wait_all_finished(&db.pool, Duration::from_secs(120)).await;
+    let attempts: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "select t.key, a.outcome::text, a.error from attempts a join tasks t on t.id = a.task_id
+         where a.outcome <> 'succeeded' order by t.key",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(attempts.is_empty(), "every attempt made its worktree and succeeded the first time: {attempts:?}");
+    let listed = git(&repo, &["worktree", "list", "--porcelain"]);
+    assert_eq!(listed.matches("worktree ").count(), 1, "only the main checkout is left: {listed}");
+    for worker in workers {
+        worker.terminate().await;
+    }
+    coordinator.stop().await.unwrap();
+}

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hive_shared::convert::JsonObject;
+use nix::fcntl::{Flock, FlockArg};
 use serde_json::{Value, json};
 use tokio::process::Command;
 
@@ -80,16 +81,23 @@ pub(crate) async fn prepare(
         .to_owned();
     let dir = scratch_dir.join("workspace");
     let dir_text = dir.to_string_lossy().into_owned();
-    git(&repo, &["worktree", "prune"]).await.map_err(Unprepared::Worker)?;
-    let continuing = git(&repo, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{branch}")]).await.is_ok();
-    // Without --force: a branch another live worktree holds (an attempt
-    // fenced out but still running here) is not taken from under it.
-    let added = if continuing {
-        git(&repo, &["worktree", "add", "--quiet", &dir_text, &branch]).await
-    } else {
-        git(&repo, &["worktree", "add", "--quiet", "--detach", &dir_text, &base]).await
+    let continuing = {
+        let _lock = worktree_lock(&repo).await.map_err(Unprepared::Worker)?;
+        // A worktree left registered at this path (a scratch folder is
+        // reused) is forgotten first.
+        git(&repo, &["worktree", "prune"]).await.map_err(Unprepared::Worker)?;
+        let continuing =
+            git(&repo, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{branch}")]).await.is_ok();
+        // Without --force: a branch another live worktree holds (an attempt
+        // fenced out but still running here) is not taken from under it.
+        let added = if continuing {
+            git(&repo, &["worktree", "add", "--quiet", &dir_text, &branch]).await
+        } else {
+            git(&repo, &["worktree", "add", "--quiet", "--detach", &dir_text, &base]).await
+        };
+        added.map_err(Unprepared::Worker)?;
+        continuing
     };
-    added.map_err(Unprepared::Worker)?;
     let workspace = Workspace { repo, dir, branch, base };
     if !continuing {
         let made = match merge_dependencies(&workspace, inputs).await {
@@ -215,6 +223,13 @@ impl Workspace {
             return;
         }
         let dir = self.dir.to_string_lossy().into_owned();
+        let _lock = match worktree_lock(&self.repo).await {
+            Ok(lock) => Some(lock),
+            Err(err) => {
+                tracing::warn!(error = %err, "removing the attempt's worktree without the repository's worktree lock");
+                None
+            }
+        };
         if let Err(err) = git(&self.repo, &["worktree", "remove", "--force", &dir]).await {
             tracing::warn!(error = %err, "could not remove the attempt's worktree; pruning it");
             let _ = tokio::fs::remove_dir_all(&self.dir).await;
@@ -223,10 +238,35 @@ impl Workspace {
     }
 }
 
+/// Takes the host-wide lock on `repo`'s worktree list: git's `worktree
+/// add`, `remove` and `prune` race when run at once on one repository (a
+/// prune deletes the record an add is still writing), so every worker on
+/// this host makes, removes and prunes a repository's worktrees one at a
+/// time. An `flock` on a file in the temporary folder named after the
+/// repository's path; it is released when the guard drops.
+async fn worktree_lock(repo: &Path) -> Result<Flock<std::fs::File>, String> {
+    use std::hash::{Hash, Hasher};
+    let repo = std::fs::canonicalize(repo).unwrap_or_else(|_| repo.to_path_buf());
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    repo.hash(&mut hasher);
+    let path = std::env::temp_dir().join(format!("hive-worktrees-{:016x}.lock", hasher.finish()));
+    let locked = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| std::io::Error::from(errno))
+    })
+    .await;
+    match locked {
+        Ok(Ok(lock)) => Ok(lock),
+        Ok(Err(err)) => Err(format!("cannot take the worktree lock of {}: {err}", repo.display())),
+        Err(err) => Err(format!("cannot take the worktree lock of {}: {err}", repo.display())),
+    }
+}
+
 /// Forgets worktrees whose folders are gone (those of dead workers, whose
 /// scratch folders a starting worker removes).
 pub(crate) async fn prune(config: &WorkspaceConfig) {
     let repo = Path::new(&config.repo);
+    let _lock = worktree_lock(repo).await;
     if let Err(err) = git(repo, &["worktree", "prune"]).await {
         tracing::warn!(repo = %repo.display(), error = %err, "could not prune worktrees");
     }

@@ -1,6 +1,8 @@
 //! drain: N no-op tasks submitted in one call, then drained by `procs`
 //! workers × `concurrency` slots; tasks per second from the first attempt's
-//! start to the last completion the database recorded.
+//! start to the last completion the database recorded. With `keys` above 0
+//! each task also names one of that many concurrency keys, with a limit no
+//! claim reaches: what keys cost the claim, not what they hold back.
 
 use std::time::Instant;
 
@@ -14,11 +16,16 @@ use crate::stats::emit;
 ///
 /// # Errors
 /// When a part fails to start.
-pub async fn run(db: &Database, binaries: &Binaries, shape: Shape) -> anyhow::Result<()> {
+pub async fn run(db: &Database, binaries: &Binaries, shape: Shape, keys: usize) -> anyhow::Result<()> {
     let Shape { n, procs, concurrency, prefetch } = shape;
     let Variant { name, pool, mut hive } = Variant::start(db, binaries, "drain", prefetch).await?;
+    let name = if keys == 0 { name.to_owned() } else { format!("{name}+keys{keys}") };
     let enqueue = Instant::now();
-    submit_bulk(&hive.url, "drain", "noop", n).await?;
+    if keys == 0 {
+        submit_bulk(&hive.url, "drain", "noop", n).await?;
+    } else {
+        submit_keyed(&hive.url, n, keys).await?;
+    }
     let enqueue_s = enqueue.elapsed().as_secs_f64();
     sqlx::query("checkpoint").execute(&pool).await?;
     let wal = Wal::read(&pool).await?;
@@ -31,7 +38,7 @@ pub async fn run(db: &Database, binaries: &Binaries, shape: Shape) -> anyhow::Re
     let drain_s = busy_seconds(&pool).await?;
     let wal = wal.per_job(&pool, n).await?;
     emit(
-        name,
+        &name,
         "drain",
         &[
             ("n", n.to_string()),
@@ -46,10 +53,26 @@ pub async fn run(db: &Database, binaries: &Binaries, shape: Shape) -> anyhow::Re
         ]
         .into_iter()
         .chain(wal)
-        .chain([("settings", format!("executor=builtin-noop,prefetch={prefetch}"))])
+        .chain([("settings", format!("executor=builtin-noop,prefetch={prefetch},keys={keys}"))])
         .collect::<Vec<_>>(),
     );
     db.print_totals(&pool, &format!("drain {name}")).await?;
     hive.stop().await;
+    Ok(())
+}
+
+/// Submits `n` no-op tasks, task `i` naming key `key-{i % keys}` with a limit of `n`.
+async fn submit_keyed(url: &str, n: usize, keys: usize) -> anyhow::Result<()> {
+    let limit = u32::try_from(n)?;
+    let tasks = (0..n)
+        .map(|i| hive_shared::pb::TaskSpec {
+            agent: "noop".into(),
+            prompt: i.to_string(),
+            concurrency: [(format!("key-{}", i % keys), limit)].into(),
+            ..Default::default()
+        })
+        .collect();
+    let request = hive_shared::pb::SubmitTasksRequest { swarm: "drain".into(), tasks, ..Default::default() };
+    super::admin(url).await?.submit_tasks(request).await?;
     Ok(())
 }

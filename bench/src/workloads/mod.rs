@@ -2,6 +2,7 @@
 //! name so the figures compare.
 
 pub mod backlog;
+pub mod claude;
 pub mod drain;
 pub mod fleet;
 pub mod latency;

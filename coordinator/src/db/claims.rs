@@ -204,7 +204,9 @@ pub async fn claim(
             update task_states s
             set status = 'running',
                 attempts = s.attempts + 1,
-                attempt_id = coalesce((select t.attempt_id from starting t where t.task_id = s.task_id), gen_random_uuid()),
+                attempt_id = case when s.has_keys
+                                  then (select t.attempt_id from starting t where t.task_id = s.task_id)
+                                  else gen_random_uuid() end,
                 worker_id = $1,
                 lease_expires_at = now() + make_interval(secs => $3),
                 attempt_deadline = now() + make_interval(secs => coalesce(s.timeout_ms::float8 / 1000.0, $4) + $5),

@@ -92,12 +92,14 @@ pub async fn insert_tasks(conn: &mut PgConnection, swarm_id: Uuid, tasks: &NewTa
         ), held as (
             select array(select w.id from swarms w where w.spent >= w.budget)
                    || array(select p.target::uuid from paused p where p.scope = 'swarm') as ids
-        ), heads as (
+        ), heads as materialized (
             -- The head of the ready queue at each priority the swarm uses
             -- (a walk of the claim index from its start at that priority),
             -- where its tasks start: the first due task that nothing but
             -- its turn holds back (not of a held swarm, not waiting for a
-            -- concurrency key).
+            -- concurrency key). Materialized, so it is looked up once per
+            -- priority before any row is inserted: looked up per row, each
+            -- walk would step over the rows this statement inserted so far.
             select q.priority,
                    coalesce((select h.fair_seq from task_states h
                              where h.status = 'ready' and not h.has_locks and h.priority = q.priority
