@@ -106,6 +106,14 @@ pub async fn submit_with_deps(pool: &PgPool, swarm: Uuid, specs: &[Spec], deps: 
         max_rounds: specs.iter().map(|spec| spec.max_rounds).collect(),
         resume_sessions: specs.iter().map(|_| false).collect(),
         fallback_agents: specs.iter().map(|_| json!([])).collect(),
+        places: specs
+            .iter()
+            .scan(std::collections::HashMap::new(), |placed, spec| {
+                let place = placed.entry(spec.priority).or_insert(0_i64);
+                *place += 1;
+                Some(*place)
+            })
+            .collect(),
         concurrency_keys: specs
             .iter()
             .map(|spec| json!(spec.concurrency.iter().map(|(key, _)| *key).collect::<Vec<_>>()))

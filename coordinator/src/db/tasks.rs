@@ -56,14 +56,16 @@ pub struct NewTasks {
     pub fallback_agents: Vec<Json>,
     /// Concurrency keys, as JSON arrays (their limits are in `concurrency_slots`).
     pub concurrency_keys: Vec<Json>,
+    /// Each task's place among the swarm's tasks of its priority, from 1.
+    pub places: Vec<i64>,
 }
 
 /// Inserts the tasks of one swarm in one statement: each task's spec, and
 /// its state row as it starts — ready, blocked, or cancelled because a task
 /// it depends on had already ended without success. Each task's place in
 /// the claim order among tasks of its priority (`fair_seq`) is its place in
-/// the swarm counted from the head of the ready queue at that priority, so
-/// swarms interleave.
+/// the swarm (`places`) counted from the head of the ready queue at that
+/// priority, so swarms interleave.
 pub async fn insert_tasks(conn: &mut PgConnection, swarm_id: Uuid, tasks: &NewTasks) -> sqlx::Result<u64> {
     let inserted = sqlx::query_scalar!(
         r#"
@@ -118,10 +120,9 @@ pub async fn insert_tasks(conn: &mut PgConnection, swarm_id: Uuid, tasks: &NewTa
                    case when f.status = 'cancelled' then now() end,
                    case when f.status = 'cancelled' then 'cancelled: a task it depends on had already died or been cancelled' end,
                    f.status = 'cancelled',
-                   -- Its place among the swarm's tasks of its priority.
-                   h.fair_seq + row_number() over (partition by p.priority order by f.place)
+                   h.fair_seq + f.place
             from spec p
-            join unnest($2::uuid[], $19::timestamptz[], $20::task_status[], $21::int4[]) with ordinality
+            join unnest($2::uuid[], $19::timestamptz[], $20::task_status[], $21::int4[], $24::int8[])
                 as f(id, run_after, status, waiting_on, place) on f.id = p.id
             join heads h on h.priority = p.priority
             returning 1
@@ -151,6 +152,7 @@ pub async fn insert_tasks(conn: &mut PgConnection, swarm_id: Uuid, tasks: &NewTa
         &tasks.waiting_on,
         &tasks.fallback_agents,
         &tasks.concurrency_keys,
+        &tasks.places,
     )
     .fetch_one(conn)
     .await?;

@@ -353,7 +353,11 @@ async fn resolve_dependencies(conn: &mut sqlx::PgConnection, tasks: &[NewTask]) 
 
 fn columns(tasks: &[NewTask], ids: &[Uuid], starts: &[graph::Start], defaults: &TaskDefaults) -> db::tasks::NewTasks {
     let mut rows = db::tasks::NewTasks::default();
+    let mut placed: HashMap<i32, i64> = HashMap::new();
     for ((task, id), start) in tasks.iter().zip(ids).zip(starts) {
+        let place = placed.entry(task.priority).or_insert(0);
+        *place += 1;
+        rows.places.push(*place);
         rows.ids.push(*id);
         rows.keys.push(task.key.clone());
         rows.agents.push(task.agent.clone());
