@@ -286,6 +286,7 @@ CREATE TABLE public.pauses (
     reason text NOT NULL,
     paused_at timestamp with time zone DEFAULT now() NOT NULL,
     until timestamp with time zone,
+    stop_running boolean DEFAULT false NOT NULL,
     CONSTRAINT pauses_check CHECK (((scope <> 'swarm'::public.pause_scope) OR (target ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'::text))),
     CONSTRAINT pauses_target_check CHECK ((target <> ''::text))
 );
@@ -296,7 +297,8 @@ CREATE VIEW public.paused AS
     pauses.paused_by,
     pauses.reason,
     pauses.paused_at,
-    pauses.until
+    pauses.until,
+    pauses.stop_running
    FROM public.pauses
   WHERE ((pauses.until IS NULL) OR (pauses.until > now()));
 

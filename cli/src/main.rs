@@ -80,7 +80,7 @@ enum Command {
     Up(commands::up::UpArgs),
     /// Show the audit log (who changed what, refused calls), or verify its hash chain.
     Audit(commands::audit::AuditArgs),
-    /// Pause a swarm, an agent or a worker: claims skip it, running tasks finish.
+    /// Pause a swarm, an agent or a worker: claims skip it; running tasks finish (or `--stop`).
     Pause(commands::pauses::PauseArgs),
     /// End a pause.
     Resume(commands::pauses::ResumeArgs),

@@ -1,8 +1,11 @@
 //! Pausing and resuming a swarm, an agent or a worker: claims on every
 //! coordinator skip what is paused from the moment the pause commits (they
-//! read it in their own statement), running tasks finish, and a pause with a
-//! duration ends by itself (waiting claims notice within
-//! `claims.recheck_interval`). Each change is audited.
+//! read it in their own statement), and a pause with a duration ends by
+//! itself (waiting claims notice within `claims.recheck_interval`). Running
+//! tasks finish, unless the pause stops them: then the heartbeat statement
+//! finds the attempts running under it, and each worker is told to stop them
+//! and hand the tasks back uncharged (`CANCEL_CAUSE_PAUSED`), within one
+//! heartbeat. Each change is audited.
 
 use std::time::Duration;
 
@@ -21,19 +24,29 @@ const MAX_REASON: usize = 1024;
 /// Longest pause with a duration.
 const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
-/// Pauses `target` (replacing an earlier pause of it) for `duration`, or until resumed.
+/// What an operator asks to pause.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PauseRequest<'a> {
+    /// What it holds back.
+    pub scope: PauseScope,
+    /// The swarm id, agent name or worker name.
+    pub target: &'a str,
+    /// Why.
+    pub reason: &'a str,
+    /// How long; `None`: until resumed.
+    pub duration: Option<Duration>,
+    /// Whether to stop the attempts running under it too.
+    pub stop_running: bool,
+}
+
+/// Pauses a target (replacing an earlier pause of it) for a while, or until
+/// resumed; with `stop_running`, its running attempts are stopped too.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for an empty or malformed target, an overlong
 /// reason or a zero or overlong duration; [`Error::SwarmNotFound`].
-pub(crate) async fn pause(
-    pool: &PgPool,
-    caller: &Caller,
-    scope: PauseScope,
-    target: &str,
-    reason: &str,
-    duration: Option<Duration>,
-) -> Result<PauseRow> {
+pub(crate) async fn pause(pool: &PgPool, caller: &Caller, request: PauseRequest<'_>) -> Result<PauseRow> {
+    let PauseRequest { scope, target, reason, duration, stop_running } = request;
     let mut problems = target_problems(scope, target);
     if reason.len() > MAX_REASON {
         problems.push(format!("reason: longer than {MAX_REASON} bytes"));
@@ -57,8 +70,12 @@ pub(crate) async fn pause(
         }
     }
     let seconds = duration.map(|duration| duration.as_secs_f64());
-    let paused = db::pauses::pause(&mut *tx, scope, &target, &caller.name, reason, seconds).await?;
-    let audited = json!({ "scope": scope_name(scope), "target": target, "reason": reason, "until": paused.until });
+    let new = db::pauses::NewPause { scope, target: &target, paused_by: &caller.name, reason, seconds, stop_running };
+    let paused = db::pauses::pause(&mut *tx, new).await?;
+    let audited = json!({
+        "scope": scope_name(scope), "target": target, "reason": reason, "until": paused.until,
+        "stop_running": stop_running,
+    });
     audit::record(&mut tx, &Entry::done(caller, Action::Pause, audited, 1)).await?;
     tx.commit().await?;
     Ok(paused)

@@ -140,6 +140,23 @@ pub async fn start_coordinator_on(port: u16, database_url: &str, dir: &Path, env
     (proc, url)
 }
 
+/// How many processes on this host run `sleep MARKER`: agents in tests
+/// sleep for a distinctive number of seconds, so each test counts its own.
+///
+/// # Panics
+/// When `/proc` cannot be read.
+#[must_use]
+pub fn sleeping(marker: &str) -> usize {
+    let prefix = format!("sleep {marker}");
+    #[allow(clippy::unwrap_used)] // test support: no /proc is the test failing
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .filter(|cmdline| String::from_utf8_lossy(cmdline).replace('\0', " ").starts_with(&prefix))
+        .count()
+}
+
 /// Starts a worker process.
 pub fn start_worker(coordinator_url: &str, config: &Path, name: &str, dir: &Path) -> Proc {
     let mut command = Command::new(binary("hive-worker"));

@@ -260,10 +260,12 @@ async fn each_state_changing_admin_call_writes_exactly_one_audit_row_and_the_cha
         target: "echo".into(),
         reason: "maintenance".into(),
         duration: None,
+        stop_running: true,
     };
     admin.pause(pause).await.unwrap();
     let row = one_new_row(&db.pool, &mut after, "Pause", 1).await;
     assert_eq!((&row.target["target"], &row.target["reason"]), (&"echo".into(), &"maintenance".into()));
+    assert_eq!(row.target["stop_running"], true);
     audited.push(row.action);
     admin.resume(pb::ResumeRequest { scope: pb::PauseScope::Agent.into(), target: "echo".into() }).await.unwrap();
     audited.push(one_new_row(&db.pool, &mut after, "Resume", 1).await.action);

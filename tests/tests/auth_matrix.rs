@@ -207,6 +207,7 @@ fn request(rpc: &Rpc, world: &World, cell: usize) -> Bytes {
             target: world.swarm_id.clone(),
             reason: format!("matrix-{cell}"),
             duration: None,
+            stop_running: false,
         }
         .encode_to_vec(),
         "Resume" => pb::ResumeRequest { scope: pb::PauseScope::Agent.into(), target: "held".into() }.encode_to_vec(),

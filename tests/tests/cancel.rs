@@ -10,23 +10,13 @@ use std::time::{Duration, Instant};
 use hive_shared::pb;
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::postgres::{count, fresh_database};
-use hive_tests::procs::{hivectl_json, hivectl_output, start_worker};
+use hive_tests::procs::{hivectl_json, hivectl_output, sleeping, start_worker};
 use hive_tests::wait::eventually;
 use hive_tests::worker_setup::{Agent, WorkerSetup};
 
 const MARKER: &str = "1006.1357";
 const HEARTBEAT: Duration = Duration::from_millis(500);
 const KILL_GRACE: Duration = Duration::from_secs(1);
-
-/// How many `sleep MARKER` processes run on this host.
-fn sleeping(marker: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
-        .filter(|cmdline| String::from_utf8_lossy(cmdline).replace('\0', " ").starts_with(&format!("sleep {marker}")))
-        .count()
-}
 
 fn agent_processes() -> usize {
     sleeping(MARKER)

@@ -1,8 +1,10 @@
 //! Pauses over real gRPC and the real `hivectl`: claims skip a paused
 //! swarm, agent or worker (on every coordinator at once, since claims read
-//! the pause in their own statement); a running task still finishes; a pause
-//! with a duration ends by itself; each change is audited; bad targets are
-//! refused naming the field and change nothing.
+//! the pause in their own statement); a running task still finishes, unless
+//! the pause stops it (`--stop`: a real worker stops the agent's process
+//! tree and hands the task back uncharged); a pause with a duration ends by
+//! itself; each change is audited; bad targets are refused naming the field
+//! and change nothing.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
 
@@ -11,8 +13,11 @@ use std::time::Duration;
 use hive_shared::pb;
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::fake_worker::FakeWorker;
+use hive_tests::postgres::count;
 use hive_tests::postgres::fresh_database;
-use hive_tests::procs::hivectl_output;
+use hive_tests::procs::{hivectl_output, sleeping, start_worker};
+use hive_tests::wait::eventually;
+use hive_tests::worker_setup::{Agent, WorkerSetup};
 use tonic::Code;
 
 async fn submit(coordinator: &TestCoordinator, swarm: &str, agent: &str, count: usize) -> String {
@@ -147,6 +152,7 @@ async fn bad_pauses_are_refused_naming_the_field_and_change_nothing() {
             target: target.into(),
             reason: String::new(),
             duration: duration.map(hive_shared::convert::duration),
+            stop_running: false,
         };
         let status = admin.pause(request).await.unwrap_err();
         assert_eq!(status.code(), code, "{target}: {status:?}");
@@ -157,4 +163,95 @@ async fn bad_pauses_are_refused_naming_the_field_and_change_nothing() {
     let output = hivectl_output(&coordinator.url, &["pause", "swarm", "nope"]).await;
     assert!(!output.status.success() && output.stderr.contains("is not a swarm id"), "{}", output.stderr);
     coordinator.stop().await.unwrap();
+}
+
+/// An agent that succeeds once `gate` exists, and until then runs a tree of
+/// two `sleep MARKER` processes.
+fn gated(gate: &std::path::Path, marker: &str) -> Agent {
+    Agent::shell(format!("[ -e {} ] && exit 0; sleep {marker} & sleep {marker} & wait", gate.display()))
+        .kill_grace("1s")
+}
+
+/// How many of `swarm`'s tasks `sql` counts (`$1`: the swarm's id).
+async fn counted(pool: &sqlx::PgPool, sql: &'static str, swarm: &str) -> i64 {
+    sqlx::query_scalar(sql).bind(swarm).fetch_one(pool).await.unwrap()
+}
+
+/// How many of `swarm`'s tasks are in `status`.
+async fn tasks_of(db: &hive_tests::postgres::TestDb, swarm: &str, status: &str) -> i64 {
+    let sql = "select count(*) from task_states where swarm_id = $1::uuid and status::text = $2";
+    sqlx::query_scalar(sql).bind(swarm).bind(status).fetch_one(&db.pool).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_with_stop_hands_running_tasks_back_uncharged_and_they_run_once_resumed() {
+    const HELD: &str = "1006.2461";
+    const OTHER: &str = "1006.2462";
+    let db = fresh_database().await;
+    let mut config = test_config(&db);
+    config.leases.heartbeat_interval = Duration::from_millis(500);
+    let holder = TestCoordinator::start(config.clone()).await;
+    let other = TestCoordinator::start(config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let setup = WorkerSetup::new().slots(3).agent("a", gated(&gate, HELD)).agent("b", gated(&gate, OTHER));
+    let worker = start_worker(&holder.url, &setup.write(dir.path(), "worker"), "w", dir.path());
+    let stopped = submit(&holder, "stopped", "a", 2).await;
+    let untouched = submit(&holder, "untouched", "b", 1).await;
+    eventually("three agents to run", Duration::from_secs(20), || async {
+        sleeping(HELD) == 4 && sleeping(OTHER) == 2
+    })
+    .await;
+
+    // Through the coordinator that does not hold the worker's stream.
+    let paused = hivectl(&other, &["pause", "swarm", &stopped, "--stop", "--reason", "wrong prompt"]).await;
+    assert!(paused.contains("its running tasks are being stopped"), "{paused}");
+    eventually("the paused swarm's agents to be stopped", Duration::from_secs(10), || async { sleeping(HELD) == 0 })
+        .await;
+    eventually("its tasks to be handed back", Duration::from_secs(10), || async {
+        tasks_of(&db, &stopped, "ready").await == 2
+    })
+    .await;
+    assert_eq!(sleeping(OTHER), 2, "another swarm's agent runs on; worker log:\n{}", worker.log_text());
+    let uncharged = "select count(*) from task_states where swarm_id = $1::uuid and failures = 0";
+    assert_eq!(counted(&db.pool, uncharged, &stopped).await, 2, "a stop by pause is not the task's failure");
+    let handed_back = "select count(*) from attempts a join task_states s on s.task_id = a.task_id
+                       where s.swarm_id = $1::uuid and a.outcome = 'released'
+                         and a.error like 'a pause stopped the agent%'";
+    assert_eq!(counted(&db.pool, handed_back, &stopped).await, 2, "each attempt says a pause stopped it");
+    let listed = hivectl(&holder, &["pauses"]).await;
+    assert!(listed.contains("stopped") && listed.contains("wrong prompt"), "{listed}");
+
+    // Resumed, with the gate open: the tasks run again, on the free slots, and succeed.
+    std::fs::write(&gate, "").unwrap();
+    hivectl(&holder, &["resume", "swarm", &stopped]).await;
+    eventually("the resumed tasks to succeed", Duration::from_secs(20), || async {
+        tasks_of(&db, &stopped, "succeeded").await == 2
+    })
+    .await;
+
+    // A worker's pause with --stop stops everything it runs.
+    hivectl(&holder, &["pause", "worker", "w", "--stop"]).await;
+    eventually("the paused worker's agent to be stopped", Duration::from_secs(10), || async {
+        sleeping(OTHER) == 0 && tasks_of(&db, &untouched, "ready").await == 1
+    })
+    .await;
+    hivectl(&holder, &["resume", "worker", "w"]).await;
+    eventually("the last task to succeed", Duration::from_secs(20), || async {
+        tasks_of(&db, &untouched, "succeeded").await == 1
+    })
+    .await;
+    let failures = count(&db.pool, "select coalesce(sum(failures), 0) from task_states").await;
+    assert_eq!(failures, 0, "no attempt stopped by a pause was charged");
+
+    let audited: Vec<serde_json::Value> =
+        sqlx::query_scalar("select target from audit_log where action = 'Pause' order by seq")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(audited.len(), 2);
+    assert!(audited.iter().all(|detail| detail["stop_running"] == true), "{audited:?}");
+    worker.terminate().await;
+    holder.stop().await.unwrap();
+    other.stop().await.unwrap();
 }

@@ -114,6 +114,7 @@ fn cancel_attempt(context: &Context, cancel: &pb::CancelAttempt) {
     };
     let reason = match cancel.cause() {
         pb::CancelCause::TaskCancelled => CancelReason::TaskCancelled,
+        pb::CancelCause::Paused => CancelReason::Paused,
         pb::CancelCause::LeaseLost | pb::CancelCause::Deadline | pb::CancelCause::Unspecified => {
             CancelReason::LeaseLost
         }

@@ -19,6 +19,8 @@ pub(crate) enum CancelReason {
     TaskCancelled,
     /// The worker is draining or stopping: hand the task back.
     Shutdown,
+    /// A pause stops the attempts running under it: hand the task back.
+    Paused,
 }
 
 #[derive(Debug)]

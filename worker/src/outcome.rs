@@ -244,6 +244,12 @@ pub(crate) fn decide(
                 "the worker stopped before the agent finished; the task was handed back".into(),
                 Some(finished),
             ),
+            Some(CancelReason::Paused) => failure(
+                ids,
+                pb::FailureClass::Interrupted,
+                "a pause stopped the agent before it finished; the task was handed back".into(),
+                Some(finished),
+            ),
         },
         // The worker's fault: the task goes back uncharged, for a worker that can run it.
         Exit::NotStarted { problem, worker_fault: true } => {
@@ -422,7 +428,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_lease_reports_nothing_and_a_shutdown_reports_an_interruption() {
+    fn a_lost_lease_reports_nothing_and_a_shutdown_or_pause_reports_an_interruption() {
         let lost = decide(
             &ids(),
             &agent(),
@@ -441,6 +447,17 @@ mod tests {
             Some(CancelReason::Shutdown),
         );
         assert_eq!(class_of(drained), Some(pb::FailureClass::Interrupted));
+        let paused = decide(
+            &ids(),
+            &agent(),
+            Duration::from_secs(1),
+            &finished(Exit::Cancelled),
+            Ok(None),
+            Some(CancelReason::Paused),
+        );
+        let Some(Report::Fail(failure)) = paused else { panic!("a pause reports the attempt") };
+        assert_eq!(failure.class(), pb::FailureClass::Interrupted);
+        assert!(failure.error.contains("a pause stopped the agent"), "{}", failure.error);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `hivectl pause`, `hivectl resume` and `hivectl pauses`: hold back a swarm,
-//! an agent or a worker (claims skip it, running tasks finish), for a while
-//! or until resumed, and list what is paused, by whom and why.
+//! an agent or a worker (claims skip it; running tasks finish, or with
+//! `--stop` are stopped and handed back), for a while or until resumed, and
+//! list what is paused, by whom and why.
 
 use std::time::Duration;
 
@@ -46,6 +47,10 @@ pub struct PauseArgs {
     /// Resume by itself after this long (e.g. 30m); without it, until `hivectl resume`.
     #[arg(long = "for", value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
+    /// Also stop its running tasks: their agents are stopped within a
+    /// heartbeat and the tasks handed back, not counted as failures.
+    #[arg(long)]
+    stop: bool,
 }
 
 /// `hivectl resume SCOPE TARGET`.
@@ -66,6 +71,7 @@ struct PauseView {
     reason: String,
     paused_at: String,
     until: Option<String>,
+    stop_running: bool,
 }
 
 impl From<pb::Pause> for PauseView {
@@ -78,6 +84,7 @@ impl From<pb::Pause> for PauseView {
             target: pause.target,
             paused_by: pause.paused_by,
             reason: pause.reason,
+            stop_running: pause.stop_running,
         }
     }
 }
@@ -92,6 +99,7 @@ pub async fn pause(ctx: &Ctx, args: PauseArgs) -> anyhow::Result<()> {
         target: args.target,
         reason: args.reason,
         duration: args.duration.map(duration),
+        stop_running: args.stop,
     };
     let response = ctx.admin()?.pause(request).await.map_err(|status| ctx.refused("pause", &status))?;
     let view = PauseView::from(response.into_inner().pause.unwrap_or_default());
@@ -99,7 +107,8 @@ pub async fn pause(ctx: &Ctx, args: PauseArgs) -> anyhow::Result<()> {
         output::json(&view);
     } else {
         let until = view.until.map_or_else(|| "until resumed".to_owned(), |until| format!("until {until}"));
-        output::line(format!("paused {} {} {until}", view.scope, view.target));
+        let running = if view.stop_running { "; its running tasks are being stopped and handed back" } else { "" };
+        output::line(format!("paused {} {} {until}{running}", view.scope, view.target));
     }
     Ok(())
 }
@@ -137,7 +146,7 @@ pub async fn list(ctx: &Ctx) -> anyhow::Result<()> {
         output::json(&views);
         return Ok(());
     }
-    let mut table = output::table(&["scope", "target", "by", "since", "until", "reason"]);
+    let mut table = output::table(&["scope", "target", "by", "since", "until", "running", "reason"]);
     for view in views {
         let until = view.until.unwrap_or_else(|| "resumed".into());
         table.add_row(vec![
@@ -146,6 +155,7 @@ pub async fn list(ctx: &Ctx) -> anyhow::Result<()> {
             view.paused_by,
             view.paused_at,
             until,
+            (if view.stop_running { "stopped" } else { "finish" }).to_owned(),
             output::printable(&view.reason),
         ]);
     }

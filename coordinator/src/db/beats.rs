@@ -52,6 +52,9 @@ pub struct Extended {
     pub status: TaskStatus,
     /// When its agent last reported progress.
     pub progress_at: Option<DateTime<Utc>>,
+    /// Whether a pause in force with `stop_running` holds it back (its
+    /// swarm, its stage's agent or its worker's name is paused so).
+    pub paused: bool,
 }
 
 /// What the statement found, by worker.
@@ -68,8 +71,9 @@ pub struct Written {
 }
 
 /// Records every beat's figures and extends the leases of the attempts each
-/// lists that are still current, marking them stalled (since when) or not; counts every task leased to each worker, so
-/// the caller can tell whether a worker holds leases it does not know about.
+/// lists that are still current, marking them stalled (since when) or not,
+/// and saying which a pause stops; counts every task leased to each worker,
+/// so the caller can tell whether a worker holds leases it does not know about.
 pub async fn record(executor: impl PgExecutor<'_>, beats: &Beats, lease_seconds: f64) -> sqlx::Result<Written> {
     let row = sqlx::query!(
         r#"
@@ -117,7 +121,19 @@ pub async fn record(executor: impl PgExecutor<'_>, beats: &Beats, lease_seconds:
             -- listed attempt that ended since the snapshot extends nothing.
             where s.task_id = any(array(select task_id from holding)) and s.status in ('running', 'cancelling')
               and s.attempt_id = any($10)
-            returning s.worker_id, s.attempt_id, s.status, s.progress_at
+            returning s.worker_id, s.attempt_id, s.status, s.progress_at, s.swarm_id, s.run_agent
+        ), stopping as materialized (
+            select p.scope, p.target from paused p where p.stop_running
+        ), halted as (
+            -- Running attempts under a pause that stops them (usually none:
+            -- `stopping` is empty and this reads nothing).
+            select e.attempt_id
+            from extended e
+            where e.status = 'running' and exists(
+                select 1 from stopping p
+                where (p.scope = 'swarm' and p.target = e.swarm_id::text)
+                   or (p.scope = 'agent' and p.target = e.run_agent)
+                   or (p.scope = 'worker' and p.target = (select w.name from workers w where w.id = e.worker_id)))
         ), leased as (
             select worker_id, count(*) as n
             from task_states
@@ -132,6 +148,7 @@ pub async fn record(executor: impl PgExecutor<'_>, beats: &Beats, lease_seconds:
                array(select attempt_id from extended where progress_at is not null) as "progressed!: Vec<Uuid>",
                array(select progress_at from extended where progress_at is not null)
                    as "progressed_at!: Vec<DateTime<Utc>>",
+               array(select attempt_id from halted) as "halted!: Vec<Uuid>",
                array(select worker_id from leased) as "leased_workers!: Vec<Uuid>",
                array(select n from leased) as "leased_counts!: Vec<i64>",
                now() + make_interval(secs => $11) as "lease_expires_at!"
@@ -160,7 +177,8 @@ pub async fn record(executor: impl PgExecutor<'_>, beats: &Beats, lease_seconds:
     let extended = row.extended_workers.into_iter().zip(row.extended_attempts.into_iter().zip(row.extended_statuses));
     for (worker, (attempt_id, status)) in extended {
         let progress_at = progressed.get(&attempt_id).copied();
-        written.extended.entry(worker).or_default().push(Extended { attempt_id, status, progress_at });
+        let paused = row.halted.contains(&attempt_id);
+        written.extended.entry(worker).or_default().push(Extended { attempt_id, status, progress_at, paused });
     }
     written.leased = row.leased_workers.into_iter().zip(row.leased_counts).collect();
     Ok(written)

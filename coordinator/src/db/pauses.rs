@@ -32,32 +32,45 @@ pub struct PauseRow {
     pub paused_at: DateTime<Utc>,
     /// When it ends by itself; `None`: when resumed.
     pub until: Option<DateTime<Utc>>,
+    /// Whether the attempts running under it are stopped and handed back.
+    pub stop_running: bool,
 }
 
-/// Pauses `target`, replacing an earlier pause of it; returns the pause.
-pub async fn pause(
-    executor: impl PgExecutor<'_>,
-    scope: PauseScope,
-    target: &str,
-    paused_by: &str,
-    reason: &str,
-    seconds: Option<f64>,
-) -> sqlx::Result<PauseRow> {
+/// What a pause says, as written.
+#[derive(Debug, Clone, Copy)]
+pub struct NewPause<'a> {
+    /// What it holds back.
+    pub scope: PauseScope,
+    /// The swarm id (canonical), agent name or worker name.
+    pub target: &'a str,
+    /// The token (or operator) pausing it.
+    pub paused_by: &'a str,
+    /// Why.
+    pub reason: &'a str,
+    /// How long, in seconds; `None`: until resumed.
+    pub seconds: Option<f64>,
+    /// Whether the attempts running under it are stopped and handed back.
+    pub stop_running: bool,
+}
+
+/// Pauses a target, replacing an earlier pause of it; returns the pause.
+pub async fn pause(executor: impl PgExecutor<'_>, pause: NewPause<'_>) -> sqlx::Result<PauseRow> {
     sqlx::query_as!(
         PauseRow,
         r#"
-        insert into pauses (scope, target, paused_by, reason, until)
-        values ($1, $2, $3, $4, now() + make_interval(secs => $5))
+        insert into pauses (scope, target, paused_by, reason, until, stop_running)
+        values ($1, $2, $3, $4, now() + make_interval(secs => $5), $6)
         on conflict (scope, target) do update
             set paused_by = excluded.paused_by, reason = excluded.reason,
-                paused_at = now(), until = excluded.until
-        returning scope as "scope: PauseScope", target, paused_by, reason, paused_at, until
+                paused_at = now(), until = excluded.until, stop_running = excluded.stop_running
+        returning scope as "scope: PauseScope", target, paused_by, reason, paused_at, until, stop_running
         "#,
-        scope as PauseScope,
-        target,
-        paused_by,
-        reason,
-        seconds,
+        pause.scope as PauseScope,
+        pause.target,
+        pause.paused_by,
+        pause.reason,
+        pause.seconds,
+        pause.stop_running,
     )
     .fetch_one(executor)
     .await
@@ -84,7 +97,7 @@ pub async fn list(executor: impl PgExecutor<'_>) -> sqlx::Result<Vec<PauseRow>> 
         PauseRow,
         r#"
         select scope as "scope!: PauseScope", target as "target!", paused_by as "paused_by!", reason as "reason!",
-               paused_at as "paused_at!", until
+               paused_at as "paused_at!", until, stop_running as "stop_running!"
         from paused
         order by paused_at, scope, target
         "#,

@@ -236,8 +236,18 @@ impl AdminService for AdminApi {
         let request = request.into_inner();
         let scope = convert::pause_scope(request.scope())?;
         let duration = convert::optional_duration(|| "duration".to_owned(), request.duration.as_ref())?;
-        let paused =
-            crate::pauses::pause(&self.app.pool, &caller, scope, &request.target, &request.reason, duration).await?;
+        let paused = crate::pauses::pause(
+            &self.app.pool,
+            &caller,
+            crate::pauses::PauseRequest {
+                scope,
+                target: &request.target,
+                reason: &request.reason,
+                duration,
+                stop_running: request.stop_running,
+            },
+        )
+        .await?;
         Ok(Response::new(pb::PauseResponse { pause: Some(convert::pause(paused)) }))
     }
 

@@ -406,6 +406,7 @@ pub(crate) fn pause(row: db::pauses::PauseRow) -> pb::Pause {
         reason: row.reason,
         paused_at: Some(timestamp(row.paused_at)),
         until: row.until.map(timestamp),
+        stop_running: row.stop_running,
     }
 }
 

@@ -191,6 +191,9 @@ impl Session {
         }
         let cancelling = extended.iter().filter(|held| held.status == TaskStatus::Cancelling);
         commands.extend(cancelling.map(|held| cancel(held.attempt_id, pb::CancelCause::TaskCancelled)));
+        commands.extend(
+            extended.iter().filter(|held| held.paused).map(|held| cancel(held.attempt_id, pb::CancelCause::Paused)),
+        );
         commands.extend(recorded.command.map(command));
         let progress = extended
             .iter()
@@ -229,6 +232,7 @@ fn cancel(attempt: Uuid, cause: pb::CancelCause) -> pb::WorkerCommand {
     let reason = match cause {
         pb::CancelCause::TaskCancelled => "the task was cancelled",
         pb::CancelCause::Deadline => "the attempt ran past its deadline",
+        pb::CancelCause::Paused => "a pause stops the attempts running under it",
         pb::CancelCause::LeaseLost | pb::CancelCause::Unspecified => {
             "the attempt is no longer current (its lease was lost or the task finished)"
         }
