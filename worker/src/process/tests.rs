@@ -539,43 +539,79 @@ async fn an_agent_that_writes_output_is_not_stalled() {
     assert_eq!(ran.finished.exit, Exit::Code(0), "{}", ran.stderr);
 }
 
+/// A FIFO an agent blocks on (`read go < GATE`): silent, no CPU, no folder
+/// change, until [`open_gate`].
+fn gate(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    path
+}
+
+/// Lets the agent blocked on `gate` go on; `false` when no agent came to
+/// read it within 10 s (it was stopped, or never got there).
+async fn open_gate(gate: &std::path::Path) -> bool {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut ticks = tokio::time::interval(Duration::from_millis(10));
+    while Instant::now() < deadline {
+        // Without a reader, a non-blocking open fails (ENXIO) instead of waiting.
+        let opened = std::fs::OpenOptions::new().write(true).custom_flags(nix::libc::O_NONBLOCK).open(gate);
+        if let Ok(mut fifo) = opened {
+            return fifo.write_all(b"go\n").is_ok();
+        }
+        ticks.tick().await;
+    }
+    false
+}
+
 #[tokio::test]
 async fn under_ignore_a_stall_is_marked_then_cleared_and_the_agent_runs_on() {
-    // Silent for 1.5 s, then output again for 1.5 s.
-    let script = "sleep 1.5; for i in 1 2 3 4 5 6; do echo $i; sleep 0.25; done";
-    let folder = tempfile::tempdir().unwrap();
+    // Silent until the first gate opens, then output until the second does.
+    let (folder, gates) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (silent, talking) = (gate(gates.path(), "silent"), gate(gates.path(), "talking"));
+    let script = format!(
+        "read go < {}; while true; do echo tick; sleep 0.1; done & read go < {}; kill $!",
+        silent.display(),
+        talking.display()
+    );
     let (watch, held, attempt) = stall_watch(Duration::from_millis(500), OnStall::Ignore, folder.path());
-    let agent = agent(script, PromptMode::Stdin);
+    let agent = agent(&script, PromptMode::Stdin);
     let cancel = CancellationToken::new();
     let run = run_agent_with(&agent, "", Duration::from_secs(30), &cancel, None, Some(watch));
-    let watcher = async {
+    let steps = async {
         let attempt = attempt.to_string();
         crate::process::eventually("the stall mark", Duration::from_secs(10), || {
             held.stalled_ids() == [attempt.clone()]
         })
         .await;
+        assert!(open_gate(&silent).await, "the agent was stopped, though stalls are ignored");
         crate::process::eventually("the mark cleared by output", Duration::from_secs(10), || {
             held.stalled_ids().is_empty()
         })
         .await;
+        assert!(open_gate(&talking).await, "the agent was stopped while it wrote output");
     };
-    let (ran, ()) = tokio::join!(run, watcher);
+    let (ran, ()) = tokio::join!(run, steps);
     assert_eq!(ran.finished.exit, Exit::Code(0), "{}", ran.stderr);
 }
 
 #[tokio::test]
 async fn a_progress_report_counts_as_progress() {
-    let folder = tempfile::tempdir().unwrap();
+    let (folder, gates) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let silent = gate(gates.path(), "silent");
     let (watch, held, attempt) = stall_watch(Duration::from_millis(600), OnStall::Retry, folder.path());
-    let agent = agent("sleep 2.5", PromptMode::Stdin);
+    let agent = agent(&format!("read go < {}", silent.display()), PromptMode::Stdin);
     let cancel = CancellationToken::new();
     let run = run_agent_with(&agent, "", Duration::from_secs(30), &cancel, None, Some(watch));
-    // Reports arrive every 200 ms, as heartbeats would bring them.
+    // A silent agent whose reports arrive every 200 ms, as heartbeats would
+    // bring them, for five times the stall timeout; then it is let go.
     let reports = async {
         for _ in 0..15 {
             held.set_reported(attempt, std::time::SystemTime::now());
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        assert!(open_gate(&silent).await, "the agent was stopped while its reports arrived");
     };
     let (ran, ()) = tokio::join!(run, reports);
     assert_eq!(ran.finished.exit, Exit::Code(0), "{}", ran.stderr);
