@@ -101,7 +101,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     for workspace in config.agents.values().filter_map(|agent| agent.workspace.as_ref()) {
         workspace::prune(workspace).await;
     }
-    let _guardian = process::guardian::spawn(&config.work_dir, cgroups.is_some());
+    let _guardian = process::guardian::spawn(&config.work_dir, &worker_id.to_string(), cgroups.is_some());
     let unusable = config.unusable_agents();
     for (agent, problem) in &unusable {
         error!(agent = %agent, problem = %problem, "agent cannot run on this host; not offering it");

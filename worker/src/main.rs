@@ -37,8 +37,11 @@ struct Cli {
     name: Option<String>,
     /// Run as the guardian of the agents of the worker that started this
     /// process (internal: each worker starts one beside itself).
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, requires = "guard_owner")]
     guard_work_dir: Option<PathBuf>,
+    /// With --guard-work-dir: the id of the worker whose agents it guards.
+    #[arg(long, hide = true, requires = "guard_work_dir")]
+    guard_owner: Option<String>,
     /// With --guard-work-dir: the worker runs attempts in cgroups.
     #[arg(long, hide = true)]
     guard_cgroups: bool,
@@ -50,9 +53,9 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(work_dir) = &cli.guard_work_dir {
+    if let (Some(work_dir), Some(owner)) = (&cli.guard_work_dir, &cli.guard_owner) {
         hive_shared::telemetry::init("info", hive_shared::telemetry::LogFormat::Text);
-        hive_worker::guard(work_dir, cli.guard_cgroups).await;
+        hive_worker::guard(work_dir, owner, cli.guard_cgroups).await;
         return Ok(());
     }
     // Agents run as this user: without this, any of them could read the

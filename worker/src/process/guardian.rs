@@ -2,9 +2,12 @@
 //! binary, `--guard`), in a process group of its own, holding the read end
 //! of a pipe whose write end only the worker has. However the worker ends —
 //! SIGKILL, a crash, the OOM killer — the kernel closes that write end; the
-//! guardian reads end-of-file and at once kills the agents the worker left
-//! ([`super::orphans::reap`]: their process groups, whatever still carries
-//! their `HIVE_ATTEMPT_ID`, their cgroups), then exits. So an agent never
+//! guardian reads end-of-file, waits for the worker's hold on its folders
+//! to go (the kernel releases the pipe and the hold's lock in no fixed
+//! order as a process dies, and the folders of a worker holding it are not
+//! touched), and kills the agents the worker left ([`super::orphans::reap`]:
+//! their process groups, whatever still carries their `HIVE_ATTEMPT_ID`,
+//! their cgroups), then exits. So an agent never
 //! outlives its worker by more than about a second, and never spends on a
 //! task the coordinator is handing to another worker. A worker that exits
 //! normally has stopped its agents already; its guardian finds nothing.
@@ -18,10 +21,10 @@ use tracing::{info, warn};
 
 use super::cgroup::CgroupRoot;
 
-/// Starts the guardian of this worker's agents under `work_dir`. Keep the
-/// returned child: dropping it closes the pipe, and the guardian then
-/// cleans up and exits.
-pub(crate) fn spawn(work_dir: &Path, cgroups: bool) -> Option<Child> {
+/// Starts the guardian of the agents of worker `owner` under `work_dir`.
+/// Keep the returned child: dropping it closes the pipe, and the guardian
+/// then cleans up and exits.
+pub(crate) fn spawn(work_dir: &Path, owner: &str, cgroups: bool) -> Option<Child> {
     let program = match std::env::current_exe() {
         Ok(program) => program,
         Err(err) => {
@@ -30,7 +33,7 @@ pub(crate) fn spawn(work_dir: &Path, cgroups: bool) -> Option<Child> {
         }
     };
     let mut command = Command::new(program);
-    command.arg("--guard-work-dir").arg(work_dir);
+    command.arg("--guard-work-dir").arg(work_dir).args(["--guard-owner", owner]);
     if cgroups {
         command.arg("--guard-cgroups");
     }
@@ -53,9 +56,10 @@ pub(crate) fn spawn(work_dir: &Path, cgroups: bool) -> Option<Child> {
 }
 
 /// Runs as a guardian: waits until the worker's end of the pipe on stdin
-/// closes, then kills whatever agents of dead workers are left under
-/// `work_dir` (the worker's own, once it is dead).
-pub async fn guard(work_dir: &Path, cgroups: bool) {
+/// closes and worker `owner` has let go of its folders, then kills whatever
+/// agents of dead workers are left under `work_dir` (the worker's own, once
+/// it is dead).
+pub async fn guard(work_dir: &Path, owner: &str, cgroups: bool) {
     let waited = tokio::task::spawn_blocking(|| {
         let mut sink = [0u8; 64];
         let mut stdin = std::io::stdin();
@@ -66,6 +70,7 @@ pub async fn guard(work_dir: &Path, cgroups: bool) {
     if let Err(err) = waited {
         warn!(error = %err, "the guardian's wait failed; cleaning up now");
     }
+    super::orphans::wait_released(work_dir, owner).await;
     let root = if cgroups { super::blocking_io(CgroupRoot::detect).await.ok() } else { None };
     let killed = super::orphans::reap(work_dir, root.as_ref()).await;
     if killed > 0 {

@@ -67,6 +67,20 @@ pub(crate) fn hold(work_dir: &Path, owner: &str) -> std::io::Result<Hold> {
     Ok(Hold { _lock: lock })
 }
 
+/// Waits until worker `owner` no longer holds its folders under `work_dir`
+/// (it has exited, or dropped its [`Hold`]).
+pub(crate) async fn wait_released(work_dir: &Path, owner: &str) {
+    let path = lock_file(work_dir, owner);
+    let waited = super::blocking_io(move || {
+        let file = File::open(path)?;
+        Flock::lock(file, FlockArg::LockShared).map(drop).map_err(|(_, errno)| std::io::Error::from(errno))
+    })
+    .await;
+    if let Err(err) = waited {
+        warn!(owner, error = %err, "cannot wait for the worker's hold on its folders; cleaning up now");
+    }
+}
+
 fn lock_file(work_dir: &Path, owner: &str) -> std::path::PathBuf {
     work_dir.join(format!("{owner}.lock"))
 }
@@ -146,6 +160,33 @@ fn read_record(folder: &Path) -> (Option<i32>, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_guardian_waits_for_its_worker_to_let_go_of_its_folders() {
+        let work = tempfile::tempdir().unwrap();
+        let owner = hive_shared::ids::WorkerId::new().to_string();
+        let held = hold(work.path(), &owner).unwrap();
+        let waiting = tokio::spawn({
+            let (work, owner) = (work.path().to_path_buf(), owner.clone());
+            async move { wait_released(&work, &owner).await }
+        });
+        // Parked in flock(2) while the hold is kept; nothing else wakes it.
+        crate::process::eventually("the waiter to block on the lock", std::time::Duration::from_secs(10), || {
+            blocked_in_flock()
+        })
+        .await;
+        assert!(!waiting.is_finished(), "released while the worker holds its folders");
+        drop(held);
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiting).await.unwrap().unwrap();
+    }
+
+    /// Whether a thread of this process sleeps in flock(2).
+    fn blocked_in_flock() -> bool {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .any(|task| std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|wchan| wchan.contains("lock")))
+    }
 
     #[tokio::test]
     async fn a_reused_folder_reads_its_latest_record() {
