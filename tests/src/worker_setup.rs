@@ -16,6 +16,7 @@ pub struct WorkerSetup {
     prefetch: Option<u32>,
     claim_wait: Option<String>,
     drain_grace: Option<String>,
+    keep_work_dirs: Option<bool>,
     labels: BTreeMap<String, String>,
     admission: Option<AdmissionSetup>,
     agents: BTreeMap<String, Agent>,
@@ -89,6 +90,13 @@ impl WorkerSetup {
     #[must_use]
     pub fn drain_grace(mut self, grace: &str) -> Self {
         self.drain_grace = Some(grace.to_owned());
+        self
+    }
+
+    /// Each attempt's scratch folder is its own and stays.
+    #[must_use]
+    pub fn keep_work_dirs(mut self) -> Self {
+        self.keep_work_dirs = Some(true);
         self
     }
 

@@ -203,6 +203,42 @@ async fn a_lock_task_waits_while_its_lock_is_held_or_a_task_ahead_wants_it() {
 }
 
 #[tokio::test]
+async fn a_lock_task_no_worker_may_take_now_holds_back_no_other_task_wanting_its_lock() {
+    let db = fresh_database().await;
+    let (paused, over_budget, open) =
+        (swarm(&db.pool, None).await, swarm(&db.pool, Some(1.0)).await, swarm(&db.pool, None).await);
+    sqlx::query("update swarms set spent = budget where id = $1").bind(over_budget).execute(&db.pool).await.unwrap();
+    let worker = worker(&db.pool, &["noop", "held"], json!({})).await;
+    let first = |agent: &'static str| Spec { agent, locks: vec!["repo"], priority: 9, ..Spec::default() };
+    // Ahead in claim order, each wanting the lock: one of a paused swarm, one
+    // of a swarm over budget, one for a paused agent.
+    submit(&db.pool, paused, &[first("noop")]).await;
+    submit(&db.pool, over_budget, &[first("noop")]).await;
+    submit(&db.pool, open, &[first("held")]).await;
+    let behind = submit(&db.pool, open, &[Spec { locks: vec!["repo"], priority: 0, ..Spec::default() }]).await[0];
+    let pause = |scope, target: String| {
+        let pool = db.pool.clone();
+        async move {
+            let new = db::pauses::NewPause {
+                scope,
+                target: &target,
+                paused_by: "test",
+                reason: "",
+                seconds: None,
+                stop_running: true,
+            };
+            db::pauses::pause(&pool, new).await.unwrap();
+        }
+    };
+    pause(db::pauses::PauseScope::Swarm, paused.to_string()).await;
+    pause(db::pauses::PauseScope::Agent, "held".to_owned()).await;
+
+    let claimed = claim_locked(&db.pool, scope(worker)).await.unwrap();
+    assert_eq!(claimed.id, behind, "the lock goes to the first task a worker may take");
+    assert_invariants(&db.pool).await;
+}
+
+#[tokio::test]
 async fn each_claim_makes_a_new_attempt_id_number_and_lease() {
     let db = fresh_database().await;
     let swarm = swarm(&db.pool, None).await;

@@ -185,60 +185,66 @@ async fn tasks_of(db: &hive_tests::postgres::TestDb, swarm: &str, status: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_with_stop_hands_running_tasks_back_uncharged_and_they_run_once_resumed() {
-    const HELD: &str = "1006.2461";
-    const OTHER: &str = "1006.2462";
+    const A: &str = "1006.2461";
+    const B: &str = "1006.2462";
     let db = fresh_database().await;
     let mut config = test_config(&db);
     config.leases.heartbeat_interval = Duration::from_millis(500);
     let holder = TestCoordinator::start(config.clone()).await;
     let other = TestCoordinator::start(config).await;
     let dir = tempfile::tempdir().unwrap();
-    let gate = dir.path().join("gate");
-    let setup = WorkerSetup::new().slots(3).agent("a", gated(&gate, HELD)).agent("b", gated(&gate, OTHER));
+    let (gate_a, gate_b) = (dir.path().join("gate-a"), dir.path().join("gate-b"));
+    let setup = WorkerSetup::new().slots(4).agent("a", gated(&gate_a, A)).agent("b", gated(&gate_b, B));
     let worker = start_worker(&holder.url, &setup.write(dir.path(), "worker"), "w", dir.path());
     let stopped = submit(&holder, "stopped", "a", 2).await;
-    let untouched = submit(&holder, "untouched", "b", 1).await;
-    eventually("three agents to run", Duration::from_secs(20), || async {
-        sleeping(HELD) == 4 && sleeping(OTHER) == 2
-    })
-    .await;
+    let untouched = submit(&holder, "untouched", "a", 1).await;
+    let by_agent = submit(&holder, "by-agent", "b", 1).await;
+    eventually("four agents to run", Duration::from_secs(20), || async { sleeping(A) == 6 && sleeping(B) == 2 }).await;
 
-    // Through the coordinator that does not hold the worker's stream.
+    // A swarm, through the coordinator that does not hold the worker's stream:
+    // only its own attempts stop, not another swarm's of the same agent.
     let paused = hivectl(&other, &["pause", "swarm", &stopped, "--stop", "--reason", "wrong prompt"]).await;
     assert!(paused.contains("its running tasks are being stopped"), "{paused}");
-    eventually("the paused swarm's agents to be stopped", Duration::from_secs(10), || async { sleeping(HELD) == 0 })
-        .await;
-    eventually("its tasks to be handed back", Duration::from_secs(10), || async {
+    eventually("the paused swarm's tasks to be handed back", Duration::from_secs(10), || async {
         tasks_of(&db, &stopped, "ready").await == 2
     })
     .await;
-    assert_eq!(sleeping(OTHER), 2, "another swarm's agent runs on; worker log:\n{}", worker.log_text());
+    assert_eq!((sleeping(A), sleeping(B)), (2, 2), "the other agents run on; worker log:\n{}", worker.log_text());
     let uncharged = "select count(*) from task_states where swarm_id = $1::uuid and failures = 0";
     assert_eq!(counted(&db.pool, uncharged, &stopped).await, 2, "a stop by pause is not the task's failure");
-    let handed_back = "select count(*) from attempts a join task_states s on s.task_id = a.task_id
-                       where s.swarm_id = $1::uuid and a.outcome = 'released'
-                         and a.error like 'a pause stopped the agent%'";
-    assert_eq!(counted(&db.pool, handed_back, &stopped).await, 2, "each attempt says a pause stopped it");
     let listed = hivectl(&holder, &["pauses"]).await;
     assert!(listed.contains("stopped") && listed.contains("wrong prompt"), "{listed}");
 
-    // Resumed, with the gate open: the tasks run again, on the free slots, and succeed.
-    std::fs::write(&gate, "").unwrap();
-    hivectl(&holder, &["resume", "swarm", &stopped]).await;
-    eventually("the resumed tasks to succeed", Duration::from_secs(20), || async {
-        tasks_of(&db, &stopped, "succeeded").await == 2
+    // An agent, on every worker.
+    hivectl(&holder, &["pause", "agent", "b", "--stop"]).await;
+    eventually("the paused agent's task to be handed back", Duration::from_secs(10), || async {
+        tasks_of(&db, &by_agent, "ready").await == 1
     })
     .await;
+    assert_eq!((sleeping(A), sleeping(B)), (2, 0), "only the paused agent stopped");
 
-    // A worker's pause with --stop stops everything it runs.
+    // A worker: everything it runs.
     hivectl(&holder, &["pause", "worker", "w", "--stop"]).await;
-    eventually("the paused worker's agent to be stopped", Duration::from_secs(10), || async {
-        sleeping(OTHER) == 0 && tasks_of(&db, &untouched, "ready").await == 1
+    eventually("the paused worker's last task to be handed back", Duration::from_secs(10), || async {
+        tasks_of(&db, &untouched, "ready").await == 1
     })
     .await;
+    assert_eq!((sleeping(A), sleeping(B)), (0, 0), "every agent of the paused worker stopped");
+    let handed_back = count(
+        &db.pool,
+        "select count(*) from attempts where outcome = 'released' and error like 'a pause stopped the agent%'",
+    )
+    .await;
+    assert_eq!(handed_back, 4, "each attempt says a pause stopped it");
+
+    // Resumed, with the gates open: every task runs again and succeeds.
+    std::fs::write(&gate_a, "").unwrap();
+    std::fs::write(&gate_b, "").unwrap();
+    hivectl(&holder, &["resume", "swarm", &stopped]).await;
+    hivectl(&holder, &["resume", "agent", "b"]).await;
     hivectl(&holder, &["resume", "worker", "w"]).await;
-    eventually("the last task to succeed", Duration::from_secs(20), || async {
-        tasks_of(&db, &untouched, "succeeded").await == 1
+    eventually("every task to succeed", Duration::from_secs(20), || async {
+        count(&db.pool, "select count(*) from task_states where status = 'succeeded'").await == 4
     })
     .await;
     let failures = count(&db.pool, "select coalesce(sum(failures), 0) from task_states").await;
@@ -249,7 +255,7 @@ async fn a_pause_with_stop_hands_running_tasks_back_uncharged_and_they_run_once_
             .fetch_all(&db.pool)
             .await
             .unwrap();
-    assert_eq!(audited.len(), 2);
+    assert_eq!(audited.len(), 3);
     assert!(audited.iter().all(|detail| detail["stop_running"] == true), "{audited:?}");
     worker.terminate().await;
     holder.stop().await.unwrap();

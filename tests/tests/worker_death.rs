@@ -1,7 +1,8 @@
 //! A worker killed with SIGKILL mid-task: its lease expires, the task runs
 //! again on another worker and succeeds once, within the lease plus a second,
 //! and the lost attempt is not charged to the task. A task whose agent kills
-//! its worker every time ends after `tasks.max_lost_attempts`.
+//! its worker every time ends after `tasks.max_lost_attempts`. Agents die
+//! with their worker; a worker that stops cleanly keeps its kept folders.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
 
@@ -173,5 +174,44 @@ async fn agents_and_their_children_die_within_seconds_of_their_worker_being_kill
     })
     .await;
     assert!(killed_at.elapsed() < Duration::from_secs(3), "took {:?}", killed_at.elapsed());
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_stops_cleanly_dismisses_its_guardian_and_its_kept_folders_stay() {
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::shell("echo kept > kept.txt");
+    let config = WorkerSetup::new().slots(1).keep_work_dirs().agent("keeper", agent).write(dir.path(), "worker");
+    let worker = start_worker(&coordinator.url, &config, "keeper", dir.path());
+    let mut admin = coordinator.admin_client().await;
+    let task = pb::TaskSpec { agent: "keeper".into(), prompt: "p".into(), ..Default::default() };
+    let request = pb::SubmitTasksRequest { swarm: "s".into(), tasks: vec![task], ..Default::default() };
+    admin.submit_tasks(request).await.unwrap();
+    wait_all_finished(&db.pool, Duration::from_secs(20)).await;
+    let work = dir.path().join("worker-work");
+    let kept: Vec<std::path::PathBuf> = std::fs::read_dir(&work)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path().join("kept.txt"))
+        .filter(|file| file.exists())
+        .collect();
+    assert_eq!(kept.len(), 1, "the attempt's folder, kept");
+
+    worker.terminate().await;
+    let guarding = |needle: String| {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+            std::fs::read(entry.path().join("cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&needle))
+        })
+    };
+    let needle = format!("--guard-work-dir\0{}", work.display());
+    eventually("the guardian to exit after its worker", Duration::from_secs(10), || {
+        let needle = needle.clone();
+        async move { !guarding(needle) }
+    })
+    .await;
+    assert!(kept[0].exists(), "the guardian of a worker that stopped cleanly removed its kept folder");
     coordinator.stop().await.unwrap();
 }

@@ -64,6 +64,12 @@ async fn execute(context: Arc<Context>, assignment: pb::Assignment, start: Start
                     Some(crate::held::CancelReason::TaskCancelled) => {
                         outcome::failure(&ids, pb::FailureClass::Cancelled, "cancelled before it started".into(), None)
                     }
+                    Some(crate::held::CancelReason::Paused) => outcome::failure(
+                        &ids,
+                        pb::FailureClass::Interrupted,
+                        "a pause stopped it before it started; the task was handed back".into(),
+                        None,
+                    ),
                     _ => outcome::failure(
                         &ids,
                         pb::FailureClass::Interrupted,

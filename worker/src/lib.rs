@@ -101,7 +101,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     for workspace in config.agents.values().filter_map(|agent| agent.workspace.as_ref()) {
         workspace::prune(workspace).await;
     }
-    let _guardian = process::guardian::spawn(&config.work_dir, &worker_id.to_string(), cgroups.is_some());
+    let guardian = process::guardian::spawn(&config.work_dir, &worker_id.to_string(), cgroups.is_some());
     let unusable = config.unusable_agents();
     for (agent, problem) in &unusable {
         error!(agent = %agent, problem = %problem, "agent cannot run on this host; not offering it");
@@ -226,6 +226,9 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     session_stop.cancel();
     loops.close();
     loops.wait().await;
+    if let Some(guardian) = guardian {
+        guardian.dismiss().await;
+    }
     info!("worker stopped");
     if failed.is_cancelled() {
         anyhow::bail!("an essential loop panicked (see the log); the worker stopped its agents and exited");

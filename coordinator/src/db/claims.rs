@@ -296,8 +296,10 @@ pub struct LockCandidate {
 }
 
 /// Locks the next ready task that takes locks and can run on this worker now:
-/// its locks are free, and no ready task ahead of it in claim order wants any
-/// of them (so a task waiting for a lock is not starved by later ones).
+/// its locks are free, and no ready task ahead of it in claim order that
+/// some worker could take now wants any of them (so a task waiting for a
+/// lock is not starved by later ones, and one held back by a pause or its
+/// swarm's budget holds back no other).
 pub async fn next_lock_candidate(
     conn: &mut PgConnection,
     scope: ClaimScope<'_>,
@@ -320,6 +322,11 @@ pub async fn next_lock_candidate(
             -- As in `claim`.
             select array(select c.key from concurrency_slots c where cardinality(c.holders) >= c.max_running
                            and cardinality((unended_holders(c.holders, c.holder_tasks)).holders) >= c.max_running) as keys
+        ), held as (
+            -- Swarms over budget or paused, and paused agents: no worker takes their tasks now.
+            select array(select b.id from swarms b where b.spent >= b.budget)
+                   || array(select p.target::uuid from paused p where p.scope = 'swarm') as swarms,
+                   array(select p.target from paused p where p.scope = 'agent') as agents
         )
         select s.task_id as id, t.locks, s.has_keys
         from task_states s join tasks t on t.id = s.task_id
@@ -329,14 +336,15 @@ pub async fn next_lock_candidate(
           and s.run_agent = any((select agents from offered)::text[])
           and (cardinality($2::text[]) = 0 or s.run_agent = any($2))
           and (not s.has_labels or t.required_labels <@ coalesce((select labels from offered), '{}'::jsonb))
-          and coalesce(s.swarm_id <> all(array(select b.id from swarms b where b.spent >= b.budget)
-                                         || array(select p.target::uuid from paused p where p.scope = 'swarm')), true)
+          and coalesce(s.swarm_id <> all((select swarms from held)::uuid[]), true)
           and not exists (select 1 from task_locks l where l.key = any(t.locks))
           and (not s.has_keys or not t.concurrency_keys && (select keys from full_keys))
           and not exists (
               select 1 from task_states os join tasks o on o.id = os.task_id
               where os.status = 'ready' and os.has_locks and os.run_after <= now() and o.locks && t.locks
                 and (not os.has_keys or not o.concurrency_keys && (select keys from full_keys))
+                and coalesce(os.swarm_id <> all((select swarms from held)::uuid[]), true)
+                and os.run_agent <> all((select agents from held)::text[])
                 and (os.priority > s.priority or (os.priority = s.priority and os.task_id < s.task_id)))
         order by s.priority desc, s.task_id
         limit 1

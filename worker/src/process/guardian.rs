@@ -10,7 +10,8 @@
 //! their cgroups), then exits. So an agent never
 //! outlives its worker by more than about a second, and never spends on a
 //! task the coordinator is handing to another worker. A worker that exits
-//! normally has stopped its agents already; its guardian finds nothing.
+//! normally has stopped its agents already and dismisses its guardian,
+//! which then leaves its folders alone.
 
 use std::io::Read;
 use std::path::Path;
@@ -21,10 +22,34 @@ use tracing::{info, warn};
 
 use super::cgroup::CgroupRoot;
 
+/// A running guardian. Dropping it closes the pipe: the guardian then
+/// cleans up and exits; [`Guardian::dismiss`] lets it exit without.
+#[derive(Debug)]
+pub(crate) struct Guardian {
+    child: Child,
+}
+
+impl Guardian {
+    /// Tells the guardian its worker stopped every agent itself and leaves
+    /// its folders as they are (`keep_work_dirs`, kept worktrees): it exits
+    /// without cleaning up.
+    pub(crate) async fn dismiss(mut self) {
+        use tokio::io::AsyncWriteExt;
+        if let Some(mut pipe) = self.child.stdin.take()
+            && let Err(err) = pipe.write_all(DISMISSED).await
+        {
+            warn!(error = %err, "cannot dismiss the guardian; it cleans up the worker's folders");
+        }
+    }
+}
+
+/// What a worker writes to its guardian when it exits having stopped its agents.
+const DISMISSED: &[u8] = b"dismissed";
+
 /// Starts the guardian of the agents of worker `owner` under `work_dir`.
-/// Keep the returned child: dropping it closes the pipe, and the guardian
-/// then cleans up and exits.
-pub(crate) fn spawn(work_dir: &Path, owner: &str, cgroups: bool) -> Option<Child> {
+/// Keep it: dropping it closes the pipe, and the guardian then cleans up
+/// and exits.
+pub(crate) fn spawn(work_dir: &Path, owner: &str, cgroups: bool) -> Option<Guardian> {
     let program = match std::env::current_exe() {
         Ok(program) => program,
         Err(err) => {
@@ -47,7 +72,7 @@ pub(crate) fn spawn(work_dir: &Path, owner: &str, cgroups: bool) -> Option<Child
     // must not take the guardian with it.
     command.stdin(Stdio::piped()).kill_on_drop(false).process_group(0);
     match command.spawn() {
-        Ok(child) => Some(child),
+        Ok(child) => Some(Guardian { child }),
         Err(err) => {
             warn!(error = %err, "cannot start the guardian; agents may outlive a killed worker");
             None
@@ -56,21 +81,25 @@ pub(crate) fn spawn(work_dir: &Path, owner: &str, cgroups: bool) -> Option<Child
 }
 
 /// Runs as a guardian: waits until the worker's end of the pipe on stdin
-/// closes and worker `owner` has let go of its folders, then kills whatever
-/// agents of dead workers are left under `work_dir` (the worker's own, once
-/// it is dead).
+/// closes and worker `owner` has let go of its folders, then, unless the
+/// worker dismissed it, kills whatever agents of dead workers are left under
+/// `work_dir` (the worker's own, once it is dead) and removes their folders.
 pub async fn guard(work_dir: &Path, owner: &str, cgroups: bool) {
-    let waited = tokio::task::spawn_blocking(|| {
-        let mut sink = [0u8; 64];
-        let mut stdin = std::io::stdin();
-        // Nothing is ever written: the read returns once the worker is gone.
-        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+    let read = tokio::task::spawn_blocking(|| {
+        let mut said = Vec::new();
+        // Returns once the worker is gone: only a dismissal is ever written.
+        let _ = std::io::stdin().take(64).read_to_end(&mut said);
+        said
     })
     .await;
-    if let Err(err) = waited {
+    let said = read.unwrap_or_else(|err| {
         warn!(error = %err, "the guardian's wait failed; cleaning up now");
-    }
+        Vec::new()
+    });
     super::orphans::wait_released(work_dir, owner).await;
+    if said == DISMISSED {
+        return;
+    }
     let root = if cgroups { super::blocking_io(CgroupRoot::detect).await.ok() } else { None };
     let killed = super::orphans::reap(work_dir, root.as_ref()).await;
     if killed > 0 {
