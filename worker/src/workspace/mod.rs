@@ -9,9 +9,7 @@
 //!   own workspaces) starts from `base` with each merged in, in key order,
 //!   and gets its branch only once they all merged; a conflict fails the
 //!   attempt permanently, naming the files.
-//! - **Git runs guarded**: with a cleared environment, no hooks, fsmonitor,
-//!   signing, pagers, external diffs or text conversions, no prompts, and
-//!   never above the folder it works in; a worktree whose `.git` the agent
+//! - **Git runs guarded** ([`git`]); a worktree whose `.git` the agent
 //!   replaced is not recorded. (Agents run as the worker's user: this keeps
 //!   the worker's own git calls from running what an agent left behind, it
 //!   is not a sandbox.)
@@ -24,20 +22,15 @@
 //!   dead worker's worktrees (their folders removed with its scratch folders)
 //!   leave nothing behind.
 
+mod git;
+
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use hive_shared::convert::JsonObject;
-use nix::fcntl::{Flock, FlockArg};
 use serde_json::{Value, json};
-use tokio::process::Command;
 
+use self::git::{AUTHOR, git, git_capped, worktree_lock};
 use crate::config::WorkspaceConfig;
-
-/// Longest one git command may take.
-const GIT_TIMEOUT: Duration = Duration::from_secs(300);
-/// Who commits what an agent left.
-const AUTHOR: [&str; 4] = ["-c", "user.name=Hive", "-c", "user.email=hive@localhost"];
 
 /// An attempt's worktree.
 #[derive(Debug)]
@@ -238,30 +231,6 @@ impl Workspace {
     }
 }
 
-/// Takes the host-wide lock on `repo`'s worktree list: git's `worktree
-/// add`, `remove` and `prune` race when run at once on one repository (a
-/// prune deletes the record an add is still writing), so every worker on
-/// this host makes, removes and prunes a repository's worktrees one at a
-/// time. An `flock` on a file in the temporary folder named after the
-/// repository's path; it is released when the guard drops.
-async fn worktree_lock(repo: &Path) -> Result<Flock<std::fs::File>, String> {
-    use std::hash::{Hash, Hasher};
-    let repo = std::fs::canonicalize(repo).unwrap_or_else(|_| repo.to_path_buf());
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    repo.hash(&mut hasher);
-    let path = std::env::temp_dir().join(format!("hive-worktrees-{:016x}.lock", hasher.finish()));
-    let locked = tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| std::io::Error::from(errno))
-    })
-    .await;
-    match locked {
-        Ok(Ok(lock)) => Ok(lock),
-        Ok(Err(err)) => Err(format!("cannot take the worktree lock of {}: {err}", repo.display())),
-        Err(err) => Err(format!("cannot take the worktree lock of {}: {err}", repo.display())),
-    }
-}
-
 /// Forgets worktrees whose folders are gone (those of dead workers, whose
 /// scratch folders a starting worker removes).
 pub(crate) async fn prune(config: &WorkspaceConfig) {
@@ -272,107 +241,5 @@ pub(crate) async fn prune(config: &WorkspaceConfig) {
     }
 }
 
-/// Settings every git call gets, whatever the user's or repository's
-/// config says: nothing runs but git itself, and nothing waits for a person.
-const GUARDS: [&str; 14] = [
-    "-c",
-    "core.hooksPath=/dev/null",
-    "-c",
-    "core.fsmonitor=false",
-    "-c",
-    "commit.gpgSign=false",
-    "-c",
-    "tag.gpgSign=false",
-    "-c",
-    "gc.auto=0",
-    "-c",
-    "core.pager=cat",
-    "-c",
-    "color.ui=false",
-];
-
-/// Variables git keeps from the worker's environment.
-const GIT_ENV: [&str; 4] = ["PATH", "HOME", "LANG", "TZ"];
-
 /// Largest diffstat kept.
 const MAX_DIFFSTAT: usize = 64 * 1024;
-
-fn command(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new("git");
-    command.env_clear();
-    for name in GIT_ENV {
-        if let Some(value) = std::env::var_os(name) {
-            command.env(name, value);
-        }
-    }
-    // Never look for a repository above the folder worked in.
-    let ceiling = dir.parent().unwrap_or(dir);
-    command
-        .env("GIT_CEILING_DIRECTORIES", ceiling)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
-        .arg("-C")
-        .arg(dir)
-        .args(GUARDS)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    command
-}
-
-fn failed(dir: &Path, args: &[&str], stderr: &[u8]) -> String {
-    format!("`git {}` in {} failed: {}", args.join(" "), dir.display(), String::from_utf8_lossy(stderr).trim())
-}
-
-/// Runs `git -C dir args…`; its stdout, or an error naming the command and its stderr.
-async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let output = match tokio::time::timeout(GIT_TIMEOUT, command(dir, args).output()).await {
-        Ok(Ok(output)) => output,
-        Ok(Err(err)) => return Err(format!("cannot run git: {err}")),
-        Err(_) => return Err(format!("`git {}` took longer than {GIT_TIMEOUT:?}", args.join(" "))),
-    };
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(failed(dir, args, &output.stderr))
-    }
-}
-
-/// Like [`git`], keeping at most `limit` bytes of stdout (cut at a
-/// character boundary) and whether there was more; the rest is not read.
-async fn git_capped(dir: &Path, args: &[&str], limit: usize) -> Result<(String, bool), String> {
-    use tokio::io::AsyncReadExt;
-    let mut child = command(dir, args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|err| format!("cannot run git: {err}"))?;
-    let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err("git's output pipes were not made".into());
-    };
-    let read = async {
-        let mut kept = Vec::new();
-        stdout.take(limit as u64 + 1).read_to_end(&mut kept).await.map_err(|err| err.to_string())?;
-        let more = kept.len() > limit;
-        kept.truncate(limit);
-        let mut errors = Vec::new();
-        if !more {
-            let _ = stderr.read_to_end(&mut errors).await;
-        }
-        Ok::<_, String>((kept, more, errors))
-    };
-    let (kept, more, errors) = match tokio::time::timeout(GIT_TIMEOUT, read).await {
-        Ok(read) => read?,
-        Err(_) => return Err(format!("`git {}` took longer than {GIT_TIMEOUT:?}", args.join(" "))),
-    };
-    if more {
-        let _ = child.kill().await;
-    } else {
-        let status = child.wait().await.map_err(|err| err.to_string())?;
-        if !status.success() {
-            return Err(failed(dir, args, &errors));
-        }
-    }
-    let text = String::from_utf8_lossy(&kept);
-    Ok((crate::outcome::clip(&text, limit).to_owned(), more))
-}
