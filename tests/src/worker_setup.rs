@@ -52,10 +52,17 @@ pub struct Agent {
     on_stall: Option<String>,
 }
 
-/// An agent's `[workspace]` table.
+/// An agent's `[workspace]` table; unset settings keep the worker's defaults.
 #[derive(Debug, Clone, Serialize)]
-struct WorkspaceSetup {
+pub struct WorkspaceSetup {
     repo: String,
+}
+
+impl WorkspaceSetup {
+    /// A worktree of `repo` per attempt.
+    pub fn new(repo: &str) -> Self {
+        Self { repo: repo.to_owned() }
+    }
 }
 
 impl WorkerSetup {
@@ -187,8 +194,14 @@ impl Agent {
 
     /// A git worktree of `repo` per attempt as its working folder.
     #[must_use]
-    pub fn workspace(mut self, repo: &str) -> Self {
-        self.workspace = Some(WorkspaceSetup { repo: repo.to_owned() });
+    pub fn workspace(self, repo: &str) -> Self {
+        self.workspace_setup(WorkspaceSetup::new(repo))
+    }
+
+    /// A git worktree per attempt as its working folder, as `setup` says.
+    #[must_use]
+    pub fn workspace_setup(mut self, setup: WorkspaceSetup) -> Self {
+        self.workspace = Some(setup);
         self
     }
 

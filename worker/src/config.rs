@@ -278,7 +278,7 @@ pub struct WorkspaceConfig {
     #[serde(default)]
     pub push: Option<String>,
     /// Keep worktrees after attempts end (with `keep_work_dirs`, whose
-    /// scratch folders they live in).
+    /// scratch folders they live in then).
     #[serde(default)]
     pub keep: bool,
     /// Largest patch the result carries; the whole change is on the branch.
@@ -455,7 +455,7 @@ impl Config {
             problems.extend(agent_problems(name, agent));
             if agent.workspace.as_ref().is_some_and(|workspace| workspace.keep) && !self.keep_work_dirs {
                 problems.push(format!(
-                    "agents.{name}.workspace.keep: needs keep_work_dirs = true (worktrees live in the scratch folders)"
+                    "agents.{name}.workspace.keep: needs keep_work_dirs = true (kept worktrees live in the scratch folders)"
                 ));
             }
         }

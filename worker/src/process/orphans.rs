@@ -4,10 +4,11 @@
 //! on the same work folder kills the groups whose leader still carries that
 //! attempt's `HIVE_ATTEMPT_ID` (so a reused pid is never hit), then sweeps
 //! the host for any other process carrying it and empties the attempt's
-//! cgroup ([`super::sweep`]), and removes the folders — only those of
-//! workers that are gone. Several workers may share a
-//! `work_dir` (the default is one per host): each holds an exclusive `flock`
-//! on `<worker id>.lock` while it lives, and its folders are named after it.
+//! cgroup ([`super::sweep`]), and removes the folders (scratch folders and
+//! workspaces' worktrees) — only those of workers that are gone. Several
+//! workers may share a `work_dir` (the default is one per host): each holds
+//! an exclusive `flock` on `<worker id>.lock` while it lives, and its
+//! folders are named after it.
 //! Their tasks were already requeued by the coordinator when the lease ran out.
 
 use std::fs::{File, OpenOptions};

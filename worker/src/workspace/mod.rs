@@ -2,35 +2,53 @@
 //! agents on one host never edit the same checkout, and the change they
 //! leave is the task's result.
 //!
-//! - **Where**: `<scratch>/workspace`, a worktree of the host's repository,
-//!   on the branch `<branch_prefix><task id>`: a retry continues the branch
-//!   where the last attempt left it, a first attempt starts it from `base`.
+//! - **Where**: a worktree of this worker's ([`worktrees`]), beside its
+//!   scratch folders, reused: an attempt takes one the worker parked for
+//!   the repository (else makes one), moves it to the task's branch or
+//!   `base` with a forced checkout and `git clean -ffdx`, so nothing of an
+//!   earlier task is left, ignored files included. The branch is
+//!   `<branch_prefix><task id>`: a retry continues it where the last attempt
+//!   left it, a first attempt starts it from `base`; a branch another live
+//!   worktree holds is never taken from under it. With `keep`, the worktree
+//!   is made in the attempt's scratch folder (`<scratch>/workspace`) and stays.
 //! - **Dependencies**: a task whose dependencies' results name commits (their
 //!   own workspaces) starts from `base` with each merged in, in key order,
 //!   and gets its branch only once they all merged; a conflict fails the
 //!   attempt permanently, naming the files.
 //! - **Git runs guarded** ([`git`]); a worktree whose `.git` the agent
-//!   replaced is not recorded. (Agents run as the worker's user: this keeps
-//!   the worker's own git calls from running what an agent left behind, it
-//!   is not a sandbox.)
+//!   replaced is not recorded, nor reused. (Agents run as the worker's user:
+//!   this keeps the worker's own git calls from running what an agent left
+//!   behind, it is not a sandbox.)
 //! - **The result**: what the agent left uncommitted is committed; the
 //!   result gets `workspace` with the branch, the commit, its base, a
 //!   diffstat and the patch against the base (capped), and the branch is
 //!   pushed when `push` names a remote.
-//! - **Cleanup**: the worktree is removed when the attempt ends (kept with
-//!   `keep`); its git records are pruned then and when a worker starts, so a
-//!   dead worker's worktrees (their folders removed with its scratch folders)
-//!   leave nothing behind.
+//! - **After the attempt**: the worktree is detached from the task's branch
+//!   (a retry anywhere can take it), cleaned and parked for the next attempt
+//!   of the repository; one on which a git step failed, or whose `.git` was
+//!   replaced, is removed instead.
 
 mod git;
+mod repository;
+mod worktrees;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 
 use hive_shared::convert::JsonObject;
 use serde_json::{Value, json};
 
-use self::git::{AUTHOR, git, git_capped, worktree_lock};
+use self::git::{AUTHOR, git, git_capped};
+use self::repository::{Dependency, Repository};
+pub(crate) use self::worktrees::Worktrees;
 use crate::config::WorkspaceConfig;
+
+/// Largest diffstat kept.
+const MAX_DIFFSTAT: usize = 64 * 1024;
+/// Removes every file git does not track, ignored ones and nested repositories included.
+const CLEAN: [&str; 3] = ["clean", "-ffdx", "--quiet"];
 
 /// An attempt's worktree.
 #[derive(Debug)]
@@ -43,105 +61,116 @@ pub(crate) struct Workspace {
     pub branch: String,
     /// The commit `base` named when the attempt began.
     base: String,
+    /// Parked for the next attempt when this one ends (not kept).
+    pooled: bool,
 }
 
 /// Why a workspace could not be made, and whose fault it is.
 #[derive(Debug)]
 pub(crate) enum Unprepared {
-    /// The task's: its dependencies' changes conflict, or one is missing.
+    /// The task's: its dependencies' changes conflict.
     Task(String),
-    /// The worker's (git failed, the repository is unreachable): the task
-    /// goes back uncharged.
+    /// The worker's (git failed, the repository is unreachable, a commit
+    /// is missing): the task goes back uncharged.
     Worker(String),
 }
 
-/// Makes the attempt's worktree in `scratch_dir`, on the task's branch
-/// (made once its dependencies' commits are merged in, when it is new).
+/// Puts the attempt's worktree on the task's branch (made once its
+/// dependencies' commits are merged in, when it is new): a parked one of
+/// the repository, else a new one; with `keep`, a new one in `scratch_dir`.
 pub(crate) async fn prepare(
     config: &WorkspaceConfig,
+    worktrees: &Worktrees,
     scratch_dir: &Path,
     task_id: &str,
     inputs: Option<&JsonObject>,
 ) -> Result<Workspace, Unprepared> {
-    let repo = PathBuf::from(&config.repo);
+    let repository = Repository::open(config);
+    let base = repository.base(config.base.as_deref()).await?;
+    let dependencies = repository::dependencies(inputs)?;
+    repository.check_dependencies(&dependencies).await?;
     let branch = format!("{}{task_id}", config.branch_prefix);
-    // As a commit: inside the worktree `HEAD` would name the task's own.
-    let base_ref = format!("{}^{{commit}}", config.base.as_deref().unwrap_or("HEAD"));
-    let base = git(&repo, &["rev-parse", "--verify", "--quiet", &base_ref])
-        .await
-        .map_err(|_| Unprepared::Worker(format!("workspace.base `{base_ref}` names no commit in {}", repo.display())))?
-        .trim()
-        .to_owned();
-    let dir = scratch_dir.join("workspace");
-    let dir_text = dir.to_string_lossy().into_owned();
-    let continuing = {
-        let _lock = worktree_lock(&repo).await.map_err(Unprepared::Worker)?;
-        // A worktree left registered at this path (a scratch folder is
-        // reused) is forgotten first.
-        git(&repo, &["worktree", "prune"]).await.map_err(Unprepared::Worker)?;
-        let continuing =
-            git(&repo, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{branch}")]).await.is_ok();
-        // Without --force: a branch another live worktree holds (an attempt
-        // fenced out but still running here) is not taken from under it.
-        let added = if continuing {
-            git(&repo, &["worktree", "add", "--quiet", &dir_text, &branch]).await
-        } else {
-            git(&repo, &["worktree", "add", "--quiet", "--detach", &dir_text, &base]).await
-        };
-        added.map_err(Unprepared::Worker)?;
-        continuing
+    let continuing =
+        git(&repository.dir, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{branch}")]).await.is_ok();
+    let parked = if config.keep { None } else { worktrees.take(&repository.dir) };
+    let reused = parked.is_some();
+    let dir = match parked {
+        Some(dir) => dir,
+        None if config.keep => scratch_dir.join("workspace"),
+        None => worktrees.new_folder(),
     };
-    let workspace = Workspace { repo, dir, branch, base };
-    if !continuing {
-        let made = match merge_dependencies(&workspace, inputs).await {
-            Ok(()) => {
-                git(&workspace.dir, &["checkout", "--quiet", "-b", &workspace.branch]).await.map_err(Unprepared::Worker)
-            }
-            Err(problem) => Err(problem),
-        };
-        if let Err(problem) = made {
-            workspace.remove(false).await;
-            return Err(problem);
-        }
+    let workspace = Workspace { repo: repository.dir, dir, branch, base, pooled: !config.keep };
+    let made = match workspace.check_out(reused, continuing).await.map_err(Unprepared::Worker) {
+        Ok(()) if !continuing => workspace.start_branch(&dependencies).await,
+        made => made,
+    };
+    if let Err(problem) = made {
+        worktrees::remove(&workspace.repo, &workspace.dir).await;
+        return Err(problem);
     }
     Ok(workspace)
 }
 
-/// Merges the commits the dependencies' results name, in key order.
-async fn merge_dependencies(workspace: &Workspace, inputs: Option<&JsonObject>) -> Result<(), Unprepared> {
-    let mut commits: Vec<(&String, &str)> = inputs
-        .into_iter()
-        .flatten()
-        .filter_map(|(key, result)| Some((key, result.get("workspace")?.get("commit")?.as_str()?)))
-        .collect();
-    commits.sort();
-    for (key, commit) in commits {
-        let valid = commit.len() == 40 && commit.chars().all(|c| c.is_ascii_hexdigit());
-        let known = valid && git(&workspace.dir, &["cat-file", "-e", &format!("{commit}^{{commit}}")]).await.is_ok();
-        if !known {
-            // Not the task's fault: a worker on the host where it ran can take it.
-            return Err(Unprepared::Worker(format!(
-                "dependency `{key}` names commit `{commit}`, which is not in this host's repository \
-                 (run dependent tasks on the host of their dependencies, or share the repository)"
-            )));
+impl Workspace {
+    /// Puts a new worktree (`reused` false) or a parked one on the task's
+    /// branch when `continuing`, else on `base`, detached.
+    async fn check_out(&self, reused: bool, continuing: bool) -> Result<(), String> {
+        if !reused {
+            let start = if continuing { &self.branch } else { &self.base };
+            return worktrees::add(&self.repo, &self.dir, !continuing, start).await;
         }
-        let message = format!("hive: merge dependency {key}");
-        let mut args = AUTHOR.to_vec();
-        args.extend(["merge", "--no-edit", "--quiet", "-m", &message, commit]);
-        if git(&workspace.dir, &args).await.is_err() {
-            let conflicted = git(&workspace.dir, &["diff", "--name-only", "--diff-filter=U"]).await.unwrap_or_default();
-            let _ = git(&workspace.dir, &["merge", "--abort"]).await;
-            let files: Vec<&str> = conflicted.lines().collect();
-            return Err(Unprepared::Task(format!(
-                "the changes of dependency `{key}` conflict with those merged before it in: {}",
-                if files.is_empty() { "(git named no file)".to_owned() } else { files.join(", ") }
-            )));
+        self.untouched_git_link().await?;
+        if continuing {
+            worktrees::check_out_branch(&self.repo, &self.dir, &self.branch).await?;
+        } else {
+            git(&self.dir, &["checkout", "--quiet", "--force", "--detach", &self.base]).await?;
+        }
+        git(&self.dir, &CLEAN).await.map(drop)
+    }
+
+    /// Merges the dependencies' commits into the detached `base`, then
+    /// makes the task's branch there.
+    async fn start_branch(&self, dependencies: &[Dependency]) -> Result<(), Unprepared> {
+        for Dependency { key, commit } in dependencies {
+            let message = format!("hive: merge dependency {key}");
+            let mut args = AUTHOR.to_vec();
+            args.extend(["merge", "--no-edit", "--quiet", "-m", &message, commit]);
+            if git(&self.dir, &args).await.is_err() {
+                let conflicted = git(&self.dir, &["diff", "--name-only", "--diff-filter=U"]).await.unwrap_or_default();
+                let _ = git(&self.dir, &["merge", "--abort"]).await;
+                let files: Vec<&str> = conflicted.lines().collect();
+                return Err(Unprepared::Task(format!(
+                    "the changes of dependency `{key}` conflict with those merged before it in: {}",
+                    if files.is_empty() { "(git named no file)".to_owned() } else { files.join(", ") }
+                )));
+            }
+        }
+        git(&self.dir, &["checkout", "--quiet", "-b", &self.branch]).await.map(drop).map_err(Unprepared::Worker)
+    }
+
+    /// Ends the attempt's use of the worktree: a kept one stays as it is;
+    /// otherwise it is detached from the task's branch, cleaned and parked
+    /// for the next attempt, or removed if its `.git` was replaced or a git
+    /// step fails.
+    pub(crate) async fn release(self, worktrees: &Worktrees) {
+        if !self.pooled {
+            return;
+        }
+        match self.detach_and_clean().await {
+            Ok(()) => worktrees.park(self.repo, self.dir),
+            Err(problem) => {
+                tracing::warn!(dir = %self.dir.display(), problem = %problem, "removing the worktree instead of reusing it");
+                worktrees::remove(&self.repo, &self.dir).await;
+            }
         }
     }
-    Ok(())
-}
 
-impl Workspace {
+    async fn detach_and_clean(&self) -> Result<(), String> {
+        self.untouched_git_link().await?;
+        git(&self.dir, &["checkout", "--quiet", "--force", "--detach"]).await?;
+        git(&self.dir, &CLEAN).await.map(drop)
+    }
+
     /// Commits what the agent left, pushes the branch when configured, and
     /// returns what the result records: `workspace` with the branch, commit,
     /// base, diffstat and patch (at most `max_patch` bytes).
@@ -209,37 +238,10 @@ impl Workspace {
             tracing::warn!(error = %err, "could not commit what the agent left");
         }
     }
-
-    /// Removes the worktree (the branch stays), unless `keep`.
-    pub(crate) async fn remove(&self, keep: bool) {
-        if keep {
-            return;
-        }
-        let dir = self.dir.to_string_lossy().into_owned();
-        let _lock = match worktree_lock(&self.repo).await {
-            Ok(lock) => Some(lock),
-            Err(err) => {
-                tracing::warn!(error = %err, "removing the attempt's worktree without the repository's worktree lock");
-                None
-            }
-        };
-        if let Err(err) = git(&self.repo, &["worktree", "remove", "--force", &dir]).await {
-            tracing::warn!(error = %err, "could not remove the attempt's worktree; pruning it");
-            let _ = tokio::fs::remove_dir_all(&self.dir).await;
-            let _ = git(&self.repo, &["worktree", "prune"]).await;
-        }
-    }
 }
 
-/// Forgets worktrees whose folders are gone (those of dead workers, whose
-/// scratch folders a starting worker removes).
+/// Forgets the worktrees of `config`'s repository whose folders are gone:
+/// those of dead workers, whose folders a starting worker removes.
 pub(crate) async fn prune(config: &WorkspaceConfig) {
-    let repo = Path::new(&config.repo);
-    let _lock = worktree_lock(repo).await;
-    if let Err(err) = git(repo, &["worktree", "prune"]).await {
-        tracing::warn!(repo = %repo.display(), error = %err, "could not prune worktrees");
-    }
+    worktrees::prune(Path::new(&config.repo)).await;
 }
-
-/// Largest diffstat kept.
-const MAX_DIFFSTAT: usize = 64 * 1024;
