@@ -56,12 +56,28 @@ pub struct Agent {
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkspaceSetup {
     repo: String,
+    push: Option<String>,
+    fetch_interval: Option<String>,
 }
 
 impl WorkspaceSetup {
-    /// A worktree of `repo` per attempt.
+    /// A worktree of `repo` (a path or a URL) per attempt.
     pub fn new(repo: &str) -> Self {
-        Self { repo: repo.to_owned() }
+        Self { repo: repo.to_owned(), push: None, fetch_interval: None }
+    }
+
+    /// The remote each task's branch is pushed to when its attempt succeeds.
+    #[must_use]
+    pub fn push(mut self, remote: &str) -> Self {
+        self.push = Some(remote.to_owned());
+        self
+    }
+
+    /// How old a URL's mirror's last fetch may be, as a humantime string.
+    #[must_use]
+    pub fn fetch_interval(mut self, interval: &str) -> Self {
+        self.fetch_interval = Some(interval.to_owned());
+        self
     }
 }
 

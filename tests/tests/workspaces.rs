@@ -3,7 +3,8 @@
 //! (`hivectl tasks diff` prints it), a dependent task starts from its
 //! dependencies' branches merged, a conflict between them fails it naming
 //! the files, a slot's worktree is reused clean (and never once its `.git`
-//! was replaced), and no worktree is left behind once workers exit.
+//! was replaced), a URL's repository is mirrored, fetched on its interval
+//! and pushed back to, and no worktree is left behind once workers exit.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
 
@@ -297,6 +298,86 @@ async fn a_worktree_whose_git_link_was_replaced_is_not_reused() {
     assert_ne!(read(&out.join("next-dir")).trim(), vandal_dir, "the next task gets another worktree");
     assert!(!Path::new(&vandal_dir).exists(), "the replaced one is removed");
     assert!(!linked_worktrees(&repo).contains(&vandal_dir), "and unregistered");
+    worker.terminate().await;
+    coordinator.stop().await.unwrap();
+}
+
+/// A bare repository `upstream.git` with `main` holding one commit, made
+/// through a clone `seed` that pushes to it.
+fn upstream(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let seed = repository(dir);
+    let upstream = dir.join("upstream.git");
+    git(dir, &["clone", "--quiet", "--bare", &seed.display().to_string(), &upstream.display().to_string()]);
+    git(&seed, &["remote", "add", "origin", &upstream.display().to_string()]);
+    (seed, upstream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_urls_mirror_serves_worktrees_takes_upstream_commits_after_its_interval_and_is_pushed_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (seed, upstream) = upstream(dir.path());
+    let url = format!("file://{}", upstream.display());
+    let interval = Duration::from_secs(1);
+    let setup = WorkspaceSetup::new(&url).push("origin").fetch_interval("1s");
+    let (db, coordinator, worker) = start(dir.path(), 1, setup).await;
+    let out = dir.path();
+
+    let first_base = git(&seed, &["rev-parse", "HEAD"]).trim().to_owned();
+    let first = format!("git rev-parse HEAD > {}/first-head; echo one > one.txt", out.display());
+    run_one(&coordinator, &db, task("first", &first, &[])).await;
+    let first_done = std::time::Instant::now();
+    let (status, error, result) = ended(&db, "first").await;
+    assert_eq!(status, "succeeded", "{error:?}");
+    assert_eq!(read(&out.join("first-head")).trim(), first_base, "made from the upstream's default branch");
+    let change = &result.unwrap()["workspace"];
+    let branch = change["branch"].as_str().unwrap();
+    assert_eq!(git(&upstream, &["rev-parse", branch]).trim(), change["commit"].as_str().unwrap(), "pushed to the URL");
+    assert_eq!(git(&upstream, &["show", &format!("{branch}:one.txt")]), "one\n");
+    let mirrors: Vec<_> = std::fs::read_dir(dir.path().join("worker-work/mirrors")).unwrap().collect();
+    assert_eq!(mirrors.len(), 1, "one mirror of the URL on the host");
+
+    let second_base = commit_file(&seed, "upstream.txt", "later\n");
+    git(&seed, &["push", "--quiet", "origin", "main"]);
+    hive_tests::wait::eventually("the fetch interval to pass", Duration::from_secs(10), || async {
+        first_done.elapsed() > interval
+    })
+    .await;
+    let second = format!("git rev-parse HEAD > {}/second-head; test -e upstream.txt", out.display());
+    run_one(&coordinator, &db, task("second", &second, &[])).await;
+    assert_eq!(ended(&db, "second").await.0, "succeeded");
+    assert_eq!(read(&out.join("second-head")).trim(), second_base, "the upstream's new commit is the base");
+    worker.terminate().await;
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_that_cannot_be_fetched_hands_the_task_back_naming_it_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().join("missing.git").display());
+    let (db, coordinator, worker) = start(dir.path(), 1, WorkspaceSetup::new(&url)).await;
+    let mut admin = coordinator.admin_client().await;
+    let request =
+        pb::SubmitTasksRequest { swarm: "ws".into(), tasks: vec![task("k", "true", &[])], ..Default::default() };
+    admin.submit_tasks(request).await.unwrap();
+
+    let released = || async {
+        let errors: Vec<Option<String>> = sqlx::query_scalar("select error from attempts where outcome = 'released'")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+        errors.into_iter().next().flatten()
+    };
+    hive_tests::wait::eventually("the task to be handed back", Duration::from_secs(30), || async {
+        released().await.is_some()
+    })
+    .await;
+    let error = released().await.unwrap();
+    assert!(error.contains(&format!("cannot fetch {url}")), "{error}");
+    let status: String = sqlx::query_scalar("select status::text from task_states").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(status, "ready", "handed back uncharged");
+    let mirrors = dir.path().join("worker-work/mirrors");
+    assert_eq!(std::fs::read_dir(&mirrors).unwrap().count(), 0, "no mirror is left half made");
+    assert!(!dir.path().join("missing.git").exists(), "nothing is made at the URL");
     worker.terminate().await;
     coordinator.stop().await.unwrap();
 }

@@ -13,7 +13,8 @@
 //! - `outcome`: how an exit becomes a report; `report`: sending reports.
 //! - `claude_code`: the Claude Code agent kind; `resume`: agents' sessions
 //!   saved through the coordinator and restored on any host; `workspace`: a
-//!   git worktree per attempt (reused between attempts), its change the result.
+//!   git worktree per attempt (reused between attempts, of a repository on
+//!   the host or a URL's mirror), its change the result.
 //! - `shipper`: streaming output; `held`: attempts held; `resources`: host figures;
 //!   `admission`: whether the host may take more work; `context`: what the loops share.
 //! - `preflight`: which agents can run on this host; `unavailable`: what the
@@ -100,7 +101,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     // Their worktrees' folders are gone with their scratch folders.
     let worktrees = Arc::new(workspace::Worktrees::new(config.work_dir.clone(), worker_id.to_string()));
     for workspace in config.agents.values().filter_map(|agent| agent.workspace.as_ref()) {
-        workspace::prune(workspace).await;
+        workspace::prune(workspace, &worktrees).await;
     }
     let _guardian = process::guardian::spawn(&config.work_dir, cgroups.is_some());
     let unusable = config.unusable_agents();

@@ -8,8 +8,8 @@
 //! workspaces' worktrees) — only those of workers that are gone. Several
 //! workers may share a `work_dir` (the default is one per host): each holds
 //! an exclusive `flock` on `<worker id>.lock` while it lives, and its
-//! folders are named after it; what is not named after a worker is left
-//! alone.
+//! folders are named after it; what is not named after a worker (the
+//! host's mirrors of repository URLs) is left alone.
 //! Their tasks were already requeued by the coordinator when the lease ran out.
 
 use std::fs::{File, OpenOptions};
@@ -75,7 +75,7 @@ fn lock_file(work_dir: &Path, owner: &str) -> std::path::PathBuf {
 
 /// Whether `name` (a folder or lock file) is a worker's: it starts with a
 /// worker's id (or, for older folders, an attempt's). Anything else under
-/// `work_dir` is not a worker's to remove.
+/// `work_dir` (the mirrors of repository URLs) is shared and left alone.
 fn is_workers(name: &str) -> bool {
     name.get(..OWNER_LEN).is_some_and(|owner| uuid::Uuid::try_parse(owner).is_ok())
 }

@@ -1,14 +1,16 @@
 //! Running git for the worker, guarded: a cleared environment, no hooks,
 //! fsmonitor, signing, pagers, external diffs or text conversions, no
 //! prompts, never above the folder it works in, and errors that name the
-//! command. Also the host-wide lock under which a repository's worktrees
-//! are made, removed and pruned.
+//! command with credentials stripped from any URL in it. Also the host-wide
+//! lock under which a repository's worktrees are made, removed and pruned.
 
 use std::path::Path;
 use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 use tokio::process::Command;
+
+use super::remote::redact;
 
 /// Longest one git command may take.
 const GIT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -62,11 +64,11 @@ fn command(dir: &Path, args: &[&str]) -> Command {
 }
 
 fn failed(dir: &Path, args: &[&str], stderr: &[u8]) -> String {
-    format!("`git {}` in {} failed: {}", args.join(" "), dir.display(), String::from_utf8_lossy(stderr).trim())
+    redact(&format!("`git {}` in {} failed: {}", args.join(" "), dir.display(), String::from_utf8_lossy(stderr).trim()))
 }
 
 fn too_slow(args: &[&str]) -> String {
-    format!("`git {}` took longer than {GIT_TIMEOUT:?}", args.join(" "))
+    redact(&format!("`git {}` took longer than {GIT_TIMEOUT:?}", args.join(" ")))
 }
 
 /// Runs `git -C dir args…`; its stdout, or an error naming the command and its stderr.
@@ -125,9 +127,10 @@ pub(super) async fn git_capped(dir: &Path, args: &[&str], limit: usize) -> Resul
 /// Takes the host-wide lock on `repo`'s worktree list: git's `worktree
 /// add`, `remove` and `prune` race when run at once on one repository (a
 /// prune deletes the record an add is still writing), so every worker on
-/// this host makes, removes and prunes a repository's worktrees one at a
-/// time. An `flock` on a file in the temporary folder named after the
-/// repository's path; it is released when the guard drops.
+/// this host makes, removes and prunes a repository's worktrees, and takes
+/// a task's branch into one, one at a time; a mirror is made and fetched
+/// under its lock too. An `flock` on a file in the temporary folder named
+/// after the repository's path; it is released when the guard drops.
 pub(super) async fn worktree_lock(repo: &Path) -> Result<Flock<std::fs::File>, String> {
     use std::hash::{Hash, Hasher};
     let repo = std::fs::canonicalize(repo).unwrap_or_else(|_| repo.to_path_buf());

@@ -2,6 +2,10 @@
 //! agents on one host never edit the same checkout, and the change they
 //! leave is the task's result.
 //!
+//! - **Which repository**: the one `repo` names on this host, or, for a URL,
+//!   the host's mirror of it ([`mirror`], [`remote`]), fetched when its last
+//!   fetch is older than `fetch_interval` or a commit a task starts from is
+//!   missing; there `base` is the upstream's (`origin/<base>`).
 //! - **Where**: a worktree of this worker's ([`worktrees`]), beside its
 //!   scratch folders, reused: an attempt takes one the worker parked for
 //!   the repository (else makes one), moves it to the task's branch or
@@ -29,6 +33,8 @@
 //!   replaced, is removed instead.
 
 mod git;
+mod mirror;
+pub(crate) mod remote;
 mod repository;
 mod worktrees;
 
@@ -53,7 +59,7 @@ const CLEAN: [&str; 3] = ["clean", "-ffdx", "--quiet"];
 /// An attempt's worktree.
 #[derive(Debug)]
 pub(crate) struct Workspace {
-    /// The repository it belongs to.
+    /// The repository it belongs to (a URL's mirror).
     repo: PathBuf,
     /// The worktree: the agent's working folder.
     pub dir: PathBuf,
@@ -70,8 +76,8 @@ pub(crate) struct Workspace {
 pub(crate) enum Unprepared {
     /// The task's: its dependencies' changes conflict.
     Task(String),
-    /// The worker's (git failed, the repository is unreachable, a commit
-    /// is missing): the task goes back uncharged.
+    /// The worker's (git failed, the repository or its URL is unreachable,
+    /// a commit is missing): the task goes back uncharged.
     Worker(String),
 }
 
@@ -85,7 +91,7 @@ pub(crate) async fn prepare(
     task_id: &str,
     inputs: Option<&JsonObject>,
 ) -> Result<Workspace, Unprepared> {
-    let repository = Repository::open(config);
+    let repository = Repository::open(config, &worktrees.mirror_root(config)).await?;
     let base = repository.base(config.base.as_deref()).await?;
     let dependencies = repository::dependencies(inputs)?;
     repository.check_dependencies(&dependencies).await?;
@@ -203,7 +209,7 @@ impl Workspace {
             "diffstat": diffstat.trim_end(),
             "patch": patch,
             "patch_truncated": truncated,
-            "pushed_to": config.push,
+            "pushed_to": config.push.as_deref().map(remote::redact),
         }))
     }
 
@@ -240,8 +246,16 @@ impl Workspace {
     }
 }
 
-/// Forgets the worktrees of `config`'s repository whose folders are gone:
-/// those of dead workers, whose folders a starting worker removes.
-pub(crate) async fn prune(config: &WorkspaceConfig) {
-    worktrees::prune(Path::new(&config.repo)).await;
+/// Forgets the worktrees of `config`'s repository (or its URL's mirror,
+/// if made) whose folders are gone: those of dead workers, whose folders a
+/// starting worker removes.
+pub(crate) async fn prune(config: &WorkspaceConfig, worktrees: &Worktrees) {
+    let repo = match remote::parse(&config.repo) {
+        Ok(remote::Source::Path(repo)) => Some(repo),
+        Ok(remote::Source::Url(url)) => mirror::Mirror::existing(&worktrees.mirror_root(config), &url),
+        Err(_) => None,
+    };
+    if let Some(repo) = repo {
+        worktrees::prune(&repo).await;
+    }
 }

@@ -1,8 +1,11 @@
 //! Workspaces against real git: worktrees parked and reused clean, branches
-//! continued and never taken from a live worktree, replaced `.git` links.
+//! continued and never taken from a live worktree, replaced `.git` links,
+//! and the mirrors of `file://` URLs (made, fetched on their interval or
+//! when a commit is missing, pushed to, and never left half made).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, SystemTime};
 
 use super::*;
 
@@ -61,6 +64,18 @@ impl Setup {
     /// Prepares `task`'s worktree of the repository.
     async fn prepare_local(&self, task: &str) -> Workspace {
         self.prepare(&self.config, task).await.unwrap()
+    }
+
+    /// A bare upstream cloned from the repository, which pushes to it; its `file://` URL.
+    fn upstream(&self) -> (PathBuf, String) {
+        let upstream = self.dir.path().join("upstream.git");
+        run_git(
+            self.dir.path(),
+            &["clone", "--quiet", "--bare", &self.repo.to_string_lossy(), &upstream.to_string_lossy()],
+        );
+        run_git(&self.repo, &["remote", "add", "origin", &upstream.to_string_lossy()]);
+        let url = format!("file://{}", upstream.display());
+        (upstream, url)
     }
 }
 
@@ -152,4 +167,81 @@ async fn parked_worktrees_are_removed_when_the_worker_exits() {
     setup.worktrees.remove_parked().await;
     assert!(!dir.exists());
     assert_eq!(run_git(&setup.repo, &["worktree", "list", "--porcelain"]).matches("worktree ").count(), 1);
+}
+
+/// Adds a commit on the upstream's `main` through `seed`; its id.
+fn push_commit(seed: &Path, file: &str) -> String {
+    let commit = commit_file(seed, file, file);
+    run_git(seed, &["push", "--quiet", "origin", "main"]);
+    commit
+}
+
+/// Makes the mirror's last fetch look `age` old.
+fn age_last_fetch(mirror_root: &Path, age: Duration) {
+    let mirror = std::fs::read_dir(mirror_root).unwrap().next().unwrap().unwrap().path();
+    let marker = std::fs::File::options().write(true).open(mirror.join("hive-fetched")).unwrap();
+    marker.set_modified(SystemTime::now() - age).unwrap();
+}
+
+#[tokio::test]
+async fn a_urls_mirror_is_made_refetched_after_its_interval_and_pushed_to() {
+    let setup = Setup::new();
+    let (upstream, url) = setup.upstream();
+    let first_base = run_git(&setup.repo, &["rev-parse", "HEAD"]);
+    let config = config(&url, json!({ "push": "origin", "fetch_interval": "1h" }));
+    let mirror_root = setup.worktrees.mirror_root(&config);
+
+    let first = setup.prepare(&config, "one").await.unwrap();
+    assert!(first.repo.starts_with(std::fs::canonicalize(&mirror_root).unwrap()), "{}", first.repo.display());
+    assert_eq!(run_git(&first.dir, &["rev-parse", "HEAD"]), first_base);
+    std::fs::write(first.dir.join("one.txt"), "one").unwrap();
+    let change = first.record(&config, "one", 1).await.unwrap();
+    assert_eq!(run_git(&upstream, &["rev-parse", "hive/one"]), change["commit"].as_str().unwrap(), "pushed");
+    first.release(&setup.worktrees).await;
+
+    let second_base = push_commit(&setup.repo, "upstream.txt");
+    let within = setup.prepare(&config, "two").await.unwrap();
+    assert_eq!(run_git(&within.dir, &["rev-parse", "HEAD"]), first_base, "not fetched within the interval");
+    within.release(&setup.worktrees).await;
+
+    age_last_fetch(&mirror_root, Duration::from_secs(2 * 3600));
+    let after = setup.prepare(&config, "three").await.unwrap();
+    assert_eq!(run_git(&after.dir, &["rev-parse", "HEAD"]), second_base, "fetched once the interval passed");
+    assert!(
+        run_git(&after.repo, &["for-each-ref", "--format=%(refname)", "refs/heads"])
+            .lines()
+            .all(|branch| branch.starts_with("refs/heads/hive/")),
+        "the upstream's branches are origin/…, never local"
+    );
+}
+
+#[tokio::test]
+async fn a_base_missing_from_the_mirror_is_fetched_for() {
+    let setup = Setup::new();
+    let (_, url) = setup.upstream();
+    let seed = &setup.repo;
+    let config_main = config(&url, json!({ "fetch_interval": "1h" }));
+    setup.prepare(&config_main, "one").await.unwrap().release(&setup.worktrees).await;
+
+    run_git(seed, &["checkout", "--quiet", "-b", "feature"]);
+    let feature = commit_file(seed, "feature.txt", "f");
+    run_git(seed, &["push", "--quiet", "origin", "feature"]);
+    let config_feature = config(&url, json!({ "fetch_interval": "1h", "base": "feature" }));
+    let workspace = setup.prepare(&config_feature, "two").await.unwrap();
+    assert_eq!(run_git(&workspace.dir, &["rev-parse", "HEAD"]), feature);
+}
+
+#[tokio::test]
+async fn an_unreachable_url_is_the_workers_fault_names_the_url_and_leaves_nothing() {
+    let setup = Setup::new();
+    for url in ["file:///nonexistent/hive-upstream.git", "https://user:s3cret@127.0.0.1:1/app.git"] {
+        let config = config(url, json!({}));
+        let Err(Unprepared::Worker(problem)) = setup.prepare(&config, "t").await else {
+            panic!("{url}: prepared from nothing")
+        };
+        assert!(problem.contains(&format!("cannot fetch {}", remote::redact(url))), "{problem}");
+        assert!(!problem.contains("s3cret") && !problem.contains("user@"), "{problem}");
+        let mirror_root = setup.worktrees.mirror_root(&config);
+        assert_eq!(std::fs::read_dir(&mirror_root).unwrap().count(), 0, "no mirror is left half made");
+    }
 }

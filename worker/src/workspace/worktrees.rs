@@ -6,9 +6,9 @@
 //! folder, which a later attempt of another agent may get: a starting
 //! worker (or a dead one's guardian) removes a dead worker's worktrees with
 //! its scratch folders, and the repositories' records of them are pruned
-//! when a worker starts. A worktree is parked under its repository once
-//! its attempt ended and it was detached from the task's branch and
-//! cleaned; parked ones are removed
+//! when a worker starts. A worktree is parked under its repository (the
+//! configured one, or a URL's mirror) once its attempt ended and it was
+//! detached from the task's branch and cleaned; parked ones are removed
 //! when the worker exits cleanly. Worktrees are made, removed and pruned
 //! under the repository's host-wide lock.
 
@@ -18,6 +18,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::git::{git, worktree_lock};
+use crate::config::WorkspaceConfig;
+
+/// Folder under `work_dir` holding the mirrors of repository URLs, unless
+/// `workspace.mirror_dir` says otherwise.
+const MIRRORS: &str = "mirrors";
 
 /// The parked worktrees of one worker process, by repository.
 #[derive(Debug)]
@@ -32,6 +37,11 @@ impl Worktrees {
     /// The worktrees of worker `owner` under `work_dir`.
     pub(crate) fn new(work_dir: PathBuf, owner: String) -> Self {
         Self { work_dir, owner, parked: Mutex::default(), made: AtomicUsize::new(0) }
+    }
+
+    /// Where the mirrors of `config`'s URL live on this host.
+    pub(super) fn mirror_root(&self, config: &WorkspaceConfig) -> PathBuf {
+        config.mirror_dir.clone().unwrap_or_else(|| self.work_dir.join(MIRRORS))
     }
 
     /// A parked worktree of `repo`, if there is one; it is the caller's now.
