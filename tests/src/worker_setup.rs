@@ -53,10 +53,33 @@ pub struct Agent {
     on_stall: Option<String>,
 }
 
-/// An agent's `[workspace]` table.
+/// An agent's `[workspace]` table; unset settings keep the worker's defaults.
 #[derive(Debug, Clone, Serialize)]
-struct WorkspaceSetup {
+pub struct WorkspaceSetup {
     repo: String,
+    push: Option<String>,
+    fetch_interval: Option<String>,
+}
+
+impl WorkspaceSetup {
+    /// A worktree of `repo` (a path or a URL) per attempt.
+    pub fn new(repo: &str) -> Self {
+        Self { repo: repo.to_owned(), push: None, fetch_interval: None }
+    }
+
+    /// The remote each task's branch is pushed to when its attempt succeeds.
+    #[must_use]
+    pub fn push(mut self, remote: &str) -> Self {
+        self.push = Some(remote.to_owned());
+        self
+    }
+
+    /// How old a URL's mirror's last fetch may be, as a humantime string.
+    #[must_use]
+    pub fn fetch_interval(mut self, interval: &str) -> Self {
+        self.fetch_interval = Some(interval.to_owned());
+        self
+    }
 }
 
 impl WorkerSetup {
@@ -195,8 +218,14 @@ impl Agent {
 
     /// A git worktree of `repo` per attempt as its working folder.
     #[must_use]
-    pub fn workspace(mut self, repo: &str) -> Self {
-        self.workspace = Some(WorkspaceSetup { repo: repo.to_owned() });
+    pub fn workspace(self, repo: &str) -> Self {
+        self.workspace_setup(WorkspaceSetup::new(repo))
+    }
+
+    /// A git worktree per attempt as its working folder, as `setup` says.
+    #[must_use]
+    pub fn workspace_setup(mut self, setup: WorkspaceSetup) -> Self {
+        self.workspace = Some(setup);
         self
     }
 

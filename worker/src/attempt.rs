@@ -179,11 +179,7 @@ async fn run_agent(
         stall: agent.stall_timeout.map(|timeout| StallWatch {
             timeout,
             policy: agent.on_stall.unwrap_or(OnStall::Retry),
-            // The scratch folder holds a workspace's worktree and Claude
-            // Code's config folder (where its transcript grows).
-            folders: std::iter::once(scratch.dir.clone())
-                .chain(agent.workdir.iter().filter(|dir| !dir.starts_with(&scratch.dir)).cloned())
-                .collect(),
+            folders: watched_folders(&scratch, prepared.workspace.as_ref(), agent),
             held: context.held.clone(),
             attempt,
         }),
@@ -229,10 +225,10 @@ async fn run_agent(
         Some(claude) => claude_code::decide(&ids, agent, timeout, &finished, &claude.start, cancelled),
     }
     .map(|report| outcome::probing(report, assignment.probe));
-    let report = match (&prepared.workspace, agent.workspace.as_ref()) {
+    let report = match (prepared.workspace, agent.workspace.as_ref()) {
         (Some(workspace), Some(config)) => {
-            let report = with_workspace(report, workspace, config, &ids, assignment.attempt).await;
-            workspace.remove(config.keep).await;
+            let report = with_workspace(report, &workspace, config, &ids, assignment.attempt).await;
+            workspace.release(&context.worktrees).await;
             report
         }
         _ => report,
@@ -280,12 +276,11 @@ async fn prepare(
         None => None,
         Some(config) => {
             let inputs = assignment.inputs.clone().map(struct_to_json);
-            let made =
-                workspace::prepare(config, &scratch.dir, &ids.task_id, inputs.as_ref()).await.map_err(|problem| {
-                    match problem {
-                        Unprepared::Task(problem) => Unstarted::Refused(problem),
-                        Unprepared::Worker(problem) => Unstarted::Handback(problem),
-                    }
+            let made = workspace::prepare(config, &context.worktrees, &scratch.dir, &ids.task_id, inputs.as_ref())
+                .await
+                .map_err(|problem| match problem {
+                    Unprepared::Task(problem) => Unstarted::Refused(problem),
+                    Unprepared::Worker(problem) => Unstarted::Handback(problem),
                 })?;
             Some(made)
         }
@@ -297,8 +292,8 @@ async fn prepare(
         AgentKind::ClaudeCode => match claude_session(context, assignment, agent, ids, scratch, &cwd).await {
             Ok(session) => Some(session),
             Err(unstarted) => {
-                if let (Some(workspace), Some(config)) = (&workspace, &agent.workspace) {
-                    workspace.remove(config.keep).await;
+                if let Some(workspace) = workspace {
+                    workspace.release(&context.worktrees).await;
                 }
                 return Err(unstarted);
             }
@@ -311,6 +306,19 @@ async fn prepare(
         launch.env.push(("HIVE_BRANCH", workspace.branch.clone().into()));
     }
     Ok(Prepared { launch, claude, workspace })
+}
+
+/// The folders whose changes are an attempt's progress: its scratch folder
+/// (which holds Claude Code's config folder, where its transcript grows),
+/// its worktree and the agent's own working folder, each unless inside another.
+fn watched_folders(scratch: &Scratch, workspace: Option<&Workspace>, agent: &AgentConfig) -> Vec<std::path::PathBuf> {
+    let mut folders = vec![scratch.dir.clone()];
+    for folder in workspace.map(|workspace| &workspace.dir).into_iter().chain(agent.workdir.as_ref()) {
+        if !folders.iter().any(|watched| folder.starts_with(watched)) {
+            folders.push(folder.clone());
+        }
+    }
+    folders
 }
 
 /// Reports an attempt that could not start.

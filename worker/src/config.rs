@@ -11,6 +11,8 @@ use hive_shared::config::ConfigError;
 use hive_shared::telemetry::LogFormat;
 use serde::{Deserialize, Serialize};
 
+use crate::workspace::remote::{self, Source};
+
 /// Prefix of the environment variables that set config keys (`__` separates levels).
 pub const ENV_PREFIX: &str = "HIVE_WORKER__";
 
@@ -263,27 +265,69 @@ pub enum OnStall {
 }
 
 /// A git worktree per attempt (`[agents.NAME.workspace]`); see the README.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceConfig {
-    /// The repository on this host (a path; relative to the config file).
+    /// The repository: a path on this host (relative to the config file),
+    /// or a URL (`https://`, `http://`, `ssh://`, `git://`, `file://`,
+    /// `user@host:path`) the worker mirrors on this host.
     pub repo: String,
-    /// What a task's branch starts from (a branch, tag or commit); `HEAD` unless set.
+    /// What a task's branch starts from (a branch, tag or commit); `HEAD`
+    /// unless set. For a URL, the upstream's branch of that name first
+    /// (`origin/<base>`), and the upstream's default branch unless set.
     #[serde(default)]
     pub base: Option<String>,
     /// Branch names: this, then the task id.
     #[serde(default = "default_branch_prefix")]
     pub branch_prefix: String,
-    /// A remote to push each task's branch to when its attempt succeeds.
+    /// A remote to push each task's branch to when its attempt succeeds
+    /// (for a URL, `origin` is the URL).
     #[serde(default)]
     pub push: Option<String>,
     /// Keep worktrees after attempts end (with `keep_work_dirs`, whose
-    /// scratch folders they live in).
+    /// scratch folders they live in then).
     #[serde(default)]
     pub keep: bool,
     /// Largest patch the result carries; the whole change is on the branch.
     #[serde(default = "default_max_patch")]
     pub max_patch: ByteSize,
+    /// For a URL: the folder of the host's mirrors (a bare repository per
+    /// URL, shared by the workers on the host that name the same folder);
+    /// `<work_dir>/mirrors` unless set.
+    #[serde(default)]
+    pub mirror_dir: Option<PathBuf>,
+    /// For a URL: how old the mirror's last fetch may be when an attempt
+    /// starts; `60s` unless set.
+    #[serde(default, with = "humantime_serde")]
+    pub fetch_interval: Option<Duration>,
+}
+
+/// How old a mirror's last fetch may be, unless `fetch_interval` says.
+const DEFAULT_FETCH_INTERVAL: Duration = Duration::from_secs(60);
+
+impl WorkspaceConfig {
+    /// How old the mirror's last fetch may be when an attempt starts.
+    pub fn fetch_interval(&self) -> Duration {
+        self.fetch_interval.unwrap_or(DEFAULT_FETCH_INTERVAL)
+    }
+}
+
+/// Shows `repo` and `push` without the credentials a URL may carry: the
+/// effective config is logged.
+impl std::fmt::Debug for WorkspaceConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("WorkspaceConfig")
+            .field("repo", &crate::workspace::remote::redact(&self.repo))
+            .field("base", &self.base)
+            .field("branch_prefix", &self.branch_prefix)
+            .field("push", &self.push.as_deref().map(remote::redact))
+            .field("keep", &self.keep)
+            .field("max_patch", &self.max_patch)
+            .field("mirror_dir", &self.mirror_dir)
+            .field("fetch_interval", &self.fetch_interval)
+            .finish()
+    }
 }
 
 fn default_branch_prefix() -> String {
@@ -412,10 +456,17 @@ impl Config {
             {
                 *workdir = base.join(&*workdir);
             }
-            if let Some(workspace) = agent.workspace.as_mut()
-                && Path::new(&workspace.repo).is_relative()
-            {
-                workspace.repo = base.join(&workspace.repo).to_string_lossy().into_owned();
+            if let Some(workspace) = agent.workspace.as_mut() {
+                if let Ok(Source::Path(repo)) = remote::parse(&workspace.repo)
+                    && repo.is_relative()
+                {
+                    workspace.repo = base.join(repo).to_string_lossy().into_owned();
+                }
+                if let Some(mirrors) = workspace.mirror_dir.as_mut()
+                    && mirrors.is_relative()
+                {
+                    *mirrors = base.join(&*mirrors);
+                }
             }
         }
     }
@@ -455,7 +506,7 @@ impl Config {
             problems.extend(agent_problems(name, agent));
             if agent.workspace.as_ref().is_some_and(|workspace| workspace.keep) && !self.keep_work_dirs {
                 problems.push(format!(
-                    "agents.{name}.workspace.keep: needs keep_work_dirs = true (worktrees live in the scratch folders)"
+                    "agents.{name}.workspace.keep: needs keep_work_dirs = true (kept worktrees live in the scratch folders)"
                 ));
             }
         }
@@ -599,16 +650,28 @@ fn agent_problems(name: &str, agent: &AgentConfig) -> Vec<String> {
 
 fn workspace_problems(name: &str, workspace: &WorkspaceConfig) -> Vec<String> {
     let mut problems = Vec::new();
-    let repo = Path::new(&workspace.repo);
-    if workspace.repo.is_empty() {
-        problems.push(format!("agents.{name}.workspace.repo: must name a git repository or URL"));
-    } else if workspace.repo.contains("://") || workspace.repo.starts_with("git@") {
-        problems.push(format!(
-            "agents.{name}.workspace.repo: `{}` is a URL; name a repository on this host (clone it there first)",
-            workspace.repo
-        ));
-    } else if !(repo.join(".git").exists() || repo.join("HEAD").is_file()) {
-        problems.push(format!("agents.{name}.workspace.repo: {} is not a git repository", repo.display()));
+    let source = remote::parse(&workspace.repo);
+    match &source {
+        _ if workspace.repo.is_empty() => {
+            problems.push(format!("agents.{name}.workspace.repo: must name a git repository or URL"));
+        }
+        Err(problem) => problems.push(format!("agents.{name}.workspace.repo: {problem}")),
+        Ok(Source::Path(repo)) => {
+            if !(repo.join(".git").exists() || repo.join("HEAD").is_file()) {
+                problems.push(format!("agents.{name}.workspace.repo: {} is not a git repository", repo.display()));
+            }
+            for (key, set) in
+                [("mirror_dir", workspace.mirror_dir.is_some()), ("fetch_interval", workspace.fetch_interval.is_some())]
+            {
+                if set {
+                    problems.push(format!("agents.{name}.workspace.{key}: only for a repository URL"));
+                }
+            }
+        }
+        Ok(Source::Url(_)) => {}
+    }
+    if workspace.fetch_interval.is_some_and(|interval| interval.is_zero()) {
+        problems.push(format!("agents.{name}.workspace.fetch_interval: must be greater than zero"));
     }
     let branch_ok = |text: &str| text.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
     if !branch_ok(&workspace.branch_prefix) || workspace.branch_prefix.contains("..") {
@@ -718,6 +781,56 @@ mod tests {
         for needle in ["agents.a.workspace.repo", "is not a git repository", "branch_prefix", "max_patch"] {
             assert!(err.contains(needle), "{needle} in {err}");
         }
+    }
+
+    #[test]
+    fn a_workspace_url_and_its_fetch_interval_are_checked_by_name() {
+        let err = load_text(
+            "[agents.a]\ncommand = [\"true\"]\n[agents.a.workspace]\nrepo = \"ftp://user:s3cret@example.com/app.git\"\nfetch_interval = \"0s\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "agents.a.workspace.repo: `ftp://example.com/app.git` is not a URL git can fetch from",
+            "agents.a.workspace.fetch_interval: must be greater than zero",
+        ] {
+            assert!(err.contains(needle), "{needle} in {err}");
+        }
+        assert!(!err.contains("s3cret"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("repo/.git")).unwrap();
+        let text = format!(
+            "[agents.a]\ncommand = [\"true\"]\n[agents.a.workspace]\nrepo = \"{}\"\nfetch_interval = \"1m\"\nmirror_dir = \"m\"\n",
+            dir.path().join("repo").display()
+        );
+        let err = load_text(&text).unwrap_err().to_string();
+        assert!(!err.contains("is not a git repository"), "{err}");
+        for needle in
+            ["agents.a.workspace.mirror_dir: only for a repository URL", "agents.a.workspace.fetch_interval: only for"]
+        {
+            assert!(err.contains(needle), "{needle} in {err}");
+        }
+    }
+
+    #[test]
+    fn a_workspace_url_loads_with_its_mirror_folder_beside_the_config_and_never_shows_its_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker.toml");
+        let text = "[agents.a]\ncommand = [\"true\"]\n[agents.a.workspace]\nrepo = \"https://user:s3cret@example.com/app.git\"\nmirror_dir = \"mirrors\"\nfetch_interval = \"5m\"\n";
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(Some(&path), vec![], Flags::default()).unwrap();
+        let workspace = config.agents["a"].workspace.as_ref().unwrap();
+        assert_eq!(workspace.repo, "https://user:s3cret@example.com/app.git", "a URL is not a path to resolve");
+        assert_eq!(workspace.mirror_dir.as_deref(), Some(dir.path().join("mirrors").as_path()));
+        assert_eq!(workspace.fetch_interval(), Duration::from_secs(300));
+        let shown = format!("{config:?}");
+        assert!(shown.contains("https://example.com/app.git") && !shown.contains("s3cret"), "{shown}");
+        let ssh = "[agents.a]\ncommand = [\"true\"]\n[agents.a.workspace]\nrepo = \"git@example.com:org/app.git\"\n";
+        let config = load_text(ssh).unwrap();
+        let workspace = config.agents["a"].workspace.as_ref().unwrap();
+        assert_eq!(workspace.repo, "git@example.com:org/app.git");
+        assert_eq!(workspace.fetch_interval(), Duration::from_secs(60));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::process::cgroup::CgroupRoot;
 use crate::process::workdir::Folders;
 use crate::shipper::Shipment;
 use crate::unavailable::{self, Unavailable};
+use crate::workspace::Worktrees;
 
 /// Shared state of one worker.
 #[derive(Debug)]
@@ -50,6 +51,8 @@ pub(crate) struct Context {
     pub stop_now: CancellationToken,
     /// Scratch folders for attempts.
     pub folders: Folders,
+    /// Workspaces' worktrees parked between attempts.
+    pub worktrees: Arc<Worktrees>,
     /// Where each attempt's cgroup is made; `None` where the worker cannot make them.
     pub cgroups: Option<CgroupRoot>,
     /// The latest host figures (the heartbeat session samples them), for admission.

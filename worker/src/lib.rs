@@ -13,7 +13,8 @@
 //! - `outcome`: how an exit becomes a report; `report`: sending reports.
 //! - `claude_code`: the Claude Code agent kind; `resume`: agents' sessions
 //!   saved through the coordinator and restored on any host; `workspace`: a
-//!   git worktree per attempt, its change the result.
+//!   git worktree per attempt (reused between attempts, of a repository on
+//!   the host or a URL's mirror), its change the result.
 //! - `shipper`: streaming output; `held`: attempts held; `resources`: host figures;
 //!   `admission`: whether the host may take more work; `context`: what the loops share.
 //! - `preflight`: which agents can run on this host; `unavailable`: what the
@@ -97,9 +98,10 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     if reaped > 0 {
         warn!(reaped, work_dir = %config.work_dir.display(), "killed agents a previous worker left running");
     }
-    // Their scratch folders are gone, and with them the worktrees in them.
+    // Their worktrees' folders are gone with their scratch folders.
+    let worktrees = Arc::new(workspace::Worktrees::new(config.work_dir.clone(), worker_id.to_string()));
     for workspace in config.agents.values().filter_map(|agent| agent.workspace.as_ref()) {
-        workspace::prune(workspace).await;
+        workspace::prune(workspace, &worktrees).await;
     }
     let guardian = process::guardian::spawn(&config.work_dir, &worker_id.to_string(), cgroups.is_some());
     let unusable = config.unusable_agents();
@@ -167,6 +169,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
         drain: drain.clone(),
         stop_now: stop_now.clone(),
         folders: process::workdir::Folders::new(config.work_dir.clone(), worker_id.to_string(), config.keep_work_dirs),
+        worktrees: Arc::clone(&worktrees),
         cgroups,
         latest: std::sync::Mutex::new(None),
     });
@@ -222,6 +225,8 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
             "could not report every outcome in time; those tasks return when their leases expire"
         );
     }
+    // After the outcomes: removing worktrees is disk work they need not wait for.
+    worktrees.remove_parked().await;
     give_up.cancel();
     session_stop.cancel();
     loops.close();

@@ -4,10 +4,12 @@
 //! on the same work folder kills the groups whose leader still carries that
 //! attempt's `HIVE_ATTEMPT_ID` (so a reused pid is never hit), then sweeps
 //! the host for any other process carrying it and empties the attempt's
-//! cgroup ([`super::sweep`]), and removes the folders — only those of
-//! workers that are gone. Several workers may share a
-//! `work_dir` (the default is one per host): each holds an exclusive `flock`
-//! on `<worker id>.lock` while it lives, and its folders are named after it.
+//! cgroup ([`super::sweep`]), and removes the folders (scratch folders and
+//! workspaces' worktrees) — only those of workers that are gone. Several
+//! workers may share a `work_dir` (the default is one per host): each holds
+//! an exclusive `flock` on `<worker id>.lock` while it lives, and its
+//! folders are named after it; what is not named after a worker (the
+//! host's mirrors of repository URLs) is left alone.
 //! Their tasks were already requeued by the coordinator when the lease ran out.
 
 use std::fs::{File, OpenOptions};
@@ -85,6 +87,13 @@ fn lock_file(work_dir: &Path, owner: &str) -> std::path::PathBuf {
     work_dir.join(format!("{owner}.lock"))
 }
 
+/// Whether `name` (a folder or lock file) is a worker's: it starts with a
+/// worker's id (or, for older folders, an attempt's). Anything else under
+/// `work_dir` (the mirrors of repository URLs) is shared and left alone.
+fn is_workers(name: &str) -> bool {
+    name.get(..OWNER_LEN).is_some_and(|owner| uuid::Uuid::try_parse(owner).is_ok())
+}
+
 /// Whether the worker that owns `name` (a folder or lock file) still lives.
 fn owner_lives(work_dir: &Path, name: &str) -> bool {
     let Some(owner) = name.get(..OWNER_LEN) else { return false };
@@ -106,7 +115,7 @@ fn reap_blocking(work_dir: &Path, cgroups: Option<&CgroupRoot>) -> usize {
     let mut stale = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if owner_lives(work_dir, &name) {
+        if !is_workers(&name) || owner_lives(work_dir, &name) {
             continue;
         }
         let folder = entry.path();
@@ -205,13 +214,13 @@ mod tests {
         orphan.arg("1007.2468").env("HIVE_ATTEMPT_ID", &attempt);
         std::os::unix::process::CommandExt::process_group(&mut orphan, 0);
         let mut orphan = orphan.spawn().unwrap();
-        let folder = work.path().join("slot-1");
+        let folder = work.path().join(format!("{}-1", hive_shared::ids::WorkerId::new()));
         std::fs::create_dir_all(&folder).unwrap();
         record(&folder, orphan.id(), &attempt).await;
 
         // A folder whose recorded pid now belongs to an unrelated process: left alone.
         let mut bystander = std::process::Command::new("sleep").arg("1007.3579").spawn().unwrap();
-        let stale = work.path().join("slot-2");
+        let stale = work.path().join(format!("{}-1", hive_shared::ids::WorkerId::new()));
         std::fs::create_dir_all(&stale).unwrap();
         record(&stale, bystander.id(), &hive_shared::ids::AttemptId::new().to_string()).await;
 
@@ -229,6 +238,8 @@ mod tests {
         record(&busy_folder, busy.id(), &busy_attempt).await;
         let gone_owner = hive_shared::ids::WorkerId::new().to_string();
         drop(hold(work.path(), &gone_owner).unwrap());
+        let shared = work.path().join("mirrors");
+        std::fs::create_dir_all(&shared).unwrap();
 
         assert_eq!(reap(work.path(), None).await, 1);
         assert!(busy.try_wait().unwrap().is_none(), "a live worker's agent must survive");
@@ -244,6 +255,7 @@ mod tests {
         }
         assert!(bystander.try_wait().unwrap().is_none(), "an unrelated process must survive");
         assert!(!folder.exists() && !stale.exists());
+        assert!(shared.exists(), "a folder not named after a worker is left alone");
         bystander.kill().unwrap();
         bystander.wait().unwrap();
     }

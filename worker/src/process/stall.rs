@@ -39,8 +39,9 @@ pub(crate) struct StallWatch {
     pub timeout: Duration,
     /// What a stall leads to.
     pub policy: OnStall,
-    /// Folders whose changes count (the scratch folder, and the agent's own
-    /// working folder when it is elsewhere).
+    /// Folders whose changes count, looked at in this order (the scratch
+    /// folder first, then the worktree and the agent's own working folder
+    /// when they are elsewhere).
     pub folders: Vec<PathBuf>,
     /// Where the attempt is marked stalled, and its progress reports are.
     pub held: Held,
@@ -146,9 +147,12 @@ fn group_and_ticks(stat: &str) -> Option<(i32, u64)> {
 }
 
 /// A fingerprint of the names, sizes and modification times of the first
-/// [`MAX_ENTRIES`] entries under `folders` (symbolic links not followed).
+/// [`MAX_ENTRIES`] entries under `folders`, walked in their order (symbolic
+/// links not followed).
 fn fingerprint(folders: &[PathBuf]) -> u64 {
-    let mut pending: Vec<PathBuf> = folders.to_vec();
+    // A stack: the first folder on top, so a large worktree after the
+    // scratch folder cannot hide the transcript growing in it.
+    let mut pending: Vec<PathBuf> = folders.iter().rev().cloned().collect();
     let (mut seen, mut sum) = (0_usize, 0_u64);
     while let Some(folder) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&folder) else { continue };
@@ -195,6 +199,18 @@ mod tests {
         assert_eq!(with_file, fingerprint(&[dir.path().to_path_buf()]), "nothing changed, nothing differs");
         std::fs::write(dir.path().join("sub/file"), b"two!").unwrap();
         assert_ne!(with_file, fingerprint(&[dir.path().to_path_buf()]));
+    }
+
+    #[test]
+    fn the_first_folder_counts_however_large_the_next() {
+        let (scratch, worktree) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for index in 0..MAX_ENTRIES {
+            std::fs::write(worktree.path().join(index.to_string()), b"").unwrap();
+        }
+        let folders = [scratch.path().to_path_buf(), worktree.path().to_path_buf()];
+        let before = fingerprint(&folders);
+        std::fs::write(scratch.path().join("transcript.jsonl"), b"{}").unwrap();
+        assert_ne!(before, fingerprint(&folders));
     }
 
     #[test]
