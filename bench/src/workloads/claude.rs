@@ -12,16 +12,17 @@
 //! adding one part to the first: `hive` (a scratch folder per attempt),
 //! `hive-resume` (`session = "resume"`: the transcript saved through the
 //! coordinator) and `hive-workspace` (a git worktree per attempt, of a
-//! repository the size of Hive's own, committed after). A line gives
+//! repository the size of Hive's own, committed after; each slot's worktree
+//! is parked and reused, as the worker does). A line gives
 //! throughput, CPU time per task (the agents' and git's through the worker's
 //! waited-for children, the worker's own, the coordinator's; PostgreSQL's is
 //! not counted), steadier than throughput when other work shares the
 //! machine, and the mean attempt in three legs, from the claim's time in the
 //! database and the worker's own log: `prepare` (claim to agent start:
-//! scratch and config folders, worktree, session load), `agent` (spawn,
-//! cgroup, the CLI's run, the last session save) and `finish` (exit to the
-//! outcome recorded: the result read, commit, diff and worktree removal,
-//! the report).
+//! scratch and config folders, the worktree's checkout and clean, session
+//! load), `agent` (spawn, cgroup, the CLI's run, the last session save) and
+//! `finish` (exit to the outcome recorded: the result read, commit, diff,
+//! the worktree detached and cleaned, the report).
 //!
 //! Opt-in (`--workloads claude`): it needs the CLI (`scripts/setup`) and
 //! takes minutes; without the CLI it says so and is skipped.
