@@ -8,9 +8,10 @@
 //!   missing; there `base` is the upstream's (`origin/<base>`).
 //! - **Where**: a worktree of this worker's ([`worktrees`]), beside its
 //!   scratch folders, reused: an attempt takes one the worker parked for
-//!   the repository (else makes one), moves it to the task's branch or
-//!   `base` with a forced checkout and `git clean -ffdx`, so nothing of an
-//!   earlier task is left, ignored files included. The branch is
+//!   the repository (cleaned with `git clean -ffdx` when parked, ignored
+//!   files included), else makes one, and moves it to the task's branch or
+//!   `base` with a forced checkout, so nothing of an earlier task is left.
+//!   The branch is
 //!   `<branch_prefix><task id>`: a retry continues it where the last attempt
 //!   left it, a first attempt starts it from `base`; a branch another live
 //!   worktree holds is never taken from under it. With `keep`, the worktree
@@ -48,6 +49,7 @@ use serde_json::{Value, json};
 
 use self::git::{AUTHOR, git, git_capped};
 use self::repository::{Dependency, Repository};
+use self::worktrees::Start;
 pub(crate) use self::worktrees::Worktrees;
 use crate::config::WorkspaceConfig;
 
@@ -106,8 +108,13 @@ pub(crate) async fn prepare(
         None => worktrees.new_folder(),
     };
     let workspace = Workspace { repo: repository.dir, dir, branch, base, pooled: !config.keep };
-    let made = match workspace.check_out(reused, continuing).await.map_err(Unprepared::Worker) {
-        Ok(()) if !continuing => workspace.start_branch(&dependencies).await,
+    let start = match (continuing, dependencies.is_empty()) {
+        (true, _) => Start::Branch(&workspace.branch),
+        (false, true) => Start::NewBranch { branch: &workspace.branch, base: &workspace.base },
+        (false, false) => Start::Detached(&workspace.base),
+    };
+    let made = match workspace.check_out(reused, start).await.map_err(Unprepared::Worker) {
+        Ok(()) if matches!(start, Start::Detached(_)) => workspace.start_branch(&dependencies).await,
         made => made,
     };
     if let Err(problem) = made {
@@ -118,20 +125,24 @@ pub(crate) async fn prepare(
 }
 
 impl Workspace {
-    /// Puts a new worktree (`reused` false) or a parked one on the task's
-    /// branch when `continuing`, else on `base`, detached.
-    async fn check_out(&self, reused: bool, continuing: bool) -> Result<(), String> {
+    /// Puts a new worktree (`reused` false) or a parked one at `start`. A
+    /// parked one was cleaned when parked, and its forced checkout removes
+    /// the files of the commit it was left at: nothing of an earlier task
+    /// is left.
+    async fn check_out(&self, reused: bool, start: Start<'_>) -> Result<(), String> {
         if !reused {
-            let start = if continuing { &self.branch } else { &self.base };
-            return worktrees::add(&self.repo, &self.dir, !continuing, start).await;
+            return worktrees::add(&self.repo, &self.dir, start).await;
         }
         self.untouched_git_link().await?;
-        if continuing {
-            worktrees::check_out_branch(&self.repo, &self.dir, &self.branch).await?;
-        } else {
-            git(&self.dir, &["checkout", "--quiet", "--force", "--detach", &self.base]).await?;
+        match start {
+            Start::Branch(branch) => worktrees::check_out_branch(&self.repo, &self.dir, branch).await,
+            Start::NewBranch { branch, base } => {
+                git(&self.dir, &["checkout", "--quiet", "--force", "-b", branch, base]).await.map(drop)
+            }
+            Start::Detached(commit) => {
+                git(&self.dir, &["checkout", "--quiet", "--force", "--detach", commit]).await.map(drop)
+            }
         }
-        git(&self.dir, &CLEAN).await.map(drop)
     }
 
     /// Merges the dependencies' commits into the detached `base`, then

@@ -73,14 +73,24 @@ impl Worktrees {
     }
 }
 
-/// Makes a worktree of `repo` at `dir`: on the branch `start`, or with
-/// `detach`, at the commit `start`.
-pub(super) async fn add(repo: &Path, dir: &Path, detach: bool, start: &str) -> Result<(), String> {
+/// Where an attempt's worktree starts.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Start<'a> {
+    /// On the task's branch, which exists (a retry).
+    Branch(&'a str),
+    /// On the task's branch, made at `base` (a first attempt).
+    NewBranch { branch: &'a str, base: &'a str },
+    /// At a commit, detached (a first attempt whose dependencies are merged in first).
+    Detached(&'a str),
+}
+
+/// Makes a worktree of `repo` at `dir`, started at `start`.
+pub(super) async fn add(repo: &Path, dir: &Path, start: Start<'_>) -> Result<(), String> {
     let dir = dir.to_string_lossy();
-    let args: &[&str] = if detach {
-        &["worktree", "add", "--quiet", "--detach", &dir, start]
-    } else {
-        &["worktree", "add", "--quiet", &dir, start]
+    let args: &[&str] = match start {
+        Start::Branch(branch) => &["worktree", "add", "--quiet", &dir, branch],
+        Start::NewBranch { branch, base } => &["worktree", "add", "--quiet", "-b", branch, &dir, base],
+        Start::Detached(commit) => &["worktree", "add", "--quiet", "--detach", &dir, commit],
     };
     let _lock = worktree_lock(repo).await?;
     // A dead worker's worktree whose folder is gone still holds its branch until pruned.
