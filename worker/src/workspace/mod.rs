@@ -182,10 +182,25 @@ impl Workspace {
         }
     }
 
+    /// Points `HEAD` at its commit, off the branch (no checkout: the next
+    /// attempt's forced checkout sets the files), and cleans the folder.
     async fn detach_and_clean(&self) -> Result<(), String> {
         self.untouched_git_link().await?;
-        git(&self.dir, &["checkout", "--quiet", "--force", "--detach"]).await?;
+        git(&self.dir, &["update-ref", "--no-deref", "-m", "hive: parked", "HEAD", "HEAD"]).await?;
         git(&self.dir, &CLEAN).await.map(drop)
+    }
+
+    /// Commits everything in the worktree, untracked files included, with
+    /// `message`; whether there was anything to commit.
+    async fn commit_all(&self, message: &str) -> Result<bool, String> {
+        git(&self.dir, &["add", "--all"]).await?;
+        // The index against HEAD: no second walk of the folder.
+        if git(&self.dir, &["diff", "--cached", "--name-only", "-z"]).await?.is_empty() {
+            return Ok(false);
+        }
+        let mut args = AUTHOR.to_vec();
+        args.extend(["commit", "--quiet", "--no-verify", "-m", message]);
+        git(&self.dir, &args).await.map(|_| true)
     }
 
     /// Commits what the agent left, pushes the branch when configured, and
@@ -193,14 +208,7 @@ impl Workspace {
     /// base, diffstat and patch (at most `max_patch` bytes).
     pub(crate) async fn record(&self, config: &WorkspaceConfig, task_id: &str, attempt: u32) -> Result<Value, String> {
         self.untouched_git_link().await?;
-        git(&self.dir, &["add", "--all"]).await?;
-        let changed = !git(&self.dir, &["status", "--porcelain"]).await?.trim().is_empty();
-        if changed {
-            let message = format!("hive: task {task_id}, attempt {attempt}");
-            let mut args = AUTHOR.to_vec();
-            args.extend(["commit", "--quiet", "--no-verify", "-m", &message]);
-            git(&self.dir, &args).await?;
-        }
+        self.commit_all(&format!("hive: task {task_id}, attempt {attempt}")).await?;
         let commit = git(&self.dir, &["rev-parse", "HEAD"]).await?.trim().to_owned();
         let fork = git(&self.dir, &["merge-base", &self.base, "HEAD"]).await?.trim().to_owned();
         let diff = ["diff", "--no-ext-diff", "--no-textconv", "--no-color"];
@@ -246,12 +254,7 @@ impl Workspace {
             return;
         }
         let message = format!("hive: task {task_id}, attempt {attempt} (unfinished)");
-        let mut args = AUTHOR.to_vec();
-        args.extend(["commit", "--quiet", "--no-verify", "-m", &message]);
-        if git(&self.dir, &["add", "--all"]).await.is_ok()
-            && git(&self.dir, &["status", "--porcelain"]).await.is_ok_and(|status| !status.trim().is_empty())
-            && let Err(err) = git(&self.dir, &args).await
-        {
+        if let Err(err) = self.commit_all(&message).await {
             tracing::warn!(error = %err, "could not commit what the agent left");
         }
     }
