@@ -13,7 +13,11 @@
 //! `hive-resume` (`session = "resume"`: the transcript saved through the
 //! coordinator) and `hive-workspace` (a git worktree per attempt, of a
 //! repository the size of Hive's own, committed after; each slot's worktree
-//! is parked and reused, as the worker does). A line gives
+//! is parked and reused, as the worker does). The worktree variant is also
+//! set against a second bare run, the shell loop a user would write to give
+//! each agent a worktree of its own (`git worktree add` on a new branch,
+//! the CLI, `git add` and `commit`, `git worktree remove`), since Claude
+//! Code in a git checkout does more than in a plain folder. A line gives
 //! throughput, CPU time per task (the agents' and git's through the worker's
 //! waited-for children, the worker's own, the coordinator's; PostgreSQL's is
 //! not counted), steadier than throughput when other work shares the
@@ -57,6 +61,17 @@ const WORKER_LOG_FILTER: &str = "warn,hive_worker::attempt=info";
 const BARE_RUN: &str = r#"run="$BENCH_RUNS/$1"
 cd "$run/work" && CLAUDE_CONFIG_DIR="$run/config" exec "$BENCH_CLAUDE" -p --output-format json \
   --permission-mode acceptEdits --allowedTools Write --session-id "$2" <"$run/prompt" >"$run/result.json"
+"#;
+
+/// One task as a user's shell loop gives each agent a worktree of its own:
+/// a worktree of `$BENCH_REPO` on a new branch, the CLI run there, what it
+/// left committed, the worktree removed.
+const BARE_RUN_WORKTREE: &str = r#"run="$BENCH_RUNS/$1"
+git -C "$BENCH_REPO" worktree add --quiet -b "bare/$2" "$run/work" HEAD || exit 1
+cd "$run/work" && CLAUDE_CONFIG_DIR="$run/config" "$BENCH_CLAUDE" -p --output-format json \
+  --permission-mode acceptEdits --allowedTools Write --session-id "$2" <"$run/prompt" >"$run/result.json"
+git add --all && git -c user.name=bench -c user.email=bench@localhost commit --quiet --no-verify -m "task $1"
+cd / && git -C "$BENCH_REPO" worktree remove --force "$run/work"
 "#;
 
 /// The bare runs: `xargs -P $1` over the list `$3` of run folders and
@@ -136,9 +151,19 @@ pub async fn run(db: &Database, binaries: &Binaries, settings: &Settings) -> any
     let repo = repository(&dir.join("repo")).await?;
     let env = stub.agent_env();
     for variant in Variant::ALL {
-        let bare = bare(settings, &dir.join(format!("bare-before-{}", variant.peer())), &env).await?;
-        bare.emit(settings, &cli_version, variant);
-        hive(db, binaries, settings, variant, &repo, &env, &bare).await?;
+        let plain = bare(settings, &dir.join(format!("bare-before-{}", variant.peer())), &env, None).await?;
+        plain.emit(settings, &cli_version, variant);
+        // A worktree per task, as the shell loop a user would write does it.
+        let in_worktrees = if variant.has_workspace() {
+            let folder = dir.join("bare-worktrees-before-hive-workspace");
+            let bare = bare(settings, &folder, &env, Some(&repo)).await?;
+            bare.emit(settings, &cli_version, variant);
+            Some(bare)
+        } else {
+            None
+        };
+        let references = References { plain, in_worktrees };
+        hive(db, binaries, settings, variant, &repo, &env, &references).await?;
     }
     stub.stop().await;
     Ok(())
@@ -225,8 +250,18 @@ async fn repository(repo: &Path) -> anyhow::Result<PathBuf> {
     Ok(repo.to_path_buf())
 }
 
+/// The bare runs a Hive variant is set against, run just before it.
+struct References {
+    /// In plain folders.
+    plain: Bare,
+    /// In a worktree per task (the worktree variant only).
+    in_worktrees: Option<Bare>,
+}
+
 /// A bare run's figures.
 struct Bare {
+    /// Whether each task ran in a worktree of its own.
+    worktrees: bool,
     done: usize,
     wall_s: f64,
     /// CPU time of xargs and its runs, in seconds.
@@ -254,28 +289,31 @@ impl Bare {
                 ("wall_s", format!("{:.3}", self.wall_s)),
                 ("cpu_ms_per_task", format!("{:.0}", self.cpu_ms_per_task())),
                 ("parallelism", settings.parallelism.to_string()),
-                ("settings", format!("xargs-P,cli={cli_version},before={}", next.peer())),
+                ("settings", format!("xargs-P,worktrees={},cli={cli_version},before={}", self.worktrees, next.peer())),
             ],
         );
     }
 }
 
 /// Runs the tasks' commands with `xargs -P` (folders, prompts and session
-/// ids made first, untimed) and counts the runs whose result is `done`.
-async fn bare(settings: &Settings, dir: &Path, env: &[(&str, String)]) -> anyhow::Result<Bare> {
+/// ids made first, untimed), each in a worktree of `repo` of its own when
+/// given, and counts the runs whose result is `done`.
+async fn bare(settings: &Settings, dir: &Path, env: &[(&str, String)], repo: Option<&Path>) -> anyhow::Result<Bare> {
     // Results kept from an earlier run (`--dir`) must not count.
     let _ = std::fs::remove_dir_all(dir);
     let runs = dir.join("runs");
     let mut list = String::new();
     for index in 0..settings.tasks {
         let run = runs.join(index.to_string());
-        std::fs::create_dir_all(run.join("work"))?;
+        if repo.is_none() {
+            std::fs::create_dir_all(run.join("work"))?;
+        }
         std::fs::create_dir_all(run.join("config"))?;
         std::fs::write(run.join("prompt"), prompt(index))?;
         list.push_str(&format!("{index} {}\n", uuid::Uuid::new_v4()));
     }
     let (script, list_file) = (dir.join("run.sh"), dir.join("runs.txt"));
-    std::fs::write(&script, BARE_RUN)?;
+    std::fs::write(&script, if repo.is_some() { BARE_RUN_WORKTREE } else { BARE_RUN })?;
     std::fs::write(&list_file, list)?;
     let mut command = Command::new("sh");
     command
@@ -291,6 +329,9 @@ async fn bare(settings: &Settings, dir: &Path, env: &[(&str, String)]) -> anyhow
     }
     command.envs(env.iter().map(|(name, value)| (name, value)));
     command.env("BENCH_RUNS", &runs).env("BENCH_CLAUDE", &settings.cli);
+    if let Some(repo) = repo {
+        command.env("BENCH_REPO", repo);
+    }
     let started = Instant::now();
     // A failed run makes xargs exit 123; the count of clean results says how many.
     let output = command.output().await.context("run xargs")?;
@@ -298,7 +339,7 @@ async fn bare(settings: &Settings, dir: &Path, env: &[(&str, String)]) -> anyhow
     let cpu_s = Cpu::parse(&String::from_utf8_lossy(&output.stdout), ticks_per_second())?.children;
     let done =
         (0..settings.tasks).filter(|index| clean_result(&runs.join(index.to_string()).join("result.json"))).count();
-    Ok(Bare { done, wall_s, cpu_s })
+    Ok(Bare { worktrees: repo.is_some(), done, wall_s, cpu_s })
 }
 
 /// Whether a run printed a result without error whose text is the stub's `done`.
@@ -335,7 +376,7 @@ async fn hive(
     variant: Variant,
     repo: &Path,
     env: &[(&str, String)],
-    bare: &Bare,
+    references: &References,
 ) -> anyhow::Result<()> {
     let (url, pool) = db.fresh(&format!("bench_claude_{}", variant.peer().replace('-', "_"))).await?;
     let dir = db.dir.join(format!("claude-{}", variant.peer()));
@@ -367,7 +408,7 @@ async fn hive(
         changed,
         sessions,
     };
-    run.emit(settings, variant, bare);
+    run.emit(settings, variant, references);
     db.print_totals(&pool, &format!("claude {}", variant.peer())).await?;
     hive.stop().await;
     Ok(())
@@ -390,40 +431,45 @@ struct HiveRun {
 }
 
 impl HiveRun {
-    fn emit(&self, settings: &Settings, variant: Variant, bare: &Bare) {
+    fn emit(&self, settings: &Settings, variant: Variant, references: &References) {
+        let bare = &references.plain;
         let per_task = |seconds: f64| seconds * 1000.0 / self.done.max(1) as f64;
         let cpu_ms = per_task(self.worker.own + self.worker.children + self.coordinator_s);
         let tasks_per_s = self.done as f64 / self.busy_s;
         let workspace = if variant.has_workspace() { "worktree" } else { "none" };
         let session = if variant.resumes() { "resume" } else { "fresh" };
-        emit(
-            variant.peer(),
-            "claude",
-            &[
-                ("tasks", settings.tasks.to_string()),
-                ("done", self.done.to_string()),
-                ("complete", (self.done == settings.tasks).to_string()),
-                ("tasks_per_s", format!("{tasks_per_s:.3}")),
-                ("bare_tasks_per_s", format!("{:.3}", bare.tasks_per_s())),
-                ("ratio_to_bare", format!("{:.3}", tasks_per_s / bare.tasks_per_s())),
-                ("cpu_ms_per_task", format!("{cpu_ms:.0}")),
-                ("bare_cpu_ms_per_task", format!("{:.0}", bare.cpu_ms_per_task())),
-                ("cpu_ratio_to_bare", format!("{:.3}", bare.cpu_ms_per_task() / cpu_ms)),
-                ("agents_cpu_ms_per_task", format!("{:.0}", per_task(self.worker.children))),
-                ("worker_cpu_ms_per_task", format!("{:.0}", per_task(self.worker.own))),
-                ("coordinator_cpu_ms_per_task", format!("{:.0}", per_task(self.coordinator_s))),
-                ("prepare_mean_ms", format!("{:.1}", self.legs.prepare_ms)),
-                ("agent_mean_ms", format!("{:.1}", self.legs.agent_ms)),
-                ("finish_mean_ms", format!("{:.1}", self.legs.finish_ms)),
-                ("legs_of", self.legs.attempts.to_string()),
-                ("commits_with_change", self.changed.to_string()),
-                ("sessions_saved", self.sessions.to_string()),
-                ("busy_s", format!("{:.3}", self.busy_s)),
-                ("wall_from_go_s", format!("{:.3}", self.wall_from_go_s)),
-                ("parallelism", settings.parallelism.to_string()),
-                ("settings", format!("workers=1,workspace={workspace},session={session}")),
-            ],
-        );
+        let mut fields = vec![
+            ("tasks", settings.tasks.to_string()),
+            ("done", self.done.to_string()),
+            ("complete", (self.done == settings.tasks).to_string()),
+            ("tasks_per_s", format!("{tasks_per_s:.3}")),
+            ("bare_tasks_per_s", format!("{:.3}", bare.tasks_per_s())),
+            ("ratio_to_bare", format!("{:.3}", tasks_per_s / bare.tasks_per_s())),
+            ("cpu_ms_per_task", format!("{cpu_ms:.0}")),
+            ("bare_cpu_ms_per_task", format!("{:.0}", bare.cpu_ms_per_task())),
+            ("cpu_ratio_to_bare", format!("{:.3}", bare.cpu_ms_per_task() / cpu_ms)),
+            ("agents_cpu_ms_per_task", format!("{:.0}", per_task(self.worker.children))),
+            ("worker_cpu_ms_per_task", format!("{:.0}", per_task(self.worker.own))),
+            ("coordinator_cpu_ms_per_task", format!("{:.0}", per_task(self.coordinator_s))),
+            ("prepare_mean_ms", format!("{:.1}", self.legs.prepare_ms)),
+            ("agent_mean_ms", format!("{:.1}", self.legs.agent_ms)),
+            ("finish_mean_ms", format!("{:.1}", self.legs.finish_ms)),
+            ("legs_of", self.legs.attempts.to_string()),
+            ("commits_with_change", self.changed.to_string()),
+            ("sessions_saved", self.sessions.to_string()),
+            ("busy_s", format!("{:.3}", self.busy_s)),
+            ("wall_from_go_s", format!("{:.3}", self.wall_from_go_s)),
+            ("parallelism", settings.parallelism.to_string()),
+            ("settings", format!("workers=1,workspace={workspace},session={session}")),
+        ];
+        if let Some(reference) = &references.in_worktrees {
+            fields.extend([
+                ("bare_worktrees_tasks_per_s", format!("{:.3}", reference.tasks_per_s())),
+                ("ratio_to_bare_worktrees", format!("{:.3}", tasks_per_s / reference.tasks_per_s())),
+                ("cpu_ratio_to_bare_worktrees", format!("{:.3}", reference.cpu_ms_per_task() / cpu_ms)),
+            ]);
+        }
+        emit(variant.peer(), "claude", &fields);
     }
 }
 
