@@ -179,9 +179,10 @@ mod tests {
             let (work, owner) = (work.path().to_path_buf(), owner.clone());
             async move { wait_released(&work, &owner).await }
         });
-        // Parked in flock(2) while the hold is kept; nothing else wakes it.
+        // Parked in flock(2) on the hold's lock file while the hold is kept.
+        let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(lock_file(work.path(), &owner)).unwrap());
         crate::process::eventually("the waiter to block on the lock", std::time::Duration::from_secs(10), || {
-            blocked_in_flock()
+            waits_on_flock(inode)
         })
         .await;
         assert!(!waiting.is_finished(), "released while the worker holds its folders");
@@ -189,12 +190,16 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(10), waiting).await.unwrap().unwrap();
     }
 
-    /// Whether a thread of this process sleeps in flock(2).
-    fn blocked_in_flock() -> bool {
-        std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .flatten()
-            .any(|task| std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|wchan| wchan.contains("lock")))
+    /// Whether `/proc/locks` lists a blocked `flock` on the file with `inode`
+    /// (lines such as `1: -> FLOCK  ADVISORY  READ 123 fd:01:4567 0 EOF`).
+    fn waits_on_flock(inode: u64) -> bool {
+        let locks = std::fs::read_to_string("/proc/locks").unwrap();
+        locks.lines().any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&"->")
+                && fields.get(2) == Some(&"FLOCK")
+                && fields.get(6).and_then(|device| device.rsplit(':').next()) == Some(inode.to_string().as_str())
+        })
     }
 
     #[tokio::test]
