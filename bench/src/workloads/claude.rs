@@ -194,9 +194,10 @@ impl Stub {
             .spawn()
             .with_context(|| format!("start {}", program.display()))?;
         let deadline = Instant::now() + Duration::from_secs(10);
+        let mut ticks = tokio::time::interval(Duration::from_millis(20));
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
             ensure!(Instant::now() < deadline, "the model stub did not come up on port {port}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            ticks.tick().await;
         }
         Ok(Self { child, url: format!("http://127.0.0.1:{port}") })
     }

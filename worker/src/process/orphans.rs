@@ -69,8 +69,8 @@ pub(crate) fn hold(work_dir: &Path, owner: &str) -> std::io::Result<Hold> {
     Ok(Hold { _lock: lock })
 }
 
-/// Waits until worker `owner` no longer holds its folders under `work_dir`
-/// (it has exited, or dropped its [`Hold`]).
+/// Waits until worker `owner` has let go of its folders under `work_dir`:
+/// it has exited, or dropped its [`Hold`].
 pub(crate) async fn wait_released(work_dir: &Path, owner: &str) {
     let path = lock_file(work_dir, owner);
     let waited = super::blocking_io(move || {
