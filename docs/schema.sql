@@ -35,6 +35,48 @@ begin
 end
 $$;
 
+CREATE FUNCTION public.take_key_slots(task_ids uuid[], attempt_ids uuid[]) RETURNS TABLE(task_id uuid, attempt_id uuid)
+    LANGUAGE plpgsql
+    AS $$
+#variable_conflict use_column
+begin
+    return query
+    with wanted as (
+        select w.task_id, w.attempt_id, k.key,
+               row_number() over (partition by k.key order by w.n) as rank
+        from unnest(task_ids, attempt_ids) with ordinality as w(task_id, attempt_id, n)
+        join tasks t on t.id = w.task_id
+        cross join unnest(t.concurrency_keys) as k(key)
+    ), locked as (
+        select c.key, c.max_running, c.holders, c.holder_tasks
+        from concurrency_slots c
+        where c.key = any(array(select w.key from wanted w))
+        order by c.key
+        for update
+    ), slots as (
+        select l.key, l.max_running, x.holders, x.holder_tasks
+        from locked l
+        cross join lateral unended_holders(l.holders, l.holder_tasks) as x
+    ), refused as (
+        select array(select w.task_id from wanted w join slots c on c.key = w.key
+                     where cardinality(c.holders) + w.rank > c.max_running) as ids
+    ), admitted as (
+        select distinct w.task_id, w.attempt_id
+        from wanted w
+        where w.task_id <> all((select r.ids from refused r)::uuid[])
+    ), taken as (
+        update concurrency_slots c
+        set holders = s.holders || array(select a.attempt_id from wanted w join admitted a on a.task_id = w.task_id
+                                         where w.key = c.key order by a.task_id),
+            holder_tasks = s.holder_tasks || array(select a.task_id from wanted w join admitted a on a.task_id = w.task_id
+                                                   where w.key = c.key order by a.task_id)
+        from slots s
+        where c.key = s.key
+    )
+    select a.task_id, a.attempt_id from admitted a;
+end
+$$;
+
 CREATE FUNCTION public.unended_holders(attempt_ids uuid[], task_ids uuid[], OUT holders uuid[], OUT holder_tasks uuid[]) RETURNS record
     LANGUAGE sql STABLE
     AS $$

@@ -1,6 +1,6 @@
 //! The claim statements on a real database: `db::claims::claim` for tasks
 //! without locks, and `next_lock_candidate` + `take_locks` + `claim_locked`
-//! for tasks with locks — which tasks a worker may get, in what order, how
+//! (and `take_slots`, for their concurrency keys) for tasks with locks — which tasks a worker may get, in what order, how
 //! many, and that no task is handed out twice.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
@@ -353,6 +353,23 @@ async fn a_claim_takes_a_keyed_task_only_while_each_of_its_keys_has_room() {
     assert_eq!(holders(&db.pool, "repo:a").await, [tasks[2], tasks[1]]);
     assert!(claim(&db.pool, worker, 20).await.is_empty());
     assert_invariants(&db.pool).await;
+}
+
+#[tokio::test]
+async fn a_lock_taking_claim_takes_its_keys_only_while_each_has_room() {
+    let db = fresh_database().await;
+    let swarm = swarm(&db.pool, None).await;
+    let specs = [keyed(&[("repo:l", 1)]), keyed(&[("repo:l", 1), ("customer:y", 3)]), keyed(&[("customer:y", 3)])];
+    let tasks = submit(&db.pool, swarm, &specs).await;
+
+    let mut tx = db.pool.begin().await.unwrap();
+    assert!(db::claims::take_slots(&mut tx, tasks[0], Uuid::new_v4()).await.unwrap());
+    // repo:l is full, so the second takes no place under either key.
+    assert!(!db::claims::take_slots(&mut tx, tasks[1], Uuid::new_v4()).await.unwrap(), "repo:l is full");
+    assert!(db::claims::take_slots(&mut tx, tasks[2], Uuid::new_v4()).await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(holders(&db.pool, "repo:l").await, [tasks[0]]);
+    assert_eq!(holders(&db.pool, "customer:y").await, [tasks[2]]);
 }
 
 async fn claim_attempt(pool: &sqlx::PgPool, task: Uuid) -> Uuid {

@@ -161,51 +161,20 @@ pub async fn claim(
                 window w as (order by priority desc, fair_seq, task_id)
             ) p
             where n <= $2 and (running <= $7 or n = 1)
-        ), wanted as (
-            -- The keys of the keyed tasks, each task ranked among the batch's
-            -- takers of the key in claim order.
-            select f.task_id, k.key,
-                   row_number() over (partition by k.key order by f.priority desc, f.fair_seq, f.task_id) as rank
-            from fitting f join tasks t on t.id = f.task_id cross join unnest(t.concurrency_keys) as k(key)
-            where f.has_keys
-        ), locked as (
-            -- Locked in key order (only claims lock these rows, so they
-            -- never deadlock); the lock reads the latest holders, whoever
-            -- committed since the snapshot.
-            select c.key, c.max_running, c.holders, c.holder_tasks
-            from concurrency_slots c
-            where c.key = any(array(select key from wanted))
-            order by c.key
-            for update
-        ), slots as (
-            -- Each key's holders but those whose attempt has ended.
-            select l.key, l.max_running, x.holders, x.holder_tasks
-            from locked l
-            cross join lateral unended_holders(l.holders, l.holder_tasks) as x
-        ), refused as (
-            -- Keyed tasks one of whose keys has no room for them: they stay ready.
-            select array(select w.task_id from wanted w join slots c on c.key = w.key
-                         where cardinality(c.holders) + w.rank > c.max_running) as ids
-        ), starting as (
-            -- The attempt ids of the keyed tasks taken, made here so the
-            -- keys can hold them.
-            select w.task_id, gen_random_uuid() as attempt_id
-            from (select distinct task_id from wanted) w
-            where w.task_id <> all((select ids from refused)::uuid[])
-        ), taken as (
-            update concurrency_slots c
-            set holders = s.holders || array(select t.attempt_id from wanted w join starting t on t.task_id = w.task_id
-                                             where w.key = c.key order by t.task_id),
-                holder_tasks = s.holder_tasks || array(select t.task_id from wanted w join starting t on t.task_id = w.task_id
-                                                       where w.key = c.key order by t.task_id)
-            from slots s
-            where c.key = s.key
+        ), keyed as materialized (
+            -- Places under their keys for the keyed tasks taken (see
+            -- `take_key_slots`): only a batch with such tasks calls it.
+            select k.task_id, k.attempt_id
+            from (select array(select f.task_id from fitting f where f.has_keys
+                               order by f.priority desc, f.fair_seq, f.task_id) as ids) b
+            cross join lateral take_key_slots(b.ids, array(select gen_random_uuid() from unnest(b.ids))) as k
+            where cardinality(b.ids) > 0
         ), claimed as (
             update task_states s
             set status = 'running',
                 attempts = s.attempts + 1,
                 attempt_id = case when s.has_keys
-                                  then (select t.attempt_id from starting t where t.task_id = s.task_id)
+                                  then (select k.attempt_id from keyed k where k.task_id = s.task_id)
                                   else gen_random_uuid() end,
                 worker_id = $1,
                 lease_expires_at = now() + make_interval(secs => $3),
@@ -214,7 +183,8 @@ pub async fn claim(
                 attempt_started_at = now()
             -- By id, so even a generic plan (which guesses a tenth of the
             -- table for the limit) looks the picked rows up in the primary key.
-            where s.task_id = any(array(select task_id from fitting where task_id <> all((select ids from refused)::uuid[])))
+            where s.task_id = any(array(select task_id from fitting where not has_keys)
+                                 || array(select task_id from keyed))
             returning s.task_id, s.attempt_id, s.attempts, s.lease_expires_at
         )
         select c.task_id as "id!", c.attempt_id as "attempt_id!", c.attempts as "attempt!", p.agent as "agent!",
@@ -377,31 +347,11 @@ pub async fn take_locks(conn: &mut PgConnection, keys: &[String], task: Uuid, at
 
 /// Takes a place under each of `task`'s concurrency keys for its new
 /// `attempt` (in the lock-taking claim's transaction); `false`, taking none,
-/// when one has no room. The key rows are locked in key order, as [`claim`]
-/// locks them.
+/// when one has no room. The same function as [`claim`]'s keyed tasks
+/// (`take_key_slots`), so both lock key rows in key order.
 pub async fn take_slots(conn: &mut PgConnection, task: Uuid, attempt: Uuid) -> sqlx::Result<bool> {
     sqlx::query_scalar!(
-        r#"
-        with locked as (
-            select c.key, c.max_running, c.holders, c.holder_tasks
-            from concurrency_slots c
-            where c.key = any((select t.concurrency_keys from tasks t where t.id = $1)::text[])
-            order by c.key
-            for update
-        ), slots as (
-            select l.key, l.max_running, x.holders, x.holder_tasks
-            from locked l
-            cross join lateral unended_holders(l.holders, l.holder_tasks) as x
-        ), room as (
-            select not exists(select 1 from slots where cardinality(holders) >= max_running) as ok
-        ), taken as (
-            update concurrency_slots c
-            set holders = s.holders || $2::uuid, holder_tasks = s.holder_tasks || $1::uuid
-            from slots s
-            where c.key = s.key and (select ok from room)
-        )
-        select ok as "ok!" from room
-        "#,
+        r#"select exists(select 1 from take_key_slots(array[$1::uuid], array[$2::uuid])) as "ok!""#,
         task,
         attempt,
     )
