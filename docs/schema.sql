@@ -77,6 +77,10 @@ begin
 end
 $$;
 
+CREATE FUNCTION public.task_events_on() RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$ select current_setting('hive.task_events', true) is distinct from 'off' $$;
+
 CREATE FUNCTION public.unended_holders(attempt_ids uuid[], task_ids uuid[], OUT holders uuid[], OUT holder_tasks uuid[]) RETURNS record
     LANGUAGE sql STABLE
     AS $$
@@ -321,6 +325,42 @@ CREATE TABLE public.concurrency_slots (
     CONSTRAINT concurrency_slots_max_running_check CHECK ((max_running >= 1))
 );
 
+CREATE TABLE public.event_head (
+    one boolean DEFAULT true NOT NULL,
+    last_seq bigint DEFAULT 0 NOT NULL,
+    first_seq bigint DEFAULT 1 NOT NULL,
+    CONSTRAINT event_head_one_check CHECK (one)
+);
+
+CREATE TABLE public.events (
+    id bigint NOT NULL,
+    seq bigint,
+    n integer GENERATED ALWAYS AS (GREATEST(cardinality(task_ids), cardinality(worker_ids), cardinality(details), 1)) STORED,
+    last_seq bigint GENERATED ALWAYS AS (((seq + GREATEST(cardinality(task_ids), cardinality(worker_ids), cardinality(details), 1)) - 1)) STORED,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    kind text NOT NULL,
+    task_ids uuid[],
+    swarm_ids uuid[],
+    worker_ids uuid[],
+    attempts integer[],
+    details jsonb[],
+    CONSTRAINT events_arrays_agree CHECK ((((task_ids IS NULL) OR (cardinality(task_ids) = n)) AND ((swarm_ids IS NULL) OR (cardinality(swarm_ids) = n)) AND ((worker_ids IS NULL) OR (cardinality(worker_ids) = n)) AND ((attempts IS NULL) OR (cardinality(attempts) = n)) AND ((details IS NULL) OR (cardinality(details) = n)))),
+    CONSTRAINT events_something CHECK (((task_ids IS NOT NULL) OR (worker_ids IS NOT NULL) OR (details IS NOT NULL)))
+);
+ALTER TABLE ONLY public.events ALTER COLUMN task_ids SET STORAGE EXTERNAL;
+ALTER TABLE ONLY public.events ALTER COLUMN swarm_ids SET STORAGE EXTERNAL;
+ALTER TABLE ONLY public.events ALTER COLUMN worker_ids SET STORAGE EXTERNAL;
+ALTER TABLE ONLY public.events ALTER COLUMN attempts SET STORAGE EXTERNAL;
+
+ALTER TABLE public.events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
 CREATE TABLE public.pauses (
     scope public.pause_scope NOT NULL,
     target text NOT NULL,
@@ -373,6 +413,8 @@ CREATE TABLE public.swarms (
     budget double precision,
     spent double precision DEFAULT 0 NOT NULL,
     submitted_by text,
+    unfinished bigint DEFAULT 0 NOT NULL,
+    budget_exhausted boolean DEFAULT false NOT NULL,
     CONSTRAINT swarms_budget_check CHECK ((budget > (0)::double precision)),
     CONSTRAINT swarms_name_check CHECK ((name <> ''::text))
 );
@@ -433,6 +475,7 @@ CREATE TABLE public.workers (
     unavailable jsonb DEFAULT '{}'::jsonb NOT NULL,
     registered_by text,
     accounts jsonb DEFAULT '{}'::jsonb NOT NULL,
+    gone_at timestamp with time zone,
     CONSTRAINT workers_command_check CHECK ((command = ANY (ARRAY['drain'::text, 'stop'::text]))),
     CONSTRAINT workers_slots_check CHECK ((slots >= 0))
 );
@@ -454,6 +497,12 @@ ALTER TABLE ONLY public.auth_keys
 
 ALTER TABLE ONLY public.concurrency_slots
     ADD CONSTRAINT concurrency_slots_pkey PRIMARY KEY (key);
+
+ALTER TABLE ONLY public.event_head
+    ADD CONSTRAINT event_head_pkey PRIMARY KEY (one);
+
+ALTER TABLE ONLY public.events
+    ADD CONSTRAINT events_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY public.pauses
     ADD CONSTRAINT pauses_pkey PRIMARY KEY (scope, target);
@@ -497,6 +546,10 @@ ALTER TABLE ONLY public.workers
 CREATE INDEX audit_log_at ON public.audit_log USING btree (at);
 
 CREATE INDEX concurrency_slots_full_idx ON public.concurrency_slots USING btree (key) WHERE (cardinality(holders) >= max_running);
+
+CREATE UNIQUE INDEX events_last_seq_idx ON public.events USING btree (last_seq) WHERE (seq IS NOT NULL);
+
+CREATE INDEX events_unnumbered_idx ON public.events USING btree (id) WHERE (seq IS NULL);
 
 CREATE UNIQUE INDEX swarms_idempotency_key_per_token ON public.swarms USING btree (submitted_by, idempotency_key) NULLS NOT DISTINCT WHERE (idempotency_key IS NOT NULL);
 

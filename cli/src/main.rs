@@ -86,6 +86,8 @@ enum Command {
     Resume(commands::pauses::ResumeArgs),
     /// List what is paused, by whom, why and until when.
     Pauses,
+    /// Follow the event log live (task, worker, swarm and operator events); resumes after a broken stream.
+    Watch(commands::watch::WatchArgs),
     /// List provider accounts cooling down after a rate limit; clear one.
     Providers {
         /// What to do; without one, list.
@@ -126,6 +128,7 @@ async fn main() -> std::process::ExitCode {
         Command::Resume(args) => commands::pauses::resume(&ctx, args).await,
         Command::Pauses => commands::pauses::list(&ctx).await,
         Command::Providers { command } => commands::providers::run(&ctx, command).await,
+        Command::Watch(args) => commands::watch::run(&ctx, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -42,6 +42,8 @@ pub(crate) struct App {
     /// Whether the last claim statement here saw a cooling provider account
     /// due for a probe: the next claim takes the probe first.
     pub probe_due: Arc<std::sync::atomic::AtomicBool>,
+    /// The newest events, shared by this coordinator's watchers.
+    pub events: Arc<crate::events::tail::Tail>,
 }
 
 impl App {

@@ -39,6 +39,8 @@ pub struct Config {
     pub workers: WorkersConfig,
     /// Agents' saved sessions (`session = "resume"`).
     pub sessions: SessionsConfig,
+    /// The event log.
+    pub events: EventsConfig,
     /// Cool-downs of provider accounts after a rate limit.
     pub rate_limits: RateLimitConfig,
     /// TLS of the gRPC server; plaintext without `tls.cert`.
@@ -117,6 +119,26 @@ pub struct SessionsConfig {
 impl Default for SessionsConfig {
     fn default() -> Self {
         Self { max_size: ByteSize::mib(8), retention: Duration::from_secs(7 * 24 * 3600) }
+    }
+}
+
+/// The event log (`hive.v1.AdminService/Watch`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Whether task events (submitted, started, succeeded, retried, dead,
+    /// cancelled, stalled) are written; off, the log holds only worker,
+    /// swarm and operator events. For measuring what the log costs.
+    pub tasks: bool,
+    /// How long events are kept; a watcher resuming from an older event is
+    /// told to resync.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self { tasks: true, retention: Duration::from_secs(7 * 24 * 3600) }
     }
 }
 
@@ -262,6 +284,7 @@ impl Default for Config {
             limits: LimitConfig::default(),
             workers: WorkersConfig::default(),
             sessions: SessionsConfig::default(),
+            events: EventsConfig::default(),
             rate_limits: RateLimitConfig::default(),
             tls: TlsConfig::default(),
             shutdown_grace: Duration::from_secs(10),
@@ -416,6 +439,10 @@ impl Config {
             "database.hot_connections must be at least 1 and less than database.max_connections (the rest serve everything else)",
         );
         check(!self.leases.ttl.is_zero(), "leases.ttl must be greater than zero");
+        check(
+            self.events.retention >= Duration::from_secs(60),
+            "events.retention must be at least a minute (watchers resume from events kept that long)",
+        );
         check(
             self.leases.heartbeat_interval * 2 <= self.leases.ttl,
             "leases.heartbeat_interval must be at most half of leases.ttl, so one lost beat does not lose a lease",

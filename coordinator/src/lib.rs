@@ -10,7 +10,8 @@
 //!   the lifecycle's pure decisions (retry policy, validator stages, dependency graphs).
 //! - [`status`]: task and attempt statuses, as stored and on the wire.
 //! - [`scheduler`]: long-poll claims and their wake-ups.
-//! - [`notifications`]: LISTEN/NOTIFY (tokio-postgres), fanned out to claims and sessions.
+//! - [`notifications`]: LISTEN/NOTIFY (tokio-postgres), fanned out to claims, sessions and the event tail.
+//! - [`events`]: the event log: its sequencer, this coordinator's tail of it, and watchers.
 //! - [`workers`]: registration and heartbeat sessions.
 //! - [`pauses`]: pausing and resuming a swarm, an agent or a worker.
 //! - [`cooldowns`]: provider accounts cooling down after a rate limit, and their probes.
@@ -27,6 +28,7 @@ pub mod config;
 mod cooldowns;
 pub mod db;
 mod error;
+mod events;
 mod grpc;
 mod maintenance;
 mod notifications;
@@ -67,8 +69,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         Some(path) => Some(auth::book::read_admin_token(path).await?),
         None => None,
     };
-    let pool = db::connect_patiently(&config.database).await.context("connect to PostgreSQL")?;
-    let hot_pool = db::hot_pool(&config.database).context("open the hot-path pool")?;
+    let pool = db::connect_patiently(&config.database, &config.events).await.context("connect to PostgreSQL")?;
+    let hot_pool = db::hot_pool(&config.database, &config.events).context("open the hot-path pool")?;
     MIGRATOR.run(&pool).await.context("apply database migrations")?;
     db::open_hot_pool(&hot_pool).await;
     let address = listener.local_addr().context("read the listen address")?;
@@ -94,6 +96,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         tracker: TaskTracker::new(),
         rpc_shutdown: root.child_token(),
         probe_due: Arc::default(),
+        events: Arc::default(),
     };
     let url = app.config.database.url.expose().clone();
     tracked::spawn_essential(
@@ -101,6 +104,18 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         "notification listener",
         failed.clone(),
         notifications::listen(url, app.notifications.clone(), maintenance.clone()),
+    );
+    tracked::spawn_essential(
+        &background,
+        "event sequencer",
+        failed.clone(),
+        events::sequencer::run(pool.clone(), maintenance.clone()),
+    );
+    tracked::spawn_essential(
+        &background,
+        "event tail",
+        failed.clone(),
+        events::tail::run(pool.clone(), app.notifications.clone(), app.events.clone(), maintenance.clone()),
     );
     let (defaults, leases) = (app.config.tasks.clone(), app.config.leases.clone());
     tracked::spawn_essential(
@@ -135,6 +150,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             pool.clone(),
             app.config.workers.retention,
             app.config.sessions.retention,
+            app.config.events.retention,
             maintenance.clone(),
         ),
     );

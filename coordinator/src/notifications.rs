@@ -7,6 +7,8 @@
 //! - `hive_worker_commands` (payload: a worker id): a worker has new commands
 //!   (a cancel, drain, stop); the session holding that worker's heartbeat
 //!   stream pushes them at once, whichever coordinator wrote them.
+//! - `hive_events` (payload: the newest event number): the sequencer numbered
+//!   events; this coordinator's event tail reads them.
 //!
 //! After a reconnect every waiter is woken, since notifications sent while
 //! the connection was down are lost (heartbeat replies carry the same
@@ -23,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::db::notifications::{COMMANDS_CHANNEL, READY_CHANNEL};
+use crate::db::notifications::{COMMANDS_CHANNEL, EVENTS_CHANNEL, READY_CHANNEL};
 
 /// How many command notices a slow session may fall behind before it re-checks everything.
 const NOTICE_BUFFER: usize = 1024;
@@ -38,6 +40,7 @@ pub(crate) struct Notifications {
     /// Claims waiting now.
     waiting: AtomicUsize,
     commands: broadcast::Sender<Notice>,
+    events: Notify,
 }
 
 /// A command notice for the sessions.
@@ -56,6 +59,7 @@ impl Default for Notifications {
             round: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
             commands: broadcast::channel(NOTICE_BUFFER).0,
+            events: Notify::new(),
         }
     }
 }
@@ -97,6 +101,11 @@ impl Notifications {
         self.ready.notify_one();
     }
 
+    /// A future that completes at the next "events numbered"; register it before reading.
+    pub(crate) fn events(&self) -> Notified<'_> {
+        self.events.notified()
+    }
+
     /// Subscribes to command notices.
     pub(crate) fn notices(&self) -> broadcast::Receiver<Notice> {
         self.commands.subscribe()
@@ -110,6 +119,7 @@ impl Notifications {
     fn wake_everyone(&self) {
         self.round.fetch_add(1, Ordering::AcqRel);
         self.ready.notify_waiters();
+        self.events.notify_waiters();
         self.notice(Notice::Everyone);
     }
 }
@@ -157,7 +167,7 @@ async fn listen_once(
 ) -> Result<Ended, tokio_postgres::Error> {
     let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-    let statement = format!("listen {READY_CHANNEL}; listen {COMMANDS_CHANNEL}");
+    let statement = format!("listen {READY_CHANNEL}; listen {COMMANDS_CHANNEL}; listen {EVENTS_CHANNEL}");
     let subscribe = client.batch_execute(&statement);
     tokio::pin!(subscribe);
     let mut subscribed = false;
@@ -166,7 +176,7 @@ async fn listen_once(
             result = &mut subscribe, if !subscribed => {
                 result?;
                 subscribed = true;
-                info!("listening for ready tasks and worker commands");
+                info!("listening for ready tasks, worker commands and events");
                 notifications.wake_everyone();
             }
             message = messages.next() => match message {
@@ -183,6 +193,8 @@ async fn listen_once(
 fn dispatch(notifications: &Notifications, channel: &str, payload: &str) {
     if channel == READY_CHANNEL {
         notifications.wake_claims();
+    } else if channel == EVENTS_CHANNEL {
+        notifications.events.notify_waiters();
     } else if let Ok(worker) = Uuid::parse_str(payload) {
         notifications.notice(Notice::Worker(worker));
     } else {

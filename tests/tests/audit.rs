@@ -36,6 +36,7 @@ const READS: &[&str] = &[
     "ListPauses",
     "ListCooldowns",
     "VerifyAudit",
+    "Watch",
 ];
 /// AdminService methods that change state: each writes one audit row.
 const CHANGES: &[&str] = &[

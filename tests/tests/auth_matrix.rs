@@ -44,7 +44,7 @@ fn allowed(service: &str, method: &str) -> Option<&'static [&'static str]> {
         ("hive.v1.AdminService", "GetTask" | "ListTasks" | "GetTaskLogs" | "GetStats") => READERS,
         (
             "hive.v1.AdminService",
-            "ListWorkers" | "ListLocks" | "ListAudit" | "VerifyAudit" | "ListPauses" | "ListCooldowns",
+            "ListWorkers" | "ListLocks" | "ListAudit" | "VerifyAudit" | "ListPauses" | "ListCooldowns" | "Watch",
         ) => FLEET_READERS,
         ("hive.v1.AdminService", "SubmitTasks" | "CancelTask" | "CancelTasks") => SUBMITTERS,
         (
@@ -213,6 +213,7 @@ fn request(rpc: &Rpc, world: &World, cell: usize) -> Bytes {
         "Resume" => pb::ResumeRequest { scope: pb::PauseScope::Agent.into(), target: "held".into() }.encode_to_vec(),
         "ListPauses" => pb::ListPausesRequest {}.encode_to_vec(),
         "ListCooldowns" => pb::ListCooldownsRequest {}.encode_to_vec(),
+        "Watch" => pb::WatchRequest { after: Some(0), ..Default::default() }.encode_to_vec(),
         "ClearCooldown" => pb::ClearCooldownRequest { account: "anthropic/held".into() }.encode_to_vec(),
         "SaveSession" => pb::SaveSessionRequest {
             worker_id: world.worker_id.clone(),

@@ -111,7 +111,7 @@ fn hot_statements() -> Vec<(&'static str, Vec<&'static str>, String)> {
             format!("{UUID}, {UUID}, null, null, 1, 1, 1"),
         ),
         ("stages::advance", vec!["stage = case when $2 then 'validate'"], format!("{UUID}, true, '{{}}'")),
-        ("stages::finish", vec!["with finished as ("], format!("{UUID}, 'succeeded', null")),
+        ("stages::finish", vec!["with prior as (", "), finished as ("], format!("{UUID}, 'succeeded', null")),
         ("beats::record", vec!["), beating as ("], format!("{}, 60, '{{}}', '{{}}'", empty(10))),
         ("logs::lock_budgets (insert)", vec!["insert into task_output (task_id)"], empty(1)),
         ("logs::lock_budgets (select)", vec!["for no key update of o"], empty(1)),
@@ -127,7 +127,7 @@ async fn hot_statements_plan_index_scans_on_the_hot_pool_over_twenty_thousand_ta
     let db = fresh_database().await;
     fill(&mut db.pool.acquire().await.unwrap(), 20_000, true).await;
     let config = DatabaseConfig { url: Secret::new(db.url.clone()), ..DatabaseConfig::default() };
-    let hot = hive_coordinator::db::hot_pool(&config).unwrap();
+    let hot = hive_coordinator::db::hot_pool(&config, &hive_coordinator::config::EventsConfig::default()).unwrap();
     let mut conn = hot.acquire().await.unwrap();
     for (setting, value) in [
         ("plan_cache_mode", "force_generic_plan"),

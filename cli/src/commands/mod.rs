@@ -14,6 +14,7 @@ pub mod swarms;
 pub mod tasks;
 pub mod tokens;
 pub mod up;
+pub mod watch;
 pub mod workers;
 
 use hive_shared::client::{AuthChannel, Connect};

@@ -10,12 +10,13 @@ pub(crate) mod chain;
 pub(crate) mod refusals;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value as Json;
+use serde_json::{Value as Json, json};
 use sqlx::{PgConnection, PgPool};
 
 use crate::auth::Caller;
 use crate::db;
 use crate::db::audit::{AuditFields, AuditFilter, AuditRow};
+use crate::db::events::Batch;
 use crate::error::Result;
 
 /// The state-changing admin calls; each is named as its RPC method.
@@ -62,6 +63,22 @@ impl Action {
             Action::ClearCooldown => "ClearCooldown",
         }
     }
+    /// Its kind in the event log.
+    pub(crate) fn event_kind(self) -> &'static str {
+        match self {
+            Action::SubmitTasks => "admin.submit_tasks",
+            Action::CancelTask => "admin.cancel_task",
+            Action::CancelTasks => "admin.cancel_tasks",
+            Action::RetryTasks => "admin.retry_tasks",
+            Action::StopWorkers => "admin.stop_workers",
+            Action::SetSwarmBudget => "admin.set_swarm_budget",
+            Action::CreateToken => "admin.create_token",
+            Action::RevokeToken => "admin.revoke_token",
+            Action::Pause => "admin.pause",
+            Action::Resume => "admin.resume",
+            Action::ClearCooldown => "admin.clear_cooldown",
+        }
+    }
 }
 
 /// Name of the actor of a refused call that presented no good token.
@@ -77,6 +94,8 @@ pub(crate) struct Entry {
     affected: i64,
     refused: Option<String>,
     peer: Option<String>,
+    /// The event a change appends beside its row (none for a refusal).
+    event: Option<&'static str>,
 }
 
 impl Entry {
@@ -91,6 +110,7 @@ impl Entry {
             affected: i64::try_from(affected).unwrap_or(i64::MAX),
             refused: None,
             peer: caller.peer.map(|peer| peer.to_string()),
+            event: Some(action.event_kind()),
         }
     }
 
@@ -110,6 +130,7 @@ impl Entry {
             affected: 0,
             refused: Some(storable_reason(reason)),
             peer: peer.map(|peer| peer.to_string()),
+            event: None,
         }
     }
 }
@@ -124,7 +145,8 @@ fn storable_reason(reason: &str) -> String {
     reason[..end].replace('\0', "\u{FFFD}")
 }
 
-/// Appends `entry` to the log in the transaction `conn` is in; returns its seq.
+/// Appends `entry` to the log in the transaction `conn` is in, with its
+/// event (`admin.…`) for watchers; returns its seq.
 /// Call it last, just before the commit: from here to the commit the
 /// transaction holds the lock every audited change waits for.
 ///
@@ -148,7 +170,15 @@ pub(crate) async fn record(conn: &mut PgConnection, entry: &Entry) -> Result<i64
         peer: entry.peer.as_deref(),
     };
     let hash = chain::hash(prev_hash.as_deref(), &fields);
-    Ok(db::audit::insert(conn, &fields, prev_hash.as_deref(), &hash).await?)
+    let seq = db::audit::insert(&mut *conn, &fields, prev_hash.as_deref(), &hash).await?;
+    if let Some(kind) = entry.event {
+        let detail = json!({
+            "actor": entry.actor, "role": entry.role, "target": entry.target, "affected": entry.affected,
+            "audit_seq": seq,
+        });
+        db::events::append(conn, kind, &Batch { details: vec![detail], ..Batch::default() }).await?;
+    }
+    Ok(seq)
 }
 
 /// Appends `entry` in a transaction of its own.

@@ -81,7 +81,7 @@ fn worker_rule(method: &str) -> Rule {
 fn admin_rule(method: &str) -> Rule {
     match method {
         "GetTask" | "ListTasks" | "GetTaskLogs" | "GetStats" => reads(READERS),
-        "ListWorkers" | "ListLocks" | "ListAudit" | "VerifyAudit" | "ListPauses" | "ListCooldowns" => {
+        "ListWorkers" | "ListLocks" | "ListAudit" | "VerifyAudit" | "ListPauses" | "ListCooldowns" | "Watch" => {
             reads(FLEET_READERS)
         }
         "SubmitTasks" | "CancelTask" | "CancelTasks" => changes(SUBMITTERS),

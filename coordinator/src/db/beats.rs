@@ -83,15 +83,16 @@ pub async fn record(executor: impl PgExecutor<'_>, beats: &Beats, lease_seconds:
                 as b(id, free_slots, running, cpu_percent, memory_used_bytes, memory_total_bytes, draining, attempt_rss,
                      unavailable)
         ), beating as (
-            select w.id from workers w where w.id = any($1) order by w.id for update
+            select w.id, w.draining from workers w where w.id = any($1) order by w.id for update
         ), seen as (
             update workers w
             set last_seen_at = now(), free_slots = b.free_slots, running = b.running, cpu_percent = b.cpu_percent,
                 memory_used_bytes = b.memory_used_bytes, memory_total_bytes = b.memory_total_bytes,
-                draining = b.draining, attempt_rss = b.attempt_rss, unavailable = b.unavailable
+                draining = b.draining, attempt_rss = b.attempt_rss, unavailable = b.unavailable, gone_at = null
             from beat b
             where w.id = b.id and w.id in (select id from beating)
-            returning w.id, w.command
+            returning w.id, w.command,
+                      w.draining and not (select g.draining from beating g where g.id = w.id) as began_draining
         ), listed as (
             -- Each listed attempt looked up among its worker's leased rows
             -- (`task_states_leased_idx`), one lookup each; `limit 1` keeps
@@ -121,7 +122,19 @@ pub async fn record(executor: impl PgExecutor<'_>, beats: &Beats, lease_seconds:
             -- listed attempt that ended since the snapshot extends nothing.
             where s.task_id = any(array(select task_id from holding)) and s.status in ('running', 'cancelling')
               and s.attempt_id = any($10)
-            returning s.worker_id, s.attempt_id, s.status, s.progress_at, s.swarm_id, s.run_agent
+            returning s.worker_id, s.attempt_id, s.status, s.progress_at, s.swarm_id, s.run_agent, s.task_id,
+                      s.attempts, s.stalled_since = now() as newly_stalled
+        ), stalled as (
+            -- Attempts stalled since this beat (the ones stalled before
+            -- keep their time).
+            insert into events (kind, task_ids, swarm_ids, worker_ids, attempts)
+            select 'task.stalled', array_agg(task_id), array_agg(swarm_id), array_agg(worker_id), array_agg(attempts)
+            from extended
+            where newly_stalled and task_events_on()
+            having count(*) > 0
+        ), began_draining as (
+            insert into events (kind, worker_ids)
+            select 'worker.draining', array_agg(id) from seen where began_draining having count(*) > 0
         ), stopping as materialized (
             select p.scope, p.target from paused p where p.stop_running
         ), halted as (

@@ -185,7 +185,14 @@ pub async fn claim(
             -- table for the limit) looks the picked rows up in the primary key.
             where s.task_id = any(array(select task_id from fitting where not has_keys)
                                  || array(select task_id from keyed))
-            returning s.task_id, s.attempt_id, s.attempts, s.lease_expires_at
+            returning s.task_id, s.swarm_id, s.attempt_id, s.attempts, s.lease_expires_at
+        ), logged as (
+            insert into events (kind, task_ids, swarm_ids, worker_ids, attempts)
+            select 'task.started', array_agg(task_id), array_agg(swarm_id), array_fill($1::uuid, array[count(*)::int]),
+                   array_agg(attempts)
+            from claimed
+            where task_events_on()
+            having count(*) > 0
         )
         select c.task_id as "id!", c.attempt_id as "attempt_id!", c.attempts as "attempt!", p.agent as "agent!",
                p.prompt as "prompt!", p.input, p.timeout_ms, c.lease_expires_at as "lease_expires_at!",
@@ -234,7 +241,12 @@ pub async fn claim_locked(
                 started_at = coalesce(s.started_at, now()),
                 attempt_started_at = now()
             where s.task_id = $2 and s.status = 'ready'
-            returning s.task_id, s.attempt_id, s.attempts, s.lease_expires_at
+            returning s.task_id, s.swarm_id, s.attempt_id, s.attempts, s.lease_expires_at
+        ), logged as (
+            insert into events (kind, task_ids, swarm_ids, worker_ids, attempts)
+            select 'task.started', array[task_id], array[swarm_id], array[$1::uuid], array[attempts]
+            from claimed
+            where task_events_on()
         )
         select c.task_id as "id!", c.attempt_id as "attempt_id!", c.attempts as "attempt!", p.agent as "agent!",
                p.prompt as "prompt!", p.input, p.timeout_ms, c.lease_expires_at as "lease_expires_at!",

@@ -71,15 +71,22 @@ pub async fn accounts_of(
     Ok(rows.into_iter().map(|row| (row.task_id, row.account)).collect())
 }
 
-/// Starts or extends `account`'s cool-down to `seconds` from now at `step`; any probe ends.
+/// Starts or extends `account`'s cool-down to `seconds` from now at `step` (`cooldown.started`); any probe ends.
 pub async fn set(conn: &mut PgConnection, account: &str, seconds: f64, step: i32, reason: &str) -> sqlx::Result<()> {
     sqlx::query!(
         r#"
-        insert into provider_cooldowns (account, until, step, reason)
-        values ($1, now() + make_interval(secs => $2), $3, $4)
-        on conflict (account) do update
-            set until = excluded.until, step = excluded.step, reason = excluded.reason,
-                probe_task = null, probe_attempt = null, probe_claiming_until = null
+        with cooling as (
+            insert into provider_cooldowns (account, until, step, reason)
+            values ($1, now() + make_interval(secs => $2), $3, $4)
+            on conflict (account) do update
+                set until = excluded.until, step = excluded.step, reason = excluded.reason,
+                    probe_task = null, probe_attempt = null, probe_claiming_until = null
+            returning account, until, step
+        )
+        insert into events (kind, details)
+        select 'cooldown.started', array[jsonb_build_object('account', account, 'until', until, 'step', step,
+                                                            'reason', $4::text)]
+        from cooling
         "#,
         account,
         seconds,
@@ -91,12 +98,25 @@ pub async fn set(conn: &mut PgConnection, account: &str, seconds: f64, step: i32
     Ok(())
 }
 
-/// Ends the cool-downs these attempts were probing (the provider answered them).
+/// Ends the cool-downs these attempts were probing (the provider answered them; `cooldown.ended`).
 pub async fn end_probed(executor: impl PgExecutor<'_>, attempts: &[Uuid]) -> sqlx::Result<u64> {
-    let ended = sqlx::query!("delete from provider_cooldowns where probe_attempt = any($1)", attempts)
-        .execute(executor)
-        .await?;
-    Ok(ended.rows_affected())
+    let ended = sqlx::query_scalar!(
+        r#"
+        with ended as (
+            delete from provider_cooldowns where probe_attempt = any($1) returning account
+        ), logged as (
+            insert into events (kind, details)
+            select 'cooldown.ended', array_agg(jsonb_build_object('account', account, 'by', 'probe'))
+            from ended
+            having count(*) > 0
+        )
+        select count(*) as "ended!" from ended
+        "#,
+        attempts
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(u64::try_from(ended).unwrap_or(0))
 }
 
 /// Whether any cooling account is due for a probe.
@@ -178,8 +198,22 @@ pub async fn list(executor: impl PgExecutor<'_>) -> sqlx::Result<Vec<CooldownRow
     .await
 }
 
-/// Ends `account`'s cool-down; whether there was one.
+/// Ends `account`'s cool-down (`cooldown.ended`); whether there was one.
 pub async fn clear(executor: impl PgExecutor<'_>, account: &str) -> sqlx::Result<bool> {
-    let cleared = sqlx::query!("delete from provider_cooldowns where account = $1", account).execute(executor).await?;
-    Ok(cleared.rows_affected() == 1)
+    let cleared = sqlx::query_scalar!(
+        r#"
+        with cleared as (
+            delete from provider_cooldowns where account = $1 returning account
+        ), logged as (
+            insert into events (kind, details)
+            select 'cooldown.ended', array[jsonb_build_object('account', account, 'by', 'operator')]
+            from cleared
+        )
+        select count(*) as "cleared!" from cleared
+        "#,
+        account
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(cleared == 1)
 }

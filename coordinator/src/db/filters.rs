@@ -42,21 +42,33 @@ pub async fn cancel_matching(
     sqlx::query_as!(
         Cancelled,
         r#"
-        update task_states s
-        set status = case when s.status = 'running' then 'cancelling'::task_status else 'cancelled'::task_status end,
-            error = case when s.status = 'running' then null else $5 end,
-            finished_at = case when s.status = 'running' then null else now() end,
-            waiting_on = 0
-        from tasks t
-        where t.id = s.task_id
-          and s.status in ('ready', 'blocked', 'running')
-          and ($1::uuid[] is null or s.task_id = any($1))
-          and ($2::uuid is null or s.swarm_id = $2)
-          and ($3::text is null or t.agent = $3)
-          -- An unfinished task's error is its last attempt's.
-          and ($4::text is null or strpos(
-              (select a.error from attempts a where a.task_id = s.task_id order by a.number desc limit 1), $4) > 0)
-        returning s.task_id as id, s.status as "status: TaskStatus", s.worker_id
+        with cancelled as (
+            update task_states s
+            set status = case when s.status = 'running' then 'cancelling'::task_status else 'cancelled'::task_status end,
+                error = case when s.status = 'running' then null else $5 end,
+                finished_at = case when s.status = 'running' then null else now() end,
+                waiting_on = 0
+            from tasks t
+            where t.id = s.task_id
+              and s.status in ('ready', 'blocked', 'running')
+              and ($1::uuid[] is null or s.task_id = any($1))
+              and ($2::uuid is null or s.swarm_id = $2)
+              and ($3::text is null or t.agent = $3)
+              -- An unfinished task's error is its last attempt's.
+              and ($4::text is null or strpos(
+                  (select a.error from attempts a where a.task_id = s.task_id order by a.number desc limit 1), $4) > 0)
+            returning s.task_id, s.swarm_id, s.status, s.worker_id, s.attempts
+        ), logged as (
+            -- Finished now (not started), or cancelling (its worker stops it).
+            insert into events (kind, task_ids, swarm_ids, worker_ids, attempts, details)
+            select case when c.status = 'cancelling' then 'task.cancelling' else 'task.cancelled' end,
+                   array_agg(c.task_id), array_agg(c.swarm_id), array_agg(c.worker_id), array_agg(c.attempts),
+                   array_agg(jsonb_build_object('error', $5::text))
+            from cancelled c
+            where task_events_on()
+            group by c.status = 'cancelling'
+        )
+        select task_id as id, status as "status: TaskStatus", worker_id from cancelled
         "#,
         filter.task_ids.as_deref(),
         filter.swarm_id,
@@ -72,17 +84,26 @@ pub async fn cancel_matching(
 pub async fn retry_dead(executor: impl PgExecutor<'_>, filter: &TaskFilter) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar!(
         r#"
-        update task_states s
-        set status = 'ready', failures = 0, losses = 0, refusals = 0, run_after = now(), finished_at = null, error = null,
-            run_agent = case when s.stage = 'build' then t.agent else s.run_agent end
-        from tasks t
-        where t.id = s.task_id
-          and s.status = 'dead'
-          and ($1::uuid[] is null or s.task_id = any($1))
-          and ($2::uuid is null or s.swarm_id = $2)
-          and ($3::text is null or t.agent = $3)
-          and ($4::text is null or strpos(s.error, $4) > 0)
-        returning s.task_id
+        with retried as (
+            update task_states s
+            set status = 'ready', failures = 0, losses = 0, refusals = 0, run_after = now(), finished_at = null, error = null,
+                run_agent = case when s.stage = 'build' then t.agent else s.run_agent end
+            from tasks t
+            where t.id = s.task_id
+              and s.status = 'dead'
+              and ($1::uuid[] is null or s.task_id = any($1))
+              and ($2::uuid is null or s.swarm_id = $2)
+              and ($3::text is null or t.agent = $3)
+              and ($4::text is null or strpos(s.error, $4) > 0)
+            returning s.task_id, s.swarm_id
+        ), logged as (
+            insert into events (kind, task_ids, swarm_ids)
+            select 'task.retried', array_agg(task_id), array_agg(swarm_id)
+            from retried
+            where task_events_on()
+            having count(*) > 0
+        )
+        select task_id as "task_id!" from retried
         "#,
         filter.task_ids.as_deref(),
         filter.swarm_id,

@@ -50,11 +50,20 @@ pub async fn cancel_downstream(conn: &mut PgConnection, tasks: &[Uuid], reason: 
             select task_id from task_deps where depends_on = any($1)
             union
             select d.task_id from task_deps d join downstream on d.depends_on = downstream.id
+        ), cancelled as (
+            update task_states
+            set status = 'cancelled', cancelled_upstream = true, error = $2, finished_at = now(), waiting_on = 0
+            where task_id in (select id from downstream) and status in ('blocked', 'ready')
+            returning task_id, swarm_id
+        ), logged as (
+            insert into events (kind, task_ids, swarm_ids, details)
+            select 'task.cancelled', array_agg(task_id), array_agg(swarm_id),
+                   array_agg(jsonb_build_object('error', $2::text, 'upstream', true))
+            from cancelled
+            where task_events_on()
+            having count(*) > 0
         )
-        update task_states
-        set status = 'cancelled', cancelled_upstream = true, error = $2, finished_at = now(), waiting_on = 0
-        where task_id in (select id from downstream) and status in ('blocked', 'ready')
-        returning task_id
+        select task_id as "task_id!" from cancelled
         "#,
         tasks,
         reason,
@@ -67,22 +76,32 @@ pub async fn cancel_downstream(conn: &mut PgConnection, tasks: &[Uuid], reason: 
 /// cancelled by their upstream: blocked again, waiting on every dependency
 /// that has not succeeded.
 pub async fn restore_downstream(conn: &mut PgConnection, tasks: &[Uuid]) -> sqlx::Result<u64> {
-    let result = sqlx::query!(
+    let restored = sqlx::query_scalar!(
         r#"
         with recursive downstream(id) as (
             select task_id from task_deps where depends_on = any($1)
             union
             select d.task_id from task_deps d join downstream on d.depends_on = downstream.id
+        ), restored as (
+            update task_states s
+            set status = 'blocked', cancelled_upstream = false, error = null, finished_at = null,
+                waiting_on = (select count(*) from task_deps d join task_states u on u.task_id = d.depends_on
+                              where d.task_id = s.task_id and u.status <> 'succeeded')
+            where s.task_id in (select id from downstream) and s.status = 'cancelled' and s.cancelled_upstream
+            returning s.task_id, s.swarm_id
+        ), logged as (
+            -- Waiting for their dependencies again, as at submission.
+            insert into events (kind, task_ids, swarm_ids)
+            select 'task.restored', array_agg(task_id), array_agg(swarm_id)
+            from restored
+            where task_events_on()
+            having count(*) > 0
         )
-        update task_states s
-        set status = 'blocked', cancelled_upstream = false, error = null, finished_at = null,
-            waiting_on = (select count(*) from task_deps d join task_states u on u.task_id = d.depends_on
-                          where d.task_id = s.task_id and u.status <> 'succeeded')
-        where s.task_id in (select id from downstream) and s.status = 'cancelled' and s.cancelled_upstream
+        select count(*) as "restored!" from restored
         "#,
         tasks,
     )
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(result.rows_affected())
+    Ok(u64::try_from(restored).unwrap_or(0))
 }

@@ -16,6 +16,7 @@ pub mod audit;
 pub mod beats;
 pub mod claims;
 pub mod cooldowns;
+pub mod events;
 pub mod filters;
 pub mod graph;
 pub mod leases;
@@ -38,18 +39,24 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection, PgPool};
 
-use crate::config::DatabaseConfig;
+use crate::config::{DatabaseConfig, EventsConfig};
 
 /// Opens the query pool for everything but the workers' hot path: what
 /// [`hot_connections`] leaves of `max_connections`.
 ///
 /// # Errors
 /// A malformed URL or an unreachable server.
-pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+pub async fn connect(config: &DatabaseConfig, events: &EventsConfig) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = config.url.expose().parse()?;
-    pool_options(config, config.max_connections - hot_connections(config))
-        .connect_with(options.application_name("hive-coordinator"))
-        .await
+    let options = options.application_name("hive-coordinator").options(session_settings(events));
+    pool_options(config, config.max_connections - hot_connections(config)).connect_with(options).await
+}
+
+/// Settings every connection of the coordinator's pools starts with: with
+/// `events.tasks` off, `hive.task_events = off`, which the statements that
+/// write task events read (the SQL function `task_events_on`).
+fn session_settings(events: &EventsConfig) -> Vec<(&'static str, &'static str)> {
+    if events.tasks { Vec::new() } else { vec![("hive.task_events", "off")] }
 }
 
 /// Opens (lazily) the pool for the workers' hot path — claims, outcomes,
@@ -81,14 +88,17 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
 ///
 /// # Errors
 /// A malformed URL.
-pub fn hot_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+pub fn hot_pool(config: &DatabaseConfig, events: &EventsConfig) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = config.url.expose().parse()?;
-    let options = options.application_name("hive-coordinator-hot").options([
-        ("plan_cache_mode", "force_generic_plan"),
-        ("enable_seqscan", "off"),
-        ("jit", "off"),
-        ("enable_bitmapscan", "off"),
-    ]);
+    let options = options
+        .application_name("hive-coordinator-hot")
+        .options([
+            ("plan_cache_mode", "force_generic_plan"),
+            ("enable_seqscan", "off"),
+            ("jit", "off"),
+            ("enable_bitmapscan", "off"),
+        ])
+        .options(session_settings(events));
     let connections = hot_connections(config);
     Ok(pool_options(config, connections)
         .min_connections(connections)
@@ -187,7 +197,7 @@ pub struct ConnectError {
 ///
 /// # Errors
 /// A malformed URL at once; an unreachable server once the time is up.
-pub async fn connect_patiently(config: &DatabaseConfig) -> Result<PgPool, ConnectError> {
+pub async fn connect_patiently(config: &DatabaseConfig, events: &EventsConfig) -> Result<PgPool, ConnectError> {
     let started = tokio::time::Instant::now();
     let deadline = started + config.connect_timeout;
     let failed = |cause| ConnectError { address: address(config), waited: started.elapsed(), cause };
@@ -197,7 +207,7 @@ pub async fn connect_patiently(config: &DatabaseConfig) -> Result<PgPool, Connec
         let tried = match sqlx::PgConnection::connect_with(&options).await {
             Ok(probe) => {
                 let _ = sqlx::Connection::close(probe).await;
-                connect(config).await
+                connect(config, events).await
             }
             Err(err) => Err(err),
         };

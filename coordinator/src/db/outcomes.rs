@@ -103,6 +103,12 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
             where w.id = x.swarm_id and x.cost > 0
         ), unlocked as (
             delete from task_locks l using done where l.task_id = done.task_id returning l.key
+        ), logged as (
+            insert into events (kind, task_ids, swarm_ids, worker_ids, attempts)
+            select 'task.succeeded', array_agg(task_id), array_agg(swarm_id), array_agg(worker_id), array_agg(attempts)
+            from done
+            where task_events_on()
+            having count(*) > 0
         )
         select array(select attempt_id from done) as "recorded!: Vec<Uuid>",
                (select count(*) from unblocked where status = 'ready') + (select count(*) from unlocked)
@@ -285,6 +291,20 @@ pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result
             from decided d
             where s.task_id = d.task_id
             returning s.has_keys
+        ), logged as (
+            -- One row per kind: ready again (a retry, or a hand-back that
+            -- counts nothing), dead, cancelled.
+            insert into events (kind, task_ids, swarm_ids, worker_ids, attempts, details)
+            select case d.status when 'ready' then 'task.retry_scheduled' when 'dead' then 'task.dead'
+                                 else 'task.cancelled' end,
+                   array_agg(s.task_id), array_agg(s.swarm_id), array_agg(s.worker_id), array_agg(s.attempts),
+                   array_agg(jsonb_strip_nulls(jsonb_build_object(
+                       'outcome', d.outcome, 'error', d.error, 'counted', d.counted,
+                       'retry_in_s', case when d.status = 'ready' then round(d.delay::numeric, 3) end,
+                       'next_agent', d.next_agent)))
+            from decided d join task_states s on s.task_id = d.task_id and s.attempt_id = d.attempt_id
+            where task_events_on()
+            group by d.status
         )
         select (select count(*) from unlocked) + (select count(*) from moved where has_keys) as "released!"
         "#,

@@ -106,8 +106,22 @@ pub async fn list(executor: impl PgExecutor<'_>) -> sqlx::Result<Vec<PauseRow>> 
     .await
 }
 
-/// Forgets pauses that ended by themselves; returns how many.
+/// Forgets pauses that ended by themselves (`pause.expired`); returns how many.
 pub async fn prune_ended(executor: impl PgExecutor<'_>) -> sqlx::Result<u64> {
-    let pruned = sqlx::query!("delete from pauses where until <= now()").execute(executor).await?;
-    Ok(pruned.rows_affected())
+    let pruned = sqlx::query_scalar!(
+        r#"
+        with ended as (
+            delete from pauses where until <= now() returning scope, target, until
+        ), logged as (
+            insert into events (kind, details)
+            select 'pause.expired', array_agg(jsonb_build_object('scope', scope, 'target', target, 'until', until))
+            from ended
+            having count(*) > 0
+        )
+        select count(*) as "pruned!" from ended
+        "#
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(u64::try_from(pruned).unwrap_or(0))
 }

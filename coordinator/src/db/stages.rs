@@ -132,7 +132,13 @@ pub async fn advance(conn: &mut PgConnection, task: Uuid, to_validator: bool, pa
                 attempt_started_at = null, stalled_since = null, progress_at = null, progress = null
             from tasks t
             where s.task_id = $1 and t.id = s.task_id
-            returning s.task_id
+            returning s.task_id, s.swarm_id, s.attempts, s.stage, s.round
+        ), logged as (
+            insert into events (kind, task_ids, swarm_ids, attempts, details)
+            select 'task.next_stage', array[m.task_id], array[m.swarm_id], array[m.attempts],
+                   array[jsonb_build_object('stage', m.stage, 'round', m.round)]
+            from moved m
+            where task_events_on()
         )
         delete from task_locks l using moved where l.task_id = moved.task_id
         "#,
@@ -151,7 +157,9 @@ pub async fn advance(conn: &mut PgConnection, task: Uuid, to_validator: bool, pa
 pub async fn finish(conn: &mut PgConnection, task: Uuid, status: TaskStatus, error: Option<&str>) -> sqlx::Result<()> {
     sqlx::query!(
         r#"
-        with finished as (
+        with prior as (
+            select task_id, swarm_id, worker_id, attempts from task_states where task_id = $1
+        ), finished as (
             update task_states s
             set status = $2, finished_at = now(), error = $3,
                 result_attempt = case when $2 = 'succeeded'::task_status then
@@ -162,6 +170,14 @@ pub async fn finish(conn: &mut PgConnection, task: Uuid, status: TaskStatus, err
                 attempt_started_at = null, stalled_since = null, progress_at = null, progress = null
             where s.task_id = $1
             returning s.task_id
+        ), logged as (
+            insert into events (kind, task_ids, swarm_ids, worker_ids, attempts, details)
+            select case $2::task_status when 'succeeded' then 'task.succeeded' when 'dead' then 'task.dead'
+                                        else 'task.cancelled' end,
+                   array[p.task_id], array[p.swarm_id], array[p.worker_id], array[p.attempts],
+                   array[jsonb_strip_nulls(jsonb_build_object('error', $3::text))]
+            from prior p join finished f on f.task_id = p.task_id
+            where task_events_on()
         )
         delete from task_locks l using finished where l.task_id = finished.task_id
         "#,

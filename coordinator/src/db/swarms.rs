@@ -70,15 +70,22 @@ pub async fn submitted_by_of_task(executor: impl PgExecutor<'_>, task: Uuid) -> 
     Ok(row)
 }
 
-/// Sets a swarm's budget (`None` clears it); returns (budget, spent), or `None` for an unknown swarm.
+/// Sets a swarm's budget (`None` clears it), and lets `swarm.budget_exhausted`
+/// be announced again once a raise left room; returns (budget, spent), or
+/// `None` for an unknown swarm.
 pub async fn set_budget(
     executor: impl PgExecutor<'_>,
     swarm: Uuid,
     budget: Option<f64>,
 ) -> sqlx::Result<Option<(Option<f64>, f64)>> {
-    let row = sqlx::query!("update swarms set budget = $2 where id = $1 returning budget, spent", swarm, budget)
-        .fetch_optional(executor)
-        .await?;
+    let row = sqlx::query!(
+        "update swarms set budget = $2, budget_exhausted = budget_exhausted and coalesce(spent >= $2, false) \
+         where id = $1 returning budget, spent",
+        swarm,
+        budget
+    )
+    .fetch_optional(executor)
+    .await?;
     Ok(row.map(|row| (row.budget, row.spent)))
 }
 

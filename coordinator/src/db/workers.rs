@@ -28,18 +28,28 @@ pub struct Registration<'a> {
 }
 
 /// Records a worker, or refreshes it when it registers again after a
-/// reconnect with the same token; `false` when the id belongs to a worker
-/// another token registered (nothing changed).
+/// reconnect with the same token, and appends `worker.joined`; `false` when
+/// the id belongs to a worker another token registered (nothing changed).
 pub async fn upsert(executor: impl PgExecutor<'_>, worker: &Registration<'_>) -> sqlx::Result<bool> {
-    let result = sqlx::query!(
+    let result = sqlx::query_scalar!(
         r#"
-        insert into workers (id, name, hostname, agents, slots, free_slots, version, labels, registered_by, accounts)
-        values ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9)
-        on conflict (id) do update
-        set name = excluded.name, hostname = excluded.hostname, agents = excluded.agents,
-            slots = excluded.slots, version = excluded.version, labels = excluded.labels,
-            accounts = excluded.accounts, last_seen_at = now()
-        where workers.registered_by is not distinct from excluded.registered_by
+        with registered as (
+            insert into workers (id, name, hostname, agents, slots, free_slots, version, labels, registered_by, accounts)
+            values ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9)
+            on conflict (id) do update
+            set name = excluded.name, hostname = excluded.hostname, agents = excluded.agents,
+                slots = excluded.slots, version = excluded.version, labels = excluded.labels,
+                accounts = excluded.accounts, last_seen_at = now(), gone_at = null
+            where workers.registered_by is not distinct from excluded.registered_by
+            returning id
+        ), logged as (
+            insert into events (kind, worker_ids, details)
+            select 'worker.joined', array[id],
+                   array[jsonb_build_object('name', $2::text, 'host', $3::text, 'agents', $4::text[], 'slots', $5::int4,
+                                            'version', $6::text)]
+            from registered
+        )
+        select count(*) as "registered!" from registered
         "#,
         worker.id,
         worker.name,
@@ -51,9 +61,9 @@ pub async fn upsert(executor: impl PgExecutor<'_>, worker: &Registration<'_>) ->
         worker.registered_by,
         worker.accounts,
     )
-    .execute(executor)
+    .fetch_one(executor)
     .await?;
-    Ok(result.rows_affected() == 1)
+    Ok(result == 1)
 }
 
 /// Who registered the worker: `None` for an unknown worker, `Some(None)` when auth was off.
@@ -213,4 +223,36 @@ pub async fn prune_gone(executor: impl PgExecutor<'_>, retention_seconds: f64) -
     .execute(executor)
     .await?;
     Ok(result.rows_affected())
+}
+
+/// Marks the workers that left and appends their events: `worker.gone` for
+/// one that drained and stopped beating (not seen for `quiet_seconds`, its
+/// last beat draining with nothing running), `worker.lost` for one not seen
+/// for `lease_seconds` otherwise. Each is marked once, until it registers
+/// or beats again; returns how many were marked.
+pub async fn mark_left(executor: impl PgExecutor<'_>, lease_seconds: f64, quiet_seconds: f64) -> sqlx::Result<u64> {
+    let marked = sqlx::query_scalar!(
+        r#"
+        with departed as (
+            update workers
+            set gone_at = now()
+            where gone_at is null
+              and (last_seen_at < now() - make_interval(secs => $1)
+                   or (draining and running = 0 and last_seen_at < now() - make_interval(secs => $2)))
+            returning id, name, hostname, draining and running = 0 as drained
+        ), logged as (
+            insert into events (kind, worker_ids, details)
+            select case when drained then 'worker.gone' else 'worker.lost' end, array_agg(id),
+                   array_agg(jsonb_build_object('name', name, 'host', hostname))
+            from departed
+            group by drained
+        )
+        select count(*) as "marked!" from departed
+        "#,
+        lease_seconds,
+        quiet_seconds,
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(u64::try_from(marked).unwrap_or(0))
 }

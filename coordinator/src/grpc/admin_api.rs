@@ -6,7 +6,8 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::audit_api;
-use super::convert::{self, parse_id};
+use super::convert::{self, optional_id, parse_id};
+use super::watch_api::{self, WatchStream};
 use crate::app::App;
 use crate::auth::tokens as auth_tokens;
 use crate::auth::{Caller, ownership};
@@ -26,14 +27,6 @@ impl AdminApi {
     pub(crate) fn new(app: App) -> Self {
         Self { app }
     }
-}
-
-fn optional_id<T>(
-    field: &str,
-    text: &str,
-    parse: impl Fn(&str) -> Result<T, hive_shared::ids::BadId>,
-) -> Result<Option<T>> {
-    if text.is_empty() { Ok(None) } else { parse_id(field, text, parse).map(Some) }
 }
 
 #[tonic::async_trait]
@@ -284,6 +277,12 @@ impl AdminService for AdminApi {
         let caller = Caller::of(&request)?;
         let cleared = crate::cooldowns::clear(&self.app.pool, &caller, &request.get_ref().account).await?;
         Ok(Response::new(pb::ClearCooldownResponse { cleared }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        Ok(Response::new(watch_api::watch(&self.app, request.into_inner()).await?))
     }
 
     async fn list_locks(

@@ -26,6 +26,15 @@ pub(crate) fn parse_id<T>(
     parse(text).map_err(|err| Error::invalid(field, err))
 }
 
+/// Decodes an optional id field: empty is `None`.
+pub(crate) fn optional_id<T>(
+    field: &str,
+    text: &str,
+    parse: impl Fn(&str) -> Result<T, hive_shared::ids::BadId>,
+) -> Result<Option<T>> {
+    if text.is_empty() { Ok(None) } else { parse_id(field, text, parse).map(Some) }
+}
+
 /// Decodes an optional duration field, naming it when negative.
 pub(crate) fn optional_duration(
     field: impl FnOnce() -> String,
@@ -419,6 +428,21 @@ pub(crate) fn cooldown(row: db::cooldowns::CooldownRow) -> pb::Cooldown {
         reason: row.reason,
         started_at: Some(timestamp(row.started_at)),
         probing: row.probing,
+    }
+}
+
+/// Encodes an event.
+pub(crate) fn event(row: db::events::EventRow) -> pb::Event {
+    let id = |id: Option<uuid::Uuid>| id.map(|id| id.to_string()).unwrap_or_default();
+    pb::Event {
+        seq: u64::try_from(row.seq).unwrap_or(0),
+        at: Some(timestamp(row.at)),
+        kind: row.kind,
+        swarm_id: id(row.swarm_id),
+        task_id: id(row.task_id),
+        worker_id: id(row.worker_id),
+        attempt: row.attempt.and_then(|attempt| u32::try_from(attempt).ok()).unwrap_or(0),
+        detail: row.detail.map(|detail| detail.to_string()).unwrap_or_default(),
     }
 }
 

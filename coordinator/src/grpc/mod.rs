@@ -10,6 +10,7 @@ pub(crate) mod convert;
 pub(crate) mod identity;
 pub(crate) mod status;
 pub(crate) mod tls;
+pub(crate) mod watch_api;
 pub(crate) mod worker_api;
 
 use std::sync::Arc;

@@ -65,6 +65,7 @@ impl From<Error> for Status {
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::WorkerNotRegistered(_) | Error::WrongStatus { .. } => Code::FailedPrecondition,
             Error::LeaseLost { .. } => Code::Aborted,
+            Error::EventsOutOfRange(_) => Code::OutOfRange,
             Error::ShuttingDown | Error::BeatsNotRecorded | Error::Busy(_) => Code::Unavailable,
             Error::Database(inner) if db::transient(inner) => {
                 match UNAVAILABLE.admit(Instant::now()) {

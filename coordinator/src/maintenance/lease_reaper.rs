@@ -1,7 +1,8 @@
 //! Finds attempts whose lease ran out (their worker died or was cut off) or
 //! whose deadline passed (the task ran far past its time limit), and settles
 //! them like a reported failure: retried, dead-lettered, or — for tasks being
-//! cancelled — cancelled. Rows are taken with `skip locked`, so reapers on
+//! cancelled — cancelled; and marks workers that left (`worker.gone`,
+//! `worker.lost`). Rows are taken with `skip locked`, so reapers on
 //! several coordinators never double-reap.
 //!
 //! A lease that ran out while this coordinator could not reach the database,
@@ -32,7 +33,7 @@ pub(crate) async fn run(pool: PgPool, defaults: TaskDefaults, leases: LeaseConfi
     let contact = Mutex::new(Contact::new(Instant::now(), &leases));
     let contact = &contact;
     super::every(leases.reap_interval, &cancel, || async {
-        if let Err(err) = pass(&pool, &defaults, contact).await {
+        if let Err(err) = pass(&pool, &defaults, &leases, contact).await {
             // Only a lost database restarts the wait; a statement that
             // failed (a deadlock, say) says nothing about workers' beats.
             if db::unreachable(&err) {
@@ -45,11 +46,20 @@ pub(crate) async fn run(pool: PgPool, defaults: TaskDefaults, leases: LeaseConfi
 }
 
 /// One pass: reaps if the database has been reachable for a full lease.
-async fn pass(pool: &PgPool, defaults: &TaskDefaults, contact: &Mutex<Contact>) -> Result<(), sqlx::Error> {
+async fn pass(
+    pool: &PgPool,
+    defaults: &TaskDefaults,
+    leases: &LeaseConfig,
+    contact: &Mutex<Contact>,
+) -> Result<(), sqlx::Error> {
     pool.acquire().await?;
     let reap = lock(contact).reached(Instant::now());
     if reap {
         reap_all(pool, defaults).await?;
+        // Workers are judged gone or lost on the same condition: their
+        // beats had a full lease to get through.
+        let quiet = leases.heartbeat_interval * 2;
+        db::workers::mark_left(pool, db::seconds(leases.ttl), db::seconds(quiet)).await?;
         lock(contact).answered(Instant::now());
     }
     Ok(())

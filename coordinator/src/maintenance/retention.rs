@@ -2,7 +2,7 @@
 //! `workers.retention` (and holding no lease), so the table and `hivectl
 //! workers --all` keep only workers that could still come back; and the
 //! saved sessions of tasks finished longer than `sessions.retention` ago;
-//! and pauses that ended by themselves.
+//! pauses that ended by themselves; and events older than `events.retention`.
 
 use std::time::Duration;
 
@@ -12,11 +12,20 @@ use tracing::{debug, info, instrument};
 
 use crate::db;
 
+/// Most event rows removed in one pass (each holds up to a batch of events).
+const EVENT_ROWS_PER_PASS: i64 = 10_000;
+
 /// Looks every tenth of the shorter retention (at most every minute, at
 /// least every second) until `cancel`.
 #[instrument(skip_all, name = "retention")]
-pub(crate) async fn run(pool: PgPool, workers: Duration, sessions: Duration, cancel: CancellationToken) {
-    let interval = (workers.min(sessions) / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+pub(crate) async fn run(
+    pool: PgPool,
+    workers: Duration,
+    sessions: Duration,
+    events: Duration,
+    cancel: CancellationToken,
+) {
+    let interval = (workers.min(sessions).min(events) / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
     super::every(interval, &cancel, || async {
         log_pruned(
             "workers gone longer than workers.retention",
@@ -27,6 +36,10 @@ pub(crate) async fn run(pool: PgPool, workers: Duration, sessions: Duration, can
             db::sessions::prune(&pool, db::seconds(sessions)).await,
         );
         log_pruned("pauses that ended by themselves", db::pauses::prune_ended(&pool).await);
+        log_pruned(
+            "event rows older than events.retention",
+            db::events::prune(&pool, db::seconds(events), EVENT_ROWS_PER_PASS).await,
+        );
     })
     .await;
 }

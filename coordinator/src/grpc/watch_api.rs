@@ -1,0 +1,77 @@
+//! `AdminService.Watch`: decode the request, start a watcher
+//! (`crate::events::watch`), and send its pages down the stream until the
+//! caller hangs up or the coordinator stops taking calls.
+
+use std::pin::Pin;
+
+use hive_shared::ids::{SwarmId, TaskId, WorkerId};
+use hive_shared::pb;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::convert::{self, optional_id};
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::events::watch::{Filter, Watcher};
+
+/// The stream `Watch` answers with.
+pub(crate) type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+/// Pages waiting to be sent on one stream; a watcher that does not read
+/// holds up only its own stream.
+const BUFFER: usize = 4;
+
+/// Starts a watch.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming a bad id or kind; [`Error::EventsOutOfRange`]
+/// for an `after` the log does not hold; database failures.
+pub(crate) async fn watch(app: &App, request: pb::WatchRequest) -> Result<WatchStream> {
+    let after = request
+        .after
+        .map(|after| i64::try_from(after).map_err(|_| Error::invalid("after", "is too large")))
+        .transpose()?;
+    let filter = Filter {
+        swarm: optional_id("swarm_id", &request.swarm_id, SwarmId::parse)?.map(|id| id.0),
+        task: optional_id("task_id", &request.task_id, TaskId::parse)?.map(|id| id.0),
+        worker: optional_id("worker_id", &request.worker_id, WorkerId::parse)?.map(|id| id.0),
+        kinds: request.kinds,
+    };
+    let watcher = Watcher::start(&app.pool, &app.events, after, filter).await?;
+    let (pages, outbound) = mpsc::channel(BUFFER);
+    let start = pb::WatchResponse { events: Vec::new(), position: position(&watcher) };
+    // The channel is new and holds BUFFER: this cannot fail.
+    let _ = pages.try_send(Ok(start));
+    hive_shared::tracked::spawn(&app.tracker, "watch stream", follow(app.clone(), watcher, pages));
+    Ok(Box::pin(ReceiverStream::new(outbound)))
+}
+
+/// Sends `watcher`'s pages until the caller hangs up, the coordinator stops
+/// taking calls, or a page fails (the caller resumes from the last seq it got).
+async fn follow(app: App, mut watcher: Watcher, pages: mpsc::Sender<Result<pb::WatchResponse, Status>>) {
+    loop {
+        let page = tokio::select! {
+            page = watcher.next(&app.pool, &app.events) => page,
+            () = pages.closed() => return,
+            () = app.rpc_shutdown.cancelled() => return,
+        };
+        let reply = match page {
+            Ok(events) if events.is_empty() => continue,
+            Ok(events) => Ok(pb::WatchResponse {
+                events: events.into_iter().map(convert::event).collect(),
+                position: position(&watcher),
+            }),
+            Err(err) => Err(Status::from(err)),
+        };
+        let failed = reply.is_err();
+        if pages.send(reply).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+fn position(watcher: &Watcher) -> u64 {
+    u64::try_from(watcher.position()).unwrap_or(0)
+}
