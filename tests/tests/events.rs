@@ -331,3 +331,93 @@ async fn read_lines(
     };
     tokio::time::timeout(Duration::from_secs(20), reading).await.expect("hivectl printed the events");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooldowns_pauses_and_operators_changes_are_events() {
+    let db = fresh_database().await;
+    let mut config = test_config(&db);
+    // Retention passes (which end pauses given a duration) run every second.
+    config.workers.retention = Duration::from_secs(10);
+    let coordinator = TestCoordinator::start(config).await;
+    let mut live = watch_after(&coordinator, Some(0)).await;
+    let mut client = coordinator.worker_client().await;
+    let worker_id = uuid::Uuid::new_v4().to_string();
+    let registration = pb::RegisterRequest {
+        worker_id: worker_id.clone(),
+        name: "w".into(),
+        agents: vec!["a".into()],
+        slots: 1,
+        accounts: HashMap::from([("a".to_owned(), "stubai/team-a".to_owned())]),
+        ..Default::default()
+    };
+    client.register(registration).await.unwrap();
+    let mut worker = FakeWorker { client, id: worker_id };
+    let swarm = submit(&coordinator, "cools", 1, 0.0).await;
+    let task = worker.claim(1, Duration::from_secs(5)).await.remove(0);
+    let refusal = pb::Failure {
+        task_id: task.task_id.clone(),
+        attempt_id: task.attempt_id.clone(),
+        class: pb::FailureClass::RateLimited.into(),
+        error: "429".into(),
+        provider_account: "stubai/team-a".into(),
+        ..Default::default()
+    };
+    worker.client.fail(pb::FailRequest { worker_id: worker.id.clone(), failures: vec![refusal] }).await.unwrap();
+    let mut admin = coordinator.admin_client().await;
+    admin.clear_cooldown(pb::ClearCooldownRequest { account: "stubai/team-a".into() }).await.unwrap();
+    let pause = pb::PauseRequest {
+        scope: pb::PauseScope::Swarm.into(),
+        target: swarm.swarm_id.clone(),
+        reason: "a second".into(),
+        duration: Some(hive_shared::convert::duration(Duration::from_secs(1))),
+        stop_running: false,
+    };
+    admin.pause(pause).await.unwrap();
+    let pause = pb::PauseRequest {
+        scope: pb::PauseScope::Agent.into(),
+        target: "a".into(),
+        reason: "until resumed".into(),
+        duration: None,
+        stop_running: false,
+    };
+    admin.pause(pause).await.unwrap();
+    admin.resume(pb::ResumeRequest { scope: pb::PauseScope::Agent.into(), target: "a".into() }).await.unwrap();
+
+    let events = read_until(&mut live, |events| count(events, "pause.expired") == 1).await;
+    let kinds: Vec<&str> = kinds(&events).into_iter().filter(|kind| !kind.starts_with("task.")).collect();
+    assert_eq!(
+        kinds,
+        [
+            "admin.submit_tasks",
+            "worker.joined",
+            "cooldown.started",
+            "admin.clear_cooldown",
+            "cooldown.ended",
+            "admin.pause",
+            "admin.pause",
+            "admin.resume",
+            "pause.expired",
+        ]
+    );
+    let detail = |kind: &str| -> serde_json::Value {
+        serde_json::from_str(&events.iter().find(|event| event.kind == kind).unwrap().detail).unwrap()
+    };
+    assert_eq!(
+        (&detail("cooldown.started")["account"], &detail("cooldown.started")["step"]),
+        (&"stubai/team-a".into(), &1.into())
+    );
+    assert_eq!(detail("cooldown.ended")["by"], "operator");
+    assert_eq!(
+        (&detail("pause.expired")["scope"], &detail("pause.expired")["target"]),
+        (&"swarm".into(), &swarm.swarm_id.as_str().into())
+    );
+    let cleared = detail("admin.clear_cooldown");
+    assert_eq!(
+        (&cleared["actor"], &cleared["target"]["account"], &cleared["affected"]),
+        (&"admin".into(), &"stubai/team-a".into(), &1.into())
+    );
+    assert!(cleared["audit_seq"].is_number());
+    let retried = events.iter().find(|event| event.kind == "task.retry_scheduled").unwrap();
+    let outcome: serde_json::Value = serde_json::from_str(&retried.detail).unwrap();
+    assert_eq!(outcome["counted"], false, "a refusal is not counted against the task");
+}

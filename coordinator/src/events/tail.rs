@@ -1,9 +1,11 @@
-//! This coordinator's copy of the newest numbered events. One loop reads
-//! what the sequencer numbers (woken by its notification, and every second
-//! in case one was lost) and keeps the newest [`CAPACITY`] events in memory;
-//! every watcher here reads from that copy, so a thousand watchers cost the
-//! database one read per numbering. A watcher further behind reads the
-//! database itself (`watch`).
+//! This coordinator's copy of the newest numbered events. While anyone
+//! here watches, one loop reads what the sequencer numbers (woken by its
+//! notification, and every second in case one was lost) and keeps the
+//! newest [`CAPACITY`] events in memory; every watcher here reads from that
+//! copy, so a thousand watchers cost the database one read per numbering.
+//! A watcher further behind reads the database itself (`watch`). While no
+//! one watches, it reads nothing, and the next watcher's first wait starts
+//! it afresh from the newest event.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
@@ -61,6 +63,12 @@ impl Tail {
         Some(events.iter().skip(skip).take(limit).cloned().collect())
     }
 
+    /// Forgets what it holds, when no one watches.
+    fn stop(&self) {
+        self.events.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        self.head.send_replace(0);
+    }
+
     /// Starts this copy at `head`, the newest event number when nothing was read yet.
     fn start_at(&self, head: i64) {
         self.head.send_replace(head);
@@ -94,7 +102,12 @@ pub(crate) async fn run(pool: PgPool, notifications: Arc<Notifications>, tail: A
         let numbered = notifications.events();
         tokio::pin!(numbered);
         numbered.as_mut().enable();
-        if let Err(err) = read(&pool, &tail, &mut started).await {
+        if tail.head.receiver_count() == 0 {
+            if started {
+                tail.stop();
+                started = false;
+            }
+        } else if let Err(err) = read(&pool, &tail, &mut started).await {
             debug!(error = %err, "could not read events; trying again");
         }
         tokio::select! {
