@@ -348,9 +348,6 @@ CREATE TABLE public.events (
     CONSTRAINT events_something CHECK (((task_ids IS NOT NULL) OR (worker_ids IS NOT NULL) OR (details IS NOT NULL)))
 );
 ALTER TABLE ONLY public.events ALTER COLUMN task_ids SET STORAGE EXTERNAL;
-ALTER TABLE ONLY public.events ALTER COLUMN swarm_ids SET STORAGE EXTERNAL;
-ALTER TABLE ONLY public.events ALTER COLUMN worker_ids SET STORAGE EXTERNAL;
-ALTER TABLE ONLY public.events ALTER COLUMN attempts SET STORAGE EXTERNAL;
 
 ALTER TABLE public.events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     SEQUENCE NAME public.events_id_seq

@@ -388,11 +388,12 @@ async fn cooldowns_pauses_and_operators_changes_are_events() {
     assert_eq!(
         kinds,
         [
-            "admin.submit_tasks",
             "worker.joined",
+            "admin.submit_tasks",
             "cooldown.started",
-            "admin.clear_cooldown",
+            // The change, then its audit row (the last step of its transaction).
             "cooldown.ended",
+            "admin.clear_cooldown",
             "admin.pause",
             "admin.pause",
             "admin.resume",

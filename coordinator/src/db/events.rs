@@ -9,7 +9,7 @@ use serde_json::Value as Json;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-/// The advisory lock key the sequencer holds while it numbers rows ("hiveevnt").
+/// The advisory lock key the sequencer's session holds ("hiveevnt").
 const SEQUENCER_LOCK: i64 = 0x6869_7665_6576_6e74;
 
 /// Events of one kind to append: one element per event in each array the
@@ -54,33 +54,33 @@ pub async fn append(executor: impl PgExecutor<'_>, kind: &str, batch: &Batch) ->
     Ok(())
 }
 
-/// Whether any row waits to be numbered (a walk of the unnumbered index
-/// that stops at its first entry).
-pub async fn any_unnumbered(executor: impl PgExecutor<'_>) -> sqlx::Result<bool> {
-    sqlx::query_scalar!(r#"select exists(select 1 from events where seq is null) as "unnumbered!""#)
-        .fetch_one(executor)
-        .await
+/// Makes this session the sequencer, if no other session is (an advisory
+/// lock held until the session ends); whether it is now.
+pub async fn lead(conn: &mut PgConnection) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(r#"select pg_try_advisory_lock($1) as "leading!""#, SEQUENCER_LOCK).fetch_one(conn).await
+}
+
+/// Stops this session leading (it led), so another may at once.
+pub async fn resign(conn: &mut PgConnection) -> sqlx::Result<()> {
+    sqlx::query_scalar!(r#"select pg_advisory_unlock($1) as "unlocked!""#, SEQUENCER_LOCK).fetch_one(conn).await?;
+    Ok(())
 }
 
 /// Numbers committed rows not numbered yet, in the order they were
-/// inserted, at most `limit` rows, then derives the swarm events from them
-/// ([`derive_swarm_events`]); returns the newest event number when any was
-/// numbered. Runs its own transaction under an advisory lock, so one
-/// coordinator numbers at a time and numbers have no gaps; `None` also when
-/// another coordinator holds the lock now. Announces the new head on
-/// `hive_events` at commit.
+/// inserted, at most `limit` rows, and derives the swarm events from them,
+/// in one statement; returns the newest event number when any was numbered,
+/// and announces it on `hive_events` at commit. Only the session that
+/// [`lead`]s may call it: one numberer at a time is what keeps numbers
+/// without gaps, and since it took the lock after any earlier numberer's
+/// session ended, its statements see all that one numbered.
+///
+/// The swarm events: each swarm's count of unfinished tasks moves with its
+/// numbered task events (submitted, retried, restored: +1; succeeded, dead,
+/// cancelled: −1); `swarm.finished` for those an ending brings to zero, and
+/// `swarm.budget_exhausted` for those whose spending reached their budget
+/// (once, until a raise lets it be announced again).
 pub async fn number(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Option<i64>> {
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let locked = sqlx::query_scalar!(r#"select pg_try_advisory_xact_lock($1) as "locked!""#, SEQUENCER_LOCK)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !locked {
-        return Ok(None);
-    }
-    // Statements after the lock: their snapshots see what the previous
-    // holder numbered.
-    let before = head(&mut *tx).await?.last_seq;
-    let head = sqlx::query_scalar!(
+    sqlx::query_scalar!(
         r#"
         with pending as (
             select e.id, e.n, sum(e.n) over (order by e.id) as upto
@@ -93,23 +93,53 @@ pub async fn number(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Option<
             set seq = h.last_seq + p.upto - p.n + 1
             from pending p, event_head h
             where e.id = p.id
-            returning e.last_seq
+            returning e.last_seq, e.kind, e.swarm_ids
+        ), head as (
+            update event_head h
+            set last_seq = (select max(last_seq) from numbered)
+            where exists(select 1 from numbered)
+            returning h.last_seq
+        ), deltas as (
+            select x.swarm_id,
+                   sum(case when e.kind in ('task.submitted', 'task.retried', 'task.restored') then 1
+                            when e.kind in ('task.succeeded', 'task.dead', 'task.cancelled') then -1
+                            else 0 end) as delta,
+                   bool_or(e.kind in ('task.succeeded', 'task.dead', 'task.cancelled')) as ended,
+                   bool_or(e.kind in ('task.succeeded', 'task.retry_scheduled', 'task.dead', 'task.cancelled'))
+                       as charged
+            from numbered e cross join lateral unnest(e.swarm_ids) as x(swarm_id)
+            where e.kind in ('task.submitted', 'task.retried', 'task.restored', 'task.succeeded', 'task.dead',
+                             'task.cancelled', 'task.retry_scheduled')
+            group by x.swarm_id
+        ), counted as (
+            update swarms w
+            set unfinished = w.unfinished + d.delta,
+                budget_exhausted = w.budget_exhausted or (d.charged and coalesce(w.spent >= w.budget, false))
+            from deltas d, swarms o
+            where w.id = d.swarm_id and o.id = w.id
+            returning w.id, w.name, w.unfinished, d.ended, w.spent, w.budget,
+                      w.budget_exhausted and not o.budget_exhausted as exhausted_now
+        ), finished as (
+            insert into events (kind, swarm_ids, details)
+            select 'swarm.finished', array_agg(id), array_agg(jsonb_build_object('name', name))
+            from counted
+            where unfinished = 0 and ended
+            having count(*) > 0
+        ), exhausted as (
+            insert into events (kind, swarm_ids, details)
+            select 'swarm.budget_exhausted', array_agg(id),
+                   array_agg(jsonb_build_object('name', name, 'spent', spent, 'budget', budget))
+            from counted
+            where exhausted_now
+            having count(*) > 0
         )
-        update event_head h
-        set last_seq = (select max(last_seq) from numbered)
-        where exists(select 1 from numbered)
-        returning h.last_seq
+        select h.last_seq as "last_seq!"
+        from head h cross join lateral (select pg_notify('hive_events', h.last_seq::text)) as announced
         "#,
         limit,
     )
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(head) = head {
-        derive_swarm_events(&mut *tx, before).await?;
-        sqlx::query!("select pg_notify('hive_events', $1::int8::text)", head).execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
-    Ok(head)
+    .fetch_optional(conn)
+    .await
 }
 
 /// The newest event numbered, and the oldest kept.
@@ -204,54 +234,4 @@ pub async fn prune(executor: impl PgExecutor<'_>, retention_seconds: f64, limit:
     .fetch_one(executor)
     .await?;
     Ok(u64::try_from(removed).unwrap_or(0))
-}
-
-/// Derives the swarm events from the task events numbered after `after`
-/// (in the sequencer's transaction, so one coordinator at a time): keeps
-/// each swarm's count of unfinished tasks and appends `swarm.finished` for
-/// those it brings to zero, and `swarm.budget_exhausted` for those whose
-/// spending reached their budget.
-pub async fn derive_swarm_events(executor: impl PgExecutor<'_>, after: i64) -> sqlx::Result<()> {
-    sqlx::query!(
-        r#"
-        with deltas as (
-            select x.swarm_id,
-                   sum(case when e.kind in ('task.submitted', 'task.retried', 'task.restored') then 1
-                            when e.kind in ('task.succeeded', 'task.dead', 'task.cancelled') then -1
-                            else 0 end) as delta,
-                   bool_or(e.kind in ('task.succeeded', 'task.dead', 'task.cancelled')) as ended,
-                   bool_or(e.kind in ('task.succeeded', 'task.retry_scheduled', 'task.dead', 'task.cancelled'))
-                       as charged
-            from events e cross join lateral unnest(e.swarm_ids) as x(swarm_id)
-            where e.seq is not null and e.last_seq > $1
-              and e.kind in ('task.submitted', 'task.retried', 'task.restored', 'task.succeeded', 'task.dead',
-                             'task.cancelled', 'task.retry_scheduled')
-            group by x.swarm_id
-        ), counted as (
-            update swarms w
-            set unfinished = w.unfinished + d.delta,
-                budget_exhausted = w.budget_exhausted or (d.charged and coalesce(w.spent >= w.budget, false))
-            from deltas d, swarms o
-            where w.id = d.swarm_id and o.id = w.id
-            returning w.id, w.name, w.unfinished, d.ended, w.spent, w.budget,
-                      w.budget_exhausted and not o.budget_exhausted as exhausted_now
-        ), finished as (
-            insert into events (kind, swarm_ids, details)
-            select 'swarm.finished', array_agg(id), array_agg(jsonb_build_object('name', name))
-            from counted
-            where unfinished = 0 and ended
-            having count(*) > 0
-        )
-        insert into events (kind, swarm_ids, details)
-        select 'swarm.budget_exhausted', array_agg(id),
-               array_agg(jsonb_build_object('name', name, 'spent', spent, 'budget', budget))
-        from counted
-        where exhausted_now
-        having count(*) > 0
-        "#,
-        after,
-    )
-    .execute(executor)
-    .await?;
-    Ok(())
 }

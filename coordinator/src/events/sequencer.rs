@@ -1,40 +1,81 @@
 //! Numbers the event log's committed rows (`db::events::number`). Every
-//! coordinator runs this loop; an advisory lock lets one number at a time,
-//! and the others find nothing left or skip their turn. A watcher sees an
-//! event once it is numbered: within one interval of its commit.
+//! coordinator runs this loop, and one of them leads: its own connection
+//! holds an advisory lock for as long as it lives, and numbers what is
+//! waiting every [`INTERVAL`], one statement a round. The others try to
+//! take the lock every [`FOLLOW_INTERVAL`], so when the leader stops (or
+//! its connection dies and the server ends its session) another takes over.
+//! A watcher sees an event once it is numbered: within about one interval
+//! of its commit.
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, instrument};
+use tracing::{debug, info, instrument};
 
 use crate::db;
 
-/// How often each coordinator looks for rows to number.
+/// How often the leader numbers what is waiting.
 pub(crate) const INTERVAL: Duration = Duration::from_millis(50);
-/// Most rows numbered in one transaction.
+/// How often the others try to lead.
+const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
+/// Most rows numbered in one statement.
 const ROWS_PER_ROUND: i64 = 10_000;
 
-/// Numbers rows every [`INTERVAL`] until `cancel`.
+/// Leads when it can, numbering rows, until `cancel`.
 #[instrument(skip_all, name = "event_sequencer")]
 pub(crate) async fn run(pool: PgPool, cancel: CancellationToken) {
-    crate::maintenance::every(INTERVAL, &cancel, || async {
-        if let Err(err) = round(&pool).await {
-            debug!(error = %err, "could not number events; trying again");
+    loop {
+        match lead(&pool).await {
+            Ok(Some(conn)) => {
+                info!("numbering events for every coordinator");
+                number_while_leading(conn, &cancel).await;
+            }
+            Ok(None) => {}
+            Err(err) => debug!(error = %err, "could not try to lead the event sequencer"),
         }
-    })
-    .await;
+        tokio::select! {
+            () = tokio::time::sleep(FOLLOW_INTERVAL) => {}
+            () = cancel.cancelled() => return,
+        }
+    }
 }
 
-/// Numbers what is waiting, a transaction of at most [`ROWS_PER_ROUND`] rows at a time.
-async fn round(pool: &PgPool) -> sqlx::Result<()> {
-    while db::events::any_unnumbered(pool).await? {
-        let mut conn = pool.acquire().await?;
-        if db::events::number(&mut conn, ROWS_PER_ROUND).await?.is_none() {
-            // Another coordinator holds the lock, or what it numbered was all.
-            return Ok(());
+/// A connection of this coordinator's that now holds the sequencer's lock, if it could take it.
+async fn lead(pool: &PgPool) -> sqlx::Result<Option<PoolConnection<Postgres>>> {
+    let mut conn = pool.acquire().await?;
+    Ok(db::events::lead(&mut conn).await?.then_some(conn))
+}
+
+/// Numbers every [`INTERVAL`] until `cancel` or a failed statement (the
+/// connection is then closed, which ends its session and frees the lock).
+async fn number_while_leading(conn: PoolConnection<Postgres>, cancel: &CancellationToken) {
+    // Never handed back to the pool: the lock is the session's.
+    let mut conn = conn.detach();
+    let mut ticker = tokio::time::interval(INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = cancel.cancelled() => {
+                // Another coordinator may lead at once, not only when this session ends.
+                let _ = db::events::resign(&mut conn).await;
+                break;
+            }
         }
+        if let Err(err) = round(&mut conn).await {
+            debug!(error = %err, "numbering events failed; leading again once a connection holds the lock");
+            break;
+        }
+    }
+    let _ = sqlx::Connection::close(conn).await;
+}
+
+/// Numbers what is waiting, at most [`ROWS_PER_ROUND`] rows (the next round takes the rest).
+async fn round(conn: &mut sqlx::PgConnection) -> sqlx::Result<()> {
+    if let Some(head) = db::events::number(conn, ROWS_PER_ROUND).await? {
+        debug!(head, "numbered events");
     }
     Ok(())
 }
