@@ -402,6 +402,12 @@ CREATE VIEW public.probe_due AS
            FROM public.task_states s
           WHERE ((s.task_id = c.probe_task) AND (s.attempt_id = c.probe_attempt))))));
 
+CREATE TABLE public.swarm_progress (
+    swarm_id uuid NOT NULL,
+    unfinished bigint DEFAULT 0 NOT NULL,
+    budget_exhausted boolean DEFAULT false NOT NULL
+);
+
 CREATE TABLE public.swarms (
     id uuid NOT NULL,
     name text NOT NULL,
@@ -410,8 +416,6 @@ CREATE TABLE public.swarms (
     budget double precision,
     spent double precision DEFAULT 0 NOT NULL,
     submitted_by text,
-    unfinished bigint DEFAULT 0 NOT NULL,
-    budget_exhausted boolean DEFAULT false NOT NULL,
     CONSTRAINT swarms_budget_check CHECK ((budget > (0)::double precision)),
     CONSTRAINT swarms_name_check CHECK ((name <> ''::text))
 );
@@ -507,6 +511,9 @@ ALTER TABLE ONLY public.pauses
 ALTER TABLE ONLY public.provider_cooldowns
     ADD CONSTRAINT provider_cooldowns_pkey PRIMARY KEY (account);
 
+ALTER TABLE ONLY public.swarm_progress
+    ADD CONSTRAINT swarm_progress_pkey PRIMARY KEY (swarm_id);
+
 ALTER TABLE ONLY public.swarms
     ADD CONSTRAINT swarms_pkey PRIMARY KEY (id);
 
@@ -581,6 +588,9 @@ CREATE UNIQUE INDEX tasks_swarm_key_idx ON public.tasks USING btree (swarm_id, k
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON public.audit_log FOR EACH STATEMENT EXECUTE FUNCTION public.audit_log_append_only();
 
 CREATE TRIGGER audit_log_no_update_or_delete BEFORE DELETE OR UPDATE ON public.audit_log FOR EACH ROW EXECUTE FUNCTION public.audit_log_append_only();
+
+ALTER TABLE ONLY public.swarm_progress
+    ADD CONSTRAINT swarm_progress_swarm_id_fkey FOREIGN KEY (swarm_id) REFERENCES public.swarms(id);
 
 ALTER TABLE ONLY public.task_deps
     ADD CONSTRAINT task_deps_depends_on_fkey FOREIGN KEY (depends_on) REFERENCES public.tasks(id) ON DELETE CASCADE;

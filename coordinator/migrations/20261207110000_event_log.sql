@@ -58,16 +58,20 @@ insert into event_head default values;
 create function task_events_on() returns boolean
 language sql stable as $$ select current_setting('hive.task_events', true) is distinct from 'off' $$;
 
--- Kept by the sequencer from the task events it numbers (only it writes
--- them, so completions never contend on a swarm's row for them): how many
--- of the swarm's tasks are unfinished (`swarm.finished` when it reaches
--- 0), and whether its spending reached its budget (`swarm.budget_exhausted`
--- once, until a raise).
-alter table swarms add column unfinished bigint not null default 0,
-                   add column budget_exhausted boolean not null default false;
-update swarms w
-set unfinished = (select count(*) from task_states s where s.swarm_id = w.id and s.finished_at is null),
-    budget_exhausted = coalesce(w.spent >= w.budget, false);
+-- Kept by the sequencer from the task events it numbers, and written by
+-- nothing else but a budget change (one row), so it never waits on a
+-- completion: per swarm, how many of its tasks are unfinished
+-- (`swarm.finished` when an ending brings it to 0), and whether
+-- `swarm.budget_exhausted` was announced (again only after a raise).
+create table swarm_progress (
+    swarm_id uuid primary key references swarms (id),
+    unfinished bigint not null default 0,
+    budget_exhausted boolean not null default false
+);
+insert into swarm_progress (swarm_id, unfinished, budget_exhausted)
+select w.id, (select count(*) from task_states s where s.swarm_id = w.id and s.finished_at is null),
+       coalesce(w.spent >= w.budget, false)
+from swarms w;
 
 -- When a worker was last found gone (drained and stopped beating) or lost
 -- (not seen for a lease); cleared when it registers or beats again.

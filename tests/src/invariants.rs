@@ -3,6 +3,7 @@
 //! [`assert_invariants`] at the end of any test that drove the real
 //! statements.
 
+use hive_coordinator::db;
 use sqlx::{PgConnection, PgPool};
 
 /// Each invariant by name, with a query counting the rows that break it.
@@ -92,4 +93,32 @@ pub async fn assert_invariants(pool: &PgPool) {
     let mut conn = pool.acquire().await.expect("a connection for the invariant checks");
     let broken = violations(&mut conn).await;
     assert!(broken.is_empty(), "data model invariants broken (rows per invariant): {broken:?}");
+    assert_swarm_progress(pool).await;
+}
+
+/// Numbers every event waiting, as the sequencer would (unless a running
+/// coordinator leads the numbering: then it is left to it), and checks that
+/// each swarm's count of unfinished tasks kept from the events is the
+/// number of its tasks unfinished.
+///
+/// # Panics
+/// When a count is off, or a statement fails.
+pub async fn assert_swarm_progress(pool: &PgPool) {
+    let mut conn = pool.acquire().await.expect("a connection to number events").detach();
+    if !db::events::lead(&mut conn).await.expect("try to lead the numbering") {
+        return;
+    }
+    while db::events::number(&mut conn, 10_000).await.expect("number events").is_some() {}
+    db::events::resign(&mut conn).await.expect("stop leading");
+    let off: Vec<(uuid::Uuid, i64, i64)> = sqlx::query_as(
+        "select w.id, coalesce(p.unfinished, 0),
+                (select count(*) from task_states s where s.swarm_id = w.id and s.finished_at is null)
+         from swarms w left join swarm_progress p on p.swarm_id = w.id
+         where coalesce(p.unfinished, 0)
+               <> (select count(*) from task_states s where s.swarm_id = w.id and s.finished_at is null)",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("compare the swarms' counts");
+    assert!(off.is_empty(), "swarm_progress.unfinished is off (swarm, counted, unfinished tasks): {off:?}");
 }

@@ -122,7 +122,8 @@ pub async fn run(ctx: &Ctx, args: WatchArgs) -> anyhow::Result<()> {
                     after = Some(page.position);
                 }
                 Ok(None) => break,
-                Err(status) if reopen(&status) => {
+                // A stream cut mid-way (a reset, a proxy) may also end as INTERNAL.
+                Err(status) if reopen(&status) || status.code() == Code::Internal => {
                     tracing::warn!(error = %status.message(), "the watch broke; reopening");
                     break;
                 }

@@ -55,9 +55,17 @@ pub async fn append(executor: impl PgExecutor<'_>, kind: &str, batch: &Batch) ->
 }
 
 /// Makes this session the sequencer, if no other session is (an advisory
-/// lock held until the session ends); whether it is now.
+/// lock held until the session ends); whether it is now. A leading session
+/// that sits idle for 10 s (its coordinator cut off from the database) is
+/// ended by the server, so the lock does not wait for TCP to notice.
 pub async fn lead(conn: &mut PgConnection) -> sqlx::Result<bool> {
-    sqlx::query_scalar!(r#"select pg_try_advisory_lock($1) as "leading!""#, SEQUENCER_LOCK).fetch_one(conn).await
+    let leading = sqlx::query_scalar!(r#"select pg_try_advisory_lock($1) as "leading!""#, SEQUENCER_LOCK)
+        .fetch_one(&mut *conn)
+        .await?;
+    if leading {
+        sqlx::query!("set idle_session_timeout = '10s'").execute(conn).await?;
+    }
+    Ok(leading)
 }
 
 /// Stops this session leading (it led), so another may at once.
@@ -74,8 +82,8 @@ pub async fn resign(conn: &mut PgConnection) -> sqlx::Result<()> {
 /// without gaps, and since it took the lock after any earlier numberer's
 /// session ended, its statements see all that one numbered.
 ///
-/// The swarm events: each swarm's count of unfinished tasks moves with its
-/// numbered task events (submitted, retried, restored: +1; succeeded, dead,
+/// The swarm events (in `swarm_progress`): each swarm's count of unfinished
+/// tasks moves with its numbered task events (submitted, retried, restored: +1; succeeded, dead,
 /// cancelled: −1); `swarm.finished` for those an ending brings to zero, and
 /// `swarm.budget_exhausted` for those whose spending reached their budget
 /// (once, until a raise lets it be announced again).
@@ -105,31 +113,41 @@ pub async fn number(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Option<
                             when e.kind in ('task.succeeded', 'task.dead', 'task.cancelled') then -1
                             else 0 end) as delta,
                    bool_or(e.kind in ('task.succeeded', 'task.dead', 'task.cancelled')) as ended,
-                   bool_or(e.kind in ('task.succeeded', 'task.retry_scheduled', 'task.dead', 'task.cancelled'))
-                       as charged
+                   bool_or(e.kind in ('task.succeeded', 'task.retry_scheduled', 'task.dead', 'task.cancelled',
+                                      'task.next_stage')) as charged
             from numbered e cross join lateral unnest(e.swarm_ids) as x(swarm_id)
             where e.kind in ('task.submitted', 'task.retried', 'task.restored', 'task.succeeded', 'task.dead',
-                             'task.cancelled', 'task.retry_scheduled')
+                             'task.cancelled', 'task.retry_scheduled', 'task.next_stage')
             group by x.swarm_id
+        ), before as (
+            -- As the last round left them (only the sequencer and a budget change write these rows).
+            select p.swarm_id, p.budget_exhausted from swarm_progress p where p.swarm_id in (select swarm_id from deltas)
         ), counted as (
-            update swarms w
-            set unfinished = w.unfinished + d.delta,
-                budget_exhausted = w.budget_exhausted or (d.charged and coalesce(w.spent >= w.budget, false))
-            from deltas d, swarms o
-            where w.id = d.swarm_id and o.id = w.id
-            returning w.id, w.name, w.unfinished, d.ended, w.spent, w.budget,
-                      w.budget_exhausted and not o.budget_exhausted as exhausted_now
+            insert into swarm_progress as p (swarm_id, unfinished, budget_exhausted)
+            select d.swarm_id, d.delta, d.charged and coalesce(w.spent >= w.budget, false)
+            from deltas d join swarms w on w.id = d.swarm_id
+            on conflict (swarm_id) do update
+                set unfinished = p.unfinished + excluded.unfinished,
+                    budget_exhausted = p.budget_exhausted or excluded.budget_exhausted
+            returning p.swarm_id, p.unfinished, p.budget_exhausted
+        ), judged as (
+            select c.swarm_id as id, c.unfinished, d.ended, w.name, w.spent, w.budget,
+                   c.budget_exhausted and not coalesce(b.budget_exhausted, false) as exhausted_now
+            from counted c
+            join deltas d on d.swarm_id = c.swarm_id
+            join swarms w on w.id = c.swarm_id
+            left join before b on b.swarm_id = c.swarm_id
         ), finished as (
             insert into events (kind, swarm_ids, details)
             select 'swarm.finished', array_agg(id), array_agg(jsonb_build_object('name', name))
-            from counted
+            from judged
             where unfinished = 0 and ended
             having count(*) > 0
         ), exhausted as (
             insert into events (kind, swarm_ids, details)
             select 'swarm.budget_exhausted', array_agg(id),
                    array_agg(jsonb_build_object('name', name, 'spent', spent, 'budget', budget))
-            from counted
+            from judged
             where exhausted_now
             having count(*) > 0
         )
@@ -204,24 +222,19 @@ pub async fn after(executor: impl PgExecutor<'_>, after: i64, upto: i64, limit: 
 }
 
 /// Removes the oldest numbered rows, up to the first whose events began
-/// within `retention_seconds`, at most `limit` rows, and moves the kept
-/// floor past them; returns how many rows went. Only a prefix goes, so the
-/// events kept have no gaps.
+/// within `retention_seconds`, at most `limit` rows (and reading no more),
+/// and moves the kept floor past them; returns how many rows went. Only a
+/// prefix goes, so the events kept have no gaps.
 pub async fn prune(executor: impl PgExecutor<'_>, retention_seconds: f64, limit: i64) -> sqlx::Result<u64> {
     let removed = sqlx::query_scalar!(
         r#"
-        with young as (
-            select coalesce((select y.seq from events y
-                             where y.seq is not null and y.at >= now() - make_interval(secs => $1)
-                             order by y.last_seq
-                             limit 1), 9223372036854775807) as seq
-        ), old as (
-            select e.id from events e
-            where e.seq is not null and e.last_seq < (select seq from young)
-            order by e.last_seq
-            limit $2
+        with oldest as (
+            -- The oldest rows, each marked once a row at or before it is young.
+            select id, last_seq,
+                   bool_or(at >= now() - make_interval(secs => $1)) over (order by last_seq) as kept
+            from (select id, last_seq, at from events where seq is not null order by last_seq limit $2) o
         ), removed as (
-            delete from events e using old where e.id = old.id returning e.last_seq
+            delete from events e using oldest o where e.id = o.id and not o.kept returning e.last_seq
         ), floor as (
             update event_head set first_seq = greatest(first_seq, (select max(last_seq) + 1 from removed))
             where exists(select 1 from removed)

@@ -132,10 +132,12 @@ pub async fn advance(conn: &mut PgConnection, task: Uuid, to_validator: bool, pa
                 attempt_started_at = null, stalled_since = null, progress_at = null, progress = null
             from tasks t
             where s.task_id = $1 and t.id = s.task_id
-            returning s.task_id, s.swarm_id, s.attempts, s.stage, s.round
+            -- The subquery reads the row as it was: the worker of the attempt that ended.
+            returning s.task_id, s.swarm_id, s.attempts, s.stage, s.round,
+                      (select o.worker_id from task_states o where o.task_id = s.task_id) as worker_id
         ), logged as (
-            insert into events (kind, task_ids, swarm_ids, attempts, details)
-            select 'task.next_stage', array[m.task_id], array[m.swarm_id], array[m.attempts],
+            insert into events (kind, task_ids, swarm_ids, worker_ids, attempts, details)
+            select 'task.next_stage', array[m.task_id], array[m.swarm_id], array[m.worker_id], array[m.attempts],
                    array[jsonb_build_object('stage', m.stage, 'round', m.round)]
             from moved m
             where task_events_on()

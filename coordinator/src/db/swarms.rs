@@ -79,8 +79,16 @@ pub async fn set_budget(
     budget: Option<f64>,
 ) -> sqlx::Result<Option<(Option<f64>, f64)>> {
     let row = sqlx::query!(
-        "update swarms set budget = $2, budget_exhausted = budget_exhausted and coalesce(spent >= $2, false) \
-         where id = $1 returning budget, spent",
+        r#"
+        with changed as (
+            update swarms set budget = $2 where id = $1 returning budget, spent
+        ), rearmed as (
+            update swarm_progress p set budget_exhausted = false
+            from changed c
+            where p.swarm_id = $1 and p.budget_exhausted and not coalesce(c.spent >= c.budget, false)
+        )
+        select budget, spent as "spent!" from changed
+        "#,
         swarm,
         budget
     )

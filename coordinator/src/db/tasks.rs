@@ -125,7 +125,21 @@ pub async fn insert_tasks(conn: &mut PgConnection, swarm_id: Uuid, tasks: &NewTa
             join unnest($2::uuid[], $19::timestamptz[], $20::task_status[], $21::int4[], $24::int8[])
                 as f(id, run_after, status, waiting_on, place) on f.id = p.id
             join heads h on h.priority = p.priority
-            returning 1
+            returning task_id, swarm_id, status
+        ), logged as (
+            -- `task.submitted` for every task, then `task.cancelled` for those a
+            -- dead or cancelled dependency ended at once (one insert, in that order).
+            insert into events (kind, task_ids, swarm_ids, details)
+            select 'task.submitted', array_agg(task_id), array_agg(swarm_id), null
+            from states
+            where task_events_on()
+            having count(*) > 0
+            union all
+            select 'task.cancelled', array_agg(task_id), array_agg(swarm_id),
+                   array_agg(jsonb_build_object('upstream', true))
+            from states
+            where status = 'cancelled' and task_events_on()
+            having count(*) > 0
         )
         select count(*) as "inserted!" from states
         "#,

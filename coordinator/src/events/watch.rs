@@ -69,7 +69,7 @@ pub(crate) struct Watcher {
 
 impl Watcher {
     /// Starts after event `after` (`None`: after the newest, so only what
-    /// happens from now on).
+    /// happens from now on; 0: before the oldest kept, so every event kept).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an unknown kind; [`Error::EventsOutOfRange`]
@@ -80,7 +80,11 @@ impl Watcher {
             return Err(Error::InvalidArgument { problems });
         }
         let head = db::events::head(pool).await?;
-        let position = after.unwrap_or(head.last_seq);
+        let position = match after {
+            None => head.last_seq,
+            Some(0) => head.first_seq - 1,
+            Some(after) => after,
+        };
         if position > head.last_seq {
             return Err(Error::EventsOutOfRange(format!(
                 "event {position} is not in the log: the newest is {}; resync and watch from the newest",

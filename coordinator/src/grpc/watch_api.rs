@@ -22,6 +22,8 @@ pub(crate) type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse
 /// Pages waiting to be sent on one stream; a watcher that does not read
 /// holds up only its own stream.
 const BUFFER: usize = 4;
+/// How often a watch whose filter matched nothing is sent its position.
+const QUIET_POSITION: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Starts a watch.
 ///
@@ -49,8 +51,12 @@ pub(crate) async fn watch(app: &App, request: pb::WatchRequest) -> Result<WatchS
 }
 
 /// Sends `watcher`'s pages until the caller hangs up, the coordinator stops
-/// taking calls, or a page fails (the caller resumes from the last seq it got).
+/// taking calls, or a page fails (the caller resumes from the last position
+/// it got). When the filter leaves pages empty, the position is still sent,
+/// at most every [`QUIET_POSITION`], so a narrow watch resumes near where it
+/// was, not from its last match.
 async fn follow(app: App, mut watcher: Watcher, pages: mpsc::Sender<Result<pb::WatchResponse, Status>>) {
+    let mut last_sent = tokio::time::Instant::now();
     loop {
         let page = tokio::select! {
             page = watcher.next(&app.pool, &app.events) => page,
@@ -58,7 +64,7 @@ async fn follow(app: App, mut watcher: Watcher, pages: mpsc::Sender<Result<pb::W
             () = app.rpc_shutdown.cancelled() => return,
         };
         let reply = match page {
-            Ok(events) if events.is_empty() => continue,
+            Ok(events) if events.is_empty() && last_sent.elapsed() < QUIET_POSITION => continue,
             Ok(events) => Ok(pb::WatchResponse {
                 events: events.into_iter().map(convert::event).collect(),
                 position: position(&watcher),
@@ -66,7 +72,15 @@ async fn follow(app: App, mut watcher: Watcher, pages: mpsc::Sender<Result<pb::W
             Err(err) => Err(Status::from(err)),
         };
         let failed = reply.is_err();
-        if pages.send(reply).await.is_err() || failed {
+        // A caller that stops reading holds only its own stream, and not past shutdown.
+        let permit = tokio::select! {
+            permit = pages.reserve() => permit,
+            () = app.rpc_shutdown.cancelled() => return,
+        };
+        let Ok(permit) = permit else { return };
+        permit.send(reply);
+        last_sent = tokio::time::Instant::now();
+        if failed {
             return;
         }
     }

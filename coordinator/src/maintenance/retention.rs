@@ -12,7 +12,7 @@ use tracing::{debug, info, instrument};
 
 use crate::db;
 
-/// Most event rows removed in one pass (each holds up to a batch of events).
+/// Most event rows removed in one statement (each holds up to a batch of events).
 const EVENT_ROWS_PER_PASS: i64 = 10_000;
 
 /// Looks every tenth of the shorter retention (at most every minute, at
@@ -36,12 +36,23 @@ pub(crate) async fn run(
             db::sessions::prune(&pool, db::seconds(sessions)).await,
         );
         log_pruned("pauses that ended by themselves", db::pauses::prune_ended(&pool).await);
-        log_pruned(
-            "event rows older than events.retention",
-            db::events::prune(&pool, db::seconds(events), EVENT_ROWS_PER_PASS).await,
-        );
+        log_pruned("event rows older than events.retention", prune_events(&pool, events).await);
     })
     .await;
+}
+
+/// Removes event rows past retention, a statement of at most
+/// [`EVENT_ROWS_PER_PASS`] at a time, until none is left to remove (a busy
+/// fleet appends rows faster than one statement a pass would remove them).
+async fn prune_events(pool: &PgPool, retention: Duration) -> sqlx::Result<u64> {
+    let mut total = 0;
+    loop {
+        let removed = db::events::prune(pool, db::seconds(retention), EVENT_ROWS_PER_PASS).await?;
+        total += removed;
+        if removed < u64::try_from(EVENT_ROWS_PER_PASS).unwrap_or(u64::MAX) {
+            return Ok(total);
+        }
+    }
 }
 
 fn log_pruned(what: &str, pruned: sqlx::Result<u64>) {

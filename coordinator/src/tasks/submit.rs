@@ -7,14 +7,13 @@ use std::time::Duration;
 use hive_shared::convert::JsonObject;
 use hive_shared::ids::{SwarmId, TaskId};
 use serde_json::{Value as Json, json};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::audit::{self, Action, Entry};
 use crate::auth::Caller;
 use crate::config::{LimitConfig, TaskDefaults};
 use crate::db;
-use crate::db::events::Batch;
 use crate::error::{Error, Result};
 use crate::status::TaskStatus;
 use crate::tasks::{graph, validate};
@@ -143,7 +142,6 @@ pub(crate) async fn submit(
         return audited(tx, caller, &submission, existing).await;
     }
     db::tasks::insert_tasks(&mut tx, swarm_id.0, &rows).await?;
-    submitted_events(&mut tx, swarm_id, &ids, &rows.statuses).await?;
     let (from, to): (Vec<Uuid>, Vec<Uuid>) = edges
         .pairs
         .iter()
@@ -176,28 +174,6 @@ pub(crate) async fn submit(
     );
     let submitted = Submitted { swarm_id, task_ids: ids.into_iter().map(TaskId).collect(), warnings, existing: false };
     audited(tx, caller, &submission, submitted).await
-}
-
-/// Appends `task.submitted` for every task, and `task.cancelled` for those
-/// a dead or cancelled dependency finished at once.
-async fn submitted_events(
-    conn: &mut PgConnection,
-    swarm_id: SwarmId,
-    ids: &[Uuid],
-    statuses: &[TaskStatus],
-) -> sqlx::Result<()> {
-    let submitted = Batch { task_ids: ids.to_vec(), swarm_ids: vec![swarm_id.0; ids.len()], ..Batch::default() };
-    db::events::append(&mut *conn, "task.submitted", &submitted).await?;
-    let cancelled: Vec<Uuid> =
-        ids.iter().zip(statuses).filter(|(_, status)| **status == TaskStatus::Cancelled).map(|(id, _)| *id).collect();
-    let upstream = json!({ "upstream": true });
-    let cancelled = Batch {
-        swarm_ids: vec![swarm_id.0; cancelled.len()],
-        details: vec![upstream; cancelled.len()],
-        task_ids: cancelled,
-        ..Batch::default()
-    };
-    db::events::append(conn, "task.cancelled", &cancelled).await
 }
 
 /// Records `submitted` in the audit log and commits `tx`.
