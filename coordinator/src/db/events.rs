@@ -119,7 +119,7 @@ pub async fn number(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Option<
             where e.kind in ('task.submitted', 'task.retried', 'task.restored', 'task.succeeded', 'task.dead',
                              'task.cancelled', 'task.retry_scheduled', 'task.next_stage')
             group by x.swarm_id
-        ), before as (
+        ), progress_before as (
             -- As the last round left them (only the sequencer and a budget change write these rows).
             select p.swarm_id, p.budget_exhausted from swarm_progress p where p.swarm_id in (select swarm_id from deltas)
         ), counted as (
@@ -136,7 +136,7 @@ pub async fn number(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Option<
             from counted c
             join deltas d on d.swarm_id = c.swarm_id
             join swarms w on w.id = c.swarm_id
-            left join before b on b.swarm_id = c.swarm_id
+            left join progress_before b on b.swarm_id = c.swarm_id
         ), finished as (
             insert into events (kind, swarm_ids, details)
             select 'swarm.finished', array_agg(id), array_agg(jsonb_build_object('name', name))
