@@ -59,7 +59,7 @@ pub enum Error {
     /// A token (perhaps revoked) already has this name.
     #[error("a token named `{0}` exists already (names are never reused, even after a revoke)")]
     TokenNameTaken(String),
-    /// A watch asked to resume from an event the log no longer holds (or does not hold yet).
+    /// A watch asked to resume from an event older than the oldest kept (or newer than the newest).
     #[error("{0}")]
     EventsOutOfRange(String),
     /// The coordinator is too busy for this call now; retry shortly.

@@ -2,8 +2,8 @@
 //! `--json`, one JSON object per line). A broken stream (a coordinator
 //! restart, an outage) is reopened after the last event number the
 //! coordinator said it passed, so nothing is missed or printed twice; a
-//! number the log no longer keeps ends the watch with the coordinator's
-//! message, telling you to resync.
+//! number older than the oldest the log keeps ends the watch with the
+//! coordinator's message, telling you to resync.
 
 use std::time::Duration;
 
@@ -79,7 +79,7 @@ const MOST_BACKOFF: Duration = Duration::from_secs(5);
 /// coordinator refuses the watch.
 ///
 /// # Errors
-/// A refused watch (a bad filter, a resume point no longer kept, a token
+/// A refused watch (a bad filter, a resume point older than the oldest kept, a token
 /// without the viewer role); a coordinator that cannot be reached at all.
 pub async fn run(ctx: &Ctx, args: WatchArgs) -> anyhow::Result<()> {
     let mut after = args.after;

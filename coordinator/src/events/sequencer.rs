@@ -17,7 +17,7 @@ use tracing::{debug, info, instrument};
 use crate::db;
 
 /// How often the leader numbers what is waiting.
-pub(crate) const INTERVAL: Duration = Duration::from_millis(50);
+const INTERVAL: Duration = Duration::from_millis(50);
 /// How often the others try to lead.
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 /// Most rows numbered in one statement.

@@ -21,7 +21,7 @@ use crate::db::events::EventRow;
 use crate::notifications::Notifications;
 
 /// Events kept in memory.
-pub(crate) const CAPACITY: usize = 65_536;
+const CAPACITY: usize = 65_536;
 /// Events read per statement.
 const PAGE: i64 = 10_000;
 /// How often the loop reads without a notification.

@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 
 /// Most events read for one page.
 const PAGE: usize = 1000;
+/// Most kinds one watch may name (each event is matched against every one).
+const MAX_KINDS: usize = 64;
 
 /// What a watcher wants to see.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +35,9 @@ pub(crate) struct Filter {
 impl Filter {
     /// Every unknown kind or family, named; empty when all are known.
     pub(crate) fn problems(&self) -> Vec<String> {
+        if self.kinds.len() > MAX_KINDS {
+            return vec![format!("kinds: {} entries; the limit is {MAX_KINDS}", self.kinds.len())];
+        }
         self.kinds
             .iter()
             .enumerate()
@@ -104,7 +109,7 @@ impl Watcher {
     /// those that match (possibly empty, when none of a page matched).
     ///
     /// # Errors
-    /// [`Error::EventsOutOfRange`] when retention removed events it had not
+    /// [`Error::EventsOutOfRange`] when retention removed events it has not
     /// read yet; database failures.
     pub(crate) async fn next(&mut self, pool: &PgPool, tail: &Tail) -> Result<Vec<EventRow>> {
         // The tail's head only moves forwards; a closed channel means the
@@ -144,4 +149,24 @@ fn check_kept(position: i64, first_seq: i64) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(kinds: &[&str]) -> Filter {
+        Filter { kinds: kinds.iter().map(|kind| (*kind).to_owned()).collect(), ..Filter::default() }
+    }
+
+    #[test]
+    fn kinds_and_families_are_checked_and_their_number_capped() {
+        assert!(kinds(&["task.dead", "worker.*", "admin.*"]).problems().is_empty());
+        let problems = kinds(&["task.dead", "task.exploded", "robot.*"]).problems();
+        assert_eq!(problems.len(), 2);
+        assert!(problems[0].starts_with("kinds[1]: `task.exploded`"), "{problems:?}");
+        assert!(problems[1].starts_with("kinds[2]: `robot.*`"), "{problems:?}");
+        let many = kinds(&vec!["task.dead"; MAX_KINDS + 1]).problems();
+        assert_eq!(many, [format!("kinds: {} entries; the limit is {MAX_KINDS}", MAX_KINDS + 1)]);
+    }
 }

@@ -56,8 +56,8 @@ async fn pass(
     let reap = lock(contact).reached(Instant::now());
     if reap {
         reap_all(pool, defaults).await?;
-        // Workers are judged gone or lost on the same condition: their
-        // beats had a full lease to get through.
+        // Workers are judged gone or lost on the same condition: a full
+        // lease of contact, in which every live worker's beats arrive.
         let quiet = leases.heartbeat_interval * 2;
         db::workers::mark_left(pool, db::seconds(leases.ttl), db::seconds(quiet)).await?;
         lock(contact).answered(Instant::now());
