@@ -35,6 +35,29 @@ begin
 end
 $$;
 
+CREATE FUNCTION public.count_task_changes() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+begin
+    if tg_op = 'INSERT' then
+        insert into task_count_changes (agent, status, change)
+        select run_agent, status, count(*) from new_rows group by run_agent, status;
+    elsif tg_op = 'UPDATE' then
+        insert into task_count_changes (agent, status, change)
+        select c.agent, c.status, sum(c.change)
+        from (select run_agent, status, 1 from new_rows
+              union all
+              select run_agent, status, -1 from old_rows) as c (agent, status, change)
+        group by c.agent, c.status
+        having sum(c.change) <> 0;
+    else
+        insert into task_count_changes (agent, status, change)
+        select run_agent, status, -count(*) from old_rows group by run_agent, status;
+    end if;
+    return null;
+end
+$$;
+
 CREATE FUNCTION public.take_key_slots(task_ids uuid[], attempt_ids uuid[]) RETURNS TABLE(task_id uuid, attempt_id uuid)
     LANGUAGE plpgsql
     AS $$
@@ -420,6 +443,18 @@ CREATE TABLE public.swarms (
     CONSTRAINT swarms_name_check CHECK ((name <> ''::text))
 );
 
+CREATE TABLE public.task_count_changes (
+    agent text NOT NULL,
+    status public.task_status NOT NULL,
+    change bigint NOT NULL
+);
+
+CREATE TABLE public.task_counts (
+    agent text NOT NULL,
+    status public.task_status NOT NULL,
+    tasks bigint NOT NULL
+);
+
 CREATE TABLE public.task_locks (
     key text NOT NULL,
     task_id uuid NOT NULL,
@@ -454,6 +489,21 @@ CREATE TABLE public.task_output (
     truncated boolean DEFAULT false NOT NULL,
     CONSTRAINT task_output_bytes_check CHECK ((bytes >= 0))
 );
+
+CREATE VIEW public.task_totals AS
+ SELECT c.agent,
+    c.status,
+    (sum(c.tasks))::bigint AS tasks
+   FROM ( SELECT task_counts.agent,
+            task_counts.status,
+            task_counts.tasks
+           FROM public.task_counts
+        UNION ALL
+         SELECT task_count_changes.agent,
+            task_count_changes.status,
+            task_count_changes.change
+           FROM public.task_count_changes) c
+  GROUP BY c.agent, c.status;
 
 CREATE TABLE public.workers (
     id uuid NOT NULL,
@@ -517,6 +567,9 @@ ALTER TABLE ONLY public.swarm_progress
 ALTER TABLE ONLY public.swarms
     ADD CONSTRAINT swarms_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY public.task_counts
+    ADD CONSTRAINT task_counts_pkey PRIMARY KEY (agent, status);
+
 ALTER TABLE ONLY public.task_deps
     ADD CONSTRAINT task_deps_pkey PRIMARY KEY (task_id, depends_on);
 
@@ -577,6 +630,8 @@ CREATE INDEX task_states_dead_idx ON public.task_states USING btree (task_id) WH
 
 CREATE INDEX task_states_leased_idx ON public.task_states USING btree (worker_id, LEAST(lease_expires_at, attempt_deadline)) WHERE (lease_expires_at IS NOT NULL);
 
+CREATE INDEX task_states_ready_age_idx ON public.task_states USING btree (run_agent, run_after) WHERE (status = 'ready'::public.task_status);
+
 CREATE INDEX task_states_stalled_idx ON public.task_states USING btree (stalled_since) WHERE (stalled_since IS NOT NULL);
 
 CREATE INDEX tasks_locks_idx ON public.tasks USING gin (locks) WHERE (cardinality(locks) > 0);
@@ -588,6 +643,12 @@ CREATE UNIQUE INDEX tasks_swarm_key_idx ON public.tasks USING btree (swarm_id, k
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON public.audit_log FOR EACH STATEMENT EXECUTE FUNCTION public.audit_log_append_only();
 
 CREATE TRIGGER audit_log_no_update_or_delete BEFORE DELETE OR UPDATE ON public.audit_log FOR EACH ROW EXECUTE FUNCTION public.audit_log_append_only();
+
+CREATE TRIGGER task_states_count_deletes AFTER DELETE ON public.task_states REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION public.count_task_changes();
+
+CREATE TRIGGER task_states_count_inserts AFTER INSERT ON public.task_states REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.count_task_changes();
+
+CREATE TRIGGER task_states_count_updates AFTER UPDATE ON public.task_states REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.count_task_changes();
 
 ALTER TABLE ONLY public.swarm_progress
     ADD CONSTRAINT swarm_progress_swarm_id_fkey FOREIGN KEY (swarm_id) REFERENCES public.swarms(id);

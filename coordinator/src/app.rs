@@ -44,6 +44,8 @@ pub(crate) struct App {
     pub probe_due: Arc<std::sync::atomic::AtomicBool>,
     /// The newest events, shared by this coordinator's watchers.
     pub events: Arc<crate::events::tail::Tail>,
+    /// What this coordinator counted, for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl App {

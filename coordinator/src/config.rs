@@ -45,6 +45,8 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     /// TLS of the gRPC server; plaintext without `tls.cert`.
     pub tls: TlsConfig,
+    /// The HTTP listener beside gRPC (`/metrics`).
+    pub http: HttpConfig,
     /// How long shutdown waits for in-flight RPCs.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -189,6 +191,16 @@ impl TlsConfig {
     }
 }
 
+/// The HTTP listener beside gRPC: `/metrics` (Prometheus text format),
+/// readable with a `metrics` or `admin` token when auth is on. Plain HTTP:
+/// keep it on a network only the scrapers reach.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to serve HTTP on; none (the default) serves no HTTP.
+    pub listen: Option<SocketAddr>,
+}
+
 /// Lease and heartbeat timing, handed to workers at registration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -287,6 +299,7 @@ impl Default for Config {
             events: EventsConfig::default(),
             rate_limits: RateLimitConfig::default(),
             tls: TlsConfig::default(),
+            http: HttpConfig::default(),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -413,6 +426,16 @@ impl Config {
                  (HIVE_COORDINATOR__AUTH__ADMIN_TOKEN_FILE) to turn auth on, or pass --insecure to let \
                  anyone who can reach the port run code on every worker",
                 self.listen_address()
+            ));
+        }
+        if let Some(http) = self.http.listen
+            && !self.auth_on()
+            && !self.auth.insecure
+            && !http.ip().is_loopback()
+        {
+            problems.push(format!(
+                "http.listen: {http} is not a loopback address and auth is off: turn auth on \
+                 (auth.admin_token_file) so /metrics needs a token, or pass --insecure"
             ));
         }
         let mut check = |ok: bool, problem: &str| {

@@ -15,11 +15,12 @@
 //! - [`workers`]: registration and heartbeat sessions.
 //! - [`pauses`]: pausing and resuming a swarm, an agent or a worker.
 //! - [`cooldowns`]: provider accounts cooling down after a rate limit, and their probes.
+//! - [`metrics`]: Prometheus metrics, served on the HTTP listener (`http.listen`).
 //! - [`maintenance`]: the reaper (expired leases, passed deadlines), planner
 //!   statistics, the look for due tasks, forgetting workers long gone.
 //! - [`db`]: every SQL statement (sqlx); tokio-postgres serves only the LISTEN connection.
 //!
-//! [`run`] takes a bound listener and a shutdown token, so tests run it in-process on port 0.
+//! [`run`] takes bound [`Listeners`] and a shutdown token, so tests run it in-process on port 0.
 
 mod app;
 mod audit;
@@ -31,6 +32,7 @@ mod error;
 mod events;
 mod grpc;
 mod maintenance;
+mod metrics;
 mod notifications;
 mod pauses;
 mod scheduler;
@@ -54,7 +56,34 @@ use notifications::Notifications;
 /// The schema migrations, embedded; applied by [`run`] on start.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// Runs a coordinator on `listener` until `shutdown` is cancelled.
+/// The sockets a coordinator serves on, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC (`listen`).
+    pub grpc: TcpListener,
+    /// HTTP: `/metrics` (`http.listen`); none serves no HTTP.
+    pub http: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses `config` names.
+    ///
+    /// # Errors
+    /// When an address cannot be bound.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let address = config.listen_address();
+        let grpc = TcpListener::bind(address).await.with_context(|| format!("bind {address} (listen)"))?;
+        let http = match config.http.listen {
+            Some(address) => {
+                Some(TcpListener::bind(address).await.with_context(|| format!("bind {address} (http.listen)"))?)
+            }
+            None => None,
+        };
+        Ok(Self { grpc, http })
+    }
+}
+
+/// Runs a coordinator on `listeners` until `shutdown` is cancelled.
 ///
 /// Shutdown order: stop taking RPCs (long-polls return, heartbeat streams
 /// close so workers reconnect elsewhere), wait for in-flight calls up to the
@@ -63,7 +92,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 ///
 /// # Errors
 /// When the database cannot be reached or migrated, or the server fails.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Listeners { grpc: listener, http } = listeners;
     // Read before anything else, so a bad file is named at once.
     let admin_token = match &config.auth.admin_token_file {
         Some(path) => Some(auth::book::read_admin_token(path).await?),
@@ -97,6 +127,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         rpc_shutdown: root.child_token(),
         probe_due: Arc::default(),
         events: Arc::default(),
+        metrics: Arc::default(),
     };
     let url = app.config.database.url.expose().clone();
     tracked::spawn_essential(
@@ -122,7 +153,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         &background,
         "lease reaper",
         failed.clone(),
-        maintenance::lease_reaper::run(pool.clone(), defaults, leases, maintenance.clone()),
+        maintenance::lease_reaper::run(pool.clone(), defaults, leases, Arc::clone(&app.metrics), maintenance.clone()),
     );
 
     let recheck = app.config.claims.recheck_interval;
@@ -157,6 +188,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 
     let mut server = tokio::spawn(grpc::serve(app.clone(), listener));
     info!(%address, hot_connections = db::hot_connections(&app.config.database), "coordinator serving");
+    if let Some(http) = http {
+        let http_address = http.local_addr().context("read the HTTP listen address")?;
+        info!(address = %http_address, "serving /metrics over HTTP");
+        let served = app.clone();
+        tracked::spawn(&app.tracker, "HTTP listener", async move {
+            if let Err(err) = metrics::http::serve(served, http).await {
+                warn!(error = %err, "the HTTP listener failed");
+            }
+        });
+    }
     let early_exit = tokio::select! {
         result = &mut server => Some(result),
         () = shutdown.cancelled() => None,

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 use hive_coordinator::config::{AuthFlags, Config, DatabaseFlags, Flags};
 use tokio_util::sync::CancellationToken;
@@ -46,8 +45,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let address = config.listen_address();
-    let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("bind {address}"))?;
+    let listeners = hive_coordinator::Listeners::bind(&config).await?;
     let graceful = CancellationToken::new();
     let immediate = CancellationToken::new();
     let signals = TaskTracker::new();
@@ -56,5 +54,5 @@ async fn main() -> anyhow::Result<()> {
         immediate.cancelled().await;
         std::process::exit(hive_shared::signal::FORCED_EXIT_CODE);
     });
-    hive_coordinator::run(config, listener, graceful).await
+    hive_coordinator::run(config, listeners, graceful).await
 }

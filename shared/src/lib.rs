@@ -5,7 +5,8 @@
 //! token text and roles ([`tokens`]), id newtypes ([`ids`]),
 //! conversions between protobuf and plain Rust values ([`convert`]), the
 //! config-layering helper ([`config`]), the shutdown signal ([`signal`]),
-//! tracing setup ([`telemetry`]) and spawning onto a task tracker with
+//! tracing setup ([`telemetry`]), in-memory Prometheus metrics and their text
+//! format ([`metrics`]) and spawning onto a task tracker with
 //! panics logged ([`tracked`]).
 //!
 //! What must not: business logic. Task states, scheduling and SQL belong to
@@ -16,6 +17,7 @@ pub mod codec;
 pub mod config;
 pub mod convert;
 pub mod ids;
+pub mod metrics;
 pub mod pb;
 pub mod signal;
 pub mod telemetry;

@@ -22,6 +22,8 @@ pub struct TestCoordinator {
     pub url: String,
     /// Bound address.
     pub addr: SocketAddr,
+    /// Bound address of the HTTP listener (`/metrics`), when the config asks for one.
+    pub http_addr: Option<SocketAddr>,
     /// The TLS files clients use (none for plaintext).
     pub tls: ClientTls,
     shutdown: CancellationToken,
@@ -74,10 +76,16 @@ impl TestCoordinator {
         let scheme = if config.tls.enabled() { "https" } else { "http" };
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind the coordinator address");
         let addr = listener.local_addr().expect("local address");
+        let http = match config.http.listen {
+            Some(address) => Some(tokio::net::TcpListener::bind(address).await.expect("bind the HTTP address")),
+            None => None,
+        };
+        let http_addr = http.as_ref().map(|http| http.local_addr().expect("local address"));
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(hive_coordinator::run(config, listener, shutdown.clone()));
+        let listeners = hive_coordinator::Listeners { grpc: listener, http };
+        let handle = tokio::spawn(hive_coordinator::run(config, listeners, shutdown.clone()));
         let connect = Connect { url: format!("{scheme}://{addr}"), token: None, tls: client.clone() };
-        let coordinator = Self { url: connect.url.clone(), addr, tls: client, shutdown, handle };
+        let coordinator = Self { url: connect.url.clone(), addr, http_addr, tls: client, shutdown, handle };
         eventually("the coordinator to serve", Duration::from_secs(20), || {
             let endpoint = connect.endpoint().expect("valid url and TLS files");
             async move {

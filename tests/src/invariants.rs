@@ -60,6 +60,14 @@ pub const CHECKS: &[(&str, &str)] = &[
         "select count(*) from task_states s join attempts a on a.id = s.attempt_id",
     ),
     (
+        "the task counts (task_totals) are the tasks counted by agent and status",
+        "select count(*)
+         from (select agent, status, tasks from task_totals where tasks <> 0) t
+         full join (select run_agent as agent, status, count(*) as tasks from task_states group by 1, 2) s
+           on s.agent = t.agent and s.status = t.status
+         where t.tasks is distinct from s.tasks",
+    ),
+    (
         "a running attempt's number is the task's attempts started",
         "select count(*) from task_states s
          where s.attempt_id is not null

@@ -7,6 +7,7 @@
 //! - [`auth`]: the admin and worker tokens of the suite, which runs with auth on.
 //! - [`coordinator`]: a coordinator in-process on 127.0.0.1:0, with real
 //!   gRPC clients; [`fake_worker`]: a worker whose every call the test makes.
+//! - [`http`]: a plain HTTP GET, for the `/metrics` listeners.
 //! - [`procs`]: the real `hive-coordinator`, `hive-worker` and `hivectl`
 //!   binaries as child processes (build them first: `cargo build --bins`,
 //!   which `scripts/test` does).
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod coordinator;
 pub mod db_rows;
 pub mod fake_worker;
+pub mod http;
 pub mod invariants;
 pub mod model_stub;
 pub mod postgres;

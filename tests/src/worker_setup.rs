@@ -19,7 +19,14 @@ pub struct WorkerSetup {
     keep_work_dirs: Option<bool>,
     labels: BTreeMap<String, String>,
     admission: Option<AdmissionSetup>,
+    http: Option<HttpSetup>,
     agents: BTreeMap<String, Agent>,
+}
+
+/// The `[http]` table.
+#[derive(Debug, Clone, Default, Serialize)]
+struct HttpSetup {
+    listen: String,
 }
 
 /// The `[admission]` table.
@@ -134,6 +141,13 @@ impl WorkerSetup {
     #[must_use]
     pub fn min_free_disk(mut self, size: &str) -> Self {
         self.admission = Some(AdmissionSetup { min_free_disk: Some(size.to_owned()) });
+        self
+    }
+
+    /// Serve `/metrics` on `address` (`http.listen`).
+    #[must_use]
+    pub fn http_listen(mut self, address: std::net::SocketAddr) -> Self {
+        self.http = Some(HttpSetup { listen: address.to_string() });
         self
     }
 

@@ -182,6 +182,15 @@ const BREAKERS: &[(&str, &str)] = &[
         "update task_states set has_keys = not has_keys where task_id = (select task_id from task_states limit 1)",
     ),
     (
+        "the task counts (task_totals) are the tasks counted by agent and status",
+        "insert into task_count_changes (agent, status, change) values ('noop', 'ready', 1)",
+    ),
+    (
+        "the task counts (task_totals) are the tasks counted by agent and status",
+        "alter table task_states disable trigger task_states_count_updates;
+         update task_states set run_agent = 'elsewhere' where task_id = (select task_id from task_states limit 1)",
+    ),
+    (
         "a running task holds each concurrency key it names",
         "insert into concurrency_slots (key, max_running) values ('forgotten', 1);
          update tasks set concurrency_keys = '{forgotten}'

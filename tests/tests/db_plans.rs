@@ -2,8 +2,8 @@
 //! index walk or primary-key lookups, whatever the parameters — checked, not
 //! only stated: each hot statement, read from `coordinator/.sqlx`, is
 //! prepared on a hot-pool connection over 20,000 tasks and its generic plan
-//! `EXPLAIN`ed. And listing tasks by status or swarm uses an index at
-//! 1,000,000 tasks. Run with `--nocapture` to see the plans.
+//! `EXPLAIN`ed. And listing tasks by status or swarm, and what a
+//! `/metrics` scrape reads, use an index (or no task table) at 1,000,000 tasks. Run with `--nocapture` to see the plans.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
 
@@ -197,6 +197,21 @@ async fn listing_tasks_by_status_or_swarm_uses_an_index_at_a_million_tasks() {
             offending.push((name, bad));
         }
     }
+    // What a `/metrics` scrape reads: bounded by agents and workers, never the tasks.
+    let scrape = [
+        ("scrape: task totals", statement_containing(&["from task_totals t", "left join lateral"])),
+        ("scrape: workers by agent", statement_containing(&["unnest(w.agents) as a (agent)", "free_slots"])),
+        ("scrape: fleet", statement_containing(&["event_lag_seconds"])),
+    ];
+    for (name, sql) in scrape {
+        let plan = prepared_plan(&mut conn, &sql, "", "analyze, format json").await;
+        let took = plan[0]["Execution Time"].as_f64().unwrap_or_default();
+        eprintln!("{name}: {took:.1} ms\n{}", outline(&plan));
+        let bad = full_or_bitmap_scans(&plan, HOT_TABLES);
+        if !bad.is_empty() {
+            offending.push((name.to_owned(), bad));
+        }
+    }
     eprintln!("whole test: {:?}", started.elapsed());
-    assert!(offending.is_empty(), "listings that scan a whole table: {offending:#?}");
+    assert!(offending.is_empty(), "listings or scrape statements that scan a whole table: {offending:#?}");
 }

@@ -117,6 +117,8 @@ async fn run_agent(
     cancel: CancellationToken,
     slot: OwnedSemaphorePermit,
 ) {
+    let took_slot = Instant::now();
+    let agent_name: Arc<str> = Arc::from(assignment.agent.as_str());
     let prompt_file = (agent.prompt == PromptMode::File).then_some(assignment.prompt.as_str());
     let scratch = match Scratch::create(&context.folders, attempt, prompt_file, json_files(assignment)).await {
         Ok(scratch) => scratch,
@@ -161,9 +163,13 @@ async fn run_agent(
     };
     let (launch, claude) = (&prepared.launch, prepared.claude.as_ref());
     let session_regex = agent.session_regex.as_deref().and_then(|pattern| regex::Regex::new(pattern).ok());
-    let held = context.held.clone();
-    let on_spawn = move |group: i32| held.set_group(attempt, group);
-    let sink = LogSink::new(context.logs.clone(), assignment.task_id.clone(), assignment.attempt_id.clone());
+    let (held, metrics, spawned) = (context.held.clone(), Arc::clone(&context.metrics), Arc::clone(&agent_name));
+    let on_spawn = move |group: i32| {
+        held.set_group(attempt, group);
+        metrics.started(attempt, &spawned, group, took_slot.elapsed());
+    };
+    let sink = LogSink::new(context.logs.clone(), assignment.task_id.clone(), assignment.attempt_id.clone())
+        .counted(Arc::clone(&context.metrics), Arc::clone(&agent_name));
     info!(attempt = assignment.attempt, "agent starting");
     let run = supervise::Run {
         agent,
@@ -182,6 +188,7 @@ async fn run_agent(
             folders: watched_folders(&scratch, prepared.workspace.as_ref(), agent),
             held: context.held.clone(),
             attempt,
+            counted: (Arc::clone(&context.metrics), Arc::clone(&agent_name)),
         }),
     };
     let saving = claude.and_then(|claude| Some((claude.transcript.clone()?, claude.start.id().to_owned()))).map(
@@ -204,6 +211,7 @@ async fn run_agent(
             tokio::join!(supervised, saver).0
         }
     };
+    context.metrics.ended(attempt);
     match &finished.exit {
         Exit::Code(0) => info!("agent succeeded"),
         Exit::NotStarted { problem, worker_fault: true } => {

@@ -56,8 +56,19 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     /// When the host is too busy to take more work.
     pub admission: Admission,
+    /// The HTTP listener for `/metrics`.
+    pub http: HttpConfig,
     /// The agents, by name.
     pub agents: BTreeMap<String, AgentConfig>,
+}
+
+/// The worker's HTTP listener: `/metrics` (Prometheus text format), with no
+/// token, so bind it to loopback or a network only the scrapers reach.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to serve HTTP on; none (the default) serves no HTTP.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// The worker's TLS files (PEM; relative paths are relative to the folder
@@ -387,6 +398,7 @@ impl Default for Config {
             logs: LogShipping::default(),
             labels: BTreeMap::new(),
             admission: Admission::default(),
+            http: HttpConfig::default(),
             agents: BTreeMap::new(),
         }
     }

@@ -57,6 +57,8 @@ pub(crate) struct Context {
     pub cgroups: Option<CgroupRoot>,
     /// The latest host figures (the heartbeat session samples them), for admission.
     pub latest: std::sync::Mutex<Option<hive_shared::pb::ResourceUsage>>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<crate::metrics::WorkerMetrics>,
 }
 
 /// One claimed task waiting for a slot; counted in [`Context::queued`] until dropped.

@@ -17,6 +17,7 @@
 //!   the host or a URL's mirror), its change the result.
 //! - `shipper`: streaming output; `held`: attempts held; `resources`: host figures;
 //!   `admission`: whether the host may take more work; `context`: what the loops share.
+//! - `metrics`: what `/metrics` on `http.listen` shows.
 //! - `preflight`: which agents can run on this host; `unavailable`: what the
 //!   worker cannot do now (failures that are its fault), which claims skip.
 
@@ -29,6 +30,7 @@ mod connection;
 mod context;
 mod heartbeat;
 mod held;
+mod metrics;
 mod outcome;
 mod preflight;
 mod process;
@@ -148,6 +150,13 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     }
     info!(%worker_id, %name, coordinator = %config.coordinator, slots = config.slots, ?heartbeat, "worker registered");
 
+    let http = match config.http.listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address).await.with_context(|| format!("bind {address} (http.listen)"))?,
+        ),
+        None => None,
+    };
+    let metrics = Arc::new(metrics::WorkerMetrics::default());
     let chunk = usize::try_from(config.logs.chunk_size.as_u64()).unwrap_or(1).max(1);
     let log_capacity = usize::try_from(config.logs.buffer.as_u64()).unwrap_or(usize::MAX) / chunk;
     let (logs, log_queue) = mpsc::channel(log_capacity.max(1));
@@ -172,6 +181,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
         worktrees: Arc::clone(&worktrees),
         cgroups,
         latest: std::sync::Mutex::new(None),
+        metrics: Arc::clone(&metrics),
     });
 
     let loops = TaskTracker::new();
@@ -181,6 +191,16 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     let session = heartbeat::run(Arc::clone(&context), heartbeat, session_stop.clone());
     tracked::spawn_essential(&loops, "heartbeat session", failed.clone(), session);
     tracked::spawn(&loops, "disk watch", admission::watch_disk(Arc::clone(&context), heartbeat, session_stop.clone()));
+    if let Some(listener) = http {
+        info!(address = ?listener.local_addr().ok(), "serving /metrics over HTTP");
+        let agents = context.registration.agents.clone();
+        let serving = metrics::serve(metrics, agents, listener, session_stop.clone());
+        tracked::spawn(&loops, "HTTP listener", async move {
+            if let Err(err) = serving.await {
+                warn!(error = %err, "the HTTP listener failed");
+            }
+        });
+    }
     let flush_interval = config.logs.flush_interval;
     tracked::spawn(
         &loops,

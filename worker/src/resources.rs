@@ -41,7 +41,18 @@ pub(crate) async fn free_disk(path: std::path::PathBuf) -> Option<u64> {
 
 /// Resident memory of each process group, summed over its processes (one pass over /proc).
 fn group_rss(groups: &[(hive_shared::ids::AttemptId, i32)]) -> Vec<pb::AttemptMemory> {
-    if groups.is_empty() {
+    let bytes = rss_bytes(groups.iter().map(|(_, group)| *group));
+    groups
+        .iter()
+        .zip(bytes)
+        .map(|((attempt, _), rss_bytes)| pb::AttemptMemory { attempt_id: attempt.to_string(), rss_bytes })
+        .collect()
+}
+
+/// Resident bytes of each of `groups`, in order, summed over each group's
+/// processes (one pass over /proc; none when `groups` is empty).
+pub(crate) fn rss_bytes(groups: impl ExactSizeIterator<Item = i32>) -> Vec<u64> {
+    if groups.len() == 0 {
         return Vec::new();
     }
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map_or(4096, |size| size as u64);
@@ -51,13 +62,7 @@ fn group_rss(groups: &[(hive_shared::ids::AttemptId, i32)]) -> Vec<pb::AttemptMe
             *pages.entry(group).or_insert(0) += rss;
         }
     }
-    groups
-        .iter()
-        .map(|(attempt, group)| pb::AttemptMemory {
-            attempt_id: attempt.to_string(),
-            rss_bytes: pages.get(group).copied().unwrap_or(0) * page,
-        })
-        .collect()
+    groups.map(|group| pages.get(&group).copied().unwrap_or(0) * page).collect()
 }
 
 /// The /proc/PID/stat line of every process that can be read (one pass over /proc).

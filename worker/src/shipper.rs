@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::connection::{self, Client};
+use crate::metrics::WorkerMetrics;
 
 /// Largest batch sent at once.
 const BATCH_BYTES: usize = 1024 * 1024;
@@ -43,6 +44,8 @@ pub(crate) struct LogSink {
     stream: i32,
     seq: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
+    /// Where the bytes sent are counted, under the attempt's agent.
+    counted: Option<(Arc<WorkerMetrics>, Arc<str>)>,
 }
 
 impl LogSink {
@@ -55,7 +58,13 @@ impl LogSink {
             stream: pb::LogStream::Stdout.into(),
             seq: Arc::new(AtomicU64::new(0)),
             dropped: Arc::new(AtomicU64::new(0)),
+            counted: None,
         }
+    }
+
+    /// The same sink, counting the bytes sent in `metrics` under `agent`.
+    pub(crate) fn counted(self, metrics: Arc<WorkerMetrics>, agent: Arc<str>) -> Self {
+        Self { counted: Some((metrics, agent)), ..self }
     }
 
     /// The same sink writing to another stream (1 stdout, 2 stderr).
@@ -67,6 +76,9 @@ impl LogSink {
     /// being dropped it does not wait at all.
     pub(crate) async fn send(&self, data: Vec<u8>) {
         let len = data.len() as u64;
+        if let Some((metrics, agent)) = &self.counted {
+            metrics.output(agent, self.stream, len);
+        }
         let hurry = self.dropped.load(Ordering::Relaxed) > 0;
         if hurry && !self.report_dropped(true).await {
             self.dropped.fetch_add(len, Ordering::Relaxed);

@@ -157,7 +157,7 @@ impl Presented {
 }
 
 /// The token of `authorization: Bearer TOKEN`.
-fn bearer(header: Option<&http::HeaderValue>) -> Result<&str, Error> {
+pub(crate) fn bearer(header: Option<&http::HeaderValue>) -> Result<&str, Error> {
     let missing = || Error::Unauthenticated("no token: send `authorization: Bearer <token>`".into());
     let header = header.ok_or_else(missing)?;
     let text = header.to_str().map_err(|_| Error::Unauthenticated("the authorization header is not text".into()))?;

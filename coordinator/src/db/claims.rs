@@ -25,6 +25,8 @@ pub struct ClaimedTask {
     pub timeout_ms: Option<i64>,
     /// Lease end.
     pub lease_expires_at: DateTime<Utc>,
+    /// How long it waited since it could first be claimed (`run_after`), seconds.
+    pub queued_seconds: f64,
     /// Swarm.
     pub swarm_id: Uuid,
     /// Priority (for ordering the batch).
@@ -185,7 +187,8 @@ pub async fn claim(
             -- table for the limit) looks the picked rows up in the primary key.
             where s.task_id = any(array(select task_id from fitting where not has_keys)
                                  || array(select task_id from keyed))
-            returning s.task_id, s.swarm_id, s.attempt_id, s.attempts, s.lease_expires_at
+            returning s.task_id, s.swarm_id, s.attempt_id, s.attempts, s.lease_expires_at,
+                      extract(epoch from now() - s.run_after)::float8 as queued_seconds
         ), logged as (
             insert into events (kind, task_ids, swarm_ids, worker_ids, attempts)
             select 'task.started', array_agg(task_id), array_agg(swarm_id), array_fill($1::uuid, array[count(*)::int]),
@@ -195,7 +198,7 @@ pub async fn claim(
             having count(*) > 0
         )
         select c.task_id as "id!", c.attempt_id as "attempt_id!", c.attempts as "attempt!", p.agent as "agent!",
-               p.prompt as "prompt!", p.input, p.timeout_ms, c.lease_expires_at as "lease_expires_at!",
+               p.prompt as "prompt!", p.input, p.timeout_ms, c.lease_expires_at as "lease_expires_at!", c.queued_seconds as "queued_seconds!",
                p.swarm_id as "swarm_id!", p.priority as "priority!", p.stage as "stage!", p.round as "round!",
                p.build_result, p.feedback, p.inputs, p.resume_session, p.resume_sessions as "resume_sessions!",
                -- Uncorrelated: evaluated once per statement.
@@ -241,7 +244,8 @@ pub async fn claim_locked(
                 started_at = coalesce(s.started_at, now()),
                 attempt_started_at = now()
             where s.task_id = $2 and s.status = 'ready'
-            returning s.task_id, s.swarm_id, s.attempt_id, s.attempts, s.lease_expires_at
+            returning s.task_id, s.swarm_id, s.attempt_id, s.attempts, s.lease_expires_at,
+                      extract(epoch from now() - s.run_after)::float8 as queued_seconds
         ), logged as (
             insert into events (kind, task_ids, swarm_ids, worker_ids, attempts)
             select 'task.started', array[task_id], array[swarm_id], array[$1::uuid], array[attempts]
@@ -249,7 +253,7 @@ pub async fn claim_locked(
             where task_events_on()
         )
         select c.task_id as "id!", c.attempt_id as "attempt_id!", c.attempts as "attempt!", p.agent as "agent!",
-               p.prompt as "prompt!", p.input, p.timeout_ms, c.lease_expires_at as "lease_expires_at!",
+               p.prompt as "prompt!", p.input, p.timeout_ms, c.lease_expires_at as "lease_expires_at!", c.queued_seconds as "queued_seconds!",
                p.swarm_id as "swarm_id!", p.priority as "priority!", p.stage as "stage!", p.round as "round!",
                p.build_result, p.feedback, p.inputs, p.resume_session, p.resume_sessions as "resume_sessions!", false as "lock_tasks_due!",
                false as "probe_due!"

@@ -24,7 +24,8 @@ pub async fn lock_unheld(
         select s.task_id as "id!", s.attempt_id as "attempt_id!", s.status as "status!: TaskStatus",
                s.failures as "failures!", s.losses as "losses!", s.refusals as "refusals!", s.stage as "stage!",
                s.run_agent as "run_agent!", array_prepend(t.agent, t.fallback_agents) as "agents!", t.max_attempts, t.backoff_initial_ms,
-               t.backoff_max_ms, t.backoff_multiplier, false as "lease_expired!"
+               t.backoff_max_ms, t.backoff_multiplier, false as "lease_expired!",
+               extract(epoch from now() - s.attempt_started_at)::float8 as "ran_seconds!"
         from task_states s join tasks t on t.id = s.task_id
         where s.worker_id = $1 and s.lease_expires_at is not null and s.attempt_id <> all($2)
           and s.attempt_started_at < now() - make_interval(secs => $3)
@@ -61,7 +62,8 @@ pub async fn lock_expired(conn: &mut PgConnection, limit: i64) -> sqlx::Result<V
         select s.task_id as "id!", s.attempt_id as "attempt_id!", s.status as "status!: TaskStatus",
                s.failures as "failures!", s.losses as "losses!", s.refusals as "refusals!", s.stage as "stage!",
                s.run_agent as "run_agent!", array_prepend(t.agent, t.fallback_agents) as "agents!", t.max_attempts, t.backoff_initial_ms,
-               t.backoff_max_ms, t.backoff_multiplier, s.lease_expires_at < now() as "lease_expired!"
+               t.backoff_max_ms, t.backoff_multiplier, s.lease_expires_at < now() as "lease_expired!",
+               extract(epoch from now() - s.attempt_started_at)::float8 as "ran_seconds!"
         from task_states s join tasks t on t.id = s.task_id
         where s.lease_expires_at is not null and least(s.lease_expires_at, s.attempt_deadline) < now()
         order by least(s.lease_expires_at, s.attempt_deadline)

@@ -22,6 +22,7 @@ pub mod graph;
 pub mod leases;
 pub mod locks;
 pub mod logs;
+pub mod metrics;
 pub mod notifications;
 pub mod outcomes;
 pub mod pauses;

@@ -43,6 +43,10 @@ pub struct Completed {
     /// held concurrency keys: when above zero, waiting claims have something
     /// new to look at.
     pub newly_ready: i64,
+    /// The agent each recorded attempt ran (in no particular order, paired with `ran_seconds`).
+    pub agents: Vec<String>,
+    /// How long each recorded attempt ran, seconds.
+    pub ran_seconds: Vec<f64>,
 }
 
 /// Records successful attempts of tasks without a validator that still hold
@@ -112,7 +116,11 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
         )
         select array(select attempt_id from done) as "recorded!: Vec<Uuid>",
                (select count(*) from unblocked where status = 'ready') + (select count(*) from unlocked)
-                   + (select count(*) from before where has_keys) as "newly_ready!"
+                   + (select count(*) from before where has_keys) as "newly_ready!",
+               m.agents as "agents!: Vec<String>", m.ran_seconds as "ran_seconds!: Vec<f64>"
+        from (select coalesce(array_agg(run_agent), '{}') as agents,
+                     coalesce(array_agg(extract(epoch from now() - attempt_started_at)::float8), '{}') as ran_seconds
+              from done) m
         "#,
         &reports.task_ids,
         &reports.attempt_ids,
@@ -125,7 +133,12 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
     )
     .fetch_one(executor)
     .await?;
-    Ok(Completed { recorded: row.recorded, newly_ready: row.newly_ready })
+    Ok(Completed {
+        recorded: row.recorded,
+        newly_ready: row.newly_ready,
+        agents: row.agents,
+        ran_seconds: row.ran_seconds,
+    })
 }
 
 /// The recorded outcome of each given attempt (of the task paired with it)
@@ -180,6 +193,8 @@ pub struct StoppedAttempt {
     pub backoff_multiplier: Option<f64>,
     /// Whether the lease ran out (as opposed to the deadline), for the reaper.
     pub lease_expired: bool,
+    /// How long the attempt has run, seconds.
+    pub ran_seconds: f64,
 }
 
 /// Locks the leased tasks whose current attempt is among the reported ones
@@ -196,7 +211,8 @@ pub async fn lock_reported(
         select s.task_id as "id!", s.attempt_id as "attempt_id!", s.status as "status!: TaskStatus",
                s.failures as "failures!", s.losses as "losses!", s.refusals as "refusals!", s.stage as "stage!",
                s.run_agent as "run_agent!", array_prepend(t.agent, t.fallback_agents) as "agents!", t.max_attempts, t.backoff_initial_ms,
-               t.backoff_max_ms, t.backoff_multiplier, false as "lease_expired!"
+               t.backoff_max_ms, t.backoff_multiplier, false as "lease_expired!",
+               extract(epoch from now() - s.attempt_started_at)::float8 as "ran_seconds!"
         from task_states s
         join unnest($1::uuid[], $2::uuid[]) as r(task_id, attempt_id)
           on s.task_id = r.task_id and s.attempt_id = r.attempt_id

@@ -29,6 +29,10 @@ pub struct StagedTask {
     /// The result of the builder's last successful attempt, which a passing
     /// verdict makes the task's result.
     pub build_result: Option<Json>,
+    /// The agent the attempt ran.
+    pub run_agent: String,
+    /// How long the attempt ran, seconds.
+    pub ran_seconds: f64,
 }
 
 /// Locks the tasks with a validator whose current attempt is among the
@@ -46,7 +50,8 @@ pub async fn lock_staged(
                s.stage as "stage!", s.round as "round!", t.max_rounds,
                (select a.result from attempts a
                 where a.task_id = s.task_id and a.stage = 'build' and a.outcome = 'succeeded'
-                order by a.number desc limit 1) as build_result
+                order by a.number desc limit 1) as build_result,
+               s.run_agent as "run_agent!", extract(epoch from now() - s.attempt_started_at)::float8 as "ran_seconds!"
         from task_states s
         join unnest($1::uuid[], $2::uuid[]) as r(task_id, attempt_id)
           on s.task_id = r.task_id and s.attempt_id = r.attempt_id

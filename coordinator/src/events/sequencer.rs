@@ -5,7 +5,8 @@
 //! take the lock every [`FOLLOW_INTERVAL`], so when the leader stops (or
 //! its connection dies and the server ends its session) another takes over.
 //! A watcher sees an event once it is numbered: within about one interval
-//! of its commit.
+//! of its commit. The leader also folds the task counts' changes every
+//! [`FOLD_EVERY`] rounds (`db::metrics::fold_task_counts`).
 
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ const INTERVAL: Duration = Duration::from_millis(50);
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 /// Most rows numbered in one statement.
 const ROWS_PER_ROUND: i64 = 10_000;
+/// Rounds between folds of the task counts' changes (one a second).
+const FOLD_EVERY: u32 = 20;
 
 /// Leads when it can, numbering rows, until `cancel`.
 #[instrument(skip_all, name = "event_sequencer")]
@@ -55,6 +58,7 @@ async fn number_while_leading(conn: PoolConnection<Postgres>, cancel: &Cancellat
     let mut conn = conn.detach();
     let mut ticker = tokio::time::interval(INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rounds = 0_u32;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -64,7 +68,8 @@ async fn number_while_leading(conn: PoolConnection<Postgres>, cancel: &Cancellat
                 break;
             }
         }
-        if let Err(err) = round(&mut conn).await {
+        rounds = rounds.wrapping_add(1);
+        if let Err(err) = round(&mut conn, rounds.is_multiple_of(FOLD_EVERY)).await {
             debug!(error = %err, "numbering events failed; leading again once a connection holds the lock");
             break;
         }
@@ -72,10 +77,14 @@ async fn number_while_leading(conn: PoolConnection<Postgres>, cancel: &Cancellat
     let _ = sqlx::Connection::close(conn).await;
 }
 
-/// Numbers what is waiting, at most [`ROWS_PER_ROUND`] rows (the next round takes the rest).
-async fn round(conn: &mut sqlx::PgConnection) -> sqlx::Result<()> {
+/// Numbers what is waiting, at most [`ROWS_PER_ROUND`] rows (the next
+/// round takes the rest), and folds the task counts' changes when `fold`.
+async fn round(conn: &mut sqlx::PgConnection, fold: bool) -> sqlx::Result<()> {
     if let Some(head) = db::events::number(conn, ROWS_PER_ROUND).await? {
         debug!(head, "numbered events");
+    }
+    if fold {
+        db::metrics::fold_task_counts(&mut *conn).await?;
     }
     Ok(())
 }

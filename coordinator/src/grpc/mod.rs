@@ -26,6 +26,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::app::App;
 use crate::audit::refusals::AuditRefusals;
 use crate::auth::layer::AuthLayer;
+use crate::metrics::rpc::RpcTimingLayer;
 use admin_api::AdminApi;
 use worker_api::WorkerApi;
 
@@ -63,6 +64,7 @@ pub(crate) async fn serve(app: App, listener: TcpListener) -> anyhow::Result<()>
     let refusals = AuditRefusals::new(app.pool.clone(), app.tracker.clone());
     let auth = AuthLayer::new(app.tokens.clone(), Some(Arc::new(refusals)));
     let router = Server::builder()
+        .layer(RpcTimingLayer::new(Arc::clone(&app.metrics)))
         .layer(auth)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))

@@ -124,6 +124,7 @@ impl WorkerService for WorkerApi {
             .tasks
             .into_iter()
             .map(|task| {
+                app.metrics.claimed(&task.agent, task.queued_seconds);
                 let agent_token = app.agent_token(task.attempt_id);
                 let probing = probe == Some(task.attempt_id);
                 pb::Assignment { probe: probing, ..assignment(task, agent_token) }
@@ -151,7 +152,9 @@ impl WorkerService for WorkerApi {
             });
         }
         self.app.worker_owners.check(&self.app.pool, &caller, worker.0).await?;
-        let acks = report::complete(&self.app.hot_pool, &self.app.config.limits, worker, completions).await?;
+        let acks =
+            report::complete(&self.app.hot_pool, &self.app.config.limits, &self.app.metrics, worker, completions)
+                .await?;
         Ok(Response::new(pb::CompleteResponse { acks: convert::acks(attempts, acks) }))
     }
 
@@ -179,7 +182,8 @@ impl WorkerService for WorkerApi {
             });
         }
         self.app.worker_owners.check(&self.app.pool, &caller, worker.0).await?;
-        let (acks, earliest_retry) = report::fail(&self.app.hot_pool, &self.app.config, worker, failures).await?;
+        let (acks, earliest_retry) =
+            report::fail(&self.app.hot_pool, &self.app.config, &self.app.metrics, worker, failures).await?;
         if let Some(delay) = earliest_retry {
             self.app.wake_after(delay);
         }

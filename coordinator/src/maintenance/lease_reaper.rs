@@ -11,7 +11,7 @@
 //! reached the database without a gap for a full lease ([`Contact`]): every
 //! worker that is alive has beaten again by then and its leases hold.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
@@ -20,6 +20,7 @@ use tracing::{error, info, instrument};
 
 use crate::config::{LeaseConfig, TaskDefaults};
 use crate::db;
+use crate::metrics::Metrics;
 use crate::status::TaskStatus;
 use crate::tasks::report;
 use crate::tasks::retry::{Allowance, Stop};
@@ -29,11 +30,17 @@ const BATCH: i64 = 500;
 
 /// Reaps every `leases.reap_interval` until `cancel`, once in [`Contact`].
 #[instrument(skip_all, name = "lease_reaper")]
-pub(crate) async fn run(pool: PgPool, defaults: TaskDefaults, leases: LeaseConfig, cancel: CancellationToken) {
+pub(crate) async fn run(
+    pool: PgPool,
+    defaults: TaskDefaults,
+    leases: LeaseConfig,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
     let contact = Mutex::new(Contact::new(Instant::now(), &leases));
     let contact = &contact;
     super::every(leases.reap_interval, &cancel, || async {
-        if let Err(err) = pass(&pool, &defaults, &leases, contact).await {
+        if let Err(err) = pass(&pool, &defaults, &leases, &metrics, contact).await {
             // Only a lost database restarts the wait; a statement that
             // failed (a deadlock, say) says nothing about workers' beats.
             if db::unreachable(&err) {
@@ -50,12 +57,13 @@ async fn pass(
     pool: &PgPool,
     defaults: &TaskDefaults,
     leases: &LeaseConfig,
+    metrics: &Metrics,
     contact: &Mutex<Contact>,
 ) -> Result<(), sqlx::Error> {
     pool.acquire().await?;
     let reap = lock(contact).reached(Instant::now());
     if reap {
-        reap_all(pool, defaults).await?;
+        reap_all(pool, defaults, metrics).await?;
         // Workers are judged gone or lost on the same condition: a full
         // lease of contact, in which every live worker's beats arrive.
         let quiet = leases.heartbeat_interval * 2;
@@ -116,12 +124,13 @@ impl Contact {
 ///
 /// # Errors
 /// Database failures.
-pub(crate) async fn reap_all(pool: &PgPool, defaults: &TaskDefaults) -> Result<usize, sqlx::Error> {
+pub(crate) async fn reap_all(pool: &PgPool, defaults: &TaskDefaults, metrics: &Metrics) -> Result<usize, sqlx::Error> {
     let mut total = 0;
     loop {
         let mut tx = pool.begin().await?;
         let expired = db::leases::lock_expired(&mut tx, BATCH).await?;
         let mut fates = db::outcomes::Fates::default();
+        let mut ended = Vec::new();
         for task in &expired {
             let (stop, mut error) = if task.lease_expired {
                 let before = u32::try_from(task.losses).unwrap_or(0);
@@ -141,10 +150,12 @@ pub(crate) async fn reap_all(pool: &PgPool, defaults: &TaskDefaults) -> Result<u
                 ));
             }
             info!(task_id = %task.id, attempt_id = %task.attempt_id, next = %fate.status, reason = error, "reaped");
+            ended.push(report::ended(task, &fate, stop));
             report::push(&mut fates, task, fate, report::Ending::error(error));
         }
         report::settle(&mut tx, &fates).await?;
         tx.commit().await?;
+        metrics.ended(&ended);
         total += expired.len();
         if expired.len() < BATCH as usize {
             return Ok(total);

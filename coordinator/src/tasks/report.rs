@@ -17,6 +17,7 @@ use crate::cooldowns;
 use crate::db;
 use crate::db::stages::NextStage;
 use crate::error::{Error, Result};
+use crate::metrics::{Ended, Metrics};
 use crate::status::{AttemptOutcome, TaskStatus};
 use crate::tasks::retry::{self, Allowance, Backoff, Fate, Stop};
 use crate::tasks::stage;
@@ -96,6 +97,7 @@ pub(crate) const MAX_ERROR_LEN: usize = 8 * 1024;
 pub(crate) async fn complete(
     pool: &PgPool,
     limits: &LimitConfig,
+    metrics: &Metrics,
     worker: WorkerId,
     completions: Vec<Completion>,
 ) -> Result<Vec<Ack>> {
@@ -129,6 +131,7 @@ pub(crate) async fn complete(
         reports.costs.push(completion.spend.cost);
     }
     let done = db::outcomes::complete(pool, &reports).await?;
+    metrics.ended(&successes(done.agents.iter().zip(&done.ran_seconds)));
     // The provider answered a probe: its account's cool-down is over.
     let recovered = if probes.is_empty() { 0 } else { db::cooldowns::end_probed(pool, &probes).await? };
     if done.newly_ready > 0 || recovered > 0 {
@@ -136,14 +139,19 @@ pub(crate) async fn complete(
     }
     let mut recorded = done.recorded;
     if recorded.len() < reports.attempt_ids.len() {
-        recorded.extend(complete_staged(pool, &reports, &recorded).await?);
+        recorded.extend(complete_staged(pool, metrics, &reports, &recorded).await?);
     }
     acks_for(pool, &reports.task_ids, &reports.attempt_ids, &recorded, &[AttemptOutcome::Succeeded]).await
 }
 
 /// Records successes of tasks with a validator stage (those the one-statement
 /// path left alone) and moves each to its next stage; returns the attempts recorded.
-async fn complete_staged(pool: &PgPool, reports: &db::outcomes::Reports, recorded: &[Uuid]) -> Result<Vec<Uuid>> {
+async fn complete_staged(
+    pool: &PgPool,
+    metrics: &Metrics,
+    reports: &db::outcomes::Reports,
+    recorded: &[Uuid],
+) -> Result<Vec<Uuid>> {
     let recorded: HashSet<&Uuid> = recorded.iter().collect();
     let rest: Vec<usize> =
         (0..reports.attempt_ids.len()).filter(|i| !recorded.contains(&reports.attempt_ids[*i])).collect();
@@ -182,7 +190,23 @@ async fn complete_staged(pool: &PgPool, reports: &db::outcomes::Reports, recorde
         db::notifications::notify_ready(&mut *tx).await?;
     }
     tx.commit().await?;
+    let recorded = staged.iter().filter(|task| done.contains(&task.attempt_id));
+    metrics.ended(&successes(recorded.map(|task| (&task.run_agent, &task.ran_seconds))));
     Ok(done)
+}
+
+/// What the metrics count of successful attempts: their agents and how long they ran.
+fn successes<'a>(attempts: impl Iterator<Item = (&'a String, &'a f64)>) -> Vec<Ended> {
+    attempts
+        .map(|(agent, seconds)| Ended {
+            agent: agent.clone(),
+            outcome: AttemptOutcome::Succeeded,
+            stop: None,
+            retried: false,
+            dead: false,
+            seconds: Some(*seconds),
+        })
+        .collect()
 }
 
 /// Why tasks downstream of a dead or cancelled one are cancelled.
@@ -199,6 +223,7 @@ pub(crate) const UPSTREAM_REASON: &str = "cancelled: a task it depends on died o
 pub(crate) async fn fail(
     pool: &PgPool,
     config: &Config,
+    metrics: &Metrics,
     worker: WorkerId,
     failures: Vec<Failure>,
 ) -> Result<(Vec<Ack>, Option<Duration>)> {
@@ -220,6 +245,7 @@ pub(crate) async fn fail(
         db::cooldowns::accounts_of(&mut *tx, worker.0, &refusing).await?.into_iter().collect()
     };
     let mut fates = db::outcomes::Fates::default();
+    let mut ended = Vec::new();
     let mut refusals = Vec::new();
     for task in &stopped {
         let Some(failure) = by_attempt.get(&task.attempt_id) else { continue };
@@ -243,11 +269,13 @@ pub(crate) async fn fail(
             spend: failure.spend.clone(),
             refused: matches!(stop, Stop::RateLimited(_)),
         };
+        ended.push(self::ended(task, &fate, stop));
         push(&mut fates, task, fate, ending);
     }
     let earliest_retry = settle(&mut tx, &fates).await?;
     cooldowns::refused(&mut tx, refusals, &config.rate_limits).await?;
     tx.commit().await?;
+    metrics.ended(&ended);
 
     let outcomes = [AttemptOutcome::Failed, AttemptOutcome::Released, AttemptOutcome::Cancelled];
     let acks = acks_for(pool, &task_ids, &attempt_ids, &fates.attempt_ids, &outcomes).await?;
@@ -263,6 +291,7 @@ pub(crate) async fn fail(
 pub(crate) async fn release_unheld(
     pool: &PgPool,
     defaults: &TaskDefaults,
+    metrics: &Metrics,
     worker: Uuid,
     held: &[Uuid],
     min_age: Duration,
@@ -270,13 +299,16 @@ pub(crate) async fn release_unheld(
     let mut tx = pool.begin().await?;
     let unheld = db::leases::lock_unheld(&mut tx, worker, held, min_age.as_secs_f64()).await?;
     let mut fates = db::outcomes::Fates::default();
+    let mut ended = Vec::new();
     for task in &unheld {
         let fate = decide(defaults, task, Stop::Interrupted);
         let error = "claimed, but the claim's reply never reached the worker; handed back".to_owned();
+        ended.push(self::ended(task, &fate, Stop::Interrupted));
         push(&mut fates, task, fate, Ending::error(error));
     }
     settle(&mut tx, &fates).await?;
     tx.commit().await?;
+    metrics.ended(&ended);
     Ok(unheld.len())
 }
 
@@ -286,6 +318,18 @@ pub(crate) fn decide(defaults: &TaskDefaults, task: &db::outcomes::StoppedAttemp
     let failures = u32::try_from(task.failures).unwrap_or(0);
     let max_attempts = u32::try_from(task.max_attempts).unwrap_or(1);
     retry::fate(&backoff, task.status, stop, failures, max_attempts, rand::random::<f64>())
+}
+
+/// What the metrics count of an attempt that stopped without success.
+pub(crate) fn ended(task: &db::outcomes::StoppedAttempt, fate: &Fate, stop: Stop) -> Ended {
+    Ended {
+        agent: task.run_agent.clone(),
+        outcome: fate.outcome,
+        stop: Some(stop),
+        retried: fate.status == TaskStatus::Ready && !matches!(stop, Stop::Interrupted),
+        dead: fate.status == TaskStatus::Dead,
+        seconds: Some(task.ran_seconds),
+    }
 }
 
 /// How an attempt ended, as recorded on it.
@@ -431,6 +475,7 @@ mod tests {
             backoff_max_ms: None,
             backoff_multiplier: None,
             lease_expired: false,
+            ran_seconds: 1.0,
         }
     }
 

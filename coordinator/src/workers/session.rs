@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::db;
 use crate::db::workers::Command as WorkerCommand;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::notifications::Notice;
 use crate::status::TaskStatus;
 use crate::tasks::{report, validate};
@@ -52,6 +53,7 @@ struct Session {
     caller: Caller,
     tokens: Option<Arc<TokenBook>>,
     owners: Arc<WorkerOwners>,
+    metrics: Arc<Metrics>,
     worker: Option<Uuid>,
 }
 
@@ -74,6 +76,7 @@ pub(crate) async fn run(
         caller,
         tokens: app.tokens,
         owners: app.worker_owners,
+        metrics: app.metrics,
         worker: None,
     };
     loop {
@@ -178,7 +181,9 @@ impl Session {
         let (extended, lease_expires_at) = (recorded.extended, recorded.lease_expires_at);
         if recorded.leased > extended.len() as i64 {
             let min_age = self.config.leases.heartbeat_interval * 2;
-            let released = report::release_unheld(&self.pool, &self.config.tasks, worker.0, &attempts, min_age).await?;
+            let released =
+                report::release_unheld(&self.pool, &self.config.tasks, &self.metrics, worker.0, &attempts, min_age)
+                    .await?;
             if released > 0 {
                 warn!(worker_id = %worker, released, "handed back tasks whose claim never reached their worker");
             }

@@ -26,6 +26,7 @@ use tracing::{info, warn};
 
 use crate::config::OnStall;
 use crate::held::Held;
+use crate::metrics::WorkerMetrics;
 use crate::resources;
 
 /// Most folder entries looked at per look; a larger tree is fingerprinted
@@ -47,6 +48,8 @@ pub(crate) struct StallWatch {
     pub held: Held,
     /// The attempt.
     pub attempt: AttemptId,
+    /// Where stalls are counted, under this agent.
+    pub counted: (Arc<WorkerMetrics>, Arc<str>),
 }
 
 /// Everything but CPU, at one look: any difference is progress.
@@ -87,6 +90,7 @@ impl StallWatch {
                 if !stalled {
                     stalled = true;
                     self.held.set_stalled(self.attempt, true);
+                    self.counted.0.stalled(&self.counted.1);
                     warn!(quiet = ?quiet, policy = ?self.policy, "the agent is stalled: no output, folder change, CPU use or progress report");
                 }
                 if self.policy == OnStall::Retry {

@@ -486,7 +486,9 @@ async fn the_sweep_kills_an_attempts_processes_by_its_id_and_no_others() {
 fn stall_watch(timeout: Duration, policy: OnStall, folder: &std::path::Path) -> (StallWatch, Held, AttemptId) {
     let (held, attempt) = (Held::default(), AttemptId::new());
     held.hold(attempt);
-    let watch = StallWatch { timeout, policy, folders: vec![folder.to_path_buf()], held: held.clone(), attempt };
+    let counted = (std::sync::Arc::default(), std::sync::Arc::from("echo"));
+    let watch =
+        StallWatch { timeout, policy, folders: vec![folder.to_path_buf()], held: held.clone(), attempt, counted };
     (watch, held, attempt)
 }
 
