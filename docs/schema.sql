@@ -505,6 +505,33 @@ CREATE VIEW public.task_totals AS
            FROM public.task_count_changes) c
   GROUP BY c.agent, c.status;
 
+CREATE TABLE public.webhook_cursors (
+    webhook text NOT NULL,
+    after_seq bigint NOT NULL
+);
+
+CREATE TABLE public.webhook_deliveries (
+    id uuid NOT NULL,
+    webhook text NOT NULL,
+    first_seq bigint NOT NULL,
+    last_seq bigint NOT NULL,
+    events integer NOT NULL,
+    body text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    resent_at timestamp with time zone,
+    status text DEFAULT 'pending'::text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    next_attempt_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_attempt_at timestamp with time zone,
+    last_status integer,
+    last_error text,
+    delivered_at timestamp with time zone,
+    CONSTRAINT webhook_deliveries_attempts_check CHECK ((attempts >= 0)),
+    CONSTRAINT webhook_deliveries_check CHECK (((status = 'delivered'::text) = (delivered_at IS NOT NULL))),
+    CONSTRAINT webhook_deliveries_events_check CHECK ((events > 0)),
+    CONSTRAINT webhook_deliveries_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'delivered'::text, 'failed'::text])))
+);
+
 CREATE TABLE public.workers (
     id uuid NOT NULL,
     name text NOT NULL,
@@ -597,6 +624,12 @@ ALTER TABLE ONLY public.tasks
 ALTER TABLE ONLY public.tasks
     ADD CONSTRAINT tasks_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY public.webhook_cursors
+    ADD CONSTRAINT webhook_cursors_pkey PRIMARY KEY (webhook);
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY public.workers
     ADD CONSTRAINT workers_pkey PRIMARY KEY (id);
 
@@ -639,6 +672,10 @@ CREATE INDEX tasks_locks_idx ON public.tasks USING gin (locks) WHERE (cardinalit
 CREATE INDEX tasks_swarm_idx ON public.tasks USING btree (swarm_id, id);
 
 CREATE UNIQUE INDEX tasks_swarm_key_idx ON public.tasks USING btree (swarm_id, key) WHERE (key IS NOT NULL);
+
+CREATE INDEX webhook_deliveries_due_idx ON public.webhook_deliveries USING btree (next_attempt_at) WHERE (status = 'pending'::text);
+
+CREATE INDEX webhook_deliveries_listed_idx ON public.webhook_deliveries USING btree (created_at DESC, id DESC);
 
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON public.audit_log FOR EACH STATEMENT EXECUTE FUNCTION public.audit_log_append_only();
 

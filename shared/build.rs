@@ -1,5 +1,6 @@
 //! Compiles `proto/hive/v1/*.proto` with protox (no `protoc` needed) into OUT_DIR,
-//! and writes the encoded descriptor set that server reflection serves.
+//! and writes the encoded descriptor set that server reflection serves; and
+//! `otlp/trace.proto`, the OTLP trace export (client and server: tests run a collector).
 
 use std::path::PathBuf;
 
@@ -19,5 +20,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .codec_path("crate::codec::HiveCodec")
         .compile_fds(descriptor_set)?;
+
+    println!("cargo:rerun-if-changed=otlp");
+    let otlp = protox::compile(["trace.proto"], ["otlp"])?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(otlp)?;
     Ok(())
 }

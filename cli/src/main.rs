@@ -88,6 +88,9 @@ enum Command {
     Pauses,
     /// Follow the event log live (task, worker, swarm and operator events); resumes after a broken stream.
     Watch(commands::watch::WatchArgs),
+    /// List the alert webhooks' deliveries (sent, failed and why); resend one.
+    #[command(subcommand)]
+    Webhooks(commands::webhooks::WebhooksCommand),
     /// List provider accounts cooling down after a rate limit; clear one.
     Providers {
         /// What to do; without one, list.
@@ -129,6 +132,7 @@ async fn main() -> std::process::ExitCode {
         Command::Pauses => commands::pauses::list(&ctx).await,
         Command::Providers { command } => commands::providers::run(&ctx, command).await,
         Command::Watch(args) => commands::watch::run(&ctx, args).await,
+        Command::Webhooks(command) => commands::webhooks::run(&ctx, command).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

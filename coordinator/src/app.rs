@@ -46,6 +46,10 @@ pub(crate) struct App {
     pub events: Arc<crate::events::tail::Tail>,
     /// What this coordinator counted, for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Wakes the webhook sender: a delivery was queued or resent here.
+    pub webhooks_queued: Arc<tokio::sync::Notify>,
+    /// Where this coordinator's spans go; `None` when traces are not exported.
+    pub tracer: Option<hive_shared::traces::Tracer>,
 }
 
 impl App {

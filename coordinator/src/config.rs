@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use hive_shared::config::{ConfigError, Secret};
 use hive_shared::telemetry::LogFormat;
+use hive_shared::traces::ExportConfig;
 use serde::{Deserialize, Serialize};
 
 /// Prefix of the environment variables that set config keys (`__` separates levels).
@@ -47,6 +48,14 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The HTTP listener beside gRPC (`/metrics`).
     pub http: HttpConfig,
+    /// Alert webhooks (`[[webhooks]]` tables).
+    pub webhooks: Vec<WebhookConfig>,
+    /// How webhook deliveries are posted and retried.
+    pub webhook_delivery: WebhookDeliveryConfig,
+    /// Where traces go: from the standard `OTEL_*` variables, not the file
+    /// (see `hive_shared::traces`); none exports nothing.
+    #[serde(skip)]
+    pub traces: Option<ExportConfig>,
     /// How long shutdown waits for in-flight RPCs.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -201,6 +210,61 @@ pub struct HttpConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// One alert webhook: the events of the kinds it names, posted as one
+/// signed digest per `window` (the Standard Webhooks scheme).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Unique name: letters, digits, `-` and `_`, at most 64 (deliveries are listed by it).
+    pub name: String,
+    /// Where to post: `http://` or `https://` with a host.
+    pub url: String,
+    /// Event kinds (`task.dead`) or families (`worker.*`) to send.
+    pub events: Vec<String>,
+    /// Signing secret: `whsec_` and base64 of 24 to 64 random bytes.
+    pub secret: Secret<String>,
+    /// Events within this long of the first waiting one go in one post.
+    #[serde(default = "default_webhook_window", with = "humantime_serde")]
+    pub window: Duration,
+}
+
+fn default_webhook_window() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// How webhook deliveries are posted and retried.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookDeliveryConfig {
+    /// Longest wait for a receiver's answer.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Wait before the first retry; each next one waits twice as long.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// Longest wait between retries.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// A delivery still failing this long after it was queued is given up (`failed`).
+    #[serde(with = "humantime_serde")]
+    pub give_up_after: Duration,
+    /// Delivered and given-up deliveries are kept this long.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for WebhookDeliveryConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            retry_initial: Duration::from_secs(5),
+            retry_max: Duration::from_secs(3600),
+            give_up_after: Duration::from_secs(24 * 3600),
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
 /// Lease and heartbeat timing, handed to workers at registration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -300,6 +364,9 @@ impl Default for Config {
             rate_limits: RateLimitConfig::default(),
             tls: TlsConfig::default(),
             http: HttpConfig::default(),
+            webhooks: Vec::new(),
+            webhook_delivery: WebhookDeliveryConfig::default(),
+            traces: None,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -400,7 +467,10 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
         flags: Flags,
     ) -> Result<Self, ConfigError> {
-        hive_shared::config::load(file, env, ENV_PREFIX, flags, Self::validate)
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let mut config: Self = hive_shared::config::load(file, env.clone(), ENV_PREFIX, flags, Self::validate)?;
+        config.traces = ExportConfig::from_env("hive-coordinator", env).map_err(|problems| ConfigError { problems })?;
+        Ok(config)
     }
 
     /// Whether calls need tokens.
@@ -510,6 +580,14 @@ impl Config {
             self.tls.client_ca.is_none() || self.tls.cert.is_some(),
             "tls.client_ca needs tls.cert and tls.key (client certificates are checked only over TLS)",
         );
+        let delivery = &self.webhook_delivery;
+        check(
+            !delivery.timeout.is_zero()
+                && !delivery.retry_initial.is_zero()
+                && delivery.retry_initial <= delivery.retry_max,
+            "webhook_delivery: timeout and retry_initial must be greater than zero, retry_initial at most retry_max",
+        );
+        problems.extend(crate::webhooks::config_problems(&self.webhooks));
         problems
     }
 }

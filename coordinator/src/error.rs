@@ -56,6 +56,9 @@ pub enum Error {
     /// No token has this name.
     #[error("no token is named `{0}`")]
     TokenNotFound(String),
+    /// No webhook delivery has this id.
+    #[error("webhook delivery {0} not found (deliveries are kept for webhook_delivery.retention)")]
+    DeliveryNotFound(uuid::Uuid),
     /// A token (perhaps revoked) already has this name.
     #[error("a token named `{0}` exists already (names are never reused, even after a revoke)")]
     TokenNameTaken(String),

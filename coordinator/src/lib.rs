@@ -16,6 +16,8 @@
 //! - [`pauses`]: pausing and resuming a swarm, an agent or a worker.
 //! - [`cooldowns`]: provider accounts cooling down after a rate limit, and their probes.
 //! - [`metrics`]: Prometheus metrics, served on the HTTP listener (`http.listen`).
+//! - [`traces`]: the coordinator's spans in each task's OpenTelemetry trace.
+//! - [`webhooks`]: alert webhooks: deliveries made from the event log, signed, retried.
 //! - [`maintenance`]: the reaper (expired leases, passed deadlines), planner
 //!   statistics, the look for due tasks, forgetting workers long gone.
 //! - [`db`]: every SQL statement (sqlx); tokio-postgres serves only the LISTEN connection.
@@ -38,6 +40,8 @@ mod pauses;
 mod scheduler;
 pub mod status;
 mod tasks;
+mod traces;
+mod webhooks;
 mod workers;
 
 use std::sync::Arc;
@@ -114,6 +118,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let (window, ttl) = (config.leases.heartbeat_write_window, config.leases.ttl);
     let (beats, beat_writer) = workers::beats::BeatWriter::start(hot_pool.clone(), window, ttl, maintenance.clone());
     tracked::spawn_essential(&background, "heartbeat writer", failed.clone(), beat_writer.run());
+    let tracer = config.traces.clone().map(|export| {
+        info!(endpoint = %export.endpoint, service = %export.service_name, "exporting traces (OTLP)");
+        let (tracer, exporter) = hive_shared::traces::Tracer::start(export, maintenance.clone());
+        tracked::spawn(&background, "trace exporter", exporter);
+        tracer
+    });
     let app = App {
         pool: pool.clone(),
         hot_pool: hot_pool.clone(),
@@ -128,6 +138,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         probe_due: Arc::default(),
         events: Arc::default(),
         metrics: Arc::default(),
+        webhooks_queued: Arc::default(),
+        tracer,
     };
     let url = app.config.database.url.expose().clone();
     tracked::spawn_essential(
@@ -182,10 +194,30 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             app.config.workers.retention,
             app.config.sessions.retention,
             app.config.events.retention,
+            app.config.webhook_delivery.retention,
             maintenance.clone(),
         ),
     );
 
+    let endpoints = webhooks::endpoints(&app.config.webhooks);
+    if !endpoints.is_empty() {
+        let queued = Arc::clone(&app.webhooks_queued);
+        tracked::spawn(
+            &background,
+            "webhook outbox",
+            webhooks::outbox::run(pool.clone(), endpoints.clone(), Arc::clone(&queued), maintenance.clone()),
+        );
+        let sender = webhooks::sender::Sender {
+            pool: pool.clone(),
+            endpoints: Arc::new(endpoints.into_iter().map(|endpoint| (endpoint.name.clone(), endpoint)).collect()),
+            settings: app.config.webhook_delivery.clone(),
+        };
+        tracked::spawn(
+            &background,
+            "webhook sender",
+            webhooks::sender::run(sender, queued, background.clone(), maintenance.clone()),
+        );
+    }
     let mut server = tokio::spawn(grpc::serve(app.clone(), listener));
     info!(%address, hot_connections = db::hot_connections(&app.config.database), "coordinator serving");
     if let Some(http) = http {

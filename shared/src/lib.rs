@@ -6,8 +6,8 @@
 //! conversions between protobuf and plain Rust values ([`convert`]), the
 //! config-layering helper ([`config`]), the shutdown signal ([`signal`]),
 //! tracing setup ([`telemetry`]), in-memory Prometheus metrics and their text
-//! format ([`metrics`]) and spawning onto a task tracker with
-//! panics logged ([`tracked`]).
+//! format ([`metrics`]), OpenTelemetry traces exported over OTLP
+//! ([`traces`]) and spawning onto a task tracker with panics logged ([`tracked`]).
 //!
 //! What must not: business logic. Task states, scheduling and SQL belong to
 //! the coordinator; processes belong to the worker.
@@ -22,6 +22,7 @@ pub mod pb;
 pub mod signal;
 pub mod telemetry;
 pub mod tokens;
+pub mod traces;
 pub mod tracked;
 
 /// The version every Hive binary reports (`Register`, `--version`).

@@ -7,7 +7,7 @@
 //! - [`auth`]: the admin and worker tokens of the suite, which runs with auth on.
 //! - [`coordinator`]: a coordinator in-process on 127.0.0.1:0, with real
 //!   gRPC clients; [`fake_worker`]: a worker whose every call the test makes.
-//! - [`http`]: a plain HTTP GET, for the `/metrics` listeners.
+//! - [`http`]: a plain HTTP GET, for the `/metrics` listeners, and a scripted webhook receiver.
 //! - [`procs`]: the real `hive-coordinator`, `hive-worker` and `hivectl`
 //!   binaries as child processes (build them first: `cargo build --bins`,
 //!   which `scripts/test` does).
@@ -16,6 +16,7 @@
 //! - [`invariants`]: the data model's invariants that only tests check.
 //! - [`statement_plans`]: the coordinator's statements as `.sqlx/` records
 //!   them, prepared and `EXPLAIN`ed, and the scans their plans make.
+//! - [`otlp`]: an OpenTelemetry collector in the test process (OTLP trace export over gRPC).
 //! - [`model_stub`]: a scripted Anthropic Messages API, for the real Claude Code CLI.
 //! - [`wait`]: wait on a condition with a deadline, never a bare sleep.
 //! - [`worker_setup`]: worker config files from typed settings and agents.
@@ -30,6 +31,7 @@ pub mod fake_worker;
 pub mod http;
 pub mod invariants;
 pub mod model_stub;
+pub mod otlp;
 pub mod postgres;
 pub mod procs;
 pub mod statement_plans;

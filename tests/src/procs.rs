@@ -159,13 +159,28 @@ pub fn sleeping(marker: &str) -> usize {
 
 /// Starts a worker process.
 pub fn start_worker(coordinator_url: &str, config: &Path, name: &str, dir: &Path) -> Proc {
+    start_worker_with_env(coordinator_url, config, name, dir, &[])
+}
+
+/// [`start_worker`] with more environment variables (`OTEL_*`, say).
+///
+/// # Panics
+/// When the binary cannot be started.
+pub fn start_worker_with_env(
+    coordinator_url: &str,
+    config: &Path,
+    name: &str,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> Proc {
     let mut command = Command::new(binary("hive-worker"));
     command
         .arg("--config")
         .arg(config)
         .args(["--coordinator", coordinator_url, "--name", name])
         .env("HIVE_TOKEN", crate::auth::worker_token())
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied());
     Proc::spawn(command, dir.join(format!("{name}.log")))
 }
 

@@ -37,6 +37,7 @@ const READS: &[&str] = &[
     "ListCooldowns",
     "VerifyAudit",
     "Watch",
+    "ListWebhookDeliveries",
 ];
 /// AdminService methods that change state: each writes one audit row.
 const CHANGES: &[&str] = &[
@@ -51,6 +52,7 @@ const CHANGES: &[&str] = &[
     "Pause",
     "Resume",
     "ClearCooldown",
+    "ResendWebhookDelivery",
 ];
 
 /// Every AdminService method, from the descriptor set the server reflects.
@@ -273,6 +275,17 @@ async fn each_state_changing_admin_call_writes_exactly_one_audit_row_and_the_cha
 
     admin.clear_cooldown(pb::ClearCooldownRequest { account: "anthropic/none".into() }).await.unwrap();
     audited.push(one_new_row(&db.pool, &mut after, "ClearCooldown", 0).await.action);
+
+    let delivery = uuid::Uuid::now_v7();
+    sqlx::query("insert into webhook_deliveries (id, webhook, first_seq, last_seq, events, body, status) values ($1, 'ops', 1, 1, 1, '{}', 'failed')")
+        .bind(delivery)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    admin.resend_webhook_delivery(pb::ResendWebhookDeliveryRequest { id: delivery.to_string() }).await.unwrap();
+    let row = one_new_row(&db.pool, &mut after, "ResendWebhookDelivery", 1).await;
+    assert_eq!(row.target["delivery"], delivery.to_string());
+    audited.push(row.action);
 
     audited.sort();
     let mut changes: Vec<&str> = CHANGES.to_vec();

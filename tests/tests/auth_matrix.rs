@@ -44,13 +44,28 @@ fn allowed(service: &str, method: &str) -> Option<&'static [&'static str]> {
         ("hive.v1.AdminService", "GetTask" | "ListTasks" | "GetTaskLogs" | "GetStats") => READERS,
         (
             "hive.v1.AdminService",
-            "ListWorkers" | "ListLocks" | "ListAudit" | "VerifyAudit" | "ListPauses" | "ListCooldowns" | "Watch",
+            "ListWorkers"
+            | "ListLocks"
+            | "ListAudit"
+            | "VerifyAudit"
+            | "ListPauses"
+            | "ListCooldowns"
+            | "Watch"
+            | "ListWebhookDeliveries",
         ) => FLEET_READERS,
         ("hive.v1.AdminService", "SubmitTasks" | "CancelTask" | "CancelTasks") => SUBMITTERS,
         (
             "hive.v1.AdminService",
-            "RetryTasks" | "StopWorkers" | "SetSwarmBudget" | "CreateToken" | "RevokeToken" | "ListTokens" | "Pause"
-            | "Resume" | "ClearCooldown",
+            "RetryTasks"
+            | "StopWorkers"
+            | "SetSwarmBudget"
+            | "CreateToken"
+            | "RevokeToken"
+            | "ListTokens"
+            | "Pause"
+            | "Resume"
+            | "ClearCooldown"
+            | "ResendWebhookDelivery",
         ) => ADMINS,
         _ => return None,
     })
@@ -215,6 +230,8 @@ fn request(rpc: &Rpc, world: &World, cell: usize) -> Bytes {
         "ListCooldowns" => pb::ListCooldownsRequest {}.encode_to_vec(),
         "Watch" => pb::WatchRequest { after: Some(0), ..Default::default() }.encode_to_vec(),
         "ClearCooldown" => pb::ClearCooldownRequest { account: "anthropic/held".into() }.encode_to_vec(),
+        "ListWebhookDeliveries" => pb::ListWebhookDeliveriesRequest::default().encode_to_vec(),
+        "ResendWebhookDelivery" => pb::ResendWebhookDeliveryRequest { id: HELD_DELIVERY.into() }.encode_to_vec(),
         "SaveSession" => pb::SaveSessionRequest {
             worker_id: world.worker_id.clone(),
             task_id: task(),
@@ -323,6 +340,9 @@ async fn first_message(mut replies: tonic::Streaming<Bytes>) -> Result<(), Statu
     }
 }
 
+/// The webhook delivery the matrix's resend calls name.
+const HELD_DELIVERY: &str = "0192f1e4-7b5c-7d3e-8a9b-0c1d2e3f4a5b";
+
 /// A fingerprint of everything a call could change (the audit log aside).
 async fn state(pool: &sqlx::PgPool) -> String {
     sqlx::query_scalar(
@@ -338,6 +358,7 @@ async fn state(pool: &sqlx::PgPool) -> String {
             (select string_agg(task_id::text || session_id || saved_at::text, ',' order by task_id) from task_sessions),
             (select string_agg(scope::text || target || paused_at::text, ',' order by scope, target) from pauses),
             (select string_agg(account || until::text, ',' order by account) from provider_cooldowns),
+            (select string_agg(id::text || status || next_attempt_at::text, ',' order by id) from webhook_deliveries),
             (select string_agg(coalesce(budget::text, '-'), ',' order by id) from swarms),
             (select count(*) from attempts))",
     )
@@ -395,6 +416,16 @@ async fn every_rpc_answers_every_caller_as_the_table_says_and_refusals_change_no
         .execute(&db.pool)
         .await
         .unwrap();
+
+    // A delivery that gave up, for refused ResendWebhookDelivery calls to leave alone.
+    sqlx::query(
+        "insert into webhook_deliveries (id, webhook, first_seq, last_seq, events, body, status, attempts, last_error)
+         values ($1::uuid, 'ops', 1, 1, 1, '{}', 'failed', 3, 'answered 500')",
+    )
+    .bind(HELD_DELIVERY)
+    .execute(&db.pool)
+    .await
+    .unwrap();
 
     // A running task and its attempt, with the attempt's agent token.
     let spec = pb::TaskSpec { agent: "echo".into(), prompt: "p".into(), ..Default::default() };

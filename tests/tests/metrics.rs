@@ -225,3 +225,24 @@ async fn a_worker_serves_its_running_agents_their_memory_output_and_stalls() {
     worker.terminate().await;
     coordinator.stop().await.unwrap();
 }
+
+/// Runs `promtool` with `args` in `dir`; its output when it fails.
+fn promtool(dir: &std::path::Path, args: &[&str]) -> Result<(), String> {
+    let output = Command::new("promtool").args(args).current_dir(dir).output().expect("run promtool");
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    if output.status.success() { Ok(()) } else { Err(said) }
+}
+
+#[test]
+fn the_prometheus_config_and_alert_rules_pass_promtool_and_their_unit_tests() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    promtool(&deploy, &["check", "rules", "hive-rules.yaml"]).unwrap();
+    promtool(&deploy, &["test", "rules", "hive-rules.test.yaml"]).unwrap();
+    // The config names its token file beside it, as an operator writes it.
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["prometheus.yml", "hive-rules.yaml"] {
+        std::fs::copy(deploy.join(file), dir.path().join(file)).unwrap();
+    }
+    std::fs::write(dir.path().join("hive-metrics-token"), "hive_m_0000\n").unwrap();
+    promtool(dir.path(), &["check", "config", "prometheus.yml"]).unwrap();
+}

@@ -21,6 +21,7 @@ use crate::process::stall::StallWatch;
 use crate::process::supervise::{self, Exit};
 use crate::process::workdir::{JsonFile, Scratch};
 use crate::shipper::LogSink;
+use crate::traces::AttemptTrace;
 use crate::workspace::{self, Unprepared, Workspace};
 use crate::{resume, unavailable};
 
@@ -35,7 +36,9 @@ pub(crate) enum Start {
 
 /// Runs one assignment to its reported end, holding a slot while the agent runs.
 pub(crate) async fn run(context: Arc<Context>, assignment: pb::Assignment, start: Start) {
-    let span = info_span!("attempt", task_id = %assignment.task_id, attempt_id = %assignment.attempt_id, agent = %assignment.agent);
+    // A task's trace id is its id without dashes: a log line leads to its trace.
+    let trace_id = assignment.task_id.replace('-', "");
+    let span = info_span!("attempt", task_id = %assignment.task_id, attempt_id = %assignment.attempt_id, agent = %assignment.agent, trace_id = %trace_id);
     execute(context, assignment, start).instrument(span).await;
 }
 
@@ -119,6 +122,8 @@ async fn run_agent(
 ) {
     let took_slot = Instant::now();
     let agent_name: Arc<str> = Arc::from(assignment.agent.as_str());
+    let task = uuid::Uuid::parse_str(&assignment.task_id).unwrap_or_default();
+    let trace = AttemptTrace::of(assignment, task, attempt.0);
     let prompt_file = (agent.prompt == PromptMode::File).then_some(assignment.prompt.as_str());
     let scratch = match Scratch::create(&context.folders, attempt, prompt_file, json_files(assignment)).await {
         Ok(scratch) => scratch,
@@ -145,6 +150,7 @@ async fn run_agent(
         let ca = std::path::absolute(ca).unwrap_or_else(|_| ca.clone());
         extra.push(("HIVE_TLS_CA", ca.display().to_string()));
     }
+    extra.extend(trace.agent_env(context.tracer.is_some()));
     let vars = HiveVars {
         task_id: assignment.task_id.clone(),
         attempt_id: assignment.attempt_id.clone(),
@@ -198,6 +204,7 @@ async fn run_agent(
             (stop.clone(), async move { resume::keep_saving(context, &ids, &session, file, stop).await })
         },
     );
+    let agent_started = std::time::SystemTime::now();
     let finished = match saving {
         None => supervise::run(run, sink.clone(), &cancel).await,
         Some((stop_saving, saver)) => {
@@ -212,6 +219,9 @@ async fn run_agent(
         }
     };
     context.metrics.ended(attempt);
+    if let Some(tracer) = &context.tracer {
+        trace.agent_ended(tracer, agent_started, &assignment.agent, &finished.exit);
+    }
     match &finished.exit {
         Exit::Code(0) => info!("agent succeeded"),
         Exit::NotStarted { problem, worker_fault: true } => {
@@ -247,6 +257,9 @@ async fn run_agent(
             info!("attempt dropped: its lease belongs to someone else now");
             context.held.release(attempt);
         }
+    }
+    if let Some(tracer) = &context.tracer {
+        trace.attempt_ended(tracer, assignment, &context.registration.name, &finished.exit);
     }
     // The slot frees once the outcome is on its way, not when the agent
     // exits: freed earlier, the worker could claim and start more tasks

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use hive_shared::config::ConfigError;
 use hive_shared::telemetry::LogFormat;
+use hive_shared::traces::ExportConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::workspace::remote::{self, Source};
@@ -58,6 +59,10 @@ pub struct Config {
     pub admission: Admission,
     /// The HTTP listener for `/metrics`.
     pub http: HttpConfig,
+    /// Where traces go: from the standard `OTEL_*` variables, not the file
+    /// (see `hive_shared::traces`); none exports nothing.
+    #[serde(skip)]
+    pub traces: Option<ExportConfig>,
     /// The agents, by name.
     pub agents: BTreeMap<String, AgentConfig>,
 }
@@ -399,6 +404,7 @@ impl Default for Config {
             labels: BTreeMap::new(),
             admission: Admission::default(),
             http: HttpConfig::default(),
+            traces: None,
             agents: BTreeMap::new(),
         }
     }
@@ -439,7 +445,9 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
         flags: Flags,
     ) -> Result<Self, ConfigError> {
-        let mut config: Self = hive_shared::config::load(file, env, ENV_PREFIX, flags, Self::validate)?;
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let mut config: Self = hive_shared::config::load(file, env.clone(), ENV_PREFIX, flags, Self::validate)?;
+        config.traces = ExportConfig::from_env("hive-worker", env).map_err(|problems| ConfigError { problems })?;
         if let Some(base) = file.and_then(Path::parent) {
             config.resolve_relative_paths(base);
         }

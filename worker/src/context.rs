@@ -59,6 +59,8 @@ pub(crate) struct Context {
     pub latest: std::sync::Mutex<Option<hive_shared::pb::ResourceUsage>>,
     /// What `/metrics` shows.
     pub metrics: Arc<crate::metrics::WorkerMetrics>,
+    /// Where this worker's spans go; `None` when traces are not exported.
+    pub tracer: Option<hive_shared::traces::Tracer>,
 }
 
 /// One claimed task waiting for a slot; counted in [`Context::queued`] until dropped.

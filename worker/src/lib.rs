@@ -17,7 +17,8 @@
 //!   the host or a URL's mirror), its change the result.
 //! - `shipper`: streaming output; `held`: attempts held; `resources`: host figures;
 //!   `admission`: whether the host may take more work; `context`: what the loops share.
-//! - `metrics`: what `/metrics` on `http.listen` shows.
+//! - `metrics`: what `/metrics` on `http.listen` shows; `traces`: this
+//!   worker's spans in each task's trace, and the agent's `TRACEPARENT`.
 //! - `preflight`: which agents can run on this host; `unavailable`: what the
 //!   worker cannot do now (failures that are its fault), which claims skip.
 
@@ -38,6 +39,7 @@ mod report;
 mod resources;
 mod resume;
 mod shipper;
+mod traces;
 mod unavailable;
 mod workspace;
 
@@ -157,6 +159,16 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
         None => None,
     };
     let metrics = Arc::new(metrics::WorkerMetrics::default());
+    // Stopped last, after the outcomes are reported, so the last spans go out.
+    let traces_stop = CancellationToken::new();
+    let exporter = config.traces.clone().map(|export| {
+        info!(endpoint = %export.endpoint, service = %export.service_name, "exporting traces (OTLP)");
+        hive_shared::traces::Tracer::start(export, traces_stop.clone())
+    });
+    let (tracer, exporter) = match exporter {
+        Some((tracer, exporter)) => (Some(tracer), Some(tokio::spawn(exporter))),
+        None => (None, None),
+    };
     let chunk = usize::try_from(config.logs.chunk_size.as_u64()).unwrap_or(1).max(1);
     let log_capacity = usize::try_from(config.logs.buffer.as_u64()).unwrap_or(usize::MAX) / chunk;
     let (logs, log_queue) = mpsc::channel(log_capacity.max(1));
@@ -182,6 +194,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
         cgroups,
         latest: std::sync::Mutex::new(None),
         metrics: Arc::clone(&metrics),
+        tracer: tracer.clone(),
     });
 
     let loops = TaskTracker::new();
@@ -251,6 +264,10 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     session_stop.cancel();
     loops.close();
     loops.wait().await;
+    traces_stop.cancel();
+    if let Some(exporter) = exporter {
+        let _ = exporter.await;
+    }
     if let Some(guardian) = guardian {
         guardian.dismiss().await;
     }

@@ -2,8 +2,8 @@
 //! (`http.listen`, off by default; no token: bind it to loopback or a
 //! network only the scrapers reach). Per agent: the agents running and
 //! their resident memory (read from /proc at each scrape), how long each
-//! took to start (from its claim reaching the worker to its process
-//! running, scratch folder, workspace and session included), the output
+//! took to start (from its attempt taking a slot to its process running:
+//! scratch folder, workspace and session included), the output
 //! bytes they wrote, and their stalls.
 
 use std::collections::HashMap;
@@ -38,7 +38,7 @@ impl Default for WorkerMetrics {
         Self {
             spawn: Histogram::new(
                 "hive_worker_agent_spawn_seconds",
-                "How long each agent took to start: from its task reaching the worker to its process running.",
+                "How long each agent took to start: from its attempt taking a slot to its process running.",
                 &["agent"],
                 SPAWN_SECONDS,
             ),
@@ -54,7 +54,7 @@ impl Default for WorkerMetrics {
 }
 
 impl WorkerMetrics {
-    /// An agent's process started `took` after its task arrived.
+    /// An agent's process started `took` after its attempt took a slot.
     pub(crate) fn started(&self, attempt: AttemptId, agent: &Arc<str>, group: i32, took: Duration) {
         self.spawn.observe_duration(&[agent], took);
         self.running().insert(attempt, (Arc::clone(agent), group));

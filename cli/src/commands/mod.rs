@@ -15,6 +15,7 @@ pub mod tasks;
 pub mod tokens;
 pub mod up;
 pub mod watch;
+pub mod webhooks;
 pub mod workers;
 
 use hive_shared::client::{AuthChannel, Connect};

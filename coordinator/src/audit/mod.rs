@@ -44,6 +44,7 @@ pub(crate) enum Action {
     Resume,
     /// `ClearCooldown`.
     ClearCooldown,
+    ResendWebhookDelivery,
 }
 
 impl Action {
@@ -61,6 +62,7 @@ impl Action {
             Action::Pause => "Pause",
             Action::Resume => "Resume",
             Action::ClearCooldown => "ClearCooldown",
+            Action::ResendWebhookDelivery => "ResendWebhookDelivery",
         }
     }
     /// Its kind in the event log.
@@ -77,6 +79,7 @@ impl Action {
             Action::Pause => "admin.pause",
             Action::Resume => "admin.resume",
             Action::ClearCooldown => "admin.clear_cooldown",
+            Action::ResendWebhookDelivery => "admin.resend_webhook_delivery",
         }
     }
 }

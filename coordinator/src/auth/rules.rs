@@ -81,12 +81,24 @@ fn worker_rule(method: &str) -> Rule {
 fn admin_rule(method: &str) -> Rule {
     match method {
         "GetTask" | "ListTasks" | "GetTaskLogs" | "GetStats" => reads(READERS),
-        "ListWorkers" | "ListLocks" | "ListAudit" | "VerifyAudit" | "ListPauses" | "ListCooldowns" | "Watch" => {
-            reads(FLEET_READERS)
-        }
+        "ListWorkers"
+        | "ListLocks"
+        | "ListAudit"
+        | "VerifyAudit"
+        | "ListPauses"
+        | "ListCooldowns"
+        | "Watch"
+        | "ListWebhookDeliveries" => reads(FLEET_READERS),
         "SubmitTasks" | "CancelTask" | "CancelTasks" => changes(SUBMITTERS),
-        "RetryTasks" | "StopWorkers" | "SetSwarmBudget" | "CreateToken" | "RevokeToken" | "Pause" | "Resume"
-        | "ClearCooldown" => changes(ADMINS),
+        "RetryTasks"
+        | "StopWorkers"
+        | "SetSwarmBudget"
+        | "CreateToken"
+        | "RevokeToken"
+        | "Pause"
+        | "Resume"
+        | "ClearCooldown"
+        | "ResendWebhookDelivery" => changes(ADMINS),
         "ListTokens" => reads(ADMINS),
         _ => reads(&[]),
     }

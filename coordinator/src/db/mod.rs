@@ -33,6 +33,7 @@ pub mod statistics;
 pub mod swarms;
 pub mod tasks;
 pub mod tokens;
+pub mod webhooks;
 pub mod workers;
 
 use std::time::Duration;

@@ -49,4 +49,5 @@ pub(crate) const KINDS: &[&str] = &[
     "admin.pause",
     "admin.resume",
     "admin.clear_cooldown",
+    "admin.resend_webhook_delivery",
 ];

@@ -37,6 +37,7 @@ impl AdminService for AdminApi {
         request: Request<pb::SubmitTasksRequest>,
     ) -> Result<Response<pb::SubmitTasksResponse>, Status> {
         let caller = Caller::of(&request)?;
+        let started = std::time::SystemTime::now();
         let request = request.into_inner();
         let tasks = request
             .tasks
@@ -53,8 +54,16 @@ impl AdminService for AdminApi {
         };
         let app = &self.app;
         ownership::check_submission(&app.pool, &caller, &submission).await?;
+        let agents: Vec<String> = match &app.tracer {
+            Some(_) => submission.tasks.iter().map(|task| task.agent.clone()).collect(),
+            None => Vec::new(),
+        };
         let submitted =
             tasks::submit::submit(&app.pool, &caller, &app.config.tasks, &app.config.limits, submission).await?;
+        if let Some(tracer) = app.tracer.as_ref().filter(|_| !submitted.existing) {
+            let tasks = submitted.task_ids.iter().map(|id| id.0).zip(agents.iter().map(String::as_str));
+            crate::traces::submitted(tracer, started, submitted.swarm_id.0, tasks);
+        }
         tracing::info!(swarm_id = %submitted.swarm_id, tasks = submitted.task_ids.len(), "swarm submitted");
         if !submitted.existing {
             app.statistics.submitted(i64::try_from(submitted.task_ids.len()).unwrap_or(i64::MAX));
@@ -277,6 +286,29 @@ impl AdminService for AdminApi {
         let caller = Caller::of(&request)?;
         let cleared = crate::cooldowns::clear(&self.app.pool, &caller, &request.get_ref().account).await?;
         Ok(Response::new(pb::ClearCooldownResponse { cleared }))
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        request: Request<pb::ListWebhookDeliveriesRequest>,
+    ) -> Result<Response<pb::ListWebhookDeliveriesResponse>, Status> {
+        let request = request.into_inner();
+        let rows =
+            crate::webhooks::deliveries::list(&self.app.pool, &request.webhook, &request.status, request.limit).await?;
+        Ok(Response::new(pb::ListWebhookDeliveriesResponse {
+            deliveries: rows.into_iter().map(convert::delivery).collect(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn resend_webhook_delivery(
+        &self,
+        request: Request<pb::ResendWebhookDeliveryRequest>,
+    ) -> Result<Response<pb::ResendWebhookDeliveryResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        crate::webhooks::deliveries::resend(&self.app.pool, &caller, &request.get_ref().id).await?;
+        self.app.webhooks_queued.notify_one();
+        Ok(Response::new(pb::ResendWebhookDeliveryResponse {}))
     }
 
     type WatchStream = WatchStream;

@@ -4,6 +4,7 @@
 
 use hive_shared::convert::{duration, from_duration, from_timestamp, json_to_struct, struct_to_json, timestamp};
 use hive_shared::pb;
+use hive_shared::traces;
 use serde_json::Value as Json;
 
 use crate::db;
@@ -292,6 +293,8 @@ pub(crate) fn assignment(task: db::claims::ClaimedTask, agent_token: String) -> 
         probe: false,
         round: count(task.round),
         agent_token,
+        traceparent: traces::traceparent(traces::task_trace(task.id), traces::task_span(task.id)),
+        tracestate: String::new(),
     }
 }
 
@@ -420,6 +423,25 @@ pub(crate) fn pause(row: db::pauses::PauseRow) -> pb::Pause {
 }
 
 /// Encodes a provider account's cool-down.
+pub(crate) fn delivery(row: db::webhooks::DeliveryRow) -> pb::WebhookDelivery {
+    pb::WebhookDelivery {
+        id: row.id.to_string(),
+        webhook: row.webhook,
+        first_seq: u64::try_from(row.first_seq).unwrap_or(0),
+        last_seq: u64::try_from(row.last_seq).unwrap_or(0),
+        events: u32::try_from(row.events).unwrap_or(0),
+        status: row.status,
+        attempts: u32::try_from(row.attempts).unwrap_or(0),
+        created_at: Some(timestamp(row.created_at)),
+        next_attempt_at: Some(timestamp(row.next_attempt_at)),
+        last_attempt_at: row.last_attempt_at.map(timestamp),
+        last_status: row.last_status.and_then(|status| u32::try_from(status).ok()).unwrap_or(0),
+        last_error: row.last_error.unwrap_or_default(),
+        delivered_at: row.delivered_at.map(timestamp),
+        body: row.body,
+    }
+}
+
 pub(crate) fn cooldown(row: db::cooldowns::CooldownRow) -> pb::Cooldown {
     pb::Cooldown {
         account: row.account,

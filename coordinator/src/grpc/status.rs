@@ -57,9 +57,11 @@ impl From<Error> for Status {
     fn from(err: Error) -> Self {
         let code = match &err {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
-            Error::TaskNotFound(_) | Error::TasksNotFound(_) | Error::SwarmNotFound(_) | Error::TokenNotFound(_) => {
-                Code::NotFound
-            }
+            Error::TaskNotFound(_)
+            | Error::TasksNotFound(_)
+            | Error::SwarmNotFound(_)
+            | Error::TokenNotFound(_)
+            | Error::DeliveryNotFound(_) => Code::NotFound,
             Error::TokenNameTaken(_) => Code::AlreadyExists,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,

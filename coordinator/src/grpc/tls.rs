@@ -151,7 +151,7 @@ impl TlsFiles {
 /// rustls deprecates it for lacking post-quantum key exchange; the
 /// alternative, aws-lc-rs, needs a C and assembler toolchain to build.
 #[allow(deprecated)]
-fn ring_provider() -> Arc<crypto::CryptoProvider> {
+pub(crate) fn ring_provider() -> Arc<crypto::CryptoProvider> {
     Arc::new(crypto::ring::default_provider())
 }
 

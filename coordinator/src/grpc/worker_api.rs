@@ -1,6 +1,7 @@
 //! `hive.v1.WorkerService`: decode, call a use-case, encode. No SQL here.
 
 use std::pin::Pin;
+use std::time::SystemTime;
 
 use futures_util::Stream;
 use hive_shared::convert::{duration, struct_to_json};
@@ -10,13 +11,14 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
+use uuid::Uuid;
 
 use super::convert::{self, assignment, parse_id};
 use crate::app::App;
 use crate::auth::{Caller, ownership};
 use crate::error::Result;
 use crate::tasks::logs;
-use crate::tasks::report;
+use crate::tasks::report::{self, Ack};
 use crate::tasks::sessions;
 use crate::{db, scheduler, workers};
 
@@ -30,6 +32,26 @@ impl WorkerApi {
     /// Serves workers with `app`.
     pub(crate) fn new(app: App) -> Self {
         Self { app }
+    }
+
+    /// Records the spans of reports handled since `started`: each (task,
+    /// attempt, error) of `traced` with its ack (nothing without a tracer).
+    fn trace_reports(
+        &self,
+        name: &'static str,
+        started: SystemTime,
+        traced: &[(Uuid, Uuid, Option<String>)],
+        acks: &[Ack],
+    ) {
+        let Some(tracer) = &self.app.tracer else { return };
+        for ((task, attempt, error), ack) in traced.iter().zip(acks) {
+            let taken = match ack {
+                Ack::Recorded => "recorded",
+                Ack::AlreadyRecorded => "already_recorded",
+                Ack::LeaseLost(_) => "lease_lost",
+            };
+            crate::traces::reported(tracer, name, started, *task, *attempt, taken, error.as_deref());
+        }
     }
 }
 
@@ -125,6 +147,10 @@ impl WorkerService for WorkerApi {
             .into_iter()
             .map(|task| {
                 app.metrics.claimed(&task.agent, task.queued_seconds);
+                if let Some(tracer) = &app.tracer {
+                    let (id, attempt, agent) = (task.id, task.attempt_id, task.agent.as_str());
+                    crate::traces::claimed(tracer, id, attempt, task.attempt, agent, worker.0, task.queued_seconds);
+                }
                 let agent_token = app.agent_token(task.attempt_id);
                 let probing = probe == Some(task.attempt_id);
                 pb::Assignment { probe: probing, ..assignment(task, agent_token) }
@@ -136,12 +162,17 @@ impl WorkerService for WorkerApi {
     #[instrument(skip_all, fields(worker_id = %request.get_ref().worker_id, n = request.get_ref().completions.len()))]
     async fn complete(&self, request: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteResponse>, Status> {
         let caller = Caller::of(&request)?;
+        let started = std::time::SystemTime::now();
         let request = request.into_inner();
         let worker = worker_id(&request.worker_id)?;
         let mut attempts = Vec::with_capacity(request.completions.len());
+        let mut traced = Vec::new();
         let mut completions = Vec::with_capacity(request.completions.len());
         for (index, item) in request.completions.into_iter().enumerate() {
             let (task, attempt) = ids(index, "completions", &item.task_id, &item.attempt_id)?;
+            if self.app.tracer.is_some() {
+                traced.push((task.0, attempt.0, None));
+            }
             attempts.push(item.attempt_id);
             completions.push(report::Completion {
                 task,
@@ -155,18 +186,24 @@ impl WorkerService for WorkerApi {
         let acks =
             report::complete(&self.app.hot_pool, &self.app.config.limits, &self.app.metrics, worker, completions)
                 .await?;
+        self.trace_reports("hive.complete", started, &traced, &acks);
         Ok(Response::new(pb::CompleteResponse { acks: convert::acks(attempts, acks) }))
     }
 
     #[instrument(skip_all, fields(worker_id = %request.get_ref().worker_id, n = request.get_ref().failures.len()))]
     async fn fail(&self, request: Request<pb::FailRequest>) -> Result<Response<pb::FailResponse>, Status> {
         let caller = Caller::of(&request)?;
+        let started = std::time::SystemTime::now();
         let request = request.into_inner();
         let worker = worker_id(&request.worker_id)?;
         let mut attempts = Vec::with_capacity(request.failures.len());
+        let mut traced = Vec::new();
         let mut failures = Vec::with_capacity(request.failures.len());
         for (index, item) in request.failures.into_iter().enumerate() {
             let (task, attempt) = ids(index, "failures", &item.task_id, &item.attempt_id)?;
+            if self.app.tracer.is_some() {
+                traced.push((task.0, attempt.0, Some(item.error.clone())));
+            }
             let stop = convert::stop(|| format!("failures[{index}].class"), item.class)?;
             let refusal = convert::refusal(index, &item)?;
             attempts.push(item.attempt_id);
@@ -184,6 +221,7 @@ impl WorkerService for WorkerApi {
         self.app.worker_owners.check(&self.app.pool, &caller, worker.0).await?;
         let (acks, earliest_retry) =
             report::fail(&self.app.hot_pool, &self.app.config, &self.app.metrics, worker, failures).await?;
+        self.trace_reports("hive.fail", started, &traced, &acks);
         if let Some(delay) = earliest_retry {
             self.app.wake_after(delay);
         }

@@ -2,7 +2,9 @@
 //! `workers.retention` (and holding no lease), so the table and `hivectl
 //! workers --all` keep only workers that could still come back; and the
 //! saved sessions of tasks finished longer than `sessions.retention` ago;
-//! pauses that ended by themselves; and events older than `events.retention`.
+//! pauses that ended by themselves; events older than `events.retention`;
+//! and webhook deliveries done (delivered or given up) longer than
+//! `webhook_delivery.retention` ago.
 
 use std::time::Duration;
 
@@ -23,9 +25,11 @@ pub(crate) async fn run(
     workers: Duration,
     sessions: Duration,
     events: Duration,
+    deliveries: Duration,
     cancel: CancellationToken,
 ) {
-    let interval = (workers.min(sessions).min(events) / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let interval =
+        (workers.min(sessions).min(events).min(deliveries) / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
     super::every(interval, &cancel, || async {
         log_pruned(
             "workers gone longer than workers.retention",
@@ -37,6 +41,10 @@ pub(crate) async fn run(
         );
         log_pruned("pauses that ended by themselves", db::pauses::prune_ended(&pool).await);
         log_pruned("event rows older than events.retention", prune_events(&pool, events).await);
+        log_pruned(
+            "webhook deliveries done before webhook_delivery.retention",
+            db::webhooks::prune(&pool, db::seconds(deliveries)).await,
+        );
     })
     .await;
 }

@@ -8,11 +8,14 @@
 pub(crate) mod http;
 pub(crate) mod rpc;
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use hive_shared::metrics::{Counter, FAST_SECONDS, Histogram, Page, SLOW_SECONDS};
 use sqlx::PgPool;
 
 use crate::db;
-use crate::status::AttemptOutcome;
+use crate::db::metrics::AgentWorkers;
+use crate::status::{AttemptOutcome, TaskStatus};
 use crate::tasks::retry::{FailureClass, Stop};
 
 /// What this coordinator counted since it started.
@@ -135,38 +138,55 @@ impl Metrics {
         let totals = db::metrics::task_totals(pool).await?;
         let agents = db::metrics::workers_by_agent(pool).await?;
         let fleet = db::metrics::fleet(pool).await?;
+        // Every agent seen gets every status and both worker states, 0 when
+        // none: a series that appears at its first task, or vanishes with its
+        // last worker, would hide that change from rate() and alerts.
+        let known: BTreeSet<&str> =
+            totals.iter().map(|row| row.agent.as_str()).chain(agents.iter().map(|row| row.agent.as_str())).collect();
+        let statuses = TaskStatus::ALL.map(|status| status.to_string());
+        let mut tasks: BTreeMap<(&str, &str), f64> =
+            known.iter().flat_map(|agent| statuses.iter().map(|status| ((*agent, status.as_str()), 0.0))).collect();
+        for row in &totals {
+            tasks.insert((row.agent.as_str(), row.status.as_str()), row.tasks as f64);
+        }
+        let mut workers: BTreeMap<&str, &AgentWorkers> = BTreeMap::new();
+        for row in &agents {
+            workers.insert(row.agent.as_str(), row);
+        }
         let mut page = Page::new();
         page.gauge_rows(
             "hive_tasks",
             "Tasks by the agent their next attempt runs and by status (dead: the dead-letter queue).",
             &["agent", "status"],
-            totals.iter().map(|row| (vec![row.agent.as_str(), row.status.as_str()], row.tasks as f64)),
+            tasks.iter().map(|((agent, status), count)| (vec![*agent, *status], *count)),
         );
+        let oldest: BTreeMap<&str, f64> =
+            totals.iter().filter_map(|row| Some((row.agent.as_str(), row.oldest_ready_seconds?))).collect();
         page.gauge_rows(
             "hive_oldest_ready_task_age_seconds",
             "Per agent, how long its oldest ready task has been claimable (0 when none is).",
             &["agent"],
-            totals
-                .iter()
-                .filter(|row| row.status == "ready")
-                .map(|row| (vec![row.agent.as_str()], row.oldest_ready_seconds.unwrap_or(0.0))),
+            known.iter().map(|agent| (vec![*agent], oldest.get(agent).copied().unwrap_or(0.0))),
         );
+        let offered = |agent: &str| {
+            workers
+                .get(agent)
+                .map_or((0.0, 0.0, 0.0), |row| (row.live as f64, row.draining as f64, row.free_slots as f64))
+        };
         page.gauge_rows(
             "hive_workers",
             "Live workers offering each agent, taking tasks (live) or draining.",
             &["agent", "state"],
-            agents.iter().flat_map(|row| {
-                [
-                    (vec![row.agent.as_str(), "live"], row.live as f64),
-                    (vec![row.agent.as_str(), "draining"], row.draining as f64),
-                ]
+            known.iter().flat_map(|agent| {
+                let (live, draining, _) = offered(agent);
+                [(vec![*agent, "live"], live), (vec![*agent, "draining"], draining)]
             }),
         );
         page.gauge_rows(
             "hive_worker_free_slots",
             "Free slots of the live workers offering each agent and taking tasks.",
             &["agent"],
-            agents.iter().map(|row| (vec![row.agent.as_str()], row.free_slots as f64)),
+            known.iter().map(|agent| (vec![*agent], offered(agent).2)),
         );
         page.gauge_rows(
             "hive_fleet_workers",
