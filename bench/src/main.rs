@@ -19,6 +19,9 @@ struct Cli {
     /// Concurrency keys the drain's tasks name (0: none), each with a limit no claim reaches.
     #[arg(long, default_value_t = 0)]
     drain_keys: usize,
+    /// Watch streams following the event log during the drain (0: none).
+    #[arg(long, default_value_t = 0)]
+    drain_watchers: usize,
     /// Worker processes.
     #[arg(long, env = "PROCS", default_value_t = 2)]
     procs: usize,
@@ -100,7 +103,8 @@ async fn run(cli: &Cli, db: &Database, binaries: &Binaries) -> anyhow::Result<()
         match workload.as_str() {
             "drain" => {
                 for &prefetch in &cli.drain_prefetch {
-                    workloads::drain::run(db, binaries, cli.shape(cli.n, prefetch), cli.drain_keys).await?;
+                    workloads::drain::run(db, binaries, cli.shape(cli.n, prefetch), cli.drain_keys, cli.drain_watchers)
+                        .await?;
                 }
             }
             "latency" => {

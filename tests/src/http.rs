@@ -30,7 +30,20 @@ impl Reply {
 /// # Panics
 /// When the connection fails or the reply is not HTTP.
 pub async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Reply {
-    let mut stream = TcpStream::connect(addr).await.expect("connect to the HTTP listener");
+    let stream = TcpStream::connect(addr).await.expect("connect to the HTTP listener");
+    exchange(stream, addr, path, token).await
+}
+
+/// [`get`], or `None` while nothing listens on `addr` yet (a process still starting).
+///
+/// # Panics
+/// When the reply is not HTTP.
+pub async fn try_get(addr: SocketAddr, path: &str, token: Option<&str>) -> Option<Reply> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    Some(exchange(stream, addr, path, token).await)
+}
+
+async fn exchange(mut stream: TcpStream, addr: SocketAddr, path: &str, token: Option<&str>) -> Reply {
     let authorization = token.map(|token| format!("authorization: Bearer {token}\r\n")).unwrap_or_default();
     let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n{authorization}connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("send the request");

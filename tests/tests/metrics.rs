@@ -17,7 +17,7 @@ use hive_shared::pb;
 use hive_tests::auth::admin_token;
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::fake_worker::FakeWorker;
-use hive_tests::http::get;
+use hive_tests::http::{get, try_get};
 use hive_tests::invariants::assert_invariants;
 use hive_tests::postgres::{TestDb, fresh_database, wait_all_finished};
 use hive_tests::procs::start_worker;
@@ -172,7 +172,8 @@ async fn only_a_metrics_or_admin_token_reads_metrics() {
 async fn scrape_until(http: std::net::SocketAddr, what: &str, done: impl Fn(&str) -> bool) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let page = get(http, "/metrics", None).await.body;
+        // The worker binds its listener once it has registered.
+        let page = try_get(http, "/metrics", None).await.map(|reply| reply.body).unwrap_or_default();
         if done(&page) {
             return page;
         }
@@ -234,7 +235,7 @@ fn promtool(dir: &std::path::Path, args: &[&str]) -> Result<(), String> {
 }
 
 #[test]
-fn the_prometheus_config_and_alert_rules_pass_promtool_and_their_unit_tests() {
+fn the_prometheus_config_and_alert_rules_pass_promtool_and_their_unit_tests_and_the_operator_copy_matches() {
     let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
     promtool(&deploy, &["check", "rules", "hive-rules.yaml"]).unwrap();
     promtool(&deploy, &["test", "rules", "hive-rules.test.yaml"]).unwrap();
@@ -245,4 +246,11 @@ fn the_prometheus_config_and_alert_rules_pass_promtool_and_their_unit_tests() {
     }
     std::fs::write(dir.path().join("hive-metrics-token"), "hive_m_0000\n").unwrap();
     promtool(dir.path(), &["check", "config", "prometheus.yml"]).unwrap();
+    // The Prometheus Operator's copy holds the same rules.
+    let read = |file: &str| -> serde_json::Value {
+        serde_norway::from_str(&std::fs::read_to_string(deploy.join(file)).unwrap()).unwrap()
+    };
+    let (rules, operator) = (read("hive-rules.yaml"), read("prometheusrule.yaml"));
+    assert_eq!(operator["kind"], "PrometheusRule");
+    assert_eq!(operator["spec"]["groups"], rules["groups"], "prometheusrule.yaml's groups are hive-rules.yaml's");
 }

@@ -2,13 +2,21 @@
 //! workers × `concurrency` slots; tasks per second from the first attempt's
 //! start to the last completion the database recorded. With `keys` above 0
 //! each task also names one of that many concurrency keys, with a limit no
-//! claim reaches: what keys cost the claim, not what they hold back.
+//! claim reaches: what keys cost the claim, not what they hold back. With
+//! `watchers` above 0, that many `Watch` streams follow the event log during
+//! the drain, each on its own connection; the line adds how late their
+//! events arrive (from the event's commit to its receipt).
 
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use hive_shared::pb;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::{DEADLINE, NOOP_AGENT, Shape, Variant, Wal, busy_seconds, submit_bulk};
 use crate::stack::{Binaries, Database, wait_succeeded};
-use crate::stats::emit;
+use crate::stats::{emit, percentile};
 
 /// Runs one variant and prints its line. `hive-bench` runs two by default, as
 /// the peers do: claiming only free slots (`peer=hive`), and claiming up to
@@ -16,10 +24,13 @@ use crate::stats::emit;
 ///
 /// # Errors
 /// When a part fails to start.
-pub async fn run(db: &Database, binaries: &Binaries, shape: Shape, keys: usize) -> anyhow::Result<()> {
+pub async fn run(db: &Database, binaries: &Binaries, shape: Shape, keys: usize, watchers: usize) -> anyhow::Result<()> {
     let Shape { n, procs, concurrency, prefetch } = shape;
     let Variant { name, pool, mut hive } = Variant::start(db, binaries, "drain", prefetch).await?;
-    let name = if keys == 0 { name.to_owned() } else { format!("{name}+keys{keys}") };
+    let mut name = if keys == 0 { name.to_owned() } else { format!("{name}+keys{keys}") };
+    if watchers > 0 {
+        name.push_str(&format!("+watchers{watchers}"));
+    }
     let enqueue = Instant::now();
     if keys == 0 {
         submit_bulk(&hive.url, "drain", "noop", n).await?;
@@ -30,9 +41,11 @@ pub async fn run(db: &Database, binaries: &Binaries, shape: Shape, keys: usize) 
     sqlx::query("checkpoint").execute(&pool).await?;
     let wal = Wal::read(&pool).await?;
 
+    let watching = Watchers::start(&hive.url, watchers).await?;
     let go = Instant::now();
     hive.start_workers(procs, concurrency, &format!("prefetch = {prefetch}\n{NOOP_AGENT}"))?;
     let done = wait_succeeded(&pool, DEADLINE).await?;
+    let lags = watching.stop().await;
     let complete = done >= i64::try_from(n)?;
     let wall_from_go_s = go.elapsed().as_secs_f64();
     let drain_s = busy_seconds(&pool).await?;
@@ -53,7 +66,8 @@ pub async fn run(db: &Database, binaries: &Binaries, shape: Shape, keys: usize) 
         ]
         .into_iter()
         .chain(wal)
-        .chain([("settings", format!("executor=builtin-noop,prefetch={prefetch},keys={keys}"))])
+        .chain(lags)
+        .chain([("settings", format!("executor=builtin-noop,prefetch={prefetch},keys={keys},watchers={watchers}"))])
         .collect::<Vec<_>>(),
     );
     db.print_totals(&pool, &format!("drain {name}")).await?;
@@ -75,4 +89,65 @@ async fn submit_keyed(url: &str, n: usize, keys: usize) -> anyhow::Result<()> {
     let request = hive_shared::pb::SubmitTasksRequest { swarm: "drain".into(), tasks, ..Default::default() };
     super::admin(url).await?.submit_tasks(request).await?;
     Ok(())
+}
+
+/// Watch streams following the event log while the drain runs.
+struct Watchers {
+    /// Per page received, how late its oldest event arrived (ms), and how many events came.
+    lags: Arc<Mutex<(Vec<f64>, u64)>>,
+    stop: CancellationToken,
+    streams: JoinSet<()>,
+    count: usize,
+}
+
+impl Watchers {
+    /// Opens `count` watches from the newest event, each on its own connection.
+    async fn start(url: &str, count: usize) -> anyhow::Result<Self> {
+        let lags: Arc<Mutex<(Vec<f64>, u64)>> = Arc::default();
+        let stop = CancellationToken::new();
+        let mut streams = JoinSet::new();
+        for _ in 0..count {
+            let mut client = super::admin(url).await?;
+            let mut stream = client.watch(pb::WatchRequest::default()).await?.into_inner();
+            // The first message says where the watch starts.
+            stream.message().await?;
+            let (lags, stop) = (Arc::clone(&lags), stop.clone());
+            streams.spawn(async move {
+                loop {
+                    let page = tokio::select! {
+                        page = stream.message() => page,
+                        () = stop.cancelled() => return,
+                    };
+                    let Ok(Some(page)) = page else { return };
+                    let Some(first) = page.events.first() else { continue };
+                    let at = first.at.as_ref().and_then(hive_shared::convert::from_timestamp);
+                    let late = at.and_then(|at| SystemTime::now().duration_since(SystemTime::from(at)).ok());
+                    let mut kept = lags.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    kept.0.push(late.map_or(0.0, |late| late.as_secs_f64() * 1000.0));
+                    kept.1 += page.events.len() as u64;
+                }
+            });
+        }
+        Ok(Self { lags, stop, streams, count })
+    }
+
+    /// Stops watching; the figures for the line (none without watchers).
+    async fn stop(mut self) -> Vec<(&'static str, String)> {
+        if self.count == 0 {
+            return Vec::new();
+        }
+        // The last events are numbered within a round of the last commit.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        self.stop.cancel();
+        while self.streams.join_next().await.is_some() {}
+        let (mut lags, events) =
+            std::mem::take(&mut *self.lags.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        lags.sort_by(f64::total_cmp);
+        vec![
+            ("watchers", self.count.to_string()),
+            ("watched_events", events.to_string()),
+            ("watch_lag_p50_ms", format!("{:.1}", percentile(&lags, 50.0))),
+            ("watch_lag_p99_ms", format!("{:.1}", percentile(&lags, 99.0))),
+        ]
+    }
 }

@@ -2,13 +2,19 @@
 //! hands its beat to one writer, which gathers beats for a short window
 //! (`leases.heartbeat_write_window`) and records them with one statement and
 //! one commit (`db::beats`): a fleet of a thousand workers beating every 5 s
-//! costs a few commits a second, not two statements per beat.
+//! costs a few commits a second, not two statements per beat. While a batch
+//! is being written the next one gathers, and up to [`WRITES`] batches are
+//! written at once: a batch of 2,000 beats takes about a third of a second
+//! on the benchmark machine, so a burst from a large fleet waits on fewer
+//! statements in a row (BENCHMARKS.md, "A fleet of 10,000 workers").
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, instrument, warn};
@@ -21,6 +27,10 @@ use crate::error::{Error, Result};
 
 /// Most beats written by one statement.
 const MAX_BATCH: usize = 2_000;
+
+/// Most batches written at once. Each batch holds other workers' rows, so
+/// batches never wait on each other.
+const WRITES: usize = 2;
 
 /// Beats waiting for the writer; a full queue makes sessions wait, which
 /// slows their workers' beats rather than dropping them.
@@ -109,12 +119,14 @@ impl WriterTask {
     /// Gathers and writes batches until cancelled.
     #[instrument(skip_all, name = "beat_writer")]
     pub(crate) async fn run(mut self) {
+        let writes = Arc::new(Semaphore::new(WRITES));
+        let mut writing = JoinSet::new();
         loop {
             let first = tokio::select! {
                 first = self.beats.recv() => first,
                 () = self.cancel.cancelled() => None,
             };
-            let Some(first) = first else { return };
+            let Some(first) = first else { break };
             let mut batch = vec![first];
             let until = Instant::now() + self.window;
             while batch.len() < MAX_BATCH {
@@ -123,10 +135,31 @@ impl WriterTask {
                     Ok(None) | Err(_) => break,
                 }
             }
-            self.write(batch).await;
+            // Waits only while WRITES batches are being written.
+            let Ok(permit) = Arc::clone(&writes).acquire_owned().await else { break };
+            let writer = self.batch_writer();
+            writing.spawn(async move {
+                writer.write(batch).await;
+                drop(permit);
+            });
+            while writing.try_join_next().is_some() {}
         }
+        while writing.join_next().await.is_some() {}
     }
 
+    /// What a spawned write needs.
+    fn batch_writer(&self) -> BatchWriter {
+        BatchWriter { pool: self.pool.clone(), lease_seconds: self.lease_seconds }
+    }
+}
+
+/// Writes one batch of beats.
+struct BatchWriter {
+    pool: PgPool,
+    lease_seconds: f64,
+}
+
+impl BatchWriter {
     async fn write(&self, batch: Vec<(Beat, Reply)>) {
         let mut columns = db::beats::Beats::default();
         for (beat, _) in &batch {
