@@ -272,8 +272,15 @@ fn count(value: i32) -> u32 {
     u32::try_from(value).unwrap_or(0)
 }
 
-/// Encodes a claimed task with the token its agent gets.
-pub(crate) fn assignment(task: db::claims::ClaimedTask, agent_token: String) -> pb::Assignment {
+/// Encodes a claimed task with the token its agent gets, and its trace
+/// context when this coordinator exports traces (without, the worker
+/// derives the same from the task id).
+pub(crate) fn assignment(task: db::claims::ClaimedTask, agent_token: String, traced: bool) -> pb::Assignment {
+    let traceparent = if traced {
+        traces::traceparent(traces::task_trace(task.id), traces::task_span(task.id))
+    } else {
+        String::new()
+    };
     pb::Assignment {
         task_id: task.id.to_string(),
         attempt_id: task.attempt_id.to_string(),
@@ -293,7 +300,7 @@ pub(crate) fn assignment(task: db::claims::ClaimedTask, agent_token: String) -> 
         probe: false,
         round: count(task.round),
         agent_token,
-        traceparent: traces::traceparent(traces::task_trace(task.id), traces::task_span(task.id)),
+        traceparent,
         tracestate: String::new(),
     }
 }

@@ -153,7 +153,7 @@ impl WorkerService for WorkerApi {
                 }
                 let agent_token = app.agent_token(task.attempt_id);
                 let probing = probe == Some(task.attempt_id);
-                pb::Assignment { probe: probing, ..assignment(task, agent_token) }
+                pb::Assignment { probe: probing, ..assignment(task, agent_token, app.tracer.is_some()) }
             })
             .collect();
         Ok(Response::new(pb::ClaimResponse { assignments }))
