@@ -9,12 +9,55 @@
 //!   time, so numbers have no gaps and a reader never sees one appear below
 //!   what it has read; derives the swarm events as it goes.
 //! - [`tail`]: each coordinator's copy of the newest events, read once per
-//!   numbering and shared by every watcher there.
+//!   numbering, converted once to their wire form ([`Event`]) and shared by
+//!   every watcher there.
 //! - [`watch`]: one watcher's position, filters, and the pages it is sent.
 
 pub(crate) mod sequencer;
 pub(crate) mod tail;
 pub(crate) mod watch;
+
+use hive_shared::convert::timestamp;
+use hive_shared::pb;
+use uuid::Uuid;
+
+use crate::db::events::EventRow;
+
+/// One numbered event as watchers use it: what their filters read, and its
+/// wire form, made once per coordinator and shared (through an `Arc`) by
+/// every watcher it is sent to.
+#[derive(Debug)]
+pub(crate) struct Event {
+    /// Its number.
+    pub seq: i64,
+    /// Dotted name.
+    pub kind: String,
+    /// Its swarm, task and worker, when it has them.
+    pub swarm: Option<Uuid>,
+    /// See `swarm`.
+    pub task: Option<Uuid>,
+    /// See `swarm`.
+    pub worker: Option<Uuid>,
+    /// As `Watch` sends it.
+    pub wire: pb::Event,
+}
+
+impl From<EventRow> for Event {
+    fn from(row: EventRow) -> Self {
+        let id = |id: Option<Uuid>| id.map(|id| id.to_string()).unwrap_or_default();
+        let wire = pb::Event {
+            seq: u64::try_from(row.seq).unwrap_or(0),
+            at: Some(timestamp(row.at)),
+            kind: row.kind.clone(),
+            swarm_id: id(row.swarm_id),
+            task_id: id(row.task_id),
+            worker_id: id(row.worker_id),
+            attempt: row.attempt.and_then(|attempt| u32::try_from(attempt).ok()).unwrap_or(0),
+            detail: row.detail.map(|detail| detail.to_string()).unwrap_or_default(),
+        };
+        Self { seq: row.seq, kind: row.kind, swarm: row.swarm_id, task: row.task_id, worker: row.worker_id, wire }
+    }
+}
 
 /// Every kind of event, as stored and sent.
 pub(crate) const KINDS: &[&str] = &[

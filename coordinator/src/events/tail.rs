@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, instrument};
 
+use super::Event;
 use crate::db;
 use crate::db::events::EventRow;
 use crate::notifications::Notifications;
@@ -30,7 +31,7 @@ const FALLBACK: Duration = Duration::from_secs(1);
 /// The newest events, in order, with no gaps.
 #[derive(Debug)]
 pub(crate) struct Tail {
-    events: RwLock<VecDeque<EventRow>>,
+    events: RwLock<VecDeque<Arc<Event>>>,
     /// The newest event number read; 0 until the first read of the head.
     head: watch::Sender<i64>,
 }
@@ -50,7 +51,7 @@ impl Tail {
     /// Up to `limit` events numbered after `after`, when this copy holds them
     /// all from `after + 1` (none when `after` is the newest); `None` when
     /// they are older than this copy.
-    pub(crate) fn after(&self, after: i64, limit: usize) -> Option<Vec<EventRow>> {
+    pub(crate) fn after(&self, after: i64, limit: usize) -> Option<Vec<Arc<Event>>> {
         if after >= *self.head.borrow() {
             return Some(Vec::new());
         }
@@ -86,7 +87,7 @@ impl Tail {
             if oldest != *self.head.borrow() + 1 {
                 events.clear();
             }
-            events.extend(read);
+            events.extend(read.into_iter().map(|row| Arc::new(Event::from(row))));
             let excess = events.len().saturating_sub(CAPACITY);
             events.drain(..excess);
         }

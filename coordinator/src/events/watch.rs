@@ -4,14 +4,15 @@
 //! from this coordinator's [`Tail`] when it holds them and from the
 //! database when the watcher is further behind.
 
+use std::sync::Arc;
+
 use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::KINDS;
 use super::tail::Tail;
+use super::{Event, KINDS};
 use crate::db;
-use crate::db::events::EventRow;
 use crate::error::{Error, Result};
 
 /// Most events read for one page.
@@ -51,14 +52,14 @@ impl Filter {
             .collect()
     }
 
-    fn matches(&self, event: &EventRow) -> bool {
+    fn matches(&self, event: &Event) -> bool {
         let kind = |wanted: &String| match wanted.strip_suffix('*') {
             Some(prefix) => event.kind.starts_with(prefix),
             None => event.kind == *wanted,
         };
-        self.swarm.is_none_or(|swarm| event.swarm_id == Some(swarm))
-            && self.task.is_none_or(|task| event.task_id == Some(task))
-            && self.worker.is_none_or(|worker| event.worker_id == Some(worker))
+        self.swarm.is_none_or(|swarm| event.swarm == Some(swarm))
+            && self.task.is_none_or(|task| event.task == Some(task))
+            && self.worker.is_none_or(|worker| event.worker == Some(worker))
             && (self.kinds.is_empty() || self.kinds.iter().any(kind))
     }
 }
@@ -111,7 +112,7 @@ impl Watcher {
     /// # Errors
     /// [`Error::EventsOutOfRange`] when retention removed events it has not
     /// read yet; database failures.
-    pub(crate) async fn next(&mut self, pool: &PgPool, tail: &Tail) -> Result<Vec<EventRow>> {
+    pub(crate) async fn next(&mut self, pool: &PgPool, tail: &Tail) -> Result<Vec<Arc<Event>>> {
         // The tail's head only moves forwards; a closed channel means the
         // coordinator is stopping, and the caller's shutdown ends the stream.
         let _ = self.head.wait_for(|head| *head > self.position).await;
@@ -130,7 +131,7 @@ impl Watcher {
                         self.position + 1
                     )));
                 }
-                events
+                events.into_iter().map(|row| Arc::new(Event::from(row))).collect()
             }
         };
         if let Some(last) = events.last() {

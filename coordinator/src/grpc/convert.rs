@@ -460,21 +460,6 @@ pub(crate) fn cooldown(row: db::cooldowns::CooldownRow) -> pb::Cooldown {
     }
 }
 
-/// Encodes an event.
-pub(crate) fn event(row: db::events::EventRow) -> pb::Event {
-    let id = |id: Option<uuid::Uuid>| id.map(|id| id.to_string()).unwrap_or_default();
-    pb::Event {
-        seq: u64::try_from(row.seq).unwrap_or(0),
-        at: Some(timestamp(row.at)),
-        kind: row.kind,
-        swarm_id: id(row.swarm_id),
-        task_id: id(row.task_id),
-        worker_id: id(row.worker_id),
-        attempt: row.attempt.and_then(|attempt| u32::try_from(attempt).ok()).unwrap_or(0),
-        detail: row.detail.map(|detail| detail.to_string()).unwrap_or_default(),
-    }
-}
-
 /// Encodes a named token (never its secret).
 pub(crate) fn token(row: db::tokens::TokenRow) -> pb::TokenInfo {
     pb::TokenInfo {

@@ -11,7 +11,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use super::convert::{self, optional_id};
+use super::convert::optional_id;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::events::watch::{Filter, Watcher};
@@ -66,7 +66,7 @@ async fn follow(app: App, mut watcher: Watcher, pages: mpsc::Sender<Result<pb::W
         let reply = match page {
             Ok(events) if events.is_empty() && last_sent.elapsed() < QUIET_POSITION => continue,
             Ok(events) => Ok(pb::WatchResponse {
-                events: events.into_iter().map(convert::event).collect(),
+                events: events.iter().map(|event| event.wire.clone()).collect(),
                 position: position(&watcher),
             }),
             Err(err) => Err(Status::from(err)),
