@@ -217,8 +217,9 @@ pub struct HttpConfig {
 pub struct WebhookConfig {
     /// Unique name: letters, digits, `-` and `_`, at most 64 (deliveries are listed by it).
     pub name: String,
-    /// Where to post: `http://` or `https://` with a host.
-    pub url: String,
+    /// Where to post: `http://` or `https://` with a host. Kept out of logs:
+    /// a receiver's URL is often its credential (Slack's are).
+    pub url: Secret<String>,
     /// Event kinds (`task.dead`) or families (`worker.*`) to send.
     pub events: Vec<String>,
     /// Signing secret: `whsec_` and base64 of 24 to 64 random bytes.

@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 use uuid::Uuid;
 
+use crate::config::Secret;
+
 /// The generated OTLP trace-export messages and service (a subset of OTLP, see `shared/otlp/trace.proto`).
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 pub mod otlp {
@@ -184,8 +186,9 @@ pub enum Kind {
 pub struct ExportConfig {
     /// The collector's OTLP/gRPC endpoint (`http://host:4317`).
     pub endpoint: String,
-    /// Metadata sent with each export (`OTEL_EXPORTER_OTLP_HEADERS`).
-    pub headers: Vec<(String, String)>,
+    /// Metadata sent with each export (`OTEL_EXPORTER_OTLP_HEADERS`);
+    /// values are often credentials, so they never appear in logs.
+    pub headers: Vec<(String, Secret<String>)>,
     /// Longest wait for an export (`OTEL_EXPORTER_OTLP_TIMEOUT`, ms).
     pub timeout: Duration,
     /// Longest a span waits to be exported (`OTEL_BSP_SCHEDULE_DELAY`, ms).
@@ -261,6 +264,7 @@ impl ExportConfig {
         };
         let mut headers = pairs("OTEL_EXPORTER_OTLP_HEADERS", &mut problems);
         headers.extend(pairs("OTEL_EXPORTER_OTLP_TRACES_HEADERS", &mut problems));
+        let headers = headers.into_iter().map(|(name, value)| (name, Secret::new(value))).collect();
         let resource = pairs("OTEL_RESOURCE_ATTRIBUTES", &mut problems);
         let service_name = get("OTEL_SERVICE_NAME")
             .map(str::to_owned)
@@ -353,9 +357,10 @@ async fn export(
             let mut request = tonic::Request::new(request);
             request.set_timeout(config.timeout);
             for (name, value) in &config.headers {
-                if let (Ok(name), Ok(value)) =
-                    (tonic::metadata::MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()), value.parse())
-                {
+                if let (Ok(name), Ok(value)) = (
+                    tonic::metadata::MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()),
+                    value.expose().parse(),
+                ) {
                     request.metadata_mut().insert(name, value);
                 }
             }
@@ -504,7 +509,8 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!((on.endpoint.as_str(), on.service_name.as_str()), ("http://collector:4317", "hive-worker"));
-        assert_eq!(on.headers, [("x-api-key".to_owned(), "secret".to_owned())]);
+        assert_eq!(on.headers, [("x-api-key".to_owned(), Secret::new("secret".to_owned()))]);
+        assert!(!format!("{on:?}").contains("secret"), "header values stay out of logs: {on:?}");
         let off = vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"), ("OTEL_TRACES_EXPORTER", "none")]);
         assert_eq!(ExportConfig::from_env("w", off), Ok(None));
         let bad = ExportConfig::from_env(

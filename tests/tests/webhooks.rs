@@ -30,7 +30,7 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 fn webhook(name: &str, receiver: &Receiver, events: &[&str], window: Duration) -> WebhookConfig {
     WebhookConfig {
         name: name.into(),
-        url: receiver.url(),
+        url: Secret::new(receiver.url()),
         events: events.iter().map(|kind| (*kind).to_owned()).collect(),
         secret: Secret::new(SECRET.into()),
         window,

@@ -30,7 +30,7 @@ use crate::config::WebhookConfig;
 use crate::events::KINDS;
 
 /// A configured webhook, checked and ready to use.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Endpoint {
     /// Its name.
     pub name: String,
@@ -42,6 +42,18 @@ pub(crate) struct Endpoint {
     pub key: Vec<u8>,
     /// Events within this long of the first waiting one go in one post.
     pub window: Duration,
+}
+
+impl std::fmt::Debug for Endpoint {
+    /// Its name and host only: the URL and the key are credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("name", &self.name)
+            .field("host", &self.url.host().unwrap_or_default())
+            .field("patterns", &self.patterns)
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The endpoints of `configs` that are valid (all of them, once the config validated).
@@ -72,10 +84,10 @@ fn endpoint(config: &WebhookConfig) -> Result<Endpoint, Vec<String>> {
     if !name_ok {
         problems.push("name must have 1 to 64 letters, digits, '-' or '_'".to_owned());
     }
-    let url = match url(&config.url) {
+    let url = match url(config.url.expose()) {
         Ok(url) => Some(url),
         Err(problem) => {
-            problems.push(format!("url {:?}: {problem}", config.url));
+            problems.push(format!("url {:?}: {problem}", config.url.expose()));
             None
         }
     };
@@ -155,7 +167,7 @@ mod tests {
     fn config(url: &str, events: &[&str], secret: &str) -> WebhookConfig {
         WebhookConfig {
             name: "ops".into(),
-            url: url.into(),
+            url: Secret::new(url.into()),
             events: events.iter().map(|kind| (*kind).to_owned()).collect(),
             secret: Secret::new(secret.into()),
             window: Duration::from_secs(10),
@@ -172,6 +184,15 @@ mod tests {
         assert_eq!(pattern("task.exploded"), None);
         assert_eq!(pattern("nothing.*"), None);
         assert!(config_problems(&[config("https://hooks.example/x", &["task.dead", "swarm.*"], SECRET)]).is_empty());
+    }
+
+    #[test]
+    fn urls_and_secrets_stay_out_of_logs() {
+        let config = config("https://hooks.example/services/T0/B0/credential", &["task.dead"], SECRET);
+        let endpoint = endpoint(&config).unwrap();
+        for logged in [format!("{config:?}"), format!("{endpoint:?}")] {
+            assert!(!logged.contains("credential") && !logged.contains("MfKQ9r8"), "{logged}");
+        }
     }
 
     #[test]
