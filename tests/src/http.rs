@@ -125,10 +125,8 @@ impl Receiver {
                             );
                             let _ = stream.write_all(reply.as_bytes()).await;
                         }
-                        Answer::Hang => {
-                            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-                            drop(stream);
-                        }
+                        // Holds the connection until the test ends.
+                        Answer::Hang => std::future::pending::<()>().await,
                     }
                 });
             }

@@ -21,6 +21,7 @@ use hive_tests::http::{get, try_get};
 use hive_tests::invariants::assert_invariants;
 use hive_tests::postgres::{TestDb, fresh_database, wait_all_finished};
 use hive_tests::procs::start_worker;
+use hive_tests::wait::eventually;
 use hive_tests::worker_setup::{Agent, WorkerSetup};
 
 async fn start(db: &TestDb) -> TestCoordinator {
@@ -170,16 +171,19 @@ async fn only_a_metrics_or_admin_token_reads_metrics() {
 
 /// Scrapes the worker's `/metrics` until `done` holds for the page (30 s at most); the page.
 async fn scrape_until(http: std::net::SocketAddr, what: &str, done: impl Fn(&str) -> bool) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        // The worker binds its listener once it has registered.
-        let page = try_get(http, "/metrics", None).await.map(|reply| reply.body).unwrap_or_default();
-        if done(&page) {
-            return page;
+    let page = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    eventually(what, Duration::from_secs(30), || {
+        let (page, done) = (std::sync::Arc::clone(&page), &done);
+        async move {
+            // The worker binds its listener once it has registered.
+            let fresh = try_get(http, "/metrics", None).await.map(|reply| reply.body).unwrap_or_default();
+            let held = done(&fresh);
+            *page.lock().unwrap() = fresh;
+            held
         }
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}; the last page:\n{page}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    page.lock().unwrap().clone()
 }
 
 /// A port free on loopback now (for a worker binary's `http.listen`).

@@ -18,6 +18,7 @@ use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::otlp::{Collector, Received};
 use hive_tests::postgres::{fresh_database, wait_all_finished};
 use hive_tests::procs::{binary, start_worker_with_env};
+use hive_tests::wait::eventually;
 use hive_tests::worker_setup::{Agent, WorkerSetup};
 
 fn export(endpoint: &str, service: &str, more: &[(&str, &str)]) -> ExportConfig {
@@ -72,13 +73,11 @@ async fn coordinator_worker_and_agent_spans_form_one_trace_per_task_with_the_rig
             && count("hive.fail") == 1
             && count("hive.complete") == 1
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !complete(&collector.spans()) {
-        let names: Vec<(String, String)> =
-            collector.spans().into_iter().map(|kept| (kept.service, kept.span.name)).collect();
-        assert!(Instant::now() < deadline, "timed out waiting for the trace's spans; received: {names:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("every span of the task's trace", Duration::from_secs(20), || {
+        let done = complete(&collector.spans());
+        async move { done }
+    })
+    .await;
     let spans = collector.spans();
     assert!(complete(&spans), "no span came twice: {spans:#?}");
     assert!(spans.iter().all(|kept| hex(&kept.span.trace_id) == trace), "one trace, named by the task id: {spans:#?}");
