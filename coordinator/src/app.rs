@@ -39,9 +39,8 @@ pub(crate) struct App {
     pub tracker: TaskTracker,
     /// Cancelled when the coordinator stops taking RPCs: ends long-polls and sessions.
     pub rpc_shutdown: CancellationToken,
-    /// Whether the last claim statement here saw a cooling provider account
-    /// due for a probe: the next claim takes the probe first.
-    pub probe_due: Arc<std::sync::atomic::AtomicBool>,
+    /// What this coordinator's claims learnt that the next claim uses.
+    pub claim_hints: Arc<crate::scheduler::Hints>,
     /// The newest events, shared by this coordinator's watchers.
     pub events: Arc<crate::events::tail::Tail>,
     /// What this coordinator counted, for `/metrics`.

@@ -135,7 +135,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         statistics: Arc::default(),
         tracker: TaskTracker::new(),
         rpc_shutdown: root.child_token(),
-        probe_due: Arc::default(),
+        claim_hints: Arc::default(),
         events: Arc::default(),
         metrics: Arc::default(),
         webhooks_queued: Arc::default(),
@@ -177,7 +177,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             pool.clone(),
             app.notifications.clone(),
             recheck,
-            Arc::clone(&app.probe_due),
+            Arc::clone(&app.claim_hints),
             maintenance.clone(),
         ),
     );

@@ -110,6 +110,28 @@ async fn nothing_is_claimed_before_its_run_after() {
 }
 
 #[tokio::test]
+async fn an_idle_claims_look_sees_due_tasks_of_either_path_and_unknown_workers() {
+    let db = fresh_database().await;
+    let swarm = swarm(&db.pool, None).await;
+    let worker = worker(&db.pool, &["noop"], json!({})).await;
+    let look = || async { db::claims::look(&db.pool, worker).await.unwrap() };
+    let later = Spec { run_after: Some(Utc::now() + Duration::hours(1)), ..Spec::default() };
+    submit(&db.pool, swarm, &[later.clone(), Spec { locks: vec!["k"], ..later }]).await;
+    assert!(!look().await.due, "tasks not due yet are not due");
+    assert!(look().await.registered);
+
+    submit(&db.pool, swarm, &[Spec { locks: vec!["k"], ..Spec::default() }]).await;
+    assert!(look().await.due, "a due lock-taking task is due");
+    claim_locked(&db.pool, scope(worker)).await.expect("claimed");
+    assert!(!look().await.due);
+    submit(&db.pool, swarm, &[Spec::default()]).await;
+    assert!(look().await.due, "a due task is due");
+
+    let unknown = db::claims::look(&db.pool, Uuid::new_v4()).await.unwrap();
+    assert!(!unknown.registered, "an unknown worker is not registered");
+}
+
+#[tokio::test]
 async fn claims_come_highest_priority_first_then_oldest_first() {
     let db = fresh_database().await;
     let swarm = swarm(&db.pool, None).await;

@@ -1,12 +1,15 @@
 //! fleet: many simulated workers against one coordinator. Each registers,
 //! claims [`HELD`] tasks and holds them (as a worker whose agents run for a
 //! long time), keeps a heartbeat stream open (a beat every `interval`,
-//! listing the attempts it holds, staggered: each beat extends their leases)
-//! and a long-poll Claim waiting (nothing more is queued). Reports the
-//! coordinator's CPU (share of one core), PostgreSQL commits and WAL bytes
-//! per second, and heartbeat round trips (beat sent → reply received).
+//! listing the attempts it holds: each beat extends their leases) and a
+//! long-poll Claim waiting (nothing more is queued), both begun at a time of
+//! its own within the first interval. Measures from one interval after
+//! every worker's first beat was answered: the coordinator's CPU (share of
+//! one core), PostgreSQL commits and WAL bytes per second, and heartbeat
+//! round trips (beat sent → reply received).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hive_shared::client::AuthChannel;
@@ -14,7 +17,7 @@ use hive_shared::convert::duration;
 use hive_shared::ids::WorkerId;
 use hive_shared::pb;
 use hive_shared::pb::worker_service_client::WorkerServiceClient;
-use tokio::sync::{Barrier, Mutex};
+use tokio::sync::{Barrier, Mutex, Notify};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -59,12 +62,17 @@ pub async fn run(
     let stop = CancellationToken::new();
     let mut fleet = JoinSet::new();
     let claimed = Arc::new(Barrier::new(workers));
+    let beating = Arc::new(CountDown::new(workers));
     for index in 0..workers {
         let client = WorkerServiceClient::new(channels[index % CHANNELS].clone());
         let stagger = interval.mul_f64(index as f64 / workers as f64);
-        fleet.spawn(simulate(client, interval, stagger, Arc::clone(&round_trips), Arc::clone(&claimed), stop.clone()));
+        let gates = Gates { claimed: Arc::clone(&claimed), beating: Arc::clone(&beating) };
+        fleet.spawn(simulate(client, interval, stagger, Arc::clone(&round_trips), gates, stop.clone()));
     }
-    tokio::time::sleep(interval * 2).await; // every worker registered and beating
+    // Measured from when every worker has had a beat answered, one interval
+    // on: the fleet as it runs, not as it joins.
+    beating.done.notified().await;
+    tokio::time::sleep(interval).await;
     round_trips.lock().await.clear();
     let (cpu_before, commits_before, wal) =
         (cpu_ticks(hive.coordinator_pid()), commits(&pool).await?, Wal::read(&pool).await?);
@@ -103,23 +111,71 @@ pub async fn run(
     Ok(())
 }
 
+/// Where the simulated workers wait for each other.
+struct Gates {
+    /// Passed once every worker has claimed its share (or failed to).
+    claimed: Arc<Barrier>,
+    /// Counts the workers down to their first answered beat.
+    beating: Arc<CountDown>,
+}
+
+/// Counts workers down to zero, then notifies.
+struct CountDown {
+    left: AtomicUsize,
+    done: Notify,
+}
+
+impl CountDown {
+    fn new(workers: usize) -> Self {
+        Self { left: AtomicUsize::new(workers), done: Notify::new() }
+    }
+
+    fn arrive(&self) {
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.notify_one();
+        }
+    }
+}
+
 async fn simulate(
     mut client: WorkerServiceClient<AuthChannel>,
     interval: Duration,
     stagger: Duration,
     round_trips: Arc<Mutex<Vec<f64>>>,
-    claimed: Arc<Barrier>,
+    gates: Gates,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let worker_id = WorkerId::new().to_string();
     let joined = join(&mut client, &worker_id).await;
-    // Once every worker holds its share (or failed to): a long-poll started
-    // earlier would take tasks meant for the others.
-    claimed.wait().await;
-    let held = joined?;
+    // A long-poll started before every worker holds its share would take
+    // tasks meant for the others.
+    gates.claimed.wait().await;
+    // Workers start at their own time, as a real fleet's do.
+    tokio::time::sleep(stagger).await;
+    let mut arrival = Some(&*gates.beating);
+    let beaten = beat(client, &worker_id, joined, interval, &round_trips, &mut arrival, &stop).await;
+    if let Some(beating) = arrival {
+        // Ended before its first beat was answered: counted all the same.
+        beating.arrive();
+    }
+    beaten
+}
+
+/// Keeps an idle long-poll waiting and beats every `interval` until `stop`;
+/// arrives at `arrival` when its first beat is answered.
+async fn beat(
+    client: WorkerServiceClient<AuthChannel>,
+    worker_id: &str,
+    held: anyhow::Result<Vec<String>>,
+    interval: Duration,
+    round_trips: &Mutex<Vec<f64>>,
+    arrival: &mut Option<&CountDown>,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let held = held?;
     // An idle long-poll, as a real worker with free slots keeps one.
     let mut claimer = client.clone();
-    let claim_worker = worker_id.clone();
+    let claim_worker = worker_id.to_owned();
     let claiming = tokio::spawn(async move {
         loop {
             let request = pb::ClaimRequest {
@@ -133,12 +189,13 @@ async fn simulate(
             }
         }
     });
-    tokio::time::sleep(stagger).await;
+    let _claiming = AbortOnDrop(claiming);
     let (beats, outbound) = tokio::sync::mpsc::channel(2);
+    let mut client = client;
     let mut replies = client.heartbeat(ReceiverStream::new(outbound)).await?.into_inner();
     loop {
         let beat = pb::HeartbeatRequest {
-            worker_id: worker_id.clone(),
+            worker_id: worker_id.to_owned(),
             attempt_ids: held.clone(),
             free_slots: 0,
             ..Default::default()
@@ -148,13 +205,24 @@ async fn simulate(
             break;
         }
         round_trips.lock().await.push(sent.elapsed().as_secs_f64() * 1000.0);
+        if let Some(beating) = arrival.take() {
+            beating.arrive();
+        }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             () = stop.cancelled() => break,
         }
     }
-    claiming.abort();
     Ok(())
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Registers a simulated worker and claims its [`HELD`] tasks; their attempt ids.

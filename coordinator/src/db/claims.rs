@@ -388,6 +388,32 @@ pub async fn any_due(executor: impl PgExecutor<'_>) -> sqlx::Result<bool> {
     .await
 }
 
+/// What [`look`] found.
+#[derive(Debug, Clone, Copy)]
+pub struct Look {
+    /// Whether any ready task is due.
+    pub due: bool,
+    /// Whether the worker is registered.
+    pub registered: bool,
+}
+
+/// Whether any ready task is due (as [`any_due`]) and whether `worker` is
+/// registered, in one round trip: what an idle claim asks before it runs
+/// the claim statements.
+pub async fn look(executor: impl PgExecutor<'_>, worker: Uuid) -> sqlx::Result<Look> {
+    let row = sqlx::query!(
+        r#"
+        select exists(select 1 from task_states where status = 'ready' and not has_locks and run_after <= now())
+            or exists(select 1 from task_states where status = 'ready' and has_locks and run_after <= now()) as "due!",
+            exists(select 1 from workers where id = $1) as "registered!"
+        "#,
+        worker
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(Look { due: row.due, registered: row.registered })
+}
+
 /// Whether any ready task that takes locks is due (a walk of
 /// `task_states_claim_locked_idx` that stops at the first entry): a claim that got
 /// nothing looks for lock candidates only then (one that got tasks has the

@@ -138,7 +138,7 @@ impl WorkerService for WorkerApi {
             &claim,
             &app.rpc_shutdown,
             &app.tracker,
-            &app.probe_due,
+            &app.claim_hints,
         )
         .await?;
         let probe = claimed.probe;

@@ -7,7 +7,7 @@
 //! find nothing cannot tell.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -16,6 +16,7 @@ use tracing::{debug, instrument};
 
 use crate::db;
 use crate::notifications::Notifications;
+use crate::scheduler::Hints;
 
 /// Looks every `interval` until `cancel`.
 #[instrument(skip_all, name = "due_tasks")]
@@ -23,12 +24,12 @@ pub(crate) async fn run(
     pool: PgPool,
     notifications: Arc<Notifications>,
     interval: Duration,
-    probe_due: Arc<AtomicBool>,
+    hints: Arc<Hints>,
     cancel: CancellationToken,
 ) {
     super::every(interval, &cancel, || async {
         match db::cooldowns::any_probe_due(&pool).await {
-            Ok(due) => probe_due.store(due, Ordering::Relaxed),
+            Ok(due) => hints.probe_due.store(due, Ordering::Relaxed),
             Err(err) => debug!(error = %err, "could not look for probes due"),
         }
         match db::claims::any_due(&pool).await {

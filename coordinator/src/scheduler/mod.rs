@@ -6,6 +6,14 @@
 //! while due tasks remain — a full batch, or tasks its worker cannot take —
 //! and stops once it comes back round: waking every waiting claim would cost
 //! a claim statement per idle worker for each task.
+//!
+//! An idle fleet's long-polls cost one cheap look each: while the last claim
+//! statement here claimed nothing, a claim not answering a wake-up first
+//! asks whether any task is due at all (and whether its worker is
+//! registered) and runs the claim statements only when one is. Each
+//! long-poll ends at a random point in the last tenth of its wait, so
+//! long-polls begun together (workers reconnecting after a restart) do not
+//! come back together for ever after.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +44,18 @@ pub(crate) struct ClaimRequest {
     pub agents: Vec<String>,
 }
 
+/// What this coordinator's claims learnt that the next claim uses.
+#[derive(Debug, Default)]
+pub(crate) struct Hints {
+    /// Whether the last claim statement (or the last look for due tasks,
+    /// `maintenance::due_tasks`) saw a cooling provider account due for a
+    /// probe: the next claim takes the probe first.
+    pub probe_due: AtomicBool,
+    /// Whether the last claim statement here claimed nothing: the next claim
+    /// not answering a wake-up looks for a due task before claiming.
+    pub idle: AtomicBool,
+}
+
 /// What one claim hands out.
 #[derive(Debug, Default)]
 pub(crate) struct Claimed {
@@ -63,7 +83,7 @@ pub(crate) async fn claim(
     request: &ClaimRequest,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
-    probe_due: &AtomicBool,
+    hints: &Hints,
 ) -> Result<Claimed> {
     let limit = i64::from(request.max_tasks.clamp(1, config.claims.max_batch));
     let timing = db::claims::ClaimTiming {
@@ -76,7 +96,7 @@ pub(crate) async fn claim(
     let max_bytes = i64::try_from(config.limits.max_message_size.as_u64() / 2).unwrap_or(i64::MAX);
     let scope =
         db::claims::ClaimScope { worker: request.worker.0, agents: &request.agents, max_bytes, probe_account: None };
-    let deadline = Instant::now() + request.wait.min(config.claims.max_wait);
+    let deadline = Instant::now() + jittered(request.wait.min(config.claims.max_wait));
     let mut checked_worker = false;
     // The round of the wake-up being answered, and the last one answered.
     let (mut woken_in, mut answered) = (None, None);
@@ -92,18 +112,31 @@ pub(crate) async fn claim(
         // busy fleet whose batches are always full still probes.
         let mut claimed = Vec::new();
         let mut probe = None;
-        if probe_due.load(Ordering::Relaxed) {
+        if hints.probe_due.load(Ordering::Relaxed) {
             probe = claim_probe(pool, scope, timing, &mut claimed).await?;
         }
-        if (claimed.len() as i64) < limit {
+        let due = if woken_in.is_none() && hints.idle.load(Ordering::Relaxed) {
+            let look = db::claims::look(pool, request.worker.0).await?;
+            if !look.registered {
+                return Err(Error::WorkerNotRegistered(request.worker));
+            }
+            checked_worker = true;
+            look.due
+        } else {
+            true
+        };
+        if due && (claimed.len() as i64) < limit {
             let batch = db::claims::claim(pool, scope, limit - claimed.len() as i64, timing).await?;
             // The claim statement says whether a probe is due, when it claims anything.
             if let Some(first) = batch.first() {
-                probe_due.store(first.probe_due, Ordering::Relaxed);
+                hints.probe_due.store(first.probe_due, Ordering::Relaxed);
             }
+            hints.idle.store(batch.is_empty(), Ordering::Relaxed);
             claimed.extend(batch);
         }
-        claim_locked(pool, scope, limit, timing, &mut claimed).await?;
+        if due {
+            claim_locked(pool, scope, limit, timing, &mut claimed).await?;
+        }
         if let Some(round) = woken_in.take() {
             if answered != Some(round) {
                 // Beside the reply, not before it: the worker gets its tasks first.
@@ -132,6 +165,11 @@ pub(crate) async fn claim(
             () = shutdown.cancelled() => return Ok(Claimed::default()),
         }
     }
+}
+
+/// A long-poll's wait, less a random part of up to a tenth of it.
+fn jittered(wait: Duration) -> Duration {
+    wait.mul_f64(1.0 - rand::random::<f64>() / 10.0)
 }
 
 /// Passes a wake-up on when tasks may remain for other claims: after a full

@@ -4,9 +4,8 @@
 //! one commit (`db::beats`): a fleet of a thousand workers beating every 5 s
 //! costs a few commits a second, not two statements per beat. While a batch
 //! is being written the next one gathers, and up to [`WRITES`] batches are
-//! written at once: a batch of 2,000 beats takes about a third of a second
-//! on the benchmark machine, so a burst from a large fleet waits on fewer
-//! statements in a row (BENCHMARKS.md, "A fleet of 10,000 workers").
+//! written at once, so a burst from a large fleet waits on fewer statements
+//! in a row (BENCHMARKS.md, "What features cost").
 
 use std::sync::Arc;
 use std::time::Duration;
