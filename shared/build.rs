@@ -1,4 +1,5 @@
-//! Compiles `proto/hive/v1/*.proto` with protox (no `protoc` needed) into OUT_DIR,
+//! Compiles `proto/hive/v1/*.proto` with protox (no `protoc` needed) into OUT_DIR
+//! (all but `WatchResponse`, written by hand in `src/pb/watch_response.rs`),
 //! and writes the encoded descriptor set that server reflection serves; and
 //! `otlp/trace.proto`, the OTLP trace export (client and server: tests run a collector).
 
@@ -19,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .codec_path("crate::codec::HiveCodec")
+        // Written by hand, so events are encoded once for every watcher (`pb::watch_response`).
+        .extern_path(".hive.v1.WatchResponse", "crate::pb::WatchResponse")
         .compile_fds(descriptor_set)?;
 
     println!("cargo:rerun-if-changed=otlp");

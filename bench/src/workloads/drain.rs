@@ -5,11 +5,15 @@
 //! claim reaches: what keys cost the claim, not what they hold back. With
 //! `watchers` above 0, that many `Watch` streams follow the event log during
 //! the drain, each on its own connection; the line adds how late their
-//! events arrive (from the event's commit to its receipt).
+//! events arrive (from the event's commit to its receipt). The watchers
+//! decode each page's first event and count the others ([`PageSummary`]):
+//! a real watcher decodes on its own machine, not on the two cores the
+//! coordinator and the drain share here.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+use hive_shared::codec::HiveCodec;
 use hive_shared::pb;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -107,8 +111,7 @@ impl Watchers {
         let stop = CancellationToken::new();
         let mut streams = JoinSet::new();
         for _ in 0..count {
-            let mut client = super::admin(url).await?;
-            let mut stream = client.watch(pb::WatchRequest::default()).await?.into_inner();
+            let mut stream = watch(url).await?;
             // The first message says where the watch starts.
             stream.message().await?;
             let (lags, stop) = (Arc::clone(&lags), stop.clone());
@@ -119,12 +122,12 @@ impl Watchers {
                         () = stop.cancelled() => return,
                     };
                     let Ok(Some(page)) = page else { return };
-                    let Some(first) = page.events.first() else { continue };
+                    let Some(first) = page.first else { continue };
                     let at = first.at.as_ref().and_then(hive_shared::convert::from_timestamp);
                     let late = at.and_then(|at| SystemTime::now().duration_since(SystemTime::from(at)).ok());
                     let mut kept = lags.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     kept.0.push(late.map_or(0.0, |late| late.as_secs_f64() * 1000.0));
-                    kept.1 += page.events.len() as u64;
+                    kept.1 += page.events;
                 }
             });
         }
@@ -149,5 +152,56 @@ impl Watchers {
             ("watch_lag_p50_ms", format!("{:.1}", percentile(&lags, 50.0))),
             ("watch_lag_p99_ms", format!("{:.1}", percentile(&lags, 99.0))),
         ]
+    }
+}
+
+/// Opens a watch from the newest event on a connection of its own.
+async fn watch(url: &str) -> anyhow::Result<tonic::Streaming<PageSummary>> {
+    let mut grpc =
+        tonic::client::Grpc::new(crate::auth::admin(url).connect().await?).max_decoding_message_size(256 << 20);
+    grpc.ready().await?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/hive.v1.AdminService/Watch");
+    let codec = HiveCodec::<pb::WatchRequest, PageSummary>::default();
+    Ok(grpc.server_streaming(tonic::Request::new(pb::WatchRequest::default()), path, codec).await?.into_inner())
+}
+
+/// A `WatchResponse` as the benchmark's watchers read it: the first event
+/// decoded (for its time), the others counted and skipped.
+#[derive(Debug, Default)]
+struct PageSummary {
+    first: Option<pb::Event>,
+    events: u64,
+}
+
+impl prost::Message for PageSummary {
+    /// Never sent: encodes as an empty message.
+    fn encode_raw(&self, _buf: &mut impl prost::bytes::BufMut) {}
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        // Field 1: `repeated Event events`.
+        if tag == 1 {
+            self.events += 1;
+            if self.first.is_none() {
+                let mut event = pb::Event::default();
+                prost::encoding::message::merge(wire_type, &mut event, buf, ctx)?;
+                self.first = Some(event);
+                return Ok(());
+            }
+        }
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        0
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
     }
 }

@@ -9,14 +9,20 @@
 //!   time, so numbers have no gaps and a reader never sees one appear below
 //!   what it has read; derives the swarm events as it goes.
 //! - [`tail`]: each coordinator's copy of the newest events, read once per
-//!   numbering, converted once to their wire form ([`Event`]) and shared by
+//!   numbering, encoded once into their wire form ([`Event`]) and shared by
 //!   every watcher there.
-//! - [`watch`]: one watcher's position, filters, and the pages it is sent.
+//! - [`watch`]: one watcher's position, filters, and the pages it is sent
+//!   ([`page`]: slices of the shared encodings, not copies).
 
+pub(crate) mod page;
 pub(crate) mod sequencer;
 pub(crate) mod tail;
 pub(crate) mod watch;
 
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
 use hive_shared::convert::timestamp;
 use hive_shared::pb;
 use uuid::Uuid;
@@ -24,8 +30,8 @@ use uuid::Uuid;
 use crate::db::events::EventRow;
 
 /// One numbered event as watchers use it: what their filters read, and its
-/// wire form, made once per coordinator and shared (through an `Arc`) by
-/// every watcher it is sent to.
+/// wire form, encoded once per coordinator into a buffer its whole batch
+/// shares, and shared (through an `Arc`) by every watcher it is sent to.
 #[derive(Debug)]
 pub(crate) struct Event {
     /// Its number.
@@ -38,24 +44,47 @@ pub(crate) struct Event {
     pub task: Option<Uuid>,
     /// See `swarm`.
     pub worker: Option<Uuid>,
-    /// As `Watch` sends it.
-    pub wire: pb::Event,
+    /// The buffer its batch was encoded into.
+    batch: Bytes,
+    /// Where its record is in `batch`: a `WatchResponse.events` field (tag,
+    /// length and the encoded `pb::Event`), as `Watch` sends it.
+    record: Range<usize>,
 }
 
-impl From<EventRow> for Event {
-    fn from(row: EventRow) -> Self {
-        let id = |id: Option<Uuid>| id.map(|id| id.to_string()).unwrap_or_default();
-        let wire = pb::Event {
-            seq: u64::try_from(row.seq).unwrap_or(0),
-            at: Some(timestamp(row.at)),
-            kind: row.kind.clone(),
-            swarm_id: id(row.swarm_id),
-            task_id: id(row.task_id),
-            worker_id: id(row.worker_id),
-            attempt: row.attempt.and_then(|attempt| u32::try_from(attempt).ok()).unwrap_or(0),
-            detail: row.detail.map(|detail| detail.to_string()).unwrap_or_default(),
-        };
-        Self { seq: row.seq, kind: row.kind, swarm: row.swarm_id, task: row.task_id, worker: row.worker_id, wire }
+/// Converts rows read together, encoding their records one after another
+/// into one buffer, so a page of consecutive events is one slice of it.
+pub(crate) fn encode(rows: Vec<EventRow>) -> Vec<Arc<Event>> {
+    let mut buf = BytesMut::new();
+    let mut ends = Vec::with_capacity(rows.len());
+    for row in &rows {
+        pb::encode_record(&wire(row), &mut buf);
+        ends.push(buf.len());
+    }
+    let batch = buf.freeze();
+    let mut start = 0;
+    rows.into_iter()
+        .zip(ends)
+        .map(|(row, end)| {
+            let record = start..end;
+            start = end;
+            let (swarm, task, worker) = (row.swarm_id, row.task_id, row.worker_id);
+            Arc::new(Event { seq: row.seq, kind: row.kind, swarm, task, worker, batch: batch.clone(), record })
+        })
+        .collect()
+}
+
+/// A row as `Watch` sends it.
+fn wire(row: &EventRow) -> pb::Event {
+    let id = |id: Option<Uuid>| id.map(|id| id.to_string()).unwrap_or_default();
+    pb::Event {
+        seq: u64::try_from(row.seq).unwrap_or(0),
+        at: Some(timestamp(row.at)),
+        kind: row.kind.clone(),
+        swarm_id: id(row.swarm_id),
+        task_id: id(row.task_id),
+        worker_id: id(row.worker_id),
+        attempt: row.attempt.and_then(|attempt| u32::try_from(attempt).ok()).unwrap_or(0),
+        detail: row.detail.as_ref().map(ToString::to_string).unwrap_or_default(),
     }
 }
 

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, instrument};
 
 use super::Event;
+use super::page::Page;
 use crate::db;
 use crate::db::events::EventRow;
 use crate::notifications::Notifications;
@@ -48,12 +49,14 @@ impl Tail {
         self.head.subscribe()
     }
 
-    /// Up to `limit` events numbered after `after`, when this copy holds them
-    /// all from `after + 1` (none when `after` is the newest); `None` when
-    /// they are older than this copy.
-    pub(crate) fn after(&self, after: i64, limit: usize) -> Option<Vec<Arc<Event>>> {
+    /// The page of those of the next `limit` events after `after` that
+    /// `wanted` matches, with the number of the last event looked at, when
+    /// this copy holds them all from `after + 1` (an empty page and `after`
+    /// when `after` is the newest); `None` when they are older than this copy.
+    pub(crate) fn page(&self, after: i64, limit: usize, wanted: impl Fn(&Event) -> bool) -> Option<(Page, i64)> {
+        let mut page = Page::default();
         if after >= *self.head.borrow() {
-            return Some(Vec::new());
+            return Some((page, after));
         }
         let events = self.events.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let first = events.front()?.seq;
@@ -61,7 +64,14 @@ impl Tail {
             return None;
         }
         let skip = usize::try_from(after + 1 - first).ok()?;
-        Some(events.iter().skip(skip).take(limit).cloned().collect())
+        let mut last = after;
+        for event in events.iter().skip(skip).take(limit) {
+            last = event.seq;
+            if wanted(event) {
+                page.push(event);
+            }
+        }
+        Some((page, last))
     }
 
     /// Forgets what it holds, when no one watches.
@@ -87,7 +97,7 @@ impl Tail {
             if oldest != *self.head.borrow() + 1 {
                 events.clear();
             }
-            events.extend(read.into_iter().map(|row| Arc::new(Event::from(row))));
+            events.extend(super::encode(read));
             let excess = events.len().saturating_sub(CAPACITY);
             events.drain(..excess);
         }

@@ -4,12 +4,11 @@
 //! from this coordinator's [`Tail`] when it holds them and from the
 //! database when the watcher is further behind.
 
-use std::sync::Arc;
-
 use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::page::Page;
 use super::tail::Tail;
 use super::{Event, KINDS};
 use crate::db;
@@ -112,32 +111,36 @@ impl Watcher {
     /// # Errors
     /// [`Error::EventsOutOfRange`] when retention removed events it has not
     /// read yet; database failures.
-    pub(crate) async fn next(&mut self, pool: &PgPool, tail: &Tail) -> Result<Vec<Arc<Event>>> {
+    pub(crate) async fn next(&mut self, pool: &PgPool, tail: &Tail) -> Result<Page> {
         // The tail's head only moves forwards; a closed channel means the
         // coordinator is stopping, and the caller's shutdown ends the stream.
         let _ = self.head.wait_for(|head| *head > self.position).await;
-        let events = match tail.after(self.position, PAGE) {
-            Some(events) => events,
-            None => {
-                let upto = *self.head.borrow();
-                let limit = i64::try_from(PAGE).unwrap_or(i64::MAX);
-                let events = db::events::after(pool, self.position, upto, limit).await?;
-                if events.first().is_none_or(|first| first.seq != self.position + 1) {
-                    let first_seq = db::events::head(pool).await?.first_seq;
-                    check_kept(self.position, first_seq)?;
-                    // Kept, yet not there: the database is not the one these numbers came from.
-                    return Err(Error::EventsOutOfRange(format!(
-                        "event {} is missing from the log (was the database restored?); resync and watch from the newest",
-                        self.position + 1
-                    )));
-                }
-                events.into_iter().map(|row| Arc::new(Event::from(row))).collect()
-            }
-        };
-        if let Some(last) = events.last() {
-            self.position = last.seq;
+        if let Some((page, last)) = tail.page(self.position, PAGE, |event| self.filter.matches(event)) {
+            self.position = last;
+            return Ok(page);
         }
-        Ok(events.into_iter().filter(|event| self.filter.matches(event)).collect())
+        // Further behind than this coordinator's copy: from the database.
+        let upto = *self.head.borrow();
+        let limit = i64::try_from(PAGE).unwrap_or(i64::MAX);
+        let rows = db::events::after(pool, self.position, upto, limit).await?;
+        if rows.first().is_none_or(|first| first.seq != self.position + 1) {
+            let first_seq = db::events::head(pool).await?.first_seq;
+            check_kept(self.position, first_seq)?;
+            // Kept, yet not there: the database is not the one these numbers came from.
+            return Err(Error::EventsOutOfRange(format!(
+                "event {} is missing from the log (was the database restored?); resync and watch from the newest",
+                self.position + 1
+            )));
+        }
+        let events = super::encode(rows);
+        let mut page = Page::default();
+        for event in &events {
+            self.position = event.seq;
+            if self.filter.matches(event) {
+                page.push(event);
+            }
+        }
+        Ok(page)
     }
 }
 

@@ -43,7 +43,7 @@ pub(crate) async fn watch(app: &App, request: pb::WatchRequest) -> Result<WatchS
     };
     let watcher = Watcher::start(&app.pool, &app.events, after, filter).await?;
     let (pages, outbound) = mpsc::channel(BUFFER);
-    let start = pb::WatchResponse { events: Vec::new(), position: position(&watcher) };
+    let start = pb::WatchResponse { position: position(&watcher), ..pb::WatchResponse::default() };
     // The channel is new and holds BUFFER: this cannot fail.
     let _ = pages.try_send(Ok(start));
     hive_shared::tracked::spawn(&app.tracker, "watch stream", follow(app.clone(), watcher, pages));
@@ -64,10 +64,11 @@ async fn follow(app: App, mut watcher: Watcher, pages: mpsc::Sender<Result<pb::W
             () = app.rpc_shutdown.cancelled() => return,
         };
         let reply = match page {
-            Ok(events) if events.is_empty() && last_sent.elapsed() < QUIET_POSITION => continue,
-            Ok(events) => Ok(pb::WatchResponse {
-                events: events.iter().map(|event| event.wire.clone()).collect(),
+            Ok(page) if page.len() == 0 && last_sent.elapsed() < QUIET_POSITION => continue,
+            Ok(page) => Ok(pb::WatchResponse {
+                encoded: page.into_records(),
                 position: position(&watcher),
+                ..pb::WatchResponse::default()
             }),
             Err(err) => Err(Status::from(err)),
         };
