@@ -87,7 +87,8 @@ fn hot_statements() -> Vec<(&'static str, Vec<&'static str>, String)> {
     let empty = |n: usize| vec!["'{}'"; n].join(", ");
     vec![
         ("claims::claim", vec!["from fitting"], format!("{UUID}, 16, 60, 600, 5, '{{}}', 1000000, null")),
-        ("claims::any_due", vec![r#"as "due!""#], String::new()),
+        ("claims::any_due", vec!["as \"due!\"\n"], String::new()),
+        ("claims::look", vec![r#"as "due!","#, r#"as "registered!""#], UUID.to_owned()),
         ("claims::any_lock_candidates", vec![r#"as "any!""#], String::new()),
         ("claims::next_lock_candidate", vec!["l.key = any(t.locks)"], format!("{UUID}, '{{}}'")),
         ("claims::take_locks", vec!["select key, $2, $3 from unnest"], format!("'{{a}}', {UUID}, {UUID}")),
