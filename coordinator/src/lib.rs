@@ -15,7 +15,9 @@
 //! - [`workers`]: registration and heartbeat sessions.
 //! - [`pauses`]: pausing and resuming a swarm, an agent or a worker.
 //! - [`cooldowns`]: provider accounts cooling down after a rate limit, and their probes.
-//! - [`metrics`]: Prometheus metrics, served on the HTTP listener (`http.listen`).
+//! - [`http`]: the HTTP listener (`http.listen`): [`metrics`] and [`dashboard`].
+//! - [`metrics`]: Prometheus metrics.
+//! - [`dashboard`]: the web dashboard: pages, a live event stream, controls.
 //! - [`traces`]: the coordinator's spans in each task's OpenTelemetry trace.
 //! - [`webhooks`]: alert webhooks: deliveries made from the event log, signed, retried.
 //! - [`maintenance`]: the reaper (expired leases, passed deadlines), planner
@@ -29,10 +31,12 @@ mod audit;
 mod auth;
 pub mod config;
 mod cooldowns;
+mod dashboard;
 pub mod db;
 mod error;
 mod events;
 mod grpc;
+mod http;
 mod maintenance;
 mod metrics;
 mod notifications;
@@ -222,10 +226,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     info!(%address, hot_connections = db::hot_connections(&app.config.database), "coordinator serving");
     if let Some(http) = http {
         let http_address = http.local_addr().context("read the HTTP listen address")?;
-        info!(address = %http_address, "serving /metrics over HTTP");
+        info!(address = %http_address, "serving /metrics and the dashboard over HTTP");
         let served = app.clone();
         tracked::spawn(&app.tracker, "HTTP listener", async move {
-            if let Err(err) = metrics::http::serve(served, http).await {
+            if let Err(err) = http::serve(served, http).await {
                 warn!(error = %err, "the HTTP listener failed");
             }
         });

@@ -5,6 +5,7 @@
 //!   `DATABASE_URL` names; each test gets a fresh database with the
 //!   coordinator's migrations applied.
 //! - [`auth`]: the admin and worker tokens of the suite, which runs with auth on.
+//! - [`browser`]: headless Chromium over the DevTools protocol, for the dashboard.
 //! - [`coordinator`]: a coordinator in-process on 127.0.0.1:0, with real
 //!   gRPC clients; [`fake_worker`]: a worker whose every call the test makes.
 //! - [`http`]: a plain HTTP GET, for the `/metrics` listeners, and a scripted webhook receiver.
@@ -25,6 +26,7 @@
 //! has no place in the coordinator's checked query set.
 
 pub mod auth;
+pub mod browser;
 pub mod coordinator;
 pub mod db_rows;
 pub mod fake_worker;

@@ -61,6 +61,7 @@ async fn up_runs_the_example_swarm_to_completion_and_stops_everything() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "hivectl up failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("5/5 succeeded"), "{stdout}");
+    assert!(stderr.contains("dashboard: http://127.0.0.1:"), "up says where the dashboard is: {stderr}");
     for key in ["greet-en", "greet-fr", "greet-de", "greet-ja", "shout"] {
         assert!(stdout.contains(key), "summary lists {key}: {stdout}");
     }

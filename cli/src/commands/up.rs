@@ -76,6 +76,8 @@ struct Stack {
     coordinator: Option<Child>,
     workers: Vec<Child>,
     worker_token: Option<(Ctx, String)>,
+    /// The coordinator's dashboard.
+    dashboard: Option<String>,
 }
 
 /// How a stop is asked for.
@@ -220,6 +222,7 @@ async fn bring_up_and_run(
         None => local_pg::free_port()?,
     };
     let coordinator_url = format!("http://127.0.0.1:{port}");
+    let http = format!("127.0.0.1:{}", local_pg::free_port()?);
     let admin_token_file = data_dir.join(ADMIN_TOKEN_FILE);
     let admin_token = admin_token(&admin_token_file)?;
     tracing::info!(url = %coordinator_url, "starting the coordinator");
@@ -227,14 +230,18 @@ async fn bring_up_and_run(
     coordinator
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("DATABASE_URL", &database_url)
-        .env("HIVE_COORDINATOR__AUTH__ADMIN_TOKEN_FILE", &admin_token_file);
+        .env("HIVE_COORDINATOR__AUTH__ADMIN_TOKEN_FILE", &admin_token_file)
+        .env("HIVE_COORDINATOR__HTTP__LISTEN", &http);
     stack.coordinator = Some(spawn(coordinator, &logs.join("coordinator.log"))?);
+    let dashboard = format!("http://{http}/");
+    stack.dashboard = Some(dashboard.clone());
     let ctx = Ctx { connect: Connect::plain(&coordinator_url).with_token(admin_token), json };
     wait_healthy(&ctx.connect, stack, &logs.join("coordinator.log")).await?;
     tracing::info!(
         "admin token: export HIVE_COORDINATOR={coordinator_url} HIVE_TOKEN=$(cat {})",
         admin_token_file.display()
     );
+    tracing::info!("dashboard: {dashboard} (sign in with the admin token in {})", admin_token_file.display());
     let worker_token = stack.worker_token(&ctx).await?;
 
     tracing::info!(count = args.workers, "starting workers");
@@ -354,6 +361,10 @@ async fn print_summary(ctx: &Ctx, swarm_id: &str, elapsed: Duration) -> anyhow::
 fn print_kept(coordinator: &str, stack: &Stack, logs: &Path, data_dir: &Path) {
     output::line(format!("coordinator  {coordinator}   (hivectl --coordinator {coordinator} status)"));
     output::line(format!("admin token  export HIVE_TOKEN=$(cat {})", data_dir.join(ADMIN_TOKEN_FILE).display()));
+    if let Some(dashboard) = &stack.dashboard {
+        let file = data_dir.join(ADMIN_TOKEN_FILE);
+        output::line(format!("dashboard    {dashboard}   (sign in with the token in {})", file.display()));
+    }
     if let Some(postgres) = &stack.postgres {
         output::line(format!("database     {}   (server pid {})", postgres.url(), postgres.pid));
     }

@@ -1,8 +1,7 @@
-//! The coordinator's HTTP listener (`http.listen`): `GET /metrics` in the
-//! Prometheus text format. With auth on, a scrape needs
-//! `authorization: Bearer` with a `metrics` or `admin` token; anything else
-//! is refused (401 without a valid token, 403 with another role), and a
-//! refusal says why.
+//! `GET /metrics` on the HTTP listener (`crate::http`), in the Prometheus
+//! text format. With auth on, a scrape needs `authorization: Bearer` with a
+//! `metrics` or `admin` token; anything else is refused (401 without a valid
+//! token, 403 with another role), and a refusal says why.
 
 use std::sync::Arc;
 
@@ -12,7 +11,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hive_shared::tokens::Role;
-use tokio::net::TcpListener;
 use tracing::warn;
 
 use crate::app::App;
@@ -22,14 +20,9 @@ use crate::error::Error;
 /// The content type of the Prometheus text format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Serves `/metrics` on `listener` until the coordinator stops taking calls.
-///
-/// # Errors
-/// When the listener fails.
-pub(crate) async fn serve(app: App, listener: TcpListener) -> std::io::Result<()> {
-    let shutdown = app.rpc_shutdown.clone();
-    let router = Router::new().route("/metrics", get(metrics)).with_state(Arc::new(app));
-    axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+/// The `/metrics` route.
+pub(crate) fn routes() -> Router<Arc<App>> {
+    Router::new().route("/metrics", get(metrics))
 }
 
 async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {

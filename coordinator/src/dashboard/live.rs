@@ -1,0 +1,119 @@
+//! `GET /live`: the event log as server-sent events, one stream per open
+//! page, read from this coordinator's copy of the log (`events::tail`)
+//! through the same watcher `AdminService.Watch` uses. Each event's SSE id is
+//! its number, so a browser that reconnects sends `Last-Event-ID` and
+//! resumes after the last event it saw; a page first connects with the
+//! number it was rendered at (`after`). A stream the log cannot resume (the
+//! events were removed by retention) gets a `resync` event and ends.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use hive_shared::ids::{SwarmId, TaskId};
+use hive_shared::pb;
+use prost::Message;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::html::error_response;
+use super::session::Session;
+use crate::app::App;
+use crate::error::Error;
+use crate::events::page::Page;
+use crate::events::watch::{Filter, Watcher};
+
+/// Events waiting to be sent on one stream.
+const BUFFER: usize = 256;
+
+/// Where a stream starts and what it follows.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LiveQuery {
+    after: Option<i64>,
+    #[serde(default)]
+    task: String,
+    #[serde(default)]
+    swarm: String,
+}
+
+/// Streams the events after `after` (or `Last-Event-ID`) that match.
+pub(crate) async fn stream(
+    _session: Session,
+    State(app): State<Arc<App>>,
+    Query(query): Query<LiveQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let resumed = headers.get("last-event-id").and_then(|value| value.to_str().ok()?.parse::<i64>().ok());
+    let filter = match filter(&query) {
+        Ok(filter) => filter,
+        Err(err) => return error_response(err),
+    };
+    let watcher = match Watcher::start(&app.pool, &app.events, resumed.or(query.after), filter).await {
+        Ok(watcher) => watcher,
+        Err(err) => return error_response(err),
+    };
+    let (events, outbound) = mpsc::channel(BUFFER);
+    hive_shared::tracked::spawn(&app.tracker, "dashboard stream", follow(Arc::clone(&app), watcher, events));
+    Sse::new(ReceiverStream::new(outbound))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+fn filter(query: &LiveQuery) -> Result<Filter, Error> {
+    let id = |text: &str, field: &str| -> Result<Option<uuid::Uuid>, Error> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let parsed = match field {
+            "task" => TaskId::parse(text).map(|id| id.0).ok(),
+            _ => SwarmId::parse(text).map(|id| id.0).ok(),
+        };
+        parsed.map(Some).ok_or_else(|| Error::invalid(field, format!("`{text}` is not an id")))
+    };
+    Ok(Filter { task: id(&query.task, "task")?, swarm: id(&query.swarm, "swarm")?, ..Filter::default() })
+}
+
+/// Sends the watcher's events until the page goes away or the coordinator stops.
+async fn follow(app: Arc<App>, mut watcher: Watcher, events: mpsc::Sender<Result<SseEvent, Infallible>>) {
+    loop {
+        let page = tokio::select! {
+            page = watcher.next(&app.pool, &app.events) => page,
+            () = events.closed() => return,
+            () = app.rpc_shutdown.cancelled() => return,
+        };
+        let page = match page {
+            Ok(page) => page,
+            Err(err) => {
+                let _ = events.send(Ok(SseEvent::default().event("resync").data(err.to_string()))).await;
+                return;
+            }
+        };
+        for event in decoded(page) {
+            let data = serde_json::json!({
+                "seq": event.seq,
+                "at": event.at.as_ref().and_then(hive_shared::convert::from_timestamp).map(|at| at.to_rfc3339()),
+                "kind": event.kind,
+                "swarm_id": event.swarm_id,
+                "task_id": event.task_id,
+                "worker_id": event.worker_id,
+                "attempt": event.attempt,
+                "detail": event.detail,
+            });
+            let sse = SseEvent::default().id(event.seq.to_string()).data(data.to_string());
+            if events.send(Ok(sse)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A page's events, decoded from the records the watchers share.
+fn decoded(page: Page) -> Vec<pb::Event> {
+    let records: Vec<u8> = page.into_records().concat();
+    pb::WatchResponse::decode(records.as_slice()).map(|response| response.events).unwrap_or_default()
+}

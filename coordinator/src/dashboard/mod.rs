@@ -1,0 +1,51 @@
+//! The web dashboard, served on the HTTP listener beside `/metrics`: pages
+//! rendered here from the same use-case code the gRPC API calls, with their
+//! script and style embedded in the binary (no build step, no Node at run
+//! time).
+//!
+//! - [`session`]: signing in with a token (kept in an `HttpOnly`,
+//!   `SameSite=Strict` cookie, never in a URL), who may read (viewer, admin)
+//!   and act (admin), and the CSRF check every form post passes.
+//! - [`pages`]: the overview, the task list (keyset pages) and a task.
+//! - [`actions`]: cancel and retry, audited as the API's are.
+//! - [`live`]: one server-sent-event stream per open page, fed by this
+//!   coordinator's copy of the event log: an idle page costs the database
+//!   nothing, and a page that reconnects resumes after the last event it saw.
+//! - [`html`]: escaping and the page frame.
+
+mod actions;
+mod html;
+mod live;
+mod pages;
+mod session;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+
+use crate::app::App;
+
+/// The dashboard's routes.
+pub(crate) fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/", get(pages::overview))
+        .route("/tasks", get(pages::tasks))
+        .route("/tasks/{id}", get(pages::task))
+        .route("/tasks/{id}/{action}", post(actions::act))
+        .route("/live", get(live::stream))
+        .route("/login", get(session::login_page).post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/assets/app.js", get(script))
+        .route("/assets/style.css", get(style))
+}
+
+async fn script() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("assets/app.js"))
+}
+
+async fn style() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("assets/style.css"))
+}

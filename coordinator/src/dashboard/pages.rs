@@ -1,0 +1,311 @@
+//! The dashboard's pages: the overview (counts the scrape reads too, never
+//! a count over the tasks), the task list (newest first, a keyset page at a
+//! time, filtered as `hivectl tasks list` is), and one task with its
+//! attempts and, for an admin, its controls.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use hive_shared::ids::{SwarmId, TaskId};
+use serde::Deserialize;
+
+use super::html::{error_page, error_response, escape, page};
+use super::session::Session;
+use crate::app::App;
+use crate::db;
+use crate::error::Error;
+use crate::status::TaskStatus;
+use crate::tasks;
+
+/// Tasks on one page of the list.
+const PAGE_SIZE: u32 = 50;
+/// Characters of an error a list row shows.
+const ERROR_EXCERPT: usize = 120;
+
+/// The overview: tasks by agent and status, the oldest ready task, workers.
+pub(crate) async fn overview(session: Session, State(app): State<Arc<App>>) -> Response {
+    let read = tokio::try_join!(
+        db::metrics::task_totals(&app.pool),
+        db::metrics::workers_by_agent(&app.pool),
+        db::metrics::fleet(&app.pool),
+    );
+    let (totals, agents, fleet) = match read {
+        Ok(read) => read,
+        Err(err) => return error_response(Error::from(err)),
+    };
+    let mut by_agent: BTreeMap<&str, BTreeMap<&str, i64>> = BTreeMap::new();
+    let mut oldest: BTreeMap<&str, f64> = BTreeMap::new();
+    for total in &totals {
+        *by_agent.entry(&total.agent).or_default().entry(&total.status).or_default() += total.tasks;
+        if let Some(age) = total.oldest_ready_seconds {
+            oldest.insert(&total.agent, age);
+        }
+    }
+    let mut body = String::from("<h1>Overview</h1><h2>Tasks</h2><table><tr><th>agent</th>");
+    for status in TaskStatus::ALL {
+        let _ = write!(body, "<th>{status}</th>");
+    }
+    body.push_str("<th>oldest ready</th></tr>");
+    let mut sums = [0_i64; TaskStatus::ALL.len()];
+    for (agent, counts) in &by_agent {
+        let _ = write!(body, "<tr><td>{}</td>", escape(agent));
+        for (index, status) in TaskStatus::ALL.iter().enumerate() {
+            let count = counts.get(status.to_string().as_str()).copied().unwrap_or(0);
+            sums[index] += count;
+            let link = format!("/tasks?status={status}&agent={}", escape(&urlencode(agent)));
+            let _ = write!(body, r#"<td class="n"><a href="{link}">{count}</a></td>"#);
+        }
+        let age = oldest.get(agent).map(|age| seconds(*age)).unwrap_or_default();
+        let _ = write!(body, r#"<td class="n">{age}</td></tr>"#);
+    }
+    body.push_str(r#"<tr class="total"><td>all</td>"#);
+    for (status, sum) in TaskStatus::ALL.iter().zip(sums) {
+        let _ = write!(body, r#"<td class="n" id="total-{status}"><a href="/tasks?status={status}">{sum}</a></td>"#);
+    }
+    body.push_str("<td></td></tr></table>");
+    let _ = write!(
+        body,
+        r#"<h2>Workers</h2><p><span id="workers-live">{}</span> live, {} draining; oldest heartbeat {} ago.</p>
+<table><tr><th>agent</th><th>live</th><th>draining</th><th>free slots</th></tr>"#,
+        fleet.live_workers,
+        fleet.draining_workers,
+        seconds(fleet.heartbeat_age_max_seconds),
+    );
+    for agent in &agents {
+        let _ = write!(
+            body,
+            r#"<tr><td>{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td></tr>"#,
+            escape(&agent.agent),
+            agent.live,
+            agent.draining,
+            agent.free_slots
+        );
+    }
+    body.push_str("</table>");
+    page("Overview", &session, fleet.event_head, "", &body)
+}
+
+/// What the task list is filtered by, and where its page starts.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TaskQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    swarm: String,
+    #[serde(default)]
+    agent: String,
+    /// The last task of the page before (a keyset cursor).
+    #[serde(default)]
+    before: String,
+}
+
+/// A page of tasks, newest first.
+pub(crate) async fn tasks(session: Session, State(app): State<Arc<App>>, Query(query): Query<TaskQuery>) -> Response {
+    let filter = match list_filter(&query) {
+        Ok(filter) => filter,
+        Err(problem) => return error_page(StatusCode::BAD_REQUEST, &problem),
+    };
+    let before = match optional(&query.before, "before", TaskId::parse) {
+        Ok(before) => before.map(|id| id.0),
+        Err(problem) => return error_page(StatusCode::BAD_REQUEST, &problem),
+    };
+    let swarm = filter.swarm_id;
+    let listed = tasks::list(&app.pool, filter, tasks::Page { size: PAGE_SIZE, max_bytes: 4 << 20 }, before);
+    let ((rows, next), head) = match tokio::try_join!(listed, head(&app.pool)) {
+        Ok(read) => read,
+        Err(err) => return error_response(err),
+    };
+    let mut body = String::from("<h1>Tasks</h1>");
+    body.push_str(&filter_form(&query));
+    body.push_str(
+        "<table id=\"tasks\"><tr><th>task</th><th>swarm</th><th>agent</th><th>status</th><th>attempts</th><th>error</th></tr>",
+    );
+    for row in &rows {
+        let error = row.error.as_deref().map(|error| excerpt(error, ERROR_EXCERPT)).unwrap_or_default();
+        let _ = write!(
+            body,
+            r#"<tr data-task="{id}"><td><a href="/tasks/{id}">{name}</a></td><td>{swarm}</td><td>{agent}</td><td class="status {status}">{status}</td><td class="n">{attempts}/{max}</td><td class="error">{error}</td></tr>"#,
+            id = row.id,
+            name = escape(row.key.as_deref().unwrap_or(&row.id.to_string())),
+            swarm = escape(&row.swarm),
+            agent = escape(&row.agent),
+            status = row.status,
+            attempts = row.attempts,
+            max = row.max_attempts,
+            error = escape(&error),
+        );
+    }
+    body.push_str("</table>");
+    if rows.is_empty() {
+        body.push_str(r#"<p class="empty">No tasks match.</p>"#);
+    }
+    if let Some(next) = next {
+        let _ = write!(
+            body,
+            r#"<p><a class="next" href="/tasks?status={}&swarm={}&agent={}&before={next}">Older tasks →</a></p>"#,
+            escape(&urlencode(&query.status)),
+            escape(&urlencode(&query.swarm)),
+            escape(&urlencode(&query.agent)),
+        );
+    }
+    let live = swarm.map(|swarm| format!("swarm={swarm}")).unwrap_or_default();
+    page("Tasks", &session, head, &live, &body)
+}
+
+/// One task: what it is, its attempts, and (for an admin) cancel or retry.
+pub(crate) async fn task(session: Session, State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    let task = match TaskId::parse(&id) {
+        Ok(task) => task,
+        Err(_) => return error_page(StatusCode::NOT_FOUND, &format!("`{id}` is not a task id")),
+    };
+    let read = tokio::try_join!(tasks::get(&app.pool, task), head(&app.pool));
+    let ((row, attempts), head) = match read {
+        Ok(read) => read,
+        Err(err) => return error_response(err),
+    };
+    let mut body = format!(
+        r#"<h1>Task {name}</h1><dl class="task"><dt>id</dt><dd>{id}</dd><dt>swarm</dt><dd><a href="/tasks?swarm={swarm_id}">{swarm}</a></dd>
+<dt>agent</dt><dd>{agent}</dd><dt>status</dt><dd class="status {status}" id="status">{status}</dd>
+<dt>attempts</dt><dd>{attempts} of {max} ({failures} counted failures)</dd><dt>priority</dt><dd>{priority}</dd></dl>"#,
+        name = escape(row.key.as_deref().unwrap_or(&row.id.to_string())),
+        id = row.id,
+        swarm_id = row.swarm_id,
+        swarm = escape(&row.swarm),
+        agent = escape(&row.agent),
+        status = row.status,
+        attempts = row.attempts,
+        max = row.max_attempts,
+        failures = row.failures,
+        priority = row.priority,
+    );
+    if session.may_act() {
+        body.push_str(&controls(&session, row.id, row.status));
+    }
+    let _ = write!(body, "<h2>Prompt</h2><pre>{}</pre>", escape(&row.prompt));
+    if let Some(input) = &row.input {
+        let _ = write!(body, "<h2>Input</h2><pre>{}</pre>", escape(&pretty(input)));
+    }
+    if let Some(result) = &row.result {
+        let _ = write!(body, "<h2>Result</h2><pre>{}</pre>", escape(&pretty(result)));
+    }
+    if let Some(error) = &row.error {
+        let _ = write!(body, r#"<h2>Error</h2><pre class="error">{}</pre>"#, escape(error));
+    }
+    body.push_str("<h2>Attempts</h2><table><tr><th>#</th><th>stage</th><th>worker</th><th>started</th><th>finished</th><th>outcome</th><th>exit</th><th>error</th><th>tokens in/out</th><th>cost</th></tr>");
+    for attempt in &attempts {
+        let _ = write!(
+            body,
+            r#"<tr><td class="n">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:?}</td><td class="n">{}</td><td class="error">{}</td><td class="n">{}/{}</td><td class="n">{}</td></tr>"#,
+            attempt.number,
+            escape(&attempt.stage),
+            attempt.worker_id,
+            attempt.started_at.format("%Y-%m-%d %H:%M:%S"),
+            attempt.finished_at.map(|at| at.format("%H:%M:%S").to_string()).unwrap_or_default(),
+            attempt.outcome,
+            attempt.exit_code.map(|code| code.to_string()).unwrap_or_default(),
+            escape(attempt.error.as_deref().unwrap_or_default()),
+            attempt.input_tokens.unwrap_or_default(),
+            attempt.output_tokens.unwrap_or_default(),
+            attempt.cost.map(|cost| format!("${cost:.4}")).unwrap_or_default(),
+        );
+    }
+    body.push_str("</table>");
+    page(&format!("Task {}", row.key.as_deref().unwrap_or("")), &session, head, &format!("task={}", row.id), &body)
+}
+
+/// The newest event's number: where the page's live stream starts.
+async fn head(pool: &sqlx::PgPool) -> Result<i64, Error> {
+    Ok(db::events::head(pool).await?.last_seq)
+}
+
+/// The forms an admin acts with on a task in `status`.
+fn controls(session: &Session, task: uuid::Uuid, status: TaskStatus) -> String {
+    let form = |action: &str, label: &str| {
+        format!(
+            r#"<form method="post" action="/tasks/{task}/{action}" class="control"><input type="hidden" name="csrf" value="{}"><button name="do" value="{action}">{label}</button></form>"#,
+            escape(&session.csrf)
+        )
+    };
+    let mut html = String::from(r#"<div class="controls">"#);
+    if !status.is_terminal() {
+        html.push_str(&form("cancel", "Cancel"));
+    }
+    if status == TaskStatus::Dead {
+        html.push_str(&form("retry", "Retry"));
+    }
+    html.push_str("</div>");
+    html
+}
+
+fn filter_form(query: &TaskQuery) -> String {
+    let mut options = String::from(r#"<option value="">any</option>"#);
+    for status in TaskStatus::ALL {
+        let selected = if query.status == status.to_string() { " selected" } else { "" };
+        let _ = write!(options, r#"<option{selected}>{status}</option>"#);
+    }
+    format!(
+        r#"<form method="get" action="/tasks" class="filters"><label>status <select name="status">{options}</select></label>
+<label>swarm <input name="swarm" value="{}" size="38"></label><label>agent <input name="agent" value="{}"></label><button>Filter</button></form>"#,
+        escape(&query.swarm),
+        escape(&query.agent)
+    )
+}
+
+/// The list's filter, or what is wrong with the query.
+fn list_filter(query: &TaskQuery) -> Result<db::tasks::ListFilter, String> {
+    let status = match query.status.as_str() {
+        "" => None,
+        text => Some(TaskStatus::ALL.into_iter().find(|status| status.to_string() == text).ok_or_else(|| {
+            format!("status: `{text}` is not a task status (blocked, ready, running, cancelling, succeeded, dead, cancelled)")
+        })?),
+    };
+    Ok(db::tasks::ListFilter {
+        status,
+        swarm_id: optional(&query.swarm, "swarm", SwarmId::parse)?.map(|id| id.0),
+        agent: (!query.agent.is_empty()).then(|| query.agent.clone()),
+        summary: true,
+        ..db::tasks::ListFilter::default()
+    })
+}
+
+/// An optional id from a query field.
+fn optional<T, E>(text: &str, field: &str, parse: impl Fn(&str) -> Result<T, E>) -> Result<Option<T>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    parse(text).map(Some).map_err(|_| format!("{field}: `{text}` is not an id"))
+}
+
+/// The first `chars` characters of `text`, marked when cut.
+fn excerpt(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+fn pretty(value: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
+/// Seconds as a short duration (`3m 20s`).
+fn seconds(seconds: f64) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(seconds.max(0.0) as u64)).to_string()
+}
+
+/// `text` as a query value.
+fn urlencode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            encoded.push(byte as char);
+        } else {
+            let _ = write!(encoded, "%{byte:02X}");
+        }
+    }
+    encoded
+}

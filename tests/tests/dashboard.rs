@@ -1,0 +1,202 @@
+//! The web dashboard in a real browser (headless Chromium) against a real
+//! coordinator, worker and PostgreSQL: a task submitted with `hivectl`
+//! appears on an open page within a second without a reload; Cancel on a
+//! running task kills its agent's process tree; a viewer sees no controls
+//! and its forged posts are refused; after its event stream is cut (the
+//! coordinator it reads restarts), the page catches up with no event lost.
+//! Markup in a prompt shows as text. The token never appears in a URL.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
+
+use std::time::{Duration, Instant};
+
+use hive_shared::pb;
+use hive_tests::auth::admin_token;
+use hive_tests::browser::Browser;
+use hive_tests::coordinator::{TestCoordinator, test_config};
+use hive_tests::http::get;
+use hive_tests::postgres::fresh_database;
+use hive_tests::procs::{hivectl_json, sleeping, start_worker};
+use hive_tests::wait::eventually;
+use hive_tests::worker_setup::{Agent, WorkerSetup};
+use serde_json::json;
+
+const MARKER: &str = "1007.2113";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_live_acts_for_admins_only_and_misses_no_event() {
+    let db = fresh_database().await;
+    let mut config = test_config(&db);
+    config.leases.heartbeat_interval = Duration::from_millis(500);
+    config.http.listen = Some("127.0.0.1:0".parse().unwrap());
+    let coordinator = TestCoordinator::start(config.clone()).await;
+    let site = format!("http://{}", coordinator.http_addr.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let tree = Agent::shell(format!("sleep {MARKER} & sleep {MARKER} & wait")).kill_grace("1s");
+    let setup = WorkerSetup::new().slots(1).agent("tree", tree).write(dir.path(), "worker");
+    let worker = start_worker(&coordinator.url, &setup, "w", dir.path());
+
+    // Signed out, every page leads to the login form.
+    let browser = Browser::launch().await;
+    browser.open(&format!("{site}/tasks")).await;
+    assert_eq!(browser.eval("location.pathname").await, json!("/login"));
+    sign_in(&browser, admin_token()).await;
+    assert_eq!(browser.eval("location.href").await, json!(format!("{site}/")), "no token in the URL");
+    wait_live(&browser).await;
+
+    // A task submitted with hivectl shows on the open page within a second.
+    let file = dir.path().join("tasks.yaml");
+    std::fs::write(&file, "swarm: live\ntasks:\n  - {agent: tree, prompt: \"<b id=injected>bold</b>\"}\n").unwrap();
+    let submitted = hivectl_json(&coordinator.url, &["submit", file.to_str().unwrap()]).await;
+    let submitted_at = Instant::now();
+    let task = submitted["tasks"][0]["id"].as_str().unwrap().to_owned();
+    let shown = format!("document.querySelector('#events a.task[href=\"/tasks/{task}\"]') !== null");
+    browser.wait_for("the submitted task on the page", &shown, Duration::from_secs(5)).await;
+    let took = submitted_at.elapsed();
+    eprintln!("hivectl submit returned → task on the open page: {took:?}");
+    assert!(took <= Duration::from_secs(1), "took {took:?}");
+    assert_eq!(browser.eval("performance.getEntriesByType('navigation').length").await, json!(1), "no reload");
+
+    // Cancel on the running task kills its agent's process tree.
+    eventually("the agent's process tree to start", Duration::from_secs(20), || async { sleeping(MARKER) == 2 }).await;
+    browser.open(&format!("{site}/tasks/{task}")).await;
+    assert_eq!(browser.eval("document.getElementById('injected')").await, json!(null), "markup in a prompt is text");
+    assert!(
+        browser.eval("document.querySelector('pre').textContent").await.as_str().unwrap().contains("<b id=injected>")
+    );
+    browser.eval("document.querySelector('button[value=cancel]').click()").await;
+    eventually("the agent's process tree to die", Duration::from_secs(10), || async { sleeping(MARKER) == 0 }).await;
+    browser
+        .wait_for(
+            "the page to show the cancel",
+            "document.getElementById('status').textContent === 'cancelled'",
+            Duration::from_secs(10),
+        )
+        .await;
+    let audited: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where action = 'CancelTask' and actor = 'admin' and outcome = 'ok'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1, "the cancel is audited as the API's is");
+
+    // A viewer sees no controls, and a forged post changes nothing.
+    let request = pb::CreateTokenRequest { name: "watcher".into(), role: "viewer".into(), expires_in: None };
+    let viewer = coordinator.admin_client().await.create_token(request).await.unwrap().into_inner().token;
+    std::fs::write(&file, "swarm: held\ntasks:\n  - {agent: nobody, prompt: waits}\n").unwrap();
+    let held = hivectl_json(&coordinator.url, &["submit", file.to_str().unwrap()]).await["tasks"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    browser.eval("document.querySelector('form[action=\"/logout\"] button').click()").await;
+    browser.wait_for("signing out", "location.pathname === '/login'", Duration::from_secs(10)).await;
+    sign_in(&browser, &viewer).await;
+    browser.open(&format!("{site}/tasks/{held}")).await;
+    assert_eq!(browser.eval("document.querySelectorAll('.controls, button[value]').length").await, json!(0));
+    let forged = format!(
+        "fetch('/tasks/{held}/cancel', {{method: 'POST', body: new URLSearchParams({{csrf: 'forged'}})}}).then(r => r.status)"
+    );
+    assert_eq!(browser.eval(&forged).await, json!(403));
+    let status: String = sqlx::query_scalar("select status::text from task_states where task_id = $1::uuid")
+        .bind(&held)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "ready", "the forged cancel changed nothing");
+
+    // The stream is cut: the coordinator the page reads stops; tasks are
+    // submitted through another; once it is back the page has every event.
+    browser.open(&format!("{site}/tasks")).await;
+    wait_live(&browser).await;
+    let other = TestCoordinator::start(test_config(&db)).await;
+    let (addr, http) = (coordinator.addr, coordinator.http_addr.unwrap());
+    coordinator.stop().await.unwrap();
+    browser
+        .wait_for(
+            "the stream to be cut",
+            "document.getElementById('live-state').textContent !== 'live'",
+            Duration::from_secs(10),
+        )
+        .await;
+    let tasks = (0..5).map(|i| format!("  - {{agent: nobody, prompt: \"cut {i}\"}}\n")).collect::<String>();
+    std::fs::write(&file, format!("swarm: cut\ntasks:\n{tasks}")).unwrap();
+    let cut = hivectl_json(&other.url, &["submit", file.to_str().unwrap()]).await;
+    config.http.listen = Some(http);
+    let _back = TestCoordinator::start_at(config, addr).await;
+    for task in cut["tasks"].as_array().unwrap() {
+        let task = task["id"].as_str().unwrap();
+        let shown = format!("document.querySelector('#events a.task[href=\"/tasks/{task}\"]') !== null");
+        browser.wait_for("every event submitted while the stream was cut", &shown, Duration::from_secs(20)).await;
+    }
+    let seqs = browser.eval("[...document.querySelectorAll('#events li')].map(li => Number(li.dataset.seq))").await;
+    let mut seqs: Vec<i64> = serde_json::from_value(seqs).unwrap();
+    let listed = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), listed, "no event shown twice");
+    drop(worker);
+}
+
+#[tokio::test]
+async fn signing_in_refuses_bad_and_unfit_tokens_and_pages_need_a_session() {
+    let db = fresh_database().await;
+    let mut config = test_config(&db);
+    config.http.listen = Some("127.0.0.1:0".parse().unwrap());
+    let coordinator = TestCoordinator::start(config).await;
+    let site = format!("http://{}", coordinator.http_addr.unwrap());
+    let request = pb::CreateTokenRequest { name: "scraper".into(), role: "metrics".into(), expires_in: None };
+    let metrics = coordinator.admin_client().await.create_token(request).await.unwrap().into_inner().token;
+
+    let browser = Browser::launch().await;
+    browser.open(&format!("{site}/login")).await;
+    sign_in(&browser, "hive_a_nonsense").await;
+    assert!(browser.eval("document.querySelector('.error').textContent").await.as_str().unwrap().contains("token"));
+    sign_in(&browser, &metrics).await;
+    let refusal = browser.eval("document.querySelector('.error').textContent").await;
+    assert!(refusal.as_str().unwrap().contains("a metrics token may not use the dashboard"), "{refusal}");
+    // Without a session the live stream and the controls are not served either.
+    let reply = get(coordinator.http_addr.unwrap(), "/live", None).await;
+    assert_eq!(reply.status, 303);
+    let forged = format!(
+        "fetch('/tasks/{}/cancel', {{method: 'POST', body: new URLSearchParams({{csrf: 'x'}}), redirect: 'manual'}}).then(r => r.type)",
+        uuid::Uuid::new_v4()
+    );
+    assert_eq!(browser.eval(&forged).await, json!("opaqueredirect"), "sent to the login form");
+}
+
+async fn sign_in(browser: &Browser, token: &str) {
+    if browser.eval("location.pathname").await != json!("/login") {
+        browser.eval("location.href = '/login'").await;
+        browser
+            .wait_for(
+                "the login form",
+                "location.pathname === '/login' && document.readyState === 'complete'",
+                Duration::from_secs(10),
+            )
+            .await;
+    }
+    let before = browser.eval("performance.timeOrigin").await;
+    let submit = format!(
+        "document.querySelector('input[name=token]').value = {}; document.querySelector('form').submit()",
+        json!(token)
+    );
+    browser.eval(&submit).await;
+    browser
+        .wait_for(
+            "the login's answer",
+            &format!("performance.timeOrigin !== {before} && document.readyState === 'complete'"),
+            Duration::from_secs(10),
+        )
+        .await;
+}
+
+async fn wait_live(browser: &Browser) {
+    browser
+        .wait_for(
+            "the live stream",
+            "document.getElementById('live-state').textContent === 'live'",
+            Duration::from_secs(10),
+        )
+        .await;
+}
