@@ -43,6 +43,8 @@ pub(crate) struct App {
     pub claim_hints: Arc<crate::scheduler::Hints>,
     /// The newest events, shared by this coordinator's watchers.
     pub events: Arc<crate::events::tail::Tail>,
+    /// The dashboard overview's numbers, read here once for every open overview.
+    pub overview: Arc<crate::dashboard::counts::Counts>,
     /// What this coordinator counted, for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Wakes the webhook sender: a delivery was queued or resent here.

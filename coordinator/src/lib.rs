@@ -141,6 +141,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         rpc_shutdown: root.child_token(),
         claim_hints: Arc::default(),
         events: Arc::default(),
+        overview: Arc::default(),
         metrics: Arc::default(),
         webhooks_queued: Arc::default(),
         tracer,
@@ -164,6 +165,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         failed.clone(),
         events::tail::run(pool.clone(), app.notifications.clone(), app.events.clone(), maintenance.clone()),
     );
+    if app.config.http.listen.is_some() {
+        let (tail, overview) = (Arc::clone(&app.events), Arc::clone(&app.overview));
+        let counting = dashboard::counts::run(pool.clone(), tail, overview, maintenance.clone());
+        tracked::spawn(&background, "dashboard counts", counting);
+    }
     let (defaults, leases) = (app.config.tasks.clone(), app.config.leases.clone());
     tracked::spawn_essential(
         &background,

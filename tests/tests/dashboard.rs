@@ -4,6 +4,7 @@
 //! running task kills its agent's process tree; a viewer sees no controls
 //! and its forged posts are refused; after its event stream is cut (the
 //! coordinator it reads restarts), the page catches up with no event lost.
+//! The overview's numbers follow the tasks without a reload.
 //! Markup in a prompt shows as text. The token never appears in a URL.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
@@ -56,9 +57,13 @@ async fn the_dashboard_is_live_acts_for_admins_only_and_misses_no_event() {
     eprintln!("hivectl submit returned → task on the open page: {took:?}");
     assert!(took <= Duration::from_secs(1), "took {took:?}");
     assert_eq!(browser.eval("performance.getEntriesByType('navigation').length").await, json!(1), "no reload");
+    // The overview's numbers follow, pushed by the coordinator, without a reload either.
+    eventually("the agent's process tree to start", Duration::from_secs(20), || async { sleeping(MARKER) == 2 }).await;
+    let running = "document.getElementById('total-running').textContent === '1' && document.getElementById('total-ready').textContent === '0'";
+    browser.wait_for("the overview to count the running task", running, Duration::from_secs(10)).await;
+    assert_eq!(browser.eval("performance.getEntriesByType('navigation').length").await, json!(1), "no reload");
 
     // Cancel on the running task kills its agent's process tree.
-    eventually("the agent's process tree to start", Duration::from_secs(20), || async { sleeping(MARKER) == 2 }).await;
     browser.open(&format!("{site}/tasks/{task}")).await;
     assert_eq!(browser.eval("document.getElementById('injected')").await, json!(null), "markup in a prompt is text");
     assert!(

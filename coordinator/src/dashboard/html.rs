@@ -25,11 +25,34 @@ pub(crate) fn escape(text: &str) -> String {
     escaped
 }
 
+/// How a page follows its event stream.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Refresh {
+    /// Applies the `counts` events (the overview).
+    Counts,
+    /// Says how many events arrived since it was read, with a link to read it again.
+    Banner,
+    /// Reads itself again, at most once a second, when events arrive (a page
+    /// about one thing, whose stream carries only that thing's events).
+    Reread,
+}
+
+impl Refresh {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Counts => "counts",
+            Self::Banner => "banner",
+            Self::Reread => "reread",
+        }
+    }
+}
+
 /// A page: the frame (navigation, who is signed in, the live events) around
 /// `body`. The page's event stream starts after event `after` (the newest
 /// when the page was read, so nothing between the read and the stream is
 /// missed) and follows `live` (a query string such as `task=…`).
-pub(crate) fn page(title: &str, session: &Session, after: i64, live: &str, body: &str) -> Response {
+pub(crate) fn page(title: &str, session: &Session, after: i64, live: (&str, Refresh), body: &str) -> Response {
+    let (live, refresh) = live;
     let mut html = String::with_capacity(body.len() + 2048);
     let _ = write!(
         html,
@@ -37,13 +60,15 @@ pub(crate) fn page(title: &str, session: &Session, after: i64, live: &str, body:
 <html lang="en"><head><meta charset="utf-8"><title>{title} · Hive</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="stylesheet" href="/assets/style.css"><script src="/assets/app.js" defer></script></head>
-<body data-live="{live}" data-after="{after}" data-role="{role}">
+<body data-live="{live}" data-after="{after}" data-refresh="{refresh}" data-role="{role}">
 <header><a class="brand" href="/">Hive</a><nav><a href="/">Overview</a> <a href="/tasks">Tasks</a></nav>
 <span class="who">{who} ({role}) <span id="live-state" class="live-state">connecting…</span>{logout}</span></header>
+<p id="banner" class="banner" hidden><a href="">Events arrived since this page was read: read it again</a> (<span id="banner-count">0</span>)</p>
 <div class="columns"><main id="main">{body}</main>
 <aside><h2>Live</h2><ol id="events" class="events"></ol></aside></div></body></html>"#,
         title = escape(title),
         live = escape(live),
+        refresh = refresh.as_str(),
         role = session.caller.role,
         who = escape(&session.caller.name),
         logout = if session.signed_in { logout_form(session) } else { String::new() },

@@ -4,7 +4,9 @@
 //! its number, so a browser that reconnects sends `Last-Event-ID` and
 //! resumes after the last event it saw; a page first connects with the
 //! number it was rendered at (`after`). A stream the log cannot resume (the
-//! events were removed by retention) gets a `resync` event and ends.
+//! events were removed by retention) gets a `resync` event and ends. With
+//! `counts=1` (the overview's) it also carries `counts` events: the
+//! overview's numbers, read once for every page (`counts`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use hive_shared::ids::{SwarmId, TaskId};
 use hive_shared::pb;
 use prost::Message;
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::html::error_response;
@@ -39,6 +41,9 @@ pub(crate) struct LiveQuery {
     task: String,
     #[serde(default)]
     swarm: String,
+    /// Whether to send the overview's numbers too.
+    #[serde(default)]
+    counts: u8,
 }
 
 /// Streams the events after `after` (or `Last-Event-ID`) that match.
@@ -58,7 +63,8 @@ pub(crate) async fn stream(
         Err(err) => return error_response(err),
     };
     let (events, outbound) = mpsc::channel(BUFFER);
-    hive_shared::tracked::spawn(&app.tracker, "dashboard stream", follow(Arc::clone(&app), watcher, events));
+    let counts = (query.counts == 1).then(|| app.overview.subscribe());
+    hive_shared::tracked::spawn(&app.tracker, "dashboard stream", follow(Arc::clone(&app), watcher, counts, events));
     Sse::new(ReceiverStream::new(outbound))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
@@ -78,11 +84,32 @@ fn filter(query: &LiveQuery) -> Result<Filter, Error> {
     Ok(Filter { task: id(&query.task, "task")?, swarm: id(&query.swarm, "swarm")?, ..Filter::default() })
 }
 
-/// Sends the watcher's events until the page goes away or the coordinator stops.
-async fn follow(app: Arc<App>, mut watcher: Watcher, events: mpsc::Sender<Result<SseEvent, Infallible>>) {
+/// Sends the watcher's events (and the overview's numbers as they change,
+/// when `counts` follows them) until the page goes away or the coordinator stops.
+async fn follow(
+    app: Arc<App>,
+    mut watcher: Watcher,
+    mut counts: Option<watch::Receiver<Option<Arc<String>>>>,
+    events: mpsc::Sender<Result<SseEvent, Infallible>>,
+) {
     loop {
+        let changed = async {
+            if let Some(counts) = counts.as_mut()
+                && counts.changed().await.is_ok()
+            {
+                return counts.borrow_and_update().clone();
+            }
+            std::future::pending().await
+        };
         let page = tokio::select! {
             page = watcher.next(&app.pool, &app.events) => page,
+            numbers = changed => {
+                let Some(numbers) = numbers else { continue };
+                if events.send(Ok(SseEvent::default().event("counts").data(numbers.as_str()))).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             () = events.closed() => return,
             () = app.rpc_shutdown.cancelled() => return,
         };

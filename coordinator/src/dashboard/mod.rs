@@ -11,9 +11,12 @@
 //! - [`live`]: one server-sent-event stream per open page, fed by this
 //!   coordinator's copy of the event log: an idle page costs the database
 //!   nothing, and a page that reconnects resumes after the last event it saw.
+//! - [`counts`]: the overview's numbers, read once per coordinator (not
+//!   per page) and pushed down the overviews' streams.
 //! - [`html`]: escaping and the page frame.
 
 mod actions;
+pub(crate) mod counts;
 mod html;
 mod live;
 mod pages;

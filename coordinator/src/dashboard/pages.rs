@@ -13,7 +13,7 @@ use axum::response::Response;
 use hive_shared::ids::{SwarmId, TaskId};
 use serde::Deserialize;
 
-use super::html::{error_page, error_response, escape, page};
+use super::html::{Refresh, error_page, error_response, escape, page};
 use super::session::Session;
 use crate::app::App;
 use crate::db;
@@ -57,19 +57,27 @@ pub(crate) async fn overview(session: Session, State(app): State<Arc<App>>) -> R
             let count = counts.get(status.to_string().as_str()).copied().unwrap_or(0);
             sums[index] += count;
             let link = format!("/tasks?status={status}&agent={}", escape(&urlencode(agent)));
-            let _ = write!(body, r#"<td class="n"><a href="{link}">{count}</a></td>"#);
+            let _ = write!(
+                body,
+                r#"<td class="n"><a href="{link}" data-agent="{}" data-status="{status}">{count}</a></td>"#,
+                escape(agent)
+            );
         }
         let age = oldest.get(agent).map(|age| seconds(*age)).unwrap_or_default();
-        let _ = write!(body, r#"<td class="n">{age}</td></tr>"#);
+        let _ = write!(
+            body,
+            r#"<td class="n" data-agent="{}" data-status="oldest_ready_s">{age}</td></tr>"#,
+            escape(agent)
+        );
     }
     body.push_str(r#"<tr class="total"><td>all</td>"#);
     for (status, sum) in TaskStatus::ALL.iter().zip(sums) {
-        let _ = write!(body, r#"<td class="n" id="total-{status}"><a href="/tasks?status={status}">{sum}</a></td>"#);
+        let _ = write!(body, r#"<td class="n"><a href="/tasks?status={status}" id="total-{status}">{sum}</a></td>"#);
     }
     body.push_str("<td></td></tr></table>");
     let _ = write!(
         body,
-        r#"<h2>Workers</h2><p><span id="workers-live">{}</span> live, {} draining; oldest heartbeat {} ago.</p>
+        r#"<h2>Workers</h2><p><span id="workers-live">{}</span> live, <span id="workers-draining">{}</span> draining; oldest heartbeat {} ago.</p>
 <table><tr><th>agent</th><th>live</th><th>draining</th><th>free slots</th></tr>"#,
         fleet.live_workers,
         fleet.draining_workers,
@@ -86,7 +94,7 @@ pub(crate) async fn overview(session: Session, State(app): State<Arc<App>>) -> R
         );
     }
     body.push_str("</table>");
-    page("Overview", &session, fleet.event_head, "", &body)
+    page("Overview", &session, fleet.event_head, ("counts=1", Refresh::Counts), &body)
 }
 
 /// What the task list is filtered by, and where its page starts.
@@ -153,7 +161,7 @@ pub(crate) async fn tasks(session: Session, State(app): State<Arc<App>>, Query(q
         );
     }
     let live = swarm.map(|swarm| format!("swarm={swarm}")).unwrap_or_default();
-    page("Tasks", &session, head, &live, &body)
+    page("Tasks", &session, head, (&live, Refresh::Banner), &body)
 }
 
 /// One task: what it is, its attempts, and (for an admin) cancel or retry.
@@ -214,7 +222,13 @@ pub(crate) async fn task(session: Session, State(app): State<Arc<App>>, Path(id)
         );
     }
     body.push_str("</table>");
-    page(&format!("Task {}", row.key.as_deref().unwrap_or("")), &session, head, &format!("task={}", row.id), &body)
+    page(
+        &format!("Task {}", row.key.as_deref().unwrap_or("")),
+        &session,
+        head,
+        (&format!("task={}", row.id), Refresh::Reread),
+        &body,
+    )
 }
 
 /// The newest event's number: where the page's live stream starts.

@@ -49,6 +49,11 @@ impl Tail {
         self.head.subscribe()
     }
 
+    /// The newest event number read (0 while no one watches).
+    pub(crate) fn newest(&self) -> i64 {
+        *self.head.borrow()
+    }
+
     /// The page of those of the next `limit` events after `after` that
     /// `wanted` matches, with the number of the last event looked at, when
     /// this copy holds them all from `after + 1` (an empty page and `after`

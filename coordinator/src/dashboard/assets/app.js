@@ -1,7 +1,10 @@
 // Hive dashboard: follows the page's live event stream (GET /live, server-sent
-// events), lists the newest events beside the page, and re-reads the page's
-// main part at most once a second while events arrive. An idle page sends
-// nothing; a cut stream reconnects and resumes after the last event it saw.
+// events) and lists the newest events beside the page. What else the page
+// does with them (body data-refresh): the overview applies the numbers the
+// coordinator pushes ("counts"); a list counts the events since it was read
+// and offers to read it again ("banner"); a page about one task re-reads
+// itself, at most once a second ("reread"). An idle page sends nothing; a
+// cut stream reconnects and resumes after the last event it saw.
 (() => {
   'use strict';
   const body = document.body;
@@ -52,6 +55,45 @@
     timer = setTimeout(refresh, Math.max(0, 1000 - (Date.now() - lastRefresh)));
   }
 
+  function seconds(value) {
+    const s = Math.floor(value);
+    if (s < 60) return s + 's';
+    if (s < 3600) return Math.floor(s / 60) + 'm ' + (s % 60) + 's';
+    return Math.floor(s / 3600) + 'h ' + Math.floor((s % 3600) / 60) + 'm';
+  }
+
+  function applyCounts(numbers) {
+    const totals = {};
+    let unknown = false;
+    for (const [agent, counts] of Object.entries(numbers.agents)) {
+      if (!document.querySelector('[data-agent="' + CSS.escape(agent) + '"]')) unknown = true;
+      for (const [status, count] of Object.entries(counts)) {
+        if (status !== 'oldest_ready_s') totals[status] = (totals[status] || 0) + count;
+      }
+    }
+    for (const cell of document.querySelectorAll('[data-agent][data-status]')) {
+      const counts = numbers.agents[cell.dataset.agent] || {};
+      const value = counts[cell.dataset.status];
+      cell.textContent = cell.dataset.status === 'oldest_ready_s' ? (value === undefined ? '' : seconds(value)) : String(value || 0);
+    }
+    for (const cell of document.querySelectorAll('[id^="total-"]')) {
+      cell.textContent = String(totals[cell.id.slice('total-'.length)] || 0);
+    }
+    const live = document.getElementById('workers-live');
+    if (live) live.textContent = String(numbers.workers.live);
+    const draining = document.getElementById('workers-draining');
+    if (draining) draining.textContent = String(numbers.workers.draining);
+    if (unknown) banner();
+  }
+
+  function banner() {
+    const note = document.getElementById('banner');
+    const count = document.getElementById('banner-count');
+    if (!note || !count) return;
+    count.textContent = String(Number(count.textContent) + 1);
+    note.hidden = false;
+  }
+
   function connect() {
     const params = new URLSearchParams(body.dataset.live || '');
     params.set('after', body.dataset.after);
@@ -61,10 +103,11 @@
       state.className = 'live-state on';
     };
     source.onmessage = (message) => {
-      const event = JSON.parse(message.data);
-      show(event);
-      schedule();
+      show(JSON.parse(message.data));
+      if (body.dataset.refresh === 'reread') schedule();
+      if (body.dataset.refresh === 'banner') banner();
     };
+    source.addEventListener('counts', (message) => applyCounts(JSON.parse(message.data)));
     source.addEventListener('resync', () => {
       source.close();
       location.reload();
