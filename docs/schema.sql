@@ -40,19 +40,19 @@ CREATE FUNCTION public.count_task_changes() RETURNS trigger
     AS $$
 begin
     if tg_op = 'INSERT' then
-        insert into task_count_changes (agent, status, change)
-        select run_agent, status, count(*) from new_rows group by run_agent, status;
+        insert into task_count_changes (swarm_id, agent, status, change)
+        select swarm_id, run_agent, status, count(*) from new_rows group by swarm_id, run_agent, status;
     elsif tg_op = 'UPDATE' then
-        insert into task_count_changes (agent, status, change)
-        select c.agent, c.status, sum(c.change)
-        from (select run_agent, status, 1 from new_rows
+        insert into task_count_changes (swarm_id, agent, status, change)
+        select c.swarm_id, c.agent, c.status, sum(c.change)
+        from (select swarm_id, run_agent, status, 1 from new_rows
               union all
-              select run_agent, status, -1 from old_rows) as c (agent, status, change)
-        group by c.agent, c.status
+              select swarm_id, run_agent, status, -1 from old_rows) as c (swarm_id, agent, status, change)
+        group by c.swarm_id, c.agent, c.status
         having sum(c.change) <> 0;
     else
-        insert into task_count_changes (agent, status, change)
-        select run_agent, status, -count(*) from old_rows group by run_agent, status;
+        insert into task_count_changes (swarm_id, agent, status, change)
+        select swarm_id, run_agent, status, -count(*) from old_rows group by swarm_id, run_agent, status;
     end if;
     return null;
 end
@@ -425,11 +425,39 @@ CREATE VIEW public.probe_due AS
            FROM public.task_states s
           WHERE ((s.task_id = c.probe_task) AND (s.attempt_id = c.probe_attempt))))));
 
+CREATE TABLE public.swarm_counts (
+    swarm_id uuid NOT NULL,
+    status public.task_status NOT NULL,
+    tasks bigint NOT NULL
+);
+
 CREATE TABLE public.swarm_progress (
     swarm_id uuid NOT NULL,
     unfinished bigint DEFAULT 0 NOT NULL,
     budget_exhausted boolean DEFAULT false NOT NULL
 );
+
+CREATE TABLE public.task_count_changes (
+    agent text NOT NULL,
+    status public.task_status NOT NULL,
+    change bigint NOT NULL,
+    swarm_id uuid NOT NULL
+);
+
+CREATE VIEW public.swarm_totals AS
+ SELECT c.swarm_id,
+    c.status,
+    (sum(c.tasks))::bigint AS tasks
+   FROM ( SELECT swarm_counts.swarm_id,
+            swarm_counts.status,
+            swarm_counts.tasks
+           FROM public.swarm_counts
+        UNION ALL
+         SELECT task_count_changes.swarm_id,
+            task_count_changes.status,
+            task_count_changes.change
+           FROM public.task_count_changes) c
+  GROUP BY c.swarm_id, c.status;
 
 CREATE TABLE public.swarms (
     id uuid NOT NULL,
@@ -441,12 +469,6 @@ CREATE TABLE public.swarms (
     submitted_by text,
     CONSTRAINT swarms_budget_check CHECK ((budget > (0)::double precision)),
     CONSTRAINT swarms_name_check CHECK ((name <> ''::text))
-);
-
-CREATE TABLE public.task_count_changes (
-    agent text NOT NULL,
-    status public.task_status NOT NULL,
-    change bigint NOT NULL
 );
 
 CREATE TABLE public.task_counts (
@@ -588,6 +610,9 @@ ALTER TABLE ONLY public.pauses
 ALTER TABLE ONLY public.provider_cooldowns
     ADD CONSTRAINT provider_cooldowns_pkey PRIMARY KEY (account);
 
+ALTER TABLE ONLY public.swarm_counts
+    ADD CONSTRAINT swarm_counts_pkey PRIMARY KEY (swarm_id, status);
+
 ALTER TABLE ONLY public.swarm_progress
     ADD CONSTRAINT swarm_progress_pkey PRIMARY KEY (swarm_id);
 
@@ -640,6 +665,8 @@ CREATE INDEX concurrency_slots_full_idx ON public.concurrency_slots USING btree 
 CREATE UNIQUE INDEX events_last_seq_idx ON public.events USING btree (last_seq) WHERE (seq IS NOT NULL);
 
 CREATE INDEX events_unnumbered_idx ON public.events USING btree (id) WHERE (seq IS NULL);
+
+CREATE INDEX swarms_created_idx ON public.swarms USING btree (created_at DESC, id);
 
 CREATE UNIQUE INDEX swarms_idempotency_key_per_token ON public.swarms USING btree (submitted_by, idempotency_key) NULLS NOT DISTINCT WHERE (idempotency_key IS NOT NULL);
 

@@ -68,6 +68,14 @@ pub const CHECKS: &[(&str, &str)] = &[
          where t.tasks is distinct from s.tasks",
     ),
     (
+        "the swarm counts (swarm_totals) are the tasks counted by swarm and status",
+        "select count(*)
+         from (select swarm_id, status, tasks from swarm_totals where tasks <> 0) t
+         full join (select swarm_id, status, count(*) as tasks from task_states group by 1, 2) s
+           on s.swarm_id = t.swarm_id and s.status = t.status
+         where t.tasks is distinct from s.tasks",
+    ),
+    (
         "a running attempt's number is the task's attempts started",
         "select count(*) from task_states s
          where s.attempt_id is not null

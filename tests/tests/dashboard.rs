@@ -59,7 +59,9 @@ async fn the_dashboard_is_live_acts_for_admins_only_and_misses_no_event() {
     assert_eq!(browser.eval("performance.getEntriesByType('navigation').length").await, json!(1), "no reload");
     // The overview's numbers follow, pushed by the coordinator, without a reload either.
     eventually("the agent's process tree to start", Duration::from_secs(20), || async { sleeping(MARKER) == 2 }).await;
-    let running = "document.getElementById('total-running').textContent === '1' && document.getElementById('total-ready').textContent === '0'";
+    let running = "document.getElementById('total-running').textContent === '1' \
+        && document.getElementById('total-ready').textContent === '0' \
+        && document.querySelector('tr[data-swarm] td[data-status=running]').textContent === '1'";
     browser.wait_for("the overview to count the running task", running, Duration::from_secs(10)).await;
     assert_eq!(browser.eval("performance.getEntriesByType('navigation').length").await, json!(1), "no reload");
 

@@ -183,7 +183,13 @@ const BREAKERS: &[(&str, &str)] = &[
     ),
     (
         "the task counts (task_totals) are the tasks counted by agent and status",
-        "insert into task_count_changes (agent, status, change) values ('noop', 'ready', 1)",
+        "insert into task_counts (agent, status, tasks) values ('noop', 'ready', 1)
+         on conflict (agent, status) do update set tasks = task_counts.tasks + 1",
+    ),
+    (
+        "the swarm counts (swarm_totals) are the tasks counted by swarm and status",
+        "insert into swarm_counts (swarm_id, status, tasks) select swarm_id, 'dead', 1 from task_states limit 1
+         on conflict (swarm_id, status) do update set tasks = swarm_counts.tasks + 1",
     ),
     (
         "the task counts (task_totals) are the tasks counted by agent and status",

@@ -198,14 +198,24 @@ async fn listing_tasks_by_status_or_swarm_uses_an_index_at_a_million_tasks() {
             offending.push((name, bad));
         }
     }
-    // What a `/metrics` scrape reads: bounded by agents and workers, never the tasks.
+    // What a `/metrics` scrape and the dashboard's overview read: bounded by
+    // agents, workers and swarms, never the tasks.
     let scrape = [
         ("scrape: task totals", statement_containing(&["from task_totals t", "left join lateral"])),
         ("scrape: workers by agent", statement_containing(&["unnest(w.agents) as a (agent)", "free_slots"])),
         ("scrape: fleet", statement_containing(&["event_lag_seconds"])),
     ];
-    for (name, sql) in scrape {
-        let plan = prepared_plan(&mut conn, &sql, "", "analyze, format json").await;
+    let overview = [
+        ("dashboard: newest swarms", statement_containing(&["with newest as materialized"]), "20".to_owned()),
+        (
+            "dashboard: one swarm's counts",
+            statement_containing(&["from swarm_totals t join swarms w"]),
+            format!("'{swarm}'"),
+        ),
+    ];
+    let statements = scrape.into_iter().map(|(name, sql)| (name, sql, String::new())).chain(overview);
+    for (name, sql, arguments) in statements {
+        let plan = prepared_plan(&mut conn, &sql, &arguments, "analyze, format json").await;
         let took = plan[0]["Execution Time"].as_f64().unwrap_or_default();
         eprintln!("{name}: {took:.1} ms\n{}", outline(&plan));
         let bad = full_or_bitmap_scans(&plan, HOT_TABLES);

@@ -66,9 +66,17 @@ pub(crate) async fn run(pool: PgPool, tail: Arc<Tail>, counts: Arc<Counts>, canc
 }
 
 /// Tasks by agent and status (with each agent's oldest ready task, in
-/// seconds) and the workers.
+/// seconds), the overview's swarms by status, and the workers.
 async fn read(pool: &PgPool) -> sqlx::Result<Value> {
-    let (totals, fleet) = tokio::try_join!(db::metrics::task_totals(pool), db::metrics::fleet(pool))?;
+    let (totals, fleet, newest) = tokio::try_join!(
+        db::metrics::task_totals(pool),
+        db::metrics::fleet(pool),
+        db::progress::newest(pool, super::pages::SWARMS),
+    )?;
+    let mut swarms: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for count in newest {
+        swarms.entry(count.swarm_id.to_string()).or_default().insert(count.status.to_string(), count.count);
+    }
     let mut agents: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
     for total in totals {
         let agent = agents.entry(total.agent).or_default();
@@ -79,6 +87,7 @@ async fn read(pool: &PgPool) -> sqlx::Result<Value> {
     }
     Ok(json!({
         "agents": agents,
+        "swarms": swarms,
         "workers": { "live": fleet.live_workers, "draining": fleet.draining_workers },
     }))
 }

@@ -23,6 +23,8 @@ use crate::tasks;
 
 /// Tasks on one page of the list.
 const PAGE_SIZE: u32 = 50;
+/// Swarms the overview shows, newest first.
+pub(crate) const SWARMS: i64 = 20;
 /// Characters of an error a list row shows.
 const ERROR_EXCERPT: usize = 120;
 
@@ -32,8 +34,9 @@ pub(crate) async fn overview(session: Session, State(app): State<Arc<App>>) -> R
         db::metrics::task_totals(&app.pool),
         db::metrics::workers_by_agent(&app.pool),
         db::metrics::fleet(&app.pool),
+        db::progress::newest(&app.pool, SWARMS),
     );
-    let (totals, agents, fleet) = match read {
+    let (totals, agents, fleet, swarms) = match read {
         Ok(read) => read,
         Err(err) => return error_response(Error::from(err)),
     };
@@ -45,7 +48,9 @@ pub(crate) async fn overview(session: Session, State(app): State<Arc<App>>) -> R
             oldest.insert(&total.agent, age);
         }
     }
-    let mut body = String::from("<h1>Overview</h1><h2>Tasks</h2><table><tr><th>agent</th>");
+    let mut body = String::from("<h1>Overview</h1>");
+    body.push_str(&swarm_progress(&swarms));
+    body.push_str("<h2>Tasks</h2><table><tr><th>agent</th>");
     for status in TaskStatus::ALL {
         let _ = write!(body, "<th>{status}</th>");
     }
@@ -95,6 +100,49 @@ pub(crate) async fn overview(session: Session, State(app): State<Arc<App>>) -> R
     }
     body.push_str("</table>");
     page("Overview", &session, fleet.event_head, ("counts=1", Refresh::Counts), &body)
+}
+
+/// The newest swarms, each with a bar of its finished tasks and its counts
+/// by status (cells the overview's script updates from `counts` events).
+fn swarm_progress(counts: &[db::progress::SwarmCount]) -> String {
+    let mut swarms: Vec<(uuid::Uuid, &str, BTreeMap<String, i64>)> = Vec::new();
+    for count in counts {
+        if swarms.last().is_none_or(|(id, _, _)| *id != count.swarm_id) {
+            swarms.push((count.swarm_id, &count.name, BTreeMap::new()));
+        }
+        if let Some((_, _, by_status)) = swarms.last_mut() {
+            by_status.insert(count.status.to_string(), count.count);
+        }
+    }
+    let mut html = String::from(r#"<h2>Swarms</h2><table class="swarms"><tr><th>swarm</th><th>done</th>"#);
+    for status in TaskStatus::ALL {
+        let _ = write!(html, "<th>{status}</th>");
+    }
+    html.push_str("</tr>");
+    for (id, name, by_status) in &swarms {
+        let total: i64 = by_status.values().sum();
+        let done: i64 = TaskStatus::ALL
+            .iter()
+            .filter(|status| status.is_terminal())
+            .map(|status| by_status.get(&status.to_string()).copied().unwrap_or(0))
+            .sum();
+        let percent = if total == 0 { 0 } else { done * 100 / total };
+        let _ = write!(
+            html,
+            r#"<tr data-swarm="{id}"><td><a href="/tasks?swarm={id}">{}</a></td><td><progress max="{total}" value="{done}" data-swarm="{id}"></progress> <span class="n" data-swarm="{id}" data-done="1">{percent}%</span></td>"#,
+            escape(name)
+        );
+        for status in TaskStatus::ALL {
+            let count = by_status.get(&status.to_string()).copied().unwrap_or(0);
+            let _ = write!(html, r#"<td class="n" data-swarm="{id}" data-status="{status}">{count}</td>"#);
+        }
+        html.push_str("</tr>");
+    }
+    html.push_str("</table>");
+    if swarms.is_empty() {
+        html.push_str(r#"<p class="empty">No swarms yet.</p>"#);
+    }
+    html
 }
 
 /// What the task list is filtered by, and where its page starts.

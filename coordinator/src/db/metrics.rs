@@ -108,26 +108,35 @@ pub async fn fleet(executor: impl PgExecutor<'_>) -> sqlx::Result<Fleet> {
     .await
 }
 
-/// Folds the committed changes of task counts into `task_counts` (any
-/// number of coordinators may; each change is folded once); how many
-/// change rows it folded.
+/// Folds the committed changes of task counts into `task_counts` (by agent
+/// and status) and `swarm_counts` (by swarm and status); any number of
+/// coordinators may, each change is folded once. How many change rows it folded.
 pub async fn fold_task_counts(executor: impl PgExecutor<'_>) -> sqlx::Result<u64> {
     let folded = sqlx::query_scalar!(
         r#"
         with folded as (
-            delete from task_count_changes returning agent, status, change
-        ), sums as (
-            select agent, status, sum(change)::int8 as change, count(*) as rows
-            from folded group by agent, status
-        ), stored as (
+            delete from task_count_changes returning swarm_id, agent, status, change
+        ), by_agent as (
             insert into task_counts as c (agent, status, tasks)
-            select agent, status, change from sums
+            select agent, status, sum(change)::int8 from folded group by agent, status
             on conflict (agent, status) do update set tasks = c.tasks + excluded.tasks
+        ), by_swarm as (
+            insert into swarm_counts as c (swarm_id, status, tasks)
+            select swarm_id, status, sum(change)::int8 from folded group by swarm_id, status
+            on conflict (swarm_id, status) do update set tasks = c.tasks + excluded.tasks
         )
-        select coalesce(sum(rows), 0)::int8 as "rows!" from sums
+        select count(*) as "rows!" from folded
         "#,
     )
     .fetch_one(executor)
     .await?;
     Ok(u64::try_from(folded).unwrap_or(0))
+}
+
+/// Forgets swarm counts that folded to zero (every task of the swarm has
+/// left that status), so a swarm keeps a row only per status in use; a
+/// change not folded yet brings its row back at the next fold.
+pub async fn prune_swarm_counts(executor: impl PgExecutor<'_>) -> sqlx::Result<u64> {
+    let pruned = sqlx::query!("delete from swarm_counts where tasks = 0").execute(executor).await?;
+    Ok(pruned.rows_affected())
 }

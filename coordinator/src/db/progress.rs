@@ -23,18 +23,39 @@ pub struct SwarmCount {
     pub count: i64,
 }
 
-/// Counts per swarm and status, newest swarm first; one swarm when given.
+/// Counts per swarm and status from the kept counts (`swarm_totals`, never
+/// the tasks), newest swarm first; one swarm when given.
 pub async fn counts(executor: impl PgExecutor<'_>, swarm: Option<Uuid>) -> sqlx::Result<Vec<SwarmCount>> {
     sqlx::query_as!(
         SwarmCount,
         r#"
-        select w.id as swarm_id, w.name, w.created_at, s.status as "status!: TaskStatus", count(*) as "count!"
-        from swarms w join tasks t on t.swarm_id = w.id join task_states s on s.task_id = t.id
-        where $1::uuid is null or w.id = $1
-        group by w.id, s.status
-        order by w.created_at desc, w.id
+        select w.id as swarm_id, w.name, w.created_at, t.status as "status!: TaskStatus", t.tasks as "count!"
+        from swarm_totals t join swarms w on w.id = t.swarm_id
+        where t.tasks <> 0 and ($1::uuid is null or t.swarm_id = $1)
+        order by w.created_at desc, w.id, t.status
         "#,
         swarm
+    )
+    .fetch_all(executor)
+    .await
+}
+
+/// Counts per status of the `limit` newest swarms, newest first: one walk
+/// of `swarms_created_idx` and a probe of the kept counts per swarm.
+pub async fn newest(executor: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<SwarmCount>> {
+    sqlx::query_as!(
+        SwarmCount,
+        r#"
+        with newest as materialized (
+            select id, name, created_at from swarms order by created_at desc, id limit $1
+        )
+        select w.id as "swarm_id!", w.name as "name!", w.created_at as "created_at!",
+               t.status as "status!: TaskStatus", t.tasks as "count!"
+        from newest w join swarm_totals t on t.swarm_id = w.id
+        where t.swarm_id = any(array(select id from newest)) and t.tasks <> 0
+        order by w.created_at desc, w.id, t.status
+        "#,
+        limit
     )
     .fetch_all(executor)
     .await

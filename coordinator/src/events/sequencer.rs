@@ -6,7 +6,8 @@
 //! its connection dies and the server ends its session) another takes over.
 //! A watcher sees an event once it is numbered: within about one interval
 //! of its commit. The leader also folds the task counts' changes every
-//! [`FOLD_EVERY`] rounds (`db::metrics::fold_task_counts`).
+//! [`FOLD_EVERY`] rounds (`db::metrics::fold_task_counts`) and forgets the
+//! swarm counts that folded to zero every [`PRUNE_EVERY`].
 
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 const ROWS_PER_ROUND: i64 = 10_000;
 /// Rounds between folds of the task counts' changes (one a second).
 const FOLD_EVERY: u32 = 20;
+/// Rounds between forgetting swarm counts of zero (about a minute).
+const PRUNE_EVERY: u32 = FOLD_EVERY * 60;
 
 /// Leads when it can, numbering rows, until `cancel`.
 #[instrument(skip_all, name = "event_sequencer")]
@@ -69,7 +72,7 @@ async fn number_while_leading(conn: PoolConnection<Postgres>, cancel: &Cancellat
             }
         }
         rounds = rounds.wrapping_add(1);
-        if let Err(err) = round(&mut conn, rounds.is_multiple_of(FOLD_EVERY)).await {
+        if let Err(err) = round(&mut conn, rounds).await {
             debug!(error = %err, "numbering events failed; leading again once a connection holds the lock");
             break;
         }
@@ -78,13 +81,17 @@ async fn number_while_leading(conn: PoolConnection<Postgres>, cancel: &Cancellat
 }
 
 /// Numbers what is waiting, at most [`ROWS_PER_ROUND`] rows (the next
-/// round takes the rest), and folds the task counts' changes when `fold`.
-async fn round(conn: &mut sqlx::PgConnection, fold: bool) -> sqlx::Result<()> {
+/// round takes the rest), and in the rounds for it folds the task counts'
+/// changes and forgets swarm counts of zero.
+async fn round(conn: &mut sqlx::PgConnection, rounds: u32) -> sqlx::Result<()> {
     if let Some(head) = db::events::number(conn, ROWS_PER_ROUND).await? {
         debug!(head, "numbered events");
     }
-    if fold {
+    if rounds.is_multiple_of(FOLD_EVERY) {
         db::metrics::fold_task_counts(&mut *conn).await?;
+    }
+    if rounds.is_multiple_of(PRUNE_EVERY) {
+        db::metrics::prune_swarm_counts(&mut *conn).await?;
     }
     Ok(())
 }

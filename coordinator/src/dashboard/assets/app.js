@@ -1,7 +1,8 @@
 // Hive dashboard: follows the page's live event stream (GET /live, server-sent
 // events) and lists the newest events beside the page. What else the page
 // does with them (body data-refresh): the overview applies the numbers the
-// coordinator pushes ("counts"); a list counts the events since it was read
+// coordinator pushes ("counts"), reading itself again only for a new swarm
+// or agent; a list counts the events since it was read
 // and offers to read it again ("banner"); a page about one task re-reads
 // itself, at most once a second ("reread"). An idle page sends nothing; a
 // cut stream reconnects and resumes after the last event it saw.
@@ -72,9 +73,28 @@
       }
     }
     for (const cell of document.querySelectorAll('[data-agent][data-status]')) {
+      if (cell.dataset.swarm) continue;
       const counts = numbers.agents[cell.dataset.agent] || {};
       const value = counts[cell.dataset.status];
       cell.textContent = cell.dataset.status === 'oldest_ready_s' ? (value === undefined ? '' : seconds(value)) : String(value || 0);
+    }
+    const swarms = numbers.swarms || {};
+    for (const id of Object.keys(swarms)) {
+      if (!document.querySelector('tr[data-swarm="' + CSS.escape(id) + '"]')) unknown = true;
+    }
+    for (const cell of document.querySelectorAll('td[data-swarm][data-status]')) {
+      const counts = swarms[cell.dataset.swarm];
+      if (counts) cell.textContent = String(counts[cell.dataset.status] || 0);
+    }
+    for (const bar of document.querySelectorAll('progress[data-swarm]')) {
+      const counts = swarms[bar.dataset.swarm];
+      if (!counts) continue;
+      const total = Object.values(counts).reduce((sum, n) => sum + n, 0);
+      const done = (counts.succeeded || 0) + (counts.dead || 0) + (counts.cancelled || 0);
+      bar.max = total;
+      bar.value = done;
+      const percent = document.querySelector('span[data-swarm="' + CSS.escape(bar.dataset.swarm) + '"][data-done]');
+      if (percent) percent.textContent = (total ? Math.floor(done * 100 / total) : 0) + '%';
     }
     for (const cell of document.querySelectorAll('[id^="total-"]')) {
       cell.textContent = String(totals[cell.id.slice('total-'.length)] || 0);
@@ -83,7 +103,8 @@
     if (live) live.textContent = String(numbers.workers.live);
     const draining = document.getElementById('workers-draining');
     if (draining) draining.textContent = String(numbers.workers.draining);
-    if (unknown) banner();
+    // A swarm or agent the page has no row for: read the page again.
+    if (unknown) schedule();
   }
 
   function banner() {
