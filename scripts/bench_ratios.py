@@ -26,6 +26,11 @@ HEADLINES = {
         ("pg_wal_bytes_per_s", "bytes/s"),
         ("beat_rtt_p99_ms", "ms"),
     ],
+    "dashboard": [
+        ("overview_p99_ms", "ms"),
+        ("tasks_ready_p99_ms", "ms"),
+        ("idle_reads_per_s_page_open", "reads/s"),
+    ],
 }
 
 # limits.sh lines: the fields that name the measurement, and the figure's unit.

@@ -11,7 +11,7 @@ use hive_bench::workloads;
 #[derive(Debug, Parser)]
 struct Cli {
     /// Workloads to run, comma-separated (`claude`, which needs the Claude Code CLI, only when named).
-    #[arg(long, default_value = "drain,latency,spawn,logs,backlog,fleet", value_delimiter = ',')]
+    #[arg(long, default_value = "drain,latency,spawn,logs,backlog,fleet,dashboard", value_delimiter = ',')]
     workloads: Vec<String>,
     /// Tasks in the drain workload.
     #[arg(long, env = "N", default_value_t = 20_000)]
@@ -47,6 +47,9 @@ struct Cli {
     /// worst; fewer claims leave the p99 to a handful of samples, too few to be stable).
     #[arg(long, default_value_t = 2_000)]
     backlog_claims: usize,
+    /// Dashboard workload: tasks in the database.
+    #[arg(long, default_value_t = 1_000_000)]
+    dashboard_tasks: usize,
     /// Fleet workload: simulated workers.
     #[arg(long, default_value_t = 1000)]
     fleet_workers: usize,
@@ -122,7 +125,12 @@ async fn run(cli: &Cli, db: &Database, binaries: &Binaries) -> anyhow::Result<()
                     .await?;
             }
             "claude" => workloads::claude::run(db, binaries, &cli.claude).await?,
-            other => anyhow::bail!("unknown workload `{other}` (drain, latency, spawn, logs, backlog, fleet, claude)"),
+            "dashboard" => workloads::dashboard::run(db, binaries, cli.dashboard_tasks).await?,
+            other => {
+                anyhow::bail!(
+                    "unknown workload `{other}` (drain, latency, spawn, logs, backlog, fleet, claude, dashboard)"
+                )
+            }
         }
     }
     Ok(())

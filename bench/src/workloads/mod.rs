@@ -3,6 +3,7 @@
 
 pub mod backlog;
 pub mod claude;
+pub mod dashboard;
 pub mod drain;
 pub mod fleet;
 pub mod latency;
