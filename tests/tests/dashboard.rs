@@ -4,7 +4,8 @@
 //! running task kills its agent's process tree; a viewer sees no controls
 //! and its forged posts are refused; after its event stream is cut (the
 //! coordinator it reads restarts), the page catches up with no event lost.
-//! The overview's numbers follow the tasks without a reload.
+//! The overview's numbers follow the tasks without a reload. The workers
+//! page lists real workers; an admin drains one and stops the rest from it.
 //! Markup in a prompt shows as text. The token never appears in a URL.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
@@ -206,4 +207,54 @@ async fn wait_live(browser: &Browser) {
             Duration::from_secs(10),
         )
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_page_lists_workers_and_an_admin_drains_one_and_stops_the_rest() {
+    let db = fresh_database().await;
+    let mut config = test_config(&db);
+    config.http.listen = Some("127.0.0.1:0".parse().unwrap());
+    let coordinator = TestCoordinator::start(config).await;
+    let site = format!("http://{}", coordinator.http_addr.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let setup = WorkerSetup::new().slots(2).agent("noop", Agent::shell("true")).write(dir.path(), "worker");
+    let mut first = start_worker(&coordinator.url, &setup, "first", dir.path());
+    let mut second = start_worker(&coordinator.url, &setup, "second", dir.path());
+
+    let browser = Browser::launch().await;
+    browser.open(&format!("{site}/login")).await;
+    sign_in(&browser, admin_token()).await;
+    browser.open(&format!("{site}/workers")).await;
+    browser
+        .wait_for(
+            "both workers listed",
+            "document.querySelectorAll('#workers tr[data-worker]').length === 2",
+            Duration::from_secs(20),
+        )
+        .await;
+    // The page re-reads itself on `worker.*` events: one that registers after it opened shows too.
+    let names = browser.eval("[...document.querySelectorAll('#workers tr[data-worker] td:first-child')].map(td => td.textContent).sort()").await;
+    assert_eq!(names, json!(["first", "second"]));
+
+    // Drain the first from its row: it exits; then the emergency stop takes the second.
+    let drain = "[...document.querySelectorAll('#workers tr[data-worker]')].find(tr => tr.cells[0].textContent === 'first').querySelector('button[value=drain]').click()";
+    browser.eval(drain).await;
+    let status = tokio::time::timeout(Duration::from_secs(20), first.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "the drained worker exits cleanly: {}", first.log_text());
+    browser
+        .wait_for(
+            "the page after the drain",
+            "location.pathname === '/workers' && document.readyState === 'complete'",
+            Duration::from_secs(10),
+        )
+        .await;
+    browser.eval("document.querySelector('button[value=stop-all]').click()").await;
+    let status = tokio::time::timeout(Duration::from_secs(20), second.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "the stopped worker exits cleanly: {}", second.log_text());
+    let audited: i64 =
+        sqlx::query_scalar("select count(*) from audit_log where action = 'StopWorkers' and outcome = 'ok'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(audited, 2);
 }

@@ -21,8 +21,9 @@ use crate::tasks;
 /// What a control's form posts.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ControlForm {
+    /// The session's CSRF token.
     #[serde(default)]
-    csrf: String,
+    pub csrf: String,
 }
 
 /// Runs the control `action` (`cancel`: a running task's worker is told to
@@ -34,7 +35,7 @@ pub(crate) async fn act(
     headers: HeaderMap,
     Form(form): Form<ControlForm>,
 ) -> Response {
-    let task = match checked(&session, &headers, &form, &id) {
+    let task = match checked(&session, &headers, &form, &id, TaskId::parse, "task") {
         Ok(task) => task,
         Err((status, refusal)) => return error_page(status, &refusal),
     };
@@ -53,14 +54,16 @@ pub(crate) async fn act(
     }
 }
 
-/// The task a control names, once the post passed the session's checks;
-/// else the refusal.
-fn checked(
+/// The id (of a `what`) a control names, once the post passed the
+/// session's checks; else the refusal.
+pub(crate) fn checked<T, E>(
     session: &Session,
     headers: &HeaderMap,
     form: &ControlForm,
     id: &str,
-) -> Result<TaskId, (StatusCode, String)> {
+    parse: impl Fn(&str) -> Result<T, E>,
+    what: &str,
+) -> Result<T, (StatusCode, String)> {
     session.check_post(headers, &form.csrf).map_err(|refusal| (StatusCode::FORBIDDEN, refusal))?;
-    TaskId::parse(id).map_err(|_| (StatusCode::NOT_FOUND, format!("`{id}` is not a task id")))
+    parse(id).map_err(|_| (StatusCode::NOT_FOUND, format!("`{id}` is not a {what} id")))
 }

@@ -41,6 +41,9 @@ pub(crate) struct LiveQuery {
     task: String,
     #[serde(default)]
     swarm: String,
+    /// Kinds or families, comma-separated (`worker.*`); empty: all.
+    #[serde(default)]
+    kinds: String,
     /// Whether to send the overview's numbers too.
     #[serde(default)]
     counts: u8,
@@ -81,7 +84,8 @@ fn filter(query: &LiveQuery) -> Result<Filter, Error> {
         };
         parsed.map(Some).ok_or_else(|| Error::invalid(field, format!("`{text}` is not an id")))
     };
-    Ok(Filter { task: id(&query.task, "task")?, swarm: id(&query.swarm, "swarm")?, ..Filter::default() })
+    let kinds = query.kinds.split(',').filter(|kind| !kind.is_empty()).map(str::to_owned).collect();
+    Ok(Filter { task: id(&query.task, "task")?, swarm: id(&query.swarm, "swarm")?, kinds, ..Filter::default() })
 }
 
 /// Sends the watcher's events (and the overview's numbers as they change,

@@ -7,6 +7,7 @@
 //!   `SameSite=Strict` cookie, never in a URL), who may read (viewer, admin)
 //!   and act (admin), and the CSRF check every form post passes.
 //! - [`pages`]: the overview, the task list (keyset pages) and a task.
+//! - [`workers`]: the workers, and draining or stopping them.
 //! - [`actions`]: cancel and retry, audited as the API's are.
 //! - [`live`]: one server-sent-event stream per open page, fed by this
 //!   coordinator's copy of the event log: an idle page costs the database
@@ -21,6 +22,7 @@ mod html;
 mod live;
 mod pages;
 mod session;
+mod workers;
 
 use std::sync::Arc;
 
@@ -38,6 +40,9 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/tasks", get(pages::tasks))
         .route("/tasks/{id}", get(pages::task))
         .route("/tasks/{id}/{action}", post(actions::act))
+        .route("/workers", get(workers::list))
+        .route("/workers/stop-all", post(workers::stop_all))
+        .route("/workers/{id}/{action}", post(workers::act))
         .route("/live", get(live::stream))
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
