@@ -1,13 +1,15 @@
 //! The dashboard's controls: form posts that run the same use cases as the
-//! gRPC API (`tasks::cancel`, `tasks::retry`), audited under the signed-in
-//! token's name, after the session's CSRF and role checks. Each answers
-//! with a redirect back to the task, whose page then shows the change.
+//! gRPC API (`tasks::cancel`, `tasks::retry`, `workers::stop`), audited
+//! under the signed-in token's name. Each control takes a [`Posted`]: the
+//! post passed the session's checks (same site, the page's CSRF token, an
+//! admin) before the handler runs. Each answers with a redirect back to the
+//! page, which then shows the change.
 
 use std::sync::Arc;
 
 use axum::Form;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use hive_shared::ids::TaskId;
 use serde::Deserialize;
@@ -20,24 +22,39 @@ use crate::tasks;
 
 /// What a control's form posts.
 #[derive(Debug, Deserialize)]
-pub(crate) struct ControlForm {
-    /// The session's CSRF token.
+struct ControlForm {
     #[serde(default)]
-    pub csrf: String,
+    csrf: String,
+}
+
+/// A control's form post from a session that may make it.
+#[derive(Debug)]
+pub(crate) struct Posted(pub Session);
+
+impl FromRequest<Arc<App>> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, app: &Arc<App>) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let session = Session::from_request_parts(&mut parts, app).await?;
+        let headers = parts.headers.clone();
+        let Form(form) = Form::<ControlForm>::from_request(Request::from_parts(parts, body), app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        session.check_post(&headers, &form.csrf).map_err(|refusal| error_page(StatusCode::FORBIDDEN, &refusal))?;
+        Ok(Self(session))
+    }
 }
 
 /// Runs the control `action` (`cancel`: a running task's worker is told to
 /// stop its agent; `retry`: a dead task runs again) on a task.
 pub(crate) async fn act(
-    session: Session,
     State(app): State<Arc<App>>,
     Path((id, action)): Path<(String, String)>,
-    headers: HeaderMap,
-    Form(form): Form<ControlForm>,
+    Posted(session): Posted,
 ) -> Response {
-    let task = match checked(&session, &headers, &form, &id, TaskId::parse, "task") {
-        Ok(task) => task,
-        Err((status, refusal)) => return error_page(status, &refusal),
+    let Ok(task) = TaskId::parse(&id) else {
+        return error_page(StatusCode::NOT_FOUND, &format!("`{id}` is not a task id"));
     };
     let done = match action.as_str() {
         "cancel" => tasks::cancel(&app.pool, &session.caller, task, "cancelled from the dashboard").await.map(|_| true),
@@ -52,18 +69,4 @@ pub(crate) async fn act(
         Ok(false) => error_page(StatusCode::CONFLICT, "the task is not dead: only dead tasks are retried"),
         Err(err) => error_response(err),
     }
-}
-
-/// The id (of a `what`) a control names, once the post passed the
-/// session's checks; else the refusal.
-pub(crate) fn checked<T, E>(
-    session: &Session,
-    headers: &HeaderMap,
-    form: &ControlForm,
-    id: &str,
-    parse: impl Fn(&str) -> Result<T, E>,
-    what: &str,
-) -> Result<T, (StatusCode, String)> {
-    session.check_post(headers, &form.csrf).map_err(|refusal| (StatusCode::FORBIDDEN, refusal))?;
-    parse(id).map_err(|_| (StatusCode::NOT_FOUND, format!("`{id}` is not a {what} id")))
 }

@@ -7,14 +7,13 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use axum::Form;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
 use hive_shared::ids::WorkerId;
 
-use super::actions::{ControlForm, checked};
+use super::actions::Posted;
 use super::html::{Refresh, error_page, error_response, escape, page};
 use super::session::Session;
 use crate::app::App;
@@ -90,15 +89,12 @@ fn controls(session: &Session, worker: uuid::Uuid, draining: bool) -> String {
 /// Drains a worker (`drain`: it finishes what it runs) or stops it
 /// (`stop`: its agents are stopped now and their tasks handed back).
 pub(crate) async fn act(
-    session: Session,
     State(app): State<Arc<App>>,
     Path((id, action)): Path<(String, String)>,
-    headers: HeaderMap,
-    Form(form): Form<ControlForm>,
+    Posted(session): Posted,
 ) -> Response {
-    let worker = match checked(&session, &headers, &form, &id, WorkerId::parse, "worker") {
-        Ok(worker) => worker,
-        Err((status, refusal)) => return error_page(status, &refusal),
+    let Ok(worker) = WorkerId::parse(&id) else {
+        return error_page(StatusCode::NOT_FOUND, &format!("`{id}` is not a worker id"));
     };
     let now = match action.as_str() {
         "drain" => false,
@@ -109,15 +105,7 @@ pub(crate) async fn act(
 }
 
 /// Stops every live worker now: the emergency stop.
-pub(crate) async fn stop_all(
-    session: Session,
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Form(form): Form<ControlForm>,
-) -> Response {
-    if let Err(refusal) = session.check_post(&headers, &form.csrf) {
-        return error_page(StatusCode::FORBIDDEN, &refusal);
-    }
+pub(crate) async fn stop_all(State(app): State<Arc<App>>, Posted(session): Posted) -> Response {
     stopped(crate::workers::stop(&app.pool, &session.caller, &[], true, true, app.config.leases.ttl).await)
 }
 
