@@ -258,3 +258,68 @@ async fn the_workers_page_lists_workers_and_an_admin_drains_one_and_stops_the_re
             .unwrap();
     assert_eq!(audited, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_grouped_by_error_and_retried_in_bulk_after_a_count() {
+    let db = fresh_database().await;
+    let mut config = test_config(&db);
+    config.http.listen = Some("127.0.0.1:0".parse().unwrap());
+    let coordinator = TestCoordinator::start(config).await;
+    let site = format!("http://{}", coordinator.http_addr.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let healed = dir.path().join("healed");
+    let broken = Agent::shell(format!(
+        r#"test -e {} && echo '{{"ok": 1}}' && exit 0; echo 'cannot <ever> work' >&2; exit 3"#,
+        healed.display()
+    ));
+    let setup = WorkerSetup::new().slots(3).agent("broken", broken).write(dir.path(), "worker");
+    let _worker = start_worker(&coordinator.url, &setup, "w", dir.path());
+    let file = dir.path().join("tasks.yaml");
+    let tasks =
+        (0..3).map(|i| format!("  - {{agent: broken, prompt: \"{i}\", max_attempts: 1}}\n")).collect::<String>();
+    std::fs::write(&file, format!("swarm: dead\ntasks:\n{tasks}")).unwrap();
+    hivectl_json(&coordinator.url, &["submit", file.to_str().unwrap()]).await;
+    let dead = || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from task_states where status = 'dead'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    };
+    eventually("three dead tasks", Duration::from_secs(20), || async { dead().await == 3 }).await;
+
+    let browser = Browser::launch().await;
+    browser.open(&format!("{site}/login")).await;
+    sign_in(&browser, admin_token()).await;
+    browser.open(&format!("{site}/dead")).await;
+    let row = browser.eval("[...document.querySelectorAll('#dead tr')].slice(1).map(tr => [tr.cells[0].textContent, tr.cells[1].textContent])").await;
+    let rows = row.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "one group: {row}");
+    assert_eq!(rows[0][0], json!("3"));
+    assert!(rows[0][1].as_str().unwrap().contains("cannot <ever> work"), "the error, as text: {row}");
+
+    std::fs::write(&healed, "").unwrap();
+    browser.eval("document.querySelector('#dead a.retry').click()").await;
+    browser
+        .wait_for(
+            "the count before the retry",
+            "document.getElementById('count')?.textContent === '3'",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(dead().await, 3, "nothing is retried before the confirmation");
+    browser.eval("document.querySelector('button[value=retry-all]').click()").await;
+    eventually("the three tasks to succeed once retried", Duration::from_secs(20), || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from task_states where status = 'succeeded'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            == 3
+    })
+    .await;
+    let audited: i64 =
+        sqlx::query_scalar("select count(*) from audit_log where action = 'RetryTasks' and affected = 3")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(audited, 1);
+}

@@ -61,7 +61,7 @@ pub(crate) fn page(title: &str, session: &Session, after: i64, live: (&str, Refr
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="stylesheet" href="/assets/style.css"><script src="/assets/app.js" defer></script></head>
 <body data-live="{live}" data-after="{after}" data-refresh="{refresh}" data-role="{role}">
-<header><a class="brand" href="/">Hive</a><nav><a href="/">Overview</a> <a href="/tasks">Tasks</a> <a href="/workers">Workers</a></nav>
+<header><a class="brand" href="/">Hive</a><nav><a href="/">Overview</a> <a href="/tasks">Tasks</a> <a href="/workers">Workers</a> <a href="/dead">Dead letters</a></nav>
 <span class="who">{who} ({role}) <span id="live-state" class="live-state">connecting…</span>{logout}</span></header>
 <p id="banner" class="banner" hidden><a href="">Events arrived since this page was read: read it again</a> (<span id="banner-count">0</span>)</p>
 <div class="columns"><main id="main">{body}</main>
@@ -81,6 +81,19 @@ fn logout_form(session: &Session) -> String {
         r#" <form method="post" action="/logout" class="inline"><input type="hidden" name="csrf" value="{}"><button>Sign out</button></form>"#,
         escape(&session.csrf)
     )
+}
+
+/// `text` as a query value.
+pub(crate) fn urlencode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            encoded.push(byte as char);
+        } else {
+            let _ = write!(encoded, "%{byte:02X}");
+        }
+    }
+    encoded
 }
 
 /// The page for a failed use case: its status from the one map of errors

@@ -8,6 +8,7 @@
 //!   and act (admin), and the CSRF check every form post passes.
 //! - [`pages`]: the overview, the task list (keyset pages) and a task.
 //! - [`workers`]: the workers, and draining or stopping them.
+//! - [`dead`]: the dead-letter queue by error, and bulk retry.
 //! - [`actions`]: cancel and retry, audited as the API's are.
 //! - [`live`]: one server-sent-event stream per open page, fed by this
 //!   coordinator's copy of the event log: an idle page costs the database
@@ -18,6 +19,7 @@
 
 mod actions;
 pub(crate) mod counts;
+mod dead;
 mod html;
 mod live;
 mod pages;
@@ -40,6 +42,8 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/tasks", get(pages::tasks))
         .route("/tasks/{id}", get(pages::task))
         .route("/tasks/{id}/{action}", post(actions::act))
+        .route("/dead", get(dead::list))
+        .route("/dead/retry", get(dead::confirm).post(dead::retry))
         .route("/workers", get(workers::list))
         .route("/workers/stop-all", post(workers::stop_all))
         .route("/workers/{id}/{action}", post(workers::act))

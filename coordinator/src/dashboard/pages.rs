@@ -13,7 +13,7 @@ use axum::response::Response;
 use hive_shared::ids::{SwarmId, TaskId};
 use serde::Deserialize;
 
-use super::html::{Refresh, error_page, error_response, escape, page};
+use super::html::{Refresh, error_page, error_response, escape, page, urlencode};
 use super::session::Session;
 use crate::app::App;
 use crate::db;
@@ -357,17 +357,4 @@ fn pretty(value: &serde_json::Value) -> String {
 /// Seconds as a short duration (`3m 20s`).
 fn seconds(seconds: f64) -> String {
     humantime::format_duration(std::time::Duration::from_secs(seconds.max(0.0) as u64)).to_string()
-}
-
-/// `text` as a query value.
-fn urlencode(text: &str) -> String {
-    let mut encoded = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            encoded.push(byte as char);
-        } else {
-            let _ = write!(encoded, "%{byte:02X}");
-        }
-    }
-    encoded
 }

@@ -114,6 +114,56 @@ pub async fn retry_dead(executor: impl PgExecutor<'_>, filter: &TaskFilter) -> s
     .await
 }
 
+/// Dead tasks sharing the start of their error.
+#[derive(Debug)]
+pub struct DeadGroup {
+    /// The error's first characters (empty for tasks with none).
+    pub error: String,
+    /// How many dead tasks.
+    pub tasks: i64,
+}
+
+/// Dead tasks grouped by their error's first `chars` characters, most first,
+/// at most `limit` groups (a walk of `task_states_dead_idx`).
+pub async fn dead_by_error(executor: impl PgExecutor<'_>, chars: i32, limit: i64) -> sqlx::Result<Vec<DeadGroup>> {
+    sqlx::query_as!(
+        DeadGroup,
+        r#"
+        select left(coalesce(error, ''), $1) as "error!", count(*) as "tasks!"
+        from task_states
+        where status = 'dead'
+        group by 1
+        order by 2 desc, 1
+        limit $2
+        "#,
+        chars,
+        limit
+    )
+    .fetch_all(executor)
+    .await
+}
+
+/// How many dead tasks [`retry_dead`] with `filter` would retry now.
+pub async fn count_dead(executor: impl PgExecutor<'_>, filter: &TaskFilter) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"
+        select count(*) as "tasks!"
+        from task_states s join tasks t on t.id = s.task_id
+        where s.status = 'dead'
+          and ($1::uuid[] is null or s.task_id = any($1))
+          and ($2::uuid is null or s.swarm_id = $2)
+          and ($3::text is null or t.agent = $3)
+          and ($4::text is null or strpos(s.error, $4) > 0)
+        "#,
+        filter.task_ids.as_deref(),
+        filter.swarm_id,
+        filter.agent,
+        filter.error_contains,
+    )
+    .fetch_one(executor)
+    .await
+}
+
 /// The ids among `ids` that name no task, in the order given.
 pub async fn missing_tasks(executor: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar!(
