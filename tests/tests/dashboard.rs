@@ -12,12 +12,13 @@
 
 use std::time::{Duration, Instant};
 
+use hive_coordinator::config::Config;
 use hive_shared::pb;
 use hive_tests::auth::admin_token;
 use hive_tests::browser::Browser;
 use hive_tests::coordinator::{TestCoordinator, test_config};
 use hive_tests::http::get;
-use hive_tests::postgres::fresh_database;
+use hive_tests::postgres::{TestDb, fresh_database};
 use hive_tests::procs::{hivectl_json, sleeping, start_worker};
 use hive_tests::wait::eventually;
 use hive_tests::worker_setup::{Agent, WorkerSetup};
@@ -28,11 +29,10 @@ const MARKER: &str = "1007.2113";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_is_live_acts_for_admins_only_and_misses_no_event() {
     let db = fresh_database().await;
-    let mut config = test_config(&db);
+    let mut config = serving_config(&db);
     config.leases.heartbeat_interval = Duration::from_millis(500);
-    config.http.listen = Some("127.0.0.1:0".parse().unwrap());
     let coordinator = TestCoordinator::start(config.clone()).await;
-    let site = format!("http://{}", coordinator.http_addr.unwrap());
+    let site = site(&coordinator);
     let dir = tempfile::tempdir().unwrap();
     let tree = Agent::shell(format!("sleep {MARKER} & sleep {MARKER} & wait")).kill_grace("1s");
     let setup = WorkerSetup::new().slots(1).agent("tree", tree).write(dir.path(), "worker");
@@ -149,10 +149,8 @@ async fn the_dashboard_is_live_acts_for_admins_only_and_misses_no_event() {
 #[tokio::test]
 async fn signing_in_refuses_bad_and_unfit_tokens_and_pages_need_a_session() {
     let db = fresh_database().await;
-    let mut config = test_config(&db);
-    config.http.listen = Some("127.0.0.1:0".parse().unwrap());
-    let coordinator = TestCoordinator::start(config).await;
-    let site = format!("http://{}", coordinator.http_addr.unwrap());
+    let coordinator = TestCoordinator::start(serving_config(&db)).await;
+    let site = site(&coordinator);
     let request = pb::CreateTokenRequest { name: "scraper".into(), role: "metrics".into(), expires_in: None };
     let metrics = coordinator.admin_client().await.create_token(request).await.unwrap().into_inner().token;
 
@@ -171,6 +169,26 @@ async fn signing_in_refuses_bad_and_unfit_tokens_and_pages_need_a_session() {
         uuid::Uuid::new_v4()
     );
     assert_eq!(browser.eval(&forged).await, json!("opaqueredirect"), "sent to the login form");
+}
+
+/// The suite's coordinator config with the HTTP listener on.
+fn serving_config(db: &TestDb) -> Config {
+    let mut config = test_config(db);
+    config.http.listen = Some("127.0.0.1:0".parse().unwrap());
+    config
+}
+
+/// The dashboard's address.
+fn site(coordinator: &TestCoordinator) -> String {
+    format!("http://{}", coordinator.http_addr.unwrap())
+}
+
+/// A browser signed in to `site` with the admin token.
+async fn admin_browser(site: &str) -> Browser {
+    let browser = Browser::launch().await;
+    browser.open(&format!("{site}/login")).await;
+    sign_in(&browser, admin_token()).await;
+    browser
 }
 
 async fn sign_in(browser: &Browser, token: &str) {
@@ -212,18 +230,14 @@ async fn wait_live(browser: &Browser) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_workers_page_lists_workers_and_an_admin_drains_one_and_stops_the_rest() {
     let db = fresh_database().await;
-    let mut config = test_config(&db);
-    config.http.listen = Some("127.0.0.1:0".parse().unwrap());
-    let coordinator = TestCoordinator::start(config).await;
-    let site = format!("http://{}", coordinator.http_addr.unwrap());
+    let coordinator = TestCoordinator::start(serving_config(&db)).await;
+    let site = site(&coordinator);
     let dir = tempfile::tempdir().unwrap();
     let setup = WorkerSetup::new().slots(2).agent("noop", Agent::shell("true")).write(dir.path(), "worker");
     let mut first = start_worker(&coordinator.url, &setup, "first", dir.path());
     let mut second = start_worker(&coordinator.url, &setup, "second", dir.path());
 
-    let browser = Browser::launch().await;
-    browser.open(&format!("{site}/login")).await;
-    sign_in(&browser, admin_token()).await;
+    let browser = admin_browser(&site).await;
     browser.open(&format!("{site}/workers")).await;
     browser
         .wait_for(
@@ -262,10 +276,8 @@ async fn the_workers_page_lists_workers_and_an_admin_drains_one_and_stops_the_re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_grouped_by_error_and_retried_in_bulk_after_a_count() {
     let db = fresh_database().await;
-    let mut config = test_config(&db);
-    config.http.listen = Some("127.0.0.1:0".parse().unwrap());
-    let coordinator = TestCoordinator::start(config).await;
-    let site = format!("http://{}", coordinator.http_addr.unwrap());
+    let coordinator = TestCoordinator::start(serving_config(&db)).await;
+    let site = site(&coordinator);
     let dir = tempfile::tempdir().unwrap();
     let healed = dir.path().join("healed");
     let broken = Agent::shell(format!(
@@ -287,9 +299,7 @@ async fn dead_letters_are_grouped_by_error_and_retried_in_bulk_after_a_count() {
     };
     eventually("three dead tasks", Duration::from_secs(20), || async { dead().await == 3 }).await;
 
-    let browser = Browser::launch().await;
-    browser.open(&format!("{site}/login")).await;
-    sign_in(&browser, admin_token()).await;
+    let browser = admin_browser(&site).await;
     browser.open(&format!("{site}/dead")).await;
     let row = browser.eval("[...document.querySelectorAll('#dead tr')].slice(1).map(tr => [tr.cells[0].textContent, tr.cells[1].textContent])").await;
     let rows = row.as_array().unwrap();
