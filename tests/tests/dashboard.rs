@@ -6,6 +6,8 @@
 //! coordinator it reads restarts), the page catches up with no event lost.
 //! The overview's numbers follow the tasks without a reload. The workers
 //! page lists real workers; an admin drains one and stops the rest from it.
+//! Dead letters are grouped by error and retried in bulk after a count; a
+//! swarm's page says why it waits and an admin sets its budget there.
 //! Markup in a prompt shows as text. The token never appears in a URL.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
@@ -93,10 +95,8 @@ async fn the_dashboard_is_live_acts_for_admins_only_and_misses_no_event() {
     let request = pb::CreateTokenRequest { name: "watcher".into(), role: "viewer".into(), expires_in: None };
     let viewer = coordinator.admin_client().await.create_token(request).await.unwrap().into_inner().token;
     std::fs::write(&file, "swarm: held\ntasks:\n  - {agent: nobody, prompt: waits}\n").unwrap();
-    let held = hivectl_json(&coordinator.url, &["submit", file.to_str().unwrap()]).await["tasks"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let held_swarm = hivectl_json(&coordinator.url, &["submit", file.to_str().unwrap()]).await;
+    let held = held_swarm["tasks"][0]["id"].as_str().unwrap().to_owned();
     browser.eval("document.querySelector('form[action=\"/logout\"] button').click()").await;
     browser.wait_for("signing out", "location.pathname === '/login'", Duration::from_secs(10)).await;
     sign_in(&browser, &viewer).await;
@@ -112,6 +112,11 @@ async fn the_dashboard_is_live_acts_for_admins_only_and_misses_no_event() {
         .await
         .unwrap();
     assert_eq!(status, "ready", "the forged cancel changed nothing");
+    // Its swarm's page says why it waits, and shows a viewer no budget control.
+    browser.open(&format!("{site}/swarms/{}", held_swarm["swarm_id"].as_str().unwrap())).await;
+    let waiting = browser.eval("document.getElementById('waiting').textContent").await;
+    assert!(waiting.as_str().unwrap().contains("no live worker offers agent nobody"), "{waiting}");
+    assert_eq!(browser.eval("document.querySelectorAll('input[name=budget]').length").await, json!(0));
 
     // The stream is cut: the coordinator the page reads stops; tasks are
     // submitted through another; once it is back the page has every event.
@@ -290,7 +295,7 @@ async fn dead_letters_are_grouped_by_error_and_retried_in_bulk_after_a_count() {
     let tasks =
         (0..3).map(|i| format!("  - {{agent: broken, prompt: \"{i}\", max_attempts: 1}}\n")).collect::<String>();
     std::fs::write(&file, format!("swarm: dead\ntasks:\n{tasks}")).unwrap();
-    hivectl_json(&coordinator.url, &["submit", file.to_str().unwrap()]).await;
+    let submitted = hivectl_json(&coordinator.url, &["submit", file.to_str().unwrap()]).await;
     let dead = || async {
         sqlx::query_scalar::<_, i64>("select count(*) from task_states where status = 'dead'")
             .fetch_one(&db.pool)
@@ -332,4 +337,19 @@ async fn dead_letters_are_grouped_by_error_and_retried_in_bulk_after_a_count() {
             .await
             .unwrap();
     assert_eq!(audited, 1);
+
+    // The swarm's page counts them, and an admin sets its budget there.
+    browser.open(&format!("{site}/swarms/{}", submitted["swarm_id"].as_str().unwrap())).await;
+    let succeeded = "document.querySelector('a[data-status=succeeded]').textContent === '3'";
+    browser.wait_for("the swarm's counts", succeeded, Duration::from_secs(10)).await;
+    browser.eval("document.querySelector('input[name=budget]').value = '5'; document.querySelector('button[value=budget]').click()").await;
+    browser
+        .wait_for(
+            "the new budget",
+            "document.getElementById('budget')?.textContent === '5.00'",
+            Duration::from_secs(10),
+        )
+        .await;
+    let budget: Option<f64> = sqlx::query_scalar("select budget from swarms").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(budget, Some(5.0));
 }

@@ -5,6 +5,7 @@
 //! admin) before the handler runs. Each answers with a redirect back to the
 //! page, which then shows the change.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Form;
@@ -12,7 +13,6 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use hive_shared::ids::TaskId;
-use serde::Deserialize;
 
 use super::html::{error_page, error_response};
 use super::session::Session;
@@ -20,16 +20,21 @@ use crate::app::App;
 use crate::db;
 use crate::tasks;
 
-/// What a control's form posts.
-#[derive(Debug, Deserialize)]
-struct ControlForm {
-    #[serde(default)]
-    csrf: String,
-}
-
-/// A control's form post from a session that may make it.
+/// A control's form post from a session that may make it, with the
+/// form's other fields.
 #[derive(Debug)]
-pub(crate) struct Posted(pub Session);
+pub(crate) struct Posted(pub Session, pub Fields);
+
+/// A form's fields by name.
+#[derive(Debug, Default)]
+pub(crate) struct Fields(HashMap<String, String>);
+
+impl Fields {
+    /// The field `name`; empty when the form has none.
+    pub(crate) fn get(&self, name: &str) -> &str {
+        self.0.get(name).map_or("", String::as_str)
+    }
+}
 
 impl FromRequest<Arc<App>> for Posted {
     type Rejection = Response;
@@ -38,11 +43,14 @@ impl FromRequest<Arc<App>> for Posted {
         let (mut parts, body) = request.into_parts();
         let session = Session::from_request_parts(&mut parts, app).await?;
         let headers = parts.headers.clone();
-        let Form(form) = Form::<ControlForm>::from_request(Request::from_parts(parts, body), app)
+        let Form(fields) = Form::<HashMap<String, String>>::from_request(Request::from_parts(parts, body), app)
             .await
             .map_err(IntoResponse::into_response)?;
-        session.check_post(&headers, &form.csrf).map_err(|refusal| error_page(StatusCode::FORBIDDEN, &refusal))?;
-        Ok(Self(session))
+        let fields = Fields(fields);
+        session
+            .check_post(&headers, fields.get("csrf"))
+            .map_err(|refusal| error_page(StatusCode::FORBIDDEN, &refusal))?;
+        Ok(Self(session, fields))
     }
 }
 
@@ -51,7 +59,7 @@ impl FromRequest<Arc<App>> for Posted {
 pub(crate) async fn act(
     State(app): State<Arc<App>>,
     Path((id, action)): Path<(String, String)>,
-    Posted(session): Posted,
+    Posted(session, _): Posted,
 ) -> Response {
     let Ok(task) = TaskId::parse(&id) else {
         return error_page(StatusCode::NOT_FOUND, &format!("`{id}` is not a task id"));

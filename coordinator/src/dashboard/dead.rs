@@ -97,7 +97,7 @@ pub(crate) async fn confirm(
 pub(crate) async fn retry(
     State(app): State<Arc<App>>,
     Query(query): Query<ErrorQuery>,
-    Posted(session): Posted,
+    Posted(session, _): Posted,
 ) -> Response {
     let filter = match filter(&query) {
         Ok(filter) => filter,

@@ -7,6 +7,7 @@
 //!   `SameSite=Strict` cookie, never in a URL), who may read (viewer, admin)
 //!   and act (admin), and the CSRF check every form post passes.
 //! - [`pages`]: the overview, the task list (keyset pages) and a task.
+//! - [`swarms`]: a swarm's progress, why it waits, and its budget.
 //! - [`workers`]: the workers, and draining or stopping them.
 //! - [`dead`]: the dead-letter queue by error, and bulk retry.
 //! - [`actions`]: cancel and retry, audited as the API's are.
@@ -24,6 +25,7 @@ mod html;
 mod live;
 mod pages;
 mod session;
+mod swarms;
 mod workers;
 
 use std::sync::Arc;
@@ -42,6 +44,8 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/tasks", get(pages::tasks))
         .route("/tasks/{id}", get(pages::task))
         .route("/tasks/{id}/{action}", post(actions::act))
+        .route("/swarms/{id}", get(swarms::show))
+        .route("/swarms/{id}/budget", post(swarms::budget))
         .route("/dead", get(dead::list))
         .route("/dead/retry", get(dead::confirm).post(dead::retry))
         .route("/workers", get(workers::list))

@@ -129,7 +129,7 @@ fn swarm_progress(counts: &[db::progress::SwarmCount]) -> String {
         let percent = if total == 0 { 0 } else { done * 100 / total };
         let _ = write!(
             html,
-            r#"<tr data-swarm="{id}"><td><a href="/tasks?swarm={id}">{}</a></td><td><progress max="{total}" value="{done}" data-swarm="{id}"></progress> <span class="n" data-swarm="{id}" data-done="1">{percent}%</span></td>"#,
+            r#"<tr data-swarm="{id}"><td><a href="/swarms/{id}">{}</a></td><td><progress max="{total}" value="{done}" data-swarm="{id}"></progress> <span class="n" data-swarm="{id}" data-done="1">{percent}%</span></td>"#,
             escape(name)
         );
         for status in TaskStatus::ALL {
@@ -224,7 +224,7 @@ pub(crate) async fn task(session: Session, State(app): State<Arc<App>>, Path(id)
         Err(err) => return error_response(err),
     };
     let mut body = format!(
-        r#"<h1>Task {name}</h1><dl class="task"><dt>id</dt><dd>{id}</dd><dt>swarm</dt><dd><a href="/tasks?swarm={swarm_id}">{swarm}</a></dd>
+        r#"<h1>Task {name}</h1><dl class="task"><dt>id</dt><dd>{id}</dd><dt>swarm</dt><dd><a href="/swarms/{swarm_id}">{swarm}</a></dd>
 <dt>agent</dt><dd>{agent}</dd><dt>status</dt><dd class="status {status}" id="status">{status}</dd>
 <dt>attempts</dt><dd>{attempts} of {max} ({failures} counted failures)</dd><dt>priority</dt><dd>{priority}</dd></dl>"#,
         name = escape(row.key.as_deref().unwrap_or(&row.id.to_string())),

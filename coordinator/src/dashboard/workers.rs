@@ -91,7 +91,7 @@ fn controls(session: &Session, worker: uuid::Uuid, draining: bool) -> String {
 pub(crate) async fn act(
     State(app): State<Arc<App>>,
     Path((id, action)): Path<(String, String)>,
-    Posted(session): Posted,
+    Posted(session, _): Posted,
 ) -> Response {
     let Ok(worker) = WorkerId::parse(&id) else {
         return error_page(StatusCode::NOT_FOUND, &format!("`{id}` is not a worker id"));
@@ -105,7 +105,7 @@ pub(crate) async fn act(
 }
 
 /// Stops every live worker now: the emergency stop.
-pub(crate) async fn stop_all(State(app): State<Arc<App>>, Posted(session): Posted) -> Response {
+pub(crate) async fn stop_all(State(app): State<Arc<App>>, Posted(session, _): Posted) -> Response {
     stopped(crate::workers::stop(&app.pool, &session.caller, &[], true, true, app.config.leases.ttl).await)
 }
 
