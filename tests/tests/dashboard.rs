@@ -7,6 +7,7 @@
 //! The overview's numbers follow the tasks without a reload. The workers
 //! page lists real workers; an admin drains one and stops the rest from it.
 //! Dead letters are grouped by error and retried in bulk after a count; a
+//! task's output shows as text (colours stripped, bad bytes replaced); a
 //! swarm's page says why it waits and an admin sets its budget there.
 //! Markup in a prompt shows as text. The token never appears in a URL.
 
@@ -286,7 +287,7 @@ async fn dead_letters_are_grouped_by_error_and_retried_in_bulk_after_a_count() {
     let dir = tempfile::tempdir().unwrap();
     let healed = dir.path().join("healed");
     let broken = Agent::shell(format!(
-        r#"test -e {} && echo '{{"ok": 1}}' && exit 0; echo 'cannot <ever> work' >&2; exit 3"#,
+        r#"test -e {} && echo '{{"ok": 1}}' && exit 0; printf '\033[31mred\033[0m \377<i id=x>i</i>\n'; echo 'cannot <ever> work' >&2; exit 3"#,
         healed.display()
     ));
     let setup = WorkerSetup::new().slots(3).agent("broken", broken).write(dir.path(), "worker");
@@ -312,7 +313,17 @@ async fn dead_letters_are_grouped_by_error_and_retried_in_bulk_after_a_count() {
     assert_eq!(rows[0][0], json!("3"));
     assert!(rows[0][1].as_str().unwrap().contains("cannot <ever> work"), "the error, as text: {row}");
 
+    // A dead task's page shows its output as text: colours stripped, bad bytes replaced, markup inert.
+    browser.open(&format!("{site}/tasks/{}", submitted["tasks"][0]["id"].as_str().unwrap())).await;
+    let output = browser.eval("document.getElementById('output').textContent").await;
+    let output = output.as_str().unwrap();
+    assert!(output.contains("red \u{fffd}<i id=x>i</i>\n"), "{output:?}");
+    assert!(output.contains("cannot <ever> work"), "{output:?}");
+    assert!(!output.contains('\u{1b}'), "{output:?}");
+    assert_eq!(browser.eval("document.getElementById('x')").await, json!(null));
+
     std::fs::write(&healed, "").unwrap();
+    browser.open(&format!("{site}/dead")).await;
     browser.eval("document.querySelector('#dead a.retry').click()").await;
     browser
         .wait_for(

@@ -7,6 +7,7 @@
 //!   `SameSite=Strict` cookie, never in a URL), who may read (viewer, admin)
 //!   and act (admin), and the CSRF check every form post passes.
 //! - [`pages`]: the overview, the task list (keyset pages) and a task.
+//! - [`output`]: a task's output as safe text, a page at a time.
 //! - [`swarms`]: a swarm's progress, why it waits, and its budget.
 //! - [`workers`]: the workers, and draining or stopping them.
 //! - [`dead`]: the dead-letter queue by error, and bulk retry.
@@ -23,6 +24,7 @@ pub(crate) mod counts;
 mod dead;
 mod html;
 mod live;
+mod output;
 mod pages;
 mod session;
 mod swarms;
@@ -43,6 +45,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/", get(pages::overview))
         .route("/tasks", get(pages::tasks))
         .route("/tasks/{id}", get(pages::task))
+        .route("/tasks/{id}/output", get(output::show))
         .route("/tasks/{id}/{action}", post(actions::act))
         .route("/swarms/{id}", get(swarms::show))
         .route("/swarms/{id}/budget", post(swarms::budget))

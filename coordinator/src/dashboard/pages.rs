@@ -218,8 +218,9 @@ pub(crate) async fn task(session: Session, State(app): State<Arc<App>>, Path(id)
         Ok(task) => task,
         Err(_) => return error_page(StatusCode::NOT_FOUND, &format!("`{id}` is not a task id")),
     };
-    let read = tokio::try_join!(tasks::get(&app.pool, task), head(&app.pool));
-    let ((row, attempts), head) = match read {
+    let first_output = tasks::logs::page(&app.pool, task, None, 0, 200);
+    let read = tokio::try_join!(tasks::get(&app.pool, task), head(&app.pool), first_output);
+    let ((row, attempts), head, output) = match read {
         Ok(read) => read,
         Err(err) => return error_response(err),
     };
@@ -270,6 +271,8 @@ pub(crate) async fn task(session: Session, State(app): State<Arc<App>>, Path(id)
         );
     }
     body.push_str("</table>");
+    let _ = write!(body, r#"<h2>Output <a class="hint" href="/tasks/{}/output">(all of it)</a></h2>"#, row.id);
+    body.push_str(&super::output::render(&output));
     page(
         &format!("Task {}", row.key.as_deref().unwrap_or("")),
         &session,

@@ -115,16 +115,20 @@
     note.hidden = false;
   }
 
+  let source = null;
+
   function connect() {
     const params = new URLSearchParams(body.dataset.live || '');
     params.set('after', body.dataset.after);
-    const source = new EventSource('/live?' + params.toString());
+    source = new EventSource('/live?' + params.toString());
     source.onopen = () => {
       state.textContent = 'live';
       state.className = 'live-state on';
     };
     source.onmessage = (message) => {
-      show(JSON.parse(message.data));
+      const event = JSON.parse(message.data);
+      body.dataset.after = event.seq;
+      show(event);
       if (body.dataset.refresh === 'reread') schedule();
       if (body.dataset.refresh === 'banner') banner();
     };
@@ -139,5 +143,14 @@
     };
   }
 
-  if (list && state && body.dataset.after !== undefined) connect();
+  if (list && state && body.dataset.after !== undefined) {
+    connect();
+    // A page left for another (and perhaps kept in the back-forward cache)
+    // gives its stream back: a browser holds only a few connections to one
+    // host. Shown again, it resumes after the last event it saw.
+    window.addEventListener('pagehide', () => source.close());
+    window.addEventListener('pageshow', (shown) => {
+      if (shown.persisted) connect();
+    });
+  }
 })();
