@@ -252,6 +252,15 @@ async fn the_workers_page_lists_workers_and_an_admin_drains_one_and_stops_the_re
             Duration::from_secs(20),
         )
         .await;
+    // Idle, each says both its slots are free (a waiting claim runs no agent).
+    eventually("the idle workers' free slots", Duration::from_secs(20), || async {
+        sqlx::query_scalar::<_, i64>("select coalesce(sum(free_slots), 0)::int8 from workers")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            == 4
+    })
+    .await;
     // The page re-reads itself on `worker.*` events: one that registers after it opened shows too.
     let names = browser.eval("[...document.querySelectorAll('#workers tr[data-worker] td:first-child')].map(td => td.textContent).sort()").await;
     assert_eq!(names, json!(["first", "second"]));

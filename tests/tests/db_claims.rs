@@ -484,3 +484,20 @@ async fn a_small_swarm_submitted_behind_a_huge_one_starts_within_one_claim() {
             .unwrap();
     assert!(order.windows(2).all(|pair| pair[0] < pair[1]), "{order:?}");
 }
+
+#[tokio::test]
+async fn the_oldest_ready_age_is_on_the_ready_count_only() {
+    let db = fresh_database().await;
+    let swarm = swarm(&db.pool, None).await;
+    let worker = worker(&db.pool, &["noop"], json!({})).await;
+    submit(&db.pool, swarm, &[Spec::default(), Spec::default()]).await;
+    let claimed = claim(&db.pool, worker, 1).await;
+    complete(&db.pool, claimed[0].id, claimed[0].attempt_id).await;
+    let totals = db::metrics::task_totals(&db.pool).await.unwrap();
+    let ages: Vec<(&str, i64, bool)> = totals
+        .iter()
+        .filter(|total| total.tasks > 0)
+        .map(|total| (total.status.as_str(), total.tasks, total.oldest_ready_seconds.is_some()))
+        .collect();
+    assert_eq!(ages, [("ready", 1, true), ("succeeded", 1, false)]);
+}

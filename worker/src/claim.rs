@@ -84,7 +84,10 @@ pub(crate) async fn run(context: Arc<Context>, attempts: TaskTracker, stop: Canc
             wait: Some(duration(context.config.claim_wait)),
             agents,
         };
-        match call(&context, request, &stop).await {
+        context.claiming.store(permits.len(), std::sync::atomic::Ordering::Relaxed);
+        let answer = call(&context, request, &stop).await;
+        context.claiming.store(0, std::sync::atomic::Ordering::Relaxed);
+        match answer {
             None => return,
             Some(Ok(assignments)) => {
                 delays = connection::backoff(context.retry_delay_max);

@@ -38,6 +38,9 @@ pub(crate) struct Context {
     pub unavailable: Unavailable,
     /// Free agent slots.
     pub slots: Arc<Semaphore>,
+    /// Slots the claim loop holds while its claim waits for tasks: free all
+    /// the same, as far as anyone asking is concerned.
+    pub claiming: std::sync::atomic::AtomicUsize,
     /// How many claimed tasks wait for a slot (prefetched); the claim loop
     /// takes no slot while any does.
     pub queued: watch::Sender<usize>,
@@ -102,9 +105,10 @@ impl Context {
         usize::try_from(self.config.prefetch).unwrap_or(usize::MAX) / 4
     }
 
-    /// Free slots right now.
+    /// Slots running no agent right now (those a waiting claim holds count as free).
     pub(crate) fn free_slots(&self) -> u32 {
-        u32::try_from(self.slots.available_permits()).unwrap_or(u32::MAX)
+        let claiming = self.claiming.load(std::sync::atomic::Ordering::Relaxed);
+        u32::try_from(self.slots.available_permits() + claiming).unwrap_or(u32::MAX)
     }
 
     /// Which agents may be claimed now: none while the host is over its CPU or

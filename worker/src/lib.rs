@@ -184,6 +184,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
         held: held.clone(),
         unavailable,
         slots: Arc::new(Semaphore::new(config.slots as usize)),
+        claiming: std::sync::atomic::AtomicUsize::new(0),
         queued: tokio::sync::watch::Sender::new(0),
         logs,
         reports,

@@ -80,10 +80,10 @@ async fn read(pool: &PgPool) -> sqlx::Result<Value> {
     let mut agents: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
     for total in totals {
         let agent = agents.entry(total.agent).or_default();
-        agent.insert(total.status, json!(total.tasks));
         if let Some(age) = total.oldest_ready_seconds {
             agent.insert("oldest_ready_s".into(), json!(age));
         }
+        agent.insert(total.status, json!(total.tasks));
     }
     Ok(json!({
         "agents": agents,

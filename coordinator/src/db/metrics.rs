@@ -14,8 +14,9 @@ pub struct TaskTotal {
     pub status: String,
     /// How many.
     pub tasks: i64,
-    /// For `ready`: seconds since the agent's oldest ready task could first
-    /// be claimed (0 when none is due yet).
+    /// For `ready` with tasks: seconds since the agent's oldest ready task
+    /// could first be claimed (0 when none is due yet); none for the other
+    /// statuses.
     pub oldest_ready_seconds: Option<f64>,
 }
 
@@ -27,7 +28,8 @@ pub async fn task_totals(executor: impl PgExecutor<'_>) -> sqlx::Result<Vec<Task
         TaskTotal,
         r#"
         select t.agent as "agent!", t.status::text as "status!", t.tasks as "tasks!",
-               greatest(extract(epoch from now() - o.run_after), 0)::float8 as oldest_ready_seconds
+               case when o.run_after is not null
+                    then greatest(extract(epoch from now() - o.run_after), 0)::float8 end as oldest_ready_seconds
         from task_totals t
         left join lateral (
             select s.run_after from task_states s
