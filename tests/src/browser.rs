@@ -149,6 +149,34 @@ impl Browser {
     }
 }
 
+/// The pages of Hive's dashboard.
+impl Browser {
+    /// Signs in with `token` on the page's login form (opening it first when
+    /// elsewhere) and waits for the answer: the overview, or the form again
+    /// saying why not.
+    pub async fn sign_in(&self, token: &str) {
+        if self.eval("location.pathname").await != json!("/login") {
+            self.eval("location.href = '/login'").await;
+            let login = "location.pathname === '/login' && document.readyState === 'complete'";
+            self.wait_for("the login form", login, Duration::from_secs(10)).await;
+        }
+        let before = self.eval("performance.timeOrigin").await;
+        let submit = format!(
+            "document.querySelector('input[name=token]').value = {}; document.querySelector('form').submit()",
+            json!(token)
+        );
+        self.eval(&submit).await;
+        let answered = format!("performance.timeOrigin !== {before} && document.readyState === 'complete'");
+        self.wait_for("the login's answer", &answered, Duration::from_secs(10)).await;
+    }
+
+    /// Waits until the page's event stream is connected.
+    pub async fn wait_live(&self) {
+        let live = "document.getElementById('live-state').textContent === 'live'";
+        self.wait_for("the live stream", live, Duration::from_secs(10)).await;
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.child.start_kill();

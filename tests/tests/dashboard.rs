@@ -45,9 +45,9 @@ async fn the_dashboard_is_live_acts_for_admins_only_and_misses_no_event() {
     let browser = Browser::launch().await;
     browser.open(&format!("{site}/tasks")).await;
     assert_eq!(browser.eval("location.pathname").await, json!("/login"));
-    sign_in(&browser, admin_token()).await;
+    browser.sign_in(admin_token()).await;
     assert_eq!(browser.eval("location.href").await, json!(format!("{site}/")), "no token in the URL");
-    wait_live(&browser).await;
+    browser.wait_live().await;
 
     // A task submitted with hivectl shows on the open page within a second.
     let file = dir.path().join("tasks.yaml");
@@ -100,7 +100,7 @@ async fn the_dashboard_is_live_acts_for_admins_only_and_misses_no_event() {
     let held = held_swarm["tasks"][0]["id"].as_str().unwrap().to_owned();
     browser.eval("document.querySelector('form[action=\"/logout\"] button').click()").await;
     browser.wait_for("signing out", "location.pathname === '/login'", Duration::from_secs(10)).await;
-    sign_in(&browser, &viewer).await;
+    browser.sign_in(&viewer).await;
     browser.open(&format!("{site}/tasks/{held}")).await;
     assert_eq!(browser.eval("document.querySelectorAll('.controls, button[value]').length").await, json!(0));
     let forged = format!(
@@ -122,7 +122,7 @@ async fn the_dashboard_is_live_acts_for_admins_only_and_misses_no_event() {
     // The stream is cut: the coordinator the page reads stops; tasks are
     // submitted through another; once it is back the page has every event.
     browser.open(&format!("{site}/tasks")).await;
-    wait_live(&browser).await;
+    browser.wait_live().await;
     let other = TestCoordinator::start(test_config(&db)).await;
     let (addr, http) = (coordinator.addr, coordinator.http_addr.unwrap());
     coordinator.stop().await.unwrap();
@@ -162,9 +162,9 @@ async fn signing_in_refuses_bad_and_unfit_tokens_and_pages_need_a_session() {
 
     let browser = Browser::launch().await;
     browser.open(&format!("{site}/login")).await;
-    sign_in(&browser, "hive_a_nonsense").await;
+    browser.sign_in("hive_a_nonsense").await;
     assert!(browser.eval("document.querySelector('.error').textContent").await.as_str().unwrap().contains("token"));
-    sign_in(&browser, &metrics).await;
+    browser.sign_in(&metrics).await;
     let refusal = browser.eval("document.querySelector('.error').textContent").await;
     assert!(refusal.as_str().unwrap().contains("a metrics token may not use the dashboard"), "{refusal}");
     // Without a session the live stream and the controls are not served either.
@@ -193,44 +193,8 @@ fn site(coordinator: &TestCoordinator) -> String {
 async fn admin_browser(site: &str) -> Browser {
     let browser = Browser::launch().await;
     browser.open(&format!("{site}/login")).await;
-    sign_in(&browser, admin_token()).await;
+    browser.sign_in(admin_token()).await;
     browser
-}
-
-async fn sign_in(browser: &Browser, token: &str) {
-    if browser.eval("location.pathname").await != json!("/login") {
-        browser.eval("location.href = '/login'").await;
-        browser
-            .wait_for(
-                "the login form",
-                "location.pathname === '/login' && document.readyState === 'complete'",
-                Duration::from_secs(10),
-            )
-            .await;
-    }
-    let before = browser.eval("performance.timeOrigin").await;
-    let submit = format!(
-        "document.querySelector('input[name=token]').value = {}; document.querySelector('form').submit()",
-        json!(token)
-    );
-    browser.eval(&submit).await;
-    browser
-        .wait_for(
-            "the login's answer",
-            &format!("performance.timeOrigin !== {before} && document.readyState === 'complete'"),
-            Duration::from_secs(10),
-        )
-        .await;
-}
-
-async fn wait_live(browser: &Browser) {
-    browser
-        .wait_for(
-            "the live stream",
-            "document.getElementById('live-state').textContent === 'live'",
-            Duration::from_secs(10),
-        )
-        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

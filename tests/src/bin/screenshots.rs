@@ -7,7 +7,6 @@
 //! Usage: `screenshots DASHBOARD_URL TOKEN_FILE OUT_DIR`
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine;
@@ -29,25 +28,8 @@ async fn main() -> anyhow::Result<()> {
     let size = json!({ "width": 1280, "height": 860, "deviceScaleFactor": 1, "mobile": false });
     browser.call("Emulation.setDeviceMetricsOverride", size).await;
     browser.open(&format!("{site}/login")).await;
-    let submit = format!(
-        "document.querySelector('input[name=token]').value = {}; document.querySelector('form').submit()",
-        json!(token.trim())
-    );
-    browser.eval(&submit).await;
-    browser
-        .wait_for(
-            "signing in",
-            "location.pathname === '/' && document.readyState === 'complete'",
-            Duration::from_secs(10),
-        )
-        .await;
-    browser
-        .wait_for(
-            "the live stream",
-            "document.getElementById('live-state').textContent === 'live'",
-            Duration::from_secs(10),
-        )
-        .await;
+    browser.sign_in(token.trim()).await;
+    browser.wait_live().await;
     save(&browser, &out, "overview").await?;
 
     let swarm = browser.eval("document.querySelector('tr[data-swarm] a')?.getAttribute('href')").await;
