@@ -8,7 +8,8 @@
 //! page lists real workers; an admin drains one and stops the rest from it.
 //! Dead letters are grouped by error and retried in bulk after a count; a
 //! task's output shows as text (colours stripped, bad bytes replaced); a
-//! swarm's page says why it waits and an admin sets its budget there.
+//! swarm's page says why it waits and an admin sets its budget there,
+//! pauses it, and resumes it from the overview.
 //! Markup in a prompt shows as text. The token never appears in a URL.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
@@ -336,4 +337,17 @@ async fn dead_letters_are_grouped_by_error_and_retried_in_bulk_after_a_count() {
         .await;
     let budget: Option<f64> = sqlx::query_scalar("select budget from swarms").fetch_one(&db.pool).await.unwrap();
     assert_eq!(budget, Some(5.0));
+
+    // Paused from its page, it is listed on the overview, and resumed there.
+    browser.eval("document.querySelector('button[value=pause]').click()").await;
+    let listed = "location.pathname === '/' && document.querySelector('#pauses td')?.textContent.startsWith('swarm ')";
+    browser.wait_for("the pause on the overview", listed, Duration::from_secs(10)).await;
+    browser.eval("document.querySelector('#pauses button[value=resume]').click()").await;
+    browser.wait_for("the pause gone", "document.getElementById('no-pauses') !== null", Duration::from_secs(10)).await;
+    let actions: Vec<String> =
+        sqlx::query_scalar("select action from audit_log where action in ('Pause', 'Resume') order by seq")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(actions, ["Pause", "Resume"]);
 }

@@ -11,6 +11,7 @@
 //! - [`swarms`]: a swarm's progress, why it waits, and its budget.
 //! - [`workers`]: the workers, and draining or stopping them.
 //! - [`dead`]: the dead-letter queue by error, and bulk retry.
+//! - [`holds`]: pauses and provider cool-downs, and releasing them.
 //! - [`actions`]: cancel and retry, audited as the API's are.
 //! - [`live`]: one server-sent-event stream per open page, fed by this
 //!   coordinator's copy of the event log: an idle page costs the database
@@ -22,6 +23,7 @@
 mod actions;
 pub(crate) mod counts;
 mod dead;
+mod holds;
 mod html;
 mod live;
 mod output;
@@ -49,6 +51,9 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/tasks/{id}/{action}", post(actions::act))
         .route("/swarms/{id}", get(swarms::show))
         .route("/swarms/{id}/budget", post(swarms::budget))
+        .route("/pauses", post(holds::pause))
+        .route("/pauses/resume", post(holds::resume))
+        .route("/cooldowns/clear", post(holds::clear_cooldown))
         .route("/dead", get(dead::list))
         .route("/dead/retry", get(dead::confirm).post(dead::retry))
         .route("/workers", get(workers::list))

@@ -35,8 +35,10 @@ pub(crate) async fn overview(session: Session, State(app): State<Arc<App>>) -> R
         db::metrics::workers_by_agent(&app.pool),
         db::metrics::fleet(&app.pool),
         db::progress::newest(&app.pool, SWARMS),
+        db::pauses::list(&app.pool),
+        db::cooldowns::list(&app.pool),
     );
-    let (totals, agents, fleet, swarms) = match read {
+    let (totals, agents, fleet, swarms, pauses, cooldowns) = match read {
         Ok(read) => read,
         Err(err) => return error_response(Error::from(err)),
     };
@@ -99,6 +101,7 @@ pub(crate) async fn overview(session: Session, State(app): State<Arc<App>>) -> R
         );
     }
     body.push_str("</table>");
+    body.push_str(&super::holds::section(&session, &pauses, &cooldowns));
     page("Overview", &session, fleet.event_head, ("counts=1", Refresh::Counts), &body)
 }
 

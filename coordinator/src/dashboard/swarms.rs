@@ -82,6 +82,9 @@ pub(crate) async fn show(session: Session, State(app): State<Arc<App>>, Path(id)
             escape(&session.csrf)
         );
     }
+    if session.may_act() {
+        body.push_str(&super::holds::pause_swarm(&session, progress.id));
+    }
     let _ = write!(body, r#"<p><a href="/tasks?swarm={}">Its tasks</a></p>"#, progress.id);
     page(
         &format!("Swarm {}", progress.name),

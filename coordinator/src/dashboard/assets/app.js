@@ -129,7 +129,9 @@
       const event = JSON.parse(message.data);
       body.dataset.after = event.seq;
       show(event);
-      if (body.dataset.refresh === 'reread') schedule();
+      // The overview lists pauses and cool-downs, which its numbers do not carry.
+      const holds = /^(admin\.(pause|resume|clear_cooldown)|pause\.|cooldown\.)/.test(event.kind);
+      if (body.dataset.refresh === 'reread' || (body.dataset.refresh === 'counts' && holds)) schedule();
       if (body.dataset.refresh === 'banner') banner();
     };
     source.addEventListener('counts', (message) => applyCounts(JSON.parse(message.data)));
