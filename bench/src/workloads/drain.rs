@@ -49,7 +49,7 @@ pub async fn run(db: &Database, binaries: &Binaries, shape: Shape, keys: usize, 
     let go = Instant::now();
     hive.start_workers(procs, concurrency, &format!("prefetch = {prefetch}\n{NOOP_AGENT}"))?;
     let done = wait_succeeded(&pool, DEADLINE).await?;
-    let lags = watching.stop().await;
+    let lags = watching.stop(&pool).await?;
     let complete = done >= i64::try_from(n)?;
     let wall_from_go_s = go.elapsed().as_secs_f64();
     let drain_s = busy_seconds(&pool).await?;
@@ -102,6 +102,9 @@ struct Watchers {
     stop: CancellationToken,
     streams: JoinSet<()>,
     count: usize,
+    /// The positions the streams started after, summed: each is owed every
+    /// event numbered after its start.
+    started_after: u64,
 }
 
 impl Watchers {
@@ -110,10 +113,11 @@ impl Watchers {
         let lags: Arc<Mutex<(Vec<f64>, u64)>> = Arc::default();
         let stop = CancellationToken::new();
         let mut streams = JoinSet::new();
+        let mut started_after = 0;
         for _ in 0..count {
             let mut stream = watch(url).await?;
             // The first message says where the watch starts.
-            stream.message().await?;
+            started_after += stream.message().await?.map_or(0, |start| start.position);
             let (lags, stop) = (Arc::clone(&lags), stop.clone());
             streams.spawn(async move {
                 loop {
@@ -131,27 +135,44 @@ impl Watchers {
                 }
             });
         }
-        Ok(Self { lags, stop, streams, count })
+        Ok(Self { lags, stop, streams, count, started_after })
     }
 
-    /// Stops watching; the figures for the line (none without watchers).
-    async fn stop(mut self) -> Vec<(&'static str, String)> {
+    /// Stops watching once every stream has had every event numbered so far
+    /// (the drain's last are numbered within a round of their commit); the
+    /// figures for the line (none without watchers).
+    async fn stop(mut self, pool: &sqlx::PgPool) -> anyhow::Result<Vec<(&'static str, String)>> {
         if self.count == 0 {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        // The last events are numbered within a round of the last commit.
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (numbered, head): (bool, i64) = sqlx::query_as(
+                "select not exists(select 1 from events where seq is null), (select last_seq from event_head)",
+            )
+            .fetch_one(pool)
+            .await?;
+            let owed = (self.count as u64 * u64::try_from(head)?).saturating_sub(self.started_after);
+            let received = self.lags.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1;
+            if numbered && received >= owed {
+                break;
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("the watchers received {received} of {owed} events within 30 s of the drain's end");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         self.stop.cancel();
         while self.streams.join_next().await.is_some() {}
         let (mut lags, events) =
             std::mem::take(&mut *self.lags.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         lags.sort_by(f64::total_cmp);
-        vec![
+        Ok(vec![
             ("watchers", self.count.to_string()),
             ("watched_events", events.to_string()),
             ("watch_lag_p50_ms", format!("{:.1}", percentile(&lags, 50.0))),
             ("watch_lag_p99_ms", format!("{:.1}", percentile(&lags, 99.0))),
-        ]
+        ])
     }
 }
 
@@ -166,11 +187,12 @@ async fn watch(url: &str) -> anyhow::Result<tonic::Streaming<PageSummary>> {
 }
 
 /// A `WatchResponse` as the benchmark's watchers read it: the first event
-/// decoded (for its time), the others counted and skipped.
+/// decoded (for its time), the others counted and skipped, and the position.
 #[derive(Debug, Default)]
 struct PageSummary {
     first: Option<pb::Event>,
     events: u64,
+    position: u64,
 }
 
 impl prost::Message for PageSummary {
@@ -193,6 +215,10 @@ impl prost::Message for PageSummary {
                 self.first = Some(event);
                 return Ok(());
             }
+        }
+        // Field 2: `uint64 position`.
+        if tag == 2 {
+            return prost::encoding::uint64::merge(wire_type, &mut self.position, buf, ctx);
         }
         prost::encoding::skip_field(wire_type, tag, buf, ctx)
     }
