@@ -107,7 +107,7 @@ async fn main() -> std::process::ExitCode {
         Ok(token) => token,
         Err(err) => return failed(&err.into()),
     };
-    let tls = ClientTls { ca: cli.tls_ca, cert: cli.tls_cert, key: cli.tls_key };
+    let tls = ClientTls { ca: cli.tls_ca, cert: cli.tls_cert, key: cli.tls_key, server_name: None };
     let ctx = Ctx { connect: Connect { url: cli.coordinator, token, tls }, json: cli.json };
     let result = match cli.command {
         Command::Submit(args) => commands::submit::run(&ctx, args).await,

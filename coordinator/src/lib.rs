@@ -15,6 +15,7 @@
 //! - [`workers`]: registration and heartbeat sessions.
 //! - [`pauses`]: pausing and resuming a swarm, an agent or a worker.
 //! - [`cooldowns`]: provider accounts cooling down after a rate limit, and their probes.
+//! - [`healthcheck`]: `hive-coordinator healthcheck`, the probe containers run.
 //! - [`http`]: the HTTP listener (`http.listen`): [`metrics`] and [`dashboard`].
 //! - [`metrics`]: Prometheus metrics.
 //! - [`dashboard`]: the web dashboard: pages, a live event stream, controls.
@@ -36,6 +37,7 @@ pub mod db;
 mod error;
 mod events;
 mod grpc;
+pub mod healthcheck;
 mod http;
 mod maintenance;
 mod metrics;

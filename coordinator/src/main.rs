@@ -1,10 +1,13 @@
-//! `hive-coordinator`: parse flags, load config, bind, run until a signal.
+//! `hive-coordinator`: parse flags, load config, bind, run until a signal;
+//! or, as `hive-coordinator healthcheck`, probe the coordinator that config describes.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use hive_coordinator::config::{AuthFlags, Config, DatabaseFlags, Flags};
+use hive_coordinator::healthcheck::{self, Probe};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -28,6 +31,34 @@ struct Cli {
     /// Check the configuration, print it (secrets hidden) and exit.
     #[arg(long)]
     check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Ask the coordinator this config describes, on loopback, whether it
+    /// serves: exit 0 if it does, 1 (saying why) if not. For container probes.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct HealthcheckArgs {
+    /// CA bundle the coordinator's certificate chains to (needed when it serves TLS).
+    #[arg(long, env = "HIVE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate, when the coordinator requires one.
+    #[arg(long, env = "HIVE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Key of the client certificate.
+    #[arg(long, env = "HIVE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Name the coordinator's certificate carries.
+    #[arg(long, default_value = "localhost")]
+    tls_server_name: String,
+    /// Longest wait for the answer.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
 }
 
 #[tokio::main]
@@ -39,6 +70,16 @@ async fn main() -> anyhow::Result<()> {
         database: cli.database_url.map(|url| DatabaseFlags { url }),
     };
     let config = Config::load(cli.config.as_deref(), std::env::vars(), flags)?;
+    if let Some(Command::Healthcheck(args)) = cli.command {
+        let probe = Probe {
+            tls_ca: args.tls_ca,
+            tls_cert: args.tls_cert,
+            tls_key: args.tls_key,
+            server_name: args.tls_server_name,
+            timeout: args.timeout,
+        };
+        return healthcheck::check(&config, probe).await.map_err(|reason| anyhow::anyhow!("unhealthy: {reason}"));
+    }
     hive_shared::telemetry::init("info,sqlx=warn", config.log_format);
     tracing::info!(config = ?config, "effective configuration");
     if cli.check_config {

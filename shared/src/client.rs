@@ -29,6 +29,9 @@ pub struct ClientTls {
     pub cert: Option<PathBuf>,
     /// PEM private key of `cert`.
     pub key: Option<PathBuf>,
+    /// Name the coordinator's certificate must carry, when it is not the
+    /// URL's host (a probe dialling 127.0.0.1, say).
+    pub server_name: Option<String>,
 }
 
 /// Where and how to reach a coordinator.
@@ -140,6 +143,9 @@ impl Connect {
             std::fs::read(path).map_err(|source| ConnectError::Read { what, path: path.to_owned(), source })
         };
         let mut config = ClientTlsConfig::new();
+        if let Some(name) = &self.tls.server_name {
+            config = config.domain_name(name);
+        }
         config = match &self.tls.ca {
             Some(ca) => config.ca_certificate(Certificate::from_pem(read("TLS CA file", ca)?)),
             None => config.with_native_roots(),

@@ -4,7 +4,8 @@
 //! replaced on disk is served without a restart; with client certificates
 //! required, a worker without one is refused, one whose certificate names
 //! another host is refused at Register, and a real worker whose certificate
-//! names it runs a task end to end.
+//! names it runs a task end to end; `hive-coordinator healthcheck` probes a
+//! plaintext and a TLS coordinator over loopback.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
 
@@ -195,4 +196,48 @@ async fn with_client_certificates_required_a_worker_must_present_one_naming_it()
     assert_eq!(shown["task"]["result"], serde_json::json!({"ca": ca, "key": ""}), "agents get the CA, not the key");
     worker.terminate().await;
     coordinator.stop().await.unwrap();
+}
+
+/// Runs `hive-coordinator healthcheck` with the server's own environment
+/// (`env`) plus `extra`; its exit status and stderr.
+async fn healthcheck(db: &TestDb, env: &[(&str, String)], extra: &[&str]) -> (bool, String) {
+    let output = Command::new(binary("hive-coordinator"))
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .envs(env.iter().map(|(key, value)| (*key, value)))
+        .arg("healthcheck")
+        .args(extra)
+        .output()
+        .await
+        .unwrap();
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_probes_plaintext_and_tls_coordinators_on_loopback() {
+    let db = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path(), &[]).await;
+
+    let plain = TestCoordinator::start(test_config(&db)).await;
+    let listen = ("HIVE_LISTEN", plain.addr.to_string());
+    let (ok, stderr) = healthcheck(&db, std::slice::from_ref(&listen), &[]).await;
+    assert!(ok, "plaintext probe: {stderr}");
+    plain.stop().await.unwrap();
+    let (ok, stderr) = healthcheck(&db, &[listen], &[]).await;
+    assert!(!ok && stderr.contains("cannot reach the coordinator"), "{stderr}");
+
+    let tls = coordinator(&db, dir.path(), trusting(dir.path()), false).await;
+    let server = [
+        ("HIVE_LISTEN", tls.addr.to_string()),
+        ("HIVE_COORDINATOR__TLS__CERT", file(dir.path(), "server.pem").display().to_string()),
+        ("HIVE_COORDINATOR__TLS__KEY", file(dir.path(), "server-key.pem").display().to_string()),
+    ];
+    let (ok, stderr) = healthcheck(&db, &server, &[]).await;
+    assert!(!ok && stderr.contains("--tls-ca"), "a TLS probe without the CA names the flag: {stderr}");
+    let ca = file(dir.path(), "ca.pem").display().to_string();
+    let (ok, stderr) = healthcheck(&db, &server, &["--tls-ca", &ca]).await;
+    assert!(ok, "TLS probe with the CA: {stderr}");
+    let (ok, stderr) = healthcheck(&db, &server, &["--tls-ca", &ca, "--tls-server-name", "elsewhere"]).await;
+    assert!(!ok, "a certificate not naming the server name is refused: {stderr}");
 }

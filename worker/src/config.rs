@@ -96,7 +96,12 @@ pub struct TlsConfig {
 impl TlsConfig {
     /// The files as a client's TLS settings.
     pub fn client_tls(&self) -> hive_shared::client::ClientTls {
-        hive_shared::client::ClientTls { ca: self.ca.clone(), cert: self.cert.clone(), key: self.key.clone() }
+        hive_shared::client::ClientTls {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            server_name: None,
+        }
     }
 }
 
