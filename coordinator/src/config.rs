@@ -208,6 +208,10 @@ impl TlsConfig {
 pub struct HttpConfig {
     /// Address to serve HTTP on; none (the default) serves no HTTP.
     pub listen: Option<SocketAddr>,
+    /// Link from a task's dashboard page to its trace in a tracing UI, with
+    /// `{trace_id}` standing for the trace id (e.g.
+    /// `https://jaeger.example/trace/{trace_id}`); none shows the id alone.
+    pub trace_url: Option<String>,
 }
 
 /// One alert webhook: the events of the kinds it names, posted as one
@@ -498,6 +502,11 @@ impl Config {
                  anyone who can reach the port run code on every worker",
                 self.listen_address()
             ));
+        }
+        if let Some(url) = &self.http.trace_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            problems.push(format!("http.trace_url: `{url}` must start with http:// or https://"));
         }
         if let Some(http) = self.http.listen
             && !self.auth_on()

@@ -9,7 +9,10 @@
 //! Dead letters are grouped by error and retried in bulk after a count; a
 //! task's output shows as text (colours stripped, bad bytes replaced); a
 //! swarm's page says why it waits and an admin sets its budget there,
-//! pauses it, and resumes it from the overview.
+//! pauses it, and resumes it from the overview. A running task's output
+//! follows its agent; a swarm's dependency graph is drawn by depth; the task
+//! list cancels what its filter matches after a count; a cool-down is
+//! cleared from the overview; the audit log, locks and deliveries are listed.
 //! Markup in a prompt shows as text. The token never appears in a URL.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
@@ -350,4 +353,117 @@ async fn dead_letters_are_grouped_by_error_and_retried_in_bulk_after_a_count() {
             .await
             .unwrap();
     assert_eq!(actions, ["Pause", "Resume"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphs_output_bulk_cancels_cool_downs_and_records_work_in_the_browser() {
+    let db = fresh_database().await;
+    let mut config = serving_config(&db);
+    config.rate_limits.base = Duration::from_secs(3600);
+    let coordinator = TestCoordinator::start(config).await;
+    let site = site(&coordinator);
+    let dir = tempfile::tempdir().unwrap();
+    let (more, back) = (dir.path().join("print-more"), dir.path().join("provider-is-back"));
+    let printer = Agent::shell(format!(
+        "echo 'first <part>'; while [ ! -e {} ]; do sleep 0.1; done; echo 'second part'; sleep {MARKER}",
+        more.display()
+    ));
+    let limited = Agent::shell(format!(
+        r#"test -e {} || {{ echo "429: slow down" >&2; exit 42; }}; echo '{{"ok": true}}'"#,
+        back.display()
+    ))
+    .account("stubai", "team-a")
+    .rate_limit_exit_codes(&[42]);
+    let setup =
+        WorkerSetup::new().slots(2).agent("printer", printer).agent("limited", limited).write(dir.path(), "worker");
+    let _worker = start_worker(&coordinator.url, &setup, "w", dir.path());
+    let file = dir.path().join("tasks.yaml");
+    let submit = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        let path = file.to_str().unwrap().to_owned();
+        let url = coordinator.url.clone();
+        async move { hivectl_json(&url, &["submit", &path]).await }
+    };
+    let browser = admin_browser(&site).await;
+
+    // A running task's page follows its output without a reload.
+    let printing = submit("swarm: printing\ntasks:\n  - {agent: printer, prompt: p}\n").await;
+    let task = printing["tasks"][0]["id"].as_str().unwrap().to_owned();
+    eventually("the first part stored", Duration::from_secs(20), || async {
+        hive_tests::postgres::count(&db.pool, "select count(*) from task_logs").await > 0
+    })
+    .await;
+    browser.open(&format!("{site}/tasks/{task}")).await;
+    let output = "document.getElementById('output').textContent";
+    assert!(browser.eval(output).await.as_str().unwrap().contains("first <part>"));
+    assert!(!browser.eval(output).await.as_str().unwrap().contains("second part"));
+    std::fs::write(&more, "").unwrap();
+    let followed = format!("{output}.includes('second part')");
+    browser.wait_for("the output to follow the agent", &followed, Duration::from_secs(15)).await;
+    assert_eq!(browser.eval("performance.getEntriesByType('navigation').length").await, json!(1), "no reload");
+    assert_eq!(browser.eval("document.getElementById('trace').textContent").await, json!(task.replace('-', "")));
+
+    // A swarm's page draws its dependency graph, coloured by status.
+    let graph = submit(
+        "swarm: graph\ntasks:\n  - {id: a, agent: nobody, prompt: a}\n  - {id: b, agent: nobody, prompt: b, depends_on: [a]}\n  - {id: c, agent: nobody, prompt: c, depends_on: [a, b]}\n",
+    )
+    .await;
+    let swarm = graph["swarm_id"].as_str().unwrap().to_owned();
+    browser.open(&format!("{site}/swarms/{swarm}")).await;
+    let nodes = browser
+        .eval("[...document.querySelectorAll('#graph rect.node')].map(r => r.getAttribute('class') + ' ' + r.getAttribute('x')).sort()")
+        .await;
+    assert_eq!(nodes, json!(["node blocked 204", "node blocked 404", "node ready 4"]), "columns by depth");
+    assert_eq!(browser.eval("document.querySelectorAll('#graph path.edge').length").await, json!(3));
+
+    // The task list filters by swarm and cancels what matches, after a count.
+    browser.open(&format!("{site}/tasks?swarm={swarm}")).await;
+    assert_eq!(browser.eval("document.querySelectorAll('#tasks tr[data-task]').length").await, json!(3));
+    browser.eval("document.querySelector('a.bulk[href*=\"action=cancel\"]').click()").await;
+    let counted = "document.getElementById('count')?.textContent === '3'";
+    browser.wait_for("the count before the cancel", counted, Duration::from_secs(10)).await;
+    let unfinished = || async {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from task_states where swarm_id = $1::uuid and status <> 'cancelled'",
+        )
+        .bind(&swarm)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(unfinished().await, 3, "nothing cancelled before the confirmation");
+    browser.eval("document.querySelector('button[value=cancel-all]').click()").await;
+    eventually("the swarm cancelled", Duration::from_secs(10), || async { unfinished().await == 0 }).await;
+    // The printing task, in another swarm, runs on; the filter by error text finds nothing of it.
+    browser.open(&format!("{site}/tasks?error=no+such+error")).await;
+    assert_eq!(browser.eval("document.querySelectorAll('#tasks tr[data-task]').length").await, json!(0));
+
+    // A provider cool-down shows on the overview and an admin clears it there.
+    submit("swarm: limited\ntasks:\n  - {agent: limited, prompt: l}\n").await;
+    browser.open(&format!("{site}/")).await;
+    let cooling = "document.querySelector('#cooldowns')?.textContent.includes('stubai/team-a')";
+    browser.wait_for("the cool-down on the overview", cooling, Duration::from_secs(20)).await;
+    std::fs::write(&back, "").unwrap();
+    browser.eval("document.querySelector('#cooldowns button[value=clear]').click()").await;
+    eventually("the cooled task to succeed once cleared", Duration::from_secs(20), || async {
+        hive_tests::postgres::count(&db.pool, "select count(*) from provider_cooldowns").await == 0
+            && hive_tests::postgres::count(&db.pool, "select count(*) from task_states where status = 'succeeded'")
+                .await
+                == 1
+    })
+    .await;
+
+    // The audit log lists both controls; locks and webhook deliveries have their pages.
+    browser.open(&format!("{site}/audit")).await;
+    let actions =
+        browser.eval("[...document.querySelectorAll('#audit tr')].slice(1).map(tr => tr.cells[4].textContent)").await;
+    let actions: Vec<String> = serde_json::from_value(actions).unwrap();
+    assert!(
+        actions.contains(&"CancelTasks".to_owned()) && actions.contains(&"ClearCooldown".to_owned()),
+        "{actions:?}"
+    );
+    browser.open(&format!("{site}/locks")).await;
+    assert_eq!(browser.eval("document.querySelector('main .empty').textContent").await, json!("No lock is held."));
+    browser.open(&format!("{site}/webhooks")).await;
+    assert_eq!(browser.eval("document.querySelector('main .empty').textContent").await, json!("No deliveries match."));
 }

@@ -61,7 +61,7 @@ pub(crate) fn page(title: &str, session: &Session, after: i64, live: (&str, Refr
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="stylesheet" href="/assets/style.css"><script src="/assets/app.js" defer></script></head>
 <body data-live="{live}" data-after="{after}" data-refresh="{refresh}" data-role="{role}">
-<header><a class="brand" href="/">Hive</a><nav><a href="/">Overview</a> <a href="/tasks">Tasks</a> <a href="/workers">Workers</a> <a href="/dead">Dead letters</a></nav>
+<header><a class="brand" href="/">Hive</a><nav><a href="/">Overview</a> <a href="/tasks">Tasks</a> <a href="/workers">Workers</a> <a href="/dead">Dead letters</a> <a href="/locks">Locks</a> <a href="/audit">Audit</a> <a href="/webhooks">Webhooks</a></nav>
 <span class="who">{who} ({role}) <span id="live-state" class="live-state">connecting…</span>{logout}</span></header>
 <p id="banner" class="banner" hidden><a href="">Events arrived since this page was read: read it again</a> (<span id="banner-count">0</span>)</p>
 <div class="columns"><main id="main">{body}</main>

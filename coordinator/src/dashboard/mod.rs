@@ -6,12 +6,16 @@
 //! - [`session`]: signing in with a token (kept in an `HttpOnly`,
 //!   `SameSite=Strict` cookie, never in a URL), who may read (viewer, admin)
 //!   and act (admin), and the CSRF check every form post passes.
-//! - [`pages`]: the overview, the task list (keyset pages) and a task.
+//! - [`pages`]: the overview and the task list (keyset pages, filters).
+//! - [`task`]: one task: attempts, verdicts, its change, trace, output.
 //! - [`output`]: a task's output as safe text, a page at a time.
 //! - [`swarms`]: a swarm's progress, why it waits, and its budget.
+//! - [`graph`]: a swarm's dependency graph, drawn as SVG.
 //! - [`workers`]: the workers, and draining or stopping them.
-//! - [`dead`]: the dead-letter queue by error, and bulk retry.
+//! - [`dead`]: the dead-letter queue by error.
+//! - [`bulk`]: cancel or retry every task a filter matches, after a count.
 //! - [`holds`]: pauses and provider cool-downs, and releasing them.
+//! - [`records`]: locks held, the audit log, webhook deliveries.
 //! - [`actions`]: cancel and retry, audited as the API's are.
 //! - [`live`]: one server-sent-event stream per open page, fed by this
 //!   coordinator's copy of the event log: an idle page costs the database
@@ -21,15 +25,19 @@
 //! - [`html`]: escaping and the page frame.
 
 mod actions;
+mod bulk;
 pub(crate) mod counts;
 mod dead;
+mod graph;
 mod holds;
 mod html;
 mod live;
 mod output;
 mod pages;
+mod records;
 mod session;
 mod swarms;
+mod task;
 mod workers;
 
 use std::sync::Arc;
@@ -46,7 +54,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/", get(pages::overview))
         .route("/tasks", get(pages::tasks))
-        .route("/tasks/{id}", get(pages::task))
+        .route("/tasks/{id}", get(task::show))
         .route("/tasks/{id}/output", get(output::show))
         .route("/tasks/{id}/{action}", post(actions::act))
         .route("/swarms/{id}", get(swarms::show))
@@ -55,8 +63,12 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/pauses/resume", post(holds::resume))
         .route("/cooldowns/clear", post(holds::clear_cooldown))
         .route("/dead", get(dead::list))
-        .route("/dead/retry", get(dead::confirm).post(dead::retry))
+        .route("/bulk", get(bulk::confirm).post(bulk::act))
         .route("/workers", get(workers::list))
+        .route("/locks", get(records::locks))
+        .route("/audit", get(records::audit))
+        .route("/webhooks", get(records::deliveries))
+        .route("/webhooks/{id}/resend", post(records::resend))
         .route("/workers/stop-all", post(workers::stop_all))
         .route("/workers/{id}/{action}", post(workers::act))
         .route("/live", get(live::stream))

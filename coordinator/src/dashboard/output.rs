@@ -2,14 +2,17 @@
 //! the chunks' ids), stdout and stderr told apart, bytes that are not UTF-8
 //! replaced, terminal escape sequences (colours, cursor moves) stripped and
 //! other control characters shown as `�`, then HTML-escaped: whatever an
-//! agent prints shows as text and never runs.
+//! agent prints shows as text and never runs. A running task's page
+//! follows its output: while the page is visible its script asks, once a
+//! second, for the chunks after the last it shows (`?fragment=true`, one read
+//! of `task_logs_task_idx`); a finished task's page asks nothing.
 
 use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{Html, IntoResponse, Response};
 use hive_shared::ids::TaskId;
 use serde::Deserialize;
 
@@ -29,7 +32,14 @@ pub(crate) struct OutputQuery {
     /// The last chunk of the page before.
     #[serde(default)]
     after: i64,
+    /// Only the chunks, as spans, for a page following the output; the
+    /// last chunk's id is in the `x-hive-after` header.
+    #[serde(default)]
+    fragment: bool,
 }
+
+/// Header carrying the last chunk a fragment holds.
+const AFTER_HEADER: &str = "x-hive-after";
 
 /// A page of a task's output.
 pub(crate) async fn show(
@@ -48,8 +58,12 @@ pub(crate) async fn show(
         Ok(read) => read,
         Err(err) => return error_response(err),
     };
+    if query.fragment {
+        let after = output.chunks.last().map_or(query.after, |chunk| chunk.id);
+        return ([(AFTER_HEADER, after.to_string())], Html(spans(&output))).into_response();
+    }
     let mut body = format!(r#"<h1>Output of <a href="/tasks/{}">task {}</a></h1>"#, task.0, task.0);
-    body.push_str(&render(&output));
+    body.push_str(&render(&output, None));
     if let (true, Some(last)) = (output.more, output.chunks.last()) {
         let _ = write!(
             body,
@@ -60,12 +74,30 @@ pub(crate) async fn show(
     page("Output", &session, head, (&format!("task={}", task.0), Refresh::Banner), &body)
 }
 
-/// A page of output as HTML.
-pub(crate) fn render(output: &tasks::logs::Page) -> String {
-    if output.chunks.is_empty() {
+/// A page of output as HTML; with `follow` (a running task), marked for
+/// the script to append what arrives after it.
+pub(crate) fn render(output: &tasks::logs::Page, follow: Option<uuid::Uuid>) -> String {
+    if output.chunks.is_empty() && follow.is_none() {
         return r#"<p class="empty">No output stored.</p>"#.to_owned();
     }
-    let mut html = String::from(r#"<pre class="output" id="output">"#);
+    let mut html = String::from(r#"<pre class="output" id="output""#);
+    // Past the first page there is more stored than shown: the page links to it instead.
+    if let Some(task) = follow.filter(|_| !output.more) {
+        let after = output.chunks.last().map_or(0, |chunk| chunk.id);
+        let _ = write!(html, r#" data-follow="/tasks/{task}/output?fragment=true" data-after="{after}""#);
+    }
+    html.push('>');
+    html.push_str(&spans(output));
+    html.push_str("</pre>");
+    if output.truncated {
+        html.push_str(r#"<p class="hint">The output hit its cap: what followed was not kept.</p>"#);
+    }
+    html
+}
+
+/// Each chunk as a span marked with its stream.
+fn spans(output: &tasks::logs::Page) -> String {
+    let mut html = String::new();
     for chunk in &output.chunks {
         let class = match chunk.stream {
             2 => "stderr",
@@ -73,10 +105,6 @@ pub(crate) fn render(output: &tasks::logs::Page) -> String {
             _ => "stdout",
         };
         let _ = write!(html, r#"<span class="{class}">{}</span>"#, escape(&printable(&chunk.data)));
-    }
-    html.push_str("</pre>");
-    if output.truncated {
-        html.push_str(r#"<p class="hint">The output hit its cap: what followed was not kept.</p>"#);
     }
     html
 }

@@ -1,18 +1,18 @@
-//! The dashboard's pages: the overview (counts the scrape reads too, never
-//! a count over the tasks), the task list (newest first, a keyset page at a
-//! time, filtered as `hivectl tasks list` is), and one task with its
-//! attempts and, for an admin, its controls.
+//! The dashboard's overview (counts the scrape reads too, never a count over
+//! the tasks) and task list (newest first, a keyset page at a time, filtered
+//! by status, swarm, agent, worker and error text).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use hive_shared::ids::{SwarmId, TaskId};
+use hive_shared::ids::{SwarmId, TaskId, WorkerId};
 use serde::Deserialize;
 
+use super::bulk::BulkQuery;
 use super::html::{Refresh, error_page, error_response, escape, page, urlencode};
 use super::session::Session;
 use crate::app::App;
@@ -157,6 +157,12 @@ pub(crate) struct TaskQuery {
     swarm: String,
     #[serde(default)]
     agent: String,
+    /// The worker running the task's current attempt.
+    #[serde(default)]
+    worker: String,
+    /// Text its error contains.
+    #[serde(default)]
+    error: String,
     /// The last task of the page before (a keyset cursor).
     #[serde(default)]
     before: String,
@@ -180,6 +186,7 @@ pub(crate) async fn tasks(session: Session, State(app): State<Arc<App>>, Query(q
     };
     let mut body = String::from("<h1>Tasks</h1>");
     body.push_str(&filter_form(&query));
+    body.push_str(&bulk_links(&session, &query));
     body.push_str(
         "<table id=\"tasks\"><tr><th>task</th><th>swarm</th><th>agent</th><th>status</th><th>attempts</th><th>error</th></tr>",
     );
@@ -205,108 +212,17 @@ pub(crate) async fn tasks(session: Session, State(app): State<Arc<App>>, Query(q
     if let Some(next) = next {
         let _ = write!(
             body,
-            r#"<p><a class="next" href="/tasks?status={}&swarm={}&agent={}&before={next}">Older tasks →</a></p>"#,
-            escape(&urlencode(&query.status)),
-            escape(&urlencode(&query.swarm)),
-            escape(&urlencode(&query.agent)),
+            r#"<p><a class="next" href="/tasks?{}&before={next}">Older tasks →</a></p>"#,
+            escape(&filters_query(&query)),
         );
     }
     let live = swarm.map(|swarm| format!("swarm={swarm}")).unwrap_or_default();
     page("Tasks", &session, head, (&live, Refresh::Banner), &body)
 }
 
-/// One task: what it is, its attempts, and (for an admin) cancel or retry.
-pub(crate) async fn task(session: Session, State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    let task = match TaskId::parse(&id) {
-        Ok(task) => task,
-        Err(_) => return error_page(StatusCode::NOT_FOUND, &format!("`{id}` is not a task id")),
-    };
-    let first_output = tasks::logs::page(&app.pool, task, None, 0, 200);
-    let read = tokio::try_join!(tasks::get(&app.pool, task), head(&app.pool), first_output);
-    let ((row, attempts), head, output) = match read {
-        Ok(read) => read,
-        Err(err) => return error_response(err),
-    };
-    let mut body = format!(
-        r#"<h1>Task {name}</h1><dl class="task"><dt>id</dt><dd>{id}</dd><dt>swarm</dt><dd><a href="/swarms/{swarm_id}">{swarm}</a></dd>
-<dt>agent</dt><dd>{agent}</dd><dt>status</dt><dd class="status {status}" id="status">{status}</dd>
-<dt>attempts</dt><dd>{attempts} of {max} ({failures} counted failures)</dd><dt>priority</dt><dd>{priority}</dd></dl>"#,
-        name = escape(row.key.as_deref().unwrap_or(&row.id.to_string())),
-        id = row.id,
-        swarm_id = row.swarm_id,
-        swarm = escape(&row.swarm),
-        agent = escape(&row.agent),
-        status = row.status,
-        attempts = row.attempts,
-        max = row.max_attempts,
-        failures = row.failures,
-        priority = row.priority,
-    );
-    if session.may_act() {
-        body.push_str(&controls(&session, row.id, row.status));
-    }
-    let _ = write!(body, "<h2>Prompt</h2><pre>{}</pre>", escape(&row.prompt));
-    if let Some(input) = &row.input {
-        let _ = write!(body, "<h2>Input</h2><pre>{}</pre>", escape(&pretty(input)));
-    }
-    if let Some(result) = &row.result {
-        let _ = write!(body, "<h2>Result</h2><pre>{}</pre>", escape(&pretty(result)));
-    }
-    if let Some(error) = &row.error {
-        let _ = write!(body, r#"<h2>Error</h2><pre class="error">{}</pre>"#, escape(error));
-    }
-    body.push_str("<h2>Attempts</h2><table><tr><th>#</th><th>stage</th><th>worker</th><th>started</th><th>finished</th><th>outcome</th><th>exit</th><th>error</th><th>tokens in/out</th><th>cost</th></tr>");
-    for attempt in &attempts {
-        let _ = write!(
-            body,
-            r#"<tr><td class="n">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:?}</td><td class="n">{}</td><td class="error">{}</td><td class="n">{}/{}</td><td class="n">{}</td></tr>"#,
-            attempt.number,
-            escape(&attempt.stage),
-            attempt.worker_id,
-            attempt.started_at.format("%Y-%m-%d %H:%M:%S"),
-            attempt.finished_at.map(|at| at.format("%H:%M:%S").to_string()).unwrap_or_default(),
-            attempt.outcome,
-            attempt.exit_code.map(|code| code.to_string()).unwrap_or_default(),
-            escape(attempt.error.as_deref().unwrap_or_default()),
-            attempt.input_tokens.unwrap_or_default(),
-            attempt.output_tokens.unwrap_or_default(),
-            attempt.cost.map(|cost| format!("${cost:.4}")).unwrap_or_default(),
-        );
-    }
-    body.push_str("</table>");
-    let _ = write!(body, r#"<h2>Output <a class="hint" href="/tasks/{}/output">(all of it)</a></h2>"#, row.id);
-    body.push_str(&super::output::render(&output));
-    page(
-        &format!("Task {}", row.key.as_deref().unwrap_or("")),
-        &session,
-        head,
-        (&format!("task={}", row.id), Refresh::Reread),
-        &body,
-    )
-}
-
 /// The newest event's number: where the page's live stream starts.
-async fn head(pool: &sqlx::PgPool) -> Result<i64, Error> {
+pub(crate) async fn head(pool: &sqlx::PgPool) -> Result<i64, Error> {
     Ok(db::events::head(pool).await?.last_seq)
-}
-
-/// The forms an admin acts with on a task in `status`.
-fn controls(session: &Session, task: uuid::Uuid, status: TaskStatus) -> String {
-    let form = |action: &str, label: &str| {
-        format!(
-            r#"<form method="post" action="/tasks/{task}/{action}" class="control"><input type="hidden" name="csrf" value="{}"><button name="do" value="{action}">{label}</button></form>"#,
-            escape(&session.csrf)
-        )
-    };
-    let mut html = String::from(r#"<div class="controls">"#);
-    if !status.is_terminal() {
-        html.push_str(&form("cancel", "Cancel"));
-    }
-    if status == TaskStatus::Dead {
-        html.push_str(&form("retry", "Retry"));
-    }
-    html.push_str("</div>");
-    html
 }
 
 fn filter_form(query: &TaskQuery) -> String {
@@ -317,9 +233,48 @@ fn filter_form(query: &TaskQuery) -> String {
     }
     format!(
         r#"<form method="get" action="/tasks" class="filters"><label>status <select name="status">{options}</select></label>
-<label>swarm <input name="swarm" value="{}" size="38"></label><label>agent <input name="agent" value="{}"></label><button>Filter</button></form>"#,
+<label>swarm <input name="swarm" value="{}" size="38"></label><label>agent <input name="agent" value="{}"></label>
+<label>worker <input name="worker" value="{}" size="38"></label><label>error contains <input name="error" value="{}"></label><button>Filter</button></form>"#,
         escape(&query.swarm),
-        escape(&query.agent)
+        escape(&query.agent),
+        escape(&query.worker),
+        escape(&query.error),
+    )
+}
+
+/// The list's filters as a query string (without the page cursor).
+fn filters_query(query: &TaskQuery) -> String {
+    format!(
+        "status={}&swarm={}&agent={}&worker={}&error={}",
+        urlencode(&query.status),
+        urlencode(&query.swarm),
+        urlencode(&query.agent),
+        urlencode(&query.worker),
+        urlencode(&query.error)
+    )
+}
+
+/// For an admin, when the filter is one a bulk control takes (a swarm, an
+/// agent or error text, and no worker): cancel what it matches, or retry
+/// its dead tasks, each after a count.
+fn bulk_links(session: &Session, query: &TaskQuery) -> String {
+    let filtered = !(query.swarm.is_empty() && query.agent.is_empty() && query.error.is_empty());
+    if !session.may_act() || !filtered || !query.worker.is_empty() {
+        return String::new();
+    }
+    let link = |action: &str| {
+        let bulk = BulkQuery {
+            action: action.into(),
+            swarm: query.swarm.clone(),
+            agent: query.agent.clone(),
+            error: query.error.clone(),
+        };
+        escape(&format!("/bulk?{}", bulk.query_string()))
+    };
+    format!(
+        r#"<p class="controls"><a class="bulk" href="{}">Cancel every unfinished task matching…</a> <a class="bulk" href="{}">Retry every dead task matching…</a></p>"#,
+        link("cancel"),
+        link("retry")
     )
 }
 
@@ -335,6 +290,8 @@ fn list_filter(query: &TaskQuery) -> Result<db::tasks::ListFilter, String> {
         status,
         swarm_id: optional(&query.swarm, "swarm", SwarmId::parse)?.map(|id| id.0),
         agent: (!query.agent.is_empty()).then(|| query.agent.clone()),
+        worker_id: optional(&query.worker, "worker", WorkerId::parse)?.map(|id| id.0),
+        error_contains: (!query.error.is_empty()).then(|| query.error.clone()),
         summary: true,
         ..db::tasks::ListFilter::default()
     })
@@ -356,7 +313,7 @@ fn excerpt(text: &str, chars: usize) -> String {
     }
 }
 
-fn pretty(value: &serde_json::Value) -> String {
+pub(crate) fn pretty(value: &serde_json::Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }
 

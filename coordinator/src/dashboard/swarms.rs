@@ -1,4 +1,5 @@
-//! A swarm's page: its tasks by status, times, usage and budget, and why
+//! A swarm's page: its tasks by status, times, usage and budget, its
+//! dependency graph with validator rounds ([`super::graph`]), and why
 //! its ready tasks wait when something stands in the way (no live worker
 //! offers their agent and labels; the budget is spent), as `hivectl
 //! status` says it (`tasks::progress`); for an admin, setting the budget
@@ -26,10 +27,12 @@ pub(crate) async fn show(session: Session, State(app): State<Arc<App>>, Path(id)
     let Ok(swarm) = SwarmId::parse(&id) else {
         return error_page(StatusCode::NOT_FOUND, &format!("`{id}` is not a swarm id"));
     };
-    let read = tokio::try_join!(tasks::progress::of(&app.pool, Some(swarm.0), app.config.leases.ttl), async {
-        Ok::<_, Error>(db::events::head(&app.pool).await?.last_seq)
-    });
-    let (mut progress, head) = match read {
+    let read = tokio::try_join!(
+        tasks::progress::of(&app.pool, Some(swarm.0), app.config.leases.ttl),
+        async { Ok::<_, Error>(db::events::head(&app.pool).await?.last_seq) },
+        async { Ok::<_, Error>(db::graph::swarm_nodes(&app.pool, swarm.0, super::graph::NODES).await?) },
+    );
+    let (mut progress, head, nodes) = match read {
         Ok(read) => read,
         Err(err) => return error_response(err),
     };
@@ -84,6 +87,16 @@ pub(crate) async fn show(session: Session, State(app): State<Arc<App>>, Path(id)
     }
     if session.may_act() {
         body.push_str(&super::holds::pause_swarm(&session, progress.id));
+    }
+    let graph = super::graph::svg(&nodes);
+    if !graph.is_empty() {
+        let total: i64 = progress.counts.iter().map(|(_, count)| count).sum();
+        let shown = if total > nodes.len() as i64 {
+            format!(" (its first {} of {total} tasks)", nodes.len())
+        } else {
+            String::new()
+        };
+        let _ = write!(body, r#"<h2>Dependencies{shown}</h2><div class="graph">{graph}</div>"#);
     }
     let _ = write!(body, r#"<p><a href="/tasks?swarm={}">Its tasks</a></p>"#, progress.id);
     page(

@@ -51,7 +51,7 @@ pub(crate) async fn list(session: Session, State(app): State<Arc<App>>) -> Respo
         let state = if worker.draining { "draining" } else { "live" };
         let _ = write!(
             body,
-            r#"<tr data-worker="{id}"><td>{name}</td><td>{host}</td><td>{agents}</td><td>{labels}</td><td class="n">{slots}</td><td class="n">{running}</td><td class="n">{cpu}</td><td class="n">{memory}</td><td class="n">{rss}</td><td class="n">{age:.1}s ago</td><td>{state}</td><td>{controls}</td></tr>"#,
+            r#"<tr data-worker="{id}"><td>{name}</td><td>{host}</td><td>{agents}</td><td>{labels}</td><td class="n">{slots}</td><td class="n"><a href="/tasks?worker={id}">{running}</a></td><td class="n">{cpu}</td><td class="n">{memory}</td><td class="n">{rss}</td><td class="n">{age:.1}s ago</td><td>{state}</td><td>{controls}</td></tr>"#,
             id = worker.id,
             name = escape(&worker.name),
             host = escape(&worker.hostname),

@@ -164,6 +164,29 @@ pub async fn count_dead(executor: impl PgExecutor<'_>, filter: &TaskFilter) -> s
     .await
 }
 
+/// How many unfinished tasks [`cancel_matching`] with `filter` would touch
+/// now (their dependents, cancelled with them, are not counted).
+pub async fn count_unfinished(executor: impl PgExecutor<'_>, filter: &TaskFilter) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"
+        select count(*) as "tasks!"
+        from task_states s join tasks t on t.id = s.task_id
+        where s.status in ('ready', 'blocked', 'running')
+          and ($1::uuid[] is null or s.task_id = any($1))
+          and ($2::uuid is null or s.swarm_id = $2)
+          and ($3::text is null or t.agent = $3)
+          and ($4::text is null or strpos(
+              (select a.error from attempts a where a.task_id = s.task_id order by a.number desc limit 1), $4) > 0)
+        "#,
+        filter.task_ids.as_deref(),
+        filter.swarm_id,
+        filter.agent,
+        filter.error_contains,
+    )
+    .fetch_one(executor)
+    .await
+}
+
 /// The ids among `ids` that name no task, in the order given.
 pub async fn missing_tasks(executor: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar!(

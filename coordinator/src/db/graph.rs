@@ -1,10 +1,13 @@
 //! Statements on the dependency graph: edges recorded at submission, and
 //! what a task's end does downstream — dependents unblocked when their last
 //! dependency succeeds, cancelled (transitively) when one dies or is
-//! cancelled, and put back when it is retried.
+//! cancelled, and put back when it is retried; and a swarm's tasks as the
+//! nodes of its graph (the dashboard draws them).
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
+
+use crate::status::TaskStatus;
 
 /// Records dependency edges: `tasks[i]` depends on `upstream[i]`.
 pub async fn insert_deps(conn: &mut PgConnection, tasks: &[Uuid], upstream: &[Uuid]) -> sqlx::Result<()> {
@@ -104,4 +107,45 @@ pub async fn restore_downstream(conn: &mut PgConnection, tasks: &[Uuid]) -> sqlx
     .fetch_one(conn)
     .await?;
     Ok(u64::try_from(restored).unwrap_or(0))
+}
+
+/// A task as a node of its swarm's graph.
+#[derive(Debug)]
+pub struct Node {
+    /// Task id.
+    pub id: Uuid,
+    /// Its key in the task file.
+    pub key: Option<String>,
+    /// Status.
+    pub status: TaskStatus,
+    /// `build` or `validate`.
+    pub stage: String,
+    /// Validator round, from 1.
+    pub round: i32,
+    /// Rounds allowed.
+    pub max_rounds: i32,
+    /// The tasks it waits for.
+    pub depends_on: Vec<Uuid>,
+}
+
+/// The first `limit` tasks of `swarm` (in submission order, through
+/// `tasks_swarm_idx`) with their dependencies.
+pub async fn swarm_nodes(executor: impl PgExecutor<'_>, swarm: Uuid, limit: i64) -> sqlx::Result<Vec<Node>> {
+    sqlx::query_as!(
+        Node,
+        r#"
+        select t.id as "id!", t.key, s.status as "status!: TaskStatus", s.stage as "stage!", s.round as "round!",
+               t.max_rounds as "max_rounds!",
+               array(select d.depends_on from task_deps d where d.task_id = t.id order by d.depends_on) as "depends_on!: Vec<Uuid>"
+        from tasks t
+        join task_states s on s.task_id = t.id
+        where t.swarm_id = $1
+        order by t.id
+        limit $2
+        "#,
+        swarm,
+        limit,
+    )
+    .fetch_all(executor)
+    .await
 }

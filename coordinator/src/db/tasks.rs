@@ -287,6 +287,10 @@ pub struct ListFilter {
     pub swarm_id: Option<Uuid>,
     /// Agent (the builder's).
     pub agent: Option<String>,
+    /// The worker running its current attempt.
+    pub worker_id: Option<Uuid>,
+    /// Its error (the task's, else its last attempt's) contains this text.
+    pub error_contains: Option<String>,
     /// Only tasks older than this id (the page cursor).
     pub before: Option<Uuid>,
     /// Summaries, for listings: prompts cut to their first [`SUMMARY_PROMPT`]
@@ -351,6 +355,8 @@ pub async fn list(executor: impl PgExecutor<'_>, filter: &ListFilter, limit: i64
           and ($3::uuid is null or t.swarm_id = $3)
           and ($4::text is null or t.agent = $4)
           and ($5::uuid is null or s.task_id < $5)
+          and ($9::uuid is null or s.worker_id = $9)
+          and ($10::text is null or strpos(coalesce(s.error, last.error), $10) > 0)
         order by s.task_id desc
         limit $6
         "#,
@@ -362,6 +368,8 @@ pub async fn list(executor: impl PgExecutor<'_>, filter: &ListFilter, limit: i64
         limit,
         filter.summary,
         SUMMARY_PROMPT,
+        filter.worker_id,
+        filter.error_contains,
     )
     .fetch_all(executor)
     .await

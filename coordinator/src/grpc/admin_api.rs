@@ -98,9 +98,8 @@ impl AdminService for AdminApi {
             status: TaskStatus::from_pb(status),
             swarm_id: optional_id("swarm_id", &request.swarm_id, SwarmId::parse)?.map(|id| id.0),
             agent: convert::agent_filter(request.agent)?,
-            before: None,
-            id: None,
             summary: !request.full,
+            ..db::tasks::ListFilter::default()
         };
         ownership::check_swarm_filter(&self.app.pool, &caller, filter.swarm_id).await?;
         let token = optional_id("page_token", &request.page_token, TaskId::parse)?.map(|id| id.0);

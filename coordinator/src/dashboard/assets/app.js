@@ -4,8 +4,10 @@
 // coordinator pushes ("counts"), reading itself again only for a new swarm
 // or agent; a list counts the events since it was read
 // and offers to read it again ("banner"); a page about one task re-reads
-// itself, at most once a second ("reread"). An idle page sends nothing; a
-// cut stream reconnects and resumes after the last event it saw.
+// itself, at most once a second ("reread"). A running task's output
+// (pre#output[data-follow]) grows by the chunks after the last it shows,
+// asked for once a second while the page is visible. Otherwise an idle page
+// sends nothing; a cut stream reconnects and resumes after the last event it saw.
 (() => {
   'use strict';
   const body = document.body;
@@ -144,6 +146,30 @@
       state.className = 'live-state off';
     };
   }
+
+  let following = false;
+
+  async function follow() {
+    const output = document.getElementById('output');
+    if (following || !output || !output.dataset.follow || document.visibilityState !== 'visible') return;
+    following = true;
+    try {
+      const url = output.dataset.follow + '&after=' + encodeURIComponent(output.dataset.after);
+      const response = await fetch(url, { credentials: 'same-origin' });
+      if (response.ok) {
+        // Spans the server escaped: the agent's text, never markup.
+        const html = await response.text();
+        if (html) output.insertAdjacentHTML('beforeend', html);
+        output.dataset.after = response.headers.get('x-hive-after') || output.dataset.after;
+      }
+    } catch (_) {
+      // The next tick tries again.
+    } finally {
+      following = false;
+    }
+  }
+
+  setInterval(follow, 1000);
 
   if (list && state && body.dataset.after !== undefined) {
     connect();
