@@ -2,8 +2,9 @@
 //! coordinator, worker and PostgreSQL: a task submitted with `hivectl`
 //! appears on an open page within a second without a reload; Cancel on a
 //! running task kills its agent's process tree; a viewer sees no controls
-//! and its forged posts are refused; after its event stream is cut (the
-//! coordinator it reads restarts), the page catches up with no event lost.
+//! and its forged posts are refused, and a revoked one is signed out; after
+//! its event stream is cut (the coordinator it reads restarts), the page
+//! catches up with no event lost.
 //! The overview's numbers follow the tasks without a reload. The workers
 //! page lists real workers; an admin drains one and stops the rest from it.
 //! Dead letters are grouped by error and retried in bulk after a count; a
@@ -179,6 +180,24 @@ async fn signing_in_refuses_bad_and_unfit_tokens_and_pages_need_a_session() {
         uuid::Uuid::new_v4()
     );
     assert_eq!(browser.eval(&forged).await, json!("opaqueredirect"), "sent to the login form");
+
+    // A page open when its token is revoked lands on the login form at the next event.
+    let request = pb::CreateTokenRequest { name: "eyes".into(), role: "viewer".into(), expires_in: None };
+    let viewer = coordinator.admin_client().await.create_token(request).await.unwrap().into_inner().token;
+    browser.sign_in(&viewer).await;
+    browser.open(&format!("{site}/tasks")).await;
+    browser.wait_live().await;
+    let revoke = pb::RevokeTokenRequest { name: "eyes".into() };
+    coordinator.admin_client().await.revoke_token(revoke).await.unwrap();
+    // Events keep coming (a token is looked up again once its last lookup is 500 ms old).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while browser.eval("location.pathname").await != json!("/login") {
+        assert!(Instant::now() < deadline, "the revoked session was not signed out");
+        let task = pb::TaskSpec { agent: "any".into(), prompt: "p".into(), ..Default::default() };
+        let submit = pb::SubmitTasksRequest { swarm: "after".into(), tasks: vec![task], ..Default::default() };
+        coordinator.admin_client().await.submit_tasks(submit).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The suite's coordinator config with the HTTP listener on.

@@ -2,7 +2,8 @@
 //! makes, lists and revokes them; a revocation on one coordinator is
 //! refused by another within a second; an agent's token works for its own
 //! attempt only while that attempt is current; ownership holds between
-//! tokens of the same role.
+//! tokens of the same role; heartbeat and watch streams end once their
+//! token is revoked.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
 
@@ -343,5 +344,41 @@ async fn a_submitter_cannot_change_a_concurrency_keys_limit_and_an_admin_can() {
     let changed = admin.submit_tasks(keyed(5)).await.unwrap().into_inner();
     assert!(changed.warnings.iter().any(|warning| warning.contains("from 2 to 5")), "{:?}", changed.warnings);
     assert_eq!(limit().await, 5);
+    coordinator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_ends_once_its_token_is_revoked() {
+    let db = fresh_database().await;
+    let coordinator = TestCoordinator::start(test_config(&db)).await;
+    let mut admin = coordinator.admin_client().await;
+    let token = admin.create_token(create("eyes", "viewer")).await.unwrap().into_inner().token;
+    let mut viewer = AdminServiceClient::new(coordinator.connect(&token).connect().await.unwrap());
+    let mut pages = viewer.watch(pb::WatchRequest::default()).await.unwrap().into_inner();
+    pages.message().await.expect("the start position while the token is good");
+    admin.submit_tasks(submit("seen")).await.unwrap();
+    pages.message().await.expect("an event while the token is good");
+
+    admin.revoke_token(pb::RevokeTokenRequest { name: "eyes".into() }).await.unwrap();
+    let revoked_at = Instant::now();
+    // Events keep coming, as beats do on a heartbeat stream.
+    let mut submitter = admin.clone();
+    let submitting = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        while submitter.submit_tasks(submit("after")).await.is_ok() {
+            every.tick().await;
+        }
+    });
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(5), pages.message()).await.expect("the stream moves") {
+            // Pages the watcher had read before the revocation was looked up again.
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream closed without saying why"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert!(revoked_at.elapsed() < Duration::from_secs(1), "ended after {:?}", revoked_at.elapsed());
+    submitting.abort();
     coordinator.stop().await.unwrap();
 }

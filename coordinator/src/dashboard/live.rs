@@ -6,7 +6,10 @@
 //! number it was rendered at (`after`). A stream the log cannot resume (the
 //! events were removed by retention) gets a `resync` event and ends. With
 //! `counts=1` (the overview's) it also carries `counts` events: the
-//! overview's numbers, read once for every page (`counts`).
+//! overview's numbers, read once for every page (`counts`). The session's
+//! token is checked again before each send: once it is revoked or expired
+//! the stream sends `resync` and ends, and the page, reading itself again,
+//! lands on the login form.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::html::error_response;
 use super::session::Session;
 use crate::app::App;
+use crate::auth::Caller;
 use crate::error::Error;
 use crate::events::page::Page;
 use crate::events::watch::{Filter, Watcher};
@@ -51,7 +55,7 @@ pub(crate) struct LiveQuery {
 
 /// Streams the events after `after` (or `Last-Event-ID`) that match.
 pub(crate) async fn stream(
-    _session: Session,
+    session: Session,
     State(app): State<Arc<App>>,
     Query(query): Query<LiveQuery>,
     headers: HeaderMap,
@@ -67,7 +71,11 @@ pub(crate) async fn stream(
     };
     let (events, outbound) = mpsc::channel(BUFFER);
     let counts = (query.counts == 1).then(|| app.overview.subscribe());
-    hive_shared::tracked::spawn(&app.tracker, "dashboard stream", follow(Arc::clone(&app), watcher, counts, events));
+    hive_shared::tracked::spawn(
+        &app.tracker,
+        "dashboard stream",
+        follow(Arc::clone(&app), session.caller, watcher, counts, events),
+    );
     Sse::new(ReceiverStream::new(outbound))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
@@ -92,6 +100,7 @@ fn filter(query: &LiveQuery) -> Result<Filter, Error> {
 /// when `counts` follows them) until the page goes away or the coordinator stops.
 async fn follow(
     app: Arc<App>,
+    caller: Caller,
     mut watcher: Watcher,
     mut counts: Option<watch::Receiver<Option<Arc<String>>>>,
     events: mpsc::Sender<Result<SseEvent, Infallible>>,
@@ -109,6 +118,9 @@ async fn follow(
             page = watcher.next(&app.pool, &app.events) => page,
             numbers = changed => {
                 let Some(numbers) = numbers else { continue };
+                if !signed_in(&app, &caller, &events).await {
+                    return;
+                }
                 if events.send(Ok(SseEvent::default().event("counts").data(numbers.as_str()))).await.is_err() {
                     return;
                 }
@@ -117,10 +129,13 @@ async fn follow(
             () = events.closed() => return,
             () = app.rpc_shutdown.cancelled() => return,
         };
+        if !signed_in(&app, &caller, &events).await {
+            return;
+        }
         let page = match page {
             Ok(page) => page,
             Err(err) => {
-                let _ = events.send(Ok(SseEvent::default().event("resync").data(err.to_string()))).await;
+                resync(&events, &err.to_string()).await;
                 return;
             }
         };
@@ -141,6 +156,24 @@ async fn follow(
             }
         }
     }
+}
+
+/// Whether the session's token is still good; when it is not, the page is
+/// told to read itself again (and so meets the login form).
+async fn signed_in(app: &App, caller: &Caller, events: &mpsc::Sender<Result<SseEvent, Infallible>>) -> bool {
+    let Some(book) = &app.tokens else { return true };
+    match book.recheck(caller).await {
+        Ok(()) => true,
+        Err(err) => {
+            resync(events, &err.to_string()).await;
+            false
+        }
+    }
+}
+
+/// Tells the page to read itself again, saying why.
+async fn resync(events: &mpsc::Sender<Result<SseEvent, Infallible>>, why: &str) {
+    let _ = events.send(Ok(SseEvent::default().event("resync").data(why))).await;
 }
 
 /// A page's events, decoded from the records the watchers share.

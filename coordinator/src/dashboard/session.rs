@@ -72,7 +72,8 @@ impl FromRequestParts<Arc<App>> for Session {
             return Err(Redirect::to("/login").into_response());
         };
         let caller = match book.authenticate(token).await {
-            Ok(caller) => caller,
+            // Kept, so that a long-lived stream can check it again (`TokenBook::recheck`).
+            Ok(caller) => Caller { credential: Some(hive_shared::config::Secret::new(token.to_owned())), ..caller },
             Err(Error::Unauthenticated(_)) => return Err(signed_out(Redirect::to("/login"))),
             Err(err) => return Err(error_page(StatusCode::SERVICE_UNAVAILABLE, &err.to_string())),
         };

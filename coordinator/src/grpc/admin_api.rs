@@ -313,7 +313,8 @@ impl AdminService for AdminApi {
     type WatchStream = WatchStream;
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        Ok(Response::new(watch_api::watch(&self.app, request.into_inner()).await?))
+        let caller = Caller::of(&request)?;
+        Ok(Response::new(watch_api::watch(&self.app, caller, request.into_inner()).await?))
     }
 
     async fn list_locks(

@@ -1,6 +1,8 @@
 //! `AdminService.Watch`: decode the request, start a watcher
 //! (`crate::events::watch`), and send its pages down the stream until the
-//! caller hangs up or the coordinator stops taking calls.
+//! caller hangs up, the coordinator stops taking calls, or the caller's
+//! token stops being good (revoked or expired: checked again before each
+//! page, as heartbeat and output streams are).
 
 use std::pin::Pin;
 
@@ -13,6 +15,7 @@ use tonic::Status;
 
 use super::convert::optional_id;
 use crate::app::App;
+use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::events::watch::{Filter, Watcher};
 
@@ -30,7 +33,7 @@ const QUIET_POSITION: std::time::Duration = std::time::Duration::from_secs(5);
 /// # Errors
 /// [`Error::InvalidArgument`] naming a bad id or kind; [`Error::EventsOutOfRange`]
 /// for an `after` the log does not hold; database failures.
-pub(crate) async fn watch(app: &App, request: pb::WatchRequest) -> Result<WatchStream> {
+pub(crate) async fn watch(app: &App, caller: Caller, request: pb::WatchRequest) -> Result<WatchStream> {
     let after = request
         .after
         .map(|after| i64::try_from(after).map_err(|_| Error::invalid("after", "is too large")))
@@ -46,7 +49,7 @@ pub(crate) async fn watch(app: &App, request: pb::WatchRequest) -> Result<WatchS
     let start = pb::WatchResponse { position: position(&watcher), ..pb::WatchResponse::default() };
     // The channel is new and holds BUFFER: this cannot fail.
     let _ = pages.try_send(Ok(start));
-    hive_shared::tracked::spawn(&app.tracker, "watch stream", follow(app.clone(), watcher, pages));
+    hive_shared::tracked::spawn(&app.tracker, "watch stream", follow(app.clone(), caller, watcher, pages));
     Ok(Box::pin(ReceiverStream::new(outbound)))
 }
 
@@ -55,7 +58,12 @@ pub(crate) async fn watch(app: &App, request: pb::WatchRequest) -> Result<WatchS
 /// it got). When the filter leaves pages empty, the position is still sent,
 /// at most every [`QUIET_POSITION`], so a narrow watch resumes near where it
 /// was, not from its last match.
-async fn follow(app: App, mut watcher: Watcher, pages: mpsc::Sender<Result<pb::WatchResponse, Status>>) {
+async fn follow(
+    app: App,
+    caller: Caller,
+    mut watcher: Watcher,
+    pages: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+) {
     let mut last_sent = tokio::time::Instant::now();
     loop {
         let page = tokio::select! {
@@ -63,14 +71,19 @@ async fn follow(app: App, mut watcher: Watcher, pages: mpsc::Sender<Result<pb::W
             () = pages.closed() => return,
             () = app.rpc_shutdown.cancelled() => return,
         };
-        let reply = match page {
-            Ok(page) if page.len() == 0 && last_sent.elapsed() < QUIET_POSITION => continue,
-            Ok(page) => Ok(pb::WatchResponse {
+        let still_good = match &app.tokens {
+            Some(book) => book.recheck(&caller).await,
+            None => Ok(()),
+        };
+        let reply = match (page, still_good) {
+            (_, Err(err)) => Err(Status::from(err)),
+            (Ok(page), _) if page.len() == 0 && last_sent.elapsed() < QUIET_POSITION => continue,
+            (Ok(page), _) => Ok(pb::WatchResponse {
                 encoded: page.into_records(),
                 position: position(&watcher),
                 ..pb::WatchResponse::default()
             }),
-            Err(err) => Err(Status::from(err)),
+            (Err(err), _) => Err(Status::from(err)),
         };
         let failed = reply.is_err();
         // A caller that stops reading holds only its own stream, and not past shutdown.
