@@ -1,7 +1,7 @@
 //! Saves a screenshot of each of the dashboard's main views, for `docs/`:
 //! signs in to a running coordinator's dashboard with a token and captures
-//! the overview, a swarm, the task list, a task, the workers and the dead
-//! letters in headless Chromium (see `scripts/screenshots`, which starts a
+//! the overview, a swarm (with its dependency graph), the task list, a
+//! task, the workers, the dead letters and the audit log in headless Chromium (see `scripts/screenshots`, which starts a
 //! stack for it).
 //!
 //! Usage: `screenshots DASHBOARD_URL TOKEN_FILE OUT_DIR`
@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
         browser.open(&format!("{site}{task}")).await;
         save(&browser, &out, "task").await?;
     }
-    for (name, path) in [("workers", "/workers"), ("dead-letters", "/dead")] {
+    for (name, path) in [("workers", "/workers"), ("dead-letters", "/dead"), ("audit", "/audit")] {
         browser.open(&format!("{site}{path}")).await;
         save(&browser, &out, name).await?;
     }
