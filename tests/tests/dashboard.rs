@@ -72,6 +72,10 @@ async fn the_dashboard_is_live_acts_for_admins_only_and_misses_no_event() {
         && document.getElementById('total-ready').textContent === '0' \
         && document.querySelector('tr[data-swarm] td[data-status=running]').textContent === '1'";
     browser.wait_for("the overview to count the running task", running, Duration::from_secs(10)).await;
+    let pace = "[...document.querySelectorAll('tr[data-swarm] td[data-pace]')].map(td => td.textContent)";
+    browser.wait_for("the swarm's pace", &format!("{pace}[0] !== ''"), Duration::from_secs(5)).await;
+    let pace: Vec<String> = serde_json::from_value(browser.eval(pace).await).unwrap();
+    assert!(pace[0].ends_with('s') && pace[1] == "0.0/min" && pace[2] == "–", "elapsed, pace, left: {pace:?}");
     assert_eq!(browser.eval("performance.getEntriesByType('navigation').length").await, json!(1), "no reload");
 
     // Cancel on the running task kills its agent's process tree.

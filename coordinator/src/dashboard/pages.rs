@@ -105,15 +105,18 @@ pub(crate) async fn overview(session: Session, State(app): State<Arc<App>>) -> R
     page("Overview", &session, fleet.event_head, ("counts=1", Refresh::Counts), &body)
 }
 
-/// The newest swarms, each with a bar of its finished tasks and its counts
-/// by status (cells the overview's script updates from `counts` events).
+/// The newest swarms, each with a bar of its finished tasks, its counts by
+/// status (cells the overview's script updates from `counts` events), its
+/// pace (elapsed, tasks finished a minute, time left at that pace: worked
+/// out by the script from the counts and the swarm's start, so they move
+/// without a request), and what it spent against its budget.
 fn swarm_progress(counts: &[db::progress::SwarmCount]) -> String {
-    let mut swarms: Vec<(uuid::Uuid, &str, BTreeMap<String, i64>)> = Vec::new();
+    let mut swarms: Vec<(&db::progress::SwarmCount, BTreeMap<String, i64>)> = Vec::new();
     for count in counts {
-        if swarms.last().is_none_or(|(id, _, _)| *id != count.swarm_id) {
-            swarms.push((count.swarm_id, &count.name, BTreeMap::new()));
+        if swarms.last().is_none_or(|(first, _)| first.swarm_id != count.swarm_id) {
+            swarms.push((count, BTreeMap::new()));
         }
-        if let Some((_, _, by_status)) = swarms.last_mut() {
+        if let Some((_, by_status)) = swarms.last_mut() {
             by_status.insert(count.status.to_string(), count.count);
         }
     }
@@ -121,8 +124,9 @@ fn swarm_progress(counts: &[db::progress::SwarmCount]) -> String {
     for status in TaskStatus::ALL {
         let _ = write!(html, "<th>{status}</th>");
     }
-    html.push_str("</tr>");
-    for (id, name, by_status) in &swarms {
+    html.push_str("<th>elapsed</th><th>pace</th><th>left</th><th>spent / budget</th></tr>");
+    for (swarm, by_status) in &swarms {
+        let id = swarm.swarm_id;
         let total: i64 = by_status.values().sum();
         let done: i64 = TaskStatus::ALL
             .iter()
@@ -132,14 +136,20 @@ fn swarm_progress(counts: &[db::progress::SwarmCount]) -> String {
         let percent = if total == 0 { 0 } else { done * 100 / total };
         let _ = write!(
             html,
-            r#"<tr data-swarm="{id}"><td><a href="/swarms/{id}">{}</a></td><td><progress max="{total}" value="{done}" data-swarm="{id}"></progress> <span class="n" data-swarm="{id}" data-done="1">{percent}%</span></td>"#,
-            escape(name)
+            r#"<tr data-swarm="{id}" data-created="{}"><td><a href="/swarms/{id}">{}</a></td><td><progress max="{total}" value="{done}" data-swarm="{id}"></progress> <span class="n" data-swarm="{id}" data-done="1">{percent}%</span></td>"#,
+            swarm.created_at.timestamp_millis(),
+            escape(&swarm.name)
         );
         for status in TaskStatus::ALL {
             let count = by_status.get(&status.to_string()).copied().unwrap_or(0);
             let _ = write!(html, r#"<td class="n" data-swarm="{id}" data-status="{status}">{count}</td>"#);
         }
-        html.push_str("</tr>");
+        let budget = swarm.budget.map_or_else(|| "none".to_owned(), |budget| format!("{budget:.2}"));
+        let _ = write!(
+            html,
+            r#"<td class="n" data-pace="elapsed"></td><td class="n" data-pace="rate"></td><td class="n" data-pace="left"></td><td class="n">{:.2} / {budget}</td></tr>"#,
+            swarm.spent
+        );
     }
     html.push_str("</table>");
     if swarms.is_empty() {

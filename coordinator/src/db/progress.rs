@@ -17,6 +17,10 @@ pub struct SwarmCount {
     pub name: String,
     /// When the swarm was submitted.
     pub created_at: DateTime<Utc>,
+    /// What its agents have spent.
+    pub spent: f64,
+    /// Its budget, if it has one.
+    pub budget: Option<f64>,
     /// Status.
     pub status: TaskStatus,
     /// Task count.
@@ -29,7 +33,7 @@ pub async fn counts(executor: impl PgExecutor<'_>, swarm: Option<Uuid>) -> sqlx:
     sqlx::query_as!(
         SwarmCount,
         r#"
-        select w.id as swarm_id, w.name, w.created_at, t.status as "status!: TaskStatus", t.tasks as "count!"
+        select w.id as swarm_id, w.name, w.created_at, w.spent, w.budget, t.status as "status!: TaskStatus", t.tasks as "count!"
         from swarm_totals t join swarms w on w.id = t.swarm_id
         where t.tasks <> 0 and ($1::uuid is null or t.swarm_id = $1)
         order by w.created_at desc, w.id, t.status
@@ -47,9 +51,9 @@ pub async fn newest(executor: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<V
         SwarmCount,
         r#"
         with newest as materialized (
-            select id, name, created_at from swarms order by created_at desc, id limit $1
+            select id, name, created_at, spent, budget from swarms order by created_at desc, id limit $1
         )
-        select w.id as "swarm_id!", w.name as "name!", w.created_at as "created_at!",
+        select w.id as "swarm_id!", w.name as "name!", w.created_at as "created_at!", w.spent as "spent!", w.budget,
                t.status as "status!: TaskStatus", t.tasks as "count!"
         from newest w join swarm_totals t on t.swarm_id = w.id
         where t.swarm_id = any(array(select id from newest)) and t.tasks <> 0

@@ -1,13 +1,14 @@
 // Hive dashboard: follows the page's live event stream (GET /live, server-sent
 // events) and lists the newest events beside the page. What else the page
 // does with them (body data-refresh): the overview applies the numbers the
-// coordinator pushes ("counts"), reading itself again only for a new swarm
-// or agent; a list counts the events since it was read
-// and offers to read it again ("banner"); a page about one task re-reads
-// itself, at most once a second ("reread"). A running task's output
-// (pre#output[data-follow]) grows by the chunks after the last it shows,
-// asked for once a second while the page is visible. Otherwise an idle page
-// sends nothing; a cut stream reconnects and resumes after the last event it saw.
+// coordinator pushes ("counts") and works out each swarm's pace from them,
+// reading itself again only for a new swarm or agent; a list counts the
+// events since it was read and offers to read it again ("banner"); a page
+// about one task re-reads itself, at most once a second ("reread"). A
+// running task's output (pre#output[data-follow]) grows by the chunks after
+// the last it shows, asked for once a second while the page is visible.
+// Otherwise an idle page sends nothing; a cut stream reconnects and resumes
+// after the last event it saw.
 (() => {
   'use strict';
   const body = document.body;
@@ -47,7 +48,10 @@
       if (!response.ok) return;
       const page = new DOMParser().parseFromString(await response.text(), 'text/html');
       const fresh = page.getElementById('main');
-      if (fresh) document.getElementById('main').replaceWith(fresh);
+      if (fresh) {
+        document.getElementById('main').replaceWith(fresh);
+        pace();
+      }
     } catch (_) {
       // The next event tries again.
     }
@@ -63,6 +67,32 @@
     if (s < 60) return s + 's';
     if (s < 3600) return Math.floor(s / 60) + 'm ' + (s % 60) + 's';
     return Math.floor(s / 3600) + 'h ' + Math.floor((s % 3600) / 60) + 'm';
+  }
+
+  // Each swarm's pace on the overview, from its counts and its start:
+  // elapsed, tasks finished a minute, and the time left at that pace.
+  function pace() {
+    const now = Date.now();
+    for (const row of document.querySelectorAll('tr[data-swarm][data-created]')) {
+      const count = (status) => Number(row.querySelector('td[data-status="' + status + '"]')?.textContent || 0);
+      const done = count('succeeded') + count('dead') + count('cancelled');
+      const left = count('blocked') + count('ready') + count('running') + count('cancelling');
+      const put = (name, text) => {
+        const cell = row.querySelector('td[data-pace="' + name + '"]');
+        if (cell) cell.textContent = text;
+      };
+      if (left === 0) {
+        put('elapsed', '');
+        put('rate', '');
+        put('left', 'finished');
+        continue;
+      }
+      const elapsed = Math.max(1, (now - Number(row.dataset.created)) / 1000);
+      const perSecond = done / elapsed;
+      put('elapsed', seconds(elapsed));
+      put('rate', (perSecond * 60).toFixed(1) + '/min');
+      put('left', perSecond > 0 ? '~' + seconds(left / perSecond) : '–');
+    }
   }
 
   function applyCounts(numbers) {
@@ -105,6 +135,7 @@
     if (live) live.textContent = String(numbers.workers.live);
     const draining = document.getElementById('workers-draining');
     if (draining) draining.textContent = String(numbers.workers.draining);
+    pace();
     // A swarm or agent the page has no row for: read the page again.
     if (unknown) schedule();
   }
@@ -170,6 +201,8 @@
   }
 
   setInterval(follow, 1000);
+  pace();
+  setInterval(pace, 1000);
 
   if (list && state && body.dataset.after !== undefined) {
     connect();
