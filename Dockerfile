@@ -125,8 +125,9 @@ CMD ["--config", "/etc/hive/worker.toml"]
 
 # --- worker with Claude Code --------------------------------------------------
 # Claude Code 2.1.197 (pinned, with integrity hashes, in tools/package.json
-# and tools/package-lock.json) installs from npm a native executable that
-# needs no Node at run time: Node (Debian's 18) is only in the build stage.
+# and tools/package-lock.json) installs from npm as a native executable; the
+# image also carries Node (Debian's 18) for what Claude Code starts: MCP
+# servers and hooks written in JavaScript.
 # Behind a TLS-intercepting proxy, give npm the proxy's CA bundle:
 #   docker build --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt --target worker-claude .
 FROM ${DEBIAN_IMAGE} AS claude-code
@@ -144,5 +145,11 @@ RUN --mount=type=secret,id=ca \
 
 FROM worker AS worker-claude
 LABEL org.opencontainers.image.title="hive-worker-claude" \
-      org.opencontainers.image.description="Hive worker with Claude Code 2.1.197"
+      org.opencontainers.image.description="Hive worker with Claude Code 2.1.197 and Node"
+USER 0
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs \
+    && apt-get clean && rm -rf /var/lib/apt/lists/*
+USER 10001:10001
 COPY --from=claude-code /usr/local/bin/claude /usr/local/bin/claude

@@ -457,9 +457,11 @@ async fn graphs_output_bulk_cancels_cool_downs_and_records_work_in_the_browser()
     assert_eq!(unfinished().await, 3, "nothing cancelled before the confirmation");
     browser.eval("document.querySelector('button[value=cancel-all]').click()").await;
     eventually("the swarm cancelled", Duration::from_secs(10), || async { unfinished().await == 0 }).await;
-    // The printing task, in another swarm, runs on; the filter by error text finds nothing of it.
+    // The filter by error text looks among dead (or cancelled) tasks: none has this error.
     browser.open(&format!("{site}/tasks?error=no+such+error")).await;
     assert_eq!(browser.eval("document.querySelectorAll('#tasks tr[data-task]').length").await, json!(0));
+    let refused = "fetch('/tasks?status=ready&error=x').then(r => r.status)";
+    assert_eq!(browser.eval(refused).await, json!(400), "error text finds dead or cancelled tasks only");
 
     // A provider cool-down shows on the overview and an admin clears it there.
     submit("swarm: limited\ntasks:\n  - {agent: limited, prompt: l}\n").await;

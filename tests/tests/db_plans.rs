@@ -175,10 +175,16 @@ async fn listing_tasks_by_status_or_swarm_uses_an_index_at_a_million_tasks() {
     let mut filters: Vec<(String, String)> =
         ["ready", "running", "cancelling", "blocked", "dead", "cancelled", "succeeded"]
             .into_iter()
-            .map(|status| (format!("status {status}"), format!("null, '{status}', null, null, null, 50, true, 200")))
+            .map(|status| {
+                (format!("status {status}"), format!("null, '{status}', null, null, null, 50, true, 200, null, null"))
+            })
             .collect();
-    filters.push(("swarm".into(), format!("null, null, '{swarm}', null, null, 50, true, 200")));
-    filters.push(("swarm and status ready".into(), format!("null, 'ready', '{swarm}', null, null, 50, true, 200")));
+    filters.push(("swarm".into(), format!("null, null, '{swarm}', null, null, 50, true, 200, null, null")));
+    filters.push((
+        "swarm and status ready".into(),
+        format!("null, 'ready', '{swarm}', null, null, 50, true, 200, null, null"),
+    ));
+    filters.push(("dead, by error text".into(), "null, 'dead', null, null, null, 50, true, 200, null, 'x'".into()));
 
     let mut offending = Vec::new();
     for (name, arguments) in filters {

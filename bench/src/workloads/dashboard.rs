@@ -3,7 +3,9 @@
 //! rest succeeded, each ended one with its attempt. Times each page's
 //! answer (request sent → last byte, over loopback HTTP/1.1, one at a
 //! time): the overview, the task list filtered by status (its first page and
-//! one 10,000 tasks in, or halfway in a smaller run), by swarm, and one task. Then counts the reads of the kept
+//! one 10,000 tasks in, or halfway in a smaller run), by swarm, by error
+//! text (among dead tasks: text none has, the worst case, and text all have), a
+//! swarm's page (with its graph's read), and one task. Then counts the reads of the kept
 //! counts (`task_counts`, `swarm_counts`: the overview's numbers, which no
 //! background loop reads while nothing changes) per second over [`IDLE`], with no page open and with one
 //! overview's event stream open and nothing happening (what an idle open
@@ -53,6 +55,10 @@ pub async fn run(db: &Database, binaries: &Binaries, n: usize) -> anyhow::Result
         ("tasks_ready", "/tasks?status=ready".to_owned()),
         ("tasks_ready_deep", format!("/tasks?status=ready&before={middle}")),
         ("tasks_swarm", format!("/tasks?swarm={swarm}")),
+        // Error text no dead task has: the list walks every dead task to say so.
+        ("tasks_error_none", "/tasks?error=no+such+error".to_owned()),
+        ("tasks_dead_error", "/tasks?status=dead&error=ended".to_owned()),
+        ("swarm", format!("/swarms/{swarm}")),
         ("task", format!("/tasks/{task}")),
     ];
     // The reads per second first, before the pages are timed (a backend

@@ -265,8 +265,10 @@ fn filters_query(query: &TaskQuery) -> String {
 }
 
 /// For an admin, when the filter is one a bulk control takes (a swarm, an
-/// agent or error text, and no worker): cancel what it matches, or retry
-/// its dead tasks, each after a count.
+/// agent or error text, and no worker): cancel what it matches (without
+/// error text, which the list matches against finished tasks' errors and a
+/// cancel against unfinished tasks' last attempts), or retry its dead
+/// tasks, each after a count.
 fn bulk_links(session: &Session, query: &TaskQuery) -> String {
     let filtered = !(query.swarm.is_empty() && query.agent.is_empty() && query.error.is_empty());
     if !session.may_act() || !filtered || !query.worker.is_empty() {
@@ -281,9 +283,13 @@ fn bulk_links(session: &Session, query: &TaskQuery) -> String {
         };
         escape(&format!("/bulk?{}", bulk.query_string()))
     };
+    let cancel = if query.error.is_empty() {
+        format!(r#"<a class="bulk" href="{}">Cancel every unfinished task matching…</a> "#, link("cancel"))
+    } else {
+        String::new()
+    };
     format!(
-        r#"<p class="controls"><a class="bulk" href="{}">Cancel every unfinished task matching…</a> <a class="bulk" href="{}">Retry every dead task matching…</a></p>"#,
-        link("cancel"),
+        r#"<p class="controls">{cancel}<a class="bulk" href="{}">Retry every dead task matching…</a></p>"#,
         link("retry")
     )
 }
@@ -295,6 +301,18 @@ fn list_filter(query: &TaskQuery) -> Result<db::tasks::ListFilter, String> {
         text => Some(TaskStatus::ALL.into_iter().find(|status| status.to_string() == text).ok_or_else(|| {
             format!("status: `{text}` is not a task status (blocked, ready, running, cancelling, succeeded, dead, cancelled)")
         })?),
+    };
+    // Dead and cancelled tasks are the ones with an error, and each status
+    // has its own index: error text walks one of them, never every task.
+    let status = match status {
+        _ if query.error.is_empty() => status,
+        None => Some(TaskStatus::Dead),
+        Some(TaskStatus::Dead | TaskStatus::Cancelled) => status,
+        Some(other) => {
+            return Err(format!(
+                "error: error text finds dead or cancelled tasks (the ones with an error), not {other} ones"
+            ));
+        }
     };
     Ok(db::tasks::ListFilter {
         status,

@@ -289,7 +289,9 @@ pub struct ListFilter {
     pub agent: Option<String>,
     /// The worker running its current attempt.
     pub worker_id: Option<Uuid>,
-    /// Its error (the task's, else its last attempt's) contains this text.
+    /// Its error contains this text (dead and cancelled tasks have one; an
+    /// unfinished task's errors are its attempts'). A condition on the state
+    /// row alone, checked as the walk passes each task.
     pub error_contains: Option<String>,
     /// Only tasks older than this id (the page cursor).
     pub before: Option<Uuid>,
@@ -356,7 +358,7 @@ pub async fn list(executor: impl PgExecutor<'_>, filter: &ListFilter, limit: i64
           and ($4::text is null or t.agent = $4)
           and ($5::uuid is null or s.task_id < $5)
           and ($9::uuid is null or s.worker_id = $9)
-          and ($10::text is null or strpos(coalesce(s.error, last.error), $10) > 0)
+          and ($10::text is null or strpos(s.error, $10) > 0)
         order by s.task_id desc
         limit $6
         "#,
