@@ -78,6 +78,11 @@ async fn the_dashboard_is_live_acts_for_admins_only_and_misses_no_event() {
     assert!(pace[0].ends_with('s') && pace[1] == "0.0/min" && pace[2] == "–", "elapsed, pace, left: {pace:?}");
     assert_eq!(browser.eval("performance.getEntriesByType('navigation').length").await, json!(1), "no reload");
 
+    // The workers page shows the running agent's memory, as its worker reports it.
+    browser.open(&format!("{site}/workers")).await;
+    let rss = "/^[0-9a-f]{8} [0-9.]+ [KMG]i?B$/.test(document.querySelector('#workers .rss')?.textContent || '')";
+    browser.wait_for("the agent's memory on the workers page", rss, Duration::from_secs(10)).await;
+
     // Cancel on the running task kills its agent's process tree.
     browser.open(&format!("{site}/tasks/{task}")).await;
     assert_eq!(browser.eval("document.getElementById('injected')").await, json!(null), "markup in a prompt is text");

@@ -38,7 +38,7 @@ pub(crate) async fn list(session: Session, State(app): State<Arc<App>>) -> Respo
         );
     }
     body.push_str(
-        "<table id=\"workers\"><tr><th>name</th><th>host</th><th>agents</th><th>labels</th><th>slots</th><th>running</th><th>CPU</th><th>memory</th><th>agents' memory</th><th>heartbeat</th><th>state</th><th></th></tr>",
+        "<table id=\"workers\"><tr><th>name</th><th>host</th><th>agents</th><th>labels</th><th>slots</th><th>running</th><th>CPU</th><th>memory</th><th>each agent's memory</th><th>heartbeat</th><th>state</th><th></th></tr>",
     );
     let now = Utc::now();
     for worker in &workers {
@@ -46,7 +46,14 @@ pub(crate) async fn list(session: Session, State(app): State<Arc<App>>) -> Respo
             (Some(used), Some(total)) => format!("{} / {}", bytes(used), bytes(total)),
             _ => String::new(),
         };
-        let rss: i64 = worker.attempt_rss.as_object().map_or(0, |rss| rss.values().filter_map(|v| v.as_i64()).sum());
+        // Each running agent's process tree, by the start of its attempt's id.
+        let mut rss = String::new();
+        for (attempt, bytes_held) in worker.attempt_rss.as_object().into_iter().flatten() {
+            if let Some(held) = bytes_held.as_i64() {
+                let short: String = attempt.chars().take(8).collect();
+                let _ = write!(rss, r#"<div class="rss">{} {}</div>"#, escape(&short), bytes(held));
+            }
+        }
         let age = (now - worker.last_seen_at).num_milliseconds() as f64 / 1000.0;
         let state = if worker.draining { "draining" } else { "live" };
         let _ = write!(
@@ -60,7 +67,6 @@ pub(crate) async fn list(session: Session, State(app): State<Arc<App>>) -> Respo
             slots = worker.slots,
             running = worker.running,
             cpu = worker.cpu_percent.map(|cpu| format!("{cpu:.0} %")).unwrap_or_default(),
-            rss = if rss > 0 { bytes(rss) } else { String::new() },
             controls = if session.may_act() { controls(&session, worker.id, worker.draining) } else { String::new() },
         );
     }
