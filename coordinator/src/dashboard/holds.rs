@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::actions::Posted;
-use super::html::{error_page, error_response, escape};
+use super::html::{error_page, error_response, escape, time};
 use super::session::Session;
 use crate::app::App;
 use crate::db::cooldowns::CooldownRow;
@@ -41,11 +41,8 @@ pub(crate) fn section(session: &Session, pauses: &[PauseRow], cooldowns: &[Coold
                 r#"<tr><td>{scope} {target}{stops}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{resume}</td></tr>"#,
                 escape(&pause.paused_by),
                 escape(&pause.reason),
-                pause.paused_at.format("%Y-%m-%d %H:%M:%S"),
-                pause
-                    .until
-                    .map(|until| until.format("%Y-%m-%d %H:%M:%S").to_string())
-                    .unwrap_or_else(|| "resumed".into()),
+                time(pause.paused_at),
+                pause.until.map(time).unwrap_or_else(|| "resumed".into()),
             );
         }
         html.push_str("</table>");
@@ -69,7 +66,7 @@ pub(crate) fn section(session: &Session, pauses: &[PauseRow], cooldowns: &[Coold
             html,
             r#"<tr><td>{}</td><td>{}{probing}</td><td class="n">{}</td><td>{}</td><td>{clear}</td></tr>"#,
             escape(&cooldown.account),
-            cooldown.until.format("%Y-%m-%d %H:%M:%S"),
+            time(cooldown.until),
             cooldown.step,
             escape(&cooldown.reason),
         );

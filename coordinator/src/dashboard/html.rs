@@ -83,6 +83,11 @@ fn logout_form(session: &Session) -> String {
     )
 }
 
+/// A time as pages show it, to the second (UTC).
+pub(crate) fn time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
 /// `text` as a query value.
 pub(crate) fn urlencode(text: &str) -> String {
     let mut encoded = String::with_capacity(text.len());

@@ -19,8 +19,6 @@ use serde::Deserialize;
 use super::html::{Refresh, error_page, error_response, escape, page};
 use super::session::Session;
 use crate::app::App;
-use crate::db;
-use crate::error::Error;
 use crate::tasks;
 
 /// Chunks on one page.
@@ -51,9 +49,8 @@ pub(crate) async fn show(
     let Ok(task) = TaskId::parse(&id) else {
         return error_page(StatusCode::NOT_FOUND, &format!("`{id}` is not a task id"));
     };
-    let read = tokio::try_join!(tasks::logs::page(&app.pool, task, None, query.after, CHUNKS), async {
-        Ok::<_, Error>(db::events::head(&app.pool).await?.last_seq)
-    });
+    let read =
+        tokio::try_join!(tasks::logs::page(&app.pool, task, None, query.after, CHUNKS), super::pages::head(&app.pool));
     let (output, head) = match read {
         Ok(read) => read,
         Err(err) => return error_response(err),

@@ -8,11 +8,10 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::actions::Posted;
-use super::html::{Refresh, error_response, escape, page, urlencode};
+use super::html::{Refresh, error_response, escape, page, time, urlencode};
 use super::pages::head;
 use super::session::Session;
 use crate::app::App;
@@ -186,8 +185,4 @@ pub(crate) async fn resend(
         }
         Err(err) => error_response(err),
     }
-}
-
-fn time(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M:%S").to_string()
 }

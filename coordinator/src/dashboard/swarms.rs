@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use hive_shared::ids::SwarmId;
 
 use super::actions::Posted;
-use super::html::{Refresh, error_page, error_response, escape, page};
+use super::html::{Refresh, error_page, error_response, escape, page, time};
 use super::session::Session;
 use crate::app::App;
 use crate::db;
@@ -29,7 +29,7 @@ pub(crate) async fn show(session: Session, State(app): State<Arc<App>>, Path(id)
     };
     let read = tokio::try_join!(
         tasks::progress::of(&app.pool, Some(swarm.0), app.config.leases.ttl),
-        async { Ok::<_, Error>(db::events::head(&app.pool).await?.last_seq) },
+        super::pages::head(&app.pool),
         async { Ok::<_, Error>(db::graph::swarm_nodes(&app.pool, swarm.0, super::graph::NODES).await?) },
     );
     let (mut progress, head, nodes) = match read {
@@ -54,15 +54,13 @@ pub(crate) async fn show(session: Session, State(app): State<Arc<App>>, Path(id)
     }
     body.push_str("</tr></table>");
     if let Some(summary) = &progress.summary {
-        let at = |at: Option<chrono::DateTime<chrono::Utc>>| {
-            at.map(|at| at.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "–".into())
-        };
+        let at = |at: Option<chrono::DateTime<chrono::Utc>>| at.map(time).unwrap_or_else(|| "–".into());
         let budget = summary.budget.map_or_else(|| "none".to_owned(), |budget| format!("{budget:.2}"));
         let _ = write!(
             body,
             r#"<dl class="task"><dt>submitted</dt><dd>{}</dd><dt>first start</dt><dd>{}</dd><dt>last finish</dt><dd>{}</dd>
 <dt>tokens in / out</dt><dd>{} / {}</dd><dt>spent</dt><dd id="spent">{:.4}</dd><dt>budget</dt><dd id="budget">{budget}</dd></dl>"#,
-            progress.created_at.format("%Y-%m-%d %H:%M:%S"),
+            time(progress.created_at),
             at(summary.started_at),
             at(summary.finished_at),
             summary.input_tokens,

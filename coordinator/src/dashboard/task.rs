@@ -12,7 +12,7 @@ use axum::response::Response;
 use hive_shared::ids::TaskId;
 use serde_json::Value as Json;
 
-use super::html::{Refresh, error_page, error_response, escape, page};
+use super::html::{Refresh, error_page, error_response, escape, page, time};
 use super::pages::{head, pretty};
 use super::session::Session;
 use crate::app::App;
@@ -69,7 +69,7 @@ pub(crate) async fn show(session: Session, State(app): State<Arc<App>>, Path(id)
             attempt.number,
             escape(&attempt.stage),
             attempt.worker_id,
-            attempt.started_at.format("%Y-%m-%d %H:%M:%S"),
+            time(attempt.started_at),
             attempt.finished_at.map(|at| at.format("%H:%M:%S").to_string()).unwrap_or_default(),
             attempt.outcome,
             attempt.exit_code.map(|code| code.to_string()).unwrap_or_default(),

@@ -17,14 +17,11 @@ use super::actions::Posted;
 use super::html::{Refresh, error_page, error_response, escape, page};
 use super::session::Session;
 use crate::app::App;
-use crate::db;
-use crate::error::Error;
 
 /// The live workers.
 pub(crate) async fn list(session: Session, State(app): State<Arc<App>>) -> Response {
-    let read = tokio::try_join!(crate::workers::list(&app.pool, app.config.leases.ttl, false), async {
-        Ok::<_, Error>(db::events::head(&app.pool).await?.last_seq)
-    });
+    let read =
+        tokio::try_join!(crate::workers::list(&app.pool, app.config.leases.ttl, false), super::pages::head(&app.pool));
     let (workers, head) = match read {
         Ok(read) => read,
         Err(err) => return error_response(err),
