@@ -36,6 +36,9 @@ fn watch<F>(tracker: &TaskTracker, task: &'static str, failed: Option<Cancellati
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    // Boxed first: an attempt's future is large, and unboxed it is copied
+    // whole when spawned, when first polled and when it finishes.
+    let future = Box::pin(future);
     let watched = async move {
         if let Err(panic) = AssertUnwindSafe(future).catch_unwind().await {
             tracing::error!(task, panic = panic_message(panic.as_ref()), essential = failed.is_some(), "task panicked");
