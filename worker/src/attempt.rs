@@ -105,8 +105,7 @@ async fn execute(context: Arc<Context>, assignment: pb::Assignment, start: Start
         return;
     }
     // Boxed: its state (the subprocess, its pipes, the log sink) is most of
-    // an attempt's, and every attempt's future is moved as it is spawned and
-    // first polled; a pointer moves cheaper than that state.
+    // an attempt's, and only attempts that run an agent allocate it.
     Box::pin(run_agent(&context, &assignment, agent, ids, attempt, cancel, slot)).await;
 }
 
