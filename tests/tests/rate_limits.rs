@@ -8,9 +8,9 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is the test failing
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use hive_shared::pb;
 use hive_tests::coordinator::{TestCoordinator, test_config};
@@ -32,6 +32,18 @@ async fn submit(coordinator: &TestCoordinator, agent: &str, count: usize) {
     admin.submit_tasks(request).await.unwrap();
 }
 
+/// The session a Claude Code request belongs to (its `metadata.user_id` is JSON naming it).
+fn session_of(request: &Request) -> String {
+    let user = request.body.pointer("/metadata/user_id").and_then(serde_json::Value::as_str).unwrap_or_default();
+    let user: serde_json::Value = serde_json::from_str(user).unwrap_or_default();
+    user.get("session_id").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned()
+}
+
+/// The highest step the cool-down reached, as `steps_seen` recorded it.
+async fn max_step(pool: &sqlx::PgPool) -> i32 {
+    sqlx::query_scalar("select coalesce(max(step), 0) from steps_seen").fetch_one(pool).await.unwrap()
+}
+
 /// Every task succeeded, and none was charged a failure.
 async fn all_succeeded_uncharged(pool: &sqlx::PgPool) {
     let rows: Vec<(String, i32)> =
@@ -48,21 +60,17 @@ async fn a_429_window_costs_one_call_per_cool_down_step_and_charges_no_task() {
     config.rate_limits.jitter = 0.0;
     let coordinator = TestCoordinator::start(config).await;
     let stub = ModelStub::start().await.unwrap();
-    // 429 for three seconds from the first call, then answers.
-    let (first_call, refused) = (Arc::new(OnceLock::<Instant>::new()), Arc::new(AtomicUsize::new(0)));
-    let (window_start, refusals) = (Arc::clone(&first_call), Arc::clone(&refused));
+    // 429 until the cool-down has grown to its third step, then answers.
+    // Each refused call is kept with its session, which the worker makes
+    // the attempt's id.
+    let (open, refused) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::<String>::new())));
+    let (opened, refusals) = (Arc::clone(&open), Arc::clone(&refused));
     stub.set_script(Arc::new(move |request: &Request| {
-        if window_start.get_or_init(Instant::now).elapsed() < Duration::from_secs(3) {
-            refusals.fetch_add(1, Ordering::SeqCst);
-            Reply::Error {
-                status: 429,
-                kind: "rate_limit_error".into(),
-                message: "slow down".into(),
-                retry_after: None,
-            }
-        } else {
-            default_reply(request)
+        if opened.load(Ordering::SeqCst) {
+            return default_reply(request);
         }
+        refusals.lock().unwrap().push(session_of(request));
+        Reply::Error { status: 429, kind: "rate_limit_error".into(), message: "slow down".into(), retry_after: None }
     }));
     let claude = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/node_modules/.bin/claude");
     let agent = Agent::claude_code([claude.display().to_string()])
@@ -90,23 +98,31 @@ async fn a_429_window_costs_one_call_per_cool_down_step_and_charges_no_task() {
     .unwrap();
     submit(&coordinator, "claude", 8).await;
 
+    // A refusal after a step's wait has passed (a probe's) grows it by one.
+    eventually("the cool-down's third step", Duration::from_secs(90), || async { max_step(&db.pool).await >= 3 }).await;
+    open.store(true, Ordering::SeqCst);
     wait_all_finished(&db.pool, Duration::from_secs(90)).await;
 
     all_succeeded_uncharged(&db.pool).await;
-    let steps: i32 =
-        sqlx::query_scalar("select coalesce(max(step), 0) from steps_seen").fetch_one(&db.pool).await.unwrap();
-    let refused = refused.load(Ordering::SeqCst);
-    eprintln!("calls refused: {refused}; cool-down steps: {steps}");
-    assert!(steps >= 2, "the window outlasted the first step: {steps}");
-    // Four slots called at once before the first refusal was known; after
-    // it, one probe per step.
-    assert!(refused <= 4 + steps as usize, "{refused} refused calls for {steps} steps");
-    let released: Vec<String> =
-        sqlx::query_scalar("select error from attempts where outcome = 'released'").fetch_all(&db.pool).await.unwrap();
-    assert!(
-        !released.is_empty() && released.iter().all(|error| error.contains("rate limit (HTTP 429)")),
-        "{released:?}"
-    );
+    let steps = max_step(&db.pool).await;
+    let refused = refused.lock().unwrap().clone();
+    let mut runs = refused.clone();
+    runs.sort();
+    runs.dedup();
+    eprintln!("calls refused: {}; runs refused: {}; cool-down steps: {steps}", refused.len(), runs.len());
+    // Four slots started before the first refusal was known; after it, one
+    // probe per step. The agent itself retries nothing (max retries 0).
+    assert!(runs.len() <= 4 + steps as usize, "{} refused runs for {steps} steps: {refused:?}", runs.len());
+    assert_eq!(refused.len(), runs.len(), "one call per run: {refused:?}");
+    let released: Vec<(String, String)> =
+        sqlx::query_as("select coalesce(session_id, ''), error from attempts where outcome = 'released'")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert!(released.iter().all(|(_, error)| error.contains("rate limit (HTTP 429)")), "{released:?}");
+    let mut released: Vec<String> = released.into_iter().map(|(session, _)| session).collect();
+    released.sort();
+    assert_eq!(released, runs, "each refused run is a released attempt");
     let left = hive_tests::postgres::count(&db.pool, "select count(*) from provider_cooldowns").await;
     assert_eq!(left, 0, "the successful probe ended the cool-down");
     for worker in workers {

@@ -352,7 +352,8 @@ async fn no_zombie_children_remain() {
     // now must be reaped soon, none may stay.
     let seen = zombie_children();
     let reaped = || zombie_children().iter().all(|zombie| !seen.contains(zombie));
-    super::eventually("the zombie children seen to be reaped", Duration::from_secs(5), reaped).await;
+    super::eventually(&format!("the zombie children seen to be reaped: {seen:?}"), Duration::from_secs(5), reaped)
+        .await;
 }
 
 /// A script that starts `daemon` in a session of its own (out of the agent's
