@@ -78,7 +78,13 @@ async fn the_dashboard_is_live_acts_for_admins_only_and_misses_no_event() {
     assert!(pace[0].ends_with('s') && pace[1] == "0.0/min" && pace[2] == "–", "elapsed, pace, left: {pace:?}");
     assert_eq!(browser.eval("performance.getEntriesByType('navigation').length").await, json!(1), "no reload");
 
-    // The workers page shows the running agent's memory, as its worker reports it.
+    // The workers page shows the running agent's memory, as its worker
+    // reports it (the page rereads on worker events, not on heartbeats).
+    eventually("the worker to report its agent's memory", Duration::from_secs(20), || async {
+        hive_tests::postgres::count(&db.pool, "select count(*) from workers where attempt_rss <> '{}'::jsonb").await
+            == 1
+    })
+    .await;
     browser.open(&format!("{site}/workers")).await;
     let rss = "/^[0-9a-f]{8} [0-9.]+ [KMG]i?B$/.test(document.querySelector('#workers .rss')?.textContent || '')";
     browser.wait_for("the agent's memory on the workers page", rss, Duration::from_secs(10)).await;
