@@ -54,6 +54,20 @@ pub async fn connect(config: &DatabaseConfig, events: &EventsConfig) -> Result<P
     pool_options(config, config.max_connections - hot_connections(config)).connect_with(options).await
 }
 
+/// Begins a transaction whose statements run on their generic plans, made
+/// once per connection (`plan_cache_mode = force_generic_plan` for this
+/// transaction only; one round trip with the `begin`). For submissions: the
+/// planner otherwise plans the task insert anew on every call, since its
+/// custom plan for a handful of rows looks cheaper than the generic one,
+/// and that planning costs more than running it. The generic plan joins the
+/// batch's columns by hash, whatever the batch's size.
+///
+/// # Errors
+/// Database failures.
+pub async fn begin_generic(pool: &PgPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    pool.begin_with("begin; set local plan_cache_mode = force_generic_plan").await
+}
+
 /// Settings every connection of the coordinator's pools starts with: with
 /// `events.tasks` off, `hive.task_events = off`, which the statements that
 /// write task events read (the SQL function `task_events_on`).

@@ -119,7 +119,7 @@ pub(crate) async fn submit(
     if !problems.is_empty() {
         return Err(Error::InvalidArgument { problems });
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = db::begin_generic(pool).await?;
     let owner = submission.submitted_by.as_deref();
     if let Some(key) = &submission.idempotency_key
         && let Some(existing) = existing_swarm(&mut *tx, key, owner).await?
