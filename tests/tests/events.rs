@@ -243,7 +243,9 @@ async fn swarm_and_worker_events_are_derived_once() {
     // stops beating while it works is lost.
     let draining = pb::HeartbeatRequest { worker_id: worker.id.clone(), draining: true, ..Default::default() };
     let mut beats = worker.client.clone();
-    let replies = beats.heartbeat(tokio_stream::iter(vec![draining])).await.unwrap();
+    let mut replies = beats.heartbeat(tokio_stream::iter(vec![draining])).await.unwrap().into_inner();
+    // Its reply says the beat was recorded; hanging up before it could drop the beat unread.
+    replies.message().await.unwrap().expect("a reply to the draining beat");
     drop(replies);
     let mut lost = FakeWorker::register(&coordinator, "vanishes", &["b"], 1).await;
     let beating = lost.keep_beating(Vec::new(), Duration::from_millis(200)).await;
