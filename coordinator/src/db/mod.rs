@@ -59,8 +59,8 @@ pub async fn connect(config: &DatabaseConfig, events: &EventsConfig) -> Result<P
 /// transaction only; one round trip with the `begin`). For submissions: the
 /// planner otherwise plans the task insert anew on every call, since its
 /// custom plan for a handful of rows looks cheaper than the generic one,
-/// and that planning costs more than running it. The generic plan joins the
-/// batch's columns by hash, whatever the batch's size.
+/// and that planning costs more than running it. Its generic plan joins the
+/// batch's columns by hash, so large batches are served by it too.
 ///
 /// # Errors
 /// Database failures.
