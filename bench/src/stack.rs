@@ -151,6 +151,11 @@ impl Database {
         // workload load tasks before the coordinator runs.
         hive_coordinator::MIGRATOR.run(&pool).await?;
         crate::auth::seed(&pool).await?;
+        // For measuring what a feature costs at the database: statements
+        // run once the schema is migrated (`alter table … disable trigger …`).
+        if let Ok(sql) = std::env::var("HIVE_BENCH_SQL") {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await?;
+        }
         Ok((url, pool))
     }
 

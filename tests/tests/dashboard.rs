@@ -78,16 +78,17 @@ async fn the_dashboard_is_live_acts_for_admins_only_and_misses_no_event() {
     assert!(pace[0].ends_with('s') && pace[1] == "0.0/min" && pace[2] == "–", "elapsed, pace, left: {pace:?}");
     assert_eq!(browser.eval("performance.getEntriesByType('navigation').length").await, json!(1), "no reload");
 
-    // The workers page shows the running agent's memory, as its worker
-    // reports it (the page rereads on worker events, not on heartbeats).
-    eventually("the worker to report its agent's memory", Duration::from_secs(20), || async {
-        hive_tests::postgres::count(&db.pool, "select count(*) from workers where attempt_rss <> '{}'::jsonb").await
-            == 1
-    })
-    .await;
+    // The workers page follows the heartbeats, which carry no event: it
+    // shows the running agent's memory and reads itself again, without a
+    // reload.
     browser.open(&format!("{site}/workers")).await;
     let rss = "/^[0-9a-f]{8} [0-9.]+ [KMG]i?B$/.test(document.querySelector('#workers .rss')?.textContent || '')";
-    browser.wait_for("the agent's memory on the workers page", rss, Duration::from_secs(10)).await;
+    browser.wait_for("the agent's memory on the workers page", rss, Duration::from_secs(15)).await;
+    // Marked, then replaced by the page read anew.
+    browser.eval("document.getElementById('main').dataset.seen = 'yes'").await;
+    let read_again = "document.getElementById('main').dataset.seen === undefined";
+    browser.wait_for("the workers page to be read again", read_again, Duration::from_secs(15)).await;
+    assert_eq!(browser.eval("performance.getEntriesByType('navigation').length").await, json!(1), "no reload");
 
     // Cancel on the running task kills its agent's process tree.
     browser.open(&format!("{site}/tasks/{task}")).await;

@@ -35,6 +35,10 @@ pub(crate) enum Refresh {
     /// Reads itself again, at most once a second, when events arrive (a page
     /// about one thing, whose stream carries only that thing's events).
     Reread,
+    /// Reads itself again when events arrive and every five seconds while it
+    /// is visible: for what changes without an event (the workers' CPU,
+    /// memory and heartbeat age, which their heartbeats carry).
+    Poll,
 }
 
 impl Refresh {
@@ -43,6 +47,7 @@ impl Refresh {
             Self::Counts => "counts",
             Self::Banner => "banner",
             Self::Reread => "reread",
+            Self::Poll => "poll",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The workers page: each live worker's host, labels, slots, running
 //! attempts, CPU, memory, its agents' resident memory, heartbeat age and
-//! whether it drains; for an admin, drain or stop one, and stop them all
-//! (the emergency stop). The controls run `workers::stop`, as
+//! whether it drains, read again on each worker event and every few
+//! seconds (heartbeats carry no event); for an admin, drain or stop one,
+//! and stop them all (the emergency stop). The controls run `workers::stop`, as
 //! `hivectl workers stop` does, audited as `StopWorkers`.
 
 use std::fmt::Write;
@@ -71,7 +72,7 @@ pub(crate) async fn list(session: Session, State(app): State<Arc<App>>) -> Respo
     if workers.is_empty() {
         body.push_str(r#"<p class="empty">No live worker.</p>"#);
     }
-    page("Workers", &session, head, ("kinds=worker.*", Refresh::Reread), &body)
+    page("Workers", &session, head, ("kinds=worker.*", Refresh::Poll), &body)
 }
 
 fn controls(session: &Session, worker: uuid::Uuid, draining: bool) -> String {

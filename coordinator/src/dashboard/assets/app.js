@@ -4,7 +4,9 @@
 // coordinator pushes ("counts") and works out each swarm's pace from them,
 // reading itself again only for a new swarm or agent; a list counts the
 // events since it was read and offers to read it again ("banner"); a page
-// about one task re-reads itself, at most once a second ("reread"). A
+// about one task re-reads itself, at most once a second ("reread"); the
+// workers page does that too, and every five seconds while it is visible
+// ("poll"), since heartbeats change it without an event. A
 // running task's output (pre#output[data-follow]) grows by the chunks after
 // the last it shows, asked for once a second while the page is visible.
 // Otherwise an idle page sends nothing; a cut stream reconnects and resumes
@@ -164,7 +166,8 @@
       show(event);
       // The overview lists pauses and cool-downs, which its numbers do not carry.
       const holds = /^(admin\.(pause|resume|clear_cooldown)|pause\.|cooldown\.)/.test(event.kind);
-      if (body.dataset.refresh === 'reread' || (body.dataset.refresh === 'counts' && holds)) schedule();
+      const rereads = body.dataset.refresh === 'reread' || body.dataset.refresh === 'poll';
+      if (rereads || (body.dataset.refresh === 'counts' && holds)) schedule();
       if (body.dataset.refresh === 'banner') banner();
     };
     source.addEventListener('counts', (message) => applyCounts(JSON.parse(message.data)));
@@ -201,6 +204,9 @@
   }
 
   setInterval(follow, 1000);
+  setInterval(() => {
+    if (body.dataset.refresh === 'poll' && document.visibilityState === 'visible') schedule();
+  }, 5000);
   pace();
   setInterval(pace, 1000);
 
