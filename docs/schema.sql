@@ -26,6 +26,10 @@ CREATE TYPE public.task_status AS ENUM (
     'cancelled'
 );
 
+CREATE FUNCTION public.add_tokens(total bigint, more numeric) RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN (LEAST(((total)::numeric + more), ('9223372036854775807'::bigint)::numeric))::bigint;
+
 CREATE FUNCTION public.audit_log_append_only() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -40,14 +44,18 @@ CREATE FUNCTION public.count_task_changes() RETURNS trigger
     AS $$
 begin
     if tg_op = 'INSERT' then
-        insert into task_count_changes (swarm_id, agent, status, change)
-        select swarm_id, run_agent, status, count(*) from new_rows group by swarm_id, run_agent, status;
+        insert into task_count_changes (swarm_id, agent, status, change, first_started_at, last_finished_at)
+        select swarm_id, run_agent, status, count(*), min(started_at), max(finished_at)
+        from new_rows group by swarm_id, run_agent, status;
     elsif tg_op = 'UPDATE' then
-        insert into task_count_changes (swarm_id, agent, status, change)
-        select c.swarm_id, c.agent, c.status, sum(c.change)
-        from (select swarm_id, run_agent, status, 1 from new_rows
+        -- A start or a finish always comes with a change of status, so the
+        -- rows whose counts net to nothing (a heartbeat's) carry none.
+        insert into task_count_changes (swarm_id, agent, status, change, first_started_at, last_finished_at)
+        select c.swarm_id, c.agent, c.status, sum(c.change), min(c.started_at), max(c.finished_at)
+        from (select swarm_id, run_agent, status, 1, started_at, finished_at from new_rows
               union all
-              select swarm_id, run_agent, status, -1 from old_rows) as c (swarm_id, agent, status, change)
+              select swarm_id, run_agent, status, -1, null, null from old_rows)
+            as c (swarm_id, agent, status, change, started_at, finished_at)
         group by c.swarm_id, c.agent, c.status
         having sum(c.change) <> 0;
     else
@@ -437,12 +445,35 @@ CREATE TABLE public.swarm_progress (
     budget_exhausted boolean DEFAULT false NOT NULL
 );
 
+CREATE TABLE public.swarm_times (
+    swarm_id uuid NOT NULL,
+    first_started_at timestamp with time zone,
+    last_finished_at timestamp with time zone
+);
+
 CREATE TABLE public.task_count_changes (
     agent text NOT NULL,
     status public.task_status NOT NULL,
     change bigint NOT NULL,
-    swarm_id uuid NOT NULL
+    swarm_id uuid NOT NULL,
+    first_started_at timestamp with time zone,
+    last_finished_at timestamp with time zone
 );
+
+CREATE VIEW public.swarm_spans AS
+ SELECT c.swarm_id,
+    min(c.first_started_at) AS first_started_at,
+    max(c.last_finished_at) AS last_finished_at
+   FROM ( SELECT swarm_times.swarm_id,
+            swarm_times.first_started_at,
+            swarm_times.last_finished_at
+           FROM public.swarm_times
+        UNION ALL
+         SELECT task_count_changes.swarm_id,
+            task_count_changes.first_started_at,
+            task_count_changes.last_finished_at
+           FROM public.task_count_changes) c
+  GROUP BY c.swarm_id;
 
 CREATE VIEW public.swarm_totals AS
  SELECT c.swarm_id,
@@ -467,6 +498,8 @@ CREATE TABLE public.swarms (
     budget double precision,
     spent double precision DEFAULT 0 NOT NULL,
     submitted_by text,
+    input_tokens bigint DEFAULT 0 NOT NULL,
+    output_tokens bigint DEFAULT 0 NOT NULL,
     CONSTRAINT swarms_budget_check CHECK ((budget > (0)::double precision)),
     CONSTRAINT swarms_name_check CHECK ((name <> ''::text))
 );
@@ -616,6 +649,9 @@ ALTER TABLE ONLY public.swarm_counts
 ALTER TABLE ONLY public.swarm_progress
     ADD CONSTRAINT swarm_progress_pkey PRIMARY KEY (swarm_id);
 
+ALTER TABLE ONLY public.swarm_times
+    ADD CONSTRAINT swarm_times_pkey PRIMARY KEY (swarm_id);
+
 ALTER TABLE ONLY public.swarms
     ADD CONSTRAINT swarms_pkey PRIMARY KEY (id);
 
@@ -716,6 +752,9 @@ CREATE TRIGGER task_states_count_updates AFTER UPDATE ON public.task_states REFE
 
 ALTER TABLE ONLY public.swarm_progress
     ADD CONSTRAINT swarm_progress_swarm_id_fkey FOREIGN KEY (swarm_id) REFERENCES public.swarms(id);
+
+ALTER TABLE ONLY public.swarm_times
+    ADD CONSTRAINT swarm_times_swarm_id_fkey FOREIGN KEY (swarm_id) REFERENCES public.swarms(id);
 
 ALTER TABLE ONLY public.task_deps
     ADD CONSTRAINT task_deps_depends_on_fkey FOREIGN KEY (depends_on) REFERENCES public.tasks(id) ON DELETE CASCADE;

@@ -76,6 +76,23 @@ pub const CHECKS: &[(&str, &str)] = &[
          where t.tasks is distinct from s.tasks",
     ),
     (
+        "each swarm's token totals are its attempts' tokens (held at the largest bigint)",
+        "select count(*) from swarms w
+         left join (select t.swarm_id, sum(a.input_tokens) as input_tokens, sum(a.output_tokens) as output_tokens
+                    from attempts a join tasks t on t.id = a.task_id group by t.swarm_id) u on u.swarm_id = w.id
+         where w.input_tokens <> add_tokens(0, coalesce(u.input_tokens, 0))
+            or w.output_tokens <> add_tokens(0, coalesce(u.output_tokens, 0))",
+    ),
+    (
+        "each swarm's first start is its tasks' first, its last finish no earlier than theirs",
+        "select count(*)
+         from (select swarm_id, min(started_at) as started, max(finished_at) as finished
+               from task_states group by swarm_id) s
+         left join swarm_spans t on t.swarm_id = s.swarm_id
+         where t.first_started_at is distinct from s.started
+            or (s.finished is not null and (t.last_finished_at is null or t.last_finished_at < s.finished))",
+    ),
+    (
         "a running attempt's number is the task's attempts started",
         "select count(*) from task_states s
          where s.attempt_id is not null

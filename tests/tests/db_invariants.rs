@@ -146,8 +146,16 @@ const BREAKERS: &[(&str, &str)] = &[
     ),
     (
         "a succeeded task's result is an existing succeeded attempt",
-        "delete from attempts a using task_states s
-         where s.task_id = a.task_id and s.status = 'succeeded' and a.number = s.result_attempt",
+        "with gone as (
+             delete from attempts a using task_states s
+             where s.task_id = a.task_id and s.status = 'succeeded' and a.number = s.result_attempt
+             returning s.swarm_id, a.input_tokens, a.output_tokens
+         )
+         -- Its tokens go from its swarm's totals too: only the result is missing.
+         update swarms w set input_tokens = w.input_tokens - g.input_tokens, output_tokens = w.output_tokens - g.output_tokens
+         from (select swarm_id, coalesce(sum(input_tokens), 0) as input_tokens, coalesce(sum(output_tokens), 0) as output_tokens
+               from gone group by swarm_id) g
+         where w.id = g.swarm_id",
     ),
     (
         "a task's attempt numbers are distinct",
@@ -195,6 +203,15 @@ const BREAKERS: &[(&str, &str)] = &[
         "the task counts (task_totals) are the tasks counted by agent and status",
         "alter table task_states disable trigger task_states_count_updates;
          update task_states set run_agent = 'elsewhere' where task_id = (select task_id from task_states limit 1)",
+    ),
+    (
+        "each swarm's token totals are its attempts' tokens (held at the largest bigint)",
+        "update swarms set output_tokens = output_tokens + 1 where id = (select swarm_id from tasks limit 1)",
+    ),
+    (
+        "each swarm's first start is its tasks' first, its last finish no earlier than theirs",
+        "insert into task_count_changes (swarm_id, agent, status, change, first_started_at)
+         select swarm_id, run_agent, status, 0, now() - interval '1 day' from task_states limit 1",
     ),
     (
         "a running task holds each concurrency key it names",

@@ -188,3 +188,24 @@ async fn output_budgets_name_the_running_attempt_else_the_last_that_ended() {
     let budgets = db::logs::lock_budgets(&mut conn, &[unstarted]).await.unwrap();
     assert_eq!(budgets[0].current_attempt, None, "a task never claimed takes no output");
 }
+
+#[tokio::test]
+async fn a_swarm_s_token_totals_hold_at_the_largest_bigint_and_completions_still_record() {
+    let db = fresh_database().await;
+    let swarm = swarm(&db.pool, None).await;
+    let tasks = submit(&db.pool, swarm, &[Spec::default(), Spec::default()]).await;
+    let worker = worker(&db.pool, &["noop"], json!({})).await;
+    let claimed = claim(&db.pool, worker, 2).await;
+    let attempts: Vec<(Uuid, Uuid)> = claimed.iter().map(|task| (task.id, task.attempt_id)).collect();
+    // The most an agent can report per attempt, twice: more than a bigint holds.
+    let mut reports = db_rows::reports(&attempts, Some(1.0));
+    reports.input_tokens = vec![Some(i64::MAX); 2];
+    let recorded = db::outcomes::complete(&db.pool, &reports).await.unwrap().recorded;
+    assert_eq!(recorded.len(), 2, "both recorded");
+    for task in tasks {
+        assert_eq!(db_rows::status(&db.pool, task).await, TaskStatus::Succeeded);
+    }
+    let totals = db::progress::summaries(&db.pool, Some(swarm)).await.unwrap();
+    assert_eq!((totals[0].input_tokens, totals[0].output_tokens, totals[0].spent), (i64::MAX, 40, 2.0));
+    assert_invariants(&db.pool).await;
+}

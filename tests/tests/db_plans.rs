@@ -204,8 +204,8 @@ async fn listing_tasks_by_status_or_swarm_uses_an_index_at_a_million_tasks() {
             offending.push((name, bad));
         }
     }
-    // What a `/metrics` scrape and the dashboard's overview read: bounded by
-    // agents, workers and swarms, never the tasks.
+    // What a `/metrics` scrape, the dashboard's overview and a swarm's page
+    // read: bounded by agents, workers and swarms, never the tasks.
     let scrape = [
         ("scrape: task totals", statement_containing(&["from task_totals t", "left join lateral"])),
         ("scrape: workers by agent", statement_containing(&["unnest(w.agents) as a (agent)", "free_slots"])),
@@ -216,6 +216,11 @@ async fn listing_tasks_by_status_or_swarm_uses_an_index_at_a_million_tasks() {
         (
             "dashboard: one swarm's counts",
             statement_containing(&["from swarm_totals t join swarms w"]),
+            format!("'{swarm}'"),
+        ),
+        (
+            "dashboard: one swarm's times and tokens",
+            statement_containing(&["from swarms w left join swarm_spans t"]),
             format!("'{swarm}'"),
         ),
     ];

@@ -111,13 +111,16 @@ pub async fn fleet(executor: impl PgExecutor<'_>) -> sqlx::Result<Fleet> {
 }
 
 /// Folds the committed changes of task counts into `task_counts` (by agent
-/// and status) and `swarm_counts` (by swarm and status); any number of
-/// coordinators may, each change is folded once. How many change rows it folded.
+/// and status) and `swarm_counts` (by swarm and status), and their starts
+/// and finishes into `swarm_times` (each swarm's earliest and latest); any
+/// number of coordinators may, each change is folded once. How many change
+/// rows it folded.
 pub async fn fold_task_counts(executor: impl PgExecutor<'_>) -> sqlx::Result<u64> {
     let folded = sqlx::query_scalar!(
         r#"
         with folded as (
-            delete from task_count_changes returning swarm_id, agent, status, change
+            delete from task_count_changes
+            returning swarm_id, agent, status, change, first_started_at, last_finished_at
         ), by_agent as (
             insert into task_counts as c (agent, status, tasks)
             select agent, status, sum(change)::int8 from folded group by agent, status
@@ -126,6 +129,14 @@ pub async fn fold_task_counts(executor: impl PgExecutor<'_>) -> sqlx::Result<u64
             insert into swarm_counts as c (swarm_id, status, tasks)
             select swarm_id, status, sum(change)::int8 from folded group by swarm_id, status
             on conflict (swarm_id, status) do update set tasks = c.tasks + excluded.tasks
+        ), spans as (
+            insert into swarm_times as t (swarm_id, first_started_at, last_finished_at)
+            select swarm_id, min(first_started_at), max(last_finished_at) from folded
+            group by swarm_id
+            having min(first_started_at) is not null or max(last_finished_at) is not null
+            on conflict (swarm_id) do update
+            set first_started_at = least(t.first_started_at, excluded.first_started_at),
+                last_finished_at = greatest(t.last_finished_at, excluded.last_finished_at)
         )
         select count(*) as "rows!" from folded
         "#,

@@ -102,9 +102,12 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
             where s.task_id = n.task_id and s.status = 'blocked'
             returning s.status
         ), charged as (
-            update swarms w set spent = w.spent + x.cost
-            from (select swarm_id, sum(coalesce(cost, 0)) as cost from done group by swarm_id) x
-            where w.id = x.swarm_id and x.cost > 0
+            update swarms w set spent = w.spent + x.cost, input_tokens = add_tokens(w.input_tokens, x.input_tokens),
+                                output_tokens = add_tokens(w.output_tokens, x.output_tokens)
+            from (select swarm_id, sum(coalesce(cost, 0)) as cost, coalesce(sum(input_tokens), 0) as input_tokens,
+                         coalesce(sum(output_tokens), 0) as output_tokens
+                  from done group by swarm_id) x
+            where w.id = x.swarm_id and (x.cost > 0 or x.input_tokens > 0 or x.output_tokens > 0)
         ), unlocked as (
             delete from task_locks l using done where l.task_id = done.task_id returning l.key
         ), logged as (
@@ -286,10 +289,13 @@ pub async fn apply_fates(conn: &mut PgConnection, fates: &Fates) -> sqlx::Result
                    now(), d.outcome, d.error, d.exit_code, d.signal, d.session_id, d.input_tokens, d.output_tokens, d.cost
             from decided d join task_states s on s.task_id = d.task_id and s.attempt_id = d.attempt_id
         ), charged as (
-            update swarms w set spent = w.spent + x.cost
-            from (select s.swarm_id, sum(coalesce(d.cost, 0)) as cost
-                  from decided d join task_states s on s.task_id = d.task_id group by s.swarm_id) x
-            where w.id = x.swarm_id and x.cost > 0
+            update swarms w set spent = w.spent + x.cost, input_tokens = add_tokens(w.input_tokens, x.input_tokens),
+                                output_tokens = add_tokens(w.output_tokens, x.output_tokens)
+            from (select s.swarm_id, sum(coalesce(d.cost, 0)) as cost, coalesce(sum(d.input_tokens), 0) as input_tokens,
+                         coalesce(sum(d.output_tokens), 0) as output_tokens
+                  from decided d join task_states s on s.task_id = d.task_id and s.attempt_id = d.attempt_id
+                  group by s.swarm_id) x
+            where w.id = x.swarm_id and (x.cost > 0 or x.input_tokens > 0 or x.output_tokens > 0)
         ), unlocked as (
             delete from task_locks l using decided d where l.task_id = d.task_id returning l.key
         ), moved as (

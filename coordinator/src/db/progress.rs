@@ -74,31 +74,27 @@ pub struct Summary {
     pub budget: Option<f64>,
     /// Spent.
     pub spent: f64,
-    /// First start.
+    /// When its first task first started.
     pub started_at: Option<DateTime<Utc>>,
-    /// Last finish.
+    /// When a task of it last finished (a finish a retry undid still counts).
     pub finished_at: Option<DateTime<Utc>>,
-    /// Usage.
+    /// Input tokens its attempts reported.
     pub input_tokens: i64,
-    /// Usage.
+    /// Output tokens its attempts reported.
     pub output_tokens: i64,
 }
 
-/// Totals per swarm (one swarm when given): times from the task states,
-/// usage from the attempts.
+/// Totals per swarm (one swarm when given), all kept on the way: its first
+/// start and last finish (`swarm_spans`), and its tokens and cost (on its
+/// row). Reads no task and no attempt.
 pub async fn summaries(executor: impl PgExecutor<'_>, swarm: Option<Uuid>) -> sqlx::Result<Vec<Summary>> {
     sqlx::query_as!(
         Summary,
         r#"
-        select w.id, w.budget, w.spent, x.started_at, x.finished_at,
-               coalesce(u.input_tokens, 0)::int8 as "input_tokens!", coalesce(u.output_tokens, 0)::int8 as "output_tokens!"
-        from swarms w
-        join (select t.swarm_id, min(s.started_at) as started_at, max(s.finished_at) as finished_at
-              from tasks t join task_states s on s.task_id = t.id
-              where $1::uuid is null or t.swarm_id = $1 group by t.swarm_id) x on x.swarm_id = w.id
-        left join (select t.swarm_id, sum(a.input_tokens) as input_tokens, sum(a.output_tokens) as output_tokens
-                   from attempts a join tasks t on t.id = a.task_id
-                   where $1::uuid is null or t.swarm_id = $1 group by t.swarm_id) u on u.swarm_id = w.id
+        select w.id as "id!", w.budget, w.spent as "spent!", t.first_started_at as started_at,
+               t.last_finished_at as finished_at, w.input_tokens as "input_tokens!", w.output_tokens as "output_tokens!"
+        from swarms w left join swarm_spans t on t.swarm_id = w.id
+        where $1::uuid is null or w.id = $1
         "#,
         swarm
     )

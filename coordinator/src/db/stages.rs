@@ -69,7 +69,7 @@ pub async fn lock_staged(
 }
 
 /// Appends one successful stage attempt with its result and usage, and
-/// charges its swarm.
+/// charges its swarm (cost and tokens).
 pub async fn record_attempt(conn: &mut PgConnection, reports: &Reports, index: usize) -> sqlx::Result<()> {
     let (task, attempt) = (reports.task_ids[index], reports.attempt_ids[index]);
     sqlx::query!(
@@ -82,9 +82,10 @@ pub async fn record_attempt(conn: &mut PgConnection, reports: &Reports, index: u
             from task_states s where s.task_id = $1 and s.attempt_id = $2
             returning task_id
         )
-        update swarms w set spent = w.spent + coalesce($7, 0)
+        update swarms w set spent = w.spent + coalesce($7, 0), input_tokens = add_tokens(w.input_tokens, coalesce($5, 0)),
+                            output_tokens = add_tokens(w.output_tokens, coalesce($6, 0))
         from recorded r join task_states s on s.task_id = r.task_id
-        where w.id = s.swarm_id and coalesce($7, 0) > 0
+        where w.id = s.swarm_id and (coalesce($7, 0) > 0 or coalesce($5, 0) > 0 or coalesce($6, 0) > 0)
         "#,
         task,
         attempt,
