@@ -223,6 +223,11 @@ async fn listing_tasks_by_status_or_swarm_uses_an_index_at_a_million_tasks() {
             statement_containing(&["from swarms w left join swarm_spans t"]),
             format!("'{swarm}'"),
         ),
+        (
+            "dashboard: one swarm's ready tasks no worker can take",
+            statement_containing(&["grouped as (", "from grouped g"]),
+            format!("'{swarm}', 30"),
+        ),
     ];
     let statements = scrape.into_iter().map(|(name, sql)| (name, sql, String::new())).chain(overview);
     for (name, sql, arguments) in statements {

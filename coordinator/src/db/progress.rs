@@ -127,20 +127,24 @@ pub async fn unserved(
         Unserved,
         r#"
         with ready as (
-            select t.swarm_id, s.run_agent, t.required_labels
-            from tasks t join task_states s on s.task_id = t.id
-            where s.status = 'ready' and ($1::uuid is null or t.swarm_id = $1)
+            -- The spec is read only for a task that requires labels.
+            select s.swarm_id, s.run_agent,
+                   case when s.has_labels then (select t.required_labels from tasks t where t.id = s.task_id)
+                        else '{}'::jsonb end as required_labels
+            from task_states s
+            where s.status = 'ready' and ($1::uuid is null or s.swarm_id = $1)
+        ), grouped as (
+            -- The workers are asked once per group, not once per task.
+            select swarm_id, run_agent, required_labels, count(*) as count from ready group by 1, 2, 3
         )
-        select t.swarm_id as "swarm_id!", t.run_agent as "agent!",
-               t.required_labels as "labels!", count(*) as "count!"
-        from ready t
+        select g.swarm_id as "swarm_id!", g.run_agent as "agent!", g.required_labels as "labels!", g.count as "count!"
+        from grouped g
         where not exists (
               select 1 from workers w
               where w.last_seen_at > now() - make_interval(secs => $2)
-                and t.run_agent = any(w.agents)
-                and t.required_labels <@ w.labels
-                and not w.unavailable ?| array[t.run_agent, 'work_dir', 'disk'])
-        group by 1, 2, 3
+                and g.run_agent = any(w.agents)
+                and g.required_labels <@ w.labels
+                and not w.unavailable ?| array[g.run_agent, 'work_dir', 'disk'])
         order by 1, 2
         "#,
         swarm,
