@@ -2,8 +2,9 @@
 //! attempts, CPU, memory, its agents' resident memory, heartbeat age and
 //! whether it drains, read again on each worker event and every few
 //! seconds (heartbeats carry no event); for an admin, drain or stop one,
-//! and stop them all (the emergency stop). The controls run `workers::stop`, as
-//! `hivectl workers stop` does, audited as `StopWorkers`.
+//! and stop them all (the emergency stop). The controls run
+//! `workers::stop`, as `hivectl workers stop` does, audited as
+//! `StopWorkers`.
 
 use std::fmt::Write;
 use std::sync::Arc;
