@@ -154,7 +154,7 @@ impl Database {
         // For measuring what a feature costs at the database: statements
         // run once the schema is migrated (`alter table … disable trigger …`).
         if let Ok(sql) = std::env::var("HIVE_BENCH_SQL") {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.context("HIVE_BENCH_SQL failed")?;
         }
         Ok((url, pool))
     }
