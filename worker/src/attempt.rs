@@ -186,7 +186,6 @@ async fn run_agent(
         chunk_size: usize::try_from(context.config.logs.chunk_size.as_u64()).unwrap_or(32 * 1024),
         session_regex: session_regex.as_ref(),
         on_spawn: &on_spawn,
-        cgroups: context.cgroups.as_ref(),
         stall: agent.stall_timeout.map(|timeout| StallWatch {
             timeout,
             policy: agent.on_stall.unwrap_or(OnStall::Retry),

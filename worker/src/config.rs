@@ -39,9 +39,10 @@ pub struct Config {
     pub work_dir: PathBuf,
     /// Keep attempt scratch folders after they finish (for debugging).
     pub keep_work_dirs: bool,
-    /// Run each attempt in a cgroup v2 of its own, made under the worker's
-    /// cgroup, where the worker may write there; turn it off where that
-    /// cgroup is another program's to manage (a systemd unit without `Delegate=yes`).
+    /// Run each attempt in a cgroup v2 of its own (its scratch folder's,
+    /// made under the worker's cgroup), where the worker may write there;
+    /// turn it off where that cgroup is another program's to manage (a
+    /// systemd unit without `Delegate=yes`).
     pub cgroups: bool,
     /// Longest a claim long-poll waits before asking again.
     #[serde(with = "humantime_serde")]

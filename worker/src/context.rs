@@ -13,7 +13,6 @@ use crate::config::Config;
 use crate::connection::{self, Client};
 use crate::held::Held;
 use crate::outcome::Report;
-use crate::process::cgroup::CgroupRoot;
 use crate::process::workdir::Folders;
 use crate::shipper::Shipment;
 use crate::unavailable::{self, Unavailable};
@@ -52,12 +51,10 @@ pub(crate) struct Context {
     pub drain: CancellationToken,
     /// Cancelled to stop at once: stop every agent and hand its task back.
     pub stop_now: CancellationToken,
-    /// Scratch folders for attempts.
-    pub folders: Folders,
+    /// Scratch folders for attempts, with their cgroups.
+    pub folders: Arc<Folders>,
     /// Workspaces' worktrees parked between attempts.
     pub worktrees: Arc<Worktrees>,
-    /// Where each attempt's cgroup is made; `None` where the worker cannot make them.
-    pub cgroups: Option<CgroupRoot>,
     /// The latest host figures (the heartbeat session samples them), for admission.
     pub latest: std::sync::Mutex<Option<hive_shared::pb::ResourceUsage>>,
     /// What `/metrics` shows.

@@ -174,6 +174,12 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     let (logs, log_queue) = mpsc::channel(log_capacity.max(1));
     let (reports, report_queue) = mpsc::channel(REPORT_QUEUE);
     let held = Held::default();
+    let folders = Arc::new(process::workdir::Folders::new(
+        config.work_dir.clone(),
+        worker_id.to_string(),
+        config.keep_work_dirs,
+        cgroups,
+    ));
     let (drain, stop_now) = (shutdown.child_token(), stop_now.child_token());
     let context = Arc::new(Context {
         config: Arc::clone(&config),
@@ -190,9 +196,8 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
         reports,
         drain: drain.clone(),
         stop_now: stop_now.clone(),
-        folders: process::workdir::Folders::new(config.work_dir.clone(), worker_id.to_string(), config.keep_work_dirs),
+        folders: Arc::clone(&folders),
         worktrees: Arc::clone(&worktrees),
-        cgroups,
         latest: std::sync::Mutex::new(None),
         metrics: Arc::clone(&metrics),
         tracer: tracer.clone(),
@@ -261,6 +266,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, stop_now: Cancella
     }
     // After the outcomes: removing worktrees is disk work they need not wait for.
     worktrees.remove_parked().await;
+    folders.remove_cgroups().await;
     give_up.cancel();
     session_stop.cancel();
     loops.close();

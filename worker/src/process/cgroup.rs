@@ -1,9 +1,15 @@
-//! A cgroup v2 per attempt, where the worker may make one under its own
-//! cgroup: made before the agent starts, the agent moved into it as soon as
-//! it is spawned, everything in it killed when the attempt ends
-//! (`cgroup.kill`, or each member on kernels before 5.14), then removed. It
-//! holds what process groups and the sweep ([`super::sweep`]) cannot: a
-//! process that left the agent's group and cleared its environment.
+//! A cgroup v2 per scratch folder, where the worker may make one under its
+//! own cgroup: each attempt's agent is moved into its folder's cgroup as
+//! soon as it is spawned, and everything in it is killed when the attempt
+//! ends (`cgroup.kill`, or each member on kernels before 5.14). It holds
+//! what process groups and the sweep ([`super::sweep`]) cannot: a process
+//! that left the agent's group and cleared its environment.
+//!
+//! Folders are pooled ([`super::workdir`]), one per slot in use, and their
+//! cgroups with them: made with the folder, emptied at each attempt's end,
+//! removed when the worker stops, or by the worker or guardian that reaps a
+//! dead worker's folders ([`super::orphans`]). Making and removing a cgroup
+//! per attempt costs the kernel about as much as moving the agent into it.
 //!
 //! The agent is moved after it starts, since moving it in between fork and
 //! exec would take `unsafe` code: what it forks before the move stays in
@@ -19,7 +25,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// The worker's own cgroup, under which each attempt gets one.
+/// The worker's own cgroup, under which each scratch folder gets one.
 #[derive(Debug, Clone)]
 pub(crate) struct CgroupRoot {
     /// Its folder in the cgroup2 file system.
@@ -46,23 +52,25 @@ impl CgroupRoot {
             .find_map(|line| folder_of(line, path))
             .ok_or_else(|| io::Error::other("no cgroup2 mount shows the worker's cgroup"))?;
         let root = Self { dir, path: path.to_owned() };
-        let probe = root.attempt(&format!("probe-{}", std::process::id()))?;
+        let probe = root.child(&format!("probe-{}", std::process::id()))?;
         probe.create()?;
         probe.remove()?;
         Ok(root)
     }
 
-    /// The cgroup of attempt `attempt_id`, made or not.
+    /// The cgroup `hive-{name}` under it, made or not: a scratch folder's is
+    /// named after the folder (earlier versions named one after each
+    /// attempt, `attempt-{id}`).
     ///
     /// # Errors
-    /// When the id holds anything but ASCII letters, digits and `-`.
-    pub(crate) fn attempt(&self, attempt_id: &str) -> io::Result<AttemptCgroup> {
-        if attempt_id.is_empty() || !attempt_id.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-') {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "an attempt id unfit to name a cgroup"));
+    /// When `name` holds anything but ASCII letters, digits and `-`.
+    pub(crate) fn child(&self, name: &str) -> io::Result<AgentCgroup> {
+        if name.is_empty() || !name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-') {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a name unfit for a cgroup"));
         }
-        let name = format!("hive-attempt-{attempt_id}");
+        let name = format!("hive-{name}");
         let path = if self.path == "/" { format!("/{name}") } else { format!("{}/{name}", self.path) };
-        Ok(AttemptCgroup { dir: self.dir.join(name), path })
+        Ok(AgentCgroup { dir: self.dir.join(name), path })
     }
 
     /// Its folder.
@@ -91,15 +99,15 @@ fn folder_of(mount: &str, path: &str) -> Option<PathBuf> {
     Some(PathBuf::from(format!("{mount_point}{below}")))
 }
 
-/// One attempt's cgroup.
+/// The cgroup the agents of one scratch folder run in.
 #[derive(Debug, Clone)]
-pub(crate) struct AttemptCgroup {
+pub(crate) struct AgentCgroup {
     dir: PathBuf,
     path: String,
 }
 
-impl AttemptCgroup {
-    /// Makes it; one an earlier run of the attempt left is used as it is.
+impl AgentCgroup {
+    /// Makes it; one already there is used as it is.
     ///
     /// # Errors
     /// When the folder cannot be made.
@@ -158,7 +166,7 @@ impl AttemptCgroup {
     }
 }
 
-impl fmt::Display for AttemptCgroup {
+impl fmt::Display for AgentCgroup {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str(&self.path)
     }
@@ -185,12 +193,12 @@ mod tests {
     }
 
     #[test]
-    fn attempt_cgroups_are_named_after_ids_that_cannot_climb_out() {
+    fn agent_cgroups_are_named_after_folders_that_cannot_climb_out() {
         let root = CgroupRoot { dir: "/sys/fs/cgroup/w".into(), path: "/w".into() };
-        let cgroup = root.attempt("0190-abcd").unwrap();
-        assert_eq!(cgroup.to_string(), "/w/hive-attempt-0190-abcd");
-        assert_eq!(cgroup.dir, Path::new("/sys/fs/cgroup/w/hive-attempt-0190-abcd"));
-        assert!(root.attempt("../escape").is_err());
-        assert!(root.attempt("").is_err());
+        let cgroup = root.child("0190-abcd-1").unwrap();
+        assert_eq!(cgroup.to_string(), "/w/hive-0190-abcd-1");
+        assert_eq!(cgroup.dir, Path::new("/sys/fs/cgroup/w/hive-0190-abcd-1"));
+        assert!(root.child("../escape").is_err());
+        assert!(root.child("").is_err());
     }
 }

@@ -28,7 +28,8 @@ use crate::process::sweep::{self, Scope, Traces};
 /// Name of the file holding the process group id and attempt id of the folder's last agent.
 pub(crate) const PGID_FILE: &str = "agent.pgid";
 
-/// Records an agent's process group and attempt in its scratch folder.
+/// Records an agent's process group and attempt in its scratch folder; a
+/// blocking write.
 ///
 /// Folders are reused, and the record with them: it is overwritten in place,
 /// at a fixed width (the process group id padded to u32's ten digits, the
@@ -36,13 +37,14 @@ pub(crate) const PGID_FILE: &str = "agent.pgid";
 /// ext4 a file truncated to nothing and rewritten is flushed when it is
 /// closed (`auto_da_alloc`), and its blocks are freed and allocated again:
 /// work per spawn that an overwrite in place avoids.
-pub(crate) async fn record(scratch: &Path, pgid: u32, attempt: &str) {
-    let (path, record) = (scratch.join(PGID_FILE), format!("{pgid:>10} {attempt:<64}"));
-    let written = super::blocking_io(move || {
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
-        file.write_all_at(record.as_bytes(), 0)
-    })
-    .await;
+pub(crate) fn record(scratch: &Path, pgid: u32, attempt: &str) {
+    let record = format!("{pgid:>10} {attempt:<64}");
+    let written = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(scratch.join(PGID_FILE))
+        .and_then(|file| file.write_all_at(record.as_bytes(), 0));
     if let Err(err) = written {
         warn!(error = %err, "could not record the agent's process group; a crash would leave it running");
     }
@@ -125,7 +127,7 @@ fn reap_blocking(work_dir: &Path, cgroups: Option<&CgroupRoot>) -> usize {
         }
         let (pgid, attempt) = read_record(&folder);
         // Folders written before the record named the attempt were named after it.
-        let attempt = attempt.unwrap_or(name);
+        let attempt = attempt.unwrap_or_else(|| name.clone());
         if let Some(pgid) = pgid
             && sweep::runs_attempt(pgid, &attempt)
             && killpg(Pid::from_raw(pgid), Signal::SIGKILL).is_ok()
@@ -136,7 +138,7 @@ fn reap_blocking(work_dir: &Path, cgroups: Option<&CgroupRoot>) -> usize {
         if let Err(err) = std::fs::remove_dir_all(&folder) {
             warn!(folder = %folder.display(), error = %err, "could not remove a stale attempt folder");
         }
-        stale.push(attempt);
+        stale.push((attempt, name));
     }
     if !stale.is_empty() {
         sweep_stale(stale, cgroups);
@@ -145,17 +147,27 @@ fn reap_blocking(work_dir: &Path, cgroups: Option<&CgroupRoot>) -> usize {
 }
 
 /// Kills what the stale attempts' agents started outside their groups, on
-/// the whole host: none of it is this worker's child, nor in its subtree.
-fn sweep_stale(attempt_ids: Vec<String>, cgroups: Option<&CgroupRoot>) {
-    let cgroups = cgroups
-        .map(|root| attempt_ids.iter().filter_map(|attempt| root.attempt(attempt).ok()).collect())
-        .unwrap_or_default();
-    let swept = sweep::sweep_blocking(&Traces { attempt_ids, group: None, cgroups, scope: Scope::Host });
+/// the whole host (none of it is this worker's child, nor in its subtree),
+/// and in their folders' cgroups under `cgroups`, then removes those.
+/// `stale` pairs each folder's last attempt with the folder's name.
+fn sweep_stale(stale: Vec<(String, String)>, cgroups: Option<&CgroupRoot>) {
+    // Earlier versions named a cgroup after each attempt.
+    let names = stale.iter().flat_map(|(attempt, folder)| [folder.clone(), format!("attempt-{attempt}")]);
+    let cgroups: Vec<_> =
+        cgroups.map(|root| names.filter_map(|name| root.child(&name).ok()).collect()).unwrap_or_default();
+    let attempt_ids = stale.into_iter().map(|(attempt, _)| attempt).collect();
+    let traces = Traces { attempt_ids, group: None, cgroups, scope: Scope::Host };
+    let swept = sweep::sweep_blocking(&traces);
     if swept.killed > 0 {
         info!(killed = swept.killed, "killed processes the agents of a previous worker left running");
     }
     if swept.left > 0 {
         warn!(left = swept.left, "processes a previous worker's agents started are still alive after SIGKILL");
+    }
+    for cgroup in &traces.cgroups {
+        if let Err(err) = cgroup.remove() {
+            warn!(%cgroup, error = %err, "could not remove a previous worker's cgroup");
+        }
     }
 }
 
@@ -205,9 +217,9 @@ mod tests {
     #[tokio::test]
     async fn a_reused_folder_reads_its_latest_record() {
         let folder = tempfile::tempdir().unwrap();
-        record(folder.path(), 4_000_000_000, "an-attempt-id-longer-than-any-real-one-0123456789").await;
+        record(folder.path(), 4_000_000_000, "an-attempt-id-longer-than-any-real-one-0123456789");
         let attempt = hive_shared::ids::AttemptId::new().to_string();
-        record(folder.path(), 7, &attempt).await;
+        record(folder.path(), 7, &attempt);
         assert_eq!(read_record(folder.path()), (Some(7), Some(attempt)));
     }
 
@@ -221,13 +233,13 @@ mod tests {
         let mut orphan = orphan.spawn().unwrap();
         let folder = work.path().join(format!("{}-1", hive_shared::ids::WorkerId::new()));
         std::fs::create_dir_all(&folder).unwrap();
-        record(&folder, orphan.id(), &attempt).await;
+        record(&folder, orphan.id(), &attempt);
 
         // A folder whose recorded pid now belongs to an unrelated process: left alone.
         let mut bystander = std::process::Command::new("sleep").arg("1007.3579").spawn().unwrap();
         let stale = work.path().join(format!("{}-1", hive_shared::ids::WorkerId::new()));
         std::fs::create_dir_all(&stale).unwrap();
-        record(&stale, bystander.id(), &hive_shared::ids::AttemptId::new().to_string()).await;
+        record(&stale, bystander.id(), &hive_shared::ids::AttemptId::new().to_string());
 
         // A live worker's folder, its agent running: left alone, however the
         // record reads. A gone worker's lock file: removed.
@@ -240,7 +252,7 @@ mod tests {
         let mut busy = busy.spawn().unwrap();
         let busy_folder = work.path().join(format!("{live_owner}-1"));
         std::fs::create_dir_all(&busy_folder).unwrap();
-        record(&busy_folder, busy.id(), &busy_attempt).await;
+        record(&busy_folder, busy.id(), &busy_attempt);
         let gone_owner = hive_shared::ids::WorkerId::new().to_string();
         drop(hold(work.path(), &gone_owner).unwrap());
         let shared = work.path().join("mirrors");
@@ -280,13 +292,51 @@ mod tests {
         agent.wait().unwrap();
         let folder = work.path().join(format!("{}-1", hive_shared::ids::WorkerId::new()));
         std::fs::create_dir_all(&folder).unwrap();
-        record(&folder, agent.id(), &attempt).await;
+        record(&folder, agent.id(), &attempt);
         crate::process::eventually("the daemon to start", std::time::Duration::from_secs(5), || up.exists()).await;
 
         assert_eq!(reap(work.path(), None).await, 0, "no agent was left to kill");
         assert!(!folder.exists());
         let what = "the daemon to die with its dead worker's restart";
         crate::process::eventually(what, std::time::Duration::from_secs(5), || !running(marker)).await;
+    }
+
+    /// Needs a host where the test process may make cgroups; passes without
+    /// checking anything elsewhere.
+    #[tokio::test]
+    async fn a_dead_workers_cgroups_are_emptied_and_removed() {
+        let Ok(root) = CgroupRoot::detect() else { return };
+        let work = tempfile::tempdir().unwrap();
+        let (name, attempt) = (format!("{}-1", hive_shared::ids::WorkerId::new()), hive_shared::ids::AttemptId::new());
+        let folder = work.path().join(&name);
+        std::fs::create_dir_all(&folder).unwrap();
+        // In a group of its own and without the attempt's id: only the folder's cgroup names it.
+        let hidden = |marker: &str| {
+            let mut hidden = std::process::Command::new("sleep");
+            hidden.arg(marker).env_clear();
+            std::os::unix::process::CommandExt::process_group(&mut hidden, 0);
+            hidden.spawn().unwrap()
+        };
+        let (mut in_folders, mut in_attempts) = (hidden("1007.6802"), hidden("1007.6803"));
+        let folders_cgroup = root.child(&name).unwrap();
+        // The cgroup an earlier version made, named after the attempt.
+        let attempts_cgroup = root.child(&format!("attempt-{attempt}")).unwrap();
+        for (cgroup, process) in [(&folders_cgroup, &in_folders), (&attempts_cgroup, &in_attempts)] {
+            cgroup.create().unwrap();
+            cgroup.enter(process.id()).unwrap();
+        }
+        record(&folder, in_folders.id(), &attempt.to_string());
+
+        assert_eq!(reap(work.path(), Some(&root)).await, 0, "the recorded group runs no attempt");
+        for process in [&mut in_folders, &mut in_attempts] {
+            // Reaped by the sweep, or here.
+            match process.wait() {
+                Ok(status) => assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9)),
+                Err(err) => assert_eq!(err.raw_os_error(), Some(nix::errno::Errno::ECHILD as i32)),
+            }
+        }
+        assert!(!folders_cgroup.exists() && !attempts_cgroup.exists());
+        assert!(!folder.exists());
     }
 
     /// Whether a live process's command line holds `marker`.

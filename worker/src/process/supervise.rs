@@ -1,8 +1,9 @@
 //! Waiting on an agent: it exits, times out, stalls, or is cancelled. On
 //! timeout, stall or cancel the whole process group gets SIGTERM, then
 //! SIGKILL after the grace period. Once the agent is gone, any process it
-//! left in its group is killed too, then those it left outside the group ([`sweep`]) and in its cgroup
-//! ([`super::cgroup`]), so nothing it started outlives its attempt.
+//! left in its group is killed too, then those it left outside the group
+//! ([`sweep`]) and in its folder's cgroup ([`super::cgroup`]), so nothing it
+//! started outlives its attempt.
 
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::AgentConfig;
-use crate::process::cgroup::{AttemptCgroup, CgroupRoot};
+use crate::process::cgroup::AgentCgroup;
 use crate::process::output::{self, Pumped};
 use crate::process::spawn::{self, HiveVars, Launch};
 use crate::process::stall::{self, StallWatch};
@@ -98,8 +99,6 @@ pub(crate) struct Run<'a> {
     pub session_regex: Option<&'a regex::Regex>,
     /// Told the agent's process group as soon as it starts.
     pub on_spawn: &'a (dyn Fn(i32) + Send + Sync),
-    /// Where the attempt's cgroup is made, where the worker may make one.
-    pub cgroups: Option<&'a CgroupRoot>,
     /// Stall watching, for agents with a stall timeout.
     pub stall: Option<StallWatch>,
 }
@@ -109,12 +108,11 @@ struct Started {
     child: Child,
     /// Its process group (the agent's pid).
     group: Option<Pid>,
-    cgroup: Option<AttemptCgroup>,
 }
 
 /// Runs the agent to its end; never panics on anything the agent does.
 pub(crate) async fn run(run: Run<'_>, sink: LogSink, cancel: &CancellationToken) -> Finished {
-    let Started { mut child, group, cgroup } = match start(&run).await {
+    let Started { mut child, group } = match start(&run).await {
         Ok(started) => started,
         Err(failed) => return failed,
     };
@@ -151,7 +149,7 @@ pub(crate) async fn run(run: Run<'_>, sink: LogSink, cancel: &CancellationToken)
         }
     };
     stall::clear(run.stall.as_ref());
-    sweep_up(&run.vars.attempt_id, group, cgroup).await;
+    sweep_up(&run.vars.attempt_id, group, run.scratch.cgroup.clone()).await;
     if let Some(writer) = stdin_writer {
         writer.abort();
     }
@@ -173,53 +171,38 @@ async fn stalled(watch: Option<&StallWatch>, received: &AtomicU64, group: Option
     }
 }
 
-/// Starts the agent in its own process group and, where there is one, its own cgroup.
+/// Starts the agent in its own process group and, where there is one, its folder's cgroup.
 async fn start(run: &Run<'_>) -> Result<Started, Finished> {
-    let cgroup = make_cgroup(run.cgroups, &run.vars.attempt_id).await;
     let inherited = |name: &str| -> Option<OsString> { std::env::var_os(name) };
     let mut command = spawn::command(run.agent, run.prompt, run.vars, run.scratch, run.launch, inherited);
     let child = match command.spawn() {
         Ok(child) => child,
-        Err(err) => {
-            if let Some(cgroup) = cgroup
-                && let Err(err) = blocking_io(move || cgroup.remove()).await
-            {
-                warn!(error = %err, "could not remove the cgroup of an agent that did not start");
-            }
-            return Err(Finished::without_output(spawn::not_started(run.agent, &err)));
-        }
+        Err(err) => return Err(Finished::without_output(spawn::not_started(run.agent, &err))),
     };
     let group = child.id().and_then(|pid| i32::try_from(pid).ok()).map(Pid::from_raw);
     if let Some(pid) = child.id() {
-        if let Some(cgroup) = cgroup.clone()
-            && let Err(err) = blocking_io(move || cgroup.enter(pid)).await
-        {
-            debug!(error = %err, "the agent stays in the worker's cgroup");
-        }
-        orphans::record(&run.scratch.dir, pid, &run.vars.attempt_id).await;
+        let (cgroup, scratch, attempt) =
+            (run.scratch.cgroup.clone(), run.scratch.dir.clone(), run.vars.attempt_id.clone());
+        let _ = blocking_io(move || {
+            if let Some(cgroup) = cgroup
+                && let Err(err) = cgroup.enter(pid)
+            {
+                debug!(%cgroup, error = %err, "the agent stays in the worker's cgroup");
+            }
+            orphans::record(&scratch, pid, &attempt);
+            Ok(())
+        })
+        .await;
     }
     if let Some(group) = group {
         (run.on_spawn)(group.as_raw());
     }
-    Ok(Started { child, group, cgroup })
-}
-
-/// Makes the attempt's cgroup under `root`; `None` where it cannot be made.
-async fn make_cgroup(root: Option<&CgroupRoot>, attempt_id: &str) -> Option<AttemptCgroup> {
-    let cgroup = root?.attempt(attempt_id).ok()?;
-    let made = cgroup.clone();
-    match blocking_io(move || made.create()).await {
-        Ok(()) => Some(cgroup),
-        Err(err) => {
-            debug!(%cgroup, error = %err, "the attempt runs without a cgroup of its own");
-            None
-        }
-    }
+    Ok(Started { child, group })
 }
 
 /// Kills whatever the agent left running, in its group, out of it and in
-/// its cgroup, and removes the cgroup. The agent itself has been waited on.
-async fn sweep_up(attempt_id: &str, group: Option<Pid>, cgroup: Option<AttemptCgroup>) {
+/// its cgroup. The agent itself has been waited on.
+async fn sweep_up(attempt_id: &str, group: Option<Pid>, cgroup: Option<AgentCgroup>) {
     signal_group(group, Signal::SIGKILL);
     let traces = Traces {
         attempt_ids: vec![attempt_id.to_owned()],

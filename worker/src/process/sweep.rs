@@ -27,7 +27,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tracing::{debug, warn};
 
-use crate::process::cgroup::AttemptCgroup;
+use crate::process::cgroup::AgentCgroup;
 
 /// Looks at most this many times; the first look usually finds nothing.
 const LOOKS: u32 = 8;
@@ -80,8 +80,8 @@ pub(crate) struct Traces {
     /// The agent's process group, once its leader has been waited on (the
     /// group id cannot be reused while a member lives or awaits reaping).
     pub group: Option<Pid>,
-    /// The attempts' cgroups; each is removed once empty.
-    pub cgroups: Vec<AttemptCgroup>,
+    /// The cgroups the attempts ran in, emptied (not removed).
+    pub cgroups: Vec<AgentCgroup>,
     /// Where to look.
     pub scope: Scope,
 }
@@ -106,8 +106,8 @@ pub(crate) async fn sweep(traces: Traces) -> Swept {
     }
 }
 
-/// Kills every process `traces` marks, reaps those that are the worker's
-/// children, and removes the cgroups once empty. Call it after the agent
+/// Kills every process `traces` marks (emptying its cgroups) and reaps
+/// those that are the worker's children. Call it after the agent
 /// itself has been waited on: it may reap any child it counts as the attempt's.
 pub(crate) fn sweep_blocking(traces: &Traces) -> Swept {
     let mut sweeper = Sweeper {
@@ -125,11 +125,6 @@ pub(crate) fn sweep_blocking(traces: &Traces) -> Swept {
         std::thread::sleep(pause);
         pause *= 2;
         look = sweeper.look();
-    }
-    for cgroup in &traces.cgroups {
-        if let Err(err) = cgroup.remove() {
-            warn!(cgroup = %cgroup, error = %err, "could not remove an attempt's cgroup");
-        }
     }
     Swept { killed: sweeper.killed.len(), left: look.alive }
 }
@@ -172,7 +167,7 @@ impl Sweeper<'_> {
                 self.visit(pid, &mut look);
             }
         }
-        // A member the look did not reach still keeps its cgroup from being removed.
+        // A member the look did not reach is alive all the same.
         look.alive = look.alive.max(in_cgroups);
         look
     }

@@ -12,14 +12,14 @@ use std::sync::OnceLock;
 
 use crate::config::{AgentConfig, OnStall, PromptMode, UnlistedExit};
 use crate::held::Held;
-use crate::process::cgroup::CgroupRoot;
+use crate::process::cgroup::{AgentCgroup, CgroupRoot};
 use crate::process::spawn::HiveVars;
 use crate::process::stall::StallWatch;
 use crate::process::supervise::{self, Exit, Finished, Run};
 use crate::process::sweep::{self, Scope, Traces};
 use crate::process::workdir::{Folders, Scratch};
 use crate::shipper::{LogSink, Shipment};
-use hive_shared::ids::AttemptId;
+use hive_shared::ids::{AttemptId, WorkerId};
 use hive_shared::pb;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -58,7 +58,9 @@ struct Ran {
     stdout: String,
     stderr: String,
     elapsed: Duration,
-    attempt_id: String,
+    /// The folder's cgroup, where there was one: what was in it right after
+    /// the attempt, and the cgroup (removed since, as a stopping worker does).
+    cgroup: Option<(Vec<i32>, AgentCgroup)>,
 }
 
 /// Makes the test process a child subreaper, as `hive_worker::run` makes a worker.
@@ -86,7 +88,8 @@ async fn run_agent_with(
 ) -> Ran {
     as_a_worker();
     let root = tempfile::tempdir().unwrap();
-    let folders = Folders::new(root.path().to_path_buf(), "w".into(), false);
+    // A worker of its own: folders, and so cgroups, are named after their worker.
+    let folders = Folders::new(root.path().to_path_buf(), WorkerId::new().to_string(), false, cgroups.cloned());
     let prompt_file = (agent.prompt == PromptMode::File).then_some(prompt);
     let attempt = AttemptId::new();
     let scratch = Scratch::create(&folders, attempt, prompt_file, vec![]).await.unwrap();
@@ -124,13 +127,15 @@ async fn run_agent_with(
         chunk_size: 8,
         session_regex: None,
         on_spawn: &|_| {},
-        cgroups,
         stall,
     };
     let finished = supervise::run(run, sink, cancel).await;
     let elapsed = started.elapsed();
+    let cgroup = scratch.cgroup.clone().map(|cgroup| (cgroup.members(), cgroup));
+    scratch.finish(&folders).await;
+    folders.remove_cgroups().await;
     let (stdout, stderr) = collector.await.unwrap();
-    Ran { finished, stdout, stderr, elapsed, attempt_id }
+    Ran { finished, stdout, stderr, elapsed, cgroup }
 }
 
 /// Processes whose command line contains `marker` (ours, by construction).
@@ -372,12 +377,12 @@ async fn a_daemon_that_left_the_group_ends_with_its_successful_attempt() {
         let agent = agent(&script, PromptMode::Stdin);
         let ran = run_agent_with(&agent, "", Duration::from_secs(30), &CancellationToken::new(), cgroups, None).await;
         assert_eq!(ran.finished.exit, Exit::Code(0), "{}", ran.stderr);
-        assert_eq!(ran.finished.stdout_json.unwrap()["ok"], true);
+        assert_eq!(ran.finished.stdout_json.as_ref().unwrap()["ok"], true);
         // The daemon holds stdout open: the attempt ends when it is killed, not after the drain timeout.
         assert!(ran.elapsed < Duration::from_secs(4), "took {:?}", ran.elapsed);
         assert_gone(marker).await;
-        if let Some(root) = cgroups {
-            assert!(!root.attempt(&ran.attempt_id).unwrap().exists(), "the attempt's cgroup is removed");
+        if cgroups.is_some() {
+            assert_emptied_then_removed(&ran);
         }
     }
 }
@@ -417,7 +422,8 @@ async fn a_daemon_that_cleared_its_environment_ends_with_its_attempt_cgroup() {
     // The agent forks only once it is in its cgroup: what it forks before it
     // is moved stays in the worker's.
     let daemon = format!("env -i /bin/sh -c \"exec sleep {marker}\"");
-    let wait_for_cgroup = "while ! grep -q hive-attempt /proc/$$/cgroup; do sleep 0.01; done";
+    let wait_for_cgroup =
+        "while ! grep -q \"hive-$(basename \"$HIVE_WORK_DIR\")\" /proc/$$/cgroup; do sleep 0.01; done";
     let script = format!("{wait_for_cgroup}; {}", with_daemon(&daemon, "true"));
     let ran = run_agent_with(
         &agent(&script, PromptMode::Stdin),
@@ -430,7 +436,15 @@ async fn a_daemon_that_cleared_its_environment_ends_with_its_attempt_cgroup() {
     .await;
     assert_eq!(ran.finished.exit, Exit::Code(0), "{}", ran.stderr);
     assert_gone(marker).await;
-    assert!(!root.attempt(&ran.attempt_id).unwrap().exists());
+    assert_emptied_then_removed(&ran);
+}
+
+/// The attempt's cgroup held nothing once it ended, and is gone once its
+/// worker stopped.
+fn assert_emptied_then_removed(ran: &Ran) {
+    let (left, cgroup) = ran.cgroup.as_ref().expect("the attempt ran in a cgroup");
+    assert_eq!(left, &Vec::<i32>::new(), "{cgroup} is empty when the attempt ends");
+    assert!(!cgroup.exists(), "{cgroup} is removed when the worker stops");
 }
 
 #[tokio::test]

@@ -9,6 +9,11 @@
 //! each time (`recently_deleted`, `find_inode_bit`), which dominates the
 //! cost of spawning short agents. With `keep_work_dirs`, each attempt gets
 //! its own folder, named after it, and it stays.
+//!
+//! Where the worker may make cgroups, each folder has one, named after it
+//! ([`super::cgroup`]): pooled with the folder, made once, removed when the
+//! worker stops ([`Folders::remove_cgroups`]); with `keep_work_dirs`,
+//! removed when the attempt ends.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -17,6 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use hive_shared::convert::JsonObject;
 use hive_shared::ids::AttemptId;
 
+use super::cgroup::{AgentCgroup, CgroupRoot};
 use super::orphans::PGID_FILE;
 
 /// A JSON file handed to an agent, and the variable that names it.
@@ -36,30 +42,56 @@ pub(crate) struct Folders {
     root: PathBuf,
     owner: String,
     keep: bool,
+    /// Where each folder's cgroup is made; `None` where the worker cannot make them.
+    cgroups: Option<CgroupRoot>,
     free: Mutex<Vec<PathBuf>>,
     made: AtomicUsize,
 }
 
 impl Folders {
-    /// Folders of worker `owner` under `root`; with `keep`, one per attempt, never emptied.
-    pub(crate) fn new(root: PathBuf, owner: String, keep: bool) -> Self {
-        Self { root, owner, keep, free: Mutex::default(), made: AtomicUsize::new(0) }
+    /// Folders of worker `owner` under `root`, each with a cgroup under
+    /// `cgroups`; with `keep`, one per attempt, never emptied.
+    pub(crate) fn new(root: PathBuf, owner: String, keep: bool, cgroups: Option<CgroupRoot>) -> Self {
+        Self { root, owner, keep, cgroups, free: Mutex::default(), made: AtomicUsize::new(0) }
     }
 
-    fn take(&self, attempt: AttemptId) -> PathBuf {
+    /// A folder for `attempt`, and whether it is new (its cgroup not made yet).
+    fn take(&self, attempt: AttemptId) -> (PathBuf, bool) {
         if self.keep {
-            return self.root.join(format!("{}-{attempt}", self.owner));
+            return (self.root.join(format!("{}-{attempt}", self.owner)), true);
         }
         if let Some(folder) = self.free.lock().ok().and_then(|mut free| free.pop()) {
-            return folder;
+            return (folder, false);
         }
         let made = self.made.fetch_add(1, Ordering::Relaxed) + 1;
-        self.root.join(format!("{}-{made}", self.owner))
+        (self.root.join(format!("{}-{made}", self.owner)), true)
     }
 
     fn give_back(&self, folder: PathBuf) {
         if let Ok(mut free) = self.free.lock() {
             free.push(folder);
+        }
+    }
+
+    /// The cgroup of `folder`, made or not; `None` where there are no cgroups.
+    fn cgroup_of(&self, folder: &Path) -> Option<AgentCgroup> {
+        let name = folder.file_name()?.to_str()?;
+        self.cgroups.as_ref()?.child(name).ok()
+    }
+
+    /// Removes the cgroups of the folders in the pool: call it once every
+    /// attempt has ended. Their processes were killed as each attempt ended.
+    pub(crate) async fn remove_cgroups(&self) {
+        let pooled: Vec<AgentCgroup> = match self.free.lock() {
+            Ok(free) => free.iter().filter_map(|folder| self.cgroup_of(folder)).collect(),
+            Err(_) => return,
+        };
+        if pooled.is_empty() {
+            return;
+        }
+        let removed = super::blocking_io(move || pooled.iter().try_for_each(AgentCgroup::remove)).await;
+        if let Err(err) = removed {
+            tracing::warn!(error = %err, "could not remove the cgroups of the scratch folders");
         }
     }
 }
@@ -75,6 +107,8 @@ pub(crate) struct Scratch {
     pub prompt_file: PathBuf,
     /// JSON files written for the agent: (variable, path).
     pub files: Vec<(&'static str, PathBuf)>,
+    /// The folder's cgroup, which the agent is moved into; `None` where there are no cgroups.
+    pub cgroup: Option<AgentCgroup>,
 }
 
 impl Scratch {
@@ -89,32 +123,56 @@ impl Scratch {
         prompt: Option<&str>,
         json: Vec<JsonFile>,
     ) -> std::io::Result<Self> {
-        let dir = folders.take(attempt);
+        let (dir, new) = folders.take(attempt);
+        let cgroup = folders.cgroup_of(&dir);
         let prompt = prompt.map(str::to_owned);
-        let folder = dir.clone();
-        match super::blocking_io(move || write_files(&folder, prompt.as_deref(), json)).await {
-            Ok(files) => Ok(Self { files, ..Self::empty(dir) }),
+        let (folder, made) = (dir.clone(), cgroup.clone().filter(|_| new));
+        let written = super::blocking_io(move || {
+            let files = write_files(&folder, prompt.as_deref(), json)?;
+            if let Some(cgroup) = made
+                && let Err(err) = cgroup.create()
+            {
+                tracing::debug!(%cgroup, error = %err, "the folder's agents run without a cgroup of their own");
+            }
+            Ok(files)
+        })
+        .await;
+        match written {
+            Ok(files) => Ok(Self { files, cgroup, ..Self::empty(dir) }),
             Err(err) => {
-                Self::empty(dir).finish(folders).await;
+                Self { cgroup, ..Self::empty(dir) }.finish(folders).await;
                 Err(err)
             }
         }
     }
 
     fn empty(dir: PathBuf) -> Self {
-        Self { result_file: dir.join("result.json"), prompt_file: dir.join("prompt.txt"), files: Vec::new(), dir }
+        let (result_file, prompt_file) = (dir.join("result.json"), dir.join("prompt.txt"));
+        Self { result_file, prompt_file, files: Vec::new(), cgroup: None, dir }
     }
 
     /// Empties the folder (all the agent left too, but the process-group
-    /// record) and hands it back; with `keep_work_dirs`, leaves it as it is.
+    /// record) and hands it back with its cgroup; with `keep_work_dirs`,
+    /// leaves it as it is and removes its cgroup. Call it once the attempt's
+    /// processes are gone.
     pub(crate) async fn finish(self, folders: &Folders) {
-        if folders.keep {
-            return;
-        }
-        let dir = self.dir.clone();
-        match super::blocking_io(move || empty_folder(&dir)).await {
-            Ok(()) => folders.give_back(self.dir),
-            // A folder that cannot be emptied is not reused (nor leaked into another attempt).
+        let (dir, keep, cgroup) = (self.dir.clone(), folders.keep, self.cgroup);
+        let emptied = super::blocking_io(move || {
+            let emptied = if keep { Ok(()) } else { empty_folder(&dir) };
+            // A folder that cannot be emptied is not reused (nor leaked into
+            // another attempt): nor is its cgroup.
+            if (keep || emptied.is_err())
+                && let Some(cgroup) = cgroup
+                && let Err(err) = cgroup.remove()
+            {
+                tracing::warn!(%cgroup, error = %err, "could not remove an attempt's cgroup");
+            }
+            emptied
+        })
+        .await;
+        match emptied {
+            Ok(()) if !keep => folders.give_back(self.dir),
+            Ok(()) => {}
             Err(err) => {
                 tracing::warn!(dir = %self.dir.display(), error = %err, "could not empty an attempt's scratch folder")
             }
@@ -166,7 +224,7 @@ mod tests {
     #[tokio::test]
     async fn a_folder_is_emptied_and_reused_and_nothing_leaks_into_the_next_attempt() {
         let root = tempfile::tempdir().unwrap();
-        let folders = Folders::new(root.path().to_path_buf(), "w".into(), false);
+        let folders = Folders::new(root.path().to_path_buf(), "w".into(), false, None);
         let first = Scratch::create(&folders, AttemptId::new(), Some("secret prompt"), vec![input()]).await.unwrap();
         assert_eq!(std::fs::read_to_string(&first.prompt_file).unwrap(), "secret prompt");
         std::fs::write(&first.result_file, "{}").unwrap();
@@ -183,7 +241,7 @@ mod tests {
         assert_eq!(left, vec![PGID_FILE.to_owned()], "only the process-group record stays");
         let third = Scratch::create(&folders, AttemptId::new(), None, vec![]).await.unwrap();
         assert_ne!(third.dir, second.dir, "a folder in use is never handed out twice");
-        let other = Folders::new(root.path().to_path_buf(), "v".into(), false);
+        let other = Folders::new(root.path().to_path_buf(), "v".into(), false, None);
         let theirs = Scratch::create(&other, AttemptId::new(), None, vec![]).await.unwrap();
         assert!(
             theirs.dir != second.dir && theirs.dir != third.dir,
@@ -191,10 +249,38 @@ mod tests {
         );
     }
 
+    /// Needs a host where the test process may make cgroups; passes without
+    /// checking anything elsewhere.
+    #[tokio::test]
+    async fn a_pooled_folders_cgroup_is_made_once_and_removed_when_the_worker_stops() {
+        let Ok(cgroups) = CgroupRoot::detect() else { return };
+        let root = tempfile::tempdir().unwrap();
+        let owner = uuid::Uuid::new_v4().to_string();
+        let folders = Folders::new(root.path().to_path_buf(), owner.clone(), false, Some(cgroups.clone()));
+        let first = Scratch::create(&folders, AttemptId::new(), None, vec![]).await.unwrap();
+        let cgroup = first.cgroup.clone().expect("a cgroup for the folder");
+        assert_eq!(cgroup.to_string(), cgroups.child(&format!("{owner}-1")).unwrap().to_string());
+        assert!(cgroup.exists());
+        first.finish(&folders).await;
+        assert!(cgroup.exists(), "the cgroup stays with its pooled folder");
+        let second = Scratch::create(&folders, AttemptId::new(), None, vec![]).await.unwrap();
+        assert_eq!(second.cgroup.as_ref().map(ToString::to_string), Some(cgroup.to_string()));
+        second.finish(&folders).await;
+        folders.remove_cgroups().await;
+        assert!(!cgroup.exists(), "removed when the worker stops");
+
+        let kept = Folders::new(root.path().to_path_buf(), owner, true, Some(cgroups));
+        let scratch = Scratch::create(&kept, AttemptId::new(), None, vec![]).await.unwrap();
+        let cgroup = scratch.cgroup.clone().expect("a cgroup for the kept folder");
+        assert!(cgroup.exists());
+        scratch.finish(&kept).await;
+        assert!(!cgroup.exists(), "a kept folder's cgroup goes with its attempt");
+    }
+
     #[tokio::test]
     async fn kept_folders_are_named_after_their_worker_and_attempt_and_stay() {
         let root = tempfile::tempdir().unwrap();
-        let folders = Folders::new(root.path().to_path_buf(), "w".into(), true);
+        let folders = Folders::new(root.path().to_path_buf(), "w".into(), true, None);
         let attempt = AttemptId::new();
         let scratch = Scratch::create(&folders, attempt, Some("p"), vec![input()]).await.unwrap();
         assert_eq!(scratch.dir, root.path().join(format!("w-{attempt}")));
