@@ -128,13 +128,13 @@ impl Scratch {
         let prompt = prompt.map(str::to_owned);
         let (folder, made) = (dir.clone(), cgroup.clone().filter(|_| new));
         let written = super::blocking_io(move || {
-            let files = write_files(&folder, prompt.as_deref(), json)?;
+            // First: the folder goes back to the pool even if writing fails.
             if let Some(cgroup) = made
                 && let Err(err) = cgroup.create()
             {
                 tracing::debug!(%cgroup, error = %err, "the folder's agents run without a cgroup of their own");
             }
-            Ok(files)
+            write_files(&folder, prompt.as_deref(), json)
         })
         .await;
         match written {
