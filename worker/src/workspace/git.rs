@@ -124,19 +124,26 @@ pub(super) async fn git_capped(dir: &Path, args: &[&str], limit: usize) -> Resul
     Ok((crate::outcome::clip(&text, limit).to_owned(), more))
 }
 
+/// The first 8 bytes of `bytes`' SHA-256, in hex: for names that every
+/// build of the worker gives the same thing.
+pub(super) fn short_hash(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().take(8).map(|byte| format!("{byte:02x}")).collect()
+}
+
 /// Takes the host-wide lock on `repo`'s worktree list: git's `worktree
 /// add`, `remove` and `prune` race when run at once on one repository (a
 /// prune deletes the record an add is still writing), so every worker on
 /// this host makes, removes and prunes a repository's worktrees, and takes
 /// a task's branch into one, one at a time; a mirror is made and fetched
 /// under its lock too. An `flock` on a file in the temporary folder named
-/// after the repository's path; it is released when the guard drops.
+/// after a SHA-256 of the repository's path, the same in every build of
+/// the worker (workers of two versions on one host during an upgrade take
+/// the same lock); it is released when the guard drops.
 pub(super) async fn worktree_lock(repo: &Path) -> Result<Flock<std::fs::File>, String> {
-    use std::hash::{Hash, Hasher};
     let repo = std::fs::canonicalize(repo).unwrap_or_else(|_| repo.to_path_buf());
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    repo.hash(&mut hasher);
-    let path = std::env::temp_dir().join(format!("hive-worktrees-{:016x}.lock", hasher.finish()));
+    let hash = short_hash(repo.as_os_str().as_encoded_bytes());
+    let path = std::env::temp_dir().join(format!("hive-worktrees-{hash}.lock"));
     let locked = tokio::task::spawn_blocking(move || {
         let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
         Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| std::io::Error::from(errno))

@@ -20,8 +20,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use sha2::{Digest, Sha256};
-
 use super::git::{git, worktree_lock};
 use super::remote::RepoUrl;
 
@@ -148,8 +146,7 @@ fn folder_name(url: &RepoUrl) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
         .take(MAX_STEM)
         .collect();
-    let digest = Sha256::digest(shown.as_bytes());
-    let hash: String = digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect();
+    let hash = super::git::short_hash(shown.as_bytes());
     let stem = stem.trim_start_matches('.');
     format!("{}-{hash}.git", if stem.is_empty() { "repository" } else { stem })
 }
