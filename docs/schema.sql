@@ -436,8 +436,36 @@ CREATE VIEW public.probe_due AS
 CREATE TABLE public.swarm_counts (
     swarm_id uuid NOT NULL,
     status public.task_status NOT NULL,
-    tasks bigint NOT NULL
+    tasks bigint NOT NULL,
+    agent text NOT NULL
 );
+
+CREATE TABLE public.task_count_changes (
+    agent text NOT NULL,
+    status public.task_status NOT NULL,
+    change bigint NOT NULL,
+    swarm_id uuid NOT NULL,
+    first_started_at timestamp with time zone,
+    last_finished_at timestamp with time zone
+);
+
+CREATE VIEW public.swarm_agent_totals AS
+ SELECT c.swarm_id,
+    c.agent,
+    c.status,
+    (sum(c.tasks))::bigint AS tasks
+   FROM ( SELECT swarm_counts.swarm_id,
+            swarm_counts.agent,
+            swarm_counts.status,
+            swarm_counts.tasks
+           FROM public.swarm_counts
+        UNION ALL
+         SELECT task_count_changes.swarm_id,
+            task_count_changes.agent,
+            task_count_changes.status,
+            task_count_changes.change
+           FROM public.task_count_changes) c
+  GROUP BY c.swarm_id, c.agent, c.status;
 
 CREATE TABLE public.swarm_progress (
     swarm_id uuid NOT NULL,
@@ -446,15 +474,6 @@ CREATE TABLE public.swarm_progress (
 );
 
 CREATE TABLE public.swarm_times (
-    swarm_id uuid NOT NULL,
-    first_started_at timestamp with time zone,
-    last_finished_at timestamp with time zone
-);
-
-CREATE TABLE public.task_count_changes (
-    agent text NOT NULL,
-    status public.task_status NOT NULL,
-    change bigint NOT NULL,
     swarm_id uuid NOT NULL,
     first_started_at timestamp with time zone,
     last_finished_at timestamp with time zone
@@ -644,7 +663,7 @@ ALTER TABLE ONLY public.provider_cooldowns
     ADD CONSTRAINT provider_cooldowns_pkey PRIMARY KEY (account);
 
 ALTER TABLE ONLY public.swarm_counts
-    ADD CONSTRAINT swarm_counts_pkey PRIMARY KEY (swarm_id, status);
+    ADD CONSTRAINT swarm_counts_pkey PRIMARY KEY (swarm_id, agent, status);
 
 ALTER TABLE ONLY public.swarm_progress
     ADD CONSTRAINT swarm_progress_pkey PRIMARY KEY (swarm_id);
@@ -727,6 +746,8 @@ CREATE INDEX task_states_dead_idx ON public.task_states USING btree (task_id) WH
 CREATE INDEX task_states_leased_idx ON public.task_states USING btree (worker_id, LEAST(lease_expires_at, attempt_deadline)) WHERE (lease_expires_at IS NOT NULL);
 
 CREATE INDEX task_states_ready_age_idx ON public.task_states USING btree (run_agent, run_after) WHERE (status = 'ready'::public.task_status);
+
+CREATE INDEX task_states_ready_labelled_idx ON public.task_states USING btree (swarm_id) WHERE ((status = 'ready'::public.task_status) AND has_labels);
 
 CREATE INDEX task_states_stalled_idx ON public.task_states USING btree (stalled_since) WHERE (stalled_since IS NOT NULL);
 

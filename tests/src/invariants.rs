@@ -68,12 +68,18 @@ pub const CHECKS: &[(&str, &str)] = &[
          where t.tasks is distinct from s.tasks",
     ),
     (
-        "the swarm counts (swarm_totals) are the tasks counted by swarm and status",
-        "select count(*)
-         from (select swarm_id, status, tasks from swarm_totals where tasks <> 0) t
-         full join (select swarm_id, status, count(*) as tasks from task_states group by 1, 2) s
-           on s.swarm_id = t.swarm_id and s.status = t.status
-         where t.tasks is distinct from s.tasks",
+        "the swarm counts (swarm_totals, swarm_agent_totals) are the tasks counted by swarm (and agent) and status",
+        "select (select count(*)
+                 from (select swarm_id, status, tasks from swarm_totals where tasks <> 0) t
+                 full join (select swarm_id, status, count(*) as tasks from task_states group by 1, 2) s
+                   on s.swarm_id = t.swarm_id and s.status = t.status
+                 where t.tasks is distinct from s.tasks)
+              + (select count(*)
+                 from (select swarm_id, agent, status, tasks from swarm_agent_totals where tasks <> 0) t
+                 full join (select swarm_id, run_agent as agent, status, count(*) as tasks
+                            from task_states group by 1, 2, 3) s
+                   on s.swarm_id = t.swarm_id and s.agent = t.agent and s.status = t.status
+                 where t.tasks is distinct from s.tasks)",
     ),
     (
         "each swarm's token totals are its attempts' tokens (held at the largest bigint)",

@@ -195,14 +195,20 @@ const BREAKERS: &[(&str, &str)] = &[
          on conflict (agent, status) do update set tasks = task_counts.tasks + 1",
     ),
     (
-        "the swarm counts (swarm_totals) are the tasks counted by swarm and status",
-        "insert into swarm_counts (swarm_id, status, tasks) select swarm_id, 'dead', 1 from task_states limit 1
-         on conflict (swarm_id, status) do update set tasks = swarm_counts.tasks + 1",
+        "the swarm counts (swarm_totals, swarm_agent_totals) are the tasks counted by swarm (and agent) and status",
+        "insert into swarm_counts (swarm_id, agent, status, tasks) select swarm_id, run_agent, 'dead', 1 from task_states limit 1
+         on conflict (swarm_id, agent, status) do update set tasks = swarm_counts.tasks + 1",
     ),
     (
         "the task counts (task_totals) are the tasks counted by agent and status",
+        // The swarm counts are moved by hand, so only the counts by agent miss the change.
         "alter table task_states disable trigger task_states_count_updates;
-         update task_states set run_agent = 'elsewhere' where task_id = (select task_id from task_states limit 1)",
+         with picked as (select task_id, swarm_id, run_agent, status from task_states limit 1),
+         moved as (update task_states s set run_agent = 'elsewhere' from picked p where s.task_id = p.task_id
+                   returning p.swarm_id, p.run_agent, p.status)
+         insert into swarm_counts (swarm_id, agent, status, tasks)
+         select swarm_id, run_agent, status, -1 from moved union all select swarm_id, 'elsewhere', status, 1 from moved
+         on conflict (swarm_id, agent, status) do update set tasks = swarm_counts.tasks + excluded.tasks",
     ),
     (
         "each swarm's token totals are its attempts' tokens (held at the largest bigint)",

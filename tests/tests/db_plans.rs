@@ -19,7 +19,7 @@ use sqlx::PgConnection;
 const HOT_TABLES: &[&str] = &["task_states", "tasks", "attempts"];
 
 /// Fills `n` tasks in one statement, by `i % 1000`: 2.5 % ready (a fifth
-/// of them with a lock), 2 % running, 0.5 % cancelling, 2 % blocked,
+/// of them with a lock, a twenty-fifth requiring a label no worker has), 2 % running, 0.5 % cancelling, 2 % blocked,
 /// 1.5 % dead, 1.5 % cancelled, the rest succeeded; in two swarms; with
 /// `attempts` rows for the ended attempts when `with_attempts`.
 async fn fill(conn: &mut PgConnection, n: i64, with_attempts: bool) {
@@ -33,17 +33,19 @@ async fn fill(conn: &mut PgConnection, n: i64, with_attempts: bool) {
                          when i % 1000 < 50 then 'cancelling' when i % 1000 < 70 then 'blocked'
                          when i % 1000 < 85 then 'dead' when i % 1000 < 100 then 'cancelled'
                          else 'succeeded' end::task_status as status,
-                    i % 1000 < 5 as locked
+                    i % 1000 < 5 as locked, i % 1000 = 24 as labelled
              from generate_series(1, $1) as i join swarm w on w.n = i % 2
          ), spec as (
-             insert into tasks (id, swarm_id, agent, prompt, max_attempts, locks)
-             select id, swarm_id, 'noop', 'x', 3, case when locked then array['lock-' || i] else '{}' end from planned
+             insert into tasks (id, swarm_id, agent, prompt, max_attempts, locks, required_labels)
+             select id, swarm_id, 'noop', 'x', 3, case when locked then array['lock-' || i] else '{}' end,
+                    case when labelled then '{\"gpu\": \"a100\"}' else '{}' end::jsonb
+             from planned
          ), states as (
              insert into task_states (task_id, swarm_id, priority, has_labels, has_locks, validated, status, run_agent,
                                       bytes, waiting_on, attempts, started_at, attempt_id, worker_id, lease_expires_at,
                                       attempt_deadline, attempt_started_at, finished_at, result_attempt, error,
                                       cancelled_upstream)
-             select id, swarm_id, 0, false, locked, false, status, 'noop', 1,
+             select id, swarm_id, 0, labelled, locked, false, status, 'noop', 1,
                     case when status = 'blocked' then 1 else 0 end,
                     case when status in ('ready', 'blocked', 'cancelled') then 0 else 1 end,
                     case when status not in ('ready', 'blocked', 'cancelled') then now() end,
@@ -227,6 +229,11 @@ async fn listing_tasks_by_status_or_swarm_uses_an_index_at_a_million_tasks() {
             "dashboard: one swarm's ready tasks no worker can take",
             statement_containing(&["grouped as (", "from grouped g"]),
             format!("'{swarm}', 30"),
+        ),
+        (
+            "status: every swarm's ready tasks no worker can take",
+            statement_containing(&["grouped as (", "from grouped g"]),
+            "null, 30".to_owned(),
         ),
     ];
     let statements = scrape.into_iter().map(|(name, sql)| (name, sql, String::new())).chain(overview);

@@ -111,7 +111,7 @@ pub async fn fleet(executor: impl PgExecutor<'_>) -> sqlx::Result<Fleet> {
 }
 
 /// Folds the committed changes of task counts into `task_counts` (by agent
-/// and status) and `swarm_counts` (by swarm and status), and their starts
+/// and status) and `swarm_counts` (by swarm, agent and status), and their starts
 /// and finishes into `swarm_times` (each swarm's earliest and latest); any
 /// number of coordinators may, each change is folded once. How many change
 /// rows it folded.
@@ -126,9 +126,9 @@ pub async fn fold_task_counts(executor: impl PgExecutor<'_>) -> sqlx::Result<u64
             select agent, status, sum(change)::int8 from folded group by agent, status
             on conflict (agent, status) do update set tasks = c.tasks + excluded.tasks
         ), by_swarm as (
-            insert into swarm_counts as c (swarm_id, status, tasks)
-            select swarm_id, status, sum(change)::int8 from folded group by swarm_id, status
-            on conflict (swarm_id, status) do update set tasks = c.tasks + excluded.tasks
+            insert into swarm_counts as c (swarm_id, agent, status, tasks)
+            select swarm_id, agent, status, sum(change)::int8 from folded group by swarm_id, agent, status
+            on conflict (swarm_id, agent, status) do update set tasks = c.tasks + excluded.tasks
         ), spans as (
             insert into swarm_times as t (swarm_id, first_started_at, last_finished_at)
             select swarm_id, min(first_started_at), max(last_finished_at) from folded

@@ -117,7 +117,8 @@ pub struct Unserved {
 
 /// Groups of ready tasks that no worker seen within `live_seconds` can run
 /// (none offers the agent with the labels, or each that does reports it,
-/// its work folder or its disk unavailable).
+/// its work folder or its disk unavailable). The ready tasks per swarm and
+/// agent come from the counts; only those that require labels are read.
 pub async fn unserved(
     executor: impl PgExecutor<'_>,
     swarm: Option<Uuid>,
@@ -127,25 +128,32 @@ pub async fn unserved(
         Unserved,
         r#"
         with ready as (
-            -- The spec is read only for a task that requires labels.
-            select s.swarm_id, s.run_agent,
-                   case when s.has_labels then (select t.required_labels from tasks t where t.id = s.task_id)
-                        else '{}'::jsonb end as required_labels
-            from task_states s
-            where s.status = 'ready' and ($1::uuid is null or s.swarm_id = $1)
+            select t.swarm_id, t.agent, t.tasks from swarm_agent_totals t
+            where t.status = 'ready' and t.tasks > 0 and ($1::uuid is null or t.swarm_id = $1)
+        ), labelled as (
+            select s.swarm_id, s.run_agent as agent, t.required_labels, count(*) as count
+            from task_states s join tasks t on t.id = s.task_id
+            where s.status = 'ready' and s.has_labels and ($1::uuid is null or s.swarm_id = $1)
+            group by 1, 2, 3
         ), grouped as (
             -- The workers are asked once per group, not once per task.
-            select swarm_id, run_agent, required_labels, count(*) as count from ready group by 1, 2, 3
+            select r.swarm_id, r.agent, '{}'::jsonb as required_labels,
+                   r.tasks - coalesce((select sum(l.count) from labelled l
+                                       where l.swarm_id = r.swarm_id and l.agent = r.agent), 0) as count
+            from ready r
+            union all
+            select swarm_id, agent, required_labels, count from labelled
         )
-        select g.swarm_id as "swarm_id!", g.run_agent as "agent!", g.required_labels as "labels!", g.count as "count!"
+        select g.swarm_id as "swarm_id!", g.agent as "agent!", g.required_labels as "labels!", g.count::int8 as "count!"
         from grouped g
-        where not exists (
+        where g.count > 0
+          and not exists (
               select 1 from workers w
               where w.last_seen_at > now() - make_interval(secs => $2)
-                and g.run_agent = any(w.agents)
+                and g.agent = any(w.agents)
                 and g.required_labels <@ w.labels
-                and not w.unavailable ?| array[g.run_agent, 'work_dir', 'disk'])
-        order by 1, 2
+                and not w.unavailable ?| array[g.agent, 'work_dir', 'disk'])
+        order by 1, 2, 3
         "#,
         swarm,
         live_seconds,
