@@ -242,8 +242,18 @@ pub async fn hivectl_json(coordinator_url: &str, args: &[&str]) -> serde_json::V
         .unwrap_or_else(|err| panic!("hivectl {args:?} printed no JSON ({err}): {}", output.stdout))
 }
 
+/// How much of a process's log a failing test shows.
+const LOG_TAIL_LINES: usize = 80;
+
 impl Drop for Proc {
     fn drop(&mut self) {
+        // A test failing with the process still held shows what it said last.
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            eprintln!("--- the last {} lines of {} ---\n{}", tail.len(), self.log.display(), tail.join("\n"));
+        }
         if matches!(self.child.try_wait(), Ok(None)) {
             self.signal(Signal::SIGTERM);
             self.signal(Signal::SIGINT);
