@@ -89,10 +89,15 @@ impl Folders {
         if pooled.is_empty() {
             return;
         }
-        let removed = super::blocking_io(move || pooled.iter().try_for_each(AgentCgroup::remove)).await;
-        if let Err(err) = removed {
-            tracing::warn!(error = %err, "could not remove the cgroups of the scratch folders");
-        }
+        let _ = super::blocking_io(move || {
+            for cgroup in &pooled {
+                if let Err(err) = cgroup.remove() {
+                    tracing::warn!(%cgroup, error = %err, "could not remove a scratch folder's cgroup");
+                }
+            }
+            Ok(())
+        })
+        .await;
     }
 }
 
@@ -128,7 +133,8 @@ impl Scratch {
         let prompt = prompt.map(str::to_owned);
         let (folder, made) = (dir.clone(), cgroup.clone().filter(|_| new));
         let written = super::blocking_io(move || {
-            // First: the folder goes back to the pool even if writing fails.
+            // Made first: the folder goes back to the pool even when writing
+            // fails, and the attempts that reuse it expect its cgroup.
             if let Some(cgroup) = made
                 && let Err(err) = cgroup.create()
             {
@@ -157,6 +163,9 @@ impl Scratch {
     /// processes are gone.
     pub(crate) async fn finish(self, folders: &Folders) {
         let (dir, keep, cgroup) = (self.dir.clone(), folders.keep, self.cgroup);
+        if keep && cgroup.is_none() {
+            return;
+        }
         let emptied = super::blocking_io(move || {
             let emptied = if keep { Ok(()) } else { empty_folder(&dir) };
             // A folder that cannot be emptied is not reused (nor leaked into
