@@ -233,8 +233,9 @@ async fn run_agent(
     }
 
     sink.flush().await;
-    // Read whatever the exit: a failed agent's result may still report its usage and session.
-    let result_file = outcome::read_result_file(&scratch.result_file).await;
+    // Read whatever the exit: a failed agent's result may still report its
+    // usage and session. The folder is emptied in the same trip.
+    let result_file = outcome::take_result(scratch, &context.folders).await;
     let cancelled = context.held.reason(attempt);
     let report = match claude {
         None => outcome::decide(&ids, agent, timeout, &finished, result_file, cancelled),
@@ -264,7 +265,6 @@ async fn run_agent(
     // while outcomes — and the costs a swarm's budget is checked against —
     // are still being stored, and overshoot the budget.
     drop(slot);
-    scratch.finish(&context.folders).await;
 }
 
 /// A Claude Code attempt's session: how it starts, what the worker adds to

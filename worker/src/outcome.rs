@@ -10,6 +10,7 @@ use hive_shared::pb;
 use crate::config::{AgentConfig, UnlistedExit};
 use crate::held::CancelReason;
 use crate::process::supervise::{Exit, Finished};
+use crate::process::workdir::{Folders, Scratch};
 
 /// Largest result file read.
 pub(crate) const MAX_RESULT_FILE: u64 = 4 * 1024 * 1024;
@@ -265,18 +266,34 @@ pub(crate) fn decide(
 /// exited, so a read that waits is one something else keeps open.
 const RESULT_FILE_READ_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Reads the result file: `Ok(None)` when absent, an error naming the
-/// problem when it is not a regular file (a symbolic link, a FIFO, a
-/// device), is too large, takes too long to read, or is not a JSON object.
-/// The agent chose what is at that path, so nothing here may block or
-/// follow it elsewhere.
-pub(crate) async fn read_result_file(path: &std::path::Path) -> Result<Option<JsonObject>, String> {
+/// Reads the result file ([`read_result_file`]) and hands the scratch folder
+/// back, in one trip to the blocking pool. A read that takes longer than
+/// [`RESULT_FILE_READ_LIMIT`] is an error, and its folder is not reused.
+pub(crate) async fn take_result(scratch: Scratch, folders: &Folders) -> Result<Option<JsonObject>, String> {
+    let path = scratch.result_file.clone();
+    match tokio::time::timeout(RESULT_FILE_READ_LIMIT, scratch.finish_after(folders, move || read_result_file(&path)))
+        .await
+    {
+        Ok(Some(read)) => read,
+        Ok(None) => Err("the result file could not be read: the worker's file job failed".to_owned()),
+        Err(_) => Err(format!("the result file could not be read within {RESULT_FILE_READ_LIMIT:?}")),
+    }
+}
+
+/// Reads the result file (blocking): `Ok(None)` when absent, an error
+/// naming the problem when it is not a regular file (a symbolic link, a
+/// FIFO, a device), is too large, or is not a JSON object. The agent chose
+/// what is at that path, so nothing here may wait on it or follow it
+/// elsewhere.
+pub(crate) fn read_result_file(path: &std::path::Path) -> Result<Option<JsonObject>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+
     use nix::fcntl::OFlag;
-    use tokio::io::AsyncReadExt;
     let cannot = |err: std::io::Error| format!("cannot read the result file {}: {err}", path.display());
-    let mut options = tokio::fs::OpenOptions::new();
+    let mut options = std::fs::OpenOptions::new();
     options.read(true).custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits());
-    let file = match options.open(path).await {
+    let file = match options.open(path) {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(err) if err.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) => {
@@ -284,15 +301,11 @@ pub(crate) async fn read_result_file(path: &std::path::Path) -> Result<Option<Js
         }
         Err(err) => return Err(cannot(err)),
     };
-    if !file.metadata().await.map_err(cannot)?.is_file() {
+    if !file.metadata().map_err(cannot)?.is_file() {
         return Err("the result file is not a regular file (a FIFO, socket or device); write a regular file".to_owned());
     }
     let mut bytes = Vec::new();
-    let mut limited = file.take(MAX_RESULT_FILE + 1);
-    match tokio::time::timeout(RESULT_FILE_READ_LIMIT, limited.read_to_end(&mut bytes)).await {
-        Ok(done) => done.map_err(cannot)?,
-        Err(_) => return Err(format!("the result file could not be read within {RESULT_FILE_READ_LIMIT:?}")),
-    };
+    file.take(MAX_RESULT_FILE + 1).read_to_end(&mut bytes).map_err(cannot)?;
     if bytes.len() as u64 > MAX_RESULT_FILE {
         return Err(format!("the result file is larger than {MAX_RESULT_FILE} bytes"));
     }
@@ -486,29 +499,45 @@ mod tests {
         assert_eq!(done.session_id, "from-output");
     }
 
-    #[tokio::test]
-    async fn result_files_are_read_bounded_and_checked() {
+    #[test]
+    fn result_files_are_read_bounded_and_checked() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("result.json");
-        assert_eq!(read_result_file(&path).await, Ok(None));
-        tokio::fs::write(&path, b"{\"ok\":true}").await.unwrap();
-        assert_eq!(read_result_file(&path).await.unwrap().unwrap()["ok"], true);
-        tokio::fs::write(&path, b"[1]").await.unwrap();
-        assert!(read_result_file(&path).await.unwrap_err().contains("not a JSON object"));
+        assert_eq!(read_result_file(&path), Ok(None));
+        std::fs::write(&path, b"{\"ok\":true}").unwrap();
+        assert_eq!(read_result_file(&path).unwrap().unwrap()["ok"], true);
+        std::fs::write(&path, b"[1]").unwrap();
+        assert!(read_result_file(&path).unwrap_err().contains("not a JSON object"));
+        std::fs::write(&path, vec![b' '; usize::try_from(MAX_RESULT_FILE).unwrap() + 1]).unwrap();
+        assert!(read_result_file(&path).unwrap_err().contains("larger than"));
     }
 
-    #[tokio::test]
-    async fn a_result_file_that_is_a_fifo_or_a_link_is_refused_at_once() {
+    #[test]
+    fn a_result_file_that_is_a_fifo_or_a_link_is_refused_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo.json");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
-        let refused = tokio::time::timeout(std::time::Duration::from_secs(2), read_result_file(&fifo)).await;
-        assert!(refused.expect("no wait for a writer").unwrap_err().contains("not a regular file"));
+        // Opened without waiting for a writer, and refused before any read.
+        assert!(read_result_file(&fifo).unwrap_err().contains("not a regular file"));
         let secret = dir.path().join("secret");
-        tokio::fs::write(&secret, b"{\"key\": \"hunter2\"}").await.unwrap();
+        std::fs::write(&secret, b"{\"key\": \"hunter2\"}").unwrap();
         let link = dir.path().join("link.json");
         std::os::unix::fs::symlink(&secret, &link).unwrap();
-        assert!(read_result_file(&link).await.unwrap_err().contains("symbolic link"));
+        assert!(read_result_file(&link).unwrap_err().contains("symbolic link"));
+    }
+
+    #[tokio::test]
+    async fn taking_the_result_hands_the_folder_back_emptied() {
+        let root = tempfile::tempdir().unwrap();
+        let folders = Folders::new(root.path().to_path_buf(), "w".into(), false, None);
+        let scratch = Scratch::create(&folders, hive_shared::ids::AttemptId::new(), None, vec![]).await.unwrap();
+        let dir = scratch.dir.clone();
+        std::fs::write(&scratch.result_file, b"{\"ok\":true}").unwrap();
+        assert_eq!(take_result(scratch, &folders).await.unwrap().unwrap()["ok"], true);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the folder is emptied");
+        let next = Scratch::create(&folders, hive_shared::ids::AttemptId::new(), None, vec![]).await.unwrap();
+        assert_eq!(next.dir, dir, "and reused");
+        assert_eq!(take_result(next, &folders).await, Ok(None), "no result file is no result");
     }
 
     fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
@@ -573,8 +602,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("result.json");
             std::fs::write(&path, &bytes).unwrap();
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let read = runtime.block_on(read_result_file(&path));
+            let read = read_result_file(&path);
             let parsed = serde_json::from_slice::<JsonObject>(&bytes).ok();
             match read {
                 Ok(Some(object)) => proptest::prop_assert_eq!(Some(object), parsed),

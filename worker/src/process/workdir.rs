@@ -118,7 +118,9 @@ pub(crate) struct Scratch {
 
 impl Scratch {
     /// Takes a folder and writes the prompt (when the agent reads it from a
-    /// file) and the JSON files.
+    /// file) and the JSON files. A pooled folder with nothing to write is
+    /// handed out as it is, without a trip to the blocking pool: it was
+    /// emptied, and its cgroup made, when it was first used.
     ///
     /// # Errors
     /// File system failures (the folder goes back to the pool, emptied).
@@ -130,6 +132,9 @@ impl Scratch {
     ) -> std::io::Result<Self> {
         let (dir, new) = folders.take(attempt);
         let cgroup = folders.cgroup_of(&dir);
+        if !new && prompt.is_none() && json.is_empty() {
+            return Ok(Self { cgroup, ..Self::empty(dir) });
+        }
         let prompt = prompt.map(str::to_owned);
         let (folder, made) = (dir.clone(), cgroup.clone().filter(|_| new));
         let written = super::blocking_io(move || {
@@ -162,11 +167,26 @@ impl Scratch {
     /// leaves it as it is and removes its cgroup. Call it once the attempt's
     /// processes are gone.
     pub(crate) async fn finish(self, folders: &Folders) {
-        let (dir, keep, cgroup) = (self.dir.clone(), folders.keep, self.cgroup);
-        if keep && cgroup.is_none() {
+        if folders.keep && self.cgroup.is_none() {
             return;
         }
-        let emptied = super::blocking_io(move || {
+        self.finish_after(folders, || ()).await;
+    }
+
+    /// Runs `last_look` (blocking file work on the folder as the agent left
+    /// it), then finishes the folder as [`Scratch::finish`] does, in one trip
+    /// to the blocking pool; `None` when that trip failed.
+    pub(crate) async fn finish_after<T: Send + 'static>(
+        self,
+        folders: &Folders,
+        last_look: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let (dir, keep, cgroup) = (self.dir.clone(), folders.keep, self.cgroup);
+        let finished = super::blocking_io(move || {
+            let looked = last_look();
+            if keep && cgroup.is_none() {
+                return Ok((looked, Ok(())));
+            }
             let emptied = if keep { Ok(()) } else { empty_folder(&dir) };
             // A folder that cannot be emptied is not reused (nor leaked into
             // another attempt): nor is its cgroup.
@@ -176,9 +196,10 @@ impl Scratch {
             {
                 tracing::warn!(%cgroup, error = %err, "could not remove an attempt's cgroup");
             }
-            emptied
+            Ok((looked, emptied))
         })
         .await;
+        let (looked, emptied) = finished.ok()?;
         match emptied {
             Ok(()) if !keep => folders.give_back(self.dir),
             Ok(()) => {}
@@ -186,6 +207,7 @@ impl Scratch {
                 tracing::warn!(dir = %self.dir.display(), error = %err, "could not empty an attempt's scratch folder")
             }
         }
+        Some(looked)
     }
 }
 
