@@ -166,7 +166,7 @@ impl AdminService for AdminApi {
             .worker_ids
             .iter()
             .enumerate()
-            .map(|(index, id)| parse_id(&format!("worker_ids[{index}]"), id, WorkerId::parse))
+            .map(|(index, id)| parse_id(format_args!("worker_ids[{index}]"), id, WorkerId::parse))
             .collect::<Result<Vec<_>>>()?;
         let lease = self.app.config.leases.ttl;
         let told = workers::stop(&self.app.pool, &caller, &ids, request.all, request.now, lease).await?;

@@ -15,16 +15,17 @@ use crate::tasks::retry::{FailureClass, Stop};
 use crate::tasks::submit::{NewTask, Validate};
 use crate::tasks::validate::{storable, text_problem};
 
-/// Parses an id field, naming the field on failure.
+/// Parses an id field, naming the field on failure (`field` is formatted
+/// only then: a batch's element names cost nothing when its ids parse).
 pub(crate) fn parse_id<T>(
-    field: &str,
+    field: impl std::fmt::Display,
     text: &str,
     parse: impl Fn(&str) -> Result<T, hive_shared::ids::BadId>,
 ) -> Result<T> {
     if text.is_empty() {
-        return Err(Error::invalid(field, "is required"));
+        return Err(Error::invalid(&field, "is required"));
     }
-    parse(text).map_err(|err| Error::invalid(field, err))
+    parse(text).map_err(|err| Error::invalid(&field, err))
 }
 
 /// Decodes an optional id field: empty is `None`.
@@ -217,7 +218,7 @@ pub(crate) fn new_task(index: usize, spec: pb::TaskSpec) -> Result<NewTask> {
 }
 
 /// Decodes what an agent reported using; `field` names the report (`completions[3]`).
-pub(crate) fn spend(field: &str, session_id: String, usage: Option<pb::Usage>) -> Result<Spend> {
+pub(crate) fn spend(field: impl std::fmt::Display, session_id: String, usage: Option<pb::Usage>) -> Result<Spend> {
     let usage = usage.unwrap_or_default();
     let tokens = |name: &str, count: u64| {
         let count = i64::try_from(count).map_err(|_| {
@@ -557,7 +558,7 @@ pub(crate) fn task_filter(filter: Option<pb::TaskFilter>) -> Result<db::filters:
         None
     } else {
         let ids = filter.task_ids.iter().enumerate().map(|(index, id)| {
-            parse_id(&format!("filter.task_ids[{index}]"), id, hive_shared::ids::TaskId::parse).map(|id| id.0)
+            parse_id(format_args!("filter.task_ids[{index}]"), id, hive_shared::ids::TaskId::parse).map(|id| id.0)
         });
         Some(ids.collect::<Result<Vec<_>>>()?)
     };

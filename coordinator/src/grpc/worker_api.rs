@@ -61,8 +61,8 @@ fn worker_id(text: &str) -> Result<WorkerId> {
 
 fn ids(index: usize, list: &str, task: &str, attempt: &str) -> Result<(TaskId, AttemptId)> {
     Ok((
-        parse_id(&format!("{list}[{index}].task_id"), task, TaskId::parse)?,
-        parse_id(&format!("{list}[{index}].attempt_id"), attempt, AttemptId::parse)?,
+        parse_id(format_args!("{list}[{index}].task_id"), task, TaskId::parse)?,
+        parse_id(format_args!("{list}[{index}].attempt_id"), attempt, AttemptId::parse)?,
     ))
 }
 
@@ -178,7 +178,7 @@ impl WorkerService for WorkerApi {
                 task,
                 attempt,
                 result: item.result.map(struct_to_json).unwrap_or_default(),
-                spend: convert::spend(&format!("completions[{index}]"), item.session_id, item.usage)?,
+                spend: convert::spend(format_args!("completions[{index}]"), item.session_id, item.usage)?,
                 probe: item.probe,
             });
         }
@@ -214,7 +214,7 @@ impl WorkerService for WorkerApi {
                 error: item.error,
                 exit_code: item.exit_code,
                 signal: item.signal,
-                spend: convert::spend(&format!("failures[{index}]"), item.session_id, item.usage)?,
+                spend: convert::spend(format_args!("failures[{index}]"), item.session_id, item.usage)?,
                 refusal,
             });
         }
