@@ -2,6 +2,7 @@
 //! (exit 0), or a failure classed transient or permanent. Pure, so every case
 //! is a table test.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hive_shared::convert::{JsonObject, json_to_struct};
@@ -268,8 +269,9 @@ const RESULT_FILE_READ_LIMIT: std::time::Duration = std::time::Duration::from_se
 
 /// Reads the result file ([`read_result_file`]) and hands the scratch folder
 /// back, in one trip to the blocking pool. A read that takes longer than
-/// [`RESULT_FILE_READ_LIMIT`] is an error, and its folder is not reused.
-pub(crate) async fn take_result(scratch: Scratch, folders: &Folders) -> Result<Option<JsonObject>, String> {
+/// [`RESULT_FILE_READ_LIMIT`] is an error (the folder is handed back when
+/// the trip ends).
+pub(crate) async fn take_result(scratch: Scratch, folders: &Arc<Folders>) -> Result<Option<JsonObject>, String> {
     let path = scratch.result_file.clone();
     match tokio::time::timeout(RESULT_FILE_READ_LIMIT, scratch.finish_after(folders, move || read_result_file(&path)))
         .await
@@ -529,7 +531,7 @@ mod tests {
     #[tokio::test]
     async fn taking_the_result_hands_the_folder_back_emptied() {
         let root = tempfile::tempdir().unwrap();
-        let folders = Folders::new(root.path().to_path_buf(), "w".into(), false, None);
+        let folders = Arc::new(Folders::new(root.path().to_path_buf(), "w".into(), false, None));
         let scratch = Scratch::create(&folders, hive_shared::ids::AttemptId::new(), None, vec![]).await.unwrap();
         let dir = scratch.dir.clone();
         std::fs::write(&scratch.result_file, b"{\"ok\":true}").unwrap();

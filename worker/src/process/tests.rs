@@ -89,7 +89,12 @@ async fn run_agent_with(
     as_a_worker();
     let root = tempfile::tempdir().unwrap();
     // A worker of its own: folders, and so cgroups, are named after their worker.
-    let folders = Folders::new(root.path().to_path_buf(), WorkerId::new().to_string(), false, cgroups.cloned());
+    let folders = std::sync::Arc::new(Folders::new(
+        root.path().to_path_buf(),
+        WorkerId::new().to_string(),
+        false,
+        cgroups.cloned(),
+    ));
     let prompt_file = (agent.prompt == PromptMode::File).then_some(prompt);
     let attempt = AttemptId::new();
     let scratch = Scratch::create(&folders, attempt, prompt_file, vec![]).await.unwrap();

@@ -16,8 +16,8 @@
 //! removed when the attempt ends.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use hive_shared::convert::JsonObject;
 use hive_shared::ids::AttemptId;
@@ -125,7 +125,7 @@ impl Scratch {
     /// # Errors
     /// File system failures (the folder goes back to the pool, emptied).
     pub(crate) async fn create(
-        folders: &Folders,
+        folders: &Arc<Folders>,
         attempt: AttemptId,
         prompt: Option<&str>,
         json: Vec<JsonFile>,
@@ -166,7 +166,7 @@ impl Scratch {
     /// record) and hands it back with its cgroup; with `keep_work_dirs`,
     /// leaves it as it is and removes its cgroup. Call it once the attempt's
     /// processes are gone.
-    pub(crate) async fn finish(self, folders: &Folders) {
+    pub(crate) async fn finish(self, folders: &Arc<Folders>) {
         if folders.keep && self.cgroup.is_none() {
             return;
         }
@@ -175,39 +175,45 @@ impl Scratch {
 
     /// Runs `last_look` (blocking file work on the folder as the agent left
     /// it), then finishes the folder as [`Scratch::finish`] does, in one trip
-    /// to the blocking pool; `None` when that trip failed.
+    /// to the blocking pool; `None` when that trip failed. The folder is
+    /// handed back by the trip itself, so a caller that stops waiting (a
+    /// timeout) loses no folder.
     pub(crate) async fn finish_after<T: Send + 'static>(
         self,
-        folders: &Folders,
+        folders: &Arc<Folders>,
         last_look: impl FnOnce() -> T + Send + 'static,
     ) -> Option<T> {
-        let (dir, keep, cgroup) = (self.dir.clone(), folders.keep, self.cgroup);
-        let finished = super::blocking_io(move || {
+        let folders = Arc::clone(folders);
+        super::blocking_io(move || {
             let looked = last_look();
-            if keep && cgroup.is_none() {
-                return Ok((looked, Ok(())));
-            }
-            let emptied = if keep { Ok(()) } else { empty_folder(&dir) };
-            // A folder that cannot be emptied is not reused (nor leaked into
-            // another attempt): nor is its cgroup.
-            if (keep || emptied.is_err())
-                && let Some(cgroup) = cgroup
-                && let Err(err) = cgroup.remove()
-            {
-                tracing::warn!(%cgroup, error = %err, "could not remove an attempt's cgroup");
-            }
-            Ok((looked, emptied))
+            self.hand_back(&folders);
+            Ok(looked)
         })
-        .await;
-        let (looked, emptied) = finished.ok()?;
+        .await
+        .ok()
+    }
+
+    /// [`Scratch::finish`], blocking.
+    fn hand_back(self, folders: &Folders) {
+        if folders.keep && self.cgroup.is_none() {
+            return;
+        }
+        let emptied = if folders.keep { Ok(()) } else { empty_folder(&self.dir) };
+        // A folder that cannot be emptied is not reused (nor leaked into
+        // another attempt): nor is its cgroup.
+        if (folders.keep || emptied.is_err())
+            && let Some(cgroup) = &self.cgroup
+            && let Err(err) = cgroup.remove()
+        {
+            tracing::warn!(%cgroup, error = %err, "could not remove an attempt's cgroup");
+        }
         match emptied {
-            Ok(()) if !keep => folders.give_back(self.dir),
+            Ok(()) if !folders.keep => folders.give_back(self.dir),
             Ok(()) => {}
             Err(err) => {
                 tracing::warn!(dir = %self.dir.display(), error = %err, "could not empty an attempt's scratch folder")
             }
         }
-        Some(looked)
     }
 }
 
@@ -255,7 +261,7 @@ mod tests {
     #[tokio::test]
     async fn a_folder_is_emptied_and_reused_and_nothing_leaks_into_the_next_attempt() {
         let root = tempfile::tempdir().unwrap();
-        let folders = Folders::new(root.path().to_path_buf(), "w".into(), false, None);
+        let folders = Arc::new(Folders::new(root.path().to_path_buf(), "w".into(), false, None));
         let first = Scratch::create(&folders, AttemptId::new(), Some("secret prompt"), vec![input()]).await.unwrap();
         assert_eq!(std::fs::read_to_string(&first.prompt_file).unwrap(), "secret prompt");
         std::fs::write(&first.result_file, "{}").unwrap();
@@ -272,12 +278,27 @@ mod tests {
         assert_eq!(left, vec![PGID_FILE.to_owned()], "only the process-group record stays");
         let third = Scratch::create(&folders, AttemptId::new(), None, vec![]).await.unwrap();
         assert_ne!(third.dir, second.dir, "a folder in use is never handed out twice");
-        let other = Folders::new(root.path().to_path_buf(), "v".into(), false, None);
+        let other = Arc::new(Folders::new(root.path().to_path_buf(), "v".into(), false, None));
         let theirs = Scratch::create(&other, AttemptId::new(), None, vec![]).await.unwrap();
         assert!(
             theirs.dir != second.dir && theirs.dir != third.dir,
             "another worker on the same work_dir gets its own"
         );
+    }
+
+    #[tokio::test]
+    async fn a_folder_goes_back_to_the_pool_though_its_finish_was_not_awaited_to_the_end() {
+        let root = tempfile::tempdir().unwrap();
+        let folders = Arc::new(Folders::new(root.path().to_path_buf(), "w".into(), false, None));
+        let scratch = Scratch::create(&folders, AttemptId::new(), None, vec![]).await.unwrap();
+        let dir = scratch.dir.clone();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let finishing = scratch.finish_after(&folders, move || held.recv().is_ok());
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(20), finishing).await;
+        assert!(waited.is_err(), "the last look is still running");
+        release.send(()).unwrap();
+        let back = || folders.free.lock().unwrap().contains(&dir);
+        crate::process::eventually("the folder back in the pool", std::time::Duration::from_secs(5), back).await;
     }
 
     /// Needs a host where the test process may make cgroups; passes without
@@ -287,7 +308,7 @@ mod tests {
         let Ok(cgroups) = CgroupRoot::detect() else { return };
         let root = tempfile::tempdir().unwrap();
         let owner = uuid::Uuid::new_v4().to_string();
-        let folders = Folders::new(root.path().to_path_buf(), owner.clone(), false, Some(cgroups.clone()));
+        let folders = Arc::new(Folders::new(root.path().to_path_buf(), owner.clone(), false, Some(cgroups.clone())));
         let first = Scratch::create(&folders, AttemptId::new(), None, vec![]).await.unwrap();
         let cgroup = first.cgroup.clone().expect("a cgroup for the folder");
         assert_eq!(cgroup.to_string(), cgroups.child(&format!("{owner}-1")).unwrap().to_string());
@@ -300,7 +321,7 @@ mod tests {
         folders.remove_cgroups().await;
         assert!(!cgroup.exists(), "removed when the worker stops");
 
-        let kept = Folders::new(root.path().to_path_buf(), owner, true, Some(cgroups));
+        let kept = Arc::new(Folders::new(root.path().to_path_buf(), owner, true, Some(cgroups)));
         let scratch = Scratch::create(&kept, AttemptId::new(), None, vec![]).await.unwrap();
         let cgroup = scratch.cgroup.clone().expect("a cgroup for the kept folder");
         assert!(cgroup.exists());
@@ -311,7 +332,7 @@ mod tests {
     #[tokio::test]
     async fn kept_folders_are_named_after_their_worker_and_attempt_and_stay() {
         let root = tempfile::tempdir().unwrap();
-        let folders = Folders::new(root.path().to_path_buf(), "w".into(), true, None);
+        let folders = Arc::new(Folders::new(root.path().to_path_buf(), "w".into(), true, None));
         let attempt = AttemptId::new();
         let scratch = Scratch::create(&folders, attempt, Some("p"), vec![input()]).await.unwrap();
         assert_eq!(scratch.dir, root.path().join(format!("w-{attempt}")));
