@@ -1,6 +1,7 @@
 //! Turning how an agent ended into what the coordinator is told: a result
-//! (exit 0), or a failure classed transient or permanent. Pure, so every case
-//! is a table test.
+//! (exit 0), or a failure classed transient or permanent. The decision
+//! ([`decide`]) is pure, so every case is a table test; reading the agent's
+//! result file ([`take_result`]) is the one piece that touches the disk.
 
 use std::sync::Arc;
 use std::time::Duration;
