@@ -195,9 +195,6 @@ impl Scratch {
 
     /// [`Scratch::finish`], blocking.
     fn hand_back(self, folders: &Folders) {
-        if folders.keep && self.cgroup.is_none() {
-            return;
-        }
         let emptied = if folders.keep { Ok(()) } else { empty_folder(&self.dir) };
         // A folder that cannot be emptied is not reused (nor leaked into
         // another attempt): nor is its cgroup.
