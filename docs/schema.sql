@@ -39,6 +39,41 @@ begin
 end
 $$;
 
+CREATE FUNCTION public.claim_payload(task_id uuid, agent text, stage text, round integer) RETURNS TABLE(agent text, prompt text, input jsonb, timeout_ms bigint, swarm_id uuid, priority integer, stage text, round integer, build_result jsonb, feedback jsonb, inputs jsonb, resume_session text, resume_sessions boolean)
+    LANGUAGE sql STABLE
+    AS $$
+select claim_payload.agent,
+       case when claim_payload.stage = 'validate' then coalesce(t.validate_prompt, '') else t.prompt end,
+       t.input, t.timeout_ms, t.swarm_id, t.priority, claim_payload.stage, claim_payload.round,
+       case when claim_payload.stage = 'validate' then
+           (select a.result from attempts a
+            where a.task_id = claim_payload.task_id and a.stage = 'build' and a.outcome = 'succeeded'
+            order by a.number desc limit 1)
+       end,
+       case when claim_payload.stage = 'build' and claim_payload.round > 1 then
+           (select a.result from attempts a
+            where a.task_id = claim_payload.task_id and a.stage = 'validate' and a.outcome = 'succeeded'
+            order by a.number desc limit 1)
+       end,
+       (select jsonb_object_agg(coalesce(u.key, u.id::text), coalesce(a.result, 'null'::jsonb))
+        from task_deps d
+        join tasks u on u.id = d.depends_on
+        join task_states us on us.task_id = d.depends_on
+        left join attempts a on a.task_id = us.task_id and a.number = us.result_attempt
+        where d.task_id = claim_payload.task_id),
+       case when t.resume_sessions then
+           coalesce(
+               (select ss.session_id from task_sessions ss
+                where ss.task_id = claim_payload.task_id and ss.stage = claim_payload.stage),
+               (select a.session_id from attempts a
+                where a.task_id = claim_payload.task_id and a.stage = claim_payload.stage and a.session_id is not null
+                order by a.number desc limit 1))
+       end,
+       t.resume_sessions
+from tasks t
+where t.id = claim_payload.task_id
+$$;
+
 CREATE FUNCTION public.count_task_changes() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -195,22 +230,6 @@ CREATE TABLE public.auth_keys (
     CONSTRAINT auth_keys_key_check CHECK ((length(key) = 32))
 );
 
-CREATE TABLE public.task_deps (
-    task_id uuid NOT NULL,
-    depends_on uuid NOT NULL,
-    CONSTRAINT task_deps_check CHECK ((task_id <> depends_on))
-);
-
-CREATE TABLE public.task_sessions (
-    task_id uuid NOT NULL,
-    stage text NOT NULL,
-    session_id text NOT NULL,
-    attempt_id uuid NOT NULL,
-    state bytea NOT NULL,
-    saved_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT task_sessions_session_id_check CHECK ((session_id <> ''::text))
-);
-
 CREATE TABLE public.task_states (
     task_id uuid NOT NULL,
     swarm_id uuid NOT NULL,
@@ -265,87 +284,23 @@ CREATE TABLE public.task_states (
 )
 WITH (fillfactor='50');
 
-CREATE TABLE public.tasks (
-    id uuid NOT NULL,
-    swarm_id uuid NOT NULL,
-    key text,
-    agent text NOT NULL,
-    prompt text NOT NULL,
-    input jsonb,
-    priority integer DEFAULT 0 NOT NULL,
-    max_attempts integer NOT NULL,
-    timeout_ms bigint,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    backoff_initial_ms bigint,
-    backoff_max_ms bigint,
-    backoff_multiplier double precision,
-    required_labels jsonb DEFAULT '{}'::jsonb NOT NULL,
-    locks text[] DEFAULT '{}'::text[] NOT NULL,
-    validate_agent text,
-    validate_prompt text,
-    max_rounds integer DEFAULT 1 NOT NULL,
-    resume_sessions boolean DEFAULT false NOT NULL,
-    fallback_agents text[] DEFAULT '{}'::text[] NOT NULL,
-    concurrency_keys text[] DEFAULT '{}'::text[] NOT NULL,
-    CONSTRAINT tasks_agent_check CHECK ((agent <> ''::text)),
-    CONSTRAINT tasks_backoff_initial_ms_check CHECK ((backoff_initial_ms >= 0)),
-    CONSTRAINT tasks_backoff_max_ms_check CHECK ((backoff_max_ms >= 0)),
-    CONSTRAINT tasks_backoff_multiplier_check CHECK ((backoff_multiplier >= (1)::double precision)),
-    CONSTRAINT tasks_max_attempts_check CHECK ((max_attempts >= 1)),
-    CONSTRAINT tasks_max_rounds_check CHECK ((max_rounds >= 1)),
-    CONSTRAINT tasks_timeout_ms_check CHECK ((timeout_ms > 0)),
-    CONSTRAINT tasks_validate_agent_check CHECK ((validate_agent <> ''::text))
-)
-WITH (fillfactor='100');
-
 CREATE VIEW public.claim_payloads AS
  SELECT s.task_id,
-    s.run_agent AS agent,
-        CASE
-            WHEN (s.stage = 'validate'::text) THEN COALESCE(t.validate_prompt, ''::text)
-            ELSE t.prompt
-        END AS prompt,
-    t.input,
-    t.timeout_ms,
-    t.swarm_id,
-    t.priority,
-    s.stage,
-    s.round,
-        CASE
-            WHEN (s.stage = 'validate'::text) THEN ( SELECT a.result
-               FROM public.attempts a
-              WHERE ((a.task_id = s.task_id) AND (a.stage = 'build'::text) AND (a.outcome = 'succeeded'::public.attempt_outcome))
-              ORDER BY a.number DESC
-             LIMIT 1)
-            ELSE NULL::jsonb
-        END AS build_result,
-        CASE
-            WHEN ((s.stage = 'build'::text) AND (s.round > 1)) THEN ( SELECT a.result
-               FROM public.attempts a
-              WHERE ((a.task_id = s.task_id) AND (a.stage = 'validate'::text) AND (a.outcome = 'succeeded'::public.attempt_outcome))
-              ORDER BY a.number DESC
-             LIMIT 1)
-            ELSE NULL::jsonb
-        END AS feedback,
-    ( SELECT jsonb_object_agg(COALESCE(u.key, (u.id)::text), COALESCE(a.result, 'null'::jsonb)) AS jsonb_object_agg
-           FROM (((public.task_deps d
-             JOIN public.tasks u ON ((u.id = d.depends_on)))
-             JOIN public.task_states us ON ((us.task_id = d.depends_on)))
-             LEFT JOIN public.attempts a ON (((a.task_id = us.task_id) AND (a.number = us.result_attempt))))
-          WHERE (d.task_id = s.task_id)) AS inputs,
-        CASE
-            WHEN t.resume_sessions THEN COALESCE(( SELECT ss.session_id
-               FROM public.task_sessions ss
-              WHERE ((ss.task_id = s.task_id) AND (ss.stage = s.stage))), ( SELECT a.session_id
-               FROM public.attempts a
-              WHERE ((a.task_id = s.task_id) AND (a.stage = s.stage) AND (a.session_id IS NOT NULL))
-              ORDER BY a.number DESC
-             LIMIT 1))
-            ELSE NULL::text
-        END AS resume_session,
-    t.resume_sessions
+    p.agent,
+    p.prompt,
+    p.input,
+    p.timeout_ms,
+    p.swarm_id,
+    p.priority,
+    p.stage,
+    p.round,
+    p.build_result,
+    p.feedback,
+    p.inputs,
+    p.resume_session,
+    p.resume_sessions
    FROM (public.task_states s
-     JOIN public.tasks t ON ((t.id = s.task_id)));
+     CROSS JOIN LATERAL public.claim_payload(s.task_id, s.run_agent, s.stage, s.round) p(agent, prompt, input, timeout_ms, swarm_id, priority, stage, round, build_result, feedback, inputs, resume_session, resume_sessions));
 
 CREATE TABLE public.concurrency_slots (
     key text NOT NULL,
@@ -529,6 +484,12 @@ CREATE TABLE public.task_counts (
     tasks bigint NOT NULL
 );
 
+CREATE TABLE public.task_deps (
+    task_id uuid NOT NULL,
+    depends_on uuid NOT NULL,
+    CONSTRAINT task_deps_check CHECK ((task_id <> depends_on))
+);
+
 CREATE TABLE public.task_locks (
     key text NOT NULL,
     task_id uuid NOT NULL,
@@ -564,6 +525,16 @@ CREATE TABLE public.task_output (
     CONSTRAINT task_output_bytes_check CHECK ((bytes >= 0))
 );
 
+CREATE TABLE public.task_sessions (
+    task_id uuid NOT NULL,
+    stage text NOT NULL,
+    session_id text NOT NULL,
+    attempt_id uuid NOT NULL,
+    state bytea NOT NULL,
+    saved_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT task_sessions_session_id_check CHECK ((session_id <> ''::text))
+);
+
 CREATE VIEW public.task_totals AS
  SELECT c.agent,
     c.status,
@@ -578,6 +549,39 @@ CREATE VIEW public.task_totals AS
             task_count_changes.change
            FROM public.task_count_changes) c
   GROUP BY c.agent, c.status;
+
+CREATE TABLE public.tasks (
+    id uuid NOT NULL,
+    swarm_id uuid NOT NULL,
+    key text,
+    agent text NOT NULL,
+    prompt text NOT NULL,
+    input jsonb,
+    priority integer DEFAULT 0 NOT NULL,
+    max_attempts integer NOT NULL,
+    timeout_ms bigint,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    backoff_initial_ms bigint,
+    backoff_max_ms bigint,
+    backoff_multiplier double precision,
+    required_labels jsonb DEFAULT '{}'::jsonb NOT NULL,
+    locks text[] DEFAULT '{}'::text[] NOT NULL,
+    validate_agent text,
+    validate_prompt text,
+    max_rounds integer DEFAULT 1 NOT NULL,
+    resume_sessions boolean DEFAULT false NOT NULL,
+    fallback_agents text[] DEFAULT '{}'::text[] NOT NULL,
+    concurrency_keys text[] DEFAULT '{}'::text[] NOT NULL,
+    CONSTRAINT tasks_agent_check CHECK ((agent <> ''::text)),
+    CONSTRAINT tasks_backoff_initial_ms_check CHECK ((backoff_initial_ms >= 0)),
+    CONSTRAINT tasks_backoff_max_ms_check CHECK ((backoff_max_ms >= 0)),
+    CONSTRAINT tasks_backoff_multiplier_check CHECK ((backoff_multiplier >= (1)::double precision)),
+    CONSTRAINT tasks_max_attempts_check CHECK ((max_attempts >= 1)),
+    CONSTRAINT tasks_max_rounds_check CHECK ((max_rounds >= 1)),
+    CONSTRAINT tasks_timeout_ms_check CHECK ((timeout_ms > 0)),
+    CONSTRAINT tasks_validate_agent_check CHECK ((validate_agent <> ''::text))
+)
+WITH (fillfactor='100');
 
 CREATE TABLE public.webhook_cursors (
     webhook text NOT NULL,

@@ -187,7 +187,7 @@ pub async fn claim(
             -- table for the limit) looks the picked rows up in the primary key.
             where s.task_id = any(array(select task_id from fitting where not has_keys)
                                  || array(select task_id from keyed))
-            returning s.task_id, s.swarm_id, s.attempt_id, s.attempts, s.lease_expires_at,
+            returning s.task_id, s.swarm_id, s.attempt_id, s.attempts, s.lease_expires_at, s.run_agent, s.stage, s.round,
                       extract(epoch from now() - s.run_after)::float8 as queued_seconds
         ), logged as (
             insert into events (kind, task_ids, swarm_ids, worker_ids, attempts)
@@ -205,7 +205,7 @@ pub async fn claim(
                (select exists(select 1 from task_states l where l.status = 'ready' and l.has_locks and l.run_after <= now()))
                    as "lock_tasks_due!",
                (select exists(select 1 from probe_due)) as "probe_due!"
-        from claimed c join claim_payloads p on p.task_id = c.task_id
+        from claimed c cross join lateral claim_payload(c.task_id, c.run_agent, c.stage, c.round) p
         order by p.priority desc, c.task_id
         "#,
         scope.worker,
@@ -244,7 +244,7 @@ pub async fn claim_locked(
                 started_at = coalesce(s.started_at, now()),
                 attempt_started_at = now()
             where s.task_id = $2 and s.status = 'ready'
-            returning s.task_id, s.swarm_id, s.attempt_id, s.attempts, s.lease_expires_at,
+            returning s.task_id, s.swarm_id, s.attempt_id, s.attempts, s.lease_expires_at, s.run_agent, s.stage, s.round,
                       extract(epoch from now() - s.run_after)::float8 as queued_seconds
         ), logged as (
             insert into events (kind, task_ids, swarm_ids, worker_ids, attempts)
@@ -257,7 +257,7 @@ pub async fn claim_locked(
                p.swarm_id as "swarm_id!", p.priority as "priority!", p.stage as "stage!", p.round as "round!",
                p.build_result, p.feedback, p.inputs, p.resume_session, p.resume_sessions as "resume_sessions!", false as "lock_tasks_due!",
                false as "probe_due!"
-        from claimed c join claim_payloads p on p.task_id = c.task_id
+        from claimed c cross join lateral claim_payload(c.task_id, c.run_agent, c.stage, c.round) p
         "#,
         worker,
         task,
