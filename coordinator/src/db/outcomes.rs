@@ -66,7 +66,7 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
             -- The attempt as the claim left it (the statement's snapshot),
             -- for the attempt's row.
             select s.task_id, s.swarm_id, s.attempts, s.worker_id, s.stage, s.run_agent, s.attempt_started_at,
-                   s.has_keys, s.has_locks, r.attempt_id, r.result, r.session_id, r.input_tokens, r.output_tokens, r.cost
+                   s.has_keys, r.attempt_id, r.result, r.session_id, r.input_tokens, r.output_tokens, r.cost
             from reported r join task_states s on s.task_id = r.task_id and s.attempt_id = r.attempt_id
             where not s.validated and ($8::uuid is null or s.worker_id = $8)
         ), done as (
@@ -85,7 +85,7 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
             -- written from what this returns, with no join back to `before`
             -- (a generic plan joins two CTEs by comparing every row of one
             -- with every row of the other).
-            returning s.task_id, s.swarm_id, b.has_locks, b.attempt_id, b.attempts, b.worker_id, b.stage, b.run_agent,
+            returning s.task_id, s.swarm_id, b.attempt_id, b.attempts, b.worker_id, b.stage, b.run_agent,
                       b.attempt_started_at, b.result, b.session_id, b.input_tokens, b.output_tokens, b.cost
         ), recorded as (
             insert into attempts (id, task_id, number, worker_id, stage, agent, started_at, finished_at, outcome,
@@ -109,8 +109,8 @@ pub async fn complete(executor: impl PgExecutor<'_>, reports: &Reports) -> sqlx:
                   from done group by swarm_id) x
             where w.id = x.swarm_id and (x.cost > 0 or x.input_tokens > 0 or x.output_tokens > 0)
         ), unlocked as (
-            -- Only tasks that take locks look in `task_locks`.
-            delete from task_locks l using done where done.has_locks and l.task_id = done.task_id returning l.key
+            -- Every task, declared locks or not: its agent may have taken locks while it ran.
+            delete from task_locks l using done where l.task_id = done.task_id returning l.key
         ), logged as (
             insert into events (kind, task_ids, swarm_ids, worker_ids, attempts)
             select 'task.succeeded', array_agg(task_id), array_agg(swarm_id), array_agg(worker_id), array_agg(attempts)
