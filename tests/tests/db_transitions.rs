@@ -96,11 +96,15 @@ async fn completion_records_the_result_unblocks_dependents_charges_the_swarm_and
     assert!((spent - 2.5).abs() < 1e-9, "charged: {spent}");
     assert_eq!(db::locks::list(&db.pool).await.unwrap().len(), 0, "its lock is released");
 
-    // The last dependency of task 2 succeeds.
+    // The last dependency of task 2 succeeds. It declares no locks, but its
+    // agent took one while it ran: the completion releases that too.
     let second = claim(&db.pool, worker, 1).await.remove(0);
     assert_eq!(second.id, tasks[1]);
+    let taking = db::locks::acquire(&db.pool, tasks[1], second.attempt_id, "taken-at-run-time").await.unwrap();
+    assert_eq!(taking, db::locks::Taking::Taken);
     assert_eq!(complete(&db.pool, tasks[1], second.attempt_id).await.len(), 1);
     assert_eq!(status(&db.pool, tasks[2]).await, TaskStatus::Ready);
+    assert_eq!(db::locks::list(&db.pool).await.unwrap().len(), 0, "the lock its agent took is released");
     assert_invariants(&db.pool).await;
 }
 
